@@ -1,0 +1,218 @@
+//! The wgpu device: adapter choice, limits and features, error scopes, submission and readback.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Result, WgnnError};
+use crate::kernels::PipelineCache;
+
+/// Environment variable that picks an adapter by (case-insensitive) substring of its name.
+pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
+
+/// A handle on one GPU device and its queue. Cheap to clone; every clone shares the pipeline cache.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<GpuInner>,
+}
+
+pub(crate) struct GpuInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub pipelines: PipelineCache,
+    /// Set by the device-lost callback; checked after every wait.
+    lost: Arc<Mutex<Option<String>>>,
+    /// Errors no error scope caught (wgpu's default would panic).
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// The adapter named by `$WGNN_ADAPTER`, or else the high-performance default.
+    pub fn new() -> Result<Gpu> {
+        let wanted = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        Gpu::with_adapter(wanted.as_deref())
+    }
+
+    /// The first adapter whose name contains `name` (case-insensitive), or the default when `None`.
+    pub fn with_adapter(name: Option<&str>) -> Result<Gpu> {
+        pollster::block_on(Self::create(name))
+    }
+
+    async fn create(name: Option<&str>) -> Result<Gpu> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = match name {
+            Some(wanted) => {
+                let adapters = instance.enumerate_adapters(wgpu::Backends::PRIMARY).await;
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                let lower = wanted.to_lowercase();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+                    .ok_or_else(|| WgnnError::NoAdapter {
+                        detail: format!(" whose name contains {wanted:?} (adapters present: {names:?})"),
+                    })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| WgnnError::NoAdapter { detail: format!(" ({e})") })?,
+        };
+        let info = adapter.get_info();
+        // The adapter's own limits: the defaults cap a storage binding at 128 MiB.
+        let limits = adapter.limits();
+        let wanted_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted_features;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgnn"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| WgnnError::DeviceRequest { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let lost = Arc::new(Mutex::new(None));
+        let lost_writer = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = lost_writer.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let uncaptured_writer = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            if let Ok(mut slot) = uncaptured_writer.lock() {
+                slot.get_or_insert_with(|| error.to_string());
+            }
+        }));
+
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                device,
+                queue,
+                info,
+                limits,
+                features,
+                pipelines: PipelineCache::default(),
+                lost,
+                uncaptured,
+            }),
+        })
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+    pub(crate) fn pipelines(&self) -> &PipelineCache {
+        &self.inner.pipelines
+    }
+
+    /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up.
+    pub fn describe(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?}, driver {} {}, {:?})", i.name, i.backend, i.driver, i.driver_info, i.device_type)
+    }
+
+    /// True on a CPU "GPU" such as lavapipe, where the kernel choices differ.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Runs `f` inside a validation + out-of-memory error scope; an error becomes `Err` naming `op`.
+    pub(crate) fn scoped<T>(&self, op: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let validation = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let value = f();
+        let oom_error = pollster::block_on(oom.pop());
+        let validation_error = pollster::block_on(validation.pop());
+        match validation_error.or(oom_error) {
+            Some(e) => Err(WgnnError::Gpu { op: op.to_string(), message: e.to_string() }),
+            None => Ok(value),
+        }
+    }
+
+    /// Submits one command buffer inside an error scope.
+    pub(crate) fn submit(&self, op: &str, commands: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
+        self.check_health()?;
+        self.scoped(op, || self.inner.queue.submit(Some(commands)))
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| WgnnError::Gpu { op: "wait".into(), message: e.to_string() })?;
+        self.check_health()
+    }
+
+    /// An error if the device was lost or an error escaped every scope.
+    pub fn check_health(&self) -> Result<()> {
+        if let Some(message) = self.inner.lost.lock().ok().and_then(|s| s.clone()) {
+            return Err(WgnnError::DeviceLost { message });
+        }
+        if let Some(message) = self.inner.uncaptured.lock().ok().and_then(|mut s| s.take()) {
+            return Err(WgnnError::Gpu { op: "uncaptured".into(), message });
+        }
+        Ok(())
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` to the host: the one readback path.
+    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let device = &self.inner.device;
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgnn readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.submit("readback", encoder.finish())?;
+        let slice = staging.slice(..);
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            sender.send(result).ok();
+        });
+        self.wait()?;
+        let mapped = pollster::block_on(receiver.receive())
+            .ok_or_else(|| WgnnError::Gpu { op: "readback".into(), message: "map callback dropped".into() })?;
+        mapped.map_err(|e| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })?;
+        let bytes = slice
+            .get_mapped_range()
+            .map_err(|e| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.describe())
+    }
+}

@@ -1,0 +1,68 @@
+//! Shared by the integration tests: one device per test binary, tolerances, finite differences.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgnn::Gpu;
+
+/// The device every test in a binary shares. No adapter is a failure with the install hint, never
+/// a silent pass.
+pub fn gpu() -> Gpu {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    match GPU.get_or_init(|| Gpu::new().map_err(|e| e.to_string())) {
+        Ok(g) => g.clone(),
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    }
+}
+
+/// Shapes every kernel is tried on: 1, primes, around the tile sizes, and one large non-square.
+pub const SIZES: &[usize] = &[1, 7, 63, 64, 65, 127, 257];
+
+/// |got − want| ≤ atol + rtol·|want| everywhere; the message names the max difference and the first
+/// mismatching index.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+    let mut max_diff = 0.0f32;
+    let mut first_bad: Option<usize> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let diff = (g - w).abs();
+        let ok = diff <= atol + rtol * w.abs() && g.is_finite() == w.is_finite();
+        if diff.is_finite() {
+            max_diff = max_diff.max(diff);
+        }
+        if !ok && first_bad.is_none() {
+            first_bad = Some(i);
+        }
+    }
+    if let Some(i) = first_bad {
+        panic!(
+            "{what}: mismatch at index {i}: gpu {} vs cpu {} (max |diff| {max_diff:e}, atol {atol:e}, rtol {rtol:e}, {} values)",
+            got[i],
+            want[i],
+            got.len()
+        );
+    }
+}
+
+/// Central finite differences of a scalar function f at x, one coordinate at a time (f64 inside
+/// for accuracy; the functions under test are f32).
+pub fn numeric_gradient(x: &[f32], eps: f32, mut f: impl FnMut(&[f32]) -> f64) -> Vec<f32> {
+    let mut probe = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = probe[i];
+            probe[i] = orig + eps;
+            let plus = f(&probe);
+            probe[i] = orig - eps;
+            let minus = f(&probe);
+            probe[i] = orig;
+            ((plus - minus) / (2.0 * eps as f64)) as f32
+        })
+        .collect()
+}
+
+/// Σ w·y: projects an output onto fixed random weights, so the gradient of this scalar with respect
+/// to y is w, the upstream gradient used by gradient checks.
+pub fn dot(w: &[f32], y: &[f32]) -> f64 {
+    w.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
