@@ -98,7 +98,14 @@ impl Tensor {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { gpu: gpu.clone(), buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec(), dtype, max_u32: None })
+        Ok(Tensor {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+            max_u32: None,
+        })
     }
 
     /// A view of `shape` starting `offset_elems` elements into this tensor's storage. The byte
@@ -108,23 +115,40 @@ impl Tensor {
         if offset_elems + len > self.len() {
             return Err(WgnnError::shape(
                 "view",
-                format!("view of {shape:?} at element {offset_elems} exceeds tensor {:?}", self.shape),
+                format!(
+                    "view of {shape:?} at element {offset_elems} exceeds tensor {:?}",
+                    self.shape
+                ),
             ));
         }
         let offset = self.offset + offset_elems as u64 * 4;
         let align = self.gpu.limits().min_storage_buffer_offset_alignment as u64;
         if offset % align != 0 {
-            return Err(WgnnError::invalid("view", format!("byte offset {offset} is not a multiple of {align}")));
+            return Err(WgnnError::invalid(
+                "view",
+                format!("byte offset {offset} is not a multiple of {align}"),
+            ));
         }
-        Ok(Tensor { offset, shape: shape.to_vec(), max_u32: self.max_u32, ..self.clone() })
+        Ok(Tensor {
+            offset,
+            shape: shape.to_vec(),
+            max_u32: self.max_u32,
+            ..self.clone()
+        })
     }
 
     /// The same storage with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(WgnnError::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
+            return Err(WgnnError::shape(
+                "reshape",
+                format!("{:?} -> {shape:?}", self.shape),
+            ));
         }
-        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
     }
 
     /// Overwrites the contents from the host (queued; ordered before the next submit).
@@ -132,33 +156,42 @@ impl Tensor {
         self.expect_dtype("write", DType::F32)?;
         check_len("write", &self.shape, data.len())?;
         if !data.is_empty() {
-            self.gpu.queue().write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+            self.gpu
+                .queue()
+                .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
         }
         Ok(())
     }
 
-    /// Overwrites u32 contents from the host.
-    pub fn write_u32(&mut self, data: &[u32]) -> Result<()> {
+    /// Overwrites u32 contents from the host. The known maximum (see [`Tensor::max_u32`]) is
+    /// kept only by the tensor created with [`Tensor::from_u32`]; a write through a clone or view
+    /// does not change it, so label tensors should be created, not rewritten.
+    pub fn write_u32(&self, data: &[u32]) -> Result<()> {
         self.expect_dtype("write_u32", DType::U32)?;
         check_len("write_u32", &self.shape, data.len())?;
         if !data.is_empty() {
-            self.gpu.queue().write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+            self.gpu
+                .queue()
+                .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
         }
-        self.max_u32 = Some(data.iter().copied().max().unwrap_or(0));
         Ok(())
     }
 
     /// Downloads an f32 tensor (waits for all submitted work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.expect_dtype("download", DType::F32)?;
-        let bytes = self.gpu.read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
+        let bytes = self
+            .gpu
+            .read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Downloads a u32 tensor.
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype("download_u32", DType::U32)?;
-        let bytes = self.gpu.read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
+        let bytes = self
+            .gpu
+            .read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -188,13 +221,21 @@ impl Tensor {
     pub fn dims2(&self, op: &str) -> Result<(usize, usize)> {
         match self.shape[..] {
             [r, c] => Ok((r, c)),
-            _ => Err(WgnnError::shape(op, format!("expected a matrix, got shape {:?}", self.shape))),
+            _ => Err(WgnnError::shape(
+                op,
+                format!("expected a matrix, got shape {:?}", self.shape),
+            )),
         }
     }
 
     pub(crate) fn expect_dtype(&self, op: &str, dtype: DType) -> Result<()> {
         if self.dtype != dtype {
-            return Err(WgnnError::DType { op: op.into(), expected: dtype.name(), got: self.dtype.name(), shape: self.shape.clone() });
+            return Err(WgnnError::DType {
+                op: op.into(),
+                expected: dtype.name(),
+                got: self.dtype.name(),
+                shape: self.shape.clone(),
+            });
         }
         Ok(())
     }
@@ -202,7 +243,10 @@ impl Tensor {
     /// An error naming `op` if any dimension is zero.
     pub(crate) fn expect_nonempty(&self, op: &str) -> Result<()> {
         if self.is_empty() {
-            return Err(WgnnError::EmptyTensor { op: op.into(), shape: self.shape.clone() });
+            return Err(WgnnError::EmptyTensor {
+                op: op.into(),
+                shape: self.shape.clone(),
+            });
         }
         Ok(())
     }
@@ -233,7 +277,10 @@ impl std::fmt::Debug for Tensor {
 fn check_len(op: &str, shape: &[usize], len: usize) -> Result<()> {
     let want: usize = shape.iter().product();
     if want != len {
-        return Err(WgnnError::shape(op, format!("shape {shape:?} needs {want} values, got {len}")));
+        return Err(WgnnError::shape(
+            op,
+            format!("shape {shape:?} needs {want} values, got {len}"),
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,55 @@
+// Batch assembly on the GPU: rows of the resident data set picked by an index list.
+//   gather_rows: x[r, j] = norm(src[idx[start + r], j]);  y[r] = labels[idx[start + r]]
+//     src: [total_rows, dim] as u8 packed 4 per u32 (SOURCE_U8) or f32 bits; idx: [n] u32;
+//     labels: [total_rows] u32; x: [rows, dim]; y: [rows].
+//   norm(v) = v * scale + shift, then (· − mean[j]) / std[j] when STANDARDIZE (mean_std: [2, dim]).
+// The batch start is `epoch_step[0] * stride` when START_FROM_COUNTER (a training step reads its own
+// position from the GPU-side step counter, so an epoch needs no per-step upload), else `start`.
+
+override SOURCE_U8: bool = true;
+override STANDARDIZE: bool = false;
+override START_FROM_COUNTER: bool = true;
+override WG: u32 = 256u;
+
+struct Params {
+    rows: u32,
+    dim: u32,
+    start: u32,
+    stride: u32,
+    scale: f32,
+    shift: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read> idx: array<u32>;
+@group(0) @binding(3) var<storage, read> labels: array<u32>;
+@group(0) @binding(4) var<storage, read> mean_std: array<f32>;
+@group(0) @binding(5) var<storage, read> epoch_step: array<u32>;
+@group(0) @binding(6) var<storage, read_write> x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<u32>;
+
+@compute @workgroup_size(WG)
+fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.rows * p.dim) { return; }
+    let r = i / p.dim;
+    let j = i % p.dim;
+    var start = p.start;
+    if (START_FROM_COUNTER) { start = epoch_step[0] * p.stride; }
+    let row = idx[start + r];
+    let e = row * p.dim + j;
+    var v: f32;
+    if (SOURCE_U8) {
+        v = f32((src[e / 4u] >> (8u * (e % 4u))) & 0xFFu);
+    } else {
+        v = bitcast<f32>(src[e]);
+    }
+    v = v * p.scale + p.shift;
+    if (STANDARDIZE) { v = (v - mean_std[j]) / mean_std[p.dim + j]; }
+    x[i] = v;
+    if (j == 0u) { y[r] = labels[row]; }
+}
