@@ -77,7 +77,10 @@ impl Activation {
     pub fn validate(self) -> Result<()> {
         if let Activation::LeakyRelu(s) = self {
             if !(s.is_finite() && s >= 0.0) {
-                return Err(WgnnError::invalid("activation", format!("leaky relu slope must be finite and >= 0, got {s}")));
+                return Err(WgnnError::invalid(
+                    "activation",
+                    format!("leaky relu slope must be finite and >= 0, got {s}"),
+                ));
             }
         }
         Ok(())

@@ -31,7 +31,14 @@ pub fn column_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Resu
     let (rows, cols) = x.dims2(OP)?;
     x.expect_nonempty(OP)?;
     if out.len() != cols {
-        return Err(WgnnError::shape(OP, format!("x is {:?}, so out must have {cols} values, got {:?}", x.shape(), out.shape())));
+        return Err(WgnnError::shape(
+            OP,
+            format!(
+                "x is {:?}, so out must have {cols} values, got {:?}",
+                x.shape(),
+                out.shape()
+            ),
+        ));
     }
     if x.overlaps(out) {
         return Err(WgnnError::invalid(OP, "x and out share memory"));
@@ -42,16 +49,40 @@ pub fn column_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Resu
     while rows_left > COLUMN_SUM_CHUNK {
         let chunks = rows_left.div_ceil(COLUMN_SUM_CHUNK);
         let partial = Tensor::zeros(gpu, &[chunks, cols])?;
-        plan.push(column_sum_dispatch(gpu, &input, &partial, rows_left, cols, false)?);
+        plan.push(column_sum_dispatch(
+            gpu, &input, &partial, rows_left, cols, false,
+        )?);
         input = partial;
         rows_left = chunks;
     }
-    plan.push(column_sum_dispatch(gpu, &input, out, rows_left, cols, accumulate)?);
+    plan.push(column_sum_dispatch(
+        gpu, &input, out, rows_left, cols, accumulate,
+    )?);
     Ok(plan)
 }
 
-fn column_sum_dispatch(gpu: &Gpu, x: &Tensor, out: &Tensor, rows: usize, cols: usize, accumulate: bool) -> Result<super::Dispatch> {
+fn column_sum_dispatch(
+    gpu: &Gpu,
+    x: &Tensor,
+    out: &Tensor,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) -> Result<super::Dispatch> {
     let chunks = rows.div_ceil(COLUMN_SUM_CHUNK);
-    let params = ColumnSumParams { rows: rows as u32, cols: cols as u32, chunk: COLUMN_SUM_CHUNK as u32, accumulate: accumulate as u32 };
-    dispatch(gpu, &REDUCE, "column_sum", &[], &params, &[x, out], [cols.div_ceil(WG as usize) as u32, chunks as u32, 1])
+    let params = ColumnSumParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        chunk: COLUMN_SUM_CHUNK as u32,
+        accumulate: accumulate as u32,
+    };
+    dispatch(
+        gpu,
+        &REDUCE,
+        "column_sum",
+        &[],
+        &params,
+        &[x, out],
+        [cols.div_ceil(WG as usize) as u32, chunks as u32, 1],
+    )
 }
