@@ -4,6 +4,10 @@
 
 pub mod bias_act;
 pub mod reduce;
+pub mod softmax_xent;
+pub mod totals;
 
 pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use reduce::column_sum;
+pub use softmax_xent::{softmax, softmax_xent};
+pub use totals::totals;

@@ -10,7 +10,10 @@
 //! one compute pass; nothing in it reads back.
 
 pub mod bias_act;
+pub(crate) mod check;
 pub mod reduce;
+pub mod softmax_xent;
+pub mod totals;
 
 /// Shared WGSL: the activation functions, prepended to the families that apply one.
 pub(crate) const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
