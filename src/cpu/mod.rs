@@ -3,11 +3,13 @@
 //! slices, shapes passed explicitly. Clarity over speed: these define what the kernels compute.
 
 pub mod bias_act;
+pub mod optimizer;
 pub mod reduce;
 pub mod softmax_xent;
 pub mod totals;
 
 pub use bias_act::{bias_act_backward, bias_act_forward};
+pub use optimizer::{adam_update, sgd_update};
 pub use reduce::column_sum;
 pub use softmax_xent::{softmax, softmax_xent};
 pub use totals::totals;
