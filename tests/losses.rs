@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use wgnn::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use wgnn::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut, MAX_CLASSES};
 use wgnn::kernels::totals::{totals, totals_blocked};
 use wgnn::rng::Rng;
@@ -458,4 +459,280 @@ fn softmax_xent_bad_input_is_an_error_naming_the_kernel() {
         softmax(&gpu, &logits, &logits),
         &["softmax", "share memory"],
     );
+}
+
+/// Runs sigmoid_bce on the GPU with every output (logits shaped `shape`); totals start at `start`.
+fn run_sigmoid_bce(
+    gpu: &Gpu,
+    shape: &[usize],
+    logits: &[f32],
+    targets: &[f32],
+    grad_scale: f32,
+    start: [f32; 2],
+) -> Got {
+    let n = logits.len();
+    let zt = Tensor::from_slice(gpu, shape, logits).unwrap();
+    let tt = Tensor::from_slice(gpu, &[n], targets).unwrap();
+    let loss = Tensor::zeros(gpu, &[n]).unwrap();
+    let dlogits = Tensor::from_slice(gpu, shape, &vec![f32::NAN; n]).unwrap();
+    let correct = Tensor::zeros(gpu, &[n]).unwrap();
+    let tot = Tensor::from_slice(gpu, &[2], &start).unwrap();
+    let out = SigmoidBceOut {
+        loss_rows: &loss,
+        dlogits: Some(&dlogits),
+        correct_rows: &correct,
+        totals: Some(&tot),
+    };
+    let plan = sigmoid_bce(gpu, &zt, &tt, grad_scale, &out).unwrap();
+    gpu.run(&[&plan]).unwrap();
+    Got {
+        loss: loss.to_vec().unwrap(),
+        dlogits: dlogits.to_vec().unwrap(),
+        correct: correct.to_vec().unwrap(),
+        totals: tot.to_vec().unwrap(),
+    }
+}
+
+fn check_sigmoid_bce(gpu: &Gpu, what: &str, shape: &[usize], logits: &[f32], targets: &[f32]) {
+    let grad_scale = 1.0 / logits.len() as f32;
+    let start = [1.5, 3.0];
+    let got = run_sigmoid_bce(gpu, shape, logits, targets, grad_scale, start);
+    let (loss, dlogits, correct) = cpu::sigmoid_bce(logits, targets, grad_scale);
+    assert_close(&format!("{what} loss_rows"), &got.loss, &loss, 1e-5, 1e-4);
+    assert_close(
+        &format!("{what} dlogits"),
+        &got.dlogits,
+        &dlogits,
+        1e-7,
+        1e-4,
+    );
+    assert_eq!(got.correct, correct, "{what} correct_rows");
+    let [sl, sc] = cpu::totals(&loss, &correct);
+    assert_close(
+        &format!("{what} totals"),
+        &got.totals,
+        &[start[0] + sl, start[1] + sc],
+        1e-3,
+        1e-5,
+    );
+}
+
+/// Targets: hard 0/1 labels with some soft values in between.
+fn bce_targets(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| match rng.below(4) {
+            0 => 0.0,
+            1 => 1.0,
+            2 => 0.5,
+            _ => rng.next_f32(),
+        })
+        .collect()
+}
+
+#[test]
+fn sigmoid_bce_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(30);
+    for &n in SIZES.iter().chain(&[60_000]) {
+        let logits = rng.vec_uniform(n, -6.0, 6.0);
+        let targets = bce_targets(&mut rng, n);
+        check_sigmoid_bce(
+            &gpu,
+            &format!("sigmoid_bce [{n}, 1]"),
+            &[n, 1],
+            &logits,
+            &targets,
+        );
+        check_sigmoid_bce(&gpu, &format!("sigmoid_bce [{n}]"), &[n], &logits, &targets);
+    }
+}
+
+#[test]
+fn sigmoid_bce_extreme_logits_are_finite() {
+    let gpu = gpu();
+    for &scale in &[1000.0f32, 1e4] {
+        let logits: Vec<f32> = [-1.0f32, 1.0]
+            .iter()
+            .flat_map(|s| [0.0, 0.25, 0.5, 1.0].map(|_| s * scale))
+            .collect();
+        let targets: Vec<f32> = (0..2).flat_map(|_| [0.0, 0.25, 0.5, 1.0]).collect();
+        let got = run_sigmoid_bce(&gpu, &[8, 1], &logits, &targets, 0.125, [0.0, 0.0]);
+        for (name, v) in [
+            ("loss", &got.loss),
+            ("dlogits", &got.dlogits),
+            ("totals", &got.totals),
+        ] {
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "sigmoid_bce ±{scale}: {name} has a non-finite value: {v:?}"
+            );
+        }
+        // A confident right answer costs nothing; a confident wrong one costs |z|.
+        assert_eq!(got.loss[0], 0.0, "z = -{scale}, t = 0");
+        assert_eq!(got.loss[4], scale, "z = {scale}, t = 0");
+        check_sigmoid_bce(
+            &gpu,
+            &format!("sigmoid_bce ±{scale}"),
+            &[8, 1],
+            &logits,
+            &targets,
+        );
+    }
+}
+
+#[test]
+fn sigmoid_bce_evaluation_only() {
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    let n = 127;
+    let logits = rng.vec_uniform(n, -4.0, 4.0);
+    let targets = bce_targets(&mut rng, n);
+    let zt = Tensor::from_slice(&gpu, &[n, 1], &logits).unwrap();
+    let tt = Tensor::from_slice(&gpu, &[n], &targets).unwrap();
+    let loss = Tensor::zeros(&gpu, &[n]).unwrap();
+    let correct = Tensor::zeros(&gpu, &[n]).unwrap();
+    let out = SigmoidBceOut {
+        loss_rows: &loss,
+        dlogits: None,
+        correct_rows: &correct,
+        totals: None,
+    };
+    let plan = sigmoid_bce(&gpu, &zt, &tt, 1.0, &out).unwrap();
+    assert_eq!(plan.len(), 1, "no totals: one dispatch");
+    gpu.run(&[&plan]).unwrap();
+    let (want_loss, _, want_correct) = cpu::sigmoid_bce(&logits, &targets, 1.0);
+    assert_close(
+        "sigmoid_bce eval loss",
+        &loss.to_vec().unwrap(),
+        &want_loss,
+        1e-5,
+        1e-4,
+    );
+    assert_eq!(
+        correct.to_vec().unwrap(),
+        want_correct,
+        "sigmoid_bce eval correct"
+    );
+}
+
+#[test]
+fn sigmoid_bce_gradient_matches_finite_differences() {
+    let mut rng = Rng::new(32);
+    let n = 9;
+    let logits = rng.vec_uniform(n, -4.0, 4.0);
+    let targets = bce_targets(&mut rng, n);
+    let (_, dlogits, _) = cpu::sigmoid_bce(&logits, &targets, 1.0 / n as f32);
+    let mean_loss = |z: &[f32]| {
+        cpu::sigmoid_bce(z, &targets, 1.0)
+            .0
+            .iter()
+            .map(|&l| l as f64)
+            .sum::<f64>()
+            / n as f64
+    };
+    let numeric = numeric_gradient(&logits, 1e-2, mean_loss);
+    assert_close(
+        "d(mean sigmoid_bce)/dlogits",
+        &dlogits,
+        &numeric,
+        1e-3,
+        1e-2,
+    );
+    // The stable form equals the textbook −t·log σ(z) − (1−t)·log(1−σ(z)) where that is finite.
+    let (loss, _, _) = cpu::sigmoid_bce(&logits, &targets, 1.0);
+    let textbook: Vec<f32> = logits
+        .iter()
+        .zip(&targets)
+        .map(|(&z, &t)| {
+            let s = 1.0 / (1.0 + (-(z as f64)).exp());
+            (-(t as f64) * s.ln() - (1.0 - t as f64) * (1.0 - s).ln()) as f32
+        })
+        .collect();
+    assert_close("sigmoid_bce vs textbook", &loss, &textbook, 1e-5, 1e-4);
+}
+
+#[test]
+fn sigmoid_bce_bad_input_is_an_error_naming_the_kernel() {
+    let gpu = gpu();
+    let logits = Tensor::zeros(&gpu, &[4, 1]).unwrap();
+    let targets = Tensor::zeros(&gpu, &[4]).unwrap();
+    let loss = Tensor::zeros(&gpu, &[4]).unwrap();
+    let correct = Tensor::zeros(&gpu, &[4]).unwrap();
+    let dl = Tensor::zeros(&gpu, &[4, 1]).unwrap();
+    let tot = Tensor::zeros(&gpu, &[2]).unwrap();
+    let out = SigmoidBceOut {
+        loss_rows: &loss,
+        dlogits: Some(&dl),
+        correct_rows: &correct,
+        totals: Some(&tot),
+    };
+    sigmoid_bce(&gpu, &logits, &targets, 0.25, &out).expect("valid call");
+
+    let two = Tensor::zeros(&gpu, &[4, 2]).unwrap();
+    expect_err(
+        "[4, 2] logits",
+        sigmoid_bce(&gpu, &two, &targets, 0.25, &out),
+        &["sigmoid_bce", "[4, 2]"],
+    );
+    let short = Tensor::zeros(&gpu, &[3]).unwrap();
+    expect_err(
+        "targets [3]",
+        sigmoid_bce(&gpu, &logits, &short, 0.25, &out),
+        &["sigmoid_bce", "targets", "[3]"],
+    );
+    let u32_targets = Tensor::from_u32(&gpu, &[4], &[0, 1, 1, 0]).unwrap();
+    let err = expect_err(
+        "u32 targets",
+        sigmoid_bce(&gpu, &logits, &u32_targets, 0.25, &out),
+        &["sigmoid_bce", "f32", "u32"],
+    );
+    assert!(matches!(err, WgnnError::DType { .. }), "{err}");
+    let wrong = SigmoidBceOut {
+        dlogits: Some(&short),
+        ..out
+    };
+    expect_err(
+        "dlogits [3]",
+        sigmoid_bce(&gpu, &logits, &targets, 0.25, &wrong),
+        &["sigmoid_bce", "dlogits", "[3]"],
+    );
+    let wrong = SigmoidBceOut {
+        correct_rows: &short,
+        ..out
+    };
+    expect_err(
+        "correct_rows [3]",
+        sigmoid_bce(&gpu, &logits, &targets, 0.25, &wrong),
+        &["sigmoid_bce", "correct_rows"],
+    );
+    let wrong = SigmoidBceOut {
+        totals: Some(&short),
+        ..out
+    };
+    expect_err(
+        "totals [3]",
+        sigmoid_bce(&gpu, &logits, &targets, 0.25, &wrong),
+        &["sigmoid_bce", "totals"],
+    );
+    let wrong = SigmoidBceOut {
+        dlogits: Some(&targets),
+        ..out
+    };
+    expect_err(
+        "dlogits is targets",
+        sigmoid_bce(&gpu, &logits, &targets, 0.25, &wrong),
+        &["sigmoid_bce", "share memory"],
+    );
+    expect_err(
+        "inf grad_scale",
+        sigmoid_bce(&gpu, &logits, &targets, f32::INFINITY, &out),
+        &["sigmoid_bce", "grad_scale"],
+    );
+    let empty = Tensor::zeros(&gpu, &[0, 1]).unwrap();
+    let err = expect_err(
+        "empty",
+        sigmoid_bce(&gpu, &empty, &empty, 1.0, &out),
+        &["sigmoid_bce", "[0, 1]"],
+    );
+    assert!(matches!(err, WgnnError::EmptyTensor { .. }), "{err}");
 }

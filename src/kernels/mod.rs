@@ -13,6 +13,7 @@ pub mod bias_act;
 pub(crate) mod check;
 pub mod optimizer;
 pub mod reduce;
+pub mod sigmoid_bce;
 pub mod softmax_xent;
 pub mod totals;
 
