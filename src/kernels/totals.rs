@@ -48,7 +48,7 @@ pub fn totals_blocked(
     block: usize,
 ) -> Result<Plan> {
     const OP: &str = "totals";
-    if block == 0 || block % WG != 0 || block > TOTALS_BLOCK {
+    if block == 0 || !block.is_multiple_of(WG) || block > TOTALS_BLOCK {
         return Err(WgnnError::invalid(
             OP,
             format!(
