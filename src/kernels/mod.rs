@@ -11,7 +11,12 @@
 
 pub mod bias_act;
 pub mod gather;
+pub(crate) mod check;
+pub mod optimizer;
 pub mod reduce;
+pub mod sigmoid_bce;
+pub mod softmax_xent;
+pub mod totals;
 
 /// Shared WGSL: the activation functions, prepended to the families that apply one.
 pub(crate) const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");

@@ -1,0 +1,90 @@
+// Softmax cross-entropy, fused, one invocation per row of a [rows, cols] matrix of logits.
+//   softmax_xent: loss[r]       = logsumexp(Z[r, :]) − Z[r, label[r]]          Z: [rows, cols], label: [rows]
+//                 dZ[r, c]      = (softmax(Z[r, :])[c] − [c == label[r]]) · grad_scale     dZ: [rows, cols]
+//                 correct[r]    = 1 if the first argmax of Z[r, :] is label[r], else 0   loss, correct: [rows]
+//   softmax:      P[r, c]       = softmax(Z[r, :])[c]                          P: [rows, cols] (bound at dZ)
+// The row maximum is subtracted before exp, so logits of ±1e4 stay finite. Each invocation loops
+// at most 3·cols times: the wrapper caps cols far below lavapipe's 65,535-iteration loop cap.
+// A label ≥ cols (possible only when the host could not check it) gives a NaN loss.
+// The batch totals are totals.wgsl's.
+
+override WG: u32 = 64u;
+override HAS_DLOGITS: bool = true;
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    grad_scale: f32,
+    _pad: u32,
+}
+
+// All read_write: wgpu tracks usage per buffer, so views of one buffer (logits and dlogits in one
+// activation buffer) bound read-only and writable in the same dispatch would conflict.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> loss_rows: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;   // softmax: probs
+@group(0) @binding(5) var<storage, read_write> correct_rows: array<f32>;
+
+fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+// The row's maximum and the column of its first occurrence.
+fn row_max(base: u32) -> vec2<f32> {
+    var m = logits[base];
+    var best = 0u;
+    for (var c = 1u; c < p.cols; c++) {
+        let z = logits[base + c];
+        if (z > m) {
+            m = z;
+            best = c;
+        }
+    }
+    return vec2<f32>(m, f32(best));
+}
+
+fn row_sum_exp(base: u32, m: f32) -> f32 {
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        s += exp(logits[base + c] - m);
+    }
+    return s;
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.cols;
+    let mx = row_max(base);
+    let m = mx.x;
+    let best = u32(mx.y);
+    let s = row_sum_exp(base, m);
+    let label = labels[r];
+    let valid = label < p.cols;
+    let z_label = logits[base + min(label, p.cols - 1u)];
+    loss_rows[r] = select(bitcast<f32>(0x7fc00000u), m + log(s) - z_label, valid);
+    correct_rows[r] = select(0.0, 1.0, valid && best == label);
+    if (HAS_DLOGITS) {
+        for (var c = 0u; c < p.cols; c++) {
+            let prob = exp(logits[base + c] - m) / s;
+            dlogits[base + c] = (prob - select(0.0, 1.0, c == label)) * p.grad_scale;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.cols;
+    let m = row_max(base).x;
+    let s = row_sum_exp(base, m);
+    for (var c = 0u; c < p.cols; c++) {
+        dlogits[base + c] = exp(logits[base + c] - m) / s;
+    }
+}
