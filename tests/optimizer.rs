@@ -146,7 +146,7 @@ fn adam_matches_cpu_over_steps_with_views() {
             let gt = params_buf.view(at, &[len]).unwrap();
             let mt = state_buf.view(at, &[len]).unwrap();
             let vt = state_buf.view(2 * at, &[len]).unwrap();
-            let mut step = counters.view(align, &[1]).unwrap();
+            let step = counters.view(align, &[1]).unwrap();
             let mut p = rng.vec_uniform(len, -1.0, 1.0);
             let (mut m, mut v) = (vec![0.0f32; len], vec![0.0f32; len]);
             pt.write(&p).unwrap();
