@@ -388,8 +388,9 @@ impl Dataset {
                 Some(slot) => *slot = Some(new as u32),
             }
         }
+        let new_label = |l: u32| map.get(l as usize).copied().flatten();
         let rows: Vec<usize> = (0..self.rows)
-            .filter(|&r| map[self.labels[r] as usize].is_some())
+            .filter(|&r| new_label(self.labels[r]).is_some())
             .collect();
         if rows.is_empty() {
             return Err(WgnnError::invalid(
@@ -400,7 +401,7 @@ impl Dataset {
         let mut out = self.subset(&rows)?;
         for l in &mut out.labels {
             // Every kept row's label maps to Some (filtered above).
-            *l = map[*l as usize].unwrap_or(0);
+            *l = new_label(*l).unwrap_or(0);
         }
         out.classes = keep.len();
         Ok(out)
