@@ -9,14 +9,19 @@
 
 pub mod activation;
 pub mod cpu;
+pub mod data;
 pub mod device;
+pub mod display;
 pub mod error;
+pub mod history;
 pub mod kernels;
 pub mod rng;
 pub mod tensor;
 
 pub use activation::Activation;
+pub use data::Dataset;
 pub use device::Gpu;
 pub use error::{Result, WgnnError, INSTALL_HINT};
+pub use history::{EpochRecord, History};
 pub use kernels::Plan;
 pub use tensor::{DType, Tensor};

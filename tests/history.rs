@@ -1,0 +1,107 @@
+//! Training history: the CSV keeps every number, the plot is a real PNG, write errors name the path.
+
+use wgnn::{EpochRecord, History, WgnnError};
+
+fn sample(epochs: usize, with_val: bool) -> History {
+    let mut h = History::default();
+    for e in 1..=epochs {
+        let t = e as f32;
+        h.push(EpochRecord {
+            epoch: e,
+            train_loss: 2.3 / t + 0.01234567,
+            train_accuracy: 1.0 - 0.9 / (t + 0.3),
+            val_loss: with_val.then(|| 2.4 / t + 0.05),
+            val_accuracy: with_val.then(|| 1.0 - 0.95 / (t + 0.2)),
+            seconds: 1.5 + e as f64 / 3.0,
+            samples_per_second: 40000.0 / (1.0 + e as f64 / 7.0),
+        });
+    }
+    h
+}
+
+/// Parses one CSV line back into a record; empty cells are `None`.
+fn parse(line: &str) -> EpochRecord {
+    let c: Vec<&str> = line.split(',').collect();
+    assert_eq!(c.len(), 7, "{line}");
+    let opt = |s: &str| {
+        if s.is_empty() {
+            None
+        } else {
+            Some(s.parse::<f32>().unwrap())
+        }
+    };
+    EpochRecord {
+        epoch: c[0].parse().unwrap(),
+        train_loss: c[1].parse().unwrap(),
+        train_accuracy: c[2].parse().unwrap(),
+        val_loss: opt(c[3]),
+        val_accuracy: opt(c[4]),
+        seconds: c[5].parse().unwrap(),
+        samples_per_second: c[6].parse().unwrap(),
+    }
+}
+
+#[test]
+fn csv_round_trips_every_number() {
+    for with_val in [true, false] {
+        let h = sample(6, with_val);
+        let csv = h.to_csv();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second"
+            )
+        );
+        let back: Vec<EpochRecord> = lines.map(parse).collect();
+        assert_eq!(back, h.epochs);
+        if !with_val {
+            assert!(
+                csv.lines().nth(1).unwrap().contains(",,"),
+                "missing validation cells are empty"
+            );
+        }
+    }
+    let h = sample(3, true);
+    assert_eq!(h.last().map(|r| r.epoch), Some(3));
+    let path = std::env::temp_dir().join(format!("wgnn-history-{}.csv", std::process::id()));
+    h.write_csv(&path).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), h.to_csv());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn plot_png_writes_a_png() {
+    let dir = std::env::temp_dir().join(format!("wgnn-history-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = sample(12, true);
+    h.stopped_early_at = Some(12);
+    for (name, h) in [
+        ("full.png", h),
+        ("train_only.png", sample(5, false)),
+        ("one.png", sample(1, true)),
+    ] {
+        let path = dir.join(name);
+        h.plot_png(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 1000, "{name}: {} bytes", bytes.len());
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name}: PNG signature");
+    }
+}
+
+#[test]
+fn write_errors_name_the_path() {
+    let h = sample(2, true);
+    let bad = std::env::temp_dir()
+        .join("wgnn-no-such-folder-xyz")
+        .join("h.csv");
+    let e = h.write_csv(&bad).unwrap_err();
+    assert!(matches!(e, WgnnError::Io { .. }));
+    assert!(e.to_string().contains("wgnn-no-such-folder-xyz"), "{e}");
+    let e = h.plot_png(bad.with_extension("png")).unwrap_err();
+    assert!(matches!(e, WgnnError::Io { .. }), "{e}");
+    assert!(e.to_string().contains("h.png"), "{e}");
+    assert!(History::default()
+        .plot_png(std::env::temp_dir().join("wgnn-empty.png"))
+        .is_err());
+}
