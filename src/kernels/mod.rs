@@ -10,6 +10,7 @@
 //! one compute pass; nothing in it reads back.
 
 pub mod bias_act;
+pub mod matmul;
 pub mod reduce;
 
 /// Shared WGSL: the activation functions, prepended to the families that apply one.
