@@ -1,1 +1,430 @@
-fn main() {}
+//! Kernel benchmark (issue 5): `cargo bench --bench kernels [filter]`.
+//!
+//! For every kernel, variant and shape: validate against the CPU reference first (a failing row is
+//! reported FAILED and not timed), then time on the device with timestamp queries (wall clock
+//! around many dispatches in one submit where the adapter has none), and time the CPU reference
+//! and, for matmul, `matrixmultiply::sgemm` at the same shape. Prints a table and writes
+//! target/bench/kernels.{csv,json}.
+//!
+//! To add a kernel: write one `bench_<kernel>` function that builds its inputs and plan, computes
+//! the CPU reference and calls `Bench::row`; call it from `main`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use wgnn::kernels::matmul::{choose_variant, matmul, MatmulOptions, MatmulVariant};
+use wgnn::kernels::reduce::column_sum;
+use wgnn::rng::Rng;
+use wgnn::{cpu, Activation, Gpu, Plan, Tensor};
+
+/// Device time spent timing one row (after one warm-up execution); at least MIN_REPS runs.
+const ROW_BUDGET: Duration = Duration::from_millis(400);
+const MIN_REPS: usize = 3;
+const MAX_REPS: usize = 200;
+/// CPU baselines are repeated until this much time has passed (at least once).
+const CPU_BUDGET: Duration = Duration::from_millis(300);
+
+/// What a row's throughput counts.
+#[derive(Clone, Copy)]
+enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+struct Row {
+    kernel: String,
+    variant: String,
+    shape: String,
+    picked: bool,
+    max_err: f32,
+    passed: bool,
+    dispatches: usize,
+    median_s: f64,
+    min_s: f64,
+    work: Work,
+    cpu_ref_s: f64,
+    sgemm_s: Option<f64>,
+}
+
+impl Row {
+    fn rate(&self, seconds: f64) -> f64 {
+        match self.work {
+            Work::Flops(f) | Work::Bytes(f) => f / seconds / 1e9,
+        }
+    }
+    fn unit(&self) -> &'static str {
+        match self.work {
+            Work::Flops(_) => "GFLOP/s",
+            Work::Bytes(_) => "GB/s",
+        }
+    }
+}
+
+struct Bench {
+    gpu: Gpu,
+    filter: Option<String>,
+    timestamps: bool,
+    rows: Vec<Row>,
+}
+
+/// Median and minimum.
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0])
+}
+
+/// Seconds per call of `f`, repeated within CPU_BUDGET; (median, result of the last call).
+fn time_cpu<T>(mut f: impl FnMut() -> T) -> (f64, T) {
+    let start = Instant::now();
+    let mut times = Vec::new();
+    loop {
+        let t = Instant::now();
+        let out = f();
+        times.push(t.elapsed().as_secs_f64());
+        if start.elapsed() > CPU_BUDGET || times.len() >= 50 {
+            return (stats(times).0, out);
+        }
+    }
+}
+
+/// max |got − want| and whether every value is within atol + rtol·|want|.
+fn compare(got: &[f32], want: &[f32], atol: f32, rtol: f32) -> (f32, bool) {
+    let mut max = 0.0f32;
+    let mut ok = got.len() == want.len();
+    for (&g, &w) in got.iter().zip(want) {
+        let d = (g - w).abs();
+        max = max.max(if d.is_finite() { d } else { f32::INFINITY });
+        ok &= d <= atol + rtol * w.abs();
+    }
+    (max, ok)
+}
+
+impl Bench {
+    fn wants(&self, label: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| label.contains(f.as_str()))
+    }
+
+    /// Device seconds per execution of `plan`: (median, min). The plan has run once already.
+    fn time_gpu(&self, plan: &Plan) -> (f64, f64) {
+        if self.timestamps {
+            let first = self.gpu.time_plan(plan, 1).unwrap()[0].max(1e-7);
+            let reps = ((ROW_BUDGET.as_secs_f64() / first) as usize).clamp(MIN_REPS, MAX_REPS);
+            // A single execution past the whole budget is timed once more, not MIN_REPS times.
+            let reps = if first > ROW_BUDGET.as_secs_f64() { 1 } else { reps };
+            let mut times = self.gpu.time_plan(plan, reps).unwrap();
+            times.push(first);
+            stats(times)
+        } else {
+            // Wall clock around `batch` executions in one submit, after the warm-up run.
+            let t = Instant::now();
+            self.gpu.run(&[plan]).unwrap();
+            self.gpu.wait().unwrap();
+            let first = t.elapsed().as_secs_f64().max(1e-7);
+            let batch = ((0.05 / first) as usize).clamp(1, 100);
+            let rounds = ((ROW_BUDGET.as_secs_f64() / (first * batch as f64)) as usize).clamp(1, 10);
+            let times = (0..rounds)
+                .map(|_| {
+                    let t = Instant::now();
+                    self.gpu.run_repeated(&[plan], batch).unwrap();
+                    self.gpu.wait().unwrap();
+                    t.elapsed().as_secs_f64() / batch as f64
+                })
+                .collect();
+            stats(times)
+        }
+    }
+
+    /// Runs `plan` once, compares `output` with `want`, times it if it matched, records the row.
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        shape: String,
+        picked: bool,
+        plan: &Plan,
+        output: &Tensor,
+        want: &[f32],
+        tol: (f32, f32),
+        work: Work,
+        cpu_ref_s: f64,
+        sgemm_s: Option<f64>,
+    ) {
+        self.gpu.run(&[plan]).unwrap();
+        let got = output.to_vec().unwrap();
+        let (max_err, passed) = compare(&got, want, tol.0, tol.1);
+        let (median_s, min_s) = if passed { self.time_gpu(plan) } else { (f64::NAN, f64::NAN) };
+        let row = Row {
+            kernel: kernel.into(),
+            variant: variant.into(),
+            shape,
+            picked,
+            max_err,
+            passed,
+            dispatches: plan.len(),
+            median_s,
+            min_s,
+            work,
+            cpu_ref_s,
+            sgemm_s,
+        };
+        print_row(&row);
+        self.rows.push(row);
+    }
+}
+
+fn header() {
+    println!(
+        "{:<18} {:<14} {:<24} {:>9} {:>3} {:>11} {:>11} {:>9} {:>8} {:>11} {:>11} {:>9} {:>9}",
+        "kernel", "variant", "shape", "max err", "nd", "median", "min", "rate", "unit", "cpu ref", "sgemm", "ref/gpu", "sgemm/gpu"
+    );
+}
+
+fn fmt_time(s: f64) -> String {
+    if s.is_nan() {
+        "-".into()
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
+}
+
+fn print_row(r: &Row) {
+    let variant = if r.picked { format!("{}*", r.variant) } else { r.variant.clone() };
+    if !r.passed {
+        println!("{:<18} {variant:<14} {:<24} {:>9.2e}  FAILED (not timed)", r.kernel, r.shape, r.max_err);
+        return;
+    }
+    println!(
+        "{:<18} {variant:<14} {:<24} {:>9.2e} {:>3} {:>11} {:>11} {:>9.2} {:>8} {:>11} {:>11} {:>9.2} {:>9}",
+        r.kernel,
+        r.shape,
+        r.max_err,
+        r.dispatches,
+        fmt_time(r.median_s),
+        fmt_time(r.min_s),
+        r.rate(r.median_s),
+        r.unit(),
+        fmt_time(r.cpu_ref_s),
+        r.sgemm_s.map_or("-".into(), fmt_time),
+        r.cpu_ref_s / r.median_s,
+        r.sgemm_s.map_or("-".into(), |s| format!("{:.2}", s / r.median_s)),
+    );
+}
+
+/// One matmul shape and form: the CPU reference and sgemm once, then a row per variant.
+fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usize), (ta, tb): (bool, bool)) {
+    let form = match (ta, tb) {
+        (false, false) => "",
+        (true, false) => "Aᵀ",
+        (false, true) => "Bᵀ",
+        (true, true) => "AᵀBᵀ",
+    };
+    let shape = format!("{m}x{k}·{k}x{n} {form}");
+    let labels: Vec<String> = MatmulVariant::ALL.iter().map(|v| format!("matmul {} {shape}", v.name())).collect();
+    if !labels.iter().any(|l| bench.wants(l)) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let a = rng.vec_uniform(m * k, -1.0, 1.0);
+    let b = rng.vec_uniform(k * n, -1.0, 1.0);
+    let at = Tensor::from_slice(&gpu, &if ta { [k, m] } else { [m, k] }, &a).unwrap();
+    let bt = Tensor::from_slice(&gpu, &if tb { [n, k] } else { [k, n] }, &b).unwrap();
+    let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
+
+    // The reference is slow (f64 sums): time one call only.
+    let t = Instant::now();
+    let want = cpu::matmul(&a, &b, m, k, n, ta, tb);
+    let cpu_ref_s = t.elapsed().as_secs_f64();
+    // Strides express the transposes, so sgemm reads the same layouts as the kernel.
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let mut c = vec![0.0f32; m * n];
+    let (sgemm_s, ()) = time_cpu(|| unsafe {
+        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c.as_mut_ptr(), n as isize, 1);
+    });
+
+    let picked = choose_variant(&gpu, m, n, k, ta, tb);
+    let tol = (2e-5 * (k as f32).sqrt(), 1e-4);
+    for (variant, label) in MatmulVariant::ALL.into_iter().zip(&labels) {
+        if !bench.wants(label) {
+            continue;
+        }
+        let opts = MatmulOptions { trans_a: ta, trans_b: tb, variant: Some(variant), ..Default::default() };
+        let plan = matmul(&gpu, &at, &bt, &ct, &opts).unwrap();
+        let work = Work::Flops(2.0 * (m * n * k) as f64);
+        bench.row("matmul", variant.name(), shape.clone(), variant == picked, &plan, &ct, &want, tol, work, cpu_ref_s, Some(sgemm_s));
+    }
+}
+
+fn bench_bias_act_forward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols} relu");
+    if !bench.wants(&format!("bias_act_forward fused {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let x = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let bias = rng.vec_uniform(cols, -1.0, 1.0);
+    let (xt, bt, yt) = (
+        Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap(),
+        Tensor::from_slice(&gpu, &[cols], &bias).unwrap(),
+        Tensor::zeros(&gpu, &[rows, cols]).unwrap(),
+    );
+    let plan = bias_act_forward(&gpu, &xt, Some(&bt), &yt, Activation::Relu).unwrap();
+    let (cpu_s, want) = time_cpu(|| cpu::bias_act_forward(&x, Some(&bias), rows, cols, Activation::Relu));
+    let bytes = 4.0 * (2 * rows * cols + cols) as f64;
+    bench.row("bias_act_forward", "fused", shape, true, &plan, &yt, &want, (1e-6, 1e-5), Work::Bytes(bytes), cpu_s, None);
+}
+
+fn bench_bias_act_backward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols} relu +db");
+    if !bench.wants(&format!("bias_act_backward fused {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let y = cpu::bias_act_forward(&rng.vec_uniform(rows * cols, -1.0, 1.0), None, rows, cols, Activation::Relu);
+    let (dyt, yt) = (Tensor::from_slice(&gpu, &[rows, cols], &dy).unwrap(), Tensor::from_slice(&gpu, &[rows, cols], &y).unwrap());
+    let (dzt, dbt) = (Tensor::zeros(&gpu, &[rows, cols]).unwrap(), Tensor::zeros(&gpu, &[cols]).unwrap());
+    let plan = bias_act_backward(&gpu, &dyt, &yt, &dzt, Some(&dbt), Activation::Relu, false).unwrap();
+    let (cpu_s, (_, db)) = time_cpu(|| cpu::bias_act_backward(&dy, &y, rows, cols, Activation::Relu));
+    // dy and y read, dz written, then dz read again by the column sum.
+    let bytes = 4.0 * (4 * rows * cols + cols) as f64;
+    // Validated on db, which depends on every dz.
+    bench.row("bias_act_backward", "fused", shape, true, &plan, &dbt, &db, (1e-3, 1e-4), Work::Bytes(bytes), cpu_s, None);
+}
+
+fn bench_column_sum(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols}");
+    if !bench.wants(&format!("column_sum chunked {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let x = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let (xt, out) = (Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap(), Tensor::zeros(&gpu, &[cols]).unwrap());
+    let plan = column_sum(&gpu, &xt, &out, false).unwrap();
+    let (cpu_s, want) = time_cpu(|| cpu::column_sum(&x, rows, cols));
+    bench.row("column_sum", "chunked", shape, true, &plan, &out, &want, (1e-3, 1e-4), Work::Bytes(4.0 * (rows * cols) as f64), cpu_s, None);
+}
+
+/// "YYYY-MM-DD" (UTC) of the run.
+fn today() -> String {
+    let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
+    // Civil-from-days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn write_outputs(bench: &Bench, adapter: &str, date: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = String::from("kernel,variant,shape,picked,max_err,passed,dispatches,median_s,min_s,rate,unit,cpu_ref_s,sgemm_s\n");
+    let mut json = format!("{{\n  \"adapter\": {adapter:?},\n  \"date\": {date:?},\n  \"rows\": [\n");
+    for (i, r) in bench.rows.iter().enumerate() {
+        let rate = r.rate(r.median_s);
+        let sgemm = r.sgemm_s.map_or(String::new(), |s| format!("{s:e}"));
+        writeln!(
+            csv,
+            "{},{},{},{},{:e},{},{},{:e},{:e},{:.4},{},{:e},{sgemm}",
+            r.kernel,
+            r.variant,
+            r.shape,
+            r.picked,
+            r.max_err,
+            r.passed,
+            r.dispatches,
+            r.median_s,
+            r.min_s,
+            rate,
+            r.unit(),
+            r.cpu_ref_s
+        )
+        .unwrap();
+        let num = |v: f64| if v.is_finite() { format!("{v:e}") } else { "null".into() };
+        write!(
+            json,
+            "    {{\"kernel\": {:?}, \"variant\": {:?}, \"shape\": {:?}, \"picked\": {}, \"max_err\": {}, \"passed\": {}, \
+             \"dispatches\": {}, \"median_s\": {}, \"min_s\": {}, \"rate\": {}, \"unit\": {:?}, \"cpu_ref_s\": {}, \"sgemm_s\": {}}}{}\n",
+            r.kernel,
+            r.variant,
+            r.shape,
+            r.picked,
+            num(r.max_err as f64),
+            r.passed,
+            r.dispatches,
+            num(r.median_s),
+            num(r.min_s),
+            num(rate),
+            r.unit(),
+            num(r.cpu_ref_s),
+            r.sgemm_s.map_or("null".into(), num),
+            if i + 1 < bench.rows.len() { "," } else { "" }
+        )
+        .unwrap();
+    }
+    json.push_str("  ]\n}\n");
+    std::fs::write(dir.join("kernels.csv"), csv).unwrap();
+    std::fs::write(dir.join("kernels.json"), json).unwrap();
+    println!("\nwrote {} and {}", dir.join("kernels.csv").display(), dir.join("kernels.json").display());
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the first other argument filters rows by substring of
+    // "kernel variant shape".
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let gpu = Gpu::new().unwrap();
+    let timestamps = gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    let adapter = gpu.describe();
+    let date = today();
+    println!("adapter: {adapter}");
+    println!("date: {date}   timing: {}", if timestamps { "GPU timestamp queries" } else { "wall clock (no TIMESTAMP_QUERY)" });
+    println!("* = the engine's choose_variant pick; nd = dispatches per call; ratios > 1: the GPU is faster\n");
+    header();
+    let mut bench = Bench { gpu, filter, timestamps, rows: Vec::new() };
+    let mut rng = Rng::new(5);
+    let start = Instant::now();
+
+    const NN: (bool, bool) = (false, false);
+    const TN: (bool, bool) = (true, false);
+    const NT: (bool, bool) = (false, true);
+    // (M, K, N): the MNIST MLP's forward shapes and the square ones, in every form.
+    for shape in [(32, 784, 64), (256, 784, 64), (256, 64, 64), (512, 512, 512), (1024, 1024, 1024)] {
+        for form in [NN, TN, NT] {
+            bench_matmul(&mut bench, &mut rng, shape, form);
+        }
+    }
+    // The training step's transposed shapes: dW = Xᵀ·dZ, dX = dZ·Wᵀ; the last layer; evaluation.
+    for (shape, form) in [
+        ((784, 32, 64), TN),
+        ((784, 256, 64), TN),
+        ((64, 256, 64), TN),
+        ((32, 64, 784), NT),
+        ((256, 64, 784), NT),
+        ((256, 64, 10), NN),
+        ((256, 10, 64), NT),
+        ((10_000, 784, 64), NN),
+    ] {
+        bench_matmul(&mut bench, &mut rng, shape, form);
+    }
+    for (rows, cols) in [(256, 64), (10_000, 64)] {
+        bench_bias_act_forward(&mut bench, &mut rng, rows, cols);
+        bench_bias_act_backward(&mut bench, &mut rng, rows, cols);
+    }
+    for (rows, cols) in [(256, 64), (60_000, 10)] {
+        bench_column_sum(&mut bench, &mut rng, rows, cols);
+    }
+    println!("\n{} rows in {:.0} s", bench.rows.len(), start.elapsed().as_secs_f64());
+    write_outputs(&bench, &adapter, &date);
+}

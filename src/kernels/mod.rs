@@ -13,6 +13,7 @@ pub mod bias_act;
 pub mod gather;
 pub(crate) mod check;
 pub mod optimizer;
+pub mod matmul;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_xent;
@@ -365,5 +366,58 @@ impl Gpu {
     /// Number of pipelines built on this device so far.
     pub fn pipeline_count(&self) -> usize {
         self.pipelines().len()
+    }
+}
+
+impl Gpu {
+    /// Device seconds of each of `reps` executions of `plan`, read from timestamp queries written
+    /// at the start and end of a compute pass per execution (the plan's dispatches and nothing
+    /// else). Needs `Features::TIMESTAMP_QUERY` ([`Gpu::new`] requests it where the adapter has it).
+    pub fn time_plan(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
+        const OP: &str = "time_plan";
+        if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(WgnnError::invalid(OP, "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead"));
+        }
+        // Two queries per repetition, at most wgpu::QUERY_SET_MAX_QUERIES per set.
+        let per_set = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;
+        let period_ns = self.queue().get_timestamp_period() as f64;
+        let mut seconds = Vec::with_capacity(reps);
+        let mut left = reps;
+        while left > 0 {
+            let n = left.min(per_set);
+            left -= n;
+            let queries = 2 * n as u32;
+            let query_set = self.scoped(OP, || {
+                self.device().create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some(OP),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: queries,
+                })
+            })?;
+            let resolved = self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(OP),
+                size: queries as u64 * wgpu::QUERY_SIZE as u64,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(OP) });
+            for i in 0..n as u32 {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(OP),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &query_set,
+                        beginning_of_pass_write_index: Some(2 * i),
+                        end_of_pass_write_index: Some(2 * i + 1),
+                    }),
+                });
+                plan.record(&mut pass);
+            }
+            encoder.resolve_query_set(&query_set, 0..queries, &resolved, 0);
+            self.submit(OP, encoder.finish())?;
+            let bytes = self.read_bytes(&resolved, 0, queries as u64 * wgpu::QUERY_SIZE as u64)?;
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+            seconds.extend(ticks.chunks_exact(2).map(|t| t[1].wrapping_sub(t[0]) as f64 * period_ns * 1e-9));
+        }
+        Ok(seconds)
     }
 }

@@ -1,0 +1,265 @@
+//! GPU wrapper of shaders/matmul.wgsl; CPU reference in src/cpu/matmul.rs.
+//!
+//! C[M, N] (+)= op(A)·op(B) with an optional fused epilogue, in one of several variants. K is split
+//! into chunks (split-K) when it is long, because lavapipe silently stops a shader invocation's
+//! loops after 65,535 iterations, and also when the output alone gives too few workgroups to keep
+//! the device busy. Split chunks write a [splits, M, N] scratch owned by the plan; a second
+//! dispatch sums it in a fixed order and applies accumulate and the epilogue.
+
+use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use crate::activation::Activation;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::tensor::{DType, Tensor};
+
+pub(crate) const MATMUL: KernelFamily = KernelFamily {
+    name: "matmul",
+    sources: &[ACTIVATION_WGSL, include_str!("../../shaders/matmul.wgsl")],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
+};
+
+/// What is applied to each finished output of a matmul.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
+    None,
+    /// C = act(A·B + bias), bias: [N] broadcast over rows (or None).
+    BiasAct {
+        bias: Option<&'a Tensor>,
+        act: Activation,
+    },
+    /// C = (A·B) ⊙ act'(Y) with Y: [M, N] the forward output of that activation (see
+    /// activation.wgsl's act_derivative_from_output).
+    ActGrad {
+        y: &'a Tensor,
+        act: Activation,
+    },
+}
+
+/// How the kernel is organised. Every variant is correct for every shape and form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulVariant {
+    /// One output per invocation, operands read straight from storage.
+    Naive,
+    /// 16×16 tiles of A and B staged in workgroup memory, with barriers.
+    Tiled,
+    /// 4×4 outputs per invocation, no workgroup memory; vec4 loads when the shape allows.
+    Register,
+    /// 8×8 outputs per invocation (four 4×4 blocks); vec4 loads when the shape allows.
+    RegisterWide,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 4] = [MatmulVariant::Naive, MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterWide];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::Naive => "naive",
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::Register => "register4x4",
+            MatmulVariant::RegisterWide => "register8x8",
+        }
+    }
+}
+
+/// Options of [`matmul`]; `MatmulOptions::default()` is a plain C = A·B.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulOptions<'a> {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// C += op(A)·op(B) instead of C = (only with `Epilogue::None`).
+    pub accumulate: bool,
+    pub epilogue: Epilogue<'a>,
+    /// None: the engine picks ([`choose_variant`]).
+    pub variant: Option<MatmulVariant>,
+}
+
+impl Default for MatmulOptions<'_> {
+    fn default() -> Self {
+        MatmulOptions { trans_a: false, trans_b: false, accumulate: false, epilogue: Epilogue::None, variant: None }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    /// K per split.
+    kc: u32,
+    splits: u32,
+    slope: f32,
+    _pad: [u32; 2],
+}
+
+/// One specialisation of a variant: entry point, workgroup shape, outputs per invocation, and the
+/// longest K chunk an invocation may loop over (well below lavapipe's 65,535-iteration cap, the
+/// count summed over the inner loops too).
+struct KernelShape {
+    entry: &'static str,
+    wg: [u32; 2],
+    /// Outputs per invocation along M and N.
+    block: [u32; 2],
+    max_kc: usize,
+    register: bool,
+}
+
+/// vec4 loads need every dimension read along its contiguous axis to be a multiple of 4: K for
+/// A [M, K] and B [N, K], M for A stored [K, M], N for B stored [K, N].
+fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
+    k % 4 == 0 && (!trans_a || m % 4 == 0) && (trans_b || n % 4 == 0)
+}
+
+fn kernel_shape(variant: MatmulVariant, vec4: bool) -> KernelShape {
+    let register_entry = if vec4 { "matmul_register" } else { "matmul_register_scalar" };
+    match variant {
+        MatmulVariant::Naive => KernelShape { entry: "matmul_naive", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false },
+        // 4096 / 16 tile steps × (1 + 16) inner iterations = 4,352.
+        MatmulVariant::Tiled => KernelShape { entry: "matmul_tiled", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false },
+        MatmulVariant::Register => KernelShape { entry: register_entry, wg: [16, 4], block: [4, 4], max_kc: 2048, register: true },
+        MatmulVariant::RegisterWide => KernelShape { entry: register_entry, wg: [8, 8], block: [8, 8], max_kc: 2048, register: true },
+    }
+}
+
+/// Which variant the engine picks for this shape on this adapter.
+pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
+    let _ = (k, trans_a, trans_b);
+    if gpu.is_cpu_adapter() {
+        // lavapipe: workgroup memory and barriers are slow; loads cost more than arithmetic, so
+        // the most outputs per invocation wins once there are enough of them.
+        if m >= 64 && n >= 64 {
+            MatmulVariant::RegisterWide
+        } else {
+            MatmulVariant::Register
+        }
+    } else if m * n >= 128 * 128 {
+        MatmulVariant::RegisterWide
+    } else {
+        MatmulVariant::Register
+    }
+}
+
+/// How many K chunks: enough that no chunk passes `max_kc`, and on small outputs more, so that
+/// the device has enough workgroups (each chunk keeping at least `MIN_KC` of K).
+fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
+    const MIN_KC: usize = 128;
+    let needed = k.div_ceil(max_kc);
+    let target_groups = if gpu.is_cpu_adapter() {
+        // lavapipe runs one workgroup per CPU thread at a time.
+        2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        256
+    };
+    let for_parallelism = target_groups.div_ceil(groups.max(1)).min(k / MIN_KC).max(1);
+    needed.max(for_parallelism)
+}
+
+/// C[M,N] (+)= op(A)·op(B): A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when
+/// trans_b). Row-major. The epilogue is applied to the full sum; accumulate works only without one.
+pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOptions) -> Result<Plan> {
+    const OP: &str = "matmul";
+    let form = format!(
+        "op(A) = {}{:?}, op(B) = {}{:?}, C {:?}",
+        if opts.trans_a { "Aᵀ with A " } else { "A " },
+        a.shape(),
+        if opts.trans_b { "Bᵀ with B " } else { "B " },
+        b.shape(),
+        c.shape()
+    );
+    for t in [a, b, c] {
+        t.expect_dtype(OP, DType::F32)?;
+        t.dims2(OP)?;
+        t.expect_nonempty(OP)?;
+    }
+    let (ar, ac) = a.dims2(OP)?;
+    let (br, bc) = b.dims2(OP)?;
+    let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
+    if k != kb {
+        return Err(WgnnError::shape(OP, format!("inner dimensions differ ({k} vs {kb}): {form}")));
+    }
+    if c.shape() != [m, n] {
+        return Err(WgnnError::shape(OP, format!("C must be [{m}, {n}]: {form}")));
+    }
+    if c.overlaps(a) || c.overlaps(b) {
+        return Err(WgnnError::invalid(OP, format!("C shares memory with A or B: {form}")));
+    }
+    let dummy = super::dummy(gpu)?;
+    let (epi, has_bias, act, aux) = match opts.epilogue {
+        Epilogue::None => (0u32, false, Activation::Identity, dummy.clone()),
+        Epilogue::BiasAct { bias, act } => {
+            if let Some(bias) = bias {
+                bias.expect_dtype(OP, DType::F32)?;
+                if bias.len() != n {
+                    return Err(WgnnError::shape(OP, format!("bias must have {n} values, got {:?}: {form}", bias.shape())));
+                }
+            }
+            (1, bias.is_some(), act, bias.cloned().unwrap_or_else(|| dummy.clone()))
+        }
+        Epilogue::ActGrad { y, act } => {
+            y.expect_dtype(OP, DType::F32)?;
+            if y.shape() != [m, n] {
+                return Err(WgnnError::shape(OP, format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape())));
+            }
+            (2, false, act, y.clone())
+        }
+    };
+    act.validate()?;
+    if epi != 0 && opts.accumulate {
+        return Err(WgnnError::invalid(OP, format!("accumulate is only supported without an epilogue: {form}")));
+    }
+    if epi != 0 && c.overlaps(&aux) {
+        return Err(WgnnError::invalid(OP, format!("C shares memory with the epilogue's bias or Y: {form}")));
+    }
+
+    let variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
+    let shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b));
+    let grid_x = n.div_ceil((shape.wg[0] * shape.block[1]) as usize);
+    let grid_y = m.div_ceil((shape.wg[1] * shape.block[0]) as usize);
+    let splits = split_count(gpu, grid_x * grid_y, k, shape.max_kc);
+    // A multiple of 4, as the vec4 kernel steps K by 4.
+    let kc = k.div_ceil(splits).next_multiple_of(4);
+    let splits = k.div_ceil(kc);
+
+    let params =
+        MatmulParams { m: m as u32, n: n as u32, k: k as u32, kc: kc as u32, splits: splits as u32, slope: act.slope(), _pad: [0; 2] };
+    let split = splits > 1;
+    let flag = |b: bool| b as u32 as f64;
+    let mut constants = vec![
+        ("TRANS_A", flag(opts.trans_a)),
+        ("TRANS_B", flag(opts.trans_b)),
+        ("SPLIT", flag(split)),
+        // With split-K these belong to the reduction only.
+        ("ACCUMULATE", flag(opts.accumulate && !split)),
+        ("EPI", if split { 0.0 } else { epi as f64 }),
+        ("HAS_BIAS", flag(has_bias && !split)),
+        ("ACT", if split { 0.0 } else { act.code() as f64 }),
+    ];
+    if shape.register {
+        constants.extend([
+            ("WX", shape.wg[0] as f64),
+            ("WY", shape.wg[1] as f64),
+            ("RB", (shape.block[0] / 4) as f64),
+            ("CB", (shape.block[1] / 4) as f64),
+        ]);
+    }
+    let grid = [grid_x as u32, grid_y as u32, splits as u32];
+    let mut plan = Plan::new();
+    if !split {
+        plan.push(dispatch(gpu, &MATMUL, shape.entry, &constants, &params, &[a, b, c, &aux], grid)?);
+        return Ok(plan);
+    }
+    let partial = Tensor::zeros(gpu, &[splits, m, n])?;
+    plan.push(dispatch(gpu, &MATMUL, shape.entry, &constants, &params, &[a, b, &partial, &dummy], grid)?);
+    const WG: u32 = 256;
+    let reduce_constants = [
+        ("ACCUMULATE", flag(opts.accumulate)),
+        ("EPI", epi as f64),
+        ("HAS_BIAS", flag(has_bias)),
+        ("ACT", act.code() as f64),
+        ("WG", WG as f64),
+    ];
+    let grid = grid_1d(gpu, m * n, WG);
+    plan.push(dispatch(gpu, &MATMUL, "matmul_reduce", &reduce_constants, &params, &[&partial, &dummy, c, &aux], grid)?);
+    Ok(plan)
+}
