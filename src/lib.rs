@@ -15,6 +15,7 @@ pub mod display;
 pub mod error;
 pub mod history;
 pub mod kernels;
+pub mod model;
 pub mod rng;
 pub mod tensor;
 

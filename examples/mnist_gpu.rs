@@ -1,0 +1,165 @@
+//! The tutorial MLP on MNIST, trained on the GPU:
+//! Dense(784→64, relu) → Dense(64→64, relu) → Dense(64→10, softmax), Adam 1e-3, batch 32, 20 epochs.
+//!
+//!     cargo run --release --example mnist_gpu [-- --epochs 5 --batch-size 256 --out out/mnist]
+//!
+//! Expect about 97.5–98% test accuracy with the defaults. Writes `history.csv` and `curves.png`
+//! to the output folder (default `out/mnist`) and draws one test digit with its prediction.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use wgnn::data::load_mnist;
+use wgnn::display::{format_top_k, render_image};
+use wgnn::history::EpochRecord;
+use wgnn::model::{
+    Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation,
+};
+use wgnn::{Activation, Gpu};
+
+#[derive(Parser, Debug)]
+#[command(about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
+struct Args {
+    /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
+    #[arg(long, default_value = "assets/mnist.npz")]
+    data: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Seeds the initial weights, the shuffles and the validation split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of the training rows held out for validation (0 = none).
+    #[arg(long, default_value_t = 0.1)]
+    validation_split: f32,
+    /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Folder for history.csv and curves.png.
+    #[arg(long, default_value = "out/mnist")]
+    out: PathBuf,
+}
+
+/// A progress bar per epoch, and one summary line at each epoch's end.
+struct Console {
+    bar: Option<ProgressBar>,
+}
+
+impl Observer for Console {
+    fn on_progress(&mut self, p: &Progress) {
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(p.steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix:>5} [{bar:30}] {pos:>5}/{len} {msg}")
+                    .expect("valid progress template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{}", p.epoch, p.epochs));
+            bar
+        });
+        bar.set_position(p.step as u64);
+        bar.set_message(format!(
+            "loss {:.4}  acc {:.4}  {:.0} samples/s",
+            p.loss,
+            p.accuracy,
+            p.samples as f64 / p.seconds.max(1e-9)
+        ));
+    }
+
+    fn on_epoch_end(&mut self, r: &EpochRecord) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let val = match (r.val_loss, r.val_accuracy) {
+            (Some(l), Some(a)) => format!("  val loss {l:.4}  val acc {a:.4}"),
+            _ => String::new(),
+        };
+        println!(
+            "epoch {:>3}  loss {:.4}  acc {:.4}{val}  {:.2} s  {:.0} samples/s",
+            r.epoch, r.train_loss, r.train_accuracy, r.seconds, r.samples_per_second
+        );
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let gpu = match args.adapter.as_deref() {
+        Some(name) => Gpu::with_adapter(Some(name)),
+        None => Gpu::new(),
+    }?;
+    println!("adapter: {}", gpu.describe());
+
+    let (train, test) = load_mnist(&args.data)?;
+    println!(
+        "data: {} training rows, {} test rows, {} features",
+        train.rows, test.rows, train.feature_dim
+    );
+
+    let mut model = Sequential::new(784, args.seed)
+        .dense(64, Activation::Relu)
+        .dense(64, Activation::Relu)
+        .dense(10, Activation::Identity) // logits: the softmax is fused with the loss
+        .build(&Backend::Gpu(gpu))?;
+    model.compile(
+        Loss::SparseCategoricalCrossentropy,
+        Optimizer::adam(args.lr),
+    )?;
+    println!(
+        "model: 784 → 64 relu → 64 relu → 10 softmax, {} parameters",
+        model.parameter_count()
+    );
+
+    let validation = if args.validation_split > 0.0 {
+        Validation::Fraction(args.validation_split)
+    } else {
+        Validation::None
+    };
+    let options = FitOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        shuffle: true,
+        validation,
+        progress_every: 0,
+    };
+    let started = Instant::now();
+    let history = model.fit_with(&train, &options, &mut Console { bar: None })?;
+    println!(
+        "trained {} epochs in {:.1} s",
+        args.epochs,
+        started.elapsed().as_secs_f64()
+    );
+
+    let (test_loss, test_accuracy) = model.evaluate(&test)?;
+    println!(
+        "test loss {test_loss:.4}  test accuracy {:.2}%",
+        test_accuracy * 100.0
+    );
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let csv = args.out.join("history.csv");
+    let png = args.out.join("curves.png");
+    history.write_csv(&csv)?;
+    history.plot_png(&png)?;
+    println!("wrote {} and {}", csv.display(), png.display());
+
+    // The tutorial's prediction step: one test image, its predicted digit, the top probabilities.
+    let row = 0;
+    let pixels = test.row_f32(row)?;
+    let probs = model.predict(&pixels, 1)?;
+    let predicted = probs
+        .iter()
+        .enumerate()
+        .fold(0, |best, (i, &p)| if p > probs[best] { i } else { best });
+    println!("\ntest image {row} (label {}):", test.labels[row]);
+    println!("{}", render_image(&pixels, 28, 28));
+    println!("predicted {predicted}   top: {}", format_top_k(&probs, 3));
+    Ok(())
+}

@@ -1,0 +1,861 @@
+//! The training library: a sequential model of dense layers, compiled with a loss and an
+//! optimizer, trained with `fit`, measured with `evaluate`, used with `predict`.
+//!
+//! On the GPU backend the parameters, gradients and optimizer state live in three or four large
+//! buffers (one slice per weight matrix and bias, aligned so each is bindable), the data set is
+//! uploaded once per `fit`, and a training step — gather, forward, loss, backward, counters,
+//! update — is a [`Plan`] built once per batch size and recorded many times into one compute pass.
+//! The host reads back only the running loss/accuracy sums, at a progress tick or an epoch's end.
+//!
+//! The CPU backend runs the same steps through [`crate::cpu`]: it is the reference the GPU path is
+//! tested against, step for step.
+
+use std::time::Instant;
+
+use crate::activation::Activation;
+use crate::cpu;
+use crate::data::{Dataset, Features};
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::history::{EpochRecord, History};
+use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
+use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
+use crate::kernels::optimizer::{adam_update, sgd_update, AdamConfig, SgdConfig};
+use crate::kernels::reduce::column_sum;
+use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
+use crate::kernels::Plan;
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dense {
+    pub inputs: usize,
+    pub units: usize,
+    pub activation: Activation,
+}
+
+/// The loss a model is compiled with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Loss {
+    /// Softmax over the last layer's outputs fused with cross-entropy against integer labels
+    /// (PyTorch's `CrossEntropyLoss`, Keras' softmax + `sparse_categorical_crossentropy`). The last
+    /// layer is linear (its outputs are logits); `predict` returns the softmax probabilities.
+    SparseCategoricalCrossentropy,
+}
+
+/// The update rule, with its hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+impl Optimizer {
+    /// Adam with the Keras/PyTorch defaults (β1 0.9, β2 0.999) and Keras' ε 1e-7.
+    pub fn adam(lr: f32) -> Optimizer {
+        Optimizer::Adam(AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 })
+    }
+    /// Plain SGD with optional momentum.
+    pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
+        Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0 })
+    }
+    fn lr(&self) -> f32 {
+        match self {
+            Optimizer::Sgd(c) => c.lr,
+            Optimizer::Adam(c) => c.lr,
+        }
+    }
+    /// How many state tensors of the parameters' size the rule keeps.
+    fn state_slots(&self) -> usize {
+        match self {
+            Optimizer::Sgd(c) if c.momentum != 0.0 => 1,
+            Optimizer::Sgd(_) => 0,
+            Optimizer::Adam(_) => 2,
+        }
+    }
+}
+
+/// Where a model computes.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Gpu(Gpu),
+    /// The plain-Rust reference path (slow; for tests and comparison).
+    Cpu,
+}
+
+/// Validation during `fit`.
+#[derive(Clone, Copy, Debug)]
+pub enum Validation<'a> {
+    None,
+    /// Evaluate on this data set after every epoch.
+    Data(&'a Dataset),
+    /// Hold out this fraction of the training rows (a seeded split) and evaluate on it.
+    Fraction(f32),
+}
+
+/// Options of [`Sequential::fit`].
+#[derive(Clone, Copy, Debug)]
+pub struct FitOptions<'a> {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub validation: Validation<'a>,
+    /// Steps between progress ticks (the only readbacks inside an epoch); 0 = about 20 per epoch.
+    pub progress_every: usize,
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions { epochs: 1, batch_size: 32, shuffle: true, validation: Validation::None, progress_every: 0 }
+    }
+}
+
+/// What a progress tick reports.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub samples: usize,
+    /// Mean loss and accuracy over the epoch's samples so far.
+    pub loss: f32,
+    pub accuracy: f32,
+    pub seconds: f64,
+}
+
+/// Receives progress during `fit`. Both methods default to doing nothing.
+pub trait Observer {
+    fn on_progress(&mut self, _progress: &Progress) {}
+    fn on_epoch_end(&mut self, _record: &EpochRecord) {}
+}
+
+struct Silent;
+impl Observer for Silent {}
+
+/// Floats between parameter slices: 64 floats = 256 bytes, the largest storage offset alignment
+/// wgpu allows a device to ask for, so every slice is bindable on every adapter.
+const PARAM_ALIGN: usize = 64;
+
+/// Where each layer's W and b sit in the flat parameter (and gradient, and state) buffer.
+#[derive(Clone, Debug)]
+struct ParamLayout {
+    /// (offset of W, offset of b) per layer, in floats.
+    offsets: Vec<(usize, usize)>,
+    total: usize,
+}
+
+impl ParamLayout {
+    fn new(layers: &[Dense]) -> ParamLayout {
+        let mut at = 0;
+        let mut offsets = Vec::new();
+        for l in layers {
+            let w = at;
+            at = (at + l.inputs * l.units).next_multiple_of(PARAM_ALIGN);
+            let b = at;
+            at = (at + l.units).next_multiple_of(PARAM_ALIGN);
+            offsets.push((w, b));
+        }
+        ParamLayout { offsets, total: at.max(PARAM_ALIGN) }
+    }
+}
+
+/// A sequential stack of dense layers.
+pub struct Sequential {
+    input_dim: usize,
+    layers: Vec<Dense>,
+    seed: u64,
+    layout: ParamLayout,
+    compiled: Option<(Loss, Optimizer)>,
+    state: State,
+}
+
+enum State {
+    Gpu(Box<GpuState>),
+    Cpu(CpuState),
+}
+
+/// Everything a GPU model keeps resident.
+struct GpuState {
+    gpu: Gpu,
+    params: Tensor,
+    grads: Tensor,
+    /// Optimizer state: Adam's m and v, or SGD's velocity.
+    opt_state: Vec<Tensor>,
+    /// u32 [1]: the step within the epoch (the gather's batch position).
+    epoch_step: Tensor,
+    /// u32 [1]: the global step t (Adam's bias correction), carried across epochs.
+    global_step: Tensor,
+    /// f32 [2]: Σ loss, Σ correct since the last reset.
+    totals: Tensor,
+}
+
+struct CpuState {
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    opt_state: Vec<Vec<f32>>,
+    step: u32,
+}
+
+impl Sequential {
+    /// An empty model taking `input_dim` features; `seed` fixes the initial weights.
+    pub fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
+        SequentialBuilder { input_dim, layers: Vec::new(), seed, error: None }
+    }
+
+    pub fn layers(&self) -> &[Dense] {
+        &self.layers
+    }
+    pub fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+    pub fn output_dim(&self) -> usize {
+        self.layers.last().map_or(self.input_dim, |l| l.units)
+    }
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn parameter_count(&self) -> usize {
+        self.layers.iter().map(|l| l.inputs * l.units + l.units).sum()
+    }
+    pub fn backend_name(&self) -> String {
+        match &self.state {
+            State::Gpu(g) => format!("gpu: {}", g.gpu.describe()),
+            State::Cpu(_) => "cpu reference".to_string(),
+        }
+    }
+
+    /// Sets the loss and optimizer, and resets the optimizer state.
+    pub fn compile(&mut self, loss: Loss, optimizer: Optimizer) -> Result<()> {
+        let lr = optimizer.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
+        }
+        match loss {
+            Loss::SparseCategoricalCrossentropy => {
+                let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
+                if last.activation != Activation::Identity {
+                    return Err(WgnnError::invalid(
+                        "compile",
+                        format!(
+                            "sparse categorical cross-entropy applies the softmax itself: the last layer must be linear (Activation::Identity), got {}",
+                            last.activation.name()
+                        ),
+                    ));
+                }
+                if last.units < 2 {
+                    return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
+                }
+            }
+        }
+        let slots = optimizer.state_slots();
+        match &mut self.state {
+            State::Gpu(g) => {
+                g.opt_state = (0..slots).map(|_| Tensor::zeros(&g.gpu, &[self.layout.total])).collect::<Result<_>>()?;
+                g.epoch_step.write_u32(&[0])?;
+                g.global_step.write_u32(&[0])?;
+            }
+            State::Cpu(c) => {
+                c.opt_state = vec![vec![0.0; self.layout.total]; slots];
+                c.step = 0;
+            }
+        }
+        self.compiled = Some((loss, optimizer));
+        Ok(())
+    }
+
+    /// Per-layer (W [inputs·units], b [units]), read back from wherever they live.
+    pub fn weights(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let flat = match &self.state {
+            State::Gpu(g) => g.params.to_vec()?,
+            State::Cpu(c) => c.params.clone(),
+        };
+        Ok(self.unflatten(&flat))
+    }
+
+    /// Replaces the weights (shapes must match the layers).
+    pub fn set_weights(&mut self, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
+        if weights.len() != self.layers.len() {
+            return Err(WgnnError::shape("set_weights", format!("{} layers given for a model of {}", weights.len(), self.layers.len())));
+        }
+        let mut flat = vec![0.0f32; self.layout.total];
+        for (i, ((w, b), l)) in weights.iter().zip(&self.layers).enumerate() {
+            if w.len() != l.inputs * l.units || b.len() != l.units {
+                return Err(WgnnError::shape(
+                    "set_weights",
+                    format!("layer {i} needs W [{}, {}] and b [{}], got {} and {} values", l.inputs, l.units, l.units, w.len(), b.len()),
+                ));
+            }
+            let (wo, bo) = self.layout.offsets[i];
+            flat[wo..wo + w.len()].copy_from_slice(w);
+            flat[bo..bo + b.len()].copy_from_slice(b);
+        }
+        match &mut self.state {
+            State::Gpu(g) => g.params.write(&flat),
+            State::Cpu(c) => {
+                c.params = flat;
+                Ok(())
+            }
+        }
+    }
+
+    fn unflatten(&self, flat: &[f32]) -> Vec<(Vec<f32>, Vec<f32>)> {
+        self.layers
+            .iter()
+            .zip(&self.layout.offsets)
+            .map(|(l, &(wo, bo))| (flat[wo..wo + l.inputs * l.units].to_vec(), flat[bo..bo + l.units].to_vec()))
+            .collect()
+    }
+
+    fn check_data(&self, op: &str, data: &Dataset) -> Result<()> {
+        if data.feature_dim != self.input_dim {
+            return Err(WgnnError::shape(
+                op,
+                format!("{} has {} features per row but the model's first layer takes {}", data.source, data.feature_dim, self.input_dim),
+            ));
+        }
+        if data.rows == 0 {
+            return Err(WgnnError::invalid(op, format!("{} has no rows", data.source)));
+        }
+        let classes = self.output_dim();
+        if let Some((row, &label)) = data.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+            return Err(WgnnError::invalid(
+                op,
+                format!("{} row {row} has label {label}, out of range for a model with {classes} outputs", data.source),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Trains on `data`; returns the per-epoch history.
+    pub fn fit(&mut self, data: &Dataset, opts: &FitOptions) -> Result<History> {
+        self.fit_with(data, opts, &mut Silent)
+    }
+
+    /// [`Sequential::fit`] that reports progress and epoch ends to `observer`.
+    pub fn fit_with(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
+        const OP: &str = "fit";
+        let (loss, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() before fit()"))?;
+        if opts.batch_size == 0 {
+            return Err(WgnnError::invalid(OP, "batch size must be at least 1"));
+        }
+        if opts.epochs == 0 {
+            return Err(WgnnError::invalid(OP, "epochs must be at least 1"));
+        }
+        self.check_data(OP, data)?;
+        let held_out;
+        let (train, validation) = match opts.validation {
+            Validation::None => (data, None),
+            Validation::Data(v) => {
+                self.check_data("fit (validation data)", v)?;
+                (data, Some(v))
+            }
+            Validation::Fraction(f) => {
+                if !(f > 0.0 && f < 1.0) {
+                    return Err(WgnnError::invalid(OP, format!("validation fraction must be in (0, 1), got {f}")));
+                }
+                held_out = data.split(f, self.seed ^ 0x5EED)?;
+                (&held_out.0, Some(&held_out.1))
+            }
+        };
+        let _ = loss;
+        match &self.state {
+            State::Gpu(_) => self.fit_gpu(train, validation, opts, optimizer, observer),
+            State::Cpu(_) => self.fit_cpu(train, validation, opts, optimizer, observer),
+        }
+    }
+
+    /// Mean loss and accuracy over `data`.
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<(f32, f32)> {
+        self.check_data("evaluate", data)?;
+        match &self.state {
+            State::Gpu(g) => {
+                let gpu = g.gpu.clone();
+                let rows = upload_rows(&gpu, data)?;
+                self.evaluate_gpu(&rows)
+            }
+            State::Cpu(_) => {
+                let x = data.to_f32();
+                let logits = self.forward_cpu(&x, data.rows);
+                let classes = self.output_dim();
+                let (loss_rows, _, correct) = cpu::softmax_xent(&logits, &data.labels, data.rows, classes, 1.0 / data.rows as f32);
+                Ok((mean(&loss_rows), mean(&correct)))
+            }
+        }
+    }
+
+    /// Class probabilities for `rows` rows of `x` ([rows, input_dim], already normalised).
+    pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        const OP: &str = "predict";
+        if rows == 0 || x.len() != rows * self.input_dim {
+            return Err(WgnnError::shape(OP, format!("x has {} values; expected rows ({rows}) × {} features with rows ≥ 1", x.len(), self.input_dim)));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(WgnnError::NonFinite { op: OP.into(), index: i, value: x[i] });
+        }
+        match &self.state {
+            State::Gpu(g) => {
+                let gpu = g.gpu.clone();
+                let data = Dataset::from_f32(x.to_vec(), vec![0; rows], self.input_dim, self.output_dim(), "predict input")?;
+                let gpu_rows = upload_rows(&gpu, &data)?;
+                self.predict_gpu(&gpu_rows)
+            }
+            State::Cpu(_) => {
+                let logits = self.forward_cpu(x, rows);
+                Ok(cpu::softmax(&logits, rows, self.output_dim()))
+            }
+        }
+    }
+
+    /// Probabilities for every row of a data set (its scaling applied).
+    pub fn predict_dataset(&mut self, data: &Dataset) -> Result<Vec<f32>> {
+        self.check_data("predict", data)?;
+        self.predict(&data.to_f32(), data.rows)
+    }
+}
+
+/// Builds a [`Sequential`] layer by layer.
+pub struct SequentialBuilder {
+    input_dim: usize,
+    layers: Vec<Dense>,
+    seed: u64,
+    error: Option<WgnnError>,
+}
+
+impl SequentialBuilder {
+    /// Adds a dense layer of `units` outputs with `activation`.
+    pub fn dense(mut self, units: usize, activation: Activation) -> SequentialBuilder {
+        let inputs = self.layers.last().map_or(self.input_dim, |l| l.units);
+        if self.error.is_none() {
+            if units == 0 || inputs == 0 {
+                self.error = Some(WgnnError::invalid(
+                    "dense",
+                    format!("layer {} would be [{inputs}, {units}]: widths must be at least 1", self.layers.len()),
+                ));
+            } else if let Err(e) = activation.validate() {
+                self.error = Some(e);
+            }
+        }
+        self.layers.push(Dense { inputs, units, activation });
+        self
+    }
+
+    /// Allocates the model on `backend` and draws the initial weights: Glorot-uniform W and zero b
+    /// (the Keras defaults), from the seed.
+    pub fn build(self, backend: &Backend) -> Result<Sequential> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.layers.is_empty() {
+            return Err(WgnnError::invalid("build", "the model has no layers"));
+        }
+        let layout = ParamLayout::new(&self.layers);
+        let mut flat = vec![0.0f32; layout.total];
+        let mut rng = Rng::new(self.seed);
+        for (l, &(wo, _)) in self.layers.iter().zip(&layout.offsets) {
+            let limit = (6.0 / (l.inputs + l.units) as f32).sqrt();
+            for w in &mut flat[wo..wo + l.inputs * l.units] {
+                *w = rng.uniform(-limit, limit);
+            }
+        }
+        let state = match backend {
+            Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
+                gpu: gpu.clone(),
+                params: Tensor::from_slice(gpu, &[layout.total], &flat)?,
+                grads: Tensor::zeros(gpu, &[layout.total])?,
+                opt_state: Vec::new(),
+                epoch_step: Tensor::zeros_u32(gpu, &[1])?,
+                global_step: Tensor::zeros_u32(gpu, &[1])?,
+                totals: Tensor::zeros(gpu, &[2])?,
+            })),
+            Backend::Cpu => State::Cpu(CpuState { grads: vec![0.0; layout.total], params: flat, opt_state: Vec::new(), step: 0 }),
+        };
+        Ok(Sequential { input_dim: self.input_dim, layers: self.layers, seed: self.seed, layout, compiled: None, state })
+    }
+}
+
+fn mean(v: &[f32]) -> f32 {
+    (v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64) as f32
+}
+
+/// The order of an epoch's rows: shuffled from (seed, epoch) or in order.
+fn epoch_order(rows: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    if shuffle {
+        Rng::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64 + 1)).shuffle(&mut order);
+    }
+    order
+}
+
+/// Ticks per epoch when `progress_every` is 0.
+const DEFAULT_TICKS: usize = 20;
+
+/// Rows per evaluation batch: large, to keep the dispatch count low.
+const EVAL_BATCH: usize = 2048;
+
+// ---------------------------------------------------------------------------------------------
+// GPU path
+
+/// Uploads a data set once: u8 features stay u8 (packed 4 per word), f32 as bits.
+fn upload_rows(gpu: &Gpu, data: &Dataset) -> Result<GpuRows> {
+    let words: Vec<u32> = match &data.features {
+        Features::U8(bytes) => bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect(),
+        Features::F32(values) => values.iter().map(|v| v.to_bits()).collect(),
+    };
+    let features = Tensor::from_u32(gpu, &[words.len()], &words)?;
+    let labels = Tensor::from_u32(gpu, &[data.rows], &data.labels)?;
+    let mean_std = match &data.standardize {
+        Some((m, s)) => Some(Tensor::from_slice(gpu, &[2, data.feature_dim], &[m.as_slice(), s.as_slice()].concat())?),
+        None => None,
+    };
+    Ok(GpuRows {
+        features,
+        labels,
+        total_rows: data.rows,
+        dim: data.feature_dim,
+        source_u8: matches!(data.features, Features::U8(_)),
+        scale: data.scale,
+        shift: data.shift,
+        mean_std,
+    })
+}
+
+/// Activations and per-row outputs for one batch size.
+struct BatchBuffers {
+    x: Tensor,
+    y: Tensor,
+    /// Output of each layer, [rows, units].
+    h: Vec<Tensor>,
+    /// Gradient w.r.t. each layer's pre-activation, [rows, units].
+    dz: Vec<Tensor>,
+    loss_rows: Tensor,
+    correct_rows: Tensor,
+}
+
+impl BatchBuffers {
+    fn new(gpu: &Gpu, layers: &[Dense], input_dim: usize, rows: usize, training: bool) -> Result<BatchBuffers> {
+        Ok(BatchBuffers {
+            x: Tensor::zeros(gpu, &[rows, input_dim])?,
+            y: Tensor::zeros_u32(gpu, &[rows])?,
+            h: layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?,
+            dz: if training { layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()? } else { Vec::new() },
+            loss_rows: Tensor::zeros(gpu, &[rows])?,
+            correct_rows: Tensor::zeros(gpu, &[rows])?,
+        })
+    }
+}
+
+impl Sequential {
+    fn gpu_state(&self) -> Result<&GpuState> {
+        match &self.state {
+            State::Gpu(g) => Ok(g),
+            State::Cpu(_) => Err(WgnnError::invalid("gpu", "this model runs on the CPU backend")),
+        }
+    }
+
+    /// W and b of layer `i` as views into `flat` (params or grads).
+    fn layer_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor)> {
+        let l = &self.layers[i];
+        let (wo, bo) = self.layout.offsets[i];
+        Ok((flat.view(wo, &[l.inputs, l.units])?, flat.view(bo, &[l.units])?))
+    }
+
+    /// gather → forward: the first half of every plan. `labels_max` marks the gathered labels'
+    /// range so the loss kernel can check it without a readback.
+    fn forward_plan(&self, rows: &GpuRows, order: &Tensor, epoch_step: &Tensor, start: BatchStart, buf: &mut BatchBuffers) -> Result<Plan> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        buf.y.set_max_u32(rows.labels.max_u32());
+        let mut plan = gather_rows(gpu, rows, order, epoch_step, start, &buf.x, &buf.y)?;
+        for i in 0..self.layers.len() {
+            let (w, b) = self.layer_views(&g.params, i)?;
+            let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
+            let epilogue = Epilogue::BiasAct { bias: Some(&b), act: self.layers[i].activation };
+            plan.extend(matmul(gpu, input, &w, &buf.h[i], &MatmulOptions { epilogue, ..Default::default() })?);
+        }
+        Ok(plan)
+    }
+
+    /// One training step for `batch` rows taken at `epoch_step * stride` of `order`.
+    fn train_step_plan(&self, rows: &GpuRows, order: &Tensor, batch: usize, stride: usize, optimizer: &Optimizer) -> Result<(Plan, BatchBuffers)> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, true)?;
+        let start = BatchStart::Counter { stride };
+        let mut plan = self.forward_plan(rows, order, &g.epoch_step, start, &mut buf)?;
+        let last = self.layers.len() - 1;
+        let out = SoftmaxXentOut { loss_rows: &buf.loss_rows, dlogits: Some(&buf.dz[last]), correct_rows: &buf.correct_rows, totals: Some(&g.totals) };
+        plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0 / batch as f32, &out)?);
+        for i in (0..self.layers.len()).rev() {
+            let (dw, db) = self.layer_views(&g.grads, i)?;
+            let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
+            // dW = inputᵀ · dZ ; db = Σ_rows dZ
+            plan.extend(matmul(gpu, input, &buf.dz[i], &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
+            plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
+            if i > 0 {
+                // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev)
+                let (w, _) = self.layer_views(&g.params, i)?;
+                let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act: self.layers[i - 1].activation };
+                plan.extend(matmul(gpu, &buf.dz[i], &w, &buf.dz[i - 1], &MatmulOptions { trans_b: true, epilogue, ..Default::default() })?);
+            }
+        }
+        plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
+        plan.extend(match optimizer {
+            Optimizer::Adam(cfg) => adam_update(gpu, &g.params, &g.grads, &g.opt_state[0], &g.opt_state[1], &g.global_step, cfg)?,
+            Optimizer::Sgd(cfg) => sgd_update(gpu, &g.params, &g.grads, g.opt_state.first(), cfg)?,
+        });
+        Ok((plan, buf))
+    }
+
+    fn read_totals(&self) -> Result<(f64, f64)> {
+        let t = self.gpu_state()?.totals.to_vec()?;
+        Ok((t[0] as f64, t[1] as f64))
+    }
+
+    fn reset_epoch(&self) -> Result<()> {
+        let g = self.gpu_state()?;
+        g.totals.write(&[0.0, 0.0])?;
+        // Only the in-epoch step: the global step t carries across epochs.
+        g.epoch_step.write_u32(&[0])
+    }
+
+    fn fit_gpu(&mut self, train: &Dataset, validation: Option<&Dataset>, opts: &FitOptions, optimizer: Optimizer, observer: &mut dyn Observer) -> Result<History> {
+        let gpu = self.gpu_state()?.gpu.clone();
+        let rows = upload_rows(&gpu, train)?;
+        let val_rows = validation.map(|v| upload_rows(&gpu, v)).transpose()?;
+        let n = train.rows;
+        let batch = opts.batch_size.min(n);
+        let full_steps = n / batch;
+        let tail = n % batch;
+        let steps = full_steps + (tail > 0) as usize;
+        let order = Tensor::zeros_u32(&gpu, &[n])?;
+        let (full_plan, _full_buf) = self.train_step_plan(&rows, &order, batch, batch, &optimizer)?;
+        let tail_plan = if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
+        let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
+
+        let mut history = History::default();
+        for epoch in 1..=opts.epochs {
+            let started = Instant::now();
+            order.write_u32(&epoch_order(n, opts.shuffle, self.seed, epoch))?;
+            self.reset_epoch()?;
+            let mut done = 0;
+            while done < full_steps {
+                let chunk = every.min(full_steps - done);
+                gpu.run_repeated(&[&full_plan], chunk)?;
+                done += chunk;
+                if done < steps {
+                    let (loss_sum, correct) = self.read_totals()?;
+                    let samples = done * batch;
+                    observer.on_progress(&Progress {
+                        epoch,
+                        epochs: opts.epochs,
+                        step: done,
+                        steps,
+                        samples,
+                        loss: (loss_sum / samples as f64) as f32,
+                        accuracy: (correct / samples as f64) as f32,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+            }
+            if let Some((plan, _)) = &tail_plan {
+                gpu.run(&[plan])?;
+            }
+            let (loss_sum, correct) = self.read_totals()?;
+            let seconds = started.elapsed().as_secs_f64();
+            let train_loss = (loss_sum / n as f64) as f32;
+            let train_accuracy = (correct / n as f64) as f32;
+            observer.on_progress(&Progress { epoch, epochs: opts.epochs, step: steps, steps, samples: n, loss: train_loss, accuracy: train_accuracy, seconds });
+            let (val_loss, val_accuracy) = match &val_rows {
+                Some(v) => {
+                    let (l, a) = self.evaluate_gpu(v)?;
+                    (Some(l), Some(a))
+                }
+                None => (None, None),
+            };
+            if !train_loss.is_finite() {
+                return Err(WgnnError::Training { detail: format!("the training loss became {train_loss} in epoch {epoch}") });
+            }
+            let record = EpochRecord { epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds, samples_per_second: n as f64 / seconds };
+            observer.on_epoch_end(&record);
+            history.push(record);
+        }
+        Ok(history)
+    }
+
+    /// Forward passes over `rows` in batches of up to `EVAL_BATCH`, then (loss, accuracy).
+    fn evaluate_gpu(&self, rows: &GpuRows) -> Result<(f32, f32)> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let n = rows.total_rows;
+        let order: Vec<u32> = (0..n as u32).collect();
+        let order = Tensor::from_u32(gpu, &[n], &order)?;
+        let totals = Tensor::zeros(gpu, &[2])?;
+        let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
+        let last = self.layers.len() - 1;
+        let mut plans = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let batch = EVAL_BATCH.min(n - start);
+            let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
+            let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            let out = SoftmaxXentOut { loss_rows: &buf.loss_rows, dlogits: None, correct_rows: &buf.correct_rows, totals: Some(&totals) };
+            plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0, &out)?);
+            plans.push(plan);
+            start += batch;
+        }
+        gpu.run(&plans.iter().collect::<Vec<_>>())?;
+        let t = totals.to_vec()?;
+        Ok(((t[0] as f64 / n as f64) as f32, (t[1] as f64 / n as f64) as f32))
+    }
+
+    fn predict_gpu(&self, rows: &GpuRows) -> Result<Vec<f32>> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let n = rows.total_rows;
+        let order: Vec<u32> = (0..n as u32).collect();
+        let order = Tensor::from_u32(gpu, &[n], &order)?;
+        let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
+        let classes = self.output_dim();
+        let probs = Tensor::zeros(gpu, &[n, classes])?;
+        let last = self.layers.len() - 1;
+        let mut start = 0;
+        let mut plans = Vec::new();
+        while start < n {
+            let batch = EVAL_BATCH.min(n - start);
+            let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
+            let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            plan.extend(softmax(gpu, &buf.h[last], &probs.view(start * classes, &[batch, classes])?)?);
+            plans.push(plan);
+            start += batch;
+        }
+        gpu.run(&plans.iter().collect::<Vec<_>>())?;
+        probs.to_vec()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference path: the same step, kernel by kernel, through crate::cpu.
+
+impl Sequential {
+    fn cpu_params(&self) -> &[f32] {
+        match &self.state {
+            State::Cpu(c) => &c.params,
+            State::Gpu(_) => &[],
+        }
+    }
+
+    /// Layer outputs for `rows` rows of x: [h_0, h_1, …], each [rows, units].
+    fn forward_cpu_all(&self, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
+        let params = self.cpu_params();
+        let mut outs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let (wo, bo) = self.layout.offsets[i];
+            let input = if i == 0 { x } else { &outs[i - 1] };
+            let z = cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
+            outs.push(cpu::bias_act_forward(&z, Some(&params[bo..bo + l.units]), rows, l.units, l.activation));
+        }
+        outs
+    }
+
+    fn forward_cpu(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.forward_cpu_all(x, rows).pop().unwrap_or_default()
+    }
+
+    /// One step on a gathered batch; returns (Σ loss, Σ correct) over its rows.
+    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> (f64, f64) {
+        let rows = y.len();
+        let h = self.forward_cpu_all(x, rows);
+        let last = self.layers.len() - 1;
+        let classes = self.layers[last].units;
+        let (loss_rows, dlogits, correct) = cpu::softmax_xent(&h[last], y, rows, classes, 1.0 / rows as f32);
+        let mut grads = vec![0.0f32; self.layout.total];
+        let params = self.cpu_params().to_vec();
+        let mut dz = dlogits;
+        for i in (0..self.layers.len()).rev() {
+            let l = self.layers[i];
+            let (wo, bo) = self.layout.offsets[i];
+            let input = if i == 0 { x } else { &h[i - 1] };
+            let dw = cpu::matmul(input, &dz, l.inputs, rows, l.units, true, false);
+            grads[wo..wo + dw.len()].copy_from_slice(&dw);
+            grads[bo..bo + l.units].copy_from_slice(&cpu::column_sum(&dz, rows, l.units));
+            if i > 0 {
+                let dh = cpu::matmul(&dz, &params[wo..wo + l.inputs * l.units], rows, l.units, l.inputs, false, true);
+                let act = self.layers[i - 1].activation;
+                dz = dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+            }
+        }
+        if let State::Cpu(c) = &mut self.state {
+            c.grads = grads;
+            c.step += 1;
+            match optimizer {
+                Optimizer::Adam(cfg) => {
+                    let (m, v) = c.opt_state.split_at_mut(1);
+                    cpu::adam_update(&mut c.params, &c.grads, &mut m[0], &mut v[0], c.step, cfg);
+                }
+                Optimizer::Sgd(cfg) => cpu::sgd_update(&mut c.params, &c.grads, c.opt_state.first_mut().map(|v| v.as_mut_slice()), cfg),
+            }
+        }
+        (loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())
+    }
+
+    fn fit_cpu(&mut self, train: &Dataset, validation: Option<&Dataset>, opts: &FitOptions, optimizer: Optimizer, observer: &mut dyn Observer) -> Result<History> {
+        let n = train.rows;
+        let batch = opts.batch_size.min(n);
+        let steps = n.div_ceil(batch);
+        let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
+        let features = train.to_f32();
+        let mut history = History::default();
+        for epoch in 1..=opts.epochs {
+            let started = Instant::now();
+            let order = epoch_order(n, opts.shuffle, self.seed, epoch);
+            let (mut loss_sum, mut correct) = (0.0, 0.0);
+            for step in 0..steps {
+                let start = step * batch;
+                let rows = batch.min(n - start);
+                let (x, y) = cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
+                let (l, c) = self.train_step_cpu(&x, &y, &optimizer);
+                loss_sum += l;
+                correct += c;
+                let samples = start + rows;
+                if (step + 1) % every == 0 || step + 1 == steps {
+                    observer.on_progress(&Progress {
+                        epoch,
+                        epochs: opts.epochs,
+                        step: step + 1,
+                        steps,
+                        samples,
+                        loss: (loss_sum / samples as f64) as f32,
+                        accuracy: (correct / samples as f64) as f32,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let (val_loss, val_accuracy) = match validation {
+                Some(v) => {
+                    let (l, a) = self.evaluate(v)?;
+                    (Some(l), Some(a))
+                }
+                None => (None, None),
+            };
+            let train_loss = (loss_sum / n as f64) as f32;
+            if !train_loss.is_finite() {
+                return Err(WgnnError::Training { detail: format!("the training loss became {train_loss} in epoch {epoch}") });
+            }
+            let record = EpochRecord {
+                epoch,
+                train_loss,
+                train_accuracy: (correct / n as f64) as f32,
+                val_loss,
+                val_accuracy,
+                seconds,
+                samples_per_second: n as f64 / seconds,
+            };
+            observer.on_epoch_end(&record);
+            history.push(record);
+        }
+        Ok(history)
+    }
+}

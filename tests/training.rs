@@ -1,0 +1,206 @@
+//! The training library end to end: GPU against the CPU reference, step for step; a real data set
+//! learned; evaluate and predict agreeing; bad input rejected.
+
+mod common;
+use common::*;
+use wgnn::data::{load_mnist, Dataset};
+use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
+use wgnn::rng::Rng;
+use wgnn::{Activation, WgnnError};
+
+fn mlp(backend: &Backend, inputs: usize, hidden: usize, classes: usize, seed: u64) -> Sequential {
+    Sequential::new(inputs, seed)
+        .dense(hidden, Activation::Relu)
+        .dense(classes, Activation::Identity)
+        .build(backend)
+        .unwrap()
+}
+
+/// Collects each step's mean loss from the running sums reported at every tick.
+#[derive(Default)]
+struct StepLosses {
+    losses: Vec<f32>,
+    last_sum: f64,
+    last_samples: usize,
+}
+
+impl Observer for StepLosses {
+    fn on_progress(&mut self, p: &Progress) {
+        if p.samples == self.last_samples {
+            return; // the epoch-end report repeats the last tick
+        }
+        let sum = p.loss as f64 * p.samples as f64;
+        self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
+        self.last_sum = sum;
+        self.last_samples = p.samples;
+    }
+}
+
+/// Random features labelled by the argmax of a fixed random linear map: learnable, so a loss that
+/// does not fall means the updates are wrong.
+fn synthetic(rows: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
+    let map = rng.vec_uniform(dim * classes, -1.0, 1.0);
+    let y = x
+        .chunks(dim)
+        .map(|row| {
+            let score = |c: usize| row.iter().enumerate().map(|(j, v)| v * map[j * classes + c]).sum::<f32>();
+            (0..classes).fold(0, |best, c| if score(c) > score(best) { c } else { best }) as u32
+        })
+        .collect();
+    Dataset::from_f32(x, y, dim, classes, "synthetic").unwrap()
+}
+
+#[test]
+fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
+    let gpu = gpu();
+    // 10 steps of 16 rows, plus a partial 11th of 5 rows.
+    let data = synthetic(165, 37, 5, 1);
+    for optimizer in [Optimizer::adam(1e-2), Optimizer::sgd(0.05, 0.9)] {
+        let mut losses = Vec::new();
+        let mut weights = Vec::new();
+        for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+            let mut model = mlp(&backend, 37, 23, 5, 7);
+            model.compile(Loss::SparseCategoricalCrossentropy, optimizer).unwrap();
+            let mut steps = StepLosses::default();
+            let options = FitOptions { epochs: 1, batch_size: 16, shuffle: true, validation: Validation::None, progress_every: 1 };
+            model.fit_with(&data, &options, &mut steps).unwrap();
+            assert_eq!(steps.losses.len(), 11, "one tick per step");
+            losses.push(steps.losses);
+            weights.push(model.weights().unwrap());
+        }
+        assert_close(&format!("{optimizer:?}: per-step loss, gpu vs cpu"), &losses[0], &losses[1], 1e-4, 1e-4);
+        for (i, ((wg, bg), (wc, bc))) in weights[0].iter().zip(&weights[1]).enumerate() {
+            assert_close(&format!("{optimizer:?}: layer {i} W after 11 steps"), wg, wc, 1e-4, 1e-3);
+            assert_close(&format!("{optimizer:?}: layer {i} b after 11 steps"), bg, bc, 1e-4, 1e-3);
+        }
+        // The loss must actually fall: a model that never updated would also "match".
+        let (first, last) = (losses[0][..3].iter().sum::<f32>(), losses[0][8..].iter().sum::<f32>());
+        assert!(last < first, "{optimizer:?}: loss did not fall: {:?}", losses[0]);
+    }
+}
+
+fn mnist_slice(rows: usize, offset: usize) -> (Dataset, Dataset) {
+    let (train, test) = load_mnist(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz")).unwrap();
+    let train_rows: Vec<usize> = (offset..offset + rows).collect();
+    let test_rows: Vec<usize> = (0..1000).collect();
+    (train.subset(&train_rows).unwrap(), test.subset(&test_rows).unwrap())
+}
+
+#[test]
+fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
+    let gpu = gpu();
+    let (train, test) = mnist_slice(2000, 0);
+    let mut histories = Vec::new();
+    let mut accuracies = Vec::new();
+    // 2,000 rows, batch 32: 62 full batches and a partial one of 16, for 3 epochs (189 steps).
+    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+        let mut model = Sequential::new(784, 3)
+            .dense(64, Activation::Relu)
+            .dense(64, Activation::Relu)
+            .dense(10, Activation::Identity)
+            .build(&backend)
+            .unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+        let options = FitOptions { epochs: 3, batch_size: 32, shuffle: true, validation: Validation::Data(&test), progress_every: 0 };
+        let history = model.fit(&train, &options).unwrap();
+        histories.push(history);
+        accuracies.push(model.evaluate(&test).unwrap().1);
+    }
+    let loss = |h: &wgnn::History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    let val = |h: &wgnn::History| h.epochs.iter().map(|r| r.val_loss.unwrap()).collect::<Vec<_>>();
+    assert_close("train loss history, gpu vs cpu", &loss(&histories[0]), &loss(&histories[1]), 2e-3, 2e-3);
+    assert_close("validation loss history, gpu vs cpu", &val(&histories[0]), &val(&histories[1]), 2e-3, 2e-3);
+    // 2,000 training rows, 3 epochs: a working MLP gets ~90% on held-out digits; chance is 10%.
+    assert!(accuracies[0] >= 0.85, "gpu held-out accuracy {} below 0.85", accuracies[0]);
+    assert!((accuracies[0] - accuracies[1]).abs() <= 0.005, "accuracy gpu {} vs cpu {}", accuracies[0], accuracies[1]);
+}
+
+#[test]
+fn evaluate_and_predict_agree() {
+    let gpu = gpu();
+    let (train, test) = mnist_slice(1000, 5000);
+    let mut model = Sequential::new(784, 5)
+        .dense(32, Activation::Tanh)
+        .dense(10, Activation::Identity)
+        .build(&Backend::Gpu(gpu))
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(3e-3)).unwrap();
+    model.fit(&train, &FitOptions { epochs: 2, batch_size: 50, ..Default::default() }).unwrap();
+    // 2,100 rows: more than one evaluation batch, and a partial one.
+    let big = test.subset(&(0..1000).chain(0..1000).chain(0..100).collect::<Vec<_>>()).unwrap();
+    let (loss, accuracy) = model.evaluate(&big).unwrap();
+    let probs = model.predict_dataset(&big).unwrap();
+    assert_eq!(probs.len(), big.rows * 10);
+    let mut nll = 0.0f64;
+    let mut correct = 0usize;
+    for (r, row) in probs.chunks(10).enumerate() {
+        let sum: f32 = row.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5, "row {r} probabilities sum to {sum}");
+        let label = big.labels[r] as usize;
+        nll -= (row[label] as f64).ln();
+        let argmax = row.iter().enumerate().fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
+        correct += (argmax == label) as usize;
+    }
+    let predicted_loss = (nll / big.rows as f64) as f32;
+    let predicted_accuracy = correct as f32 / big.rows as f32;
+    assert!((predicted_loss - loss).abs() < 1e-4 * loss.max(1.0), "evaluate loss {loss} vs predict {predicted_loss}");
+    assert!((predicted_accuracy - accuracy).abs() < 1e-6, "evaluate accuracy {accuracy} vs predict {predicted_accuracy}");
+
+    // Predicting a single row gives the same probabilities as that row in a batch.
+    let one = model.predict(&big.row_f32(7).unwrap(), 1).unwrap();
+    assert_close("predict one row vs in a batch", &one, &probs[70..80], 1e-6, 1e-5);
+}
+
+#[test]
+fn validation_fraction_holds_rows_out() {
+    let gpu = gpu();
+    let data = synthetic(200, 8, 3, 2);
+    let mut model = mlp(&Backend::Gpu(gpu), 8, 8, 3, 1);
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    let history = model.fit(&data, &FitOptions { epochs: 2, batch_size: 16, validation: Validation::Fraction(0.25), ..Default::default() }).unwrap();
+    assert_eq!(history.epochs.len(), 2);
+    let r = &history.epochs[1];
+    assert!(r.val_loss.is_some_and(f32::is_finite) && r.val_accuracy.is_some());
+    // 150 training rows per epoch, 50 held out.
+    assert!((r.samples_per_second * r.seconds - 150.0).abs() < 1e-6 * 150.0, "{r:?}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let gpu = gpu();
+    let backend = Backend::Gpu(gpu);
+    let data = synthetic(20, 6, 3, 3);
+
+    let mut model = mlp(&backend, 6, 4, 3, 1);
+    let err = model.fit(&data, &FitOptions::default()).err().expect("fit before compile");
+    assert!(err.to_string().contains("compile"), "{err}");
+
+    for lr in [0.0, -1.0, f32::NAN] {
+        let err = model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(lr)).err().expect("bad lr");
+        assert!(err.to_string().contains("learning rate"), "lr {lr}: {err}");
+    }
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+    let err = model.fit(&data, &FitOptions { batch_size: 0, ..Default::default() }).err().expect("batch 0");
+    assert!(err.to_string().contains("batch size"), "{err}");
+
+    let narrow = synthetic(20, 5, 3, 4);
+    let err = model.fit(&narrow, &FitOptions::default()).err().expect("wrong width");
+    assert!(matches!(err, WgnnError::Shape { .. }) && err.to_string().contains("5 features") && err.to_string().contains("takes 6"), "{err}");
+
+    let many_classes = synthetic(20, 6, 7, 5);
+    let err = model.evaluate(&many_classes).err().expect("label out of range");
+    assert!(err.to_string().contains("out of range for a model with 3 outputs"), "{err}");
+
+    let err = model.predict(&[0.0; 7], 1).err().expect("wrong predict width");
+    assert!(err.to_string().contains("predict"), "{err}");
+    let err = model.predict(&[f32::NAN; 6], 1).err().expect("NaN input");
+    assert!(matches!(err, WgnnError::NonFinite { .. }), "{err}");
+
+    let err = Sequential::new(6, 1).dense(0, Activation::Relu).build(&backend).err().expect("zero units");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    let mut softmax_hidden = Sequential::new(6, 1).dense(3, Activation::Relu).build(&backend).unwrap();
+    let err = softmax_hidden.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).err().expect("non-linear last layer");
+    assert!(err.to_string().contains("last layer must be linear"), "{err}");
+}
