@@ -29,7 +29,7 @@ override ACT: u32 = 0u;
 // Workgroup shape (x along N, y along M) and register blocks of 4×4 outputs per invocation.
 override WX: u32 = 16u;
 override WY: u32 = 4u;
-override RB: u32 = 1u;   // 1 or 2 row blocks
+override RB: u32 = 1u;   // 1 to 4 row blocks (acc holds RB × CB ≤ 8 blocks)
 override CB: u32 = 1u;   // 1 or 2 column blocks
 
 struct Params {
@@ -147,16 +147,18 @@ fn store_block(m0: u32, n0: u32, split: u32, blk: mat4x4<f32>) {
 }
 
 @compute @workgroup_size(WX, WY)
-fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m0 = gid.y * 4u * RB;
+fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    // With one row of invocations per workgroup, the rows come from the workgroup id: the same in
+    // every SIMD lane, so lavapipe loads A once per lane group instead of gathering per lane.
+    let m0 = select(gid.y, wid.y, WY == 1u) * 4u * RB;
     let n0 = gid.x * 4u * CB;
     if (m0 >= p.m || n0 >= p.n) { return; }
     let kr = k_range(gid.z);
-    var acc = array<mat4x4<f32>, 4>();
+    var acc = array<mat4x4<f32>, 8>();
     // Rows and columns past the end are clamped to the last one: valid loads whose results are
     // never stored.
     for (var k = kr.x; k < kr.y; k += 4u) {
-        var ak: array<mat4x4<f32>, 2>;
+        var ak: array<mat4x4<f32>, 4>;
         for (var rb = 0u; rb < RB; rb++) {
             let mb = m0 + 4u * rb;
             if (TRANS_A) {
@@ -198,16 +200,16 @@ fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 @compute @workgroup_size(WX, WY)
-fn matmul_register_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m0 = gid.y * 4u * RB;
+fn matmul_register_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let m0 = select(gid.y, wid.y, WY == 1u) * 4u * RB;
     let n0 = gid.x * 4u * CB;
     if (m0 >= p.m || n0 >= p.n) { return; }
     let kr = k_range(gid.z);
     let ml = p.m - 1u;
     let nl = p.n - 1u;
-    var acc = array<mat4x4<f32>, 4>();
+    var acc = array<mat4x4<f32>, 8>();
     for (var k = kr.x; k < kr.y; k++) {
-        var ak: array<vec4<f32>, 2>;  // op(A)[m0.., k]
+        var ak: array<vec4<f32>, 4>;  // op(A)[m0.., k]
         for (var rb = 0u; rb < RB; rb++) {
             let mb = m0 + 4u * rb;
             ak[rb] = vec4<f32>(load_a(min(mb, ml), k), load_a(min(mb + 1u, ml), k),

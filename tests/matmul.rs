@@ -227,7 +227,8 @@ fn bad_arguments_are_errors_naming_matmul_and_the_shapes() {
 
 #[test]
 fn engine_choice_and_pipeline_cache() {
-    let gpu = gpu();
+    // A device of its own: tests running in parallel on the shared one build pipelines meanwhile.
+    let gpu = Gpu::new().unwrap();
     // Every choice is a real variant, and building a plan twice for new shapes of the same class
     // builds no new pipeline.
     let v = choose_variant(&gpu, 256, 64, 784, false, false);

@@ -42,21 +42,22 @@ pub enum MatmulVariant {
     Naive,
     /// 16×16 tiles of A and B staged in workgroup memory, with barriers.
     Tiled,
-    /// 4×4 outputs per invocation, no workgroup memory; vec4 loads when the shape allows.
+    /// 4 rows × 8 columns of outputs per invocation, no workgroup memory; vec4 loads when the
+    /// shape allows.
     Register,
-    /// 8×8 outputs per invocation (four 4×4 blocks); vec4 loads when the shape allows.
-    RegisterWide,
+    /// 8 rows × 4 columns of outputs per invocation; vec4 loads when the shape allows.
+    RegisterTall,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 4] = [MatmulVariant::Naive, MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterWide];
+    pub const ALL: [MatmulVariant; 4] = [MatmulVariant::Naive, MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterTall];
 
     pub fn name(self) -> &'static str {
         match self {
             MatmulVariant::Naive => "naive",
             MatmulVariant::Tiled => "tiled",
-            MatmulVariant::Register => "register4x4",
-            MatmulVariant::RegisterWide => "register8x8",
+            MatmulVariant::Register => "register4x8",
+            MatmulVariant::RegisterTall => "register8x4",
         }
     }
 }
@@ -110,30 +111,36 @@ fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
     k % 4 == 0 && (!trans_a || m % 4 == 0) && (trans_b || n % 4 == 0)
 }
 
-fn kernel_shape(variant: MatmulVariant, vec4: bool) -> KernelShape {
+fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> KernelShape {
     let register_entry = if vec4 { "matmul_register" } else { "matmul_register_scalar" };
     match variant {
         MatmulVariant::Naive => KernelShape { entry: "matmul_naive", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false },
         // 4096 / 16 tile steps × (1 + 16) inner iterations = 4,352.
         MatmulVariant::Tiled => KernelShape { entry: "matmul_tiled", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false },
-        MatmulVariant::Register => KernelShape { entry: register_entry, wg: [16, 4], block: [4, 4], max_kc: 2048, register: true },
-        MatmulVariant::RegisterWide => KernelShape { entry: register_entry, wg: [8, 8], block: [8, 8], max_kc: 2048, register: true },
+        // On lavapipe one row of invocations per workgroup (WY = 1) makes the A loads uniform across
+        // SIMD lanes (measured ~2× faster than 16×4); a GPU wants more invocations per workgroup.
+        MatmulVariant::Register => {
+            let wg = if cpu_adapter { [16, 1] } else { [16, 4] };
+            KernelShape { entry: register_entry, wg, block: [4, 8], max_kc: 2048, register: true }
+        }
+        MatmulVariant::RegisterTall => {
+            let wg = if cpu_adapter { [8, 1] } else { [16, 4] };
+            KernelShape { entry: register_entry, wg, block: [8, 4], max_kc: 2048, register: true }
+        }
     }
 }
 
 /// Which variant the engine picks for this shape on this adapter.
 pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
-    let _ = (k, trans_a, trans_b);
+    let _ = (trans_a, trans_b);
     if gpu.is_cpu_adapter() {
-        // lavapipe: workgroup memory and barriers are slow; loads cost more than arithmetic, so
-        // the most outputs per invocation wins once there are enough of them.
-        if m >= 64 && n >= 64 {
-            MatmulVariant::RegisterWide
-        } else {
-            MatmulVariant::Register
-        }
-    } else if m * n >= 128 * 128 {
-        MatmulVariant::RegisterWide
+        // lavapipe: workgroup memory and barriers are slow and per-lane loads cost more than the
+        // arithmetic, so many outputs per invocation and no workgroup memory win at every measured
+        // shape (BENCHMARKS.md); 4×8 was the most even of the two register blockings.
+        MatmulVariant::Register
+    } else if m >= 128 && n >= 128 && k >= 64 {
+        // Real GPUs (not measured in this project yet): the textbook choice for large products.
+        MatmulVariant::Tiled
     } else {
         MatmulVariant::Register
     }
@@ -213,7 +220,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
     }
 
     let variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
-    let shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b));
+    let shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b), gpu.is_cpu_adapter());
     let grid_x = n.div_ceil((shape.wg[0] * shape.block[1]) as usize);
     let grid_y = m.div_ceil((shape.wg[1] * shape.block[0]) as usize);
     let splits = split_count(gpu, grid_x * grid_y, k, shape.max_kc);
