@@ -180,7 +180,19 @@ impl Bench {
 fn header() {
     println!(
         "{:<18} {:<14} {:<24} {:>9} {:>3} {:>11} {:>11} {:>9} {:>8} {:>11} {:>11} {:>9} {:>9}",
-        "kernel", "variant", "shape", "max err", "nd", "median", "min", "rate", "unit", "cpu ref", "sgemm", "ref/gpu", "sgemm/gpu"
+        "kernel",
+        "variant",
+        "shape",
+        "max err",
+        "nd",
+        "median",
+        "min",
+        "rate",
+        "unit",
+        "cpu ref",
+        "sgemm",
+        "ref/gpu",
+        "sgemm/gpu"
     );
 }
 
@@ -248,7 +260,22 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
     let mut c = vec![0.0f32; m * n];
     let (sgemm_s, ()) = time_cpu(|| unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c.as_mut_ptr(), n as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     });
 
     let picked = choose_variant(&gpu, m, n, k, ta, tb);
@@ -259,7 +286,9 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
         }
         // The scalar variants take seconds per call on a CPU adapter at the largest shapes: the
         // default run keeps them to 1024³ without transposes; a filter naming them runs them all.
-        let slow = matches!(variant, MatmulVariant::Naive | MatmulVariant::Tiled) && gpu.is_cpu_adapter() && m * n * k > 1 << 28;
+        let slow = matches!(variant, MatmulVariant::Naive | MatmulVariant::Tiled)
+            && gpu.is_cpu_adapter()
+            && m * n * k > 1 << 28;
         let named = bench.filter.as_ref().is_some_and(|f| f.contains(variant.name()));
         if slow && !named && !(m == n && n == k && !ta && !tb) {
             println!(
@@ -273,7 +302,19 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
         let opts = MatmulOptions { trans_a: ta, trans_b: tb, variant: Some(variant), ..Default::default() };
         let plan = matmul(&gpu, &at, &bt, &ct, &opts).unwrap();
         let work = Work::Flops(2.0 * (m * n * k) as f64);
-        bench.row("matmul", variant.name(), shape.clone(), variant == picked, &plan, &ct, &want, tol, work, cpu_ref_s, Some(sgemm_s));
+        bench.row(
+            "matmul",
+            variant.name(),
+            shape.clone(),
+            variant == picked,
+            &plan,
+            &ct,
+            &want,
+            tol,
+            work,
+            cpu_ref_s,
+            Some(sgemm_s),
+        );
     }
 }
 
@@ -293,7 +334,19 @@ fn bench_bias_act_forward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: u
     let plan = bias_act_forward(&gpu, &xt, Some(&bt), &yt, Activation::Relu).unwrap();
     let (cpu_s, want) = time_cpu(|| cpu::bias_act_forward(&x, Some(&bias), rows, cols, Activation::Relu));
     let bytes = 4.0 * (2 * rows * cols + cols) as f64;
-    bench.row("bias_act_forward", "fused", shape, true, &plan, &yt, &want, (1e-6, 1e-5), Work::Bytes(bytes), cpu_s, None);
+    bench.row(
+        "bias_act_forward",
+        "fused",
+        shape,
+        true,
+        &plan,
+        &yt,
+        &want,
+        (1e-6, 1e-5),
+        Work::Bytes(bytes),
+        cpu_s,
+        None,
+    );
 }
 
 fn bench_bias_act_backward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
@@ -304,14 +357,27 @@ fn bench_bias_act_backward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: 
     let gpu = bench.gpu.clone();
     let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
     let y = cpu::bias_act_forward(&rng.vec_uniform(rows * cols, -1.0, 1.0), None, rows, cols, Activation::Relu);
-    let (dyt, yt) = (Tensor::from_slice(&gpu, &[rows, cols], &dy).unwrap(), Tensor::from_slice(&gpu, &[rows, cols], &y).unwrap());
+    let (dyt, yt) =
+        (Tensor::from_slice(&gpu, &[rows, cols], &dy).unwrap(), Tensor::from_slice(&gpu, &[rows, cols], &y).unwrap());
     let (dzt, dbt) = (Tensor::zeros(&gpu, &[rows, cols]).unwrap(), Tensor::zeros(&gpu, &[cols]).unwrap());
     let plan = bias_act_backward(&gpu, &dyt, &yt, &dzt, Some(&dbt), Activation::Relu, false).unwrap();
     let (cpu_s, (_, db)) = time_cpu(|| cpu::bias_act_backward(&dy, &y, rows, cols, Activation::Relu));
     // dy and y read, dz written, then dz read again by the column sum.
     let bytes = 4.0 * (4 * rows * cols + cols) as f64;
     // Validated on db, which depends on every dz.
-    bench.row("bias_act_backward", "fused", shape, true, &plan, &dbt, &db, (1e-3, 1e-4), Work::Bytes(bytes), cpu_s, None);
+    bench.row(
+        "bias_act_backward",
+        "fused",
+        shape,
+        true,
+        &plan,
+        &dbt,
+        &db,
+        (1e-3, 1e-4),
+        Work::Bytes(bytes),
+        cpu_s,
+        None,
+    );
 }
 
 fn bench_column_sum(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
@@ -324,7 +390,19 @@ fn bench_column_sum(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
     let (xt, out) = (Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap(), Tensor::zeros(&gpu, &[cols]).unwrap());
     let plan = column_sum(&gpu, &xt, &out, false).unwrap();
     let (cpu_s, want) = time_cpu(|| cpu::column_sum(&x, rows, cols));
-    bench.row("column_sum", "chunked", shape, true, &plan, &out, &want, (1e-3, 1e-4), Work::Bytes(4.0 * (rows * cols) as f64), cpu_s, None);
+    bench.row(
+        "column_sum",
+        "chunked",
+        shape,
+        true,
+        &plan,
+        &out,
+        &want,
+        (1e-3, 1e-4),
+        Work::Bytes(4.0 * (rows * cols) as f64),
+        cpu_s,
+        None,
+    );
 }
 
 /// "YYYY-MM-DD" (UTC) of the run.
@@ -346,7 +424,9 @@ fn today() -> String {
 fn write_outputs(bench: &Bench, adapter: &str, date: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut csv = String::from("kernel,variant,shape,picked,max_err,passed,dispatches,median_s,min_s,rate,unit,cpu_ref_s,sgemm_s\n");
+    let mut csv = String::from(
+        "kernel,variant,shape,picked,max_err,passed,dispatches,median_s,min_s,rate,unit,cpu_ref_s,sgemm_s\n",
+    );
     let mut json = format!("{{\n  \"adapter\": {adapter:?},\n  \"date\": {date:?},\n  \"rows\": [\n");
     for (i, r) in bench.rows.iter().enumerate() {
         let rate = r.rate(r.median_s);
@@ -405,7 +485,10 @@ fn main() {
     let adapter = gpu.describe();
     let date = today();
     println!("adapter: {adapter}");
-    println!("date: {date}   timing: {}", if timestamps { "GPU timestamp queries" } else { "wall clock (no TIMESTAMP_QUERY)" });
+    println!(
+        "date: {date}   timing: {}",
+        if timestamps { "GPU timestamp queries" } else { "wall clock (no TIMESTAMP_QUERY)" }
+    );
     println!("* = the engine's choose_variant pick; nd = dispatches per call; ratios > 1: the GPU is faster\n");
     header();
     let mut bench = Bench { gpu, filter, timestamps, rows: Vec::new() };

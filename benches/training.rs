@@ -15,12 +15,7 @@ use wgnn::{Activation, Gpu};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let epochs: usize = flag("--epochs").map_or(Ok(3), |s| s.parse())?;
     let batches: Vec<usize> = flag("--batch")
         .unwrap_or_else(|| "32,256".into())
@@ -34,21 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train, _test) = load_mnist("assets/mnist.npz")?;
     println!("adapter: {}", gpu.describe());
     println!("date: {}", date());
-    println!(
-        "device creation {device_seconds:.3} s; {} training rows; {epochs} epochs per batch size\n",
-        train.rows
-    );
-    println!(
-        "{:>6} {:>6} {:>10} {:>12} {:>10}",
-        "batch", "epoch", "seconds", "samples/s", "loss"
-    );
+    println!("device creation {device_seconds:.3} s; {} training rows; {epochs} epochs per batch size\n", train.rows);
+    println!("{:>6} {:>6} {:>10} {:>12} {:>10}", "batch", "epoch", "seconds", "samples/s", "loss");
 
     std::fs::create_dir_all("target/bench")?;
     let mut csv = std::fs::File::create("target/bench/training.csv")?;
-    writeln!(
-        csv,
-        "adapter,batch,epoch,seconds,samples_per_second,train_loss,model_build_seconds"
-    )?;
+    writeln!(csv, "adapter,batch,epoch,seconds,samples_per_second,train_loss,model_build_seconds")?;
     for &batch in &batches {
         let built = Instant::now();
         let mut model = Sequential::new(784, 42)
@@ -58,13 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build(&Backend::Gpu(gpu.clone()))?;
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
         let build_seconds = built.elapsed().as_secs_f64();
-        let options = FitOptions {
-            epochs,
-            batch_size: batch,
-            shuffle: true,
-            validation: Validation::None,
-            progress_every: 0,
-        };
+        let options =
+            FitOptions { epochs, batch_size: batch, shuffle: true, validation: Validation::None, progress_every: 0 };
         let history = model.fit(&train, &options)?;
         let mut steady = Vec::new();
         for r in &history.epochs {
@@ -90,6 +71,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let median = steady[steady.len() / 2];
             let first = history.epochs[0].seconds;
             println!("{batch:>6}  steady median {median:.3} s/epoch ({:.0} samples/s); first epoch {:.3} s ({:+.3} s vs steady)\n", train.rows as f64 / median, first, first - median);
+        }
+    }
+    // Where one step's device time goes (timestamp queries around each dispatch alone).
+    for &batch in &batches {
+        let mut model = Sequential::new(784, 42)
+            .dense(64, Activation::Relu)
+            .dense(64, Activation::Relu)
+            .dense(10, Activation::Identity)
+            .build(&Backend::Gpu(gpu.clone()))?;
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+        let timings = model.profile_step(&train, batch, 30)?;
+        let total: f64 = timings.iter().map(|t| t.1).sum();
+        println!(
+            "\none training step at batch {batch}: {} dispatches, {:.1} µs of device time in all",
+            timings.len(),
+            total * 1e6
+        );
+        for (label, seconds) in &timings {
+            println!("  {label:<40} {:>9.1} µs", seconds * 1e6);
         }
     }
     println!("wrote target/bench/training.csv");

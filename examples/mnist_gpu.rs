@@ -15,9 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::history::EpochRecord;
-use wgnn::model::{
-    Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation,
-};
+use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
 use wgnn::{Activation, Gpu};
 
 #[derive(Parser, Debug)]
@@ -97,53 +95,28 @@ fn main() -> Result<()> {
     println!("adapter: {}", gpu.describe());
 
     let (train, test) = load_mnist(&args.data)?;
-    println!(
-        "data: {} training rows, {} test rows, {} features",
-        train.rows, test.rows, train.feature_dim
-    );
+    println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
     let mut model = Sequential::new(784, args.seed)
         .dense(64, Activation::Relu)
         .dense(64, Activation::Relu)
         .dense(10, Activation::Identity) // logits: the softmax is fused with the loss
         .build(&Backend::Gpu(gpu))?;
-    model.compile(
-        Loss::SparseCategoricalCrossentropy,
-        Optimizer::adam(args.lr),
-    )?;
-    println!(
-        "model: 784 → 64 relu → 64 relu → 10 softmax, {} parameters",
-        model.parameter_count()
-    );
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(args.lr))?;
+    println!("model: 784 → 64 relu → 64 relu → 10 softmax, {} parameters", model.parameter_count());
 
-    let validation = if args.validation_split > 0.0 {
-        Validation::Fraction(args.validation_split)
-    } else {
-        Validation::None
-    };
-    let options = FitOptions {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        shuffle: true,
-        validation,
-        progress_every: 0,
-    };
+    let validation =
+        if args.validation_split > 0.0 { Validation::Fraction(args.validation_split) } else { Validation::None };
+    let options =
+        FitOptions { epochs: args.epochs, batch_size: args.batch_size, shuffle: true, validation, progress_every: 0 };
     let started = Instant::now();
     let history = model.fit_with(&train, &options, &mut Console { bar: None })?;
-    println!(
-        "trained {} epochs in {:.1} s",
-        args.epochs,
-        started.elapsed().as_secs_f64()
-    );
+    println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
 
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
-    println!(
-        "test loss {test_loss:.4}  test accuracy {:.2}%",
-        test_accuracy * 100.0
-    );
+    println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
 
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let csv = args.out.join("history.csv");
     let png = args.out.join("curves.png");
     history.write_csv(&csv)?;
@@ -154,10 +127,7 @@ fn main() -> Result<()> {
     let row = 0;
     let pixels = test.row_f32(row)?;
     let probs = model.predict(&pixels, 1)?;
-    let predicted = probs
-        .iter()
-        .enumerate()
-        .fold(0, |best, (i, &p)| if p > probs[best] { i } else { best });
+    let predicted = probs.iter().enumerate().fold(0, |best, (i, &p)| if p > probs[best] { i } else { best });
     println!("\ntest image {row} (label {}):", test.labels[row]);
     println!("{}", render_image(&pixels, 28, 28));
     println!("predicted {predicted}   top: {}", format_top_k(&probs, 3));

@@ -31,13 +31,14 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> x: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<u32>;
 
+// Grid: x over features, y over batch rows, so no invocation divides by a runtime value (lavapipe
+// does integer division one lane at a time).
 @compute @workgroup_size(WG)
-fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (i >= p.rows * p.dim) { return; }
-    let r = i / p.dim;
-    let j = i % p.dim;
+fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let r = gid.y;
+    if (j >= p.dim || r >= p.rows) { return; }
+    let i = r * p.dim + j;
     var start = p.start;
     if (START_FROM_COUNTER) { start = epoch_step[0] * p.stride; }
     let row = idx[start + r];

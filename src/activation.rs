@@ -57,7 +57,9 @@ impl Activation {
             "tanh" => Activation::Tanh,
             "leaky_relu" | "leakyrelu" => {
                 let slope = match arg {
-                    Some(a) => a.parse::<f32>().map_err(|_| WgnnError::invalid("activation", format!("bad leaky relu slope {a:?}")))?,
+                    Some(a) => a
+                        .parse::<f32>()
+                        .map_err(|_| WgnnError::invalid("activation", format!("bad leaky relu slope {a:?}")))?,
                     None => 0.01,
                 };
                 Activation::LeakyRelu(slope)

@@ -98,12 +98,8 @@ impl fmt::Debug for Dataset {
 /// The MNIST archive in the Keras layout: (train, test), pixels scaled to [0, 1], 10 classes.
 pub fn load_mnist(path: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
     let path = path.as_ref();
-    let train = Dataset::from_npz(path, "x_train", "y_train")?
-        .with_classes(10)?
-        .scaled(1.0 / 255.0);
-    let test = Dataset::from_npz(path, "x_test", "y_test")?
-        .with_classes(10)?
-        .scaled(1.0 / 255.0);
+    let train = Dataset::from_npz(path, "x_train", "y_train")?.with_classes(10)?.scaled(1.0 / 255.0);
+    let test = Dataset::from_npz(path, "x_test", "y_test")?.with_classes(10)?.scaled(1.0 / 255.0);
     Ok((train, test))
 }
 
@@ -114,31 +110,14 @@ impl Dataset {
     pub fn from_npz(path: impl AsRef<Path>, x_name: &str, y_name: &str) -> Result<Dataset> {
         let path = path.as_ref();
         let file = open_nonempty(path, "a NumPy .npz archive")?;
-        let mut archive = NpzArchive::new(BufReader::new(file)).map_err(|e| {
-            data_err(
-                path,
-                None,
-                format!("not a valid .npz archive (a zip of .npy files): {e}"),
-            )
-        })?;
+        let mut archive = NpzArchive::new(BufReader::new(file))
+            .map_err(|e| data_err(path, None, format!("not a valid .npz archive (a zip of .npy files): {e}")))?;
         let mut names: Vec<String> = archive.array_names().map(str::to_string).collect();
         names.sort();
         let x = read_npz_member(&mut archive, path, x_name, &names)?;
         let y = read_npz_member(&mut archive, path, y_name, &names)?;
         let source = format!("{}:{x_name}", path.display());
-        assemble(
-            x,
-            y,
-            Origin {
-                path,
-                name: Some(x_name),
-            },
-            Origin {
-                path,
-                name: Some(y_name),
-            },
-            source,
-        )
+        assemble(x, y, Origin { path, name: Some(x_name) }, Origin { path, name: Some(y_name) }, source)
     }
 
     /// Same as [`Dataset::from_npz`] from two `.npy` files, e.g. the Kaggle sign-digits
@@ -148,19 +127,7 @@ impl Dataset {
         let x = read_npy_file(x_path)?;
         let y = read_npy_file(y_path)?;
         let source = x_path.display().to_string();
-        assemble(
-            x,
-            y,
-            Origin {
-                path: x_path,
-                name: None,
-            },
-            Origin {
-                path: y_path,
-                name: None,
-            },
-            source,
-        )
+        assemble(x, y, Origin { path: x_path, name: None }, Origin { path: y_path, name: None }, source)
     }
 
     /// Features already in memory (row-major `[rows, feature_dim]`), e.g. generated test data.
@@ -175,7 +142,10 @@ impl Dataset {
         if feature_dim == 0 || labels.is_empty() {
             return Err(WgnnError::invalid(
                 OP,
-                format!("{source}: needs at least one row and one feature (rows {}, feature_dim {feature_dim})", labels.len()),
+                format!(
+                    "{source}: needs at least one row and one feature (rows {}, feature_dim {feature_dim})",
+                    labels.len()
+                ),
             ));
         }
         if features.len() != labels.len() * feature_dim {
@@ -190,18 +160,10 @@ impl Dataset {
             ));
         }
         if let Some((index, &value)) = features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(WgnnError::NonFinite {
-                op: format!("{OP} ({source})"),
-                index,
-                value,
-            });
+            return Err(WgnnError::NonFinite { op: format!("{OP} ({source})"), index, value });
         }
         if let Some(&label) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(WgnnError::LabelOutOfRange {
-                op: format!("{OP} ({source})"),
-                label,
-                classes,
-            });
+            return Err(WgnnError::LabelOutOfRange { op: format!("{OP} ({source})"), label, classes });
         }
         Ok(Dataset {
             rows: labels.len(),
@@ -220,22 +182,15 @@ impl Dataset {
     /// miss the last class must still have the full output width).
     pub fn with_classes(mut self, classes: usize) -> Result<Dataset> {
         if classes == 0 {
-            return Err(data_err(
-                Path::new(&self.source),
-                None,
-                "classes must be at least 1".into(),
-            ));
+            return Err(data_err(Path::new(&self.source), None, "classes must be at least 1".into()));
         }
-        if let Some((row, &label)) = self
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
-        {
+        if let Some((row, &label)) = self.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
             return Err(data_err(
                 Path::new(&self.source),
                 None,
-                format!("label {label} at row {row} is out of range for {classes} classes (labels must be 0..{classes})"),
+                format!(
+                    "label {label} at row {row} is out of range for {classes} classes (labels must be 0..{classes})"
+                ),
             ));
         }
         self.classes = classes;
@@ -312,19 +267,13 @@ impl Dataset {
     pub fn split(&self, fraction: f32, seed: u64) -> Result<(Dataset, Dataset)> {
         const OP: &str = "Dataset::split";
         if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(WgnnError::invalid(
-                OP,
-                format!("fraction must be in (0, 1), got {fraction}"),
-            ));
+            return Err(WgnnError::invalid(OP, format!("fraction must be in (0, 1), got {fraction}")));
         }
         let second = (self.rows as f64 * fraction as f64).round() as usize;
         if second == 0 || second >= self.rows {
             return Err(WgnnError::invalid(
                 OP,
-                format!(
-                    "fraction {fraction} of {} rows of {} leaves an empty part",
-                    self.rows, self.source
-                ),
+                format!("fraction {fraction} of {} rows of {} leaves an empty part", self.rows, self.source),
             ));
         }
         let mut order: Vec<usize> = (0..self.rows).collect();
@@ -336,18 +285,12 @@ impl Dataset {
     /// The given rows, in the given order; keeps classes, scale and standardisation.
     pub fn subset(&self, rows: &[usize]) -> Result<Dataset> {
         if rows.is_empty() {
-            return Err(WgnnError::invalid(
-                "Dataset::subset",
-                format!("{}: no rows selected", self.source),
-            ));
+            return Err(WgnnError::invalid("Dataset::subset", format!("{}: no rows selected", self.source)));
         }
         if let Some((i, &r)) = rows.iter().enumerate().find(|(_, &r)| r >= self.rows) {
             return Err(WgnnError::invalid(
                 "Dataset::subset",
-                format!(
-                    "{}: row index {r} (entry {i}) is out of range for {} rows",
-                    self.source, self.rows
-                ),
+                format!("{}: row index {r} (entry {i}) is out of range for {} rows", self.source, self.rows),
             ));
         }
         Ok(Dataset {
@@ -373,30 +316,17 @@ impl Dataset {
                 None => {
                     return Err(WgnnError::invalid(
                         OP,
-                        format!(
-                            "{}: class {old} is out of range for {} classes",
-                            self.source, self.classes
-                        ),
+                        format!("{}: class {old} is out of range for {} classes", self.source, self.classes),
                     ))
                 }
-                Some(Some(_)) => {
-                    return Err(WgnnError::invalid(
-                        OP,
-                        format!("class {old} is listed twice"),
-                    ))
-                }
+                Some(Some(_)) => return Err(WgnnError::invalid(OP, format!("class {old} is listed twice"))),
                 Some(slot) => *slot = Some(new as u32),
             }
         }
         let new_label = |l: u32| map.get(l as usize).copied().flatten();
-        let rows: Vec<usize> = (0..self.rows)
-            .filter(|&r| new_label(self.labels[r]).is_some())
-            .collect();
+        let rows: Vec<usize> = (0..self.rows).filter(|&r| new_label(self.labels[r]).is_some()).collect();
         if rows.is_empty() {
-            return Err(WgnnError::invalid(
-                OP,
-                format!("{}: no rows have a label in {keep:?}", self.source),
-            ));
+            return Err(WgnnError::invalid(OP, format!("{}: no rows have a label in {keep:?}", self.source)));
         }
         let mut out = self.subset(&rows)?;
         for l in &mut out.labels {
@@ -410,9 +340,7 @@ impl Dataset {
     /// Every feature after scale/shift/standardisation, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let d = self.feature_dim;
-        (0..self.features.len())
-            .map(|i| self.transform(i, i % d))
-            .collect()
+        (0..self.features.len()).map(|i| self.transform(i, i % d)).collect()
     }
 
     /// One row after scale/shift/standardisation (for display or a single prediction).
@@ -420,10 +348,7 @@ impl Dataset {
         if row >= self.rows {
             return Err(WgnnError::invalid(
                 "Dataset::row_f32",
-                format!(
-                    "{}: row {row} is out of range for {} rows",
-                    self.source, self.rows
-                ),
+                format!("{}: row {row} is out of range for {} rows", self.source, self.rows),
             ));
         }
         let d = self.feature_dim;
@@ -477,24 +402,14 @@ fn data_err(path: &Path, array: Option<&str>, detail: String) -> WgnnError {
         Some(name) => format!("array `{name}`: {detail}"),
         None => detail,
     };
-    WgnnError::Data {
-        path: path.to_path_buf(),
-        detail,
-    }
+    WgnnError::Data { path: path.to_path_buf(), detail }
 }
 
 fn open_nonempty(path: &Path, what: &str) -> Result<File> {
-    let io = |source| WgnnError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| WgnnError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
     if file.metadata().map_err(io)?.len() == 0 {
-        return Err(data_err(
-            path,
-            None,
-            format!("file is empty (0 bytes); expected {what}"),
-        ));
+        return Err(data_err(path, None, format!("file is empty (0 bytes); expected {what}")));
     }
     Ok(file)
 }
@@ -507,19 +422,10 @@ fn read_npz_member(
 ) -> Result<Array> {
     match archive.by_name(name) {
         Ok(Some(npy)) => read_array(npy, path, Some(name)),
-        Ok(None) => Err(data_err(
-            path,
-            None,
-            format!(
-                "no array named `{name}`; the archive holds: {}",
-                list_names(names)
-            ),
-        )),
-        Err(e) => Err(data_err(
-            path,
-            Some(name),
-            format!("not a valid .npy member: {e}"),
-        )),
+        Ok(None) => {
+            Err(data_err(path, None, format!("no array named `{name}`; the archive holds: {}", list_names(names))))
+        }
+        Err(e) => Err(data_err(path, Some(name), format!("not a valid .npy member: {e}"))),
     }
 }
 
@@ -533,8 +439,8 @@ fn list_names(names: &[String]) -> String {
 
 fn read_npy_file(path: &Path) -> Result<Array> {
     let file = open_nonempty(path, "a NumPy .npy file")?;
-    let npy = NpyFile::new(BufReader::new(file))
-        .map_err(|e| data_err(path, None, format!("not a valid .npy file: {e}")))?;
+    let npy =
+        NpyFile::new(BufReader::new(file)).map_err(|e| data_err(path, None, format!("not a valid .npy file: {e}")))?;
     read_array(npy, path, None)
 }
 
@@ -557,23 +463,15 @@ fn read_array<R: Read>(npy: NpyFile<R>, path: &Path, name: Option<&str>) -> Resu
     let supported = "expected u8, f32 or f64 features, or integer labels";
     let ts = match &dtype {
         DType::Plain(ts) => ts.clone(),
-        _ => {
-            return Err(err(format!(
-                "unsupported dtype {dtype_name} (a structured array); {supported}"
-            )))
-        }
+        _ => return Err(err(format!("unsupported dtype {dtype_name} (a structured array); {supported}"))),
     };
     let size = ts.size_field() as usize;
     let kind = match (ts.type_char(), size) {
-        (TypeChar::Uint, 1 | 2 | 4 | 8)
-        | (TypeChar::Int, 1 | 2 | 4 | 8)
-        | (TypeChar::Float, 4 | 8) => ts.type_char(),
+        (TypeChar::Uint, 1 | 2 | 4 | 8) | (TypeChar::Int, 1 | 2 | 4 | 8) | (TypeChar::Float, 4 | 8) => ts.type_char(),
         _ => return Err(err(format!("unsupported dtype {dtype_name}; {supported}"))),
     };
     let order = npy.order();
-    let nbytes = count
-        .checked_mul(size)
-        .ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
+    let nbytes = count.checked_mul(size).ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
     let mut bytes = Vec::with_capacity(nbytes.min(1 << 28));
     npy.into_inner()
         .take(nbytes as u64)
@@ -606,12 +504,9 @@ fn read_array<R: Read>(npy: NpyFile<R>, path: &Path, name: Option<&str>) -> Resu
         (TypeChar::Uint, 1) => Values::U8(bytes),
         (TypeChar::Uint, 2) => Values::Int(decode!(u16).into_iter().map(i64::from).collect()),
         (TypeChar::Uint, 4) => Values::Int(decode!(u32).into_iter().map(i64::from).collect()),
-        (TypeChar::Uint, _) => Values::Int(
-            decode!(u64)
-                .into_iter()
-                .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-                .collect(),
-        ),
+        (TypeChar::Uint, _) => {
+            Values::Int(decode!(u64).into_iter().map(|v| i64::try_from(v).unwrap_or(i64::MAX)).collect())
+        }
         (TypeChar::Int, 1) => Values::Int(bytes.iter().map(|&b| b as i8 as i64).collect()),
         (TypeChar::Int, 2) => Values::Int(decode!(i16).into_iter().map(i64::from).collect()),
         (TypeChar::Int, 4) => Values::Int(decode!(i32).into_iter().map(i64::from).collect()),
@@ -629,11 +524,7 @@ fn read_array<R: Read>(npy: NpyFile<R>, path: &Path, name: Option<&str>) -> Resu
     } else {
         values
     };
-    Ok(Array {
-        shape,
-        dtype: dtype_name,
-        values,
-    })
+    Ok(Array { shape, dtype: dtype_name, values })
 }
 
 /// Reorders a column-major (Fortran) array into row-major order.
@@ -646,13 +537,7 @@ fn fortran_to_c<T: Copy>(v: &[T], shape: &[usize]) -> Vec<T> {
     let mut index = vec![0usize; shape.len()];
     let mut out = Vec::with_capacity(v.len());
     for _ in 0..v.len() {
-        out.push(
-            v[index
-                .iter()
-                .zip(&fstride)
-                .map(|(i, s)| i * s)
-                .sum::<usize>()],
-        );
+        out.push(v[index.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>()]);
         // Advance the row-major index, last axis fastest.
         for k in (0..shape.len()).rev() {
             index[k] += 1;
@@ -682,10 +567,7 @@ impl Origin<'_> {
 
 fn assemble(x: Array, y: Array, xo: Origin, yo: Origin, source: String) -> Result<Dataset> {
     if x.shape.len() < 2 {
-        return Err(xo.err(format!(
-            "features must have rank ≥ 2 (rows, features...), got shape {:?}",
-            x.shape
-        )));
+        return Err(xo.err(format!("features must have rank ≥ 2 (rows, features...), got shape {:?}", x.shape)));
     }
     let rows = x.shape[0];
     let feature_dim: usize = x.shape[1..].iter().product();
@@ -696,12 +578,7 @@ fn assemble(x: Array, y: Array, xo: Origin, yo: Origin, source: String) -> Resul
         Values::U8(v) => Features::U8(v),
         Values::F32(v) => Features::F32(v),
         Values::F64(v) => Features::F32(v.into_iter().map(|f| f as f32).collect()),
-        Values::Int(_) => {
-            return Err(xo.err(format!(
-                "unsupported feature dtype {}; expected u8, f32 or f64",
-                x.dtype
-            )))
-        }
+        Values::Int(_) => return Err(xo.err(format!("unsupported feature dtype {}; expected u8, f32 or f64", x.dtype))),
     };
     if let Features::F32(v) = &features {
         if let Some((i, f)) = v.iter().enumerate().find(|(_, f)| !f.is_finite()) {
@@ -725,17 +602,7 @@ fn assemble(x: Array, y: Array, xo: Origin, yo: Origin, source: String) -> Resul
         });
     }
     let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
-    Ok(Dataset {
-        features,
-        labels,
-        rows,
-        feature_dim,
-        classes,
-        scale: 1.0,
-        shift: 0.0,
-        standardize: None,
-        source,
-    })
+    Ok(Dataset { features, labels, rows, feature_dim, classes, scale: 1.0, shift: 0.0, standardize: None, source })
 }
 
 fn describe(o: &Origin) -> String {
@@ -753,9 +620,8 @@ fn labels_from(y: Array, yo: &Origin) -> Result<Vec<u32>> {
             .iter()
             .enumerate()
             .map(|(row, &l)| {
-                u32::try_from(l).map_err(|_| {
-                    yo.err(format!("label {l} at row {row} is invalid (labels must be integers 0..2^32)"))
-                })
+                u32::try_from(l)
+                    .map_err(|_| yo.err(format!("label {l} at row {row} is invalid (labels must be integers 0..2^32)")))
             })
             .collect(),
         (2, Values::F32(v)) => one_hot(v.iter().map(|&f| f as f64), &y.shape, yo),
@@ -801,17 +667,12 @@ mod tests {
     #[test]
     fn fortran_order_is_transposed() {
         // Row-major [[0, 1, 2], [3, 4, 5]] stored column-major is 0 3 1 4 2 5.
-        assert_eq!(
-            fortran_to_c(&[0, 3, 1, 4, 2, 5], &[2, 3]),
-            vec![0, 1, 2, 3, 4, 5]
-        );
+        assert_eq!(fortran_to_c(&[0, 3, 1, 4, 2, 5], &[2, 3]), vec![0, 1, 2, 3, 4, 5]);
     }
 
     #[test]
     fn scaled_after_standardized_scales_the_standardised_values() {
-        let d = Dataset::from_f32(vec![1.0, 3.0], vec![0, 1], 1, 2, "t")
-            .unwrap()
-            .standardized();
+        let d = Dataset::from_f32(vec![1.0, 3.0], vec![0, 1], 1, 2, "t").unwrap().standardized();
         assert_eq!(d.to_f32(), vec![-1.0, 1.0]);
         assert_eq!(d.scaled(2.0).to_f32(), vec![-2.0, 2.0]);
     }

@@ -48,14 +48,11 @@ impl Gpu {
                 let adapters = instance.enumerate_adapters(wgpu::Backends::PRIMARY).await;
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
                 let lower = wanted.to_lowercase();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&lower))
-                    .ok_or_else(|| WgnnError::NoAdapter {
-                        detail: format!(
-                            " whose name contains {wanted:?} (adapters present: {names:?})"
-                        ),
-                    })?
+                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&lower)).ok_or_else(|| {
+                    WgnnError::NoAdapter {
+                        detail: format!(" whose name contains {wanted:?} (adapters present: {names:?})"),
+                    }
+                })?
             }
             None => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -63,15 +60,12 @@ impl Gpu {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| WgnnError::NoAdapter {
-                    detail: format!(" ({e})"),
-                })?,
+                .map_err(|e| WgnnError::NoAdapter { detail: format!(" ({e})") })?,
         };
         let info = adapter.get_info();
         // The adapter's own limits: the defaults cap a storage binding at 128 MiB.
         let limits = adapter.limits();
-        let wanted_features =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let wanted_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let features = adapter.features() & wanted_features;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -83,10 +77,7 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| WgnnError::DeviceRequest {
-                adapter: info.name.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| WgnnError::DeviceRequest { adapter: info.name.clone(), message: e.to_string() })?;
 
         let lost = Arc::new(Mutex::new(None));
         let lost_writer = lost.clone();
@@ -139,10 +130,7 @@ impl Gpu {
     /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up.
     pub fn describe(&self) -> String {
         let i = &self.inner.info;
-        format!(
-            "{} ({:?}, driver {} {}, {:?})",
-            i.name, i.backend, i.driver, i.driver_info, i.device_type
-        )
+        format!("{} ({:?}, driver {} {}, {:?})", i.name, i.backend, i.driver, i.driver_info, i.device_type)
     }
 
     /// True on a CPU "GPU" such as lavapipe, where the kernel choices differ.
@@ -152,32 +140,19 @@ impl Gpu {
 
     /// Runs `f` inside a validation + out-of-memory error scope; an error becomes `Err` naming `op`.
     pub(crate) fn scoped<T>(&self, op: &str, f: impl FnOnce() -> T) -> Result<T> {
-        let validation = self
-            .inner
-            .device
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = self
-            .inner
-            .device
-            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let value = f();
         let oom_error = pollster::block_on(oom.pop());
         let validation_error = pollster::block_on(validation.pop());
         match validation_error.or(oom_error) {
-            Some(e) => Err(WgnnError::Gpu {
-                op: op.to_string(),
-                message: e.to_string(),
-            }),
+            Some(e) => Err(WgnnError::Gpu { op: op.to_string(), message: e.to_string() }),
             None => Ok(value),
         }
     }
 
     /// Submits one command buffer inside an error scope.
-    pub(crate) fn submit(
-        &self,
-        op: &str,
-        commands: wgpu::CommandBuffer,
-    ) -> Result<wgpu::SubmissionIndex> {
+    pub(crate) fn submit(&self, op: &str, commands: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
         self.check_health()?;
         self.scoped(op, || self.inner.queue.submit(Some(commands)))
     }
@@ -187,10 +162,7 @@ impl Gpu {
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| WgnnError::Gpu {
-                op: "wait".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| WgnnError::Gpu { op: "wait".into(), message: e.to_string() })?;
         self.check_health()
     }
 
@@ -200,21 +172,13 @@ impl Gpu {
             return Err(WgnnError::DeviceLost { message });
         }
         if let Some(message) = self.inner.uncaptured.lock().ok().and_then(|mut s| s.take()) {
-            return Err(WgnnError::Gpu {
-                op: "uncaptured".into(),
-                message,
-            });
+            return Err(WgnnError::Gpu { op: "uncaptured".into(), message });
         }
         Ok(())
     }
 
     /// Copies `size` bytes at `offset` of `buffer` to the host: the one readback path.
-    pub(crate) fn read_bytes(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        size: u64,
-    ) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         if size == 0 {
             return Ok(Vec::new());
         }
@@ -225,9 +189,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("readback"),
-        });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.submit("readback", encoder.finish())?;
         let slice = staging.slice(..);
@@ -236,20 +198,12 @@ impl Gpu {
             sender.send(result).ok();
         });
         self.wait()?;
-        let mapped = pollster::block_on(receiver.receive()).ok_or_else(|| WgnnError::Gpu {
-            op: "readback".into(),
-            message: "map callback dropped".into(),
-        })?;
-        mapped.map_err(|e| WgnnError::Gpu {
-            op: "readback".into(),
-            message: e.to_string(),
-        })?;
+        let mapped = pollster::block_on(receiver.receive())
+            .ok_or_else(|| WgnnError::Gpu { op: "readback".into(), message: "map callback dropped".into() })?;
+        mapped.map_err(|e| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })?;
         let bytes = slice
             .get_mapped_range()
-            .map_err(|e| WgnnError::Gpu {
-                op: "readback".into(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })?
             .to_vec();
         staging.unmap();
         Ok(bytes)

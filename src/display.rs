@@ -21,11 +21,7 @@ pub fn render_image(pixels: &[f32], width: usize, height: usize) -> String {
         out.push('│');
         for x in 0..width {
             let v = pixels.get(y * width + x).copied().unwrap_or(lo);
-            let t = if v.is_finite() {
-                ((v - lo) / span).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
+            let t = if v.is_finite() { ((v - lo) / span).clamp(0.0, 1.0) } else { 0.0 };
             let level = (t * (RAMP.len() - 1) as f32).round() as usize;
             let c = RAMP[level.min(RAMP.len() - 1)];
             out.push(c);
@@ -53,11 +49,7 @@ pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
 
 /// The `k` most likely classes as text, e.g. `7: 99.1%  3: 0.5%  2: 0.2%`.
 pub fn format_top_k(probs: &[f32], k: usize) -> String {
-    top_k(probs, k)
-        .iter()
-        .map(|(class, p)| format!("{class}: {:.1}%", p * 100.0))
-        .collect::<Vec<_>>()
-        .join("  ")
+    top_k(probs, k).iter().map(|(class, p)| format!("{class}: {:.1}%", p * 100.0)).collect::<Vec<_>>().join("  ")
 }
 
 #[cfg(test)]
@@ -66,18 +58,7 @@ mod tests {
 
     #[test]
     fn top_k_orders_and_formats() {
-        let p = [
-            0.002,
-            0.0,
-            0.002,
-            0.005,
-            0.0,
-            0.0,
-            0.0,
-            0.991,
-            f32::NAN,
-            0.0,
-        ];
+        let p = [0.002, 0.0, 0.002, 0.005, 0.0, 0.0, 0.0, 0.991, f32::NAN, 0.0];
         assert_eq!(top_k(&p, 3), vec![(7, 0.991), (3, 0.005), (0, 0.002)]);
         assert_eq!(format_top_k(&p, 3), "7: 99.1%  3: 0.5%  0: 0.2%");
         assert_eq!(top_k(&p, 20).len(), 10);

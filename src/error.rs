@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 
 /// What Mesa's software Vulkan driver is called in error messages and the README.
-pub const INSTALL_HINT: &str =
-    "install a Vulkan driver; on a Linux machine without a GPU use Mesa's \
+pub const INSTALL_HINT: &str = "install a Vulkan driver; on a Linux machine without a GPU use Mesa's \
 software driver lavapipe: `apt-get install -y mesa-vulkan-drivers`";
 
 #[derive(Debug, thiserror::Error)]
@@ -26,38 +25,19 @@ pub enum WgnnError {
     EmptyTensor { op: String, shape: Vec<usize> },
 
     #[error("`{op}`: label {label} is out of range for {classes} classes")]
-    LabelOutOfRange {
-        op: String,
-        label: u32,
-        classes: usize,
-    },
+    LabelOutOfRange { op: String, label: u32, classes: usize },
 
     #[error("`{op}`: expected a {expected} tensor, got {got} (shape {shape:?})")]
-    DType {
-        op: String,
-        expected: &'static str,
-        got: &'static str,
-        shape: Vec<usize>,
-    },
+    DType { op: String, expected: &'static str, got: &'static str, shape: Vec<usize> },
 
     #[error("`{op}`: {what} of {bytes} bytes exceeds the device's {limit_name} of {limit} bytes")]
-    DeviceLimit {
-        op: String,
-        what: String,
-        bytes: u64,
-        limit: u64,
-        limit_name: &'static str,
-    },
+    DeviceLimit { op: String, what: String, bytes: u64, limit: u64, limit_name: &'static str },
 
     #[error("`{op}`: invalid argument: {detail}")]
     InvalidArgument { op: String, detail: String },
 
     #[error("`{op}`: non-finite value ({value}) at index {index}")]
-    NonFinite {
-        op: String,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { op: String, index: usize, value: f32 },
 
     #[error("GPU error during `{op}`: {message}")]
     Gpu { op: String, message: String },
@@ -69,10 +49,7 @@ pub enum WgnnError {
     Data { path: PathBuf, detail: String },
 
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("training stopped: {detail}")]
     Training { detail: String },
@@ -82,15 +59,9 @@ pub type Result<T> = std::result::Result<T, WgnnError>;
 
 impl WgnnError {
     pub fn shape(op: &str, detail: impl Into<String>) -> Self {
-        WgnnError::Shape {
-            op: op.to_string(),
-            detail: detail.into(),
-        }
+        WgnnError::Shape { op: op.to_string(), detail: detail.into() }
     }
     pub fn invalid(op: &str, detail: impl Into<String>) -> Self {
-        WgnnError::InvalidArgument {
-            op: op.to_string(),
-            detail: detail.into(),
-        }
+        WgnnError::InvalidArgument { op: op.to_string(), detail: detail.into() }
     }
 }

@@ -31,8 +31,7 @@ pub struct History {
 }
 
 /// The header of [`History::to_csv`].
-pub const CSV_HEADER: &str =
-    "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second";
+pub const CSV_HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second";
 
 /// The font the plots use, shipped with the crate because a fresh machine may have none
 /// (DejaVu Sans, Bitstream Vera licence: `assets/fonts/DejaVuSans-LICENSE.txt`).
@@ -71,27 +70,18 @@ impl History {
 
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_csv()).map_err(|source| WgnnError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::write(path, self.to_csv()).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })
     }
 
     /// A 1200×500 PNG: loss (left) and accuracy (right) per epoch, training and validation.
     pub fn plot_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         if self.epochs.is_empty() {
-            return Err(WgnnError::invalid(
-                "History::plot_png",
-                "no epochs recorded, nothing to plot",
-            ));
+            return Err(WgnnError::invalid("History::plot_png", "no epochs recorded, nothing to plot"));
         }
         register_font()?;
         // Fail with the real I/O error (permission, missing folder) rather than plotters' wrapper.
-        std::fs::File::create(path).map_err(|source| WgnnError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        std::fs::File::create(path).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })?;
         self.draw(path).map_err(|e| WgnnError::Data {
             path: path.to_path_buf(),
             detail: format!("could not draw the training plot: {e}"),
@@ -108,19 +98,9 @@ impl History {
         let root = root.titled(&title, (FONT_NAME, 26))?;
         let (left, right) = root.split_horizontally(600);
         let epochs = |f: fn(&EpochRecord) -> Option<f32>| -> Vec<(f32, f32)> {
-            self.epochs
-                .iter()
-                .filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f32, v)))
-                .collect()
+            self.epochs.iter().filter_map(|r| f(r).filter(|v| v.is_finite()).map(|v| (r.epoch as f32, v))).collect()
         };
-        panel(
-            &left,
-            "Loss",
-            "loss",
-            &epochs(|r| Some(r.train_loss)),
-            &epochs(|r| r.val_loss),
-            false,
-        )?;
+        panel(&left, "Loss", "loss", &epochs(|r| Some(r.train_loss)), &epochs(|r| r.val_loss), false)?;
         panel(
             &right,
             "Accuracy",
@@ -137,15 +117,11 @@ impl History {
 /// plotters with `ab_glyph` only knows fonts registered by name; once per process is enough.
 fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT).is_ok());
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT).is_ok());
     if ok {
         Ok(())
     } else {
-        Err(WgnnError::invalid(
-            "History::plot_png",
-            "the embedded font could not be loaded",
-        ))
+        Err(WgnnError::invalid("History::plot_png", "the embedded font could not be loaded"))
     }
 }
 
@@ -163,11 +139,8 @@ where
 {
     let all = train.iter().chain(val);
     let x_max = all.clone().map(|p| p.0).fold(1.0f32, f32::max);
-    let (mut lo, mut hi) = all
-        .map(|p| p.1)
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
+    let (mut lo, mut hi) =
+        all.map(|p| p.1).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
@@ -213,23 +186,14 @@ where
             continue;
         }
         chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     chart
         .configure_series_labels()
-        .position(if legend_lower_right {
-            SeriesLabelPosition::LowerRight
-        } else {
-            SeriesLabelPosition::UpperRight
-        })
+        .position(if legend_lower_right { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
         .label_font((FONT_NAME, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

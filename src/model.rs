@@ -234,7 +234,8 @@ impl Sequential {
         }
         match loss {
             Loss::SparseCategoricalCrossentropy => {
-                let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
+                let last =
+                    self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
                 if last.activation != Activation::Identity {
                     return Err(WgnnError::invalid(
                         "compile",
@@ -277,14 +278,24 @@ impl Sequential {
     /// Replaces the weights (shapes must match the layers).
     pub fn set_weights(&mut self, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
         if weights.len() != self.layers.len() {
-            return Err(WgnnError::shape("set_weights", format!("{} layers given for a model of {}", weights.len(), self.layers.len())));
+            return Err(WgnnError::shape(
+                "set_weights",
+                format!("{} layers given for a model of {}", weights.len(), self.layers.len()),
+            ));
         }
         let mut flat = vec![0.0f32; self.layout.total];
         for (i, ((w, b), l)) in weights.iter().zip(&self.layers).enumerate() {
             if w.len() != l.inputs * l.units || b.len() != l.units {
                 return Err(WgnnError::shape(
                     "set_weights",
-                    format!("layer {i} needs W [{}, {}] and b [{}], got {} and {} values", l.inputs, l.units, l.units, w.len(), b.len()),
+                    format!(
+                        "layer {i} needs W [{}, {}] and b [{}], got {} and {} values",
+                        l.inputs,
+                        l.units,
+                        l.units,
+                        w.len(),
+                        b.len()
+                    ),
                 ));
             }
             let (wo, bo) = self.layout.offsets[i];
@@ -312,7 +323,10 @@ impl Sequential {
         if data.feature_dim != self.input_dim {
             return Err(WgnnError::shape(
                 op,
-                format!("{} has {} features per row but the model's first layer takes {}", data.source, data.feature_dim, self.input_dim),
+                format!(
+                    "{} has {} features per row but the model's first layer takes {}",
+                    data.source, data.feature_dim, self.input_dim
+                ),
             ));
         }
         if data.rows == 0 {
@@ -379,7 +393,8 @@ impl Sequential {
                 let x = data.to_f32();
                 let logits = self.forward_cpu(&x, data.rows);
                 let classes = self.output_dim();
-                let (loss_rows, _, correct) = cpu::softmax_xent(&logits, &data.labels, data.rows, classes, 1.0 / data.rows as f32);
+                let (loss_rows, _, correct) =
+                    cpu::softmax_xent(&logits, &data.labels, data.rows, classes, 1.0 / data.rows as f32);
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }
@@ -389,7 +404,10 @@ impl Sequential {
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim {
-            return Err(WgnnError::shape(OP, format!("x has {} values; expected rows ({rows}) × {} features with rows ≥ 1", x.len(), self.input_dim)));
+            return Err(WgnnError::shape(
+                OP,
+                format!("x has {} values; expected rows ({rows}) × {} features with rows ≥ 1", x.len(), self.input_dim),
+            ));
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             return Err(WgnnError::NonFinite { op: OP.into(), index: i, value: x[i] });
@@ -397,7 +415,8 @@ impl Sequential {
         match &self.state {
             State::Gpu(g) => {
                 let gpu = g.gpu.clone();
-                let data = Dataset::from_f32(x.to_vec(), vec![0; rows], self.input_dim, self.output_dim(), "predict input")?;
+                let data =
+                    Dataset::from_f32(x.to_vec(), vec![0; rows], self.input_dim, self.output_dim(), "predict input")?;
                 let gpu_rows = upload_rows(&gpu, &data)?;
                 self.predict_gpu(&gpu_rows)
             }
@@ -469,9 +488,18 @@ impl SequentialBuilder {
                 global_step: Tensor::zeros_u32(gpu, &[1])?,
                 totals: Tensor::zeros(gpu, &[2])?,
             })),
-            Backend::Cpu => State::Cpu(CpuState { grads: vec![0.0; layout.total], params: flat, opt_state: Vec::new(), step: 0 }),
+            Backend::Cpu => {
+                State::Cpu(CpuState { grads: vec![0.0; layout.total], params: flat, opt_state: Vec::new(), step: 0 })
+            }
         };
-        Ok(Sequential { input_dim: self.input_dim, layers: self.layers, seed: self.seed, layout, compiled: None, state })
+        Ok(Sequential {
+            input_dim: self.input_dim,
+            layers: self.layers,
+            seed: self.seed,
+            layout,
+            compiled: None,
+            state,
+        })
     }
 }
 
@@ -500,7 +528,9 @@ const EVAL_BATCH: usize = 2048;
 /// Uploads a data set once: u8 features stay u8 (packed 4 per word), f32 as bits.
 fn upload_rows(gpu: &Gpu, data: &Dataset) -> Result<GpuRows> {
     let words: Vec<u32> = match &data.features {
-        Features::U8(bytes) => bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect(),
+        Features::U8(bytes) => {
+            bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
+        }
         Features::F32(values) => values.iter().map(|v| v.to_bits()).collect(),
     };
     let features = Tensor::from_u32(gpu, &[words.len()], &words)?;
@@ -539,7 +569,11 @@ impl BatchBuffers {
             x: Tensor::zeros(gpu, &[rows, input_dim])?,
             y: Tensor::zeros_u32(gpu, &[rows])?,
             h: layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?,
-            dz: if training { layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()? } else { Vec::new() },
+            dz: if training {
+                layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
             loss_rows: Tensor::zeros(gpu, &[rows])?,
             correct_rows: Tensor::zeros(gpu, &[rows])?,
         })
@@ -563,7 +597,14 @@ impl Sequential {
 
     /// gather → forward: the first half of every plan. `labels_max` marks the gathered labels'
     /// range so the loss kernel can check it without a readback.
-    fn forward_plan(&self, rows: &GpuRows, order: &Tensor, epoch_step: &Tensor, start: BatchStart, buf: &mut BatchBuffers) -> Result<Plan> {
+    fn forward_plan(
+        &self,
+        rows: &GpuRows,
+        order: &Tensor,
+        epoch_step: &Tensor,
+        start: BatchStart,
+        buf: &mut BatchBuffers,
+    ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         buf.y.set_max_u32(rows.labels.max_u32());
@@ -578,14 +619,26 @@ impl Sequential {
     }
 
     /// One training step for `batch` rows taken at `epoch_step * stride` of `order`.
-    fn train_step_plan(&self, rows: &GpuRows, order: &Tensor, batch: usize, stride: usize, optimizer: &Optimizer) -> Result<(Plan, BatchBuffers)> {
+    fn train_step_plan(
+        &self,
+        rows: &GpuRows,
+        order: &Tensor,
+        batch: usize,
+        stride: usize,
+        optimizer: &Optimizer,
+    ) -> Result<(Plan, BatchBuffers)> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, true)?;
         let start = BatchStart::Counter { stride };
         let mut plan = self.forward_plan(rows, order, &g.epoch_step, start, &mut buf)?;
         let last = self.layers.len() - 1;
-        let out = SoftmaxXentOut { loss_rows: &buf.loss_rows, dlogits: Some(&buf.dz[last]), correct_rows: &buf.correct_rows, totals: Some(&g.totals) };
+        let out = SoftmaxXentOut {
+            loss_rows: &buf.loss_rows,
+            dlogits: Some(&buf.dz[last]),
+            correct_rows: &buf.correct_rows,
+            totals: Some(&g.totals),
+        };
         plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0 / batch as f32, &out)?);
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
@@ -597,15 +650,46 @@ impl Sequential {
                 // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev)
                 let (w, _) = self.layer_views(&g.params, i)?;
                 let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act: self.layers[i - 1].activation };
-                plan.extend(matmul(gpu, &buf.dz[i], &w, &buf.dz[i - 1], &MatmulOptions { trans_b: true, epilogue, ..Default::default() })?);
+                plan.extend(matmul(
+                    gpu,
+                    &buf.dz[i],
+                    &w,
+                    &buf.dz[i - 1],
+                    &MatmulOptions { trans_b: true, epilogue, ..Default::default() },
+                )?);
             }
         }
         plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
         plan.extend(match optimizer {
-            Optimizer::Adam(cfg) => adam_update(gpu, &g.params, &g.grads, &g.opt_state[0], &g.opt_state[1], &g.global_step, cfg)?,
+            Optimizer::Adam(cfg) => {
+                adam_update(gpu, &g.params, &g.grads, &g.opt_state[0], &g.opt_state[1], &g.global_step, cfg)?
+            }
             Optimizer::Sgd(cfg) => sgd_update(gpu, &g.params, &g.grads, g.opt_state.first(), cfg)?,
         });
         Ok((plan, buf))
+    }
+
+    /// Device seconds of each dispatch of one training step at `batch_size` (median of `reps`
+    /// timings each), labelled by kernel: where a step's time goes. Needs timestamp queries. The
+    /// timed dispatches really run, so the weights change.
+    pub fn profile_step(&mut self, data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(String, f64)>> {
+        const OP: &str = "profile_step";
+        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
+        self.check_data(OP, data)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let rows = upload_rows(&gpu, data)?;
+        let batch = batch_size.clamp(1, data.rows);
+        let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
+        let (plan, _buffers) = self.train_step_plan(&rows, &order, batch, batch, &optimizer)?;
+        let mut timings = Vec::new();
+        for d in &plan.dispatches {
+            let mut times = gpu.time_plan(&Plan::from(d.clone()), reps.max(1))?;
+            times.sort_by(f64::total_cmp);
+            timings.push((d.label.clone(), times[times.len() / 2]));
+        }
+        // The repeated counter dispatch moved the step position: put it back.
+        self.reset_epoch()?;
+        Ok(timings)
     }
 
     fn read_totals(&self) -> Result<(f64, f64)> {
@@ -620,7 +704,14 @@ impl Sequential {
         g.epoch_step.write_u32(&[0])
     }
 
-    fn fit_gpu(&mut self, train: &Dataset, validation: Option<&Dataset>, opts: &FitOptions, optimizer: Optimizer, observer: &mut dyn Observer) -> Result<History> {
+    fn fit_gpu(
+        &mut self,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        opts: &FitOptions,
+        optimizer: Optimizer,
+        observer: &mut dyn Observer,
+    ) -> Result<History> {
         let gpu = self.gpu_state()?.gpu.clone();
         let rows = upload_rows(&gpu, train)?;
         let val_rows = validation.map(|v| upload_rows(&gpu, v)).transpose()?;
@@ -631,7 +722,8 @@ impl Sequential {
         let steps = full_steps + (tail > 0) as usize;
         let order = Tensor::zeros_u32(&gpu, &[n])?;
         let (full_plan, _full_buf) = self.train_step_plan(&rows, &order, batch, batch, &optimizer)?;
-        let tail_plan = if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
+        let tail_plan =
+            if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
 
         let mut history = History::default();
@@ -666,7 +758,16 @@ impl Sequential {
             let seconds = started.elapsed().as_secs_f64();
             let train_loss = (loss_sum / n as f64) as f32;
             let train_accuracy = (correct / n as f64) as f32;
-            observer.on_progress(&Progress { epoch, epochs: opts.epochs, step: steps, steps, samples: n, loss: train_loss, accuracy: train_accuracy, seconds });
+            observer.on_progress(&Progress {
+                epoch,
+                epochs: opts.epochs,
+                step: steps,
+                steps,
+                samples: n,
+                loss: train_loss,
+                accuracy: train_accuracy,
+                seconds,
+            });
             let (val_loss, val_accuracy) = match &val_rows {
                 Some(v) => {
                     let (l, a) = self.evaluate_gpu(v)?;
@@ -675,9 +776,19 @@ impl Sequential {
                 None => (None, None),
             };
             if !train_loss.is_finite() {
-                return Err(WgnnError::Training { detail: format!("the training loss became {train_loss} in epoch {epoch}") });
+                return Err(WgnnError::Training {
+                    detail: format!("the training loss became {train_loss} in epoch {epoch}"),
+                });
             }
-            let record = EpochRecord { epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds, samples_per_second: n as f64 / seconds };
+            let record = EpochRecord {
+                epoch,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                seconds,
+                samples_per_second: n as f64 / seconds,
+            };
             observer.on_epoch_end(&record);
             history.push(record);
         }
@@ -700,7 +811,12 @@ impl Sequential {
             let batch = EVAL_BATCH.min(n - start);
             let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
             let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
-            let out = SoftmaxXentOut { loss_rows: &buf.loss_rows, dlogits: None, correct_rows: &buf.correct_rows, totals: Some(&totals) };
+            let out = SoftmaxXentOut {
+                loss_rows: &buf.loss_rows,
+                dlogits: None,
+                correct_rows: &buf.correct_rows,
+                totals: Some(&totals),
+            };
             plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0, &out)?);
             plans.push(plan);
             start += batch;
@@ -794,13 +910,22 @@ impl Sequential {
                     let (m, v) = c.opt_state.split_at_mut(1);
                     cpu::adam_update(&mut c.params, &c.grads, &mut m[0], &mut v[0], c.step, cfg);
                 }
-                Optimizer::Sgd(cfg) => cpu::sgd_update(&mut c.params, &c.grads, c.opt_state.first_mut().map(|v| v.as_mut_slice()), cfg),
+                Optimizer::Sgd(cfg) => {
+                    cpu::sgd_update(&mut c.params, &c.grads, c.opt_state.first_mut().map(|v| v.as_mut_slice()), cfg)
+                }
             }
         }
         (loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())
     }
 
-    fn fit_cpu(&mut self, train: &Dataset, validation: Option<&Dataset>, opts: &FitOptions, optimizer: Optimizer, observer: &mut dyn Observer) -> Result<History> {
+    fn fit_cpu(
+        &mut self,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        opts: &FitOptions,
+        optimizer: Optimizer,
+        observer: &mut dyn Observer,
+    ) -> Result<History> {
         let n = train.rows;
         let batch = opts.batch_size.min(n);
         let steps = n.div_ceil(batch);
@@ -814,7 +939,8 @@ impl Sequential {
             for step in 0..steps {
                 let start = step * batch;
                 let rows = batch.min(n - start);
-                let (x, y) = cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
+                let (x, y) =
+                    cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
                 let (l, c) = self.train_step_cpu(&x, &y, &optimizer);
                 loss_sum += l;
                 correct += c;
@@ -842,7 +968,9 @@ impl Sequential {
             };
             let train_loss = (loss_sum / n as f64) as f32;
             if !train_loss.is_finite() {
-                return Err(WgnnError::Training { detail: format!("the training loss became {train_loss} in epoch {epoch}") });
+                return Err(WgnnError::Training {
+                    detail: format!("the training loss became {train_loss} in epoch {epoch}"),
+                });
             }
             let record = EpochRecord {
                 epoch,

@@ -8,9 +8,7 @@ pub struct Rng {
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng {
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
-        }
+        Rng { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
     }
 
     pub fn next_u64(&mut self) -> u64 {

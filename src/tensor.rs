@@ -36,9 +36,8 @@ pub struct Tensor {
     max_u32: Option<u32>,
 }
 
-const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Tensor {
     /// A tensor of zeros.
@@ -115,40 +114,23 @@ impl Tensor {
         if offset_elems + len > self.len() {
             return Err(WgnnError::shape(
                 "view",
-                format!(
-                    "view of {shape:?} at element {offset_elems} exceeds tensor {:?}",
-                    self.shape
-                ),
+                format!("view of {shape:?} at element {offset_elems} exceeds tensor {:?}", self.shape),
             ));
         }
         let offset = self.offset + offset_elems as u64 * 4;
         let align = self.gpu.limits().min_storage_buffer_offset_alignment as u64;
         if offset % align != 0 {
-            return Err(WgnnError::invalid(
-                "view",
-                format!("byte offset {offset} is not a multiple of {align}"),
-            ));
+            return Err(WgnnError::invalid("view", format!("byte offset {offset} is not a multiple of {align}")));
         }
-        Ok(Tensor {
-            offset,
-            shape: shape.to_vec(),
-            max_u32: self.max_u32,
-            ..self.clone()
-        })
+        Ok(Tensor { offset, shape: shape.to_vec(), max_u32: self.max_u32, ..self.clone() })
     }
 
     /// The same storage with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(WgnnError::shape(
-                "reshape",
-                format!("{:?} -> {shape:?}", self.shape),
-            ));
+            return Err(WgnnError::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            ..self.clone()
-        })
+        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
     }
 
     /// Overwrites the contents from the host (queued; ordered before the next submit).
@@ -156,9 +138,7 @@ impl Tensor {
         self.expect_dtype("write", DType::F32)?;
         check_len("write", &self.shape, data.len())?;
         if !data.is_empty() {
-            self.gpu
-                .queue()
-                .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+            self.gpu.queue().write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -170,9 +150,7 @@ impl Tensor {
         self.expect_dtype("write_u32", DType::U32)?;
         check_len("write_u32", &self.shape, data.len())?;
         if !data.is_empty() {
-            self.gpu
-                .queue()
-                .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+            self.gpu.queue().write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -180,18 +158,14 @@ impl Tensor {
     /// Downloads an f32 tensor (waits for all submitted work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.expect_dtype("download", DType::F32)?;
-        let bytes = self
-            .gpu
-            .read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
+        let bytes = self.gpu.read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Downloads a u32 tensor.
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype("download_u32", DType::U32)?;
-        let bytes = self
-            .gpu
-            .read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
+        let bytes = self.gpu.read_bytes(&self.buffer, self.offset, self.len() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -221,10 +195,7 @@ impl Tensor {
     pub fn dims2(&self, op: &str) -> Result<(usize, usize)> {
         match self.shape[..] {
             [r, c] => Ok((r, c)),
-            _ => Err(WgnnError::shape(
-                op,
-                format!("expected a matrix, got shape {:?}", self.shape),
-            )),
+            _ => Err(WgnnError::shape(op, format!("expected a matrix, got shape {:?}", self.shape))),
         }
     }
 
@@ -243,10 +214,7 @@ impl Tensor {
     /// An error naming `op` if any dimension is zero.
     pub(crate) fn expect_nonempty(&self, op: &str) -> Result<()> {
         if self.is_empty() {
-            return Err(WgnnError::EmptyTensor {
-                op: op.into(),
-                shape: self.shape.clone(),
-            });
+            return Err(WgnnError::EmptyTensor { op: op.into(), shape: self.shape.clone() });
         }
         Ok(())
     }
@@ -277,10 +245,7 @@ impl std::fmt::Debug for Tensor {
 fn check_len(op: &str, shape: &[usize], len: usize) -> Result<()> {
     let want: usize = shape.iter().product();
     if want != len {
-        return Err(WgnnError::shape(
-            op,
-            format!("shape {shape:?} needs {want} values, got {len}"),
-        ));
+        return Err(WgnnError::shape(op, format!("shape {shape:?} needs {want} values, got {len}")));
     }
     Ok(())
 }

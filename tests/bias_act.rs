@@ -7,13 +7,8 @@ use wgnn::kernels::reduce::column_sum;
 use wgnn::rng::Rng;
 use wgnn::{cpu, Activation, Tensor, WgnnError};
 
-const ACTS: &[Activation] = &[
-    Activation::Identity,
-    Activation::Relu,
-    Activation::LeakyRelu(0.1),
-    Activation::Sigmoid,
-    Activation::Tanh,
-];
+const ACTS: &[Activation] =
+    &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
 
 #[test]
 fn forward_matches_cpu() {
@@ -59,20 +54,8 @@ fn backward_matches_cpu() {
             let plan = bias_act_backward(&gpu, &dyt, &yt, &dzt, Some(&dbt), act, false).unwrap();
             gpu.run(&[&plan]).unwrap();
             let what = format!("bias_act_backward {act:?} {rows}x{cols}");
-            assert_close(
-                &format!("{what} dz"),
-                &dzt.to_vec().unwrap(),
-                &dz_want,
-                1e-6,
-                1e-5,
-            );
-            assert_close(
-                &format!("{what} db"),
-                &dbt.to_vec().unwrap(),
-                &db_want,
-                1e-4,
-                1e-4,
-            );
+            assert_close(&format!("{what} dz"), &dzt.to_vec().unwrap(), &dz_want, 1e-6, 1e-5);
+            assert_close(&format!("{what} db"), &dbt.to_vec().unwrap(), &db_want, 1e-4, 1e-4);
         }
     }
 }
@@ -92,13 +75,9 @@ fn backward_reference_matches_finite_differences() {
         let w = rng.vec_uniform(rows * cols, -1.0, 1.0);
         let y = cpu::bias_act_forward(&x, Some(&b), rows, cols, act);
         let (dz, db) = cpu::bias_act_backward(&w, &y, rows, cols, act);
-        let num_dx = numeric_gradient(&x, 1e-3, |xp| {
-            dot(&w, &cpu::bias_act_forward(xp, Some(&b), rows, cols, act))
-        });
+        let num_dx = numeric_gradient(&x, 1e-3, |xp| dot(&w, &cpu::bias_act_forward(xp, Some(&b), rows, cols, act)));
         assert_close(&format!("d/dx {act:?}"), &dz, &num_dx, 2e-3, 2e-2);
-        let num_db = numeric_gradient(&b, 1e-3, |bp| {
-            dot(&w, &cpu::bias_act_forward(&x, Some(bp), rows, cols, act))
-        });
+        let num_db = numeric_gradient(&b, 1e-3, |bp| dot(&w, &cpu::bias_act_forward(&x, Some(bp), rows, cols, act)));
         assert_close(&format!("d/db {act:?}"), &db, &num_db, 2e-3, 2e-2);
     }
 }
@@ -113,17 +92,10 @@ fn column_sum_long_columns_and_accumulate() {
         let start = rng.vec_uniform(cols, -1.0, 1.0);
         let xt = Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap();
         let out = Tensor::from_slice(&gpu, &[cols], &start).unwrap();
-        gpu.run(&[&column_sum(&gpu, &xt, &out, true).unwrap()])
-            .unwrap();
+        gpu.run(&[&column_sum(&gpu, &xt, &out, true).unwrap()]).unwrap();
         let sums = cpu::column_sum(&x, rows, cols);
         let want: Vec<f32> = sums.iter().zip(&start).map(|(s, a)| s + a).collect();
-        assert_close(
-            &format!("column_sum {rows}x{cols}"),
-            &out.to_vec().unwrap(),
-            &want,
-            1e-3,
-            1e-4,
-        );
+        assert_close(&format!("column_sum {rows}x{cols}"), &out.to_vec().unwrap(), &want, 1e-3, 1e-4);
     }
 }
 
@@ -133,38 +105,27 @@ fn bad_shapes_are_errors_naming_the_kernel() {
     let x = Tensor::zeros(&gpu, &[4, 3]).unwrap();
     let b = Tensor::zeros(&gpu, &[4]).unwrap();
     let y = Tensor::zeros(&gpu, &[4, 3]).unwrap();
-    let err = bias_act_forward(&gpu, &x, Some(&b), &y, Activation::Relu)
-        .err()
-        .expect("bias of the wrong length must fail");
+    let err =
+        bias_act_forward(&gpu, &x, Some(&b), &y, Activation::Relu).err().expect("bias of the wrong length must fail");
     assert!(matches!(err, WgnnError::Shape { .. }), "{err}");
-    assert!(
-        err.to_string().contains("bias_act_forward") && err.to_string().contains("[4, 3]"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("bias_act_forward") && err.to_string().contains("[4, 3]"), "{err}");
 
     let empty = Tensor::zeros(&gpu, &[0, 3]).unwrap();
-    let err = bias_act_forward(&gpu, &empty, None, &empty, Activation::Relu)
-        .err()
-        .expect("empty must fail");
-    assert!(
-        err.to_string().contains("bias_act_forward") && err.to_string().contains("[0, 3]"),
-        "{err}"
-    );
+    let err = bias_act_forward(&gpu, &empty, None, &empty, Activation::Relu).err().expect("empty must fail");
+    assert!(err.to_string().contains("bias_act_forward") && err.to_string().contains("[0, 3]"), "{err}");
 
-    let err = bias_act_forward(&gpu, &x, None, &x, Activation::Relu)
-        .err()
-        .expect("in-place must fail");
+    let err = bias_act_forward(&gpu, &x, None, &x, Activation::Relu).err().expect("in-place must fail");
     assert!(err.to_string().contains("share memory"), "{err}");
 
-    let err = bias_act_forward(&gpu, &x, None, &y, Activation::LeakyRelu(-1.0))
-        .err()
-        .expect("negative slope must fail");
+    let err =
+        bias_act_forward(&gpu, &x, None, &y, Activation::LeakyRelu(-1.0)).err().expect("negative slope must fail");
     assert!(err.to_string().contains("slope"), "{err}");
 }
 
 #[test]
 fn pipelines_are_cached_across_calls_and_shapes() {
-    let gpu = gpu();
+    // A device of its own: other tests in this binary build pipelines on the shared one meanwhile.
+    let gpu = wgnn::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let make = |rows: usize| {
         let x = Tensor::zeros(&gpu, &[rows, 5]).unwrap();
         let y = Tensor::zeros(&gpu, &[rows, 5]).unwrap();
@@ -172,11 +133,8 @@ fn pipelines_are_cached_across_calls_and_shapes() {
     };
     make(3);
     let before = gpu.pipeline_count();
+    assert_eq!(before, 1, "one pipeline for one specialisation");
     make(17);
     make(300);
-    assert_eq!(
-        gpu.pipeline_count(),
-        before,
-        "a new shape must reuse the cached pipeline"
-    );
+    assert_eq!(gpu.pipeline_count(), before, "a new shape must reuse the cached pipeline");
 }

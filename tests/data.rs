@@ -21,30 +21,14 @@ fn temp_dir(test: &str) -> PathBuf {
 
 fn write_npy<T: AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
     let file = BufWriter::new(File::create(path).unwrap());
-    let mut w = WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(file)
-        .begin_nd()
-        .unwrap();
+    let mut w = WriteOptions::new().default_dtype().shape(shape).writer(file).begin_nd().unwrap();
     w.extend(data.iter().cloned()).unwrap();
     w.finish().unwrap();
 }
 
 /// One array of an .npz under construction.
-fn add<T: AutoSerialize + Copy>(
-    npz: &mut NpzWriter<BufWriter<File>>,
-    name: &str,
-    shape: &[u64],
-    data: &[T],
-) {
-    let mut w = npz
-        .array::<T>(name, Default::default())
-        .unwrap()
-        .default_dtype()
-        .shape(shape)
-        .begin_nd()
-        .unwrap();
+fn add<T: AutoSerialize + Copy>(npz: &mut NpzWriter<BufWriter<File>>, name: &str, shape: &[u64], data: &[T]) {
+    let mut w = npz.array::<T>(name, Default::default()).unwrap().default_dtype().shape(shape).begin_nd().unwrap();
     w.extend(data.iter().cloned()).unwrap();
     w.finish().unwrap();
 }
@@ -69,31 +53,14 @@ fn assert_mentions(msg: &str, parts: &[&str]) {
 #[test]
 fn mnist_has_the_documented_shapes_and_class_counts() {
     let (train, test) = load_mnist("assets/mnist.npz").unwrap();
-    assert_eq!(
-        (train.rows, train.feature_dim, train.classes),
-        (60000, 784, 10)
-    );
-    assert_eq!(
-        (test.rows, test.feature_dim, test.classes),
-        (10000, 784, 10)
-    );
-    assert!(
-        matches!(train.features, Features::U8(_)),
-        "u8 pixels must stay u8"
-    );
-    assert_eq!(
-        train.class_counts(),
-        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    );
-    assert_eq!(
-        test.class_counts(),
-        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    );
+    assert_eq!((train.rows, train.feature_dim, train.classes), (60000, 784, 10));
+    assert_eq!((test.rows, test.feature_dim, test.classes), (10000, 784, 10));
+    assert!(matches!(train.features, Features::U8(_)), "u8 pixels must stay u8");
+    assert_eq!(train.class_counts(), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
+    assert_eq!(test.class_counts(), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
     assert!(train.source.contains("mnist.npz") && train.source.contains("x_train"));
     // Scaled u8 reads back as x / 255.
-    let Features::U8(raw) = &train.features else {
-        unreachable!()
-    };
+    let Features::U8(raw) = &train.features else { unreachable!() };
     let row = train.row_f32(7).unwrap();
     for (j, v) in row.iter().enumerate() {
         assert_eq!(*v, raw[7 * 784 + j] as f32 * (1.0 / 255.0));
@@ -117,11 +84,7 @@ fn sign_digits_npz_has_sorted_labels_and_loads_from_the_kaggle_npy_layout() {
     let dir = temp_dir("kaggle");
     let x = d.clone().scaled(1.0 / 255.0).to_f32();
     write_npy(&dir.join("X.npy"), &[2062, 64, 64], &x);
-    let one_hot: Vec<f64> = d
-        .labels
-        .iter()
-        .flat_map(|&l| (0..10).map(move |c| (c == l) as u8 as f64))
-        .collect();
+    let one_hot: Vec<f64> = d.labels.iter().flat_map(|&l| (0..10).map(move |c| (c == l) as u8 as f64)).collect();
     write_npy(&dir.join("Y.npy"), &[2062, 10], &one_hot);
     let k = Dataset::from_npy(dir.join("X.npy"), dir.join("Y.npy")).unwrap();
     assert_eq!((k.rows, k.feature_dim, k.classes), (2062, 4096, 10));
@@ -156,45 +119,27 @@ fn missing_empty_truncated_and_text_files_name_the_file() {
     let missing = dir.join("missing.npz");
     let msg = err_text(Dataset::from_npz(&missing, "x", "y"));
     assert_mentions(&msg, &["missing.npz"]);
-    assert!(matches!(
-        Dataset::from_npz(&missing, "x", "y"),
-        Err(WgnnError::Io { .. })
-    ));
+    assert!(matches!(Dataset::from_npz(&missing, "x", "y"), Err(WgnnError::Io { .. })));
 
     let empty = dir.join("empty.npz");
     File::create(&empty).unwrap();
-    assert_mentions(
-        &err_text(Dataset::from_npz(&empty, "x", "y")),
-        &["empty.npz", "empty"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&empty, "x", "y")), &["empty.npz", "empty"]);
 
     let good = dir.join("good.npz");
     small_npz(&good);
     let bytes = std::fs::read(&good).unwrap();
     let truncated = dir.join("truncated.npz");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    assert_mentions(
-        &err_text(Dataset::from_npz(&truncated, "x", "y")),
-        &["truncated.npz", "not a valid .npz"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&truncated, "x", "y")), &["truncated.npz", "not a valid .npz"]);
 
     let text = dir.join("notes.npz");
     std::fs::write(&text, "epoch,loss\n1,0.5\n").unwrap();
-    assert_mentions(
-        &err_text(Dataset::from_npz(&text, "x", "y")),
-        &["notes.npz", "not a valid .npz"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&text, "x", "y")), &["notes.npz", "not a valid .npz"]);
 
     let text_npy = dir.join("notes.npy");
     std::fs::write(&text_npy, "epoch,loss\n1,0.5\n").unwrap();
-    assert_mentions(
-        &err_text(Dataset::from_npy(&text_npy, &text_npy)),
-        &["notes.npy", "not a valid .npy"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npy(dir.join("no.npy"), &text_npy)),
-        &["no.npy"],
-    );
+    assert_mentions(&err_text(Dataset::from_npy(&text_npy, &text_npy)), &["notes.npy", "not a valid .npy"]);
+    assert_mentions(&err_text(Dataset::from_npy(dir.join("no.npy"), &text_npy)), &["no.npy"]);
 }
 
 #[test]
@@ -207,10 +152,7 @@ fn truncated_npy_data_is_reported() {
     assert_eq!(Dataset::from_npy(&x, &y).unwrap().rows, 4);
     let bytes = std::fs::read(&x).unwrap();
     std::fs::write(&x, &bytes[..bytes.len() - 5]).unwrap();
-    assert_mentions(
-        &err_text(Dataset::from_npy(&x, &y)),
-        &["x.npy", "truncated"],
-    );
+    assert_mentions(&err_text(Dataset::from_npy(&x, &y)), &["x.npy", "truncated"]);
 }
 
 #[test]
@@ -236,39 +178,18 @@ fn wrong_dtypes_are_rejected_with_the_array_name() {
     add(&mut npz, "y", &[2], &[0u8, 1]);
     {
         let dtype = npyz::DType::Plain("<U3".parse().unwrap());
-        let mut w = npz
-            .array::<str>("names", Default::default())
-            .unwrap()
-            .dtype(dtype)
-            .shape(&[2])
-            .begin_nd()
-            .unwrap();
+        let mut w = npz.array::<str>("names", Default::default()).unwrap().dtype(dtype).shape(&[2]).begin_nd().unwrap();
         w.push("one").unwrap();
         w.push("two").unwrap();
         w.finish().unwrap();
     }
     drop(npz);
     assert!(Dataset::from_npz(&p, "x", "y").is_ok());
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "flags")),
-        &["bad.npz", "`flags`", "|b1"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "names")),
-        &["bad.npz", "`names`", "U3"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "names", "y")),
-        &["bad.npz", "`names`"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "xi", "y")),
-        &["bad.npz", "`xi`", "<i4"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "yf")),
-        &["bad.npz", "`yf`", "float"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "flags")), &["bad.npz", "`flags`", "|b1"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "names")), &["bad.npz", "`names`", "U3"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "names", "y")), &["bad.npz", "`names`"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "xi", "y")), &["bad.npz", "`xi`", "<i4"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "yf")), &["bad.npz", "`yf`", "float"]);
 }
 
 #[test]
@@ -282,18 +203,9 @@ fn wrong_ranks_and_row_counts_are_rejected() {
     add(&mut npz, "y2", &[3, 1], &[0u8, 1, 2]);
     add(&mut npz, "y4", &[4], &[0u8, 1, 2, 0]);
     drop(npz);
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x1", "y")),
-        &["shapes.npz", "`x1`", "rank"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "y2")),
-        &["shapes.npz", "`y2`", "rank 2"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "y4")),
-        &["shapes.npz", "`x`", "`y4`", "3 rows", "4"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x1", "y")), &["shapes.npz", "`x1`", "rank"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "y2")), &["shapes.npz", "`y2`", "rank 2"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "y4")), &["shapes.npz", "`x`", "`y4`", "3 rows", "4"]);
 }
 
 #[test]
@@ -305,16 +217,10 @@ fn negative_labels_and_labels_past_classes_name_the_row() {
     add(&mut npz, "y", &[3], &[0i32, 5, 1]);
     add(&mut npz, "neg", &[3], &[0i32, 1, -1]);
     drop(npz);
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "neg")),
-        &["labels.npz", "`neg`", "-1", "row 2"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "neg")), &["labels.npz", "`neg`", "-1", "row 2"]);
     let d = Dataset::from_npz(&p, "x", "y").unwrap();
     assert_eq!(d.classes, 6);
-    assert_mentions(
-        &err_text(d.clone().with_classes(4)),
-        &["labels.npz:x", "label 5", "row 1", "4 classes"],
-    );
+    assert_mentions(&err_text(d.clone().with_classes(4)), &["labels.npz:x", "label 5", "row 1", "4 classes"]);
     assert_eq!(d.with_classes(10).unwrap().classes, 10);
 }
 
@@ -324,27 +230,13 @@ fn non_finite_features_are_rejected() {
     let p = dir.join("nan.npz");
     let mut npz = NpzWriter::create(&p).unwrap();
     add(&mut npz, "x", &[2, 2], &[0.0f32, 1.0, f32::NAN, 2.0]);
-    add(
-        &mut npz,
-        "xinf",
-        &[2, 2],
-        &[0.0f32, f32::INFINITY, 1.0, 2.0],
-    );
+    add(&mut npz, "xinf", &[2, 2], &[0.0f32, f32::INFINITY, 1.0, 2.0]);
     add(&mut npz, "xbig", &[2, 2], &[0.0f64, 1.0, 1e300, 2.0]);
     add(&mut npz, "y", &[2], &[0u8, 1]);
     drop(npz);
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "x", "y")),
-        &["nan.npz", "`x`", "NaN", "row 1, feature 0"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "xinf", "y")),
-        &["`xinf`", "inf", "row 0, feature 1"],
-    );
-    assert_mentions(
-        &err_text(Dataset::from_npz(&p, "xbig", "y")),
-        &["`xbig`", "inf"],
-    );
+    assert_mentions(&err_text(Dataset::from_npz(&p, "x", "y")), &["nan.npz", "`x`", "NaN", "row 1, feature 0"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "xinf", "y")), &["`xinf`", "inf", "row 0, feature 1"]);
+    assert_mentions(&err_text(Dataset::from_npz(&p, "xbig", "y")), &["`xbig`", "inf"]);
     assert!(Dataset::from_f32(vec![0.0, f32::NAN], vec![0, 1], 1, 2, "t").is_err());
 }
 
@@ -353,22 +245,14 @@ fn fortran_order_arrays_read_in_row_major_order() {
     let dir = temp_dir("fortran");
     let x = dir.join("x.npy");
     let file = BufWriter::new(File::create(&x).unwrap());
-    let mut w = WriteOptions::new()
-        .default_dtype()
-        .shape(&[2, 3])
-        .order(npyz::Order::Fortran)
-        .writer(file)
-        .begin_nd()
-        .unwrap();
+    let mut w =
+        WriteOptions::new().default_dtype().shape(&[2, 3]).order(npyz::Order::Fortran).writer(file).begin_nd().unwrap();
     // Row-major [[1, 2, 3], [4, 5, 6]] in column-major storage.
     w.extend([1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]).unwrap();
     w.finish().unwrap();
     let y = dir.join("y.npy");
     write_npy(&y, &[2], &[0u8, 1]);
-    assert_eq!(
-        Dataset::from_npy(&x, &y).unwrap().to_f32(),
-        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    );
+    assert_eq!(Dataset::from_npy(&x, &y).unwrap().to_f32(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 }
 
 /// Row `r` has features `[r, -r]`, so a row can be identified after shuffling.
@@ -392,27 +276,11 @@ fn split_is_seeded_disjoint_and_complete() {
         }
     }
     all.sort();
-    assert_eq!(
-        all,
-        (0..101).collect::<Vec<_>>(),
-        "disjoint and covering every row"
-    );
+    assert_eq!(all, (0..101).collect::<Vec<_>>(), "disjoint and covering every row");
     let (a2, b2) = d.split(0.2, 7).unwrap();
-    assert_eq!(
-        (ids(&a2), ids(&b2)),
-        (ids(&a), ids(&b)),
-        "same seed, same split"
-    );
-    assert_ne!(
-        ids(&d.split(0.2, 8).unwrap().1),
-        ids(&b),
-        "another seed, another split"
-    );
-    assert_ne!(
-        ids(&b),
-        (81..101).collect::<Vec<_>>(),
-        "shuffled, not a tail"
-    );
+    assert_eq!((ids(&a2), ids(&b2)), (ids(&a), ids(&b)), "same seed, same split");
+    assert_ne!(ids(&d.split(0.2, 8).unwrap().1), ids(&b), "another seed, another split");
+    assert_ne!(ids(&b), (81..101).collect::<Vec<_>>(), "shuffled, not a tail");
     assert!(d.split(0.0, 1).is_err() && d.split(1.0, 1).is_err() && d.split(0.001, 1).is_err());
 }
 
@@ -439,19 +307,11 @@ fn standardisation_gives_zero_mean_unit_std_per_feature() {
     let x: Vec<f32> = (0..rows)
         .flat_map(|_| {
             (0..dim)
-                .map(|j| {
-                    if j == 3 {
-                        7.0
-                    } else {
-                        10.0 * j as f32 + (j + 1) as f32 * rng.normal()
-                    }
-                })
+                .map(|j| if j == 3 { 7.0 } else { 10.0 * j as f32 + (j + 1) as f32 * rng.normal() })
                 .collect::<Vec<_>>()
         })
         .collect();
-    let d = Dataset::from_f32(x.clone(), vec![0; rows], dim, 1, "gauss")
-        .unwrap()
-        .standardized();
+    let d = Dataset::from_f32(x.clone(), vec![0; rows], dim, 1, "gauss").unwrap().standardized();
     let f = d.to_f32();
     for j in 0..dim {
         let col: Vec<f64> = f.iter().skip(j).step_by(dim).map(|&v| v as f64).collect();
@@ -459,19 +319,13 @@ fn standardisation_gives_zero_mean_unit_std_per_feature() {
         let std = (col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / rows as f64).sqrt();
         assert!(mean.abs() < 1e-4, "feature {j}: mean {mean}");
         if j == 3 {
-            assert!(
-                col.iter().all(|&v| v == 0.0),
-                "a constant feature maps to 0"
-            );
+            assert!(col.iter().all(|&v| v == 0.0), "a constant feature maps to 0");
         } else {
             assert!((std - 1.0).abs() < 1e-4, "feature {j}: std {std}");
         }
     }
     // A second set reuses the first set's statistics.
-    let other = Dataset::from_f32(x[..dim].to_vec(), vec![0], dim, 1, "one")
-        .unwrap()
-        .standardized_like(&d)
-        .unwrap();
+    let other = Dataset::from_f32(x[..dim].to_vec(), vec![0], dim, 1, "one").unwrap().standardized_like(&d).unwrap();
     assert_eq!(other.row_f32(0).unwrap(), d.row_f32(0).unwrap());
     let wrong = Dataset::from_f32(vec![0.0; 3], vec![0], 3, 1, "three").unwrap();
     assert!(wrong.standardized_like(&d).is_err());

@@ -7,27 +7,14 @@ use wgnn::rng::Rng;
 use wgnn::{cpu, Tensor, WgnnError};
 
 fn pack_u8(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks(4)
-        .map(|c| {
-            c.iter()
-                .enumerate()
-                .fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))
-        })
-        .collect()
+    bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
 }
 
 #[test]
 fn gather_matches_cpu_for_u8_and_f32_sources() {
     let gpu = gpu();
     let mut rng = Rng::new(11);
-    for &(total, dim, rows) in &[
-        (1, 1, 1),
-        (10, 7, 3),
-        (100, 63, 64),
-        (300, 65, 127),
-        (1000, 257, 33),
-    ] {
+    for &(total, dim, rows) in &[(1, 1, 1), (10, 7, 3), (100, 63, 64), (300, 65, 127), (1000, 257, 33)] {
         let bytes: Vec<u8> = (0..total * dim).map(|_| rng.below(256) as u8).collect();
         let labels: Vec<u32> = (0..total).map(|_| rng.below(10) as u32).collect();
         let mut idx: Vec<u32> = (0..total as u32).collect();
@@ -37,11 +24,7 @@ fn gather_matches_cpu_for_u8_and_f32_sources() {
         mean_std.extend(rng.vec_uniform(dim, 0.5, 2.0));
         for source_u8 in [true, false] {
             for standardize in [false, true] {
-                let features = if source_u8 {
-                    pack_u8(&bytes)
-                } else {
-                    as_f32.iter().map(|v| v.to_bits()).collect()
-                };
+                let features = if source_u8 { pack_u8(&bytes) } else { as_f32.iter().map(|v| v.to_bits()).collect() };
                 let src = GpuRows {
                     features: Tensor::from_u32(&gpu, &[features.len()], &features).unwrap(),
                     labels: Tensor::from_u32(&gpu, &[total], &labels).unwrap(),
@@ -50,8 +33,7 @@ fn gather_matches_cpu_for_u8_and_f32_sources() {
                     source_u8,
                     scale: 1.0 / 255.0,
                     shift: -0.1,
-                    mean_std: standardize
-                        .then(|| Tensor::from_slice(&gpu, &[2, dim], &mean_std).unwrap()),
+                    mean_std: standardize.then(|| Tensor::from_slice(&gpu, &[2, dim], &mean_std).unwrap()),
                 };
                 let idx_t = Tensor::from_u32(&gpu, &[total], &idx).unwrap();
                 // Batch 1 of the epoch, taken from the step counter.
@@ -60,53 +42,20 @@ fn gather_matches_cpu_for_u8_and_f32_sources() {
                 let epoch_step = Tensor::from_u32(&gpu, &[1], &[step as u32]).unwrap();
                 let x = Tensor::zeros(&gpu, &[rows, dim]).unwrap();
                 let y = Tensor::zeros_u32(&gpu, &[rows]).unwrap();
-                let plan = gather_rows(
-                    &gpu,
-                    &src,
-                    &idx_t,
-                    &epoch_step,
-                    BatchStart::Counter { stride: rows },
-                    &x,
-                    &y,
-                )
-                .unwrap();
+                let plan =
+                    gather_rows(&gpu, &src, &idx_t, &epoch_step, BatchStart::Counter { stride: rows }, &x, &y).unwrap();
                 gpu.run(&[&plan]).unwrap();
                 let ms = standardize.then_some(&mean_std[..]);
-                let (want_x, want_y) = cpu::gather_rows(
-                    &as_f32,
-                    &labels,
-                    dim,
-                    &idx,
-                    step * rows,
-                    rows,
-                    1.0 / 255.0,
-                    -0.1,
-                    ms,
-                );
-                let what =
-                    format!("gather {total}x{dim} rows {rows} u8={source_u8} std={standardize}");
+                let (want_x, want_y) =
+                    cpu::gather_rows(&as_f32, &labels, dim, &idx, step * rows, rows, 1.0 / 255.0, -0.1, ms);
+                let what = format!("gather {total}x{dim} rows {rows} u8={source_u8} std={standardize}");
                 assert_close(&what, &x.to_vec().unwrap(), &want_x, 1e-6, 1e-5);
                 assert_eq!(y.to_vec_u32().unwrap(), want_y, "{what}: labels");
 
                 // The same rows from a fixed start.
-                let plan = gather_rows(
-                    &gpu,
-                    &src,
-                    &idx_t,
-                    &epoch_step,
-                    BatchStart::At(step * rows),
-                    &x,
-                    &y,
-                )
-                .unwrap();
+                let plan = gather_rows(&gpu, &src, &idx_t, &epoch_step, BatchStart::At(step * rows), &x, &y).unwrap();
                 gpu.run(&[&plan]).unwrap();
-                assert_close(
-                    &format!("{what} (fixed start)"),
-                    &x.to_vec().unwrap(),
-                    &want_x,
-                    1e-6,
-                    1e-5,
-                );
+                assert_close(&format!("{what} (fixed start)"), &x.to_vec().unwrap(), &want_x, 1e-6, 1e-5);
             }
         }
     }
@@ -144,9 +93,7 @@ fn gather_rejects_bad_shapes() {
     let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
     let y = Tensor::zeros_u32(&gpu, &[2]).unwrap();
     let wide = Tensor::zeros(&gpu, &[2, 5]).unwrap();
-    let err = gather_rows(&gpu, &src, &idx, &step, BatchStart::At(0), &wide, &y)
-        .err()
-        .expect("wrong width must fail");
+    let err = gather_rows(&gpu, &src, &idx, &step, BatchStart::At(0), &wide, &y).err().expect("wrong width must fail");
     assert!(
         matches!(err, WgnnError::Shape { .. })
             && err.to_string().contains("gather_rows")
@@ -154,13 +101,10 @@ fn gather_rejects_bad_shapes() {
         "{err}"
     );
     let x = Tensor::zeros(&gpu, &[2, 4]).unwrap();
-    let err = gather_rows(&gpu, &src, &idx, &step, BatchStart::At(3), &x, &y)
-        .err()
-        .expect("past the end must fail");
+    let err = gather_rows(&gpu, &src, &idx, &step, BatchStart::At(3), &x, &y).err().expect("past the end must fail");
     assert!(err.to_string().contains("gather_rows"), "{err}");
     let float_idx = Tensor::zeros(&gpu, &[4]).unwrap();
-    let err = gather_rows(&gpu, &src, &float_idx, &step, BatchStart::At(0), &x, &y)
-        .err()
-        .expect("f32 indices must fail");
+    let err =
+        gather_rows(&gpu, &src, &float_idx, &step, BatchStart::At(0), &x, &y).err().expect("f32 indices must fail");
     assert!(matches!(err, WgnnError::DType { .. }), "{err}");
 }

@@ -49,17 +49,12 @@ fn csv_round_trips_every_number() {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next(),
-            Some(
-                "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second"
-            )
+            Some("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second")
         );
         let back: Vec<EpochRecord> = lines.map(parse).collect();
         assert_eq!(back, h.epochs);
         if !with_val {
-            assert!(
-                csv.lines().nth(1).unwrap().contains(",,"),
-                "missing validation cells are empty"
-            );
+            assert!(csv.lines().nth(1).unwrap().contains(",,"), "missing validation cells are empty");
         }
     }
     let h = sample(3, true);
@@ -76,11 +71,7 @@ fn plot_png_writes_a_png() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut h = sample(12, true);
     h.stopped_early_at = Some(12);
-    for (name, h) in [
-        ("full.png", h),
-        ("train_only.png", sample(5, false)),
-        ("one.png", sample(1, true)),
-    ] {
+    for (name, h) in [("full.png", h), ("train_only.png", sample(5, false)), ("one.png", sample(1, true))] {
         let path = dir.join(name);
         h.plot_png(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
@@ -92,16 +83,12 @@ fn plot_png_writes_a_png() {
 #[test]
 fn write_errors_name_the_path() {
     let h = sample(2, true);
-    let bad = std::env::temp_dir()
-        .join("wgnn-no-such-folder-xyz")
-        .join("h.csv");
+    let bad = std::env::temp_dir().join("wgnn-no-such-folder-xyz").join("h.csv");
     let e = h.write_csv(&bad).unwrap_err();
     assert!(matches!(e, WgnnError::Io { .. }));
     assert!(e.to_string().contains("wgnn-no-such-folder-xyz"), "{e}");
     let e = h.plot_png(bad.with_extension("png")).unwrap_err();
     assert!(matches!(e, WgnnError::Io { .. }), "{e}");
     assert!(e.to_string().contains("h.png"), "{e}");
-    assert!(History::default()
-        .plot_png(std::env::temp_dir().join("wgnn-empty.png"))
-        .is_err());
+    assert!(History::default().plot_png(std::env::temp_dir().join("wgnn-empty.png")).is_err());
 }

@@ -16,7 +16,15 @@ fn atol(k: usize) -> f32 {
 }
 
 /// Uploads random A (stored as the form needs) and B, returns (A, B, host A, host B).
-fn operands(gpu: &Gpu, rng: &mut Rng, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> (Tensor, Tensor, Vec<f32>, Vec<f32>) {
+fn operands(
+    gpu: &Gpu,
+    rng: &mut Rng,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) -> (Tensor, Tensor, Vec<f32>, Vec<f32>) {
     let a = rng.vec_uniform(m * k, -1.0, 1.0);
     let b = rng.vec_uniform(k * n, -1.0, 1.0);
     let a_shape = if ta { [k, m] } else { [m, k] };
@@ -26,7 +34,13 @@ fn operands(gpu: &Gpu, rng: &mut Rng, m: usize, k: usize, n: usize, ta: bool, tb
     (at, bt, a, b)
 }
 
-fn run_case(gpu: &Gpu, rng: &mut Rng, (m, k, n): (usize, usize, usize), (ta, tb): (bool, bool), variant: Option<MatmulVariant>) {
+fn run_case(
+    gpu: &Gpu,
+    rng: &mut Rng,
+    (m, k, n): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+    variant: Option<MatmulVariant>,
+) {
     let (at, bt, a, b) = operands(gpu, rng, m, k, n, ta, tb);
     let ct = Tensor::zeros(gpu, &[m, n]).unwrap();
     let opts = MatmulOptions { trans_a: ta, trans_b: tb, variant, ..Default::default() };
@@ -109,10 +123,16 @@ fn accumulate_adds_to_c() {
                 let (at, bt, a, b) = operands(&gpu, &mut rng, m, k, n, form.0, form.1);
                 let start = rng.vec_uniform(m * n, -1.0, 1.0);
                 let ct = Tensor::from_slice(&gpu, &[m, n], &start).unwrap();
-                let opts =
-                    MatmulOptions { trans_a: form.0, trans_b: form.1, accumulate: true, variant: Some(variant), ..Default::default() };
+                let opts = MatmulOptions {
+                    trans_a: form.0,
+                    trans_b: form.1,
+                    accumulate: true,
+                    variant: Some(variant),
+                    ..Default::default()
+                };
                 gpu.run(&[&matmul(&gpu, &at, &bt, &ct, &opts).unwrap()]).unwrap();
-                let want: Vec<f32> = cpu::matmul(&a, &b, m, k, n, form.0, form.1).iter().zip(&start).map(|(p, s)| p + s).collect();
+                let want: Vec<f32> =
+                    cpu::matmul(&a, &b, m, k, n, form.0, form.1).iter().zip(&start).map(|(p, s)| p + s).collect();
                 let what = format!("accumulate {variant:?} {m}x{k}·{k}x{n} {form:?}");
                 assert_close(&what, &ct.to_vec().unwrap(), &want, atol(k), 1e-4);
             }
@@ -139,10 +159,22 @@ fn epilogues_match_cpu() {
                 for with_bias in [true, false] {
                     let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
                     let epilogue = Epilogue::BiasAct { bias: with_bias.then_some(&bias_t), act };
-                    let opts = MatmulOptions { trans_a: form.0, trans_b: form.1, epilogue, variant: Some(variant), ..Default::default() };
+                    let opts = MatmulOptions {
+                        trans_a: form.0,
+                        trans_b: form.1,
+                        epilogue,
+                        variant: Some(variant),
+                        ..Default::default()
+                    };
                     gpu.run(&[&matmul(&gpu, &at, &bt, &ct, &opts).unwrap()]).unwrap();
                     let want = cpu::bias_act_forward(&z, with_bias.then_some(&bias[..]), m, n, act);
-                    assert_close(&format!("bias_act {what} bias={with_bias}"), &ct.to_vec().unwrap(), &want, atol(k), 1e-4);
+                    assert_close(
+                        &format!("bias_act {what} bias={with_bias}"),
+                        &ct.to_vec().unwrap(),
+                        &want,
+                        atol(k),
+                        1e-4,
+                    );
                 }
 
                 // Backward: C = (A·B) ⊙ act'(Y).
@@ -191,7 +223,9 @@ fn bad_arguments_are_errors_naming_matmul_and_the_shapes() {
     let empty = Tensor::zeros(&gpu, &[0, 3]).unwrap();
     let err = matmul(&gpu, &empty, &b, &c, &opts).err().expect("empty must fail");
     assert!(
-        matches!(err, WgnnError::EmptyTensor { .. }) && err.to_string().contains("matmul") && err.to_string().contains("[0, 3]"),
+        matches!(err, WgnnError::EmptyTensor { .. })
+            && err.to_string().contains("matmul")
+            && err.to_string().contains("[0, 3]"),
         "{err}"
     );
 
@@ -209,12 +243,18 @@ fn bad_arguments_are_errors_naming_matmul_and_the_shapes() {
 
     let bias = Tensor::zeros(&gpu, &[3]).unwrap();
     let epilogue = Epilogue::BiasAct { bias: Some(&bias), act: Activation::Relu };
-    let msg = matmul(&gpu, &a, &b, &c, &MatmulOptions { epilogue, ..Default::default() }).err().expect("bias of 3 must fail").to_string();
+    let msg = matmul(&gpu, &a, &b, &c, &MatmulOptions { epilogue, ..Default::default() })
+        .err()
+        .expect("bias of 3 must fail")
+        .to_string();
     assert!(msg.contains("matmul") && msg.contains("bias") && msg.contains("[3]"), "{msg}");
 
     let y = Tensor::zeros(&gpu, &[2, 4]).unwrap();
     let epilogue = Epilogue::ActGrad { y: &y, act: Activation::Relu };
-    let msg = matmul(&gpu, &a, &b, &c, &MatmulOptions { epilogue, ..Default::default() }).err().expect("Y [2, 4] must fail").to_string();
+    let msg = matmul(&gpu, &a, &b, &c, &MatmulOptions { epilogue, ..Default::default() })
+        .err()
+        .expect("Y [2, 4] must fail")
+        .to_string();
     assert!(msg.contains("matmul") && msg.contains("[2, 4]"), "{msg}");
 
     let epilogue = Epilogue::BiasAct { bias: None, act: Activation::Relu };
@@ -237,7 +277,8 @@ fn engine_choice_and_pipeline_cache() {
         let a = Tensor::zeros(&gpu, &[m, 64]).unwrap();
         let b = Tensor::zeros(&gpu, &[64, 64]).unwrap();
         let c = Tensor::zeros(&gpu, &[m, 64]).unwrap();
-        matmul(&gpu, &a, &b, &c, &MatmulOptions { variant: Some(MatmulVariant::Register), ..Default::default() }).unwrap();
+        matmul(&gpu, &a, &b, &c, &MatmulOptions { variant: Some(MatmulVariant::Register), ..Default::default() })
+            .unwrap();
     };
     make(4096);
     let before = gpu.pipeline_count();

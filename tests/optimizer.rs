@@ -10,57 +10,22 @@ use wgnn::{cpu, Gpu, Tensor};
 const STEPS: u32 = 5;
 
 fn sgd_configs() -> Vec<SgdConfig> {
-    let base = SgdConfig {
-        lr: 0.05,
-        momentum: 0.0,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
+    let base = SgdConfig { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
     vec![
         base,
-        SgdConfig {
-            weight_decay: 0.01,
-            ..base
-        },
-        SgdConfig {
-            momentum: 0.9,
-            ..base
-        },
-        SgdConfig {
-            momentum: 0.9,
-            nesterov: true,
-            ..base
-        },
-        SgdConfig {
-            momentum: 0.5,
-            nesterov: true,
-            weight_decay: 0.1,
-            lr: 0.3,
-        },
+        SgdConfig { weight_decay: 0.01, ..base },
+        SgdConfig { momentum: 0.9, ..base },
+        SgdConfig { momentum: 0.9, nesterov: true, ..base },
+        SgdConfig { momentum: 0.5, nesterov: true, weight_decay: 0.1, lr: 0.3 },
     ]
 }
 
 fn adam_configs() -> Vec<AdamConfig> {
-    let base = AdamConfig {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let base = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
     vec![
         base,
-        AdamConfig {
-            weight_decay: 0.05,
-            lr: 0.01,
-            ..base
-        },
-        AdamConfig {
-            beta1: 0.0,
-            beta2: 0.5,
-            eps: 1e-3,
-            ..base
-        },
+        AdamConfig { weight_decay: 0.05, lr: 0.01, ..base },
+        AdamConfig { beta1: 0.0, beta2: 0.5, eps: 1e-3, ..base },
     ]
 }
 
@@ -80,21 +45,9 @@ fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) {
         gpu.run(&[&plan]).unwrap();
         cpu::sgd_update(&mut p, &g, with_vel.then_some(&mut vel[..]), cfg);
     }
-    assert_close(
-        &format!("{what} param"),
-        &pt.to_vec().unwrap(),
-        &p,
-        1e-5,
-        1e-5,
-    );
+    assert_close(&format!("{what} param"), &pt.to_vec().unwrap(), &p, 1e-5, 1e-5);
     if with_vel {
-        assert_close(
-            &format!("{what} velocity"),
-            &vt.to_vec().unwrap(),
-            &vel,
-            1e-5,
-            1e-5,
-        );
+        assert_close(&format!("{what} velocity"), &vt.to_vec().unwrap(), &vel, 1e-5, 1e-5);
     }
 }
 
@@ -115,17 +68,7 @@ fn sgd_grid_folds_past_the_workgroup_limit() {
     let gpu = gpu();
     let len = gpu.limits().max_compute_workgroups_per_dimension as usize * 256 + 1001;
     let mut rng = Rng::new(21);
-    check_sgd(
-        &gpu,
-        &mut rng,
-        len,
-        &SgdConfig {
-            lr: 0.5,
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
-    );
+    check_sgd(&gpu, &mut rng, len, &SgdConfig { lr: 0.5, momentum: 0.0, nesterov: false, weight_decay: 0.0 });
 }
 
 #[test]
@@ -158,20 +101,10 @@ fn adam_matches_cpu_over_steps_with_views() {
                 gpu.run(&[&plan]).unwrap();
                 cpu::adam_update(&mut p, &g, &mut m, &mut v, t, &cfg);
             }
-            assert_close(
-                &format!("{what} param"),
-                &pt.to_vec().unwrap(),
-                &p,
-                1e-5,
-                1e-4,
-            );
+            assert_close(&format!("{what} param"), &pt.to_vec().unwrap(), &p, 1e-5, 1e-4);
             assert_close(&format!("{what} m"), &mt.to_vec().unwrap(), &m, 1e-6, 1e-4);
             assert_close(&format!("{what} v"), &vt.to_vec().unwrap(), &v, 1e-6, 1e-4);
-            assert_eq!(
-                step.to_vec_u32().unwrap(),
-                [STEPS],
-                "{what}: the kernel must not write the step"
-            );
+            assert_eq!(step.to_vec_u32().unwrap(), [STEPS], "{what}: the kernel must not write the step");
         }
     }
 }
@@ -181,12 +114,7 @@ fn sgd_reference_matches_hand_written_rule() {
     let grads = [0.5f64, -0.25, 1.0];
     let (lr, mu, wd) = (0.1f64, 0.9f64, 0.01f64);
     for nesterov in [false, true] {
-        let cfg = SgdConfig {
-            lr: lr as f32,
-            momentum: mu as f32,
-            nesterov,
-            weight_decay: wd as f32,
-        };
+        let cfg = SgdConfig { lr: lr as f32, momentum: mu as f32, nesterov, weight_decay: wd as f32 };
         let (mut p, mut vel) = ([1.0f32], [0.0f32]);
         // By hand: d = g + wd·p; buf = d on step 1, then μ·buf + d; step = nesterov ? d + μ·buf : buf.
         let mut hp = 1.0f64;
@@ -197,29 +125,12 @@ fn sgd_reference_matches_hand_written_rule() {
             buf = if k == 0 { d } else { mu * buf + d };
             let s = if nesterov { d + mu * buf } else { buf };
             hp -= lr * s;
-            assert_close(
-                &format!("sgd nesterov={nesterov} step {}", k + 1),
-                &p,
-                &[hp as f32],
-                1e-6,
-                1e-6,
-            );
-            assert_close(
-                &format!("sgd nesterov={nesterov} velocity {}", k + 1),
-                &vel,
-                &[buf as f32],
-                1e-6,
-                1e-6,
-            );
+            assert_close(&format!("sgd nesterov={nesterov} step {}", k + 1), &p, &[hp as f32], 1e-6, 1e-6);
+            assert_close(&format!("sgd nesterov={nesterov} velocity {}", k + 1), &vel, &[buf as f32], 1e-6, 1e-6);
         }
     }
     // Plain SGD, three steps: p = 1 − 0.1·(0.5 + 0.01·p) ... written out.
-    let cfg = SgdConfig {
-        lr: 0.1,
-        momentum: 0.0,
-        nesterov: false,
-        weight_decay: 0.01,
-    };
+    let cfg = SgdConfig { lr: 0.1, momentum: 0.0, nesterov: false, weight_decay: 0.01 };
     let mut p = [1.0f32];
     let p1 = 1.0 - 0.1 * (0.5 + 0.01 * 1.0);
     let p2 = p1 - 0.1 * (-0.25 + 0.01 * p1);
@@ -233,22 +144,11 @@ fn sgd_reference_matches_hand_written_rule() {
 #[test]
 fn adam_reference_matches_hand_written_rule() {
     let grads = [0.5f64, -0.25, 1.0];
-    let cfg = AdamConfig {
-        lr: 0.01,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
+    let cfg = AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
     // The same hyper-parameters in f64: 0.999 is not exact in f32, and 1 − β2 then differs from
     // 0.001 by 5e-5 relative.
-    let (lr, b1, b2, eps, wd) = (
-        cfg.lr as f64,
-        cfg.beta1 as f64,
-        cfg.beta2 as f64,
-        cfg.eps as f64,
-        cfg.weight_decay as f64,
-    );
+    let (lr, b1, b2, eps, wd) =
+        (cfg.lr as f64, cfg.beta1 as f64, cfg.beta2 as f64, cfg.eps as f64, cfg.weight_decay as f64);
     let (mut p, mut m, mut v) = ([2.0f32], [0.0f32], [0.0f32]);
     let (mut hp, mut hm, mut hv) = (2.0f64, 0.0f64, 0.0f64);
     for (k, &g) in grads.iter().enumerate() {
@@ -260,29 +160,13 @@ fn adam_reference_matches_hand_written_rule() {
         let m_hat = hm / (1.0 - b1.powi(t));
         let v_hat = hv / (1.0 - b2.powi(t));
         hp -= lr * m_hat / (v_hat.sqrt() + eps);
-        assert_close(
-            &format!("adam step {t} param"),
-            &p,
-            &[hp as f32],
-            1e-6,
-            1e-5,
-        );
+        assert_close(&format!("adam step {t} param"), &p, &[hp as f32], 1e-6, 1e-5);
         assert_close(&format!("adam step {t} m"), &m, &[hm as f32], 1e-7, 1e-5);
         assert_close(&format!("adam step {t} v"), &v, &[hv as f32], 1e-9, 1e-5);
     }
     // Step 1 of Adam moves each parameter by about lr·sign(g), whatever |g|.
     let (mut p, mut m, mut v) = ([0.0f32], [0.0f32], [0.0f32]);
-    cpu::adam_update(
-        &mut p,
-        &[123.0],
-        &mut m,
-        &mut v,
-        1,
-        &AdamConfig {
-            weight_decay: 0.0,
-            ..cfg
-        },
-    );
+    cpu::adam_update(&mut p, &[123.0], &mut m, &mut v, 1, &AdamConfig { weight_decay: 0.0, ..cfg });
     assert_close("adam first step", &p, &[-0.01], 1e-7, 1e-5);
 }
 
@@ -293,10 +177,7 @@ fn expect_err<T>(what: &str, result: wgnn::Result<T>, needles: &[&str]) {
         Err(e) => e.to_string(),
     };
     for n in needles {
-        assert!(
-            msg.contains(n),
-            "{what}: message {msg:?} does not contain {n:?}"
-        );
+        assert!(msg.contains(n), "{what}: message {msg:?} does not contain {n:?}");
     }
 }
 
@@ -306,122 +187,37 @@ fn sgd_bad_input_is_an_error_naming_the_kernel() {
     let p = Tensor::zeros(&gpu, &[10]).unwrap();
     let g = Tensor::zeros(&gpu, &[10]).unwrap();
     let vel = Tensor::zeros(&gpu, &[10]).unwrap();
-    let ok = SgdConfig {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
+    let ok = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     sgd_update(&gpu, &p, &g, Some(&vel), &ok).expect("valid call");
     let k = "sgd_update";
     for (what, cfg, field) in [
         ("lr 0", SgdConfig { lr: 0.0, ..ok }, "lr"),
         ("lr NaN", SgdConfig { lr: f32::NAN, ..ok }, "lr"),
-        (
-            "lr inf",
-            SgdConfig {
-                lr: f32::INFINITY,
-                ..ok
-            },
-            "lr",
-        ),
-        (
-            "momentum 1",
-            SgdConfig {
-                momentum: 1.0,
-                ..ok
-            },
-            "momentum",
-        ),
-        (
-            "momentum < 0",
-            SgdConfig {
-                momentum: -0.1,
-                ..ok
-            },
-            "momentum",
-        ),
-        (
-            "weight_decay < 0",
-            SgdConfig {
-                weight_decay: -1.0,
-                ..ok
-            },
-            "weight_decay",
-        ),
+        ("lr inf", SgdConfig { lr: f32::INFINITY, ..ok }, "lr"),
+        ("momentum 1", SgdConfig { momentum: 1.0, ..ok }, "momentum"),
+        ("momentum < 0", SgdConfig { momentum: -0.1, ..ok }, "momentum"),
+        ("weight_decay < 0", SgdConfig { weight_decay: -1.0, ..ok }, "weight_decay"),
     ] {
-        expect_err(
-            what,
-            sgd_update(&gpu, &p, &g, Some(&vel), &cfg),
-            &[k, field],
-        );
+        expect_err(what, sgd_update(&gpu, &p, &g, Some(&vel), &cfg), &[k, field]);
     }
-    let plain = SgdConfig {
-        momentum: 0.0,
-        ..ok
-    };
+    let plain = SgdConfig { momentum: 0.0, ..ok };
     expect_err(
         "nesterov without momentum",
-        sgd_update(
-            &gpu,
-            &p,
-            &g,
-            None,
-            &SgdConfig {
-                nesterov: true,
-                ..plain
-            },
-        ),
+        sgd_update(&gpu, &p, &g, None, &SgdConfig { nesterov: true, ..plain }),
         &[k, "nesterov"],
     );
-    expect_err(
-        "missing velocity",
-        sgd_update(&gpu, &p, &g, None, &ok),
-        &[k, "velocity"],
-    );
-    expect_err(
-        "velocity without momentum",
-        sgd_update(&gpu, &p, &g, Some(&vel), &plain),
-        &[k, "velocity"],
-    );
+    expect_err("missing velocity", sgd_update(&gpu, &p, &g, None, &ok), &[k, "velocity"]);
+    expect_err("velocity without momentum", sgd_update(&gpu, &p, &g, Some(&vel), &plain), &[k, "velocity"]);
     let short = Tensor::zeros(&gpu, &[9]).unwrap();
-    expect_err(
-        "grad length",
-        sgd_update(&gpu, &p, &short, None, &plain),
-        &[k, "grad", "[9]"],
-    );
-    expect_err(
-        "velocity length",
-        sgd_update(&gpu, &p, &g, Some(&short), &ok),
-        &[k, "velocity", "[9]"],
-    );
-    expect_err(
-        "param is grad",
-        sgd_update(&gpu, &p, &p, None, &plain),
-        &[k, "share memory"],
-    );
-    expect_err(
-        "velocity is grad",
-        sgd_update(&gpu, &p, &g, Some(&g), &ok),
-        &[k, "share memory"],
-    );
+    expect_err("grad length", sgd_update(&gpu, &p, &short, None, &plain), &[k, "grad", "[9]"]);
+    expect_err("velocity length", sgd_update(&gpu, &p, &g, Some(&short), &ok), &[k, "velocity", "[9]"]);
+    expect_err("param is grad", sgd_update(&gpu, &p, &p, None, &plain), &[k, "share memory"]);
+    expect_err("velocity is grad", sgd_update(&gpu, &p, &g, Some(&g), &ok), &[k, "share memory"]);
     let empty = Tensor::zeros(&gpu, &[0]).unwrap();
-    expect_err(
-        "empty",
-        sgd_update(&gpu, &empty, &empty, None, &plain),
-        &[k, "empty"],
-    );
+    expect_err("empty", sgd_update(&gpu, &empty, &empty, None, &plain), &[k, "empty"]);
     let pu = Tensor::zeros_u32(&gpu, &[10]).unwrap();
-    expect_err(
-        "u32 param",
-        sgd_update(&gpu, &pu, &g, None, &plain),
-        &[k, "f32", "u32"],
-    );
-    expect_err(
-        "u32 grad",
-        sgd_update(&gpu, &p, &pu, None, &plain),
-        &[k, "f32", "u32"],
-    );
+    expect_err("u32 param", sgd_update(&gpu, &pu, &g, None, &plain), &[k, "f32", "u32"]);
+    expect_err("u32 grad", sgd_update(&gpu, &p, &pu, None, &plain), &[k, "f32", "u32"]);
 }
 
 #[test]
@@ -429,13 +225,7 @@ fn adam_bad_input_is_an_error_naming_the_kernel() {
     let gpu = gpu();
     let [p, g, m, v] = [(); 4].map(|_| Tensor::zeros(&gpu, &[10]).unwrap());
     let step = Tensor::from_u32(&gpu, &[1], &[1]).unwrap();
-    let ok = AdamConfig {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    let ok = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
     adam_update(&gpu, &p, &g, &m, &v, &step, &ok).expect("valid call");
     let k = "adam_update";
     for (what, cfg, field) in [
@@ -445,76 +235,26 @@ fn adam_bad_input_is_an_error_naming_the_kernel() {
         ("beta1 1", AdamConfig { beta1: 1.0, ..ok }, "beta1"),
         ("beta1 < 0", AdamConfig { beta1: -0.5, ..ok }, "beta1"),
         ("beta2 1", AdamConfig { beta2: 1.0, ..ok }, "beta2"),
-        (
-            "beta2 NaN",
-            AdamConfig {
-                beta2: f32::NAN,
-                ..ok
-            },
-            "beta2",
-        ),
+        ("beta2 NaN", AdamConfig { beta2: f32::NAN, ..ok }, "beta2"),
         ("eps 0", AdamConfig { eps: 0.0, ..ok }, "eps"),
-        (
-            "weight_decay inf",
-            AdamConfig {
-                weight_decay: f32::INFINITY,
-                ..ok
-            },
-            "weight_decay",
-        ),
+        ("weight_decay inf", AdamConfig { weight_decay: f32::INFINITY, ..ok }, "weight_decay"),
     ] {
-        expect_err(
-            what,
-            adam_update(&gpu, &p, &g, &m, &v, &step, &cfg),
-            &[k, field],
-        );
+        expect_err(what, adam_update(&gpu, &p, &g, &m, &v, &step, &cfg), &[k, field]);
     }
     let short = Tensor::zeros(&gpu, &[11]).unwrap();
-    expect_err(
-        "grad length",
-        adam_update(&gpu, &p, &short, &m, &v, &step, &ok),
-        &[k, "grad", "[11]"],
-    );
-    expect_err(
-        "m length",
-        adam_update(&gpu, &p, &g, &short, &v, &step, &ok),
-        &[k, "m must", "[11]"],
-    );
-    expect_err(
-        "v length",
-        adam_update(&gpu, &p, &g, &m, &short, &step, &ok),
-        &[k, "v must", "[11]"],
-    );
+    expect_err("grad length", adam_update(&gpu, &p, &short, &m, &v, &step, &ok), &[k, "grad", "[11]"]);
+    expect_err("m length", adam_update(&gpu, &p, &g, &short, &v, &step, &ok), &[k, "m must", "[11]"]);
+    expect_err("v length", adam_update(&gpu, &p, &g, &m, &short, &step, &ok), &[k, "v must", "[11]"]);
     let f32_step = Tensor::zeros(&gpu, &[1]).unwrap();
-    expect_err(
-        "f32 step",
-        adam_update(&gpu, &p, &g, &m, &v, &f32_step, &ok),
-        &[k, "u32"],
-    );
+    expect_err("f32 step", adam_update(&gpu, &p, &g, &m, &v, &f32_step, &ok), &[k, "u32"]);
     let two_steps = Tensor::zeros_u32(&gpu, &[2]).unwrap();
-    expect_err(
-        "step [2]",
-        adam_update(&gpu, &p, &g, &m, &v, &two_steps, &ok),
-        &[k, "step", "[2]"],
-    );
-    expect_err(
-        "m is v",
-        adam_update(&gpu, &p, &g, &m, &m, &step, &ok),
-        &[k, "share memory"],
-    );
+    expect_err("step [2]", adam_update(&gpu, &p, &g, &m, &v, &two_steps, &ok), &[k, "step", "[2]"]);
+    expect_err("m is v", adam_update(&gpu, &p, &g, &m, &m, &step, &ok), &[k, "share memory"]);
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
     let big = Tensor::zeros(&gpu, &[4 * align]).unwrap();
     let [a, b] = [0, align].map(|at| big.view(at, &[align + 1]).unwrap());
     let [p, g] = [(); 2].map(|_| Tensor::zeros(&gpu, &[align + 1]).unwrap());
-    expect_err(
-        "overlapping views",
-        adam_update(&gpu, &p, &g, &a, &b, &step, &ok),
-        &[k, "share memory"],
-    );
+    expect_err("overlapping views", adam_update(&gpu, &p, &g, &a, &b, &step, &ok), &[k, "share memory"]);
     let empty = Tensor::zeros(&gpu, &[0]).unwrap();
-    expect_err(
-        "empty",
-        adam_update(&gpu, &empty, &empty, &empty, &empty, &step, &ok),
-        &[k, "empty"],
-    );
+    expect_err("empty", adam_update(&gpu, &empty, &empty, &empty, &empty, &step, &ok), &[k, "empty"]);
 }

@@ -4,8 +4,8 @@
 
 pub mod bias_act;
 pub mod gather;
-pub mod optimizer;
 pub mod matmul;
+pub mod optimizer;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_xent;
@@ -13,8 +13,8 @@ pub mod totals;
 
 pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use gather::{advance_counters, gather_rows};
-pub use optimizer::{adam_update, sgd_update};
 pub use matmul::matmul;
+pub use optimizer::{adam_update, sgd_update};
 pub use reduce::column_sum;
 pub use sigmoid_bce::sigmoid_bce;
 pub use softmax_xent::{softmax, softmax_xent};

@@ -4,26 +4,13 @@ use crate::kernels::optimizer::{AdamConfig, SgdConfig};
 
 /// One SGD step in place (PyTorch's definition, dampening 0).  param, grad, velocity: [len];
 /// velocity (zero before the first step) is required iff momentum ≠ 0.
-pub fn sgd_update(
-    param: &mut [f32],
-    grad: &[f32],
-    mut velocity: Option<&mut [f32]>,
-    cfg: &SgdConfig,
-) {
-    assert_eq!(
-        param.len(),
-        grad.len(),
-        "sgd_update: param and grad lengths differ"
-    );
+pub fn sgd_update(param: &mut [f32], grad: &[f32], mut velocity: Option<&mut [f32]>, cfg: &SgdConfig) {
+    assert_eq!(param.len(), grad.len(), "sgd_update: param and grad lengths differ");
     for i in 0..param.len() {
         let mut g = grad[i] + cfg.weight_decay * param[i];
         if let Some(vel) = velocity.as_deref_mut() {
             vel[i] = cfg.momentum * vel[i] + g;
-            g = if cfg.nesterov {
-                g + cfg.momentum * vel[i]
-            } else {
-                vel[i]
-            };
+            g = if cfg.nesterov { g + cfg.momentum * vel[i] } else { vel[i] };
         }
         param[i] -= cfg.lr * g;
     }
@@ -31,14 +18,7 @@ pub fn sgd_update(
 
 /// One Adam step in place, the `t`-th (1-based; 0 is taken as 1).  param, grad, m, v: [len];
 /// m and v are zero before the first step.
-pub fn adam_update(
-    param: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    t: u32,
-    cfg: &AdamConfig,
-) {
+pub fn adam_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u32, cfg: &AdamConfig) {
     assert!(
         grad.len() == param.len() && m.len() == param.len() && v.len() == param.len(),
         "adam_update: lengths differ"

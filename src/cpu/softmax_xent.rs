@@ -18,10 +18,7 @@ pub fn softmax_xent(
     for r in 0..n {
         let row = &logits[r * c..(r + 1) * c];
         let label = labels[r] as usize;
-        assert!(
-            label < c,
-            "softmax_xent: label {label} out of range for {c} classes"
-        );
+        assert!(label < c, "softmax_xent: label {label} out of range for {c} classes");
         let (best, m) = first_argmax(row);
         let s: f32 = row.iter().map(|&z| (z - m).exp()).sum();
         loss[r] = m + s.ln() - row[label];

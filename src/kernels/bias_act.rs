@@ -25,53 +25,28 @@ struct BiasActParams {
 }
 
 /// Y = act(X + b), b broadcast over rows.  x, y: [rows, cols], bias: [cols] (or none).
-pub fn bias_act_forward(
-    gpu: &Gpu,
-    x: &Tensor,
-    bias: Option<&Tensor>,
-    y: &Tensor,
-    act: Activation,
-) -> Result<Plan> {
+pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor, act: Activation) -> Result<Plan> {
     const OP: &str = "bias_act_forward";
     act.validate()?;
     let (rows, cols) = x.dims2(OP)?;
     x.expect_nonempty(OP)?;
     if y.shape() != x.shape() {
-        return Err(WgnnError::shape(
-            OP,
-            format!("x is {:?} but y is {:?}", x.shape(), y.shape()),
-        ));
+        return Err(WgnnError::shape(OP, format!("x is {:?} but y is {:?}", x.shape(), y.shape())));
     }
     if let Some(b) = bias {
         if b.len() != cols {
             return Err(WgnnError::shape(
                 OP,
-                format!(
-                    "x is {:?}, so bias must have {cols} values, got {:?}",
-                    x.shape(),
-                    b.shape()
-                ),
+                format!("x is {:?}, so bias must have {cols} values, got {:?}", x.shape(), b.shape()),
             ));
         }
     }
     if x.overlaps(y) {
-        return Err(WgnnError::invalid(
-            OP,
-            "x and y share memory (in-place is not supported)",
-        ));
+        return Err(WgnnError::invalid(OP, "x and y share memory (in-place is not supported)"));
     }
     let dummy = super::dummy(gpu)?;
-    let params = BiasActParams {
-        rows: rows as u32,
-        cols: cols as u32,
-        slope: act.slope(),
-        _pad: 0,
-    };
-    let constants = [
-        ("ACT", act.code() as f64),
-        ("HAS_BIAS", bias.is_some() as u32 as f64),
-        ("WG", WG as f64),
-    ];
+    let params = BiasActParams { rows: rows as u32, cols: cols as u32, slope: act.slope(), _pad: 0 };
+    let constants = [("ACT", act.code() as f64), ("HAS_BIAS", bias.is_some() as u32 as f64), ("WG", WG as f64)];
     let d = dispatch(
         gpu,
         &BIAS_ACT,
@@ -102,38 +77,16 @@ pub fn bias_act_backward(
     if y.shape() != dy.shape() || dz.shape() != dy.shape() {
         return Err(WgnnError::shape(
             OP,
-            format!(
-                "dy {:?}, y {:?} and dz {:?} must match",
-                dy.shape(),
-                y.shape(),
-                dz.shape()
-            ),
+            format!("dy {:?}, y {:?} and dz {:?} must match", dy.shape(), y.shape(), dz.shape()),
         ));
     }
     if dz.overlaps(dy) || dz.overlaps(y) {
         return Err(WgnnError::invalid(OP, "dz shares memory with dy or y"));
     }
-    let params = BiasActParams {
-        rows: rows as u32,
-        cols: cols as u32,
-        slope: act.slope(),
-        _pad: 0,
-    };
-    let constants = [
-        ("ACT", act.code() as f64),
-        ("HAS_BIAS", 1.0),
-        ("WG", WG as f64),
-    ];
-    let mut plan: Plan = dispatch(
-        gpu,
-        &BIAS_ACT,
-        OP,
-        &constants,
-        &params,
-        &[dy, y, dz],
-        grid_1d(gpu, rows * cols, WG),
-    )?
-    .into();
+    let params = BiasActParams { rows: rows as u32, cols: cols as u32, slope: act.slope(), _pad: 0 };
+    let constants = [("ACT", act.code() as f64), ("HAS_BIAS", 1.0), ("WG", WG as f64)];
+    let mut plan: Plan =
+        dispatch(gpu, &BIAS_ACT, OP, &constants, &params, &[dy, y, dz], grid_1d(gpu, rows * cols, WG))?.into();
     if let Some(db) = db {
         plan.extend(column_sum(gpu, dz, db, accumulate_db)?);
     }

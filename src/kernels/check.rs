@@ -4,23 +4,10 @@ use crate::error::{Result, WgnnError};
 use crate::tensor::{DType, Tensor};
 
 /// `t` is of `dtype` and holds exactly `len` values.
-pub(crate) fn expect_len(
-    op: &str,
-    what: &str,
-    t: &Tensor,
-    dtype: DType,
-    len: usize,
-    want_shape: &str,
-) -> Result<()> {
+pub(crate) fn expect_len(op: &str, what: &str, t: &Tensor, dtype: DType, len: usize, want_shape: &str) -> Result<()> {
     t.expect_dtype(op, dtype)?;
     if t.len() != len {
-        return Err(WgnnError::shape(
-            op,
-            format!(
-                "{what} must be {want_shape} ({len} values), got {:?}",
-                t.shape()
-            ),
-        ));
+        return Err(WgnnError::shape(op, format!("{what} must be {want_shape} ({len} values), got {:?}", t.shape())));
     }
     Ok(())
 }
@@ -32,11 +19,7 @@ pub(crate) fn disjoint(op: &str, tensors: &[(&str, &Tensor)]) -> Result<()> {
             if a.overlaps(b) {
                 return Err(WgnnError::invalid(
                     op,
-                    format!(
-                        "{a_name} {:?} and {b_name} {:?} share memory",
-                        a.shape(),
-                        b.shape()
-                    ),
+                    format!("{a_name} {:?} and {b_name} {:?} share memory", a.shape(), b.shape()),
                 ));
             }
         }
@@ -47,10 +30,7 @@ pub(crate) fn disjoint(op: &str, tensors: &[(&str, &Tensor)]) -> Result<()> {
 /// `value` is finite and inside the range that `ok` accepts (`range` says which, for the message).
 pub(crate) fn hyper(op: &str, name: &str, value: f32, range: &str, ok: bool) -> Result<()> {
     if !value.is_finite() || !ok {
-        return Err(WgnnError::invalid(
-            op,
-            format!("{name} = {value} must be finite and {range}"),
-        ));
+        return Err(WgnnError::invalid(op, format!("{name} = {value} must be finite and {range}")));
     }
     Ok(())
 }

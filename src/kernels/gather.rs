@@ -1,6 +1,6 @@
 //! GPU wrapper of shaders/gather.wgsl; CPU reference in src/cpu/gather.rs.
 
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
+use super::{dispatch, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::tensor::{DType, Tensor};
@@ -19,7 +19,7 @@ pub(crate) const GATHER: KernelFamily = KernelFamily {
     ],
 };
 
-const WG: u32 = 256;
+const WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -80,12 +80,7 @@ pub fn gather_rows(
     if dim != src.dim || y.len() != rows {
         return Err(WgnnError::shape(
             OP,
-            format!(
-                "data set has {} features; x is {:?}, y is {:?}",
-                src.dim,
-                x.shape(),
-                y.shape()
-            ),
+            format!("data set has {} features; x is {:?}, y is {:?}", src.dim, x.shape(), y.shape()),
         ));
     }
     let (fixed_start, stride, from_counter) = match start {
@@ -93,11 +88,7 @@ pub fn gather_rows(
             if s + rows > idx.len() {
                 return Err(WgnnError::shape(
                     OP,
-                    format!(
-                        "rows {s}..{} past the index list of {}",
-                        s + rows,
-                        idx.len()
-                    ),
+                    format!("rows {s}..{} past the index list of {}", s + rows, idx.len()),
                 ));
             }
             (s, 0, false)
@@ -122,6 +113,12 @@ pub fn gather_rows(
         ("WG", WG as f64),
     ];
     let mean_std = src.mean_std.as_ref().unwrap_or(&dummy);
+    // One grid row per batch row: the y dimension must hold them.
+    let max_rows = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if rows > max_rows {
+        return Err(WgnnError::invalid(OP, format!("{rows} rows in one gather; at most {max_rows}")));
+    }
+    let grid = [dim.div_ceil(WG as usize) as u32, rows as u32, 1];
     let d = dispatch(
         gpu,
         &GATHER,
@@ -129,7 +126,7 @@ pub fn gather_rows(
         &constants,
         &params,
         &[&src.features, idx, &src.labels, mean_std, epoch_step, x, y],
-        grid_1d(gpu, rows * dim, WG),
+        grid,
     )?;
     Ok(d.into())
 }
@@ -146,23 +143,11 @@ pub fn advance_counters(gpu: &Gpu, epoch_step: &Tensor, global_step: &Tensor) ->
     for t in [epoch_step, global_step] {
         t.expect_dtype(OP, DType::U32)?;
         if t.len() != 1 {
-            return Err(WgnnError::shape(
-                OP,
-                format!("counters are u32 [1], got {:?}", t.shape()),
-            ));
+            return Err(WgnnError::shape(OP, format!("counters are u32 [1], got {:?}", t.shape())));
         }
     }
     if epoch_step.overlaps(global_step) {
         return Err(WgnnError::invalid(OP, "the two counters share memory"));
     }
-    Ok(dispatch(
-        gpu,
-        &COUNTERS,
-        OP,
-        &[],
-        &[0u32; 4],
-        &[epoch_step, global_step],
-        [1, 1, 1],
-    )?
-    .into())
+    Ok(dispatch(gpu, &COUNTERS, OP, &[], &[0u32; 4], &[epoch_step, global_step], [1, 1, 1])?.into())
 }

@@ -50,7 +50,8 @@ pub enum MatmulVariant {
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 4] = [MatmulVariant::Naive, MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterTall];
+    pub const ALL: [MatmulVariant; 4] =
+        [MatmulVariant::Naive, MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterTall];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -114,9 +115,13 @@ fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
 fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> KernelShape {
     let register_entry = if vec4 { "matmul_register" } else { "matmul_register_scalar" };
     match variant {
-        MatmulVariant::Naive => KernelShape { entry: "matmul_naive", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false },
+        MatmulVariant::Naive => {
+            KernelShape { entry: "matmul_naive", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false }
+        }
         // 4096 / 16 tile steps × (1 + 16) inner iterations = 4,352.
-        MatmulVariant::Tiled => KernelShape { entry: "matmul_tiled", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false },
+        MatmulVariant::Tiled => {
+            KernelShape { entry: "matmul_tiled", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false }
+        }
         // On lavapipe one row of invocations per workgroup (WY = 1) makes the A loads uniform across
         // SIMD lanes (measured ~2× faster than 16×4); a GPU wants more invocations per workgroup.
         MatmulVariant::Register => {
@@ -198,7 +203,10 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
             if let Some(bias) = bias {
                 bias.expect_dtype(OP, DType::F32)?;
                 if bias.len() != n {
-                    return Err(WgnnError::shape(OP, format!("bias must have {n} values, got {:?}: {form}", bias.shape())));
+                    return Err(WgnnError::shape(
+                        OP,
+                        format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
+                    ));
                 }
             }
             (1, bias.is_some(), act, bias.cloned().unwrap_or_else(|| dummy.clone()))
@@ -228,8 +236,15 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
     let kc = k.div_ceil(splits).next_multiple_of(4);
     let splits = k.div_ceil(kc);
 
-    let params =
-        MatmulParams { m: m as u32, n: n as u32, k: k as u32, kc: kc as u32, splits: splits as u32, slope: act.slope(), _pad: [0; 2] };
+    let params = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        kc: kc as u32,
+        splits: splits as u32,
+        slope: act.slope(),
+        _pad: [0; 2],
+    };
     let split = splits > 1;
     let flag = |b: bool| b as u32 as f64;
     let mut constants = vec![

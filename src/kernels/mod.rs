@@ -10,10 +10,10 @@
 //! one compute pass; nothing in it reads back.
 
 pub mod bias_act;
-pub mod gather;
 pub(crate) mod check;
-pub mod optimizer;
+pub mod gather;
 pub mod matmul;
+pub mod optimizer;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_xent;
@@ -110,35 +110,25 @@ fn family_objects(gpu: &Gpu, family: &'static KernelFamily) -> Result<Arc<Family
                     binding: i as u32 + 1,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage {
-                            read_only: *access == Access::Read,
-                        },
+                        ty: wgpu::BufferBindingType::Storage { read_only: *access == Access::Read },
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
                     count: None,
                 });
             }
-            let bind_group_layout =
-                device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(family.name),
-                    entries: &entries,
-                });
+            let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(family.name),
+                entries: &entries,
+            });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(family.name),
                 bind_group_layouts: &[Some(&bind_group_layout)],
                 immediate_size: 0,
             });
-            FamilyObjects {
-                module,
-                bind_group_layout,
-                pipeline_layout,
-            }
+            FamilyObjects { module, bind_group_layout, pipeline_layout }
         })
-        .map_err(|e| WgnnError::KernelCreation {
-            kernel: family.name.into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| WgnnError::KernelCreation { kernel: family.name.into(), message: e.to_string() })?;
     let objects = Arc::new(objects);
     lock(&cache.families)?.insert(family.name, objects.clone());
     Ok(objects)
@@ -150,14 +140,9 @@ fn pipeline(
     entry: &'static str,
     constants: &[Constant],
 ) -> Result<Arc<CachedPipeline>> {
-    let mut key_constants: Vec<(&'static str, u64)> =
-        constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
+    let mut key_constants: Vec<(&'static str, u64)> = constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
     key_constants.sort();
-    let key = PipelineKey {
-        family: family.name,
-        entry,
-        constants: key_constants,
-    };
+    let key = PipelineKey { family: family.name, entry, constants: key_constants };
     if let Some(found) = lock(&gpu.pipelines().pipelines)?.get(&key) {
         return Ok(found.clone());
     }
@@ -165,36 +150,26 @@ fn pipeline(
     let kernel_name = format!("{}::{entry}", family.name);
     let pipeline = gpu
         .scoped(&kernel_name, || {
-            gpu.device()
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&kernel_name),
-                    layout: Some(&objects.pipeline_layout),
-                    module: &objects.module,
-                    entry_point: Some(entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
+            gpu.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&kernel_name),
+                layout: Some(&objects.pipeline_layout),
+                module: &objects.module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
         })
-        .map_err(|e| WgnnError::KernelCreation {
-            kernel: kernel_name.clone(),
-            message: e.to_string(),
-        })?;
-    let cached = Arc::new(CachedPipeline {
-        pipeline,
-        bind_group_layout: objects.bind_group_layout.clone(),
-    });
+        .map_err(|e| WgnnError::KernelCreation { kernel: kernel_name.clone(), message: e.to_string() })?;
+    let cached = Arc::new(CachedPipeline { pipeline, bind_group_layout: objects.bind_group_layout.clone() });
     lock(&gpu.pipelines().pipelines)?.insert(key, cached.clone());
     Ok(cached)
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| WgnnError::Gpu {
-        op: "pipeline cache".into(),
-        message: "lock poisoned".into(),
-    })
+    m.lock().map_err(|_| WgnnError::Gpu { op: "pipeline cache".into(), message: "lock poisoned".into() })
 }
 
 /// A small zero buffer to bind where a specialisation ignores a binding.
@@ -209,6 +184,8 @@ pub(crate) fn dummy(gpu: &Gpu) -> Result<Tensor> {
 }
 
 /// One kernel launch, ready to record: pipeline, bind group (holding its buffers) and grid.
+/// Cloning shares the same GPU objects.
+#[derive(Clone)]
 pub struct Dispatch {
     pub label: String,
     pipeline: wgpu::ComputePipeline,
@@ -231,11 +208,7 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     if tensors.len() != family.storage.len() {
         return Err(WgnnError::invalid(
             &label,
-            format!(
-                "{} bindings given, {} expected",
-                tensors.len(),
-                family.storage.len()
-            ),
+            format!("{} bindings given, {} expected", tensors.len(), family.storage.len()),
         ));
     }
     let max = gpu.limits().max_compute_workgroups_per_dimension;
@@ -255,15 +228,9 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
         contents: bytemuck::bytes_of(params),
         usage: wgpu::BufferUsages::UNIFORM,
     });
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: uniform.as_entire_binding(),
-    }];
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
     for (i, t) in tensors.iter().enumerate() {
-        entries.push(wgpu::BindGroupEntry {
-            binding: i as u32 + 1,
-            resource: t.binding(),
-        });
+        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
     }
     let bind_group = gpu.scoped(&label, || {
         device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -272,12 +239,7 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
             entries: &entries,
         })
     })?;
-    Ok(Dispatch {
-        label,
-        pipeline: cached.pipeline.clone(),
-        bind_group,
-        workgroups,
-    })
+    Ok(Dispatch { label, pipeline: cached.pipeline.clone(), bind_group, workgroups })
 }
 
 /// Workgroups for `items` invocations of `workgroup_size` in a 1-D kernel, folded into y when x
@@ -328,9 +290,7 @@ impl Plan {
 
 impl From<Dispatch> for Plan {
     fn from(d: Dispatch) -> Plan {
-        Plan {
-            dispatches: vec![d],
-        }
+        Plan { dispatches: vec![d] }
     }
 }
 
@@ -343,16 +303,10 @@ impl Gpu {
 
     /// Like [`Gpu::run`], recording the sequence `times` times into the same pass.
     pub fn run_repeated(&self, plans: &[&Plan], times: usize) -> Result<()> {
-        let mut encoder = self
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("wgnn"),
-            });
+        let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn") });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("wgnn"),
-                timestamp_writes: None,
-            });
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgnn"), timestamp_writes: None });
             for _ in 0..times {
                 for plan in plans {
                     plan.record(&mut pass);
@@ -376,7 +330,10 @@ impl Gpu {
     pub fn time_plan(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
         const OP: &str = "time_plan";
         if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(WgnnError::invalid(OP, "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead"));
+            return Err(WgnnError::invalid(
+                OP,
+                "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead",
+            ));
         }
         // Two queries per repetition, at most wgpu::QUERY_SET_MAX_QUERIES per set.
         let per_set = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;

@@ -43,20 +43,8 @@ impl SgdConfig {
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "sgd_update";
         hyper(OP, "lr", self.lr, "> 0", self.lr > 0.0)?;
-        hyper(
-            OP,
-            "momentum",
-            self.momentum,
-            "in [0, 1)",
-            (0.0..1.0).contains(&self.momentum),
-        )?;
-        hyper(
-            OP,
-            "weight_decay",
-            self.weight_decay,
-            ">= 0",
-            self.weight_decay >= 0.0,
-        )?;
+        hyper(OP, "momentum", self.momentum, "in [0, 1)", (0.0..1.0).contains(&self.momentum))?;
+        hyper(OP, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)?;
         if self.nesterov && self.momentum == 0.0 {
             return Err(WgnnError::invalid(OP, "nesterov needs momentum > 0"));
         }
@@ -80,28 +68,10 @@ impl AdamConfig {
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "adam_update";
         hyper(OP, "lr", self.lr, "> 0", self.lr > 0.0)?;
-        hyper(
-            OP,
-            "beta1",
-            self.beta1,
-            "in [0, 1)",
-            (0.0..1.0).contains(&self.beta1),
-        )?;
-        hyper(
-            OP,
-            "beta2",
-            self.beta2,
-            "in [0, 1)",
-            (0.0..1.0).contains(&self.beta2),
-        )?;
+        hyper(OP, "beta1", self.beta1, "in [0, 1)", (0.0..1.0).contains(&self.beta1))?;
+        hyper(OP, "beta2", self.beta2, "in [0, 1)", (0.0..1.0).contains(&self.beta2))?;
         hyper(OP, "eps", self.eps, "> 0", self.eps > 0.0)?;
-        hyper(
-            OP,
-            "weight_decay",
-            self.weight_decay,
-            ">= 0",
-            self.weight_decay >= 0.0,
-        )
+        hyper(OP, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)
     }
 }
 
@@ -120,29 +90,14 @@ pub fn sgd_update(
     let mut named = vec![("param", param), ("grad", grad)];
     match (velocity, cfg.momentum != 0.0) {
         (Some(vel), true) => {
-            expect_len(
-                OP,
-                "velocity",
-                vel,
-                DType::F32,
-                len,
-                &format!("[{len}] like param"),
-            )?;
+            expect_len(OP, "velocity", vel, DType::F32, len, &format!("[{len}] like param"))?;
             named.push(("velocity", vel));
         }
         (None, false) => {}
         (None, true) => {
-            return Err(WgnnError::invalid(
-                OP,
-                format!("momentum = {} needs a velocity tensor", cfg.momentum),
-            ))
+            return Err(WgnnError::invalid(OP, format!("momentum = {} needs a velocity tensor", cfg.momentum)))
         }
-        (Some(_), false) => {
-            return Err(WgnnError::invalid(
-                OP,
-                "a velocity tensor was given but momentum is 0",
-            ))
-        }
+        (Some(_), false) => return Err(WgnnError::invalid(OP, "a velocity tensor was given but momentum is 0")),
     }
     disjoint(OP, &named)?;
     let dummy = super::dummy(gpu)?;
@@ -156,21 +111,9 @@ pub fn sgd_update(
         weight_decay: cfg.weight_decay,
         _pad: 0,
     };
-    let constants = [
-        ("WG", WG as f64),
-        ("MOMENTUM", velocity.is_some() as u32 as f64),
-    ];
+    let constants = [("WG", WG as f64), ("MOMENTUM", velocity.is_some() as u32 as f64)];
     let bindings = [param, grad, velocity.unwrap_or(&dummy), &dummy, &dummy];
-    Ok(dispatch(
-        gpu,
-        &OPTIMIZER,
-        OP,
-        &constants,
-        &params,
-        &bindings,
-        grid_1d(gpu, len, WG),
-    )?
-    .into())
+    Ok(dispatch(gpu, &OPTIMIZER, OP, &constants, &params, &bindings, grid_1d(gpu, len, WG))?.into())
 }
 
 /// One Adam update in place.  param, grad, m, v: [len] f32 (m and v start at zero); step: [1] u32
@@ -191,16 +134,7 @@ pub fn adam_update(
     expect_len(OP, "m", m, DType::F32, len, &format!("[{len}] like param"))?;
     expect_len(OP, "v", v, DType::F32, len, &format!("[{len}] like param"))?;
     expect_len(OP, "step", step, DType::U32, 1, "[1]")?;
-    disjoint(
-        OP,
-        &[
-            ("param", param),
-            ("grad", grad),
-            ("m", m),
-            ("v", v),
-            ("step", step),
-        ],
-    )?;
+    disjoint(OP, &[("param", param), ("grad", grad), ("m", m), ("v", v), ("step", step)])?;
     let params = OptimizerParams {
         len: len as u32,
         nesterov: 0,
@@ -212,16 +146,7 @@ pub fn adam_update(
         _pad: 0,
     };
     let constants = [("WG", WG as f64)];
-    Ok(dispatch(
-        gpu,
-        &OPTIMIZER,
-        OP,
-        &constants,
-        &params,
-        &[param, grad, m, v, step],
-        grid_1d(gpu, len, WG),
-    )?
-    .into())
+    Ok(dispatch(gpu, &OPTIMIZER, OP, &constants, &params, &[param, grad, m, v, step], grid_1d(gpu, len, WG))?.into())
 }
 
 /// Length of non-empty f32 `param` with an f32 `grad` of the same length.
@@ -229,13 +154,6 @@ fn check_param_grad(op: &str, param: &Tensor, grad: &Tensor) -> Result<usize> {
     param.expect_dtype(op, DType::F32)?;
     param.expect_nonempty(op)?;
     let len = param.len();
-    expect_len(
-        op,
-        "grad",
-        grad,
-        DType::F32,
-        len,
-        &format!("[{len}] like param {:?}", param.shape()),
-    )?;
+    expect_len(op, "grad", grad, DType::F32, len, &format!("[{len}] like param {:?}", param.shape()))?;
     Ok(len)
 }

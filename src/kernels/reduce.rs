@@ -33,11 +33,7 @@ pub fn column_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Resu
     if out.len() != cols {
         return Err(WgnnError::shape(
             OP,
-            format!(
-                "x is {:?}, so out must have {cols} values, got {:?}",
-                x.shape(),
-                out.shape()
-            ),
+            format!("x is {:?}, so out must have {cols} values, got {:?}", x.shape(), out.shape()),
         ));
     }
     if x.overlaps(out) {
@@ -49,15 +45,11 @@ pub fn column_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Resu
     while rows_left > COLUMN_SUM_CHUNK {
         let chunks = rows_left.div_ceil(COLUMN_SUM_CHUNK);
         let partial = Tensor::zeros(gpu, &[chunks, cols])?;
-        plan.push(column_sum_dispatch(
-            gpu, &input, &partial, rows_left, cols, false,
-        )?);
+        plan.push(column_sum_dispatch(gpu, &input, &partial, rows_left, cols, false)?);
         input = partial;
         rows_left = chunks;
     }
-    plan.push(column_sum_dispatch(
-        gpu, &input, out, rows_left, cols, accumulate,
-    )?);
+    plan.push(column_sum_dispatch(gpu, &input, out, rows_left, cols, accumulate)?);
     Ok(plan)
 }
 
@@ -76,13 +68,5 @@ fn column_sum_dispatch(
         chunk: COLUMN_SUM_CHUNK as u32,
         accumulate: accumulate as u32,
     };
-    dispatch(
-        gpu,
-        &REDUCE,
-        "column_sum",
-        &[],
-        &params,
-        &[x, out],
-        [cols.div_ceil(WG as usize) as u32, chunks as u32, 1],
-    )
+    dispatch(gpu, &REDUCE, "column_sum", &[], &params, &[x, out], [cols.div_ceil(WG as usize) as u32, chunks as u32, 1])
 }

@@ -55,50 +55,21 @@ pub fn softmax_xent(
     if labels.shape() != [n] {
         return Err(WgnnError::shape(
             OP,
-            format!(
-                "logits are {:?}, so labels must be [{n}], got {:?}",
-                logits.shape(),
-                labels.shape()
-            ),
+            format!("logits are {:?}, so labels must be [{n}], got {:?}", logits.shape(), labels.shape()),
         ));
     }
     if let Some(max) = labels.max_u32() {
         if max as usize >= c {
-            return Err(WgnnError::LabelOutOfRange {
-                op: OP.into(),
-                label: max,
-                classes: c,
-            });
+            return Err(WgnnError::LabelOutOfRange { op: OP.into(), label: max, classes: c });
         }
     }
     if !grad_scale.is_finite() {
-        return Err(WgnnError::invalid(
-            OP,
-            format!("grad_scale = {grad_scale} must be finite"),
-        ));
+        return Err(WgnnError::invalid(OP, format!("grad_scale = {grad_scale} must be finite")));
     }
-    expect_len(
-        OP,
-        "loss_rows",
-        out.loss_rows,
-        DType::F32,
-        n,
-        &format!("[{n}]"),
-    )?;
-    expect_len(
-        OP,
-        "correct_rows",
-        out.correct_rows,
-        DType::F32,
-        n,
-        &format!("[{n}]"),
-    )?;
-    let mut named = vec![
-        ("logits", logits),
-        ("labels", labels),
-        ("loss_rows", out.loss_rows),
-        ("correct_rows", out.correct_rows),
-    ];
+    expect_len(OP, "loss_rows", out.loss_rows, DType::F32, n, &format!("[{n}]"))?;
+    expect_len(OP, "correct_rows", out.correct_rows, DType::F32, n, &format!("[{n}]"))?;
+    let mut named =
+        vec![("logits", logits), ("labels", labels), ("loss_rows", out.loss_rows), ("correct_rows", out.correct_rows)];
     if let Some(d) = out.dlogits {
         expect_same_shape(OP, "dlogits", d, logits)?;
         named.push(("dlogits", d));
@@ -110,33 +81,10 @@ pub fn softmax_xent(
     disjoint(OP, &named)?;
 
     let dummy = super::dummy(gpu)?;
-    let params = SoftmaxXentParams {
-        rows: n as u32,
-        cols: c as u32,
-        grad_scale,
-        _pad: 0,
-    };
-    let constants = [
-        ("WG", WG as f64),
-        ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64),
-    ];
-    let bindings = [
-        logits,
-        labels,
-        out.loss_rows,
-        out.dlogits.unwrap_or(&dummy),
-        out.correct_rows,
-    ];
-    let mut plan: Plan = dispatch(
-        gpu,
-        &SOFTMAX_XENT,
-        OP,
-        &constants,
-        &params,
-        &bindings,
-        grid_1d(gpu, n, WG),
-    )?
-    .into();
+    let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale, _pad: 0 };
+    let constants = [("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
+    let bindings = [logits, labels, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
+    let mut plan: Plan = dispatch(gpu, &SOFTMAX_XENT, OP, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
     if let Some(t) = out.totals {
         plan.extend(totals(gpu, out.loss_rows, out.correct_rows, t, true)?);
     }
@@ -150,24 +98,10 @@ pub fn softmax(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Plan> {
     expect_same_shape(OP, "probs", probs, logits)?;
     disjoint(OP, &[("logits", logits), ("probs", probs)])?;
     let dummy = super::dummy(gpu)?;
-    let params = SoftmaxXentParams {
-        rows: n as u32,
-        cols: c as u32,
-        grad_scale: 1.0,
-        _pad: 0,
-    };
+    let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale: 1.0, _pad: 0 };
     let constants = [("WG", WG as f64)];
     let bindings = [logits, &dummy, &dummy, probs, &dummy];
-    Ok(dispatch(
-        gpu,
-        &SOFTMAX_XENT,
-        OP,
-        &constants,
-        &params,
-        &bindings,
-        grid_1d(gpu, n, WG),
-    )?
-    .into())
+    Ok(dispatch(gpu, &SOFTMAX_XENT, OP, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into())
 }
 
 /// `t` is f32 of exactly the shape of `logits`.
@@ -176,11 +110,7 @@ fn expect_same_shape(op: &str, what: &str, t: &Tensor, logits: &Tensor) -> Resul
     if t.shape() != logits.shape() {
         return Err(WgnnError::shape(
             op,
-            format!(
-                "{what} must have the shape of logits {:?}, got {:?}",
-                logits.shape(),
-                t.shape()
-            ),
+            format!("{what} must have the shape of logits {:?}, got {:?}", logits.shape(), t.shape()),
         ));
     }
     Ok(())
@@ -194,7 +124,10 @@ fn check_logits(op: &str, logits: &Tensor) -> Result<(usize, usize)> {
     if c > MAX_CLASSES {
         return Err(WgnnError::invalid(
             op,
-            format!("logits {:?} have {c} classes; at most {MAX_CLASSES} are supported (each row is one invocation's loop)", logits.shape()),
+            format!(
+                "logits {:?} have {c} classes; at most {MAX_CLASSES} are supported (each row is one invocation's loop)",
+                logits.shape()
+            ),
         ));
     }
     Ok((n, c))

@@ -39,21 +39,12 @@ pub fn totals(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor, accumulate: bool)
 
 /// [`totals`] with `block` rows per workgroup (a multiple of 256, at most [`TOTALS_BLOCK`]); small
 /// blocks exercise the multi-pass path on small inputs.
-pub fn totals_blocked(
-    gpu: &Gpu,
-    a: &Tensor,
-    b: &Tensor,
-    out: &Tensor,
-    accumulate: bool,
-    block: usize,
-) -> Result<Plan> {
+pub fn totals_blocked(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor, accumulate: bool, block: usize) -> Result<Plan> {
     const OP: &str = "totals";
     if block == 0 || !block.is_multiple_of(WG) || block > TOTALS_BLOCK {
         return Err(WgnnError::invalid(
             OP,
-            format!(
-                "block of {block} rows must be a positive multiple of {WG}, at most {TOTALS_BLOCK}"
-            ),
+            format!("block of {block} rows must be a positive multiple of {WG}, at most {TOTALS_BLOCK}"),
         ));
     }
     let rows = a.len();
@@ -71,16 +62,12 @@ pub fn totals_blocked(
     while rows_left > block {
         let groups = rows_left.div_ceil(block);
         let partial = Tensor::zeros(gpu, &[groups, 2])?;
-        plan.push(totals_dispatch(
-            gpu, &a, &b, &partial, rows_left, block, stride, off_b, false, groups,
-        )?);
+        plan.push(totals_dispatch(gpu, &a, &b, &partial, rows_left, block, stride, off_b, false, groups)?);
         (a, b) = (partial.clone(), partial);
         (stride, off_b) = (2, 1);
         rows_left = groups;
     }
-    plan.push(totals_dispatch(
-        gpu, &a, &b, out, rows_left, block, stride, off_b, accumulate, 1,
-    )?);
+    plan.push(totals_dispatch(gpu, &a, &b, out, rows_left, block, stride, off_b, accumulate, 1)?);
     Ok(plan)
 }
 
@@ -107,13 +94,5 @@ fn totals_dispatch(
         _pad0: 0,
         _pad1: 0,
     };
-    dispatch(
-        gpu,
-        &TOTALS,
-        "totals",
-        &[],
-        &params,
-        &[a, b, out],
-        [groups as u32, 1, 1],
-    )
+    dispatch(gpu, &TOTALS, "totals", &[], &params, &[a, b, out], [groups as u32, 1, 1])
 }

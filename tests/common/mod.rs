@@ -21,13 +21,7 @@ pub const SIZES: &[usize] = &[1, 7, 63, 64, 65, 127, 257];
 /// |got − want| ≤ atol + rtol·|want| everywhere; the message names the max difference and the first
 /// mismatching index.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs reference {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
     let mut max_diff = 0.0f32;
     let mut first_bad: Option<usize> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
