@@ -2,9 +2,13 @@
 //   softmax_xent: loss[r]       = logsumexp(Z[r, :]) − Z[r, label[r]]          Z: [rows, cols], label: [rows]
 //                 dZ[r, c]      = (softmax(Z[r, :])[c] − [c == label[r]]) · grad_scale     dZ: [rows, cols]
 //                 correct[r]    = 1 if the first argmax of Z[r, :] is label[r], else 0   loss, correct: [rows]
+//   softmax_xent_dense (one-hot or soft targets T: [rows, cols], bound at `labels` as f32 bits):
+//                 loss[r]       = Σ_c T[r, c]·(logsumexp(Z[r, :]) − Z[r, c])
+//                 dZ[r, c]      = (softmax(Z[r, :])[c]·Σ_c' T[r, c'] − T[r, c]) · grad_scale
+//                 correct[r]    = 1 if the first argmax of Z[r, :] is the first argmax of T[r, :]
 //   softmax:      P[r, c]       = softmax(Z[r, :])[c]                          P: [rows, cols] (bound at dZ)
 // The row maximum is subtracted before exp, so logits of ±1e4 stay finite. Each invocation loops
-// at most 3·cols times: the wrapper caps cols far below lavapipe's 65,535-iteration loop cap.
+// at most 4·cols times: the wrapper caps cols far below lavapipe's 65,535-iteration loop cap.
 // A label ≥ cols (possible only when the host could not check it) gives a NaN loss.
 // The batch totals are totals.wgsl's.
 
@@ -22,7 +26,7 @@ struct Params {
 // activation buffer) bound read-only and writable in the same dispatch would conflict.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> labels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> labels: array<u32>;   // dense: f32 targets' bits
 @group(0) @binding(3) var<storage, read_write> loss_rows: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;   // softmax: probs
 @group(0) @binding(5) var<storage, read_write> correct_rows: array<f32>;
@@ -72,6 +76,40 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         for (var c = 0u; c < p.cols; c++) {
             let prob = exp(logits[base + c] - m) / s;
             dlogits[base + c] = (prob - select(0.0, 1.0, c == label)) * p.grad_scale;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.cols;
+    let mx = row_max(base);
+    let m = mx.x;
+    let best = u32(mx.y);
+    let s = row_sum_exp(base, m);
+    // Σ t, Σ t·(m − z) (each term ≥ 0, so huge logits stay finite) and the targets' first argmax.
+    var t_sum = 0.0;
+    var t_gap = 0.0;
+    var t_max = bitcast<f32>(labels[base]);
+    var t_best = 0u;
+    for (var c = 0u; c < p.cols; c++) {
+        let t = bitcast<f32>(labels[base + c]);
+        t_sum += t;
+        t_gap += t * (m - logits[base + c]);
+        if (t > t_max) {
+            t_max = t;
+            t_best = c;
+        }
+    }
+    loss_rows[r] = t_sum * log(s) + t_gap;
+    correct_rows[r] = select(0.0, 1.0, best == t_best);
+    if (HAS_DLOGITS) {
+        for (var c = 0u; c < p.cols; c++) {
+            let prob = exp(logits[base + c] - m) / s;
+            dlogits[base + c] = (prob * t_sum - bitcast<f32>(labels[base + c])) * p.grad_scale;
         }
     }
 }

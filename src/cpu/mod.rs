@@ -4,7 +4,9 @@
 
 pub mod bias_act;
 pub mod gather;
+pub mod hinge;
 pub mod matmul;
+pub mod mse;
 pub mod optimizer;
 pub mod reduce;
 pub mod sigmoid_bce;
@@ -13,9 +15,12 @@ pub mod totals;
 
 pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use gather::{advance_counters, gather_rows};
+pub use hinge::hinge;
 pub use matmul::matmul;
+pub use mse::mse;
 pub use optimizer::{adam_update, sgd_update};
 pub use reduce::column_sum;
 pub use sigmoid_bce::sigmoid_bce;
+pub use softmax_xent::softmax_xent_dense;
 pub use softmax_xent::{softmax, softmax_xent};
 pub use totals::totals;

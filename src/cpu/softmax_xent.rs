@@ -31,6 +31,39 @@ pub fn softmax_xent(
     (loss, dlogits, correct)
 }
 
+/// Categorical cross-entropy on one-hot or soft targets.  logits, targets: [n, c] →
+/// (loss_rows [n] = Σ_j t_j·(logsumexp − z_j), dlogits [n, c] = (softmax·Σt − t)·grad_scale,
+/// correct_rows [n] = 1.0 where the first argmax of the logits is the first argmax of the targets).
+pub fn softmax_xent_dense(
+    logits: &[f32],
+    targets: &[f32],
+    n: usize,
+    c: usize,
+    grad_scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(logits.len(), n * c, "softmax_xent_dense: logits must be n × c");
+    assert_eq!(targets.len(), n * c, "softmax_xent_dense: targets must be n × c");
+    let mut loss = vec![0.0f32; n];
+    let mut dlogits = vec![0.0f32; n * c];
+    let mut correct = vec![0.0f32; n];
+    for r in 0..n {
+        let row = &logits[r * c..(r + 1) * c];
+        let t = &targets[r * c..(r + 1) * c];
+        let (best, m) = first_argmax(row);
+        let (t_best, _) = first_argmax(t);
+        let s: f32 = row.iter().map(|&z| (z - m).exp()).sum();
+        let t_sum: f32 = t.iter().sum();
+        let t_gap: f32 = t.iter().zip(row).map(|(&tj, &z)| tj * (m - z)).sum();
+        loss[r] = t_sum * s.ln() + t_gap;
+        correct[r] = (best == t_best) as u32 as f32;
+        for (j, &z) in row.iter().enumerate() {
+            let prob = (z - m).exp() / s;
+            dlogits[r * c + j] = (prob * t_sum - t[j]) * grad_scale;
+        }
+    }
+    (loss, dlogits, correct)
+}
+
 /// Row-wise softmax.  logits: [n, c] → probs: [n, c].
 pub fn softmax(logits: &[f32], n: usize, c: usize) -> Vec<f32> {
     assert_eq!(logits.len(), n * c, "softmax: logits must be n × c");

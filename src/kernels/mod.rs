@@ -12,7 +12,9 @@
 pub mod bias_act;
 pub(crate) mod check;
 pub mod gather;
+pub mod hinge;
 pub mod matmul;
+pub mod mse;
 pub mod optimizer;
 pub mod reduce;
 pub mod sigmoid_bce;

@@ -15,7 +15,7 @@ pub(crate) const SOFTMAX_XENT: KernelFamily = KernelFamily {
 
 const WG: u32 = 64;
 /// Most classes a row may have: one invocation loops 3·C times, which must stay far below
-/// lavapipe's 65,535-iteration loop cap.
+/// lavapipe's 65,535-iteration loop cap (4·C for [`softmax_xent_dense`]).
 pub const MAX_CLASSES: usize = 8192;
 
 #[repr(C)]
@@ -66,25 +66,69 @@ pub fn softmax_xent(
     if !grad_scale.is_finite() {
         return Err(WgnnError::invalid(OP, format!("grad_scale = {grad_scale} must be finite")));
     }
-    expect_len(OP, "loss_rows", out.loss_rows, DType::F32, n, &format!("[{n}]"))?;
-    expect_len(OP, "correct_rows", out.correct_rows, DType::F32, n, &format!("[{n}]"))?;
-    let mut named =
-        vec![("logits", logits), ("labels", labels), ("loss_rows", out.loss_rows), ("correct_rows", out.correct_rows)];
+    check_out(OP, logits, n, out, vec![("logits", logits), ("labels", labels)])?;
+    plan(gpu, OP, logits, labels, grad_scale, out)
+}
+
+/// Categorical cross-entropy on one-hot or soft targets, fused with softmax; the same outputs as
+/// [`softmax_xent`].  logits: [N, C] f32, targets: [N, C] f32 (rows usually sum to 1; not
+/// checked). loss_rows [N] = Σ_c t_c·(logsumexp − z_c), dlogits [N, C] = (softmax·Σt − t) ·
+/// grad_scale, correct_rows [N] = 1.0 where the first argmax of the logits is the first argmax of
+/// the targets. Keras' `categorical_crossentropy(from_logits=True)`.
+pub fn softmax_xent_dense(
+    gpu: &Gpu,
+    logits: &Tensor,
+    targets: &Tensor,
+    grad_scale: f32,
+    out: &SoftmaxXentOut,
+) -> Result<Plan> {
+    const OP: &str = "softmax_xent_dense";
+    let (n, _) = check_logits(OP, logits)?;
+    expect_same_shape(OP, "targets", targets, logits)?;
+    if !grad_scale.is_finite() {
+        return Err(WgnnError::invalid(OP, format!("grad_scale = {grad_scale} must be finite")));
+    }
+    check_out(OP, logits, n, out, vec![("logits", logits), ("targets", targets)])?;
+    plan(gpu, OP, logits, targets, grad_scale, out)
+}
+
+/// Checks the outputs' shapes and that no two tensors share memory.
+fn check_out<'a>(
+    op: &str,
+    logits: &Tensor,
+    n: usize,
+    out: &'a SoftmaxXentOut,
+    mut named: Vec<(&'a str, &'a Tensor)>,
+) -> Result<()> {
+    expect_len(op, "loss_rows", out.loss_rows, DType::F32, n, &format!("[{n}]"))?;
+    expect_len(op, "correct_rows", out.correct_rows, DType::F32, n, &format!("[{n}]"))?;
+    named.extend([("loss_rows", out.loss_rows), ("correct_rows", out.correct_rows)]);
     if let Some(d) = out.dlogits {
-        expect_same_shape(OP, "dlogits", d, logits)?;
+        expect_same_shape(op, "dlogits", d, logits)?;
         named.push(("dlogits", d));
     }
     if let Some(t) = out.totals {
-        expect_len(OP, "totals", t, DType::F32, 2, "[2]")?;
+        expect_len(op, "totals", t, DType::F32, 2, "[2]")?;
         named.push(("totals", t));
     }
-    disjoint(OP, &named)?;
+    disjoint(op, &named)
+}
 
+/// The loss dispatch (entry `op`, targets or labels at binding 2) and the optional totals.
+fn plan(
+    gpu: &Gpu,
+    op: &'static str,
+    logits: &Tensor,
+    targets: &Tensor,
+    grad_scale: f32,
+    out: &SoftmaxXentOut,
+) -> Result<Plan> {
+    let (n, c) = (logits.shape()[0], logits.shape()[1]);
     let dummy = super::dummy(gpu)?;
     let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale, _pad: 0 };
     let constants = [("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
-    let bindings = [logits, labels, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
-    let mut plan: Plan = dispatch(gpu, &SOFTMAX_XENT, OP, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
+    let bindings = [logits, targets, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
+    let mut plan: Plan = dispatch(gpu, &SOFTMAX_XENT, op, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
     if let Some(t) = out.totals {
         plan.extend(totals(gpu, out.loss_rows, out.correct_rows, t, true)?);
     }
