@@ -1,25 +1,44 @@
 // In-place optimizer updates, elementwise over flat tensors of `len` values (views into large
-// parameter, gradient and state buffers). Hyper-parameters travel in the uniform.
-//   sgd_update:  g = grad + wd·param;  with momentum: vel = μ·vel + g, g = nesterov ? g + μ·vel : vel
-//                param −= lr·g                                  param, grad, vel: [len]
-//   adam_update: g = grad + wd·param;  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
-//                param −= lr · (m / (1−β1^t)) / (√(v / (1−β2^t)) + eps)
-//                                                               param, grad, m, v: [len], step: [1] = t
-// PyTorch's definitions (velocity starts at zero, so its first step is vel = g; dampening 0).
-// t is read from `step` (1-based; 0 is taken as 1) and never written.
+// parameter, gradient and state buffers). Hyper-parameters travel in the uniform. PyTorch's
+// definitions; every state tensor starts at zero. lr is the scheduled rate lr(t) below.
+//   sgd_update:      g = grad + wd·p;  with momentum: vel = μ·vel + g, g = nesterov ? g + μ·vel : vel
+//                    p −= lr·g                                      p, grad, vel: [len]
+//   adam_update:     g = grad + wd·p;  m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
+//                    p −= lr · (m / (1−β1^t)) / (√(v / (1−β2^t)) + eps)      m, v: [len]
+//   adamw_update:    p −= lr·wd·p (decoupled), then Adam's update with g = grad
+//   rmsprop_update:  g = grad + wd·p;  sq = ρ·sq + (1−ρ)·g²;  a = √sq + eps
+//                    with momentum: buf = μ·buf + g/a, p −= lr·buf;  else p −= lr·g/a   sq, buf: [len]
+//   adagrad_update:  g = grad + wd·p;  sum = (t == 1 ? initial_accumulator : sum) + g²
+//                    p −= lr·g / (√sum + eps)                       sum: [len]
+//   adadelta_update: g = grad + wd·p;  v = ρ·v + (1−ρ)·g²;  δ = √(u + eps) / √(v + eps) · g
+//                    u = ρ·u + (1−ρ)·δ²;  p −= lr·δ                 v, u: [len]
+// t is read from `step` (1-based; 0 is taken as 1) and never written; `step` is only bound where
+// the rule (Adam, AdamW, Adagrad) or the schedule reads it.
+// Learning-rate schedules (SCHEDULE), of k = t − 1, the number of updates before this one:
+//   0 constant:    lr
+//   1 step:        lr · γ^⌊k / every⌋                               (PyTorch StepLR)
+//   2 exponential: lr · rate^(k / decay_steps)                       (Keras ExponentialDecay)
+//   3 cosine:      min + (lr − min) · (1 + cos(π · min(k, T) / T)) / 2  (Keras CosineDecay, alpha = min/lr)
 
 override WG: u32 = 256u;
 override MOMENTUM: bool = false;
+override SCHEDULE: u32 = 0u;
+
+const PI: f32 = 3.14159265358979;
 
 struct Params {
     len: u32,
     nesterov: u32,
-    lr: f32,
-    momentum: f32,   // sgd: μ     adam: β1
-    beta2: f32,
+    lr: f32,           // the base rate, before the schedule
+    momentum: f32,     // sgd, rmsprop: μ   adam, adamw: β1
+    beta2: f32,        // adam, adamw: β2   rmsprop, adadelta: ρ   adagrad: initial accumulator
     eps: f32,
     weight_decay: f32,
-    _pad: u32,
+    sched_steps: u32,  // step: every   exponential: decay_steps   cosine: T
+    sched_value: f32,  // step: γ       exponential: rate          cosine: min
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -27,9 +46,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> state1: array<f32>;   // sgd: velocity  adam: m
-@group(0) @binding(4) var<storage, read_write> state2: array<f32>;   // adam: v
-@group(0) @binding(5) var<storage, read_write> step: array<u32>;     // adam: t
+@group(0) @binding(3) var<storage, read_write> state1: array<f32>;   // velocity, m, square average, sum, v
+@group(0) @binding(4) var<storage, read_write> state2: array<f32>;   // adam(w): v   rmsprop: buf   adadelta: u
+@group(0) @binding(5) var<storage, read_write> step: array<u32>;     // t
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -39,6 +58,26 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 // which on lavapipe cost more than the rest of the update. Exact for b = 0, where log2 is -inf.
 fn pow_u32(b: f32, t: u32) -> f32 {
     return select(pow(b, f32(t)), 0.0, b == 0.0);
+}
+
+fn step_t() -> u32 {
+    return max(step[0], 1u);
+}
+
+// The scheduled learning rate of update t; the uniform's lr when SCHEDULE is 0 (step not read).
+fn scheduled_lr() -> f32 {
+    if (SCHEDULE == 0u) {
+        return p.lr;
+    }
+    let k = step_t() - 1u;
+    if (SCHEDULE == 1u) {
+        return p.lr * pow_u32(p.sched_value, k / p.sched_steps);
+    }
+    if (SCHEDULE == 2u) {
+        return p.lr * pow(p.sched_value, f32(k) / f32(p.sched_steps));
+    }
+    let frac = f32(min(k, p.sched_steps)) / f32(p.sched_steps);
+    return p.sched_value + (p.lr - p.sched_value) * 0.5 * (1.0 + cos(PI * frac));
 }
 
 @compute @workgroup_size(WG)
@@ -52,7 +91,20 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         state1[i] = vel;
         g = select(vel, g + p.momentum * vel, p.nesterov != 0u);
     }
-    param[i] -= p.lr * g;
+    param[i] -= scheduled_lr() * g;
+}
+
+// Adam's moments and step; `decay` is the decoupled factor p ← p·decay applied first (AdamW).
+fn adam_step(i: u32, g: f32, decay: f32) {
+    let t = step_t();
+    let beta1 = p.momentum;
+    let m = beta1 * state1[i] + (1.0 - beta1) * g;
+    let v = p.beta2 * state2[i] + (1.0 - p.beta2) * g * g;
+    state1[i] = m;
+    state2[i] = v;
+    let m_hat = m / (1.0 - pow_u32(beta1, t));
+    let v_hat = v / (1.0 - pow_u32(p.beta2, t));
+    param[i] = param[i] * decay - scheduled_lr() * m_hat / (sqrt(v_hat) + p.eps);
 }
 
 @compute @workgroup_size(WG)
@@ -60,14 +112,56 @@ fn adam_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.len) { return; }
-    let t = max(step[0], 1u);
-    let beta1 = p.momentum;
+    adam_step(i, grad[i] + p.weight_decay * param[i], 1.0);
+}
+
+@compute @workgroup_size(WG)
+fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    adam_step(i, grad[i], 1.0 - scheduled_lr() * p.weight_decay);
+}
+
+@compute @workgroup_size(WG)
+fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let rho = p.beta2;
     let g = grad[i] + p.weight_decay * param[i];
-    let m = beta1 * state1[i] + (1.0 - beta1) * g;
-    let v = p.beta2 * state2[i] + (1.0 - p.beta2) * g * g;
-    state1[i] = m;
-    state2[i] = v;
-    let m_hat = m / (1.0 - pow_u32(beta1, t));
-    let v_hat = v / (1.0 - pow_u32(p.beta2, t));
-    param[i] -= p.lr * m_hat / (sqrt(v_hat) + p.eps);
+    let sq = rho * state1[i] + (1.0 - rho) * g * g;
+    state1[i] = sq;
+    var d = g / (sqrt(sq) + p.eps);
+    if (MOMENTUM) {
+        d = p.momentum * state2[i] + d;
+        state2[i] = d;
+    }
+    param[i] -= scheduled_lr() * d;
+}
+
+@compute @workgroup_size(WG)
+fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let g = grad[i] + p.weight_decay * param[i];
+    let before = select(state1[i], p.beta2, step_t() == 1u);
+    let sum = before + g * g;
+    state1[i] = sum;
+    param[i] -= scheduled_lr() * g / (sqrt(sum) + p.eps);
+}
+
+@compute @workgroup_size(WG)
+fn adadelta_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let rho = p.beta2;
+    let g = grad[i] + p.weight_decay * param[i];
+    let v = rho * state1[i] + (1.0 - rho) * g * g;
+    let delta = sqrt(state2[i] + p.eps) / sqrt(v + p.eps) * g;
+    state1[i] = v;
+    state2[i] = rho * state2[i] + (1.0 - rho) * delta * delta;
+    param[i] -= scheduled_lr() * delta;
 }

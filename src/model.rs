@@ -54,11 +54,18 @@ pub enum Optimizer {
 impl Optimizer {
     /// Adam with the Keras/PyTorch defaults (β1 0.9, β2 0.999) and Keras' ε 1e-7.
     pub fn adam(lr: f32) -> Optimizer {
-        Optimizer::Adam(AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 })
+        Optimizer::Adam(AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
     }
     /// Plain SGD with optional momentum.
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
-        Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0 })
+        Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
     }
     fn lr(&self) -> f32 {
         match self {

@@ -18,6 +18,7 @@ pub use gather::{advance_counters, gather_rows};
 pub use hinge::hinge;
 pub use matmul::matmul;
 pub use mse::mse;
+pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step};
 pub use optimizer::{adam_update, sgd_update};
 pub use reduce::column_sum;
 pub use sigmoid_bce::sigmoid_bce;

@@ -1,37 +1,130 @@
-//! CPU reference of shaders/optimizer.wgsl.
+//! CPU reference of shaders/optimizer.wgsl. Every state slice starts at zero; `t` is the 1-based
+//! number of the update (0 is taken as 1), which sets the scheduled rate
+//! [`LrSchedule::lr_at`](crate::kernels::optimizer::LrSchedule::lr_at).
 
-use crate::kernels::optimizer::{AdamConfig, SgdConfig};
+use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig};
 
-/// One SGD step in place (PyTorch's definition, dampening 0).  param, grad, velocity: [len];
-/// velocity (zero before the first step) is required iff momentum ≠ 0.
-pub fn sgd_update(param: &mut [f32], grad: &[f32], mut velocity: Option<&mut [f32]>, cfg: &SgdConfig) {
+/// One SGD step in place (PyTorch's definition, dampening 0), as update 1 of the schedule.
+/// param, grad, velocity: [len]; velocity (zero before the first step) is required iff momentum ≠ 0.
+pub fn sgd_update(param: &mut [f32], grad: &[f32], velocity: Option<&mut [f32]>, cfg: &SgdConfig) {
+    sgd_update_with_step(param, grad, velocity, 1, cfg)
+}
+
+/// [`sgd_update`] as update `t` of the schedule.
+pub fn sgd_update_with_step(
+    param: &mut [f32],
+    grad: &[f32],
+    mut velocity: Option<&mut [f32]>,
+    t: u32,
+    cfg: &SgdConfig,
+) {
     assert_eq!(param.len(), grad.len(), "sgd_update: param and grad lengths differ");
+    let lr = cfg.schedule.lr_at(cfg.lr, t);
     for i in 0..param.len() {
         let mut g = grad[i] + cfg.weight_decay * param[i];
         if let Some(vel) = velocity.as_deref_mut() {
             vel[i] = cfg.momentum * vel[i] + g;
             g = if cfg.nesterov { g + cfg.momentum * vel[i] } else { vel[i] };
         }
-        param[i] -= cfg.lr * g;
+        param[i] -= lr * g;
     }
 }
 
-/// One Adam step in place, the `t`-th (1-based; 0 is taken as 1).  param, grad, m, v: [len];
-/// m and v are zero before the first step.
+/// One Adam step in place, the `t`-th.  param, grad, m, v: [len].
 pub fn adam_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u32, cfg: &AdamConfig) {
+    adam_family(param, grad, m, v, t, cfg, false)
+}
+
+/// One AdamW step in place, the `t`-th: p ← p·(1 − lr·wd), then Adam on the plain gradient.
+/// param, grad, m, v: [len].
+pub fn adamw_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u32, cfg: &AdamConfig) {
+    adam_family(param, grad, m, v, t, cfg, true)
+}
+
+fn adam_family(
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    t: u32,
+    cfg: &AdamConfig,
+    decoupled: bool,
+) {
     assert!(
         grad.len() == param.len() && m.len() == param.len() && v.len() == param.len(),
         "adam_update: lengths differ"
     );
+    let lr = cfg.schedule.lr_at(cfg.lr, t);
     let t = t.max(1) as i32;
     let bias1 = 1.0 - cfg.beta1.powi(t);
     let bias2 = 1.0 - cfg.beta2.powi(t);
+    let (l2, decay) = if decoupled { (0.0, 1.0 - lr * cfg.weight_decay) } else { (cfg.weight_decay, 1.0) };
     for i in 0..param.len() {
-        let g = grad[i] + cfg.weight_decay * param[i];
+        let g = grad[i] + l2 * param[i];
         m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * g;
         v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g * g;
         let m_hat = m[i] / bias1;
         let v_hat = v[i] / bias2;
-        param[i] -= cfg.lr * m_hat / (v_hat.sqrt() + cfg.eps);
+        param[i] = param[i] * decay - lr * m_hat / (v_hat.sqrt() + cfg.eps);
+    }
+}
+
+/// One RMSprop step in place, the `t`-th.  param, grad, square_avg: [len]; momentum_buf: [len],
+/// required iff momentum ≠ 0.
+pub fn rmsprop_update(
+    param: &mut [f32],
+    grad: &[f32],
+    square_avg: &mut [f32],
+    mut momentum_buf: Option<&mut [f32]>,
+    t: u32,
+    cfg: &RmsPropConfig,
+) {
+    assert!(grad.len() == param.len() && square_avg.len() == param.len(), "rmsprop_update: lengths differ");
+    let lr = cfg.schedule.lr_at(cfg.lr, t);
+    for i in 0..param.len() {
+        let g = grad[i] + cfg.weight_decay * param[i];
+        square_avg[i] = cfg.rho * square_avg[i] + (1.0 - cfg.rho) * g * g;
+        let mut d = g / (square_avg[i].sqrt() + cfg.eps);
+        if let Some(buf) = momentum_buf.as_deref_mut() {
+            buf[i] = cfg.momentum * buf[i] + d;
+            d = buf[i];
+        }
+        param[i] -= lr * d;
+    }
+}
+
+/// One Adagrad step in place, the `t`-th.  param, grad, sum: [len]; at t = 1 the sum is taken to
+/// be `initial_accumulator`.
+pub fn adagrad_update(param: &mut [f32], grad: &[f32], sum: &mut [f32], t: u32, cfg: &AdagradConfig) {
+    assert!(grad.len() == param.len() && sum.len() == param.len(), "adagrad_update: lengths differ");
+    let lr = cfg.schedule.lr_at(cfg.lr, t);
+    for i in 0..param.len() {
+        let g = grad[i] + cfg.weight_decay * param[i];
+        let before = if t.max(1) == 1 { cfg.initial_accumulator } else { sum[i] };
+        sum[i] = before + g * g;
+        param[i] -= lr * g / (sum[i].sqrt() + cfg.eps);
+    }
+}
+
+/// One Adadelta step in place, the `t`-th.  param, grad, square_avg, acc_delta: [len].
+pub fn adadelta_update(
+    param: &mut [f32],
+    grad: &[f32],
+    square_avg: &mut [f32],
+    acc_delta: &mut [f32],
+    t: u32,
+    cfg: &AdadeltaConfig,
+) {
+    assert!(
+        grad.len() == param.len() && square_avg.len() == param.len() && acc_delta.len() == param.len(),
+        "adadelta_update: lengths differ"
+    );
+    let lr = cfg.schedule.lr_at(cfg.lr, t);
+    for i in 0..param.len() {
+        let g = grad[i] + cfg.weight_decay * param[i];
+        square_avg[i] = cfg.rho * square_avg[i] + (1.0 - cfg.rho) * g * g;
+        let delta = (acc_delta[i] + cfg.eps).sqrt() / (square_avg[i] + cfg.eps).sqrt() * g;
+        acc_delta[i] = cfg.rho * acc_delta[i] + (1.0 - cfg.rho) * delta * delta;
+        param[i] -= lr * delta;
     }
 }
