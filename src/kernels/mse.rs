@@ -53,7 +53,8 @@ pub fn mse(gpu: &Gpu, pred: &Tensor, targets: &Tensor, grad_scale: f32, out: &Ms
         return Err(WgnnError::invalid(
             OP,
             format!(
-                "predictions {:?} have {d} outputs per row; at most {MAX_OUTPUTS} are supported (each row is one invocation's loop)",
+                "predictions {:?} have {d} outputs per row; at most {MAX_OUTPUTS} are supported \
+                 (each row is one invocation's loop)",
                 pred.shape()
             ),
         ));
