@@ -3,6 +3,7 @@
 //! slices, shapes passed explicitly. Clarity over speed: these define what the kernels compute.
 
 pub mod bias_act;
+pub mod dropout;
 pub mod gather;
 pub mod matmul;
 pub mod optimizer;
@@ -12,6 +13,7 @@ pub mod softmax_xent;
 pub mod totals;
 
 pub use bias_act::{bias_act_backward, bias_act_forward};
+pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{advance_counters, gather_rows};
 pub use matmul::matmul;
 pub use optimizer::{adam_update, sgd_update};

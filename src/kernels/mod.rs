@@ -11,6 +11,7 @@
 
 pub mod bias_act;
 pub(crate) mod check;
+pub mod dropout;
 pub mod gather;
 pub mod matmul;
 pub mod optimizer;
