@@ -2,7 +2,9 @@
 //! (`shaders/<family>.wgsl` ↔ `src/kernels/<family>.rs` ↔ `src/cpu/<family>.rs`). Row-major
 //! slices, shapes passed explicitly. Clarity over speed: these define what the kernels compute.
 
+pub mod batch_norm;
 pub mod bias_act;
+pub mod dropout;
 pub mod gather;
 pub mod hinge;
 pub mod matmul;
@@ -13,7 +15,9 @@ pub mod sigmoid_bce;
 pub mod softmax_xent;
 pub mod totals;
 
+pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
 pub use bias_act::{bias_act_backward, bias_act_forward};
+pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{advance_counters, gather_rows};
 pub use hinge::hinge;
 pub use matmul::matmul;

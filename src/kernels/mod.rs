@@ -9,8 +9,10 @@
 //! bind groups already made. A plan is built once and recorded as often as needed, many times into
 //! one compute pass; nothing in it reads back.
 
+pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
+pub mod dropout;
 pub mod gather;
 pub mod hinge;
 pub mod matmul;

@@ -1,0 +1,173 @@
+// Batch normalisation over the features of [rows, cols] inputs (BatchNorm1d on dense outputs).
+// PyTorch's conventions: biased batch variance to normalise, unbiased (·rows/(rows−1)) in the
+// running variance; running = (1 − momentum)·running + momentum·batch.
+//   Training forward (4 dispatches):
+//     bn_stats:           per chunk k of rows: part[k, c] = chunk mean, part[K + k, c] = chunk M2
+//     bn_finalize_stats:  merge the K chunks (Chan et al.): mean[c], inv_std[c] = 1/√(var + eps),
+//                         running_mean[c], running_var[c] updated
+//     bn_normalize:       y = γ·(x − mean)·inv_std + β
+//   Inference forward (1 dispatch):
+//     bn_inference:       y = γ·(x − running_mean)/√(running_var + eps) + β
+//   Backward (3 dispatches), x̂ = (x − mean)·inv_std:
+//     bn_backward_partials: per chunk k: part[k, c] = Σ dy, part[K + k, c] = Σ dy·x̂
+//     bn_backward_finalize: sum_dy[c], sum_dyx[c] into part rows 2K, 2K+1; dβ (+)= sum_dy,
+//                           dγ (+)= sum_dyx
+//     bn_backward_dx:       dx = γ·inv_std·(dy − sum_dy/rows − x̂·sum_dyx/rows)
+// x, y, dy, dx: [rows, cols]; γ, β, mean, inv_std, running_*: [cols]; part: [2K + 2, cols].
+// Each invocation of the chunked kernels loops over at most 2·chunk rows and each finalize over
+// 2·K chunks (the host keeps both far below lavapipe's 65,535-iteration cap), so 60,000 rows
+// work. No integer division: the elementwise kernels run on a 2-D grid (columns × rows).
+
+override WG: u32 = 64u;     // 1-D kernels: invocations per workgroup, along the columns
+override TILE: u32 = 16u;   // elementwise kernels: TILE × TILE workgroups (columns × rows)
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    chunk: u32,       // rows per chunk
+    chunks: u32,      // K
+    eps: f32,
+    momentum: f32,
+    accumulate: u32,  // backward: 1: dγ, dβ += sums, 0: =
+    _pad: u32,
+}
+
+// Slots (all read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
+// writable in the same dispatch would conflict):
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b: array<f32>;        // forward: β      backward: dy
+@group(0) @binding(4) var<storage, read_write> mean: array<f32>;     // saved mean      inference: running mean
+@group(0) @binding(5) var<storage, read_write> inv_std: array<f32>;  // saved inv_std   inference: running var
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;     // per-chunk partials and sums
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;      // y, dx; finalize: running mean, dγ
+@group(0) @binding(8) var<storage, read_write> out2: array<f32>;     // finalize: running var, dβ
+
+// Rows in chunk k.
+fn chunk_rows(k: u32) -> u32 {
+    return min(p.chunk, p.rows - k * p.chunk);
+}
+
+@compute @workgroup_size(WG)
+fn bn_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let k = gid.y;
+    if (c >= p.cols) { return; }
+    let r0 = k * p.chunk;
+    let r1 = r0 + chunk_rows(k);
+    var s = 0.0;
+    for (var r = r0; r < r1; r++) {
+        s += x[r * p.cols + c];
+    }
+    let m = s / f32(r1 - r0);
+    var q = 0.0;
+    for (var r = r0; r < r1; r++) {
+        let d = x[r * p.cols + c] - m;
+        q += d * d;
+    }
+    part[k * p.cols + c] = m;
+    part[(p.chunks + k) * p.cols + c] = q;
+}
+
+@compute @workgroup_size(WG)
+fn bn_finalize_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.cols) { return; }
+    let n = f32(p.rows);
+    var s = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        s += f32(chunk_rows(k)) * part[k * p.cols + c];
+    }
+    let m = s / n;
+    var q = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        let d = part[k * p.cols + c] - m;
+        q += part[(p.chunks + k) * p.cols + c] + f32(chunk_rows(k)) * d * d;
+    }
+    mean[c] = m;
+    inv_std[c] = 1.0 / sqrt(q / n + p.eps);
+    out[c] = (1.0 - p.momentum) * out[c] + p.momentum * m;
+    out2[c] = (1.0 - p.momentum) * out2[c] + p.momentum * (q / (n - 1.0));
+}
+
+// (column, row) of an elementwise invocation; rows past the y dimension's limit fold into z.
+fn cell(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>(wid.x * TILE + lid.x, (wid.z * nwg.y + wid.y) * TILE + lid.y);
+}
+
+@compute @workgroup_size(TILE, TILE)
+fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let rc = cell(wid, nwg, lid);
+    let c = rc.x;
+    if (c >= p.cols || rc.y >= p.rows) { return; }
+    let i = rc.y * p.cols + c;
+    out[i] = gamma[c] * ((x[i] - mean[c]) * inv_std[c]) + b[c];
+}
+
+@compute @workgroup_size(TILE, TILE)
+fn bn_inference(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let rc = cell(wid, nwg, lid);
+    let c = rc.x;
+    if (c >= p.cols || rc.y >= p.rows) { return; }
+    let i = rc.y * p.cols + c;
+    out[i] = gamma[c] * ((x[i] - mean[c]) / sqrt(inv_std[c] + p.eps)) + b[c];
+}
+
+@compute @workgroup_size(WG)
+fn bn_backward_partials(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let k = gid.y;
+    if (c >= p.cols) { return; }
+    let r0 = k * p.chunk;
+    let r1 = r0 + chunk_rows(k);
+    let m = mean[c];
+    let s = inv_std[c];
+    var s_dy = 0.0;
+    var s_dyx = 0.0;
+    for (var r = r0; r < r1; r++) {
+        let i = r * p.cols + c;
+        s_dy += b[i];
+        s_dyx += b[i] * ((x[i] - m) * s);
+    }
+    part[k * p.cols + c] = s_dy;
+    part[(p.chunks + k) * p.cols + c] = s_dyx;
+}
+
+@compute @workgroup_size(WG)
+fn bn_backward_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.cols) { return; }
+    var s_dy = 0.0;
+    var s_dyx = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        s_dy += part[k * p.cols + c];
+        s_dyx += part[(p.chunks + k) * p.cols + c];
+    }
+    part[2u * p.chunks * p.cols + c] = s_dy;
+    part[(2u * p.chunks + 1u) * p.cols + c] = s_dyx;
+    if (p.accumulate != 0u) {
+        out[c] += s_dyx;
+        out2[c] += s_dy;
+    } else {
+        out[c] = s_dyx;
+        out2[c] = s_dy;
+    }
+}
+
+@compute @workgroup_size(TILE, TILE)
+fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let rc = cell(wid, nwg, lid);
+    let c = rc.x;
+    if (c >= p.cols || rc.y >= p.rows) { return; }
+    let i = rc.y * p.cols + c;
+    let n = f32(p.rows);
+    let s = inv_std[c];
+    let xhat = (x[i] - mean[c]) * s;
+    let s_dy = part[2u * p.chunks * p.cols + c];
+    let s_dyx = part[(2u * p.chunks + 1u) * p.cols + c];
+    out[i] = gamma[c] * s * (b[i] - s_dy / n - xhat * (s_dyx / n));
+}

@@ -1,0 +1,61 @@
+// Inverted dropout, training only, elementwise over a flat tensor of `len` values.
+//   dropout_forward:  keep = hash(seed, step, i) >= threshold;  mask[i] = keep ? scale : 0
+//                     y[i] = x[i] * mask[i]                  x, y, mask: [len], step: [1] u32
+//   dropout_backward: dx[i] = dy[i] * mask[i]                dy, mask, dx: [len]
+// threshold = floor(p·2^32) and scale = 1/(1−p) come from the host. The keep decision is a
+// counter-based hash of (seed, step, element index): no random numbers are uploaded, the same seed
+// and step give the same mask, and `step` (the global step counter on the GPU) is read, never
+// written. src/cpu/dropout.rs has the same hash in Rust: masks are bit-identical.
+
+override WG: u32 = 256u;
+
+struct Params {
+    len: u32,
+    seed: u32,
+    threshold: u32,  // keep iff hash >= threshold
+    scale: f32,      // 1 / (1 − p)
+}
+
+// All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
+// writable in the same dispatch would conflict.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;     // forward: x     backward: dy
+@group(0) @binding(2) var<storage, read_write> step: array<u32>;  // forward: step  backward: unused
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // forward: y     backward: dx
+@group(0) @binding(4) var<storage, read_write> mask: array<f32>;  // forward: written, backward: read
+
+// PCG-RXS-M-XS hash of one u32 (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).
+fn pcg_hash(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// The random word of element `index` at (seed, step): two keyed rounds over the index.
+fn dropout_hash(seed: u32, t: u32, index: u32) -> u32 {
+    let key = pcg_hash(seed ^ pcg_hash(t));
+    return pcg_hash(pcg_hash(index ^ key) ^ pcg_hash(key));
+}
+
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+@compute @workgroup_size(WG)
+fn dropout_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let keep = dropout_hash(p.seed, step[0], i) >= p.threshold;
+    let m = select(0.0, p.scale, keep);
+    mask[i] = m;
+    out[i] = a[i] * m;
+}
+
+@compute @workgroup_size(WG)
+fn dropout_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    out[i] = a[i] * mask[i];
+}

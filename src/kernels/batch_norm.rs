@@ -1,0 +1,278 @@
+//! GPU wrapper of shaders/batch_norm.wgsl; CPU reference in src/cpu/batch_norm.rs.
+//!
+//! Conventions are PyTorch's BatchNorm1d (training normalises with the biased batch variance; the
+//! running variance takes the unbiased one; running = (1 − momentum)·running + momentum·batch,
+//! momentum 0.1, eps 1e-5). Keras' BatchNormalization(momentum = 0.99) is momentum 0.01 here,
+//! except that Keras puts the biased variance into its moving variance.
+
+use super::check::{disjoint, expect_len, hyper};
+use super::{dispatch, Access, Dispatch, KernelFamily, Plan};
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::tensor::{DType, Tensor};
+
+pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
+    name: "batch_norm",
+    sources: &[include_str!("../../shaders/batch_norm.wgsl")],
+    storage: &[Access::ReadWrite; 8],
+};
+
+const WG: u32 = 64;
+const TILE: u32 = 16;
+/// Rows per chunk of the column reductions, at least: keeps many invocations busy.
+const CHUNK_MIN: usize = 256;
+/// At most this many chunks: the finalize kernels loop 2·K times.
+const MAX_CHUNKS: usize = 4096;
+/// At most this many rows per chunk: the chunk kernels loop 2·chunk times, far below lavapipe's
+/// 65,535-iteration cap.
+const CHUNK_MAX: usize = 16_384;
+
+/// Hyper-parameters of a batch-norm layer (PyTorch's names and defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root.
+    pub eps: f32,
+    /// Weight of the batch statistic in the running averages.
+    pub momentum: f32,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig { eps: 1e-5, momentum: 0.1 }
+    }
+}
+
+impl BatchNormConfig {
+    /// An error naming `op` unless eps > 0 and momentum in [0, 1], both finite.
+    pub fn validate(&self, op: &str) -> Result<()> {
+        hyper(op, "eps", self.eps, "> 0", self.eps > 0.0)?;
+        hyper(op, "momentum", self.momentum, "in [0, 1]", (0.0..=1.0).contains(&self.momentum))
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BatchNormParams {
+    rows: u32,
+    cols: u32,
+    chunk: u32,
+    chunks: u32,
+    eps: f32,
+    momentum: f32,
+    accumulate: u32,
+    _pad: u32,
+}
+
+/// The shapes of one call: x is a non-empty f32 [rows, cols] of at most 2³² − 1 values; each of
+/// `like_x` has its shape; each of `per_feature` is [cols].
+struct Shapes {
+    rows: usize,
+    cols: usize,
+    chunk: usize,
+    chunks: usize,
+}
+
+fn check(op: &str, x: &Tensor, like_x: &[(&str, &Tensor)], per_feature: &[(&str, &Tensor)]) -> Result<Shapes> {
+    x.expect_dtype(op, DType::F32)?;
+    let (rows, cols) = x.dims2(op)?;
+    x.expect_nonempty(op)?;
+    if x.len() > u32::MAX as usize {
+        return Err(WgnnError::invalid(op, format!("x {:?} has more than 2^32 - 1 values", x.shape())));
+    }
+    for (name, t) in like_x {
+        expect_len(op, name, t, DType::F32, x.len(), &format!("{:?} like x", x.shape()))?;
+        if t.shape() != x.shape() {
+            return Err(WgnnError::shape(op, format!("x is {:?} but {name} is {:?}", x.shape(), t.shape())));
+        }
+    }
+    for (name, t) in per_feature {
+        expect_len(op, name, t, DType::F32, cols, &format!("[{cols}] (x is {:?})", x.shape()))?;
+    }
+    let chunk = CHUNK_MIN.max(rows.div_ceil(MAX_CHUNKS));
+    if chunk > CHUNK_MAX {
+        return Err(WgnnError::invalid(op, format!("x {:?} has more than {} rows", x.shape(), CHUNK_MAX * MAX_CHUNKS)));
+    }
+    Ok(Shapes { rows, cols, chunk, chunks: rows.div_ceil(chunk) })
+}
+
+impl Shapes {
+    fn params(&self, cfg: &BatchNormConfig, accumulate: bool) -> BatchNormParams {
+        BatchNormParams {
+            rows: self.rows as u32,
+            cols: self.cols as u32,
+            chunk: self.chunk as u32,
+            chunks: self.chunks as u32,
+            eps: cfg.eps,
+            momentum: cfg.momentum,
+            accumulate: accumulate as u32,
+            _pad: 0,
+        }
+    }
+    /// Grid of the per-(column, chunk) kernels.
+    fn chunk_grid(&self) -> [u32; 3] {
+        [self.cols.div_ceil(WG as usize) as u32, self.chunks as u32, 1]
+    }
+    /// Grid of the per-column finalize kernels.
+    fn column_grid(&self) -> [u32; 3] {
+        [self.cols.div_ceil(WG as usize) as u32, 1, 1]
+    }
+    /// Grid of the elementwise kernels: TILE × TILE workgroups, row tiles folded into z past the
+    /// per-dimension limit.
+    fn tile_grid(&self, gpu: &Gpu) -> [u32; 3] {
+        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        let row_tiles = self.rows.div_ceil(TILE as usize);
+        [self.cols.div_ceil(TILE as usize) as u32, row_tiles.min(max) as u32, row_tiles.div_ceil(max) as u32]
+    }
+    /// Scratch for the partials (2K rows) and the backward's two rows of sums.
+    fn part(&self, gpu: &Gpu) -> Result<Tensor> {
+        Tensor::zeros(gpu, &[2 * self.chunks + 2, self.cols])
+    }
+}
+
+fn bn(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: &BatchNormParams,
+    slots: [&Tensor; 8],
+    workgroups: [u32; 3],
+) -> Result<Dispatch> {
+    dispatch(gpu, &BATCH_NORM, entry, &[("WG", WG as f64), ("TILE", TILE as f64)], params, &slots, workgroups)
+}
+
+/// Training forward: per-feature batch mean μ and biased variance σ² over the rows,
+/// y = γ·(x − μ)/√(σ² + eps) + β; writes μ and inv_std = 1/√(σ² + eps) for the backward and
+/// updates running_mean and running_var (unbiased σ²) in place.  x, y: [N ≥ 2, D];
+/// gamma, beta, saved_mean, saved_inv_std, running_mean, running_var: [D]. One row is an error,
+/// as in PyTorch: its variance is 0 and its unbiased variance undefined.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_train(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    saved_mean: &Tensor,
+    saved_inv_std: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    cfg: &BatchNormConfig,
+) -> Result<Plan> {
+    const OP: &str = "batch_norm_forward_train";
+    cfg.validate(OP)?;
+    let per_feature = [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("saved_mean", saved_mean),
+        ("saved_inv_std", saved_inv_std),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ];
+    let s = check(OP, x, &[("y", y)], &per_feature)?;
+    if s.rows < 2 {
+        return Err(WgnnError::invalid(
+            OP,
+            format!("x is {:?}: training needs at least 2 rows per batch (the variance of one is 0)", x.shape()),
+        ));
+    }
+    let mut named = vec![("x", x), ("y", y)];
+    named.extend(per_feature);
+    disjoint(OP, &named)?;
+    let dummy = super::dummy(gpu)?;
+    let part = s.part(gpu)?;
+    let params = s.params(cfg, false);
+    let d = &dummy;
+    let mut plan = Plan::new();
+    plan.push(bn(gpu, "bn_stats", &params, [x, d, d, d, d, &part, d, d], s.chunk_grid())?);
+    plan.push(bn(
+        gpu,
+        "bn_finalize_stats",
+        &params,
+        [d, d, d, saved_mean, saved_inv_std, &part, running_mean, running_var],
+        s.column_grid(),
+    )?);
+    plan.push(bn(
+        gpu,
+        "bn_normalize",
+        &params,
+        [x, gamma, beta, saved_mean, saved_inv_std, d, y, d],
+        s.tile_grid(gpu),
+    )?);
+    Ok(plan)
+}
+
+/// Inference forward with the running averages: y = γ·(x − running_mean)/√(running_var + eps) + β.
+/// x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: [D], only read.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_inference(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    y: &Tensor,
+    cfg: &BatchNormConfig,
+) -> Result<Plan> {
+    const OP: &str = "batch_norm_forward_inference";
+    cfg.validate(OP)?;
+    let per_feature = [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)];
+    let s = check(OP, x, &[("y", y)], &per_feature)?;
+    let mut named = vec![("y", y)];
+    named.extend(per_feature);
+    named.push(("x", x));
+    disjoint(OP, &named)?;
+    let d = &super::dummy(gpu)?;
+    let params = s.params(cfg, false);
+    Ok(bn(gpu, "bn_inference", &params, [x, gamma, beta, running_mean, running_var, d, y, d], s.tile_grid(gpu))?.into())
+}
+
+/// Backward of [`batch_norm_forward_train`], with x̂ = (x − μ)·inv_std:
+///   dβ (+)= Σ_rows dy,  dγ (+)= Σ_rows dy·x̂,  dx = γ·inv_std·(dy − Σdy/N − x̂·Σ(dy·x̂)/N).
+/// Parameter gradients accumulate when `accumulate` is set (else overwrite); dx overwrites.
+/// dy, x, dx: [N, D]; gamma, saved_mean, saved_inv_std (from the forward), dgamma, dbeta: [D].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    saved_mean: &Tensor,
+    saved_inv_std: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+    accumulate: bool,
+) -> Result<Plan> {
+    const OP: &str = "batch_norm_backward";
+    let per_feature = [
+        ("gamma", gamma),
+        ("saved_mean", saved_mean),
+        ("saved_inv_std", saved_inv_std),
+        ("dgamma", dgamma),
+        ("dbeta", dbeta),
+    ];
+    let s = check(OP, x, &[("dy", dy), ("dx", dx)], &per_feature)?;
+    let mut named = vec![("dy", dy), ("x", x), ("dx", dx)];
+    named.extend(per_feature);
+    disjoint(OP, &named)?;
+    let d = &super::dummy(gpu)?;
+    let part = s.part(gpu)?;
+    let params = s.params(&BatchNormConfig::default(), accumulate);
+    let mut plan = Plan::new();
+    plan.push(bn(
+        gpu,
+        "bn_backward_partials",
+        &params,
+        [x, d, dy, saved_mean, saved_inv_std, &part, d, d],
+        s.chunk_grid(),
+    )?);
+    plan.push(bn(gpu, "bn_backward_finalize", &params, [d, d, d, d, d, &part, dgamma, dbeta], s.column_grid())?);
+    plan.push(bn(
+        gpu,
+        "bn_backward_dx",
+        &params,
+        [x, gamma, dy, saved_mean, saved_inv_std, &part, dx, d],
+        s.tile_grid(gpu),
+    )?);
+    Ok(plan)
+}

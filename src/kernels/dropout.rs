@@ -1,0 +1,78 @@
+//! GPU wrapper of shaders/dropout.wgsl; CPU reference in src/cpu/dropout.rs.
+
+use super::check::{disjoint, expect_len, hyper};
+use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
+use crate::cpu::dropout::dropout_constants;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::tensor::{DType, Tensor};
+
+pub(crate) const DROPOUT: KernelFamily = KernelFamily {
+    name: "dropout",
+    sources: &[include_str!("../../shaders/dropout.wgsl")],
+    storage: &[Access::ReadWrite, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite],
+};
+
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DropoutParams {
+    len: u32,
+    seed: u32,
+    threshold: u32,
+    scale: f32,
+}
+
+/// `x` is a non-empty f32 tensor of at most 2³² − 1 values and each of `others` has its shape.
+fn check_like(op: &str, x_name: &str, x: &Tensor, others: &[(&str, &Tensor)]) -> Result<usize> {
+    x.expect_dtype(op, DType::F32)?;
+    x.expect_nonempty(op)?;
+    if x.len() > u32::MAX as usize {
+        return Err(WgnnError::invalid(op, format!("{x_name} {:?} has more than 2^32 - 1 values", x.shape())));
+    }
+    for (name, t) in others {
+        expect_len(op, name, t, DType::F32, x.len(), &format!("{:?} like {x_name}", x.shape()))?;
+        if t.shape() != x.shape() {
+            return Err(WgnnError::shape(op, format!("{x_name} is {:?} but {name} is {:?}", x.shape(), t.shape())));
+        }
+    }
+    Ok(x.len())
+}
+
+/// Inverted dropout (training only): mask = 0 with probability `rate`, else 1/(1 − rate);
+/// y = x ⊙ mask.  x, y, mask: [N, D] (any shape, all equal) f32; step: [1] u32, the global step
+/// counter on the GPU, read and never written. The keep decision is a hash of (seed, step,
+/// element index) computed on the GPU: the same seed and step give the same mask (bit-identical
+/// to `cpu::dropout_forward`), and nothing is uploaded per step. rate must be in [0, 1); 0 gives
+/// y = x and a mask of ones.
+pub fn dropout_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    y: &Tensor,
+    mask: &Tensor,
+    rate: f32,
+    seed: u32,
+    step: &Tensor,
+) -> Result<Plan> {
+    const OP: &str = "dropout_forward";
+    hyper(OP, "rate", rate, "in [0, 1)", (0.0..1.0).contains(&rate))?;
+    let len = check_like(OP, "x", x, &[("y", y), ("mask", mask)])?;
+    expect_len(OP, "step", step, DType::U32, 1, "[1]")?;
+    disjoint(OP, &[("x", x), ("y", y), ("mask", mask), ("step", step)])?;
+    let (threshold, scale) = dropout_constants(rate);
+    let params = DropoutParams { len: len as u32, seed, threshold, scale };
+    let d = dispatch(gpu, &DROPOUT, OP, &[("WG", WG as f64)], &params, &[x, step, y, mask], grid_1d(gpu, len, WG))?;
+    Ok(d.into())
+}
+
+/// dX = dY ⊙ mask, with the mask written by [`dropout_forward`].  dy, mask, dx: [N, D] f32.
+pub fn dropout_backward(gpu: &Gpu, dy: &Tensor, mask: &Tensor, dx: &Tensor) -> Result<Plan> {
+    const OP: &str = "dropout_backward";
+    let len = check_like(OP, "dy", dy, &[("mask", mask), ("dx", dx)])?;
+    disjoint(OP, &[("dy", dy), ("mask", mask), ("dx", dx)])?;
+    let dummy = super::dummy(gpu)?;
+    let params = DropoutParams { len: len as u32, seed: 0, threshold: 0, scale: 0.0 };
+    let d = dispatch(gpu, &DROPOUT, OP, &[("WG", WG as f64)], &params, &[dy, &dummy, dx, mask], grid_1d(gpu, len, WG))?;
+    Ok(d.into())
+}

@@ -1,0 +1,304 @@
+//! batch_norm.wgsl against the CPU reference (training and inference forward, running averages,
+//! backward), the reference's backward against finite differences, and PyTorch's conventions
+//! pinned by hand.
+
+mod common;
+use common::*;
+use wgnn::kernels::batch_norm::{
+    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
+};
+use wgnn::rng::Rng;
+use wgnn::{cpu, Gpu, Tensor, WgnnError};
+
+/// Per-feature tensors of one layer on the GPU.
+struct Layer {
+    gamma: Tensor,
+    beta: Tensor,
+    mean: Tensor,
+    inv_std: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+impl Layer {
+    fn new(gpu: &Gpu, gamma: &[f32], beta: &[f32], running_mean: &[f32], running_var: &[f32]) -> Layer {
+        let d = gamma.len();
+        Layer {
+            gamma: Tensor::from_slice(gpu, &[d], gamma).unwrap(),
+            beta: Tensor::from_slice(gpu, &[d], beta).unwrap(),
+            mean: Tensor::zeros(gpu, &[d]).unwrap(),
+            inv_std: Tensor::zeros(gpu, &[d]).unwrap(),
+            running_mean: Tensor::from_slice(gpu, &[d], running_mean).unwrap(),
+            running_var: Tensor::from_slice(gpu, &[d], running_var).unwrap(),
+        }
+    }
+    fn train(&self, gpu: &Gpu, x: &Tensor, y: &Tensor, cfg: &BatchNormConfig) {
+        let plan = batch_norm_forward_train(
+            gpu,
+            x,
+            &self.gamma,
+            &self.beta,
+            y,
+            &self.mean,
+            &self.inv_std,
+            &self.running_mean,
+            &self.running_var,
+            cfg,
+        )
+        .unwrap();
+        gpu.run(&[&plan]).unwrap();
+    }
+}
+
+/// Inputs with a per-feature offset and scale, so that normalising is not a no-op.
+fn features(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
+    let offset = rng.vec_uniform(cols, -5.0, 5.0);
+    let scale = rng.vec_uniform(cols, 0.1, 3.0);
+    (0..rows * cols).map(|i| offset[i % cols] + scale[i % cols] * rng.normal()).collect()
+}
+
+/// Trains one step on the GPU and the CPU and compares y, the saved statistics and the running
+/// averages.
+fn check_train(gpu: &Gpu, rng: &mut Rng, rows: usize, cols: usize, cfg: &BatchNormConfig) {
+    let x = features(rng, rows, cols);
+    let gamma = rng.vec_uniform(cols, 0.5, 2.0);
+    let beta = rng.vec_uniform(cols, -1.0, 1.0);
+    let (mut rm, mut rv) = (rng.vec_uniform(cols, -1.0, 1.0), rng.vec_uniform(cols, 0.5, 2.0));
+    let layer = Layer::new(gpu, &gamma, &beta, &rm, &rv);
+    let xt = Tensor::from_slice(gpu, &[rows, cols], &x).unwrap();
+    let yt = Tensor::zeros(gpu, &[rows, cols]).unwrap();
+    layer.train(gpu, &xt, &yt, cfg);
+    let (y, mean, inv_std) = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, cfg);
+    let what = format!("batch_norm_forward_train {rows}x{cols}");
+    assert_close(&format!("{what} mean"), &layer.mean.to_vec().unwrap(), &mean, 1e-5, 1e-5);
+    assert_close(&format!("{what} inv_std"), &layer.inv_std.to_vec().unwrap(), &inv_std, 1e-5, 1e-4);
+    assert_close(&format!("{what} running_mean"), &layer.running_mean.to_vec().unwrap(), &rm, 1e-5, 1e-5);
+    assert_close(&format!("{what} running_var"), &layer.running_var.to_vec().unwrap(), &rv, 1e-5, 1e-4);
+    assert_close(&format!("{what} y"), &yt.to_vec().unwrap(), &y, 1e-4, 1e-4);
+}
+
+#[test]
+fn forward_train_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(21);
+    let cfg = BatchNormConfig::default();
+    for &rows in SIZES.iter().filter(|&&r| r > 1).chain(&[2, 300, 1000]) {
+        for &cols in SIZES {
+            check_train(&gpu, &mut rng, rows, cols, &cfg);
+        }
+    }
+}
+
+#[test]
+fn forward_train_statistics_over_70001_rows() {
+    // Past lavapipe's 65,535-iteration loop cap: the chunked reductions must be right.
+    let gpu = gpu();
+    let mut rng = Rng::new(22);
+    check_train(&gpu, &mut rng, 70_001, 3, &BatchNormConfig { eps: 1e-3, momentum: 0.3 });
+}
+
+#[test]
+fn running_averages_after_several_steps_match_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(23);
+    let (rows, cols) = (65, 127);
+    let cfg = BatchNormConfig::default();
+    let (gamma, beta) = (vec![1.0f32; cols], vec![0.0f32; cols]);
+    let (mut rm, mut rv) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+    let layer = Layer::new(&gpu, &gamma, &beta, &rm, &rv);
+    let xt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+    let yt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+    for step in 0..6 {
+        let x = features(&mut rng, rows, cols);
+        xt.write(&x).unwrap();
+        layer.train(&gpu, &xt, &yt, &cfg);
+        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg);
+        assert_close(&format!("step {step} running_mean"), &layer.running_mean.to_vec().unwrap(), &rm, 1e-5, 1e-5);
+        assert_close(&format!("step {step} running_var"), &layer.running_var.to_vec().unwrap(), &rv, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn pytorch_conventions_by_hand() {
+    // One feature, x = [1, 2, 3, 4]: μ = 2.5, biased σ² = 1.25, unbiased 5/3. From running (0, 1)
+    // with momentum 0.1: running_mean = 0.25, running_var = 0.9 + 0.1·5/3 (torch.nn.BatchNorm1d).
+    let gpu = gpu();
+    let x = [1.0f32, 2.0, 3.0, 4.0];
+    let cfg = BatchNormConfig::default();
+    let layer = Layer::new(&gpu, &[2.0], &[0.5], &[0.0], &[1.0]);
+    let xt = Tensor::from_slice(&gpu, &[4, 1], &x).unwrap();
+    let yt = Tensor::zeros(&gpu, &[4, 1]).unwrap();
+    layer.train(&gpu, &xt, &yt, &cfg);
+    let inv_std = 1.0 / (1.25f64 + 1e-5).sqrt();
+    let y: Vec<f32> = x.iter().map(|&v| (2.0 * (v as f64 - 2.5) * inv_std + 0.5) as f32).collect();
+    assert_close("y", &yt.to_vec().unwrap(), &y, 1e-6, 1e-6);
+    assert_close("running_mean", &layer.running_mean.to_vec().unwrap(), &[0.25], 1e-7, 1e-6);
+    assert_close("running_var", &layer.running_var.to_vec().unwrap(), &[0.9 + 0.1 * 5.0 / 3.0], 1e-7, 1e-6);
+    assert_close("saved inv_std", &layer.inv_std.to_vec().unwrap(), &[inv_std as f32], 1e-7, 1e-6);
+}
+
+#[test]
+fn forward_inference_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(24);
+    let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.1 };
+    for &rows in SIZES {
+        for &cols in SIZES {
+            let x = features(&mut rng, rows, cols);
+            let gamma = rng.vec_uniform(cols, 0.5, 2.0);
+            let beta = rng.vec_uniform(cols, -1.0, 1.0);
+            let rm = rng.vec_uniform(cols, -5.0, 5.0);
+            let rv = rng.vec_uniform(cols, 0.01, 9.0);
+            let layer = Layer::new(&gpu, &gamma, &beta, &rm, &rv);
+            let xt = Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap();
+            let yt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+            let plan = batch_norm_forward_inference(
+                &gpu,
+                &xt,
+                &layer.gamma,
+                &layer.beta,
+                &layer.running_mean,
+                &layer.running_var,
+                &yt,
+                &cfg,
+            )
+            .unwrap();
+            gpu.run(&[&plan]).unwrap();
+            let want = cpu::batch_norm_forward_inference(&x, &gamma, &beta, &rm, &rv, rows, cols, &cfg);
+            let what = format!("batch_norm_forward_inference {rows}x{cols}");
+            assert_close(&what, &yt.to_vec().unwrap(), &want, 1e-5, 1e-5);
+            assert_eq!(layer.running_mean.to_vec().unwrap(), rm, "{what}: running_mean must not change");
+            assert_eq!(layer.running_var.to_vec().unwrap(), rv, "{what}: running_var must not change");
+        }
+    }
+}
+
+/// Runs the backward on the GPU and compares dx, dγ, dβ with the CPU.
+fn check_backward(gpu: &Gpu, rng: &mut Rng, rows: usize, cols: usize, accumulate: bool) {
+    let x = features(rng, rows, cols);
+    let gamma = rng.vec_uniform(cols, 0.5, 2.0);
+    let beta = rng.vec_uniform(cols, -1.0, 1.0);
+    let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let (mut rm, mut rv) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+    let cfg = BatchNormConfig::default();
+    let (_, mean, inv_std) = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg);
+    let (dx, dgamma, dbeta) = cpu::batch_norm_backward(&dy, &x, &gamma, &mean, &inv_std, rows, cols);
+    let start_g = rng.vec_uniform(cols, -1.0, 1.0);
+    let start_b = rng.vec_uniform(cols, -1.0, 1.0);
+    let t = |shape: &[usize], v: &[f32]| Tensor::from_slice(gpu, shape, v).unwrap();
+    let (xt, dyt, dxt) = (t(&[rows, cols], &x), t(&[rows, cols], &dy), Tensor::zeros(gpu, &[rows, cols]).unwrap());
+    let (gt, mt, st) = (t(&[cols], &gamma), t(&[cols], &mean), t(&[cols], &inv_std));
+    let (dgt, dbt) = (t(&[cols], &start_g), t(&[cols], &start_b));
+    let plan = batch_norm_backward(gpu, &dyt, &xt, &gt, &mt, &st, &dxt, &dgt, &dbt, accumulate).unwrap();
+    gpu.run(&[&plan]).unwrap();
+    let plus = |sum: &[f32], start: &[f32]| -> Vec<f32> {
+        sum.iter().zip(start).map(|(s, a)| if accumulate { s + a } else { *s }).collect()
+    };
+    let what = format!("batch_norm_backward {rows}x{cols} accumulate={accumulate}");
+    let tol = 1e-4 * (rows as f32).sqrt();
+    assert_close(&format!("{what} dx"), &dxt.to_vec().unwrap(), &dx, 1e-4, 1e-3);
+    assert_close(&format!("{what} dgamma"), &dgt.to_vec().unwrap(), &plus(&dgamma, &start_g), tol, 1e-4);
+    assert_close(&format!("{what} dbeta"), &dbt.to_vec().unwrap(), &plus(&dbeta, &start_b), tol, 1e-4);
+}
+
+#[test]
+fn backward_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(25);
+    for &rows in SIZES.iter().filter(|&&r| r > 1).chain(&[2, 1000]) {
+        for &cols in SIZES {
+            check_backward(&gpu, &mut rng, rows, cols, rows % 2 == 0);
+        }
+    }
+    check_backward(&gpu, &mut rng, 70_001, 3, true);
+}
+
+#[test]
+fn backward_reference_matches_finite_differences() {
+    // f(x, γ, β) = Σ w ⊙ y with the batch statistics recomputed at every probe: dx must include
+    // the paths through μ and σ², which is where a wrong formula shows.
+    let mut rng = Rng::new(26);
+    let cfg = BatchNormConfig::default();
+    for &(rows, cols) in &[(2, 3), (6, 4), (13, 2)] {
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+        let gamma = rng.vec_uniform(cols, 0.5, 2.0);
+        let beta = rng.vec_uniform(cols, -1.0, 1.0);
+        let w = rng.vec_uniform(rows * cols, -1.0, 1.0);
+        let forward = |x: &[f32], gamma: &[f32], beta: &[f32]| {
+            let (mut rm, mut rv) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+            cpu::batch_norm_forward_train(x, gamma, beta, &mut rm, &mut rv, rows, cols, &cfg)
+        };
+        let (_, mean, inv_std) = forward(&x, &gamma, &beta);
+        let (dx, dgamma, dbeta) = cpu::batch_norm_backward(&w, &x, &gamma, &mean, &inv_std, rows, cols);
+        let what = format!("{rows}x{cols}");
+        let num_dx = numeric_gradient(&x, 1e-2, |xp| dot(&w, &forward(xp, &gamma, &beta).0));
+        assert_close(&format!("d/dx {what}"), &dx, &num_dx, 2e-3, 1e-2);
+        let num_dg = numeric_gradient(&gamma, 1e-2, |gp| dot(&w, &forward(&x, gp, &beta).0));
+        assert_close(&format!("d/dgamma {what}"), &dgamma, &num_dg, 2e-3, 1e-2);
+        let num_db = numeric_gradient(&beta, 1e-2, |bp| dot(&w, &forward(&x, &gamma, bp).0));
+        assert_close(&format!("d/dbeta {what}"), &dbeta, &num_db, 2e-3, 1e-2);
+        // The known invariants: each column of dx sums to 0 and is orthogonal to x̂.
+        for c in 0..cols {
+            let s: f32 = (0..rows).map(|r| dx[r * cols + c]).sum();
+            assert!(s.abs() < 1e-4, "{what}: column {c} of dx sums to {s}");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_are_errors_naming_the_kernel() {
+    let gpu = gpu();
+    let cfg = BatchNormConfig::default();
+    let layer = Layer::new(&gpu, &[1.0; 3], &[0.0; 3], &[0.0; 3], &[1.0; 3]);
+    let one = Tensor::zeros(&gpu, &[1, 3]).unwrap();
+    let one_y = Tensor::zeros(&gpu, &[1, 3]).unwrap();
+    let train = |x: &Tensor, y: &Tensor, gamma: &Tensor, cfg: &BatchNormConfig| {
+        batch_norm_forward_train(
+            &gpu,
+            x,
+            gamma,
+            &layer.beta,
+            y,
+            &layer.mean,
+            &layer.inv_std,
+            &layer.running_mean,
+            &layer.running_var,
+            cfg,
+        )
+        .err()
+    };
+    // One row: an error in training (as in PyTorch), defined in inference.
+    let err = train(&one, &one_y, &layer.gamma, &cfg).expect("one row must fail in training");
+    assert!(matches!(err, WgnnError::InvalidArgument { .. }), "{err}");
+    assert!(err.to_string().contains("batch_norm_forward_train") && err.to_string().contains("[1, 3]"), "{err}");
+    batch_norm_forward_inference(
+        &gpu,
+        &one,
+        &layer.gamma,
+        &layer.beta,
+        &layer.running_mean,
+        &layer.running_var,
+        &one_y,
+        &cfg,
+    )
+    .expect("one row is fine in inference");
+
+    let x = Tensor::zeros(&gpu, &[4, 3]).unwrap();
+    let y = Tensor::zeros(&gpu, &[4, 3]).unwrap();
+    let short = Tensor::zeros(&gpu, &[4]).unwrap();
+    let err = train(&x, &y, &short, &cfg).expect("gamma of the wrong length must fail");
+    assert!(matches!(err, WgnnError::Shape { .. }), "{err}");
+    assert!(err.to_string().contains("gamma") && err.to_string().contains("[4, 3]"), "{err}");
+    let err = train(&x, &x, &layer.gamma, &cfg).expect("in-place must fail");
+    assert!(err.to_string().contains("share memory"), "{err}");
+    for bad in [BatchNormConfig { eps: 0.0, momentum: 0.1 }, BatchNormConfig { eps: 1e-5, momentum: f32::NAN }] {
+        let err = train(&x, &y, &layer.gamma, &bad).expect("bad hyper-parameters must fail");
+        assert!(err.to_string().contains("batch_norm_forward_train"), "{err}");
+    }
+    let wrong = Tensor::zeros(&gpu, &[3, 4]).unwrap();
+    let err =
+        batch_norm_backward(&gpu, &wrong, &x, &layer.gamma, &layer.mean, &layer.inv_std, &y, &short, &short, false)
+            .err()
+            .expect("dy of another shape must fail");
+    assert!(err.to_string().contains("batch_norm_backward") && err.to_string().contains("[3, 4]"), "{err}");
+}
