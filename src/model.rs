@@ -920,7 +920,7 @@ impl Sequential {
     /// Writes the checkpoints `opts` asks for after `epoch` (the last entry of `history`).
     fn checkpoint_after_epoch(&self, opts: &FitOptions, epoch: usize, history: &History, best: &mut f32) -> Result<()> {
         let Some(c) = &opts.checkpoint else { return Ok(()) };
-        if c.every_epochs > 0 && epoch % c.every_epochs == 0 {
+        if c.every_epochs > 0 && epoch.is_multiple_of(c.every_epochs) {
             self.save_checkpoint(c.last_path(), epoch, history)?;
         }
         if c.on_best {

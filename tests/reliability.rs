@@ -119,9 +119,9 @@ fn unreadable_model_files_are_clear_errors_naming_the_path() {
     check(&truncated, Sequential::load(&truncated, &backend).err().expect("truncated header"), "truncated or corrupt");
 
     let mut other = model(&backend, &[6, 5, 3], 1);
-    check(&good, other.load_weights(&good).err().expect("other architecture"), "holds weights for 6 → 4");
+    check(&good, other.load_weights(&good).expect_err("other architecture"), "holds weights for 6 → 4");
     let mut wider_input = model(&backend, &[7, 4, 3], 1);
-    check(&good, wider_input.load_weights(&good).err().expect("other input"), "this model is 7 → 4");
+    check(&good, wider_input.load_weights(&good).expect_err("other input"), "this model is 7 → 4");
     // The same architecture loads.
     let mut same = model(&backend, &[6, 4, 3], 9);
     same.load_weights(&good).unwrap();
@@ -155,7 +155,7 @@ fn a_resumed_run_matches_the_uninterrupted_one() {
 
             let mut resumed = Sequential::resume(checkpoint.last_path(), &backend).unwrap();
             assert_eq!(resumed.resumed_epoch(), Some(2), "{what}");
-            let err = resumed.fit(&data, &options(2)).err().expect("nothing left to train");
+            let err = resumed.fit(&data, &options(2)).expect_err("nothing left to train");
             assert!(err.to_string().contains("resumed after epoch 2"), "{err}");
             let got = resumed.fit(&data, &options(3)).unwrap();
             assert_eq!(history_bits(&got), history_bits(&want), "{what}: history\n{got:?}\nvs\n{want:?}");
@@ -172,7 +172,7 @@ fn a_diverging_run_stops_with_its_last_good_weights() {
         let mut m = model(&backend, &[8, 32, 32, 3], 1);
         m.compile(Loss::SparseCategoricalCrossentropy, Optimizer::sgd(1e6, 0.0)).unwrap();
         let options = FitOptions { epochs: 20, batch_size: 10, progress_every: 1, ..Default::default() };
-        let err = m.fit(&data, &options).err().expect("lr 1e6 must diverge");
+        let err = m.fit(&data, &options).expect_err("lr 1e6 must diverge");
         println!("{err}");
         let msg = err.to_string();
         assert!(
