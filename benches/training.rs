@@ -44,8 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build(&Backend::Gpu(gpu.clone()))?;
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
         let build_seconds = built.elapsed().as_secs_f64();
-        let options =
-            FitOptions { epochs, batch_size: batch, shuffle: true, validation: Validation::None, progress_every: 0 };
+        let options = FitOptions {
+            epochs,
+            batch_size: batch,
+            shuffle: true,
+            validation: Validation::None,
+            progress_every: 0,
+            checkpoint: None,
+        };
         let history = model.fit(&train, &options)?;
         let mut steady = Vec::new();
         for r in &history.epochs {

@@ -5,21 +5,27 @@
 //!
 //! Expect about 97.5–98% test accuracy with the defaults. Writes `history.csv` and `curves.png`
 //! to the output folder (default `out/mnist`) and draws one test digit with its prediction.
+//!
+//! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch and
+//! `ckpt/best.safetensors` on the best validation loss; `--resume ckpt/last.safetensors` continues
+//! from one (same `--epochs` total, `--batch-size`, `--validation-split` and `--train-rows` give
+//! the history of the run that was never stopped). `--save model.safetensors` writes the trained
+//! model.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::history::EpochRecord;
-use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
+use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
 use wgnn::{Activation, Gpu};
 
 #[derive(Parser, Debug)]
-#[command(about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
+#[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
 struct Args {
     /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
     #[arg(long, default_value = "assets/mnist.npz")]
@@ -43,6 +49,20 @@ struct Args {
     /// Folder for history.csv and curves.png.
     #[arg(long, default_value = "out/mnist")]
     out: PathBuf,
+    /// Write a checkpoint into this folder after every epoch (last.safetensors) and on the best
+    /// validation loss (best.safetensors).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Continue from this checkpoint (the model, optimizer and seed come from it; --epochs is the
+    /// total, counting the epochs already done).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Train on the first N training rows only (0 = all): quick runs.
+    #[arg(long, default_value_t = 0)]
+    train_rows: usize,
+    /// Save the trained model (weights and architecture) to this safetensors file.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 /// A progress bar per epoch, and one summary line at each epoch's end.
@@ -86,29 +106,73 @@ impl Observer for Console {
     }
 }
 
+/// The flags, or exit 2 with the error and the usage line (clap prints the usage only for some
+/// errors; a bad value such as `--epochs abc` gets it too).
+fn parse_args() -> Args {
+    Args::try_parse().unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            e.exit();
+        }
+        let message = e.render().to_string();
+        eprint!("{message}");
+        if !message.contains("Usage:") {
+            eprintln!("\n{}", Args::command().render_usage());
+        }
+        std::process::exit(2)
+    })
+}
+
+/// Best-epoch checkpoints watch the validation loss, so only with a validation split.
+fn validation_on(args: &Args) -> bool {
+    args.validation_split > 0.0
+}
+
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let args = parse_args();
     let gpu = match args.adapter.as_deref() {
         Some(name) => Gpu::with_adapter(Some(name)),
         None => Gpu::new(),
     }?;
     println!("adapter: {}", gpu.describe());
 
-    let (train, test) = load_mnist(&args.data)?;
+    let (mut train, test) = load_mnist(&args.data)?;
+    if args.train_rows > 0 {
+        train = train.subset(&(0..args.train_rows.min(train.rows)).collect::<Vec<_>>())?;
+    }
     println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
-    let mut model = Sequential::new(784, args.seed)
-        .dense(64, Activation::Relu)
-        .dense(64, Activation::Relu)
-        .dense(10, Activation::Identity) // logits: the softmax is fused with the loss
-        .build(&Backend::Gpu(gpu))?;
-    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(args.lr))?;
+    let backend = Backend::Gpu(gpu);
+    let mut model = match &args.resume {
+        Some(path) => {
+            let model = Sequential::resume(path, &backend)?;
+            println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
+            model
+        }
+        None => {
+            let mut model = Sequential::new(784, args.seed)
+                .dense(64, Activation::Relu)
+                .dense(64, Activation::Relu)
+                .dense(10, Activation::Identity) // logits: the softmax is fused with the loss
+                .build(&backend)?;
+            model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(args.lr))?;
+            model
+        }
+    };
     println!("model: 784 → 64 relu → 64 relu → 10 softmax, {} parameters", model.parameter_count());
 
     let validation =
         if args.validation_split > 0.0 { Validation::Fraction(args.validation_split) } else { Validation::None };
-    let options =
-        FitOptions { epochs: args.epochs, batch_size: args.batch_size, shuffle: true, validation, progress_every: 0 };
+    let checkpoint =
+        args.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best: validation_on(&args) });
+    let options = FitOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        shuffle: true,
+        validation,
+        progress_every: 0,
+        checkpoint,
+    };
     let started = Instant::now();
     let history = model.fit_with(&train, &options, &mut Console { bar: None })?;
     println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
@@ -122,6 +186,10 @@ fn main() -> Result<()> {
     history.write_csv(&csv)?;
     history.plot_png(&png)?;
     println!("wrote {} and {}", csv.display(), png.display());
+    if let Some(path) = &args.save {
+        model.save(path)?;
+        println!("saved the model to {}", path.display());
+    }
 
     // The tutorial's prediction step: one test image, its predicted digit, the top probabilities.
     let row = 0;

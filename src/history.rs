@@ -68,6 +68,41 @@ impl History {
         s
     }
 
+    /// Parses what [`History::to_csv`] wrote (the same numbers back, bit for bit).
+    pub fn from_csv(text: &str) -> Result<History> {
+        const OP: &str = "History::from_csv";
+        let mut lines = text.lines();
+        if lines.next() != Some(CSV_HEADER) {
+            return Err(WgnnError::invalid(OP, format!("the first line must be the header {CSV_HEADER:?}")));
+        }
+        let mut history = History::default();
+        for (i, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
+            let bad = |what: &str| WgnnError::invalid(OP, format!("line {}: bad {what} in {line:?}", i + 2));
+            let cells: Vec<&str> = line.split(',').collect();
+            if cells.len() != 7 {
+                return Err(bad("cell count"));
+            }
+            let f32_cell = |j: usize, what: &str| cells[j].parse::<f32>().map_err(|_| bad(what));
+            let opt_cell = |j: usize, what: &str| {
+                if cells[j].is_empty() {
+                    Ok(None)
+                } else {
+                    f32_cell(j, what).map(Some)
+                }
+            };
+            history.push(EpochRecord {
+                epoch: cells[0].parse().map_err(|_| bad("epoch"))?,
+                train_loss: f32_cell(1, "train_loss")?,
+                train_accuracy: f32_cell(2, "train_accuracy")?,
+                val_loss: opt_cell(3, "val_loss")?,
+                val_accuracy: opt_cell(4, "val_accuracy")?,
+                seconds: cells[5].parse().map_err(|_| bad("seconds"))?,
+                samples_per_second: cells[6].parse().map_err(|_| bad("samples_per_second"))?,
+            });
+        }
+        Ok(history)
+    }
+
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         std::fs::write(path, self.to_csv()).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })

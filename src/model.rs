@@ -10,6 +10,7 @@
 //! The CPU backend runs the same steps through [`crate::cpu`]: it is the reference the GPU path is
 //! tested against, step for step.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::activation::Activation;
@@ -26,6 +27,8 @@ use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
 use crate::kernels::Plan;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+
+mod io;
 
 /// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,12 +112,46 @@ pub struct FitOptions<'a> {
     pub shuffle: bool,
     pub validation: Validation<'a>,
     /// Steps between progress ticks (the only readbacks inside an epoch); 0 = about 20 per epoch.
+    /// At each tick a non-finite running loss stops training (see [`Sequential::fit`]).
     pub progress_every: usize,
+    /// Checkpoints written during training, if any.
+    pub checkpoint: Option<Checkpointing<'a>>,
 }
 
 impl Default for FitOptions<'_> {
     fn default() -> Self {
-        FitOptions { epochs: 1, batch_size: 32, shuffle: true, validation: Validation::None, progress_every: 0 }
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            validation: Validation::None,
+            progress_every: 0,
+            checkpoint: None,
+        }
+    }
+}
+
+/// Checkpoints during `fit` (Keras' `ModelCheckpoint`), each a file [`Sequential::resume`] reads:
+/// `dir/last.safetensors` after every `every_epochs` epochs (0 = never), and
+/// `dir/best.safetensors` whenever the monitored loss improves (`on_best`): the validation loss,
+/// or the training loss when `fit` has no validation. Both are written atomically.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpointing<'a> {
+    pub dir: &'a Path,
+    pub every_epochs: usize,
+    pub on_best: bool,
+}
+
+impl Checkpointing<'_> {
+    /// Checkpoints after every epoch into `dir`.
+    pub fn every_epoch(dir: &Path) -> Checkpointing<'_> {
+        Checkpointing { dir, every_epochs: 1, on_best: false }
+    }
+    pub fn last_path(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    pub fn best_path(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
     }
 }
 
@@ -176,6 +213,14 @@ pub struct Sequential {
     layout: ParamLayout,
     compiled: Option<(Loss, Optimizer)>,
     state: State,
+    /// Set by [`Sequential::resume`], taken by the next `fit`.
+    resume_point: Option<ResumePoint>,
+}
+
+/// Where a resumed model's training stopped: the epochs completed and their history.
+struct ResumePoint {
+    epoch: usize,
+    history: History,
 }
 
 enum State {
@@ -350,6 +395,16 @@ impl Sequential {
     }
 
     /// Trains on `data`; returns the per-epoch history.
+    ///
+    /// A model made by [`Sequential::resume`] continues after its checkpoint's epoch up to
+    /// `opts.epochs`, and the history returned starts with the checkpoint's epochs.
+    ///
+    /// At every progress tick the running loss is checked: once it is NaN or infinite, training
+    /// stops with [`WgnnError::Training`] naming the epoch and the steps since the last good tick,
+    /// and the weights are put back to the last ones seen to give a finite loss: those of the tick
+    /// before the last good one (the weights at the last good tick come out of an update whose
+    /// effect on the loss nobody has seen yet). Device-side copies are taken at each good
+    /// tick; the optimizer state is not restored).
     pub fn fit(&mut self, data: &Dataset, opts: &FitOptions) -> Result<History> {
         self.fit_with(data, opts, &mut Silent)
     }
@@ -381,9 +436,28 @@ impl Sequential {
             }
         };
         let _ = loss;
+        let first_epoch = self.resume_point.as_ref().map_or(1, |r| r.epoch + 1);
+        if opts.epochs < first_epoch {
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "the model resumed after epoch {}: epochs ({}) must be larger to train further",
+                    first_epoch - 1,
+                    opts.epochs
+                ),
+            ));
+        }
+        if let Some(c) = &opts.checkpoint {
+            if c.every_epochs == 0 && !c.on_best {
+                return Err(WgnnError::invalid(OP, "checkpointing needs every_epochs ≥ 1 or on_best"));
+            }
+            std::fs::create_dir_all(c.dir).map_err(|source| WgnnError::Io { path: c.dir.to_path_buf(), source })?;
+        }
+        let history = self.resume_point.take().map(|r| r.history).unwrap_or_default();
+        let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
-            State::Gpu(_) => self.fit_gpu(train, validation, opts, optimizer, observer),
-            State::Cpu(_) => self.fit_cpu(train, validation, opts, optimizer, observer),
+            State::Gpu(_) => self.fit_gpu(train, run, opts, observer),
+            State::Cpu(_) => self.fit_cpu(train, run, opts, observer),
         }
     }
 
@@ -506,7 +580,39 @@ impl SequentialBuilder {
             layout,
             compiled: None,
             state,
+            resume_point: None,
         })
+    }
+}
+
+/// What `fit` hands the GPU or CPU loop.
+struct Run<'d> {
+    first_epoch: usize,
+    /// The epochs before `first_epoch` (a resumed run's), to be continued.
+    history: History,
+    validation: Option<&'d Dataset>,
+    optimizer: Optimizer,
+}
+
+/// The loss checkpointing on the best epoch watches: validation if there is one, else training.
+fn monitored(r: &EpochRecord) -> f32 {
+    r.val_loss.unwrap_or(r.train_loss)
+}
+
+fn best_monitored(history: &History) -> f32 {
+    history.epochs.iter().map(monitored).fold(f32::INFINITY, f32::min)
+}
+
+/// The error of a non-finite running loss seen at step `done`, the last finite one at step
+/// `good`, the weights put back to those after step `kept`.
+fn nonfinite_loss(loss_sum: f64, epoch: usize, good: usize, done: usize, kept: usize) -> WgnnError {
+    let kept =
+        if kept == 0 { "at the start of that epoch".to_string() } else { format!("after step {kept} of that epoch") };
+    WgnnError::Training {
+        detail: format!(
+            "the training loss became {loss_sum} in epoch {epoch}, steps {}..={done}; the weights are put back to those {kept}, the last ones seen to give a finite loss",
+            good + 1
+        ),
     }
 }
 
@@ -714,12 +820,19 @@ impl Sequential {
     fn fit_gpu(
         &mut self,
         train: &Dataset,
-        validation: Option<&Dataset>,
+        run: Run,
         opts: &FitOptions,
-        optimizer: Optimizer,
         observer: &mut dyn Observer,
     ) -> Result<History> {
+        let Run { first_epoch, mut history, validation, optimizer } = run;
         let gpu = self.gpu_state()?.gpu.clone();
+        let params = self.gpu_state()?.params.clone();
+        // The weights at the last tick whose running loss was finite.
+        // Copies of the weights at the last good tick (`latest`) and at the one before (`checked`:
+        // the steps since used them and their loss was finite).
+        let mut latest = Tensor::zeros(&gpu, &[self.layout.total])?;
+        let mut checked = Tensor::zeros(&gpu, &[self.layout.total])?;
+        let mut best = best_monitored(&history);
         let rows = upload_rows(&gpu, train)?;
         let val_rows = validation.map(|v| upload_rows(&gpu, v)).transpose()?;
         let n = train.rows;
@@ -733,11 +846,13 @@ impl Sequential {
             if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
 
-        let mut history = History::default();
-        for epoch in 1..=opts.epochs {
+        for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
             order.write_u32(&epoch_order(n, opts.shuffle, self.seed, epoch))?;
             self.reset_epoch()?;
+            latest.copy_from(&params)?;
+            checked.copy_from(&params)?;
+            let (mut good, mut kept) = (0, 0);
             let mut done = 0;
             while done < full_steps {
                 let chunk = every.min(full_steps - done);
@@ -745,6 +860,13 @@ impl Sequential {
                 done += chunk;
                 if done < steps {
                     let (loss_sum, correct) = self.read_totals()?;
+                    if !loss_sum.is_finite() {
+                        params.copy_from(&checked)?;
+                        return Err(nonfinite_loss(loss_sum, epoch, good, done, kept));
+                    }
+                    std::mem::swap(&mut latest, &mut checked);
+                    latest.copy_from(&params)?;
+                    (kept, good) = (good, done);
                     let samples = done * batch;
                     observer.on_progress(&Progress {
                         epoch,
@@ -762,6 +884,10 @@ impl Sequential {
                 gpu.run(&[plan])?;
             }
             let (loss_sum, correct) = self.read_totals()?;
+            if !loss_sum.is_finite() {
+                params.copy_from(&checked)?;
+                return Err(nonfinite_loss(loss_sum, epoch, good, steps, kept));
+            }
             let seconds = started.elapsed().as_secs_f64();
             let train_loss = (loss_sum / n as f64) as f32;
             let train_accuracy = (correct / n as f64) as f32;
@@ -782,11 +908,6 @@ impl Sequential {
                 }
                 None => (None, None),
             };
-            if !train_loss.is_finite() {
-                return Err(WgnnError::Training {
-                    detail: format!("the training loss became {train_loss} in epoch {epoch}"),
-                });
-            }
             let record = EpochRecord {
                 epoch,
                 train_loss,
@@ -798,8 +919,26 @@ impl Sequential {
             };
             observer.on_epoch_end(&record);
             history.push(record);
+            self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
         }
         Ok(history)
+    }
+
+    /// Writes the checkpoints `opts` asks for after `epoch` (the last entry of `history`).
+    fn checkpoint_after_epoch(&self, opts: &FitOptions, epoch: usize, history: &History, best: &mut f32) -> Result<()> {
+        let Some(c) = &opts.checkpoint else { return Ok(()) };
+        if c.every_epochs > 0 && epoch.is_multiple_of(c.every_epochs) {
+            self.save_checkpoint(c.last_path(), epoch, history)?;
+        }
+        if c.on_best {
+            if let Some(m) = history.last().map(monitored) {
+                if m < *best {
+                    *best = m;
+                    self.save_checkpoint(c.best_path(), epoch, history)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forward passes over `rows` in batches of up to `EVAL_BATCH`, then (loss, accuracy).
@@ -928,21 +1067,25 @@ impl Sequential {
     fn fit_cpu(
         &mut self,
         train: &Dataset,
-        validation: Option<&Dataset>,
+        run: Run,
         opts: &FitOptions,
-        optimizer: Optimizer,
         observer: &mut dyn Observer,
     ) -> Result<History> {
+        let Run { first_epoch, mut history, validation, optimizer } = run;
+        let mut best = best_monitored(&history);
         let n = train.rows;
         let batch = opts.batch_size.min(n);
         let steps = n.div_ceil(batch);
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
         let features = train.to_f32();
-        let mut history = History::default();
-        for epoch in 1..=opts.epochs {
+        for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
             let order = epoch_order(n, opts.shuffle, self.seed, epoch);
             let (mut loss_sum, mut correct) = (0.0, 0.0);
+            // As on the GPU: the weights at the last good tick and at the one before.
+            let mut latest = self.cpu_params().to_vec();
+            let mut checked = latest.clone();
+            let (mut good, mut kept) = (0, 0);
             for step in 0..steps {
                 let start = step * batch;
                 let rows = batch.min(n - start);
@@ -953,6 +1096,15 @@ impl Sequential {
                 correct += c;
                 let samples = start + rows;
                 if (step + 1) % every == 0 || step + 1 == steps {
+                    if !loss_sum.is_finite() {
+                        if let State::Cpu(c) = &mut self.state {
+                            c.params = checked;
+                        }
+                        return Err(nonfinite_loss(loss_sum, epoch, good, step + 1, kept));
+                    }
+                    std::mem::swap(&mut latest, &mut checked);
+                    latest.copy_from_slice(self.cpu_params());
+                    (kept, good) = (good, step + 1);
                     observer.on_progress(&Progress {
                         epoch,
                         epochs: opts.epochs,
@@ -974,11 +1126,6 @@ impl Sequential {
                 None => (None, None),
             };
             let train_loss = (loss_sum / n as f64) as f32;
-            if !train_loss.is_finite() {
-                return Err(WgnnError::Training {
-                    detail: format!("the training loss became {train_loss} in epoch {epoch}"),
-                });
-            }
             let record = EpochRecord {
                 epoch,
                 train_loss,
@@ -990,6 +1137,7 @@ impl Sequential {
             };
             observer.on_epoch_end(&record);
             history.push(record);
+            self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
         }
         Ok(history)
     }

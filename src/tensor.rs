@@ -155,6 +155,32 @@ impl Tensor {
         Ok(())
     }
 
+    /// Copies `src` into this tensor on the device (queued after all earlier work; no readback).
+    /// Both must have the same dtype and element count.
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        const OP: &str = "copy";
+        if src.dtype != self.dtype || src.len() != self.len() {
+            return Err(WgnnError::shape(
+                OP,
+                format!(
+                    "source {} {:?} vs destination {} {:?}",
+                    src.dtype.name(),
+                    src.shape,
+                    self.dtype.name(),
+                    self.shape
+                ),
+            ));
+        }
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut encoder =
+            self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn copy") });
+        encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &self.buffer, self.offset, self.len() as u64 * 4);
+        self.gpu.submit(OP, encoder.finish())?;
+        Ok(())
+    }
+
     /// Downloads an f32 tensor (waits for all submitted work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.expect_dtype("download", DType::F32)?;

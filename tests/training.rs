@@ -70,6 +70,7 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
                 shuffle: true,
                 validation: Validation::None,
                 progress_every: 1,
+                checkpoint: None,
             };
             model.fit_with(&data, &options, &mut steps).unwrap();
             assert_eq!(steps.losses.len(), 11, "one tick per step");
@@ -115,6 +116,7 @@ fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
             shuffle: true,
             validation: Validation::Data(&test),
             progress_every: 0,
+            checkpoint: None,
         };
         let history = model.fit(&train, &options).unwrap();
         histories.push(history);

@@ -1,0 +1,427 @@
+//! Saving and loading models and checkpoints.
+//!
+//! One format for both: a [safetensors](https://github.com/huggingface/safetensors) file, so
+//! PyTorch (`safetensors.torch.load_file`) and NumPy read the weights without wgnn.
+//!
+//! Tensors (f32, little-endian):
+//! - `layers.{i}.weight`: [inputs, units] (x·W; PyTorch's `nn.Linear.weight` is the transpose)
+//! - `layers.{i}.bias`: [units]
+//! - checkpoints only: `optimizer.{slot}.layers.{i}.weight|bias`, the same shapes, with slot `m`
+//!   and `v` for Adam, `velocity` for SGD with momentum.
+//!
+//! Metadata (the file header's string → string map):
+//! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
+//!   "activation": "relu"}, …]}`: enough to rebuild the model.
+//! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
+//!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
+//!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
+//!   [`History::to_csv`] text.
+//!
+//! Every write goes to a temporary file in the destination's folder, is flushed to disk, then
+//! renamed over the destination: a crash at any moment leaves either the old file or the new one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::Value;
+
+use super::{Backend, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
+use crate::activation::Activation;
+use crate::error::{Result, WgnnError};
+use crate::history::History;
+use crate::kernels::optimizer::{AdamConfig, SgdConfig};
+
+const MODEL_KEY: &str = "wgnn.model";
+const CHECKPOINT_KEY: &str = "wgnn.checkpoint";
+const HISTORY_KEY: &str = "wgnn.history";
+const FORMAT: u64 = 1;
+
+fn data_err(path: &Path, detail: impl Into<String>) -> WgnnError {
+    WgnnError::Data { path: path.to_path_buf(), detail: detail.into() }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().ok_or_else(|| data_err(path, "not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(source) = written {
+        // Best effort: the temporary file may not exist, and the write error is the one to report.
+        std::fs::remove_file(&tmp).ok();
+        return Err(WgnnError::Io { path: path.to_path_buf(), source });
+    }
+    // Make the rename itself durable (best effort: not every platform can sync a folder).
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().ok();
+    }
+    Ok(())
+}
+
+/// The architecture stored in `wgnn.model`.
+struct Architecture {
+    input_dim: usize,
+    seed: u64,
+    layers: Vec<(usize, Activation)>,
+}
+
+impl Architecture {
+    fn describe(&self) -> String {
+        let mut s = self.input_dim.to_string();
+        for (units, act) in &self.layers {
+            s.push_str(&format!(" → {units} {}", activation_tag(*act)));
+        }
+        s
+    }
+}
+
+/// The activation as [`Activation::parse`] reads it back (with leaky relu's slope).
+fn activation_tag(a: Activation) -> String {
+    match a {
+        Activation::LeakyRelu(slope) => format!("leaky_relu:{slope}"),
+        a => a.name().to_string(),
+    }
+}
+
+/// A JSON number read back as the f32 that was written with `{}` (exactly: the text is the f32's
+/// shortest round-trip form).
+fn json_f32(v: &Value) -> Option<f32> {
+    match v {
+        Value::Number(n) => n.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+fn optimizer_json(optimizer: &Optimizer) -> String {
+    match optimizer {
+        Optimizer::Adam(c) => format!(
+            r#"{{"kind": "adam", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}}}"#,
+            c.lr, c.beta1, c.beta2, c.eps, c.weight_decay
+        ),
+        Optimizer::Sgd(c) => format!(
+            r#"{{"kind": "sgd", "lr": {}, "momentum": {}, "nesterov": {}, "weight_decay": {}}}"#,
+            c.lr, c.momentum, c.nesterov, c.weight_decay
+        ),
+    }
+}
+
+fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
+    let num = |k: &str| {
+        v.get(k).and_then(json_f32).ok_or_else(|| data_err(path, format!("checkpoint optimizer has no number `{k}`")))
+    };
+    match v.get("kind").and_then(Value::as_str) {
+        Some("adam") => Ok(Optimizer::Adam(AdamConfig {
+            lr: num("lr")?,
+            beta1: num("beta1")?,
+            beta2: num("beta2")?,
+            eps: num("eps")?,
+            weight_decay: num("weight_decay")?,
+        })),
+        Some("sgd") => Ok(Optimizer::Sgd(SgdConfig {
+            lr: num("lr")?,
+            momentum: num("momentum")?,
+            nesterov: v
+                .get("nesterov")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| data_err(path, "checkpoint optimizer has no boolean `nesterov`"))?,
+            weight_decay: num("weight_decay")?,
+        })),
+        other => Err(data_err(path, format!("unknown optimizer kind {other:?} (known: adam, sgd)"))),
+    }
+}
+
+fn optimizer_slots(optimizer: &Optimizer) -> &'static [&'static str] {
+    match optimizer {
+        Optimizer::Adam(_) => &["m", "v"],
+        Optimizer::Sgd(c) if c.momentum != 0.0 => &["velocity"],
+        Optimizer::Sgd(_) => &[],
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })
+}
+
+/// The tensors and the metadata of a safetensors file's bytes.
+fn parse<'b>(path: &Path, bytes: &'b [u8]) -> Result<(SafeTensors<'b>, HashMap<String, String>)> {
+    let unreadable = |e: safetensors::SafeTensorError| {
+        data_err(path, format!("not a readable safetensors file (truncated or corrupt?): {e}"))
+    };
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(unreadable)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(unreadable)?;
+    Ok((tensors, metadata.metadata().clone().unwrap_or_default()))
+}
+
+fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Architecture> {
+    let text = meta.get(MODEL_KEY).ok_or_else(|| {
+        data_err(path, format!("has no `{MODEL_KEY}` metadata: not a wgnn model (load_weights reads bare weights)"))
+    })?;
+    let bad = |what: &str| data_err(path, format!("bad `{MODEL_KEY}` metadata ({what}): {text}"));
+    let v: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+    match v.get("format").and_then(Value::as_u64) {
+        Some(FORMAT) => {}
+        other => return Err(bad(&format!("format {other:?}; this wgnn reads format {FORMAT}"))),
+    }
+    let input_dim = v.get("input_dim").and_then(Value::as_u64).ok_or_else(|| bad("no input_dim"))? as usize;
+    let seed = v.get("seed").and_then(Value::as_u64).ok_or_else(|| bad("no seed"))?;
+    let layers = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no layers"))?
+        .iter()
+        .map(|l| {
+            let units = l.get("units").and_then(Value::as_u64).ok_or_else(|| bad("a layer without units"))?;
+            let act = l.get("activation").and_then(Value::as_str).ok_or_else(|| bad("a layer without activation"))?;
+            let act = Activation::parse(act).map_err(|e| bad(&e.to_string()))?;
+            Ok((units as usize, act))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Architecture { input_dim, seed, layers })
+}
+
+fn tensor_f32(path: &Path, st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|_| data_err(path, format!("has no tensor `{name}`")))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(data_err(path, format!("tensor `{name}` is {:?}; wgnn reads F32", t.dtype())));
+    }
+    if t.shape() != shape {
+        return Err(data_err(path, format!("tensor `{name}` has shape {:?}; this model needs {shape:?}", t.shape())));
+    }
+    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+impl Sequential {
+    fn architecture(&self) -> Architecture {
+        Architecture {
+            input_dim: self.input_dim,
+            seed: self.seed,
+            layers: self.layers.iter().map(|l| (l.units, l.activation)).collect(),
+        }
+    }
+
+    fn model_json(&self) -> String {
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| format!(r#"{{"units": {}, "activation": "{}"}}"#, l.units, activation_tag(l.activation)))
+            .collect();
+        format!(
+            r#"{{"format": {FORMAT}, "input_dim": {}, "seed": {}, "layers": [{}]}}"#,
+            self.input_dim,
+            self.seed,
+            layers.join(", ")
+        )
+    }
+
+    /// The flat parameters and the optimizer state slots, read back from wherever they live, and
+    /// the global step.
+    fn state_to_host(&self) -> Result<(Vec<f32>, Vec<Vec<f32>>, u32)> {
+        match &self.state {
+            State::Gpu(g) => Ok((
+                g.params.to_vec()?,
+                g.opt_state.iter().map(|t| t.to_vec()).collect::<Result<_>>()?,
+                g.global_step.to_vec_u32()?[0],
+            )),
+            State::Cpu(c) => Ok((c.params.clone(), c.opt_state.clone(), c.step)),
+        }
+    }
+
+    /// Serialises the flat tensors named `{prefix}layers.{i}.weight|bias` (per prefix) and writes
+    /// them with `meta`, atomically.
+    fn write_safetensors(&self, path: &Path, flats: &[(String, &[f32])], meta: HashMap<String, String>) -> Result<()> {
+        let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (prefix, flat) in flats {
+            for (i, ((w, b), l)) in self.unflatten(flat).into_iter().zip(&self.layers).enumerate() {
+                named.push((
+                    format!("{prefix}layers.{i}.weight"),
+                    vec![l.inputs, l.units],
+                    bytemuck::cast_slice(&w).to_vec(),
+                ));
+                named.push((format!("{prefix}layers.{i}.bias"), vec![l.units], bytemuck::cast_slice(&b).to_vec()));
+            }
+        }
+        let views = named
+            .iter()
+            .map(|(n, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (n.as_str(), v)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| data_err(path, format!("could not lay out the tensors: {e}")))?;
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| data_err(path, format!("could not serialise the tensors: {e}")))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads `{prefix}layers.{i}.weight|bias` of this model's shapes into one flat vector.
+    fn read_flat(&self, path: &Path, st: &SafeTensors, prefix: &str) -> Result<Vec<f32>> {
+        let mut flat = vec![0.0f32; self.layout.total];
+        for (i, (l, &(wo, bo))) in self.layers.iter().zip(&self.layout.offsets).enumerate() {
+            let w = tensor_f32(path, st, &format!("{prefix}layers.{i}.weight"), &[l.inputs, l.units])?;
+            let b = tensor_f32(path, st, &format!("{prefix}layers.{i}.bias"), &[l.units])?;
+            flat[wo..wo + w.len()].copy_from_slice(&w);
+            flat[bo..bo + b.len()].copy_from_slice(&b);
+        }
+        Ok(flat)
+    }
+
+    fn write_params(&mut self, flat: Vec<f32>) -> Result<()> {
+        match &mut self.state {
+            State::Gpu(g) => g.params.write(&flat),
+            State::Cpu(c) => {
+                c.params = flat;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the weights and the architecture to `path` (a safetensors file; see the module
+    /// docs for its layout). Atomic: a temporary file beside `path`, then a rename.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let (params, _, _) = self.state_to_host()?;
+        let meta = HashMap::from([(MODEL_KEY.to_string(), self.model_json())]);
+        self.write_safetensors(path, &[(String::new(), &params)], meta)
+    }
+
+    /// Rebuilds a model saved with [`Sequential::save`] (or from a checkpoint) on `backend`, with
+    /// its weights. It is not compiled: call `compile` before training it further, or use
+    /// [`Sequential::resume`] on a checkpoint to restore the optimizer too.
+    pub fn load(path: impl AsRef<Path>, backend: &Backend) -> Result<Sequential> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        let (st, meta) = parse(path, &bytes)?;
+        let arch = parse_architecture(path, &meta)?;
+        let mut builder = Sequential::new(arch.input_dim, arch.seed);
+        for &(units, act) in &arch.layers {
+            builder = builder.dense(units, act);
+        }
+        let mut model = builder.build(backend).map_err(|e| match e {
+            WgnnError::InvalidArgument { detail, .. } => {
+                data_err(path, format!("describes an invalid model: {detail}"))
+            }
+            e => e,
+        })?;
+        let flat = model.read_flat(path, &st, "")?;
+        model.write_params(flat)?;
+        Ok(model)
+    }
+
+    /// Replaces this model's weights with those in `path`: a file from [`Sequential::save`], a
+    /// checkpoint, or any safetensors file with `layers.{i}.weight` [inputs, units] and
+    /// `layers.{i}.bias` [units] tensors. A file of another architecture is an error naming both.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        let (st, meta) = parse(path, &bytes)?;
+        if meta.contains_key(MODEL_KEY) {
+            let theirs = parse_architecture(path, &meta)?;
+            let ours = self.architecture();
+            let shapes = |a: &Architecture| (a.input_dim, a.layers.iter().map(|l| l.0).collect::<Vec<_>>());
+            if shapes(&theirs) != shapes(&ours) {
+                return Err(data_err(
+                    path,
+                    format!("holds weights for {} but this model is {}", theirs.describe(), ours.describe()),
+                ));
+            }
+        }
+        let layers_in_file = st.names().iter().filter(|n| n.starts_with("layers.") && n.ends_with(".weight")).count();
+        if layers_in_file != self.layers.len() {
+            return Err(data_err(
+                path,
+                format!("holds {layers_in_file} layers of weights but this model has {}", self.layers.len()),
+            ));
+        }
+        let flat = self.read_flat(path, &st, "")?;
+        self.write_params(flat)
+    }
+
+    /// Writes a checkpoint: the weights, the optimizer's state and step, `epoch` (the epochs
+    /// completed), `history` and the architecture (seed included). Atomic, like `save`.
+    /// [`Sequential::resume`] reads it back.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>, epoch: usize, history: &History) -> Result<()> {
+        let path = path.as_ref();
+        let (_, optimizer) =
+            self.compiled.ok_or_else(|| WgnnError::invalid("save_checkpoint", "the model is not compiled"))?;
+        let (params, slots, step) = self.state_to_host()?;
+        let mut flats: Vec<(String, &[f32])> = vec![(String::new(), &params)];
+        for (name, flat) in optimizer_slots(&optimizer).iter().zip(&slots) {
+            flats.push((format!("optimizer.{name}."), flat));
+        }
+        let checkpoint = format!(
+            r#"{{"epoch": {epoch}, "step": {step}, "loss": "sparse_categorical_crossentropy", "optimizer": {}}}"#,
+            optimizer_json(&optimizer)
+        );
+        let meta = HashMap::from([
+            (MODEL_KEY.to_string(), self.model_json()),
+            (CHECKPOINT_KEY.to_string(), checkpoint),
+            (HISTORY_KEY.to_string(), history.to_csv()),
+        ]);
+        self.write_safetensors(path, &flats, meta)
+    }
+
+    /// Rebuilds a model from a checkpoint of [`Sequential::save_checkpoint`] (or one `fit` wrote),
+    /// compiled with the same loss and optimizer, the optimizer's state and step restored. The
+    /// next `fit` continues after the checkpoint's epoch up to `FitOptions::epochs` and returns the
+    /// whole history, the checkpoint's epochs first. With the same data and options, the result
+    /// is the run that was never interrupted.
+    pub fn resume(path: impl AsRef<Path>, backend: &Backend) -> Result<Sequential> {
+        let path = path.as_ref();
+        let mut model = Sequential::load(path, backend)?;
+        let bytes = read_file(path)?;
+        let (st, meta) = parse(path, &bytes)?;
+        let text = meta.get(CHECKPOINT_KEY).ok_or_else(|| {
+            data_err(path, format!("has no `{CHECKPOINT_KEY}` metadata: a saved model, not a checkpoint"))
+        })?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| data_err(path, format!("bad `{CHECKPOINT_KEY}` metadata ({e}): {text}")))?;
+        let epoch = v.get("epoch").and_then(Value::as_u64).ok_or_else(|| data_err(path, "checkpoint has no epoch"))?;
+        let step = v
+            .get("step")
+            .and_then(Value::as_u64)
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(|| data_err(path, "checkpoint has no step"))?;
+        match v.get("loss").and_then(Value::as_str) {
+            Some("sparse_categorical_crossentropy") => {}
+            other => return Err(data_err(path, format!("unknown loss {other:?}"))),
+        }
+        let optimizer =
+            parse_optimizer(path, v.get("optimizer").ok_or_else(|| data_err(path, "checkpoint has no optimizer"))?)?;
+        let history = History::from_csv(meta.get(HISTORY_KEY).map_or("", String::as_str))
+            .map_err(|e| data_err(path, format!("bad `{HISTORY_KEY}` metadata: {e}")))?;
+        model.compile(Loss::SparseCategoricalCrossentropy, optimizer).map_err(|e| match e {
+            WgnnError::InvalidArgument { detail, .. } => {
+                data_err(path, format!("holds an unusable optimizer: {detail}"))
+            }
+            e => e,
+        })?;
+        let slots = optimizer_slots(&optimizer)
+            .iter()
+            .map(|name| model.read_flat(path, &st, &format!("optimizer.{name}.")))
+            .collect::<Result<Vec<_>>>()?;
+        match &mut model.state {
+            State::Gpu(g) => {
+                for (t, flat) in g.opt_state.iter().zip(&slots) {
+                    t.write(flat)?;
+                }
+                g.global_step.write_u32(&[step])?;
+            }
+            State::Cpu(c) => {
+                let CpuState { opt_state, step: cpu_step, .. } = c;
+                *opt_state = slots;
+                *cpu_step = step;
+            }
+        }
+        model.resume_point = Some(ResumePoint { epoch: epoch as usize, history });
+        Ok(model)
+    }
+
+    /// The epochs a model made by [`Sequential::resume`] has already trained, until its next `fit`.
+    pub fn resumed_epoch(&self) -> Option<usize> {
+        self.resume_point.as_ref().map(|r| r.epoch)
+    }
+}
