@@ -21,7 +21,7 @@ use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
-use crate::kernels::optimizer::{adam_update, sgd_update, AdamConfig, SgdConfig};
+use crate::kernels::optimizer::{adam_update, sgd_update_with_step, AdamConfig, SgdConfig};
 use crate::kernels::reduce::column_sum;
 use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
 use crate::kernels::Plan;
@@ -777,7 +777,10 @@ impl Sequential {
             Optimizer::Adam(cfg) => {
                 adam_update(gpu, &g.params, &g.grads, &g.opt_state[0], &g.opt_state[1], &g.global_step, cfg)?
             }
-            Optimizer::Sgd(cfg) => sgd_update(gpu, &g.params, &g.grads, g.opt_state.first(), cfg)?,
+            Optimizer::Sgd(cfg) => {
+                // The step tensor lets a learning-rate schedule follow t on the GPU.
+                sgd_update_with_step(gpu, &g.params, &g.grads, g.opt_state.first(), Some(&g.global_step), cfg)?
+            }
         });
         Ok((plan, buf))
     }
@@ -1056,9 +1059,13 @@ impl Sequential {
                     let (m, v) = c.opt_state.split_at_mut(1);
                     cpu::adam_update(&mut c.params, &c.grads, &mut m[0], &mut v[0], c.step, cfg);
                 }
-                Optimizer::Sgd(cfg) => {
-                    cpu::sgd_update(&mut c.params, &c.grads, c.opt_state.first_mut().map(|v| v.as_mut_slice()), cfg)
-                }
+                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(
+                    &mut c.params,
+                    &c.grads,
+                    c.opt_state.first_mut().map(|v| v.as_mut_slice()),
+                    c.step,
+                    cfg,
+                ),
             }
         }
         (loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())

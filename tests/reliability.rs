@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use wgnn::data::Dataset;
+use wgnn::kernels::optimizer::LrSchedule;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::rng::Rng;
 use wgnn::{Activation, History, WgnnError};
@@ -133,7 +134,12 @@ fn unreadable_model_files_are_clear_errors_naming_the_path() {
 fn a_resumed_run_matches_the_uninterrupted_one() {
     let data = synthetic(150, 9, 4, 2);
     for backend in backends() {
-        for optimizer in [Optimizer::adam(1e-2), Optimizer::sgd(0.05, 0.9)] {
+        // SGD with a step schedule: the resumed run must keep decaying from t, not restart it.
+        let mut stepped = Optimizer::sgd(0.05, 0.9);
+        if let Optimizer::Sgd(cfg) = &mut stepped {
+            cfg.schedule = LrSchedule::Step { every: 7, gamma: 0.5 };
+        }
+        for optimizer in [Optimizer::adam(1e-2), stepped] {
             let what = format!("{optimizer:?} on {}", model(&backend, &[9, 3], 0).backend_name());
             let options = |epochs| FitOptions {
                 epochs,

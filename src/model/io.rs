@@ -31,7 +31,7 @@ use super::{Backend, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::activation::Activation;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
-use crate::kernels::optimizer::{AdamConfig, SgdConfig};
+use crate::kernels::optimizer::{AdamConfig, LrSchedule, SgdConfig};
 
 const MODEL_KEY: &str = "wgnn.model";
 const CHECKPOINT_KEY: &str = "wgnn.checkpoint";
@@ -102,13 +102,59 @@ fn json_f32(v: &Value) -> Option<f32> {
 fn optimizer_json(optimizer: &Optimizer) -> String {
     match optimizer {
         Optimizer::Adam(c) => format!(
-            r#"{{"kind": "adam", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}}}"#,
-            c.lr, c.beta1, c.beta2, c.eps, c.weight_decay
+            r#"{{"kind": "adam", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.beta1,
+            c.beta2,
+            c.eps,
+            c.weight_decay,
+            schedule_json(&c.schedule)
         ),
         Optimizer::Sgd(c) => format!(
-            r#"{{"kind": "sgd", "lr": {}, "momentum": {}, "nesterov": {}, "weight_decay": {}}}"#,
-            c.lr, c.momentum, c.nesterov, c.weight_decay
+            r#"{{"kind": "sgd", "lr": {}, "momentum": {}, "nesterov": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.momentum,
+            c.nesterov,
+            c.weight_decay,
+            schedule_json(&c.schedule)
         ),
+    }
+}
+
+/// The learning-rate schedule, so a resumed run keeps decaying where it stopped.
+fn schedule_json(schedule: &LrSchedule) -> String {
+    match schedule {
+        LrSchedule::Constant => r#"{"kind": "constant"}"#.to_string(),
+        LrSchedule::Step { every, gamma } => format!(r#"{{"kind": "step", "every": {every}, "gamma": {gamma}}}"#),
+        LrSchedule::Exponential { decay_steps, decay_rate } => {
+            format!(r#"{{"kind": "exponential", "decay_steps": {decay_steps}, "decay_rate": {decay_rate}}}"#)
+        }
+        LrSchedule::Cosine { total_steps, min_lr } => {
+            format!(r#"{{"kind": "cosine", "total_steps": {total_steps}, "min_lr": {min_lr}}}"#)
+        }
+    }
+}
+
+/// A schedule written by [`schedule_json`]; a checkpoint without one had a constant rate.
+fn parse_schedule(path: &Path, v: Option<&Value>) -> Result<LrSchedule> {
+    let Some(v) = v else { return Ok(LrSchedule::Constant) };
+    let num = |k: &str| {
+        v.get(k).and_then(json_f32).ok_or_else(|| data_err(path, format!("checkpoint schedule has no number `{k}`")))
+    };
+    let count = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| data_err(path, format!("checkpoint schedule has no count `{k}`")))
+    };
+    match v.get("kind").and_then(Value::as_str) {
+        Some("constant") => Ok(LrSchedule::Constant),
+        Some("step") => Ok(LrSchedule::Step { every: count("every")?, gamma: num("gamma")? }),
+        Some("exponential") => {
+            Ok(LrSchedule::Exponential { decay_steps: count("decay_steps")?, decay_rate: num("decay_rate")? })
+        }
+        Some("cosine") => Ok(LrSchedule::Cosine { total_steps: count("total_steps")?, min_lr: num("min_lr")? }),
+        other => Err(data_err(path, format!("unknown learning-rate schedule {other:?}"))),
     }
 }
 
@@ -123,6 +169,7 @@ fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
             beta2: num("beta2")?,
             eps: num("eps")?,
             weight_decay: num("weight_decay")?,
+            schedule: parse_schedule(path, v.get("schedule"))?,
         })),
         Some("sgd") => Ok(Optimizer::Sgd(SgdConfig {
             lr: num("lr")?,
@@ -132,6 +179,7 @@ fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
                 .and_then(Value::as_bool)
                 .ok_or_else(|| data_err(path, "checkpoint optimizer has no boolean `nesterov`"))?,
             weight_decay: num("weight_decay")?,
+            schedule: parse_schedule(path, v.get("schedule"))?,
         })),
         other => Err(data_err(path, format!("unknown optimizer kind {other:?} (known: adam, sgd)"))),
     }
