@@ -17,7 +17,7 @@ const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SigmoidBceParams {
+struct SingleOutputLossParams {
     rows: u32,
     grad_scale: f32,
     _pad0: u32,
@@ -40,19 +40,32 @@ pub struct SigmoidBceOut<'a> {
 /// or [N] f32, targets: [N] f32 in [0, 1] (not checked: that would need a readback). `grad_scale`
 /// is usually 1/N.
 pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32, out: &SigmoidBceOut) -> Result<Plan> {
-    const OP: &str = "sigmoid_bce";
-    logits.expect_dtype(OP, DType::F32)?;
+    single_output_loss(gpu, &SIGMOID_BCE, "sigmoid_bce", logits, targets, grad_scale, out)
+}
+
+/// The checks and dispatches shared by the single-output losses (sigmoid_bce.wgsl, hinge.wgsl):
+/// the same bindings, uniform and outputs, only the family differs.
+pub(crate) fn single_output_loss(
+    gpu: &Gpu,
+    family: &'static KernelFamily,
+    op: &'static str,
+    logits: &Tensor,
+    targets: &Tensor,
+    grad_scale: f32,
+    out: &SigmoidBceOut,
+) -> Result<Plan> {
+    logits.expect_dtype(op, DType::F32)?;
     let n = match logits.shape() {
         [n] | [n, 1] => *n,
-        other => return Err(WgnnError::shape(OP, format!("logits must be [N, 1] or [N], got {other:?}"))),
+        other => return Err(WgnnError::shape(op, format!("logits must be [N, 1] or [N], got {other:?}"))),
     };
-    logits.expect_nonempty(OP)?;
-    expect_len(OP, "targets", targets, DType::F32, n, &format!("[{n}]"))?;
+    logits.expect_nonempty(op)?;
+    expect_len(op, "targets", targets, DType::F32, n, &format!("[{n}]"))?;
     if !grad_scale.is_finite() {
-        return Err(WgnnError::invalid(OP, format!("grad_scale = {grad_scale} must be finite")));
+        return Err(WgnnError::invalid(op, format!("grad_scale = {grad_scale} must be finite")));
     }
-    expect_len(OP, "loss_rows", out.loss_rows, DType::F32, n, &format!("[{n}]"))?;
-    expect_len(OP, "correct_rows", out.correct_rows, DType::F32, n, &format!("[{n}]"))?;
+    expect_len(op, "loss_rows", out.loss_rows, DType::F32, n, &format!("[{n}]"))?;
+    expect_len(op, "correct_rows", out.correct_rows, DType::F32, n, &format!("[{n}]"))?;
     let mut named = vec![
         ("logits", logits),
         ("targets", targets),
@@ -60,20 +73,20 @@ pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32
         ("correct_rows", out.correct_rows),
     ];
     if let Some(d) = out.dlogits {
-        expect_len(OP, "dlogits", d, DType::F32, n, &format!("[{n}] or {:?} like logits", logits.shape()))?;
+        expect_len(op, "dlogits", d, DType::F32, n, &format!("[{n}] or {:?} like logits", logits.shape()))?;
         named.push(("dlogits", d));
     }
     if let Some(t) = out.totals {
-        expect_len(OP, "totals", t, DType::F32, 2, "[2]")?;
+        expect_len(op, "totals", t, DType::F32, 2, "[2]")?;
         named.push(("totals", t));
     }
-    disjoint(OP, &named)?;
+    disjoint(op, &named)?;
 
     let dummy = super::dummy(gpu)?;
-    let params = SigmoidBceParams { rows: n as u32, grad_scale, _pad0: 0, _pad1: 0 };
+    let params = SingleOutputLossParams { rows: n as u32, grad_scale, _pad0: 0, _pad1: 0 };
     let constants = [("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
     let bindings = [logits, targets, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
-    let mut plan: Plan = dispatch(gpu, &SIGMOID_BCE, OP, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
+    let mut plan: Plan = dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
     if let Some(t) = out.totals {
         plan.extend(totals(gpu, out.loss_rows, out.correct_rows, t, true)?);
     }
