@@ -260,6 +260,27 @@ pub fn sgd_update(
     sgd_update_with_step(gpu, param, grad, velocity, None, cfg)
 }
 
+/// A momentum state tensor is given exactly when momentum is non-zero; it must match param.
+fn momentum_state<'a>(
+    op: &str,
+    name: &'static str,
+    state: Option<&'a Tensor>,
+    momentum: f32,
+    len: usize,
+    named: &mut Vec<(&'static str, &'a Tensor)>,
+) -> Result<()> {
+    match (state, momentum != 0.0) {
+        (Some(t), true) => {
+            expect_len(op, name, t, DType::F32, len, &format!("[{len}] like param"))?;
+            named.push((name, t));
+            Ok(())
+        }
+        (None, false) => Ok(()),
+        (None, true) => Err(WgnnError::invalid(op, format!("momentum = {momentum} needs a {name} tensor"))),
+        (Some(_), false) => Err(WgnnError::invalid(op, format!("a {name} tensor was given but momentum is 0"))),
+    }
+}
+
 /// [`sgd_update`] with an optional step: [1] u32 holding t, needed (only) by a schedule.
 pub fn sgd_update_with_step(
     gpu: &Gpu,
@@ -273,17 +294,7 @@ pub fn sgd_update_with_step(
     cfg.validate()?;
     let len = check_param_grad(OP, param, grad)?;
     let mut named = vec![("param", param), ("grad", grad)];
-    match (velocity, cfg.momentum != 0.0) {
-        (Some(vel), true) => {
-            expect_len(OP, "velocity", vel, DType::F32, len, &format!("[{len}] like param"))?;
-            named.push(("velocity", vel));
-        }
-        (None, false) => {}
-        (None, true) => {
-            return Err(WgnnError::invalid(OP, format!("momentum = {} needs a velocity tensor", cfg.momentum)))
-        }
-        (Some(_), false) => return Err(WgnnError::invalid(OP, "a velocity tensor was given but momentum is 0")),
-    }
+    momentum_state(OP, "velocity", velocity, cfg.momentum, len, &mut named)?;
     let step = schedule_step(OP, step, &cfg.schedule, false)?;
     let params = OptimizerParams {
         nesterov: cfg.nesterov as u32,
@@ -368,17 +379,7 @@ pub fn rmsprop_update(
     let len = check_param_grad(OP, param, grad)?;
     expect_len(OP, "square_avg", square_avg, DType::F32, len, &format!("[{len}] like param"))?;
     let mut named = vec![("param", param), ("grad", grad), ("square_avg", square_avg)];
-    match (momentum_buf, cfg.momentum != 0.0) {
-        (Some(buf), true) => {
-            expect_len(OP, "momentum_buf", buf, DType::F32, len, &format!("[{len}] like param"))?;
-            named.push(("momentum_buf", buf));
-        }
-        (None, false) => {}
-        (None, true) => {
-            return Err(WgnnError::invalid(OP, format!("momentum = {} needs a momentum_buf tensor", cfg.momentum)))
-        }
-        (Some(_), false) => return Err(WgnnError::invalid(OP, "a momentum_buf tensor was given but momentum is 0")),
-    }
+    momentum_state(OP, "momentum_buf", momentum_buf, cfg.momentum, len, &mut named)?;
     let step = schedule_step(OP, step, &cfg.schedule, false)?;
     let params = OptimizerParams {
         momentum: cfg.momentum,
