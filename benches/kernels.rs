@@ -12,9 +12,22 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use wgnn::kernels::batch_norm::{
+    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
+};
 use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
+use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
+use wgnn::kernels::hinge::{hinge, HingeOut};
 use wgnn::kernels::matmul::{choose_variant, matmul, MatmulOptions, MatmulVariant};
+use wgnn::kernels::mse::{mse, MseOut};
+use wgnn::kernels::optimizer::{
+    adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
+    AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig,
+};
 use wgnn::kernels::reduce::column_sum;
+use wgnn::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
+use wgnn::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
 use wgnn::rng::Rng;
 use wgnn::{cpu, Activation, Gpu, Plan, Tensor};
 
@@ -406,6 +419,359 @@ fn bench_column_sum(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
 }
 
 /// "YYYY-MM-DD" (UTC) of the run.
+/// Uploads an f32 slice with the given shape (bench inputs are always valid).
+fn up(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_slice(gpu, shape, data).unwrap()
+}
+
+fn bench_softmax_xent(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols} +totals");
+    if !bench.wants(&format!("softmax_xent fused {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let logits = rng.vec_uniform(rows * cols, -5.0, 5.0);
+    let labels: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
+    let (lt, yt) = (up(&gpu, &[rows, cols], &logits), Tensor::from_u32(&gpu, &[rows], &labels).unwrap());
+    let (loss, dlogits, correct, totals) = (
+        Tensor::zeros(&gpu, &[rows]).unwrap(),
+        Tensor::zeros(&gpu, &[rows, cols]).unwrap(),
+        Tensor::zeros(&gpu, &[rows]).unwrap(),
+        Tensor::zeros(&gpu, &[2]).unwrap(),
+    );
+    let out =
+        SoftmaxXentOut { loss_rows: &loss, dlogits: Some(&dlogits), correct_rows: &correct, totals: Some(&totals) };
+    let plan = softmax_xent(&gpu, &lt, &yt, 1.0 / rows as f32, &out).unwrap();
+    let (cpu_s, (_, want, _)) = time_cpu(|| cpu::softmax_xent(&logits, &labels, rows, cols, 1.0 / rows as f32));
+    let bytes = 4.0 * (2 * rows * cols + 4 * rows) as f64;
+    bench.row(
+        "softmax_xent",
+        "fused",
+        shape,
+        true,
+        &plan,
+        &dlogits,
+        &want,
+        (1e-6, 1e-4),
+        Work::Bytes(bytes),
+        cpu_s,
+        None,
+    );
+}
+
+fn bench_softmax(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols}");
+    if !bench.wants(&format!("softmax rows {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let logits = rng.vec_uniform(rows * cols, -5.0, 5.0);
+    let (lt, probs) = (up(&gpu, &[rows, cols], &logits), Tensor::zeros(&gpu, &[rows, cols]).unwrap());
+    let plan = softmax(&gpu, &lt, &probs).unwrap();
+    let (cpu_s, want) = time_cpu(|| cpu::softmax(&logits, rows, cols));
+    let bytes = 4.0 * (2 * rows * cols) as f64;
+    bench.row("softmax", "rows", shape, true, &plan, &probs, &want, (1e-6, 1e-4), Work::Bytes(bytes), cpu_s, None);
+}
+
+/// sigmoid_bce and hinge: single-output losses over n rows, validated on the gradient.
+fn bench_single_output_loss(bench: &mut Bench, rng: &mut Rng, kernel: &str, n: usize) {
+    let shape = format!("{n}x1");
+    if !bench.wants(&format!("{kernel} fused {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let logits = rng.vec_uniform(n, -5.0, 5.0);
+    let targets: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
+    let (lt, tt) = (up(&gpu, &[n, 1], &logits), up(&gpu, &[n], &targets));
+    let outs: Vec<Tensor> = (0..3).map(|_| Tensor::zeros(&gpu, &[n]).unwrap()).collect();
+    let out = SigmoidBceOut { loss_rows: &outs[0], dlogits: Some(&outs[1]), correct_rows: &outs[2], totals: None };
+    let scale = 1.0 / n as f32;
+    let (plan, (cpu_s, (_, want, _))) = if kernel == "hinge" {
+        let out: &HingeOut = &out;
+        (hinge(&gpu, &lt, &tt, scale, out).unwrap(), time_cpu(|| cpu::hinge(&logits, &targets, scale)))
+    } else {
+        (sigmoid_bce(&gpu, &lt, &tt, scale, &out).unwrap(), time_cpu(|| cpu::sigmoid_bce(&logits, &targets, scale)))
+    };
+    let bytes = 4.0 * (5 * n) as f64;
+    bench.row(kernel, "fused", shape, true, &plan, &outs[1], &want, (1e-7, 1e-4), Work::Bytes(bytes), cpu_s, None);
+}
+
+fn bench_mse(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols}");
+    if !bench.wants(&format!("mse fused {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let pred = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let targets = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let (pt, tt) = (up(&gpu, &[rows, cols], &pred), up(&gpu, &[rows, cols], &targets));
+    let (loss, dpred, abs) = (
+        Tensor::zeros(&gpu, &[rows]).unwrap(),
+        Tensor::zeros(&gpu, &[rows, cols]).unwrap(),
+        Tensor::zeros(&gpu, &[rows]).unwrap(),
+    );
+    let out = MseOut { loss_rows: &loss, dpred: Some(&dpred), abs_rows: &abs, totals: None };
+    let scale = 1.0 / rows as f32;
+    let plan = mse(&gpu, &pt, &tt, scale, &out).unwrap();
+    let (cpu_s, (_, want, _)) = time_cpu(|| cpu::mse(&pred, &targets, rows, cols, scale));
+    let bytes = 4.0 * (3 * rows * cols + 2 * rows) as f64;
+    bench.row("mse", "fused", shape, true, &plan, &dpred, &want, (1e-7, 1e-4), Work::Bytes(bytes), cpu_s, None);
+}
+
+/// A training batch gathered from a resident u8 data set (MNIST-like), scaled by 1/255.
+fn bench_gather(bench: &mut Bench, rng: &mut Rng, total: usize, dim: usize, rows: usize) {
+    let shape = format!("{rows}x{dim} of {total}");
+    if !bench.wants(&format!("gather_rows u8 {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let bytes: Vec<u8> = (0..total * dim).map(|_| rng.below(256) as u8).collect();
+    let words: Vec<u32> = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect();
+    let labels: Vec<u32> = (0..total).map(|_| rng.below(10) as u32).collect();
+    let mut order: Vec<u32> = (0..total as u32).collect();
+    rng.shuffle(&mut order);
+    let src = GpuRows {
+        features: Tensor::from_u32(&gpu, &[words.len()], &words).unwrap(),
+        labels: Tensor::from_u32(&gpu, &[total], &labels).unwrap(),
+        total_rows: total,
+        dim,
+        source_u8: true,
+        scale: 1.0 / 255.0,
+        shift: 0.0,
+        mean_std: None,
+    };
+    let idx = Tensor::from_u32(&gpu, &[total], &order).unwrap();
+    let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
+    let (x, y) = (Tensor::zeros(&gpu, &[rows, dim]).unwrap(), Tensor::zeros_u32(&gpu, &[rows]).unwrap());
+    let plan = gather_rows(&gpu, &src, &idx, &step, BatchStart::Counter { stride: rows }, &x, &y).unwrap();
+    let as_f32: Vec<f32> = bytes.iter().map(|&b| b as f32).collect();
+    let (cpu_s, (want, _)) =
+        time_cpu(|| cpu::gather_rows(&as_f32, &labels, dim, &order, 0, rows, 1.0 / 255.0, 0.0, None));
+    let moved = (rows * dim) as f64 * 5.0 + 8.0 * rows as f64;
+    bench.row("gather_rows", "u8", shape, true, &plan, &x, &want, (1e-6, 1e-6), Work::Bytes(moved), cpu_s, None);
+}
+
+/// One in-place update of `len` parameters, validated on the parameters after the first run.
+fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
+    let shape = format!("{len}");
+    if !bench.wants(&format!("{kernel} in-place {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let param = rng.vec_uniform(len, -1.0, 1.0);
+    let grad = rng.vec_uniform(len, -1.0, 1.0);
+    let (pt, gt) = (up(&gpu, &[len], &param), up(&gpu, &[len], &grad));
+    let states: Vec<Tensor> = (0..2).map(|_| Tensor::zeros(&gpu, &[len]).unwrap()).collect();
+    let step = Tensor::from_u32(&gpu, &[1], &[1]).unwrap();
+    // time_cpu repeats its closure: each call starts from fresh copies (the copy is timed too).
+    let fresh = || (param.clone(), vec![0.0f32; len], vec![0.0f32; len]);
+    let schedule = LrSchedule::Constant;
+    let adam = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.01, schedule };
+    let (plan, (cpu_s, want), state_tensors) = match kernel {
+        "sgd_update" => {
+            let cfg = SgdConfig { lr: 0.01, momentum: 0.9, nesterov: true, weight_decay: 0.0, schedule };
+            let plan = sgd_update(&gpu, &pt, &gt, Some(&states[0]), &cfg).unwrap();
+            (
+                plan,
+                time_cpu(|| {
+                    let (mut p, mut s1, _) = fresh();
+                    cpu::sgd_update(&mut p, &grad, Some(&mut s1), &cfg);
+                    p
+                }),
+                1,
+            )
+        }
+        "adam_update" => {
+            let plan = adam_update(&gpu, &pt, &gt, &states[0], &states[1], &step, &adam).unwrap();
+            (
+                plan,
+                time_cpu(|| {
+                    let (mut p, mut s1, mut s2) = fresh();
+                    cpu::adam_update(&mut p, &grad, &mut s1, &mut s2, 1, &adam);
+                    p
+                }),
+                2,
+            )
+        }
+        "adamw_update" => {
+            let plan = adamw_update(&gpu, &pt, &gt, &states[0], &states[1], &step, &adam).unwrap();
+            (
+                plan,
+                time_cpu(|| {
+                    let (mut p, mut s1, mut s2) = fresh();
+                    cpu::adamw_update(&mut p, &grad, &mut s1, &mut s2, 1, &adam);
+                    p
+                }),
+                2,
+            )
+        }
+        "rmsprop_update" => {
+            let cfg = RmsPropConfig { lr: 1e-3, rho: 0.9, eps: 1e-7, momentum: 0.0, weight_decay: 0.0, schedule };
+            let plan = rmsprop_update(&gpu, &pt, &gt, &states[0], None, Some(&step), &cfg).unwrap();
+            (
+                plan,
+                time_cpu(|| {
+                    let (mut p, mut s1, _) = fresh();
+                    cpu::rmsprop_update(&mut p, &grad, &mut s1, None, 1, &cfg);
+                    p
+                }),
+                1,
+            )
+        }
+        "adagrad_update" => {
+            let cfg = AdagradConfig { lr: 0.01, initial_accumulator: 0.1, eps: 1e-7, weight_decay: 0.0, schedule };
+            let plan = adagrad_update(&gpu, &pt, &gt, &states[0], &step, &cfg).unwrap();
+            (
+                plan,
+                time_cpu(|| {
+                    let (mut p, mut s1, _) = fresh();
+                    cpu::adagrad_update(&mut p, &grad, &mut s1, 1, &cfg);
+                    p
+                }),
+                1,
+            )
+        }
+        "adadelta_update" => {
+            let cfg = AdadeltaConfig { lr: 1.0, rho: 0.95, eps: 1e-7, weight_decay: 0.0, schedule };
+            let plan = adadelta_update(&gpu, &pt, &gt, &states[0], &states[1], Some(&step), &cfg).unwrap();
+            (
+                plan,
+                time_cpu(|| {
+                    let (mut p, mut s1, mut s2) = fresh();
+                    cpu::adadelta_update(&mut p, &grad, &mut s1, &mut s2, 1, &cfg);
+                    p
+                }),
+                2,
+            )
+        }
+        other => panic!("no optimizer bench for {other}"),
+    };
+    // param read and written, grad read, each state read and written.
+    let bytes = 4.0 * len as f64 * (3 + 2 * state_tensors) as f64;
+    bench.row(kernel, "in-place", shape, true, &plan, &pt, &want, (1e-6, 1e-5), Work::Bytes(bytes), cpu_s, None);
+}
+
+fn bench_dropout(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols} p=0.5");
+    let gpu = bench.gpu.clone();
+    let x = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let xt = up(&gpu, &[rows, cols], &x);
+    let (yt, mt, dxt) = (
+        Tensor::zeros(&gpu, &[rows, cols]).unwrap(),
+        Tensor::zeros(&gpu, &[rows, cols]).unwrap(),
+        Tensor::zeros(&gpu, &[rows, cols]).unwrap(),
+    );
+    let step = Tensor::from_u32(&gpu, &[1], &[3]).unwrap();
+    let bytes = 4.0 * (3 * rows * cols) as f64;
+    if bench.wants(&format!("dropout_forward hash {shape}")) {
+        let plan = dropout_forward(&gpu, &xt, &yt, &mt, 0.5, 7, &step).unwrap();
+        let (cpu_s, (want, _)) = time_cpu(|| cpu::dropout_forward(&x, 0.5, 7, 3));
+        bench.row(
+            "dropout_forward",
+            "hash",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &want,
+            (0.0, 0.0),
+            Work::Bytes(bytes),
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("dropout_backward mask {shape}")) {
+        let (_, mask) = cpu::dropout_forward(&x, 0.5, 7, 3);
+        let mt = up(&gpu, &[rows, cols], &mask);
+        let plan = dropout_backward(&gpu, &xt, &mt, &dxt).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::dropout_backward(&x, &mask));
+        bench.row(
+            "dropout_backward",
+            "mask",
+            shape,
+            true,
+            &plan,
+            &dxt,
+            &want,
+            (0.0, 0.0),
+            Work::Bytes(bytes),
+            cpu_s,
+            None,
+        );
+    }
+}
+
+fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols}");
+    let gpu = bench.gpu.clone();
+    let cfg = BatchNormConfig::default();
+    let x = rng.vec_uniform(rows * cols, -2.0, 2.0);
+    let gamma = rng.vec_uniform(cols, 0.5, 1.5);
+    let beta = rng.vec_uniform(cols, -0.5, 0.5);
+    let (xt, gt, bt) = (up(&gpu, &[rows, cols], &x), up(&gpu, &[cols], &gamma), up(&gpu, &[cols], &beta));
+    let feature = || Tensor::zeros(&gpu, &[cols]).unwrap();
+    let (mean_t, inv_t, run_mean_t) = (feature(), feature(), feature());
+    let run_var_t = up(&gpu, &[cols], &vec![1.0; cols]);
+    let yt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+    let (mut run_mean, mut run_var) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+    let (y_want, mean, inv_std) =
+        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut run_mean, &mut run_var, rows, cols, &cfg);
+    let bytes = 4.0 * (2 * rows * cols) as f64;
+    if bench.wants(&format!("batch_norm_forward_train chunked {shape}")) {
+        let plan =
+            batch_norm_forward_train(&gpu, &xt, &gt, &bt, &yt, &mean_t, &inv_t, &run_mean_t, &run_var_t, &cfg).unwrap();
+        let (cpu_s, _) = time_cpu(|| {
+            let (mut m, mut v) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+            cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut m, &mut v, rows, cols, &cfg)
+        });
+        let work = Work::Bytes(bytes + 4.0 * (rows * cols) as f64);
+        bench.row(
+            "batch_norm_forward_train",
+            "chunked",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &y_want,
+            (1e-4, 1e-4),
+            work,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("batch_norm_forward_inference rows {shape}")) {
+        let rm = up(&gpu, &[cols], &mean);
+        let var: Vec<f32> = inv_std.iter().map(|s| 1.0 / (s * s) - cfg.eps).collect();
+        let rv = up(&gpu, &[cols], &var);
+        let plan = batch_norm_forward_inference(&gpu, &xt, &gt, &bt, &rm, &rv, &yt, &cfg).unwrap();
+        let (cpu_s, want) =
+            time_cpu(|| cpu::batch_norm_forward_inference(&x, &gamma, &beta, &mean, &var, rows, cols, &cfg));
+        bench.row(
+            "batch_norm_forward_inference",
+            "rows",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &want,
+            (1e-4, 1e-4),
+            Work::Bytes(bytes),
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("batch_norm_backward chunked {shape}")) {
+        let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+        let dyt = up(&gpu, &[rows, cols], &dy);
+        let (mt, it) = (up(&gpu, &[cols], &mean), up(&gpu, &[cols], &inv_std));
+        let (dxt, dgt, dbt) = (Tensor::zeros(&gpu, &[rows, cols]).unwrap(), feature(), feature());
+        let plan = batch_norm_backward(&gpu, &dyt, &xt, &gt, &mt, &it, &dxt, &dgt, &dbt, false).unwrap();
+        let (cpu_s, (want, _, _)) = time_cpu(|| cpu::batch_norm_backward(&dy, &x, &gamma, &mean, &inv_std, rows, cols));
+        let work = Work::Bytes(4.0 * (5 * rows * cols) as f64);
+        bench.row("batch_norm_backward", "chunked", shape, true, &plan, &dxt, &want, (1e-4, 1e-3), work, cpu_s, None);
+    }
+}
+
 fn today() -> String {
     let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
     // Civil-from-days (H. Hinnant).
@@ -523,6 +889,29 @@ fn main() {
     }
     for (rows, cols) in [(256, 64), (60_000, 10)] {
         bench_column_sum(&mut bench, &mut rng, rows, cols);
+    }
+    for (rows, cols) in [(256, 10), (10_000, 10)] {
+        bench_softmax_xent(&mut bench, &mut rng, rows, cols);
+        bench_softmax(&mut bench, &mut rng, rows, cols);
+    }
+    for kernel in ["sigmoid_bce", "hinge"] {
+        bench_single_output_loss(&mut bench, &mut rng, kernel, 10_000);
+    }
+    bench_mse(&mut bench, &mut rng, 10_000, 10);
+    for rows in [32, 256] {
+        bench_gather(&mut bench, &mut rng, 10_000, 784, rows);
+    }
+    // 55,050 = the MNIST MLP's parameter count; 1M a larger model.
+    for len in [55_050, 1_000_000] {
+        for kernel in
+            ["sgd_update", "adam_update", "adamw_update", "rmsprop_update", "adagrad_update", "adadelta_update"]
+        {
+            bench_optimizer(&mut bench, &mut rng, kernel, len);
+        }
+    }
+    for (rows, cols) in [(256, 64), (10_000, 64)] {
+        bench_dropout(&mut bench, &mut rng, rows, cols);
+        bench_batch_norm(&mut bench, &mut rng, rows, cols);
     }
     println!("\n{} rows in {:.0} s", bench.rows.len(), start.elapsed().as_secs_f64());
     write_outputs(&bench, &adapter, &date);
