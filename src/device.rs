@@ -65,7 +65,10 @@ impl Gpu {
         let info = adapter.get_info();
         // The adapter's own limits: the defaults cap a storage binding at 128 MiB.
         let limits = adapter.limits();
-        let wanted_features = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // SUBGROUP: the matmul subgroup variant (used only where present).
+        let wanted_features = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted_features;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

@@ -67,6 +67,7 @@ fn every_variant_and_form_matches_cpu() {
         (32, 784, 64),
         (12, 20, 8),
         (64, 10, 10),
+        (20, 36, 68),
     ];
     for variant in MatmulVariant::ALL {
         for form in FORMS {

@@ -18,6 +18,18 @@ pub(crate) const MATMUL: KernelFamily = KernelFamily {
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
 };
 
+/// The subgroup variant: a module of its own, since it only compiles where the device has
+/// `Features::SUBGROUP`.
+pub(crate) const MATMUL_SUBGROUP: KernelFamily = KernelFamily {
+    name: "matmul_subgroup",
+    sources: &[
+        ACTIVATION_WGSL,
+        include_str!("../../shaders/matmul.wgsl"),
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+    ],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
+};
+
 /// What is applied to each finished output of a matmul.
 #[derive(Clone, Copy, Debug)]
 pub enum Epilogue<'a> {
@@ -47,11 +59,21 @@ pub enum MatmulVariant {
     Register,
     /// 8 rows × 4 columns of outputs per invocation; vec4 loads when the shape allows.
     RegisterTall,
+    /// One subgroup of 8 invocations per workgroup, 4 columns × up to 32 rows per invocation, op(A)
+    /// loaded once per subgroup and shared with subgroupBroadcast (for CPU adapters). Needs
+    /// subgroups of at least 8, op(B) not transposed and vec4-friendly sizes; where any is missing
+    /// it runs as `Register`.
+    Subgroup,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 4] =
-        [MatmulVariant::Naive, MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::RegisterTall];
+    pub const ALL: [MatmulVariant; 5] = [
+        MatmulVariant::Naive,
+        MatmulVariant::Tiled,
+        MatmulVariant::Register,
+        MatmulVariant::RegisterTall,
+        MatmulVariant::Subgroup,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +81,7 @@ impl MatmulVariant {
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::Register => "register4x8",
             MatmulVariant::RegisterTall => "register8x4",
+            MatmulVariant::Subgroup => "subgroup",
         }
     }
 }
@@ -104,6 +127,7 @@ struct KernelShape {
     block: [u32; 2],
     max_kc: usize,
     register: bool,
+    family: &'static KernelFamily,
 }
 
 /// vec4 loads need every dimension read along its contiguous axis to be a multiple of 4: K for
@@ -115,34 +139,69 @@ fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
 fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> KernelShape {
     let register_entry = if vec4 { "matmul_register" } else { "matmul_register_scalar" };
     match variant {
-        MatmulVariant::Naive => {
-            KernelShape { entry: "matmul_naive", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false }
-        }
+        MatmulVariant::Naive => KernelShape {
+            entry: "matmul_naive",
+            wg: [16, 16],
+            block: [1, 1],
+            max_kc: 4096,
+            register: false,
+            family: &MATMUL,
+        },
         // 4096 / 16 tile steps × (1 + 16) inner iterations = 4,352.
-        MatmulVariant::Tiled => {
-            KernelShape { entry: "matmul_tiled", wg: [16, 16], block: [1, 1], max_kc: 4096, register: false }
-        }
+        MatmulVariant::Tiled => KernelShape {
+            entry: "matmul_tiled",
+            wg: [16, 16],
+            block: [1, 1],
+            max_kc: 4096,
+            register: false,
+            family: &MATMUL,
+        },
         // On lavapipe one row of invocations per workgroup (WY = 1) makes the A loads uniform across
         // SIMD lanes (measured ~2× faster than 16×4); a GPU wants more invocations per workgroup.
         MatmulVariant::Register => {
             let wg = if cpu_adapter { [16, 1] } else { [16, 4] };
-            KernelShape { entry: register_entry, wg, block: [4, 8], max_kc: 2048, register: true }
+            KernelShape { entry: register_entry, wg, block: [4, 8], max_kc: 2048, register: true, family: &MATMUL }
         }
         MatmulVariant::RegisterTall => {
             let wg = if cpu_adapter { [8, 1] } else { [16, 4] };
-            KernelShape { entry: register_entry, wg, block: [8, 4], max_kc: 2048, register: true }
+            KernelShape { entry: register_entry, wg, block: [8, 4], max_kc: 2048, register: true, family: &MATMUL }
         }
+        // Only where subgroup_ok (the wrapper falls back to Register elsewhere).
+        MatmulVariant::Subgroup => KernelShape {
+            entry: "matmul_subgroup",
+            wg: [8, 1],
+            block: [16, 4],
+            max_kc: SUBGROUP_MAX_KC,
+            register: false,
+            family: &MATMUL_SUBGROUP,
+        },
     }
+}
+
+/// K per split of the subgroup kernel.
+const SUBGROUP_MAX_KC: usize = 2048;
+
+/// Whether the subgroup kernel runs this product: subgroups of at least its 8-invocation
+/// workgroup, op(B) not transposed, vec4 loads possible.
+fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
+    gpu.features().contains(wgpu::Features::SUBGROUP)
+        && gpu.adapter_info().subgroup_min_size >= 8
+        && !trans_b
+        && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
 /// Which variant the engine picks for this shape on this adapter.
 pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
-    let _ = (trans_a, trans_b);
     if gpu.is_cpu_adapter() {
         // lavapipe: workgroup memory and barriers are slow and per-lane loads cost more than the
         // arithmetic, so many outputs per invocation and no workgroup memory win at every measured
-        // shape (BENCHMARKS.md); 4×8 was the most even of the two register blockings.
-        MatmulVariant::Register
+        // shape (BENCHMARKS.md). Sharing op(A) across the subgroup cuts the loads 2–4× more where
+        // it applies; elsewhere 4×8 was the most even of the two register blockings.
+        if subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
+            MatmulVariant::Subgroup
+        } else {
+            MatmulVariant::Register
+        }
     } else if m >= 128 && n >= 128 && k >= 64 {
         // Real GPUs (not measured in this project yet): the textbook choice for large products.
         MatmulVariant::Tiled
@@ -227,7 +286,10 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
         return Err(WgnnError::invalid(OP, format!("C shares memory with the epilogue's bias or Y: {form}")));
     }
 
-    let variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
+    let mut variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
+    if variant == MatmulVariant::Subgroup && !subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b) {
+        variant = MatmulVariant::Register;
+    }
     let shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b), gpu.is_cpu_adapter());
     let grid_x = n.div_ceil((shape.wg[0] * shape.block[1]) as usize);
     let grid_y = m.div_ceil((shape.wg[1] * shape.block[0]) as usize);
@@ -268,11 +330,11 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
     let grid = [grid_x as u32, grid_y as u32, splits as u32];
     let mut plan = Plan::new();
     if !split {
-        plan.push(dispatch(gpu, &MATMUL, shape.entry, &constants, &params, &[a, b, c, &aux], grid)?);
+        plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &[a, b, c, &aux], grid)?);
         return Ok(plan);
     }
     let partial = Tensor::zeros(gpu, &[splits, m, n])?;
-    plan.push(dispatch(gpu, &MATMUL, shape.entry, &constants, &params, &[a, b, &partial, &dummy], grid)?);
+    plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &[a, b, &partial, &dummy], grid)?);
     const WG: u32 = 256;
     let reduce_constants = [
         ("ACCUMULATE", flag(opts.accumulate)),

@@ -1,0 +1,83 @@
+// Subgroup-shared matmul for CPU adapters (lavapipe). Appended to activation.wgsl + matmul.wgsl
+// (it uses their bindings, p, k_range, emit and the a4/b4 views); a separate module because it
+// needs Features::SUBGROUP.
+//
+// lavapipe turns a storage load whose address is not a compile-time constant into a loop over the
+// 8 SIMD lanes (a scalar load and a bounds check per lane and component), so loads, not
+// arithmetic, are the cost. Here a workgroup is one subgroup of 8 invocations: lane l owns 4
+// columns (one vec4 of op(B) per k) and all 16 rows of the tile; op(A) is loaded once for the
+// whole subgroup, each lane a different 4-long part of a 32-long K chunk, and handed to the other
+// lanes with subgroupShuffle (register moves on lavapipe). Needs: subgroup size ≥ 8, op(B) not
+// transposed, K, N and (with TRANS_A) M multiples of 4 (the wrapper checks).
+//
+// Blocks are mat4x4s as in matmul_register: acc_b[i] is output row 4b + i (a vec4 over this
+// lane's columns), a_b[i] the 4 values of op(A) row 4b + i over 4 consecutive k, and a step over
+// those 4 k is acc_b += Bq · a_b with Bq's columns the 4 rows of op(B).
+
+// op(A) rows mb .. mb + 3 at k .. k + 3 (zero past kend), as columns = rows.
+fn sg_a_block(mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
+    if (TRANS_A) {
+        // A stored [K, M]: a vec4 along m per k, transposed into rows.
+        let c = min(mb, p.m - 4u) / 4u;
+        let w = p.m / 4u;
+        let kl = p.k - 1u;
+        let z = vec4<f32>();
+        return transpose(mat4x4<f32>(select(z, a4[min(k, kl) * w + c], k < kend),
+                                     select(z, a4[min(k + 1u, kl) * w + c], k + 1u < kend),
+                                     select(z, a4[min(k + 2u, kl) * w + c], k + 2u < kend),
+                                     select(z, a4[min(k + 3u, kl) * w + c], k + 3u < kend)));
+    }
+    let w = p.k / 4u;
+    let q = min(k, p.k - 4u) / 4u;
+    let ml = p.m - 1u;
+    let blk = mat4x4<f32>(a4[min(mb, ml) * w + q], a4[min(mb + 1u, ml) * w + q], a4[min(mb + 2u, ml) * w + q],
+                          a4[min(mb + 3u, ml) * w + q]);
+    // kend is a multiple of 4 here (K and the split length are), so the 4 k go together.
+    return blk * f32(k < kend);
+}
+
+fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupShuffle(a[0], lane), subgroupShuffle(a[1], lane), subgroupShuffle(a[2], lane),
+                       subgroupShuffle(a[3], lane));
+}
+
+@compute @workgroup_size(8)
+fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let m0 = wid.y * 16u;
+    let n4_raw = wid.x * 8u + lane;
+    let w = p.n / 4u;
+    let n4 = min(n4_raw, w - 1u);
+    let kr = k_range(wid.z);
+    let kl = p.k - 1u;
+    let z = vec4<f32>();
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    // No early return and no branch around the subgroup operations: every lane stays active.
+    for (var k0 = kr.x; k0 < kr.y; k0 += 32u) {
+        // This lane's share of the chunk: k0 + 4·lane .. + 3, for the 16 rows.
+        let ks = k0 + 4u * lane;
+        let a0 = sg_a_block(m0, ks, kr.y);
+        let a1 = sg_a_block(m0 + 4u, ks, kr.y);
+        let a2 = sg_a_block(m0 + 8u, ks, kr.y);
+        let a3 = sg_a_block(m0 + 12u, ks, kr.y);
+        for (var j = 0u; j < 8u; j++) {
+            let k = k0 + 4u * j;
+            let bq = mat4x4<f32>(select(z, b4[min(k, kl) * w + n4], k < kr.y),
+                                 select(z, b4[min(k + 1u, kl) * w + n4], k + 1u < kr.y),
+                                 select(z, b4[min(k + 2u, kl) * w + n4], k + 2u < kr.y),
+                                 select(z, b4[min(k + 3u, kl) * w + n4], k + 3u < kr.y));
+            acc0 += bq * sg_shuffle(a0, j);
+            acc1 += bq * sg_shuffle(a1, j);
+            acc2 += bq * sg_shuffle(a2, j);
+            acc3 += bq * sg_shuffle(a3, j);
+        }
+    }
+    if (n4_raw < w) {
+        store_block(m0, n4_raw * 4u, wid.z, acc0);
+        store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1);
+        store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2);
+        store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3);
+    }
+}
