@@ -19,10 +19,13 @@ use crate::data::{Dataset, Features};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
+use crate::init::Initializer;
+use crate::kernels::bias_act::bias_act_forward;
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
 use crate::kernels::optimizer::{adam_update, sgd_update_with_step, AdamConfig, SgdConfig};
 use crate::kernels::reduce::column_sum;
+use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
 use crate::kernels::Plan;
 use crate::rng::Rng;
@@ -45,6 +48,20 @@ pub enum Loss {
     /// (PyTorch's `CrossEntropyLoss`, Keras' softmax + `sparse_categorical_crossentropy`). The last
     /// layer is linear (its outputs are logits); `predict` returns the softmax probabilities.
     SparseCategoricalCrossentropy,
+    /// Sigmoid fused with binary cross-entropy against labels 0/1 (PyTorch's `BCEWithLogitsLoss`,
+    /// Keras' `binary_crossentropy(from_logits=True)`), for a model with one linear output unit.
+    /// Accuracy counts σ(z) > 0.5 against the label; `predict` returns σ(z), [rows, 1].
+    BinaryCrossentropy,
+}
+
+impl Loss {
+    /// How many distinct labels the loss takes from a model with `outputs` output units.
+    fn classes(self, outputs: usize) -> usize {
+        match self {
+            Loss::SparseCategoricalCrossentropy => outputs,
+            Loss::BinaryCrossentropy => 2,
+        }
+    }
 }
 
 /// The update rule, with its hyper-parameters.
@@ -253,7 +270,7 @@ struct CpuState {
 impl Sequential {
     /// An empty model taking `input_dim` features; `seed` fixes the initial weights.
     pub fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
-        SequentialBuilder { input_dim, layers: Vec::new(), seed, error: None }
+        SequentialBuilder { input_dim, layers: Vec::new(), inits: Vec::new(), seed, error: None }
     }
 
     pub fn layers(&self) -> &[Dense] {
@@ -278,29 +295,42 @@ impl Sequential {
         }
     }
 
+    /// The compiled loss (softmax cross-entropy before `compile`).
+    pub fn loss(&self) -> Loss {
+        self.compiled.map_or(Loss::SparseCategoricalCrossentropy, |(loss, _)| loss)
+    }
+
     /// Sets the loss and optimizer, and resets the optimizer state.
     pub fn compile(&mut self, loss: Loss, optimizer: Optimizer) -> Result<()> {
         let lr = optimizer.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
         }
+        let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
+        let (name, fused) = match loss {
+            Loss::SparseCategoricalCrossentropy => ("sparse categorical cross-entropy", "softmax"),
+            Loss::BinaryCrossentropy => ("binary cross-entropy", "sigmoid"),
+        };
+        if last.activation != Activation::Identity {
+            return Err(WgnnError::invalid(
+                "compile",
+                format!(
+                    "{name} applies the {fused} itself: the last layer must be linear (Activation::Identity), got {}",
+                    last.activation.name()
+                ),
+            ));
+        }
         match loss {
-            Loss::SparseCategoricalCrossentropy => {
-                let last =
-                    self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
-                if last.activation != Activation::Identity {
-                    return Err(WgnnError::invalid(
-                        "compile",
-                        format!(
-                            "sparse categorical cross-entropy applies the softmax itself: the last layer must be linear (Activation::Identity), got {}",
-                            last.activation.name()
-                        ),
-                    ));
-                }
-                if last.units < 2 {
-                    return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
-                }
+            Loss::SparseCategoricalCrossentropy if last.units < 2 => {
+                return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
             }
+            Loss::BinaryCrossentropy if last.units != 1 => {
+                return Err(WgnnError::invalid(
+                    "compile",
+                    format!("binary cross-entropy needs exactly 1 output unit, got {}", last.units),
+                ));
+            }
+            _ => {}
         }
         let slots = optimizer.state_slots();
         match &mut self.state {
@@ -384,7 +414,7 @@ impl Sequential {
         if data.rows == 0 {
             return Err(WgnnError::invalid(op, format!("{} has no rows", data.source)));
         }
-        let classes = self.output_dim();
+        let classes = self.compiled.map_or(self.output_dim(), |(loss, _)| loss.classes(self.output_dim()));
         if let Some((row, &label)) = data.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
             return Err(WgnnError::invalid(
                 op,
@@ -473,15 +503,15 @@ impl Sequential {
             State::Cpu(_) => {
                 let x = data.to_f32();
                 let logits = self.forward_cpu(&x, data.rows);
-                let classes = self.output_dim();
-                let (loss_rows, _, correct) =
-                    cpu::softmax_xent(&logits, &data.labels, data.rows, classes, 1.0 / data.rows as f32);
+                let (loss_rows, _, correct) = self.loss_cpu(&logits, &data.labels, 1.0);
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }
     }
 
-    /// Class probabilities for `rows` rows of `x` ([rows, input_dim], already normalised).
+    /// Class probabilities for `rows` rows of `x` ([rows, input_dim], already normalised):
+    /// softmax [rows, classes], or σ(z) [rows, 1] for [`Loss::BinaryCrossentropy`] (softmax when
+    /// the model is not compiled).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim {
@@ -503,7 +533,10 @@ impl Sequential {
             }
             State::Cpu(_) => {
                 let logits = self.forward_cpu(x, rows);
-                Ok(cpu::softmax(&logits, rows, self.output_dim()))
+                Ok(match self.loss() {
+                    Loss::SparseCategoricalCrossentropy => cpu::softmax(&logits, rows, self.output_dim()),
+                    Loss::BinaryCrossentropy => logits.iter().map(|&z| cpu::sigmoid(z)).collect(),
+                })
             }
         }
     }
@@ -519,13 +552,21 @@ impl Sequential {
 pub struct SequentialBuilder {
     input_dim: usize,
     layers: Vec<Dense>,
+    /// Each layer's W initialiser (b starts at zero).
+    inits: Vec<Initializer>,
     seed: u64,
     error: Option<WgnnError>,
 }
 
 impl SequentialBuilder {
-    /// Adds a dense layer of `units` outputs with `activation`.
-    pub fn dense(mut self, units: usize, activation: Activation) -> SequentialBuilder {
+    /// Adds a dense layer of `units` outputs with `activation`, W drawn Glorot-uniform.
+    pub fn dense(self, units: usize, activation: Activation) -> SequentialBuilder {
+        self.dense_init(units, activation, Initializer::GlorotUniform)
+    }
+
+    /// Adds a dense layer whose W is drawn by `init` (b starts at zero), e.g.
+    /// `Initializer::Constant(0.01)` for logistic regression.
+    pub fn dense_init(mut self, units: usize, activation: Activation, init: Initializer) -> SequentialBuilder {
         let inputs = self.layers.last().map_or(self.input_dim, |l| l.units);
         if self.error.is_none() {
             if units == 0 || inputs == 0 {
@@ -538,11 +579,13 @@ impl SequentialBuilder {
             }
         }
         self.layers.push(Dense { inputs, units, activation });
+        self.inits.push(init);
         self
     }
 
-    /// Allocates the model on `backend` and draws the initial weights: Glorot-uniform W and zero b
-    /// (the Keras defaults), from the seed.
+    /// Allocates the model on `backend` and draws the initial weights from the seed: each layer's
+    /// initialiser for W (Glorot-uniform unless [`SequentialBuilder::dense_init`] said otherwise)
+    /// and zero b (the Keras defaults).
     pub fn build(self, backend: &Backend) -> Result<Sequential> {
         if let Some(e) = self.error {
             return Err(e);
@@ -553,11 +596,9 @@ impl SequentialBuilder {
         let layout = ParamLayout::new(&self.layers);
         let mut flat = vec![0.0f32; layout.total];
         let mut rng = Rng::new(self.seed);
-        for (l, &(wo, _)) in self.layers.iter().zip(&layout.offsets) {
-            let limit = (6.0 / (l.inputs + l.units) as f32).sqrt();
-            for w in &mut flat[wo..wo + l.inputs * l.units] {
-                *w = rng.uniform(-limit, limit);
-            }
+        for ((l, &(wo, _)), init) in self.layers.iter().zip(&layout.offsets).zip(&self.inits) {
+            let n = l.inputs * l.units;
+            flat[wo..wo + n].copy_from_slice(&init.fill(l.inputs, l.units, n, &mut rng));
         }
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
@@ -731,6 +772,39 @@ impl Sequential {
         Ok(plan)
     }
 
+    /// The compiled loss on the last layer's outputs in `buf` (labels `buf.y`), adding its sums
+    /// to `totals`; `dlogits` (scaled by `grad_scale`) when training.
+    fn loss_plan(
+        &self,
+        buf: &BatchBuffers,
+        dlogits: Option<&Tensor>,
+        totals: &Tensor,
+        grad_scale: f32,
+    ) -> Result<Plan> {
+        let gpu = &self.gpu_state()?.gpu;
+        let logits = &buf.h[self.layers.len() - 1];
+        match self.loss() {
+            Loss::SparseCategoricalCrossentropy => {
+                let out = SoftmaxXentOut {
+                    loss_rows: &buf.loss_rows,
+                    dlogits,
+                    correct_rows: &buf.correct_rows,
+                    totals: Some(totals),
+                };
+                softmax_xent(gpu, logits, &buf.y, grad_scale, &out)
+            }
+            Loss::BinaryCrossentropy => {
+                let out = SigmoidBceOut {
+                    loss_rows: &buf.loss_rows,
+                    dlogits,
+                    correct_rows: &buf.correct_rows,
+                    totals: Some(totals),
+                };
+                sigmoid_bce(gpu, logits, &buf.y, grad_scale, &out)
+            }
+        }
+    }
+
     /// One training step for `batch` rows taken at `epoch_step * stride` of `order`.
     fn train_step_plan(
         &self,
@@ -746,13 +820,7 @@ impl Sequential {
         let start = BatchStart::Counter { stride };
         let mut plan = self.forward_plan(rows, order, &g.epoch_step, start, &mut buf)?;
         let last = self.layers.len() - 1;
-        let out = SoftmaxXentOut {
-            loss_rows: &buf.loss_rows,
-            dlogits: Some(&buf.dz[last]),
-            correct_rows: &buf.correct_rows,
-            totals: Some(&g.totals),
-        };
-        plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0 / batch as f32, &out)?);
+        plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &g.totals, 1.0 / batch as f32)?);
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
             let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
@@ -953,20 +1021,13 @@ impl Sequential {
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let totals = Tensor::zeros(gpu, &[2])?;
         let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
-        let last = self.layers.len() - 1;
         let mut plans = Vec::new();
         let mut start = 0;
         while start < n {
             let batch = EVAL_BATCH.min(n - start);
             let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
             let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
-            let out = SoftmaxXentOut {
-                loss_rows: &buf.loss_rows,
-                dlogits: None,
-                correct_rows: &buf.correct_rows,
-                totals: Some(&totals),
-            };
-            plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0, &out)?);
+            plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
             plans.push(plan);
             start += batch;
         }
@@ -991,7 +1052,11 @@ impl Sequential {
             let batch = EVAL_BATCH.min(n - start);
             let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
             let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
-            plan.extend(softmax(gpu, &buf.h[last], &probs.view(start * classes, &[batch, classes])?)?);
+            let out = probs.view(start * classes, &[batch, classes])?;
+            plan.extend(match self.loss() {
+                Loss::SparseCategoricalCrossentropy => softmax(gpu, &buf.h[last], &out)?,
+                Loss::BinaryCrossentropy => bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Sigmoid)?,
+            });
             plans.push(plan);
             start += batch;
         }
@@ -1024,6 +1089,17 @@ impl Sequential {
         outs
     }
 
+    /// The compiled loss on the last layer's outputs: (loss_rows, dlogits, correct_rows).
+    fn loss_cpu(&self, logits: &[f32], labels: &[u32], grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let rows = labels.len();
+        match self.loss() {
+            Loss::SparseCategoricalCrossentropy => {
+                cpu::softmax_xent(logits, labels, rows, self.output_dim(), grad_scale)
+            }
+            Loss::BinaryCrossentropy => cpu::sigmoid_bce_labels(logits, labels, grad_scale),
+        }
+    }
+
     fn forward_cpu(&self, x: &[f32], rows: usize) -> Vec<f32> {
         self.forward_cpu_all(x, rows).pop().unwrap_or_default()
     }
@@ -1033,8 +1109,7 @@ impl Sequential {
         let rows = y.len();
         let h = self.forward_cpu_all(x, rows);
         let last = self.layers.len() - 1;
-        let classes = self.layers[last].units;
-        let (loss_rows, dlogits, correct) = cpu::softmax_xent(&h[last], y, rows, classes, 1.0 / rows as f32);
+        let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, 1.0 / rows as f32);
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
         let mut dz = dlogits;

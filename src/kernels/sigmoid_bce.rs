@@ -37,8 +37,8 @@ pub struct SigmoidBceOut<'a> {
 }
 
 /// Sigmoid + binary cross-entropy with its gradient, for a single-output model.  logits: [N, 1]
-/// or [N] f32, targets: [N] f32 in [0, 1] (not checked: that would need a readback). `grad_scale`
-/// is usually 1/N.
+/// or [N] f32, targets: [N] f32 in [0, 1], or [N] u32 labels 0/1 converted in the kernel (not
+/// checked: that would need a readback). `grad_scale` is usually 1/N.
 pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32, out: &SigmoidBceOut) -> Result<Plan> {
     const OP: &str = "sigmoid_bce";
     logits.expect_dtype(OP, DType::F32)?;
@@ -47,7 +47,12 @@ pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32
         other => return Err(WgnnError::shape(OP, format!("logits must be [N, 1] or [N], got {other:?}"))),
     };
     logits.expect_nonempty(OP)?;
-    expect_len(OP, "targets", targets, DType::F32, n, &format!("[{n}]"))?;
+    let targets_u32 = targets.dtype() == DType::U32;
+    let target_dtype = if targets_u32 { DType::U32 } else { DType::F32 };
+    expect_len(OP, "targets", targets, target_dtype, n, &format!("[{n}]"))?;
+    if let Some(max) = targets.max_u32().filter(|&m| targets_u32 && m > 1) {
+        return Err(WgnnError::invalid(OP, format!("binary labels must be 0 or 1; the largest is {max}")));
+    }
     if !grad_scale.is_finite() {
         return Err(WgnnError::invalid(OP, format!("grad_scale = {grad_scale} must be finite")));
     }
@@ -71,7 +76,11 @@ pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32
 
     let dummy = super::dummy(gpu)?;
     let params = SigmoidBceParams { rows: n as u32, grad_scale, _pad0: 0, _pad1: 0 };
-    let constants = [("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
+    let constants = [
+        ("WG", WG as f64),
+        ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64),
+        ("TARGETS_U32", targets_u32 as u32 as f64),
+    ];
     let bindings = [logits, targets, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
     let mut plan: Plan = dispatch(gpu, &SIGMOID_BCE, OP, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
     if let Some(t) = out.totals {

@@ -92,6 +92,13 @@ fn activation_tag(a: Activation) -> String {
 
 /// A JSON number read back as the f32 that was written with `{}` (exactly: the text is the f32's
 /// shortest round-trip form).
+fn loss_tag(loss: Loss) -> &'static str {
+    match loss {
+        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+        Loss::BinaryCrossentropy => "binary_crossentropy",
+    }
+}
+
 fn json_f32(v: &Value) -> Option<f32> {
     match v {
         Value::Number(n) => n.to_string().parse().ok(),
@@ -393,7 +400,7 @@ impl Sequential {
     /// [`Sequential::resume`] reads it back.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>, epoch: usize, history: &History) -> Result<()> {
         let path = path.as_ref();
-        let (_, optimizer) =
+        let (loss, optimizer) =
             self.compiled.ok_or_else(|| WgnnError::invalid("save_checkpoint", "the model is not compiled"))?;
         let (params, slots, step) = self.state_to_host()?;
         let mut flats: Vec<(String, &[f32])> = vec![(String::new(), &params)];
@@ -401,7 +408,8 @@ impl Sequential {
             flats.push((format!("optimizer.{name}."), flat));
         }
         let checkpoint = format!(
-            r#"{{"epoch": {epoch}, "step": {step}, "loss": "sparse_categorical_crossentropy", "optimizer": {}}}"#,
+            r#"{{"epoch": {epoch}, "step": {step}, "loss": "{}", "optimizer": {}}}"#,
+            loss_tag(loss),
             optimizer_json(&optimizer)
         );
         let meta = HashMap::from([
@@ -433,15 +441,16 @@ impl Sequential {
             .and_then(Value::as_u64)
             .and_then(|s| u32::try_from(s).ok())
             .ok_or_else(|| data_err(path, "checkpoint has no step"))?;
-        match v.get("loss").and_then(Value::as_str) {
-            Some("sparse_categorical_crossentropy") => {}
+        let loss = match v.get("loss").and_then(Value::as_str) {
+            Some("sparse_categorical_crossentropy") => Loss::SparseCategoricalCrossentropy,
+            Some("binary_crossentropy") => Loss::BinaryCrossentropy,
             other => return Err(data_err(path, format!("unknown loss {other:?}"))),
-        }
+        };
         let optimizer =
             parse_optimizer(path, v.get("optimizer").ok_or_else(|| data_err(path, "checkpoint has no optimizer"))?)?;
         let history = History::from_csv(meta.get(HISTORY_KEY).map_or("", String::as_str))
             .map_err(|e| data_err(path, format!("bad `{HISTORY_KEY}` metadata: {e}")))?;
-        model.compile(Loss::SparseCategoricalCrossentropy, optimizer).map_err(|e| match e {
+        model.compile(loss, optimizer).map_err(|e| match e {
             WgnnError::InvalidArgument { detail, .. } => {
                 data_err(path, format!("holds an unusable optimizer: {detail}"))
             }

@@ -1,0 +1,95 @@
+//! Features wired into the training API: binary cross-entropy, layer initialisers (and, below,
+//! early stopping and the further optimizers), each checked GPU against the CPU reference.
+
+mod common;
+use common::*;
+use wgnn::data::Dataset;
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::rng::Rng;
+use wgnn::{Activation, Initializer, WgnnError};
+
+/// Random features labelled 0/1 by the sign of a fixed random linear map (learnable).
+fn binary(rows: usize, dim: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
+    let w = rng.vec_uniform(dim, -1.0, 1.0);
+    let y = x.chunks(dim).map(|row| (dot(&w, row) > 0.0) as u32).collect();
+    Dataset::from_f32(x, y, dim, 2, "binary").unwrap()
+}
+
+#[test]
+fn binary_crossentropy_gpu_fit_matches_cpu_and_learns() {
+    let gpu = gpu();
+    // 6 steps of 16 rows and a partial 7th of 4, for 4 epochs.
+    let data = binary(100, 13, 1);
+    let mut results = Vec::new();
+    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+        let mut model =
+            Sequential::new(13, 3).dense(9, Activation::Tanh).dense(1, Activation::Identity).build(&backend).unwrap();
+        model.compile(Loss::BinaryCrossentropy, Optimizer::adam(2e-2)).unwrap();
+        let history = model.fit(&data, &FitOptions { epochs: 4, batch_size: 16, ..Default::default() }).unwrap();
+        let (loss, accuracy) = model.evaluate(&data).unwrap();
+        let probs = model.predict_dataset(&data).unwrap();
+        results.push((history, loss, accuracy, probs, model.weights().unwrap()));
+    }
+    let (g, c) = (&results[0], &results[1]);
+    let losses = |h: &wgnn::History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    let accs = |h: &wgnn::History| h.epochs.iter().map(|r| r.train_accuracy).collect::<Vec<_>>();
+    assert_close("bce train loss, gpu vs cpu", &losses(&g.0), &losses(&c.0), 1e-4, 1e-3);
+    assert_close("bce train accuracy, gpu vs cpu", &accs(&g.0), &accs(&c.0), 1e-6, 0.0);
+    assert_close("bce evaluate, gpu vs cpu", &[g.1, g.2], &[c.1, c.2], 1e-4, 1e-3);
+    assert_close("bce predict, gpu vs cpu", &g.3, &c.3, 1e-5, 1e-3);
+    for (i, ((wg, bg), (wc, bc))) in g.4.iter().zip(&c.4).enumerate() {
+        assert_close(&format!("bce layer {i} W"), wg, wc, 1e-4, 1e-3);
+        assert_close(&format!("bce layer {i} b"), bg, bc, 1e-4, 1e-3);
+    }
+    let l = losses(&g.0);
+    assert!(l[3] < l[0], "bce loss did not fall: {l:?}");
+    assert!(g.2 >= 0.85, "bce accuracy {} on a linearly separable set", g.2);
+
+    // predict is σ(z), one value per row; evaluate's accuracy thresholds it at 0.5.
+    assert_eq!(g.3.len(), data.rows);
+    assert!(g.3.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    let thresholded = g.3.iter().zip(&data.labels).filter(|(&p, &y)| (p > 0.5) == (y == 1)).count();
+    assert!((thresholded as f32 / data.rows as f32 - g.2).abs() < 1e-6, "predict vs evaluate accuracy");
+    let nll: f64 =
+        g.3.iter()
+            .zip(&data.labels)
+            .map(|(&p, &y)| -(if y == 1 { p as f64 } else { 1.0 - p as f64 }).ln())
+            .sum::<f64>()
+            / data.rows as f64;
+    assert!((nll as f32 - g.1).abs() < 1e-4, "evaluate loss {} vs −log σ {nll}", g.1);
+}
+
+#[test]
+fn binary_crossentropy_rejects_bad_setups() {
+    let backend = Backend::Gpu(gpu());
+    let mut two = Sequential::new(4, 1).dense(2, Activation::Identity).build(&backend).unwrap();
+    let err = two.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).err().expect("2 outputs");
+    assert!(err.to_string().contains("exactly 1 output unit"), "{err}");
+    let mut sig = Sequential::new(4, 1).dense(1, Activation::Sigmoid).build(&backend).unwrap();
+    let err = sig.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).err().expect("sigmoid last");
+    assert!(err.to_string().contains("last layer must be linear"), "{err}");
+    let mut model = Sequential::new(4, 1).dense(1, Activation::Identity).build(&backend).unwrap();
+    model.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).unwrap();
+    let three = Dataset::from_f32(vec![0.5; 12], vec![0, 1, 2], 4, 3, "three classes").unwrap();
+    let err = model.evaluate(&three).err().expect("label 2");
+    assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("label 2"), "{err}");
+}
+
+#[test]
+fn dense_init_sets_the_initial_weights() {
+    for backend in [Backend::Gpu(gpu()), Backend::Cpu] {
+        let model = Sequential::new(5, 9)
+            .dense_init(3, Activation::Relu, Initializer::Constant(0.01))
+            .dense(2, Activation::Identity)
+            .build(&backend)
+            .unwrap();
+        let w = model.weights().unwrap();
+        assert_eq!(w[0].0, vec![0.01; 15]);
+        assert_eq!(w[0].1, vec![0.0; 3]);
+        // The default stays Glorot-uniform: limit √(6 / (3 + 2)).
+        let limit = (6.0f32 / 5.0).sqrt();
+        assert!(w[1].0.iter().all(|v| v.abs() <= limit) && w[1].0.iter().any(|&v| v != 0.0));
+    }
+}
