@@ -133,6 +133,83 @@ pub struct FitOptions<'a> {
     pub progress_every: usize,
     /// Checkpoints written during training, if any.
     pub checkpoint: Option<Checkpointing<'a>>,
+    /// Stop when a validation metric stops improving (needs validation), if set.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// What [`EarlyStopping`] watches, after every epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitor {
+    /// The validation loss: lower is better.
+    ValLoss,
+    /// The validation accuracy: higher is better.
+    ValAccuracy,
+}
+
+/// Keras' `EarlyStopping`: training stops after `patience` epochs in a row without an
+/// improvement of more than `min_delta` in the monitored metric over the best epoch so far
+/// ([`History::stopped_early_at`] records the epoch it stopped after). With
+/// `restore_best_weights`, `fit` ends (stopped early or not) with the weights of the best epoch,
+/// kept on the device meanwhile (no readback); the optimizer state is not restored. The state
+/// starts afresh with every `fit` call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    /// Epochs in a row without improvement that stop training (0 acts as 1, as in Keras).
+    pub patience: usize,
+    /// The smallest change that counts as an improvement (≥ 0).
+    pub min_delta: f32,
+    pub restore_best_weights: bool,
+}
+
+impl EarlyStopping {
+    /// Stop on the validation loss after `patience` epochs without improvement, restoring the
+    /// best weights.
+    pub fn val_loss(patience: usize) -> EarlyStopping {
+        EarlyStopping { monitor: Monitor::ValLoss, patience, min_delta: 0.0, restore_best_weights: true }
+    }
+}
+
+/// Early stopping's running state within one `fit`.
+struct EarlyStopState {
+    cfg: EarlyStopping,
+    best: Option<f32>,
+    wait: usize,
+}
+
+/// What an epoch's record means to [`EarlyStopState`].
+struct EarlyStopDecision {
+    improved: bool,
+    stop: bool,
+}
+
+impl EarlyStopState {
+    fn new(cfg: EarlyStopping) -> EarlyStopState {
+        EarlyStopState { cfg, best: None, wait: 0 }
+    }
+
+    fn observe(&mut self, r: &EpochRecord) -> EarlyStopDecision {
+        let current = match self.cfg.monitor {
+            Monitor::ValLoss => r.val_loss,
+            Monitor::ValAccuracy => r.val_accuracy,
+        };
+        let improved = match (current, self.best) {
+            (Some(c), _) if !c.is_finite() => false,
+            (Some(_), None) => true,
+            (Some(c), Some(b)) => match self.cfg.monitor {
+                Monitor::ValLoss => c < b - self.cfg.min_delta,
+                Monitor::ValAccuracy => c > b + self.cfg.min_delta,
+            },
+            (None, _) => false,
+        };
+        if improved {
+            self.best = current;
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        EarlyStopDecision { improved, stop: !improved && self.wait >= self.cfg.patience.max(1) }
+    }
 }
 
 impl Default for FitOptions<'_> {
@@ -144,6 +221,7 @@ impl Default for FitOptions<'_> {
             validation: Validation::None,
             progress_every: 0,
             checkpoint: None,
+            early_stopping: None,
         }
     }
 }
@@ -466,6 +544,20 @@ impl Sequential {
             }
         };
         let _ = loss;
+        if let Some(es) = &opts.early_stopping {
+            if validation.is_none() {
+                return Err(WgnnError::invalid(
+                    OP,
+                    format!("early stopping monitors {:?}: fit needs validation data", es.monitor),
+                ));
+            }
+            if !(es.min_delta.is_finite() && es.min_delta >= 0.0) {
+                return Err(WgnnError::invalid(
+                    OP,
+                    format!("early stopping's min_delta must be finite and ≥ 0, got {}", es.min_delta),
+                ));
+            }
+        }
         let first_epoch = self.resume_point.as_ref().map_or(1, |r| r.epoch + 1);
         if opts.epochs < first_epoch {
             return Err(WgnnError::invalid(
@@ -916,6 +1008,13 @@ impl Sequential {
         let tail_plan =
             if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
+        let mut early = opts.early_stopping.map(EarlyStopState::new);
+        // The best epoch's weights, when early stopping restores them.
+        let best_params = match opts.early_stopping {
+            Some(es) if es.restore_best_weights => Some(Tensor::zeros(&gpu, &[self.layout.total])?),
+            _ => None,
+        };
+        let mut have_best = false;
 
         for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
@@ -991,6 +1090,22 @@ impl Sequential {
             observer.on_epoch_end(&record);
             history.push(record);
             self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
+            if let Some(es) = &mut early {
+                let decision = history.last().map(|r| es.observe(r));
+                if let (Some(d), Some(copy)) = (&decision, &best_params) {
+                    if d.improved {
+                        copy.copy_from(&params)?;
+                        have_best = true;
+                    }
+                }
+                if decision.is_some_and(|d| d.stop) {
+                    history.stopped_early_at = Some(epoch);
+                    break;
+                }
+            }
+        }
+        if let (Some(copy), true) = (&best_params, have_best) {
+            params.copy_from(copy)?;
         }
         Ok(history)
     }
@@ -1160,6 +1275,8 @@ impl Sequential {
         let steps = n.div_ceil(batch);
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
         let features = train.to_f32();
+        let mut early = opts.early_stopping.map(EarlyStopState::new);
+        let mut best_params: Option<Vec<f32>> = None;
         for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
             let order = epoch_order(n, opts.shuffle, self.seed, epoch);
@@ -1220,6 +1337,19 @@ impl Sequential {
             observer.on_epoch_end(&record);
             history.push(record);
             self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
+            if let Some(es) = &mut early {
+                let decision = history.last().map(|r| es.observe(r));
+                if decision.as_ref().is_some_and(|d| d.improved) && es.cfg.restore_best_weights {
+                    best_params = Some(self.cpu_params().to_vec());
+                }
+                if decision.is_some_and(|d| d.stop) {
+                    history.stopped_early_at = Some(epoch);
+                    break;
+                }
+            }
+        }
+        if let (Some(p), State::Cpu(c)) = (best_params, &mut self.state) {
+            c.params = p;
         }
         Ok(history)
     }

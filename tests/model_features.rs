@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use wgnn::data::Dataset;
-use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::model::{Backend, EarlyStopping, FitOptions, Loss, Monitor, Optimizer, Sequential};
 use wgnn::rng::Rng;
 use wgnn::{Activation, Initializer, WgnnError};
 
@@ -92,4 +92,85 @@ fn dense_init_sets_the_initial_weights() {
         let limit = (6.0f32 / 5.0).sqrt();
         assert!(w[1].0.iter().all(|v| v.abs() <= limit) && w[1].0.iter().any(|&v| v != 0.0));
     }
+}
+
+/// Random features with random labels: nothing to learn, so a model can only memorise its
+/// training rows and its validation loss soon rises.
+fn noise(rows: usize, dim: usize, classes: u32, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
+    let y = (0..rows).map(|_| (rng.uniform(0.0, classes as f32) as u32).min(classes - 1)).collect();
+    Dataset::from_f32(x, y, dim, classes as usize, "noise").unwrap()
+}
+
+fn overfitting_model(backend: &Backend) -> Sequential {
+    let mut model =
+        Sequential::new(10, 4).dense(64, Activation::Relu).dense(3, Activation::Identity).build(backend).unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(2e-2)).unwrap();
+    model
+}
+
+#[test]
+fn early_stopping_stops_an_overfitting_run_and_restores_the_best_weights() {
+    let gpu = gpu();
+    let (train, val) = (noise(24, 10, 3, 1), noise(60, 10, 3, 2));
+    let patience = 3;
+    let options = FitOptions {
+        epochs: 80,
+        batch_size: 8,
+        validation: wgnn::model::Validation::Data(&val),
+        early_stopping: Some(EarlyStopping::val_loss(patience)),
+        ..Default::default()
+    };
+    let mut histories = Vec::new();
+    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+        let mut model = overfitting_model(&backend);
+        let history = model.fit(&train, &options).unwrap();
+        let stopped = history.stopped_early_at.expect("an overfitting run stops early");
+        assert!(stopped < 80 && history.epochs.len() == stopped, "{history:?}");
+        let val_losses: Vec<f32> = history.epochs.iter().map(|r| r.val_loss.unwrap()).collect();
+        let best = (0..val_losses.len()).fold(0, |b, i| if val_losses[i] < val_losses[b] { i } else { b });
+        assert_eq!(stopped, best + 1 + patience, "stops `patience` epochs after the best: {val_losses:?}");
+
+        // The weights at the end are the best epoch's: the same as a run stopped there.
+        let (restored_loss, _) = model.evaluate(&val).unwrap();
+        assert!((restored_loss - val_losses[best]).abs() < 1e-5, "restored {restored_loss} vs best {val_losses:?}");
+        let mut reference = overfitting_model(&backend);
+        let short = FitOptions { epochs: best + 1, early_stopping: None, ..options };
+        reference.fit(&train, &short).unwrap();
+        for (i, ((w, b), (wr, br))) in model.weights().unwrap().iter().zip(&reference.weights().unwrap()).enumerate() {
+            assert_eq!(w, wr, "layer {i} W: restored vs a run of {} epochs", best + 1);
+            assert_eq!(b, br, "layer {i} b");
+        }
+        histories.push(val_losses);
+    }
+    assert_eq!(histories[0].len(), histories[1].len(), "gpu and cpu stop at the same epoch");
+    assert_close("early-stopped val loss, gpu vs cpu", &histories[0], &histories[1], 1e-4, 1e-3);
+}
+
+#[test]
+fn early_stopping_on_accuracy_without_restore_keeps_the_last_weights() {
+    let (train, val) = (noise(24, 10, 3, 1), noise(60, 10, 3, 2));
+    let es = EarlyStopping { monitor: Monitor::ValAccuracy, patience: 2, min_delta: 0.0, restore_best_weights: false };
+    let mut model = overfitting_model(&Backend::Gpu(gpu()));
+    let options = FitOptions {
+        epochs: 80,
+        batch_size: 8,
+        validation: wgnn::model::Validation::Data(&val),
+        early_stopping: Some(es),
+        ..Default::default()
+    };
+    let history = model.fit(&train, &options).unwrap();
+    let stopped = history.stopped_early_at.expect("accuracy stops improving on noise");
+    let last = history.epochs.last().unwrap();
+    assert_eq!(last.epoch, stopped);
+    let (_, accuracy) = model.evaluate(&val).unwrap();
+    assert!((accuracy - last.val_accuracy.unwrap()).abs() < 1e-6, "the last epoch's weights are kept");
+
+    // Early stopping needs something to monitor.
+    let err = overfitting_model(&Backend::Cpu)
+        .fit(&train, &FitOptions { early_stopping: Some(es), ..Default::default() })
+        .err()
+        .expect("no validation");
+    assert!(err.to_string().contains("needs validation"), "{err}");
 }
