@@ -23,7 +23,10 @@ use crate::init::Initializer;
 use crate::kernels::bias_act::bias_act_forward;
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
-use crate::kernels::optimizer::{adam_update, sgd_update_with_step, AdamConfig, SgdConfig};
+use crate::kernels::optimizer::{
+    adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
+    AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
+};
 use crate::kernels::reduce::column_sum;
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
@@ -64,11 +67,18 @@ impl Loss {
     }
 }
 
-/// The update rule, with its hyper-parameters.
+/// The update rule, with its hyper-parameters (the update formulas are PyTorch's; see
+/// [`crate::kernels::optimizer`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     Sgd(SgdConfig),
+    /// Adam; `weight_decay` is an L2 penalty added to the gradient.
     Adam(AdamConfig),
+    /// Adam with decoupled weight decay (p ← p·(1 − lr·wd) before the Adam step).
+    AdamW(AdamConfig),
+    RmsProp(RmsPropConfig),
+    Adagrad(AdagradConfig),
+    Adadelta(AdadeltaConfig),
 }
 
 impl Optimizer {
@@ -83,6 +93,45 @@ impl Optimizer {
             schedule: Default::default(),
         })
     }
+    /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
+    /// β1 0.9, β2 0.999, ε 1e-7.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
+        match Optimizer::adam(lr) {
+            Optimizer::Adam(c) => Optimizer::AdamW(AdamConfig { weight_decay, ..c }),
+            other => other,
+        }
+    }
+    /// RMSprop with Keras' ρ 0.9 and ε 1e-7, no momentum.
+    pub fn rmsprop(lr: f32) -> Optimizer {
+        Optimizer::RmsProp(RmsPropConfig {
+            lr,
+            rho: 0.9,
+            eps: 1e-7,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Adagrad with Keras' initial accumulator 0.1 and ε 1e-7.
+    pub fn adagrad(lr: f32) -> Optimizer {
+        Optimizer::Adagrad(AdagradConfig {
+            lr,
+            initial_accumulator: 0.1,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Adadelta with Keras' ρ 0.95 and ε 1e-7 (`lr` scales the step: PyTorch's default is 1.0).
+    pub fn adadelta(lr: f32) -> Optimizer {
+        Optimizer::Adadelta(AdadeltaConfig {
+            lr,
+            rho: 0.95,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
     /// Plain SGD with optional momentum.
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
         Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
@@ -90,15 +139,33 @@ impl Optimizer {
     fn lr(&self) -> f32 {
         match self {
             Optimizer::Sgd(c) => c.lr,
-            Optimizer::Adam(c) => c.lr,
+            Optimizer::Adam(c) | Optimizer::AdamW(c) => c.lr,
+            Optimizer::RmsProp(c) => c.lr,
+            Optimizer::Adagrad(c) => c.lr,
+            Optimizer::Adadelta(c) => c.lr,
         }
     }
-    /// How many state tensors of the parameters' size the rule keeps.
-    fn state_slots(&self) -> usize {
+    /// An error naming the update kernel unless every hyper-parameter is in range.
+    fn validate(&self) -> Result<()> {
         match self {
-            Optimizer::Sgd(c) if c.momentum != 0.0 => 1,
-            Optimizer::Sgd(_) => 0,
-            Optimizer::Adam(_) => 2,
+            Optimizer::Sgd(c) => c.validate(),
+            Optimizer::Adam(c) => c.validate(),
+            Optimizer::AdamW(c) => c.validate_for("adamw_update"),
+            Optimizer::RmsProp(c) => c.validate(),
+            Optimizer::Adagrad(c) => c.validate(),
+            Optimizer::Adadelta(c) => c.validate(),
+        }
+    }
+    /// How many state tensors of the parameters' size the rule keeps: SGD's velocity, Adam's m
+    /// and v, RMSprop's square average (and momentum buffer), Adagrad's sum, Adadelta's square
+    /// average and accumulated delta.
+    pub(crate) fn state_slots(&self) -> usize {
+        match self {
+            Optimizer::Sgd(c) => (c.momentum != 0.0) as usize,
+            Optimizer::Adam(_) | Optimizer::AdamW(_) => 2,
+            Optimizer::RmsProp(c) => 1 + (c.momentum != 0.0) as usize,
+            Optimizer::Adagrad(_) => 1,
+            Optimizer::Adadelta(_) => 2,
         }
     }
 }
@@ -384,6 +451,7 @@ impl Sequential {
         if !(lr.is_finite() && lr > 0.0) {
             return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
         }
+        optimizer.validate()?;
         let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
         let (name, fused) = match loss {
             Loss::SparseCategoricalCrossentropy => ("sparse categorical cross-entropy", "softmax"),
@@ -933,14 +1001,15 @@ impl Sequential {
             }
         }
         plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
+        // The step tensor t drives bias corrections and learning-rate schedules on the GPU.
+        let (p, gr, s, t) = (&g.params, &g.grads, &g.opt_state, &g.global_step);
         plan.extend(match optimizer {
-            Optimizer::Adam(cfg) => {
-                adam_update(gpu, &g.params, &g.grads, &g.opt_state[0], &g.opt_state[1], &g.global_step, cfg)?
-            }
-            Optimizer::Sgd(cfg) => {
-                // The step tensor lets a learning-rate schedule follow t on the GPU.
-                sgd_update_with_step(gpu, &g.params, &g.grads, g.opt_state.first(), Some(&g.global_step), cfg)?
-            }
+            Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
+            Optimizer::AdamW(cfg) => adamw_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
+            Optimizer::Sgd(cfg) => sgd_update_with_step(gpu, p, gr, s.first(), Some(t), cfg)?,
+            Optimizer::RmsProp(cfg) => rmsprop_update(gpu, p, gr, &s[0], s.get(1), Some(t), cfg)?,
+            Optimizer::Adagrad(cfg) => adagrad_update(gpu, p, gr, &s[0], t, cfg)?,
+            Optimizer::Adadelta(cfg) => adadelta_update(gpu, p, gr, &s[0], &s[1], Some(t), cfg)?,
         });
         Ok((plan, buf))
     }
@@ -1220,7 +1289,7 @@ impl Sequential {
     }
 
     /// One step on a gathered batch; returns (Σ loss, Σ correct) over its rows.
-    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> (f64, f64) {
+    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> Result<(f64, f64)> {
         let rows = y.len();
         let h = self.forward_cpu_all(x, rows);
         let last = self.layers.len() - 1;
@@ -1244,21 +1313,27 @@ impl Sequential {
         if let State::Cpu(c) = &mut self.state {
             c.grads = grads;
             c.step += 1;
+            let (p, g, t) = (&mut c.params, &c.grads, c.step);
+            let mut slots = c.opt_state.iter_mut().map(Vec::as_mut_slice);
+            let (s0, s1) = (slots.next(), slots.next());
+            // compile() allocated the slots each rule needs.
+            let missing = || WgnnError::invalid("fit", "the optimizer state is missing: compile() the model");
             match optimizer {
                 Optimizer::Adam(cfg) => {
-                    let (m, v) = c.opt_state.split_at_mut(1);
-                    cpu::adam_update(&mut c.params, &c.grads, &mut m[0], &mut v[0], c.step, cfg);
+                    cpu::adam_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
                 }
-                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(
-                    &mut c.params,
-                    &c.grads,
-                    c.opt_state.first_mut().map(|v| v.as_mut_slice()),
-                    c.step,
-                    cfg,
-                ),
+                Optimizer::AdamW(cfg) => {
+                    cpu::adamw_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
+                }
+                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(p, g, s0, t, cfg),
+                Optimizer::RmsProp(cfg) => cpu::rmsprop_update(p, g, s0.ok_or_else(missing)?, s1, t, cfg),
+                Optimizer::Adagrad(cfg) => cpu::adagrad_update(p, g, s0.ok_or_else(missing)?, t, cfg),
+                Optimizer::Adadelta(cfg) => {
+                    cpu::adadelta_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
+                }
             }
         }
-        (loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())
+        Ok((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum()))
     }
 
     fn fit_cpu(
@@ -1290,7 +1365,7 @@ impl Sequential {
                 let rows = batch.min(n - start);
                 let (x, y) =
                     cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
-                let (l, c) = self.train_step_cpu(&x, &y, &optimizer);
+                let (l, c) = self.train_step_cpu(&x, &y, &optimizer)?;
                 loss_sum += l;
                 correct += c;
                 let samples = start + rows;

@@ -174,3 +174,103 @@ fn early_stopping_on_accuracy_without_restore_keeps_the_last_weights() {
         .expect("no validation");
     assert!(err.to_string().contains("needs validation"), "{err}");
 }
+
+/// Random features labelled by the argmax of a fixed random linear map.
+fn classes3(rows: usize, dim: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
+    let maps: Vec<Vec<f32>> = (0..3).map(|_| rng.vec_uniform(dim, -1.0, 1.0)).collect();
+    let y = x
+        .chunks(dim)
+        .map(|row| (0..3).fold(0, |b, c| if dot(&maps[c], row) > dot(&maps[b], row) { c } else { b }) as u32)
+        .collect();
+    Dataset::from_f32(x, y, dim, 3, "classes3").unwrap()
+}
+
+fn further_optimizers() -> Vec<Optimizer> {
+    let mut rms_momentum = Optimizer::rmsprop(5e-3);
+    if let Optimizer::RmsProp(c) = &mut rms_momentum {
+        c.momentum = 0.9;
+    }
+    vec![
+        Optimizer::adamw(1e-2, 0.05),
+        Optimizer::rmsprop(5e-3),
+        rms_momentum,
+        Optimizer::adagrad(5e-2),
+        Optimizer::adadelta(1.0),
+    ]
+}
+
+#[test]
+fn further_optimizers_gpu_fit_matches_cpu_and_learns() {
+    let gpu = gpu();
+    // 8 steps of 16 rows and a partial 9th of 4, for 3 epochs.
+    let data = classes3(132, 11, 5);
+    for optimizer in further_optimizers() {
+        let mut runs = Vec::new();
+        for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+            let mut model = Sequential::new(11, 6)
+                .dense(16, Activation::Relu)
+                .dense(3, Activation::Identity)
+                .build(&backend)
+                .unwrap();
+            model.compile(Loss::SparseCategoricalCrossentropy, optimizer).unwrap();
+            let history = model.fit(&data, &FitOptions { epochs: 3, batch_size: 16, ..Default::default() }).unwrap();
+            runs.push((history.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>(), model.weights().unwrap()));
+        }
+        assert_close(&format!("{optimizer:?}: train loss, gpu vs cpu"), &runs[0].0, &runs[1].0, 1e-4, 1e-3);
+        for (i, ((wg, bg), (wc, bc))) in runs[0].1.iter().zip(&runs[1].1).enumerate() {
+            assert_close(&format!("{optimizer:?}: layer {i} W"), wg, wc, 1e-4, 1e-3);
+            assert_close(&format!("{optimizer:?}: layer {i} b"), bg, bc, 1e-4, 1e-3);
+        }
+        assert!(runs[0].0[2] < runs[0].0[0], "{optimizer:?}: loss did not fall: {:?}", runs[0].0);
+    }
+}
+
+#[test]
+fn further_optimizers_and_bce_resume_from_checkpoints_exactly() {
+    let backend = Backend::Gpu(gpu());
+    let multi = classes3(80, 7, 8);
+    let two = binary(80, 7, 9);
+    let mut cases: Vec<(Optimizer, Loss, &Dataset)> =
+        further_optimizers().into_iter().map(|o| (o, Loss::SparseCategoricalCrossentropy, &multi)).collect();
+    cases.push((Optimizer::adagrad(5e-2), Loss::BinaryCrossentropy, &two));
+    for (optimizer, loss, data) in cases {
+        let outputs = if loss == Loss::BinaryCrossentropy { 1 } else { 3 };
+        let build = || {
+            let mut m = Sequential::new(7, 2)
+                .dense(8, Activation::Tanh)
+                .dense(outputs, Activation::Identity)
+                .build(&backend)
+                .unwrap();
+            m.compile(loss, optimizer).unwrap();
+            m
+        };
+        let options = |epochs| FitOptions { epochs, batch_size: 16, ..Default::default() };
+        let mut straight = build();
+        let want = straight.fit(data, &options(3)).unwrap();
+
+        let dir = std::env::temp_dir().join(format!("wgnn-model-features-{}", std::process::id()));
+        let checkpoint = wgnn::model::Checkpointing::every_epoch(&dir);
+        let mut first = build();
+        first.fit(data, &FitOptions { checkpoint: Some(checkpoint), ..options(2) }).unwrap();
+        let mut resumed = Sequential::resume(checkpoint.last_path(), &backend).unwrap();
+        assert_eq!(resumed.loss(), loss, "{optimizer:?}: the checkpoint keeps the loss");
+        let got = resumed.fit(data, &options(3)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let losses = |h: &wgnn::History| h.epochs.iter().map(|r| r.train_loss.to_bits()).collect::<Vec<_>>();
+        assert_eq!(losses(&got), losses(&want), "{optimizer:?} {loss:?}: resumed history");
+        assert_eq!(resumed.weights().unwrap(), straight.weights().unwrap(), "{optimizer:?} {loss:?}: weights");
+    }
+}
+
+#[test]
+fn bad_optimizer_settings_are_rejected_at_compile() {
+    let mut model = Sequential::new(4, 1).dense(2, Activation::Identity).build(&Backend::Cpu).unwrap();
+    let mut bad = Optimizer::rmsprop(1e-3);
+    if let Optimizer::RmsProp(c) = &mut bad {
+        c.rho = 1.5;
+    }
+    let err = model.compile(Loss::SparseCategoricalCrossentropy, bad).err().expect("rho 1.5");
+    assert!(err.to_string().contains("rmsprop_update") && err.to_string().contains("rho"), "{err}");
+}

@@ -7,7 +7,8 @@
 //! - `layers.{i}.weight`: [inputs, units] (x·W; PyTorch's `nn.Linear.weight` is the transpose)
 //! - `layers.{i}.bias`: [units]
 //! - checkpoints only: `optimizer.{slot}.layers.{i}.weight|bias`, the same shapes, with slot `m`
-//!   and `v` for Adam, `velocity` for SGD with momentum.
+//!   and `v` for Adam and AdamW, `velocity` for SGD with momentum, `square_avg` (and
+//!   `momentum_buf`) for RMSprop, `sum` for Adagrad, `square_avg` and `acc_delta` for Adadelta.
 //!
 //! Metadata (the file header's string → string map):
 //! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
@@ -31,7 +32,7 @@ use super::{Backend, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::activation::Activation;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
-use crate::kernels::optimizer::{AdamConfig, LrSchedule, SgdConfig};
+use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
 
 const MODEL_KEY: &str = "wgnn.model";
 const CHECKPOINT_KEY: &str = "wgnn.checkpoint";
@@ -108,8 +109,9 @@ fn json_f32(v: &Value) -> Option<f32> {
 
 fn optimizer_json(optimizer: &Optimizer) -> String {
     match optimizer {
-        Optimizer::Adam(c) => format!(
-            r#"{{"kind": "adam", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+        Optimizer::Adam(c) | Optimizer::AdamW(c) => format!(
+            r#"{{"kind": "{}", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            if matches!(optimizer, Optimizer::AdamW(_)) { "adamw" } else { "adam" },
             c.lr,
             c.beta1,
             c.beta2,
@@ -122,6 +124,31 @@ fn optimizer_json(optimizer: &Optimizer) -> String {
             c.lr,
             c.momentum,
             c.nesterov,
+            c.weight_decay,
+            schedule_json(&c.schedule)
+        ),
+        Optimizer::RmsProp(c) => format!(
+            r#"{{"kind": "rmsprop", "lr": {}, "rho": {}, "eps": {}, "momentum": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.rho,
+            c.eps,
+            c.momentum,
+            c.weight_decay,
+            schedule_json(&c.schedule)
+        ),
+        Optimizer::Adagrad(c) => format!(
+            r#"{{"kind": "adagrad", "lr": {}, "initial_accumulator": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.initial_accumulator,
+            c.eps,
+            c.weight_decay,
+            schedule_json(&c.schedule)
+        ),
+        Optimizer::Adadelta(c) => format!(
+            r#"{{"kind": "adadelta", "lr": {}, "rho": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.rho,
+            c.eps,
             c.weight_decay,
             schedule_json(&c.schedule)
         ),
@@ -169,14 +196,41 @@ fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
     let num = |k: &str| {
         v.get(k).and_then(json_f32).ok_or_else(|| data_err(path, format!("checkpoint optimizer has no number `{k}`")))
     };
-    match v.get("kind").and_then(Value::as_str) {
-        Some("adam") => Ok(Optimizer::Adam(AdamConfig {
+    let adam = || -> Result<AdamConfig> {
+        Ok(AdamConfig {
             lr: num("lr")?,
             beta1: num("beta1")?,
             beta2: num("beta2")?,
             eps: num("eps")?,
             weight_decay: num("weight_decay")?,
             schedule: parse_schedule(path, v.get("schedule"))?,
+        })
+    };
+    let schedule = || parse_schedule(path, v.get("schedule"));
+    match v.get("kind").and_then(Value::as_str) {
+        Some("adam") => Ok(Optimizer::Adam(adam()?)),
+        Some("adamw") => Ok(Optimizer::AdamW(adam()?)),
+        Some("rmsprop") => Ok(Optimizer::RmsProp(RmsPropConfig {
+            lr: num("lr")?,
+            rho: num("rho")?,
+            eps: num("eps")?,
+            momentum: num("momentum")?,
+            weight_decay: num("weight_decay")?,
+            schedule: schedule()?,
+        })),
+        Some("adagrad") => Ok(Optimizer::Adagrad(AdagradConfig {
+            lr: num("lr")?,
+            initial_accumulator: num("initial_accumulator")?,
+            eps: num("eps")?,
+            weight_decay: num("weight_decay")?,
+            schedule: schedule()?,
+        })),
+        Some("adadelta") => Ok(Optimizer::Adadelta(AdadeltaConfig {
+            lr: num("lr")?,
+            rho: num("rho")?,
+            eps: num("eps")?,
+            weight_decay: num("weight_decay")?,
+            schedule: schedule()?,
         })),
         Some("sgd") => Ok(Optimizer::Sgd(SgdConfig {
             lr: num("lr")?,
@@ -188,15 +242,22 @@ fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
             weight_decay: num("weight_decay")?,
             schedule: parse_schedule(path, v.get("schedule"))?,
         })),
-        other => Err(data_err(path, format!("unknown optimizer kind {other:?} (known: adam, sgd)"))),
+        other => Err(data_err(
+            path,
+            format!("unknown optimizer kind {other:?} (known: sgd, adam, adamw, rmsprop, adagrad, adadelta)"),
+        )),
     }
 }
 
 fn optimizer_slots(optimizer: &Optimizer) -> &'static [&'static str] {
     match optimizer {
-        Optimizer::Adam(_) => &["m", "v"],
+        Optimizer::Adam(_) | Optimizer::AdamW(_) => &["m", "v"],
         Optimizer::Sgd(c) if c.momentum != 0.0 => &["velocity"],
         Optimizer::Sgd(_) => &[],
+        Optimizer::RmsProp(c) if c.momentum != 0.0 => &["square_avg", "momentum_buf"],
+        Optimizer::RmsProp(_) => &["square_avg"],
+        Optimizer::Adagrad(_) => &["sum"],
+        Optimizer::Adadelta(_) => &["square_avg", "acc_delta"],
     }
 }
 
