@@ -21,6 +21,7 @@ use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
 use crate::init::Initializer;
 use crate::kernels::bias_act::bias_act_forward;
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
 use crate::kernels::optimizer::{
@@ -36,12 +37,24 @@ use crate::tensor::Tensor;
 
 mod io;
 
-/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units].
+/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units]; with `dropout` > 0,
+/// inverted dropout of that rate on y while training (Keras' `Dropout` layer after it), the
+/// identity in `evaluate` and `predict`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dense {
     pub inputs: usize,
     pub units: usize,
     pub activation: Activation,
+    pub dropout: f32,
+}
+
+impl Dense {
+    /// The seed of this layer's dropout masks (`layer`: its index), on the GPU and the CPU alike;
+    /// the mask of step t is a hash of (seed, t, element).
+    fn dropout_seed(model_seed: u64, layer: usize) -> u32 {
+        let mixed = model_seed ^ (layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed ^ (mixed >> 32)) as u32
+    }
 }
 
 /// The loss a model is compiled with.
@@ -738,8 +751,23 @@ impl SequentialBuilder {
                 self.error = Some(e);
             }
         }
-        self.layers.push(Dense { inputs, units, activation });
+        self.layers.push(Dense { inputs, units, activation, dropout: 0.0 });
         self.inits.push(init);
+        self
+    }
+
+    /// Inverted dropout of `rate` (in [0, 1)) on the last added layer's outputs while training
+    /// (Keras' `Dropout(rate)` after that layer); not allowed on the output layer.
+    pub fn dropout(mut self, rate: f32) -> SequentialBuilder {
+        if self.error.is_none() {
+            match self.layers.last_mut() {
+                None => self.error = Some(WgnnError::invalid("dropout", "add a dense layer before its dropout")),
+                Some(_) if !(0.0..1.0).contains(&rate) => {
+                    self.error = Some(WgnnError::invalid("dropout", format!("rate must be in [0, 1), got {rate}")))
+                }
+                Some(l) => l.dropout = rate,
+            }
+        }
         self
     }
 
@@ -752,6 +780,12 @@ impl SequentialBuilder {
         }
         if self.layers.is_empty() {
             return Err(WgnnError::invalid("build", "the model has no layers"));
+        }
+        if self.layers.last().is_some_and(|l| l.dropout > 0.0) {
+            return Err(WgnnError::invalid(
+                "build",
+                "dropout on the output layer would drop logits: put it on a hidden layer",
+            ));
         }
         let layout = ParamLayout::new(&self.layers);
         let mut flat = vec![0.0f32; layout.total];
@@ -875,9 +909,17 @@ struct BatchBuffers {
     dz: Vec<Tensor>,
     loss_rows: Tensor,
     correct_rows: Tensor,
+    /// Per layer with dropout, when training: (dropped output, mask, the gradient before the
+    /// mask), each [rows, units].
+    dropout: Vec<Option<(Tensor, Tensor, Tensor)>>,
 }
 
 impl BatchBuffers {
+    /// What layer `i + 1` reads: layer i's output after dropout, if any.
+    fn layer_input<'b>(&'b self, x_or_h: &'b Tensor, i: usize) -> &'b Tensor {
+        self.dropout.get(i).and_then(Option::as_ref).map_or(x_or_h, |(dropped, _, _)| dropped)
+    }
+
     fn new(gpu: &Gpu, layers: &[Dense], input_dim: usize, rows: usize, training: bool) -> Result<BatchBuffers> {
         Ok(BatchBuffers {
             x: Tensor::zeros(gpu, &[rows, input_dim])?,
@@ -890,6 +932,17 @@ impl BatchBuffers {
             },
             loss_rows: Tensor::zeros(gpu, &[rows])?,
             correct_rows: Tensor::zeros(gpu, &[rows])?,
+            dropout: layers
+                .iter()
+                .map(|l| {
+                    if training && l.dropout > 0.0 {
+                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
+                        Ok(Some((t()?, t()?, t()?)))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -925,9 +978,22 @@ impl Sequential {
         let mut plan = gather_rows(gpu, rows, order, epoch_step, start, &buf.x, &buf.y)?;
         for i in 0..self.layers.len() {
             let (w, b) = self.layer_views(&g.params, i)?;
-            let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
+            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
             let epilogue = Epilogue::BiasAct { bias: Some(&b), act: self.layers[i].activation };
             plan.extend(matmul(gpu, input, &w, &buf.h[i], &MatmulOptions { epilogue, ..Default::default() })?);
+            if let Some((dropped, mask, _)) = &buf.dropout[i] {
+                // The mask of step t: the global step before this step's counter advance.
+                let seed = Dense::dropout_seed(self.seed, i);
+                plan.extend(dropout_forward(
+                    gpu,
+                    &buf.h[i],
+                    dropped,
+                    mask,
+                    self.layers[i].dropout,
+                    seed,
+                    &g.global_step,
+                )?);
+            }
         }
         Ok(plan)
     }
@@ -983,21 +1049,21 @@ impl Sequential {
         plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &g.totals, 1.0 / batch as f32)?);
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
-            let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
+            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
             // dW = inputᵀ · dZ ; db = Σ_rows dZ
             plan.extend(matmul(gpu, input, &buf.dz[i], &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
             plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
             if i > 0 {
-                // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev)
+                // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
                 let (w, _) = self.layer_views(&g.params, i)?;
                 let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act: self.layers[i - 1].activation };
-                plan.extend(matmul(
-                    gpu,
-                    &buf.dz[i],
-                    &w,
-                    &buf.dz[i - 1],
-                    &MatmulOptions { trans_b: true, epilogue, ..Default::default() },
-                )?);
+                let dropout = buf.dropout[i - 1].as_ref();
+                let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
+                let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
+                plan.extend(matmul(gpu, &buf.dz[i], &w, out, &options)?);
+                if let Some((_, mask, before_mask)) = dropout {
+                    plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
+                }
             }
         }
         plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
@@ -1262,15 +1328,38 @@ impl Sequential {
 
     /// Layer outputs for `rows` rows of x: [h_0, h_1, …], each [rows, units].
     fn forward_cpu_all(&self, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
+        self.forward_cpu_dropout(x, rows, None).0
+    }
+
+    /// Layer outputs, and with `step` (training) each dropout layer's (dropped output, mask)
+    /// for that step; layer i + 1 reads the dropped output.
+    #[allow(clippy::type_complexity)]
+    fn forward_cpu_dropout(
+        &self,
+        x: &[f32],
+        rows: usize,
+        step: Option<u32>,
+    ) -> (Vec<Vec<f32>>, Vec<Option<(Vec<f32>, Vec<f32>)>>) {
         let params = self.cpu_params();
         let mut outs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
+        let mut dropped: Vec<Option<(Vec<f32>, Vec<f32>)>> = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             let (wo, bo) = self.layout.offsets[i];
-            let input = if i == 0 { x } else { &outs[i - 1] };
+            let input = match i {
+                0 => x,
+                _ => dropped[i - 1].as_ref().map_or(&outs[i - 1], |(d, _)| d),
+            };
             let z = cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
-            outs.push(cpu::bias_act_forward(&z, Some(&params[bo..bo + l.units]), rows, l.units, l.activation));
+            let h = cpu::bias_act_forward(&z, Some(&params[bo..bo + l.units]), rows, l.units, l.activation);
+            dropped.push(match step {
+                Some(t) if l.dropout > 0.0 => {
+                    Some(cpu::dropout_forward(&h, l.dropout, Dense::dropout_seed(self.seed, i), t))
+                }
+                _ => None,
+            });
+            outs.push(h);
         }
-        outs
+        (outs, dropped)
     }
 
     /// The compiled loss on the last layer's outputs: (loss_rows, dlogits, correct_rows).
@@ -1291,7 +1380,11 @@ impl Sequential {
     /// One step on a gathered batch; returns (Σ loss, Σ correct) over its rows.
     fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> Result<(f64, f64)> {
         let rows = y.len();
-        let h = self.forward_cpu_all(x, rows);
+        let step = match &self.state {
+            State::Cpu(c) => c.step,
+            State::Gpu(_) => 0,
+        };
+        let (h, dropped) = self.forward_cpu_dropout(x, rows, Some(step));
         let last = self.layers.len() - 1;
         let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, 1.0 / rows as f32);
         let mut grads = vec![0.0f32; self.layout.total];
@@ -1300,7 +1393,10 @@ impl Sequential {
         for i in (0..self.layers.len()).rev() {
             let l = self.layers[i];
             let (wo, bo) = self.layout.offsets[i];
-            let input = if i == 0 { x } else { &h[i - 1] };
+            let input = match i {
+                0 => x,
+                _ => dropped[i - 1].as_ref().map_or(&h[i - 1], |(d, _)| d),
+            };
             let dw = cpu::matmul(input, &dz, l.inputs, rows, l.units, true, false);
             grads[wo..wo + dw.len()].copy_from_slice(&dw);
             grads[bo..bo + l.units].copy_from_slice(&cpu::column_sum(&dz, rows, l.units));
@@ -1308,6 +1404,9 @@ impl Sequential {
                 let dh = cpu::matmul(&dz, &params[wo..wo + l.inputs * l.units], rows, l.units, l.inputs, false, true);
                 let act = self.layers[i - 1].activation;
                 dz = dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+                if let Some((_, mask)) = &dropped[i - 1] {
+                    dz = cpu::dropout_backward(&dz, mask);
+                }
             }
         }
         if let State::Cpu(c) = &mut self.state {

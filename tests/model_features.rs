@@ -65,15 +65,15 @@ fn binary_crossentropy_gpu_fit_matches_cpu_and_learns() {
 fn binary_crossentropy_rejects_bad_setups() {
     let backend = Backend::Gpu(gpu());
     let mut two = Sequential::new(4, 1).dense(2, Activation::Identity).build(&backend).unwrap();
-    let err = two.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).err().expect("2 outputs");
+    let err = two.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).expect_err("2 outputs");
     assert!(err.to_string().contains("exactly 1 output unit"), "{err}");
     let mut sig = Sequential::new(4, 1).dense(1, Activation::Sigmoid).build(&backend).unwrap();
-    let err = sig.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).err().expect("sigmoid last");
+    let err = sig.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).expect_err("sigmoid last");
     assert!(err.to_string().contains("last layer must be linear"), "{err}");
     let mut model = Sequential::new(4, 1).dense(1, Activation::Identity).build(&backend).unwrap();
     model.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).unwrap();
     let three = Dataset::from_f32(vec![0.5; 12], vec![0, 1, 2], 4, 3, "three classes").unwrap();
-    let err = model.evaluate(&three).err().expect("label 2");
+    let err = model.evaluate(&three).expect_err("label 2");
     assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("label 2"), "{err}");
 }
 
@@ -170,8 +170,7 @@ fn early_stopping_on_accuracy_without_restore_keeps_the_last_weights() {
     // Early stopping needs something to monitor.
     let err = overfitting_model(&Backend::Cpu)
         .fit(&train, &FitOptions { early_stopping: Some(es), ..Default::default() })
-        .err()
-        .expect("no validation");
+        .expect_err("no validation");
     assert!(err.to_string().contains("needs validation"), "{err}");
 }
 
@@ -271,6 +270,69 @@ fn bad_optimizer_settings_are_rejected_at_compile() {
     if let Optimizer::RmsProp(c) = &mut bad {
         c.rho = 1.5;
     }
-    let err = model.compile(Loss::SparseCategoricalCrossentropy, bad).err().expect("rho 1.5");
+    let err = model.compile(Loss::SparseCategoricalCrossentropy, bad).expect_err("rho 1.5");
     assert!(err.to_string().contains("rmsprop_update") && err.to_string().contains("rho"), "{err}");
+}
+
+fn dropout_model(backend: &Backend, rate: f32) -> Sequential {
+    let mut model = Sequential::new(11, 12)
+        .dense(24, Activation::Relu)
+        .dropout(rate)
+        .dense(16, Activation::Tanh)
+        .dropout(rate)
+        .dense(3, Activation::Identity)
+        .build(backend)
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    model
+}
+
+#[test]
+fn dropout_layers_train_the_same_on_gpu_and_cpu_and_are_off_in_evaluate() {
+    let gpu = gpu();
+    let data = classes3(132, 11, 21);
+    let options = FitOptions { epochs: 3, batch_size: 16, ..Default::default() };
+    let mut runs = Vec::new();
+    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+        let mut model = dropout_model(&backend, 0.3);
+        let history = model.fit(&data, &options).unwrap();
+        let losses: Vec<f32> = history.epochs.iter().map(|r| r.train_loss).collect();
+        // evaluate and predict run without dropout: repeatable, and consistent with each other.
+        let (loss, accuracy) = model.evaluate(&data).unwrap();
+        assert_eq!(model.evaluate(&data).unwrap(), (loss, accuracy), "evaluate is deterministic");
+        let probs = model.predict_dataset(&data).unwrap();
+        let nll = probs.chunks(3).zip(&data.labels).map(|(p, &y)| -(p[y as usize] as f64).ln()).sum::<f64>()
+            / data.rows as f64;
+        assert!((nll as f32 - loss).abs() < 1e-4, "evaluate loss {loss} vs predict's {nll}");
+        runs.push((losses, model.weights().unwrap()));
+    }
+    assert_close("dropout: train loss, gpu vs cpu", &runs[0].0, &runs[1].0, 1e-4, 1e-3);
+    for (i, ((wg, bg), (wc, bc))) in runs[0].1.iter().zip(&runs[1].1).enumerate() {
+        assert_close(&format!("dropout: layer {i} W"), wg, wc, 1e-4, 1e-3);
+        assert_close(&format!("dropout: layer {i} b"), bg, bc, 1e-4, 1e-3);
+    }
+    // The masks really act: the same model without dropout trains differently.
+    let mut plain = dropout_model(&Backend::Gpu(gpu.clone()), 0.0);
+    let plain_losses: Vec<f32> = plain.fit(&data, &options).unwrap().epochs.iter().map(|r| r.train_loss).collect();
+    assert!((plain_losses[0] - runs[0].0[0]).abs() > 1e-3, "dropout changed nothing: {plain_losses:?}");
+
+    // Save and load keep the rate.
+    let mut model = dropout_model(&Backend::Gpu(gpu), 0.3);
+    model.fit(&data, &options).unwrap();
+    let path = std::env::temp_dir().join(format!("wgnn-dropout-{}.safetensors", std::process::id()));
+    model.save(&path).unwrap();
+    let loaded = Sequential::load(&path, &Backend::Cpu).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let rates: Vec<f32> = loaded.layers().iter().map(|l| l.dropout).collect();
+    assert_eq!(rates, vec![0.3, 0.3, 0.0]);
+}
+
+#[test]
+fn bad_dropout_settings_are_rejected() {
+    let backend = Backend::Cpu;
+    let err =
+        Sequential::new(4, 1).dense(3, Activation::Relu).dropout(1.0).dense(2, Activation::Identity).build(&backend);
+    assert!(err.err().expect("rate 1").to_string().contains("[0, 1)"));
+    let err = Sequential::new(4, 1).dense(2, Activation::Identity).dropout(0.5).build(&backend);
+    assert!(err.err().expect("output dropout").to_string().contains("output layer"));
 }

@@ -12,7 +12,8 @@
 //!
 //! Metadata (the file header's string → string map):
 //! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
-//!   "activation": "relu"}, …]}`: enough to rebuild the model.
+//!   "activation": "relu"}, …]}`: enough to rebuild the model; a layer with dropout also has
+//!   `"dropout": 0.2`.
 //! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
 //!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
 //!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
@@ -70,14 +71,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct Architecture {
     input_dim: usize,
     seed: u64,
-    layers: Vec<(usize, Activation)>,
+    /// (units, activation, dropout rate) per layer.
+    layers: Vec<(usize, Activation, f32)>,
 }
 
 impl Architecture {
     fn describe(&self) -> String {
         let mut s = self.input_dim.to_string();
-        for (units, act) in &self.layers {
+        for (units, act, dropout) in &self.layers {
             s.push_str(&format!(" → {units} {}", activation_tag(*act)));
+            if *dropout > 0.0 {
+                s.push_str(&format!(" (dropout {dropout})"));
+            }
         }
         s
     }
@@ -296,7 +301,12 @@ fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Arc
             let units = l.get("units").and_then(Value::as_u64).ok_or_else(|| bad("a layer without units"))?;
             let act = l.get("activation").and_then(Value::as_str).ok_or_else(|| bad("a layer without activation"))?;
             let act = Activation::parse(act).map_err(|e| bad(&e.to_string()))?;
-            Ok((units as usize, act))
+            // Absent in files without dropout.
+            let dropout = match l.get("dropout") {
+                None => 0.0,
+                Some(d) => json_f32(d).ok_or_else(|| bad("a non-numeric dropout"))?,
+            };
+            Ok((units as usize, act, dropout))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Architecture { input_dim, seed, layers })
@@ -318,7 +328,7 @@ impl Sequential {
         Architecture {
             input_dim: self.input_dim,
             seed: self.seed,
-            layers: self.layers.iter().map(|l| (l.units, l.activation)).collect(),
+            layers: self.layers.iter().map(|l| (l.units, l.activation, l.dropout)).collect(),
         }
     }
 
@@ -326,7 +336,10 @@ impl Sequential {
         let layers: Vec<String> = self
             .layers
             .iter()
-            .map(|l| format!(r#"{{"units": {}, "activation": "{}"}}"#, l.units, activation_tag(l.activation)))
+            .map(|l| {
+                let dropout = if l.dropout > 0.0 { format!(r#", "dropout": {}"#, l.dropout) } else { String::new() };
+                format!(r#"{{"units": {}, "activation": "{}"{dropout}}}"#, l.units, activation_tag(l.activation))
+            })
             .collect();
         format!(
             r#"{{"format": {FORMAT}, "input_dim": {}, "seed": {}, "layers": [{}]}}"#,
@@ -413,8 +426,11 @@ impl Sequential {
         let (st, meta) = parse(path, &bytes)?;
         let arch = parse_architecture(path, &meta)?;
         let mut builder = Sequential::new(arch.input_dim, arch.seed);
-        for &(units, act) in &arch.layers {
+        for &(units, act, dropout) in &arch.layers {
             builder = builder.dense(units, act);
+            if dropout > 0.0 {
+                builder = builder.dropout(dropout);
+            }
         }
         let mut model = builder.build(backend).map_err(|e| match e {
             WgnnError::InvalidArgument { detail, .. } => {
