@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             validation: Validation::None,
             progress_every: 0,
             checkpoint: None,
+            early_stopping: None,
         };
         let history = model.fit(&train, &options)?;
         let mut steady = Vec::new();

@@ -172,6 +172,7 @@ fn main() -> Result<()> {
         validation,
         progress_every: 0,
         checkpoint,
+        early_stopping: None,
     };
     let started = Instant::now();
     let history = model.fit_with(&train, &options, &mut Console { bar: None })?;

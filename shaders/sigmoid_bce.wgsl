@@ -2,11 +2,14 @@
 //   sigmoid_bce: loss[r]    = max(z, 0) − z·t + log(1 + exp(−|z|))      z = Z[r], t = T[r]; Z, T: [rows]
 //                dZ[r]      = (σ(z) − t) · grad_scale                    dZ: [rows]
 //                correct[r] = 1 if (z > 0) == (t > 0.5), else 0          loss, correct: [rows]
+// Targets are f32 bits, or with TARGETS_U32 integer labels 0/1 (a model's gathered labels),
+// converted here: the buffer is declared u32 either way and f32 targets are bitcast.
 // The stable forms never exponentiate a positive number, so logits of ±1e4 stay finite.
 // The batch totals are totals.wgsl's.
 
 override WG: u32 = 256u;
 override HAS_DLOGITS: bool = true;
+override TARGETS_U32: bool = false;
 
 struct Params {
     rows: u32,
@@ -19,7 +22,7 @@ struct Params {
 // writable in the same dispatch would conflict.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> targets: array<f32>;
+@group(0) @binding(2) var<storage, read_write> targets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> loss_rows: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(5) var<storage, read_write> correct_rows: array<f32>;
@@ -36,7 +39,7 @@ fn sigmoid_bce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let r = (wid.y * nwg.x + wid.x) * WG + lid.x;
     if (r >= p.rows) { return; }
     let z = logits[r];
-    let t = targets[r];
+    let t = select(bitcast<f32>(targets[r]), f32(targets[r]), TARGETS_U32);
     loss_rows[r] = max(z, 0.0) - z * t + log(1.0 + exp(-abs(z)));
     correct_rows[r] = select(0.0, 1.0, (z > 0.0) == (t > 0.5));
     if (HAS_DLOGITS) {

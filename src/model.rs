@@ -19,10 +19,17 @@ use crate::data::{Dataset, Features};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
+use crate::init::Initializer;
+use crate::kernels::bias_act::bias_act_forward;
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
-use crate::kernels::optimizer::{adam_update, sgd_update_with_step, AdamConfig, SgdConfig};
+use crate::kernels::optimizer::{
+    adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
+    AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
+};
 use crate::kernels::reduce::column_sum;
+use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
 use crate::kernels::Plan;
 use crate::rng::Rng;
@@ -30,12 +37,24 @@ use crate::tensor::Tensor;
 
 mod io;
 
-/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units].
+/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units]; with `dropout` > 0,
+/// inverted dropout of that rate on y while training (Keras' `Dropout` layer after it), the
+/// identity in `evaluate` and `predict`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dense {
     pub inputs: usize,
     pub units: usize,
     pub activation: Activation,
+    pub dropout: f32,
+}
+
+impl Dense {
+    /// The seed of this layer's dropout masks (`layer`: its index), on the GPU and the CPU alike;
+    /// the mask of step t is a hash of (seed, t, element).
+    fn dropout_seed(model_seed: u64, layer: usize) -> u32 {
+        let mixed = model_seed ^ (layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed ^ (mixed >> 32)) as u32
+    }
 }
 
 /// The loss a model is compiled with.
@@ -45,13 +64,34 @@ pub enum Loss {
     /// (PyTorch's `CrossEntropyLoss`, Keras' softmax + `sparse_categorical_crossentropy`). The last
     /// layer is linear (its outputs are logits); `predict` returns the softmax probabilities.
     SparseCategoricalCrossentropy,
+    /// Sigmoid fused with binary cross-entropy against labels 0/1 (PyTorch's `BCEWithLogitsLoss`,
+    /// Keras' `binary_crossentropy(from_logits=True)`), for a model with one linear output unit.
+    /// Accuracy counts σ(z) > 0.5 against the label; `predict` returns σ(z), [rows, 1].
+    BinaryCrossentropy,
 }
 
-/// The update rule, with its hyper-parameters.
+impl Loss {
+    /// How many distinct labels the loss takes from a model with `outputs` output units.
+    fn classes(self, outputs: usize) -> usize {
+        match self {
+            Loss::SparseCategoricalCrossentropy => outputs,
+            Loss::BinaryCrossentropy => 2,
+        }
+    }
+}
+
+/// The update rule, with its hyper-parameters (the update formulas are PyTorch's; see
+/// [`crate::kernels::optimizer`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     Sgd(SgdConfig),
+    /// Adam; `weight_decay` is an L2 penalty added to the gradient.
     Adam(AdamConfig),
+    /// Adam with decoupled weight decay (p ← p·(1 − lr·wd) before the Adam step).
+    AdamW(AdamConfig),
+    RmsProp(RmsPropConfig),
+    Adagrad(AdagradConfig),
+    Adadelta(AdadeltaConfig),
 }
 
 impl Optimizer {
@@ -66,6 +106,45 @@ impl Optimizer {
             schedule: Default::default(),
         })
     }
+    /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
+    /// β1 0.9, β2 0.999, ε 1e-7.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
+        match Optimizer::adam(lr) {
+            Optimizer::Adam(c) => Optimizer::AdamW(AdamConfig { weight_decay, ..c }),
+            other => other,
+        }
+    }
+    /// RMSprop with Keras' ρ 0.9 and ε 1e-7, no momentum.
+    pub fn rmsprop(lr: f32) -> Optimizer {
+        Optimizer::RmsProp(RmsPropConfig {
+            lr,
+            rho: 0.9,
+            eps: 1e-7,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Adagrad with Keras' initial accumulator 0.1 and ε 1e-7.
+    pub fn adagrad(lr: f32) -> Optimizer {
+        Optimizer::Adagrad(AdagradConfig {
+            lr,
+            initial_accumulator: 0.1,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Adadelta with Keras' ρ 0.95 and ε 1e-7 (`lr` scales the step: PyTorch's default is 1.0).
+    pub fn adadelta(lr: f32) -> Optimizer {
+        Optimizer::Adadelta(AdadeltaConfig {
+            lr,
+            rho: 0.95,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
     /// Plain SGD with optional momentum.
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
         Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
@@ -73,15 +152,33 @@ impl Optimizer {
     fn lr(&self) -> f32 {
         match self {
             Optimizer::Sgd(c) => c.lr,
-            Optimizer::Adam(c) => c.lr,
+            Optimizer::Adam(c) | Optimizer::AdamW(c) => c.lr,
+            Optimizer::RmsProp(c) => c.lr,
+            Optimizer::Adagrad(c) => c.lr,
+            Optimizer::Adadelta(c) => c.lr,
         }
     }
-    /// How many state tensors of the parameters' size the rule keeps.
-    fn state_slots(&self) -> usize {
+    /// An error naming the update kernel unless every hyper-parameter is in range.
+    fn validate(&self) -> Result<()> {
         match self {
-            Optimizer::Sgd(c) if c.momentum != 0.0 => 1,
-            Optimizer::Sgd(_) => 0,
-            Optimizer::Adam(_) => 2,
+            Optimizer::Sgd(c) => c.validate(),
+            Optimizer::Adam(c) => c.validate(),
+            Optimizer::AdamW(c) => c.validate_for("adamw_update"),
+            Optimizer::RmsProp(c) => c.validate(),
+            Optimizer::Adagrad(c) => c.validate(),
+            Optimizer::Adadelta(c) => c.validate(),
+        }
+    }
+    /// How many state tensors of the parameters' size the rule keeps: SGD's velocity, Adam's m
+    /// and v, RMSprop's square average (and momentum buffer), Adagrad's sum, Adadelta's square
+    /// average and accumulated delta.
+    pub(crate) fn state_slots(&self) -> usize {
+        match self {
+            Optimizer::Sgd(c) => (c.momentum != 0.0) as usize,
+            Optimizer::Adam(_) | Optimizer::AdamW(_) => 2,
+            Optimizer::RmsProp(c) => 1 + (c.momentum != 0.0) as usize,
+            Optimizer::Adagrad(_) => 1,
+            Optimizer::Adadelta(_) => 2,
         }
     }
 }
@@ -116,6 +213,83 @@ pub struct FitOptions<'a> {
     pub progress_every: usize,
     /// Checkpoints written during training, if any.
     pub checkpoint: Option<Checkpointing<'a>>,
+    /// Stop when a validation metric stops improving (needs validation), if set.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// What [`EarlyStopping`] watches, after every epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitor {
+    /// The validation loss: lower is better.
+    ValLoss,
+    /// The validation accuracy: higher is better.
+    ValAccuracy,
+}
+
+/// Keras' `EarlyStopping`: training stops after `patience` epochs in a row without an
+/// improvement of more than `min_delta` in the monitored metric over the best epoch so far
+/// ([`History::stopped_early_at`] records the epoch it stopped after). With
+/// `restore_best_weights`, `fit` ends (stopped early or not) with the weights of the best epoch,
+/// kept on the device meanwhile (no readback); the optimizer state is not restored. The state
+/// starts afresh with every `fit` call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    /// Epochs in a row without improvement that stop training (0 acts as 1, as in Keras).
+    pub patience: usize,
+    /// The smallest change that counts as an improvement (≥ 0).
+    pub min_delta: f32,
+    pub restore_best_weights: bool,
+}
+
+impl EarlyStopping {
+    /// Stop on the validation loss after `patience` epochs without improvement, restoring the
+    /// best weights.
+    pub fn val_loss(patience: usize) -> EarlyStopping {
+        EarlyStopping { monitor: Monitor::ValLoss, patience, min_delta: 0.0, restore_best_weights: true }
+    }
+}
+
+/// Early stopping's running state within one `fit`.
+struct EarlyStopState {
+    cfg: EarlyStopping,
+    best: Option<f32>,
+    wait: usize,
+}
+
+/// What an epoch's record means to [`EarlyStopState`].
+struct EarlyStopDecision {
+    improved: bool,
+    stop: bool,
+}
+
+impl EarlyStopState {
+    fn new(cfg: EarlyStopping) -> EarlyStopState {
+        EarlyStopState { cfg, best: None, wait: 0 }
+    }
+
+    fn observe(&mut self, r: &EpochRecord) -> EarlyStopDecision {
+        let current = match self.cfg.monitor {
+            Monitor::ValLoss => r.val_loss,
+            Monitor::ValAccuracy => r.val_accuracy,
+        };
+        let improved = match (current, self.best) {
+            (Some(c), _) if !c.is_finite() => false,
+            (Some(_), None) => true,
+            (Some(c), Some(b)) => match self.cfg.monitor {
+                Monitor::ValLoss => c < b - self.cfg.min_delta,
+                Monitor::ValAccuracy => c > b + self.cfg.min_delta,
+            },
+            (None, _) => false,
+        };
+        if improved {
+            self.best = current;
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        EarlyStopDecision { improved, stop: !improved && self.wait >= self.cfg.patience.max(1) }
+    }
 }
 
 impl Default for FitOptions<'_> {
@@ -127,6 +301,7 @@ impl Default for FitOptions<'_> {
             validation: Validation::None,
             progress_every: 0,
             checkpoint: None,
+            early_stopping: None,
         }
     }
 }
@@ -253,7 +428,7 @@ struct CpuState {
 impl Sequential {
     /// An empty model taking `input_dim` features; `seed` fixes the initial weights.
     pub fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
-        SequentialBuilder { input_dim, layers: Vec::new(), seed, error: None }
+        SequentialBuilder { input_dim, layers: Vec::new(), inits: Vec::new(), seed, error: None }
     }
 
     pub fn layers(&self) -> &[Dense] {
@@ -278,29 +453,43 @@ impl Sequential {
         }
     }
 
+    /// The compiled loss (softmax cross-entropy before `compile`).
+    pub fn loss(&self) -> Loss {
+        self.compiled.map_or(Loss::SparseCategoricalCrossentropy, |(loss, _)| loss)
+    }
+
     /// Sets the loss and optimizer, and resets the optimizer state.
     pub fn compile(&mut self, loss: Loss, optimizer: Optimizer) -> Result<()> {
         let lr = optimizer.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
         }
+        optimizer.validate()?;
+        let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
+        let (name, fused) = match loss {
+            Loss::SparseCategoricalCrossentropy => ("sparse categorical cross-entropy", "softmax"),
+            Loss::BinaryCrossentropy => ("binary cross-entropy", "sigmoid"),
+        };
+        if last.activation != Activation::Identity {
+            return Err(WgnnError::invalid(
+                "compile",
+                format!(
+                    "{name} applies the {fused} itself: the last layer must be linear (Activation::Identity), got {}",
+                    last.activation.name()
+                ),
+            ));
+        }
         match loss {
-            Loss::SparseCategoricalCrossentropy => {
-                let last =
-                    self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
-                if last.activation != Activation::Identity {
-                    return Err(WgnnError::invalid(
-                        "compile",
-                        format!(
-                            "sparse categorical cross-entropy applies the softmax itself: the last layer must be linear (Activation::Identity), got {}",
-                            last.activation.name()
-                        ),
-                    ));
-                }
-                if last.units < 2 {
-                    return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
-                }
+            Loss::SparseCategoricalCrossentropy if last.units < 2 => {
+                return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
             }
+            Loss::BinaryCrossentropy if last.units != 1 => {
+                return Err(WgnnError::invalid(
+                    "compile",
+                    format!("binary cross-entropy needs exactly 1 output unit, got {}", last.units),
+                ));
+            }
+            _ => {}
         }
         let slots = optimizer.state_slots();
         match &mut self.state {
@@ -384,7 +573,7 @@ impl Sequential {
         if data.rows == 0 {
             return Err(WgnnError::invalid(op, format!("{} has no rows", data.source)));
         }
-        let classes = self.output_dim();
+        let classes = self.compiled.map_or(self.output_dim(), |(loss, _)| loss.classes(self.output_dim()));
         if let Some((row, &label)) = data.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
             return Err(WgnnError::invalid(
                 op,
@@ -436,6 +625,20 @@ impl Sequential {
             }
         };
         let _ = loss;
+        if let Some(es) = &opts.early_stopping {
+            if validation.is_none() {
+                return Err(WgnnError::invalid(
+                    OP,
+                    format!("early stopping monitors {:?}: fit needs validation data", es.monitor),
+                ));
+            }
+            if !(es.min_delta.is_finite() && es.min_delta >= 0.0) {
+                return Err(WgnnError::invalid(
+                    OP,
+                    format!("early stopping's min_delta must be finite and ≥ 0, got {}", es.min_delta),
+                ));
+            }
+        }
         let first_epoch = self.resume_point.as_ref().map_or(1, |r| r.epoch + 1);
         if opts.epochs < first_epoch {
             return Err(WgnnError::invalid(
@@ -473,15 +676,15 @@ impl Sequential {
             State::Cpu(_) => {
                 let x = data.to_f32();
                 let logits = self.forward_cpu(&x, data.rows);
-                let classes = self.output_dim();
-                let (loss_rows, _, correct) =
-                    cpu::softmax_xent(&logits, &data.labels, data.rows, classes, 1.0 / data.rows as f32);
+                let (loss_rows, _, correct) = self.loss_cpu(&logits, &data.labels, 1.0);
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }
     }
 
-    /// Class probabilities for `rows` rows of `x` ([rows, input_dim], already normalised).
+    /// Class probabilities for `rows` rows of `x` ([rows, input_dim], already normalised):
+    /// softmax [rows, classes], or σ(z) [rows, 1] for [`Loss::BinaryCrossentropy`] (softmax when
+    /// the model is not compiled).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim {
@@ -503,7 +706,10 @@ impl Sequential {
             }
             State::Cpu(_) => {
                 let logits = self.forward_cpu(x, rows);
-                Ok(cpu::softmax(&logits, rows, self.output_dim()))
+                Ok(match self.loss() {
+                    Loss::SparseCategoricalCrossentropy => cpu::softmax(&logits, rows, self.output_dim()),
+                    Loss::BinaryCrossentropy => logits.iter().map(|&z| cpu::sigmoid(z)).collect(),
+                })
             }
         }
     }
@@ -519,13 +725,21 @@ impl Sequential {
 pub struct SequentialBuilder {
     input_dim: usize,
     layers: Vec<Dense>,
+    /// Each layer's W initialiser (b starts at zero).
+    inits: Vec<Initializer>,
     seed: u64,
     error: Option<WgnnError>,
 }
 
 impl SequentialBuilder {
-    /// Adds a dense layer of `units` outputs with `activation`.
-    pub fn dense(mut self, units: usize, activation: Activation) -> SequentialBuilder {
+    /// Adds a dense layer of `units` outputs with `activation`, W drawn Glorot-uniform.
+    pub fn dense(self, units: usize, activation: Activation) -> SequentialBuilder {
+        self.dense_init(units, activation, Initializer::GlorotUniform)
+    }
+
+    /// Adds a dense layer whose W is drawn by `init` (b starts at zero), e.g.
+    /// `Initializer::Constant(0.01)` for logistic regression.
+    pub fn dense_init(mut self, units: usize, activation: Activation, init: Initializer) -> SequentialBuilder {
         let inputs = self.layers.last().map_or(self.input_dim, |l| l.units);
         if self.error.is_none() {
             if units == 0 || inputs == 0 {
@@ -537,12 +751,29 @@ impl SequentialBuilder {
                 self.error = Some(e);
             }
         }
-        self.layers.push(Dense { inputs, units, activation });
+        self.layers.push(Dense { inputs, units, activation, dropout: 0.0 });
+        self.inits.push(init);
         self
     }
 
-    /// Allocates the model on `backend` and draws the initial weights: Glorot-uniform W and zero b
-    /// (the Keras defaults), from the seed.
+    /// Inverted dropout of `rate` (in [0, 1)) on the last added layer's outputs while training
+    /// (Keras' `Dropout(rate)` after that layer); not allowed on the output layer.
+    pub fn dropout(mut self, rate: f32) -> SequentialBuilder {
+        if self.error.is_none() {
+            match self.layers.last_mut() {
+                None => self.error = Some(WgnnError::invalid("dropout", "add a dense layer before its dropout")),
+                Some(_) if !(0.0..1.0).contains(&rate) => {
+                    self.error = Some(WgnnError::invalid("dropout", format!("rate must be in [0, 1), got {rate}")))
+                }
+                Some(l) => l.dropout = rate,
+            }
+        }
+        self
+    }
+
+    /// Allocates the model on `backend` and draws the initial weights from the seed: each layer's
+    /// initialiser for W (Glorot-uniform unless [`SequentialBuilder::dense_init`] said otherwise)
+    /// and zero b (the Keras defaults).
     pub fn build(self, backend: &Backend) -> Result<Sequential> {
         if let Some(e) = self.error {
             return Err(e);
@@ -550,14 +781,18 @@ impl SequentialBuilder {
         if self.layers.is_empty() {
             return Err(WgnnError::invalid("build", "the model has no layers"));
         }
+        if self.layers.last().is_some_and(|l| l.dropout > 0.0) {
+            return Err(WgnnError::invalid(
+                "build",
+                "dropout on the output layer would drop logits: put it on a hidden layer",
+            ));
+        }
         let layout = ParamLayout::new(&self.layers);
         let mut flat = vec![0.0f32; layout.total];
         let mut rng = Rng::new(self.seed);
-        for (l, &(wo, _)) in self.layers.iter().zip(&layout.offsets) {
-            let limit = (6.0 / (l.inputs + l.units) as f32).sqrt();
-            for w in &mut flat[wo..wo + l.inputs * l.units] {
-                *w = rng.uniform(-limit, limit);
-            }
+        for ((l, &(wo, _)), init) in self.layers.iter().zip(&layout.offsets).zip(&self.inits) {
+            let n = l.inputs * l.units;
+            flat[wo..wo + n].copy_from_slice(&init.fill(l.inputs, l.units, n, &mut rng));
         }
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
@@ -674,9 +909,17 @@ struct BatchBuffers {
     dz: Vec<Tensor>,
     loss_rows: Tensor,
     correct_rows: Tensor,
+    /// Per layer with dropout, when training: (dropped output, mask, the gradient before the
+    /// mask), each [rows, units].
+    dropout: Vec<Option<(Tensor, Tensor, Tensor)>>,
 }
 
 impl BatchBuffers {
+    /// What layer `i + 1` reads: layer i's output after dropout, if any.
+    fn layer_input<'b>(&'b self, x_or_h: &'b Tensor, i: usize) -> &'b Tensor {
+        self.dropout.get(i).and_then(Option::as_ref).map_or(x_or_h, |(dropped, _, _)| dropped)
+    }
+
     fn new(gpu: &Gpu, layers: &[Dense], input_dim: usize, rows: usize, training: bool) -> Result<BatchBuffers> {
         Ok(BatchBuffers {
             x: Tensor::zeros(gpu, &[rows, input_dim])?,
@@ -689,6 +932,17 @@ impl BatchBuffers {
             },
             loss_rows: Tensor::zeros(gpu, &[rows])?,
             correct_rows: Tensor::zeros(gpu, &[rows])?,
+            dropout: layers
+                .iter()
+                .map(|l| {
+                    if training && l.dropout > 0.0 {
+                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
+                        Ok(Some((t()?, t()?, t()?)))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -724,11 +978,57 @@ impl Sequential {
         let mut plan = gather_rows(gpu, rows, order, epoch_step, start, &buf.x, &buf.y)?;
         for i in 0..self.layers.len() {
             let (w, b) = self.layer_views(&g.params, i)?;
-            let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
+            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
             let epilogue = Epilogue::BiasAct { bias: Some(&b), act: self.layers[i].activation };
             plan.extend(matmul(gpu, input, &w, &buf.h[i], &MatmulOptions { epilogue, ..Default::default() })?);
+            if let Some((dropped, mask, _)) = &buf.dropout[i] {
+                // The mask of step t: the global step before this step's counter advance.
+                let seed = Dense::dropout_seed(self.seed, i);
+                plan.extend(dropout_forward(
+                    gpu,
+                    &buf.h[i],
+                    dropped,
+                    mask,
+                    self.layers[i].dropout,
+                    seed,
+                    &g.global_step,
+                )?);
+            }
         }
         Ok(plan)
+    }
+
+    /// The compiled loss on the last layer's outputs in `buf` (labels `buf.y`), adding its sums
+    /// to `totals`; `dlogits` (scaled by `grad_scale`) when training.
+    fn loss_plan(
+        &self,
+        buf: &BatchBuffers,
+        dlogits: Option<&Tensor>,
+        totals: &Tensor,
+        grad_scale: f32,
+    ) -> Result<Plan> {
+        let gpu = &self.gpu_state()?.gpu;
+        let logits = &buf.h[self.layers.len() - 1];
+        match self.loss() {
+            Loss::SparseCategoricalCrossentropy => {
+                let out = SoftmaxXentOut {
+                    loss_rows: &buf.loss_rows,
+                    dlogits,
+                    correct_rows: &buf.correct_rows,
+                    totals: Some(totals),
+                };
+                softmax_xent(gpu, logits, &buf.y, grad_scale, &out)
+            }
+            Loss::BinaryCrossentropy => {
+                let out = SigmoidBceOut {
+                    loss_rows: &buf.loss_rows,
+                    dlogits,
+                    correct_rows: &buf.correct_rows,
+                    totals: Some(totals),
+                };
+                sigmoid_bce(gpu, logits, &buf.y, grad_scale, &out)
+            }
+        }
     }
 
     /// One training step for `batch` rows taken at `epoch_step * stride` of `order`.
@@ -746,41 +1046,36 @@ impl Sequential {
         let start = BatchStart::Counter { stride };
         let mut plan = self.forward_plan(rows, order, &g.epoch_step, start, &mut buf)?;
         let last = self.layers.len() - 1;
-        let out = SoftmaxXentOut {
-            loss_rows: &buf.loss_rows,
-            dlogits: Some(&buf.dz[last]),
-            correct_rows: &buf.correct_rows,
-            totals: Some(&g.totals),
-        };
-        plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0 / batch as f32, &out)?);
+        plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &g.totals, 1.0 / batch as f32)?);
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
-            let input = if i == 0 { &buf.x } else { &buf.h[i - 1] };
+            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
             // dW = inputᵀ · dZ ; db = Σ_rows dZ
             plan.extend(matmul(gpu, input, &buf.dz[i], &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
             plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
             if i > 0 {
-                // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev)
+                // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
                 let (w, _) = self.layer_views(&g.params, i)?;
                 let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act: self.layers[i - 1].activation };
-                plan.extend(matmul(
-                    gpu,
-                    &buf.dz[i],
-                    &w,
-                    &buf.dz[i - 1],
-                    &MatmulOptions { trans_b: true, epilogue, ..Default::default() },
-                )?);
+                let dropout = buf.dropout[i - 1].as_ref();
+                let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
+                let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
+                plan.extend(matmul(gpu, &buf.dz[i], &w, out, &options)?);
+                if let Some((_, mask, before_mask)) = dropout {
+                    plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
+                }
             }
         }
         plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
+        // The step tensor t drives bias corrections and learning-rate schedules on the GPU.
+        let (p, gr, s, t) = (&g.params, &g.grads, &g.opt_state, &g.global_step);
         plan.extend(match optimizer {
-            Optimizer::Adam(cfg) => {
-                adam_update(gpu, &g.params, &g.grads, &g.opt_state[0], &g.opt_state[1], &g.global_step, cfg)?
-            }
-            Optimizer::Sgd(cfg) => {
-                // The step tensor lets a learning-rate schedule follow t on the GPU.
-                sgd_update_with_step(gpu, &g.params, &g.grads, g.opt_state.first(), Some(&g.global_step), cfg)?
-            }
+            Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
+            Optimizer::AdamW(cfg) => adamw_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
+            Optimizer::Sgd(cfg) => sgd_update_with_step(gpu, p, gr, s.first(), Some(t), cfg)?,
+            Optimizer::RmsProp(cfg) => rmsprop_update(gpu, p, gr, &s[0], s.get(1), Some(t), cfg)?,
+            Optimizer::Adagrad(cfg) => adagrad_update(gpu, p, gr, &s[0], t, cfg)?,
+            Optimizer::Adadelta(cfg) => adadelta_update(gpu, p, gr, &s[0], &s[1], Some(t), cfg)?,
         });
         Ok((plan, buf))
     }
@@ -848,6 +1143,13 @@ impl Sequential {
         let tail_plan =
             if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
+        let mut early = opts.early_stopping.map(EarlyStopState::new);
+        // The best epoch's weights, when early stopping restores them.
+        let best_params = match opts.early_stopping {
+            Some(es) if es.restore_best_weights => Some(Tensor::zeros(&gpu, &[self.layout.total])?),
+            _ => None,
+        };
+        let mut have_best = false;
 
         for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
@@ -923,6 +1225,22 @@ impl Sequential {
             observer.on_epoch_end(&record);
             history.push(record);
             self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
+            if let Some(es) = &mut early {
+                let decision = history.last().map(|r| es.observe(r));
+                if let (Some(d), Some(copy)) = (&decision, &best_params) {
+                    if d.improved {
+                        copy.copy_from(&params)?;
+                        have_best = true;
+                    }
+                }
+                if decision.is_some_and(|d| d.stop) {
+                    history.stopped_early_at = Some(epoch);
+                    break;
+                }
+            }
+        }
+        if let (Some(copy), true) = (&best_params, have_best) {
+            params.copy_from(copy)?;
         }
         Ok(history)
     }
@@ -953,20 +1271,13 @@ impl Sequential {
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let totals = Tensor::zeros(gpu, &[2])?;
         let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
-        let last = self.layers.len() - 1;
         let mut plans = Vec::new();
         let mut start = 0;
         while start < n {
             let batch = EVAL_BATCH.min(n - start);
             let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
             let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
-            let out = SoftmaxXentOut {
-                loss_rows: &buf.loss_rows,
-                dlogits: None,
-                correct_rows: &buf.correct_rows,
-                totals: Some(&totals),
-            };
-            plan.extend(softmax_xent(gpu, &buf.h[last], &buf.y, 1.0, &out)?);
+            plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
             plans.push(plan);
             start += batch;
         }
@@ -991,7 +1302,11 @@ impl Sequential {
             let batch = EVAL_BATCH.min(n - start);
             let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
             let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
-            plan.extend(softmax(gpu, &buf.h[last], &probs.view(start * classes, &[batch, classes])?)?);
+            let out = probs.view(start * classes, &[batch, classes])?;
+            plan.extend(match self.loss() {
+                Loss::SparseCategoricalCrossentropy => softmax(gpu, &buf.h[last], &out)?,
+                Loss::BinaryCrossentropy => bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Sigmoid)?,
+            });
             plans.push(plan);
             start += batch;
         }
@@ -1013,15 +1328,49 @@ impl Sequential {
 
     /// Layer outputs for `rows` rows of x: [h_0, h_1, …], each [rows, units].
     fn forward_cpu_all(&self, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
+        self.forward_cpu_dropout(x, rows, None).0
+    }
+
+    /// Layer outputs, and with `step` (training) each dropout layer's (dropped output, mask)
+    /// for that step; layer i + 1 reads the dropped output.
+    #[allow(clippy::type_complexity)]
+    fn forward_cpu_dropout(
+        &self,
+        x: &[f32],
+        rows: usize,
+        step: Option<u32>,
+    ) -> (Vec<Vec<f32>>, Vec<Option<(Vec<f32>, Vec<f32>)>>) {
         let params = self.cpu_params();
         let mut outs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
+        let mut dropped: Vec<Option<(Vec<f32>, Vec<f32>)>> = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             let (wo, bo) = self.layout.offsets[i];
-            let input = if i == 0 { x } else { &outs[i - 1] };
+            let input = match i {
+                0 => x,
+                _ => dropped[i - 1].as_ref().map_or(&outs[i - 1], |(d, _)| d),
+            };
             let z = cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
-            outs.push(cpu::bias_act_forward(&z, Some(&params[bo..bo + l.units]), rows, l.units, l.activation));
+            let h = cpu::bias_act_forward(&z, Some(&params[bo..bo + l.units]), rows, l.units, l.activation);
+            dropped.push(match step {
+                Some(t) if l.dropout > 0.0 => {
+                    Some(cpu::dropout_forward(&h, l.dropout, Dense::dropout_seed(self.seed, i), t))
+                }
+                _ => None,
+            });
+            outs.push(h);
         }
-        outs
+        (outs, dropped)
+    }
+
+    /// The compiled loss on the last layer's outputs: (loss_rows, dlogits, correct_rows).
+    fn loss_cpu(&self, logits: &[f32], labels: &[u32], grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let rows = labels.len();
+        match self.loss() {
+            Loss::SparseCategoricalCrossentropy => {
+                cpu::softmax_xent(logits, labels, rows, self.output_dim(), grad_scale)
+            }
+            Loss::BinaryCrossentropy => cpu::sigmoid_bce_labels(logits, labels, grad_scale),
+        }
     }
 
     fn forward_cpu(&self, x: &[f32], rows: usize) -> Vec<f32> {
@@ -1029,19 +1378,25 @@ impl Sequential {
     }
 
     /// One step on a gathered batch; returns (Σ loss, Σ correct) over its rows.
-    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> (f64, f64) {
+    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> Result<(f64, f64)> {
         let rows = y.len();
-        let h = self.forward_cpu_all(x, rows);
+        let step = match &self.state {
+            State::Cpu(c) => c.step,
+            State::Gpu(_) => 0,
+        };
+        let (h, dropped) = self.forward_cpu_dropout(x, rows, Some(step));
         let last = self.layers.len() - 1;
-        let classes = self.layers[last].units;
-        let (loss_rows, dlogits, correct) = cpu::softmax_xent(&h[last], y, rows, classes, 1.0 / rows as f32);
+        let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, 1.0 / rows as f32);
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
         let mut dz = dlogits;
         for i in (0..self.layers.len()).rev() {
             let l = self.layers[i];
             let (wo, bo) = self.layout.offsets[i];
-            let input = if i == 0 { x } else { &h[i - 1] };
+            let input = match i {
+                0 => x,
+                _ => dropped[i - 1].as_ref().map_or(&h[i - 1], |(d, _)| d),
+            };
             let dw = cpu::matmul(input, &dz, l.inputs, rows, l.units, true, false);
             grads[wo..wo + dw.len()].copy_from_slice(&dw);
             grads[bo..bo + l.units].copy_from_slice(&cpu::column_sum(&dz, rows, l.units));
@@ -1049,26 +1404,35 @@ impl Sequential {
                 let dh = cpu::matmul(&dz, &params[wo..wo + l.inputs * l.units], rows, l.units, l.inputs, false, true);
                 let act = self.layers[i - 1].activation;
                 dz = dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+                if let Some((_, mask)) = &dropped[i - 1] {
+                    dz = cpu::dropout_backward(&dz, mask);
+                }
             }
         }
         if let State::Cpu(c) = &mut self.state {
             c.grads = grads;
             c.step += 1;
+            let (p, g, t) = (&mut c.params, &c.grads, c.step);
+            let mut slots = c.opt_state.iter_mut().map(Vec::as_mut_slice);
+            let (s0, s1) = (slots.next(), slots.next());
+            // compile() allocated the slots each rule needs.
+            let missing = || WgnnError::invalid("fit", "the optimizer state is missing: compile() the model");
             match optimizer {
                 Optimizer::Adam(cfg) => {
-                    let (m, v) = c.opt_state.split_at_mut(1);
-                    cpu::adam_update(&mut c.params, &c.grads, &mut m[0], &mut v[0], c.step, cfg);
+                    cpu::adam_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
                 }
-                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(
-                    &mut c.params,
-                    &c.grads,
-                    c.opt_state.first_mut().map(|v| v.as_mut_slice()),
-                    c.step,
-                    cfg,
-                ),
+                Optimizer::AdamW(cfg) => {
+                    cpu::adamw_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
+                }
+                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(p, g, s0, t, cfg),
+                Optimizer::RmsProp(cfg) => cpu::rmsprop_update(p, g, s0.ok_or_else(missing)?, s1, t, cfg),
+                Optimizer::Adagrad(cfg) => cpu::adagrad_update(p, g, s0.ok_or_else(missing)?, t, cfg),
+                Optimizer::Adadelta(cfg) => {
+                    cpu::adadelta_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
+                }
             }
         }
-        (loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())
+        Ok((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum()))
     }
 
     fn fit_cpu(
@@ -1085,6 +1449,8 @@ impl Sequential {
         let steps = n.div_ceil(batch);
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
         let features = train.to_f32();
+        let mut early = opts.early_stopping.map(EarlyStopState::new);
+        let mut best_params: Option<Vec<f32>> = None;
         for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
             let order = epoch_order(n, opts.shuffle, self.seed, epoch);
@@ -1098,7 +1464,7 @@ impl Sequential {
                 let rows = batch.min(n - start);
                 let (x, y) =
                     cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
-                let (l, c) = self.train_step_cpu(&x, &y, &optimizer);
+                let (l, c) = self.train_step_cpu(&x, &y, &optimizer)?;
                 loss_sum += l;
                 correct += c;
                 let samples = start + rows;
@@ -1145,6 +1511,19 @@ impl Sequential {
             observer.on_epoch_end(&record);
             history.push(record);
             self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
+            if let Some(es) = &mut early {
+                let decision = history.last().map(|r| es.observe(r));
+                if decision.as_ref().is_some_and(|d| d.improved) && es.cfg.restore_best_weights {
+                    best_params = Some(self.cpu_params().to_vec());
+                }
+                if decision.is_some_and(|d| d.stop) {
+                    history.stopped_early_at = Some(epoch);
+                    break;
+                }
+            }
+        }
+        if let (Some(p), State::Cpu(c)) = (best_params, &mut self.state) {
+            c.params = p;
         }
         Ok(history)
     }

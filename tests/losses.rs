@@ -407,6 +407,25 @@ fn sigmoid_bce_gradient_matches_finite_differences() {
 }
 
 #[test]
+fn sigmoid_bce_u32_labels_match_cpu() {
+    let gpu = gpu();
+    let n = 37;
+    let mut rng = Rng::new(11);
+    let logits = rng.vec_uniform(n, -6.0, 6.0);
+    let labels: Vec<u32> = (0..n).map(|i| (i % 3 == 0) as u32).collect();
+    let zt = Tensor::from_slice(&gpu, &[n, 1], &logits).unwrap();
+    let yt = Tensor::from_u32(&gpu, &[n], &labels).unwrap();
+    let (loss, dl, correct) =
+        (Tensor::zeros(&gpu, &[n]).unwrap(), Tensor::zeros(&gpu, &[n, 1]).unwrap(), Tensor::zeros(&gpu, &[n]).unwrap());
+    let out = SigmoidBceOut { loss_rows: &loss, dlogits: Some(&dl), correct_rows: &correct, totals: None };
+    gpu.run(&[&sigmoid_bce(&gpu, &zt, &yt, 1.0 / n as f32, &out).unwrap()]).unwrap();
+    let (want_loss, want_dl, want_correct) = cpu::sigmoid_bce_labels(&logits, &labels, 1.0 / n as f32);
+    assert_close("sigmoid_bce u32 labels: loss", &loss.to_vec().unwrap(), &want_loss, 1e-5, 1e-4);
+    assert_close("sigmoid_bce u32 labels: dlogits", &dl.to_vec().unwrap(), &want_dl, 1e-6, 1e-4);
+    assert_eq!(correct.to_vec().unwrap(), want_correct, "sigmoid_bce u32 labels: correct");
+}
+
+#[test]
 fn sigmoid_bce_bad_input_is_an_error_naming_the_kernel() {
     let gpu = gpu();
     let logits = Tensor::zeros(&gpu, &[4, 1]).unwrap();
@@ -422,10 +441,12 @@ fn sigmoid_bce_bad_input_is_an_error_naming_the_kernel() {
     expect_err("[4, 2] logits", sigmoid_bce(&gpu, &two, &targets, 0.25, &out), &["sigmoid_bce", "[4, 2]"]);
     let short = Tensor::zeros(&gpu, &[3]).unwrap();
     expect_err("targets [3]", sigmoid_bce(&gpu, &logits, &short, 0.25, &out), &["sigmoid_bce", "targets", "[3]"]);
-    let u32_targets = Tensor::from_u32(&gpu, &[4], &[0, 1, 1, 0]).unwrap();
-    let err =
-        expect_err("u32 targets", sigmoid_bce(&gpu, &logits, &u32_targets, 0.25, &out), &["sigmoid_bce", "f32", "u32"]);
-    assert!(matches!(err, WgnnError::DType { .. }), "{err}");
+    // u32 targets are labels 0/1 (what a model's gather yields); a known label above 1 is refused.
+    let labels = Tensor::from_u32(&gpu, &[4], &[0, 1, 1, 0]).unwrap();
+    sigmoid_bce(&gpu, &logits, &labels, 0.25, &out).expect("u32 labels");
+    let three = Tensor::from_u32(&gpu, &[4], &[0, 1, 2, 0]).unwrap();
+    let err = expect_err("label 2", sigmoid_bce(&gpu, &logits, &three, 0.25, &out), &["sigmoid_bce", "0 or 1", "2"]);
+    assert!(matches!(err, WgnnError::InvalidArgument { .. }), "{err}");
     let wrong = SigmoidBceOut { dlogits: Some(&short), ..out };
     expect_err("dlogits [3]", sigmoid_bce(&gpu, &logits, &targets, 0.25, &wrong), &["sigmoid_bce", "dlogits", "[3]"]);
     let wrong = SigmoidBceOut { correct_rows: &short, ..out };

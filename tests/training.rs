@@ -71,6 +71,7 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
                 validation: Validation::None,
                 progress_every: 1,
                 checkpoint: None,
+                early_stopping: None,
             };
             model.fit_with(&data, &options, &mut steps).unwrap();
             assert_eq!(steps.losses.len(), 11, "one tick per step");
@@ -117,6 +118,7 @@ fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
             validation: Validation::Data(&test),
             progress_every: 0,
             checkpoint: None,
+            early_stopping: None,
         };
         let history = model.fit(&train, &options).unwrap();
         histories.push(history);

@@ -25,7 +25,7 @@ pub use mse::mse;
 pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step};
 pub use optimizer::{adam_update, sgd_update};
 pub use reduce::column_sum;
-pub use sigmoid_bce::sigmoid_bce;
+pub use sigmoid_bce::{sigmoid, sigmoid_bce, sigmoid_bce_labels};
 pub use softmax_xent::softmax_xent_dense;
 pub use softmax_xent::{softmax, softmax_xent};
 pub use totals::totals;

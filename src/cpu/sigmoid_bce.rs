@@ -20,3 +20,10 @@ pub fn sigmoid(z: f32) -> f32 {
         e / (1.0 + e)
     }
 }
+
+/// [`sigmoid_bce`] against integer labels 0/1 (sigmoid_bce.wgsl with `TARGETS_U32`): each label
+/// is taken as the f32 target 0.0 or 1.0.
+pub fn sigmoid_bce_labels(logits: &[f32], labels: &[u32], grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let targets: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    sigmoid_bce(logits, &targets, grad_scale)
+}

@@ -22,5 +22,5 @@ pub type HingeOut<'a> = SigmoidBceOut<'a>;
 /// f32, targets: [N] f32 labels in {−1, +1} or {0, 1}: y = +1 where t > 0, else −1 (so 0 maps to
 /// −1, as in Keras). `grad_scale` is usually 1/N.
 pub fn hinge(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32, out: &HingeOut) -> Result<Plan> {
-    single_output_loss(gpu, &HINGE, "hinge", logits, targets, grad_scale, out)
+    single_output_loss(gpu, &HINGE, "hinge", false, logits, targets, grad_scale, out)
 }

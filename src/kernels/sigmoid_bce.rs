@@ -37,18 +37,21 @@ pub struct SigmoidBceOut<'a> {
 }
 
 /// Sigmoid + binary cross-entropy with its gradient, for a single-output model.  logits: [N, 1]
-/// or [N] f32, targets: [N] f32 in [0, 1] (not checked: that would need a readback). `grad_scale`
-/// is usually 1/N.
+/// or [N] f32, targets: [N] f32 in [0, 1], or [N] u32 labels 0/1 converted in the kernel (not
+/// checked: that would need a readback). `grad_scale` is usually 1/N.
 pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32, out: &SigmoidBceOut) -> Result<Plan> {
-    single_output_loss(gpu, &SIGMOID_BCE, "sigmoid_bce", logits, targets, grad_scale, out)
+    single_output_loss(gpu, &SIGMOID_BCE, "sigmoid_bce", true, logits, targets, grad_scale, out)
 }
 
 /// The checks and dispatches shared by the single-output losses (sigmoid_bce.wgsl, hinge.wgsl):
-/// the same bindings, uniform and outputs, only the family differs.
+/// the same bindings, uniform and outputs, only the family differs. `accepts_labels`: the family
+/// can read u32 0/1 labels in place of f32 targets.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn single_output_loss(
     gpu: &Gpu,
     family: &'static KernelFamily,
     op: &'static str,
+    accepts_labels: bool,
     logits: &Tensor,
     targets: &Tensor,
     grad_scale: f32,
@@ -60,7 +63,13 @@ pub(crate) fn single_output_loss(
         other => return Err(WgnnError::shape(op, format!("logits must be [N, 1] or [N], got {other:?}"))),
     };
     logits.expect_nonempty(op)?;
-    expect_len(op, "targets", targets, DType::F32, n, &format!("[{n}]"))?;
+    // Integer labels only where the shader has the conversion (sigmoid_bce.wgsl's TARGETS_U32).
+    let targets_u32 = accepts_labels && targets.dtype() == DType::U32;
+    let target_dtype = if targets_u32 { DType::U32 } else { DType::F32 };
+    expect_len(op, "targets", targets, target_dtype, n, &format!("[{n}]"))?;
+    if let Some(max) = targets.max_u32().filter(|&m| targets_u32 && m > 1) {
+        return Err(WgnnError::invalid(op, format!("binary labels must be 0 or 1; the largest is {max}")));
+    }
     if !grad_scale.is_finite() {
         return Err(WgnnError::invalid(op, format!("grad_scale = {grad_scale} must be finite")));
     }
@@ -84,7 +93,10 @@ pub(crate) fn single_output_loss(
 
     let dummy = super::dummy(gpu)?;
     let params = SingleOutputLossParams { rows: n as u32, grad_scale, _pad0: 0, _pad1: 0 };
-    let constants = [("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
+    let mut constants = vec![("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
+    if accepts_labels {
+        constants.push(("TARGETS_U32", targets_u32 as u32 as f64));
+    }
     let bindings = [logits, targets, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
     let mut plan: Plan = dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
     if let Some(t) = out.totals {

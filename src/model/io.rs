@@ -7,11 +7,13 @@
 //! - `layers.{i}.weight`: [inputs, units] (x·W; PyTorch's `nn.Linear.weight` is the transpose)
 //! - `layers.{i}.bias`: [units]
 //! - checkpoints only: `optimizer.{slot}.layers.{i}.weight|bias`, the same shapes, with slot `m`
-//!   and `v` for Adam, `velocity` for SGD with momentum.
+//!   and `v` for Adam and AdamW, `velocity` for SGD with momentum, `square_avg` (and
+//!   `momentum_buf`) for RMSprop, `sum` for Adagrad, `square_avg` and `acc_delta` for Adadelta.
 //!
 //! Metadata (the file header's string → string map):
 //! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
-//!   "activation": "relu"}, …]}`: enough to rebuild the model.
+//!   "activation": "relu"}, …]}`: enough to rebuild the model; a layer with dropout also has
+//!   `"dropout": 0.2`.
 //! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
 //!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
 //!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
@@ -31,7 +33,7 @@ use super::{Backend, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::activation::Activation;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
-use crate::kernels::optimizer::{AdamConfig, LrSchedule, SgdConfig};
+use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
 
 const MODEL_KEY: &str = "wgnn.model";
 const CHECKPOINT_KEY: &str = "wgnn.checkpoint";
@@ -69,14 +71,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct Architecture {
     input_dim: usize,
     seed: u64,
-    layers: Vec<(usize, Activation)>,
+    /// (units, activation, dropout rate) per layer.
+    layers: Vec<(usize, Activation, f32)>,
 }
 
 impl Architecture {
     fn describe(&self) -> String {
         let mut s = self.input_dim.to_string();
-        for (units, act) in &self.layers {
+        for (units, act, dropout) in &self.layers {
             s.push_str(&format!(" → {units} {}", activation_tag(*act)));
+            if *dropout > 0.0 {
+                s.push_str(&format!(" (dropout {dropout})"));
+            }
         }
         s
     }
@@ -92,6 +98,13 @@ fn activation_tag(a: Activation) -> String {
 
 /// A JSON number read back as the f32 that was written with `{}` (exactly: the text is the f32's
 /// shortest round-trip form).
+fn loss_tag(loss: Loss) -> &'static str {
+    match loss {
+        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+        Loss::BinaryCrossentropy => "binary_crossentropy",
+    }
+}
+
 fn json_f32(v: &Value) -> Option<f32> {
     match v {
         Value::Number(n) => n.to_string().parse().ok(),
@@ -101,8 +114,9 @@ fn json_f32(v: &Value) -> Option<f32> {
 
 fn optimizer_json(optimizer: &Optimizer) -> String {
     match optimizer {
-        Optimizer::Adam(c) => format!(
-            r#"{{"kind": "adam", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+        Optimizer::Adam(c) | Optimizer::AdamW(c) => format!(
+            r#"{{"kind": "{}", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            if matches!(optimizer, Optimizer::AdamW(_)) { "adamw" } else { "adam" },
             c.lr,
             c.beta1,
             c.beta2,
@@ -115,6 +129,31 @@ fn optimizer_json(optimizer: &Optimizer) -> String {
             c.lr,
             c.momentum,
             c.nesterov,
+            c.weight_decay,
+            schedule_json(&c.schedule)
+        ),
+        Optimizer::RmsProp(c) => format!(
+            r#"{{"kind": "rmsprop", "lr": {}, "rho": {}, "eps": {}, "momentum": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.rho,
+            c.eps,
+            c.momentum,
+            c.weight_decay,
+            schedule_json(&c.schedule)
+        ),
+        Optimizer::Adagrad(c) => format!(
+            r#"{{"kind": "adagrad", "lr": {}, "initial_accumulator": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.initial_accumulator,
+            c.eps,
+            c.weight_decay,
+            schedule_json(&c.schedule)
+        ),
+        Optimizer::Adadelta(c) => format!(
+            r#"{{"kind": "adadelta", "lr": {}, "rho": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
+            c.lr,
+            c.rho,
+            c.eps,
             c.weight_decay,
             schedule_json(&c.schedule)
         ),
@@ -162,14 +201,41 @@ fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
     let num = |k: &str| {
         v.get(k).and_then(json_f32).ok_or_else(|| data_err(path, format!("checkpoint optimizer has no number `{k}`")))
     };
-    match v.get("kind").and_then(Value::as_str) {
-        Some("adam") => Ok(Optimizer::Adam(AdamConfig {
+    let adam = || -> Result<AdamConfig> {
+        Ok(AdamConfig {
             lr: num("lr")?,
             beta1: num("beta1")?,
             beta2: num("beta2")?,
             eps: num("eps")?,
             weight_decay: num("weight_decay")?,
             schedule: parse_schedule(path, v.get("schedule"))?,
+        })
+    };
+    let schedule = || parse_schedule(path, v.get("schedule"));
+    match v.get("kind").and_then(Value::as_str) {
+        Some("adam") => Ok(Optimizer::Adam(adam()?)),
+        Some("adamw") => Ok(Optimizer::AdamW(adam()?)),
+        Some("rmsprop") => Ok(Optimizer::RmsProp(RmsPropConfig {
+            lr: num("lr")?,
+            rho: num("rho")?,
+            eps: num("eps")?,
+            momentum: num("momentum")?,
+            weight_decay: num("weight_decay")?,
+            schedule: schedule()?,
+        })),
+        Some("adagrad") => Ok(Optimizer::Adagrad(AdagradConfig {
+            lr: num("lr")?,
+            initial_accumulator: num("initial_accumulator")?,
+            eps: num("eps")?,
+            weight_decay: num("weight_decay")?,
+            schedule: schedule()?,
+        })),
+        Some("adadelta") => Ok(Optimizer::Adadelta(AdadeltaConfig {
+            lr: num("lr")?,
+            rho: num("rho")?,
+            eps: num("eps")?,
+            weight_decay: num("weight_decay")?,
+            schedule: schedule()?,
         })),
         Some("sgd") => Ok(Optimizer::Sgd(SgdConfig {
             lr: num("lr")?,
@@ -181,15 +247,22 @@ fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
             weight_decay: num("weight_decay")?,
             schedule: parse_schedule(path, v.get("schedule"))?,
         })),
-        other => Err(data_err(path, format!("unknown optimizer kind {other:?} (known: adam, sgd)"))),
+        other => Err(data_err(
+            path,
+            format!("unknown optimizer kind {other:?} (known: sgd, adam, adamw, rmsprop, adagrad, adadelta)"),
+        )),
     }
 }
 
 fn optimizer_slots(optimizer: &Optimizer) -> &'static [&'static str] {
     match optimizer {
-        Optimizer::Adam(_) => &["m", "v"],
+        Optimizer::Adam(_) | Optimizer::AdamW(_) => &["m", "v"],
         Optimizer::Sgd(c) if c.momentum != 0.0 => &["velocity"],
         Optimizer::Sgd(_) => &[],
+        Optimizer::RmsProp(c) if c.momentum != 0.0 => &["square_avg", "momentum_buf"],
+        Optimizer::RmsProp(_) => &["square_avg"],
+        Optimizer::Adagrad(_) => &["sum"],
+        Optimizer::Adadelta(_) => &["square_avg", "acc_delta"],
     }
 }
 
@@ -228,7 +301,12 @@ fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Arc
             let units = l.get("units").and_then(Value::as_u64).ok_or_else(|| bad("a layer without units"))?;
             let act = l.get("activation").and_then(Value::as_str).ok_or_else(|| bad("a layer without activation"))?;
             let act = Activation::parse(act).map_err(|e| bad(&e.to_string()))?;
-            Ok((units as usize, act))
+            // Absent in files without dropout.
+            let dropout = match l.get("dropout") {
+                None => 0.0,
+                Some(d) => json_f32(d).ok_or_else(|| bad("a non-numeric dropout"))?,
+            };
+            Ok((units as usize, act, dropout))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Architecture { input_dim, seed, layers })
@@ -250,7 +328,7 @@ impl Sequential {
         Architecture {
             input_dim: self.input_dim,
             seed: self.seed,
-            layers: self.layers.iter().map(|l| (l.units, l.activation)).collect(),
+            layers: self.layers.iter().map(|l| (l.units, l.activation, l.dropout)).collect(),
         }
     }
 
@@ -258,7 +336,10 @@ impl Sequential {
         let layers: Vec<String> = self
             .layers
             .iter()
-            .map(|l| format!(r#"{{"units": {}, "activation": "{}"}}"#, l.units, activation_tag(l.activation)))
+            .map(|l| {
+                let dropout = if l.dropout > 0.0 { format!(r#", "dropout": {}"#, l.dropout) } else { String::new() };
+                format!(r#"{{"units": {}, "activation": "{}"{dropout}}}"#, l.units, activation_tag(l.activation))
+            })
             .collect();
         format!(
             r#"{{"format": {FORMAT}, "input_dim": {}, "seed": {}, "layers": [{}]}}"#,
@@ -345,8 +426,11 @@ impl Sequential {
         let (st, meta) = parse(path, &bytes)?;
         let arch = parse_architecture(path, &meta)?;
         let mut builder = Sequential::new(arch.input_dim, arch.seed);
-        for &(units, act) in &arch.layers {
+        for &(units, act, dropout) in &arch.layers {
             builder = builder.dense(units, act);
+            if dropout > 0.0 {
+                builder = builder.dropout(dropout);
+            }
         }
         let mut model = builder.build(backend).map_err(|e| match e {
             WgnnError::InvalidArgument { detail, .. } => {
@@ -393,7 +477,7 @@ impl Sequential {
     /// [`Sequential::resume`] reads it back.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>, epoch: usize, history: &History) -> Result<()> {
         let path = path.as_ref();
-        let (_, optimizer) =
+        let (loss, optimizer) =
             self.compiled.ok_or_else(|| WgnnError::invalid("save_checkpoint", "the model is not compiled"))?;
         let (params, slots, step) = self.state_to_host()?;
         let mut flats: Vec<(String, &[f32])> = vec![(String::new(), &params)];
@@ -401,7 +485,8 @@ impl Sequential {
             flats.push((format!("optimizer.{name}."), flat));
         }
         let checkpoint = format!(
-            r#"{{"epoch": {epoch}, "step": {step}, "loss": "sparse_categorical_crossentropy", "optimizer": {}}}"#,
+            r#"{{"epoch": {epoch}, "step": {step}, "loss": "{}", "optimizer": {}}}"#,
+            loss_tag(loss),
             optimizer_json(&optimizer)
         );
         let meta = HashMap::from([
@@ -433,15 +518,16 @@ impl Sequential {
             .and_then(Value::as_u64)
             .and_then(|s| u32::try_from(s).ok())
             .ok_or_else(|| data_err(path, "checkpoint has no step"))?;
-        match v.get("loss").and_then(Value::as_str) {
-            Some("sparse_categorical_crossentropy") => {}
+        let loss = match v.get("loss").and_then(Value::as_str) {
+            Some("sparse_categorical_crossentropy") => Loss::SparseCategoricalCrossentropy,
+            Some("binary_crossentropy") => Loss::BinaryCrossentropy,
             other => return Err(data_err(path, format!("unknown loss {other:?}"))),
-        }
+        };
         let optimizer =
             parse_optimizer(path, v.get("optimizer").ok_or_else(|| data_err(path, "checkpoint has no optimizer"))?)?;
         let history = History::from_csv(meta.get(HISTORY_KEY).map_or("", String::as_str))
             .map_err(|e| data_err(path, format!("bad `{HISTORY_KEY}` metadata: {e}")))?;
-        model.compile(Loss::SparseCategoricalCrossentropy, optimizer).map_err(|e| match e {
+        model.compile(loss, optimizer).map_err(|e| match e {
             WgnnError::InvalidArgument { detail, .. } => {
                 data_err(path, format!("holds an unusable optimizer: {detail}"))
             }
