@@ -3,8 +3,13 @@
 //!
 //!     cargo run --release --example mnist_gpu [-- --epochs 5 --batch-size 256 --out out/mnist]
 //!
-//! Expect about 97.5–98% test accuracy with the defaults. Writes `history.csv` and `curves.png`
-//! to the output folder (default `out/mnist`) and draws one test digit with its prediction.
+//! By default it trains on all 60,000 training rows and reports the test set after every epoch as
+//! validation data (the Keras tutorial's `validation_data=(x_test, y_test)`; nothing is chosen by
+//! it); `--validation-split 0.1` holds out training rows instead. Expect about 97.5% test accuracy:
+//! 97.65% with the default seed on lavapipe, 97.47% with `--seed 1` — this recipe's spread from
+//! seed to seed (and adapter to adapter, through rounding) is about ±0.2%. Writes `history.csv`
+//! and `curves.png` to the output folder (default `out/mnist`) and draws one test digit with its
+//! prediction.
 //!
 //! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch and
 //! `ckpt/best.safetensors` on the best validation loss; `--resume ckpt/last.safetensors` continues
@@ -40,8 +45,9 @@ struct Args {
     /// Seeds the initial weights, the shuffles and the validation split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Fraction of the training rows held out for validation (0 = none).
-    #[arg(long, default_value_t = 0.1)]
+    /// Fraction of the training rows held out for validation; 0 trains on all of them and
+    /// validates on the test set.
+    #[arg(long, default_value_t = 0.0)]
     validation_split: f32,
     /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
     #[arg(long)]
@@ -123,7 +129,8 @@ fn parse_args() -> Args {
     })
 }
 
-/// Best-epoch checkpoints watch the validation loss, so only with a validation split.
+/// Best-epoch checkpoints watch the validation loss: only with held-out training rows, never
+/// chosen on the test set.
 fn validation_on(args: &Args) -> bool {
     args.validation_split > 0.0
 }
@@ -162,7 +169,13 @@ fn main() -> Result<()> {
     println!("model: 784 → 64 relu → 64 relu → 10 softmax, {} parameters", model.parameter_count());
 
     let validation =
-        if args.validation_split > 0.0 { Validation::Fraction(args.validation_split) } else { Validation::None };
+        if args.validation_split > 0.0 { Validation::Fraction(args.validation_split) } else { Validation::Data(&test) };
+    if args.validation_split <= 0.0 {
+        println!(
+            "validation data: the test set ({} rows); --validation-split holds out training rows instead",
+            test.rows
+        );
+    }
     let checkpoint =
         args.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best: validation_on(&args) });
     let options = FitOptions {
