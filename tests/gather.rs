@@ -14,7 +14,10 @@ fn pack_u8(bytes: &[u8]) -> Vec<u32> {
 fn gather_matches_cpu_for_u8_and_f32_sources() {
     let gpu = gpu();
     let mut rng = Rng::new(11);
-    for &(total, dim, rows) in &[(1, 1, 1), (10, 7, 3), (100, 63, 64), (300, 65, 127), (1000, 257, 33)] {
+    // Widths of 4 and 784 take the one-word-per-invocation u8 path; the others the per-feature one.
+    for &(total, dim, rows) in
+        &[(1, 1, 1), (10, 7, 3), (50, 4, 7), (100, 63, 64), (300, 65, 127), (1000, 257, 33), (200, 784, 32)]
+    {
         let bytes: Vec<u8> = (0..total * dim).map(|_| rng.below(256) as u8).collect();
         let labels: Vec<u32> = (0..total).map(|_| rng.below(10) as u32).collect();
         let mut idx: Vec<u32> = (0..total as u32).collect();

@@ -118,11 +118,13 @@ pub fn gather_rows(
     if rows > max_rows {
         return Err(WgnnError::invalid(OP, format!("{rows} rows in one gather; at most {max_rows}")));
     }
-    let grid = [dim.div_ceil(WG as usize) as u32, rows as u32, 1];
+    // Whole packed words per row: one invocation per word.
+    let (entry, per_row) = if src.source_u8 && dim % 4 == 0 { ("gather_rows_u8x4", dim / 4) } else { (OP, dim) };
+    let grid = [per_row.div_ceil(WG as usize) as u32, rows as u32, 1];
     let d = dispatch(
         gpu,
         &GATHER,
-        OP,
+        entry,
         &constants,
         &params,
         &[&src.features, idx, &src.labels, mean_std, epoch_step, x, y],
