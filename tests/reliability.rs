@@ -7,26 +7,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use common::*;
-use wgnn::data::Dataset;
 use wgnn::kernels::optimizer::LrSchedule;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::rng::Rng;
 use wgnn::{Activation, History, WgnnError};
-
-/// Random features labelled by the argmax of a fixed random linear map (learnable).
-fn synthetic(rows: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
-    let map = rng.vec_uniform(dim * classes, -1.0, 1.0);
-    let y = x
-        .chunks(dim)
-        .map(|row| {
-            let score = |c: usize| row.iter().enumerate().map(|(j, v)| v * map[j * classes + c]).sum::<f32>();
-            (0..classes).fold(0, |best, c| if score(c) > score(best) { c } else { best }) as u32
-        })
-        .collect();
-    Dataset::from_f32(x, y, dim, classes, "synthetic").unwrap()
-}
 
 fn model(backend: &Backend, dims: &[usize], seed: u64) -> Sequential {
     let mut b = Sequential::new(dims[0], seed);

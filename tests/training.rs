@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use wgnn::data::{load_mnist, Dataset};
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
-use wgnn::rng::Rng;
 use wgnn::{Activation, WgnnError};
 
 fn mlp(backend: &Backend, inputs: usize, hidden: usize, classes: usize, seed: u64) -> Sequential {
@@ -34,22 +33,6 @@ impl Observer for StepLosses {
         self.last_sum = sum;
         self.last_samples = p.samples;
     }
-}
-
-/// Random features labelled by the argmax of a fixed random linear map: learnable, so a loss that
-/// does not fall means the updates are wrong.
-fn synthetic(rows: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
-    let map = rng.vec_uniform(dim * classes, -1.0, 1.0);
-    let y = x
-        .chunks(dim)
-        .map(|row| {
-            let score = |c: usize| row.iter().enumerate().map(|(j, v)| v * map[j * classes + c]).sum::<f32>();
-            (0..classes).fold(0, |best, c| if score(c) > score(best) { c } else { best }) as u32
-        })
-        .collect();
-    Dataset::from_f32(x, y, dim, classes, "synthetic").unwrap()
 }
 
 #[test]

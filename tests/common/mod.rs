@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use wgnn::Gpu;
+use wgnn::rng::Rng;
+use wgnn::{Dataset, Gpu};
 
 /// The device every test in a binary shares. No adapter is a failure with the install hint, never
 /// a silent pass.
@@ -65,4 +66,20 @@ pub fn numeric_gradient(x: &[f32], eps: f32, mut f: impl FnMut(&[f32]) -> f64) -
 /// to y is w, the upstream gradient used by gradient checks.
 pub fn dot(w: &[f32], y: &[f32]) -> f64 {
     w.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Random features in [-1, 1) labelled by the argmax of a fixed random linear map: learnable, so a
+/// loss that does not fall means the updates are wrong.
+pub fn synthetic(rows: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec_uniform(rows * dim, -1.0, 1.0);
+    let map = rng.vec_uniform(dim * classes, -1.0, 1.0);
+    let y = x
+        .chunks(dim)
+        .map(|row| {
+            let score = |c: usize| row.iter().enumerate().map(|(j, v)| v * map[j * classes + c]).sum::<f32>();
+            (0..classes).fold(0, |best, c| if score(c) > score(best) { c } else { best }) as u32
+        })
+        .collect();
+    Dataset::from_f32(x, y, dim, classes, "synthetic").unwrap()
 }
