@@ -39,6 +39,13 @@ impl Features {
         }
     }
 
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Features::U8(v) => v.into_iter().map(f32::from).collect(),
+            Features::F32(v) => v,
+        }
+    }
+
     fn gather_rows(&self, rows: &[usize], dim: usize) -> Features {
         fn pick<T: Copy>(v: &[T], rows: &[usize], dim: usize) -> Vec<T> {
             let mut out = Vec::with_capacity(rows.len() * dim);
@@ -54,7 +61,17 @@ impl Features {
     }
 }
 
-/// A labelled data set for classification.
+/// Float targets per row, row-major `[rows, dim]`: regression values for mean squared error,
+/// one-hot or soft class probabilities for categorical cross-entropy, ±1 / 0-1 for hinge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Targets {
+    pub values: Vec<f32>,
+    pub dim: usize,
+}
+
+/// A data set: features with integer labels (classification) and, optionally, float targets
+/// (regression, one-hot or soft targets); see [`Dataset::regression`] and
+/// [`Dataset::with_targets`].
 #[derive(Clone)]
 pub struct Dataset {
     /// Row-major `[rows, feature_dim]`.
@@ -71,6 +88,9 @@ pub struct Dataset {
     pub scale: f32,
     pub shift: f32,
     pub standardize: Option<(Vec<f32>, Vec<f32>)>,
+    /// Float targets, when the data has them; losses that need float targets and find none
+    /// derive them from the labels (see [`crate::model::Loss`]).
+    pub targets: Option<Targets>,
     /// Where the data came from, e.g. `assets/mnist.npz:x_train`, for messages.
     pub source: String,
 }
@@ -91,6 +111,7 @@ impl fmt::Debug for Dataset {
             .field("scale", &self.scale)
             .field("shift", &self.shift)
             .field("standardized", &self.standardize.is_some())
+            .field("target_dim", &self.targets.as_ref().map(|t| t.dim))
             .finish()
     }
 }
@@ -174,8 +195,56 @@ impl Dataset {
             scale: 1.0,
             shift: 0.0,
             standardize: None,
+            targets: None,
             source: source.to_string(),
         })
+    }
+
+    /// A regression data set: features `[rows, feature_dim]` and float targets
+    /// `[rows, target_dim]`, both row-major and finite (labels are all 0, one class).
+    pub fn regression(
+        features: Vec<f32>,
+        targets: Vec<f32>,
+        feature_dim: usize,
+        target_dim: usize,
+        source: &str,
+    ) -> Result<Dataset> {
+        let rows = if feature_dim == 0 { 0 } else { features.len() / feature_dim };
+        Dataset::from_f32(features, vec![0; rows], feature_dim, 1, source)?.with_targets(targets, target_dim)
+    }
+
+    /// Attaches float targets `[rows, dim]` (row-major, finite), e.g. one-hot rows for
+    /// categorical cross-entropy or values for mean squared error.
+    pub fn with_targets(mut self, values: Vec<f32>, dim: usize) -> Result<Dataset> {
+        const OP: &str = "Dataset::with_targets";
+        if dim == 0 || values.len() != self.rows * dim {
+            return Err(WgnnError::shape(
+                OP,
+                format!(
+                    "{}: {} target values for {} rows × target dim {dim} (= {}); dim must be at least 1",
+                    self.source,
+                    values.len(),
+                    self.rows,
+                    self.rows * dim
+                ),
+            ));
+        }
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(WgnnError::NonFinite { op: format!("{OP} ({})", self.source), index, value });
+        }
+        self.targets = Some(Targets { values, dim });
+        Ok(self)
+    }
+
+    /// The labels as one-hot rows `[rows, width]` (a label ≥ width gives a row of zeros).
+    pub fn one_hot(&self, width: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * width];
+        for (row, &label) in out.chunks_exact_mut(width.max(1)).zip(&self.labels) {
+            if let Some(v) = row.get_mut(label as usize) {
+                *v = 1.0;
+            }
+        }
+        out
     }
 
     /// Sets the number of classes, which may exceed what the labels show (a split that happens to
@@ -302,12 +371,16 @@ impl Dataset {
             scale: self.scale,
             shift: self.shift,
             standardize: self.standardize.clone(),
+            targets: self.targets.as_ref().map(|t| Targets {
+                values: Features::F32(t.values.clone()).gather_rows(rows, t.dim).into_f32(),
+                dim: t.dim,
+            }),
             source: self.source.clone(),
         })
     }
 
     /// Rows whose label is in `keep`, relabelled by position in `keep` (keep `[3, 8]`: 3 → 0,
-    /// 8 → 1), for smaller experiments such as a two-digit classifier.
+    /// 8 → 1), for smaller experiments such as a two-digit classifier. Float targets are dropped.
     pub fn select_classes(&self, keep: &[u32]) -> Result<Dataset> {
         const OP: &str = "Dataset::select_classes";
         let mut map = vec![None; self.classes];
@@ -334,6 +407,8 @@ impl Dataset {
             *l = new_label(*l).unwrap_or(0);
         }
         out.classes = keep.len();
+        // Float targets (one-hot rows of the old classes, say) no longer fit the new labels.
+        out.targets = None;
         Ok(out)
     }
 
@@ -602,7 +677,18 @@ fn assemble(x: Array, y: Array, xo: Origin, yo: Origin, source: String) -> Resul
         });
     }
     let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
-    Ok(Dataset { features, labels, rows, feature_dim, classes, scale: 1.0, shift: 0.0, standardize: None, source })
+    Ok(Dataset {
+        features,
+        labels,
+        rows,
+        feature_dim,
+        classes,
+        scale: 1.0,
+        shift: 0.0,
+        standardize: None,
+        targets: None,
+        source,
+    })
 }
 
 fn describe(o: &Origin) -> String {

@@ -15,22 +15,24 @@ use std::time::Instant;
 
 use crate::activation::Activation;
 use crate::cpu;
-use crate::data::{Dataset, Features};
+use crate::data::{Dataset, Features, Targets};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
 use crate::init::Initializer;
-use crate::kernels::bias_act::bias_act_forward;
+use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
+use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
+use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
     AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
 };
 use crate::kernels::reduce::column_sum;
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
-use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
+use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
 use crate::kernels::Plan;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -64,18 +66,93 @@ pub enum Loss {
     /// (PyTorch's `CrossEntropyLoss`, Keras' softmax + `sparse_categorical_crossentropy`). The last
     /// layer is linear (its outputs are logits); `predict` returns the softmax probabilities.
     SparseCategoricalCrossentropy,
+    /// The same fused softmax cross-entropy against one-hot (or soft) target rows (Keras'
+    /// `categorical_crossentropy(from_logits=True)`): the data set's float targets
+    /// `[rows, outputs]`, or one-hot rows made from its labels when it has none. Accuracy counts
+    /// rows whose argmax matches the target's argmax.
+    CategoricalCrossentropy,
     /// Sigmoid fused with binary cross-entropy against labels 0/1 (PyTorch's `BCEWithLogitsLoss`,
     /// Keras' `binary_crossentropy(from_logits=True)`), for a model with one linear output unit.
     /// Accuracy counts σ(z) > 0.5 against the label; `predict` returns σ(z), [rows, 1].
     BinaryCrossentropy,
+    /// Binary hinge loss max(0, 1 − y·z) for one linear output unit, y = ±1 from labels 0/1 (or
+    /// from float targets [rows, 1]: y = +1 where t > 0). Accuracy counts sign(z) against y;
+    /// `predict` returns the raw scores z, [rows, 1].
+    Hinge,
+    /// Mean squared error against the data set's float targets `[rows, outputs]` (regression;
+    /// without targets, a one-output model reads the labels as numbers). Any last activation.
+    /// The history's `accuracy` columns hold the **mean absolute error** for this loss (Keras'
+    /// `mae` metric); `predict` returns the last layer's outputs.
+    MeanSquaredError,
 }
 
 impl Loss {
-    /// How many distinct labels the loss takes from a model with `outputs` output units.
-    fn classes(self, outputs: usize) -> usize {
+    /// How many distinct labels the loss takes from a model with `outputs` output units; `None`
+    /// when it does not read labels as classes.
+    fn classes(self, outputs: usize) -> Option<usize> {
         match self {
-            Loss::SparseCategoricalCrossentropy => outputs,
-            Loss::BinaryCrossentropy => 2,
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => Some(outputs),
+            Loss::BinaryCrossentropy | Loss::Hinge => Some(2),
+            Loss::MeanSquaredError => None,
+        }
+    }
+
+    /// The snake-case name (Keras' string for the loss), used in files and on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            Loss::CategoricalCrossentropy => "categorical_crossentropy",
+            Loss::BinaryCrossentropy => "binary_crossentropy",
+            Loss::Hinge => "hinge",
+            Loss::MeanSquaredError => "mean_squared_error",
+        }
+    }
+
+    /// Parses a Keras loss name: `sparse_categorical_crossentropy`, `categorical_crossentropy`,
+    /// `binary_crossentropy`, `hinge`, `mean_squared_error` (or `mse`).
+    pub fn parse(name: &str) -> Result<Loss> {
+        let all = [
+            Loss::SparseCategoricalCrossentropy,
+            Loss::CategoricalCrossentropy,
+            Loss::BinaryCrossentropy,
+            Loss::Hinge,
+            Loss::MeanSquaredError,
+        ];
+        let lower = name.trim().to_lowercase();
+        if lower == "mse" {
+            return Ok(Loss::MeanSquaredError);
+        }
+        all.into_iter().find(|l| l.name() == lower).ok_or_else(|| {
+            let known: Vec<&str> = all.iter().map(|l| l.name()).collect();
+            WgnnError::invalid("loss", format!("unknown loss {name:?}; known: {}, mse", known.join(", ")))
+        })
+    }
+
+    /// The float targets this loss trains `data` against, `[rows, dim]` (None: it reads the
+    /// labels directly). An error when the data's targets do not fit a model of `outputs` units.
+    fn float_targets(self, data: &Dataset, outputs: usize) -> Result<Option<Targets>> {
+        let labels_as_values = || Targets { values: data.labels.iter().map(|&l| l as f32).collect(), dim: 1 };
+        let (want, derived) = match self {
+            Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy => return Ok(None),
+            Loss::CategoricalCrossentropy => (outputs, Some(Targets { values: data.one_hot(outputs), dim: outputs })),
+            Loss::Hinge => (1, Some(labels_as_values())),
+            Loss::MeanSquaredError => (outputs, (outputs == 1).then(labels_as_values)),
+        };
+        match (&data.targets, derived) {
+            (Some(t), _) if t.dim == want => Ok(Some(t.clone())),
+            (Some(t), _) => Err(WgnnError::shape(
+                self.name(),
+                format!("{} has targets of width {} but the loss needs {want} per row", data.source, t.dim),
+            )),
+            (None, Some(d)) => Ok(Some(d)),
+            (None, None) => Err(WgnnError::invalid(
+                self.name(),
+                format!(
+                    "{} has no float targets: a {outputs}-output regression needs Dataset::with_targets / \
+                     Dataset::regression",
+                    data.source
+                ),
+            )),
         }
     }
 }
@@ -466,27 +543,31 @@ impl Sequential {
         }
         optimizer.validate()?;
         let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
-        let (name, fused) = match loss {
-            Loss::SparseCategoricalCrossentropy => ("sparse categorical cross-entropy", "softmax"),
-            Loss::BinaryCrossentropy => ("binary cross-entropy", "sigmoid"),
+        // The fused losses apply their own output function, so the last layer must be linear.
+        let fused = match loss {
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => Some("softmax"),
+            Loss::BinaryCrossentropy => Some("sigmoid"),
+            Loss::Hinge => Some("sign"),
+            Loss::MeanSquaredError => None,
         };
-        if last.activation != Activation::Identity {
+        if let Some(fused) = fused.filter(|_| last.activation != Activation::Identity) {
             return Err(WgnnError::invalid(
                 "compile",
                 format!(
-                    "{name} applies the {fused} itself: the last layer must be linear (Activation::Identity), got {}",
+                    "{} applies the {fused} itself: the last layer must be linear (Activation::Identity), got {}",
+                    loss.name(),
                     last.activation.name()
                 ),
             ));
         }
         match loss {
-            Loss::SparseCategoricalCrossentropy if last.units < 2 => {
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy if last.units < 2 => {
                 return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
             }
-            Loss::BinaryCrossentropy if last.units != 1 => {
+            Loss::BinaryCrossentropy | Loss::Hinge if last.units != 1 => {
                 return Err(WgnnError::invalid(
                     "compile",
-                    format!("binary cross-entropy needs exactly 1 output unit, got {}", last.units),
+                    format!("{} needs exactly 1 output unit, got {}", loss.name(), last.units),
                 ));
             }
             _ => {}
@@ -573,13 +654,19 @@ impl Sequential {
         if data.rows == 0 {
             return Err(WgnnError::invalid(op, format!("{} has no rows", data.source)));
         }
-        let classes = self.compiled.map_or(self.output_dim(), |(loss, _)| loss.classes(self.output_dim()));
-        if let Some((row, &label)) = data.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
-            return Err(WgnnError::invalid(
-                op,
-                format!("{} row {row} has label {label}, out of range for a model with {classes} outputs", data.source),
-            ));
+        let loss = self.loss();
+        if let Some(classes) = loss.classes(self.output_dim()) {
+            if let Some((row, &label)) = data.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+                return Err(WgnnError::invalid(
+                    op,
+                    format!(
+                        "{} row {row} has label {label}, out of range for a model with {classes} outputs",
+                        data.source
+                    ),
+                ));
+            }
         }
+        loss.float_targets(data, self.output_dim())?;
         Ok(())
     }
 
@@ -670,21 +757,24 @@ impl Sequential {
         match &self.state {
             State::Gpu(g) => {
                 let gpu = g.gpu.clone();
-                let rows = upload_rows(&gpu, data)?;
-                self.evaluate_gpu(&rows)
+                let gpu_data = self.upload_data(&gpu, data)?;
+                self.evaluate_gpu(&gpu_data)
             }
             State::Cpu(_) => {
                 let x = data.to_f32();
-                let logits = self.forward_cpu(&x, data.rows);
-                let (loss_rows, _, correct) = self.loss_cpu(&logits, &data.labels, 1.0);
+                let outputs = self.forward_cpu(&x, data.rows);
+                let targets = self.loss().float_targets(data, self.output_dim())?;
+                let (loss_rows, _, correct) =
+                    self.loss_cpu(&outputs, &data.labels, targets.as_ref().map(|t| t.values.as_slice()), 1.0)?;
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }
     }
 
-    /// Class probabilities for `rows` rows of `x` ([rows, input_dim], already normalised):
-    /// softmax [rows, classes], or σ(z) [rows, 1] for [`Loss::BinaryCrossentropy`] (softmax when
-    /// the model is not compiled).
+    /// The model's predictions for `rows` rows of `x` ([rows, input_dim], already normalised):
+    /// class probabilities — softmax [rows, classes] for the cross-entropies (and before
+    /// `compile`), σ(z) [rows, 1] for [`Loss::BinaryCrossentropy`] — or the last layer's outputs
+    /// for [`Loss::Hinge`] (scores) and [`Loss::MeanSquaredError`] (values).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim {
@@ -701,14 +791,17 @@ impl Sequential {
                 let gpu = g.gpu.clone();
                 let data =
                     Dataset::from_f32(x.to_vec(), vec![0; rows], self.input_dim, self.output_dim(), "predict input")?;
-                let gpu_rows = upload_rows(&gpu, &data)?;
-                self.predict_gpu(&gpu_rows)
+                let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
+                self.predict_gpu(&gpu_data)
             }
             State::Cpu(_) => {
-                let logits = self.forward_cpu(x, rows);
+                let outputs = self.forward_cpu(x, rows);
                 Ok(match self.loss() {
-                    Loss::SparseCategoricalCrossentropy => cpu::softmax(&logits, rows, self.output_dim()),
-                    Loss::BinaryCrossentropy => logits.iter().map(|&z| cpu::sigmoid(z)).collect(),
+                    Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+                        cpu::softmax(&outputs, rows, self.output_dim())
+                    }
+                    Loss::BinaryCrossentropy => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),
+                    Loss::Hinge | Loss::MeanSquaredError => outputs,
                 })
             }
         }
@@ -899,6 +992,28 @@ fn upload_rows(gpu: &Gpu, data: &Dataset) -> Result<GpuRows> {
     })
 }
 
+/// A data set on the GPU for a loss: its rows, and the float targets the loss reads, if any
+/// (gathered by the same index list as the rows).
+struct GpuData {
+    rows: GpuRows,
+    targets: Option<GpuRows>,
+}
+
+impl Sequential {
+    fn upload_data(&self, gpu: &Gpu, data: &Dataset) -> Result<GpuData> {
+        let targets = match self.loss().float_targets(data, self.output_dim())? {
+            Some(t) => {
+                let rows = t.values.len() / t.dim;
+                let as_rows =
+                    Dataset::from_f32(t.values, vec![0; rows], t.dim, 1, &format!("{} targets", data.source))?;
+                Some(upload_rows(gpu, &as_rows)?)
+            }
+            None => None,
+        };
+        Ok(GpuData { rows: upload_rows(gpu, data)?, targets })
+    }
+}
+
 /// Activations and per-row outputs for one batch size.
 struct BatchBuffers {
     x: Tensor,
@@ -912,6 +1027,13 @@ struct BatchBuffers {
     /// Per layer with dropout, when training: (dropped output, mask, the gradient before the
     /// mask), each [rows, units].
     dropout: Vec<Option<(Tensor, Tensor, Tensor)>>,
+    /// The batch's float targets [rows, dim] and the gather's scratch labels [rows], for losses
+    /// that read targets.
+    targets: Option<(Tensor, Tensor)>,
+    /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
+    /// through a non-linear last activation (the loss writes it, a backward dispatch turns it
+    /// into dz).
+    dpred: Option<Tensor>,
 }
 
 impl BatchBuffers {
@@ -920,8 +1042,24 @@ impl BatchBuffers {
         self.dropout.get(i).and_then(Option::as_ref).map_or(x_or_h, |(dropped, _, _)| dropped)
     }
 
-    fn new(gpu: &Gpu, layers: &[Dense], input_dim: usize, rows: usize, training: bool) -> Result<BatchBuffers> {
+    /// `target_dim`: the width of the loss's float targets, if it reads any; `dpred`: allocate
+    /// [`BatchBuffers::dpred`].
+    fn new(
+        gpu: &Gpu,
+        layers: &[Dense],
+        input_dim: usize,
+        rows: usize,
+        training: bool,
+        target_dim: Option<usize>,
+        dpred: bool,
+    ) -> Result<BatchBuffers> {
+        let outputs = layers.last().map_or(input_dim, |l| l.units);
         Ok(BatchBuffers {
+            targets: match target_dim {
+                Some(d) => Some((Tensor::zeros(gpu, &[rows, d])?, Tensor::zeros_u32(gpu, &[rows])?)),
+                None => None,
+            },
+            dpred: if training && dpred { Some(Tensor::zeros(gpu, &[rows, outputs])?) } else { None },
             x: Tensor::zeros(gpu, &[rows, input_dim])?,
             y: Tensor::zeros_u32(gpu, &[rows])?,
             h: layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?,
@@ -962,11 +1100,19 @@ impl Sequential {
         Ok((flat.view(wo, &[l.inputs, l.units])?, flat.view(bo, &[l.units])?))
     }
 
-    /// gather → forward: the first half of every plan. `labels_max` marks the gathered labels'
-    /// range so the loss kernel can check it without a readback.
+    /// The buffers of one batch of `rows` rows of `data`.
+    fn batch_buffers(&self, gpu: &Gpu, data: &GpuData, rows: usize, training: bool) -> Result<BatchBuffers> {
+        let last = self.layers.last().map_or(Activation::Identity, |l| l.activation);
+        let dpred = self.loss() == Loss::MeanSquaredError && last != Activation::Identity;
+        let target_dim = data.targets.as_ref().map(|t| t.dim);
+        BatchBuffers::new(gpu, &self.layers, self.input_dim, rows, training, target_dim, dpred)
+    }
+
+    /// gather → forward: the first half of every plan. The gathered labels' range is marked so the
+    /// loss kernel can check it without a readback.
     fn forward_plan(
         &self,
-        rows: &GpuRows,
+        data: &GpuData,
         order: &Tensor,
         epoch_step: &Tensor,
         start: BatchStart,
@@ -974,8 +1120,11 @@ impl Sequential {
     ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
-        buf.y.set_max_u32(rows.labels.max_u32());
-        let mut plan = gather_rows(gpu, rows, order, epoch_step, start, &buf.x, &buf.y)?;
+        buf.y.set_max_u32(data.rows.labels.max_u32());
+        let mut plan = gather_rows(gpu, &data.rows, order, epoch_step, start, &buf.x, &buf.y)?;
+        if let (Some(rows), Some((t, scratch))) = (&data.targets, &buf.targets) {
+            plan.extend(gather_rows(gpu, rows, order, epoch_step, start, t, scratch)?);
+        }
         for i in 0..self.layers.len() {
             let (w, b) = self.layer_views(&g.params, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
@@ -998,8 +1147,9 @@ impl Sequential {
         Ok(plan)
     }
 
-    /// The compiled loss on the last layer's outputs in `buf` (labels `buf.y`), adding its sums
-    /// to `totals`; `dlogits` (scaled by `grad_scale`) when training.
+    /// The compiled loss on the last layer's outputs in `buf` (labels `buf.y` or targets
+    /// `buf.targets`), adding its sums to `totals`; `dlogits` — the gradient w.r.t. the last
+    /// layer's pre-activation, scaled by `grad_scale` — when training.
     fn loss_plan(
         &self,
         buf: &BatchBuffers,
@@ -1009,24 +1159,40 @@ impl Sequential {
     ) -> Result<Plan> {
         let gpu = &self.gpu_state()?.gpu;
         let logits = &buf.h[self.layers.len() - 1];
+        let targets = || {
+            buf.targets.as_ref().map(|(t, _)| t).ok_or_else(|| {
+                WgnnError::invalid(self.loss().name(), "the batch has no float targets (an internal plan error)")
+            })
+        };
+        let xent_out = SoftmaxXentOut {
+            loss_rows: &buf.loss_rows,
+            dlogits,
+            correct_rows: &buf.correct_rows,
+            totals: Some(totals),
+        };
+        let single_out =
+            SigmoidBceOut { loss_rows: &buf.loss_rows, dlogits, correct_rows: &buf.correct_rows, totals: Some(totals) };
         match self.loss() {
-            Loss::SparseCategoricalCrossentropy => {
-                let out = SoftmaxXentOut {
+            Loss::SparseCategoricalCrossentropy => softmax_xent(gpu, logits, &buf.y, grad_scale, &xent_out),
+            Loss::CategoricalCrossentropy => softmax_xent_dense(gpu, logits, targets()?, grad_scale, &xent_out),
+            Loss::BinaryCrossentropy => sigmoid_bce(gpu, logits, &buf.y, grad_scale, &single_out),
+            Loss::Hinge => hinge(gpu, logits, targets()?, grad_scale, &single_out),
+            Loss::MeanSquaredError => {
+                // Through a non-linear last activation the loss's gradient w.r.t. the output goes
+                // to `dpred` first, then dz = dpred ⊙ act′(output).
+                let via_dpred = dlogits.and(buf.dpred.as_ref());
+                let out = MseOut {
                     loss_rows: &buf.loss_rows,
-                    dlogits,
-                    correct_rows: &buf.correct_rows,
+                    dpred: via_dpred.or(dlogits),
+                    abs_rows: &buf.correct_rows,
                     totals: Some(totals),
                 };
-                softmax_xent(gpu, logits, &buf.y, grad_scale, &out)
-            }
-            Loss::BinaryCrossentropy => {
-                let out = SigmoidBceOut {
-                    loss_rows: &buf.loss_rows,
-                    dlogits,
-                    correct_rows: &buf.correct_rows,
-                    totals: Some(totals),
-                };
-                sigmoid_bce(gpu, logits, &buf.y, grad_scale, &out)
+                let mut plan = mse(gpu, logits, targets()?, grad_scale, &out)?;
+                if let (Some(dpred), Some(dz)) = (via_dpred, dlogits) {
+                    let act = self.layers[self.layers.len() - 1].activation;
+                    plan.extend(bias_act_backward(gpu, dpred, logits, dz, None, act, false)?);
+                }
+                Ok(plan)
             }
         }
     }
@@ -1034,7 +1200,7 @@ impl Sequential {
     /// One training step for `batch` rows taken at `epoch_step * stride` of `order`.
     fn train_step_plan(
         &self,
-        rows: &GpuRows,
+        data: &GpuData,
         order: &Tensor,
         batch: usize,
         stride: usize,
@@ -1042,9 +1208,9 @@ impl Sequential {
     ) -> Result<(Plan, BatchBuffers)> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
-        let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, true)?;
+        let mut buf = self.batch_buffers(gpu, data, batch, true)?;
         let start = BatchStart::Counter { stride };
-        let mut plan = self.forward_plan(rows, order, &g.epoch_step, start, &mut buf)?;
+        let mut plan = self.forward_plan(data, order, &g.epoch_step, start, &mut buf)?;
         let last = self.layers.len() - 1;
         plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &g.totals, 1.0 / batch as f32)?);
         for i in (0..self.layers.len()).rev() {
@@ -1088,10 +1254,10 @@ impl Sequential {
         let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
         self.check_data(OP, data)?;
         let gpu = self.gpu_state()?.gpu.clone();
-        let rows = upload_rows(&gpu, data)?;
+        let gpu_data = self.upload_data(&gpu, data)?;
         let batch = batch_size.clamp(1, data.rows);
         let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (plan, _buffers) = self.train_step_plan(&rows, &order, batch, batch, &optimizer)?;
+        let (plan, _buffers) = self.train_step_plan(&gpu_data, &order, batch, batch, &optimizer)?;
         let mut timings = Vec::new();
         for d in &plan.dispatches {
             let mut times = gpu.time_plan(&Plan::from(d.clone()), reps.max(1))?;
@@ -1131,8 +1297,8 @@ impl Sequential {
         let mut latest = Tensor::zeros(&gpu, &[self.layout.total])?;
         let mut checked = Tensor::zeros(&gpu, &[self.layout.total])?;
         let mut best = best_monitored(&history);
-        let rows = upload_rows(&gpu, train)?;
-        let val_rows = validation.map(|v| upload_rows(&gpu, v)).transpose()?;
+        let rows = self.upload_data(&gpu, train)?;
+        let val_rows = validation.map(|v| self.upload_data(&gpu, v)).transpose()?;
         let n = train.rows;
         let batch = opts.batch_size.min(n);
         let full_steps = n / batch;
@@ -1263,10 +1429,10 @@ impl Sequential {
     }
 
     /// Forward passes over `rows` in batches of up to `EVAL_BATCH`, then (loss, accuracy).
-    fn evaluate_gpu(&self, rows: &GpuRows) -> Result<(f32, f32)> {
+    fn evaluate_gpu(&self, data: &GpuData) -> Result<(f32, f32)> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
-        let n = rows.total_rows;
+        let n = data.rows.total_rows;
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let totals = Tensor::zeros(gpu, &[2])?;
@@ -1275,8 +1441,8 @@ impl Sequential {
         let mut start = 0;
         while start < n {
             let batch = EVAL_BATCH.min(n - start);
-            let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
-            let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            let mut buf = self.batch_buffers(gpu, data, batch, false)?;
+            let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
             plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
             plans.push(plan);
             start += batch;
@@ -1286,10 +1452,10 @@ impl Sequential {
         Ok(((t[0] as f64 / n as f64) as f32, (t[1] as f64 / n as f64) as f32))
     }
 
-    fn predict_gpu(&self, rows: &GpuRows) -> Result<Vec<f32>> {
+    fn predict_gpu(&self, data: &GpuData) -> Result<Vec<f32>> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
-        let n = rows.total_rows;
+        let n = data.rows.total_rows;
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
@@ -1300,12 +1466,18 @@ impl Sequential {
         let mut plans = Vec::new();
         while start < n {
             let batch = EVAL_BATCH.min(n - start);
-            let mut buf = BatchBuffers::new(gpu, &self.layers, self.input_dim, batch, false)?;
-            let mut plan = self.forward_plan(rows, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            let mut buf = self.batch_buffers(gpu, data, batch, false)?;
+            let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
             let out = probs.view(start * classes, &[batch, classes])?;
             plan.extend(match self.loss() {
-                Loss::SparseCategoricalCrossentropy => softmax(gpu, &buf.h[last], &out)?,
+                Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+                    softmax(gpu, &buf.h[last], &out)?
+                }
                 Loss::BinaryCrossentropy => bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Sigmoid)?,
+                // The last layer's outputs as they are (a copy through the identity).
+                Loss::Hinge | Loss::MeanSquaredError => {
+                    bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Identity)?
+                }
             });
             plans.push(plan);
             start += batch;
@@ -1362,23 +1534,44 @@ impl Sequential {
         (outs, dropped)
     }
 
-    /// The compiled loss on the last layer's outputs: (loss_rows, dlogits, correct_rows).
-    fn loss_cpu(&self, logits: &[f32], labels: &[u32], grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// The compiled loss on the last layer's outputs `[rows, outputs]`, against `labels` or the
+    /// float `targets` (`[rows, dim]`, for the losses that read them): (loss_rows, dz of the last
+    /// layer, correct_rows — or absolute-error rows for mean squared error).
+    fn loss_cpu(
+        &self,
+        outputs: &[f32],
+        labels: &[u32],
+        targets: Option<&[f32]>,
+        grad_scale: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let rows = labels.len();
-        match self.loss() {
+        let loss = self.loss();
+        let targets = || targets.ok_or_else(|| WgnnError::invalid(loss.name(), "no float targets (an internal error)"));
+        Ok(match loss {
             Loss::SparseCategoricalCrossentropy => {
-                cpu::softmax_xent(logits, labels, rows, self.output_dim(), grad_scale)
+                cpu::softmax_xent(outputs, labels, rows, self.output_dim(), grad_scale)
             }
-            Loss::BinaryCrossentropy => cpu::sigmoid_bce_labels(logits, labels, grad_scale),
-        }
+            Loss::CategoricalCrossentropy => {
+                cpu::softmax_xent_dense(outputs, targets()?, rows, self.output_dim(), grad_scale)
+            }
+            Loss::BinaryCrossentropy => cpu::sigmoid_bce_labels(outputs, labels, grad_scale),
+            Loss::Hinge => cpu::hinge(outputs, targets()?, grad_scale),
+            Loss::MeanSquaredError => {
+                let (loss_rows, dpred, abs_rows) = cpu::mse(outputs, targets()?, rows, self.output_dim(), grad_scale);
+                let act = self.layers[self.layers.len() - 1].activation;
+                let dz = dpred.iter().zip(outputs).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+                (loss_rows, dz, abs_rows)
+            }
+        })
     }
 
     fn forward_cpu(&self, x: &[f32], rows: usize) -> Vec<f32> {
         self.forward_cpu_all(x, rows).pop().unwrap_or_default()
     }
 
-    /// One step on a gathered batch; returns (Σ loss, Σ correct) over its rows.
-    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], optimizer: &Optimizer) -> Result<(f64, f64)> {
+    /// One step on a gathered batch (labels `y`, float targets `t` when the loss reads them);
+    /// returns (Σ loss, Σ correct) over its rows.
+    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], t: Option<&[f32]>, optimizer: &Optimizer) -> Result<(f64, f64)> {
         let rows = y.len();
         let step = match &self.state {
             State::Cpu(c) => c.step,
@@ -1386,7 +1579,7 @@ impl Sequential {
         };
         let (h, dropped) = self.forward_cpu_dropout(x, rows, Some(step));
         let last = self.layers.len() - 1;
-        let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, 1.0 / rows as f32);
+        let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, t, 1.0 / rows as f32)?;
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
         let mut dz = dlogits;
@@ -1449,6 +1642,7 @@ impl Sequential {
         let steps = n.div_ceil(batch);
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
         let features = train.to_f32();
+        let targets = self.loss().float_targets(train, self.output_dim())?;
         let mut early = opts.early_stopping.map(EarlyStopState::new);
         let mut best_params: Option<Vec<f32>> = None;
         for epoch in first_epoch..=opts.epochs {
@@ -1464,7 +1658,10 @@ impl Sequential {
                 let rows = batch.min(n - start);
                 let (x, y) =
                     cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
-                let (l, c) = self.train_step_cpu(&x, &y, &optimizer)?;
+                let t = targets
+                    .as_ref()
+                    .map(|t| cpu::gather_rows(&t.values, &train.labels, t.dim, &order, start, rows, 1.0, 0.0, None).0);
+                let (l, c) = self.train_step_cpu(&x, &y, t.as_deref(), &optimizer)?;
                 loss_sum += l;
                 correct += c;
                 let samples = start + rows;

@@ -98,13 +98,6 @@ fn activation_tag(a: Activation) -> String {
 
 /// A JSON number read back as the f32 that was written with `{}` (exactly: the text is the f32's
 /// shortest round-trip form).
-fn loss_tag(loss: Loss) -> &'static str {
-    match loss {
-        Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
-        Loss::BinaryCrossentropy => "binary_crossentropy",
-    }
-}
-
 fn json_f32(v: &Value) -> Option<f32> {
     match v {
         Value::Number(n) => n.to_string().parse().ok(),
@@ -486,7 +479,7 @@ impl Sequential {
         }
         let checkpoint = format!(
             r#"{{"epoch": {epoch}, "step": {step}, "loss": "{}", "optimizer": {}}}"#,
-            loss_tag(loss),
+            loss.name(),
             optimizer_json(&optimizer)
         );
         let meta = HashMap::from([
@@ -519,9 +512,8 @@ impl Sequential {
             .and_then(|s| u32::try_from(s).ok())
             .ok_or_else(|| data_err(path, "checkpoint has no step"))?;
         let loss = match v.get("loss").and_then(Value::as_str) {
-            Some("sparse_categorical_crossentropy") => Loss::SparseCategoricalCrossentropy,
-            Some("binary_crossentropy") => Loss::BinaryCrossentropy,
-            other => return Err(data_err(path, format!("unknown loss {other:?}"))),
+            Some(name) => Loss::parse(name).map_err(|e| data_err(path, e.to_string()))?,
+            None => return Err(data_err(path, "checkpoint has no loss")),
         };
         let optimizer =
             parse_optimizer(path, v.get("optimizer").ok_or_else(|| data_err(path, "checkpoint has no optimizer"))?)?;
