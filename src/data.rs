@@ -209,7 +209,7 @@ impl Dataset {
         target_dim: usize,
         source: &str,
     ) -> Result<Dataset> {
-        let rows = if feature_dim == 0 { 0 } else { features.len() / feature_dim };
+        let rows = features.len().checked_div(feature_dim).unwrap_or(0);
         Dataset::from_f32(features, vec![0; rows], feature_dim, 1, source)?.with_targets(targets, target_dim)
     }
 

@@ -20,6 +20,9 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
 use crate::init::Initializer;
+use crate::kernels::batch_norm::{
+    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
+};
 use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
@@ -42,12 +45,19 @@ mod io;
 /// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units]; with `dropout` > 0,
 /// inverted dropout of that rate on y while training (Keras' `Dropout` layer after it), the
 /// identity in `evaluate` and `predict`.
+///
+/// With `batch_norm`, y = act(BN(x·W)): batch normalisation of the pre-activation (Keras'
+/// `Dense(use_bias=False)` → `BatchNormalization` → `Activation`). BN's shift β takes the place of
+/// b (a bias before BN would be subtracted out again), its scale γ [units] is a further trained
+/// parameter, and its running mean and variance [units] are kept beside the parameters. Training
+/// normalises with the batch's statistics, `evaluate` and `predict` with the running ones.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dense {
     pub inputs: usize,
     pub units: usize,
     pub activation: Activation,
     pub dropout: f32,
+    pub batch_norm: Option<BatchNormConfig>,
 }
 
 impl Dense {
@@ -226,6 +236,24 @@ impl Optimizer {
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
         Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
     }
+    /// The optimizer named `name` (Keras' names: `sgd`, `adam`, `adamw`, `rmsprop`, `adagrad`,
+    /// `adadelta`; any case) with learning rate `lr` and the constructors' defaults (SGD without
+    /// momentum, AdamW's weight decay 0.004 as in Keras).
+    pub fn by_name(name: &str, lr: f32) -> Result<Optimizer> {
+        match name.trim().to_lowercase().as_str() {
+            "sgd" => Ok(Optimizer::sgd(lr, 0.0)),
+            "adam" => Ok(Optimizer::adam(lr)),
+            "adamw" => Ok(Optimizer::adamw(lr, 0.004)),
+            "rmsprop" => Ok(Optimizer::rmsprop(lr)),
+            "adagrad" => Ok(Optimizer::adagrad(lr)),
+            "adadelta" => Ok(Optimizer::adadelta(lr)),
+            _ => Err(WgnnError::invalid(
+                "optimizer",
+                format!("unknown optimizer {name:?}; known: sgd, adam, adamw, rmsprop, adagrad, adadelta"),
+            )),
+        }
+    }
+
     fn lr(&self) -> f32 {
         match self {
             Optimizer::Sgd(c) => c.lr,
@@ -434,26 +462,45 @@ impl Observer for Silent {}
 /// wgpu allows a device to ask for, so every slice is bindable on every adapter.
 const PARAM_ALIGN: usize = 64;
 
-/// Where each layer's W and b sit in the flat parameter (and gradient, and state) buffer.
+/// Where each layer's slices sit in the flat parameter buffer (and the gradient and optimizer
+/// state buffers, which share its layout): the trained parameters first (`..trainable`), then
+/// the batch-norm running statistics, which the optimizer never touches but which are saved,
+/// restored and copied with the weights.
 #[derive(Clone, Debug)]
 struct ParamLayout {
-    /// (offset of W, offset of b) per layer, in floats.
+    /// (offset of W, offset of b) per layer, in floats; b is BN's β on a batch-normalised layer.
     offsets: Vec<(usize, usize)>,
+    /// Per batch-normalised layer: (offset of γ, offset of running_mean, offset of running_var).
+    norm: Vec<Option<(usize, usize, usize)>>,
+    /// Floats of trained parameters at the start of the buffer (a multiple of PARAM_ALIGN).
+    trainable: usize,
     total: usize,
 }
 
 impl ParamLayout {
     fn new(layers: &[Dense]) -> ParamLayout {
+        // Each slice starts aligned, so it is bindable as a view.
+        fn take(at: &mut usize, n: usize) -> usize {
+            let start = *at;
+            *at = (*at + n).next_multiple_of(PARAM_ALIGN);
+            start
+        }
         let mut at = 0;
         let mut offsets = Vec::new();
+        let mut gammas = Vec::new();
         for l in layers {
-            let w = at;
-            at = (at + l.inputs * l.units).next_multiple_of(PARAM_ALIGN);
-            let b = at;
-            at = (at + l.units).next_multiple_of(PARAM_ALIGN);
-            offsets.push((w, b));
+            let w = take(&mut at, l.inputs * l.units);
+            offsets.push((w, take(&mut at, l.units)));
+            gammas.push(l.batch_norm.map(|_| take(&mut at, l.units)));
         }
-        ParamLayout { offsets, total: at.max(PARAM_ALIGN) }
+        let trainable = at.max(PARAM_ALIGN);
+        at = trainable;
+        let norm = layers
+            .iter()
+            .zip(gammas)
+            .map(|(l, gamma)| gamma.map(|g| (g, take(&mut at, l.units), take(&mut at, l.units))))
+            .collect();
+        ParamLayout { offsets, norm, trainable, total: at }
     }
 }
 
@@ -495,6 +542,18 @@ struct GpuState {
     totals: Tensor,
 }
 
+/// What a CPU forward pass leaves for the backward.
+struct CpuPass {
+    /// Each layer's output, [rows, units].
+    h: Vec<Vec<f32>>,
+    /// Per dropout layer when training: (dropped output, mask).
+    dropped: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    /// Per batch-normalised layer when training: (x·W, batch mean, inv_std).
+    norm: Vec<Option<(Vec<f32>, Vec<f32>, Vec<f32>)>>,
+    /// The running statistics the pass moved: (offset in the flat parameters, new values).
+    running: Vec<(usize, Vec<f32>)>,
+}
+
 struct CpuState {
     params: Vec<f32>,
     grads: Vec<f32>,
@@ -520,8 +579,9 @@ impl Sequential {
     pub fn seed(&self) -> u64 {
         self.seed
     }
+    /// Trained parameters: W and b (or β) of every layer, and γ of the batch-normalised ones.
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(|l| l.inputs * l.units + l.units).sum()
+        self.layers.iter().map(|l| l.inputs * l.units + l.units + l.batch_norm.map_or(0, |_| l.units)).sum()
     }
     pub fn backend_name(&self) -> String {
         match &self.state {
@@ -588,16 +648,31 @@ impl Sequential {
         Ok(())
     }
 
-    /// Per-layer (W [inputs·units], b [units]), read back from wherever they live.
-    pub fn weights(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        let flat = match &self.state {
-            State::Gpu(g) => g.params.to_vec()?,
-            State::Cpu(c) => c.params.clone(),
-        };
-        Ok(self.unflatten(&flat))
+    /// The flat parameter buffer, read back from wherever it lives.
+    fn flat_params(&self) -> Result<Vec<f32>> {
+        match &self.state {
+            State::Gpu(g) => g.params.to_vec(),
+            State::Cpu(c) => Ok(c.params.clone()),
+        }
     }
 
-    /// Replaces the weights (shapes must match the layers).
+    /// Per-layer (W [inputs·units], b [units]), read back from wherever they live (b is BN's β
+    /// on a batch-normalised layer; see [`Sequential::batch_norm_state`] for the rest).
+    pub fn weights(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        Ok(self.unflatten(&self.flat_params()?))
+    }
+
+    /// Layer `i`'s batch-norm (γ, running mean, running variance), each [units]; `None` when
+    /// the layer is not batch-normalised.
+    pub fn batch_norm_state(&self, i: usize) -> Result<Option<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
+        let Some(&Some((gamma, mean, var))) = self.layout.norm.get(i) else { return Ok(None) };
+        let units = self.layers[i].units;
+        let flat = self.flat_params()?;
+        let slice = |o: usize| flat[o..o + units].to_vec();
+        Ok(Some((slice(gamma), slice(mean), slice(var))))
+    }
+
+    /// Replaces every layer's W and b (shapes must match the layers); batch-norm state is kept.
     pub fn set_weights(&mut self, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
         if weights.len() != self.layers.len() {
             return Err(WgnnError::shape(
@@ -605,7 +680,7 @@ impl Sequential {
                 format!("{} layers given for a model of {}", weights.len(), self.layers.len()),
             ));
         }
-        let mut flat = vec![0.0f32; self.layout.total];
+        let mut flat = self.flat_params()?;
         for (i, ((w, b), l)) in weights.iter().zip(&self.layers).enumerate() {
             if w.len() != l.inputs * l.units || b.len() != l.units {
                 return Err(WgnnError::shape(
@@ -712,6 +787,17 @@ impl Sequential {
             }
         };
         let _ = loss;
+        let batch = opts.batch_size.min(train.rows);
+        if self.layers.iter().any(|l| l.batch_norm.is_some()) && (batch < 2 || train.rows % batch == 1) {
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "batch norm needs at least 2 rows per training batch, but {} rows in batches of {} leave one of \
+                     1 row: choose another batch size",
+                    train.rows, opts.batch_size
+                ),
+            ));
+        }
         if let Some(es) = &opts.early_stopping {
             if validation.is_none() {
                 return Err(WgnnError::invalid(
@@ -844,7 +930,7 @@ impl SequentialBuilder {
                 self.error = Some(e);
             }
         }
-        self.layers.push(Dense { inputs, units, activation, dropout: 0.0 });
+        self.layers.push(Dense { inputs, units, activation, dropout: 0.0, batch_norm: None });
         self.inits.push(init);
         self
     }
@@ -859,6 +945,28 @@ impl SequentialBuilder {
                     self.error = Some(WgnnError::invalid("dropout", format!("rate must be in [0, 1), got {rate}")))
                 }
                 Some(l) => l.dropout = rate,
+            }
+        }
+        self
+    }
+
+    /// Batch normalisation of the last added layer's pre-activation, with PyTorch's defaults
+    /// (eps 1e-5, momentum 0.1): that layer becomes act(BN(x·W)); see [`Dense`]. Not allowed on
+    /// the output layer.
+    pub fn batch_norm(self) -> SequentialBuilder {
+        self.batch_norm_with(BatchNormConfig::default())
+    }
+
+    /// [`SequentialBuilder::batch_norm`] with its hyper-parameters (Keras' momentum 0.99 is
+    /// momentum 0.01 here).
+    pub fn batch_norm_with(mut self, cfg: BatchNormConfig) -> SequentialBuilder {
+        if self.error.is_none() {
+            match self.layers.last_mut() {
+                None => self.error = Some(WgnnError::invalid("batch_norm", "add a dense layer before its batch norm")),
+                Some(l) => match cfg.validate("batch_norm") {
+                    Ok(()) => l.batch_norm = Some(cfg),
+                    Err(e) => self.error = Some(e),
+                },
             }
         }
         self
@@ -880,12 +988,25 @@ impl SequentialBuilder {
                 "dropout on the output layer would drop logits: put it on a hidden layer",
             ));
         }
+        if self.layers.last().is_some_and(|l| l.batch_norm.is_some()) {
+            return Err(WgnnError::invalid(
+                "build",
+                "batch norm on the output layer would normalise the logits: put it on a hidden layer",
+            ));
+        }
         let layout = ParamLayout::new(&self.layers);
         let mut flat = vec![0.0f32; layout.total];
         let mut rng = Rng::new(self.seed);
         for ((l, &(wo, _)), init) in self.layers.iter().zip(&layout.offsets).zip(&self.inits) {
             let n = l.inputs * l.units;
             flat[wo..wo + n].copy_from_slice(&init.fill(l.inputs, l.units, n, &mut rng));
+        }
+        // BN starts as the identity map: γ = 1, β = 0, running mean 0 and variance 1.
+        for (l, norm) in self.layers.iter().zip(&layout.norm) {
+            if let Some((gamma, _, running_var)) = *norm {
+                flat[gamma..gamma + l.units].fill(1.0);
+                flat[running_var..running_var + l.units].fill(1.0);
+            }
         }
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
@@ -1030,10 +1151,26 @@ struct BatchBuffers {
     /// The batch's float targets [rows, dim] and the gather's scratch labels [rows], for losses
     /// that read targets.
     targets: Option<(Tensor, Tensor)>,
+    /// Per batch-normalised layer, its intermediates.
+    norm: Vec<Option<NormBuffers>>,
+    training: bool,
     /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
     /// through a non-linear last activation (the loss writes it, a backward dispatch turns it
     /// into dz).
     dpred: Option<Tensor>,
+}
+
+/// A batch-normalised layer's intermediates for one batch.
+struct NormBuffers {
+    /// x·W, [rows, units].
+    linear: Tensor,
+    /// BN(x·W), the activation's input, [rows, units].
+    normed: Tensor,
+    /// The gradient w.r.t. `linear`, [rows, units] (training only, else unused).
+    dlinear: Tensor,
+    /// The batch's mean and 1/√(σ² + eps), [units], saved by the forward for the backward.
+    mean: Tensor,
+    inv_std: Tensor,
 }
 
 impl BatchBuffers {
@@ -1060,6 +1197,19 @@ impl BatchBuffers {
                 None => None,
             },
             dpred: if training && dpred { Some(Tensor::zeros(gpu, &[rows, outputs])?) } else { None },
+            norm: layers
+                .iter()
+                .map(|l| match l.batch_norm {
+                    Some(_) => {
+                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
+                        let dlinear = if training { t()? } else { Tensor::zeros(gpu, &[1])? };
+                        let (mean, inv_std) = (Tensor::zeros(gpu, &[l.units])?, Tensor::zeros(gpu, &[l.units])?);
+                        Ok(Some(NormBuffers { linear: t()?, normed: t()?, dlinear, mean, inv_std }))
+                    }
+                    None => Ok(None),
+                })
+                .collect::<Result<_>>()?,
+            training,
             x: Tensor::zeros(gpu, &[rows, input_dim])?,
             y: Tensor::zeros_u32(gpu, &[rows])?,
             h: layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?,
@@ -1108,6 +1258,15 @@ impl Sequential {
         BatchBuffers::new(gpu, &self.layers, self.input_dim, rows, training, target_dim, dpred)
     }
 
+    /// γ, running mean and running variance of batch-normalised layer `i` as views into `flat`
+    /// (params, or grads for dγ).
+    fn norm_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let units = self.layers[i].units;
+        let (gamma, mean, var) = self.layout.norm[i]
+            .ok_or_else(|| WgnnError::invalid("batch_norm", format!("layer {i} is not batch-normalised")))?;
+        Ok((flat.view(gamma, &[units])?, flat.view(mean, &[units])?, flat.view(var, &[units])?))
+    }
+
     /// gather → forward: the first half of every plan. The gathered labels' range is marked so the
     /// loss kernel can check it without a readback.
     fn forward_plan(
@@ -1128,8 +1287,47 @@ impl Sequential {
         for i in 0..self.layers.len() {
             let (w, b) = self.layer_views(&g.params, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
-            let epilogue = Epilogue::BiasAct { bias: Some(&b), act: self.layers[i].activation };
-            plan.extend(matmul(gpu, input, &w, &buf.h[i], &MatmulOptions { epilogue, ..Default::default() })?);
+            let act = self.layers[i].activation;
+            match (&buf.norm[i], self.layers[i].batch_norm) {
+                (Some(nb), Some(cfg)) => {
+                    // x·W → BN (batch statistics when training, running ones otherwise) → act.
+                    let (gamma, running_mean, running_var) = self.norm_views(&g.params, i)?;
+                    plan.extend(matmul(gpu, input, &w, &nb.linear, &MatmulOptions::default())?);
+                    plan.extend(if buf.training {
+                        let (mean, inv_std) = (&nb.mean, &nb.inv_std);
+                        let (lin, normed) = (&nb.linear, &nb.normed);
+                        batch_norm_forward_train(
+                            gpu,
+                            lin,
+                            &gamma,
+                            &b,
+                            normed,
+                            mean,
+                            inv_std,
+                            &running_mean,
+                            &running_var,
+                            &cfg,
+                        )?
+                    } else {
+                        batch_norm_forward_inference(
+                            gpu,
+                            &nb.linear,
+                            &gamma,
+                            &b,
+                            &running_mean,
+                            &running_var,
+                            &nb.normed,
+                            &cfg,
+                        )?
+                    });
+                    plan.extend(bias_act_forward(gpu, &nb.normed, None, &buf.h[i], act)?);
+                }
+                _ => {
+                    let epilogue = Epilogue::BiasAct { bias: Some(&b), act };
+                    let options = MatmulOptions { epilogue, ..Default::default() };
+                    plan.extend(matmul(gpu, input, &w, &buf.h[i], &options)?);
+                }
+            }
             if let Some((dropped, mask, _)) = &buf.dropout[i] {
                 // The mask of step t: the global step before this step's counter advance.
                 let seed = Dense::dropout_seed(self.seed, i);
@@ -1216,25 +1414,53 @@ impl Sequential {
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
-            // dW = inputᵀ · dZ ; db = Σ_rows dZ
-            plan.extend(matmul(gpu, input, &buf.dz[i], &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
-            plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
+            // dlinear: the gradient w.r.t. x·W — dZ itself, or through BN's backward, which
+            // also writes dγ and dβ (β sits in b's slot).
+            let dlinear = match &buf.norm[i] {
+                Some(nb) => {
+                    let (gamma, _, _) = self.norm_views(&g.params, i)?;
+                    let (dgamma, _, _) = self.norm_views(&g.grads, i)?;
+                    let (mean, inv_std) = (&nb.mean, &nb.inv_std);
+                    plan.extend(batch_norm_backward(
+                        gpu,
+                        &buf.dz[i],
+                        &nb.linear,
+                        &gamma,
+                        mean,
+                        inv_std,
+                        &nb.dlinear,
+                        &dgamma,
+                        &db,
+                        false,
+                    )?);
+                    &nb.dlinear
+                }
+                None => &buf.dz[i],
+            };
+            // dW = inputᵀ · dlinear ; db = Σ_rows dZ (without BN)
+            plan.extend(matmul(gpu, input, dlinear, &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
+            if buf.norm[i].is_none() {
+                plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
+            }
             if i > 0 {
-                // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
+                // dZ_prev = (dlinear · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
                 let (w, _) = self.layer_views(&g.params, i)?;
                 let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act: self.layers[i - 1].activation };
                 let dropout = buf.dropout[i - 1].as_ref();
                 let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
                 let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
-                plan.extend(matmul(gpu, &buf.dz[i], &w, out, &options)?);
+                plan.extend(matmul(gpu, dlinear, &w, out, &options)?);
                 if let Some((_, mask, before_mask)) = dropout {
                     plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
                 }
             }
         }
         plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
-        // The step tensor t drives bias corrections and learning-rate schedules on the GPU.
-        let (p, gr, s, t) = (&g.params, &g.grads, &g.opt_state, &g.global_step);
+        // The step tensor t drives bias corrections and learning-rate schedules on the GPU. The
+        // update covers the trained parameters only, not the running statistics after them.
+        let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);
+        let (p, gr, t) = (&trained(&g.params)?, &trained(&g.grads)?, &g.global_step);
+        let s = &g.opt_state.iter().map(trained).collect::<Result<Vec<_>>>()?;
         plan.extend(match optimizer {
             Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
             Optimizer::AdamW(cfg) => adamw_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
@@ -1500,38 +1726,62 @@ impl Sequential {
 
     /// Layer outputs for `rows` rows of x: [h_0, h_1, …], each [rows, units].
     fn forward_cpu_all(&self, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
-        self.forward_cpu_dropout(x, rows, None).0
+        self.forward_cpu_pass(x, rows, None).h
     }
 
-    /// Layer outputs, and with `step` (training) each dropout layer's (dropped output, mask)
-    /// for that step; layer i + 1 reads the dropped output.
-    #[allow(clippy::type_complexity)]
-    fn forward_cpu_dropout(
-        &self,
-        x: &[f32],
-        rows: usize,
-        step: Option<u32>,
-    ) -> (Vec<Vec<f32>>, Vec<Option<(Vec<f32>, Vec<f32>)>>) {
+    /// A forward pass; with `step` (training) dropout draws the masks of that step and batch
+    /// norm uses the batch's statistics (and reports the running averages it moves).
+    fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> CpuPass {
         let params = self.cpu_params();
-        let mut outs: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
-        let mut dropped: Vec<Option<(Vec<f32>, Vec<f32>)>> = Vec::with_capacity(self.layers.len());
+        let n = self.layers.len();
+        let mut pass = CpuPass {
+            h: Vec::with_capacity(n),
+            dropped: Vec::with_capacity(n),
+            norm: Vec::with_capacity(n),
+            running: Vec::new(),
+        };
         for (i, l) in self.layers.iter().enumerate() {
             let (wo, bo) = self.layout.offsets[i];
             let input = match i {
                 0 => x,
-                _ => dropped[i - 1].as_ref().map_or(&outs[i - 1], |(d, _)| d),
+                _ => pass.dropped[i - 1].as_ref().map_or(&pass.h[i - 1], |(d, _)| d),
             };
-            let z = cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
-            let h = cpu::bias_act_forward(&z, Some(&params[bo..bo + l.units]), rows, l.units, l.activation);
-            dropped.push(match step {
+            let linear =
+                cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
+            let bias = &params[bo..bo + l.units];
+            let (h, norm) = match (l.batch_norm, self.layout.norm[i]) {
+                (Some(cfg), Some((go, mo, vo))) => {
+                    let gamma = &params[go..go + l.units];
+                    let (mut mean, mut var) = (params[mo..mo + l.units].to_vec(), params[vo..vo + l.units].to_vec());
+                    let (normed, saved) = match step {
+                        Some(_) => {
+                            let (normed, batch_mean, inv_std) = cpu::batch_norm_forward_train(
+                                &linear, gamma, bias, &mut mean, &mut var, rows, l.units, &cfg,
+                            );
+                            pass.running.push((mo, mean));
+                            pass.running.push((vo, var));
+                            (normed, Some((batch_mean, inv_std)))
+                        }
+                        None => (
+                            cpu::batch_norm_forward_inference(&linear, gamma, bias, &mean, &var, rows, l.units, &cfg),
+                            None,
+                        ),
+                    };
+                    let h = cpu::bias_act_forward(&normed, None, rows, l.units, l.activation);
+                    (h, saved.map(|(m, s)| (linear, m, s)))
+                }
+                _ => (cpu::bias_act_forward(&linear, Some(bias), rows, l.units, l.activation), None),
+            };
+            pass.dropped.push(match step {
                 Some(t) if l.dropout > 0.0 => {
                     Some(cpu::dropout_forward(&h, l.dropout, Dense::dropout_seed(self.seed, i), t))
                 }
                 _ => None,
             });
-            outs.push(h);
+            pass.norm.push(norm);
+            pass.h.push(h);
         }
-        (outs, dropped)
+        pass
     }
 
     /// The compiled loss on the last layer's outputs `[rows, outputs]`, against `labels` or the
@@ -1577,7 +1827,7 @@ impl Sequential {
             State::Cpu(c) => c.step,
             State::Gpu(_) => 0,
         };
-        let (h, dropped) = self.forward_cpu_dropout(x, rows, Some(step));
+        let CpuPass { h, dropped, norm, running } = self.forward_cpu_pass(x, rows, Some(step));
         let last = self.layers.len() - 1;
         let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, t, 1.0 / rows as f32)?;
         let mut grads = vec![0.0f32; self.layout.total];
@@ -1590,11 +1840,27 @@ impl Sequential {
                 0 => x,
                 _ => dropped[i - 1].as_ref().map_or(&h[i - 1], |(d, _)| d),
             };
-            let dw = cpu::matmul(input, &dz, l.inputs, rows, l.units, true, false);
+            // dz is the gradient w.r.t. the pre-activation; through BN's backward it becomes the
+            // gradient w.r.t. x·W, with dγ and dβ (in b's slot) on the way.
+            let dlinear = match (&norm[i], self.layout.norm[i]) {
+                (Some((linear, mean, inv_std)), Some((go, _, _))) => {
+                    let gamma = &params[go..go + l.units];
+                    let (dlinear, dgamma, dbeta) =
+                        cpu::batch_norm_backward(&dz, linear, gamma, mean, inv_std, rows, l.units);
+                    grads[go..go + l.units].copy_from_slice(&dgamma);
+                    grads[bo..bo + l.units].copy_from_slice(&dbeta);
+                    dlinear
+                }
+                _ => {
+                    grads[bo..bo + l.units].copy_from_slice(&cpu::column_sum(&dz, rows, l.units));
+                    std::mem::take(&mut dz)
+                }
+            };
+            let dw = cpu::matmul(input, &dlinear, l.inputs, rows, l.units, true, false);
             grads[wo..wo + dw.len()].copy_from_slice(&dw);
-            grads[bo..bo + l.units].copy_from_slice(&cpu::column_sum(&dz, rows, l.units));
             if i > 0 {
-                let dh = cpu::matmul(&dz, &params[wo..wo + l.inputs * l.units], rows, l.units, l.inputs, false, true);
+                let w = &params[wo..wo + l.inputs * l.units];
+                let dh = cpu::matmul(&dlinear, w, rows, l.units, l.inputs, false, true);
                 let act = self.layers[i - 1].activation;
                 dz = dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
                 if let Some((_, mask)) = &dropped[i - 1] {
@@ -1602,11 +1868,16 @@ impl Sequential {
                 }
             }
         }
+        let trainable = self.layout.trainable;
         if let State::Cpu(c) = &mut self.state {
+            for (offset, values) in running {
+                c.params[offset..offset + values.len()].copy_from_slice(&values);
+            }
             c.grads = grads;
             c.step += 1;
-            let (p, g, t) = (&mut c.params, &c.grads, c.step);
-            let mut slots = c.opt_state.iter_mut().map(Vec::as_mut_slice);
+            // As on the GPU, the update covers the trained parameters, not the running statistics.
+            let (p, g, t) = (&mut c.params[..trainable], &c.grads[..trainable], c.step);
+            let mut slots = c.opt_state.iter_mut().map(|s| &mut s[..trainable]);
             let (s0, s1) = (slots.next(), slots.next());
             // compile() allocated the slots each rule needs.
             let missing = || WgnnError::invalid("fit", "the optimizer state is missing: compile() the model");

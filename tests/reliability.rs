@@ -238,6 +238,51 @@ fn the_example_rejects_bad_flags_with_usage() {
 }
 
 #[test]
+fn the_example_rejects_unknown_activation_loss_and_optimizer_names() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--activation", "swish"], "unknown activation \"swish\""),
+        (&["--optimizer", "adamx"], "unknown optimizer \"adamx\"; known: sgd, adam"),
+        (&["--loss", "cross_entropy"], "unknown loss \"cross_entropy\""),
+        (&["--loss", "hinge"], "hinge needs one output unit"),
+    ];
+    for (args, message) in cases {
+        let out = Command::new(mnist_gpu()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message) && stderr.contains("Usage:"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: trained anyway: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn the_example_trains_with_dropout_batch_norm_and_named_choices() {
+    let dir = scratch("variants");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz");
+    let out = Command::new(mnist_gpu())
+        .args(["--data", data, "--train-rows", "3000", "--epochs", "2", "--batch-size", "64"])
+        .args(["--dropout", "0.2", "--batch-norm", "--activation", "tanh", "--optimizer", "rmsprop"])
+        .args(["--loss", "categorical_crossentropy", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(
+            "784 → 64 batch-norm tanh dropout 0.2 → 64 batch-norm tanh dropout 0.2 → 10, categorical_crossentropy"
+        ),
+        "{stdout}"
+    );
+    let accuracy: f32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test loss ").and_then(|r| r.split("test accuracy ").nth(1)))
+        .and_then(|a| a.trim().trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in {stdout}"));
+    // 3,000 rows, 2 epochs: far from the full recipe, far above chance.
+    assert!(accuracy > 80.0, "test accuracy {accuracy}% in {stdout}");
+}
+
+#[test]
 fn a_killed_training_process_resumes_from_its_last_checkpoint() {
     let dir = scratch("killed");
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz");

@@ -5,15 +5,17 @@
 //!
 //! Tensors (f32, little-endian):
 //! - `layers.{i}.weight`: [inputs, units] (x·W; PyTorch's `nn.Linear.weight` is the transpose)
-//! - `layers.{i}.bias`: [units]
-//! - checkpoints only: `optimizer.{slot}.layers.{i}.weight|bias`, the same shapes, with slot `m`
+//! - `layers.{i}.bias`: [units] (BN's β on a batch-normalised layer)
+//! - batch-normalised layers only: `layers.{i}.gamma`, `layers.{i}.running_mean`,
+//!   `layers.{i}.running_var`: [units]
+//! - checkpoints only: `optimizer.{slot}.layers.{i}.weight|bias` (and `gamma`), the same shapes, with slot `m`
 //!   and `v` for Adam and AdamW, `velocity` for SGD with momentum, `square_avg` (and
 //!   `momentum_buf`) for RMSprop, `sum` for Adagrad, `square_avg` and `acc_delta` for Adadelta.
 //!
 //! Metadata (the file header's string → string map):
 //! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
 //!   "activation": "relu"}, …]}`: enough to rebuild the model; a layer with dropout also has
-//!   `"dropout": 0.2`.
+//!   `"dropout": 0.2`, a batch-normalised one `"batch_norm": {"eps": 1e-5, "momentum": 0.1}`.
 //! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
 //!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
 //!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
@@ -33,6 +35,7 @@ use super::{Backend, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::activation::Activation;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
+use crate::kernels::batch_norm::BatchNormConfig;
 use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
 
 const MODEL_KEY: &str = "wgnn.model";
@@ -71,15 +74,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct Architecture {
     input_dim: usize,
     seed: u64,
-    /// (units, activation, dropout rate) per layer.
-    layers: Vec<(usize, Activation, f32)>,
+    /// (units, activation, dropout rate, batch norm) per layer.
+    layers: Vec<(usize, Activation, f32, Option<BatchNormConfig>)>,
 }
 
 impl Architecture {
     fn describe(&self) -> String {
         let mut s = self.input_dim.to_string();
-        for (units, act, dropout) in &self.layers {
-            s.push_str(&format!(" → {units} {}", activation_tag(*act)));
+        for (units, act, dropout, norm) in &self.layers {
+            s.push_str(&format!(" → {units}{} {}", if norm.is_some() { " bn" } else { "" }, activation_tag(*act)));
             if *dropout > 0.0 {
                 s.push_str(&format!(" (dropout {dropout})"));
             }
@@ -294,12 +297,20 @@ fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Arc
             let units = l.get("units").and_then(Value::as_u64).ok_or_else(|| bad("a layer without units"))?;
             let act = l.get("activation").and_then(Value::as_str).ok_or_else(|| bad("a layer without activation"))?;
             let act = Activation::parse(act).map_err(|e| bad(&e.to_string()))?;
-            // Absent in files without dropout.
+            // Absent in files without dropout or batch norm.
             let dropout = match l.get("dropout") {
                 None => 0.0,
                 Some(d) => json_f32(d).ok_or_else(|| bad("a non-numeric dropout"))?,
             };
-            Ok((units as usize, act, dropout))
+            let norm = match l.get("batch_norm") {
+                None => None,
+                Some(b) => {
+                    let num =
+                        |k: &str| b.get(k).and_then(json_f32).ok_or_else(|| bad(&format!("batch_norm without {k}")));
+                    Some(BatchNormConfig { eps: num("eps")?, momentum: num("momentum")? })
+                }
+            };
+            Ok((units as usize, act, dropout, norm))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Architecture { input_dim, seed, layers })
@@ -321,7 +332,7 @@ impl Sequential {
         Architecture {
             input_dim: self.input_dim,
             seed: self.seed,
-            layers: self.layers.iter().map(|l| (l.units, l.activation, l.dropout)).collect(),
+            layers: self.layers.iter().map(|l| (l.units, l.activation, l.dropout, l.batch_norm)).collect(),
         }
     }
 
@@ -331,7 +342,11 @@ impl Sequential {
             .iter()
             .map(|l| {
                 let dropout = if l.dropout > 0.0 { format!(r#", "dropout": {}"#, l.dropout) } else { String::new() };
-                format!(r#"{{"units": {}, "activation": "{}"{dropout}}}"#, l.units, activation_tag(l.activation))
+                let norm = match l.batch_norm {
+                    Some(c) => format!(r#", "batch_norm": {{"eps": {}, "momentum": {}}}"#, c.eps, c.momentum),
+                    None => String::new(),
+                };
+                format!(r#"{{"units": {}, "activation": "{}"{dropout}{norm}}}"#, l.units, activation_tag(l.activation))
             })
             .collect();
         format!(
@@ -355,8 +370,23 @@ impl Sequential {
         }
     }
 
-    /// Serialises the flat tensors named `{prefix}layers.{i}.weight|bias` (per prefix) and writes
-    /// them with `meta`, atomically.
+    /// The per-layer tensors of a flat buffer beyond W and b: a batch-normalised layer's
+    /// `gamma`, and — in the parameters themselves (`with_running`), not in optimizer state — its
+    /// `running_mean` and `running_var`. (name suffix, offset, length) each.
+    fn norm_slices(&self, i: usize, with_running: bool) -> Vec<(&'static str, usize, usize)> {
+        let units = self.layers[i].units;
+        match self.layout.norm[i] {
+            Some((gamma, mean, var)) if with_running => {
+                vec![("gamma", gamma, units), ("running_mean", mean, units), ("running_var", var, units)]
+            }
+            Some((gamma, _, _)) => vec![("gamma", gamma, units)],
+            None => Vec::new(),
+        }
+    }
+
+    /// Serialises the flat tensors named `{prefix}layers.{i}.weight|bias` (per prefix; and
+    /// `gamma`, `running_mean`, `running_var` for batch-normalised layers) and writes them with
+    /// `meta`, atomically. The empty prefix is the parameters.
     fn write_safetensors(&self, path: &Path, flats: &[(String, &[f32])], meta: HashMap<String, String>) -> Result<()> {
         let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (prefix, flat) in flats {
@@ -367,6 +397,10 @@ impl Sequential {
                     bytemuck::cast_slice(&w).to_vec(),
                 ));
                 named.push((format!("{prefix}layers.{i}.bias"), vec![l.units], bytemuck::cast_slice(&b).to_vec()));
+                for (name, offset, len) in self.norm_slices(i, prefix.is_empty()) {
+                    let bytes = bytemuck::cast_slice(&flat[offset..offset + len]).to_vec();
+                    named.push((format!("{prefix}layers.{i}.{name}"), vec![len], bytes));
+                }
             }
         }
         let views = named
@@ -387,6 +421,10 @@ impl Sequential {
             let b = tensor_f32(path, st, &format!("{prefix}layers.{i}.bias"), &[l.units])?;
             flat[wo..wo + w.len()].copy_from_slice(&w);
             flat[bo..bo + b.len()].copy_from_slice(&b);
+            for (name, offset, len) in self.norm_slices(i, prefix.is_empty()) {
+                let v = tensor_f32(path, st, &format!("{prefix}layers.{i}.{name}"), &[len])?;
+                flat[offset..offset + len].copy_from_slice(&v);
+            }
         }
         Ok(flat)
     }
@@ -419,10 +457,13 @@ impl Sequential {
         let (st, meta) = parse(path, &bytes)?;
         let arch = parse_architecture(path, &meta)?;
         let mut builder = Sequential::new(arch.input_dim, arch.seed);
-        for &(units, act, dropout) in &arch.layers {
+        for &(units, act, dropout, norm) in &arch.layers {
             builder = builder.dense(units, act);
             if dropout > 0.0 {
                 builder = builder.dropout(dropout);
+            }
+            if let Some(cfg) = norm {
+                builder = builder.batch_norm_with(cfg);
             }
         }
         let mut model = builder.build(backend).map_err(|e| match e {
@@ -446,7 +487,8 @@ impl Sequential {
         if meta.contains_key(MODEL_KEY) {
             let theirs = parse_architecture(path, &meta)?;
             let ours = self.architecture();
-            let shapes = |a: &Architecture| (a.input_dim, a.layers.iter().map(|l| l.0).collect::<Vec<_>>());
+            let shapes =
+                |a: &Architecture| (a.input_dim, a.layers.iter().map(|l| (l.0, l.3.is_some())).collect::<Vec<_>>());
             if shapes(&theirs) != shapes(&ours) {
                 return Err(data_err(
                     path,
