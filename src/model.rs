@@ -504,6 +504,14 @@ impl ParamLayout {
     }
 }
 
+/// A batch-normalised layer's state beside W and b (b holds β), each [units].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormState {
+    pub gamma: Vec<f32>,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+}
+
 /// A sequential stack of dense layers.
 pub struct Sequential {
     input_dim: usize,
@@ -548,10 +556,18 @@ struct CpuPass {
     h: Vec<Vec<f32>>,
     /// Per dropout layer when training: (dropped output, mask).
     dropped: Vec<Option<(Vec<f32>, Vec<f32>)>>,
-    /// Per batch-normalised layer when training: (x·W, batch mean, inv_std).
-    norm: Vec<Option<(Vec<f32>, Vec<f32>, Vec<f32>)>>,
+    /// Per batch-normalised layer when training: what its backward needs.
+    norm: Vec<Option<CpuNormSaved>>,
     /// The running statistics the pass moved: (offset in the flat parameters, new values).
     running: Vec<(usize, Vec<f32>)>,
+}
+
+/// A batch-normalised layer's forward, saved for its backward: x·W [rows, units], and the
+/// batch's mean and 1/√(σ² + eps) [units].
+struct CpuNormSaved {
+    linear: Vec<f32>,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
 }
 
 struct CpuState {
@@ -662,14 +678,14 @@ impl Sequential {
         Ok(self.unflatten(&self.flat_params()?))
     }
 
-    /// Layer `i`'s batch-norm (γ, running mean, running variance), each [units]; `None` when
-    /// the layer is not batch-normalised.
-    pub fn batch_norm_state(&self, i: usize) -> Result<Option<(Vec<f32>, Vec<f32>, Vec<f32>)>> {
+    /// Layer `i`'s batch-norm γ and running statistics; `None` when the layer is not
+    /// batch-normalised.
+    pub fn batch_norm_state(&self, i: usize) -> Result<Option<BatchNormState>> {
         let Some(&Some((gamma, mean, var))) = self.layout.norm.get(i) else { return Ok(None) };
         let units = self.layers[i].units;
         let flat = self.flat_params()?;
         let slice = |o: usize| flat[o..o + units].to_vec();
-        Ok(Some((slice(gamma), slice(mean), slice(var))))
+        Ok(Some(BatchNormState { gamma: slice(gamma), running_mean: slice(mean), running_var: slice(var) }))
     }
 
     /// Replaces every layer's W and b (shapes must match the layers); batch-norm state is kept.
@@ -1768,7 +1784,7 @@ impl Sequential {
                         ),
                     };
                     let h = cpu::bias_act_forward(&normed, None, rows, l.units, l.activation);
-                    (h, saved.map(|(m, s)| (linear, m, s)))
+                    (h, saved.map(|(mean, inv_std)| CpuNormSaved { linear, mean, inv_std }))
                 }
                 _ => (cpu::bias_act_forward(&linear, Some(bias), rows, l.units, l.activation), None),
             };
@@ -1843,10 +1859,10 @@ impl Sequential {
             // dz is the gradient w.r.t. the pre-activation; through BN's backward it becomes the
             // gradient w.r.t. x·W, with dγ and dβ (in b's slot) on the way.
             let dlinear = match (&norm[i], self.layout.norm[i]) {
-                (Some((linear, mean, inv_std)), Some((go, _, _))) => {
+                (Some(saved), Some((go, _, _))) => {
                     let gamma = &params[go..go + l.units];
                     let (dlinear, dgamma, dbeta) =
-                        cpu::batch_norm_backward(&dz, linear, gamma, mean, inv_std, rows, l.units);
+                        cpu::batch_norm_backward(&dz, &saved.linear, gamma, &saved.mean, &saved.inv_std, rows, l.units);
                     grads[go..go + l.units].copy_from_slice(&dgamma);
                     grads[bo..bo + l.units].copy_from_slice(&dbeta);
                     dlinear
