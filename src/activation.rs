@@ -10,6 +10,11 @@ pub enum Activation {
     LeakyRelu(f32),
     Sigmoid,
     Tanh,
+    /// Row-wise softmax over a layer's units. Not elementwise, so the elementwise kernels
+    /// (bias_act, matmul epilogues) refuse it: the model runs it through
+    /// [`crate::kernels::softmax_xent::softmax`] and
+    /// [`crate::kernels::softmax_grad::softmax_backward`], or fuses it with a cross-entropy loss.
+    Softmax,
 }
 
 impl Activation {
@@ -21,6 +26,8 @@ impl Activation {
             Activation::LeakyRelu(_) => 2,
             Activation::Sigmoid => 3,
             Activation::Tanh => 4,
+            // Never reaches a shader: validate_elementwise refuses it first.
+            Activation::Softmax => u32::MAX,
         }
     }
 
@@ -39,6 +46,7 @@ impl Activation {
             Activation::LeakyRelu(_) => "leaky_relu",
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
+            Activation::Softmax => "softmax",
         }
     }
 
@@ -55,6 +63,7 @@ impl Activation {
             "relu" => Activation::Relu,
             "sigmoid" => Activation::Sigmoid,
             "tanh" => Activation::Tanh,
+            "softmax" => Activation::Softmax,
             "leaky_relu" | "leakyrelu" => {
                 let slope = match arg {
                     Some(a) => a
@@ -67,7 +76,9 @@ impl Activation {
             _ => {
                 return Err(WgnnError::invalid(
                     "activation",
-                    format!("unknown activation {name:?} (known: identity, relu, leaky_relu[:slope], sigmoid, tanh)"),
+                    format!(
+                    "unknown activation {name:?} (known: identity, relu, leaky_relu[:slope], sigmoid, tanh, softmax)"
+                ),
                 ))
             }
         };
@@ -88,7 +99,28 @@ impl Activation {
         Ok(())
     }
 
-    /// act(z), as activation.wgsl computes it.
+    /// Whether act(z) is a function of z alone (all but softmax).
+    pub fn is_elementwise(self) -> bool {
+        self != Activation::Softmax
+    }
+
+    /// [`Activation::validate`], and an error naming `op` for softmax, which an elementwise
+    /// kernel cannot apply.
+    pub fn validate_elementwise(self, op: &str) -> Result<()> {
+        self.validate()?;
+        if !self.is_elementwise() {
+            return Err(WgnnError::invalid(
+                op,
+                "softmax is row-wise, not elementwise: use kernels::softmax_xent::softmax and \
+                 kernels::softmax_grad::softmax_backward",
+            ));
+        }
+        Ok(())
+    }
+
+    /// act(z), as activation.wgsl computes it. Softmax is row-wise: see [`crate::cpu::softmax`];
+    /// here it is the identity, and the CPU references that apply activations elementwise assert
+    /// they are not given it.
     pub fn forward(self, z: f32) -> f32 {
         match self {
             Activation::Identity => z,
@@ -112,10 +144,12 @@ impl Activation {
                 let t = (-2.0 * z.abs()).exp();
                 z.signum() * (1.0 - t) / (1.0 + t)
             }
+            Activation::Softmax => z,
         }
     }
 
-    /// act'(z) written in terms of y = act(z).
+    /// act'(z) written in terms of y = act(z); 1 for softmax, whose Jacobian is not diagonal (see
+    /// [`crate::cpu::softmax_backward`]).
     pub fn derivative_from_output(self, y: f32) -> f32 {
         match self {
             Activation::Identity => 1.0,
@@ -135,6 +169,7 @@ impl Activation {
             }
             Activation::Sigmoid => y * (1.0 - y),
             Activation::Tanh => 1.0 - y * y,
+            Activation::Softmax => 1.0,
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::kernels::optimizer::{
 };
 use crate::kernels::reduce::column_sum;
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
+use crate::kernels::softmax_grad::softmax_backward;
 use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
 use crate::kernels::Plan;
 use crate::rng::Rng;
@@ -611,6 +612,23 @@ impl Sequential {
         self.compiled.map_or(Loss::SparseCategoricalCrossentropy, |(loss, _)| loss)
     }
 
+    /// The activation layer `i`'s own kernels apply: the identity where the last layer's softmax
+    /// (cross-entropies) or sigmoid (binary cross-entropy) is the one the fused loss applies.
+    fn applied_activation(&self, i: usize) -> Activation {
+        let act = self.layers[i].activation;
+        let fused = i + 1 == self.layers.len()
+            && matches!(
+                (self.loss(), act),
+                (Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy, Activation::Softmax)
+                    | (Loss::BinaryCrossentropy, Activation::Sigmoid)
+            );
+        if fused {
+            Activation::Identity
+        } else {
+            act
+        }
+    }
+
     /// Sets the loss and optimizer, and resets the optimizer state.
     pub fn compile(&mut self, loss: Loss, optimizer: Optimizer) -> Result<()> {
         let lr = optimizer.lr();
@@ -619,19 +637,23 @@ impl Sequential {
         }
         optimizer.validate()?;
         let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
-        // The fused losses apply their own output function, so the last layer must be linear.
+        // The fused losses apply their own output function: the last layer is linear, or names
+        // that very function (Keras' Dense(10, activation="softmax") + cross-entropy), which the
+        // loss then applies.
         let fused = match loss {
-            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => Some("softmax"),
-            Loss::BinaryCrossentropy => Some("sigmoid"),
-            Loss::Hinge => Some("sign"),
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => Some(Activation::Softmax),
+            Loss::BinaryCrossentropy => Some(Activation::Sigmoid),
+            Loss::Hinge => Some(Activation::Identity),
             Loss::MeanSquaredError => None,
         };
-        if let Some(fused) = fused.filter(|_| last.activation != Activation::Identity) {
+        if let Some(fused) = fused.filter(|&f| last.activation != Activation::Identity && last.activation != f) {
             return Err(WgnnError::invalid(
                 "compile",
                 format!(
-                    "{} applies the {fused} itself: the last layer must be linear (Activation::Identity), got {}",
+                    "{} applies the {} itself: the last layer must be linear (Activation::Identity) or {}, got {}",
                     loss.name(),
+                    if fused == Activation::Identity { "sign" } else { fused.name() },
+                    fused.name(),
                     last.activation.name()
                 ),
             ));
@@ -1169,6 +1191,9 @@ struct BatchBuffers {
     targets: Option<(Tensor, Tensor)>,
     /// Per batch-normalised layer, its intermediates.
     norm: Vec<Option<NormBuffers>>,
+    /// Per softmax layer: (the softmax's input [rows, units], and when training the gradient
+    /// w.r.t. its output [rows, units]).
+    softmax: Vec<Option<(Tensor, Tensor)>>,
     training: bool,
     /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
     /// through a non-linear last activation (the loss writes it, a backward dispatch turns it
@@ -1197,9 +1222,12 @@ impl BatchBuffers {
 
     /// `target_dim`: the width of the loss's float targets, if it reads any; `dpred`: allocate
     /// [`BatchBuffers::dpred`].
+    /// `acts`: each layer's applied activation.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         gpu: &Gpu,
         layers: &[Dense],
+        acts: &[Activation],
         input_dim: usize,
         rows: usize,
         training: bool,
@@ -1208,6 +1236,18 @@ impl BatchBuffers {
     ) -> Result<BatchBuffers> {
         let outputs = layers.last().map_or(input_dim, |l| l.units);
         Ok(BatchBuffers {
+            softmax: layers
+                .iter()
+                .zip(acts)
+                .map(|(l, &act)| match act {
+                    Activation::Softmax => {
+                        let grad =
+                            if training { Tensor::zeros(gpu, &[rows, l.units])? } else { Tensor::zeros(gpu, &[1])? };
+                        Ok(Some((Tensor::zeros(gpu, &[rows, l.units])?, grad)))
+                    }
+                    _ => Ok(None),
+                })
+                .collect::<Result<_>>()?,
             targets: match target_dim {
                 Some(d) => Some((Tensor::zeros(gpu, &[rows, d])?, Tensor::zeros_u32(gpu, &[rows])?)),
                 None => None,
@@ -1268,10 +1308,11 @@ impl Sequential {
 
     /// The buffers of one batch of `rows` rows of `data`.
     fn batch_buffers(&self, gpu: &Gpu, data: &GpuData, rows: usize, training: bool) -> Result<BatchBuffers> {
-        let last = self.layers.last().map_or(Activation::Identity, |l| l.activation);
+        let acts: Vec<Activation> = (0..self.layers.len()).map(|i| self.applied_activation(i)).collect();
+        let last = acts.last().copied().unwrap_or(Activation::Identity);
         let dpred = self.loss() == Loss::MeanSquaredError && last != Activation::Identity;
         let target_dim = data.targets.as_ref().map(|t| t.dim);
-        BatchBuffers::new(gpu, &self.layers, self.input_dim, rows, training, target_dim, dpred)
+        BatchBuffers::new(gpu, &self.layers, &acts, self.input_dim, rows, training, target_dim, dpred)
     }
 
     /// γ, running mean and running variance of batch-normalised layer `i` as views into `flat`
@@ -1303,7 +1344,8 @@ impl Sequential {
         for i in 0..self.layers.len() {
             let (w, b) = self.layer_views(&g.params, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
-            let act = self.layers[i].activation;
+            let act = self.applied_activation(i);
+            let softmax_input = buf.softmax[i].as_ref().map(|(pre, _)| pre);
             match (&buf.norm[i], self.layers[i].batch_norm) {
                 (Some(nb), Some(cfg)) => {
                     // x·W → BN (batch statistics when training, running ones otherwise) → act.
@@ -1336,12 +1378,21 @@ impl Sequential {
                             &cfg,
                         )?
                     });
-                    plan.extend(bias_act_forward(gpu, &nb.normed, None, &buf.h[i], act)?);
+                    plan.extend(match softmax_input {
+                        Some(_) => softmax(gpu, &nb.normed, &buf.h[i])?,
+                        None => bias_act_forward(gpu, &nb.normed, None, &buf.h[i], act)?,
+                    });
                 }
                 _ => {
-                    let epilogue = Epilogue::BiasAct { bias: Some(&b), act };
-                    let options = MatmulOptions { epilogue, ..Default::default() };
-                    plan.extend(matmul(gpu, input, &w, &buf.h[i], &options)?);
+                    // act(x·W + b) in the matmul's epilogue; softmax, being row-wise, after it.
+                    let (epilogue, out) = match softmax_input {
+                        Some(pre) => (Epilogue::BiasAct { bias: Some(&b), act: Activation::Identity }, pre),
+                        None => (Epilogue::BiasAct { bias: Some(&b), act }, &buf.h[i]),
+                    };
+                    plan.extend(matmul(gpu, input, &w, out, &MatmulOptions { epilogue, ..Default::default() })?);
+                    if let Some(pre) = softmax_input {
+                        plan.extend(softmax(gpu, pre, &buf.h[i])?);
+                    }
                 }
             }
             if let Some((dropped, mask, _)) = &buf.dropout[i] {
@@ -1403,8 +1454,10 @@ impl Sequential {
                 };
                 let mut plan = mse(gpu, logits, targets()?, grad_scale, &out)?;
                 if let (Some(dpred), Some(dz)) = (via_dpred, dlogits) {
-                    let act = self.layers[self.layers.len() - 1].activation;
-                    plan.extend(bias_act_backward(gpu, dpred, logits, dz, None, act, false)?);
+                    plan.extend(match self.applied_activation(self.layers.len() - 1) {
+                        Activation::Softmax => softmax_backward(gpu, dpred, logits, dz)?,
+                        act => bias_act_backward(gpu, dpred, logits, dz, None, act, false)?,
+                    });
                 }
                 Ok(plan)
             }
@@ -1459,15 +1512,34 @@ impl Sequential {
                 plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
             }
             if i > 0 {
-                // dZ_prev = (dlinear · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
                 let (w, _) = self.layer_views(&g.params, i)?;
-                let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act: self.layers[i - 1].activation };
                 let dropout = buf.dropout[i - 1].as_ref();
-                let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
-                let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
-                plan.extend(matmul(gpu, dlinear, &w, out, &options)?);
-                if let Some((_, mask, before_mask)) = dropout {
-                    plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
+                match &buf.softmax[i - 1] {
+                    None => {
+                        // dZ_prev = (dlinear · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
+                        let act = self.applied_activation(i - 1);
+                        let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act };
+                        let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
+                        let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
+                        plan.extend(matmul(gpu, dlinear, &w, out, &options)?);
+                        if let Some((_, mask, before_mask)) = dropout {
+                            plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
+                        }
+                    }
+                    Some((_, dh)) => {
+                        // A softmax layer: dh = dlinear · Wᵀ (⊙ the dropout mask), then the
+                        // row-wise softmax backward into dZ_prev.
+                        let options = MatmulOptions { trans_b: true, ..Default::default() };
+                        plan.extend(matmul(gpu, dlinear, &w, dh, &options)?);
+                        let dh = match dropout {
+                            Some((_, mask, after_mask)) => {
+                                plan.extend(dropout_backward(gpu, dh, mask, after_mask)?);
+                                after_mask
+                            }
+                            None => dh,
+                        };
+                        plan.extend(softmax_backward(gpu, dh, &buf.h[i - 1], &buf.dz[i - 1])?);
+                    }
                 }
             }
         }
@@ -1765,6 +1837,7 @@ impl Sequential {
             let linear =
                 cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
             let bias = &params[bo..bo + l.units];
+            let act = self.applied_activation(i);
             let (h, norm) = match (l.batch_norm, self.layout.norm[i]) {
                 (Some(cfg), Some((go, mo, vo))) => {
                     let gamma = &params[go..go + l.units];
@@ -1783,10 +1856,19 @@ impl Sequential {
                             None,
                         ),
                     };
-                    let h = cpu::bias_act_forward(&normed, None, rows, l.units, l.activation);
+                    let h = match act {
+                        Activation::Softmax => cpu::softmax(&normed, rows, l.units),
+                        _ => cpu::bias_act_forward(&normed, None, rows, l.units, act),
+                    };
                     (h, saved.map(|(mean, inv_std)| CpuNormSaved { linear, mean, inv_std }))
                 }
-                _ => (cpu::bias_act_forward(&linear, Some(bias), rows, l.units, l.activation), None),
+                _ => match act {
+                    Activation::Softmax => {
+                        let pre = cpu::bias_act_forward(&linear, Some(bias), rows, l.units, Activation::Identity);
+                        (cpu::softmax(&pre, rows, l.units), None)
+                    }
+                    _ => (cpu::bias_act_forward(&linear, Some(bias), rows, l.units, act), None),
+                },
             };
             pass.dropped.push(match step {
                 Some(t) if l.dropout > 0.0 => {
@@ -1824,8 +1906,10 @@ impl Sequential {
             Loss::Hinge => cpu::hinge(outputs, targets()?, grad_scale),
             Loss::MeanSquaredError => {
                 let (loss_rows, dpred, abs_rows) = cpu::mse(outputs, targets()?, rows, self.output_dim(), grad_scale);
-                let act = self.layers[self.layers.len() - 1].activation;
-                let dz = dpred.iter().zip(outputs).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+                let dz = match self.applied_activation(self.layers.len() - 1) {
+                    Activation::Softmax => cpu::softmax_backward(&dpred, outputs, rows, self.output_dim()),
+                    act => dpred.iter().zip(outputs).map(|(&g, &o)| g * act.derivative_from_output(o)).collect(),
+                };
                 (loss_rows, dz, abs_rows)
             }
         })
@@ -1877,11 +1961,25 @@ impl Sequential {
             if i > 0 {
                 let w = &params[wo..wo + l.inputs * l.units];
                 let dh = cpu::matmul(&dlinear, w, rows, l.units, l.inputs, false, true);
-                let act = self.layers[i - 1].activation;
-                dz = dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
-                if let Some((_, mask)) = &dropped[i - 1] {
-                    dz = cpu::dropout_backward(&dz, mask);
-                }
+                let units = self.layers[i - 1].units;
+                dz = match self.applied_activation(i - 1) {
+                    // Row-wise: the dropout mask first, then the softmax backward (as on the GPU).
+                    Activation::Softmax => {
+                        let dh = match &dropped[i - 1] {
+                            Some((_, mask)) => cpu::dropout_backward(&dh, mask),
+                            None => dh,
+                        };
+                        cpu::softmax_backward(&dh, &h[i - 1], rows, units)
+                    }
+                    act => {
+                        let dz: Vec<f32> =
+                            dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+                        match &dropped[i - 1] {
+                            Some((_, mask)) => cpu::dropout_backward(&dz, mask),
+                            None => dz,
+                        }
+                    }
+                };
             }
         }
         let trainable = self.layout.trainable;

@@ -1,9 +1,10 @@
-//! bias_act.wgsl and reduce.wgsl against the CPU reference, and their backward by finite differences.
+//! bias_act.wgsl, softmax_grad.wgsl and reduce.wgsl against the CPU reference, and their backward by finite differences.
 
 mod common;
 use common::*;
 use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::kernels::reduce::column_sum;
+use wgnn::kernels::softmax_grad::softmax_backward;
 use wgnn::rng::Rng;
 use wgnn::{cpu, Activation, Tensor, WgnnError};
 
@@ -137,4 +138,39 @@ fn pipelines_are_cached_across_calls_and_shapes() {
     make(17);
     make(300);
     assert_eq!(gpu.pipeline_count(), before, "a new shape must reuse the cached pipeline");
+}
+
+#[test]
+fn softmax_backward_matches_cpu_and_finite_differences() {
+    let gpu = gpu();
+    let mut rng = Rng::new(7);
+    for &(rows, cols) in &[(1, 1), (1, 2), (7, 13), (130, 10), (3, 1000), (4097, 3)] {
+        let z = rng.vec_uniform(rows * cols, -4.0, 4.0);
+        let y = cpu::softmax(&z, rows, cols);
+        let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+        let want = cpu::softmax_backward(&dy, &y, rows, cols);
+        let (dyt, yt) = (
+            Tensor::from_slice(&gpu, &[rows, cols], &dy).unwrap(),
+            Tensor::from_slice(&gpu, &[rows, cols], &y).unwrap(),
+        );
+        let dzt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+        gpu.run(&[&softmax_backward(&gpu, &dyt, &yt, &dzt).unwrap()]).unwrap();
+        assert_close(&format!("softmax_backward {rows}x{cols}"), &dzt.to_vec().unwrap(), &want, 1e-6, 1e-5);
+    }
+    // The reference against finite differences of Σ w·softmax(z).
+    let (rows, cols) = (3, 5);
+    let z = rng.vec_uniform(rows * cols, -2.0, 2.0);
+    let w = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let analytic = cpu::softmax_backward(&w, &cpu::softmax(&z, rows, cols), rows, cols);
+    let numeric = numeric_gradient(&z, 1e-2, |z| dot(&w, &cpu::softmax(z, rows, cols)));
+    assert_close("softmax_backward vs finite differences", &analytic, &numeric, 1e-3, 1e-2);
+    // Shapes are checked.
+    let a = Tensor::zeros(&gpu, &[2, 3]).unwrap();
+    let b = Tensor::zeros(&gpu, &[3, 2]).unwrap();
+    let c = Tensor::zeros(&gpu, &[2, 3]).unwrap();
+    let err = softmax_backward(&gpu, &a, &b, &c).err().unwrap();
+    assert!(matches!(err, WgnnError::Shape { .. }) && err.to_string().contains("softmax_backward"), "{err}");
+    // The elementwise kernels refuse softmax rather than apply something else.
+    let err = bias_act_forward(&gpu, &a, None, &c, Activation::Softmax).err().unwrap();
+    assert!(err.to_string().contains("bias_act_forward") && err.to_string().contains("row-wise"), "{err}");
 }

@@ -67,8 +67,8 @@ fn binary_crossentropy_rejects_bad_setups() {
     let mut two = Sequential::new(4, 1).dense(2, Activation::Identity).build(&backend).unwrap();
     let err = two.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).expect_err("2 outputs");
     assert!(err.to_string().contains("exactly 1 output unit"), "{err}");
-    let mut sig = Sequential::new(4, 1).dense(1, Activation::Sigmoid).build(&backend).unwrap();
-    let err = sig.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).expect_err("sigmoid last");
+    let mut tanh = Sequential::new(4, 1).dense(1, Activation::Tanh).build(&backend).unwrap();
+    let err = tanh.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).expect_err("tanh last");
     assert!(err.to_string().contains("last layer must be linear"), "{err}");
     let mut model = Sequential::new(4, 1).dense(1, Activation::Identity).build(&backend).unwrap();
     model.compile(Loss::BinaryCrossentropy, Optimizer::sgd(0.1, 0.0)).unwrap();

@@ -12,6 +12,7 @@ pub mod mse;
 pub mod optimizer;
 pub mod reduce;
 pub mod sigmoid_bce;
+pub mod softmax_grad;
 pub mod softmax_xent;
 pub mod totals;
 
@@ -26,6 +27,7 @@ pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_updat
 pub use optimizer::{adam_update, sgd_update};
 pub use reduce::column_sum;
 pub use sigmoid_bce::{sigmoid, sigmoid_bce, sigmoid_bce_labels};
+pub use softmax_grad::softmax_backward;
 pub use softmax_xent::softmax_xent_dense;
 pub use softmax_xent::{softmax, softmax_xent};
 pub use totals::totals;

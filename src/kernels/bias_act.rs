@@ -27,7 +27,7 @@ struct BiasActParams {
 /// Y = act(X + b), b broadcast over rows.  x, y: [rows, cols], bias: [cols] (or none).
 pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor, act: Activation) -> Result<Plan> {
     const OP: &str = "bias_act_forward";
-    act.validate()?;
+    act.validate_elementwise(OP)?;
     let (rows, cols) = x.dims2(OP)?;
     x.expect_nonempty(OP)?;
     if y.shape() != x.shape() {
@@ -71,7 +71,7 @@ pub fn bias_act_backward(
     accumulate_db: bool,
 ) -> Result<Plan> {
     const OP: &str = "bias_act_backward";
-    act.validate()?;
+    act.validate_elementwise(OP)?;
     let (rows, cols) = dy.dims2(OP)?;
     dy.expect_nonempty(OP)?;
     if y.shape() != dy.shape() || dz.shape() != dy.shape() {

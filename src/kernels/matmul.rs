@@ -278,7 +278,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
             (2, false, act, y.clone())
         }
     };
-    act.validate()?;
+    act.validate_elementwise("matmul")?;
     if epi != 0 && opts.accumulate {
         return Err(WgnnError::invalid(OP, format!("accumulate is only supported without an epilogue: {form}")));
     }

@@ -20,6 +20,7 @@ pub mod mse;
 pub mod optimizer;
 pub mod reduce;
 pub mod sigmoid_bce;
+pub mod softmax_grad;
 pub mod softmax_xent;
 pub mod totals;
 

@@ -1,0 +1,92 @@
+//! Every activation on any layer through the public API: softmax as a hidden or output
+//! activation (row-wise forward and backward), and the Keras way of naming the output function a
+//! fused loss applies (Dense(10, softmax) + cross-entropy, Dense(1, sigmoid) + binary
+//! cross-entropy), GPU against the CPU reference.
+
+mod common;
+use common::*;
+use wgnn::data::Dataset;
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::{Activation, History};
+
+fn losses(h: &History) -> Vec<f32> {
+    h.epochs.iter().map(|r| r.train_loss).collect()
+}
+
+const ACTS: [Activation; 6] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Softmax,
+];
+
+/// Trains `hidden` → 3 logits with a dropout layer after the hidden one; (history, predict).
+fn train(backend: &Backend, hidden: Activation, output: Activation, loss: Loss, data: &Dataset) -> (History, Vec<f32>) {
+    let mut model =
+        Sequential::new(6, 5).dense(7, hidden).dropout(0.25).dense(5, hidden).dense(3, output).build(backend).unwrap();
+    model.compile(loss, Optimizer::adam(1e-2)).unwrap();
+    let h = model.fit(data, &FitOptions { epochs: 3, batch_size: 16, ..Default::default() }).unwrap();
+    let p = model.predict_dataset(data).unwrap();
+    (h, p)
+}
+
+#[test]
+fn every_activation_trains_on_hidden_layers_and_matches_cpu() {
+    let gpu = gpu();
+    let data = synthetic(70, 6, 3, 3);
+    for act in ACTS {
+        let g =
+            train(&Backend::Gpu(gpu.clone()), act, Activation::Identity, Loss::SparseCategoricalCrossentropy, &data);
+        let c = train(&Backend::Cpu, act, Activation::Identity, Loss::SparseCategoricalCrossentropy, &data);
+        assert_close(&format!("{act:?} hidden: loss gpu vs cpu"), &losses(&g.0), &losses(&c.0), 1e-4, 1e-3);
+        assert_close(&format!("{act:?} hidden: predict gpu vs cpu"), &g.1, &c.1, 1e-4, 1e-3);
+        assert!(losses(&g.0).iter().all(|l| l.is_finite()), "{act:?}: {:?}", losses(&g.0));
+    }
+}
+
+#[test]
+fn a_softmax_output_under_mean_squared_error_is_row_wise() {
+    let gpu = gpu();
+    let data = synthetic(60, 6, 3, 8);
+    let one_hot = data.clone().with_targets(data.one_hot(3), 3).unwrap();
+    let g = train(&Backend::Gpu(gpu), Activation::Tanh, Activation::Softmax, Loss::MeanSquaredError, &one_hot);
+    let c = train(&Backend::Cpu, Activation::Tanh, Activation::Softmax, Loss::MeanSquaredError, &one_hot);
+    assert_close("softmax + mse: loss gpu vs cpu", &losses(&g.0), &losses(&c.0), 1e-5, 1e-3);
+    assert_close("softmax + mse: predict gpu vs cpu", &g.1, &c.1, 1e-5, 1e-3);
+    // predict returns the softmax rows themselves.
+    for row in g.1.chunks(3) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5 && row.iter().all(|&p| p > 0.0), "{row:?}");
+    }
+    let l = losses(&g.0);
+    assert!(l[2] < l[0], "loss did not fall: {l:?}");
+}
+
+#[test]
+fn naming_the_fused_output_function_is_the_same_model() {
+    let gpu = gpu();
+    let backend = Backend::Gpu(gpu);
+    let data = synthetic(50, 6, 3, 1);
+    // Dense(3, softmax) + sparse cross-entropy is Dense(3) + the fused softmax cross-entropy.
+    let named = train(&backend, Activation::Relu, Activation::Softmax, Loss::SparseCategoricalCrossentropy, &data);
+    let fused = train(&backend, Activation::Relu, Activation::Identity, Loss::SparseCategoricalCrossentropy, &data);
+    assert_eq!(losses(&named.0), losses(&fused.0));
+    assert_eq!(named.1, fused.1);
+
+    // Dense(1, sigmoid) + binary cross-entropy likewise.
+    let binary = synthetic(50, 6, 2, 2);
+    let run = |out: Activation| {
+        let mut m = Sequential::new(6, 3).dense(4, Activation::Tanh).dense(1, out).build(&backend).unwrap();
+        m.compile(Loss::BinaryCrossentropy, Optimizer::adam(1e-2)).unwrap();
+        let h = m.fit(&binary, &FitOptions { epochs: 2, batch_size: 16, ..Default::default() }).unwrap();
+        (losses(&h), m.predict_dataset(&binary).unwrap())
+    };
+    assert_eq!(run(Activation::Sigmoid), run(Activation::Identity));
+
+    // Any other output function is still refused for a fused loss.
+    let mut m = Sequential::new(6, 3).dense(3, Activation::Tanh).build(&backend).unwrap();
+    let err = m.compile(Loss::CategoricalCrossentropy, Optimizer::adam(1e-3)).expect_err("tanh + cce");
+    assert!(err.to_string().contains("must be linear (Activation::Identity) or softmax, got tanh"), "{err}");
+    assert_eq!(Activation::parse("softmax").unwrap(), Activation::Softmax);
+}
