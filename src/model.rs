@@ -662,6 +662,7 @@ impl Sequential {
             State::Gpu(_) => self.fit_gpu(train, run, opts, observer),
             State::Cpu(_) => self.fit_cpu(train, run, opts, observer),
         }
+        .map_err(|e| io::with_checkpoint_hint(e, opts.checkpoint.as_ref()))
     }
 
     /// Mean loss and accuracy over `data`.
