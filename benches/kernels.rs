@@ -526,19 +526,12 @@ fn bench_gather(bench: &mut Bench, rng: &mut Rng, total: usize, dim: usize, rows
     }
     let gpu = bench.gpu.clone();
     let bytes: Vec<u8> = (0..total * dim).map(|_| rng.below(256) as u8).collect();
-    let words: Vec<u32> = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect();
     let labels: Vec<u32> = (0..total).map(|_| rng.below(10) as u32).collect();
     let mut order: Vec<u32> = (0..total as u32).collect();
     rng.shuffle(&mut order);
     let src = GpuRows {
-        features: Tensor::from_u32(&gpu, &[words.len()], &words).unwrap(),
-        labels: Tensor::from_u32(&gpu, &[total], &labels).unwrap(),
-        total_rows: total,
-        dim,
-        source_u8: true,
         scale: 1.0 / 255.0,
-        shift: 0.0,
-        mean_std: None,
+        ..GpuRows::upload(&gpu, &wgnn::data::Features::U8(bytes.clone()), &labels, dim).unwrap()
     };
     let idx = Tensor::from_u32(&gpu, &[total], &order).unwrap();
     let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();

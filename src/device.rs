@@ -8,6 +8,24 @@ use crate::kernels::PipelineCache;
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
 
+/// How [`Gpu::with_options`] picks an adapter and what it asks of it.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuOptions<'a> {
+    /// The first adapter whose name contains this (case-insensitive); `None`: the
+    /// high-performance default.
+    pub adapter: Option<&'a str>,
+    /// Maps the adapter's limits to the ones requested for the device (default: unchanged). Use
+    /// it to mimic a smaller device, e.g. a lower `max_storage_buffer_binding_size` to see data
+    /// sets split across buffers; asking for more than the adapter has is a `DeviceRequest` error.
+    pub limits: fn(wgpu::Limits) -> wgpu::Limits,
+}
+
+impl Default for GpuOptions<'_> {
+    fn default() -> Self {
+        GpuOptions { adapter: None, limits: |l| l }
+    }
+}
+
 /// A handle on one GPU device and its queue. Cheap to clone; every clone shares the pipeline cache.
 #[derive(Clone)]
 pub struct Gpu {
@@ -36,14 +54,19 @@ impl Gpu {
 
     /// The first adapter whose name contains `name` (case-insensitive), or the default when `None`.
     pub fn with_adapter(name: Option<&str>) -> Result<Gpu> {
-        pollster::block_on(Self::create(name))
+        Gpu::with_options(&GpuOptions { adapter: name, ..Default::default() })
     }
 
-    async fn create(name: Option<&str>) -> Result<Gpu> {
+    /// The adapter and the device limits `options` ask for.
+    pub fn with_options(options: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::create(options))
+    }
+
+    async fn create(options: &GpuOptions<'_>) -> Result<Gpu> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::PRIMARY;
         let instance = wgpu::Instance::new(desc);
-        let adapter = match name {
+        let adapter = match options.adapter {
             Some(wanted) => {
                 let adapters = instance.enumerate_adapters(wgpu::Backends::PRIMARY).await;
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
@@ -63,8 +86,9 @@ impl Gpu {
                 .map_err(|e| WgnnError::NoAdapter { detail: format!(" ({e})") })?,
         };
         let info = adapter.get_info();
-        // The adapter's own limits: the defaults cap a storage binding at 128 MiB.
-        let limits = adapter.limits();
+        // The adapter's own limits (the defaults cap a storage binding at 128 MiB), unless the
+        // caller lowers some.
+        let limits = (options.limits)(adapter.limits());
         // SUBGROUP: the matmul subgroup variant (used only where present).
         let wanted_features = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
@@ -86,7 +110,7 @@ impl Gpu {
         let lost_writer = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
             if let Ok(mut slot) = lost_writer.lock() {
-                *slot = Some(format!("{reason:?}: {message}"));
+                *slot = Some(if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") });
             }
         });
         let uncaptured = Arc::new(Mutex::new(None));
@@ -149,7 +173,11 @@ impl Gpu {
         let oom_error = pollster::block_on(oom.pop());
         let validation_error = pollster::block_on(validation.pop());
         match validation_error.or(oom_error) {
-            Some(e) => Err(WgnnError::Gpu { op: op.to_string(), message: e.to_string() }),
+            // On a lost device every call fails: the loss is the error to report.
+            Some(e) => {
+                self.check_lost()?;
+                Err(WgnnError::Gpu { op: op.to_string(), message: e.to_string() })
+            }
             None => Ok(value),
         }
     }
@@ -160,24 +188,73 @@ impl Gpu {
         self.scoped(op, || self.inner.queue.submit(Some(commands)))
     }
 
-    /// Blocks until all submitted work is done.
+    /// Blocks until all submitted work is done. On a lost device it returns at once with
+    /// [`WgnnError::DeviceLost`].
     pub fn wait(&self) -> Result<()> {
-        self.inner
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| WgnnError::Gpu { op: "wait".into(), message: e.to_string() })?;
-        self.check_health()
+        self.check_lost()?;
+        let polled = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check_health()?;
+        polled.map_err(|e| WgnnError::Gpu { op: "wait".into(), message: e.to_string() })?;
+        Ok(())
     }
 
     /// An error if the device was lost or an error escaped every scope.
     pub fn check_health(&self) -> Result<()> {
-        if let Some(message) = self.inner.lost.lock().ok().and_then(|s| s.clone()) {
-            return Err(WgnnError::DeviceLost { message });
-        }
+        self.check_lost()?;
         if let Some(message) = self.inner.uncaptured.lock().ok().and_then(|mut s| s.take()) {
             return Err(WgnnError::Gpu { op: "uncaptured".into(), message });
         }
         Ok(())
+    }
+
+    /// [`WgnnError::DeviceLost`] once the device-lost callback has run.
+    pub(crate) fn check_lost(&self) -> Result<()> {
+        match self.inner.lost.lock().ok().and_then(|s| s.clone()) {
+            Some(message) => Err(WgnnError::DeviceLost { message, checkpoint: None }),
+            None => Ok(()),
+        }
+    }
+
+    /// Destroys the device, as a driver reset or an unplugged GPU would: every later call on this
+    /// `Gpu` (and its clones, tensors and plans) returns [`WgnnError::DeviceLost`]. For testing how
+    /// a program copes with losing the device; other `Gpu`s are not affected.
+    #[doc(hidden)]
+    pub fn simulate_device_loss(&self) {
+        self.inner.device.destroy();
+        // The device-lost callback runs inside a poll: run it now, so the loss is seen at once.
+        // The poll's own result adds nothing: the callback has set the flag.
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// The result of a map whose work is done. The callback may still be on its way (another
+    /// thread's poll can collect it and call it just after our wait returns), so wait for it in
+    /// short slices, checking for a lost device in between: never a hang.
+    fn map_result<T>(&self, receiver: &std::sync::mpsc::Receiver<T>) -> Result<T> {
+        use std::sync::mpsc::RecvTimeoutError;
+        const SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+        const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        loop {
+            match receiver.recv_timeout(SLICE) {
+                Ok(result) => return Ok(result),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.check_lost()?;
+                    return Err(WgnnError::Gpu { op: "readback".into(), message: "map callback dropped".into() });
+                }
+                Err(RecvTimeoutError::Timeout) if started.elapsed() > GIVE_UP => {
+                    self.check_lost()?;
+                    return Err(WgnnError::Gpu {
+                        op: "readback".into(),
+                        message: format!("the buffer was not mapped {} s after its work was done", GIVE_UP.as_secs()),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.check_lost()?;
+                    // Drives the callbacks (and the device-lost one) if no other thread does.
+                    let _ = self.inner.device.poll(wgpu::PollType::Poll);
+                }
+            }
+        }
     }
 
     /// Copies `size` bytes at `offset` of `buffer` to the host: the one readback path.
@@ -196,14 +273,15 @@ impl Gpu {
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.submit("readback", encoder.finish())?;
         let slice = staging.slice(..);
-        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        let (sender, receiver) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |result| {
             sender.send(result).ok();
         });
         self.wait()?;
-        let mapped = pollster::block_on(receiver.receive())
-            .ok_or_else(|| WgnnError::Gpu { op: "readback".into(), message: "map callback dropped".into() })?;
-        mapped.map_err(|e| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })?;
+        let mapped = self.map_result(&receiver)?;
+        mapped.map_err(|e| {
+            self.check_lost().err().unwrap_or_else(|| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })
+        })?;
         let bytes = slice
             .get_mapped_range()
             .map_err(|e| WgnnError::Gpu { op: "readback".into(), message: e.to_string() })?

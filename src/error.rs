@@ -42,8 +42,10 @@ pub enum WgnnError {
     #[error("GPU error during `{op}`: {message}")]
     Gpu { op: String, message: String },
 
-    #[error("the GPU device was lost: {message}")]
-    DeviceLost { message: String },
+    /// Every call on the device fails from then on. `checkpoint`: the last checkpoint `fit` wrote
+    /// (file, epochs completed), to resume from on a new device.
+    #[error("the GPU device was lost: {message}{}", resume_hint(.checkpoint))]
+    DeviceLost { message: String, checkpoint: Option<(PathBuf, usize)> },
 
     #[error("{path}: {detail}")]
     Data { path: PathBuf, detail: String },
@@ -53,6 +55,18 @@ pub enum WgnnError {
 
     #[error("training stopped: {detail}")]
     Training { detail: String },
+}
+
+/// The end of a device-lost message that names the checkpoint to resume from.
+fn resume_hint(checkpoint: &Option<(PathBuf, usize)>) -> String {
+    match checkpoint {
+        Some((path, epoch)) => format!(
+            "; resume from {} (epoch {epoch}) on a new device with `Sequential::resume` (mnist_gpu: `--resume {}`)",
+            path.display(),
+            path.display()
+        ),
+        None => String::new(),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, WgnnError>;

@@ -22,7 +22,7 @@ pub mod tensor;
 
 pub use activation::Activation;
 pub use data::Dataset;
-pub use device::Gpu;
+pub use device::{Gpu, GpuOptions};
 pub use error::{Result, WgnnError, INSTALL_HINT};
 pub use history::{EpochRecord, History};
 pub use init::Initializer;

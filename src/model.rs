@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::activation::Activation;
 use crate::cpu;
-use crate::data::{Dataset, Features, Targets};
+use crate::data::{Dataset, Targets};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
@@ -873,6 +873,7 @@ impl Sequential {
             State::Gpu(_) => self.fit_gpu(train, run, opts, observer),
             State::Cpu(_) => self.fit_cpu(train, run, opts, observer),
         }
+        .map_err(|e| io::with_checkpoint_hint(e, opts.checkpoint.as_ref()))
     }
 
     /// Mean loss and accuracy over `data`.
@@ -1125,29 +1126,18 @@ const EVAL_BATCH: usize = 2048;
 // ---------------------------------------------------------------------------------------------
 // GPU path
 
-/// Uploads a data set once: u8 features stay u8 (packed 4 per word), f32 as bits.
+/// Uploads a data set once: u8 features stay u8 (packed 4 per word), f32 as bits; split into
+/// chunks of whole rows where one binding cannot hold it.
 fn upload_rows(gpu: &Gpu, data: &Dataset) -> Result<GpuRows> {
-    let words: Vec<u32> = match &data.features {
-        Features::U8(bytes) => {
-            bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
-        }
-        Features::F32(values) => values.iter().map(|v| v.to_bits()).collect(),
-    };
-    let features = Tensor::from_u32(gpu, &[words.len()], &words)?;
-    let labels = Tensor::from_u32(gpu, &[data.rows], &data.labels)?;
     let mean_std = match &data.standardize {
         Some((m, s)) => Some(Tensor::from_slice(gpu, &[2, data.feature_dim], &[m.as_slice(), s.as_slice()].concat())?),
         None => None,
     };
     Ok(GpuRows {
-        features,
-        labels,
-        total_rows: data.rows,
-        dim: data.feature_dim,
-        source_u8: matches!(data.features, Features::U8(_)),
         scale: data.scale,
         shift: data.shift,
         mean_std,
+        ..GpuRows::upload(gpu, &data.features, &data.labels, data.feature_dim)?
     })
 }
 

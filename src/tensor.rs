@@ -70,6 +70,7 @@ impl Tensor {
     }
 
     fn alloc(gpu: &Gpu, shape: &[usize], dtype: DType, op: &str) -> Result<Tensor> {
+        gpu.check_lost()?;
         let len: usize = shape.iter().product();
         let bytes = (len as u64 * 4).max(4);
         let limits = gpu.limits();
@@ -135,6 +136,7 @@ impl Tensor {
 
     /// Overwrites the contents from the host (queued; ordered before the next submit).
     pub fn write(&self, data: &[f32]) -> Result<()> {
+        self.gpu.check_lost()?;
         self.expect_dtype("write", DType::F32)?;
         check_len("write", &self.shape, data.len())?;
         if !data.is_empty() {
@@ -147,6 +149,7 @@ impl Tensor {
     /// kept only by the tensor created with [`Tensor::from_u32`]; a write through a clone or view
     /// does not change it, so label tensors should be created, not rewritten.
     pub fn write_u32(&self, data: &[u32]) -> Result<()> {
+        self.gpu.check_lost()?;
         self.expect_dtype("write_u32", DType::U32)?;
         check_len("write_u32", &self.shape, data.len())?;
         if !data.is_empty() {

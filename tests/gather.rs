@@ -2,13 +2,10 @@
 
 mod common;
 use common::*;
+use wgnn::data::Features;
 use wgnn::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use wgnn::rng::Rng;
 use wgnn::{cpu, Tensor, WgnnError};
-
-fn pack_u8(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |w, (i, &b)| w | (b as u32) << (8 * i))).collect()
-}
 
 #[test]
 fn gather_matches_cpu_for_u8_and_f32_sources() {
@@ -27,16 +24,12 @@ fn gather_matches_cpu_for_u8_and_f32_sources() {
         mean_std.extend(rng.vec_uniform(dim, 0.5, 2.0));
         for source_u8 in [true, false] {
             for standardize in [false, true] {
-                let features = if source_u8 { pack_u8(&bytes) } else { as_f32.iter().map(|v| v.to_bits()).collect() };
+                let features = if source_u8 { Features::U8(bytes.clone()) } else { Features::F32(as_f32.clone()) };
                 let src = GpuRows {
-                    features: Tensor::from_u32(&gpu, &[features.len()], &features).unwrap(),
-                    labels: Tensor::from_u32(&gpu, &[total], &labels).unwrap(),
-                    total_rows: total,
-                    dim,
-                    source_u8,
                     scale: 1.0 / 255.0,
                     shift: -0.1,
                     mean_std: standardize.then(|| Tensor::from_slice(&gpu, &[2, dim], &mean_std).unwrap()),
+                    ..GpuRows::upload(&gpu, &features, &labels, dim).unwrap()
                 };
                 let idx_t = Tensor::from_u32(&gpu, &[total], &idx).unwrap();
                 // Batch 1 of the epoch, taken from the step counter.
@@ -82,16 +75,7 @@ fn counters_advance_once_per_dispatch() {
 #[test]
 fn gather_rejects_bad_shapes() {
     let gpu = gpu();
-    let src = GpuRows {
-        features: Tensor::from_u32(&gpu, &[4], &[0; 4]).unwrap(),
-        labels: Tensor::from_u32(&gpu, &[4], &[0; 4]).unwrap(),
-        total_rows: 4,
-        dim: 4,
-        source_u8: true,
-        scale: 1.0,
-        shift: 0.0,
-        mean_std: None,
-    };
+    let src = GpuRows::upload(&gpu, &Features::U8(vec![0; 16]), &[0; 4], 4).unwrap();
     let idx = Tensor::from_u32(&gpu, &[4], &[0, 1, 2, 3]).unwrap();
     let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
     let y = Tensor::zeros_u32(&gpu, &[2]).unwrap();

@@ -1,10 +1,16 @@
 //! GPU wrapper of shaders/gather.wgsl; CPU reference in src/cpu/gather.rs.
 
 use super::{dispatch, Access, KernelFamily, Plan};
+use crate::data::Features;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::tensor::{DType, Tensor};
 
+/// Feature chunks the `*_chunked` entries bind: a data set of up to this many bindings of rows.
+pub const MAX_FEATURE_CHUNKS: usize = 4;
+
+/// One chunk of features (binding 1), for data sets within one binding: 7 storage bindings, within
+/// the WebGPU default of 8 per stage.
 pub(crate) const GATHER: KernelFamily = KernelFamily {
     name: "gather",
     sources: &[include_str!("../../shaders/gather.wgsl")],
@@ -19,6 +25,24 @@ pub(crate) const GATHER: KernelFamily = KernelFamily {
     ],
 };
 
+/// The same shader with chunks 1..=3 of the features at bindings 8..=10 (the `*_chunked` entries).
+pub(crate) const GATHER_CHUNKED: KernelFamily = KernelFamily {
+    name: "gather_chunked",
+    sources: GATHER.sources,
+    storage: &[
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+    ],
+};
+
 const WG: u32 = 64;
 
 #[repr(C)]
@@ -30,14 +54,18 @@ struct GatherParams {
     stride: u32,
     scale: f32,
     shift: f32,
-    _pad0: u32,
-    _pad1: u32,
+    rows_per_chunk: u32,
+    _pad: u32,
 }
 
 /// A data set resident on the GPU: features as packed u8 (4 per u32 word) or f32 bits, labels u32.
+/// Build it with [`GpuRows::upload`].
 pub struct GpuRows {
-    /// [words] u32: the raw feature bytes or f32 bits.
-    pub features: Tensor,
+    /// The features in chunks of `rows_per_chunk` whole rows (the last may hold fewer), each its
+    /// own buffer within the device's binding limit: [words] u32, the chunk's rows packed from
+    /// word 0 (u8: 4 features per word, the last word zero-padded; f32: one per word, as bits).
+    pub chunks: Vec<Tensor>,
+    pub rows_per_chunk: usize,
     /// [total_rows] u32.
     pub labels: Tensor,
     pub total_rows: usize,
@@ -48,6 +76,104 @@ pub struct GpuRows {
     pub shift: f32,
     /// [2, dim]: per-feature mean then std, applied after scale/shift.
     pub mean_std: Option<Tensor>,
+}
+
+/// Feature chunks a gather can bind on `gpu`: [`MAX_FEATURE_CHUNKS`] where the device allows the
+/// chunked entries' 10 storage bindings per shader stage, else 1.
+pub fn bindable_chunks(gpu: &Gpu) -> usize {
+    if gpu.limits().max_storage_buffers_per_shader_stage as usize >= GATHER_CHUNKED.storage.len() {
+        MAX_FEATURE_CHUNKS
+    } else {
+        1
+    }
+}
+
+/// The largest chunk of features in bytes: one binding and one buffer, and byte offsets that fit
+/// the shader's u32 arithmetic.
+fn chunk_capacity(gpu: &Gpu) -> u64 {
+    let limits = gpu.limits();
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(u32::MAX as u64) & !3
+}
+
+impl GpuRows {
+    /// Uploads `labels.len()` rows of `dim` features (row-major), split into as few chunks of
+    /// whole rows as the device's `max_storage_buffer_binding_size` and `max_buffer_size` allow:
+    /// one for any data set that fits one binding. Scale 1, shift 0, no standardisation: set
+    /// those fields afterwards. A data set that needs more chunks than a gather binds
+    /// ([`bindable_chunks`]), a row larger than a binding, or labels larger than one binding is a
+    /// [`WgnnError::DeviceLimit`] naming the limit and the shape.
+    pub fn upload(gpu: &Gpu, features: &Features, labels: &[u32], dim: usize) -> Result<GpuRows> {
+        const OP: &str = "upload_rows";
+        let rows = labels.len();
+        let (source_u8, kind, elem_bytes, len) = match features {
+            Features::U8(v) => (true, "u8", 1u64, v.len()),
+            Features::F32(v) => (false, "f32", 4u64, v.len()),
+        };
+        if dim == 0 || len != rows * dim {
+            return Err(WgnnError::shape(
+                OP,
+                format!("{len} {kind} features for {rows} labels of {dim} features each (dim ≥ 1)"),
+            ));
+        }
+        let shape = format!("[{rows}, {dim}] {kind}");
+        let binding = gpu.limits().max_storage_buffer_binding_size;
+        let limit = |what: String, bytes: u64| WgnnError::DeviceLimit {
+            op: OP.into(),
+            what,
+            bytes,
+            limit: binding,
+            limit_name: "max_storage_buffer_binding_size",
+        };
+        let capacity = chunk_capacity(gpu);
+        let row_bytes = dim as u64 * elem_bytes;
+        // u8 chunks hold rows·dim bytes padded to a word: within `capacity` (a multiple of 4)
+        // whenever rows·dim is.
+        let rows_per_chunk = (capacity / row_bytes).min(rows.max(1) as u64) as usize;
+        if rows_per_chunk == 0 {
+            return Err(limit(format!("one row of a data set of shape {shape}"), row_bytes));
+        }
+        let chunks_needed = rows.div_ceil(rows_per_chunk).max(1);
+        let most = bindable_chunks(gpu);
+        // The shader's chunk arithmetic (3 · rows_per_chunk) and row indices are u32.
+        if chunks_needed > most || rows as u64 * MAX_FEATURE_CHUNKS as u64 > u32::MAX as u64 {
+            return Err(limit(
+                format!(
+                    "a data set of shape {shape} ({chunks_needed} chunks of ≤ {rows_per_chunk} rows needed, a \
+                     gather binds {most})"
+                ),
+                rows as u64 * row_bytes,
+            ));
+        }
+        if rows as u64 * 4 > binding {
+            return Err(limit(format!("the labels of a data set of shape {shape}"), rows as u64 * 4));
+        }
+        let chunks = (0..chunks_needed)
+            .map(|c| {
+                let (first, end) = (c * rows_per_chunk * dim, ((c + 1) * rows_per_chunk).min(rows) * dim);
+                let words: Vec<u32> = match features {
+                    Features::U8(bytes) => bytes[first..end]
+                        .chunks(4)
+                        .map(|w| w.iter().enumerate().fold(0u32, |word, (i, &b)| word | (b as u32) << (8 * i)))
+                        .collect(),
+                    Features::F32(values) => values[first..end].iter().map(|v| v.to_bits()).collect(),
+                };
+                // An empty data set still gets one (empty) chunk: a tensor needs one element.
+                let words = if words.is_empty() { vec![0] } else { words };
+                Tensor::from_u32(gpu, &[words.len()], &words)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuRows {
+            chunks,
+            rows_per_chunk,
+            labels: Tensor::from_u32(gpu, &[rows], labels)?,
+            total_rows: rows,
+            dim,
+            source_u8,
+            scale: 1.0,
+            shift: 0.0,
+            mean_std: None,
+        })
+    }
 }
 
 /// Where a gather takes its batch from within the index list.
@@ -83,6 +209,18 @@ pub fn gather_rows(
             format!("data set has {} features; x is {:?}, y is {:?}", src.dim, x.shape(), y.shape()),
         ));
     }
+    let chunks = src.chunks.len();
+    let most = bindable_chunks(gpu);
+    let rows_per_chunk_ok = src.rows_per_chunk > 0 && src.rows_per_chunk <= u32::MAX as usize / MAX_FEATURE_CHUNKS;
+    if chunks == 0 || chunks > most || !rows_per_chunk_ok || src.rows_per_chunk * chunks < src.total_rows {
+        return Err(WgnnError::invalid(
+            OP,
+            format!(
+                "{chunks} feature chunks of {} rows for {} rows (1..={most} chunks bindable on this device)",
+                src.rows_per_chunk, src.total_rows
+            ),
+        ));
+    }
     let (fixed_start, stride, from_counter) = match start {
         BatchStart::At(s) => {
             if s + rows > idx.len() {
@@ -103,8 +241,8 @@ pub fn gather_rows(
         stride: stride as u32,
         scale: src.scale,
         shift: src.shift,
-        _pad0: 0,
-        _pad1: 0,
+        rows_per_chunk: src.rows_per_chunk as u32,
+        _pad: 0,
     };
     let constants = [
         ("SOURCE_U8", src.source_u8 as u32 as f64),
@@ -118,18 +256,20 @@ pub fn gather_rows(
     if rows > max_rows {
         return Err(WgnnError::invalid(OP, format!("{rows} rows in one gather; at most {max_rows}")));
     }
-    // Whole packed words per row: one invocation per word.
-    let (entry, per_row) = if src.source_u8 && dim % 4 == 0 { ("gather_rows_u8x4", dim / 4) } else { (OP, dim) };
+    // Whole packed words per row: one invocation per word. (Each chunk starts at a word, so this
+    // also holds within chunks.)
+    let u8x4 = src.source_u8 && dim % 4 == 0;
+    let per_row = if u8x4 { dim / 4 } else { dim };
     let grid = [per_row.div_ceil(WG as usize) as u32, rows as u32, 1];
-    let d = dispatch(
-        gpu,
-        &GATHER,
-        entry,
-        &constants,
-        &params,
-        &[&src.features, idx, &src.labels, mean_std, epoch_step, x, y],
-        grid,
-    )?;
+    let mut bindings = vec![&src.chunks[0], idx, &src.labels, mean_std, epoch_step, x, y];
+    // A data set in one binding keeps to the 7-binding family, which every device can bind.
+    let (family, entry) = if chunks == 1 {
+        (&GATHER, if u8x4 { "gather_rows_u8x4" } else { OP })
+    } else {
+        bindings.extend((1..MAX_FEATURE_CHUNKS).map(|c| src.chunks.get(c).unwrap_or(&dummy)));
+        (&GATHER_CHUNKED, if u8x4 { "gather_rows_u8x4_chunked" } else { "gather_rows_chunked" })
+    };
+    let d = dispatch(gpu, family, entry, &constants, &params, &bindings, grid)?;
     Ok(d.into())
 }
 

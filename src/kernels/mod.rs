@@ -208,7 +208,6 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     tensors: &[&Tensor],
     workgroups: [u32; 3],
 ) -> Result<Dispatch> {
-    use wgpu::util::DeviceExt;
     let label = format!("{}::{entry}", family.name);
     if tensors.len() != family.storage.len() {
         return Err(WgnnError::invalid(
@@ -226,13 +225,19 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
             limit_name: "max_compute_workgroups_per_dimension",
         });
     }
+    gpu.check_lost()?;
     let cached = pipeline(gpu, family, entry, constants)?;
     let device = gpu.device();
-    let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    // Not `create_buffer_init`: it panics when the device is lost; a queued write (done before
+    // the next submit, so before any dispatch reads it) reports through the error scopes.
+    let contents = bytemuck::bytes_of(params);
+    let uniform = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(&label),
-        contents: bytemuck::bytes_of(params),
-        usage: wgpu::BufferUsages::UNIFORM,
+        size: (contents.len() as u64).next_multiple_of(4).max(4),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
     });
+    gpu.queue().write_buffer(&uniform, 0, contents);
     let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
     for (i, t) in tensors.iter().enumerate() {
         entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });

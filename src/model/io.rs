@@ -31,7 +31,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde_json::Value;
 
-use super::{Backend, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
+use super::{Backend, Checkpointing, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::activation::Activation;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
@@ -274,6 +274,40 @@ fn parse<'b>(path: &Path, bytes: &'b [u8]) -> Result<(SafeTensors<'b>, HashMap<S
     let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(unreadable)?;
     let tensors = SafeTensors::deserialize(bytes).map_err(unreadable)?;
     Ok((tensors, metadata.metadata().clone().unwrap_or_default()))
+}
+
+/// The `wgnn.checkpoint` metadata of a file as JSON, and its epoch (the epochs completed).
+fn checkpoint_meta(path: &Path, meta: &HashMap<String, String>) -> Result<(Value, usize)> {
+    let text = meta.get(CHECKPOINT_KEY).ok_or_else(|| {
+        data_err(path, format!("has no `{CHECKPOINT_KEY}` metadata: a saved model, not a checkpoint"))
+    })?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| data_err(path, format!("bad `{CHECKPOINT_KEY}` metadata ({e}): {text}")))?;
+    let epoch = v.get("epoch").and_then(Value::as_u64).ok_or_else(|| data_err(path, "checkpoint has no epoch"))?;
+    Ok((v, epoch as usize))
+}
+
+/// The epochs completed in the checkpoint at `path`.
+fn checkpoint_epoch(path: &Path) -> Result<usize> {
+    let bytes = read_file(path)?;
+    let (_, meta) = parse(path, &bytes)?;
+    Ok(checkpoint_meta(path, &meta)?.1)
+}
+
+/// A device lost during `fit` is the error to resume from: it names the newest readable
+/// checkpoint in `checkpoint`'s folder (the last or best file, whichever holds more epochs; the
+/// last on a tie). Other errors, and fits without checkpoints, are returned unchanged.
+pub(crate) fn with_checkpoint_hint(err: WgnnError, checkpoint: Option<&Checkpointing>) -> WgnnError {
+    match (err, checkpoint) {
+        (WgnnError::DeviceLost { message, checkpoint: None }, Some(c)) => {
+            let newest = [c.best_path(), c.last_path()]
+                .into_iter()
+                .filter_map(|path| checkpoint_epoch(&path).ok().map(|epoch| (path, epoch)))
+                .max_by_key(|(_, epoch)| *epoch);
+            WgnnError::DeviceLost { message, checkpoint: newest }
+        }
+        (err, _) => err,
+    }
 }
 
 fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Architecture> {
@@ -542,12 +576,7 @@ impl Sequential {
         let mut model = Sequential::load(path, backend)?;
         let bytes = read_file(path)?;
         let (st, meta) = parse(path, &bytes)?;
-        let text = meta.get(CHECKPOINT_KEY).ok_or_else(|| {
-            data_err(path, format!("has no `{CHECKPOINT_KEY}` metadata: a saved model, not a checkpoint"))
-        })?;
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| data_err(path, format!("bad `{CHECKPOINT_KEY}` metadata ({e}): {text}")))?;
-        let epoch = v.get("epoch").and_then(Value::as_u64).ok_or_else(|| data_err(path, "checkpoint has no epoch"))?;
+        let (v, epoch) = checkpoint_meta(path, &meta)?;
         let step = v
             .get("step")
             .and_then(Value::as_u64)
@@ -584,7 +613,7 @@ impl Sequential {
                 *cpu_step = step;
             }
         }
-        model.resume_point = Some(ResumePoint { epoch: epoch as usize, history });
+        model.resume_point = Some(ResumePoint { epoch, history });
         Ok(model)
     }
 
