@@ -1120,7 +1120,8 @@ fn epoch_order(rows: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<u32> 
 /// Ticks per epoch when `progress_every` is 0.
 const DEFAULT_TICKS: usize = 20;
 
-/// Rows per evaluation batch: large, to keep the dispatch count low.
+/// Rows per evaluation batch at most: large, to keep the dispatch count low (fewer where the
+/// device's buffers cannot hold that many rows of the widest layer; see `eval_batch`).
 const EVAL_BATCH: usize = 2048;
 
 // ---------------------------------------------------------------------------------------------
@@ -1732,6 +1733,17 @@ impl Sequential {
         Ok(())
     }
 
+    /// Rows per evaluation batch: `EVAL_BATCH`, or fewer so that a batch of the widest row (input,
+    /// layer outputs, targets) fits one storage binding and one buffer.
+    fn eval_batch(&self, gpu: &Gpu, data: &GpuData) -> usize {
+        let limits = gpu.limits();
+        let bytes = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let widest =
+            self.layers.iter().map(|l| l.units).chain([self.input_dim, data.targets.as_ref().map_or(1, |t| t.dim)]);
+        let row_bytes = 4 * widest.max().unwrap_or(1) as u64;
+        (bytes / row_bytes).clamp(1, EVAL_BATCH as u64) as usize
+    }
+
     /// Forward passes over `rows` in batches of up to `EVAL_BATCH`, then (loss, accuracy).
     fn evaluate_gpu(&self, data: &GpuData) -> Result<(f32, f32)> {
         let g = self.gpu_state()?;
@@ -1744,7 +1756,7 @@ impl Sequential {
         let mut plans = Vec::new();
         let mut start = 0;
         while start < n {
-            let batch = EVAL_BATCH.min(n - start);
+            let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
             let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
             plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
@@ -1769,7 +1781,7 @@ impl Sequential {
         let mut start = 0;
         let mut plans = Vec::new();
         while start < n {
-            let batch = EVAL_BATCH.min(n - start);
+            let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
             let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
             let out = probs.view(start * classes, &[batch, classes])?;
