@@ -870,8 +870,14 @@ impl Sequential {
         let history = self.resume_point.take().map(|r| r.history).unwrap_or_default();
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
-            State::Gpu(_) => self.fit_gpu(train, run, opts, observer),
-            State::Cpu(_) => self.fit_cpu(train, run, opts, observer),
+            State::Gpu(_) => {
+                let mut steps = GpuSteps::new(self, train, run.validation, opts, &run.optimizer)?;
+                self.fit_loop(train.rows, run, opts, observer, &mut steps)
+            }
+            State::Cpu(_) => {
+                let mut steps = CpuSteps::new(self, train, run.validation, opts, run.optimizer)?;
+                self.fit_loop(train.rows, run, opts, observer, &mut steps)
+            }
         }
         .map_err(|e| io::with_checkpoint_hint(e, opts.checkpoint.as_ref()))
     }
@@ -1586,136 +1592,6 @@ impl Sequential {
         g.epoch_step.write_u32(&[0])
     }
 
-    fn fit_gpu(
-        &mut self,
-        train: &Dataset,
-        run: Run,
-        opts: &FitOptions,
-        observer: &mut dyn Observer,
-    ) -> Result<History> {
-        let Run { first_epoch, mut history, validation, optimizer } = run;
-        let gpu = self.gpu_state()?.gpu.clone();
-        let params = self.gpu_state()?.params.clone();
-        // The weights at the last tick whose running loss was finite.
-        // Copies of the weights at the last good tick (`latest`) and at the one before (`checked`:
-        // the steps since used them and their loss was finite).
-        let mut latest = Tensor::zeros(&gpu, &[self.layout.total])?;
-        let mut checked = Tensor::zeros(&gpu, &[self.layout.total])?;
-        let mut best = best_monitored(&history);
-        let rows = self.upload_data(&gpu, train)?;
-        let val_rows = validation.map(|v| self.upload_data(&gpu, v)).transpose()?;
-        let n = train.rows;
-        let batch = opts.batch_size.min(n);
-        let full_steps = n / batch;
-        let tail = n % batch;
-        let steps = full_steps + (tail > 0) as usize;
-        let order = Tensor::zeros_u32(&gpu, &[n])?;
-        let (full_plan, _full_buf) = self.train_step_plan(&rows, &order, batch, batch, &optimizer)?;
-        let tail_plan =
-            if tail > 0 { Some(self.train_step_plan(&rows, &order, tail, batch, &optimizer)?) } else { None };
-        let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
-        let mut early = opts.early_stopping.map(EarlyStopState::new);
-        // The best epoch's weights, when early stopping restores them.
-        let best_params = match opts.early_stopping {
-            Some(es) if es.restore_best_weights => Some(Tensor::zeros(&gpu, &[self.layout.total])?),
-            _ => None,
-        };
-        let mut have_best = false;
-
-        for epoch in first_epoch..=opts.epochs {
-            let started = Instant::now();
-            order.write_u32(&epoch_order(n, opts.shuffle, self.seed, epoch))?;
-            self.reset_epoch()?;
-            latest.copy_from(&params)?;
-            checked.copy_from(&params)?;
-            let (mut good, mut kept) = (0, 0);
-            let mut done = 0;
-            while done < full_steps {
-                let chunk = every.min(full_steps - done);
-                gpu.run_repeated(&[&full_plan], chunk)?;
-                done += chunk;
-                if done < steps {
-                    let (loss_sum, correct) = self.read_totals()?;
-                    if !loss_sum.is_finite() {
-                        params.copy_from(&checked)?;
-                        return Err(nonfinite_loss(loss_sum, epoch, good, done, kept));
-                    }
-                    std::mem::swap(&mut latest, &mut checked);
-                    latest.copy_from(&params)?;
-                    (kept, good) = (good, done);
-                    let samples = done * batch;
-                    observer.on_progress(&Progress {
-                        epoch,
-                        epochs: opts.epochs,
-                        step: done,
-                        steps,
-                        samples,
-                        loss: (loss_sum / samples as f64) as f32,
-                        accuracy: (correct / samples as f64) as f32,
-                        seconds: started.elapsed().as_secs_f64(),
-                    });
-                }
-            }
-            if let Some((plan, _)) = &tail_plan {
-                gpu.run(&[plan])?;
-            }
-            let (loss_sum, correct) = self.read_totals()?;
-            if !loss_sum.is_finite() {
-                params.copy_from(&checked)?;
-                return Err(nonfinite_loss(loss_sum, epoch, good, steps, kept));
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let train_loss = (loss_sum / n as f64) as f32;
-            let train_accuracy = (correct / n as f64) as f32;
-            observer.on_progress(&Progress {
-                epoch,
-                epochs: opts.epochs,
-                step: steps,
-                steps,
-                samples: n,
-                loss: train_loss,
-                accuracy: train_accuracy,
-                seconds,
-            });
-            let (val_loss, val_accuracy) = match &val_rows {
-                Some(v) => {
-                    let (l, a) = self.evaluate_gpu(v)?;
-                    (Some(l), Some(a))
-                }
-                None => (None, None),
-            };
-            let record = EpochRecord {
-                epoch,
-                train_loss,
-                train_accuracy,
-                val_loss,
-                val_accuracy,
-                seconds,
-                samples_per_second: n as f64 / seconds,
-            };
-            observer.on_epoch_end(&record);
-            history.push(record);
-            self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
-            if let Some(es) = &mut early {
-                let decision = history.last().map(|r| es.observe(r));
-                if let (Some(d), Some(copy)) = (&decision, &best_params) {
-                    if d.improved {
-                        copy.copy_from(&params)?;
-                        have_best = true;
-                    }
-                }
-                if decision.is_some_and(|d| d.stop) {
-                    history.stopped_early_at = Some(epoch);
-                    break;
-                }
-            }
-        }
-        if let (Some(copy), true) = (&best_params, have_best) {
-            params.copy_from(copy)?;
-        }
-        Ok(history)
-    }
-
     /// Writes the checkpoints `opts` asks for after `epoch` (the last entry of `history`).
     fn checkpoint_after_epoch(&self, opts: &FitOptions, epoch: usize, history: &History, best: &mut f32) -> Result<()> {
         let Some(c) = &opts.checkpoint else { return Ok(()) };
@@ -1737,7 +1613,7 @@ impl Sequential {
     /// layer outputs, targets) fits one storage binding and one buffer.
     fn eval_batch(&self, gpu: &Gpu, data: &GpuData) -> usize {
         let limits = gpu.limits();
-        let bytes = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let widest =
             self.layers.iter().map(|l| l.units).chain([self.input_dim, data.targets.as_ref().map_or(1, |t| t.dim)]);
         let row_bytes = 4 * widest.max().unwrap_or(1) as u64;
@@ -2014,91 +1890,139 @@ impl Sequential {
         }
         Ok((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum()))
     }
+}
 
-    fn fit_cpu(
+// ---------------------------------------------------------------------------------------------
+// The epoch loop of `fit`, shared by both backends.
+
+/// What the epoch loop asks of a backend.
+trait Steps {
+    /// Starts `epoch`: its row order, and zeroed running sums.
+    fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()>;
+    /// Runs steps `first..first + count` of the epoch; returns the running (Σ loss, Σ correct)
+    /// since the epoch began.
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<(f64, f64)>;
+    /// (loss, accuracy) on the validation data, if there is any.
+    fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>>;
+}
+
+/// A copy of the flat parameters (and running statistics): device-side on the GPU backend.
+enum Snapshot {
+    Gpu(Tensor),
+    Cpu(Vec<f32>),
+}
+
+impl Sequential {
+    fn snapshot(&self) -> Result<Snapshot> {
+        Ok(match &self.state {
+            State::Gpu(g) => {
+                let copy = Tensor::zeros(&g.gpu, &[self.layout.total])?;
+                copy.copy_from(&g.params)?;
+                Snapshot::Gpu(copy)
+            }
+            State::Cpu(c) => Snapshot::Cpu(c.params.clone()),
+        })
+    }
+
+    fn save_snapshot(&self, snapshot: &mut Snapshot) -> Result<()> {
+        match (&self.state, snapshot) {
+            (State::Gpu(g), Snapshot::Gpu(copy)) => copy.copy_from(&g.params),
+            (State::Cpu(c), Snapshot::Cpu(copy)) => {
+                copy.copy_from_slice(&c.params);
+                Ok(())
+            }
+            _ => Err(WgnnError::invalid("fit", "a weight snapshot from the other backend (an internal error)")),
+        }
+    }
+
+    fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+        match (&mut self.state, snapshot) {
+            (State::Gpu(g), Snapshot::Gpu(copy)) => g.params.copy_from(copy),
+            (State::Cpu(c), Snapshot::Cpu(copy)) => {
+                c.params.copy_from_slice(copy);
+                Ok(())
+            }
+            _ => Err(WgnnError::invalid("fit", "a weight snapshot from the other backend (an internal error)")),
+        }
+    }
+
+    /// Epochs `run.first_epoch..=opts.epochs` over `rows` training rows: progress ticks with the
+    /// non-finite check, validation, the history, checkpoints and early stopping.
+    fn fit_loop(
         &mut self,
-        train: &Dataset,
+        rows: usize,
         run: Run,
         opts: &FitOptions,
         observer: &mut dyn Observer,
+        backend: &mut dyn Steps,
     ) -> Result<History> {
-        let Run { first_epoch, mut history, validation, optimizer } = run;
-        let mut best = best_monitored(&history);
-        let n = train.rows;
-        let batch = opts.batch_size.min(n);
-        let steps = n.div_ceil(batch);
+        let Run { first_epoch, mut history, .. } = run;
+        let batch = opts.batch_size.min(rows);
+        let steps = rows.div_ceil(batch);
         let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
-        let features = train.to_f32();
-        let targets = self.loss().float_targets(train, self.output_dim())?;
+        let mut best = best_monitored(&history);
         let mut early = opts.early_stopping.map(EarlyStopState::new);
-        let mut best_params: Option<Vec<f32>> = None;
+        // The weights at the last tick whose running loss was finite (`latest`) and at the one
+        // before (`checked`: the steps since used them and their loss was finite).
+        let (mut latest, mut checked) = (self.snapshot()?, self.snapshot()?);
+        // The best epoch's weights, when early stopping restores them.
+        let mut best_weights = match opts.early_stopping {
+            Some(es) if es.restore_best_weights => Some(self.snapshot()?),
+            _ => None,
+        };
+        let mut have_best = false;
+
         for epoch in first_epoch..=opts.epochs {
             let started = Instant::now();
-            let order = epoch_order(n, opts.shuffle, self.seed, epoch);
+            backend.start_epoch(self, epoch)?;
+            self.save_snapshot(&mut latest)?;
+            self.save_snapshot(&mut checked)?;
+            let (mut good, mut kept, mut done) = (0, 0, 0);
             let (mut loss_sum, mut correct) = (0.0, 0.0);
-            // As on the GPU: the weights at the last good tick and at the one before.
-            let mut latest = self.cpu_params().to_vec();
-            let mut checked = latest.clone();
-            let (mut good, mut kept) = (0, 0);
-            for step in 0..steps {
-                let start = step * batch;
-                let rows = batch.min(n - start);
-                let (x, y) =
-                    cpu::gather_rows(&features, &train.labels, train.feature_dim, &order, start, rows, 1.0, 0.0, None);
-                let t = targets
-                    .as_ref()
-                    .map(|t| cpu::gather_rows(&t.values, &train.labels, t.dim, &order, start, rows, 1.0, 0.0, None).0);
-                let (l, c) = self.train_step_cpu(&x, &y, t.as_deref(), &optimizer)?;
-                loss_sum += l;
-                correct += c;
-                let samples = start + rows;
-                if (step + 1) % every == 0 || step + 1 == steps {
-                    if !loss_sum.is_finite() {
-                        if let State::Cpu(c) = &mut self.state {
-                            c.params = checked;
-                        }
-                        return Err(nonfinite_loss(loss_sum, epoch, good, step + 1, kept));
-                    }
-                    std::mem::swap(&mut latest, &mut checked);
-                    latest.copy_from_slice(self.cpu_params());
-                    (kept, good) = (good, step + 1);
-                    observer.on_progress(&Progress {
-                        epoch,
-                        epochs: opts.epochs,
-                        step: step + 1,
-                        steps,
-                        samples,
-                        loss: (loss_sum / samples as f64) as f32,
-                        accuracy: (correct / samples as f64) as f32,
-                        seconds: started.elapsed().as_secs_f64(),
-                    });
+            while done < steps {
+                let count = every.min(steps - done);
+                (loss_sum, correct) = backend.run(self, done, count)?;
+                done += count;
+                if !loss_sum.is_finite() {
+                    self.restore_snapshot(&checked)?;
+                    return Err(nonfinite_loss(loss_sum, epoch, good, done, kept));
                 }
+                std::mem::swap(&mut latest, &mut checked);
+                self.save_snapshot(&mut latest)?;
+                (kept, good) = (good, done);
+                let samples = (done * batch).min(rows);
+                observer.on_progress(&Progress {
+                    epoch,
+                    epochs: opts.epochs,
+                    step: done,
+                    steps,
+                    samples,
+                    loss: (loss_sum / samples as f64) as f32,
+                    accuracy: (correct / samples as f64) as f32,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
             }
             let seconds = started.elapsed().as_secs_f64();
-            let (val_loss, val_accuracy) = match validation {
-                Some(v) => {
-                    let (l, a) = self.evaluate(v)?;
-                    (Some(l), Some(a))
-                }
-                None => (None, None),
-            };
-            let train_loss = (loss_sum / n as f64) as f32;
+            let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
             let record = EpochRecord {
                 epoch,
-                train_loss,
-                train_accuracy: (correct / n as f64) as f32,
+                train_loss: (loss_sum / rows as f64) as f32,
+                train_accuracy: (correct / rows as f64) as f32,
                 val_loss,
                 val_accuracy,
                 seconds,
-                samples_per_second: n as f64 / seconds,
+                samples_per_second: rows as f64 / seconds,
             };
             observer.on_epoch_end(&record);
             history.push(record);
             self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
             if let Some(es) = &mut early {
                 let decision = history.last().map(|r| es.observe(r));
-                if decision.as_ref().is_some_and(|d| d.improved) && es.cfg.restore_best_weights {
-                    best_params = Some(self.cpu_params().to_vec());
+                if let (Some(d), Some(copy)) = (&decision, &mut best_weights) {
+                    if d.improved {
+                        self.save_snapshot(copy)?;
+                        have_best = true;
+                    }
                 }
                 if decision.is_some_and(|d| d.stop) {
                     history.stopped_early_at = Some(epoch);
@@ -2106,9 +2030,152 @@ impl Sequential {
                 }
             }
         }
-        if let (Some(p), State::Cpu(c)) = (best_params, &mut self.state) {
-            c.params = p;
+        if let (Some(copy), true) = (&best_weights, have_best) {
+            self.restore_snapshot(copy)?;
         }
         Ok(history)
+    }
+}
+
+/// The GPU backend's steps: the data uploaded once, one plan for a full batch and one for the
+/// partial last batch, built once per `fit`.
+struct GpuSteps {
+    gpu: Gpu,
+    rows: usize,
+    shuffle: bool,
+    /// The epoch's row order, [rows] u32, written at each epoch's start.
+    order: Tensor,
+    full_steps: usize,
+    full_plan: Plan,
+    tail_plan: Option<Plan>,
+    validation: Option<GpuData>,
+    /// The plans' buffers (the plans' bind groups keep them alive too; held for clarity).
+    _buffers: Vec<BatchBuffers>,
+}
+
+impl GpuSteps {
+    fn new(
+        model: &Sequential,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        opts: &FitOptions,
+        optimizer: &Optimizer,
+    ) -> Result<GpuSteps> {
+        let gpu = model.gpu_state()?.gpu.clone();
+        let data = model.upload_data(&gpu, train)?;
+        let validation = validation.map(|v| model.upload_data(&gpu, v)).transpose()?;
+        let n = train.rows;
+        let batch = opts.batch_size.min(n);
+        let tail = n % batch;
+        let order = Tensor::zeros_u32(&gpu, &[n])?;
+        let (full_plan, full_buf) = model.train_step_plan(&data, &order, batch, batch, optimizer)?;
+        let mut buffers = vec![full_buf];
+        let tail_plan = match tail {
+            0 => None,
+            _ => {
+                let (plan, buf) = model.train_step_plan(&data, &order, tail, batch, optimizer)?;
+                buffers.push(buf);
+                Some(plan)
+            }
+        };
+        Ok(GpuSteps {
+            gpu,
+            rows: n,
+            shuffle: opts.shuffle,
+            order,
+            full_steps: n / batch,
+            full_plan,
+            tail_plan,
+            validation,
+            _buffers: buffers,
+        })
+    }
+}
+
+impl Steps for GpuSteps {
+    fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
+        self.order.write_u32(&epoch_order(self.rows, self.shuffle, model.seed, epoch))?;
+        model.reset_epoch()
+    }
+
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<(f64, f64)> {
+        // Many steps in one submit; the partial batch, if any, is the epoch's last step.
+        let full = count.min(self.full_steps.saturating_sub(first));
+        if full > 0 {
+            self.gpu.run_repeated(&[&self.full_plan], full)?;
+        }
+        if let Some(tail) = self.tail_plan.as_ref().filter(|_| first + count > self.full_steps) {
+            self.gpu.run(&[tail])?;
+        }
+        model.read_totals()
+    }
+
+    fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
+        self.validation.as_ref().map(|v| model.evaluate_gpu(v)).transpose()
+    }
+}
+
+/// The CPU reference backend's steps: gather, forward, backward, update, batch by batch.
+struct CpuSteps<'d> {
+    train: &'d Dataset,
+    validation: Option<&'d Dataset>,
+    /// The training features after scaling, [rows, feature_dim].
+    features: Vec<f32>,
+    targets: Option<Targets>,
+    order: Vec<u32>,
+    batch: usize,
+    shuffle: bool,
+    optimizer: Optimizer,
+    sums: (f64, f64),
+}
+
+impl<'d> CpuSteps<'d> {
+    fn new(
+        model: &Sequential,
+        train: &'d Dataset,
+        validation: Option<&'d Dataset>,
+        opts: &FitOptions,
+        optimizer: Optimizer,
+    ) -> Result<CpuSteps<'d>> {
+        Ok(CpuSteps {
+            train,
+            validation,
+            features: train.to_f32(),
+            targets: model.loss().float_targets(train, model.output_dim())?,
+            order: Vec::new(),
+            batch: opts.batch_size.min(train.rows),
+            shuffle: opts.shuffle,
+            optimizer,
+            sums: (0.0, 0.0),
+        })
+    }
+}
+
+impl Steps for CpuSteps<'_> {
+    fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
+        self.order = epoch_order(self.train.rows, self.shuffle, model.seed, epoch);
+        self.sums = (0.0, 0.0);
+        Ok(())
+    }
+
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<(f64, f64)> {
+        let (train, n) = (self.train, self.train.rows);
+        for step in first..first + count {
+            let start = step * self.batch;
+            let rows = self.batch.min(n - start);
+            let gather = |values: &[f32], dim: usize| {
+                cpu::gather_rows(values, &train.labels, dim, &self.order, start, rows, 1.0, 0.0, None)
+            };
+            let (x, y) = gather(&self.features, train.feature_dim);
+            let t = self.targets.as_ref().map(|t| gather(&t.values, t.dim).0);
+            let (loss, correct) = model.train_step_cpu(&x, &y, t.as_deref(), &self.optimizer)?;
+            self.sums.0 += loss;
+            self.sums.1 += correct;
+        }
+        Ok(self.sums)
+    }
+
+    fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
+        self.validation.map(|v| model.evaluate(v)).transpose()
     }
 }
