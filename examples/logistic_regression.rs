@@ -25,6 +25,8 @@
 //! Writes the cost curve (`cost.png`, via `History::plot_png`) and `history.csv` to `--out`
 //! (default `out/logistic_regression`).
 
+mod common;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -87,7 +89,7 @@ impl Observer for CostPrinter {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let args: Args = common::parse_args();
     let backend = if args.cpu { Backend::Cpu } else { Backend::Gpu(Gpu::new()?) };
     let all = Dataset::from_npz(&args.data, "x", "y")
         .with_context(|| format!("reading {}", args.data.display()))?

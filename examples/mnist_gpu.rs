@@ -21,11 +21,13 @@
 //! the history of the run that was never stopped). `--save model.safetensors` writes the trained
 //! model.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
@@ -162,23 +164,6 @@ impl Observer for Console {
     }
 }
 
-/// The flags, or exit 2 with the error and the usage line (clap prints the usage only for some
-/// errors; a bad value such as `--epochs abc` gets it too).
-fn parse_args() -> Args {
-    Args::try_parse().unwrap_or_else(|e| {
-        use clap::error::ErrorKind;
-        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-            e.exit();
-        }
-        let message = e.render().to_string();
-        eprint!("{message}");
-        if !message.contains("Usage:") {
-            eprintln!("\n{}", Args::command().render_usage());
-        }
-        std::process::exit(2)
-    })
-}
-
 /// Best-epoch checkpoints watch the validation loss: only with held-out training rows, never
 /// chosen on the test set.
 fn validation_on(args: &Args) -> bool {
@@ -186,7 +171,7 @@ fn validation_on(args: &Args) -> bool {
 }
 
 fn main() -> Result<()> {
-    let args = parse_args();
+    let args: Args = common::parse_args();
     let gpu = match args.adapter.as_deref() {
         Some(name) => Gpu::with_adapter(Some(name)),
         None => Gpu::new(),

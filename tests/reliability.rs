@@ -203,18 +203,23 @@ fn the_same_seed_gives_bit_identical_training_on_the_gpu() {
     );
 }
 
-/// The `mnist_gpu` example binary of this build profile, built if `cargo test --test` skipped it.
+/// The `mnist_gpu` example binary of this build profile.
 fn mnist_gpu() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+    BIN.get_or_init(|| example("mnist_gpu")).clone()
+}
+
+/// An example binary of this build profile, built if `cargo test --test` skipped it.
+fn example(name: &str) -> PathBuf {
+    {
         let exe = std::env::current_exe().unwrap();
         // target/<profile>/deps/reliability-<hash>
         let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let bin = profile_dir.join("examples").join(format!("mnist_gpu{}", std::env::consts::EXE_SUFFIX));
+        let bin = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         if !bin.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--example", "mnist_gpu"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+            cmd.args(["build", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
@@ -222,8 +227,7 @@ fn mnist_gpu() -> PathBuf {
             assert!(status.success() && bin.exists(), "could not build {}", bin.display());
         }
         bin
-    })
-    .clone()
+    }
 }
 
 #[test]
@@ -232,6 +236,18 @@ fn the_example_rejects_bad_flags_with_usage() {
         let out = Command::new(mnist_gpu()).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains("Usage:"), "{args:?}: no usage message in: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: trained anyway: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn logistic_regression_rejects_bad_flags_with_usage() {
+    let bin = example("logistic_regression");
+    for args in [&["--iterations", "abc"][..], &["--no-such-flag"], &["--lr", "fast"]] {
+        let out = Command::new(&bin).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("Usage:"), "{args:?}: no usage message in: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: trained anyway: {}", String::from_utf8_lossy(&out.stdout));
     }
