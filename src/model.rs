@@ -23,12 +23,11 @@ use crate::init::Initializer;
 use crate::kernels::bias_act::bias_act_forward;
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
-use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
+use crate::kernels::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use crate::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
     AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
 };
-use crate::kernels::reduce::column_sum;
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
 use crate::kernels::Plan;
@@ -1050,9 +1049,9 @@ impl Sequential {
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
-            // dW = inputᵀ · dZ ; db = Σ_rows dZ
-            plan.extend(matmul(gpu, input, &buf.dz[i], &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
-            plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
+            // dW = inputᵀ · dZ ; db = Σ_rows dZ (one dispatch where the kernel allows)
+            let options = MatmulOptions { trans_a: true, ..Default::default() };
+            plan.extend(matmul_column_sum(gpu, input, &buf.dz[i], &dw, &db, &options)?);
             if i > 0 {
                 // dZ_prev = (dZ · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
                 let (w, _) = self.layer_views(&g.params, i)?;
