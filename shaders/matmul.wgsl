@@ -5,6 +5,9 @@
 // Epilogue (EPI), applied once to the full sum:
 //   1: C = act(A·B + bias)          bias: [N] (HAS_BIAS)
 //   2: C = (A·B) ⊙ act'(Y)          Y: [M, N], the forward output of `act` (activation.wgsl)
+// Column sums of op(B) (COLSUM_B; register and subgroup variants, op(B) not transposed, no
+// split-K): colsum[n] = Σ_k op(B)[k, n], added by the invocations of the first row block from the
+// op(B) values they load anyway: dW = Xᵀ·dZ and db = Σ_rows dZ in one dispatch.
 // Split-K (SPLIT): lavapipe silently stops an invocation's loops after 65,535 iterations in
 // total, so K is cut into chunks of at most p.kc. Each chunk (workgroup z) writes its raw partial
 // sum to out[split, M, N] (a scratch tensor), and `matmul_reduce` sums the splits in a fixed order
@@ -26,6 +29,7 @@ override ACCUMULATE: bool = false;
 override EPI: u32 = 0u;
 override HAS_BIAS: bool = false;
 override ACT: u32 = 0u;
+override COLSUM_B: bool = false;
 // Workgroup shape (x along N, y along M) and register blocks of 4×4 outputs per invocation.
 override WX: u32 = 16u;
 override WY: u32 = 4u;
@@ -48,6 +52,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;          // B
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // C, or the [splits, M, N] partials
 @group(0) @binding(4) var<storage, read> aux: array<f32>;        // bias [N] or Y [M, N]
+@group(0) @binding(5) var<storage, read_write> colsum: array<f32>;  // COLSUM_B: [N]
 // The same A and B seen as vec4s, used only by matmul_register (never with the scalar views in
 // one entry point).
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
@@ -146,6 +151,16 @@ fn store_block(m0: u32, n0: u32, split: u32, blk: mat4x4<f32>) {
     }
 }
 
+// COLSUM_B: the column sums of op(B) at n0 + 4·cb .. + 3 (the first row block's invocations).
+fn store_colsum(n0: u32, cs: array<vec4<f32>, 2>) {
+    for (var cb = 0u; cb < CB; cb++) {
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + 4u * cb + j;
+            if (n < p.n) { colsum[n] = cs[cb][j]; }
+        }
+    }
+}
+
 @compute @workgroup_size(WX, WY)
 fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     // With one row of invocations per workgroup, the rows come from the workgroup id: the same in
@@ -155,6 +170,7 @@ fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
     if (m0 >= p.m || n0 >= p.n) { return; }
     let kr = k_range(gid.z);
     var acc = array<mat4x4<f32>, 8>();
+    var cs: array<vec4<f32>, 2>;
     // Rows and columns past the end are clamped to the last one: valid loads whose results are
     // never stored.
     for (var k = kr.x; k < kr.y; k += 4u) {
@@ -187,6 +203,7 @@ fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
                 let w = p.n / 4u;
                 bk = mat4x4<f32>(b4[k * w + c], b4[(k + 1u) * w + c], b4[(k + 2u) * w + c], b4[(k + 3u) * w + c]);
             }
+            if (COLSUM_B) { cs[cb] += bk[0] + bk[1] + bk[2] + bk[3]; }
             for (var rb = 0u; rb < RB; rb++) {
                 acc[rb * 2u + cb] += bk * ak[rb];
             }
@@ -197,6 +214,7 @@ fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
             store_block(m0 + 4u * rb, n0 + 4u * cb, gid.z, acc[rb * 2u + cb]);
         }
     }
+    if (COLSUM_B && m0 == 0u) { store_colsum(n0, cs); }
 }
 
 @compute @workgroup_size(WX, WY)
@@ -208,6 +226,7 @@ fn matmul_register_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let ml = p.m - 1u;
     let nl = p.n - 1u;
     var acc = array<mat4x4<f32>, 8>();
+    var cs: array<vec4<f32>, 2>;
     for (var k = kr.x; k < kr.y; k++) {
         var ak: array<vec4<f32>, 4>;  // op(A)[m0.., k]
         for (var rb = 0u; rb < RB; rb++) {
@@ -219,6 +238,7 @@ fn matmul_register_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builti
             let nb = n0 + 4u * cb;
             let bk = vec4<f32>(load_b(k, min(nb, nl)), load_b(k, min(nb + 1u, nl)),
                                load_b(k, min(nb + 2u, nl)), load_b(k, min(nb + 3u, nl)));
+            if (COLSUM_B) { cs[cb] += bk; }
             for (var rb = 0u; rb < RB; rb++) {
                 // Outer product: column i (output row i) += A[m0 + i, k] · op(B)[k, n0..].
                 acc[rb * 2u + cb] += mat4x4<f32>(bk * ak[rb].x, bk * ak[rb].y, bk * ak[rb].z, bk * ak[rb].w);
@@ -230,6 +250,7 @@ fn matmul_register_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builti
             store_block(m0 + 4u * rb, n0 + 4u * cb, gid.z, acc[rb * 2u + cb]);
         }
     }
+    if (COLSUM_B && m0 == 0u) { store_colsum(n0, cs); }
 }
 
 override WG: u32 = 256u;

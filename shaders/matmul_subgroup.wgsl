@@ -54,6 +54,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var acc1 = mat4x4<f32>();
     var acc2 = mat4x4<f32>();
     var acc3 = mat4x4<f32>();
+    var cs = vec4<f32>();  // COLSUM_B: Σ_k op(B)[k, this lane's columns]
     // No early return and no branch around the subgroup operations: every lane stays active.
     for (var k0 = kr.x; k0 < kr.y; k0 += 32u) {
         // This lane's share of the chunk: k0 + 4·lane .. + 3, for the 16 rows.
@@ -68,6 +69,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                                  select(z, b4[min(k + 1u, kl) * w + n4], k + 1u < kr.y),
                                  select(z, b4[min(k + 2u, kl) * w + n4], k + 2u < kr.y),
                                  select(z, b4[min(k + 3u, kl) * w + n4], k + 3u < kr.y));
+            if (COLSUM_B) { cs += bq[0] + bq[1] + bq[2] + bq[3]; }
             acc0 += bq * sg_shuffle(a0, j);
             acc1 += bq * sg_shuffle(a1, j);
             acc2 += bq * sg_shuffle(a2, j);
@@ -79,5 +81,8 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1);
         store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2);
         store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3);
+        if (COLSUM_B && m0 == 0u) {
+            for (var j = 0u; j < 4u; j++) { colsum[n4_raw * 4u + j] = cs[j]; }
+        }
     }
 }

@@ -12,6 +12,10 @@
 //                    p −= lr·g / (√sum + eps)                       sum: [len]
 //   adadelta_update: g = grad + wd·p;  v = ρ·v + (1−ρ)·g²;  δ = √(u + eps) / √(v + eps) · g
 //                    u = ρ·u + (1−ρ)·δ²;  p −= lr·δ                 v, u: [len]
+// V, the element type, is f32 or vec4<f32> (an `alias V = ...;` line prepended by the wrapper): the
+// vec4 module moves four values per load, which on lavapipe costs what one scalar load does (every
+// storage load is a per-lane loop there); it runs where len and every view's offset are multiples
+// of 4 floats, with `len` in the uniform counting vec4s. The rules read the same for both types.
 // t is read from `step` (1-based; 0 is taken as 1) and never written; `step` is only bound where
 // the rule (Adam, AdamW, Adagrad) or the schedule reads it.
 // Learning-rate schedules (SCHEDULE), of k = t − 1, the number of updates before this one:
@@ -27,7 +31,7 @@ override SCHEDULE: u32 = 0u;
 const PI: f32 = 3.14159265358979;
 
 struct Params {
-    len: u32,
+    len: u32,          // elements of V
     nesterov: u32,
     lr: f32,           // the base rate, before the schedule
     momentum: f32,     // sgd, rmsprop: μ   adam, adamw: β1
@@ -44,10 +48,10 @@ struct Params {
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
 // writable in the same dispatch would conflict.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> state1: array<f32>;   // velocity, m, square average, sum, v
-@group(0) @binding(4) var<storage, read_write> state2: array<f32>;   // adam(w): v   rmsprop: buf   adadelta: u
+@group(0) @binding(1) var<storage, read_write> param: array<V>;
+@group(0) @binding(2) var<storage, read_write> grad: array<V>;
+@group(0) @binding(3) var<storage, read_write> state1: array<V>;   // velocity, m, square average, sum, v
+@group(0) @binding(4) var<storage, read_write> state2: array<V>;   // adam(w): v   rmsprop: buf   adadelta: u
 @group(0) @binding(5) var<storage, read_write> step: array<u32>;     // t
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
@@ -95,7 +99,7 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // Adam's moments and step; `decay` is the decoupled factor p ← p·decay applied first (AdamW).
-fn adam_step(i: u32, g: f32, decay: f32) {
+fn adam_step(i: u32, g: V, decay: f32) {
     let t = step_t();
     let beta1 = p.momentum;
     let m = beta1 * state1[i] + (1.0 - beta1) * g;
@@ -146,7 +150,7 @@ fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let i = linear_index(wid, nwg, lid);
     if (i >= p.len) { return; }
     let g = grad[i] + p.weight_decay * param[i];
-    let before = select(state1[i], p.beta2, step_t() == 1u);
+    let before = select(state1[i], V(p.beta2), step_t() == 1u);
     let sum = before + g * g;
     state1[i] = sum;
     param[i] -= scheduled_lr() * g / (sqrt(sum) + p.eps);

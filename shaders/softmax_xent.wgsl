@@ -10,10 +10,15 @@
 // The row maximum is subtracted before exp, so logits of ±1e4 stay finite. Each invocation loops
 // at most 4·cols times: the wrapper caps cols far below lavapipe's 65,535-iteration loop cap.
 // A label ≥ cols (possible only when the host could not check it) gives a NaN loss.
-// The batch totals are totals.wgsl's.
+// Batch totals (FUSED_TOTALS, for small batches): one workgroup loops over the rows, then
+//                 totals[0] += Σ_r loss[r],  totals[1] += Σ_r correct[r]          totals: [2]
+// in a fixed order (each invocation its strided rows, then invocation 0 over the invocations):
+// this saves totals.wgsl's second dispatch, which on lavapipe cost more than the loss itself.
+// Without it (large batches) the wrapper adds totals.wgsl's reduction.
 
 override WG: u32 = 64u;
 override HAS_DLOGITS: bool = true;
+override FUSED_TOTALS: bool = false;
 
 struct Params {
     rows: u32,
@@ -30,6 +35,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> loss_rows: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;   // softmax: probs
 @group(0) @binding(5) var<storage, read_write> correct_rows: array<f32>;
+@group(0) @binding(6) var<storage, read_write> totals: array<f32>;
+
+var<workgroup> partial: array<vec2<f32>, WG>;
 
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -57,11 +65,8 @@ fn row_sum_exp(base: u32, m: f32) -> f32 {
     return s;
 }
 
-@compute @workgroup_size(WG)
-fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_index(wid, nwg, lid);
-    if (r >= p.rows) { return; }
+// One row of softmax_xent; returns (loss, correct).
+fn sparse_row(r: u32) -> vec2<f32> {
     let base = r * p.cols;
     let mx = row_max(base);
     let m = mx.x;
@@ -70,21 +75,51 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let label = labels[r];
     let valid = label < p.cols;
     let z_label = logits[base + min(label, p.cols - 1u)];
-    loss_rows[r] = select(bitcast<f32>(0x7fc00000u), m + log(s) - z_label, valid);
-    correct_rows[r] = select(0.0, 1.0, valid && best == label);
+    let loss = select(bitcast<f32>(0x7fc00000u), m + log(s) - z_label, valid);
+    let correct = select(0.0, 1.0, valid && best == label);
+    loss_rows[r] = loss;
+    correct_rows[r] = correct;
     if (HAS_DLOGITS) {
         for (var c = 0u; c < p.cols; c++) {
             let prob = exp(logits[base + c] - m) / s;
             dlogits[base + c] = (prob - select(0.0, 1.0, c == label)) * p.grad_scale;
         }
     }
+    return vec2<f32>(loss, correct);
+}
+
+// FUSED_TOTALS: this invocation's (Σ loss, Σ correct) into the single workgroup's totals.
+fn add_to_totals(lid: u32, sums: vec2<f32>) {
+    partial[lid] = sums;
+    workgroupBarrier();
+    if (lid == 0u) {
+        var t = vec2<f32>(totals[0], totals[1]);
+        for (var i = 0u; i < WG; i++) {
+            t += partial[i];
+        }
+        totals[0] = t.x;
+        totals[1] = t.y;
+    }
 }
 
 @compute @workgroup_size(WG)
-fn softmax_xent_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_id) lid: vec3<u32>) {
+fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (FUSED_TOTALS) {
+        var sums = vec2<f32>();
+        for (var r = lid.x; r < p.rows; r += WG) {
+            sums += sparse_row(r);
+        }
+        add_to_totals(lid.x, sums);
+        return;
+    }
     let r = row_index(wid, nwg, lid);
     if (r >= p.rows) { return; }
+    _ = sparse_row(r);
+}
+
+// One row of softmax_xent_dense; returns (loss, correct).
+fn dense_row(r: u32) -> vec2<f32> {
     let base = r * p.cols;
     let mx = row_max(base);
     let m = mx.x;
@@ -104,14 +139,33 @@ fn softmax_xent_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             t_best = c;
         }
     }
-    loss_rows[r] = t_sum * log(s) + t_gap;
-    correct_rows[r] = select(0.0, 1.0, best == t_best);
+    let loss = t_sum * log(s) + t_gap;
+    let correct = select(0.0, 1.0, best == t_best);
+    loss_rows[r] = loss;
+    correct_rows[r] = correct;
     if (HAS_DLOGITS) {
         for (var c = 0u; c < p.cols; c++) {
             let prob = exp(logits[base + c] - m) / s;
             dlogits[base + c] = (prob * t_sum - bitcast<f32>(labels[base + c])) * p.grad_scale;
         }
     }
+    return vec2<f32>(loss, correct);
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_dense(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (FUSED_TOTALS) {
+        var sums = vec2<f32>();
+        for (var r = lid.x; r < p.rows; r += WG) {
+            sums += dense_row(r);
+        }
+        add_to_totals(lid.x, sums);
+        return;
+    }
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    _ = dense_row(r);
 }
 
 @compute @workgroup_size(WG)

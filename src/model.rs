@@ -27,13 +27,12 @@ use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
 use crate::kernels::hinge::hinge;
-use crate::kernels::matmul::{matmul, Epilogue, MatmulOptions};
+use crate::kernels::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
     AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
 };
-use crate::kernels::reduce::column_sum;
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_grad::softmax_backward;
 use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
@@ -1503,10 +1502,12 @@ impl Sequential {
                 }
                 None => &buf.dz[i],
             };
-            // dW = inputᵀ · dlinear ; db = Σ_rows dZ (without BN)
-            plan.extend(matmul(gpu, input, dlinear, &dw, &MatmulOptions { trans_a: true, ..Default::default() })?);
-            if buf.norm[i].is_none() {
-                plan.extend(column_sum(gpu, &buf.dz[i], &db, false)?);
+            // dW = inputᵀ · dlinear, with db = Σ_rows dZ in the same dispatch where the kernel
+            // allows (without BN; BN's backward wrote dβ into b's slot).
+            let options = MatmulOptions { trans_a: true, ..Default::default() };
+            match &buf.norm[i] {
+                Some(_) => plan.extend(matmul(gpu, input, dlinear, &dw, &options)?),
+                None => plan.extend(matmul_column_sum(gpu, input, dlinear, &dw, &db, &options)?),
             }
             if i > 0 {
                 let (w, _) = self.layer_views(&g.params, i)?;

@@ -248,6 +248,11 @@ impl Tensor {
         Ok(())
     }
 
+    /// Byte offset of element 0 inside the buffer (kernels with vec4 loads need it 16-aligned).
+    pub(crate) fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,

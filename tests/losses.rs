@@ -15,6 +15,18 @@ struct Got {
     dlogits: Vec<f32>,
     correct: Vec<f32>,
     totals: Vec<f32>,
+    /// 1 where the loss dispatch adds the totals itself, 2 where totals.wgsl does.
+    dispatches: usize,
+}
+
+/// How many dispatches a loss with totals takes at n×c: the totals fused into the loss dispatch
+/// up to 2,048 rows while one invocation loops at most 16,384 times (rows per invocation × 4c).
+fn expected_dispatches(n: usize, c: usize) -> usize {
+    if n <= 2048 && n.div_ceil(64) * 4 * c <= 16_384 {
+        1
+    } else {
+        2
+    }
 }
 
 /// Runs softmax_xent on the GPU with every output; totals start at `start`.
@@ -41,6 +53,7 @@ fn run_softmax_xent(
         dlogits: dlogits.to_vec().unwrap(),
         correct: correct.to_vec().unwrap(),
         totals: tot.to_vec().unwrap(),
+        dispatches: plan.len(),
     }
 }
 
@@ -54,6 +67,7 @@ fn check_softmax_xent(gpu: &Gpu, what: &str, logits: &[f32], labels: &[u32], n: 
     assert_eq!(got.correct, correct, "{what} correct_rows");
     let [sl, sc] = cpu::totals(&loss, &correct);
     assert_close(&format!("{what} totals"), &got.totals, &[start[0] + sl, start[1] + sc], 1e-3, 1e-5);
+    assert_eq!(got.dispatches, expected_dispatches(n, c), "{what} dispatches");
 }
 
 #[test]
@@ -63,6 +77,8 @@ fn softmax_xent_matches_cpu() {
     let mut shapes: Vec<(usize, usize)> = SIZES.iter().map(|&n| (n, 10)).collect();
     shapes.extend(SIZES.iter().map(|&c| (33, c)));
     shapes.extend([(1, 1), (64, 65), (65, 64), (127, 257), (257, 127), (2, 2000)]);
+    // Totals fused into the loss dispatch up to the row and loop limits; past them, totals.wgsl.
+    shapes.extend([(2048, 10), (2049, 10), (3000, 7), (65, 2048), (129, 2100)]);
     for (n, c) in shapes {
         let logits = rng.vec_uniform(n * c, -5.0, 5.0);
         let labels: Vec<u32> = (0..n).map(|_| rng.below(c) as u32).collect();
@@ -307,6 +323,7 @@ fn run_sigmoid_bce(
         dlogits: dlogits.to_vec().unwrap(),
         correct: correct.to_vec().unwrap(),
         totals: tot.to_vec().unwrap(),
+        dispatches: plan.len(),
     }
 }
 
@@ -489,12 +506,14 @@ fn run_mse(gpu: &Gpu, shape: &[usize], pred: &[f32], targets: &[f32], grad_scale
     let abs = Tensor::zeros(gpu, &[n]).unwrap();
     let tot = Tensor::from_slice(gpu, &[2], &start).unwrap();
     let out = MseOut { loss_rows: &loss, dpred: Some(&dpred), abs_rows: &abs, totals: Some(&tot) };
-    gpu.run(&[&mse(gpu, &pt, &tt, grad_scale, &out).unwrap()]).unwrap();
+    let plan = mse(gpu, &pt, &tt, grad_scale, &out).unwrap();
+    gpu.run(&[&plan]).unwrap();
     Got {
         loss: loss.to_vec().unwrap(),
         dlogits: dpred.to_vec().unwrap(),
         correct: abs.to_vec().unwrap(),
         totals: tot.to_vec().unwrap(),
+        dispatches: plan.len(),
     }
 }
 
@@ -614,12 +633,14 @@ fn run_hinge(gpu: &Gpu, shape: &[usize], logits: &[f32], targets: &[f32], grad_s
     let correct = Tensor::zeros(gpu, &[n]).unwrap();
     let tot = Tensor::from_slice(gpu, &[2], &start).unwrap();
     let out = HingeOut { loss_rows: &loss, dlogits: Some(&dlogits), correct_rows: &correct, totals: Some(&tot) };
-    gpu.run(&[&hinge(gpu, &zt, &tt, grad_scale, &out).unwrap()]).unwrap();
+    let plan = hinge(gpu, &zt, &tt, grad_scale, &out).unwrap();
+    gpu.run(&[&plan]).unwrap();
     Got {
         loss: loss.to_vec().unwrap(),
         dlogits: dlogits.to_vec().unwrap(),
         correct: correct.to_vec().unwrap(),
         totals: tot.to_vec().unwrap(),
+        dispatches: plan.len(),
     }
 }
 
@@ -728,12 +749,14 @@ fn run_dense(gpu: &Gpu, logits: &[f32], targets: &[f32], n: usize, c: usize, gra
     let correct = Tensor::zeros(gpu, &[n]).unwrap();
     let tot = Tensor::from_slice(gpu, &[2], &start).unwrap();
     let out = SoftmaxXentOut { loss_rows: &loss, dlogits: Some(&dlogits), correct_rows: &correct, totals: Some(&tot) };
-    gpu.run(&[&softmax_xent_dense(gpu, &lt, &tt, grad_scale, &out).unwrap()]).unwrap();
+    let plan = softmax_xent_dense(gpu, &lt, &tt, grad_scale, &out).unwrap();
+    gpu.run(&[&plan]).unwrap();
     Got {
         loss: loss.to_vec().unwrap(),
         dlogits: dlogits.to_vec().unwrap(),
         correct: correct.to_vec().unwrap(),
         totals: tot.to_vec().unwrap(),
+        dispatches: plan.len(),
     }
 }
 
@@ -747,6 +770,7 @@ fn check_dense(gpu: &Gpu, what: &str, logits: &[f32], targets: &[f32], n: usize,
     assert_eq!(got.correct, correct, "{what} correct_rows");
     let [sl, sc] = cpu::totals(&loss, &correct);
     assert_close(&format!("{what} totals"), &got.totals, &[start[0] + sl, start[1] + sc], 1e-3, 1e-4);
+    assert_eq!(got.dispatches, expected_dispatches(n, c), "{what} dispatches");
     got
 }
 
@@ -769,7 +793,7 @@ fn softmax_xent_dense_matches_cpu_and_equals_sparse_on_one_hot() {
     let mut rng = Rng::new(60);
     let mut shapes: Vec<(usize, usize)> = SIZES.iter().map(|&n| (n, 10)).collect();
     shapes.extend(SIZES.iter().map(|&c| (33, c)));
-    shapes.extend([(1, 1), (64, 65), (257, 127), (2, 2000)]);
+    shapes.extend([(1, 1), (64, 65), (257, 127), (2, 2000), (2048, 10), (2049, 10), (129, 2100)]);
     for (n, c) in shapes {
         let logits = rng.vec_uniform(n * c, -5.0, 5.0);
         let labels: Vec<u32> = (0..n).map(|_| rng.below(c) as u32).collect();

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::matmul::{choose_variant, matmul, Epilogue, MatmulOptions, MatmulVariant};
+use wgnn::kernels::matmul::{choose_variant, matmul, matmul_column_sum, Epilogue, MatmulOptions, MatmulVariant};
 use wgnn::rng::Rng;
 use wgnn::{cpu, Activation, Gpu, Tensor, WgnnError};
 
@@ -76,6 +76,55 @@ fn every_variant_and_form_matches_cpu() {
             }
         }
     }
+}
+
+#[test]
+fn column_sums_of_b_match_cpu() {
+    // dW = Xᵀ·dZ with db = Σ_rows dZ: fused into the register and subgroup kernels (one dispatch),
+    // a separate column_sum for naive and tiled and under split-K ((7, 300, 5) is split on lavapipe).
+    let gpu = gpu();
+    let mut rng = Rng::new(16);
+    let shapes = [(1, 1, 1), (7, 63, 65), (64, 32, 64), (784, 32, 64), (64, 32, 10), (65, 127, 7), (20, 36, 68)];
+    let variants = MatmulVariant::ALL.map(Some).into_iter().chain([None]);
+    for variant in variants {
+        for ta in [false, true] {
+            for &(m, k, n) in shapes.iter().chain(&[(7, 300, 5)]) {
+                let (at, bt, a, b) = operands(&gpu, &mut rng, m, k, n, ta, false);
+                let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
+                let st = Tensor::from_slice(&gpu, &[n], &vec![f32::NAN; n]).unwrap();
+                let opts = MatmulOptions { trans_a: ta, variant, ..Default::default() };
+                let plan = matmul_column_sum(&gpu, &at, &bt, &ct, &st, &opts).unwrap();
+                gpu.run(&[&plan]).unwrap();
+                let (want_c, want_s) = cpu::matmul_column_sum(&a, &b, m, k, n, ta);
+                let what = format!("matmul_column_sum {variant:?} {m}x{k}·{k}x{n} trans_a={ta}");
+                assert_close(&format!("{what} C"), &ct.to_vec().unwrap(), &want_c, atol(k), 1e-4);
+                assert_close(&format!("{what} sums"), &st.to_vec().unwrap(), &want_s, atol(k), 1e-4);
+                // Fused wherever K is not split, except in the naive and tiled kernels.
+                let plain = matmul(&gpu, &at, &bt, &ct, &opts).unwrap();
+                let picked = variant.unwrap_or_else(|| choose_variant(&gpu, m, n, k, ta, false));
+                if !matches!(picked, MatmulVariant::Naive | MatmulVariant::Tiled) && plain.len() == 1 {
+                    assert_eq!(plan.len(), 1, "{what}: the sums belong in the matmul dispatch");
+                } else {
+                    assert!(plan.len() > plain.len(), "{what}: a matmul and a column_sum");
+                }
+            }
+        }
+    }
+    // Errors: op(B) transposed, a wrong length, memory shared with C.
+    let (at, bt, _, _) = operands(&gpu, &mut rng, 4, 8, 4, false, true);
+    let ct = Tensor::zeros(&gpu, &[4, 4]).unwrap();
+    let st = Tensor::zeros(&gpu, &[4]).unwrap();
+    let bad = |opts: &MatmulOptions, s: &Tensor| matmul_column_sum(&gpu, &at, &bt, &ct, s, opts).err().unwrap();
+    let err = bad(&MatmulOptions { trans_b: true, ..Default::default() }, &st);
+    assert!(err.to_string().contains("matmul_column_sum") && err.to_string().contains("transposed"), "{err}");
+    let (at, bt, _, _) = operands(&gpu, &mut rng, 4, 8, 4, false, false);
+    let err = matmul_column_sum(&gpu, &at, &bt, &ct, &Tensor::zeros(&gpu, &[5]).unwrap(), &MatmulOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("col_sum must have 4 values"), "{err}");
+    let err =
+        matmul_column_sum(&gpu, &at, &bt, &ct, &ct.view(0, &[4]).unwrap(), &MatmulOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("shares memory"), "{err}");
 }
 
 #[test]

@@ -10,6 +10,10 @@ use wgnn::{cpu, Gpu, Tensor};
 
 const STEPS: u32 = 5;
 
+/// Lengths that take the vec4 kernels (multiples of 4 floats, at 16-byte aligned offsets); the
+/// shared SIZES mostly take the scalar ones.
+const VEC4_SIZES: &[usize] = &[4, 60, 1028];
+
 fn sgd_configs() -> Vec<SgdConfig> {
     let base =
         SgdConfig { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant };
@@ -42,6 +46,7 @@ fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) {
     let vt = Tensor::zeros(gpu, &[len]).unwrap();
     let with_vel = cfg.momentum != 0.0;
     let plan = sgd_update(gpu, &pt, &gt, with_vel.then_some(&vt), cfg).unwrap();
+    assert_family(&plan, len, &what);
     for _ in 0..STEPS {
         let g = rng.vec_uniform(len, -1.0, 1.0);
         gt.write(&g).unwrap();
@@ -54,12 +59,19 @@ fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) {
     }
 }
 
+/// Checks that `plan` runs the vec4 module exactly where len is a multiple of 4 (every test tensor
+/// sits at an offset that is a multiple of 16 bytes).
+fn assert_family(plan: &wgnn::kernels::Plan, len: usize, what: &str) {
+    let family = plan.dispatches[0].label.split("::").next().unwrap();
+    assert_eq!(family, if len % 4 == 0 { "optimizer_vec4" } else { "optimizer" }, "{what}");
+}
+
 #[test]
 fn sgd_matches_cpu_over_steps() {
     let gpu = gpu();
     let mut rng = Rng::new(20);
     for cfg in sgd_configs() {
-        for &len in SIZES.iter().chain(&[100_003]) {
+        for &len in SIZES.iter().chain(VEC4_SIZES).chain(&[100_003, 100_000]) {
             check_sgd(&gpu, &mut rng, len, &cfg);
         }
     }
@@ -87,7 +99,7 @@ fn adam_matches_cpu_over_steps_with_views() {
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
     let mut rng = Rng::new(22);
     for cfg in adam_configs() {
-        for &len in SIZES.iter().chain(&[100_003]) {
+        for &len in SIZES.iter().chain(VEC4_SIZES).chain(&[100_003, 100_000]) {
             let what = format!("adam_update len {len} {cfg:?}");
             let at = len.next_multiple_of(align) + align;
             let params_buf = Tensor::zeros(&gpu, &[at + len + 3]).unwrap();
@@ -102,6 +114,7 @@ fn adam_matches_cpu_over_steps_with_views() {
             let (mut m, mut v) = (vec![0.0f32; len], vec![0.0f32; len]);
             pt.write(&p).unwrap();
             let plan = adam_update(&gpu, &pt, &gt, &mt, &vt, &step, &cfg).unwrap();
+            assert_family(&plan, len, &what);
             for t in 1..=STEPS {
                 let g = rng.vec_uniform(len, -1.0, 1.0);
                 gt.write(&g).unwrap();
@@ -320,6 +333,7 @@ fn check_rule(gpu: &Gpu, rng: &mut Rng, len: usize, rule: Rule) {
         Rule::Adadelta(c) => adadelta_update(gpu, &pt, &gt, &s1t, &s2t, Some(&step), &c),
     }
     .unwrap();
+    assert_family(&plan, len, &what);
     for t in 1..=STEPS {
         let g = rng.vec_uniform(len, -1.0, 1.0);
         gt.write(&g).unwrap();
@@ -365,7 +379,7 @@ fn new_optimizers_match_cpu_over_steps() {
     let gpu = gpu();
     let mut rng = Rng::new(70);
     for rule in rules() {
-        for &len in SIZES.iter().chain(&[10_007]) {
+        for &len in SIZES.iter().chain(VEC4_SIZES).chain(&[10_007, 10_008]) {
             check_rule(&gpu, &mut rng, len, rule);
         }
     }
@@ -378,7 +392,7 @@ fn scheduled_sgd_and_adam_match_cpu_over_steps() {
     for schedule in schedules() {
         let cfg = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, schedule };
         let acfg = AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, schedule };
-        for &len in &[1, 65, 257] {
+        for &len in &[1, 65, 257, 4, 260] {
             let mut p = rng.vec_uniform(len, -1.0, 1.0);
             let mut pa = p.clone();
             let (mut vel, mut m, mut v) = (vec![0.0f32; len], vec![0.0f32; len], vec![0.0f32; len]);

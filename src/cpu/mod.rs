@@ -21,7 +21,7 @@ pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{advance_counters, gather_rows};
 pub use hinge::hinge;
-pub use matmul::matmul;
+pub use matmul::{matmul, matmul_column_sum};
 pub use mse::mse;
 pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step};
 pub use optimizer::{adam_update, sgd_update};

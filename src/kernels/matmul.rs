@@ -6,6 +6,7 @@
 //! the device busy. Split chunks write a [splits, M, N] scratch owned by the plan; a second
 //! dispatch sums it in a fixed order and applies accumulate and the epilogue.
 
+use super::reduce::column_sum;
 use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
 use crate::activation::Activation;
 use crate::device::Gpu;
@@ -15,7 +16,7 @@ use crate::tensor::{DType, Tensor};
 pub(crate) const MATMUL: KernelFamily = KernelFamily {
     name: "matmul",
     sources: &[ACTIVATION_WGSL, include_str!("../../shaders/matmul.wgsl")],
-    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
 };
 
 /// The subgroup variant: a module of its own, since it only compiles where the device has
@@ -27,7 +28,7 @@ pub(crate) const MATMUL_SUBGROUP: KernelFamily = KernelFamily {
         include_str!("../../shaders/matmul.wgsl"),
         include_str!("../../shaders/matmul_subgroup.wgsl"),
     ],
-    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
 };
 
 /// What is applied to each finished output of a matmul.
@@ -228,6 +229,34 @@ fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
 /// C[M,N] (+)= op(A)·op(B): A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when
 /// trans_b). Row-major. The epilogue is applied to the full sum; accumulate works only without one.
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOptions) -> Result<Plan> {
+    matmul_plan("matmul", gpu, a, b, c, None, opts)
+}
+
+/// [`matmul`] that also writes col_sum[n] = Σ_k op(B)[k, n] (col_sum: [N]): a weight gradient
+/// dW = Xᵀ·dZ with its bias gradient db = Σ_rows dZ. op(B) must not be transposed. One dispatch
+/// where the kernel can add the sums from the op(B) values it loads anyway (register and subgroup
+/// variants, K not split): on lavapipe a dispatch costs more than the sum. Otherwise the plan is
+/// the matmul and a [`column_sum`](super::reduce::column_sum).
+pub fn matmul_column_sum(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    col_sum: &Tensor,
+    opts: &MatmulOptions,
+) -> Result<Plan> {
+    matmul_plan("matmul_column_sum", gpu, a, b, c, Some(col_sum), opts)
+}
+
+fn matmul_plan(
+    op: &'static str,
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    col_sum: Option<&Tensor>,
+    opts: &MatmulOptions,
+) -> Result<Plan> {
     const OP: &str = "matmul";
     let form = format!(
         "op(A) = {}{:?}, op(B) = {}{:?}, C {:?}",
@@ -254,6 +283,18 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
     }
     if c.overlaps(a) || c.overlaps(b) {
         return Err(WgnnError::invalid(OP, format!("C shares memory with A or B: {form}")));
+    }
+    if let Some(s) = col_sum {
+        if opts.trans_b {
+            return Err(WgnnError::invalid(op, format!("the column sums need op(B) not transposed: {form}")));
+        }
+        s.expect_dtype(op, DType::F32)?;
+        if s.len() != n {
+            return Err(WgnnError::shape(op, format!("col_sum must have {n} values, got {:?}: {form}", s.shape())));
+        }
+        if [a, b, c].iter().any(|t| s.overlaps(t)) {
+            return Err(WgnnError::invalid(op, format!("col_sum shares memory with A, B or C: {form}")));
+        }
     }
     let dummy = super::dummy(gpu)?;
     let (epi, has_bias, act, aux) = match opts.epilogue {
@@ -308,6 +349,8 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
         _pad: [0; 2],
     };
     let split = splits > 1;
+    // The kernels that add op(B)'s column sums (register and subgroup, one pass over K).
+    let fused_sum = col_sum.is_some() && !split && (shape.register || variant == MatmulVariant::Subgroup);
     let flag = |b: bool| b as u32 as f64;
     let mut constants = vec![
         ("TRANS_A", flag(opts.trans_a)),
@@ -318,6 +361,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
         ("EPI", if split { 0.0 } else { epi as f64 }),
         ("HAS_BIAS", flag(has_bias && !split)),
         ("ACT", if split { 0.0 } else { act.code() as f64 }),
+        ("COLSUM_B", flag(fused_sum)),
     ];
     if shape.register {
         constants.extend([
@@ -329,12 +373,26 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
     }
     let grid = [grid_x as u32, grid_y as u32, splits as u32];
     let mut plan = Plan::new();
+    // Binding 5 is written only with COLSUM_B; elsewhere C (already writable) fills it.
+    let sums_out = if fused_sum { col_sum.unwrap_or(c) } else { c };
+    if let (Some(s), false) = (col_sum, fused_sum) {
+        // Summed first: B does not change in between, and the order does not matter.
+        plan.extend(column_sum(gpu, b, s, false)?);
+    }
     if !split {
-        plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &[a, b, c, &aux], grid)?);
+        plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &[a, b, c, &aux, sums_out], grid)?);
         return Ok(plan);
     }
     let partial = Tensor::zeros(gpu, &[splits, m, n])?;
-    plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &[a, b, &partial, &dummy], grid)?);
+    plan.push(dispatch(
+        gpu,
+        shape.family,
+        shape.entry,
+        &constants,
+        &params,
+        &[a, b, &partial, &dummy, &partial],
+        grid,
+    )?);
     const WG: u32 = 256;
     let reduce_constants = [
         ("ACCUMULATE", flag(opts.accumulate)),
@@ -344,6 +402,14 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOption
         ("WG", WG as f64),
     ];
     let grid = grid_1d(gpu, m * n, WG);
-    plan.push(dispatch(gpu, &MATMUL, "matmul_reduce", &reduce_constants, &params, &[&partial, &dummy, c, &aux], grid)?);
+    plan.push(dispatch(
+        gpu,
+        &MATMUL,
+        "matmul_reduce",
+        &reduce_constants,
+        &params,
+        &[&partial, &dummy, c, &aux, c],
+        grid,
+    )?);
     Ok(plan)
 }

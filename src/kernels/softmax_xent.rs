@@ -10,10 +10,17 @@ use crate::tensor::{DType, Tensor};
 pub(crate) const SOFTMAX_XENT: KernelFamily = KernelFamily {
     name: "softmax_xent",
     sources: &[include_str!("../../shaders/softmax_xent.wgsl")],
-    storage: &[Access::ReadWrite; 5],
+    storage: &[Access::ReadWrite; 6],
 };
 
 const WG: u32 = 64;
+/// Batches of at most this many rows add their totals in the loss dispatch itself (one
+/// workgroup loops over the rows), saving the second dispatch; larger ones use totals.wgsl, whose
+/// workgroups share the work.
+const FUSED_TOTALS_MAX_ROWS: usize = 2048;
+/// ... and only while one invocation's loops stay this short (rows per invocation × 4·C), far
+/// below lavapipe's 65,535-iteration cap.
+const FUSED_TOTALS_MAX_LOOP: usize = 16_384;
 /// Most classes a row may have: one invocation loops 3·C times, which must stay far below
 /// lavapipe's 65,535-iteration loop cap (4·C for [`softmax_xent_dense`]).
 pub const MAX_CLASSES: usize = 8192;
@@ -35,7 +42,8 @@ pub struct SoftmaxXentOut<'a> {
     pub dlogits: Option<&'a Tensor>,
     /// [N]: 1.0 where the row's first argmax is the label, else 0.0.
     pub correct_rows: &'a Tensor,
-    /// [2]: += (Σ loss_rows, Σ correct_rows), by a second, fixed-order reduction dispatch; None skips it.
+    /// [2]: += (Σ loss_rows, Σ correct_rows), in a fixed order: in the loss dispatch for small
+    /// batches, else by a second reduction dispatch; None skips it.
     pub totals: Option<&'a Tensor>,
 }
 
@@ -126,10 +134,18 @@ fn plan(
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
     let dummy = super::dummy(gpu)?;
     let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale, _pad: 0 };
-    let constants = [("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
-    let bindings = [logits, targets, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows];
-    let mut plan: Plan = dispatch(gpu, &SOFTMAX_XENT, op, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into();
-    if let Some(t) = out.totals {
+    let fused =
+        out.totals.is_some() && n <= FUSED_TOTALS_MAX_ROWS && n.div_ceil(WG as usize) * 4 * c <= FUSED_TOTALS_MAX_LOOP;
+    let constants = [
+        ("WG", WG as f64),
+        ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64),
+        ("FUSED_TOTALS", fused as u32 as f64),
+    ];
+    let totals_out = if fused { out.totals.unwrap_or(&dummy) } else { &dummy };
+    let bindings = [logits, targets, out.loss_rows, out.dlogits.unwrap_or(&dummy), out.correct_rows, totals_out];
+    let grid = if fused { [1, 1, 1] } else { grid_1d(gpu, n, WG) };
+    let mut plan: Plan = dispatch(gpu, &SOFTMAX_XENT, op, &constants, &params, &bindings, grid)?.into();
+    if let (Some(t), false) = (out.totals, fused) {
         plan.extend(totals(gpu, out.loss_rows, out.correct_rows, t, true)?);
     }
     Ok(plan)
@@ -144,7 +160,7 @@ pub fn softmax(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Plan> {
     let dummy = super::dummy(gpu)?;
     let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale: 1.0, _pad: 0 };
     let constants = [("WG", WG as f64)];
-    let bindings = [logits, &dummy, &dummy, probs, &dummy];
+    let bindings = [logits, &dummy, &dummy, probs, &dummy, &dummy];
     Ok(dispatch(gpu, &SOFTMAX_XENT, OP, &constants, &params, &bindings, grid_1d(gpu, n, WG))?.into())
 }
 
