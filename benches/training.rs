@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             progress_every: 0,
             checkpoint: None,
             early_stopping: None,
+            skip_nonfinite_batches: false,
         };
         let history = model.fit(&train, &options)?;
         let mut steady = Vec::new();

@@ -248,6 +248,7 @@ fn main() -> Result<()> {
         progress_every: 0,
         checkpoint,
         early_stopping: None,
+        skip_nonfinite_batches: false,
     };
     let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
     let started = Instant::now();

@@ -17,7 +17,9 @@
 // storage load is a per-lane loop there); it runs where len and every view's offset are multiples
 // of 4 floats, with `len` in the uniform counting vec4s. The rules read the same for both types.
 // t is read from `step` (1-based; 0 is taken as 1) and never written; `step` is only bound where
-// the rule (Adam, AdamW, Adagrad) or the schedule reads it.
+// the rule (Adam, AdamW, Adagrad) or the schedule reads it, or where GUARDED: then `step` is
+// [t, skip] and every entry returns at once when skip ≠ 0 (step_guard.wgsl sets it for a batch
+// whose loss is not finite), leaving parameters and state as they were.
 // Learning-rate schedules (SCHEDULE), of k = t − 1, the number of updates before this one:
 //   0 constant:    lr
 //   1 step:        lr · γ^⌊k / every⌋                               (PyTorch StepLR)
@@ -27,6 +29,7 @@
 override WG: u32 = 256u;
 override MOMENTUM: bool = false;
 override SCHEDULE: u32 = 0u;
+override GUARDED: bool = false;
 
 const PI: f32 = 3.14159265358979;
 
@@ -52,7 +55,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> grad: array<V>;
 @group(0) @binding(3) var<storage, read_write> state1: array<V>;   // velocity, m, square average, sum, v
 @group(0) @binding(4) var<storage, read_write> state2: array<V>;   // adam(w): v   rmsprop: buf   adadelta: u
-@group(0) @binding(5) var<storage, read_write> step: array<u32>;     // t
+@group(0) @binding(5) var<storage, read_write> step: array<u32>;     // t, and skip when GUARDED
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -62,6 +65,11 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 // which on lavapipe cost more than the rest of the update. Exact for b = 0, where log2 is -inf.
 fn pow_u32(b: f32, t: u32) -> f32 {
     return select(pow(b, f32(t)), 0.0, b == 0.0);
+}
+
+// Whether this step's update is skipped (never when not GUARDED: step may then be 1 long).
+fn skipped() -> bool {
+    return GUARDED && step[1] != 0u;
 }
 
 fn step_t() -> u32 {
@@ -88,7 +96,7 @@ fn scheduled_lr() -> f32 {
 fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
-    if (i >= p.len) { return; }
+    if (i >= p.len || skipped()) { return; }
     var g = grad[i] + p.weight_decay * param[i];
     if (MOMENTUM) {
         let vel = p.momentum * state1[i] + g;
@@ -115,7 +123,7 @@ fn adam_step(i: u32, g: V, decay: f32) {
 fn adam_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
-    if (i >= p.len) { return; }
+    if (i >= p.len || skipped()) { return; }
     adam_step(i, grad[i] + p.weight_decay * param[i], 1.0);
 }
 
@@ -123,7 +131,7 @@ fn adam_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
-    if (i >= p.len) { return; }
+    if (i >= p.len || skipped()) { return; }
     adam_step(i, grad[i], 1.0 - scheduled_lr() * p.weight_decay);
 }
 
@@ -131,7 +139,7 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
-    if (i >= p.len) { return; }
+    if (i >= p.len || skipped()) { return; }
     let rho = p.beta2;
     let g = grad[i] + p.weight_decay * param[i];
     let sq = rho * state1[i] + (1.0 - rho) * g * g;
@@ -148,7 +156,7 @@ fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
-    if (i >= p.len) { return; }
+    if (i >= p.len || skipped()) { return; }
     let g = grad[i] + p.weight_decay * param[i];
     let before = select(state1[i], V(p.beta2), step_t() == 1u);
     let sum = before + g * g;
@@ -160,7 +168,7 @@ fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 fn adadelta_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
-    if (i >= p.len) { return; }
+    if (i >= p.len || skipped()) { return; }
     let rho = p.beta2;
     let g = grad[i] + p.weight_decay * param[i];
     let v = rho * state1[i] + (1.0 - rho) * g * g;

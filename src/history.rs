@@ -20,6 +20,9 @@ pub struct EpochRecord {
     pub val_accuracy: Option<f32>,
     pub seconds: f64,
     pub samples_per_second: f64,
+    /// Batches left out because their loss was not finite (`FitOptions::skip_nonfinite_batches`);
+    /// the epoch's loss and accuracy are over the other rows.
+    pub skipped_batches: usize,
 }
 
 /// Every epoch of a run, in order.
@@ -31,7 +34,11 @@ pub struct History {
 }
 
 /// The header of [`History::to_csv`].
-pub const CSV_HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second";
+pub const CSV_HEADER: &str =
+    "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second,skipped_batches";
+
+/// The header before `skipped_batches` was recorded (still read, as 0 skipped).
+const CSV_HEADER_V1: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second";
 
 /// The font the plots use, shipped with the crate because a fresh machine may have none
 /// (DejaVu Sans, Bitstream Vera licence: `assets/fonts/DejaVuSans-LICENSE.txt`).
@@ -55,31 +62,35 @@ impl History {
         s.push('\n');
         for r in &self.epochs {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}\n",
                 r.epoch,
                 r.train_loss,
                 r.train_accuracy,
                 opt(r.val_loss),
                 opt(r.val_accuracy),
                 r.seconds,
-                r.samples_per_second
+                r.samples_per_second,
+                r.skipped_batches
             ));
         }
         s
     }
 
-    /// Parses what [`History::to_csv`] wrote (the same numbers back, bit for bit).
+    /// Parses what [`History::to_csv`] wrote (the same numbers back, bit for bit), also without
+    /// the `skipped_batches` column of earlier versions.
     pub fn from_csv(text: &str) -> Result<History> {
         const OP: &str = "History::from_csv";
         let mut lines = text.lines();
-        if lines.next() != Some(CSV_HEADER) {
-            return Err(WgnnError::invalid(OP, format!("the first line must be the header {CSV_HEADER:?}")));
-        }
+        let columns = match lines.next() {
+            Some(CSV_HEADER) => 8,
+            Some(CSV_HEADER_V1) => 7,
+            _ => return Err(WgnnError::invalid(OP, format!("the first line must be the header {CSV_HEADER:?}"))),
+        };
         let mut history = History::default();
         for (i, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
             let bad = |what: &str| WgnnError::invalid(OP, format!("line {}: bad {what} in {line:?}", i + 2));
             let cells: Vec<&str> = line.split(',').collect();
-            if cells.len() != 7 {
+            if cells.len() != columns {
                 return Err(bad("cell count"));
             }
             let f32_cell = |j: usize, what: &str| cells[j].parse::<f32>().map_err(|_| bad(what));
@@ -98,6 +109,10 @@ impl History {
                 val_accuracy: opt_cell(4, "val_accuracy")?,
                 seconds: cells[5].parse().map_err(|_| bad("seconds"))?,
                 samples_per_second: cells[6].parse().map_err(|_| bad("samples_per_second"))?,
+                skipped_batches: match columns {
+                    8 => cells[7].parse().map_err(|_| bad("skipped_batches"))?,
+                    _ => 0,
+                },
             });
         }
         Ok(history)

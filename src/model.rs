@@ -36,6 +36,7 @@ use crate::kernels::optimizer::{
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_grad::softmax_backward;
 use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
+use crate::kernels::step_guard::guard_step;
 use crate::kernels::Plan;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -320,6 +321,11 @@ pub struct FitOptions<'a> {
     pub checkpoint: Option<Checkpointing<'a>>,
     /// Stop when a validation metric stops improving (needs validation), if set.
     pub early_stopping: Option<EarlyStopping>,
+    /// Skip a batch whose loss is not finite — no update, its loss left out of the epoch's — and
+    /// count it in [`EpochRecord::skipped_batches`], instead of stopping the run (the default).
+    /// The check is on the GPU, inside the step: no readback. Batch-norm running statistics
+    /// still see the skipped batch (as with PyTorch's skipped steps).
+    pub skip_nonfinite_batches: bool,
 }
 
 /// What [`EarlyStopping`] watches, after every epoch.
@@ -407,6 +413,7 @@ impl Default for FitOptions<'_> {
             progress_every: 0,
             checkpoint: None,
             early_stopping: None,
+            skip_nonfinite_batches: false,
         }
     }
 }
@@ -544,10 +551,21 @@ struct GpuState {
     opt_state: Vec<Tensor>,
     /// u32 [1]: the step within the epoch (the gather's batch position).
     epoch_step: Tensor,
-    /// u32 [1]: the global step t (Adam's bias correction), carried across epochs.
+    /// u32 [2]: the global step t (Adam's bias correction), carried across epochs, and the skip
+    /// flag of the current step (set by step_guard when the batch's loss is not finite).
     global_step: Tensor,
-    /// f32 [2]: Σ loss, Σ correct since the last reset.
+    /// f32 [4]: Σ loss, Σ correct, skipped batches, skipped rows since the last reset.
     totals: Tensor,
+    /// f32 [2]: the current batch's Σ loss and Σ correct, when non-finite batches are skipped
+    /// (step_guard adds them to `totals` if finite).
+    batch_totals: Tensor,
+}
+
+impl GpuState {
+    /// t alone, u32 [1].
+    fn step_t(&self) -> Result<Tensor> {
+        self.global_step.view(0, &[1])
+    }
 }
 
 /// What a CPU forward pass leaves for the backward.
@@ -674,7 +692,7 @@ impl Sequential {
             State::Gpu(g) => {
                 g.opt_state = (0..slots).map(|_| Tensor::zeros(&g.gpu, &[self.layout.total])).collect::<Result<_>>()?;
                 g.epoch_step.write_u32(&[0])?;
-                g.global_step.write_u32(&[0])?;
+                g.global_step.write_u32(&[0, 0])?;
             }
             State::Cpu(c) => {
                 c.opt_state = vec![vec![0.0; self.layout.total]; slots];
@@ -1059,8 +1077,9 @@ impl SequentialBuilder {
                 grads: Tensor::zeros(gpu, &[layout.total])?,
                 opt_state: Vec::new(),
                 epoch_step: Tensor::zeros_u32(gpu, &[1])?,
-                global_step: Tensor::zeros_u32(gpu, &[1])?,
-                totals: Tensor::zeros(gpu, &[2])?,
+                global_step: Tensor::zeros_u32(gpu, &[2])?,
+                totals: Tensor::zeros(gpu, &[4])?,
+                batch_totals: Tensor::zeros(gpu, &[2])?,
             })),
             Backend::Cpu => {
                 State::Cpu(CpuState { grads: vec![0.0; layout.total], params: flat, opt_state: Vec::new(), step: 0 })
@@ -1401,7 +1420,7 @@ impl Sequential {
                     mask,
                     self.layers[i].dropout,
                     seed,
-                    &g.global_step,
+                    &g.step_t()?,
                 )?);
             }
         }
@@ -1460,7 +1479,9 @@ impl Sequential {
         }
     }
 
-    /// One training step for `batch` rows taken at `epoch_step * stride` of `order`.
+    /// One training step for `batch` rows taken at `epoch_step * stride` of `order`. `guarded`:
+    /// a batch whose loss is not finite leaves the weights, optimizer state and t unchanged and is
+    /// counted in `totals` (step_guard) instead of stopping the run at the next tick.
     fn train_step_plan(
         &self,
         data: &GpuData,
@@ -1468,6 +1489,7 @@ impl Sequential {
         batch: usize,
         stride: usize,
         optimizer: &Optimizer,
+        guarded: bool,
     ) -> Result<(Plan, BatchBuffers)> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
@@ -1475,7 +1497,9 @@ impl Sequential {
         let start = BatchStart::Counter { stride };
         let mut plan = self.forward_plan(data, order, &g.epoch_step, start, &mut buf)?;
         let last = self.layers.len() - 1;
-        plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &g.totals, 1.0 / batch as f32)?);
+        // Guarded, the loss sums go to the batch's own totals, which step_guard checks.
+        let totals = if guarded { g.batch_totals.clone() } else { g.totals.view(0, &[2])? };
+        plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
@@ -1541,11 +1565,20 @@ impl Sequential {
                 }
             }
         }
-        plan.extend(advance_counters(gpu, &g.epoch_step, &g.global_step)?);
-        // The step tensor t drives bias corrections and learning-rate schedules on the GPU. The
-        // update covers the trained parameters only, not the running statistics after them.
+        // The step tensor t drives bias corrections and learning-rate schedules on the GPU; guarded,
+        // it is [t, skip] and the update does nothing for a skipped batch. The update covers the
+        // trained parameters only, not the running statistics after them.
+        let t = if guarded {
+            plan.extend(guard_step(gpu, &g.epoch_step, &g.global_step, &g.batch_totals, &g.totals, batch)?);
+            g.global_step.clone()
+        } else {
+            let t = g.step_t()?;
+            plan.extend(advance_counters(gpu, &g.epoch_step, &t)?);
+            t
+        };
+        let t = &t;
         let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);
-        let (p, gr, t) = (&trained(&g.params)?, &trained(&g.grads)?, &g.global_step);
+        let (p, gr) = (&trained(&g.params)?, &trained(&g.grads)?);
         let s = &g.opt_state.iter().map(trained).collect::<Result<Vec<_>>>()?;
         plan.extend(match optimizer {
             Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
@@ -1569,7 +1602,7 @@ impl Sequential {
         let gpu_data = self.upload_data(&gpu, data)?;
         let batch = batch_size.clamp(1, data.rows);
         let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (plan, _buffers) = self.train_step_plan(&gpu_data, &order, batch, batch, &optimizer)?;
+        let (plan, _buffers) = self.train_step_plan(&gpu_data, &order, batch, batch, &optimizer, false)?;
         let mut timings = Vec::new();
         for d in &plan.dispatches {
             let mut times = gpu.time_plan(&Plan::from(d.clone()), reps.max(1))?;
@@ -1581,14 +1614,20 @@ impl Sequential {
         Ok(timings)
     }
 
-    fn read_totals(&self) -> Result<(f64, f64)> {
+    fn read_totals(&self) -> Result<RunningSums> {
         let t = self.gpu_state()?.totals.to_vec()?;
-        Ok((t[0] as f64, t[1] as f64))
+        Ok(RunningSums {
+            loss: t[0] as f64,
+            correct: t[1] as f64,
+            skipped_batches: t[2] as usize,
+            skipped_rows: t[3] as usize,
+        })
     }
 
     fn reset_epoch(&self) -> Result<()> {
         let g = self.gpu_state()?;
-        g.totals.write(&[0.0, 0.0])?;
+        g.totals.write(&[0.0; 4])?;
+        g.batch_totals.write(&[0.0; 2])?;
         // Only the in-epoch step: the global step t carries across epochs.
         g.epoch_step.write_u32(&[0])
     }
@@ -1799,8 +1838,16 @@ impl Sequential {
     }
 
     /// One step on a gathered batch (labels `y`, float targets `t` when the loss reads them);
-    /// returns (Σ loss, Σ correct) over its rows.
-    fn train_step_cpu(&mut self, x: &[f32], y: &[u32], t: Option<&[f32]>, optimizer: &Optimizer) -> Result<(f64, f64)> {
+    /// returns (Σ loss, Σ correct) over its rows, or None when `skip_nonfinite` and the loss is
+    /// not finite: then only the batch-norm running statistics move (as step_guard on the GPU).
+    fn train_step_cpu(
+        &mut self,
+        x: &[f32],
+        y: &[u32],
+        t: Option<&[f32]>,
+        optimizer: &Optimizer,
+        skip_nonfinite: bool,
+    ) -> Result<Option<(f64, f64)>> {
         let rows = y.len();
         let step = match &self.state {
             State::Cpu(c) => c.step,
@@ -1809,6 +1856,16 @@ impl Sequential {
         let CpuPass { h, dropped, norm, running } = self.forward_cpu_pass(x, rows, Some(step));
         let last = self.layers.len() - 1;
         let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, t, 1.0 / rows as f32)?;
+        // The GPU checks its f32 batch sum; so does this.
+        let skip = skip_nonfinite && !loss_rows.iter().sum::<f32>().is_finite();
+        if skip {
+            if let State::Cpu(c) = &mut self.state {
+                for (offset, values) in running {
+                    c.params[offset..offset + values.len()].copy_from_slice(&values);
+                }
+            }
+            return Ok(None);
+        }
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
         let mut dz = dlogits;
@@ -1889,7 +1946,7 @@ impl Sequential {
                 }
             }
         }
-        Ok((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum()))
+        Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
     }
 }
 
@@ -1900,11 +1957,20 @@ impl Sequential {
 trait Steps {
     /// Starts `epoch`: its row order, and zeroed running sums.
     fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()>;
-    /// Runs steps `first..first + count` of the epoch; returns the running (Σ loss, Σ correct)
-    /// since the epoch began.
-    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<(f64, f64)>;
+    /// Runs steps `first..first + count` of the epoch; returns the running sums since the epoch
+    /// began.
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums>;
     /// (loss, accuracy) on the validation data, if there is any.
     fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>>;
+}
+
+/// An epoch's running sums over the batches trained on (skipped ones are only counted).
+#[derive(Clone, Copy, Debug, Default)]
+struct RunningSums {
+    loss: f64,
+    correct: f64,
+    skipped_batches: usize,
+    skipped_rows: usize,
 }
 
 /// A copy of the flat parameters (and running statistics): device-side on the GPU backend.
@@ -1979,14 +2045,17 @@ impl Sequential {
             self.save_snapshot(&mut latest)?;
             self.save_snapshot(&mut checked)?;
             let (mut good, mut kept, mut done) = (0, 0, 0);
-            let (mut loss_sum, mut correct) = (0.0, 0.0);
+            let mut sums = RunningSums::default();
+            // Means over the rows trained on (skipped batches' rows left out; all of them skipped
+            // is a NaN mean).
+            let mean = |sum: f64, samples: usize, skipped: usize| (sum / (samples - skipped) as f64) as f32;
             while done < steps {
                 let count = every.min(steps - done);
-                (loss_sum, correct) = backend.run(self, done, count)?;
+                sums = backend.run(self, done, count)?;
                 done += count;
-                if !loss_sum.is_finite() {
+                if !sums.loss.is_finite() {
                     self.restore_snapshot(&checked)?;
-                    return Err(nonfinite_loss(loss_sum, epoch, good, done, kept));
+                    return Err(nonfinite_loss(sums.loss, epoch, good, done, kept));
                 }
                 std::mem::swap(&mut latest, &mut checked);
                 self.save_snapshot(&mut latest)?;
@@ -1998,8 +2067,8 @@ impl Sequential {
                     step: done,
                     steps,
                     samples,
-                    loss: (loss_sum / samples as f64) as f32,
-                    accuracy: (correct / samples as f64) as f32,
+                    loss: mean(sums.loss, samples, sums.skipped_rows),
+                    accuracy: mean(sums.correct, samples, sums.skipped_rows),
                     seconds: started.elapsed().as_secs_f64(),
                 });
             }
@@ -2007,12 +2076,13 @@ impl Sequential {
             let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
             let record = EpochRecord {
                 epoch,
-                train_loss: (loss_sum / rows as f64) as f32,
-                train_accuracy: (correct / rows as f64) as f32,
+                train_loss: mean(sums.loss, rows, sums.skipped_rows),
+                train_accuracy: mean(sums.correct, rows, sums.skipped_rows),
                 val_loss,
                 val_accuracy,
                 seconds,
                 samples_per_second: rows as f64 / seconds,
+                skipped_batches: sums.skipped_batches,
             };
             observer.on_epoch_end(&record);
             history.push(record);
@@ -2069,12 +2139,13 @@ impl GpuSteps {
         let batch = opts.batch_size.min(n);
         let tail = n % batch;
         let order = Tensor::zeros_u32(&gpu, &[n])?;
-        let (full_plan, full_buf) = model.train_step_plan(&data, &order, batch, batch, optimizer)?;
+        let guarded = opts.skip_nonfinite_batches;
+        let (full_plan, full_buf) = model.train_step_plan(&data, &order, batch, batch, optimizer, guarded)?;
         let mut buffers = vec![full_buf];
         let tail_plan = match tail {
             0 => None,
             _ => {
-                let (plan, buf) = model.train_step_plan(&data, &order, tail, batch, optimizer)?;
+                let (plan, buf) = model.train_step_plan(&data, &order, tail, batch, optimizer, guarded)?;
                 buffers.push(buf);
                 Some(plan)
             }
@@ -2099,7 +2170,7 @@ impl Steps for GpuSteps {
         model.reset_epoch()
     }
 
-    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<(f64, f64)> {
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums> {
         // Many steps in one submit; the partial batch, if any, is the epoch's last step.
         let full = count.min(self.full_steps.saturating_sub(first));
         if full > 0 {
@@ -2127,7 +2198,8 @@ struct CpuSteps<'d> {
     batch: usize,
     shuffle: bool,
     optimizer: Optimizer,
-    sums: (f64, f64),
+    skip_nonfinite: bool,
+    sums: RunningSums,
 }
 
 impl<'d> CpuSteps<'d> {
@@ -2147,7 +2219,8 @@ impl<'d> CpuSteps<'d> {
             batch: opts.batch_size.min(train.rows),
             shuffle: opts.shuffle,
             optimizer,
-            sums: (0.0, 0.0),
+            skip_nonfinite: opts.skip_nonfinite_batches,
+            sums: RunningSums::default(),
         })
     }
 }
@@ -2155,11 +2228,11 @@ impl<'d> CpuSteps<'d> {
 impl Steps for CpuSteps<'_> {
     fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
         self.order = epoch_order(self.train.rows, self.shuffle, model.seed, epoch);
-        self.sums = (0.0, 0.0);
+        self.sums = RunningSums::default();
         Ok(())
     }
 
-    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<(f64, f64)> {
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums> {
         let (train, n) = (self.train, self.train.rows);
         for step in first..first + count {
             let start = step * self.batch;
@@ -2169,9 +2242,16 @@ impl Steps for CpuSteps<'_> {
             };
             let (x, y) = gather(&self.features, train.feature_dim);
             let t = self.targets.as_ref().map(|t| gather(&t.values, t.dim).0);
-            let (loss, correct) = model.train_step_cpu(&x, &y, t.as_deref(), &self.optimizer)?;
-            self.sums.0 += loss;
-            self.sums.1 += correct;
+            match model.train_step_cpu(&x, &y, t.as_deref(), &self.optimizer, self.skip_nonfinite)? {
+                Some((loss, correct)) => {
+                    self.sums.loss += loss;
+                    self.sums.correct += correct;
+                }
+                None => {
+                    self.sums.skipped_batches += 1;
+                    self.sums.skipped_rows += rows;
+                }
+            }
         }
         Ok(self.sums)
     }

@@ -1,9 +1,10 @@
-//! gather.wgsl and counters.wgsl against the CPU reference.
+//! gather.wgsl, counters.wgsl and step_guard.wgsl against the CPU reference.
 
 mod common;
 use common::*;
 use wgnn::data::Features;
 use wgnn::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
+use wgnn::kernels::step_guard::guard_step;
 use wgnn::rng::Rng;
 use wgnn::{cpu, Tensor, WgnnError};
 
@@ -94,4 +95,31 @@ fn gather_rejects_bad_shapes() {
     let err =
         gather_rows(&gpu, &src, &float_idx, &step, BatchStart::At(0), &x, &y).err().expect("f32 indices must fail");
     assert!(matches!(err, WgnnError::DType { .. }), "{err}");
+}
+
+#[test]
+fn guard_step_counts_finite_batches_and_flags_the_others() {
+    let gpu = gpu();
+    let epoch_step = Tensor::from_u32(&gpu, &[1], &[3]).unwrap();
+    let counters = Tensor::from_u32(&gpu, &[2], &[10, 0]).unwrap();
+    let batch_totals = Tensor::zeros(&gpu, &[2]).unwrap();
+    let totals = Tensor::from_slice(&gpu, &[4], &[1.5, 2.0, 0.0, 0.0]).unwrap();
+    let plan = guard_step(&gpu, &epoch_step, &counters, &batch_totals, &totals, 32).unwrap();
+    let (mut e, mut c, mut t) = (3u32, [10u32, 0], [1.5f32, 2.0, 0.0, 0.0]);
+    // A finite batch, three kinds of non-finite one, then a finite one again.
+    for sums in [[0.75, 30.0], [f32::NAN, 12.0], [f32::INFINITY, 1.0], [f32::NEG_INFINITY, 0.0], [2.0, 31.0]] {
+        batch_totals.write(&sums).unwrap();
+        gpu.run(&[&plan]).unwrap();
+        let mut b = sums;
+        cpu::guard_step(&mut e, &mut c, &mut b, &mut t, 32);
+        assert_eq!(epoch_step.to_vec_u32().unwrap(), vec![e], "{sums:?}");
+        assert_eq!(counters.to_vec_u32().unwrap(), c.to_vec(), "{sums:?}");
+        assert_eq!(batch_totals.to_vec().unwrap(), b.to_vec(), "{sums:?}");
+        assert_eq!(totals.to_vec().unwrap(), t.to_vec(), "{sums:?}");
+    }
+    // Two finite batches counted (t 10 → 12), three skipped with their 96 rows, the flag cleared.
+    assert_eq!((e, c, t), (8, [12, 0], [1.5 + 0.75 + 2.0, 2.0 + 30.0 + 31.0, 3.0, 96.0]));
+    // Shapes are checked.
+    let err = guard_step(&gpu, &epoch_step, &epoch_step.clone(), &batch_totals, &totals, 32).err().unwrap();
+    assert!(err.to_string().contains("counters"), "{err}");
 }

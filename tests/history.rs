@@ -14,6 +14,7 @@ fn sample(epochs: usize, with_val: bool) -> History {
             val_accuracy: with_val.then(|| 1.0 - 0.95 / (t + 0.2)),
             seconds: 1.5 + e as f64 / 3.0,
             samples_per_second: 40000.0 / (1.0 + e as f64 / 7.0),
+            skipped_batches: e % 3,
         });
     }
     h
@@ -22,7 +23,7 @@ fn sample(epochs: usize, with_val: bool) -> History {
 /// Parses one CSV line back into a record; empty cells are `None`.
 fn parse(line: &str) -> EpochRecord {
     let c: Vec<&str> = line.split(',').collect();
-    assert_eq!(c.len(), 7, "{line}");
+    assert_eq!(c.len(), 8, "{line}");
     let opt = |s: &str| {
         if s.is_empty() {
             None
@@ -38,6 +39,7 @@ fn parse(line: &str) -> EpochRecord {
         val_accuracy: opt(c[4]),
         seconds: c[5].parse().unwrap(),
         samples_per_second: c[6].parse().unwrap(),
+        skipped_batches: c[7].parse().unwrap(),
     }
 }
 
@@ -49,7 +51,7 @@ fn csv_round_trips_every_number() {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next(),
-            Some("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second")
+            Some("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second,skipped_batches")
         );
         let back: Vec<EpochRecord> = lines.map(parse).collect();
         assert_eq!(back, h.epochs);
@@ -91,4 +93,16 @@ fn write_errors_name_the_path() {
     assert!(matches!(e, WgnnError::Io { .. }), "{e}");
     assert!(e.to_string().contains("h.png"), "{e}");
     assert!(History::default().plot_png(std::env::temp_dir().join("wgnn-empty.png")).is_err());
+}
+
+#[test]
+fn csv_without_the_skipped_column_still_reads() {
+    // What wgnn wrote (and checkpoints embedded) before skipped batches were recorded.
+    let old =
+        "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second\n1,0.5,0.8,,,1.25,4000\n";
+    let h = History::from_csv(old).unwrap();
+    assert_eq!(h.epochs.len(), 1);
+    assert_eq!((h.epochs[0].train_loss, h.epochs[0].skipped_batches), (0.5, 0));
+    let err = History::from_csv("epoch,loss\n1,2\n").expect_err("unknown header");
+    assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("header"), "{err}");
 }

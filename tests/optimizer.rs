@@ -276,8 +276,9 @@ fn adam_bad_input_is_an_error_naming_the_kernel() {
     expect_err("v length", adam_update(&gpu, &p, &g, &m, &short, &step, &ok), &[k, "v must", "[11]"]);
     let f32_step = Tensor::zeros(&gpu, &[1]).unwrap();
     expect_err("f32 step", adam_update(&gpu, &p, &g, &m, &v, &f32_step, &ok), &[k, "u32"]);
-    let two_steps = Tensor::zeros_u32(&gpu, &[2]).unwrap();
-    expect_err("step [2]", adam_update(&gpu, &p, &g, &m, &v, &two_steps, &ok), &[k, "step", "[2]"]);
+    // [t] or the guarded [t, skip]; nothing else.
+    let three_steps = Tensor::zeros_u32(&gpu, &[3]).unwrap();
+    expect_err("step [3]", adam_update(&gpu, &p, &g, &m, &v, &three_steps, &ok), &[k, "step", "[1] or [2]"]);
     expect_err("m is v", adam_update(&gpu, &p, &g, &m, &m, &step, &ok), &[k, "share memory"]);
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
     let big = Tensor::zeros(&gpu, &[4 * align]).unwrap();
@@ -626,5 +627,49 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
     ] {
         let cfg = SgdConfig { schedule, ..sgd };
         expect_err(what, sgd_update_with_step(&gpu, &p, &g, None, Some(&step), &cfg), &[k, field]);
+    }
+}
+
+/// Every rule given the counters [t, skip] of a guarded step: with skip 0 it is the plain update
+/// with [t]; with skip 1 it leaves parameters and state exactly as they were.
+#[test]
+fn guarded_updates_do_nothing_for_a_skipped_step() {
+    use wgnn::kernels::optimizer::{
+        adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
+        AdagradConfig, RmsPropConfig,
+    };
+    use wgnn::Plan;
+    type Rule = dyn Fn(&Gpu, &Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> wgnn::Result<Plan>;
+    let sched = LrSchedule::Constant;
+    let adam = AdamConfig { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, schedule: sched };
+    let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0, schedule: sched };
+    let rms = RmsPropConfig { lr: 1e-2, rho: 0.9, eps: 1e-7, momentum: 0.5, weight_decay: 0.0, schedule: sched };
+    let adagrad = AdagradConfig { lr: 0.1, initial_accumulator: 0.1, eps: 1e-7, weight_decay: 0.0, schedule: sched };
+    let adadelta = AdadeltaConfig { lr: 1.0, rho: 0.95, eps: 1e-6, weight_decay: 0.0, schedule: sched };
+    let rules: Vec<(&str, Box<Rule>)> = vec![
+        ("adam", Box::new(move |g, p, gr, s1, s2, t| adam_update(g, p, gr, s1, s2, t, &adam))),
+        ("adamw", Box::new(move |g, p, gr, s1, s2, t| adamw_update(g, p, gr, s1, s2, t, &adam))),
+        ("sgd", Box::new(move |g, p, gr, s1, _, t| sgd_update_with_step(g, p, gr, Some(s1), Some(t), &sgd))),
+        ("rmsprop", Box::new(move |g, p, gr, s1, s2, t| rmsprop_update(g, p, gr, s1, Some(s2), Some(t), &rms))),
+        ("adagrad", Box::new(move |g, p, gr, s1, _, t| adagrad_update(g, p, gr, s1, t, &adagrad))),
+        ("adadelta", Box::new(move |g, p, gr, s1, s2, t| adadelta_update(g, p, gr, s1, s2, Some(t), &adadelta))),
+    ];
+    let gpu = gpu();
+    let mut rng = Rng::new(12);
+    for (name, rule) in &rules {
+        for len in [7, 64] {
+            let start: Vec<Vec<f32>> = (0..4).map(|_| rng.vec_uniform(len, 0.1, 1.0)).collect();
+            let run = |counters: &[u32]| {
+                let t: Vec<Tensor> = start.iter().map(|v| Tensor::from_slice(&gpu, &[len], v).unwrap()).collect();
+                let step = Tensor::from_u32(&gpu, &[counters.len()], counters).unwrap();
+                gpu.run(&[&rule(&gpu, &t[0], &t[1], &t[2], &t[3], &step).unwrap()]).unwrap();
+                [&t[0], &t[2], &t[3]].map(|t| t.to_vec().unwrap())
+            };
+            let plain = run(&[3]);
+            assert_eq!(run(&[3, 0]), plain, "{name} len {len}: guarded, not skipped");
+            assert_ne!(plain[0], start[0], "{name} len {len}: the plain update changes the parameters");
+            let skipped = run(&[3, 1]);
+            assert_eq!(skipped, [start[0].clone(), start[2].clone(), start[3].clone()], "{name} len {len}: skipped");
+        }
     }
 }

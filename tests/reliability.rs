@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use common::*;
+use wgnn::data::Features;
 use wgnn::kernels::optimizer::LrSchedule;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, History, WgnnError};
@@ -179,6 +180,40 @@ fn a_diverging_run_stops_with_its_last_good_weights() {
             m.backend_name()
         );
     }
+}
+
+#[test]
+fn non_finite_batches_are_skipped_when_asked() {
+    // 120 rows in order, batches of 10: rows 35 and 97 hold values near f32's largest, which
+    // overflow the logits, so batches 4 and 10 of every epoch have a non-finite loss.
+    let mut data = synthetic(120, 8, 3, 6);
+    if let Features::F32(x) = &mut data.features {
+        for row in [35, 97] {
+            x[row * 8..(row + 1) * 8].fill(3e38);
+        }
+    }
+    let mut runs = Vec::new();
+    for backend in backends() {
+        let options = FitOptions { epochs: 3, batch_size: 10, shuffle: false, progress_every: 1, ..Default::default() };
+        // By default the first bad batch stops the run…
+        let mut m = model(&backend, &[8, 16, 3], 2);
+        m.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+        let err = m.fit(&data, &options).expect_err("a NaN loss stops fit");
+        assert!(err.to_string().contains("epoch 1, steps 4..=4"), "{}: {err}", m.backend_name());
+        // …and with skipping, training goes on around them.
+        let mut m = model(&backend, &[8, 16, 3], 2);
+        m.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+        let h = m.fit(&data, &FitOptions { skip_nonfinite_batches: true, ..options }).unwrap();
+        assert!(h.epochs.iter().all(|r| r.skipped_batches == 2), "{}: {h:?}", m.backend_name());
+        assert!(h.epochs.iter().all(|r| r.train_loss.is_finite()), "{}: {h:?}", m.backend_name());
+        assert!(h.epochs[2].train_loss < h.epochs[0].train_loss, "{}: it still learns: {h:?}", m.backend_name());
+        let weights = m.weights().unwrap();
+        assert!(weights.iter().flat_map(|(w, b)| w.iter().chain(b)).all(|v| v.is_finite()));
+        runs.push(h);
+    }
+    // The GPU's guard and the CPU reference skip the same batches and train the same way.
+    let losses = |h: &History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    assert_close("skipping: gpu vs cpu loss", &losses(&runs[0]), &losses(&runs[1]), 1e-5, 1e-4);
 }
 
 #[test]

@@ -55,6 +55,7 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
                 progress_every: 1,
                 checkpoint: None,
                 early_stopping: None,
+                skip_nonfinite_batches: false,
             };
             model.fit_with(&data, &options, &mut steps).unwrap();
             assert_eq!(steps.losses.len(), 11, "one tick per step");
@@ -102,6 +103,7 @@ fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
             progress_every: 0,
             checkpoint: None,
             early_stopping: None,
+            skip_nonfinite_batches: false,
         };
         let history = model.fit(&train, &options).unwrap();
         histories.push(history);

@@ -14,6 +14,7 @@ pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_grad;
 pub mod softmax_xent;
+pub mod step_guard;
 pub mod totals;
 
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
@@ -30,4 +31,5 @@ pub use sigmoid_bce::{sigmoid, sigmoid_bce, sigmoid_bce_labels};
 pub use softmax_grad::softmax_backward;
 pub use softmax_xent::softmax_xent_dense;
 pub use softmax_xent::{softmax, softmax_xent};
+pub use step_guard::guard_step;
 pub use totals::totals;

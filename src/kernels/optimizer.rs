@@ -4,6 +4,9 @@
 //! from the step tensor, so a scheduled run needs no per-step upload. [`LrSchedule::lr_at`] is the
 //! host reference. Where an update does not otherwise read t (SGD, RMSprop, Adadelta) the step
 //! tensor is optional, and required only for a schedule other than [`LrSchedule::Constant`].
+//!
+//! A step tensor of two values, [t, skip] (the counters [`super::step_guard::guard_step`] keeps),
+//! makes the update conditional: it changes nothing when skip ≠ 0.
 
 use super::check::{disjoint, expect_len, hyper};
 use super::{dispatch, grid_1d, Access, Constant, KernelFamily, Plan};
@@ -461,8 +464,13 @@ fn schedule_step<'a>(
     rule_reads_t: bool,
 ) -> Result<Option<&'a Tensor>> {
     match step {
+        // [t], or [t, skip] for an update that step_guard may skip.
+        Some(s) if s.len() == 2 => {
+            expect_len(op, "step", s, DType::U32, 2, "[1] or [2]")?;
+            Ok(Some(s))
+        }
         Some(s) => {
-            expect_len(op, "step", s, DType::U32, 1, "[1]")?;
+            expect_len(op, "step", s, DType::U32, 1, "[1] or [2] (t, skip)")?;
             Ok(Some(s))
         }
         None if rule_reads_t || *schedule != LrSchedule::Constant => {
@@ -503,7 +511,13 @@ fn update<'a>(
     params.sched_steps = sched_steps;
     params.sched_value = sched_value;
     let dummy = super::dummy(gpu)?;
-    let constants: [Constant; 3] = [("WG", WG as f64), ("MOMENTUM", momentum as u32 as f64), ("SCHEDULE", kind as f64)];
+    let guarded = step.is_some_and(|s| s.len() == 2);
+    let constants: [Constant; 4] = [
+        ("WG", WG as f64),
+        ("MOMENTUM", momentum as u32 as f64),
+        ("SCHEDULE", kind as f64),
+        ("GUARDED", guarded as u32 as f64),
+    ];
     let bindings = [param, grad, states[0].unwrap_or(&dummy), states[1].unwrap_or(&dummy), step.unwrap_or(&dummy)];
     Ok(dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, items, WG))?.into())
 }

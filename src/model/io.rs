@@ -605,7 +605,7 @@ impl Sequential {
                 for (t, flat) in g.opt_state.iter().zip(&slots) {
                     t.write(flat)?;
                 }
-                g.global_step.write_u32(&[step])?;
+                g.global_step.write_u32(&[step, 0])?;
             }
             State::Cpu(c) => {
                 let CpuState { opt_state, step: cpu_step, .. } = c;
