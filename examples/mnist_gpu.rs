@@ -64,6 +64,9 @@ struct Args {
     /// Batch-normalise each hidden layer's pre-activation (Dense → BatchNorm → activation).
     #[arg(long)]
     batch_norm: bool,
+    /// Skip (and count) batches whose loss is not finite instead of stopping the run.
+    #[arg(long)]
+    skip_nonfinite_batches: bool,
     /// Seeds the initial weights, the shuffles and the validation split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -157,8 +160,12 @@ impl Observer for Console {
             (Some(l), Some(a)) => format!("  val loss {l:.4}  val {} {a:.4}", self.metric),
             _ => String::new(),
         };
+        let skipped = match r.skipped_batches {
+            0 => String::new(),
+            n => format!("  ({n} non-finite batches skipped)"),
+        };
         println!(
-            "epoch {:>3}  loss {:.4}  {} {:.4}{val}  {:.2} s  {:.0} samples/s",
+            "epoch {:>3}  loss {:.4}  {} {:.4}{val}  {:.2} s  {:.0} samples/s{skipped}",
             r.epoch, r.train_loss, self.metric, r.train_accuracy, r.seconds, r.samples_per_second
         );
     }
@@ -248,7 +255,7 @@ fn main() -> Result<()> {
         progress_every: 0,
         checkpoint,
         early_stopping: None,
-        skip_nonfinite_batches: false,
+        skip_nonfinite_batches: args.skip_nonfinite_batches,
     };
     let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
     let started = Instant::now();
