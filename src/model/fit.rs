@@ -1,0 +1,269 @@
+//! The epoch loop of `fit`, shared by both backends: progress ticks with the non-finite check,
+//! validation, the history, checkpoints and early stopping.
+
+use super::*;
+
+/// What the epoch loop asks of a backend.
+pub(super) trait Steps {
+    /// Starts `epoch`: its row order, and zeroed running sums.
+    fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()>;
+    /// Runs steps `first..first + count` of the epoch; returns the running sums since the epoch
+    /// began.
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums>;
+    /// (loss, accuracy) on the validation data, if there is any.
+    fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>>;
+}
+
+/// An epoch's running sums over the batches trained on (skipped ones are only counted).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RunningSums {
+    pub(super) loss: f64,
+    pub(super) correct: f64,
+    pub(super) skipped_batches: usize,
+    pub(super) skipped_rows: usize,
+}
+
+/// A copy of the flat parameters (and running statistics): device-side on the GPU backend.
+pub(super) enum Snapshot {
+    Gpu(Tensor),
+    Cpu(Vec<f32>),
+}
+
+impl Sequential {
+    pub(super) fn snapshot(&self) -> Result<Snapshot> {
+        Ok(match &self.state {
+            State::Gpu(g) => {
+                let copy = Tensor::zeros(&g.gpu, &[self.layout.total])?;
+                copy.copy_from(&g.params)?;
+                Snapshot::Gpu(copy)
+            }
+            State::Cpu(c) => Snapshot::Cpu(c.params.clone()),
+        })
+    }
+
+    pub(super) fn save_snapshot(&self, snapshot: &mut Snapshot) -> Result<()> {
+        match (&self.state, snapshot) {
+            (State::Gpu(g), Snapshot::Gpu(copy)) => copy.copy_from(&g.params),
+            (State::Cpu(c), Snapshot::Cpu(copy)) => {
+                copy.copy_from_slice(&c.params);
+                Ok(())
+            }
+            _ => Err(WgnnError::invalid("fit", "a weight snapshot from the other backend (an internal error)")),
+        }
+    }
+
+    pub(super) fn restore_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+        match (&mut self.state, snapshot) {
+            (State::Gpu(g), Snapshot::Gpu(copy)) => g.params.copy_from(copy),
+            (State::Cpu(c), Snapshot::Cpu(copy)) => {
+                c.params.copy_from_slice(copy);
+                Ok(())
+            }
+            _ => Err(WgnnError::invalid("fit", "a weight snapshot from the other backend (an internal error)")),
+        }
+    }
+
+    /// Epochs `run.first_epoch..=opts.epochs` over `rows` training rows: progress ticks with the
+    /// non-finite check, validation, the history, checkpoints and early stopping.
+    pub(super) fn fit_loop(
+        &mut self,
+        rows: usize,
+        run: Run,
+        opts: &FitOptions,
+        observer: &mut dyn Observer,
+        backend: &mut dyn Steps,
+    ) -> Result<History> {
+        let Run { first_epoch, mut history, .. } = run;
+        let batch = opts.batch_size.min(rows);
+        let steps = rows.div_ceil(batch);
+        let every = if opts.progress_every > 0 { opts.progress_every } else { steps.div_ceil(DEFAULT_TICKS).max(1) };
+        let mut best = best_monitored(&history);
+        let mut early = opts.early_stopping.map(EarlyStopState::new);
+        // The weights at the last tick whose running loss was finite (`latest`) and at the one
+        // before (`checked`: the steps since used them and their loss was finite).
+        let (mut latest, mut checked) = (self.snapshot()?, self.snapshot()?);
+        // The best epoch's weights, when early stopping restores them.
+        let mut best_weights = match opts.early_stopping {
+            Some(es) if es.restore_best_weights => Some(self.snapshot()?),
+            _ => None,
+        };
+        let mut have_best = false;
+
+        for epoch in first_epoch..=opts.epochs {
+            let started = Instant::now();
+            backend.start_epoch(self, epoch)?;
+            self.save_snapshot(&mut latest)?;
+            self.save_snapshot(&mut checked)?;
+            let (mut good, mut kept, mut done) = (0, 0, 0);
+            let mut sums = RunningSums::default();
+            // Means over the rows trained on (skipped batches' rows left out; all of them skipped
+            // is a NaN mean).
+            let mean = |sum: f64, samples: usize, skipped: usize| (sum / (samples - skipped) as f64) as f32;
+            while done < steps {
+                let count = every.min(steps - done);
+                sums = backend.run(self, done, count)?;
+                done += count;
+                if !sums.loss.is_finite() {
+                    self.restore_snapshot(&checked)?;
+                    return Err(nonfinite_loss(sums.loss, epoch, good, done, kept));
+                }
+                std::mem::swap(&mut latest, &mut checked);
+                self.save_snapshot(&mut latest)?;
+                (kept, good) = (good, done);
+                let samples = (done * batch).min(rows);
+                observer.on_progress(&Progress {
+                    epoch,
+                    epochs: opts.epochs,
+                    step: done,
+                    steps,
+                    samples,
+                    loss: mean(sums.loss, samples, sums.skipped_rows),
+                    accuracy: mean(sums.correct, samples, sums.skipped_rows),
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
+            let record = EpochRecord {
+                epoch,
+                train_loss: mean(sums.loss, rows, sums.skipped_rows),
+                train_accuracy: mean(sums.correct, rows, sums.skipped_rows),
+                val_loss,
+                val_accuracy,
+                seconds,
+                samples_per_second: rows as f64 / seconds,
+                skipped_batches: sums.skipped_batches,
+            };
+            observer.on_epoch_end(&record);
+            history.push(record);
+            self.checkpoint_after_epoch(opts, epoch, &history, &mut best)?;
+            if let Some(es) = &mut early {
+                let decision = history.last().map(|r| es.observe(r));
+                if let (Some(d), Some(copy)) = (&decision, &mut best_weights) {
+                    if d.improved {
+                        self.save_snapshot(copy)?;
+                        have_best = true;
+                    }
+                }
+                if decision.is_some_and(|d| d.stop) {
+                    history.stopped_early_at = Some(epoch);
+                    break;
+                }
+            }
+        }
+        if let (Some(copy), true) = (&best_weights, have_best) {
+            self.restore_snapshot(copy)?;
+        }
+        Ok(history)
+    }
+}
+
+/// What `fit` hands the GPU or CPU loop.
+pub(super) struct Run<'d> {
+    pub(super) first_epoch: usize,
+    /// The epochs before `first_epoch` (a resumed run's), to be continued.
+    pub(super) history: History,
+    pub(super) validation: Option<&'d Dataset>,
+    pub(super) optimizer: Optimizer,
+}
+
+/// The loss checkpointing on the best epoch watches: validation if there is one, else training.
+pub(super) fn monitored(r: &EpochRecord) -> f32 {
+    r.val_loss.unwrap_or(r.train_loss)
+}
+
+pub(super) fn best_monitored(history: &History) -> f32 {
+    history.epochs.iter().map(monitored).fold(f32::INFINITY, f32::min)
+}
+
+/// The error of a non-finite running loss seen at step `done`, the last finite one at step
+/// `good`, the weights put back to those after step `kept`.
+pub(super) fn nonfinite_loss(loss_sum: f64, epoch: usize, good: usize, done: usize, kept: usize) -> WgnnError {
+    let kept =
+        if kept == 0 { "at the start of that epoch".to_string() } else { format!("after step {kept} of that epoch") };
+    WgnnError::Training {
+        detail: format!(
+            "the training loss became {loss_sum} in epoch {epoch}, steps {}..={done}; the weights are put back to those {kept}, the last ones seen to give a finite loss",
+            good + 1
+        ),
+    }
+}
+
+/// The order of an epoch's rows: shuffled from (seed, epoch) or in order.
+pub(super) fn epoch_order(rows: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    if shuffle {
+        Rng::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64 + 1)).shuffle(&mut order);
+    }
+    order
+}
+
+/// Ticks per epoch when `progress_every` is 0.
+pub(super) const DEFAULT_TICKS: usize = 20;
+
+/// Early stopping's running state within one `fit`.
+pub(super) struct EarlyStopState {
+    pub(super) cfg: EarlyStopping,
+    pub(super) best: Option<f32>,
+    pub(super) wait: usize,
+}
+
+/// What an epoch's record means to [`EarlyStopState`].
+pub(super) struct EarlyStopDecision {
+    pub(super) improved: bool,
+    pub(super) stop: bool,
+}
+
+impl EarlyStopState {
+    fn new(cfg: EarlyStopping) -> EarlyStopState {
+        EarlyStopState { cfg, best: None, wait: 0 }
+    }
+
+    fn observe(&mut self, r: &EpochRecord) -> EarlyStopDecision {
+        let current = match self.cfg.monitor {
+            Monitor::ValLoss => r.val_loss,
+            Monitor::ValAccuracy => r.val_accuracy,
+        };
+        let improved = match (current, self.best) {
+            (Some(c), _) if !c.is_finite() => false,
+            (Some(_), None) => true,
+            (Some(c), Some(b)) => match self.cfg.monitor {
+                Monitor::ValLoss => c < b - self.cfg.min_delta,
+                Monitor::ValAccuracy => c > b + self.cfg.min_delta,
+            },
+            (None, _) => false,
+        };
+        if improved {
+            self.best = current;
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        EarlyStopDecision { improved, stop: !improved && self.wait >= self.cfg.patience.max(1) }
+    }
+}
+
+impl Sequential {
+    /// Writes the checkpoints `opts` asks for after `epoch` (the last entry of `history`).
+    pub(super) fn checkpoint_after_epoch(
+        &self,
+        opts: &FitOptions,
+        epoch: usize,
+        history: &History,
+        best: &mut f32,
+    ) -> Result<()> {
+        let Some(c) = &opts.checkpoint else { return Ok(()) };
+        if c.every_epochs > 0 && epoch.is_multiple_of(c.every_epochs) {
+            self.save_checkpoint(c.last_path(), epoch, history)?;
+        }
+        if c.on_best {
+            if let Some(m) = history.last().map(monitored) {
+                if m < *best {
+                    *best = m;
+                    self.save_checkpoint(c.best_path(), epoch, history)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

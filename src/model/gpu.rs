@@ -1,0 +1,665 @@
+//! The GPU backend of [`Sequential`]: the data set uploaded once, the buffers of one batch, and
+//! the training step — gather, forward, loss, backward, counters, update — as a [`Plan`] built
+//! once per batch size and recorded many times; evaluation and prediction in large batches.
+
+use super::*;
+
+/// Uploads a data set once: u8 features stay u8 (packed 4 per word), f32 as bits; split into
+/// chunks of whole rows where one binding cannot hold it.
+pub(super) fn upload_rows(gpu: &Gpu, data: &Dataset) -> Result<GpuRows> {
+    let mean_std = match &data.standardize {
+        Some((m, s)) => Some(Tensor::from_slice(gpu, &[2, data.feature_dim], &[m.as_slice(), s.as_slice()].concat())?),
+        None => None,
+    };
+    Ok(GpuRows {
+        scale: data.scale,
+        shift: data.shift,
+        mean_std,
+        ..GpuRows::upload(gpu, &data.features, &data.labels, data.feature_dim)?
+    })
+}
+
+/// A data set on the GPU for a loss: its rows, and the float targets the loss reads, if any
+/// (gathered by the same index list as the rows).
+pub(super) struct GpuData {
+    pub(super) rows: GpuRows,
+    pub(super) targets: Option<GpuRows>,
+}
+
+impl Sequential {
+    pub(super) fn upload_data(&self, gpu: &Gpu, data: &Dataset) -> Result<GpuData> {
+        let targets = match self.loss().float_targets(data, self.output_dim())? {
+            Some(t) => {
+                let rows = t.values.len() / t.dim;
+                let as_rows =
+                    Dataset::from_f32(t.values, vec![0; rows], t.dim, 1, &format!("{} targets", data.source))?;
+                Some(upload_rows(gpu, &as_rows)?)
+            }
+            None => None,
+        };
+        Ok(GpuData { rows: upload_rows(gpu, data)?, targets })
+    }
+}
+
+/// Activations and per-row outputs for one batch size.
+pub(super) struct BatchBuffers {
+    pub(super) x: Tensor,
+    pub(super) y: Tensor,
+    /// Output of each layer, [rows, units].
+    pub(super) h: Vec<Tensor>,
+    /// Gradient w.r.t. each layer's pre-activation, [rows, units].
+    pub(super) dz: Vec<Tensor>,
+    pub(super) loss_rows: Tensor,
+    pub(super) correct_rows: Tensor,
+    /// Per layer with dropout, when training: (dropped output, mask, the gradient before the
+    /// mask), each [rows, units].
+    pub(super) dropout: Vec<Option<(Tensor, Tensor, Tensor)>>,
+    /// The batch's float targets [rows, dim] and the gather's scratch labels [rows], for losses
+    /// that read targets.
+    pub(super) targets: Option<(Tensor, Tensor)>,
+    /// Per batch-normalised layer, its intermediates.
+    pub(super) norm: Vec<Option<NormBuffers>>,
+    /// Per softmax layer: (the softmax's input [rows, units], and when training the gradient
+    /// w.r.t. its output [rows, units]).
+    pub(super) softmax: Vec<Option<(Tensor, Tensor)>>,
+    pub(super) training: bool,
+    /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
+    /// through a non-linear last activation (the loss writes it, a backward dispatch turns it
+    /// into dz).
+    pub(super) dpred: Option<Tensor>,
+}
+
+/// A batch-normalised layer's intermediates for one batch.
+pub(super) struct NormBuffers {
+    /// x·W, [rows, units].
+    pub(super) linear: Tensor,
+    /// BN(x·W), the activation's input, [rows, units].
+    pub(super) normed: Tensor,
+    /// The gradient w.r.t. `linear`, [rows, units] (training only, else unused).
+    pub(super) dlinear: Tensor,
+    /// The batch's mean and 1/√(σ² + eps), [units], saved by the forward for the backward.
+    pub(super) mean: Tensor,
+    pub(super) inv_std: Tensor,
+}
+
+impl BatchBuffers {
+    /// What layer `i + 1` reads: layer i's output after dropout, if any.
+    fn layer_input<'b>(&'b self, x_or_h: &'b Tensor, i: usize) -> &'b Tensor {
+        self.dropout.get(i).and_then(Option::as_ref).map_or(x_or_h, |(dropped, _, _)| dropped)
+    }
+
+    /// `target_dim`: the width of the loss's float targets, if it reads any; `dpred`: allocate
+    /// [`BatchBuffers::dpred`].
+    /// `acts`: each layer's applied activation.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        gpu: &Gpu,
+        layers: &[Dense],
+        acts: &[Activation],
+        input_dim: usize,
+        rows: usize,
+        training: bool,
+        target_dim: Option<usize>,
+        dpred: bool,
+    ) -> Result<BatchBuffers> {
+        let outputs = layers.last().map_or(input_dim, |l| l.units);
+        Ok(BatchBuffers {
+            softmax: layers
+                .iter()
+                .zip(acts)
+                .map(|(l, &act)| match act {
+                    Activation::Softmax => {
+                        let grad =
+                            if training { Tensor::zeros(gpu, &[rows, l.units])? } else { Tensor::zeros(gpu, &[1])? };
+                        Ok(Some((Tensor::zeros(gpu, &[rows, l.units])?, grad)))
+                    }
+                    _ => Ok(None),
+                })
+                .collect::<Result<_>>()?,
+            targets: match target_dim {
+                Some(d) => Some((Tensor::zeros(gpu, &[rows, d])?, Tensor::zeros_u32(gpu, &[rows])?)),
+                None => None,
+            },
+            dpred: if training && dpred { Some(Tensor::zeros(gpu, &[rows, outputs])?) } else { None },
+            norm: layers
+                .iter()
+                .map(|l| match l.batch_norm {
+                    Some(_) => {
+                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
+                        let dlinear = if training { t()? } else { Tensor::zeros(gpu, &[1])? };
+                        let (mean, inv_std) = (Tensor::zeros(gpu, &[l.units])?, Tensor::zeros(gpu, &[l.units])?);
+                        Ok(Some(NormBuffers { linear: t()?, normed: t()?, dlinear, mean, inv_std }))
+                    }
+                    None => Ok(None),
+                })
+                .collect::<Result<_>>()?,
+            training,
+            x: Tensor::zeros(gpu, &[rows, input_dim])?,
+            y: Tensor::zeros_u32(gpu, &[rows])?,
+            h: layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?,
+            dz: if training {
+                layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            },
+            loss_rows: Tensor::zeros(gpu, &[rows])?,
+            correct_rows: Tensor::zeros(gpu, &[rows])?,
+            dropout: layers
+                .iter()
+                .map(|l| {
+                    if training && l.dropout > 0.0 {
+                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
+                        Ok(Some((t()?, t()?, t()?)))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+impl Sequential {
+    pub(super) fn gpu_state(&self) -> Result<&GpuState> {
+        match &self.state {
+            State::Gpu(g) => Ok(g),
+            State::Cpu(_) => Err(WgnnError::invalid("gpu", "this model runs on the CPU backend")),
+        }
+    }
+
+    /// W and b of layer `i` as views into `flat` (params or grads).
+    pub(super) fn layer_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor)> {
+        let l = &self.layers[i];
+        let (wo, bo) = self.layout.offsets[i];
+        Ok((flat.view(wo, &[l.inputs, l.units])?, flat.view(bo, &[l.units])?))
+    }
+
+    /// The buffers of one batch of `rows` rows of `data`.
+    pub(super) fn batch_buffers(&self, gpu: &Gpu, data: &GpuData, rows: usize, training: bool) -> Result<BatchBuffers> {
+        let acts: Vec<Activation> = (0..self.layers.len()).map(|i| self.applied_activation(i)).collect();
+        let last = acts.last().copied().unwrap_or(Activation::Identity);
+        let dpred = self.loss() == Loss::MeanSquaredError && last != Activation::Identity;
+        let target_dim = data.targets.as_ref().map(|t| t.dim);
+        BatchBuffers::new(gpu, &self.layers, &acts, self.input_dim, rows, training, target_dim, dpred)
+    }
+
+    /// γ, running mean and running variance of batch-normalised layer `i` as views into `flat`
+    /// (params, or grads for dγ).
+    pub(super) fn norm_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        let units = self.layers[i].units;
+        let (gamma, mean, var) = self.layout.norm[i]
+            .ok_or_else(|| WgnnError::invalid("batch_norm", format!("layer {i} is not batch-normalised")))?;
+        Ok((flat.view(gamma, &[units])?, flat.view(mean, &[units])?, flat.view(var, &[units])?))
+    }
+
+    /// gather → forward: the first half of every plan. The gathered labels' range is marked so the
+    /// loss kernel can check it without a readback.
+    pub(super) fn forward_plan(
+        &self,
+        data: &GpuData,
+        order: &Tensor,
+        epoch_step: &Tensor,
+        start: BatchStart,
+        buf: &mut BatchBuffers,
+    ) -> Result<Plan> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        buf.y.set_max_u32(data.rows.labels.max_u32());
+        let mut plan = gather_rows(gpu, &data.rows, order, epoch_step, start, &buf.x, &buf.y)?;
+        if let (Some(rows), Some((t, scratch))) = (&data.targets, &buf.targets) {
+            plan.extend(gather_rows(gpu, rows, order, epoch_step, start, t, scratch)?);
+        }
+        for i in 0..self.layers.len() {
+            let (w, b) = self.layer_views(&g.params, i)?;
+            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
+            let act = self.applied_activation(i);
+            let softmax_input = buf.softmax[i].as_ref().map(|(pre, _)| pre);
+            match (&buf.norm[i], self.layers[i].batch_norm) {
+                (Some(nb), Some(cfg)) => {
+                    // x·W → BN (batch statistics when training, running ones otherwise) → act.
+                    let (gamma, running_mean, running_var) = self.norm_views(&g.params, i)?;
+                    plan.extend(matmul(gpu, input, &w, &nb.linear, &MatmulOptions::default())?);
+                    plan.extend(if buf.training {
+                        let (mean, inv_std) = (&nb.mean, &nb.inv_std);
+                        let (lin, normed) = (&nb.linear, &nb.normed);
+                        batch_norm_forward_train(
+                            gpu,
+                            lin,
+                            &gamma,
+                            &b,
+                            normed,
+                            mean,
+                            inv_std,
+                            &running_mean,
+                            &running_var,
+                            &cfg,
+                        )?
+                    } else {
+                        batch_norm_forward_inference(
+                            gpu,
+                            &nb.linear,
+                            &gamma,
+                            &b,
+                            &running_mean,
+                            &running_var,
+                            &nb.normed,
+                            &cfg,
+                        )?
+                    });
+                    plan.extend(match softmax_input {
+                        Some(_) => softmax(gpu, &nb.normed, &buf.h[i])?,
+                        None => bias_act_forward(gpu, &nb.normed, None, &buf.h[i], act)?,
+                    });
+                }
+                _ => {
+                    // act(x·W + b) in the matmul's epilogue; softmax, being row-wise, after it.
+                    let (epilogue, out) = match softmax_input {
+                        Some(pre) => (Epilogue::BiasAct { bias: Some(&b), act: Activation::Identity }, pre),
+                        None => (Epilogue::BiasAct { bias: Some(&b), act }, &buf.h[i]),
+                    };
+                    plan.extend(matmul(gpu, input, &w, out, &MatmulOptions { epilogue, ..Default::default() })?);
+                    if let Some(pre) = softmax_input {
+                        plan.extend(softmax(gpu, pre, &buf.h[i])?);
+                    }
+                }
+            }
+            if let Some((dropped, mask, _)) = &buf.dropout[i] {
+                // The mask of step t: the global step before this step's counter advance.
+                let seed = Dense::dropout_seed(self.seed, i);
+                plan.extend(dropout_forward(
+                    gpu,
+                    &buf.h[i],
+                    dropped,
+                    mask,
+                    self.layers[i].dropout,
+                    seed,
+                    &g.step_t()?,
+                )?);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The compiled loss on the last layer's outputs in `buf` (labels `buf.y` or targets
+    /// `buf.targets`), adding its sums to `totals`; `dlogits` — the gradient w.r.t. the last
+    /// layer's pre-activation, scaled by `grad_scale` — when training.
+    pub(super) fn loss_plan(
+        &self,
+        buf: &BatchBuffers,
+        dlogits: Option<&Tensor>,
+        totals: &Tensor,
+        grad_scale: f32,
+    ) -> Result<Plan> {
+        let gpu = &self.gpu_state()?.gpu;
+        let logits = &buf.h[self.layers.len() - 1];
+        let targets = || {
+            buf.targets.as_ref().map(|(t, _)| t).ok_or_else(|| {
+                WgnnError::invalid(self.loss().name(), "the batch has no float targets (an internal plan error)")
+            })
+        };
+        let xent_out = SoftmaxXentOut {
+            loss_rows: &buf.loss_rows,
+            dlogits,
+            correct_rows: &buf.correct_rows,
+            totals: Some(totals),
+        };
+        let single_out =
+            SigmoidBceOut { loss_rows: &buf.loss_rows, dlogits, correct_rows: &buf.correct_rows, totals: Some(totals) };
+        match self.loss() {
+            Loss::SparseCategoricalCrossentropy => softmax_xent(gpu, logits, &buf.y, grad_scale, &xent_out),
+            Loss::CategoricalCrossentropy => softmax_xent_dense(gpu, logits, targets()?, grad_scale, &xent_out),
+            Loss::BinaryCrossentropy => sigmoid_bce(gpu, logits, &buf.y, grad_scale, &single_out),
+            Loss::Hinge => hinge(gpu, logits, targets()?, grad_scale, &single_out),
+            Loss::MeanSquaredError => {
+                // Through a non-linear last activation the loss's gradient w.r.t. the output goes
+                // to `dpred` first, then dz = dpred ⊙ act′(output).
+                let via_dpred = dlogits.and(buf.dpred.as_ref());
+                let out = MseOut {
+                    loss_rows: &buf.loss_rows,
+                    dpred: via_dpred.or(dlogits),
+                    abs_rows: &buf.correct_rows,
+                    totals: Some(totals),
+                };
+                let mut plan = mse(gpu, logits, targets()?, grad_scale, &out)?;
+                if let (Some(dpred), Some(dz)) = (via_dpred, dlogits) {
+                    plan.extend(match self.applied_activation(self.layers.len() - 1) {
+                        Activation::Softmax => softmax_backward(gpu, dpred, logits, dz)?,
+                        act => bias_act_backward(gpu, dpred, logits, dz, None, act, false)?,
+                    });
+                }
+                Ok(plan)
+            }
+        }
+    }
+
+    /// One training step for `batch` rows taken at `epoch_step * stride` of `order`. `guarded`:
+    /// a batch whose loss is not finite leaves the weights, optimizer state and t unchanged and is
+    /// counted in `totals` (step_guard) instead of stopping the run at the next tick.
+    pub(super) fn train_step_plan(
+        &self,
+        data: &GpuData,
+        order: &Tensor,
+        batch: usize,
+        stride: usize,
+        optimizer: &Optimizer,
+        guarded: bool,
+    ) -> Result<(Plan, BatchBuffers)> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let mut buf = self.batch_buffers(gpu, data, batch, true)?;
+        let start = BatchStart::Counter { stride };
+        let mut plan = self.forward_plan(data, order, &g.epoch_step, start, &mut buf)?;
+        let last = self.layers.len() - 1;
+        // Guarded, the loss sums go to the batch's own totals, which step_guard checks.
+        let totals = if guarded { g.batch_totals.clone() } else { g.totals.view(0, &[2])? };
+        plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
+        for i in (0..self.layers.len()).rev() {
+            let (dw, db) = self.layer_views(&g.grads, i)?;
+            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
+            // dlinear: the gradient w.r.t. x·W — dZ itself, or through BN's backward, which
+            // also writes dγ and dβ (β sits in b's slot).
+            let dlinear = match &buf.norm[i] {
+                Some(nb) => {
+                    let (gamma, _, _) = self.norm_views(&g.params, i)?;
+                    let (dgamma, _, _) = self.norm_views(&g.grads, i)?;
+                    let (mean, inv_std) = (&nb.mean, &nb.inv_std);
+                    plan.extend(batch_norm_backward(
+                        gpu,
+                        &buf.dz[i],
+                        &nb.linear,
+                        &gamma,
+                        mean,
+                        inv_std,
+                        &nb.dlinear,
+                        &dgamma,
+                        &db,
+                        false,
+                    )?);
+                    &nb.dlinear
+                }
+                None => &buf.dz[i],
+            };
+            // dW = inputᵀ · dlinear, with db = Σ_rows dZ in the same dispatch where the kernel
+            // allows (without BN; BN's backward wrote dβ into b's slot).
+            let options = MatmulOptions { trans_a: true, ..Default::default() };
+            match &buf.norm[i] {
+                Some(_) => plan.extend(matmul(gpu, input, dlinear, &dw, &options)?),
+                None => plan.extend(matmul_column_sum(gpu, input, dlinear, &dw, &db, &options)?),
+            }
+            if i > 0 {
+                let (w, _) = self.layer_views(&g.params, i)?;
+                let dropout = buf.dropout[i - 1].as_ref();
+                match &buf.softmax[i - 1] {
+                    None => {
+                        // dZ_prev = (dlinear · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
+                        let act = self.applied_activation(i - 1);
+                        let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act };
+                        let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
+                        let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
+                        plan.extend(matmul(gpu, dlinear, &w, out, &options)?);
+                        if let Some((_, mask, before_mask)) = dropout {
+                            plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
+                        }
+                    }
+                    Some((_, dh)) => {
+                        // A softmax layer: dh = dlinear · Wᵀ (⊙ the dropout mask), then the
+                        // row-wise softmax backward into dZ_prev.
+                        let options = MatmulOptions { trans_b: true, ..Default::default() };
+                        plan.extend(matmul(gpu, dlinear, &w, dh, &options)?);
+                        let dh = match dropout {
+                            Some((_, mask, after_mask)) => {
+                                plan.extend(dropout_backward(gpu, dh, mask, after_mask)?);
+                                after_mask
+                            }
+                            None => dh,
+                        };
+                        plan.extend(softmax_backward(gpu, dh, &buf.h[i - 1], &buf.dz[i - 1])?);
+                    }
+                }
+            }
+        }
+        // The step tensor t drives bias corrections and learning-rate schedules on the GPU; guarded,
+        // it is [t, skip] and the update does nothing for a skipped batch. The update covers the
+        // trained parameters only, not the running statistics after them.
+        let t = if guarded {
+            plan.extend(guard_step(gpu, &g.epoch_step, &g.global_step, &g.batch_totals, &g.totals, batch)?);
+            g.global_step.clone()
+        } else {
+            let t = g.step_t()?;
+            plan.extend(advance_counters(gpu, &g.epoch_step, &t)?);
+            t
+        };
+        let t = &t;
+        let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);
+        let (p, gr) = (&trained(&g.params)?, &trained(&g.grads)?);
+        let s = &g.opt_state.iter().map(trained).collect::<Result<Vec<_>>>()?;
+        plan.extend(match optimizer {
+            Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
+            Optimizer::AdamW(cfg) => adamw_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
+            Optimizer::Sgd(cfg) => sgd_update_with_step(gpu, p, gr, s.first(), Some(t), cfg)?,
+            Optimizer::RmsProp(cfg) => rmsprop_update(gpu, p, gr, &s[0], s.get(1), Some(t), cfg)?,
+            Optimizer::Adagrad(cfg) => adagrad_update(gpu, p, gr, &s[0], t, cfg)?,
+            Optimizer::Adadelta(cfg) => adadelta_update(gpu, p, gr, &s[0], &s[1], Some(t), cfg)?,
+        });
+        Ok((plan, buf))
+    }
+
+    /// Device seconds of each dispatch of one training step at `batch_size` (median of `reps`
+    /// timings each), labelled by kernel: where a step's time goes. Needs timestamp queries. The
+    /// timed dispatches really run, so the weights change.
+    pub fn profile_step(&mut self, data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(String, f64)>> {
+        const OP: &str = "profile_step";
+        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
+        self.check_data(OP, data)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let gpu_data = self.upload_data(&gpu, data)?;
+        let batch = batch_size.clamp(1, data.rows);
+        let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
+        let (plan, _buffers) = self.train_step_plan(&gpu_data, &order, batch, batch, &optimizer, false)?;
+        let mut timings = Vec::new();
+        for d in &plan.dispatches {
+            let mut times = gpu.time_plan(&Plan::from(d.clone()), reps.max(1))?;
+            times.sort_by(f64::total_cmp);
+            timings.push((d.label.clone(), times[times.len() / 2]));
+        }
+        // The repeated counter dispatch moved the step position: put it back.
+        self.reset_epoch()?;
+        Ok(timings)
+    }
+
+    pub(super) fn read_totals(&self) -> Result<RunningSums> {
+        let t = self.gpu_state()?.totals.to_vec()?;
+        Ok(RunningSums {
+            loss: t[0] as f64,
+            correct: t[1] as f64,
+            skipped_batches: t[2] as usize,
+            skipped_rows: t[3] as usize,
+        })
+    }
+
+    pub(super) fn reset_epoch(&self) -> Result<()> {
+        let g = self.gpu_state()?;
+        g.totals.write(&[0.0; 4])?;
+        g.batch_totals.write(&[0.0; 2])?;
+        // Only the in-epoch step: the global step t carries across epochs.
+        g.epoch_step.write_u32(&[0])
+    }
+
+    /// Rows per evaluation batch: `EVAL_BATCH`, or fewer so that a batch of the widest row (input,
+    /// layer outputs, targets) fits one storage binding and one buffer.
+    pub(super) fn eval_batch(&self, gpu: &Gpu, data: &GpuData) -> usize {
+        let limits = gpu.limits();
+        let bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let widest =
+            self.layers.iter().map(|l| l.units).chain([self.input_dim, data.targets.as_ref().map_or(1, |t| t.dim)]);
+        let row_bytes = 4 * widest.max().unwrap_or(1) as u64;
+        (bytes / row_bytes).clamp(1, EVAL_BATCH as u64) as usize
+    }
+
+    /// Forward passes over `rows` in batches of up to `EVAL_BATCH`, then (loss, accuracy).
+    pub(super) fn evaluate_gpu(&self, data: &GpuData) -> Result<(f32, f32)> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let n = data.rows.total_rows;
+        let order: Vec<u32> = (0..n as u32).collect();
+        let order = Tensor::from_u32(gpu, &[n], &order)?;
+        let totals = Tensor::zeros(gpu, &[2])?;
+        let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
+        let mut plans = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let batch = self.eval_batch(gpu, data).min(n - start);
+            let mut buf = self.batch_buffers(gpu, data, batch, false)?;
+            let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
+            plans.push(plan);
+            start += batch;
+        }
+        gpu.run(&plans.iter().collect::<Vec<_>>())?;
+        let t = totals.to_vec()?;
+        Ok(((t[0] as f64 / n as f64) as f32, (t[1] as f64 / n as f64) as f32))
+    }
+
+    pub(super) fn predict_gpu(&self, data: &GpuData) -> Result<Vec<f32>> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let n = data.rows.total_rows;
+        let order: Vec<u32> = (0..n as u32).collect();
+        let order = Tensor::from_u32(gpu, &[n], &order)?;
+        let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
+        let classes = self.output_dim();
+        let probs = Tensor::zeros(gpu, &[n, classes])?;
+        let last = self.layers.len() - 1;
+        let mut start = 0;
+        let mut plans = Vec::new();
+        while start < n {
+            let batch = self.eval_batch(gpu, data).min(n - start);
+            let mut buf = self.batch_buffers(gpu, data, batch, false)?;
+            let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            let out = probs.view(start * classes, &[batch, classes])?;
+            plan.extend(match self.loss() {
+                Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
+                    softmax(gpu, &buf.h[last], &out)?
+                }
+                Loss::BinaryCrossentropy => bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Sigmoid)?,
+                // The last layer's outputs as they are (a copy through the identity).
+                Loss::Hinge | Loss::MeanSquaredError => {
+                    bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Identity)?
+                }
+            });
+            plans.push(plan);
+            start += batch;
+        }
+        gpu.run(&plans.iter().collect::<Vec<_>>())?;
+        probs.to_vec()
+    }
+}
+
+/// Rows per evaluation batch at most: large, to keep the dispatch count low (fewer where the
+/// device's buffers cannot hold that many rows of the widest layer; see `eval_batch`).
+pub(super) const EVAL_BATCH: usize = 2048;
+
+/// Everything a GPU model keeps resident.
+pub(super) struct GpuState {
+    pub(super) gpu: Gpu,
+    pub(super) params: Tensor,
+    pub(super) grads: Tensor,
+    /// Optimizer state: Adam's m and v, or SGD's velocity.
+    pub(super) opt_state: Vec<Tensor>,
+    /// u32 [1]: the step within the epoch (the gather's batch position).
+    pub(super) epoch_step: Tensor,
+    /// u32 [2]: the global step t (Adam's bias correction), carried across epochs, and the skip
+    /// flag of the current step (set by step_guard when the batch's loss is not finite).
+    pub(super) global_step: Tensor,
+    /// f32 [4]: Σ loss, Σ correct, skipped batches, skipped rows since the last reset.
+    pub(super) totals: Tensor,
+    /// f32 [2]: the current batch's Σ loss and Σ correct, when non-finite batches are skipped
+    /// (step_guard adds them to `totals` if finite).
+    pub(super) batch_totals: Tensor,
+}
+
+impl GpuState {
+    /// t alone, u32 [1].
+    fn step_t(&self) -> Result<Tensor> {
+        self.global_step.view(0, &[1])
+    }
+}
+
+/// The GPU backend's steps: the data uploaded once, one plan for a full batch and one for the
+/// partial last batch, built once per `fit`.
+pub(super) struct GpuSteps {
+    pub(super) gpu: Gpu,
+    pub(super) rows: usize,
+    pub(super) shuffle: bool,
+    /// The epoch's row order, [rows] u32, written at each epoch's start.
+    pub(super) order: Tensor,
+    pub(super) full_steps: usize,
+    pub(super) full_plan: Plan,
+    pub(super) tail_plan: Option<Plan>,
+    pub(super) validation: Option<GpuData>,
+    /// The plans' buffers (the plans' bind groups keep them alive too; held for clarity).
+    pub(super) _buffers: Vec<BatchBuffers>,
+}
+
+impl GpuSteps {
+    pub(super) fn new(
+        model: &Sequential,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        opts: &FitOptions,
+        optimizer: &Optimizer,
+    ) -> Result<GpuSteps> {
+        let gpu = model.gpu_state()?.gpu.clone();
+        let data = model.upload_data(&gpu, train)?;
+        let validation = validation.map(|v| model.upload_data(&gpu, v)).transpose()?;
+        let n = train.rows;
+        let batch = opts.batch_size.min(n);
+        let tail = n % batch;
+        let order = Tensor::zeros_u32(&gpu, &[n])?;
+        let guarded = opts.skip_nonfinite_batches;
+        let (full_plan, full_buf) = model.train_step_plan(&data, &order, batch, batch, optimizer, guarded)?;
+        let mut buffers = vec![full_buf];
+        let tail_plan = match tail {
+            0 => None,
+            _ => {
+                let (plan, buf) = model.train_step_plan(&data, &order, tail, batch, optimizer, guarded)?;
+                buffers.push(buf);
+                Some(plan)
+            }
+        };
+        Ok(GpuSteps {
+            gpu,
+            rows: n,
+            shuffle: opts.shuffle,
+            order,
+            full_steps: n / batch,
+            full_plan,
+            tail_plan,
+            validation,
+            _buffers: buffers,
+        })
+    }
+}
+
+impl Steps for GpuSteps {
+    fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
+        self.order.write_u32(&epoch_order(self.rows, self.shuffle, model.seed, epoch))?;
+        model.reset_epoch()
+    }
+
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums> {
+        // Many steps in one submit; the partial batch, if any, is the epoch's last step.
+        let full = count.min(self.full_steps.saturating_sub(first));
+        if full > 0 {
+            self.gpu.run_repeated(&[&self.full_plan], full)?;
+        }
+        if let Some(tail) = self.tail_plan.as_ref().filter(|_| first + count > self.full_steps) {
+            self.gpu.run(&[tail])?;
+        }
+        model.read_totals()
+    }
+
+    fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
+        self.validation.as_ref().map(|v| model.evaluate_gpu(v)).transpose()
+    }
+}
