@@ -4,6 +4,36 @@
 
 use super::*;
 
+/// Rows per evaluation batch at most: large, to keep the dispatch count low (fewer where the
+/// device's buffers cannot hold that many rows of the widest layer; see `eval_batch`).
+pub(super) const EVAL_BATCH: usize = 2048;
+
+/// Everything a GPU model keeps resident.
+pub(super) struct GpuState {
+    pub(super) gpu: Gpu,
+    pub(super) params: Tensor,
+    pub(super) grads: Tensor,
+    /// Optimizer state: Adam's m and v, or SGD's velocity.
+    pub(super) opt_state: Vec<Tensor>,
+    /// u32 [1]: the step within the epoch (the gather's batch position).
+    pub(super) epoch_step: Tensor,
+    /// u32 [2]: the global step t (Adam's bias correction), carried across epochs, and the skip
+    /// flag of the current step (set by step_guard when the batch's loss is not finite).
+    pub(super) global_step: Tensor,
+    /// f32 [4]: Σ loss, Σ correct, skipped batches, skipped rows since the last reset.
+    pub(super) totals: Tensor,
+    /// f32 [2]: the current batch's Σ loss and Σ correct, when non-finite batches are skipped
+    /// (step_guard adds them to `totals` if finite).
+    pub(super) batch_totals: Tensor,
+}
+
+impl GpuState {
+    /// t alone, u32 [1].
+    fn step_t(&self) -> Result<Tensor> {
+        self.global_step.view(0, &[1])
+    }
+}
+
 /// Uploads a data set once: u8 features stay u8 (packed 4 per word), f32 as bits; split into
 /// chunks of whole rows where one binding cannot hold it.
 pub(super) fn upload_rows(gpu: &Gpu, data: &Dataset) -> Result<GpuRows> {
@@ -552,36 +582,6 @@ impl Sequential {
         }
         gpu.run(&plans.iter().collect::<Vec<_>>())?;
         probs.to_vec()
-    }
-}
-
-/// Rows per evaluation batch at most: large, to keep the dispatch count low (fewer where the
-/// device's buffers cannot hold that many rows of the widest layer; see `eval_batch`).
-pub(super) const EVAL_BATCH: usize = 2048;
-
-/// Everything a GPU model keeps resident.
-pub(super) struct GpuState {
-    pub(super) gpu: Gpu,
-    pub(super) params: Tensor,
-    pub(super) grads: Tensor,
-    /// Optimizer state: Adam's m and v, or SGD's velocity.
-    pub(super) opt_state: Vec<Tensor>,
-    /// u32 [1]: the step within the epoch (the gather's batch position).
-    pub(super) epoch_step: Tensor,
-    /// u32 [2]: the global step t (Adam's bias correction), carried across epochs, and the skip
-    /// flag of the current step (set by step_guard when the batch's loss is not finite).
-    pub(super) global_step: Tensor,
-    /// f32 [4]: Σ loss, Σ correct, skipped batches, skipped rows since the last reset.
-    pub(super) totals: Tensor,
-    /// f32 [2]: the current batch's Σ loss and Σ correct, when non-finite batches are skipped
-    /// (step_guard adds them to `totals` if finite).
-    pub(super) batch_totals: Tensor,
-}
-
-impl GpuState {
-    /// t alone, u32 [1].
-    fn step_t(&self) -> Result<Tensor> {
-        self.global_step.view(0, &[1])
     }
 }
 

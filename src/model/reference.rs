@@ -3,6 +3,35 @@
 
 use super::*;
 
+/// What a CPU forward pass leaves for the backward.
+pub(super) struct CpuPass {
+    /// Each layer's output, [rows, units].
+    pub(super) h: Vec<Vec<f32>>,
+    /// Per dropout layer when training: (dropped output, mask).
+    pub(super) dropped: Vec<Option<(Vec<f32>, Vec<f32>)>>,
+    /// Per batch-normalised layer when training: what its backward needs.
+    pub(super) norm: Vec<Option<CpuNormSaved>>,
+    /// The running statistics the pass moved: (offset in the flat parameters, new values).
+    pub(super) running: Vec<(usize, Vec<f32>)>,
+}
+
+/// A batch-normalised layer's forward, saved for its backward: x·W [rows, units], and the
+/// batch's mean and 1/√(σ² + eps) [units].
+pub(super) struct CpuNormSaved {
+    pub(super) linear: Vec<f32>,
+    pub(super) mean: Vec<f32>,
+    pub(super) inv_std: Vec<f32>,
+}
+
+/// Everything a CPU model keeps: the flat parameters (layout as on the GPU), gradients,
+/// optimizer state and the step t.
+pub(super) struct CpuState {
+    pub(super) params: Vec<f32>,
+    pub(super) grads: Vec<f32>,
+    pub(super) opt_state: Vec<Vec<f32>>,
+    pub(super) step: u32,
+}
+
 impl Sequential {
     pub(super) fn cpu_params(&self) -> &[f32] {
         match &self.state {
@@ -229,33 +258,6 @@ impl Sequential {
         }
         Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
     }
-}
-
-/// What a CPU forward pass leaves for the backward.
-pub(super) struct CpuPass {
-    /// Each layer's output, [rows, units].
-    pub(super) h: Vec<Vec<f32>>,
-    /// Per dropout layer when training: (dropped output, mask).
-    pub(super) dropped: Vec<Option<(Vec<f32>, Vec<f32>)>>,
-    /// Per batch-normalised layer when training: what its backward needs.
-    pub(super) norm: Vec<Option<CpuNormSaved>>,
-    /// The running statistics the pass moved: (offset in the flat parameters, new values).
-    pub(super) running: Vec<(usize, Vec<f32>)>,
-}
-
-/// A batch-normalised layer's forward, saved for its backward: x·W [rows, units], and the
-/// batch's mean and 1/√(σ² + eps) [units].
-pub(super) struct CpuNormSaved {
-    pub(super) linear: Vec<f32>,
-    pub(super) mean: Vec<f32>,
-    pub(super) inv_std: Vec<f32>,
-}
-
-pub(super) struct CpuState {
-    pub(super) params: Vec<f32>,
-    pub(super) grads: Vec<f32>,
-    pub(super) opt_state: Vec<Vec<f32>>,
-    pub(super) step: u32,
 }
 
 /// The CPU reference backend's steps: gather, forward, backward, update, batch by batch.
