@@ -51,7 +51,7 @@ struct Args {
     /// The optimizer: sgd, adam, adamw, rmsprop, adagrad or adadelta (Keras' defaults otherwise).
     #[arg(long, default_value = "adam", value_parser = parse_optimizer_name)]
     optimizer: String,
-    /// The hidden layers' activation: relu, leaky_relu[:slope], sigmoid, tanh or identity.
+    /// The hidden layers' activation: relu, leaky_relu[:slope], sigmoid, tanh, softmax or identity.
     #[arg(long, default_value = "relu", value_parser = parse_activation)]
     activation: Activation,
     /// The loss: sparse_categorical_crossentropy, categorical_crossentropy (one-hot targets made
@@ -84,8 +84,9 @@ struct Args {
     /// validation loss (best.safetensors).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
-    /// Continue from this checkpoint (the model, optimizer and seed come from it; --epochs is the
-    /// total, counting the epochs already done).
+    /// Continue from this checkpoint (the model, loss, optimizer and seed come from it, so
+    /// --activation, --batch-norm, --dropout, --loss, --optimizer, --lr and --seed are not used;
+    /// --epochs is the total, counting the epochs already done).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Train on the first N training rows only (0 = all): quick runs.
@@ -233,8 +234,9 @@ fn main() -> Result<()> {
         // MSE regresses the 10 outputs on one-hot rows; the history's accuracy columns hold
         // the mean absolute error then.
         let classes = train.classes;
-        train = train.clone().with_targets(train.one_hot(classes), classes)?;
-        test = test.clone().with_targets(test.one_hot(classes), classes)?;
+        let (train_targets, test_targets) = (train.one_hot(classes), test.one_hot(classes));
+        train = train.with_targets(train_targets, classes)?;
+        test = test.with_targets(test_targets, classes)?;
     }
 
     let validation =
@@ -289,6 +291,15 @@ fn main() -> Result<()> {
     let predicted = argmax(&probs);
     println!("\ntest image {row} (label {}):", test.labels[row]);
     println!("{}", render_image(&pixels, 28, 28));
-    println!("predicted {predicted}   top: {}", format_top_k(&probs, 3));
+    match model.loss() {
+        // Regression outputs, not probabilities.
+        Loss::MeanSquaredError => {
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            let top: Vec<String> = order[..3].iter().map(|&i| format!("{i}: {:.3}", probs[i])).collect();
+            println!("predicted {predicted}   top outputs: {}", top.join("  "));
+        }
+        _ => println!("predicted {predicted}   top: {}", format_top_k(&probs, 3)),
+    }
     Ok(())
 }

@@ -5,7 +5,8 @@
 
 fn act_forward(code: u32, z: f32, slope: f32) -> f32 {
     switch code {
-        case 1u: { return max(z, 0.0); }
+        // Not max(z, 0): that may turn NaN into 0, hiding a diverged layer from the loss check.
+        case 1u: { return select(z, 0.0, z < 0.0); }
         case 2u: { return select(slope * z, z, z > 0.0); }
         case 3u: {
             // Stable for large |z|: never exp of a large positive number.

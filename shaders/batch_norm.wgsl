@@ -4,8 +4,13 @@
 //   Training forward (4 dispatches):
 //     bn_stats:           per chunk k of rows: part[k, c] = chunk mean, part[K + k, c] = chunk M2
 //     bn_finalize_stats:  merge the K chunks (Chan et al.): mean[c], inv_std[c] = 1/√(var + eps),
-//                         running_mean[c], running_var[c] updated
+//                         running_mean[c], running_var[c] updated; or, deferred (p.blend = 0),
+//                         only the batch's unbiased variance written to `out2` (pending_var)
 //     bn_normalize:       y = γ·(x − mean)·inv_std + β
+//   Deferred running statistics (1 dispatch, after the step's guard, so a skipped batch leaves
+//   them as they were):
+//     bn_commit_running:  unless GUARDED and guard[1] ≠ 0: running_mean = (1 − m)·running_mean +
+//                         m·mean, running_var = (1 − m)·running_var + m·pending_var
 //   Inference forward (1 dispatch):
 //     bn_inference:       y = γ·(x − running_mean)/√(running_var + eps) + β
 //   Backward (3 dispatches), x̂ = (x − mean)·inv_std:
@@ -20,6 +25,7 @@
 
 override WG: u32 = 64u;     // 1-D kernels: invocations per workgroup, along the columns
 override TILE: u32 = 16u;   // elementwise kernels: TILE × TILE workgroups (columns × rows)
+override GUARDED: bool = false;  // bn_commit_running: read the skip flag guard[1]
 
 struct Params {
     rows: u32,
@@ -29,7 +35,7 @@ struct Params {
     eps: f32,
     momentum: f32,
     accumulate: u32,  // backward: 1: dγ, dβ += sums, 0: =
-    _pad: u32,
+    blend: u32,       // bn_finalize_stats: 1: update the running statistics, 0: defer them
 }
 
 // Slots (all read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -42,7 +48,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> inv_std: array<f32>;  // saved inv_std   inference: running var
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;     // per-chunk partials and sums
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;      // y, dx; finalize: running mean, dγ
-@group(0) @binding(8) var<storage, read_write> out2: array<f32>;     // finalize: running var, dβ
+@group(0) @binding(8) var<storage, read_write> out2: array<f32>;     // finalize: running var (or pending var), dβ
+@group(0) @binding(9) var<storage, read_write> guard: array<u32>;    // commit: the step counters [t, skip]
 
 // Rows in chunk k.
 fn chunk_rows(k: u32) -> u32 {
@@ -87,8 +94,22 @@ fn bn_finalize_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     mean[c] = m;
     inv_std[c] = 1.0 / sqrt(q / n + p.eps);
-    out[c] = (1.0 - p.momentum) * out[c] + p.momentum * m;
-    out2[c] = (1.0 - p.momentum) * out2[c] + p.momentum * (q / (n - 1.0));
+    if (p.blend != 0u) {
+        out[c] = (1.0 - p.momentum) * out[c] + p.momentum * m;
+        out2[c] = (1.0 - p.momentum) * out2[c] + p.momentum * (q / (n - 1.0));
+    } else {
+        out2[c] = q / (n - 1.0);
+    }
+}
+
+// mean: the batch mean; out2 is read as pending_var at slot 5 (inv_std's) — see the wrapper.
+@compute @workgroup_size(WG)
+fn bn_commit_running(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.cols) { return; }
+    if (GUARDED && guard[1] != 0u) { return; }
+    out[c] = (1.0 - p.momentum) * out[c] + p.momentum * mean[c];
+    out2[c] = (1.0 - p.momentum) * out2[c] + p.momentum * inv_std[c];
 }
 
 // (column, row) of an elementwise invocation; rows past the y dimension's limit fold into z.

@@ -32,7 +32,9 @@ fn hinge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let z = logits[r];
     let y = select(-1.0, 1.0, targets[r] > 0.0);
     let margin = y * z;
-    loss_rows[r] = max(0.0, 1.0 - margin);
+    // select, not max: a NaN score must give a NaN loss, which fit's checks see.
+    let m = 1.0 - margin;
+    loss_rows[r] = select(m, 0.0, m < 0.0);
     correct_rows[r] = select(0.0, 1.0, (z > 0.0) == (y > 0.0));
     if (HAS_DLOGITS) {
         dlogits[r] = select(0.0, -y, margin < 1.0) * p.grad_scale;

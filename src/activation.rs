@@ -124,7 +124,14 @@ impl Activation {
     pub fn forward(self, z: f32) -> f32 {
         match self {
             Activation::Identity => z,
-            Activation::Relu => z.max(0.0),
+            // NaN stays NaN (f32::max would give 0), as on the GPU.
+            Activation::Relu => {
+                if z < 0.0 {
+                    0.0
+                } else {
+                    z
+                }
+            }
             Activation::LeakyRelu(s) => {
                 if z > 0.0 {
                     z

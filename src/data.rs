@@ -81,7 +81,8 @@ pub struct Dataset {
     pub rows: usize,
     /// All dimensions after the first, flattened (784 = 28·28 for MNIST).
     pub feature_dim: usize,
-    /// 1 + the largest label, unless set with [`Dataset::with_classes`].
+    /// 1 + the largest label, unless set with [`Dataset::with_classes`]; 0 for a regression data
+    /// set, which has no class labels.
     pub classes: usize,
     /// Applied when features are read as f32: `x * scale + shift`, then, if set,
     /// `(x - mean[j]) / std[j]`.
@@ -201,7 +202,8 @@ impl Dataset {
     }
 
     /// A regression data set: features `[rows, feature_dim]` and float targets
-    /// `[rows, target_dim]`, both row-major and finite (labels are all 0, one class).
+    /// `[rows, target_dim]`, both row-major and finite. It has no class labels (`classes` 0; the
+    /// labels are placeholders), so only losses that read float targets accept it.
     pub fn regression(
         features: Vec<f32>,
         targets: Vec<f32>,
@@ -210,7 +212,10 @@ impl Dataset {
         source: &str,
     ) -> Result<Dataset> {
         let rows = features.len().checked_div(feature_dim).unwrap_or(0);
-        Dataset::from_f32(features, vec![0; rows], feature_dim, 1, source)?.with_targets(targets, target_dim)
+        let mut data =
+            Dataset::from_f32(features, vec![0; rows], feature_dim, 1, source)?.with_targets(targets, target_dim)?;
+        data.classes = 0;
+        Ok(data)
     }
 
     /// Attaches float targets `[rows, dim]` (row-major, finite), e.g. one-hot rows for

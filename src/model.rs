@@ -25,7 +25,8 @@ use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
 use crate::init::Initializer;
 use crate::kernels::batch_norm::{
-    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
+    batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train_deferred,
+    BatchNormConfig,
 };
 use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
@@ -150,24 +151,43 @@ impl Loss {
         })
     }
 
-    /// The float targets this loss trains `data` against, `[rows, dim]` (None: it reads the
-    /// labels directly). An error when the data's targets do not fit a model of `outputs` units.
-    fn float_targets(self, data: &Dataset, outputs: usize) -> Result<Option<Targets>> {
-        let labels_as_values = || Targets { values: data.labels.iter().map(|&l| l as f32).collect(), dim: 1 };
-        let (want, derived) = match self {
-            Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy => return Ok(None),
-            Loss::CategoricalCrossentropy => (outputs, Some(Targets { values: data.one_hot(outputs), dim: outputs })),
-            Loss::Hinge => (1, Some(labels_as_values())),
-            Loss::MeanSquaredError => (outputs, (outputs == 1).then(labels_as_values)),
+    /// Checks `data` against this loss for a model of `outputs` units: `Some(width)` when the loss
+    /// trains on float targets of that width — the data's own, or ones made from its labels —
+    /// and `None` when it reads the labels themselves.
+    fn target_dim(self, data: &Dataset, outputs: usize) -> Result<Option<usize>> {
+        // A regression data set (Dataset::regression) has no class labels to fall back on.
+        let labels = || match data.classes {
+            0 => Err(WgnnError::invalid(
+                self.name(),
+                format!("{} has float targets and no class labels; {} needs labels", data.source, self.name()),
+            )),
+            _ => Ok(()),
         };
-        match (&data.targets, derived) {
-            (Some(t), _) if t.dim == want => Ok(Some(t.clone())),
-            (Some(t), _) => Err(WgnnError::shape(
+        let (want, from_labels) = match self {
+            Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy => return labels().map(|_| None),
+            Loss::CategoricalCrossentropy => (outputs, true),
+            Loss::Hinge => (1, true),
+            Loss::MeanSquaredError => (outputs, outputs == 1),
+        };
+        match &data.targets {
+            Some(t) if t.dim != want => Err(WgnnError::shape(
                 self.name(),
                 format!("{} has targets of width {} but the loss needs {want} per row", data.source, t.dim),
             )),
-            (None, Some(d)) => Ok(Some(d)),
-            (None, None) => Err(WgnnError::invalid(
+            Some(t) if t.values.len() != data.rows * t.dim => Err(WgnnError::shape(
+                self.name(),
+                format!(
+                    "{} has {} target values for {} rows of width {} (= {})",
+                    data.source,
+                    t.values.len(),
+                    data.rows,
+                    t.dim,
+                    data.rows * t.dim
+                ),
+            )),
+            Some(_) => Ok(Some(want)),
+            None if from_labels => labels().map(|_| Some(want)),
+            None => Err(WgnnError::invalid(
                 self.name(),
                 format!(
                     "{} has no float targets: a {outputs}-output regression needs Dataset::with_targets / \
@@ -176,6 +196,18 @@ impl Loss {
                 ),
             )),
         }
+    }
+
+    /// The float targets this loss trains `data` against, `[rows, dim]` (None: it reads the
+    /// labels directly), checked by [`Loss::target_dim`].
+    fn float_targets(self, data: &Dataset, outputs: usize) -> Result<Option<Targets>> {
+        let Some(dim) = self.target_dim(data, outputs)? else { return Ok(None) };
+        Ok(Some(match (&data.targets, self) {
+            (Some(t), _) => t.clone(),
+            (None, Loss::CategoricalCrossentropy) => Targets { values: data.one_hot(dim), dim },
+            // Hinge's ±1 from labels 0/1 (the kernel maps t > 0 to +1), or labels as values.
+            (None, _) => Targets { values: data.labels.iter().map(|&l| l as f32).collect(), dim: 1 },
+        }))
     }
 }
 
@@ -332,10 +364,12 @@ pub struct FitOptions<'a> {
     pub checkpoint: Option<Checkpointing<'a>>,
     /// Stop when a validation metric stops improving (needs validation), if set.
     pub early_stopping: Option<EarlyStopping>,
-    /// Skip a batch whose loss is not finite — no update, its loss left out of the epoch's — and
-    /// count it in [`EpochRecord::skipped_batches`], instead of stopping the run (the default).
-    /// The check is on the GPU, inside the step: no readback. Batch-norm running statistics
-    /// still see the skipped batch (as with PyTorch's skipped steps).
+    /// Skip a batch whose loss is not finite — no update of the weights, the optimizer state, t
+    /// or the batch-norm running statistics, its loss left out of the epoch's — and count it in
+    /// [`EpochRecord::skipped_batches`], instead of stopping the run (the default). The check is
+    /// on the GPU, inside the step: no readback. It looks at the loss only: a finite loss whose
+    /// gradients overflow still updates. The step after a skipped one draws the same dropout
+    /// masks (they are keyed by t, which did not advance).
     pub skip_nonfinite_batches: bool,
 }
 
@@ -344,7 +378,8 @@ pub struct FitOptions<'a> {
 pub enum Monitor {
     /// The validation loss: lower is better.
     ValLoss,
-    /// The validation accuracy: higher is better.
+    /// The validation accuracy: higher is better (not with [`Loss::MeanSquaredError`], whose
+    /// accuracy column holds the mean absolute error).
     ValAccuracy,
 }
 
@@ -712,7 +747,7 @@ impl Sequential {
                 ));
             }
         }
-        loss.float_targets(data, self.output_dim())?;
+        loss.target_dim(data, self.output_dim())?;
         Ok(())
     }
 
@@ -725,8 +760,9 @@ impl Sequential {
     /// stops with [`WgnnError::Training`] naming the epoch and the steps since the last good tick,
     /// and the weights are put back to the last ones seen to give a finite loss: those of the tick
     /// before the last good one (the weights at the last good tick come out of an update whose
-    /// effect on the loss nobody has seen yet). Device-side copies are taken at each good
-    /// tick; the optimizer state is not restored).
+    /// effect on the loss nobody has seen yet). Device-side copies are taken at each good tick;
+    /// the optimizer state is not restored. With [`FitOptions::skip_nonfinite_batches`] such
+    /// batches are skipped inside the step instead, and the tick's check never fires.
     pub fn fit(&mut self, data: &Dataset, opts: &FitOptions) -> Result<History> {
         self.fit_with(data, opts, &mut Silent)
     }
@@ -757,7 +793,6 @@ impl Sequential {
                 (&held_out.0, Some(&held_out.1))
             }
         };
-        let _ = loss;
         let batch = opts.batch_size.min(train.rows);
         if self.layers.iter().any(|l| l.batch_norm.is_some()) && (batch < 2 || train.rows % batch == 1) {
             return Err(WgnnError::invalid(
@@ -770,6 +805,13 @@ impl Sequential {
             ));
         }
         if let Some(es) = &opts.early_stopping {
+            if es.monitor == Monitor::ValAccuracy && loss == Loss::MeanSquaredError {
+                return Err(WgnnError::invalid(
+                    OP,
+                    "under mean squared error the accuracy column holds the mean absolute error (lower is \
+                     better): monitor Monitor::ValLoss",
+                ));
+            }
             if validation.is_none() {
                 return Err(WgnnError::invalid(
                     OP,

@@ -302,3 +302,75 @@ fn bad_arguments_are_errors_naming_the_kernel() {
             .expect("dy of another shape must fail");
     assert!(err.to_string().contains("batch_norm_backward") && err.to_string().contains("[3, 4]"), "{err}");
 }
+
+/// The deferred training forward and the commit of its statistics: the same y and saved
+/// statistics as the direct forward, the same running averages once committed, and none moved
+/// when the step's guard flag says skip.
+#[test]
+fn deferred_running_statistics_commit_unless_the_step_is_skipped() {
+    use wgnn::kernels::batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.25 };
+    for &(rows, cols) in &[(2, 1), (33, 5), (1000, 70)] {
+        let x = features(&mut rng, rows, cols);
+        let gamma = rng.vec_uniform(cols, 0.5, 2.0);
+        let beta = rng.vec_uniform(cols, -1.0, 1.0);
+        let (rm0, rv0) = (rng.vec_uniform(cols, -1.0, 1.0), rng.vec_uniform(cols, 0.5, 2.0));
+        // What the direct forward computes, on the CPU.
+        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+        let (y, mean, inv_std) = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg);
+        // The deferred reference agrees with it.
+        let (y_d, mean_d, inv_std_d, pending) =
+            cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg);
+        assert_eq!((&y_d, &mean_d, &inv_std_d), (&y, &mean, &inv_std));
+        let (mut rm_d, mut rv_d) = (rm0.clone(), rv0.clone());
+        cpu::batch_norm_commit_running(&mean_d, &pending, &mut rm_d, &mut rv_d, false, &cfg);
+        assert_close("deferred reference running_mean", &rm_d, &rm, 1e-6, 1e-6);
+        assert_close("deferred reference running_var", &rv_d, &rv, 1e-6, 1e-6);
+
+        for (counters, skip) in [(None, false), (Some([7u32, 0]), false), (Some([7, 1]), true)] {
+            let what = format!("deferred {rows}x{cols} counters {counters:?}");
+            let layer = Layer::new(&gpu, &gamma, &beta, &rm0, &rv0);
+            let xt = Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap();
+            let yt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+            let pending_t = Tensor::zeros(&gpu, &[cols]).unwrap();
+            let counters_t = counters.map(|c| Tensor::from_u32(&gpu, &[2], &c).unwrap());
+            let mut plan = batch_norm_forward_train_deferred(
+                &gpu,
+                &xt,
+                &layer.gamma,
+                &layer.beta,
+                &yt,
+                &layer.mean,
+                &layer.inv_std,
+                &pending_t,
+                &cfg,
+            )
+            .unwrap();
+            // Before the commit, the running statistics are untouched.
+            gpu.run(&[&plan]).unwrap();
+            assert_eq!(layer.running_mean.to_vec().unwrap(), rm0, "{what}: running_mean moved before the commit");
+            assert_close(&format!("{what} y"), &yt.to_vec().unwrap(), &y, 1e-4, 1e-4);
+            assert_close(&format!("{what} pending_var"), &pending_t.to_vec().unwrap(), &pending, 1e-5, 1e-4);
+            plan = batch_norm_commit_running(
+                &gpu,
+                &layer.mean,
+                &pending_t,
+                &layer.running_mean,
+                &layer.running_var,
+                counters_t.as_ref(),
+                &cfg,
+            )
+            .unwrap();
+            gpu.run(&[&plan]).unwrap();
+            let (want_m, want_v) = if skip { (&rm0, &rv0) } else { (&rm, &rv) };
+            assert_close(&format!("{what} running_mean"), &layer.running_mean.to_vec().unwrap(), want_m, 1e-5, 1e-5);
+            assert_close(&format!("{what} running_var"), &layer.running_var.to_vec().unwrap(), want_v, 1e-5, 1e-4);
+        }
+    }
+    // Shapes are checked.
+    let t = |n: usize| Tensor::zeros(&gpu, &[n]).unwrap();
+    let err = batch_norm_commit_running(&gpu, &t(3), &t(4), &t(3), &t(3), None, &cfg).err().unwrap();
+    assert!(err.to_string().contains("batch_norm_commit_running") && err.to_string().contains("pending_var"), "{err}");
+}

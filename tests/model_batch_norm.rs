@@ -94,7 +94,9 @@ fn batch_norm_state_survives_save_load_and_resume() {
     for backend in [backend.clone(), Backend::Cpu] {
         let mut loaded = Sequential::load(&saved, &backend).unwrap();
         assert_eq!(loaded.layers(), m.layers());
-        assert_eq!(loaded.batch_norm_state(1).unwrap(), m.batch_norm_state(1).unwrap());
+        for i in 0..3 {
+            assert_eq!(loaded.batch_norm_state(i).unwrap(), m.batch_norm_state(i).unwrap(), "layer {i}");
+        }
         assert_close("loaded predict", &loaded.predict_dataset(&data).unwrap(), &want, 1e-6, 1e-5);
     }
 

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use wgnn::data::Dataset;
-use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::model::{Backend, EarlyStopping, FitOptions, Loss, Monitor, Optimizer, Sequential, Validation};
 use wgnn::rng::Rng;
 use wgnn::{Activation, History, WgnnError};
 
@@ -176,6 +176,34 @@ fn float_target_losses_reject_bad_setups() {
     let mut one = Sequential::new(4, 1).dense(1, Activation::Identity).build(&backend).unwrap();
     let err = one.compile(Loss::CategoricalCrossentropy, Optimizer::adam(1e-3)).expect_err("1 output");
     assert!(err.to_string().contains("at least 2 output units"), "{err}");
+    // Targets edited to a length that fits no row count: a shape error on both backends, not a
+    // panic or a silent misread.
+    let mut short = linear_regression(20, 1);
+    short.targets.as_mut().unwrap().values.truncate(10);
+    for backend in [backend.clone(), Backend::Cpu] {
+        let mut m = Sequential::new(5, 1).dense(2, Activation::Identity).build(&backend).unwrap();
+        m.compile(Loss::MeanSquaredError, Optimizer::adam(1e-3)).unwrap();
+        let err = m.fit(&short, &FitOptions::default()).expect_err("10 target values for 20 rows");
+        assert!(
+            matches!(err, WgnnError::Shape { .. }) && err.to_string().contains("10 target values for 20 rows"),
+            "{err}"
+        );
+    }
+    // A regression data set has no labels for a classification loss to read.
+    let regression = Dataset::regression(vec![0.5; 12], vec![0.0, 1.0, 1.0], 4, 1, "regression").unwrap();
+    assert_eq!(regression.classes, 0);
+    let mut bce = Sequential::new(4, 1).dense(1, Activation::Identity).build(&backend).unwrap();
+    bce.compile(Loss::BinaryCrossentropy, Optimizer::adam(1e-3)).unwrap();
+    let err = bce.fit(&regression, &FitOptions::default()).expect_err("BCE on a regression data set");
+    assert!(err.to_string().contains("no class labels"), "{err}");
+    // Early stopping cannot maximise the mean absolute error that MSE's accuracy column holds.
+    let mut m = Sequential::new(5, 1).dense(2, Activation::Identity).build(&backend).unwrap();
+    m.compile(Loss::MeanSquaredError, Optimizer::adam(1e-3)).unwrap();
+    let data = linear_regression(40, 3);
+    let es = EarlyStopping { monitor: Monitor::ValAccuracy, ..EarlyStopping::val_loss(2) };
+    let options = FitOptions { validation: Validation::Data(&data), early_stopping: Some(es), ..Default::default() };
+    let err = m.fit(&data, &options).expect_err("ValAccuracy under MSE");
+    assert!(err.to_string().contains("mean absolute error"), "{err}");
     // Names as a command line gives them.
     assert_eq!(Loss::parse("MSE").unwrap(), Loss::MeanSquaredError);
     assert_eq!(Loss::parse("categorical_crossentropy").unwrap(), Loss::CategoricalCrossentropy);

@@ -184,36 +184,62 @@ fn a_diverging_run_stops_with_its_last_good_weights() {
 
 #[test]
 fn non_finite_batches_are_skipped_when_asked() {
-    // 120 rows in order, batches of 10: rows 35 and 97 hold values near f32's largest, which
-    // overflow the logits, so batches 4 and 10 of every epoch have a non-finite loss.
-    let mut data = synthetic(120, 8, 3, 6);
+    // 120 rows in order, batches of 11 (the last of 10): rows 35 and 97 hold values near f32's
+    // largest, which overflow x·W, so batches 4 and 9 of every epoch have a non-finite loss.
+    let clean = synthetic(120, 8, 3, 6);
+    let mut data = clean.clone();
     if let Features::F32(x) = &mut data.features {
         for row in [35, 97] {
             x[row * 8..(row + 1) * 8].fill(3e38);
         }
     }
-    let mut runs = Vec::new();
-    for backend in backends() {
-        let options = FitOptions { epochs: 3, batch_size: 10, shuffle: false, progress_every: 1, ..Default::default() };
-        // By default the first bad batch stops the run…
-        let mut m = model(&backend, &[8, 16, 3], 2);
+    // Plain, and batch-normalised with tanh and with relu (whose NaN must not turn into 0).
+    let build = |backend: &Backend, variant: usize| {
+        let builder = Sequential::new(8, 2);
+        let builder = match variant {
+            0 => builder.dense(16, Activation::Relu),
+            1 => builder.dense(16, Activation::Tanh).batch_norm(),
+            _ => builder.dense(16, Activation::Relu).batch_norm(),
+        };
+        let mut m = builder.dense(3, Activation::Identity).build(backend).unwrap();
         m.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
-        let err = m.fit(&data, &options).expect_err("a NaN loss stops fit");
-        assert!(err.to_string().contains("epoch 1, steps 4..=4"), "{}: {err}", m.backend_name());
-        // …and with skipping, training goes on around them.
-        let mut m = model(&backend, &[8, 16, 3], 2);
-        m.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
-        let h = m.fit(&data, &FitOptions { skip_nonfinite_batches: true, ..options }).unwrap();
-        assert!(h.epochs.iter().all(|r| r.skipped_batches == 2), "{}: {h:?}", m.backend_name());
-        assert!(h.epochs.iter().all(|r| r.train_loss.is_finite()), "{}: {h:?}", m.backend_name());
-        assert!(h.epochs[2].train_loss < h.epochs[0].train_loss, "{}: it still learns: {h:?}", m.backend_name());
-        let weights = m.weights().unwrap();
-        assert!(weights.iter().flat_map(|(w, b)| w.iter().chain(b)).all(|v| v.is_finite()));
-        runs.push(h);
+        m
+    };
+    let options = FitOptions { epochs: 3, batch_size: 11, shuffle: false, progress_every: 1, ..Default::default() };
+    for variant in 0..3 {
+        let mut runs = Vec::new();
+        for backend in backends() {
+            // By default the first bad batch stops the run…
+            let mut m = build(&backend, variant);
+            let err = m.fit(&data, &options).expect_err("a NaN loss stops fit");
+            let what = format!("variant {variant}, {}", m.backend_name());
+            assert!(err.to_string().contains("epoch 1, steps 4..=4"), "{what}: {err}");
+            // …and with skipping, training goes on around them.
+            let mut m = build(&backend, variant);
+            let h = m.fit(&data, &FitOptions { skip_nonfinite_batches: true, ..options }).unwrap();
+            assert!(h.epochs.iter().all(|r| r.skipped_batches == 2), "{what}: {h:?}");
+            assert!(h.epochs.iter().all(|r| r.train_loss.is_finite()), "{what}: {h:?}");
+            assert!(h.epochs[2].train_loss < h.epochs[0].train_loss, "{what}: it still learns: {h:?}");
+            // Nothing of the skipped batches reached the weights or the running statistics.
+            let weights = m.weights().unwrap();
+            assert!(weights.iter().flat_map(|(w, b)| w.iter().chain(b)).all(|v| v.is_finite()), "{what}");
+            if let Some(bn) = m.batch_norm_state(0).unwrap() {
+                let stats = [bn.gamma, bn.running_mean, bn.running_var].concat();
+                assert!(stats.iter().all(|v| v.is_finite()), "{what}: {stats:?}");
+            }
+            let (loss, _) = m.evaluate(&clean).unwrap();
+            assert!(loss.is_finite(), "{what}: evaluate after skipping gives {loss}");
+            runs.push((h, weights));
+        }
+        // The GPU's guard and the CPU reference skip the same batches and train the same way.
+        let losses = |h: &History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+        let what = format!("variant {variant}: gpu vs cpu");
+        assert_close(&format!("{what} loss"), &losses(&runs[0].0), &losses(&runs[1].0), 1e-5, 1e-4);
+        for (i, ((wg, bg), (wc, bc))) in runs[0].1.iter().zip(&runs[1].1).enumerate() {
+            assert_close(&format!("{what} layer {i} W"), wg, wc, 1e-4, 1e-3);
+            assert_close(&format!("{what} layer {i} b"), bg, bc, 1e-4, 1e-3);
+        }
     }
-    // The GPU's guard and the CPU reference skip the same batches and train the same way.
-    let losses = |h: &History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
-    assert_close("skipping: gpu vs cpu loss", &losses(&runs[0]), &losses(&runs[1]), 1e-5, 1e-4);
 }
 
 #[test]

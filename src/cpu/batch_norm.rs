@@ -52,6 +52,49 @@ pub fn batch_norm_forward_train(
     (y, mean, inv_std)
 }
 
+/// The training forward with the running statistics deferred: (y, mean, inv_std, pending_var),
+/// pending_var being the batch's unbiased variance for [`batch_norm_commit_running`].
+/// x: [rows ≥ 2, cols]; gamma, beta: [cols].
+pub fn batch_norm_forward_train_deferred(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    rows: usize,
+    cols: usize,
+    cfg: &BatchNormConfig,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), rows * cols, "batch_norm_forward_train_deferred: x must be rows × cols");
+    assert!(rows >= 2, "batch_norm_forward_train_deferred: training needs at least 2 rows");
+    let (mean, var) = column_mean_var(x, rows, cols);
+    let inv_std: Vec<f32> = var.iter().map(|&v| (1.0 / (v + cfg.eps as f64).sqrt()) as f32).collect();
+    let pending_var = var.iter().map(|&v| (v * rows as f64 / (rows - 1) as f64) as f32).collect();
+    let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let y = normalize(x, cols, |c, v| gamma[c] * ((v - mean[c]) * inv_std[c]) + beta[c]);
+    (y, mean, inv_std, pending_var)
+}
+
+/// running_mean = (1 − momentum)·running_mean + momentum·batch_mean, running_var likewise with
+/// pending_var; nothing when `skip` (the step was skipped).  All [cols].
+pub fn batch_norm_commit_running(
+    batch_mean: &[f32],
+    pending_var: &[f32],
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    skip: bool,
+    cfg: &BatchNormConfig,
+) {
+    if skip {
+        return;
+    }
+    let m = cfg.momentum;
+    for (r, &b) in running_mean.iter_mut().zip(batch_mean) {
+        *r = (1.0 - m) * *r + m * b;
+    }
+    for (r, &b) in running_var.iter_mut().zip(pending_var) {
+        *r = (1.0 - m) * *r + m * b;
+    }
+}
+
 /// Inference forward: y = γ·(x − running_mean)/√(running_var + eps) + β.  x: [rows, cols];
 /// gamma, beta, running_mean, running_var: [cols] → y: [rows, cols].
 #[allow(clippy::too_many_arguments)]

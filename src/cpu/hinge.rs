@@ -6,7 +6,9 @@
 pub fn hinge(logits: &[f32], targets: &[f32], grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(logits.len(), targets.len(), "hinge: logits and targets must have n values");
     let sign = |t: f32| if t > 0.0 { 1.0f32 } else { -1.0 };
-    let loss = logits.iter().zip(targets).map(|(&z, &t)| (1.0 - sign(t) * z).max(0.0)).collect();
+    // NaN stays NaN (f32::max would give 0), as on the GPU.
+    let hinge = |m: f32| if m < 0.0 { 0.0 } else { m };
+    let loss = logits.iter().zip(targets).map(|(&z, &t)| hinge(1.0 - sign(t) * z)).collect();
     let dlogits = logits
         .iter()
         .zip(targets)

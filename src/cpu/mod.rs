@@ -18,6 +18,7 @@ pub mod step_guard;
 pub mod totals;
 
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
+pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{advance_counters, gather_rows};

@@ -14,7 +14,7 @@ use crate::tensor::{DType, Tensor};
 pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
     name: "batch_norm",
     sources: &[include_str!("../../shaders/batch_norm.wgsl")],
-    storage: &[Access::ReadWrite; 8],
+    storage: &[Access::ReadWrite; 9],
 };
 
 const WG: u32 = 64;
@@ -60,7 +60,7 @@ struct BatchNormParams {
     eps: f32,
     momentum: f32,
     accumulate: u32,
-    _pad: u32,
+    blend: u32,
 }
 
 /// The shapes of one call: x is a non-empty f32 [rows, cols] of at most 2³² − 1 values; each of
@@ -105,7 +105,7 @@ impl Shapes {
             eps: cfg.eps,
             momentum: cfg.momentum,
             accumulate: accumulate as u32,
-            _pad: 0,
+            blend: 1,
         }
     }
     /// Grid of the per-(column, chunk) kernels.
@@ -129,6 +129,7 @@ impl Shapes {
     }
 }
 
+/// A dispatch of `entry` with storage slots 1–8 (slot 9, the step guard, is a dummy).
 fn bn(
     gpu: &Gpu,
     entry: &'static str,
@@ -136,6 +137,9 @@ fn bn(
     slots: [&Tensor; 8],
     workgroups: [u32; 3],
 ) -> Result<Dispatch> {
+    let dummy = super::dummy(gpu)?;
+    let [a, b, c, d, e, f, g, h] = slots;
+    let slots = [a, b, c, d, e, f, g, h, &dummy];
     dispatch(gpu, &BATCH_NORM, entry, &[("WG", WG as f64), ("TILE", TILE as f64)], params, &slots, workgroups)
 }
 
@@ -198,6 +202,114 @@ pub fn batch_norm_forward_train(
         s.tile_grid(gpu),
     )?);
     Ok(plan)
+}
+
+/// [`batch_norm_forward_train`] with the running statistics deferred: the same y, saved_mean and
+/// saved_inv_std, and the batch's unbiased variance in `pending_var` [D], for
+/// [`batch_norm_commit_running`] to fold in once the step is known to be kept. running_* are
+/// not touched. x, y: [N ≥ 2, D]; gamma, beta, saved_mean, saved_inv_std, pending_var: [D].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_train_deferred(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    saved_mean: &Tensor,
+    saved_inv_std: &Tensor,
+    pending_var: &Tensor,
+    cfg: &BatchNormConfig,
+) -> Result<Plan> {
+    const OP: &str = "batch_norm_forward_train_deferred";
+    cfg.validate(OP)?;
+    let per_feature = [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("saved_mean", saved_mean),
+        ("saved_inv_std", saved_inv_std),
+        ("pending_var", pending_var),
+    ];
+    let s = check(OP, x, &[("y", y)], &per_feature)?;
+    if s.rows < 2 {
+        return Err(WgnnError::invalid(
+            OP,
+            format!("x is {:?}: training needs at least 2 rows per batch (the variance of one is 0)", x.shape()),
+        ));
+    }
+    let mut named = vec![("x", x), ("y", y)];
+    named.extend(per_feature);
+    disjoint(OP, &named)?;
+    let dummy = super::dummy(gpu)?;
+    let part = s.part(gpu)?;
+    let params = BatchNormParams { blend: 0, ..s.params(cfg, false) };
+    let d = &dummy;
+    let mut plan = Plan::new();
+    plan.push(bn(gpu, "bn_stats", &params, [x, d, d, d, d, &part, d, d], s.chunk_grid())?);
+    plan.push(bn(
+        gpu,
+        "bn_finalize_stats",
+        &params,
+        [d, d, d, saved_mean, saved_inv_std, &part, d, pending_var],
+        s.column_grid(),
+    )?);
+    plan.push(bn(
+        gpu,
+        "bn_normalize",
+        &params,
+        [x, gamma, beta, saved_mean, saved_inv_std, d, y, d],
+        s.tile_grid(gpu),
+    )?);
+    Ok(plan)
+}
+
+/// Folds a deferred batch's statistics into the running ones: running_mean = (1 − momentum)·
+/// running_mean + momentum·batch_mean, running_var likewise with pending_var — unless
+/// `counters` (the step's [t, skip], u32 [2]; see [`super::step_guard::guard_step`]) is given
+/// and its skip flag is set, when nothing changes. All f32 tensors [D].
+pub fn batch_norm_commit_running(
+    gpu: &Gpu,
+    batch_mean: &Tensor,
+    pending_var: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    counters: Option<&Tensor>,
+    cfg: &BatchNormConfig,
+) -> Result<Plan> {
+    const OP: &str = "batch_norm_commit_running";
+    cfg.validate(OP)?;
+    batch_mean.expect_dtype(OP, DType::F32)?;
+    batch_mean.expect_nonempty(OP)?;
+    let cols = batch_mean.len();
+    for (name, t) in [("pending_var", pending_var), ("running_mean", running_mean), ("running_var", running_var)] {
+        expect_len(OP, name, t, DType::F32, cols, &format!("[{cols}] like batch_mean"))?;
+    }
+    let mut named = vec![
+        ("batch_mean", batch_mean),
+        ("pending_var", pending_var),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ];
+    if let Some(c) = counters {
+        expect_len(OP, "counters", c, DType::U32, 2, "[2] (t, skip)")?;
+        named.push(("counters", c));
+    }
+    disjoint(OP, &named)?;
+    let d = &super::dummy(gpu)?;
+    let params = BatchNormParams {
+        rows: 0,
+        cols: cols as u32,
+        chunk: 1,
+        chunks: 0,
+        eps: cfg.eps,
+        momentum: cfg.momentum,
+        accumulate: 0,
+        blend: 0,
+    };
+    let constants = [("WG", WG as f64), ("TILE", TILE as f64), ("GUARDED", counters.is_some() as u32 as f64)];
+    // The pending variance travels in inv_std's slot (5); see batch_norm.wgsl.
+    let slots = [d, d, d, batch_mean, pending_var, d, running_mean, running_var, counters.unwrap_or(d)];
+    let grid = [cols.div_ceil(WG as usize) as u32, 1, 1];
+    Ok(dispatch(gpu, &BATCH_NORM, "bn_commit_running", &constants, &params, &slots, grid)?.into())
 }
 
 /// Inference forward with the running averages: y = γ·(x − running_mean)/√(running_var + eps) + β.

@@ -13,7 +13,7 @@ pub(super) struct GpuState {
     pub(super) gpu: Gpu,
     pub(super) params: Tensor,
     pub(super) grads: Tensor,
-    /// Optimizer state: Adam's m and v, or SGD's velocity.
+    /// Optimizer state: the slots the rule keeps (Adam's m and v, SGD's velocity, …).
     pub(super) opt_state: Vec<Tensor>,
     /// u32 [1]: the step within the epoch (the gather's batch position).
     pub(super) epoch_step: Tensor,
@@ -89,8 +89,8 @@ pub(super) struct BatchBuffers {
     pub(super) targets: Option<(Tensor, Tensor)>,
     /// Per batch-normalised layer, its intermediates.
     pub(super) norm: Vec<Option<NormBuffers>>,
-    /// Per softmax layer: (the softmax's input [rows, units], and when training the gradient
-    /// w.r.t. its output [rows, units]).
+    /// Per softmax layer: (the softmax's input [rows, units] — without batch norm, whose output
+    /// is that input — and when training the gradient w.r.t. its output [rows, units]).
     pub(super) softmax: Vec<Option<(Tensor, Tensor)>>,
     pub(super) training: bool,
     /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
@@ -110,6 +110,9 @@ pub(super) struct NormBuffers {
     /// The batch's mean and 1/√(σ² + eps), [units], saved by the forward for the backward.
     pub(super) mean: Tensor,
     pub(super) inv_std: Tensor,
+    /// The batch's unbiased variance [units], folded into the running one after the step's
+    /// guard (training only).
+    pub(super) pending_var: Tensor,
 }
 
 impl BatchBuffers {
@@ -139,9 +142,12 @@ impl BatchBuffers {
                 .zip(acts)
                 .map(|(l, &act)| match act {
                     Activation::Softmax => {
-                        let grad =
-                            if training { Tensor::zeros(gpu, &[rows, l.units])? } else { Tensor::zeros(gpu, &[1])? };
-                        Ok(Some((Tensor::zeros(gpu, &[rows, l.units])?, grad)))
+                        // The input buffer only without batch norm (BN's output is the input then).
+                        let full = |needed: bool| match needed {
+                            true => Tensor::zeros(gpu, &[rows, l.units]),
+                            false => Tensor::zeros(gpu, &[1]),
+                        };
+                        Ok(Some((full(l.batch_norm.is_none())?, full(training)?)))
                     }
                     _ => Ok(None),
                 })
@@ -158,7 +164,8 @@ impl BatchBuffers {
                         let t = || Tensor::zeros(gpu, &[rows, l.units]);
                         let dlinear = if training { t()? } else { Tensor::zeros(gpu, &[1])? };
                         let (mean, inv_std) = (Tensor::zeros(gpu, &[l.units])?, Tensor::zeros(gpu, &[l.units])?);
-                        Ok(Some(NormBuffers { linear: t()?, normed: t()?, dlinear, mean, inv_std }))
+                        let pending_var = Tensor::zeros(gpu, &[l.units])?;
+                        Ok(Some(NormBuffers { linear: t()?, normed: t()?, dlinear, mean, inv_std, pending_var }))
                     }
                     None => Ok(None),
                 })
@@ -249,10 +256,11 @@ impl Sequential {
                     // x·W → BN (batch statistics when training, running ones otherwise) → act.
                     let (gamma, running_mean, running_var) = self.norm_views(&g.params, i)?;
                     plan.extend(matmul(gpu, input, &w, &nb.linear, &MatmulOptions::default())?);
+                    // Training defers the running statistics to after the step's guard.
                     plan.extend(if buf.training {
                         let (mean, inv_std) = (&nb.mean, &nb.inv_std);
                         let (lin, normed) = (&nb.linear, &nb.normed);
-                        batch_norm_forward_train(
+                        batch_norm_forward_train_deferred(
                             gpu,
                             lin,
                             &gamma,
@@ -260,8 +268,7 @@ impl Sequential {
                             normed,
                             mean,
                             inv_std,
-                            &running_mean,
-                            &running_var,
+                            &nb.pending_var,
                             &cfg,
                         )?
                     } else {
@@ -460,6 +467,23 @@ impl Sequential {
             t
         };
         let t = &t;
+        // A kept step's batch statistics go into the running ones (guarded: not a skipped one's).
+        for (i, layer) in self.layers.iter().enumerate() {
+            if let (Some(nb), Some(cfg)) = (&buf.norm[i], layer.batch_norm) {
+                let (_, running_mean, running_var) = self.norm_views(&g.params, i)?;
+                let counters = guarded.then_some(&g.global_step);
+                let (mean, pending) = (&nb.mean, &nb.pending_var);
+                plan.extend(batch_norm_commit_running(
+                    gpu,
+                    mean,
+                    pending,
+                    &running_mean,
+                    &running_var,
+                    counters,
+                    &cfg,
+                )?);
+            }
+        }
         let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);
         let (p, gr) = (&trained(&g.params)?, &trained(&g.grads)?);
         let s = &g.opt_state.iter().map(trained).collect::<Result<Vec<_>>>()?;
@@ -476,7 +500,8 @@ impl Sequential {
 
     /// Device seconds of each dispatch of one training step at `batch_size` (median of `reps`
     /// timings each), labelled by kernel: where a step's time goes. Needs timestamp queries. The
-    /// timed dispatches really run, so the weights change.
+    /// timed dispatches really run, `reps` times each: the weights, optimizer state, t and
+    /// batch-norm running statistics change (profile a model you will not train further).
     pub fn profile_step(&mut self, data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(String, f64)>> {
         const OP: &str = "profile_step";
         let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;

@@ -11,8 +11,9 @@ pub(super) struct CpuPass {
     pub(super) dropped: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     /// Per batch-normalised layer when training: what its backward needs.
     pub(super) norm: Vec<Option<CpuNormSaved>>,
-    /// The running statistics the pass moved: (offset in the flat parameters, new values).
-    pub(super) running: Vec<(usize, Vec<f32>)>,
+    /// Per batch-normalised layer when training: (layer, batch mean, batch unbiased variance),
+    /// to fold into the running statistics once the step is known to be kept.
+    pub(super) pending: Vec<(usize, Vec<f32>, Vec<f32>)>,
 }
 
 /// A batch-normalised layer's forward, saved for its backward: x·W [rows, units], and the
@@ -46,7 +47,7 @@ impl Sequential {
     }
 
     /// A forward pass; with `step` (training) dropout draws the masks of that step and batch
-    /// norm uses the batch's statistics (and reports the running averages it moves).
+    /// norm uses the batch's statistics (and reports them for the running averages).
     pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> CpuPass {
         let params = self.cpu_params();
         let n = self.layers.len();
@@ -54,7 +55,7 @@ impl Sequential {
             h: Vec::with_capacity(n),
             dropped: Vec::with_capacity(n),
             norm: Vec::with_capacity(n),
-            running: Vec::new(),
+            pending: Vec::new(),
         };
         for (i, l) in self.layers.iter().enumerate() {
             let (wo, bo) = self.layout.offsets[i];
@@ -69,18 +70,16 @@ impl Sequential {
             let (h, norm) = match (l.batch_norm, self.layout.norm[i]) {
                 (Some(cfg), Some((go, mo, vo))) => {
                     let gamma = &params[go..go + l.units];
-                    let (mut mean, mut var) = (params[mo..mo + l.units].to_vec(), params[vo..vo + l.units].to_vec());
+                    let (mean, var) = (&params[mo..mo + l.units], &params[vo..vo + l.units]);
                     let (normed, saved) = match step {
                         Some(_) => {
-                            let (normed, batch_mean, inv_std) = cpu::batch_norm_forward_train(
-                                &linear, gamma, bias, &mut mean, &mut var, rows, l.units, &cfg,
-                            );
-                            pass.running.push((mo, mean));
-                            pass.running.push((vo, var));
+                            let (normed, batch_mean, inv_std, pending_var) =
+                                cpu::batch_norm_forward_train_deferred(&linear, gamma, bias, rows, l.units, &cfg);
+                            pass.pending.push((i, batch_mean.clone(), pending_var));
                             (normed, Some((batch_mean, inv_std)))
                         }
                         None => (
-                            cpu::batch_norm_forward_inference(&linear, gamma, bias, &mean, &var, rows, l.units, &cfg),
+                            cpu::batch_norm_forward_inference(&linear, gamma, bias, mean, var, rows, l.units, &cfg),
                             None,
                         ),
                     };
@@ -149,7 +148,7 @@ impl Sequential {
 
     /// One step on a gathered batch (labels `y`, float targets `t` when the loss reads them);
     /// returns (Σ loss, Σ correct) over its rows, or None when `skip_nonfinite` and the loss is
-    /// not finite: then only the batch-norm running statistics move (as step_guard on the GPU).
+    /// not finite: then nothing changes (as with step_guard on the GPU).
     pub(super) fn train_step_cpu(
         &mut self,
         x: &[f32],
@@ -163,17 +162,12 @@ impl Sequential {
             State::Cpu(c) => c.step,
             State::Gpu(_) => 0,
         };
-        let CpuPass { h, dropped, norm, running } = self.forward_cpu_pass(x, rows, Some(step));
+        let CpuPass { h, dropped, norm, pending } = self.forward_cpu_pass(x, rows, Some(step));
         let last = self.layers.len() - 1;
         let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, t, 1.0 / rows as f32)?;
         // The GPU checks its f32 batch sum; so does this.
         let skip = skip_nonfinite && !loss_rows.iter().sum::<f32>().is_finite();
         if skip {
-            if let State::Cpu(c) = &mut self.state {
-                for (offset, values) in running {
-                    c.params[offset..offset + values.len()].copy_from_slice(&values);
-                }
-            }
             return Ok(None);
         }
         let mut grads = vec![0.0f32; self.layout.total];
@@ -229,10 +223,18 @@ impl Sequential {
             }
         }
         let trainable = self.layout.trainable;
-        if let State::Cpu(c) = &mut self.state {
-            for (offset, values) in running {
-                c.params[offset..offset + values.len()].copy_from_slice(&values);
+        // The kept step's batch statistics go into the running ones (as bn_commit_running).
+        for (i, batch_mean, pending_var) in pending {
+            if let (Some(cfg), Some((_, mo, vo)), State::Cpu(c)) =
+                (self.layers[i].batch_norm, self.layout.norm[i], &mut self.state)
+            {
+                let (head, var_part) = c.params.split_at_mut(vo);
+                let units = batch_mean.len();
+                let (mean, var) = (&mut head[mo..mo + units], &mut var_part[..units]);
+                cpu::batch_norm_commit_running(&batch_mean, &pending_var, mean, var, false, &cfg);
             }
+        }
+        if let State::Cpu(c) = &mut self.state {
             c.grads = grads;
             c.step += 1;
             // As on the GPU, the update covers the trained parameters, not the running statistics.
