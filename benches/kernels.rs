@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wgnn::kernels::batch_norm::{
-    batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
+    batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train,
+    batch_norm_forward_train_deferred, BatchNormConfig,
 };
 use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
@@ -27,7 +28,9 @@ use wgnn::kernels::optimizer::{
 };
 use wgnn::kernels::reduce::column_sum;
 use wgnn::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
+use wgnn::kernels::softmax_grad::softmax_backward;
 use wgnn::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
+use wgnn::kernels::step_guard::guard_step;
 use wgnn::rng::Rng;
 use wgnn::{cpu, Activation, Gpu, Plan, Tensor};
 
@@ -473,6 +476,66 @@ fn bench_softmax(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
     bench.row("softmax", "rows", shape, true, &plan, &probs, &want, (1e-6, 1e-4), Work::Bytes(bytes), cpu_s, None);
 }
 
+fn bench_softmax_backward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
+    let shape = format!("{rows}x{cols}");
+    if !bench.wants(&format!("softmax_backward rows {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let y = cpu::softmax(&rng.vec_uniform(rows * cols, -5.0, 5.0), rows, cols);
+    let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let (dyt, yt) = (up(&gpu, &[rows, cols], &dy), up(&gpu, &[rows, cols], &y));
+    let dz = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+    let plan = softmax_backward(&gpu, &dyt, &yt, &dz).unwrap();
+    let (cpu_s, want) = time_cpu(|| cpu::softmax_backward(&dy, &y, rows, cols));
+    let bytes = 4.0 * (3 * rows * cols) as f64;
+    bench.row(
+        "softmax_backward",
+        "rows",
+        shape,
+        true,
+        &plan,
+        &dz,
+        &want,
+        (1e-6, 1e-4),
+        Work::Bytes(bytes),
+        cpu_s,
+        None,
+    );
+}
+
+/// guard_step: one invocation per training step (when non-finite batches are skipped), validated
+/// on the totals after one finite batch.
+fn bench_guard_step(bench: &mut Bench) {
+    if !bench.wants("guard_step single 1") {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let epoch_step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
+    let counters = Tensor::zeros_u32(&gpu, &[2]).unwrap();
+    let batch_totals = up(&gpu, &[2], &[1.5, 20.0]);
+    let totals = Tensor::zeros(&gpu, &[4]).unwrap();
+    let plan = guard_step(&gpu, &epoch_step, &counters, &batch_totals, &totals, 32).unwrap();
+    let (cpu_s, want) = time_cpu(|| {
+        let (mut e, mut c, mut b, mut t) = (0u32, [0u32; 2], [1.5f32, 20.0], [0.0f32; 4]);
+        cpu::guard_step(&mut e, &mut c, &mut b, &mut t, 32);
+        t
+    });
+    bench.row(
+        "guard_step",
+        "single",
+        "1".into(),
+        true,
+        &plan,
+        &totals,
+        &want,
+        (0.0, 0.0),
+        Work::Bytes(40.0),
+        cpu_s,
+        None,
+    );
+}
+
 /// sigmoid_bce and hinge: single-output losses over n rows, validated on the gradient.
 fn bench_single_output_loss(bench: &mut Bench, rng: &mut Rng, kernel: &str, n: usize) {
     let shape = format!("{n}x1");
@@ -736,6 +799,52 @@ fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
             None,
         );
     }
+    if bench.wants(&format!("batch_norm_forward_train deferred {shape}")) {
+        let pending_t = feature();
+        let plan =
+            batch_norm_forward_train_deferred(&gpu, &xt, &gt, &bt, &yt, &mean_t, &inv_t, &pending_t, &cfg).unwrap();
+        let (cpu_s, _) = time_cpu(|| cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg));
+        let work = Work::Bytes(bytes + 4.0 * (rows * cols) as f64);
+        bench.row(
+            "batch_norm_forward_train",
+            "deferred",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &y_want,
+            (1e-4, 1e-4),
+            work,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("batch_norm_commit_running cols {shape}")) {
+        // One commit of the batch's statistics into running ones at (0, 1), as the first step's.
+        let (_, batch_mean, _, pending) = cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg);
+        let (bm, pv) = (up(&gpu, &[cols], &batch_mean), up(&gpu, &[cols], &pending));
+        let (rm, rv) = (feature(), up(&gpu, &[cols], &vec![1.0; cols]));
+        let plan = batch_norm_commit_running(&gpu, &bm, &pv, &rm, &rv, None, &cfg).unwrap();
+        let (cpu_s, want) = time_cpu(|| {
+            let (mut m, mut v) = (vec![0.0f32; cols], vec![1.0f32; cols]);
+            cpu::batch_norm_commit_running(&batch_mean, &pending, &mut m, &mut v, false, &cfg);
+            m
+        });
+        let work = Work::Bytes(4.0 * (6 * cols) as f64);
+        bench.row(
+            "batch_norm_commit_running",
+            "cols",
+            shape.clone(),
+            true,
+            &plan,
+            &rm,
+            &want,
+            (1e-5, 1e-5),
+            work,
+            cpu_s,
+            None,
+        );
+    }
     if bench.wants(&format!("batch_norm_forward_inference rows {shape}")) {
         let rm = up(&gpu, &[cols], &mean);
         let var: Vec<f32> = inv_std.iter().map(|s| 1.0 / (s * s) - cfg.eps).collect();
@@ -890,7 +999,9 @@ fn main() {
     for (rows, cols) in [(256, 10), (10_000, 10)] {
         bench_softmax_xent(&mut bench, &mut rng, rows, cols);
         bench_softmax(&mut bench, &mut rng, rows, cols);
+        bench_softmax_backward(&mut bench, &mut rng, rows, cols);
     }
+    bench_guard_step(&mut bench);
     for kernel in ["sigmoid_bce", "hinge"] {
         bench_single_output_loss(&mut bench, &mut rng, kernel, 10_000);
     }
