@@ -179,6 +179,10 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> Kernel
     }
 }
 
+/// Widest output the register variants lay out with invocations along M on CPU adapters (the last
+/// layer's N = 10): along N, most SIMD lanes would have no columns.
+const LANES_M_MAX_N: usize = 16;
+
 /// K per split of the subgroup kernel.
 const SUBGROUP_MAX_KC: usize = 2048;
 
@@ -200,6 +204,9 @@ pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, tr
         // it applies; elsewhere 4×8 was the most even of the two register blockings.
         if subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
             MatmulVariant::Subgroup
+        } else if n <= LANES_M_MAX_N {
+            // Invocations along M (see LANES_M_MAX_N): 8 rows each loads fewer values per output.
+            MatmulVariant::RegisterTall
         } else {
             MatmulVariant::Register
         }
@@ -332,8 +339,13 @@ fn matmul_plan(
         variant = MatmulVariant::Register;
     }
     let shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b), gpu.is_cpu_adapter());
-    let grid_x = n.div_ceil((shape.wg[0] * shape.block[1]) as usize);
-    let grid_y = m.div_ceil((shape.wg[1] * shape.block[0]) as usize);
+    // Few columns on a CPU adapter: the one row of invocations runs along M instead of N.
+    let lanes_m = shape.register && shape.wg[1] == 1 && n <= LANES_M_MAX_N && gpu.is_cpu_adapter();
+    let (grid_x, grid_y) = if lanes_m {
+        (m.div_ceil((shape.wg[0] * shape.block[0]) as usize), n.div_ceil(shape.block[1] as usize))
+    } else {
+        (n.div_ceil((shape.wg[0] * shape.block[1]) as usize), m.div_ceil((shape.wg[1] * shape.block[0]) as usize))
+    };
     let splits = split_count(gpu, grid_x * grid_y, k, shape.max_kc);
     // A multiple of 4, as the vec4 kernel steps K by 4.
     let kc = k.div_ceil(splits).next_multiple_of(4);
@@ -369,6 +381,7 @@ fn matmul_plan(
             ("WY", shape.wg[1] as f64),
             ("RB", (shape.block[0] / 4) as f64),
             ("CB", (shape.block[1] / 4) as f64),
+            ("LANES_M", flag(lanes_m)),
         ]);
     }
     let grid = [grid_x as u32, grid_y as u32, splits as u32];
