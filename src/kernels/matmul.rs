@@ -346,7 +346,10 @@ fn matmul_plan(
     } else {
         (n.div_ceil((shape.wg[0] * shape.block[1]) as usize), m.div_ceil((shape.wg[1] * shape.block[0]) as usize))
     };
-    let splits = split_count(gpu, grid_x * grid_y, k, shape.max_kc);
+    // With column sums only the loop cap splits K: a split costs a reduction dispatch and the
+    // sums their own, more than the parallelism gains on these (small) products.
+    let splits =
+        if col_sum.is_some() { k.div_ceil(shape.max_kc) } else { split_count(gpu, grid_x * grid_y, k, shape.max_kc) };
     // A multiple of 4, as the vec4 kernel steps K by 4.
     let kc = k.div_ceil(splits).next_multiple_of(4);
     let splits = k.div_ceil(kc);
