@@ -68,6 +68,8 @@ fn every_variant_and_form_matches_cpu() {
         (12, 20, 8),
         (64, 10, 10),
         (20, 36, 68),
+        // The subgroup kernel's 32-row tiles (M ≥ 64, K ≥ 128), partial in M and K.
+        (100, 132, 20),
     ];
     for variant in MatmulVariant::ALL {
         for form in FORMS {
@@ -144,6 +146,9 @@ fn training_shapes_with_the_engine_choice() {
         (784, 32, 64, (true, false)),
         (32, 64, 784, (false, true)),
         (256, 10, 64, (false, true)),
+        (256, 784, 64, (false, false)),
+        (784, 256, 64, (true, false)),
+        (64, 256, 64, (true, false)),
     ] {
         run_case(&gpu, &mut rng, (m, k, n), form, None);
     }
