@@ -7,8 +7,8 @@
 // arithmetic, are the cost. Here a workgroup is one subgroup of 8 invocations: lane l owns 4
 // columns (one vec4 of op(B) per k) and all 16 (TALL: 32) rows of the tile; op(A) is loaded once
 // for the whole subgroup, each lane a different 4-long part of a 32-long K chunk, and handed to the other
-// lanes with subgroupShuffle (register moves on lavapipe). Needs: subgroup size ≥ 8, op(B) not
-// transposed, K, N and (with TRANS_A) M multiples of 4 (the wrapper checks).
+// lanes with subgroupShuffle (register moves on lavapipe). Needs: subgroup size ≥ 8, K, N and
+// (with TRANS_A) M multiples of 4 (the wrapper checks). op(B) may be transposed (dX = dZ·Wᵀ).
 //
 // Blocks are mat4x4s as in matmul_register: acc_b[i] is output row 4b + i (a vec4 over this
 // lane's columns), a_b[i] the 4 values of op(A) row 4b + i over 4 consecutive k, and a step over
@@ -36,6 +36,27 @@ fn sg_a_block(mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
     return blk * f32(k < kend);
 }
 
+// op(B) rows k .. k + 3 at this lane's 4 columns 4·n4 .. + 3, as columns = rows (zero past kend).
+fn sg_b_quad(k: u32, n4: u32, kend: u32) -> mat4x4<f32> {
+    if (TRANS_B) {
+        // B stored [N, K]: a vec4 along k per column, transposed into rows of op(B); as many loads
+        // as without the transpose. kend is a multiple of 4 here (K and the split length are).
+        let wk = p.k / 4u;
+        let q = min(k, p.k - 4u) / 4u;
+        let nb = n4 * 4u;
+        let blk = transpose(mat4x4<f32>(b4[nb * wk + q], b4[(nb + 1u) * wk + q], b4[(nb + 2u) * wk + q],
+                                        b4[(nb + 3u) * wk + q]));
+        return blk * f32(k < kend);
+    }
+    let w = p.n / 4u;
+    let kl = p.k - 1u;
+    let z = vec4<f32>();
+    return mat4x4<f32>(select(z, b4[min(k, kl) * w + n4], k < kend),
+                       select(z, b4[min(k + 1u, kl) * w + n4], k + 1u < kend),
+                       select(z, b4[min(k + 2u, kl) * w + n4], k + 2u < kend),
+                       select(z, b4[min(k + 3u, kl) * w + n4], k + 3u < kend));
+}
+
 fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
     return mat4x4<f32>(subgroupShuffle(a[0], lane), subgroupShuffle(a[1], lane), subgroupShuffle(a[2], lane),
                        subgroupShuffle(a[3], lane));
@@ -52,8 +73,6 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let w = p.n / 4u;
     let n4 = min(n4_raw, w - 1u);
     let kr = k_range(wid.z);
-    let kl = p.k - 1u;
-    let z = vec4<f32>();
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
     var acc2 = mat4x4<f32>();
@@ -83,10 +102,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
         for (var j = 0u; j < 8u; j++) {
             let k = k0 + 4u * j;
-            let bq = mat4x4<f32>(select(z, b4[min(k, kl) * w + n4], k < kr.y),
-                                 select(z, b4[min(k + 1u, kl) * w + n4], k + 1u < kr.y),
-                                 select(z, b4[min(k + 2u, kl) * w + n4], k + 2u < kr.y),
-                                 select(z, b4[min(k + 3u, kl) * w + n4], k + 3u < kr.y));
+            let bq = sg_b_quad(k, n4, kr.y);
             if (COLSUM_B) { cs += bq[0] + bq[1] + bq[2] + bq[3]; }
             acc0 += bq * sg_shuffle(a0, j);
             acc1 += bq * sg_shuffle(a1, j);

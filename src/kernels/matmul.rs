@@ -60,10 +60,10 @@ pub enum MatmulVariant {
     Register,
     /// 8 rows × 4 columns of outputs per invocation; vec4 loads when the shape allows.
     RegisterTall,
-    /// One subgroup of 8 invocations per workgroup, 4 columns × up to 32 rows per invocation, op(A)
-    /// loaded once per subgroup and shared with subgroupBroadcast (for CPU adapters). Needs
-    /// subgroups of at least 8, op(B) not transposed and vec4-friendly sizes; where any is missing
-    /// it runs as `Register`.
+    /// One subgroup of 8 invocations per workgroup, 4 columns × 16 or 32 rows per invocation, op(A)
+    /// loaded once per subgroup and shared with subgroupShuffle (for CPU adapters). Needs
+    /// subgroups of at least 8 and vec4-friendly sizes (N too a multiple of 4); where any is
+    /// missing it runs as `Register`.
     Subgroup,
 }
 
@@ -194,11 +194,11 @@ const SUBGROUP_TALL_MIN_K: usize = 128;
 const SUBGROUP_MAX_KC: usize = 2048;
 
 /// Whether the subgroup kernel runs this product: subgroups of at least its 8-invocation
-/// workgroup, op(B) not transposed, vec4 loads possible.
+/// workgroup, vec4 loads possible and N a multiple of 4 (each lane owns 4 whole columns).
 fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
     gpu.features().contains(wgpu::Features::SUBGROUP)
         && gpu.adapter_info().subgroup_min_size >= 8
-        && !trans_b
+        && n % 4 == 0
         && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
