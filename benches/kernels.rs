@@ -20,7 +20,7 @@ use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
 use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use wgnn::kernels::hinge::{hinge, HingeOut};
-use wgnn::kernels::matmul::{choose_variant, matmul, MatmulOptions, MatmulVariant};
+use wgnn::kernels::matmul::{choose_variant, matmul, matmul_column_sum, MatmulOptions, MatmulVariant};
 use wgnn::kernels::mse::{mse, MseOut};
 use wgnn::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
@@ -332,6 +332,29 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
             Some(sgemm_s),
         );
     }
+}
+
+/// dW = Xᵀ·dZ with db = Σ_rows dZ (the engine's variant): validated on C, the sums checked too.
+fn bench_matmul_column_sum(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
+    let shape = format!("{m}x{k}·{k}x{n} Aᵀ +colsum");
+    let variant = choose_variant(&bench.gpu, m, n, k, true, false);
+    if !bench.wants(&format!("matmul_column_sum {} {shape}", variant.name())) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let a = rng.vec_uniform(m * k, -1.0, 1.0);
+    let b = rng.vec_uniform(k * n, -1.0, 1.0);
+    let (at, bt) = (up(&gpu, &[k, m], &a), up(&gpu, &[k, n], &b));
+    let (ct, st) = (Tensor::zeros(&gpu, &[m, n]).unwrap(), Tensor::zeros(&gpu, &[n]).unwrap());
+    let opts = MatmulOptions { trans_a: true, ..Default::default() };
+    let plan = matmul_column_sum(&gpu, &at, &bt, &ct, &st, &opts).unwrap();
+    let (cpu_s, (want, want_sums)) = time_cpu(|| cpu::matmul_column_sum(&a, &b, m, k, n, true));
+    gpu.run(&[&plan]).unwrap();
+    let (sums_err, sums_ok) = compare(&st.to_vec().unwrap(), &want_sums, 1e-4 * (k as f32).sqrt(), 1e-4);
+    assert!(sums_ok, "matmul_column_sum {shape}: column sums off by {sums_err}");
+    let tol = (2e-5 * (k as f32).sqrt(), 1e-4);
+    let work = Work::Flops(2.0 * (m * n * k) as f64);
+    bench.row("matmul_column_sum", variant.name(), shape, true, &plan, &ct, &want, tol, work, cpu_s, None);
 }
 
 fn bench_bias_act_forward(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
@@ -988,6 +1011,10 @@ fn main() {
         ((10_000, 784, 64), NN),
     ] {
         bench_matmul(&mut bench, &mut rng, shape, form);
+    }
+    // The training step's weight gradients with their bias gradients, at batch 32 and 256.
+    for shape in [(784, 32, 64), (784, 256, 64), (64, 32, 64), (64, 256, 64), (64, 32, 10), (64, 256, 10)] {
+        bench_matmul_column_sum(&mut bench, &mut rng, shape);
     }
     for (rows, cols) in [(256, 64), (10_000, 64)] {
         bench_bias_act_forward(&mut bench, &mut rng, rows, cols);

@@ -35,6 +35,11 @@ override WX: u32 = 16u;
 override WY: u32 = 4u;
 override RB: u32 = 1u;   // 1 to 4 row blocks (acc holds RB × CB ≤ 8 blocks)
 override CB: u32 = 1u;   // 1 or 2 column blocks
+// Register variants with few columns (N ≤ 16, CPU adapters): invocations side by side along M
+// (x) and the column blocks along y, so every SIMD lane has outputs; along N most lanes of a
+// 16-wide row of invocations would have none and still run every load (lavapipe loops over all
+// 8 lanes per load). Rows of A then differ per lane, which costs nothing extra there.
+override LANES_M: bool = false;
 
 struct Params {
     m: u32,
@@ -165,8 +170,8 @@ fn store_colsum(n0: u32, cs: array<vec4<f32>, 2>) {
 fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     // With one row of invocations per workgroup, the rows come from the workgroup id: the same in
     // every SIMD lane, so lavapipe loads A once per lane group instead of gathering per lane.
-    let m0 = select(gid.y, wid.y, WY == 1u) * 4u * RB;
-    let n0 = gid.x * 4u * CB;
+    let m0 = select(select(gid.y, wid.y, WY == 1u), gid.x, LANES_M) * 4u * RB;
+    let n0 = select(gid.x, wid.y, LANES_M) * 4u * CB;
     if (m0 >= p.m || n0 >= p.n) { return; }
     let kr = k_range(gid.z);
     var acc = array<mat4x4<f32>, 8>();
@@ -219,8 +224,8 @@ fn matmul_register(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workg
 
 @compute @workgroup_size(WX, WY)
 fn matmul_register_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let m0 = select(gid.y, wid.y, WY == 1u) * 4u * RB;
-    let n0 = gid.x * 4u * CB;
+    let m0 = select(select(gid.y, wid.y, WY == 1u), gid.x, LANES_M) * 4u * RB;
+    let n0 = select(gid.x, wid.y, LANES_M) * 4u * CB;
     if (m0 >= p.m || n0 >= p.n) { return; }
     let kr = k_range(gid.z);
     let ml = p.m - 1u;

@@ -5,10 +5,10 @@
 // lavapipe turns a storage load whose address is not a compile-time constant into a loop over the
 // 8 SIMD lanes (a scalar load and a bounds check per lane and component), so loads, not
 // arithmetic, are the cost. Here a workgroup is one subgroup of 8 invocations: lane l owns 4
-// columns (one vec4 of op(B) per k) and all 16 rows of the tile; op(A) is loaded once for the
-// whole subgroup, each lane a different 4-long part of a 32-long K chunk, and handed to the other
-// lanes with subgroupShuffle (register moves on lavapipe). Needs: subgroup size ≥ 8, op(B) not
-// transposed, K, N and (with TRANS_A) M multiples of 4 (the wrapper checks).
+// columns (one vec4 of op(B) per k) and all 16 (TALL: 32) rows of the tile; op(A) is loaded once
+// for the whole subgroup, each lane a different 4-long part of a 32-long K chunk, and handed to the other
+// lanes with subgroupShuffle (register moves on lavapipe). Needs: subgroup size ≥ 8, K, N and
+// (with TRANS_A) M multiples of 4 (the wrapper checks). op(B) may be transposed (dX = dZ·Wᵀ).
 //
 // Blocks are mat4x4s as in matmul_register: acc_b[i] is output row 4b + i (a vec4 over this
 // lane's columns), a_b[i] the 4 values of op(A) row 4b + i over 4 consecutive k, and a step over
@@ -36,24 +36,51 @@ fn sg_a_block(mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
     return blk * f32(k < kend);
 }
 
+// op(B) rows k .. k + 3 at this lane's 4 columns 4·n4 .. + 3, as columns = rows (zero past kend).
+fn sg_b_quad(k: u32, n4: u32, kend: u32) -> mat4x4<f32> {
+    if (TRANS_B) {
+        // B stored [N, K]: a vec4 along k per column, transposed into rows of op(B); as many loads
+        // as without the transpose. kend is a multiple of 4 here (K and the split length are).
+        let wk = p.k / 4u;
+        let q = min(k, p.k - 4u) / 4u;
+        let nb = n4 * 4u;
+        let blk = transpose(mat4x4<f32>(b4[nb * wk + q], b4[(nb + 1u) * wk + q], b4[(nb + 2u) * wk + q],
+                                        b4[(nb + 3u) * wk + q]));
+        return blk * f32(k < kend);
+    }
+    let w = p.n / 4u;
+    let kl = p.k - 1u;
+    let z = vec4<f32>();
+    return mat4x4<f32>(select(z, b4[min(k, kl) * w + n4], k < kend),
+                       select(z, b4[min(k + 1u, kl) * w + n4], k + 1u < kend),
+                       select(z, b4[min(k + 2u, kl) * w + n4], k + 2u < kend),
+                       select(z, b4[min(k + 3u, kl) * w + n4], k + 3u < kend));
+}
+
 fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
     return mat4x4<f32>(subgroupShuffle(a[0], lane), subgroupShuffle(a[1], lane), subgroupShuffle(a[2], lane),
                        subgroupShuffle(a[3], lane));
 }
 
+// Rows per workgroup tile: 16, or 32 (TALL) where M and K are large enough: each op(B) value is
+// then loaded half as often per output. The wrapper picks it.
+override TALL: bool = false;
+
 @compute @workgroup_size(8)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let m0 = wid.y * 16u;
+    let m0 = wid.y * select(16u, 32u, TALL);
     let n4_raw = wid.x * 8u + lane;
     let w = p.n / 4u;
     let n4 = min(n4_raw, w - 1u);
     let kr = k_range(wid.z);
-    let kl = p.k - 1u;
-    let z = vec4<f32>();
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
     var acc2 = mat4x4<f32>();
     var acc3 = mat4x4<f32>();
+    var acc4 = mat4x4<f32>();
+    var acc5 = mat4x4<f32>();
+    var acc6 = mat4x4<f32>();
+    var acc7 = mat4x4<f32>();
     var cs = vec4<f32>();  // COLSUM_B: Σ_k op(B)[k, this lane's columns]
     // No early return and no branch around the subgroup operations: every lane stays active.
     for (var k0 = kr.x; k0 < kr.y; k0 += 32u) {
@@ -63,17 +90,30 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         let a1 = sg_a_block(m0 + 4u, ks, kr.y);
         let a2 = sg_a_block(m0 + 8u, ks, kr.y);
         let a3 = sg_a_block(m0 + 12u, ks, kr.y);
+        var a4 = mat4x4<f32>();
+        var a5 = mat4x4<f32>();
+        var a6 = mat4x4<f32>();
+        var a7 = mat4x4<f32>();
+        if (TALL) {
+            a4 = sg_a_block(m0 + 16u, ks, kr.y);
+            a5 = sg_a_block(m0 + 20u, ks, kr.y);
+            a6 = sg_a_block(m0 + 24u, ks, kr.y);
+            a7 = sg_a_block(m0 + 28u, ks, kr.y);
+        }
         for (var j = 0u; j < 8u; j++) {
             let k = k0 + 4u * j;
-            let bq = mat4x4<f32>(select(z, b4[min(k, kl) * w + n4], k < kr.y),
-                                 select(z, b4[min(k + 1u, kl) * w + n4], k + 1u < kr.y),
-                                 select(z, b4[min(k + 2u, kl) * w + n4], k + 2u < kr.y),
-                                 select(z, b4[min(k + 3u, kl) * w + n4], k + 3u < kr.y));
+            let bq = sg_b_quad(k, n4, kr.y);
             if (COLSUM_B) { cs += bq[0] + bq[1] + bq[2] + bq[3]; }
             acc0 += bq * sg_shuffle(a0, j);
             acc1 += bq * sg_shuffle(a1, j);
             acc2 += bq * sg_shuffle(a2, j);
             acc3 += bq * sg_shuffle(a3, j);
+            if (TALL) {
+                acc4 += bq * sg_shuffle(a4, j);
+                acc5 += bq * sg_shuffle(a5, j);
+                acc6 += bq * sg_shuffle(a6, j);
+                acc7 += bq * sg_shuffle(a7, j);
+            }
         }
     }
     if (n4_raw < w) {
@@ -81,6 +121,12 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1);
         store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2);
         store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3);
+        if (TALL) {
+            store_block(m0 + 16u, n4_raw * 4u, wid.z, acc4);
+            store_block(m0 + 20u, n4_raw * 4u, wid.z, acc5);
+            store_block(m0 + 24u, n4_raw * 4u, wid.z, acc6);
+            store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7);
+        }
         if (COLSUM_B && m0 == 0u) {
             for (var j = 0u; j < 4u; j++) { colsum[n4_raw * 4u + j] = cs[j]; }
         }

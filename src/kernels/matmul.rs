@@ -60,10 +60,10 @@ pub enum MatmulVariant {
     Register,
     /// 8 rows × 4 columns of outputs per invocation; vec4 loads when the shape allows.
     RegisterTall,
-    /// One subgroup of 8 invocations per workgroup, 4 columns × up to 32 rows per invocation, op(A)
-    /// loaded once per subgroup and shared with subgroupBroadcast (for CPU adapters). Needs
-    /// subgroups of at least 8, op(B) not transposed and vec4-friendly sizes; where any is missing
-    /// it runs as `Register`.
+    /// One subgroup of 8 invocations per workgroup, 4 columns × 16 or 32 rows per invocation, op(A)
+    /// loaded once per subgroup and shared with subgroupShuffle (for CPU adapters). Needs
+    /// subgroups of at least 8 and vec4-friendly sizes (N too a multiple of 4); where any is
+    /// missing it runs as `Register`.
     Subgroup,
 }
 
@@ -179,15 +179,26 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> Kernel
     }
 }
 
+/// Widest output the register variants lay out with invocations along M on CPU adapters (the last
+/// layer's N = 10): along N, most SIMD lanes would have no columns.
+const LANES_M_MAX_N: usize = 16;
+
+/// From this M and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
+/// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where K is short
+/// (784×32·32×64: the tile of op(B) is small, and there are half as many workgroups) or M is
+/// (32 rows: too few workgroups, so K gets split).
+const SUBGROUP_TALL_MIN_M: usize = 64;
+const SUBGROUP_TALL_MIN_K: usize = 128;
+
 /// K per split of the subgroup kernel.
 const SUBGROUP_MAX_KC: usize = 2048;
 
 /// Whether the subgroup kernel runs this product: subgroups of at least its 8-invocation
-/// workgroup, op(B) not transposed, vec4 loads possible.
+/// workgroup, vec4 loads possible and N a multiple of 4 (each lane owns 4 whole columns).
 fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
     gpu.features().contains(wgpu::Features::SUBGROUP)
         && gpu.adapter_info().subgroup_min_size >= 8
-        && !trans_b
+        && n % 4 == 0
         && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
@@ -200,6 +211,9 @@ pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, tr
         // it applies; elsewhere 4×8 was the most even of the two register blockings.
         if subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
             MatmulVariant::Subgroup
+        } else if n <= LANES_M_MAX_N {
+            // Invocations along M (see LANES_M_MAX_N): 8 rows each loads fewer values per output.
+            MatmulVariant::RegisterTall
         } else {
             MatmulVariant::Register
         }
@@ -331,10 +345,22 @@ fn matmul_plan(
     if variant == MatmulVariant::Subgroup && !subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b) {
         variant = MatmulVariant::Register;
     }
-    let shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b), gpu.is_cpu_adapter());
-    let grid_x = n.div_ceil((shape.wg[0] * shape.block[1]) as usize);
-    let grid_y = m.div_ceil((shape.wg[1] * shape.block[0]) as usize);
-    let splits = split_count(gpu, grid_x * grid_y, k, shape.max_kc);
+    let mut shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b), gpu.is_cpu_adapter());
+    let tall = variant == MatmulVariant::Subgroup && m >= SUBGROUP_TALL_MIN_M && k >= SUBGROUP_TALL_MIN_K;
+    if tall {
+        shape.block[0] = 32;
+    }
+    // Few columns on a CPU adapter: the one row of invocations runs along M instead of N.
+    let lanes_m = shape.register && shape.wg[1] == 1 && n <= LANES_M_MAX_N && gpu.is_cpu_adapter();
+    let (grid_x, grid_y) = if lanes_m {
+        (m.div_ceil((shape.wg[0] * shape.block[0]) as usize), n.div_ceil(shape.block[1] as usize))
+    } else {
+        (n.div_ceil((shape.wg[0] * shape.block[1]) as usize), m.div_ceil((shape.wg[1] * shape.block[0]) as usize))
+    };
+    // With column sums only the loop cap splits K: a split costs a reduction dispatch and the
+    // sums their own, more than the parallelism gains on these (small) products.
+    let splits =
+        if col_sum.is_some() { k.div_ceil(shape.max_kc) } else { split_count(gpu, grid_x * grid_y, k, shape.max_kc) };
     // A multiple of 4, as the vec4 kernel steps K by 4.
     let kc = k.div_ceil(splits).next_multiple_of(4);
     let splits = k.div_ceil(kc);
@@ -363,12 +389,16 @@ fn matmul_plan(
         ("ACT", if split { 0.0 } else { act.code() as f64 }),
         ("COLSUM_B", flag(fused_sum)),
     ];
+    if variant == MatmulVariant::Subgroup {
+        constants.push(("TALL", flag(tall)));
+    }
     if shape.register {
         constants.extend([
             ("WX", shape.wg[0] as f64),
             ("WY", shape.wg[1] as f64),
             ("RB", (shape.block[0] / 4) as f64),
             ("CB", (shape.block[1] / 4) as f64),
+            ("LANES_M", flag(lanes_m)),
         ]);
     }
     let grid = [grid_x as u32, grid_y as u32, splits as u32];
