@@ -306,7 +306,8 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
             && gpu.is_cpu_adapter()
             && m * n * k > 1 << 28;
         let named = bench.filter.as_ref().is_some_and(|f| f.contains(variant.name()));
-        if slow && !named && !(m == n && n == k && !ta && !tb) {
+        let plain_cube = m == n && n == k && !ta && !tb;
+        if slow && !named && !plain_cube {
             println!(
                 "{:<18} {:<14} {shape:<24} skipped (slow on a CPU adapter; filter `{}` runs it)",
                 "matmul",
@@ -634,7 +635,7 @@ fn bench_gather(bench: &mut Bench, rng: &mut Rng, total: usize, dim: usize, rows
 fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
     let shape = format!("{len}");
     // Whole tensors (offset 0): the vec4 module takes every length that is a multiple of 4.
-    let variant = if len % 4 == 0 { "vec4" } else { "scalar" };
+    let variant = if len.is_multiple_of(4) { "vec4" } else { "scalar" };
     if !bench.wants(&format!("{kernel} {variant} {shape}")) {
         return;
     }
@@ -944,10 +945,10 @@ fn write_outputs(bench: &Bench, adapter: &str, date: &str) {
         )
         .unwrap();
         let num = |v: f64| if v.is_finite() { format!("{v:e}") } else { "null".into() };
-        write!(
+        writeln!(
             json,
             "    {{\"kernel\": {:?}, \"variant\": {:?}, \"shape\": {:?}, \"picked\": {}, \"max_err\": {}, \"passed\": {}, \
-             \"dispatches\": {}, \"median_s\": {}, \"min_s\": {}, \"rate\": {}, \"unit\": {:?}, \"cpu_ref_s\": {}, \"sgemm_s\": {}}}{}\n",
+             \"dispatches\": {}, \"median_s\": {}, \"min_s\": {}, \"rate\": {}, \"unit\": {:?}, \"cpu_ref_s\": {}, \"sgemm_s\": {}}}{}",
             r.kernel,
             r.variant,
             r.shape,

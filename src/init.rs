@@ -27,7 +27,7 @@ pub enum Initializer {
 }
 
 /// The standard deviation of a unit normal truncated to [−2, 2].
-const TRUNCATED_STD: f32 = 0.879_625_66;
+const TRUNCATED_STD: f32 = 0.879_625_7;
 
 impl Initializer {
     /// `n` values. A fan of 0 is taken as 1 (a layer with no inputs has nothing to fill anyway).

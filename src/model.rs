@@ -55,14 +55,14 @@ use fit::{epoch_order, Run, RunningSums, Steps};
 use gpu::{upload_rows, GpuData, GpuState, GpuSteps};
 use reference::{CpuState, CpuSteps};
 
-/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: [units]; with `dropout` > 0,
+/// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: `[units]`; with `dropout` > 0,
 /// inverted dropout of that rate on y while training (Keras' `Dropout` layer after it), the
 /// identity in `evaluate` and `predict`.
 ///
 /// With `batch_norm`, y = act(BN(x·W)): batch normalisation of the pre-activation (Keras'
 /// `Dense(use_bias=False)` → `BatchNormalization` → `Activation`). BN's shift β takes the place of
-/// b (a bias before BN would be subtracted out again), its scale γ [units] is a further trained
-/// parameter, and its running mean and variance [units] are kept beside the parameters. Training
+/// b (a bias before BN would be subtracted out again), its scale γ `[units]` is a further trained
+/// parameter, and its running mean and variance `[units]` are kept beside the parameters. Training
 /// normalises with the batch's statistics, `evaluate` and `predict` with the running ones.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dense {
@@ -515,7 +515,7 @@ impl ParamLayout {
     }
 }
 
-/// A batch-normalised layer's state beside W and b (b holds β), each [units].
+/// A batch-normalised layer's state beside W and b (b holds β), each `[units]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNormState {
     pub gamma: Vec<f32>,
@@ -548,6 +548,9 @@ enum State {
 
 impl Sequential {
     /// An empty model taking `input_dim` features; `seed` fixes the initial weights.
+    // Keras' and PyTorch's shape: `Sequential::new(..)` then the layers; the builder checks them
+    // all at `build`.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
         SequentialBuilder { input_dim, layers: Vec::new(), inits: Vec::new(), seed, error: None }
     }
@@ -662,7 +665,7 @@ impl Sequential {
         }
     }
 
-    /// Per-layer (W [inputs·units], b [units]), read back from wherever they live (b is BN's β
+    /// Per-layer (W [inputs·units], b `[units]`), read back from wherever they live (b is BN's β
     /// on a batch-normalised layer; see [`Sequential::batch_norm_state`] for the rest).
     pub fn weights(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
         Ok(self.unflatten(&self.flat_params()?))

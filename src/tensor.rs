@@ -83,12 +83,12 @@ impl Tensor {
                 limit_name: "max_buffer_size",
             });
         }
-        if bytes > limits.max_storage_buffer_binding_size as u64 {
+        if bytes > limits.max_storage_buffer_binding_size {
             return Err(WgnnError::DeviceLimit {
                 op: op.into(),
                 what: format!("a tensor of shape {shape:?}"),
                 bytes,
-                limit: limits.max_storage_buffer_binding_size as u64,
+                limit: limits.max_storage_buffer_binding_size,
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
@@ -120,7 +120,7 @@ impl Tensor {
         }
         let offset = self.offset + offset_elems as u64 * 4;
         let align = self.gpu.limits().min_storage_buffer_offset_alignment as u64;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(WgnnError::invalid("view", format!("byte offset {offset} is not a multiple of {align}")));
         }
         Ok(Tensor { offset, shape: shape.to_vec(), max_u32: self.max_u32, ..self.clone() })

@@ -6,7 +6,7 @@ use wgnn::{Gpu, Tensor, WgnnError, INSTALL_HINT};
 
 #[test]
 fn an_adapter_that_is_not_there_is_an_error_with_the_install_hint() {
-    let err = Gpu::with_adapter(Some("no-such-adapter-3f9c")).err().expect("no adapter has that name");
+    let err = Gpu::with_adapter(Some("no-such-adapter-3f9c")).expect_err("no adapter has that name");
     assert!(matches!(err, WgnnError::NoAdapter { .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains("no-such-adapter-3f9c") && message.contains(INSTALL_HINT), "{message}");
@@ -30,7 +30,7 @@ fn a_tensor_past_the_binding_limit_is_an_error_naming_the_limit() {
     let gpu = gpu();
     let limit = gpu.limits().max_storage_buffer_binding_size as usize;
     // Checked before anything is allocated.
-    let err = Tensor::zeros(&gpu, &[limit / 4 + 1]).err().expect("one float past the limit");
+    let err = Tensor::zeros(&gpu, &[limit / 4 + 1]).expect_err("one float past the limit");
     assert!(matches!(err, WgnnError::DeviceLimit { .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains("max_storage_buffer_binding_size") || message.contains("max_buffer_size"), "{message}");

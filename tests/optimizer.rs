@@ -63,7 +63,7 @@ fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) {
 /// sits at an offset that is a multiple of 16 bytes).
 fn assert_family(plan: &wgnn::kernels::Plan, len: usize, what: &str) {
     let family = plan.dispatches[0].label.split("::").next().unwrap();
-    assert_eq!(family, if len % 4 == 0 { "optimizer_vec4" } else { "optimizer" }, "{what}");
+    assert_eq!(family, if len.is_multiple_of(4) { "optimizer_vec4" } else { "optimizer" }, "{what}");
 }
 
 #[test]

@@ -185,19 +185,19 @@ fn bad_input_is_a_clear_error() {
     let data = synthetic(20, 6, 3, 3);
 
     let mut model = mlp(&backend, 6, 4, 3, 1);
-    let err = model.fit(&data, &FitOptions::default()).err().expect("fit before compile");
+    let err = model.fit(&data, &FitOptions::default()).expect_err("fit before compile");
     assert!(err.to_string().contains("compile"), "{err}");
 
     for lr in [0.0, -1.0, f32::NAN] {
-        let err = model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(lr)).err().expect("bad lr");
+        let err = model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(lr)).expect_err("bad lr");
         assert!(err.to_string().contains("learning rate"), "lr {lr}: {err}");
     }
     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
-    let err = model.fit(&data, &FitOptions { batch_size: 0, ..Default::default() }).err().expect("batch 0");
+    let err = model.fit(&data, &FitOptions { batch_size: 0, ..Default::default() }).expect_err("batch 0");
     assert!(err.to_string().contains("batch size"), "{err}");
 
     let narrow = synthetic(20, 5, 3, 4);
-    let err = model.fit(&narrow, &FitOptions::default()).err().expect("wrong width");
+    let err = model.fit(&narrow, &FitOptions::default()).expect_err("wrong width");
     assert!(
         matches!(err, WgnnError::Shape { .. })
             && err.to_string().contains("5 features")
@@ -206,12 +206,12 @@ fn bad_input_is_a_clear_error() {
     );
 
     let many_classes = synthetic(20, 6, 7, 5);
-    let err = model.evaluate(&many_classes).err().expect("label out of range");
+    let err = model.evaluate(&many_classes).expect_err("label out of range");
     assert!(err.to_string().contains("out of range for a model with 3 outputs"), "{err}");
 
-    let err = model.predict(&[0.0; 7], 1).err().expect("wrong predict width");
+    let err = model.predict(&[0.0; 7], 1).expect_err("wrong predict width");
     assert!(err.to_string().contains("predict"), "{err}");
-    let err = model.predict(&[f32::NAN; 6], 1).err().expect("NaN input");
+    let err = model.predict(&[f32::NAN; 6], 1).expect_err("NaN input");
     assert!(matches!(err, WgnnError::NonFinite { .. }), "{err}");
 
     let err = Sequential::new(6, 1).dense(0, Activation::Relu).build(&backend).err().expect("zero units");
@@ -219,7 +219,6 @@ fn bad_input_is_a_clear_error() {
     let mut softmax_hidden = Sequential::new(6, 1).dense(3, Activation::Relu).build(&backend).unwrap();
     let err = softmax_hidden
         .compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))
-        .err()
-        .expect("non-linear last layer");
+        .expect_err("non-linear last layer");
     assert!(err.to_string().contains("last layer must be linear"), "{err}");
 }

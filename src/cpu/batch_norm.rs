@@ -25,7 +25,7 @@ fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) 
 
 /// Training forward: y = γ·(x − μ)/√(σ² + eps) + β with the batch's μ and biased σ²; updates the
 /// running averages in place.  x: [rows ≥ 2, cols]; gamma, beta, running_mean, running_var:
-/// [cols] → (y [rows, cols], mean [cols], inv_std [cols]).
+/// `[cols]` → (y [rows, cols], mean `[cols]`, inv_std `[cols]`).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train(
     x: &[f32],
@@ -54,7 +54,7 @@ pub fn batch_norm_forward_train(
 
 /// The training forward with the running statistics deferred: (y, mean, inv_std, pending_var),
 /// pending_var being the batch's unbiased variance for [`batch_norm_commit_running`].
-/// x: [rows ≥ 2, cols]; gamma, beta: [cols].
+/// x: [rows ≥ 2, cols]; gamma, beta: `[cols]`.
 pub fn batch_norm_forward_train_deferred(
     x: &[f32],
     gamma: &[f32],
@@ -74,7 +74,7 @@ pub fn batch_norm_forward_train_deferred(
 }
 
 /// running_mean = (1 − momentum)·running_mean + momentum·batch_mean, running_var likewise with
-/// pending_var; nothing when `skip` (the step was skipped).  All [cols].
+/// pending_var; nothing when `skip` (the step was skipped).  All `[cols]`.
 pub fn batch_norm_commit_running(
     batch_mean: &[f32],
     pending_var: &[f32],
@@ -96,7 +96,7 @@ pub fn batch_norm_commit_running(
 }
 
 /// Inference forward: y = γ·(x − running_mean)/√(running_var + eps) + β.  x: [rows, cols];
-/// gamma, beta, running_mean, running_var: [cols] → y: [rows, cols].
+/// gamma, beta, running_mean, running_var: `[cols]` → y: [rows, cols].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_inference(
     x: &[f32],
@@ -118,8 +118,8 @@ fn normalize(x: &[f32], cols: usize, f: impl Fn(usize, f32) -> f32) -> Vec<f32> 
 
 /// Backward of the training forward, with x̂ = (x − mean)·inv_std:
 ///   dβ = Σ_r dy,  dγ = Σ_r dy·x̂,  dx = γ·inv_std·(dy − dβ/rows − x̂·dγ/rows).
-/// dy, x: [rows, cols]; gamma, mean, inv_std (saved by the forward): [cols]
-/// → (dx [rows, cols], dgamma [cols], dbeta [cols]).
+/// dy, x: [rows, cols]; gamma, mean, inv_std (saved by the forward): `[cols]`
+/// → (dx [rows, cols], dgamma `[cols]`, dbeta `[cols]`).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward(
     dy: &[f32],

@@ -21,7 +21,7 @@ pub fn dropout_constants(rate: f32) -> (u32, f32) {
     (threshold, 1.0 / (1.0 - rate))
 }
 
-/// Inverted dropout.  x: [len] → (y [len], mask [len]); mask[i] is 0 or 1/(1−p), y = x ⊙ mask.
+/// Inverted dropout.  x: `[len]` → (y `[len]`, mask `[len]`); `mask[i]` is 0 or 1/(1−p), y = x ⊙ mask.
 pub fn dropout_forward(x: &[f32], rate: f32, seed: u32, step: u32) -> (Vec<f32>, Vec<f32>) {
     assert!(x.len() <= u32::MAX as usize, "dropout_forward: at most 2^32 − 1 values");
     let (threshold, scale) = dropout_constants(rate);
@@ -31,7 +31,7 @@ pub fn dropout_forward(x: &[f32], rate: f32, seed: u32, step: u32) -> (Vec<f32>,
     (y, mask)
 }
 
-/// dX = dY ⊙ mask.  dy, mask: [len] → dx: [len].
+/// dX = dY ⊙ mask.  dy, mask: `[len]` → dx: `[len]`.
 pub fn dropout_backward(dy: &[f32], mask: &[f32]) -> Vec<f32> {
     assert_eq!(dy.len(), mask.len(), "dropout_backward: dy and mask must have the same length");
     dy.iter().zip(mask).map(|(&g, &m)| g * m).collect()

@@ -1,8 +1,8 @@
 //! CPU reference of shaders/gather.wgsl and shaders/counters.wgsl.
 
-/// x[r, j] = norm(src[idx[start + r], j]), y[r] = labels[idx[start + r]].
-/// src: [total_rows, dim] (already f32), idx: [n], labels: [total_rows] → (x [rows, dim], y [rows]).
-/// norm(v) = v·scale + shift, then (· − mean[j]) / std[j] when `mean_std` ([2, dim]) is given.
+/// x[r, j] = norm(src[idx[start + r], j]), `y[r]` = labels[idx[start + r]].
+/// src: [total_rows, dim] (already f32), idx: `[n]`, labels: `[total_rows]` → (x [rows, dim], y `[rows]`).
+/// norm(v) = v·scale + shift, then (· − `mean[j]`) / `std[j]` when `mean_std` ([2, dim]) is given.
 #[allow(clippy::too_many_arguments)]
 pub fn gather_rows(
     src: &[f32],

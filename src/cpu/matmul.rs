@@ -18,7 +18,7 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, trans_a: bool,
 }
 
 /// C = op(A)·B and the column sums of B, Σ_k B[k, n] (B not transposed).  a: [m, k] (or [k, m]
-/// when trans_a), b: [k, n] → (c: [m, n], col_sum: [n]).
+/// when trans_a), b: [k, n] → (c: [m, n], col_sum: `[n]`).
 pub fn matmul_column_sum(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, trans_a: bool) -> (Vec<f32>, Vec<f32>) {
     (matmul(a, b, m, k, n, trans_a, false), super::reduce::column_sum(b, k, n))
 }

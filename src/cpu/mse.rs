@@ -1,8 +1,8 @@
 //! CPU reference of shaders/mse.wgsl.
 
 /// Mean squared error.  pred, targets: [n, d] →
-/// (loss_rows [n] = mean over d of (p − t)², dpred [n, d] = 2(p − t)/d · grad_scale,
-/// abs_rows [n] = mean over d of |p − t|).
+/// (loss_rows `[n]` = mean over d of (p − t)², dpred [n, d] = 2(p − t)/d · grad_scale,
+/// abs_rows `[n]` = mean over d of |p − t|).
 pub fn mse(pred: &[f32], targets: &[f32], n: usize, d: usize, grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(pred.len(), n * d, "mse: predictions must be n × d");
     assert_eq!(targets.len(), n * d, "mse: targets must be n × d");

@@ -5,7 +5,7 @@
 use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig};
 
 /// One SGD step in place (PyTorch's definition, dampening 0), as update 1 of the schedule.
-/// param, grad, velocity: [len]; velocity (zero before the first step) is required iff momentum ≠ 0.
+/// param, grad, velocity: `[len]`; velocity (zero before the first step) is required iff momentum ≠ 0.
 pub fn sgd_update(param: &mut [f32], grad: &[f32], velocity: Option<&mut [f32]>, cfg: &SgdConfig) {
     sgd_update_with_step(param, grad, velocity, 1, cfg)
 }
@@ -30,13 +30,13 @@ pub fn sgd_update_with_step(
     }
 }
 
-/// One Adam step in place, the `t`-th.  param, grad, m, v: [len].
+/// One Adam step in place, the `t`-th.  param, grad, m, v: `[len]`.
 pub fn adam_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u32, cfg: &AdamConfig) {
     adam_family(param, grad, m, v, t, cfg, false)
 }
 
 /// One AdamW step in place, the `t`-th: p ← p·(1 − lr·wd), then Adam on the plain gradient.
-/// param, grad, m, v: [len].
+/// param, grad, m, v: `[len]`.
 pub fn adamw_update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], t: u32, cfg: &AdamConfig) {
     adam_family(param, grad, m, v, t, cfg, true)
 }
@@ -69,7 +69,7 @@ fn adam_family(
     }
 }
 
-/// One RMSprop step in place, the `t`-th.  param, grad, square_avg: [len]; momentum_buf: [len],
+/// One RMSprop step in place, the `t`-th.  param, grad, square_avg: `[len]`; momentum_buf: `[len]`,
 /// required iff momentum ≠ 0.
 pub fn rmsprop_update(
     param: &mut [f32],
@@ -93,7 +93,7 @@ pub fn rmsprop_update(
     }
 }
 
-/// One Adagrad step in place, the `t`-th.  param, grad, sum: [len]; at t = 1 the sum is taken to
+/// One Adagrad step in place, the `t`-th.  param, grad, sum: `[len]`; at t = 1 the sum is taken to
 /// be `initial_accumulator`.
 pub fn adagrad_update(param: &mut [f32], grad: &[f32], sum: &mut [f32], t: u32, cfg: &AdagradConfig) {
     assert!(grad.len() == param.len() && sum.len() == param.len(), "adagrad_update: lengths differ");
@@ -106,7 +106,7 @@ pub fn adagrad_update(param: &mut [f32], grad: &[f32], sum: &mut [f32], t: u32, 
     }
 }
 
-/// One Adadelta step in place, the `t`-th.  param, grad, square_avg, acc_delta: [len].
+/// One Adadelta step in place, the `t`-th.  param, grad, square_avg, acc_delta: `[len]`.
 pub fn adadelta_update(
     param: &mut [f32],
     grad: &[f32],

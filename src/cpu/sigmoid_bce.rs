@@ -1,8 +1,8 @@
 //! CPU reference of shaders/sigmoid_bce.wgsl.
 
-/// Sigmoid + binary cross-entropy.  logits, targets: [n] →
-/// (loss_rows [n] = max(z, 0) − z·t + log(1 + exp(−|z|)), dlogits [n] = (σ(z) − t)·grad_scale,
-/// correct_rows [n] = 1.0 where (z > 0) == (t > 0.5)).
+/// Sigmoid + binary cross-entropy.  logits, targets: `[n]` →
+/// (loss_rows `[n]` = max(z, 0) − z·t + log(1 + exp(−|z|)), dlogits `[n]` = (σ(z) − t)·grad_scale,
+/// correct_rows `[n]` = 1.0 where (z > 0) == (t > 0.5)).
 pub fn sigmoid_bce(logits: &[f32], targets: &[f32], grad_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(logits.len(), targets.len(), "sigmoid_bce: logits and targets must have n values");
     let loss = logits.iter().zip(targets).map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()).collect();

@@ -1,8 +1,8 @@
 //! CPU reference of shaders/softmax_xent.wgsl.
 
-/// Softmax cross-entropy.  logits: [n, c], labels: [n] (each < c) →
-/// (loss_rows [n] = logsumexp − logit of the label, dlogits [n, c] = (softmax − onehot)·grad_scale,
-/// correct_rows [n] = 1.0 where the first argmax is the label).
+/// Softmax cross-entropy.  logits: [n, c], labels: `[n]` (each < c) →
+/// (loss_rows `[n]` = logsumexp − logit of the label, dlogits [n, c] = (softmax − onehot)·grad_scale,
+/// correct_rows `[n]` = 1.0 where the first argmax is the label).
 pub fn softmax_xent(
     logits: &[f32],
     labels: &[u32],
@@ -32,8 +32,8 @@ pub fn softmax_xent(
 }
 
 /// Categorical cross-entropy on one-hot or soft targets.  logits, targets: [n, c] →
-/// (loss_rows [n] = Σ_j t_j·(logsumexp − z_j), dlogits [n, c] = (softmax·Σt − t)·grad_scale,
-/// correct_rows [n] = 1.0 where the first argmax of the logits is the first argmax of the targets).
+/// (loss_rows `[n]` = Σ_j t_j·(logsumexp − z_j), dlogits [n, c] = (softmax·Σt − t)·grad_scale,
+/// correct_rows `[n]` = 1.0 where the first argmax of the logits is the first argmax of the targets).
 pub fn softmax_xent_dense(
     logits: &[f32],
     targets: &[f32],

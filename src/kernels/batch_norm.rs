@@ -146,7 +146,7 @@ fn bn(
 /// Training forward: per-feature batch mean μ and biased variance σ² over the rows,
 /// y = γ·(x − μ)/√(σ² + eps) + β; writes μ and inv_std = 1/√(σ² + eps) for the backward and
 /// updates running_mean and running_var (unbiased σ²) in place.  x, y: [N ≥ 2, D];
-/// gamma, beta, saved_mean, saved_inv_std, running_mean, running_var: [D]. One row is an error,
+/// gamma, beta, saved_mean, saved_inv_std, running_mean, running_var: `[D]`. One row is an error,
 /// as in PyTorch: its variance is 0 and its unbiased variance undefined.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train(
@@ -205,9 +205,9 @@ pub fn batch_norm_forward_train(
 }
 
 /// [`batch_norm_forward_train`] with the running statistics deferred: the same y, saved_mean and
-/// saved_inv_std, and the batch's unbiased variance in `pending_var` [D], for
+/// saved_inv_std, and the batch's unbiased variance in `pending_var` `[D]`, for
 /// [`batch_norm_commit_running`] to fold in once the step is known to be kept. running_* are
-/// not touched. x, y: [N ≥ 2, D]; gamma, beta, saved_mean, saved_inv_std, pending_var: [D].
+/// not touched. x, y: [N ≥ 2, D]; gamma, beta, saved_mean, saved_inv_std, pending_var: `[D]`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train_deferred(
     gpu: &Gpu,
@@ -264,8 +264,8 @@ pub fn batch_norm_forward_train_deferred(
 
 /// Folds a deferred batch's statistics into the running ones: running_mean = (1 − momentum)·
 /// running_mean + momentum·batch_mean, running_var likewise with pending_var — unless
-/// `counters` (the step's [t, skip], u32 [2]; see [`super::step_guard::guard_step`]) is given
-/// and its skip flag is set, when nothing changes. All f32 tensors [D].
+/// `counters` (the step's [t, skip], u32 `[2]`; see [`super::step_guard::guard_step`]) is given
+/// and its skip flag is set, when nothing changes. All f32 tensors `[D]`.
 pub fn batch_norm_commit_running(
     gpu: &Gpu,
     batch_mean: &Tensor,
@@ -313,7 +313,7 @@ pub fn batch_norm_commit_running(
 }
 
 /// Inference forward with the running averages: y = γ·(x − running_mean)/√(running_var + eps) + β.
-/// x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: [D], only read.
+/// x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: `[D]`, only read.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_inference(
     gpu: &Gpu,
@@ -341,7 +341,7 @@ pub fn batch_norm_forward_inference(
 /// Backward of [`batch_norm_forward_train`], with x̂ = (x − μ)·inv_std:
 ///   dβ (+)= Σ_rows dy,  dγ (+)= Σ_rows dy·x̂,  dx = γ·inv_std·(dy − Σdy/N − x̂·Σ(dy·x̂)/N).
 /// Parameter gradients accumulate when `accumulate` is set (else overwrite); dx overwrites.
-/// dy, x, dx: [N, D]; gamma, saved_mean, saved_inv_std (from the forward), dgamma, dbeta: [D].
+/// dy, x, dx: [N, D]; gamma, saved_mean, saved_inv_std (from the forward), dgamma, dbeta: `[D]`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward(
     gpu: &Gpu,

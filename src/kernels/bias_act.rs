@@ -24,7 +24,7 @@ struct BiasActParams {
     _pad: u32,
 }
 
-/// Y = act(X + b), b broadcast over rows.  x, y: [rows, cols], bias: [cols] (or none).
+/// Y = act(X + b), b broadcast over rows.  x, y: [rows, cols], bias: `[cols]` (or none).
 pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor, act: Activation) -> Result<Plan> {
     const OP: &str = "bias_act_forward";
     act.validate_elementwise(OP)?;
@@ -60,7 +60,7 @@ pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor
 }
 
 /// dZ = dY ⊙ act′(Y) and, when `db` is given, db (+)= column sums of dZ.
-/// dy, y, dz: [rows, cols]; db: [cols]. `y` is the forward output.
+/// dy, y, dz: [rows, cols]; db: `[cols]`. `y` is the forward output.
 pub fn bias_act_backward(
     gpu: &Gpu,
     dy: &Tensor,

@@ -41,7 +41,7 @@ fn check_like(op: &str, x_name: &str, x: &Tensor, others: &[(&str, &Tensor)]) ->
 }
 
 /// Inverted dropout (training only): mask = 0 with probability `rate`, else 1/(1 − rate);
-/// y = x ⊙ mask.  x, y, mask: [N, D] (any shape, all equal) f32; step: [1] u32, the global step
+/// y = x ⊙ mask.  x, y, mask: [N, D] (any shape, all equal) f32; step: `[1]` u32, the global step
 /// counter on the GPU, read and never written. The keep decision is a hash of (seed, step,
 /// element index) computed on the GPU: the same seed and step give the same mask (bit-identical
 /// to `cpu::dropout_forward`), and nothing is uploaded per step. rate must be in [0, 1); 0 gives

@@ -62,11 +62,11 @@ struct GatherParams {
 /// Build it with [`GpuRows::upload`].
 pub struct GpuRows {
     /// The features in chunks of `rows_per_chunk` whole rows (the last may hold fewer), each its
-    /// own buffer within the device's binding limit: [words] u32, the chunk's rows packed from
+    /// own buffer within the device's binding limit: `[words]` u32, the chunk's rows packed from
     /// word 0 (u8: 4 features per word, the last word zero-padded; f32: one per word, as bits).
     pub chunks: Vec<Tensor>,
     pub rows_per_chunk: usize,
-    /// [total_rows] u32.
+    /// `[total_rows]` u32.
     pub labels: Tensor,
     pub total_rows: usize,
     pub dim: usize,
@@ -185,8 +185,8 @@ pub enum BatchStart {
     Counter { stride: usize },
 }
 
-/// x[r, :] = norm(src[idx[start + r], :]), y[r] = labels[idx[start + r]].
-/// idx: [n] u32, x: [rows, dim] f32, y: [rows] u32, epoch_step: u32 [1] (read only for
+/// x[r, :] = norm(src[idx[start + r], :]), `y[r]` = labels[idx[start + r]].
+/// idx: `[n]` u32, x: [rows, dim] f32, y: `[rows]` u32, epoch_step: u32 `[1]` (read only for
 /// `BatchStart::Counter`).
 pub fn gather_rows(
     gpu: &Gpu,
@@ -279,7 +279,7 @@ pub(crate) const COUNTERS: KernelFamily = KernelFamily {
     storage: &[Access::ReadWrite, Access::ReadWrite],
 };
 
-/// epoch_step[0] += 1, global_step[0] += 1.  Both u32 [1], in separate buffers (each bindable).
+/// `epoch_step[0]` += 1, `global_step[0]` += 1.  Both u32 `[1]`, in separate buffers (each bindable).
 pub fn advance_counters(gpu: &Gpu, epoch_step: &Tensor, global_step: &Tensor) -> Result<Plan> {
     const OP: &str = "advance_counters";
     for t in [epoch_step, global_step] {

@@ -35,7 +35,7 @@ pub(crate) const MATMUL_SUBGROUP: KernelFamily = KernelFamily {
 #[derive(Clone, Copy, Debug)]
 pub enum Epilogue<'a> {
     None,
-    /// C = act(A·B + bias), bias: [N] broadcast over rows (or None).
+    /// C = act(A·B + bias), bias: `[N]` broadcast over rows (or None).
     BiasAct {
         bias: Option<&'a Tensor>,
         act: Activation,
@@ -134,7 +134,7 @@ struct KernelShape {
 /// vec4 loads need every dimension read along its contiguous axis to be a multiple of 4: K for
 /// A [M, K] and B [N, K], M for A stored [K, M], N for B stored [K, N].
 fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
-    k % 4 == 0 && (!trans_a || m % 4 == 0) && (trans_b || n % 4 == 0)
+    k.is_multiple_of(4) && (!trans_a || m.is_multiple_of(4)) && (trans_b || n.is_multiple_of(4))
 }
 
 fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> KernelShape {
@@ -198,7 +198,7 @@ const SUBGROUP_MAX_KC: usize = 2048;
 fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
     gpu.features().contains(wgpu::Features::SUBGROUP)
         && gpu.adapter_info().subgroup_min_size >= 8
-        && n % 4 == 0
+        && n.is_multiple_of(4)
         && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
@@ -240,17 +240,17 @@ fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
     needed.max(for_parallelism)
 }
 
-/// C[M,N] (+)= op(A)·op(B): A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when
+/// `C[M,N]` (+)= op(A)·op(B): A is `[M,K]` (or `[K,M]` when trans_a), B is `[K,N]` (or `[N,K]` when
 /// trans_b). Row-major. The epilogue is applied to the full sum; accumulate works only without one.
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOptions) -> Result<Plan> {
     matmul_plan("matmul", gpu, a, b, c, None, opts)
 }
 
-/// [`matmul`] that also writes col_sum[n] = Σ_k op(B)[k, n] (col_sum: [N]): a weight gradient
+/// [`matmul`] that also writes `col_sum[n]` = Σ_k op(B)[k, n] (col_sum: `[N]`): a weight gradient
 /// dW = Xᵀ·dZ with its bias gradient db = Σ_rows dZ. op(B) must not be transposed. One dispatch
 /// where the kernel can add the sums from the op(B) values it loads anyway (register and subgroup
 /// variants, K not split): on lavapipe a dispatch costs more than the sum. Otherwise the plan is
-/// the matmul and a [`column_sum`](super::reduce::column_sum).
+/// the matmul and a [`column_sum`].
 pub fn matmul_column_sum(
     gpu: &Gpu,
     a: &Tensor,

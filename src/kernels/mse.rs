@@ -26,18 +26,18 @@ struct MseParams {
 
 /// Where [`mse`] writes.
 pub struct MseOut<'a> {
-    /// [N]: mean over D of (p − t)².
+    /// `[N]`: mean over D of (p − t)².
     pub loss_rows: &'a Tensor,
     /// The shape of predictions: 2(p − t)/D · grad_scale (overwritten); None for evaluation only.
     pub dpred: Option<&'a Tensor>,
-    /// [N]: mean over D of |p − t| (the MAE metric; it takes the place of the classification
+    /// `[N]`: mean over D of |p − t| (the MAE metric; it takes the place of the classification
     /// losses' correct_rows).
     pub abs_rows: &'a Tensor,
-    /// [2]: += (Σ loss_rows, Σ abs_rows), by a second, fixed-order reduction dispatch; None skips it.
+    /// `[2]`: += (Σ loss_rows, Σ abs_rows), by a second, fixed-order reduction dispatch; None skips it.
     pub totals: Option<&'a Tensor>,
 }
 
-/// Mean squared error (regression) with its gradient.  predictions: [N, D] or [N] (D = 1) f32,
+/// Mean squared error (regression) with its gradient.  predictions: [N, D] or `[N]` (D = 1) f32,
 /// targets: f32 of the same shape. `grad_scale` is usually 1/N (the gradient of the batch mean of
 /// the per-row losses).
 pub fn mse(gpu: &Gpu, pred: &Tensor, targets: &Tensor, grad_scale: f32, out: &MseOut) -> Result<Plan> {

@@ -263,7 +263,7 @@ impl AdadeltaConfig {
 }
 
 /// param −= lr · (grad + wd·param), through the velocity when momentum ≠ 0.  param, grad,
-/// velocity: [len] f32. `velocity` is required iff momentum ≠ 0, and must start at zero. With a
+/// velocity: `[len]` f32. `velocity` is required iff momentum ≠ 0, and must start at zero. With a
 /// schedule other than `Constant`, use [`sgd_update_with_step`].
 pub fn sgd_update(
     gpu: &Gpu,
@@ -296,7 +296,7 @@ fn momentum_state<'a>(
     }
 }
 
-/// [`sgd_update`] with an optional step: [1] u32 holding t, needed (only) by a schedule.
+/// [`sgd_update`] with an optional step: `[1]` u32 holding t, needed (only) by a schedule.
 pub fn sgd_update_with_step(
     gpu: &Gpu,
     param: &Tensor,
@@ -321,8 +321,8 @@ pub fn sgd_update_with_step(
     update(gpu, OP, param, grad, states, step, named, len, cfg.lr, &cfg.schedule, params, velocity.is_some())
 }
 
-/// One Adam update in place (weight decay as L2 on the gradient).  param, grad, m, v: [len] f32
-/// (m and v start at zero); step: [1] u32 holding t, the 1-based number of this update, written by
+/// One Adam update in place (weight decay as L2 on the gradient).  param, grad, m, v: `[len]` f32
+/// (m and v start at zero); step: `[1]` u32 holding t, the 1-based number of this update, written by
 /// the caller before the dispatch and only read here (t = 0 is taken as 1).
 pub fn adam_update(
     gpu: &Gpu,
@@ -377,8 +377,8 @@ fn adam_family(
     update(gpu, op, param, grad, [Some(m), Some(v)], step, named, len, cfg.lr, &cfg.schedule, params, false)
 }
 
-/// One RMSprop update in place.  param, grad, square_avg: [len] f32; momentum_buf: [len] f32,
-/// required iff momentum ≠ 0; all state starts at zero. step: [1] u32 holding t, needed (only)
+/// One RMSprop update in place.  param, grad, square_avg: `[len]` f32; momentum_buf: `[len]` f32,
+/// required iff momentum ≠ 0; all state starts at zero. step: `[1]` u32 holding t, needed (only)
 /// by a schedule.
 pub fn rmsprop_update(
     gpu: &Gpu,
@@ -407,8 +407,8 @@ pub fn rmsprop_update(
     update(gpu, OP, param, grad, states, step, named, len, cfg.lr, &cfg.schedule, params, momentum_buf.is_some())
 }
 
-/// One Adagrad update in place.  param, grad, sum: [len] f32 (at t = 1 the kernel takes the sum
-/// to be `initial_accumulator`, whatever the tensor holds); step: [1] u32 holding t.
+/// One Adagrad update in place.  param, grad, sum: `[len]` f32 (at t = 1 the kernel takes the sum
+/// to be `initial_accumulator`, whatever the tensor holds); step: `[1]` u32 holding t.
 pub fn adagrad_update(
     gpu: &Gpu,
     param: &Tensor,
@@ -432,8 +432,8 @@ pub fn adagrad_update(
     update(gpu, OP, param, grad, [Some(sum), None], step, named, len, cfg.lr, &cfg.schedule, params, false)
 }
 
-/// One Adadelta update in place.  param, grad, square_avg, acc_delta: [len] f32, the state
-/// starting at zero; step: [1] u32 holding t, needed (only) by a schedule.
+/// One Adadelta update in place.  param, grad, square_avg, acc_delta: `[len]` f32, the state
+/// starting at zero; step: `[1]` u32 holding t, needed (only) by a schedule.
 pub fn adadelta_update(
     gpu: &Gpu,
     param: &Tensor,
@@ -504,7 +504,7 @@ fn update<'a>(
     let (kind, sched_steps, sched_value) = schedule.encode();
     // vec4 needs 16-byte aligned views (bindings of array<vec4<f32>>) and whole vec4s.
     let f32_bindings = [Some(param), Some(grad), states[0], states[1]];
-    let vec4 = len % 4 == 0 && f32_bindings.iter().flatten().all(|t| t.byte_offset() % 16 == 0);
+    let vec4 = len.is_multiple_of(4) && f32_bindings.iter().flatten().all(|t| t.byte_offset() % 16 == 0);
     let (family, items) = if vec4 { (&OPTIMIZER_VEC4, len / 4) } else { (&OPTIMIZER, len) };
     params.len = items as u32;
     params.lr = lr;

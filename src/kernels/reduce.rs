@@ -24,7 +24,7 @@ struct ColumnSumParams {
     accumulate: u32,
 }
 
-/// out[c] (+)= Σ_r x[r, c].  x: [rows, cols], out: [cols]. Rows past `COLUMN_SUM_CHUNK` are
+/// `out[c]` (+)= Σ_r x[r, c].  x: [rows, cols], out: `[cols]`. Rows past `COLUMN_SUM_CHUNK` are
 /// summed in chunks into a scratch tensor owned by the plan, then summed again.
 pub fn column_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Result<Plan> {
     const OP: &str = "column_sum";

@@ -26,18 +26,18 @@ struct SingleOutputLossParams {
 
 /// Where [`sigmoid_bce`] writes.
 pub struct SigmoidBceOut<'a> {
-    /// [N]: max(z, 0) − z·t + log(1 + exp(−|z|)).
+    /// `[N]`: max(z, 0) − z·t + log(1 + exp(−|z|)).
     pub loss_rows: &'a Tensor,
-    /// [N] (or the shape of logits): (σ(z) − t) · grad_scale (overwritten); None for evaluation only.
+    /// `[N]` (or the shape of logits): (σ(z) − t) · grad_scale (overwritten); None for evaluation only.
     pub dlogits: Option<&'a Tensor>,
-    /// [N]: 1.0 where (z > 0) == (t > 0.5), else 0.0.
+    /// `[N]`: 1.0 where (z > 0) == (t > 0.5), else 0.0.
     pub correct_rows: &'a Tensor,
-    /// [2]: += (Σ loss_rows, Σ correct_rows), by a second, fixed-order reduction dispatch; None skips it.
+    /// `[2]`: += (Σ loss_rows, Σ correct_rows), by a second, fixed-order reduction dispatch; None skips it.
     pub totals: Option<&'a Tensor>,
 }
 
 /// Sigmoid + binary cross-entropy with its gradient, for a single-output model.  logits: [N, 1]
-/// or [N] f32, targets: [N] f32 in [0, 1], or [N] u32 labels 0/1 converted in the kernel (not
+/// or `[N]` f32, targets: `[N]` f32 in [0, 1], or `[N]` u32 labels 0/1 converted in the kernel (not
 /// checked: that would need a readback). `grad_scale` is usually 1/N.
 pub fn sigmoid_bce(gpu: &Gpu, logits: &Tensor, targets: &Tensor, grad_scale: f32, out: &SigmoidBceOut) -> Result<Plan> {
     single_output_loss(gpu, &SIGMOID_BCE, "sigmoid_bce", true, logits, targets, grad_scale, out)

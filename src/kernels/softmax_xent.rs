@@ -36,18 +36,18 @@ struct SoftmaxXentParams {
 
 /// Where [`softmax_xent`] writes.
 pub struct SoftmaxXentOut<'a> {
-    /// [N]: −log softmax(logits)[label], by a stable log-sum-exp.
+    /// `[N]`: −log softmax(logits)`[label]`, by a stable log-sum-exp.
     pub loss_rows: &'a Tensor,
     /// [N, C]: (softmax − onehot) · grad_scale (overwritten); None for evaluation only.
     pub dlogits: Option<&'a Tensor>,
-    /// [N]: 1.0 where the row's first argmax is the label, else 0.0.
+    /// `[N]`: 1.0 where the row's first argmax is the label, else 0.0.
     pub correct_rows: &'a Tensor,
-    /// [2]: += (Σ loss_rows, Σ correct_rows), in a fixed order: in the loss dispatch for small
+    /// `[2]`: += (Σ loss_rows, Σ correct_rows), in a fixed order: in the loss dispatch for small
     /// batches, else by a second reduction dispatch; None skips it.
     pub totals: Option<&'a Tensor>,
 }
 
-/// Softmax cross-entropy with its gradient.  logits: [N, C] f32, labels: [N] u32 (each < C).
+/// Softmax cross-entropy with its gradient.  logits: [N, C] f32, labels: `[N]` u32 (each < C).
 /// `grad_scale` is usually 1/N (the gradient of the mean loss). Labels uploaded from the host are
 /// range-checked here; a label the host cannot see (written by a kernel) that is ≥ C gives NaN loss.
 pub fn softmax_xent(
@@ -80,8 +80,8 @@ pub fn softmax_xent(
 
 /// Categorical cross-entropy on one-hot or soft targets, fused with softmax; the same outputs as
 /// [`softmax_xent`].  logits: [N, C] f32, targets: [N, C] f32 (rows usually sum to 1; not
-/// checked). loss_rows [N] = Σ_c t_c·(logsumexp − z_c), dlogits [N, C] = (softmax·Σt − t) ·
-/// grad_scale, correct_rows [N] = 1.0 where the first argmax of the logits is the first argmax of
+/// checked). loss_rows `[N]` = Σ_c t_c·(logsumexp − z_c), dlogits [N, C] = (softmax·Σt − t) ·
+/// grad_scale, correct_rows `[N]` = 1.0 where the first argmax of the logits is the first argmax of
 /// the targets. Keras' `categorical_crossentropy(from_logits=True)`.
 pub fn softmax_xent_dense(
     gpu: &Gpu,

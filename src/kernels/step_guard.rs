@@ -12,12 +12,12 @@ pub(crate) const STEP_GUARD: KernelFamily = KernelFamily {
     storage: &[Access::ReadWrite; 4],
 };
 
-/// The counters of a step that skips a batch whose loss is not finite: epoch_step [1] u32 += 1;
-/// then, if batch_totals[0] is finite, totals[0..2] += batch_totals and counters[0] (t) += 1 with
-/// counters[1] = 0; else totals[2] += 1, totals[3] += `rows` and counters[1] = 1, which makes the
-/// optimizer kernels given `counters` ([t, skip] u32 [2]) leave everything unchanged. Zeroes
-/// batch_totals ([2] f32, what the step's loss kernel added to) for the next step.
-/// totals: [4] f32 (Σ loss, Σ correct, skipped batches, skipped rows).
+/// The counters of a step that skips a batch whose loss is not finite: epoch_step `[1]` u32 += 1;
+/// then, if `batch_totals[0]` is finite, totals[0..2] += batch_totals and `counters[0]` (t) += 1 with
+/// `counters[1]` = 0; else `totals[2]` += 1, `totals[3]` += `rows` and `counters[1]` = 1, which makes the
+/// optimizer kernels given `counters` ([t, skip] u32 `[2]`) leave everything unchanged. Zeroes
+/// batch_totals (`[2]` f32, what the step's loss kernel added to) for the next step.
+/// totals: `[4]` f32 (Σ loss, Σ correct, skipped batches, skipped rows).
 pub fn guard_step(
     gpu: &Gpu,
     epoch_step: &Tensor,

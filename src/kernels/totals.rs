@@ -31,7 +31,7 @@ struct TotalsParams {
     _pad1: u32,
 }
 
-/// out (+)= (Σ a, Σ b).  a, b: [rows], out: [2]. A fixed-order reduction: one workgroup when
+/// out (+)= (Σ a, Σ b).  a, b: `[rows]`, out: `[2]`. A fixed-order reduction: one workgroup when
 /// rows ≤ [`TOTALS_BLOCK`], else blocks summed into a scratch tensor owned by the plan, then again.
 pub fn totals(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor, accumulate: bool) -> Result<Plan> {
     totals_blocked(gpu, a, b, out, accumulate, TOTALS_BLOCK)

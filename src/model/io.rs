@@ -513,7 +513,7 @@ impl Sequential {
 
     /// Replaces this model's weights with those in `path`: a file from [`Sequential::save`], a
     /// checkpoint, or any safetensors file with `layers.{i}.weight` [inputs, units] and
-    /// `layers.{i}.bias` [units] tensors. A file of another architecture is an error naming both.
+    /// `layers.{i}.bias` `[units]` tensors. A file of another architecture is an error naming both.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
