@@ -161,37 +161,65 @@ pub fn batch_norm_forward_train(
     running_var: &Tensor,
     cfg: &BatchNormConfig,
 ) -> Result<Plan> {
-    const OP: &str = "batch_norm_forward_train";
-    cfg.validate(OP)?;
-    let per_feature = [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("saved_mean", saved_mean),
-        ("saved_inv_std", saved_inv_std),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ];
-    let s = check(OP, x, &[("y", y)], &per_feature)?;
+    let running = Running::Blend { mean: running_mean, var: running_var };
+    forward_train("batch_norm_forward_train", gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg)
+}
+
+/// Where a training forward puts its statistics for the running averages.
+enum Running<'a> {
+    /// Folded into running_mean and running_var at once.
+    Blend { mean: &'a Tensor, var: &'a Tensor },
+    /// The batch's unbiased variance, kept in `pending_var` for [`batch_norm_commit_running`].
+    Defer { pending_var: &'a Tensor },
+}
+
+/// The training forward of both public entries (they differ in `running` only).
+#[allow(clippy::too_many_arguments)]
+fn forward_train(
+    op: &str,
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    saved_mean: &Tensor,
+    saved_inv_std: &Tensor,
+    running: Running,
+    cfg: &BatchNormConfig,
+) -> Result<Plan> {
+    cfg.validate(op)?;
+    let mut per_feature =
+        vec![("gamma", gamma), ("beta", beta), ("saved_mean", saved_mean), ("saved_inv_std", saved_inv_std)];
+    match running {
+        Running::Blend { mean, var } => per_feature.extend([("running_mean", mean), ("running_var", var)]),
+        Running::Defer { pending_var } => per_feature.push(("pending_var", pending_var)),
+    }
+    let s = check(op, x, &[("y", y)], &per_feature)?;
     if s.rows < 2 {
         return Err(WgnnError::invalid(
-            OP,
+            op,
             format!("x is {:?}: training needs at least 2 rows per batch (the variance of one is 0)", x.shape()),
         ));
     }
     let mut named = vec![("x", x), ("y", y)];
     named.extend(per_feature);
-    disjoint(OP, &named)?;
+    disjoint(op, &named)?;
     let dummy = super::dummy(gpu)?;
     let part = s.part(gpu)?;
-    let params = s.params(cfg, false);
     let d = &dummy;
+    // bn_finalize_stats writes out (running mean) and out2 (running or pending variance).
+    let (blend, out, out2) = match running {
+        Running::Blend { mean, var } => (1, mean, var),
+        Running::Defer { pending_var } => (0, d, pending_var),
+    };
+    let params = BatchNormParams { blend, ..s.params(cfg, false) };
     let mut plan = Plan::new();
     plan.push(bn(gpu, "bn_stats", &params, [x, d, d, d, d, &part, d, d], s.chunk_grid())?);
     plan.push(bn(
         gpu,
         "bn_finalize_stats",
         &params,
-        [d, d, d, saved_mean, saved_inv_std, &part, running_mean, running_var],
+        [d, d, d, saved_mean, saved_inv_std, &part, out, out2],
         s.column_grid(),
     )?);
     plan.push(bn(
@@ -220,46 +248,8 @@ pub fn batch_norm_forward_train_deferred(
     pending_var: &Tensor,
     cfg: &BatchNormConfig,
 ) -> Result<Plan> {
-    const OP: &str = "batch_norm_forward_train_deferred";
-    cfg.validate(OP)?;
-    let per_feature = [
-        ("gamma", gamma),
-        ("beta", beta),
-        ("saved_mean", saved_mean),
-        ("saved_inv_std", saved_inv_std),
-        ("pending_var", pending_var),
-    ];
-    let s = check(OP, x, &[("y", y)], &per_feature)?;
-    if s.rows < 2 {
-        return Err(WgnnError::invalid(
-            OP,
-            format!("x is {:?}: training needs at least 2 rows per batch (the variance of one is 0)", x.shape()),
-        ));
-    }
-    let mut named = vec![("x", x), ("y", y)];
-    named.extend(per_feature);
-    disjoint(OP, &named)?;
-    let dummy = super::dummy(gpu)?;
-    let part = s.part(gpu)?;
-    let params = BatchNormParams { blend: 0, ..s.params(cfg, false) };
-    let d = &dummy;
-    let mut plan = Plan::new();
-    plan.push(bn(gpu, "bn_stats", &params, [x, d, d, d, d, &part, d, d], s.chunk_grid())?);
-    plan.push(bn(
-        gpu,
-        "bn_finalize_stats",
-        &params,
-        [d, d, d, saved_mean, saved_inv_std, &part, d, pending_var],
-        s.column_grid(),
-    )?);
-    plan.push(bn(
-        gpu,
-        "bn_normalize",
-        &params,
-        [x, gamma, beta, saved_mean, saved_inv_std, d, y, d],
-        s.tile_grid(gpu),
-    )?);
-    Ok(plan)
+    let running = Running::Defer { pending_var };
+    forward_train("batch_norm_forward_train_deferred", gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg)
 }
 
 /// Folds a deferred batch's statistics into the running ones: running_mean = (1 − momentum)·
