@@ -551,8 +551,9 @@ impl Sequential {
         (bytes / row_bytes).clamp(1, EVAL_BATCH as u64) as usize
     }
 
-    /// Forward passes over `rows` in batches of up to `EVAL_BATCH`, then (loss, accuracy).
-    pub(super) fn evaluate_gpu(&self, data: &GpuData) -> Result<(f32, f32)> {
+    /// The forward and loss plans over every row of `data`, in batches of up to `EVAL_BATCH`,
+    /// adding into their own totals: built once, run as often as the weights change.
+    pub(super) fn eval_plans(&self, data: &GpuData) -> Result<EvalPlans> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         let n = data.rows.total_rows;
@@ -561,6 +562,7 @@ impl Sequential {
         let totals = Tensor::zeros(gpu, &[2])?;
         let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
         let mut plans = Vec::new();
+        let mut buffers = Vec::new();
         let mut start = 0;
         while start < n {
             let batch = self.eval_batch(gpu, data).min(n - start);
@@ -568,11 +570,25 @@ impl Sequential {
             let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
             plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
             plans.push(plan);
+            buffers.push(buf);
             start += batch;
         }
-        gpu.run(&plans.iter().collect::<Vec<_>>())?;
-        let t = totals.to_vec()?;
-        Ok(((t[0] as f64 / n as f64) as f32, (t[1] as f64 / n as f64) as f32))
+        Ok(EvalPlans { plans, totals, rows: n, _inputs: [order, epoch_step], _buffers: buffers })
+    }
+
+    /// (mean loss, accuracy) of the current weights by `plans`.
+    pub(super) fn run_eval(&self, plans: &EvalPlans) -> Result<(f32, f32)> {
+        let gpu = &self.gpu_state()?.gpu;
+        plans.totals.write(&[0.0, 0.0])?;
+        gpu.run(&plans.plans.iter().collect::<Vec<_>>())?;
+        let t = plans.totals.to_vec()?;
+        let n = plans.rows as f64;
+        Ok(((t[0] as f64 / n) as f32, (t[1] as f64 / n) as f32))
+    }
+
+    /// Forward passes over every row of `data`, then (mean loss, accuracy).
+    pub(super) fn evaluate_gpu(&self, data: &GpuData) -> Result<(f32, f32)> {
+        self.run_eval(&self.eval_plans(data)?)
     }
 
     pub(super) fn predict_gpu(&self, data: &GpuData) -> Result<Vec<f32>> {
@@ -610,6 +626,17 @@ impl Sequential {
     }
 }
 
+/// Evaluation over a whole data set, built once (`fit` validates with the same plans every epoch).
+pub(super) struct EvalPlans {
+    pub(super) plans: Vec<Plan>,
+    /// f32 [2]: Σ loss, Σ correct.
+    pub(super) totals: Tensor,
+    pub(super) rows: usize,
+    /// The index list 0..rows and the (unused) step counter the gathers bind.
+    pub(super) _inputs: [Tensor; 2],
+    pub(super) _buffers: Vec<BatchBuffers>,
+}
+
 /// The GPU backend's steps: the data uploaded once, one plan for a full batch and one for the
 /// partial last batch, built once per `fit`.
 pub(super) struct GpuSteps {
@@ -621,7 +648,8 @@ pub(super) struct GpuSteps {
     pub(super) full_steps: usize,
     pub(super) full_plan: Plan,
     pub(super) tail_plan: Option<Plan>,
-    pub(super) validation: Option<GpuData>,
+    /// The validation data and its evaluation plans.
+    pub(super) validation: Option<(GpuData, EvalPlans)>,
     /// The plans' buffers (the plans' bind groups keep them alive too; held for clarity).
     pub(super) _buffers: Vec<BatchBuffers>,
 }
@@ -636,7 +664,14 @@ impl GpuSteps {
     ) -> Result<GpuSteps> {
         let gpu = model.gpu_state()?.gpu.clone();
         let data = model.upload_data(&gpu, train)?;
-        let validation = validation.map(|v| model.upload_data(&gpu, v)).transpose()?;
+        let validation = match validation {
+            Some(v) => {
+                let data = model.upload_data(&gpu, v)?;
+                let plans = model.eval_plans(&data)?;
+                Some((data, plans))
+            }
+            None => None,
+        };
         let n = train.rows;
         let batch = opts.batch_size.min(n);
         let tail = n % batch;
@@ -685,6 +720,6 @@ impl Steps for GpuSteps {
     }
 
     fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
-        self.validation.as_ref().map(|v| model.evaluate_gpu(v)).transpose()
+        self.validation.as_ref().map(|(_, plans)| model.run_eval(plans)).transpose()
     }
 }
