@@ -42,10 +42,10 @@ struct Args {
     #[arg(long, default_value = "assets/sign_digits.npz")]
     data: PathBuf,
     /// Gradient-descent iterations (full-batch epochs).
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = common::at_least_one)]
     iterations: usize,
     /// Learning rate (0.01 by default; 1e-3 with --ten-class unless given).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     lr: Option<f32>,
     /// Seeds the train/test split (and the hidden layer's weights with --ten-class).
     #[arg(long, default_value_t = 42)]
@@ -60,7 +60,7 @@ struct Args {
     #[arg(long)]
     ten_class: bool,
     /// Epochs of --ten-class.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = common::at_least_one)]
     epochs: usize,
     /// Run on the plain-Rust CPU reference instead of the GPU.
     #[arg(long)]

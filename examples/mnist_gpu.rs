@@ -41,12 +41,12 @@ struct Args {
     /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
     #[arg(long, default_value = "assets/mnist.npz")]
     data: PathBuf,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = common::at_least_one)]
     epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = common::at_least_one)]
     batch_size: usize,
     /// The optimizer's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = common::positive)]
     lr: f32,
     /// The optimizer: sgd, adam, adamw, rmsprop, adagrad or adadelta (Keras' defaults otherwise).
     #[arg(long, default_value = "adam", value_parser = parse_optimizer_name)]
@@ -59,7 +59,7 @@ struct Args {
     #[arg(long, default_value = "sparse_categorical_crossentropy", value_parser = parse_loss)]
     loss: Loss,
     /// Dropout rate after each hidden layer while training (0 = none).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = common::fraction)]
     dropout: f32,
     /// Batch-normalise each hidden layer's pre-activation (Dense → BatchNorm → activation).
     #[arg(long)]
@@ -72,7 +72,7 @@ struct Args {
     seed: u64,
     /// Fraction of the training rows held out for validation; 0 trains on all of them and
     /// validates on the test set.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = common::fraction)]
     validation_split: f32,
     /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
     #[arg(long)]

@@ -293,7 +293,17 @@ fn example(name: &str) -> PathBuf {
 
 #[test]
 fn the_example_rejects_bad_flags_with_usage() {
-    for args in [&["--epochs", "abc"][..], &["--no-such-flag"], &["--batch-size", "-3"]] {
+    let bad_values: [&[&str]; 8] = [
+        &["--epochs", "abc"],
+        &["--no-such-flag"],
+        &["--batch-size", "-3"],
+        &["--batch-size", "0"],
+        &["--epochs", "0"],
+        &["--lr", "-0.1"],
+        &["--dropout", "1.5"],
+        &["--validation-split", "1"],
+    ];
+    for args in bad_values {
         let out = Command::new(mnist_gpu()).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
@@ -305,7 +315,9 @@ fn the_example_rejects_bad_flags_with_usage() {
 #[test]
 fn logistic_regression_rejects_bad_flags_with_usage() {
     let bin = example("logistic_regression");
-    for args in [&["--iterations", "abc"][..], &["--no-such-flag"], &["--lr", "fast"]] {
+    for args in
+        [&["--iterations", "abc"][..], &["--no-such-flag"], &["--lr", "fast"], &["--lr", "0"], &["--iterations", "0"]]
+    {
         let out = Command::new(&bin).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");

@@ -1,4 +1,7 @@
-//! What the examples share: their command-line handling.
+//! What the examples share: their command-line handling (a bad value is a usage error, exit 2).
+
+// Each example uses the parsers it needs.
+#![allow(dead_code)]
 
 use clap::{CommandFactory, Parser};
 
@@ -17,4 +20,28 @@ pub fn parse_args<T: Parser + CommandFactory>() -> T {
         }
         std::process::exit(2)
     })
+}
+
+/// A whole number ≥ 1 (epochs, batch sizes, iterations).
+pub fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number ≥ 1, got {text:?}")),
+    }
+}
+
+/// A finite number > 0 (learning rates).
+pub fn positive(text: &str) -> std::result::Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a finite number > 0, got {text:?}")),
+    }
+}
+
+/// A rate or fraction in [0, 1) (dropout, validation split).
+pub fn fraction(text: &str) -> std::result::Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number in [0, 1), got {text:?}")),
+    }
 }
