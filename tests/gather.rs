@@ -12,10 +12,19 @@ use wgnn::{cpu, Tensor, WgnnError};
 fn gather_matches_cpu_for_u8_and_f32_sources() {
     let gpu = gpu();
     let mut rng = Rng::new(11);
-    // Widths of 4 and 784 take the one-word-per-invocation u8 path; the others the per-feature one.
-    for &(total, dim, rows) in
-        &[(1, 1, 1), (10, 7, 3), (50, 4, 7), (100, 63, 64), (300, 65, 127), (1000, 257, 33), (200, 784, 32)]
-    {
+    // Widths that are multiples of 4 take the u8x4 path (4-word groups: 12 and 20 end in a partial
+    // group, 784 in whole ones); the others the per-feature one.
+    for &(total, dim, rows) in &[
+        (1, 1, 1),
+        (10, 7, 3),
+        (50, 4, 7),
+        (40, 12, 5),
+        (60, 20, 9),
+        (100, 63, 64),
+        (300, 65, 127),
+        (1000, 257, 33),
+        (200, 784, 32),
+    ] {
         let bytes: Vec<u8> = (0..total * dim).map(|_| rng.below(256) as u8).collect();
         let labels: Vec<u32> = (0..total).map(|_| rng.below(10) as u32).collect();
         let mut idx: Vec<u32> = (0..total as u32).collect();

@@ -44,6 +44,10 @@ pub(crate) const GATHER_CHUNKED: KernelFamily = KernelFamily {
 };
 
 const WG: u32 = 64;
+/// Invocations of the u8x4 entries' 1-D grid: 256 lanes, each a group of WORDS_PER_INVOCATION words.
+const WG_U8X4: u32 = 256;
+/// `WORDS` in gather.wgsl.
+const WORDS_PER_INVOCATION: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -244,23 +248,28 @@ pub fn gather_rows(
         rows_per_chunk: src.rows_per_chunk as u32,
         _pad: 0,
     };
+    // Whole packed words per row, stored as vec4s (so x's view must be 16-byte aligned). Each
+    // chunk starts at a word, so this also holds within chunks.
+    let u8x4 = src.source_u8 && dim % 4 == 0 && x.byte_offset() % 16 == 0;
+    let wg = if u8x4 { WG_U8X4 } else { WG };
     let constants = [
         ("SOURCE_U8", src.source_u8 as u32 as f64),
         ("STANDARDIZE", src.mean_std.is_some() as u32 as f64),
         ("START_FROM_COUNTER", from_counter as u32 as f64),
-        ("WG", WG as f64),
+        ("WG", wg as f64),
     ];
     let mean_std = src.mean_std.as_ref().unwrap_or(&dummy);
-    // One grid row per batch row: the y dimension must hold them.
-    let max_rows = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    if rows > max_rows {
-        return Err(WgnnError::invalid(OP, format!("{rows} rows in one gather; at most {max_rows}")));
-    }
-    // Whole packed words per row: one invocation per word. (Each chunk starts at a word, so this
-    // also holds within chunks.)
-    let u8x4 = src.source_u8 && dim % 4 == 0;
-    let per_row = if u8x4 { dim / 4 } else { dim };
-    let grid = [per_row.div_ceil(WG as usize) as u32, rows as u32, 1];
+    let grid = if u8x4 {
+        let groups_per_row = (dim / 4).div_ceil(WORDS_PER_INVOCATION);
+        super::grid_1d(gpu, rows * groups_per_row, wg)
+    } else {
+        // One grid row per batch row: the y dimension must hold them.
+        let max_rows = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        if rows > max_rows {
+            return Err(WgnnError::invalid(OP, format!("{rows} rows in one gather; at most {max_rows}")));
+        }
+        [dim.div_ceil(wg as usize) as u32, rows as u32, 1]
+    };
     let mut bindings = vec![&src.chunks[0], idx, &src.labels, mean_std, epoch_step, x, y];
     // A data set in one binding keeps to the 7-binding family, which every device can bind.
     let (family, entry) = if chunks == 1 {
