@@ -30,6 +30,7 @@ override WG: u32 = 256u;
 override MOMENTUM: bool = false;
 override SCHEDULE: u32 = 0u;
 override GUARDED: bool = false;
+override PER_LANE: u32 = 4u;  // values of V per invocation
 
 const PI: f32 = 3.14159265358979;
 
@@ -57,8 +58,11 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> state2: array<V>;   // adam(w): v   rmsprop: buf   adadelta: u
 @group(0) @binding(5) var<storage, read_write> step: array<u32>;     // t, and skip when GUARDED
 
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+// Each invocation updates PER_LANE values of V, WG apart (a workgroup covers WG·PER_LANE
+// consecutive ones): the per-update work (t, the scheduled rate, bias corrections, the skip flag)
+// is done once per invocation, and lavapipe's per-lane and per-workgroup costs are paid less often.
+fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG * PER_LANE + lid.x;
 }
 
 // b^t with the builtin (exp2(t·log2 b)): one transcendental pair instead of a loop per element,
@@ -95,85 +99,134 @@ fn scheduled_lr() -> f32 {
 @compute @workgroup_size(WG)
 fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.len || skipped()) { return; }
-    var g = grad[i] + p.weight_decay * param[i];
-    if (MOMENTUM) {
-        let vel = p.momentum * state1[i] + g;
-        state1[i] = vel;
-        g = select(vel, g + p.momentum * vel, p.nesterov != 0u);
+    let first = first_index(wid, nwg, lid);
+    if (first >= p.len || skipped()) { return; }
+    let lr = scheduled_lr();
+    for (var k = 0u; k < PER_LANE; k++) {
+        let i = first + k * WG;
+        if (i < p.len) {
+            let w = param[i];
+            var g = grad[i] + p.weight_decay * w;
+            if (MOMENTUM) {
+                let vel = p.momentum * state1[i] + g;
+                state1[i] = vel;
+                g = select(vel, g + p.momentum * vel, p.nesterov != 0u);
+            }
+            param[i] = w - lr * g;
+        }
     }
-    param[i] -= scheduled_lr() * g;
 }
 
-// Adam's moments and step; `decay` is the decoupled factor p ← p·decay applied first (AdamW).
-fn adam_step(i: u32, g: V, decay: f32) {
+// Adam's bias corrections of update t as factors: m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + eps).
+fn adam_corrections() -> vec2<f32> {
     let t = step_t();
+    return vec2<f32>(1.0 / (1.0 - pow_u32(p.momentum, t)), 1.0 / sqrt(1.0 - pow_u32(p.beta2, t)));
+}
+
+// Adam's moments and step for value i with weight w and gradient g; `decay` is the decoupled
+// factor p ← p·decay applied first (AdamW).
+fn adam_step(i: u32, w: V, g: V, decay: f32, lr: f32, c: vec2<f32>) {
     let beta1 = p.momentum;
     let m = beta1 * state1[i] + (1.0 - beta1) * g;
     let v = p.beta2 * state2[i] + (1.0 - p.beta2) * g * g;
     state1[i] = m;
     state2[i] = v;
-    let m_hat = m / (1.0 - pow_u32(beta1, t));
-    let v_hat = v / (1.0 - pow_u32(p.beta2, t));
-    param[i] = param[i] * decay - scheduled_lr() * m_hat / (sqrt(v_hat) + p.eps);
+    param[i] = w * decay - lr * (m * c.x) / (sqrt(v) * c.y + p.eps);
 }
 
 @compute @workgroup_size(WG)
 fn adam_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.len || skipped()) { return; }
-    adam_step(i, grad[i] + p.weight_decay * param[i], 1.0);
+    let first = first_index(wid, nwg, lid);
+    if (first >= p.len || skipped()) { return; }
+    let lr = scheduled_lr();
+    let c = adam_corrections();
+    for (var k = 0u; k < PER_LANE; k++) {
+        let i = first + k * WG;
+        if (i < p.len) {
+            let w = param[i];
+            adam_step(i, w, grad[i] + p.weight_decay * w, 1.0, lr, c);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.len || skipped()) { return; }
-    adam_step(i, grad[i], 1.0 - scheduled_lr() * p.weight_decay);
+    let first = first_index(wid, nwg, lid);
+    if (first >= p.len || skipped()) { return; }
+    let lr = scheduled_lr();
+    let c = adam_corrections();
+    for (var k = 0u; k < PER_LANE; k++) {
+        let i = first + k * WG;
+        if (i < p.len) {
+            adam_step(i, param[i], grad[i], 1.0 - lr * p.weight_decay, lr, c);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.len || skipped()) { return; }
+    let first = first_index(wid, nwg, lid);
+    if (first >= p.len || skipped()) { return; }
+    let lr = scheduled_lr();
     let rho = p.beta2;
-    let g = grad[i] + p.weight_decay * param[i];
-    let sq = rho * state1[i] + (1.0 - rho) * g * g;
-    state1[i] = sq;
-    var d = g / (sqrt(sq) + p.eps);
-    if (MOMENTUM) {
-        d = p.momentum * state2[i] + d;
-        state2[i] = d;
+    for (var k = 0u; k < PER_LANE; k++) {
+        let i = first + k * WG;
+        if (i < p.len) {
+            let w = param[i];
+            let g = grad[i] + p.weight_decay * w;
+            let sq = rho * state1[i] + (1.0 - rho) * g * g;
+            state1[i] = sq;
+            var d = g / (sqrt(sq) + p.eps);
+            if (MOMENTUM) {
+                d = p.momentum * state2[i] + d;
+                state2[i] = d;
+            }
+            param[i] = w - lr * d;
+        }
     }
-    param[i] -= scheduled_lr() * d;
 }
 
 @compute @workgroup_size(WG)
 fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.len || skipped()) { return; }
-    let g = grad[i] + p.weight_decay * param[i];
-    let before = select(state1[i], V(p.beta2), step_t() == 1u);
-    let sum = before + g * g;
-    state1[i] = sum;
-    param[i] -= scheduled_lr() * g / (sqrt(sum) + p.eps);
+    let first = first_index(wid, nwg, lid);
+    if (first >= p.len || skipped()) { return; }
+    let lr = scheduled_lr();
+    let first_update = step_t() == 1u;
+    for (var k = 0u; k < PER_LANE; k++) {
+        let i = first + k * WG;
+        if (i < p.len) {
+            let w = param[i];
+            let g = grad[i] + p.weight_decay * w;
+            let before = select(state1[i], V(p.beta2), first_update);
+            let sum = before + g * g;
+            state1[i] = sum;
+            param[i] = w - lr * g / (sqrt(sum) + p.eps);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn adadelta_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.len || skipped()) { return; }
+    let first = first_index(wid, nwg, lid);
+    if (first >= p.len || skipped()) { return; }
+    let lr = scheduled_lr();
     let rho = p.beta2;
-    let g = grad[i] + p.weight_decay * param[i];
-    let v = rho * state1[i] + (1.0 - rho) * g * g;
-    let delta = sqrt(state2[i] + p.eps) / sqrt(v + p.eps) * g;
-    state1[i] = v;
-    state2[i] = rho * state2[i] + (1.0 - rho) * delta * delta;
-    param[i] -= scheduled_lr() * delta;
+    for (var k = 0u; k < PER_LANE; k++) {
+        let i = first + k * WG;
+        if (i < p.len) {
+            let w = param[i];
+            let g = grad[i] + p.weight_decay * w;
+            let v = rho * state1[i] + (1.0 - rho) * g * g;
+            let u = state2[i];
+            let delta = sqrt(u + p.eps) / sqrt(v + p.eps) * g;
+            state1[i] = v;
+            state2[i] = rho * u + (1.0 - rho) * delta * delta;
+            param[i] = w - lr * delta;
+        }
+    }
 }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use wgnn::kernels::optimizer::{adam_update, sgd_update, AdamConfig, LrSchedule, SgdConfig};
 use wgnn::rng::Rng;
-use wgnn::{cpu, Gpu, Tensor};
+use wgnn::{cpu, Gpu, GpuOptions, Tensor};
 
 const STEPS: u32 = 5;
 
@@ -37,7 +37,8 @@ fn adam_configs() -> Vec<AdamConfig> {
 }
 
 /// Runs `STEPS` SGD steps on the GPU and the CPU with fresh gradients each step.
-fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) {
+/// Runs STEPS updates against the reference; returns the dispatch's grid.
+fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) -> [u32; 3] {
     let what = format!("sgd_update len {len} {cfg:?}");
     let mut p = rng.vec_uniform(len, -1.0, 1.0);
     let mut vel = vec![0.0f32; len];
@@ -57,6 +58,7 @@ fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) {
     if with_vel {
         assert_close(&format!("{what} velocity"), &vt.to_vec().unwrap(), &vel, 1e-5, 1e-5);
     }
+    plan.dispatches[0].workgroups
 }
 
 /// Checks that `plan` runs the vec4 module exactly where len is a multiple of 4 (every test tensor
@@ -79,16 +81,24 @@ fn sgd_matches_cpu_over_steps() {
 
 #[test]
 fn sgd_grid_folds_past_the_workgroup_limit() {
-    // More workgroups of 256 than one grid dimension holds: the grid folds into y.
-    let gpu = gpu();
-    let len = gpu.limits().max_compute_workgroups_per_dimension as usize * 256 + 1001;
+    // More workgroups than one grid dimension holds, so the grid folds into y: on a device that
+    // allows 64 per dimension (each workgroup covers 256 invocations × 4 values of f32 or vec4).
+    let options = GpuOptions {
+        limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 64, ..l },
+        ..Default::default()
+    };
+    let gpu = Gpu::with_options(&options).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let mut rng = Rng::new(21);
-    check_sgd(
-        &gpu,
-        &mut rng,
-        len,
-        &SgdConfig { lr: 0.5, momentum: 0.0, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant },
-    );
+    // 257 workgroups of scalars (odd length), then 129 of vec4s.
+    for len in [64 * 256 * 4 * 4 + 1001, 64 * 256 * 16 * 2 + 1000] {
+        let grid = check_sgd(
+            &gpu,
+            &mut rng,
+            len,
+            &SgdConfig { lr: 0.5, momentum: 0.0, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant },
+        );
+        assert!(grid[0] == 64 && grid[1] > 1, "len {len}: grid {grid:?} should fold into y");
+    }
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub(crate) const OPTIMIZER_VEC4: KernelFamily = KernelFamily {
 };
 
 const WG: u32 = 256;
+/// Values (f32 or vec4) each invocation updates: `PER_LANE` in optimizer.wgsl.
+const PER_LANE: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -512,14 +514,15 @@ fn update<'a>(
     params.sched_value = sched_value;
     let dummy = super::dummy(gpu)?;
     let guarded = step.is_some_and(|s| s.len() == 2);
-    let constants: [Constant; 4] = [
+    let constants: [Constant; 5] = [
         ("WG", WG as f64),
+        ("PER_LANE", PER_LANE as f64),
         ("MOMENTUM", momentum as u32 as f64),
         ("SCHEDULE", kind as f64),
         ("GUARDED", guarded as u32 as f64),
     ];
     let bindings = [param, grad, states[0].unwrap_or(&dummy), states[1].unwrap_or(&dummy), step.unwrap_or(&dummy)];
-    Ok(dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, items, WG))?.into())
+    Ok(dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, items.div_ceil(PER_LANE as usize), WG))?.into())
 }
 
 /// Length of non-empty f32 `param` with an f32 `grad` of the same length.
