@@ -62,6 +62,44 @@ fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
                        subgroupShuffle(a[3], lane));
 }
 
+// C, the epilogue's bias or Y, and the column sums as vec4s (N is a multiple of 4 here, and the
+// wrapper checks every view is 16-byte aligned): a row of a lane's block is one store, where
+// lavapipe pays per lane and per store whatever its width (dW of 784×64: 4× fewer stores).
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> aux4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> colsum4: array<vec4<f32>>;
+
+// finish() for the 4 outputs C[m, n0 .. n0 + 3].
+fn sg_finish4(m: u32, n0: u32, sum: vec4<f32>) {
+    let i = (m * p.n + n0) / 4u;
+    var r = sum;
+    if (ACCUMULATE) { r += out4[i]; }
+    if (EPI == 1u) {
+        if (HAS_BIAS) { r += aux4[n0 / 4u]; }
+        r = vec4<f32>(act_forward(ACT, r.x, p.slope), act_forward(ACT, r.y, p.slope), act_forward(ACT, r.z, p.slope),
+                      act_forward(ACT, r.w, p.slope));
+    } else if (EPI == 2u) {
+        let y = aux4[i];
+        r *= vec4<f32>(act_derivative_from_output(ACT, y.x, p.slope), act_derivative_from_output(ACT, y.y, p.slope),
+                       act_derivative_from_output(ACT, y.z, p.slope), act_derivative_from_output(ACT, y.w, p.slope));
+    }
+    out4[i] = r;
+}
+
+// store_block() with a vec4 per row: rows m0 .. m0 + 3 (those below M) at columns n0 .. n0 + 3.
+fn sg_store_block(m0: u32, n0: u32, split: u32, blk: mat4x4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + i;
+        if (m < p.m) {
+            if (SPLIT) {
+                out4[((split * p.m + m) * p.n + n0) / 4u] = blk[i];
+            } else {
+                sg_finish4(m, n0, blk[i]);
+            }
+        }
+    }
+}
+
 // Rows per workgroup tile: 16, or 32 (TALL) where M and K are large enough: each op(B) value is
 // then loaded half as often per output. The wrapper picks it.
 override TALL: bool = false;
@@ -117,18 +155,16 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
     }
     if (n4_raw < w) {
-        store_block(m0, n4_raw * 4u, wid.z, acc0);
-        store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1);
-        store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2);
-        store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3);
+        sg_store_block(m0, n4_raw * 4u, wid.z, acc0);
+        sg_store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1);
+        sg_store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2);
+        sg_store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3);
         if (TALL) {
-            store_block(m0 + 16u, n4_raw * 4u, wid.z, acc4);
-            store_block(m0 + 20u, n4_raw * 4u, wid.z, acc5);
-            store_block(m0 + 24u, n4_raw * 4u, wid.z, acc6);
-            store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7);
+            sg_store_block(m0 + 16u, n4_raw * 4u, wid.z, acc4);
+            sg_store_block(m0 + 20u, n4_raw * 4u, wid.z, acc5);
+            sg_store_block(m0 + 24u, n4_raw * 4u, wid.z, acc6);
+            sg_store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7);
         }
-        if (COLSUM_B && m0 == 0u) {
-            for (var j = 0u; j < 4u; j++) { colsum[n4_raw * 4u + j] = cs[j]; }
-        }
+        if (COLSUM_B && m0 == 0u) { colsum4[n4_raw] = cs; }
     }
 }

@@ -341,11 +341,16 @@ fn matmul_plan(
         return Err(WgnnError::invalid(OP, format!("C shares memory with the epilogue's bias or Y: {form}")));
     }
 
+    // The vec4 views (a4 and b4; out4, aux4 and colsum4 in the subgroup kernel) need 16-byte
+    // aligned bindings. Every adapter wgpu serves today aligns storage views to 32 bytes or more,
+    // but the limit allows less: other offsets take the scalar kernels.
+    let aligned = [a, b, c, &aux].into_iter().chain(col_sum).all(|t| t.byte_offset() % 16 == 0);
     let mut variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
-    if variant == MatmulVariant::Subgroup && !subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b) {
+    if variant == MatmulVariant::Subgroup && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b)) {
         variant = MatmulVariant::Register;
     }
-    let mut shape = kernel_shape(variant, vec4_ok(m, n, k, opts.trans_a, opts.trans_b), gpu.is_cpu_adapter());
+    let vec4 = aligned && vec4_ok(m, n, k, opts.trans_a, opts.trans_b);
+    let mut shape = kernel_shape(variant, vec4, gpu.is_cpu_adapter());
     let tall = variant == MatmulVariant::Subgroup && m >= SUBGROUP_TALL_MIN_M && k >= SUBGROUP_TALL_MIN_K;
     if tall {
         shape.block[0] = 32;
