@@ -535,14 +535,13 @@ fn bench_guard_step(bench: &mut Bench) {
         return;
     }
     let gpu = bench.gpu.clone();
-    let epoch_step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
     let counters = Tensor::zeros_u32(&gpu, &[2]).unwrap();
     let batch_totals = up(&gpu, &[2], &[1.5, 20.0]);
     let totals = Tensor::zeros(&gpu, &[4]).unwrap();
-    let plan = guard_step(&gpu, &epoch_step, &counters, &batch_totals, &totals, 32).unwrap();
+    let plan = guard_step(&gpu, &counters, &batch_totals, &totals, 32).unwrap();
     let (cpu_s, want) = time_cpu(|| {
-        let (mut e, mut c, mut b, mut t) = (0u32, [0u32; 2], [1.5f32, 20.0], [0.0f32; 4]);
-        cpu::guard_step(&mut e, &mut c, &mut b, &mut t, 32);
+        let (mut c, mut b, mut t) = ([0u32; 2], [1.5f32, 20.0], [0.0f32; 4]);
+        cpu::guard_step(&mut c, &mut b, &mut t, 32);
         t
     });
     bench.row(
@@ -623,7 +622,8 @@ fn bench_gather(bench: &mut Bench, rng: &mut Rng, total: usize, dim: usize, rows
     let idx = Tensor::from_u32(&gpu, &[total], &order).unwrap();
     let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
     let (x, y) = (Tensor::zeros(&gpu, &[rows, dim]).unwrap(), Tensor::zeros_u32(&gpu, &[rows]).unwrap());
-    let plan = gather_rows(&gpu, &src, &idx, &step, BatchStart::Counter { stride: rows }, &x, &y).unwrap();
+    let start = BatchStart::Counter { epoch_step: &step, stride: rows, parity: 0, t: None };
+    let plan = gather_rows(&gpu, &src, &idx, start, &x, &y).unwrap();
     let as_f32: Vec<f32> = bytes.iter().map(|&b| b as f32).collect();
     let (cpu_s, (want, _)) =
         time_cpu(|| cpu::gather_rows(&as_f32, &labels, dim, &order, 0, rows, 1.0 / 255.0, 0.0, None));
@@ -748,7 +748,7 @@ fn bench_dropout(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
     let step = Tensor::from_u32(&gpu, &[1], &[3]).unwrap();
     let bytes = 4.0 * (3 * rows * cols) as f64;
     if bench.wants(&format!("dropout_forward hash {shape}")) {
-        let plan = dropout_forward(&gpu, &xt, &yt, &mt, 0.5, 7, &step).unwrap();
+        let plan = dropout_forward(&gpu, &xt, &yt, &mt, 0.5, 7, &step, 0).unwrap();
         let (cpu_s, (want, _)) = time_cpu(|| cpu::dropout_forward(&x, 0.5, 7, 3));
         bench.row(
             "dropout_forward",

@@ -1,6 +1,7 @@
 // Inverted dropout, training only, elementwise over a flat tensor of `len` values.
-//   dropout_forward:  keep = hash(seed, step, i) >= threshold;  mask[i] = keep ? scale : 0
+//   dropout_forward:  keep = hash(seed, t, i) >= threshold;  mask[i] = keep ? scale : 0
 //                     y[i] = x[i] * mask[i]                  x, y, mask: [len], step: [1] u32
+//                     t = step[0] − lag (lag 1 where the step's gather already advanced the counter)
 //   dropout_backward: dx[i] = dy[i] * mask[i]                dy, mask, dx: [len]
 // threshold = floor(p·2^32) and scale = 1/(1−p) come from the host. The keep decision is a
 // counter-based hash of (seed, step, element index): no random numbers are uploaded, the same seed
@@ -14,6 +15,10 @@ struct Params {
     seed: u32,
     threshold: u32,  // keep iff hash >= threshold
     scale: f32,      // 1 / (1 − p)
+    lag: u32,        // subtracted from step[0]
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -46,7 +51,7 @@ fn dropout_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.len) { return; }
-    let keep = dropout_hash(p.seed, step[0], i) >= p.threshold;
+    let keep = dropout_hash(p.seed, step[0] - p.lag, i) >= p.threshold;
     let m = select(0.0, p.scale, keep);
     mask[i] = m;
     out[i] = a[i] * m;

@@ -7,17 +7,19 @@
 // one invocation per group of WORDS packed words (4·WORDS features) of one batch row, on a 1-D grid.
 // lavapipe pays per lane for every load, the row index and counter included, and per workgroup, so
 // few fat invocations beat one per word (a 256-row batch of 784 features: ~0.2 ms against ~0.7 ms).
-// The batch start is `epoch_step[0] * stride` when START_FROM_COUNTER (a training step reads its own
-// position from the GPU-side step counter, so an epoch needs no per-step upload), else `start`.
+// The batch start is `epoch_step[PARITY] * stride` when START_FROM_COUNTER (a training step reads
+// its own position from the GPU-side step counter, so an epoch needs no per-step upload), else
+// `start`. Such a gather also advances the counters, so that no dispatch of its own does: its
+// first invocation writes epoch_step[1 − PARITY] = epoch_step[PARITY] + 1, the next step's position
+// (consecutive steps alternate PARITY, so no invocation reads the cell its dispatch writes; a second
+// gather in the same step writes the same value again), and with ADVANCE_T adds one to t_counter[0],
+// the update count t that the step's optimizer update reads (nothing in a gather reads it).
 //
-// A data set larger than one storage binding is split into up to four chunks of rows_per_chunk
-// whole rows (src0..src3, the last possibly shorter), each packed from word 0 of its own buffer.
-// The *_chunked entries read the row's chunk; the others read src0 only, so their layout needs
-// just 7 storage bindings (the WebGPU default allows 8; the chunked ones need 10).
-
 override SOURCE_U8: bool = true;
 override STANDARDIZE: bool = false;
 override START_FROM_COUNTER: bool = true;
+override PARITY: u32 = 0u;
+override ADVANCE_T: bool = false;
 override WG: u32 = 256u;
 // Packed words (4 features each) per invocation of the u8x4 entries.
 const WORDS: u32 = 4u;
@@ -38,20 +40,30 @@ struct Params {
 @group(0) @binding(2) var<storage, read> idx: array<u32>;
 @group(0) @binding(3) var<storage, read> labels: array<u32>;
 @group(0) @binding(4) var<storage, read> mean_std: array<f32>;
-@group(0) @binding(5) var<storage, read> epoch_step: array<u32>;
+@group(0) @binding(5) var<storage, read_write> epoch_step: array<u32>;  // [2]: position cells
 @group(0) @binding(6) var<storage, read_write> x: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<u32>;
 // x again, as vec4s, for the u8x4 entries (an entry point binds one of the two).
 @group(0) @binding(6) var<storage, read_write> x4: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read> src1: array<u32>;
-@group(0) @binding(9) var<storage, read> src2: array<u32>;
-@group(0) @binding(10) var<storage, read> src3: array<u32>;
+@group(0) @binding(8) var<storage, read_write> t_counter: array<u32>;  // ADVANCE_T: [1]
+@group(0) @binding(9) var<storage, read> src1: array<u32>;
+@group(0) @binding(10) var<storage, read> src2: array<u32>;
+@group(0) @binding(11) var<storage, read> src3: array<u32>;
 
 // The data-set row of batch row r.
 fn batch_row(r: u32) -> u32 {
     var start = p.start;
-    if (START_FROM_COUNTER) { start = epoch_step[0] * p.stride; }
+    if (START_FROM_COUNTER) { start = epoch_step[PARITY] * p.stride; }
     return idx[start + r];
+}
+
+// Batch row r's label, and the counters with the first row's (one invocation per gather).
+fn store_label(r: u32, row: u32) {
+    y[r] = labels[row];
+    if (r == 0u && START_FROM_COUNTER) {
+        epoch_step[1u - PARITY] = epoch_step[PARITY] + 1u;
+        if (ADVANCE_T) { t_counter[0] += 1u; }
+    }
 }
 
 // (chunk, row within it) of a data-set row. Comparisons, not a division: lavapipe divides by a
@@ -91,7 +103,7 @@ fn normalize(v: f32, j: u32) -> f32 {
 // Feature j of batch row r, from `word` holding element e of its chunk; the label with feature 0.
 fn store(r: u32, j: u32, row: u32, word: u32, e: u32) {
     x[r * p.dim + j] = normalize(value_in(word, e), j);
-    if (j == 0u) { y[r] = labels[row]; }
+    if (j == 0u) { store_label(r, row); }
 }
 
 // Features 4w..4w+3 of batch row r, from their packed word.
@@ -150,7 +162,7 @@ fn gather_rows_u8x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         let w = g.y + k;
         if (w < words_per_row) { store4(r, w, src0[row * words_per_row + w]); }
     }
-    if (g.y == 0u) { y[r] = labels[row]; }
+    if (g.y == 0u) { store_label(r, row); }
 }
 
 @compute @workgroup_size(WG)
@@ -166,5 +178,5 @@ fn gather_rows_u8x4_chunked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
         let w = g.y + k;
         if (w < words_per_row) { store4(r, w, chunk_word(at.x, at.y * words_per_row + w)); }
     }
-    if (g.y == 0u) { y[r] = labels[row]; }
+    if (g.y == 0u) { store_label(r, row); }
 }

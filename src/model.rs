@@ -30,7 +30,7 @@ use crate::kernels::batch_norm::{
 };
 use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
-use crate::kernels::gather::{advance_counters, gather_rows, BatchStart, GpuRows};
+use crate::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use crate::kernels::mse::{mse, MseOut};
@@ -645,7 +645,7 @@ impl Sequential {
         match &mut self.state {
             State::Gpu(g) => {
                 g.opt_state = (0..slots).map(|_| Tensor::zeros(&g.gpu, &[self.layout.total])).collect::<Result<_>>()?;
-                g.epoch_step.write_u32(&[0])?;
+                g.epoch_step.write_u32(&[0, 0])?;
                 g.global_step.write_u32(&[0, 0])?;
             }
             State::Cpu(c) => {
@@ -1037,7 +1037,7 @@ impl SequentialBuilder {
                 params: Tensor::from_slice(gpu, &[layout.total], &flat)?,
                 grads: Tensor::zeros(gpu, &[layout.total])?,
                 opt_state: Vec::new(),
-                epoch_step: Tensor::zeros_u32(gpu, &[1])?,
+                epoch_step: Tensor::zeros_u32(gpu, &[2])?,
                 global_step: Tensor::zeros_u32(gpu, &[2])?,
                 totals: Tensor::zeros(gpu, &[4])?,
                 batch_totals: Tensor::zeros(gpu, &[2])?,

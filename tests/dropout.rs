@@ -7,14 +7,17 @@ use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
 use wgnn::rng::Rng;
 use wgnn::{cpu, Gpu, Tensor, WgnnError};
 
-/// Runs dropout_forward on the GPU: (y, mask).
+/// Runs dropout_forward on the GPU at t = step: (y, mask). Half the calls pass the counter one
+/// ahead with lag 1, as a training step whose gather advanced it does.
 fn gpu_dropout(gpu: &Gpu, x: &[f32], shape: [usize; 2], rate: f32, seed: u32, step: u32) -> (Vec<f32>, Vec<f32>) {
     let xt = Tensor::from_slice(gpu, &shape, x).unwrap();
     let yt = Tensor::zeros(gpu, &shape).unwrap();
     let mt = Tensor::zeros(gpu, &shape).unwrap();
-    let st = Tensor::from_u32(gpu, &[1], &[step]).unwrap();
-    gpu.run(&[&dropout_forward(gpu, &xt, &yt, &mt, rate, seed, &st).unwrap()]).unwrap();
-    assert_eq!(st.to_vec_u32().unwrap(), vec![step], "dropout_forward must not write the step counter");
+    let lag = (x.len() % 2) as u32;
+    let counter = step.wrapping_add(lag);
+    let st = Tensor::from_u32(gpu, &[1], &[counter]).unwrap();
+    gpu.run(&[&dropout_forward(gpu, &xt, &yt, &mt, rate, seed, &st, lag).unwrap()]).unwrap();
+    assert_eq!(st.to_vec_u32().unwrap(), vec![counter], "dropout_forward must not write the step counter");
     (yt.to_vec().unwrap(), mt.to_vec().unwrap())
 }
 
@@ -124,16 +127,16 @@ fn bad_arguments_are_errors_naming_the_kernel() {
     let m = Tensor::zeros(&gpu, &[4, 3]).unwrap();
     let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
     for rate in [1.0f32, 1.5, -0.1, f32::NAN, f32::INFINITY] {
-        let err = dropout_forward(&gpu, &x, &y, &m, rate, 0, &step).err().expect("a bad rate must fail");
+        let err = dropout_forward(&gpu, &x, &y, &m, rate, 0, &step, 0).err().expect("a bad rate must fail");
         assert!(matches!(err, WgnnError::InvalidArgument { .. }), "{err}");
         assert!(err.to_string().contains("dropout_forward") && err.to_string().contains("rate"), "{err}");
     }
     let wrong = Tensor::zeros(&gpu, &[3, 4]).unwrap();
-    let err = dropout_forward(&gpu, &x, &wrong, &m, 0.5, 0, &step).err().expect("y of another shape must fail");
+    let err = dropout_forward(&gpu, &x, &wrong, &m, 0.5, 0, &step, 0).err().expect("y of another shape must fail");
     assert!(err.to_string().contains("dropout_forward") && err.to_string().contains("[3, 4]"), "{err}");
-    let err = dropout_forward(&gpu, &x, &y, &m, 0.5, 0, &x).err().expect("an f32 step must fail");
+    let err = dropout_forward(&gpu, &x, &y, &m, 0.5, 0, &x, 0).err().expect("an f32 step must fail");
     assert!(matches!(err, WgnnError::DType { .. }), "{err}");
-    let err = dropout_forward(&gpu, &x, &x, &m, 0.5, 0, &step).err().expect("in-place must fail");
+    let err = dropout_forward(&gpu, &x, &x, &m, 0.5, 0, &step, 0).err().expect("in-place must fail");
     assert!(err.to_string().contains("share memory"), "{err}");
     let err = dropout_backward(&gpu, &x, &wrong, &y).err().expect("mask of another shape must fail");
     assert!(err.to_string().contains("dropout_backward") && err.to_string().contains("[3, 4]"), "{err}");

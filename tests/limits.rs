@@ -85,7 +85,7 @@ fn gathers_from_chunked_data_sets_match_cpu() {
             assert_eq!(src.chunks.len(), want_chunks, "{what}: chunks of {} rows", src.rows_per_chunk);
             // Every row, in shuffled batches: each batch reads rows of every chunk.
             for start in (0..total).step_by(batch) {
-                let plan = gather_rows(&gpu, &src, &idx, &idx, BatchStart::At(start), &x, &y).unwrap();
+                let plan = gather_rows(&gpu, &src, &idx, BatchStart::At(start), &x, &y).unwrap();
                 gpu.run(&[&plan]).unwrap();
                 let ms = standardize.then_some(&mean_std[..]);
                 let (want_x, want_y) =
@@ -97,8 +97,9 @@ fn gathers_from_chunked_data_sets_match_cpu() {
         // The batch position from the step counter reads the same rows.
         let src =
             GpuRows { scale: 1.0 / 255.0, shift: -0.1, ..GpuRows::upload(&gpu, &features, &labels, dim).unwrap() };
-        let step = Tensor::from_u32(&gpu, &[1], &[2]).unwrap();
-        let plan = gather_rows(&gpu, &src, &idx, &step, BatchStart::Counter { stride: batch }, &x, &y).unwrap();
+        let step = Tensor::from_u32(&gpu, &[2], &[2, 0]).unwrap();
+        let start = BatchStart::Counter { epoch_step: &step, stride: batch, parity: 0, t: None };
+        let plan = gather_rows(&gpu, &src, &idx, start, &x, &y).unwrap();
         gpu.run(&[&plan]).unwrap();
         let (want_x, want_y) =
             cpu::gather_rows(&as_f32, &labels, dim, &order, 2 * batch, batch, 1.0 / 255.0, -0.1, None);
@@ -183,7 +184,7 @@ fn a_device_with_eight_storage_bindings_gathers_one_chunk_and_rejects_more() {
     let order: Vec<u32> = (0..5000).rev().collect();
     let idx = Tensor::from_u32(&gpu, &[5000], &order).unwrap();
     let (x, y) = (Tensor::zeros(&gpu, &[100, 13]).unwrap(), Tensor::zeros_u32(&gpu, &[100]).unwrap());
-    gpu.run(&[&gather_rows(&gpu, &src, &idx, &idx, BatchStart::At(4900), &x, &y).unwrap()]).unwrap();
+    gpu.run(&[&gather_rows(&gpu, &src, &idx, BatchStart::At(4900), &x, &y).unwrap()]).unwrap();
     let (want_x, want_y) = cpu::gather_rows(&as_f32, &labels, 13, &order, 4900, 100, 1.0, 0.0, None);
     assert_close("one chunk, 8 bindings", &x.to_vec().unwrap(), &want_x, 0.0, 0.0);
     assert_eq!(y.to_vec_u32().unwrap(), want_y);

@@ -83,10 +83,8 @@ fn sgd_matches_cpu_over_steps() {
 fn sgd_grid_folds_past_the_workgroup_limit() {
     // More workgroups than one grid dimension holds, so the grid folds into y: on a device that
     // allows 64 per dimension (each workgroup covers 256 invocations × 4 values of f32 or vec4).
-    let options = GpuOptions {
-        limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 64, ..l },
-        ..Default::default()
-    };
+    let options =
+        GpuOptions { limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 64, ..l }, ..Default::default() };
     let gpu = Gpu::with_options(&options).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let mut rng = Rng::new(21);
     // 257 workgroups of scalars (odd length), then 129 of vec4s.

@@ -1,4 +1,4 @@
-//! CPU reference of shaders/gather.wgsl and shaders/counters.wgsl.
+//! CPU reference of shaders/gather.wgsl.
 
 /// x[r, j] = norm(src[idx[start + r], j]), `y[r]` = labels[idx[start + r]].
 /// src: [total_rows, dim] (already f32), idx: `[n]`, labels: `[total_rows]` → (x [rows, dim], y `[rows]`).
@@ -31,8 +31,14 @@ pub fn gather_rows(
     (x, y)
 }
 
-/// epoch_step += 1, global_step += 1.
-pub fn advance_counters(epoch_step: &mut u32, global_step: &mut u32) {
-    *epoch_step += 1;
-    *global_step += 1;
+/// The counters a training step's gather advances (`BatchStart::Counter`): reads its position from
+/// `epoch_step[parity]`, writes the next one to `epoch_step[1 − parity]` and adds one to `t` where
+/// given. Returns the position read.
+pub fn gather_counters(epoch_step: &mut [u32; 2], parity: usize, t: Option<&mut u32>) -> u32 {
+    let position = epoch_step[parity];
+    epoch_step[1 - parity] = position + 1;
+    if let Some(t) = t {
+        *t += 1;
+    }
+    position
 }

@@ -21,7 +21,7 @@ pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_no
 pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use dropout::{dropout_backward, dropout_forward};
-pub use gather::{advance_counters, gather_rows};
+pub use gather::{gather_counters, gather_rows};
 pub use hinge::hinge;
 pub use matmul::{matmul, matmul_column_sum};
 pub use mse::mse;

@@ -1,16 +1,9 @@
 //! CPU reference of shaders/step_guard.wgsl.
 
-/// epoch_step += 1; a finite `batch_totals[0]` adds batch_totals to totals[0..2] and advances t
+/// A finite `batch_totals[0]` adds batch_totals to totals[0..2] and advances t
 /// (`counters[0]`) with `counters[1]` = 0; a non-finite one counts a skipped batch of `rows` rows in
 /// totals[2..4] and sets `counters[1]` = 1. batch_totals is zeroed.
-pub fn guard_step(
-    epoch_step: &mut u32,
-    counters: &mut [u32; 2],
-    batch_totals: &mut [f32; 2],
-    totals: &mut [f32; 4],
-    rows: u32,
-) {
-    *epoch_step += 1;
+pub fn guard_step(counters: &mut [u32; 2], batch_totals: &mut [f32; 2], totals: &mut [f32; 4], rows: u32) {
     if batch_totals[0].is_finite() {
         totals[0] += batch_totals[0];
         totals[1] += batch_totals[1];

@@ -22,6 +22,8 @@ struct DropoutParams {
     seed: u32,
     threshold: u32,
     scale: f32,
+    lag: u32,
+    _pad: [u32; 3],
 }
 
 /// `x` is a non-empty f32 tensor of at most 2³² − 1 values and each of `others` has its shape.
@@ -42,10 +44,12 @@ fn check_like(op: &str, x_name: &str, x: &Tensor, others: &[(&str, &Tensor)]) ->
 
 /// Inverted dropout (training only): mask = 0 with probability `rate`, else 1/(1 − rate);
 /// y = x ⊙ mask.  x, y, mask: [N, D] (any shape, all equal) f32; step: `[1]` u32, the global step
-/// counter on the GPU, read and never written. The keep decision is a hash of (seed, step,
-/// element index) computed on the GPU: the same seed and step give the same mask (bit-identical
-/// to `cpu::dropout_forward`), and nothing is uploaded per step. rate must be in [0, 1); 0 gives
-/// y = x and a mask of ones.
+/// counter on the GPU, read and never written. The keep decision is a hash of (seed, t, element
+/// index) with t = `step[0]` − `lag` (a training step whose gather already advanced the counter
+/// passes lag 1, so the mask still belongs to the updates before it), computed on the GPU: the
+/// same seed and t give the same mask (bit-identical to `cpu::dropout_forward` at t), and nothing
+/// is uploaded per step. rate must be in [0, 1); 0 gives y = x and a mask of ones.
+#[allow(clippy::too_many_arguments)]
 pub fn dropout_forward(
     gpu: &Gpu,
     x: &Tensor,
@@ -54,6 +58,7 @@ pub fn dropout_forward(
     rate: f32,
     seed: u32,
     step: &Tensor,
+    lag: u32,
 ) -> Result<Plan> {
     const OP: &str = "dropout_forward";
     hyper(OP, "rate", rate, "in [0, 1)", (0.0..1.0).contains(&rate))?;
@@ -61,7 +66,7 @@ pub fn dropout_forward(
     expect_len(OP, "step", step, DType::U32, 1, "[1]")?;
     disjoint(OP, &[("x", x), ("y", y), ("mask", mask), ("step", step)])?;
     let (threshold, scale) = dropout_constants(rate);
-    let params = DropoutParams { len: len as u32, seed, threshold, scale };
+    let params = DropoutParams { len: len as u32, seed, threshold, scale, lag, _pad: [0; 3] };
     let d = dispatch(gpu, &DROPOUT, OP, &[("WG", WG as f64)], &params, &[x, step, y, mask], grid_1d(gpu, len, WG))?;
     Ok(d.into())
 }
@@ -72,7 +77,7 @@ pub fn dropout_backward(gpu: &Gpu, dy: &Tensor, mask: &Tensor, dx: &Tensor) -> R
     let len = check_like(OP, "dy", dy, &[("mask", mask), ("dx", dx)])?;
     disjoint(OP, &[("dy", dy), ("mask", mask), ("dx", dx)])?;
     let dummy = super::dummy(gpu)?;
-    let params = DropoutParams { len: len as u32, seed: 0, threshold: 0, scale: 0.0 };
+    let params = DropoutParams { len: len as u32, seed: 0, threshold: 0, scale: 0.0, lag: 0, _pad: [0; 3] };
     let d = dispatch(gpu, &DROPOUT, OP, &[("WG", WG as f64)], &params, &[dy, &dummy, dx, mask], grid_1d(gpu, len, WG))?;
     Ok(d.into())
 }

@@ -1,5 +1,6 @@
 //! GPU wrapper of shaders/gather.wgsl; CPU reference in src/cpu/gather.rs.
 
+use super::check::{disjoint, expect_len};
 use super::{dispatch, Access, KernelFamily, Plan};
 use crate::data::Features;
 use crate::device::Gpu;
@@ -9,23 +10,24 @@ use crate::tensor::{DType, Tensor};
 /// Feature chunks the `*_chunked` entries bind: a data set of up to this many bindings of rows.
 pub const MAX_FEATURE_CHUNKS: usize = 4;
 
-/// One chunk of features (binding 1), for data sets within one binding: 7 storage bindings, within
-/// the WebGPU default of 8 per stage.
+/// One chunk of features (binding 1), for data sets within one binding: 8 storage bindings, the
+/// WebGPU default per stage.
 pub(crate) const GATHER: KernelFamily = KernelFamily {
     name: "gather",
     sources: &[include_str!("../../shaders/gather.wgsl")],
     storage: &[
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::Read,
-        Access::ReadWrite,
-        Access::ReadWrite,
+        Access::Read,      // src0
+        Access::Read,      // idx
+        Access::Read,      // labels
+        Access::Read,      // mean_std
+        Access::ReadWrite, // epoch_step
+        Access::ReadWrite, // x
+        Access::ReadWrite, // y
+        Access::ReadWrite, // t_counter
     ],
 };
 
-/// The same shader with chunks 1..=3 of the features at bindings 8..=10 (the `*_chunked` entries).
+/// The same shader with chunks 1..=3 of the features at bindings 9..=11 (the `*_chunked` entries).
 pub(crate) const GATHER_CHUNKED: KernelFamily = KernelFamily {
     name: "gather_chunked",
     sources: GATHER.sources,
@@ -34,7 +36,8 @@ pub(crate) const GATHER_CHUNKED: KernelFamily = KernelFamily {
         Access::Read,
         Access::Read,
         Access::Read,
-        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
         Access::ReadWrite,
         Access::ReadWrite,
         Access::Read,
@@ -83,7 +86,7 @@ pub struct GpuRows {
 }
 
 /// Feature chunks a gather can bind on `gpu`: [`MAX_FEATURE_CHUNKS`] where the device allows the
-/// chunked entries' 10 storage bindings per shader stage, else 1.
+/// chunked entries' 11 storage bindings per shader stage, else 1.
 pub fn bindable_chunks(gpu: &Gpu) -> usize {
     if gpu.limits().max_storage_buffers_per_shader_stage as usize >= GATHER_CHUNKED.storage.len() {
         MAX_FEATURE_CHUNKS
@@ -182,25 +185,20 @@ impl GpuRows {
 
 /// Where a gather takes its batch from within the index list.
 #[derive(Clone, Copy, Debug)]
-pub enum BatchStart {
+pub enum BatchStart<'a> {
     /// Fixed element offset into the index list.
     At(usize),
-    /// `epoch_step[0] * stride`: the training step's own position, read on the GPU.
-    Counter { stride: usize },
+    /// A training step's own position, read on the GPU: `epoch_step[parity] * stride`, with
+    /// epoch_step u32 `[2]`. The gather also advances the step counters, so that no dispatch of its
+    /// own does: it writes `epoch_step[1 − parity]` = `epoch_step[parity]` + 1 (the next step,
+    /// recorded with the other parity, reads it there) and adds one to `t` (u32 `[1]`, the update
+    /// count the step's optimizer reads) where given.
+    Counter { epoch_step: &'a Tensor, stride: usize, parity: usize, t: Option<&'a Tensor> },
 }
 
 /// x[r, :] = norm(src[idx[start + r], :]), `y[r]` = labels[idx[start + r]].
-/// idx: `[n]` u32, x: [rows, dim] f32, y: `[rows]` u32, epoch_step: u32 `[1]` (read only for
-/// `BatchStart::Counter`).
-pub fn gather_rows(
-    gpu: &Gpu,
-    src: &GpuRows,
-    idx: &Tensor,
-    epoch_step: &Tensor,
-    start: BatchStart,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Plan> {
+/// idx: `[n]` u32, x: [rows, dim] f32, y: `[rows]` u32; the counters of `start` as it says.
+pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x: &Tensor, y: &Tensor) -> Result<Plan> {
     const OP: &str = "gather_rows";
     let (rows, dim) = x.dims2(OP)?;
     x.expect_nonempty(OP)?;
@@ -225,7 +223,8 @@ pub fn gather_rows(
             ),
         ));
     }
-    let (fixed_start, stride, from_counter) = match start {
+    let dummy = super::dummy(gpu)?;
+    let (fixed_start, stride, parity, counters) = match start {
         BatchStart::At(s) => {
             if s + rows > idx.len() {
                 return Err(WgnnError::shape(
@@ -233,11 +232,22 @@ pub fn gather_rows(
                     format!("rows {s}..{} past the index list of {}", s + rows, idx.len()),
                 ));
             }
-            (s, 0, false)
+            (s, 0, 0, None)
         }
-        BatchStart::Counter { stride } => (0, stride, true),
+        BatchStart::Counter { epoch_step, stride, parity, t } => {
+            expect_len(OP, "epoch_step", epoch_step, DType::U32, 2, "[2] (the position cells)")?;
+            if parity > 1 {
+                return Err(WgnnError::invalid(OP, format!("parity {parity}; 0 or 1")));
+            }
+            if let Some(t) = t {
+                expect_len(OP, "t", t, DType::U32, 1, "[1]")?;
+            }
+            let mut named = vec![("epoch_step", epoch_step), ("x", x), ("y", y), ("idx", idx)];
+            named.extend(t.map(|t| ("t", t)));
+            disjoint(OP, &named)?;
+            (0, stride, parity, Some((epoch_step, t)))
+        }
     };
-    let dummy = super::dummy(gpu)?;
     let params = GatherParams {
         rows: rows as u32,
         dim: dim as u32,
@@ -250,12 +260,14 @@ pub fn gather_rows(
     };
     // Whole packed words per row, stored as vec4s (so x's view must be 16-byte aligned). Each
     // chunk starts at a word, so this also holds within chunks.
-    let u8x4 = src.source_u8 && dim % 4 == 0 && x.byte_offset() % 16 == 0;
+    let u8x4 = src.source_u8 && dim % 4 == 0 && x.byte_offset().is_multiple_of(16);
     let wg = if u8x4 { WG_U8X4 } else { WG };
     let constants = [
         ("SOURCE_U8", src.source_u8 as u32 as f64),
         ("STANDARDIZE", src.mean_std.is_some() as u32 as f64),
-        ("START_FROM_COUNTER", from_counter as u32 as f64),
+        ("START_FROM_COUNTER", counters.is_some() as u32 as f64),
+        ("PARITY", parity as f64),
+        ("ADVANCE_T", counters.is_some_and(|(_, t)| t.is_some()) as u32 as f64),
         ("WG", wg as f64),
     ];
     let mean_std = src.mean_std.as_ref().unwrap_or(&dummy);
@@ -270,8 +282,12 @@ pub fn gather_rows(
         }
         [dim.div_ceil(wg as usize) as u32, rows as u32, 1]
     };
-    let mut bindings = vec![&src.chunks[0], idx, &src.labels, mean_std, epoch_step, x, y];
-    // A data set in one binding keeps to the 7-binding family, which every device can bind.
+    // Unused counters bind y, already writable (the read-only dummy bound writable would
+    // conflict with its other bindings); the shader never touches them.
+    let epoch_step = counters.map_or(y, |(e, _)| e);
+    let t = counters.and_then(|(_, t)| t).unwrap_or(y);
+    let mut bindings = vec![&src.chunks[0], idx, &src.labels, mean_std, epoch_step, x, y, t];
+    // A data set in one binding keeps to the 8-binding family, which every device can bind.
     let (family, entry) = if chunks == 1 {
         (&GATHER, if u8x4 { "gather_rows_u8x4" } else { OP })
     } else {
@@ -280,25 +296,4 @@ pub fn gather_rows(
     };
     let d = dispatch(gpu, family, entry, &constants, &params, &bindings, grid)?;
     Ok(d.into())
-}
-
-pub(crate) const COUNTERS: KernelFamily = KernelFamily {
-    name: "counters",
-    sources: &[include_str!("../../shaders/counters.wgsl")],
-    storage: &[Access::ReadWrite, Access::ReadWrite],
-};
-
-/// `epoch_step[0]` += 1, `global_step[0]` += 1.  Both u32 `[1]`, in separate buffers (each bindable).
-pub fn advance_counters(gpu: &Gpu, epoch_step: &Tensor, global_step: &Tensor) -> Result<Plan> {
-    const OP: &str = "advance_counters";
-    for t in [epoch_step, global_step] {
-        t.expect_dtype(OP, DType::U32)?;
-        if t.len() != 1 {
-            return Err(WgnnError::shape(OP, format!("counters are u32 [1], got {:?}", t.shape())));
-        }
-    }
-    if epoch_step.overlaps(global_step) {
-        return Err(WgnnError::invalid(OP, "the two counters share memory"));
-    }
-    Ok(dispatch(gpu, &COUNTERS, OP, &[], &[0u32; 4], &[epoch_step, global_step], [1, 1, 1])?.into())
 }

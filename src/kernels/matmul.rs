@@ -344,7 +344,7 @@ fn matmul_plan(
     // The vec4 views (a4 and b4; out4, aux4 and colsum4 in the subgroup kernel) need 16-byte
     // aligned bindings. Every adapter wgpu serves today aligns storage views to 32 bytes or more,
     // but the limit allows less: other offsets take the scalar kernels.
-    let aligned = [a, b, c, &aux].into_iter().chain(col_sum).all(|t| t.byte_offset() % 16 == 0);
+    let aligned = [a, b, c, &aux].into_iter().chain(col_sum).all(|t| t.byte_offset().is_multiple_of(16));
     let mut variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
     if variant == MatmulVariant::Subgroup && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b)) {
         variant = MatmulVariant::Register;

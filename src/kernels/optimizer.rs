@@ -522,7 +522,8 @@ fn update<'a>(
         ("GUARDED", guarded as u32 as f64),
     ];
     let bindings = [param, grad, states[0].unwrap_or(&dummy), states[1].unwrap_or(&dummy), step.unwrap_or(&dummy)];
-    Ok(dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, items.div_ceil(PER_LANE as usize), WG))?.into())
+    Ok(dispatch(gpu, family, op, &constants, &params, &bindings, grid_1d(gpu, items.div_ceil(PER_LANE as usize), WG))?
+        .into())
 }
 
 /// Length of non-empty f32 `param` with an f32 `grad` of the same length.

@@ -15,7 +15,8 @@ pub(super) struct GpuState {
     pub(super) grads: Tensor,
     /// Optimizer state: the slots the rule keeps (Adam's m and v, SGD's velocity, …).
     pub(super) opt_state: Vec<Tensor>,
-    /// u32 [1]: the step within the epoch (the gather's batch position).
+    /// u32 [2]: the step within the epoch (the gather's batch position), in two cells: a step
+    /// reads one and writes the next position to the other (see `BatchStart::Counter`).
     pub(super) epoch_step: Tensor,
     /// u32 [2]: the global step t (Adam's bias correction), carried across epochs, and the skip
     /// flag of the current step (set by step_guard when the batch's loss is not finite).
@@ -235,16 +236,25 @@ impl Sequential {
         &self,
         data: &GpuData,
         order: &Tensor,
-        epoch_step: &Tensor,
         start: BatchStart,
         buf: &mut BatchBuffers,
     ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         buf.y.set_max_u32(data.rows.labels.max_u32());
-        let mut plan = gather_rows(gpu, &data.rows, order, epoch_step, start, &buf.x, &buf.y)?;
-        if let (Some(rows), Some((t, scratch))) = (&data.targets, &buf.targets) {
-            plan.extend(gather_rows(gpu, rows, order, epoch_step, start, t, scratch)?);
+        // Where the gather advances t, dropout masks key on t − 1: the updates before this step,
+        // as when t advances after the forward pass (guarded steps).
+        let lag = matches!(start, BatchStart::Counter { t: Some(_), .. }) as u32;
+        let mut plan = gather_rows(gpu, &data.rows, order, start, &buf.x, &buf.y)?;
+        if let (Some(rows), Some((targets, scratch))) = (&data.targets, &buf.targets) {
+            // The same rows; t was advanced by the first gather.
+            let start = match start {
+                BatchStart::Counter { epoch_step, stride, parity, .. } => {
+                    BatchStart::Counter { epoch_step, stride, parity, t: None }
+                }
+                at => at,
+            };
+            plan.extend(gather_rows(gpu, rows, order, start, targets, scratch)?);
         }
         for i in 0..self.layers.len() {
             let (w, b) = self.layer_views(&g.params, i)?;
@@ -301,7 +311,7 @@ impl Sequential {
                 }
             }
             if let Some((dropped, mask, _)) = &buf.dropout[i] {
-                // The mask of step t: the global step before this step's counter advance.
+                // The mask of the updates so far, before this step's.
                 let seed = Dense::dropout_seed(self.seed, i);
                 plan.extend(dropout_forward(
                     gpu,
@@ -311,6 +321,7 @@ impl Sequential {
                     self.layers[i].dropout,
                     seed,
                     &g.step_t()?,
+                    lag,
                 )?);
             }
         }
@@ -369,27 +380,55 @@ impl Sequential {
         }
     }
 
-    /// One training step for `batch` rows taken at `epoch_step * stride` of `order`. `guarded`:
+    /// One training step for `batch` rows taken at `epoch_step[parity] * stride` of `order`; it
+    /// writes the next step's position to `epoch_step[1 − parity]`, so consecutive steps alternate
+    /// parity. Its gather also advances t, except when `guarded`:
     /// a batch whose loss is not finite leaves the weights, optimizer state and t unchanged and is
     /// counted in `totals` (step_guard) instead of stopping the run at the next tick.
-    pub(super) fn train_step_plan(
+    /// The plans for each of `parities`, sharing one set of batch buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn train_step_plans(
         &self,
         data: &GpuData,
         order: &Tensor,
         batch: usize,
         stride: usize,
+        parities: &[usize],
         optimizer: &Optimizer,
         guarded: bool,
-    ) -> Result<(Plan, BatchBuffers)> {
+    ) -> Result<(Vec<Plan>, BatchBuffers)> {
+        let mut buf = self.batch_buffers(&self.gpu_state()?.gpu, data, batch, true)?;
+        let plans = parities
+            .iter()
+            .map(|&parity| self.train_step_plan(data, order, &mut buf, batch, stride, parity, optimizer, guarded))
+            .collect::<Result<_>>()?;
+        Ok((plans, buf))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_step_plan(
+        &self,
+        data: &GpuData,
+        order: &Tensor,
+        buf: &mut BatchBuffers,
+        batch: usize,
+        stride: usize,
+        parity: usize,
+        optimizer: &Optimizer,
+        guarded: bool,
+    ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
-        let mut buf = self.batch_buffers(gpu, data, batch, true)?;
-        let start = BatchStart::Counter { stride };
-        let mut plan = self.forward_plan(data, order, &g.epoch_step, start, &mut buf)?;
+        // Guarded, step_guard advances t, and only for a batch it keeps.
+        let t = g.step_t()?;
+        let t_in_gather = (!guarded).then_some(&t);
+        let start = BatchStart::Counter { epoch_step: &g.epoch_step, stride, parity, t: t_in_gather };
+        let mut plan = self.forward_plan(data, order, start, buf)?;
+        let buf = &*buf;
         let last = self.layers.len() - 1;
         // Guarded, the loss sums go to the batch's own totals, which step_guard checks.
         let totals = if guarded { g.batch_totals.clone() } else { g.totals.view(0, &[2])? };
-        plan.extend(self.loss_plan(&buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
+        plan.extend(self.loss_plan(buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
@@ -459,11 +498,9 @@ impl Sequential {
         // it is [t, skip] and the update does nothing for a skipped batch. The update covers the
         // trained parameters only, not the running statistics after them.
         let t = if guarded {
-            plan.extend(guard_step(gpu, &g.epoch_step, &g.global_step, &g.batch_totals, &g.totals, batch)?);
+            plan.extend(guard_step(gpu, &g.global_step, &g.batch_totals, &g.totals, batch)?);
             g.global_step.clone()
         } else {
-            let t = g.step_t()?;
-            plan.extend(advance_counters(gpu, &g.epoch_step, &t)?);
             t
         };
         let t = &t;
@@ -495,7 +532,7 @@ impl Sequential {
             Optimizer::Adagrad(cfg) => adagrad_update(gpu, p, gr, &s[0], t, cfg)?,
             Optimizer::Adadelta(cfg) => adadelta_update(gpu, p, gr, &s[0], &s[1], Some(t), cfg)?,
         });
-        Ok((plan, buf))
+        Ok(plan)
     }
 
     /// Device seconds of each dispatch of one training step at `batch_size` (median of `reps`
@@ -510,14 +547,15 @@ impl Sequential {
         let gpu_data = self.upload_data(&gpu, data)?;
         let batch = batch_size.clamp(1, data.rows);
         let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (plan, _buffers) = self.train_step_plan(&gpu_data, &order, batch, batch, &optimizer, false)?;
+        let (plans, _buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
+        let plan = &plans[0];
         let mut timings = Vec::new();
         for d in &plan.dispatches {
             let mut times = gpu.time_plan(&Plan::from(d.clone()), reps.max(1))?;
             times.sort_by(f64::total_cmp);
             timings.push((d.label.clone(), times[times.len() / 2]));
         }
-        // The repeated counter dispatch moved the step position: put it back.
+        // The repeated gather moved the step position (t stays advanced, as documented).
         self.reset_epoch()?;
         Ok(timings)
     }
@@ -537,7 +575,7 @@ impl Sequential {
         g.totals.write(&[0.0; 4])?;
         g.batch_totals.write(&[0.0; 2])?;
         // Only the in-epoch step: the global step t carries across epochs.
-        g.epoch_step.write_u32(&[0])
+        g.epoch_step.write_u32(&[0, 0])
     }
 
     /// Rows per evaluation batch: `EVAL_BATCH`, or fewer so that a batch of the widest row (input,
@@ -560,20 +598,19 @@ impl Sequential {
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let totals = Tensor::zeros(gpu, &[2])?;
-        let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
         let mut plans = Vec::new();
         let mut buffers = Vec::new();
         let mut start = 0;
         while start < n {
             let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
-            let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf)?;
             plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
             plans.push(plan);
             buffers.push(buf);
             start += batch;
         }
-        Ok(EvalPlans { plans, totals, rows: n, _inputs: [order, epoch_step], _buffers: buffers })
+        Ok(EvalPlans { plans, totals, rows: n, _order: order, _buffers: buffers })
     }
 
     /// (mean loss, accuracy) of the current weights by `plans`.
@@ -597,7 +634,6 @@ impl Sequential {
         let n = data.rows.total_rows;
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
-        let epoch_step = Tensor::zeros_u32(gpu, &[1])?;
         let classes = self.output_dim();
         let probs = Tensor::zeros(gpu, &[n, classes])?;
         let last = self.layers.len() - 1;
@@ -606,7 +642,7 @@ impl Sequential {
         while start < n {
             let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
-            let mut plan = self.forward_plan(data, &order, &epoch_step, BatchStart::At(start), &mut buf)?;
+            let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf)?;
             let out = probs.view(start * classes, &[batch, classes])?;
             plan.extend(match self.loss() {
                 Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
@@ -632,8 +668,8 @@ pub(super) struct EvalPlans {
     /// f32 [2]: Σ loss, Σ correct.
     pub(super) totals: Tensor,
     pub(super) rows: usize,
-    /// The index list 0..rows and the (unused) step counter the gathers bind.
-    pub(super) _inputs: [Tensor; 2],
+    /// The index list 0..rows the gathers bind.
+    pub(super) _order: Tensor,
     pub(super) _buffers: Vec<BatchBuffers>,
 }
 
@@ -646,7 +682,10 @@ pub(super) struct GpuSteps {
     /// The epoch's row order, [rows] u32, written at each epoch's start.
     pub(super) order: Tensor,
     pub(super) full_steps: usize,
-    pub(super) full_plan: Plan,
+    /// A full batch's step for even, then odd steps: each reads its position from its own cell
+    /// of the step counter and writes the next position to the other.
+    pub(super) full_plans: Vec<Plan>,
+    /// The partial last batch's step, at parity `full_steps % 2`.
     pub(super) tail_plan: Option<Plan>,
     /// The validation data and its evaluation plans.
     pub(super) validation: Option<(GpuData, EvalPlans)>,
@@ -677,14 +716,17 @@ impl GpuSteps {
         let tail = n % batch;
         let order = Tensor::zeros_u32(&gpu, &[n])?;
         let guarded = opts.skip_nonfinite_batches;
-        let (full_plan, full_buf) = model.train_step_plan(&data, &order, batch, batch, optimizer, guarded)?;
+        let (full_plans, full_buf) =
+            model.train_step_plans(&data, &order, batch, batch, &[0, 1], optimizer, guarded)?;
         let mut buffers = vec![full_buf];
         let tail_plan = match tail {
             0 => None,
             _ => {
-                let (plan, buf) = model.train_step_plan(&data, &order, tail, batch, optimizer, guarded)?;
+                let parity = [(n / batch) % 2];
+                let (mut plans, buf) =
+                    model.train_step_plans(&data, &order, tail, batch, &parity, optimizer, guarded)?;
                 buffers.push(buf);
-                Some(plan)
+                plans.pop()
             }
         };
         Ok(GpuSteps {
@@ -693,7 +735,7 @@ impl GpuSteps {
             shuffle: opts.shuffle,
             order,
             full_steps: n / batch,
-            full_plan,
+            full_plans,
             tail_plan,
             validation,
             _buffers: buffers,
@@ -711,7 +753,8 @@ impl Steps for GpuSteps {
         // Many steps in one submit; the partial batch, if any, is the epoch's last step.
         let full = count.min(self.full_steps.saturating_sub(first));
         if full > 0 {
-            self.gpu.run_repeated(&[&self.full_plan], full)?;
+            let steps: Vec<&Plan> = (first..first + full).map(|s| &self.full_plans[s % 2]).collect();
+            self.gpu.run(&steps)?;
         }
         if let Some(tail) = self.tail_plan.as_ref().filter(|_| first + count > self.full_steps) {
             self.gpu.run(&[tail])?;
