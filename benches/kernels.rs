@@ -620,7 +620,7 @@ fn bench_gather(bench: &mut Bench, rng: &mut Rng, total: usize, dim: usize, rows
         ..GpuRows::upload(&gpu, &wgnn::data::Features::U8(bytes.clone()), &labels, dim).unwrap()
     };
     let idx = Tensor::from_u32(&gpu, &[total], &order).unwrap();
-    let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
+    let step = Tensor::zeros_u32(&gpu, &[2]).unwrap();
     let (x, y) = (Tensor::zeros(&gpu, &[rows, dim]).unwrap(), Tensor::zeros_u32(&gpu, &[rows]).unwrap());
     let start = BatchStart::Counter { epoch_step: &step, stride: rows, parity: 0, t: None };
     let plan = gather_rows(&gpu, &src, &idx, start, &x, &y).unwrap();

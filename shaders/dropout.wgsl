@@ -4,8 +4,8 @@
 //                     t = step[0] − lag (lag 1 where the step's gather already advanced the counter)
 //   dropout_backward: dx[i] = dy[i] * mask[i]                dy, mask, dx: [len]
 // threshold = floor(p·2^32) and scale = 1/(1−p) come from the host. The keep decision is a
-// counter-based hash of (seed, step, element index): no random numbers are uploaded, the same seed
-// and step give the same mask, and `step` (the global step counter on the GPU) is read, never
+// counter-based hash of (seed, t, element index): no random numbers are uploaded, the same seed
+// and t give the same mask, and `step` (the global step counter on the GPU) is read, never
 // written. src/cpu/dropout.rs has the same hash in Rust: masks are bit-identical.
 
 override WG: u32 = 256u;

@@ -15,6 +15,11 @@
 // gather in the same step writes the same value again), and with ADVANCE_T adds one to t_counter[0],
 // the update count t that the step's optimizer update reads (nothing in a gather reads it).
 //
+// A data set larger than one storage binding is split into up to four chunks of rows_per_chunk
+// whole rows (src0..src3, the last possibly shorter), each packed from word 0 of its own buffer.
+// The *_chunked entries read the row's chunk; the others read src0 only, so their layout needs
+// just 8 storage bindings (the WebGPU default; the chunked ones need 11: src1..src3 at 9..11).
+
 override SOURCE_U8: bool = true;
 override STANDARDIZE: bool = false;
 override START_FROM_COUNTER: bool = true;

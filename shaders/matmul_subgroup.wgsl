@@ -1,13 +1,14 @@
 // Subgroup-shared matmul for CPU adapters (lavapipe). Appended to activation.wgsl + matmul.wgsl
-// (it uses their bindings, p, k_range, emit and the a4/b4 views); a separate module because it
-// needs Features::SUBGROUP.
+// (it uses their bindings, p, k_range and the a4/b4 views, and stores through its own vec4 views
+// of C, the epilogue input and the column sums); a separate module because it needs
+// Features::SUBGROUP.
 //
 // lavapipe turns a storage load whose address is not a compile-time constant into a loop over the
 // 8 SIMD lanes (a scalar load and a bounds check per lane and component), so loads, not
 // arithmetic, are the cost. Here a workgroup is one subgroup of 8 invocations: lane l owns 4
 // columns (one vec4 of op(B) per k) and all 16 (TALL: 32) rows of the tile; op(A) is loaded once
 // for the whole subgroup, each lane a different 4-long part of a 32-long K chunk, and handed to the other
-// lanes with subgroupShuffle (register moves on lavapipe). Needs: subgroup size ≥ 8, K, N and
+// lanes with subgroupShuffle. Needs: subgroup size ≥ 8, K, N and
 // (with TRANS_A) M multiples of 4 (the wrapper checks). op(B) may be transposed (dX = dZ·Wᵀ).
 //
 // Blocks are mat4x4s as in matmul_register: acc_b[i] is output row 4b + i (a vec4 over this

@@ -48,7 +48,7 @@ fn assert_device_limit(err: &WgnnError, parts: &[&str]) {
 fn the_device_has_the_lowered_limit() {
     let gpu = small_gpu();
     assert_eq!(gpu.limits().max_storage_buffer_binding_size, BINDING);
-    // The chunked gather needs 10 storage bindings per stage; lavapipe has 32.
+    // The chunked gather needs 11 storage bindings per stage; lavapipe has 32.
     assert_eq!(bindable_chunks(&gpu), MAX_FEATURE_CHUNKS);
 }
 
@@ -56,7 +56,7 @@ fn the_device_has_the_lowered_limit() {
 fn gathers_from_chunked_data_sets_match_cpu() {
     let (gpu, normal) = (small_gpu(), common::gpu());
     // (rows, dim, u8?, batch, chunks expected). 13 and 785 are not multiples of 4 (u8 rows packed
-    // across words); 16 takes the one-word-per-invocation u8 path. Each batch fits one binding.
+    // across words); 16 takes the u8x4 path (packed words in groups of 4). Each batch fits one binding.
     let cases = [
         (12_000, 13, true, 1000, 3),
         (12_000, 16, true, 1000, 3),

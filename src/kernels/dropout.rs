@@ -48,7 +48,8 @@ fn check_like(op: &str, x_name: &str, x: &Tensor, others: &[(&str, &Tensor)]) ->
 /// index) with t = `step[0]` − `lag` (a training step whose gather already advanced the counter
 /// passes lag 1, so the mask still belongs to the updates before it), computed on the GPU: the
 /// same seed and t give the same mask (bit-identical to `cpu::dropout_forward` at t), and nothing
-/// is uploaded per step. rate must be in [0, 1); 0 gives y = x and a mask of ones.
+/// is uploaded per step (lag must not exceed the counter: t would wrap). rate must be in [0, 1);
+/// 0 gives y = x and a mask of ones.
 #[allow(clippy::too_many_arguments)]
 pub fn dropout_forward(
     gpu: &Gpu,

@@ -242,8 +242,10 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
             if let Some(t) = t {
                 expect_len(OP, "t", t, DType::U32, 1, "[1]")?;
             }
-            let mut named = vec![("epoch_step", epoch_step), ("x", x), ("y", y), ("idx", idx)];
+            let mut named = vec![("epoch_step", epoch_step), ("x", x), ("y", y), ("idx", idx), ("labels", &src.labels)];
             named.extend(t.map(|t| ("t", t)));
+            named.extend(src.mean_std.as_ref().map(|m| ("mean_std", m)));
+            named.extend(src.chunks.iter().map(|c| ("features", c)));
             disjoint(OP, &named)?;
             (0, stride, parity, Some((epoch_step, t)))
         }

@@ -255,7 +255,8 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
 
 /// Workgroups for `items` invocations of `workgroup_size` in a 1-D kernel, folded into y when x
 /// would pass the per-dimension limit. Kernels rebuild the index as `(wid.y * nwg.x + wid.x) *
-/// WG + lid.x` and return when it is past the end.
+/// WG + lid.x` (the invocation; ×PER_LANE where each does several items) and return when it is
+/// past the end.
 pub(crate) fn grid_1d(gpu: &Gpu, items: usize, workgroup_size: u32) -> [u32; 3] {
     let groups = items.div_ceil(workgroup_size as usize).max(1) as u64;
     let max = gpu.limits().max_compute_workgroups_per_dimension as u64;

@@ -16,14 +16,14 @@ use crate::tensor::{DType, Tensor};
 
 const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 
-/// One value per invocation: any length, any view offset.
+/// f32 values (PER_LANE per invocation): any length, any view offset.
 pub(crate) const OPTIMIZER: KernelFamily = KernelFamily {
     name: "optimizer",
     sources: &["alias V = f32;\n", OPTIMIZER_WGSL],
     storage: &[Access::ReadWrite; 5],
 };
 
-/// Four values per invocation, vec4 loads and stores: where the length and every view's offset
+/// vec4 values (PER_LANE per invocation), vec4 loads and stores: where the length and every view's offset
 /// are multiples of 4 floats (the model's flat parameter buffer is padded to that). On lavapipe a
 /// vec4 load costs what a scalar one does, so this moves ~4× the bytes per load.
 pub(crate) const OPTIMIZER_VEC4: KernelFamily = KernelFamily {

@@ -380,12 +380,8 @@ impl Sequential {
         }
     }
 
-    /// One training step for `batch` rows taken at `epoch_step[parity] * stride` of `order`; it
-    /// writes the next step's position to `epoch_step[1 − parity]`, so consecutive steps alternate
-    /// parity. Its gather also advances t, except when `guarded`:
-    /// a batch whose loss is not finite leaves the weights, optimizer state and t unchanged and is
-    /// counted in `totals` (step_guard) instead of stopping the run at the next tick.
-    /// The plans for each of `parities`, sharing one set of batch buffers.
+    /// The training step of [`Self::train_step_plan`] for each of `parities`, sharing one set of
+    /// batch buffers.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn train_step_plans(
         &self,
@@ -405,6 +401,11 @@ impl Sequential {
         Ok((plans, buf))
     }
 
+    /// One training step for `batch` rows taken at `epoch_step[parity] * stride` of `order`; it
+    /// writes the next step's position to `epoch_step[1 − parity]`, so consecutive steps alternate
+    /// parity. Its gather also advances t, except when `guarded`: then a batch whose loss is not
+    /// finite leaves the weights, optimizer state and t unchanged and is counted in `totals`
+    /// (step_guard) instead of stopping the run at the next tick.
     #[allow(clippy::too_many_arguments)]
     fn train_step_plan(
         &self,
@@ -555,7 +556,7 @@ impl Sequential {
             times.sort_by(f64::total_cmp);
             timings.push((d.label.clone(), times[times.len() / 2]));
         }
-        // The repeated gather moved the step position (t stays advanced, as documented).
+        // Back to the epoch's start (t stays advanced, as documented).
         self.reset_epoch()?;
         Ok(timings)
     }
