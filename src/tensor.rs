@@ -126,6 +126,19 @@ impl Tensor {
         Ok(Tensor { offset, shape: shape.to_vec(), max_u32: self.max_u32, ..self.clone() })
     }
 
+    /// The same storage from the same first element with a larger shape, reaching past this
+    /// view into its buffer (whose extra elements the caller owns): a batch's rows padded up.
+    pub(crate) fn extended(&self, shape: &[usize]) -> Result<Tensor> {
+        let len: usize = shape.iter().product();
+        if len < self.len() || self.offset + len as u64 * 4 > self.buffer.size() {
+            return Err(WgnnError::shape(
+                "extended",
+                format!("{:?} from {:?}: past its buffer of {} bytes", shape, self.shape, self.buffer.size()),
+            ));
+        }
+        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+    }
+
     /// The same storage with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.len() {

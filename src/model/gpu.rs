@@ -94,6 +94,11 @@ pub(super) struct BatchBuffers {
     /// is that input — and when training the gradient w.r.t. its output [rows, units]).
     pub(super) softmax: Vec<Option<(Tensor, Tensor)>>,
     pub(super) training: bool,
+    /// Rows allocated for the [rows, units] tensors a weight gradient reads: rows rounded up to a
+    /// multiple of 4 when training, the extra rows zero for good (kernels see [rows, units]
+    /// views). dW = inputᵀ·dZ then runs over `padded_rows`, which the vec4 and subgroup kernels
+    /// need; the zero rows add nothing to it or to db.
+    pub(super) padded_rows: usize,
     /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
     /// through a non-linear last activation (the loss writes it, a backward dispatch turns it
     /// into dz).
@@ -117,6 +122,14 @@ pub(super) struct NormBuffers {
 }
 
 impl BatchBuffers {
+    /// `t` ([rows, units], allocated by [`BatchBuffers::new`]) over `padded_rows`.
+    pub(super) fn padded(&self, t: &Tensor) -> Result<Tensor> {
+        match t.shape() {
+            &[rows, units] if rows != self.padded_rows => t.extended(&[self.padded_rows, units]),
+            _ => Ok(t.clone()),
+        }
+    }
+
     /// What layer `i + 1` reads: layer i's output after dropout, if any.
     fn layer_input<'b>(&'b self, x_or_h: &'b Tensor, i: usize) -> &'b Tensor {
         self.dropout.get(i).and_then(Option::as_ref).map_or(x_or_h, |(dropped, _, _)| dropped)
@@ -137,6 +150,9 @@ impl BatchBuffers {
         dpred: bool,
     ) -> Result<BatchBuffers> {
         let outputs = layers.last().map_or(input_dim, |l| l.units);
+        let padded_rows = if training { rows.next_multiple_of(4) } else { rows };
+        // [rows, units] views of [padded_rows, units] allocations: what a weight gradient reads.
+        let rows_of = |units: usize| Tensor::zeros(gpu, &[padded_rows, units])?.view(0, &[rows, units]);
         Ok(BatchBuffers {
             softmax: layers
                 .iter()
@@ -163,7 +179,7 @@ impl BatchBuffers {
                 .map(|l| match l.batch_norm {
                     Some(_) => {
                         let t = || Tensor::zeros(gpu, &[rows, l.units]);
-                        let dlinear = if training { t()? } else { Tensor::zeros(gpu, &[1])? };
+                        let dlinear = if training { rows_of(l.units)? } else { Tensor::zeros(gpu, &[1])? };
                         let (mean, inv_std) = (Tensor::zeros(gpu, &[l.units])?, Tensor::zeros(gpu, &[l.units])?);
                         let pending_var = Tensor::zeros(gpu, &[l.units])?;
                         Ok(Some(NormBuffers { linear: t()?, normed: t()?, dlinear, mean, inv_std, pending_var }))
@@ -172,14 +188,11 @@ impl BatchBuffers {
                 })
                 .collect::<Result<_>>()?,
             training,
-            x: Tensor::zeros(gpu, &[rows, input_dim])?,
+            padded_rows,
+            x: rows_of(input_dim)?,
             y: Tensor::zeros_u32(gpu, &[rows])?,
-            h: layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?,
-            dz: if training {
-                layers.iter().map(|l| Tensor::zeros(gpu, &[rows, l.units])).collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            },
+            h: layers.iter().map(|l| rows_of(l.units)).collect::<Result<_>>()?,
+            dz: if training { layers.iter().map(|l| rows_of(l.units)).collect::<Result<_>>()? } else { Vec::new() },
             loss_rows: Tensor::zeros(gpu, &[rows])?,
             correct_rows: Tensor::zeros(gpu, &[rows])?,
             dropout: layers
@@ -187,7 +200,7 @@ impl BatchBuffers {
                 .map(|l| {
                     if training && l.dropout > 0.0 {
                         let t = || Tensor::zeros(gpu, &[rows, l.units]);
-                        Ok(Some((t()?, t()?, t()?)))
+                        Ok(Some((rows_of(l.units)?, t()?, t()?)))
                     } else {
                         Ok(None)
                     }
@@ -457,11 +470,13 @@ impl Sequential {
                 None => &buf.dz[i],
             };
             // dW = inputᵀ · dlinear, with db = Σ_rows dZ in the same dispatch where the kernel
-            // allows (without BN; BN's backward wrote dβ into b's slot).
+            // allows (without BN; BN's backward wrote dβ into b's slot). Over the padded rows, so
+            // that any batch size takes the fast kernels.
             let options = MatmulOptions { trans_a: true, ..Default::default() };
+            let (input_rows, dlinear_rows) = (buf.padded(input)?, buf.padded(dlinear)?);
             match &buf.norm[i] {
-                Some(_) => plan.extend(matmul(gpu, input, dlinear, &dw, &options)?),
-                None => plan.extend(matmul_column_sum(gpu, input, dlinear, &dw, &db, &options)?),
+                Some(_) => plan.extend(matmul(gpu, &input_rows, &dlinear_rows, &dw, &options)?),
+                None => plan.extend(matmul_column_sum(gpu, &input_rows, &dlinear_rows, &dw, &db, &options)?),
             }
             if i > 0 {
                 let (w, _) = self.layer_views(&g.params, i)?;
