@@ -2,6 +2,13 @@
 //! epoch time and samples/s at batch 32 and 256, the first epoch (pipeline creation and shader
 //! compilation included) reported apart from the steady ones.
 //!
+//! Two baselines measured in the same run, before and after the training, so that runs taken at
+//! different times compare (the CI-class machine's speed drifts by half within an hour): the
+//! per-dispatch cost of the adapter (1,000 one-invocation dispatches in one pass; times the step's
+//! dispatch count and the epoch's steps it is the floor no kernel work can go below), and a
+//! single-threaded CPU sgemm (`matrixmultiply`) of the first layer's forward product, as a probe of
+//! the machine's speed at the moment.
+//!
 //!     cargo bench --bench training [-- --epochs 3 --batch 32,256]
 //!
 //! Writes target/bench/training.csv as well as the table.
@@ -10,8 +17,9 @@ use std::io::Write;
 use std::time::Instant;
 
 use wgnn::data::load_mnist;
+use wgnn::kernels::step_guard::guard_step;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, Gpu};
+use wgnn::{Activation, Gpu, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -29,11 +37,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train, _test) = load_mnist("assets/mnist.npz")?;
     println!("adapter: {}", gpu.describe());
     println!("date: {}", date());
-    println!("device creation {device_seconds:.3} s; {} training rows; {epochs} epochs per batch size\n", train.rows);
+    println!("device creation {device_seconds:.3} s; {} training rows; {epochs} epochs per batch size", train.rows);
+    let before = Baselines::measure(&gpu)?;
+    println!("baselines before: {before}\n");
     println!("{:>6} {:>6} {:>10} {:>12} {:>10}", "batch", "epoch", "seconds", "samples/s", "loss");
 
     std::fs::create_dir_all("target/bench")?;
     let mut csv = std::fs::File::create("target/bench/training.csv")?;
+    let mut medians = Vec::new();
     writeln!(csv, "adapter,batch,epoch,seconds,samples_per_second,train_loss,model_build_seconds")?;
     for &batch in &batches {
         let built = Instant::now();
@@ -79,9 +90,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let median = steady[steady.len() / 2];
             let first = history.epochs[0].seconds;
             println!("{batch:>6}  steady median {median:.3} s/epoch ({:.0} samples/s); first epoch {:.3} s ({:+.3} s vs steady)\n", train.rows as f64 / median, first, first - median);
+            medians.push((batch, median));
         }
     }
+    let after = Baselines::measure(&gpu)?;
+    println!("baselines after:  {after}");
     // Where one step's device time goes (timestamp queries around each dispatch alone).
+    let mut dispatches_per_step = Vec::new();
     for &batch in &batches {
         let mut model = Sequential::new(784, 42)
             .dense(64, Activation::Relu)
@@ -99,9 +114,87 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (label, seconds) in &timings {
             println!("  {label:<40} {:>9.1} µs", seconds * 1e6);
         }
+        dispatches_per_step.push(timings.len());
+    }
+    // The part of a steady epoch that is dispatch cost alone, at the mean of the two baselines.
+    let per_dispatch = (before.dispatch_seconds + after.dispatch_seconds) / 2.0;
+    println!();
+    for ((batch, median), n) in medians.iter().zip(&dispatches_per_step) {
+        let floor = (train.rows.div_ceil(*batch) * n) as f64 * per_dispatch;
+        println!(
+            "batch {batch:>4}: {n} dispatches × {} steps × {:.1} µs = {floor:.2} s of the {median:.3} s epoch is the dispatch floor",
+            train.rows.div_ceil(*batch),
+            per_dispatch * 1e6
+        );
     }
     println!("wrote target/bench/training.csv");
     Ok(())
+}
+
+/// The same-run baselines (see the module comment).
+struct Baselines {
+    /// Seconds per one-invocation dispatch, 1,000 in one compute pass.
+    dispatch_seconds: f64,
+    /// Single-threaded CPU sgemm of 256×784·784×64, GFLOP/s (best of 5).
+    cpu_gflops: f64,
+}
+
+impl Baselines {
+    fn measure(gpu: &Gpu) -> Result<Baselines, Box<dyn std::error::Error>> {
+        const DISPATCHES: usize = 1000;
+        let counters = Tensor::zeros_u32(gpu, &[2])?;
+        let (batch_totals, totals) = (Tensor::zeros(gpu, &[2])?, Tensor::zeros(gpu, &[4])?);
+        let plan = guard_step(gpu, &counters, &batch_totals, &totals, 1)?;
+        gpu.run_repeated(&[&plan], 10)?; // pipeline and shader compiled before timing
+        gpu.wait()?;
+        let started = Instant::now();
+        gpu.run_repeated(&[&plan], DISPATCHES)?;
+        gpu.wait()?;
+        let dispatch_seconds = started.elapsed().as_secs_f64() / DISPATCHES as f64;
+
+        let (m, k, n) = (256, 784, 64);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0.0f32; m * n];
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let started = Instant::now();
+            // SAFETY: a, b and c are row-major [m, k], [k, n] and [m, n] with the strides given.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(&c);
+        Ok(Baselines { dispatch_seconds, cpu_gflops: 2.0 * (m * k * n) as f64 / best / 1e9 })
+    }
+}
+
+impl std::fmt::Display for Baselines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} µs per dispatch (1,000 one-invocation dispatches in one pass); CPU sgemm 256×784·784×64 \
+             {:.1} GFLOP/s (1 thread)",
+            self.dispatch_seconds * 1e6,
+            self.cpu_gflops
+        )
+    }
 }
 
 fn date() -> String {
