@@ -17,10 +17,11 @@ use wgnn::kernels::batch_norm::{
     batch_norm_forward_train_deferred, BatchNormConfig,
 };
 use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use wgnn::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut};
 use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
 use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use wgnn::kernels::hinge::{hinge, HingeOut};
-use wgnn::kernels::matmul::{choose_variant, matmul, matmul_column_sum, MatmulOptions, MatmulVariant};
+use wgnn::kernels::matmul::{choose_variant, matmul, matmul_column_sum, Epilogue, MatmulOptions, MatmulVariant};
 use wgnn::kernels::mse::{mse, MseOut};
 use wgnn::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
@@ -484,6 +485,78 @@ fn bench_softmax_xent(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize
         cpu_s,
         None,
     );
+}
+
+/// The output layer of a training step (K inputs through relu, C classes): fused into one
+/// dispatch, and as the three it replaces (the forward product, softmax_xent, dX = dZ·Wᵀ ⊙ relu′),
+/// both validated on dX and timed in the same run.
+fn bench_dense_softmax_xent(bench: &mut Bench, rng: &mut Rng, rows: usize, k: usize, c: usize) {
+    let shape = format!("{rows}x{k}·{k}x{c}");
+    let (want_fused, want_unfused) = (
+        bench.wants(&format!("dense_softmax_xent fused {shape}")),
+        bench.wants(&format!("dense_softmax_xent unfused {shape}")),
+    );
+    if !want_fused && !want_unfused {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let act = Activation::Relu;
+    let h = cpu::bias_act_forward(&rng.vec_uniform(rows * k, -2.0, 2.0), None, rows, k, act);
+    let (w, b) = (rng.vec_uniform(k * c, -0.5, 0.5), rng.vec_uniform(c, -0.5, 0.5));
+    let labels: Vec<u32> = (0..rows).map(|_| rng.below(c) as u32).collect();
+    let (ht, wt, bt) = (up(&gpu, &[rows, k], &h), up(&gpu, &[k, c], &w), up(&gpu, &[c], &b));
+    let yt = Tensor::from_u32(&gpu, &[rows], &labels).unwrap();
+    let zeros = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
+    let (dz, dh, totals) = (zeros(&[rows, c]), zeros(&[rows, k]), zeros(&[2]));
+    let scale = 1.0 / rows as f32;
+    let (cpu_s, (_, want, _, _)) = time_cpu(|| cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, scale, act));
+    let flops = Work::Flops(4.0 * (rows * k * c) as f64);
+    // What a training step on this adapter runs.
+    let fused_picked = dense_softmax_xent_preferred(&gpu, rows, k, c);
+    if want_fused {
+        let out = DenseSoftmaxXentOut { dz: &dz, dh: &dh, totals: &totals };
+        let plan = dense_softmax_xent(&gpu, &ht, &wt, &bt, &yt, act, scale, &out).unwrap();
+        bench.row(
+            "dense_softmax_xent",
+            "fused",
+            shape.clone(),
+            fused_picked,
+            &plan,
+            &dh,
+            &want,
+            (1e-6, 1e-4),
+            flops,
+            cpu_s,
+            None,
+        );
+    }
+    if want_unfused {
+        let (logits, loss, correct) = (zeros(&[rows, c]), zeros(&[rows]), zeros(&[rows]));
+        let forward = MatmulOptions {
+            epilogue: Epilogue::BiasAct { bias: Some(&bt), act: Activation::Identity },
+            ..Default::default()
+        };
+        let mut plan = matmul(&gpu, &ht, &wt, &logits, &forward).unwrap();
+        let out =
+            SoftmaxXentOut { loss_rows: &loss, dlogits: Some(&dz), correct_rows: &correct, totals: Some(&totals) };
+        plan.extend(softmax_xent(&gpu, &logits, &yt, scale, &out).unwrap());
+        let backward =
+            MatmulOptions { trans_b: true, epilogue: Epilogue::ActGrad { y: &ht, act }, ..Default::default() };
+        plan.extend(matmul(&gpu, &dz, &wt, &dh, &backward).unwrap());
+        bench.row(
+            "dense_softmax_xent",
+            "unfused",
+            shape,
+            !fused_picked,
+            &plan,
+            &dh,
+            &want,
+            (1e-6, 1e-4),
+            flops,
+            cpu_s,
+            None,
+        );
+    }
 }
 
 fn bench_softmax(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) {
@@ -1028,6 +1101,9 @@ fn main() {
         bench_softmax_xent(&mut bench, &mut rng, rows, cols);
         bench_softmax(&mut bench, &mut rng, rows, cols);
         bench_softmax_backward(&mut bench, &mut rng, rows, cols);
+    }
+    for rows in [32, 256] {
+        bench_dense_softmax_xent(&mut bench, &mut rng, rows, 64, 10);
     }
     bench_guard_step(&mut bench);
     for kernel in ["sigmoid_bce", "hinge"] {

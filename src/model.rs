@@ -29,6 +29,7 @@ use crate::kernels::batch_norm::{
     BatchNormConfig,
 };
 use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use crate::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use crate::kernels::hinge::hinge;

@@ -107,6 +107,32 @@ fn odd_batch_sizes_match_the_cpu_reference_on_the_fast_kernels() {
     assert!(products.iter().all(|l| l.as_str() == "matmul_subgroup::matmul_subgroup"), "{labels:?}");
 }
 
+#[test]
+fn the_output_layer_runs_fused_with_its_loss_where_it_can() {
+    // The tutorial's shape: dense → dense → logits with sparse cross-entropy trains in 9
+    // dispatches, the output layer's forward, loss and dX in one; a dropout layer under the output
+    // needs its mask between them, so that model keeps them apart. (Both train like the CPU
+    // reference: the tests above.)
+    let gpu = gpu();
+    let data = synthetic(64, 12, 4, 9);
+    for dropout in [0.0, 0.3] {
+        let mut model = Sequential::new(12, 1)
+            .dense(16, Activation::Relu)
+            .dense(8, Activation::Tanh)
+            .dropout(dropout)
+            .dense(4, Activation::Softmax)
+            .build(&Backend::Gpu(gpu.clone()))
+            .unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+        let labels: Vec<String> = model.profile_step(&data, 16, 1).unwrap().into_iter().map(|(l, _)| l).collect();
+        let fused = labels.iter().any(|l| l.starts_with("dense_softmax_xent"));
+        assert_eq!(fused, dropout == 0.0, "dropout {dropout}: {labels:?}");
+        if fused {
+            assert_eq!(labels.len(), 9, "{labels:?}");
+        }
+    }
+}
+
 fn mnist_slice(rows: usize, offset: usize) -> (Dataset, Dataset) {
     let (train, test) = load_mnist(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz")).unwrap();
     let train_rows: Vec<usize> = (offset..offset + rows).collect();

@@ -4,6 +4,7 @@
 
 pub mod batch_norm;
 pub mod bias_act;
+pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
 pub mod hinge;
@@ -20,6 +21,7 @@ pub mod totals;
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
 pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};
+pub use dense_softmax_xent::dense_softmax_xent;
 pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{gather_counters, gather_rows};
 pub use hinge::hinge;

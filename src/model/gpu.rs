@@ -1,5 +1,5 @@
 //! The GPU backend of [`Sequential`]: the data set uploaded once, the buffers of one batch, and
-//! the training step — gather, forward, loss, backward, counters, update — as a [`Plan`] built
+//! the training step — gather, forward, loss, backward, update — as a [`Plan`] built
 //! once per batch size and recorded many times; evaluation and prediction in large batches.
 
 use super::*;
@@ -234,6 +234,26 @@ impl Sequential {
         BatchBuffers::new(gpu, &self.layers, &acts, self.input_dim, rows, training, target_dim, dpred)
     }
 
+    /// Whether a training step on `buf` runs its output layer fused with the loss
+    /// (`dense_softmax_xent`): sparse cross-entropy on the logits of a plain output layer (no batch
+    /// norm or dropout) over a layer whose output it reads directly (no dropout) through an
+    /// elementwise activation, at shapes the kernel takes and (on a CPU adapter) is faster at.
+    fn fused_output(&self, buf: &BatchBuffers) -> bool {
+        let last = self.layers.len() - 1;
+        let output = &self.layers[last];
+        last > 0
+            && buf.training
+            && self.loss() == Loss::SparseCategoricalCrossentropy
+            && self.applied_activation(last) == Activation::Identity
+            && output.batch_norm.is_none()
+            && buf.dropout[last].is_none()
+            && buf.dropout[last - 1].is_none()
+            && self.applied_activation(last - 1).is_elementwise()
+            && self
+                .gpu_state()
+                .is_ok_and(|g| dense_softmax_xent_preferred(&g.gpu, buf.y.len(), output.inputs, output.units))
+    }
+
     /// γ, running mean and running variance of batch-normalised layer `i` as views into `flat`
     /// (params, or grads for dγ).
     pub(super) fn norm_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor, Tensor)> {
@@ -243,14 +263,16 @@ impl Sequential {
         Ok((flat.view(gamma, &[units])?, flat.view(mean, &[units])?, flat.view(var, &[units])?))
     }
 
-    /// gather → forward: the first half of every plan. The gathered labels' range is marked so the
-    /// loss kernel can check it without a readback.
+    /// gather → forward: the first half of every plan, through the output layer or (a training
+    /// step whose output layer runs fused with its loss) up to it. The gathered labels' range is
+    /// marked so the loss kernel can check it without a readback.
     pub(super) fn forward_plan(
         &self,
         data: &GpuData,
         order: &Tensor,
         start: BatchStart,
         buf: &mut BatchBuffers,
+        through_output: bool,
     ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
@@ -269,7 +291,8 @@ impl Sequential {
             };
             plan.extend(gather_rows(gpu, rows, order, start, targets, scratch)?);
         }
-        for i in 0..self.layers.len() {
+        let layers = if through_output { self.layers.len() } else { self.layers.len() - 1 };
+        for i in 0..layers {
             let (w, b) = self.layer_views(&g.params, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
             let act = self.applied_activation(i);
@@ -437,12 +460,21 @@ impl Sequential {
         let t = g.step_t()?;
         let t_in_gather = (!guarded).then_some(&t);
         let start = BatchStart::Counter { epoch_step: &g.epoch_step, stride, parity, t: t_in_gather };
-        let mut plan = self.forward_plan(data, order, start, buf)?;
+        let fused_output = self.fused_output(buf);
+        let mut plan = self.forward_plan(data, order, start, buf, !fused_output)?;
         let buf = &*buf;
         let last = self.layers.len() - 1;
         // Guarded, the loss sums go to the batch's own totals, which step_guard checks.
         let totals = if guarded { g.batch_totals.clone() } else { g.totals.view(0, &[2])? };
-        plan.extend(self.loss_plan(buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
+        if fused_output {
+            // The output layer's forward, the loss, and dZ of the layer below, in one dispatch.
+            let (w, b) = self.layer_views(&g.params, last)?;
+            let out = DenseSoftmaxXentOut { dz: &buf.dz[last], dh: &buf.dz[last - 1], totals: &totals };
+            let act = self.applied_activation(last - 1);
+            plan.extend(dense_softmax_xent(gpu, &buf.h[last - 1], &w, &b, &buf.y, act, 1.0 / batch as f32, &out)?);
+        } else {
+            plan.extend(self.loss_plan(buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
+        }
         for i in (0..self.layers.len()).rev() {
             let (dw, db) = self.layer_views(&g.grads, i)?;
             let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
@@ -478,7 +510,7 @@ impl Sequential {
                 Some(_) => plan.extend(matmul(gpu, &input_rows, &dlinear_rows, &dw, &options)?),
                 None => plan.extend(matmul_column_sum(gpu, &input_rows, &dlinear_rows, &dw, &db, &options)?),
             }
-            if i > 0 {
+            if i > 0 && !(fused_output && i == last) {
                 let (w, _) = self.layer_views(&g.params, i)?;
                 let dropout = buf.dropout[i - 1].as_ref();
                 match &buf.softmax[i - 1] {
@@ -620,7 +652,7 @@ impl Sequential {
         while start < n {
             let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
-            let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf)?;
+            let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf, true)?;
             plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
             plans.push(plan);
             buffers.push(buf);
@@ -658,7 +690,7 @@ impl Sequential {
         while start < n {
             let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
-            let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf)?;
+            let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf, true)?;
             let out = probs.view(start * classes, &[batch, classes])?;
             plan.extend(match self.loss() {
                 Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {

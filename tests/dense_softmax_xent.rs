@@ -1,0 +1,144 @@
+//! dense_softmax_xent.wgsl (the output layer, its loss and the backward pass into the layer below
+//! in one dispatch) against the CPU reference; the reference against the unfused kernels' references
+//! and by finite differences; bad input.
+
+mod common;
+use common::*;
+use wgnn::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_fits, DenseSoftmaxXentOut};
+use wgnn::rng::Rng;
+use wgnn::{cpu, Activation, Tensor, WgnnError};
+
+const ACTS: &[Activation] =
+    &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
+
+/// A random batch: h the output of `act` (so act′ reads a real output), W, b, labels.
+fn batch(rng: &mut Rng, rows: usize, k: usize, c: usize, act: Activation) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>) {
+    let pre = rng.vec_uniform(rows * k, -2.0, 2.0);
+    let h = cpu::bias_act_forward(&pre, None, rows, k, act);
+    let w = rng.vec_uniform(k * c, -1.0, 1.0);
+    let b = rng.vec_uniform(c, -0.5, 0.5);
+    let labels = (0..rows).map(|_| rng.below(c) as u32).collect();
+    (h, w, b, labels)
+}
+
+#[test]
+fn matches_cpu_on_awkward_shapes() {
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    // (rows, K, C): one row, one input, two classes; the mnist model's last layer at batch 32 and
+    // 256; rows past one workgroup of 256 (several rows per invocation); the widest C.
+    for &(rows, k, c) in &[(1, 1, 2), (5, 3, 10), (32, 64, 10), (256, 64, 10), (300, 7, 3), (33, 20, 32), (2048, 4, 5)]
+    {
+        for &act in ACTS {
+            assert!(dense_softmax_xent_fits(rows, k, c), "{rows}x{k}x{c}");
+            let (h, w, b, labels) = batch(&mut rng, rows, k, c, act);
+            let scale = 1.0 / rows as f32;
+            let up = |shape: &[usize], v: &[f32]| Tensor::from_slice(&gpu, shape, v).unwrap();
+            let (ht, wt, bt) = (up(&[rows, k], &h), up(&[k, c], &w), up(&[c], &b));
+            let lt = Tensor::from_u32(&gpu, &[rows], &labels).unwrap();
+            let (dzt, dht) = (Tensor::zeros(&gpu, &[rows, c]).unwrap(), Tensor::zeros(&gpu, &[rows, k]).unwrap());
+            let totals = up(&[2], &[0.5, 1.0]);
+            let out = DenseSoftmaxXentOut { dz: &dzt, dh: &dht, totals: &totals };
+            let plan = dense_softmax_xent(&gpu, &ht, &wt, &bt, &lt, act, scale, &out).unwrap();
+            assert_eq!(plan.len(), 1, "one dispatch");
+            gpu.run(&[&plan]).unwrap();
+            let (dz, dh, loss, correct) = cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, scale, act);
+            let what = format!("dense_softmax_xent {rows}x{k}·{k}x{c} {act:?}");
+            assert_close(&format!("{what} dz"), &dzt.to_vec().unwrap(), &dz, 1e-6, 1e-4);
+            assert_close(&format!("{what} dh"), &dht.to_vec().unwrap(), &dh, 1e-6, 1e-4);
+            // Added to what the totals held.
+            assert_close(
+                &format!("{what} totals"),
+                &totals.to_vec().unwrap(),
+                &[0.5 + loss, 1.0 + correct],
+                1e-3,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_is_the_unfused_kernels_and_its_gradients_are_right() {
+    let mut rng = Rng::new(32);
+    let (rows, k, c) = (6, 5, 4);
+    for &act in ACTS {
+        let pre = rng.vec_uniform(rows * k, -2.0, 2.0);
+        let h = cpu::bias_act_forward(&pre, None, rows, k, act);
+        let w = rng.vec_uniform(k * c, -1.0, 1.0);
+        let b = rng.vec_uniform(c, -0.5, 0.5);
+        let labels: Vec<u32> = (0..rows).map(|r| (r % c) as u32).collect();
+        let scale = 1.0 / rows as f32;
+        let (dz, dh, loss, correct) = cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, scale, act);
+        // The unfused step: bias_act forward of h·W, softmax_xent, then dZ·Wᵀ ⊙ act′(h).
+        let z = cpu::bias_act_forward(
+            &cpu::matmul(&h, &w, rows, k, c, false, false),
+            Some(&b),
+            rows,
+            c,
+            Activation::Identity,
+        );
+        let (l, dz_want, ok) = cpu::softmax_xent(&z, &labels, rows, c, scale);
+        let (dh_want, _) =
+            cpu::bias_act_backward(&cpu::matmul(&dz_want, &w, rows, c, k, false, true), &h, rows, k, act);
+        assert_close(&format!("{act:?}: dz"), &dz, &dz_want, 1e-7, 1e-6);
+        assert_close(&format!("{act:?}: dh"), &dh, &dh_want, 1e-7, 1e-6);
+        assert_close(&format!("{act:?}: sums"), &[loss, correct], &[l.iter().sum(), ok.iter().sum()], 1e-6, 1e-6);
+        // dh is d(mean loss)/d(the layer below's pre-activation), by finite differences through act.
+        let mean_loss = |p: &[f32]| {
+            let h = cpu::bias_act_forward(p, None, rows, k, act);
+            cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, 1.0, act).2 as f64 / rows as f64
+        };
+        // (relu's: away from its kink, where the one-sided slopes differ.)
+        let kinked = matches!(act, Activation::Relu | Activation::LeakyRelu(_));
+        if !kinked || pre.iter().all(|v| v.abs() > 2e-2) {
+            assert_close(
+                &format!("{act:?}: dh numerically"),
+                &dh,
+                &numeric_gradient(&pre, 1e-2, mean_loss),
+                1e-3,
+                1e-2,
+            );
+        }
+        // dz is d(mean loss)/d(logits): by finite differences of b (each column's bias adds to its
+        // logits in every row, so d/db = Σ_rows dz).
+        let mean_loss_b =
+            |bb: &[f32]| cpu::dense_softmax_xent(&h, &w, bb, &labels, rows, k, c, 1.0, act).2 as f64 / rows as f64;
+        let db: Vec<f32> = (0..c).map(|j| (0..rows).map(|r| dz[r * c + j]).sum()).collect();
+        assert_close(&format!("{act:?}: Σ dz numerically"), &db, &numeric_gradient(&b, 1e-2, mean_loss_b), 1e-3, 1e-2);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_kernel() {
+    let gpu = gpu();
+    let z = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
+    let (h, w, b) = (z(&[4, 3]), z(&[3, 5]), z(&[5]));
+    let labels = Tensor::from_u32(&gpu, &[4], &[0, 1, 2, 4]).unwrap();
+    let (dz, dh, totals) = (z(&[4, 5]), z(&[4, 3]), z(&[2]));
+    let out = DenseSoftmaxXentOut { dz: &dz, dh: &dh, totals: &totals };
+    let relu = Activation::Relu;
+    let ok = dense_softmax_xent(&gpu, &h, &w, &b, &labels, relu, 0.25, &out);
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    let named = |e: WgnnError| assert!(e.to_string().contains("dense_softmax_xent"), "{e}");
+    // W whose rows are not h's columns.
+    named(dense_softmax_xent(&gpu, &h, &z(&[4, 5]), &b, &labels, relu, 0.25, &out).err().unwrap());
+    // A label past the classes.
+    let bad = Tensor::from_u32(&gpu, &[4], &[0, 1, 2, 5]).unwrap();
+    let err = dense_softmax_xent(&gpu, &h, &w, &b, &bad, relu, 0.25, &out).err().unwrap();
+    assert!(matches!(err, WgnnError::LabelOutOfRange { label: 5, classes: 5, .. }), "{err}");
+    // Too many classes for the private array, and a softmax below (not elementwise).
+    let wide = DenseSoftmaxXentOut { dz: &z(&[4, 33]), dh: &dh, totals: &totals };
+    named(dense_softmax_xent(&gpu, &h, &z(&[3, 33]), &z(&[33]), &labels, relu, 0.25, &wide).err().unwrap());
+    named(dense_softmax_xent(&gpu, &h, &w, &b, &labels, Activation::Softmax, 0.25, &out).err().unwrap());
+    // Outputs of the wrong shape or sharing memory, and a non-finite scale.
+    let short = DenseSoftmaxXentOut { dz: &z(&[4, 4]), dh: &dh, totals: &totals };
+    named(dense_softmax_xent(&gpu, &h, &w, &b, &labels, relu, 0.25, &short).err().unwrap());
+    let aliased = DenseSoftmaxXentOut { dz: &dz, dh: &h, totals: &totals };
+    named(dense_softmax_xent(&gpu, &h, &w, &b, &labels, relu, 0.25, &aliased).err().unwrap());
+    named(dense_softmax_xent(&gpu, &h, &w, &b, &labels, relu, f32::NAN, &out).err().unwrap());
+    // Past the rows one workgroup takes.
+    assert!(!dense_softmax_xent_fits(2049, 4, 5) && !dense_softmax_xent_fits(64, 4096, 32));
+    // W past the workgroup memory it is staged in.
+    assert!(dense_softmax_xent_fits(8, 96, 32) && !dense_softmax_xent_fits(8, 97, 32));
+}
