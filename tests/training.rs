@@ -111,8 +111,9 @@ fn odd_batch_sizes_match_the_cpu_reference_on_the_fast_kernels() {
 fn the_output_layer_runs_fused_with_its_loss_where_it_can() {
     // The tutorial's shape: dense → dense → logits with sparse cross-entropy trains in 9
     // dispatches, the output layer's forward, loss and dX in one; a dropout layer under the output
-    // needs its mask between them, so that model keeps them apart. (Both train like the CPU
-    // reference: the tests above.)
+    // needs its mask between them, so that model keeps them apart. (Fused steps are compared with
+    // the CPU reference in the tests above and in model_activations, model_batch_norm and
+    // reliability; unfused ones where a dropout layer sits under the output.)
     let gpu = gpu();
     let data = synthetic(64, 12, 4, 9);
     for dropout in [0.0, 0.3] {

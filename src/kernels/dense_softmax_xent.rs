@@ -23,6 +23,11 @@ pub const MAX_WEIGHTS: usize = 3072;
 /// replaces only for small batches (lavapipe, 2 cores, mnist's 64→10 output layer, alternating
 /// runs: batch 32 3–9% faster per epoch, 64 even, 128 and 256 20–30% slower).
 pub const CPU_ADAPTER_MAX_ROWS: usize = 32;
+/// On a GPU, rows up to one per invocation of the one workgroup (more loop over several rows per
+/// invocation; not measured on a GPU yet, so not used there).
+pub const GPU_ADAPTER_MAX_ROWS: usize = 256;
+/// Workgroup memory the shader declares: W staged (MAX_W f32) and the totals' partial sums (WG vec2).
+const WORKGROUP_BYTES: u32 = (MAX_WEIGHTS * 4 + 256 * 8) as u32;
 /// Most loop iterations one invocation may run, far below lavapipe's 65,535-iteration cap.
 const MAX_LOOP: usize = 32_768;
 
@@ -56,19 +61,29 @@ fn workgroup_size(rows: usize) -> usize {
 /// [`MAX_CLASSES`], rows ≤ [`MAX_ROWS`], K·C ≤ [`MAX_WEIGHTS`], and each invocation's loops
 /// within the cap.
 pub fn dense_softmax_xent_fits(rows: usize, k: usize, c: usize) -> bool {
-    let per_row = 2 * k * c + 5 * c + k;
-    let rows_per_invocation = rows.div_ceil(workgroup_size(rows).max(1));
-    let staging = (k * c).div_ceil(workgroup_size(rows).max(1));
+    // Iterations of one invocation: per row, z's init, the forward product, max, Σexp, dZ, the
+    // backward product; the row loop itself, W's staging, and invocation 0's totals over WG.
+    let wg = workgroup_size(rows).max(1);
+    let per_row = 2 * k * c + 2 * k + 4 * c + 1;
+    let iterations = rows.div_ceil(wg) * per_row + (k * c).div_ceil(wg) + wg;
     (1..=MAX_CLASSES).contains(&c)
         && (1..=MAX_ROWS).contains(&rows)
         && (1..=MAX_WEIGHTS).contains(&(k * c))
-        && rows_per_invocation * per_row + staging <= MAX_LOOP
+        && iterations <= MAX_LOOP
 }
 
-/// Whether a training step should use [`dense_softmax_xent`] on `gpu`: where it fits, and on a CPU
-/// adapter only up to [`CPU_ADAPTER_MAX_ROWS`] rows.
+/// Whether a training step should use [`dense_softmax_xent`] on `gpu`: where it fits, within the
+/// device's limits (a device may be asked for less than the WebGPU defaults), and up to
+/// [`CPU_ADAPTER_MAX_ROWS`] rows on a CPU adapter, [`GPU_ADAPTER_MAX_ROWS`] on others.
 pub fn dense_softmax_xent_preferred(gpu: &Gpu, rows: usize, k: usize, c: usize) -> bool {
-    dense_softmax_xent_fits(rows, k, c) && (!gpu.is_cpu_adapter() || rows <= CPU_ADAPTER_MAX_ROWS)
+    let limits = gpu.limits();
+    let wg = workgroup_size(rows) as u32;
+    let within_limits = limits.max_compute_workgroup_storage_size >= WORKGROUP_BYTES
+        && limits.max_compute_invocations_per_workgroup >= wg
+        && limits.max_compute_workgroup_size_x >= wg
+        && limits.max_storage_buffers_per_shader_stage >= DENSE_SOFTMAX_XENT.storage.len() as u32;
+    let most_rows = if gpu.is_cpu_adapter() { CPU_ADAPTER_MAX_ROWS } else { GPU_ADAPTER_MAX_ROWS };
+    dense_softmax_xent_fits(rows, k, c) && within_limits && rows <= most_rows
 }
 
 /// The output layer's forward pass, softmax cross-entropy and backward pass into the layer below,
@@ -99,7 +114,9 @@ pub fn dense_softmax_xent(
     if !dense_softmax_xent_fits(rows, k, c) {
         return Err(WgnnError::invalid(
             OP,
-            format!("{shapes}: takes 1..={MAX_ROWS} rows, 1..={MAX_CLASSES} classes and loops within the cap"),
+            format!(
+                "{shapes}: takes 1..={MAX_ROWS} rows, 1..={MAX_CLASSES} classes, K·C ≤ {MAX_WEIGHTS} and loops within the cap"
+            ),
         ));
     }
     expect_len(OP, "b", b, DType::F32, c, &format!("[{c}]"))?;
