@@ -48,8 +48,14 @@ struct Params {
     kc: u32,       // K per split
     splits: u32,
     slope: f32,    // leaky relu's negative slope
-    _pad0: u32,
-    _pad1: u32,
+    // op(A) gathered from a data set (matmul_gathered.wgsl; unread elsewhere): the batch's rows,
+    // its fixed start in the index list (or the counter's stride), and the features' scale/shift.
+    rows: u32,
+    start: u32,
+    stride: u32,
+    scale: f32,
+    shift: f32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

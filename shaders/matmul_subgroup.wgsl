@@ -1,7 +1,7 @@
 // Subgroup-shared matmul for CPU adapters (lavapipe). Appended to activation.wgsl + matmul.wgsl
-// (it uses their bindings, p, k_range and the a4/b4 views, and stores through its own vec4 views
-// of C, the epilogue input and the column sums); a separate module because it needs
-// Features::SUBGROUP.
+// (it uses their bindings, p, k_range and the b4 view, and stores through its own vec4 views of
+// C, the epilogue input and the column sums), then an A source; a separate module because it
+// needs Features::SUBGROUP.
 //
 // lavapipe turns a storage load whose address is not a compile-time constant into a loop over the
 // 8 SIMD lanes (a scalar load and a bounds check per lane and component), so loads, not
@@ -15,24 +15,30 @@
 // lane's columns), a_b[i] the 4 values of op(A) row 4b + i over 4 consecutive k, and a step over
 // those 4 k is acc_b += Bq · a_b with Bq's columns the 4 rows of op(B).
 
-// op(A) rows mb .. mb + 3 at k .. k + 3 (zero past kend), as columns = rows.
-fn sg_a_block(mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
+// Where op(A) comes from is the appended A source's business (matmul_a_storage.wgsl: the A
+// binding; matmul_gathered.wgsl: rows of the resident data set picked by an index list): it
+// defines a_batch_start(), a_row_base(r, len4, start) — the vec4 index where stored A's row r
+// begins, rows len4 vec4s long — a_vec(i) — vec4 i of A — and a_duties(), run at the end.
+
+// The starts of stored A's rows first .. first + 3 (each clamped to `last`).
+fn sg_rows(first: u32, last: u32, len4: u32, start: u32) -> vec4<u32> {
+    return vec4<u32>(a_row_base(min(first, last), len4, start), a_row_base(min(first + 1u, last), len4, start),
+                     a_row_base(min(first + 2u, last), len4, start), a_row_base(min(first + 3u, last), len4, start));
+}
+
+// op(A) rows mb .. mb + 3 at k .. k + 3 (zero past kend), as columns = rows. `rows`: the starts
+// of stored A's rows mb .. mb + 3, or with TRANS_A (A stored [K, M]) of rows k .. k + 3.
+fn sg_a_block(rows: vec4<u32>, mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
     if (TRANS_A) {
-        // A stored [K, M]: a vec4 along m per k, transposed into rows.
+        // A vec4 along m per k, transposed into rows.
         let c = min(mb, p.m - 4u) / 4u;
-        let w = p.m / 4u;
-        let kl = p.k - 1u;
         let z = vec4<f32>();
-        return transpose(mat4x4<f32>(select(z, a4[min(k, kl) * w + c], k < kend),
-                                     select(z, a4[min(k + 1u, kl) * w + c], k + 1u < kend),
-                                     select(z, a4[min(k + 2u, kl) * w + c], k + 2u < kend),
-                                     select(z, a4[min(k + 3u, kl) * w + c], k + 3u < kend)));
+        return transpose(mat4x4<f32>(select(z, a_vec(rows.x + c), k < kend), select(z, a_vec(rows.y + c), k + 1u < kend),
+                                     select(z, a_vec(rows.z + c), k + 2u < kend),
+                                     select(z, a_vec(rows.w + c), k + 3u < kend)));
     }
-    let w = p.k / 4u;
     let q = min(k, p.k - 4u) / 4u;
-    let ml = p.m - 1u;
-    let blk = mat4x4<f32>(a4[min(mb, ml) * w + q], a4[min(mb + 1u, ml) * w + q], a4[min(mb + 2u, ml) * w + q],
-                          a4[min(mb + 3u, ml) * w + q]);
+    let blk = mat4x4<f32>(a_vec(rows.x + q), a_vec(rows.y + q), a_vec(rows.z + q), a_vec(rows.w + q));
     // kend is a multiple of 4 here (K and the split length are), so the 4 k go together.
     return blk * f32(k < kend);
 }
@@ -121,23 +127,49 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
     var cs = vec4<f32>();  // COLSUM_B: Σ_k op(B)[k, this lane's columns]
+    // Stored A's rows: the tile's 16 (32) without TRANS_A, fixed over K; with it, per chunk below.
+    let start = a_batch_start();
+    let ml = p.m - 1u;
+    let lk = p.k / 4u;
+    var r0 = vec4<u32>();
+    var r1 = vec4<u32>();
+    var r2 = vec4<u32>();
+    var r3 = vec4<u32>();
+    var r4 = vec4<u32>();
+    var r5 = vec4<u32>();
+    var r6 = vec4<u32>();
+    var r7 = vec4<u32>();
+    if (!TRANS_A) {
+        r0 = sg_rows(m0, ml, lk, start);
+        r1 = sg_rows(m0 + 4u, ml, lk, start);
+        r2 = sg_rows(m0 + 8u, ml, lk, start);
+        r3 = sg_rows(m0 + 12u, ml, lk, start);
+        if (TALL) {
+            r4 = sg_rows(m0 + 16u, ml, lk, start);
+            r5 = sg_rows(m0 + 20u, ml, lk, start);
+            r6 = sg_rows(m0 + 24u, ml, lk, start);
+            r7 = sg_rows(m0 + 28u, ml, lk, start);
+        }
+    }
     // No early return and no branch around the subgroup operations: every lane stays active.
     for (var k0 = kr.x; k0 < kr.y; k0 += 32u) {
         // This lane's share of the chunk: k0 + 4·lane .. + 3, for the 16 rows.
         let ks = k0 + 4u * lane;
-        let a0 = sg_a_block(m0, ks, kr.y);
-        let a1 = sg_a_block(m0 + 4u, ks, kr.y);
-        let a2 = sg_a_block(m0 + 8u, ks, kr.y);
-        let a3 = sg_a_block(m0 + 12u, ks, kr.y);
+        var rk = vec4<u32>();
+        if (TRANS_A) { rk = sg_rows(ks, p.k - 1u, p.m / 4u, start); }
+        let a0 = sg_a_block(select(r0, rk, TRANS_A), m0, ks, kr.y);
+        let a1 = sg_a_block(select(r1, rk, TRANS_A), m0 + 4u, ks, kr.y);
+        let a2 = sg_a_block(select(r2, rk, TRANS_A), m0 + 8u, ks, kr.y);
+        let a3 = sg_a_block(select(r3, rk, TRANS_A), m0 + 12u, ks, kr.y);
         var a4 = mat4x4<f32>();
         var a5 = mat4x4<f32>();
         var a6 = mat4x4<f32>();
         var a7 = mat4x4<f32>();
         if (TALL) {
-            a4 = sg_a_block(m0 + 16u, ks, kr.y);
-            a5 = sg_a_block(m0 + 20u, ks, kr.y);
-            a6 = sg_a_block(m0 + 24u, ks, kr.y);
-            a7 = sg_a_block(m0 + 28u, ks, kr.y);
+            a4 = sg_a_block(select(r4, rk, TRANS_A), m0 + 16u, ks, kr.y);
+            a5 = sg_a_block(select(r5, rk, TRANS_A), m0 + 20u, ks, kr.y);
+            a6 = sg_a_block(select(r6, rk, TRANS_A), m0 + 24u, ks, kr.y);
+            a7 = sg_a_block(select(r7, rk, TRANS_A), m0 + 28u, ks, kr.y);
         }
         for (var j = 0u; j < 8u; j++) {
             let k = k0 + 4u * j;
@@ -168,4 +200,5 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
         if (COLSUM_B && m0 == 0u) { colsum4[n4_raw] = cs; }
     }
+    a_duties(wid, lane, m0, select(16u, 32u, TALL), start);
 }

@@ -33,7 +33,9 @@ use crate::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use crate::kernels::hinge::hinge;
-use crate::kernels::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
+use crate::kernels::matmul::{
+    matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA, MatmulOptions,
+};
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,

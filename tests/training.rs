@@ -142,6 +142,40 @@ fn mnist_slice(rows: usize, offset: usize) -> (Dataset, Dataset) {
 }
 
 #[test]
+fn the_first_layer_reads_u8_batches_in_place_and_matches_the_cpu_reference() {
+    // u8 features (MNIST) whose rows are whole words: the step has no gather dispatch, the first
+    // layer's forward product and weight gradient read the batch from the data set (the forward
+    // one writing the labels and advancing the counters), step for step as the reference. 141
+    // rows in batches of 13: 10 full steps and a tail of 11, the weight gradient over padded rows;
+    // the dropout masks key on t, which the forward product advances.
+    let gpu = gpu();
+    let (train, _) = mnist_slice(141, 500);
+    let mut runs = Vec::new();
+    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+        let mut model = Sequential::new(784, 4)
+            .dense(24, Activation::Relu)
+            .dropout(0.25)
+            .dense(10, Activation::Identity)
+            .build(&backend)
+            .unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(3e-3)).unwrap();
+        let mut steps = StepLosses::default();
+        let options = FitOptions { epochs: 2, batch_size: 13, progress_every: 1, ..Default::default() };
+        model.fit_with(&train, &options, &mut steps).unwrap();
+        assert_eq!(steps.losses.len(), 22, "one tick per step");
+        runs.push((steps.losses, model.weights().unwrap(), model));
+    }
+    assert_close("u8 batches: per-step loss, gpu vs cpu", &runs[0].0, &runs[1].0, 1e-4, 1e-3);
+    for (i, ((wg, bg), (wc, bc))) in runs[0].1.iter().zip(&runs[1].1).enumerate() {
+        assert_close(&format!("u8 batches: layer {i} W"), wg, wc, 1e-4, 1e-3);
+        assert_close(&format!("u8 batches: layer {i} b"), bg, bc, 1e-4, 1e-3);
+    }
+    let labels: Vec<String> = runs[0].2.profile_step(&train, 13, 1).unwrap().into_iter().map(|(l, _)| l).collect();
+    assert!(!labels.iter().any(|l| l.starts_with("gather")), "{labels:?}");
+    assert_eq!(labels.iter().filter(|l| l.starts_with("matmul_gathered")).count(), 2, "{labels:?}");
+}
+
+#[test]
 fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
     let gpu = gpu();
     let (train, test) = mnist_slice(2000, 0);

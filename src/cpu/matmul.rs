@@ -1,5 +1,5 @@
 //! CPU reference of shaders/matmul.wgsl (without the epilogue, which is `bias_act_forward` /
-//! `Activation::derivative_from_output` applied to the result).
+//! `Activation::derivative_from_output` applied to the result), and of matmul_gathered.wgsl's A.
 
 /// C = op(A)·op(B).  a: [m, k] (or [k, m] when trans_a), b: [k, n] (or [n, k] when trans_b)
 /// → c: [m, n]. Row-major; sums in f64 so the reference is more accurate than any kernel.
@@ -21,4 +21,29 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, trans_a: bool,
 /// when trans_a), b: [k, n] → (c: [m, n], col_sum: `[n]`).
 pub fn matmul_column_sum(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, trans_a: bool) -> (Vec<f32>, Vec<f32>) {
     (matmul(a, b, m, k, n, trans_a, false), super::reduce::column_sum(b, k, n))
+}
+
+/// Stored A of matmul_gathered.wgsl: row r is norm(src[idx[start + min(r, rows − 1)], :]), for r
+/// below `stored_rows` (rows past the batch repeat its last one), norm(v) = v·scale + shift.
+/// src: [total_rows, dim] (already f32) → [stored_rows, dim]; multiply it with [`matmul`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gathered_a(
+    src: &[f32],
+    dim: usize,
+    idx: &[u32],
+    start: usize,
+    rows: usize,
+    stored_rows: usize,
+    scale: f32,
+    shift: f32,
+) -> Vec<f32> {
+    assert!(rows >= 1 && rows <= stored_rows, "matmul_gathered_a: 1 ≤ rows ≤ stored_rows");
+    let labels = vec![0; src.len() / dim];
+    let (gathered, _) = super::gather::gather_rows(src, &labels, dim, idx, start, rows, scale, shift, None);
+    let last = &gathered[(rows - 1) * dim..];
+    let mut a = gathered.clone();
+    for _ in rows..stored_rows {
+        a.extend_from_slice(last);
+    }
+    a
 }

@@ -25,7 +25,7 @@ pub use dense_softmax_xent::dense_softmax_xent;
 pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{gather_counters, gather_rows};
 pub use hinge::hinge;
-pub use matmul::{matmul, matmul_column_sum};
+pub use matmul::{matmul, matmul_column_sum, matmul_gathered_a};
 pub use mse::mse;
 pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step};
 pub use optimizer::{adam_update, sgd_update};

@@ -6,6 +6,8 @@
 //! the device busy. Split chunks write a [splits, M, N] scratch owned by the plan; a second
 //! dispatch sums it in a fixed order and applies accumulate and the epilogue.
 
+use super::check::{disjoint, expect_len};
+use super::gather::{BatchStart, GpuRows};
 use super::reduce::column_sum;
 use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
 use crate::activation::Activation;
@@ -20,15 +22,39 @@ pub(crate) const MATMUL: KernelFamily = KernelFamily {
 };
 
 /// The subgroup variant: a module of its own, since it only compiles where the device has
-/// `Features::SUBGROUP`.
+/// `Features::SUBGROUP`; op(A) from its binding.
 pub(crate) const MATMUL_SUBGROUP: KernelFamily = KernelFamily {
     name: "matmul_subgroup",
     sources: &[
         ACTIVATION_WGSL,
         include_str!("../../shaders/matmul.wgsl"),
         include_str!("../../shaders/matmul_subgroup.wgsl"),
+        include_str!("../../shaders/matmul_a_storage.wgsl"),
     ],
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
+};
+
+/// The subgroup variant with op(A) gathered from a resident data set ([`matmul_gathered`]).
+pub(crate) const MATMUL_GATHERED: KernelFamily = KernelFamily {
+    name: "matmul_gathered",
+    sources: &[
+        ACTIVATION_WGSL,
+        include_str!("../../shaders/matmul.wgsl"),
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+        include_str!("../../shaders/matmul_gathered.wgsl"),
+    ],
+    storage: &[
+        Access::Read,      // the data set's words
+        Access::Read,      // B
+        Access::ReadWrite, // C
+        Access::Read,      // bias or Y
+        Access::ReadWrite, // column sums
+        Access::Read,      // idx
+        Access::Read,      // labels
+        Access::ReadWrite, // epoch_step
+        Access::ReadWrite, // y
+        Access::ReadWrite, // t
+    ],
 };
 
 /// What is applied to each finished output of a matmul.
@@ -115,7 +141,14 @@ struct MatmulParams {
     kc: u32,
     splits: u32,
     slope: f32,
-    _pad: [u32; 2],
+    /// op(A) gathered ([`GatheredA`]): the batch rows, the fixed start or the counter's stride,
+    /// and the features' scale and shift.
+    rows: u32,
+    start: u32,
+    stride: u32,
+    scale: f32,
+    shift: f32,
+    _pad: u32,
 }
 
 /// One specialisation of a variant: entry point, workgroup shape, outputs per invocation, and the
@@ -243,7 +276,7 @@ fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
 /// `C[M,N]` (+)= op(A)·op(B): A is `[M,K]` (or `[K,M]` when trans_a), B is `[K,N]` (or `[N,K]` when
 /// trans_b). Row-major. The epilogue is applied to the full sum; accumulate works only without one.
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOptions) -> Result<Plan> {
-    matmul_plan("matmul", gpu, a, b, c, None, opts)
+    matmul_plan("matmul", gpu, AOperand::Stored(a), b, c, None, opts)
 }
 
 /// [`matmul`] that also writes `col_sum[n]` = Σ_k op(B)[k, n] (col_sum: `[N]`): a weight gradient
@@ -259,33 +292,171 @@ pub fn matmul_column_sum(
     col_sum: &Tensor,
     opts: &MatmulOptions,
 ) -> Result<Plan> {
-    matmul_plan("matmul_column_sum", gpu, a, b, c, Some(col_sum), opts)
+    matmul_plan("matmul_column_sum", gpu, AOperand::Stored(a), b, c, Some(col_sum), opts)
+}
+
+/// op(A) of [`matmul_gathered`]: a batch of rows of a resident data set, read where they lie
+/// instead of from a gathered copy. Stored A's row r is `norm(src[idx[start + r], :])` as
+/// [`super::gather::gather_rows`] would have written it, for r < `rows`; rows up to `stored_rows`
+/// repeat the last one (finite values, for a weight gradient over padded rows whose dZ rows are
+/// zero).
+#[derive(Clone, Copy)]
+pub struct GatheredA<'a> {
+    pub src: &'a GpuRows,
+    /// `[n]` u32, the index list.
+    pub idx: &'a Tensor,
+    pub start: BatchStart<'a>,
+    pub rows: usize,
+    /// Stored A is `[stored_rows, dim]`: op(A) = A (`[M = rows, K = dim]`, stored_rows = rows) or
+    /// Aᵀ (`[M = dim, K = stored_rows]`).
+    pub stored_rows: usize,
+    /// Where given (op(A) = A only): the dispatch also does the rest of the gather it replaces,
+    /// the batch's labels `[rows]` u32 and the counters of a [`BatchStart::Counter`].
+    pub labels: Option<&'a Tensor>,
+}
+
+impl GatheredA<'_> {
+    /// op(A)'s (M, K).
+    fn mk(&self, trans_a: bool) -> (usize, usize) {
+        if trans_a {
+            (self.src.dim, self.stored_rows)
+        } else {
+            (self.stored_rows, self.src.dim)
+        }
+    }
+}
+
+/// Whether [`matmul_gathered`] runs op(A)·op(B) with `a` and N columns on `gpu`: u8 features in one
+/// binding, whole words per row and no standardisation, the subgroup kernel, and the device's
+/// storage bindings per stage (10).
+pub fn matmul_gathered_supported(gpu: &Gpu, a: &GatheredA, n: usize, trans_a: bool, trans_b: bool) -> bool {
+    let (m, k) = a.mk(trans_a);
+    let src = a.src;
+    src.source_u8
+        && src.chunks.len() == 1
+        && src.mean_std.is_none()
+        && src.dim.is_multiple_of(4)
+        && gpu.limits().max_storage_buffers_per_shader_stage as usize >= MATMUL_GATHERED.storage.len()
+        && subgroup_ok(gpu, m, n, k, trans_a, trans_b)
+}
+
+/// [`matmul`] (or with `col_sum`, [`matmul_column_sum`]) with op(A) gathered from a data set: a
+/// training step's first layer, forward and weight gradient, without a gather dispatch or the
+/// gathered copy. Only where [`matmul_gathered_supported`]; the variant is the subgroup kernel.
+pub fn matmul_gathered(
+    gpu: &Gpu,
+    a: &GatheredA,
+    b: &Tensor,
+    c: &Tensor,
+    col_sum: Option<&Tensor>,
+    opts: &MatmulOptions,
+) -> Result<Plan> {
+    matmul_plan("matmul_gathered", gpu, AOperand::Gathered(a), b, c, col_sum, opts)
+}
+
+/// Where op(A) comes from.
+#[derive(Clone, Copy)]
+enum AOperand<'a> {
+    Stored(&'a Tensor),
+    Gathered(&'a GatheredA<'a>),
+}
+
+/// The gathered A's own checks: the data set's layout, the index range, labels and counters.
+fn check_gathered(
+    op: &str,
+    gpu: &Gpu,
+    g: &GatheredA,
+    n: usize,
+    opts: &MatmulOptions,
+    others: &[(&str, &Tensor)],
+) -> Result<()> {
+    if !matmul_gathered_supported(gpu, g, n, opts.trans_a, opts.trans_b) {
+        return Err(WgnnError::invalid(
+            op,
+            format!(
+                "op(A) gathered from a data set of {} features ({}, {} chunk(s), standardised: {}) needs u8 \
+                 features in one binding, whole words per row, no standardisation and the subgroup kernel",
+                g.src.dim,
+                if g.src.source_u8 { "u8" } else { "f32" },
+                g.src.chunks.len(),
+                g.src.mean_std.is_some()
+            ),
+        ));
+    }
+    g.idx.expect_dtype(op, DType::U32)?;
+    if g.rows == 0 || g.rows > g.stored_rows || (!opts.trans_a && g.rows != g.stored_rows) {
+        return Err(WgnnError::shape(
+            op,
+            format!("{} batch rows in a stored A of {} rows (≥ 1; equal unless op(A) = Aᵀ)", g.rows, g.stored_rows),
+        ));
+    }
+    let mut named = vec![("features", &g.src.chunks[0]), ("idx", g.idx), ("labels", &g.src.labels)];
+    named.extend_from_slice(others);
+    if let Some(y) = g.labels {
+        if opts.trans_a {
+            return Err(WgnnError::invalid(op, "the batch's labels are written only with op(A) = A"));
+        }
+        expect_len(op, "labels", y, DType::U32, g.rows, "[rows]")?;
+        named.push(("labels out", y));
+    }
+    match g.start {
+        BatchStart::At(s) => {
+            if s + g.rows > g.idx.len() {
+                return Err(WgnnError::shape(
+                    op,
+                    format!("rows {s}..{} past the index list of {}", s + g.rows, g.idx.len()),
+                ));
+            }
+        }
+        BatchStart::Counter { epoch_step, parity, t, .. } => {
+            expect_len(op, "epoch_step", epoch_step, DType::U32, 2, "[2] (the position cells)")?;
+            if parity > 1 {
+                return Err(WgnnError::invalid(op, format!("parity {parity}; 0 or 1")));
+            }
+            named.push(("epoch_step", epoch_step));
+            if let Some(t) = t {
+                expect_len(op, "t", t, DType::U32, 1, "[1]")?;
+                named.push(("t", t));
+            }
+        }
+    }
+    disjoint(op, &named)
 }
 
 fn matmul_plan(
     op: &'static str,
     gpu: &Gpu,
-    a: &Tensor,
+    a_operand: AOperand,
     b: &Tensor,
     c: &Tensor,
     col_sum: Option<&Tensor>,
     opts: &MatmulOptions,
 ) -> Result<Plan> {
     const OP: &str = "matmul";
+    // A gathered from a data set is bound as its words, [stored_rows, dim] as a shape.
+    let (a, a_shape) = match a_operand {
+        AOperand::Stored(a) => (a, a.shape().to_vec()),
+        AOperand::Gathered(g) => (&g.src.chunks[0], vec![g.stored_rows, g.src.dim]),
+    };
     let form = format!(
-        "op(A) = {}{:?}, op(B) = {}{:?}, C {:?}",
+        "op(A) = {}{:?}{}, op(B) = {}{:?}, C {:?}",
         if opts.trans_a { "Aᵀ with A " } else { "A " },
-        a.shape(),
+        a_shape,
+        if matches!(a_operand, AOperand::Gathered(_)) { " gathered" } else { "" },
         if opts.trans_b { "Bᵀ with B " } else { "B " },
         b.shape(),
         c.shape()
     );
-    for t in [a, b, c] {
+    let stored = match a_operand {
+        AOperand::Stored(a) => vec![a, b, c],
+        AOperand::Gathered(_) => vec![b, c],
+    };
+    for t in stored {
         t.expect_dtype(OP, DType::F32)?;
         t.dims2(OP)?;
         t.expect_nonempty(OP)?;
     }
-    let (ar, ac) = a.dims2(OP)?;
+    let (ar, ac) = (a_shape[0], a_shape[1]);
     let (br, bc) = b.dims2(OP)?;
     let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
     let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
@@ -345,12 +516,31 @@ fn matmul_plan(
     // aligned bindings. Every adapter wgpu serves today aligns storage views to 32 bytes or more,
     // but the limit allows less: other offsets take the scalar kernels.
     let aligned = [a, b, c, &aux].into_iter().chain(col_sum).all(|t| t.byte_offset().is_multiple_of(16));
+    let gathered = match a_operand {
+        AOperand::Gathered(g) => Some(g),
+        AOperand::Stored(_) => None,
+    };
     let mut variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
+    if let Some(g) = gathered {
+        let mut others = vec![("B", b), ("C", c), ("bias or Y", &aux)];
+        others.extend(col_sum.map(|s| ("col_sum", s)));
+        check_gathered(op, gpu, g, n, opts, &others)?;
+        if !aligned || opts.variant.is_some_and(|v| v != MatmulVariant::Subgroup) {
+            return Err(WgnnError::invalid(
+                op,
+                format!("op(A) gathered runs only on the subgroup kernel, with 16-byte aligned views: {form}"),
+            ));
+        }
+        variant = MatmulVariant::Subgroup;
+    }
     if variant == MatmulVariant::Subgroup && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b)) {
         variant = MatmulVariant::Register;
     }
     let vec4 = aligned && vec4_ok(m, n, k, opts.trans_a, opts.trans_b);
     let mut shape = kernel_shape(variant, vec4, gpu.is_cpu_adapter());
+    if gathered.is_some() {
+        shape.family = &MATMUL_GATHERED;
+    }
     let tall = variant == MatmulVariant::Subgroup && m >= SUBGROUP_TALL_MIN_M && k >= SUBGROUP_TALL_MIN_K;
     if tall {
         shape.block[0] = 32;
@@ -377,7 +567,18 @@ fn matmul_plan(
         kc: kc as u32,
         splits: splits as u32,
         slope: act.slope(),
-        _pad: [0; 2],
+        rows: gathered.map_or(0, |g| g.rows as u32),
+        start: match gathered.map(|g| g.start) {
+            Some(BatchStart::At(s)) => s as u32,
+            _ => 0,
+        },
+        stride: match gathered.map(|g| g.start) {
+            Some(BatchStart::Counter { stride, .. }) => stride as u32,
+            _ => 0,
+        },
+        scale: gathered.map_or(1.0, |g| g.src.scale),
+        shift: gathered.map_or(0.0, |g| g.src.shift),
+        _pad: 0,
     };
     let split = splits > 1;
     // The kernels that add op(B)'s column sums (register and subgroup, one pass over K).
@@ -397,6 +598,18 @@ fn matmul_plan(
     if variant == MatmulVariant::Subgroup {
         constants.push(("TALL", flag(tall)));
     }
+    if let Some(g) = gathered {
+        let (from_counter, parity, advance_t) = match g.start {
+            BatchStart::At(_) => (false, 0, false),
+            BatchStart::Counter { parity, t, .. } => (true, parity, t.is_some() && g.labels.is_some()),
+        };
+        constants.extend([
+            ("START_FROM_COUNTER", flag(from_counter)),
+            ("PARITY", parity as f64),
+            ("WRITE_LABELS", flag(g.labels.is_some())),
+            ("ADVANCE_T", flag(advance_t)),
+        ]);
+    }
     if shape.register {
         constants.extend([
             ("WX", shape.wg[0] as f64),
@@ -415,19 +628,13 @@ fn matmul_plan(
         plan.extend(column_sum(gpu, b, s, false)?);
     }
     if !split {
-        plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &[a, b, c, &aux, sums_out], grid)?);
+        let bindings = with_gathered(gathered, vec![a, b, c, &aux, sums_out], c);
+        plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &bindings, grid)?);
         return Ok(plan);
     }
     let partial = Tensor::zeros(gpu, &[splits, m, n])?;
-    plan.push(dispatch(
-        gpu,
-        shape.family,
-        shape.entry,
-        &constants,
-        &params,
-        &[a, b, &partial, &dummy, &partial],
-        grid,
-    )?);
+    let bindings = with_gathered(gathered, vec![a, b, &partial, &dummy, &partial], &partial);
+    plan.push(dispatch(gpu, shape.family, shape.entry, &constants, &params, &bindings, grid)?);
     const WG: u32 = 256;
     let reduce_constants = [
         ("ACCUMULATE", flag(opts.accumulate)),
@@ -447,4 +654,21 @@ fn matmul_plan(
         grid,
     )?);
     Ok(plan)
+}
+
+/// A dispatch's bindings with a gathered A's own (idx, labels, epoch_step, y, t) after the five of
+/// a stored A; `fill`, already bound writable, stands in for the cells it never touches.
+fn with_gathered<'t>(
+    gathered: Option<&'t GatheredA<'t>>,
+    mut bindings: Vec<&'t Tensor>,
+    fill: &'t Tensor,
+) -> Vec<&'t Tensor> {
+    if let Some(g) = gathered {
+        let (epoch_step, t) = match g.start {
+            BatchStart::Counter { epoch_step, t, .. } => (epoch_step, t.unwrap_or(fill)),
+            BatchStart::At(_) => (fill, fill),
+        };
+        bindings.extend([g.idx, &g.src.labels, epoch_step, g.labels.unwrap_or(fill), t]);
+    }
+    bindings
 }

@@ -263,8 +263,35 @@ impl Sequential {
         Ok((flat.view(gamma, &[units])?, flat.view(mean, &[units])?, flat.view(var, &[units])?))
     }
 
+    /// The first layer's input of a training step read straight from the data set (forward and
+    /// weight gradient, [`matmul_gathered`]) instead of gathered into `buf.x` first: one dispatch
+    /// and a copy of the batch fewer, where the data set's layout, the first layer (no batch
+    /// norm) and the device allow it. `labels`: the forward's A, which also writes the labels and
+    /// advances the counters; else the weight gradient's, over the padded rows.
+    fn gathered_input<'a>(
+        &self,
+        data: &'a GpuData,
+        order: &'a Tensor,
+        start: BatchStart<'a>,
+        buf: &'a BatchBuffers,
+        labels: bool,
+    ) -> Option<GatheredA<'a>> {
+        let gpu = &self.gpu_state().ok()?.gpu;
+        let first = self.layers.first()?;
+        let rows = buf.y.len();
+        let forward = GatheredA { src: &data.rows, idx: order, start, rows, stored_rows: rows, labels: Some(&buf.y) };
+        let weight_grad = GatheredA { stored_rows: buf.padded_rows, labels: None, ..forward };
+        let usable = buf.training
+            && matches!(start, BatchStart::Counter { .. })
+            && first.batch_norm.is_none()
+            && matmul_gathered_supported(gpu, &forward, first.units, false, false)
+            && matmul_gathered_supported(gpu, &weight_grad, first.units, true, false);
+        usable.then_some(if labels { forward } else { weight_grad })
+    }
+
     /// gather → forward: the first half of every plan, through the output layer or (a training
-    /// step whose output layer runs fused with its loss) up to it. The gathered labels' range is
+    /// step whose output layer runs fused with its loss) up to it; in a training step on u8 data
+    /// the first layer reads the batch itself (`gathered_input`). The gathered labels' range is
     /// marked so the loss kernel can check it without a readback.
     pub(super) fn forward_plan(
         &self,
@@ -277,12 +304,18 @@ impl Sequential {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         buf.y.set_max_u32(data.rows.labels.max_u32());
-        // Where the gather advances t, dropout masks key on t − 1: the updates before this step,
-        // as when t advances after the forward pass (guarded steps).
+        let buf = &*buf;
+        // Where the step advances t (its gather, or the first layer reading the data set), dropout
+        // masks key on t − 1: the updates before this step, as when t advances after the forward
+        // pass (guarded steps).
         let lag = matches!(start, BatchStart::Counter { t: Some(_), .. }) as u32;
-        let mut plan = gather_rows(gpu, &data.rows, order, start, &buf.x, &buf.y)?;
+        let gathered = self.gathered_input(data, order, start, buf, true);
+        let mut plan = match gathered {
+            Some(_) => Plan::new(),
+            None => gather_rows(gpu, &data.rows, order, start, &buf.x, &buf.y)?,
+        };
         if let (Some(rows), Some((targets, scratch))) = (&data.targets, &buf.targets) {
-            // The same rows; t was advanced by the first gather.
+            // The same rows; t is advanced by the rows' gather or the first layer.
             let start = match start {
                 BatchStart::Counter { epoch_step, stride, parity, .. } => {
                     BatchStart::Counter { epoch_step, stride, parity, t: None }
@@ -340,7 +373,11 @@ impl Sequential {
                         Some(pre) => (Epilogue::BiasAct { bias: Some(&b), act: Activation::Identity }, pre),
                         None => (Epilogue::BiasAct { bias: Some(&b), act }, &buf.h[i]),
                     };
-                    plan.extend(matmul(gpu, input, &w, out, &MatmulOptions { epilogue, ..Default::default() })?);
+                    let options = MatmulOptions { epilogue, ..Default::default() };
+                    plan.extend(match (i, &gathered) {
+                        (0, Some(x)) => matmul_gathered(gpu, x, &w, out, None, &options)?,
+                        _ => matmul(gpu, input, &w, out, &options)?,
+                    });
                     if let Some(pre) = softmax_input {
                         plan.extend(softmax(gpu, pre, &buf.h[i])?);
                     }
@@ -463,6 +500,8 @@ impl Sequential {
         let fused_output = self.fused_output(buf);
         let mut plan = self.forward_plan(data, order, start, buf, !fused_output)?;
         let buf = &*buf;
+        // The forward pass read the first layer's input from the data set: so does dW.
+        let gathered_input = self.gathered_input(data, order, start, buf, false);
         let last = self.layers.len() - 1;
         // Guarded, the loss sums go to the batch's own totals, which step_guard checks.
         let totals = if guarded { g.batch_totals.clone() } else { g.totals.view(0, &[2])? };
@@ -506,9 +545,12 @@ impl Sequential {
             // that any batch size takes the fast kernels.
             let options = MatmulOptions { trans_a: true, ..Default::default() };
             let (input_rows, dlinear_rows) = (buf.padded(input)?, buf.padded(dlinear)?);
-            match &buf.norm[i] {
-                Some(_) => plan.extend(matmul(gpu, &input_rows, &dlinear_rows, &dw, &options)?),
-                None => plan.extend(matmul_column_sum(gpu, &input_rows, &dlinear_rows, &dw, &db, &options)?),
+            match (&buf.norm[i], &gathered_input) {
+                (None, Some(x)) if i == 0 => {
+                    plan.extend(matmul_gathered(gpu, x, &dlinear_rows, &dw, Some(&db), &options)?)
+                }
+                (Some(_), _) => plan.extend(matmul(gpu, &input_rows, &dlinear_rows, &dw, &options)?),
+                (None, _) => plan.extend(matmul_column_sum(gpu, &input_rows, &dlinear_rows, &dw, &db, &options)?),
             }
             if i > 0 && !(fused_output && i == last) {
                 let (w, _) = self.layer_views(&g.params, i)?;
