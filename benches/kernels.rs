@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use wgnn::data::Features;
 use wgnn::kernels::batch_norm::{
     batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train,
     batch_norm_forward_train_deferred, BatchNormConfig,
@@ -21,7 +22,10 @@ use wgnn::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_p
 use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
 use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use wgnn::kernels::hinge::{hinge, HingeOut};
-use wgnn::kernels::matmul::{choose_variant, matmul, matmul_column_sum, Epilogue, MatmulOptions, MatmulVariant};
+use wgnn::kernels::matmul::{
+    choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
+    MatmulOptions, MatmulVariant,
+};
 use wgnn::kernels::mse::{mse, MseOut};
 use wgnn::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
@@ -552,6 +556,117 @@ fn bench_dense_softmax_xent(bench: &mut Bench, rng: &mut Rng, rows: usize, k: us
             &dh,
             &want,
             (1e-6, 1e-4),
+            flops,
+            cpu_s,
+            None,
+        );
+    }
+}
+
+/// A training step's first layer on u8 data: its forward product (ReLU epilogue) and its weight
+/// gradient with the bias gradient, reading the batch from the data set in place (`gathered`, one
+/// dispatch) against gathering it first (`gather+matmul`, two).
+fn bench_matmul_gathered(bench: &mut Bench, rng: &mut Rng, rows: usize, dim: usize, n: usize) {
+    let gpu = bench.gpu.clone();
+    let total = 4 * rows;
+    let bytes: Vec<u8> = (0..total * dim).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u32> = (0..total).map(|_| rng.below(10) as u32).collect();
+    let mut idx: Vec<u32> = (0..total as u32).collect();
+    rng.shuffle(&mut idx);
+    let as_f32: Vec<f32> = bytes.iter().map(|&b| b as f32).collect();
+    let (scale, shift) = (1.0 / 255.0, 0.0);
+    let src = GpuRows { scale, shift, ..GpuRows::upload(&gpu, &Features::U8(bytes), &labels, dim).unwrap() };
+    let idx_t = Tensor::from_u32(&gpu, &[total], &idx).unwrap();
+    let at = rows;
+    let x_host = cpu::matmul_gathered_a(&as_f32, dim, &idx, at, rows, rows, scale, shift);
+    let (x, y) = (Tensor::zeros(&gpu, &[rows, dim]).unwrap(), Tensor::zeros_u32(&gpu, &[rows]).unwrap());
+    let gather = || gather_rows(&gpu, &src, &idx_t, BatchStart::At(at), &x, &y).unwrap();
+    let forward =
+        GatheredA { src: &src, idx: &idx_t, start: BatchStart::At(at), rows, stored_rows: rows, labels: Some(&y) };
+    if !matmul_gathered_supported(&gpu, &forward, n, false, false) {
+        return;
+    }
+    let (w, bias) = (rng.vec_uniform(dim * n, -0.1, 0.1), rng.vec_uniform(n, -0.1, 0.1));
+    let (wt, bt) = (up(&gpu, &[dim, n], &w), up(&gpu, &[n], &bias));
+    let h = Tensor::zeros(&gpu, &[rows, n]).unwrap();
+    let flops = Work::Flops(2.0 * (rows * dim * n) as f64);
+    let options =
+        MatmulOptions { epilogue: Epilogue::BiasAct { bias: Some(&bt), act: Activation::Relu }, ..Default::default() };
+    let (cpu_s, want) = time_cpu(|| {
+        cpu::bias_act_forward(
+            &cpu::matmul(&x_host, &w, rows, dim, n, false, false),
+            Some(&bias),
+            rows,
+            n,
+            Activation::Relu,
+        )
+    });
+    let shape = format!("{rows}x{dim}·{dim}x{n} (u8 rows)");
+    if bench.wants(&format!("matmul_gathered forward {shape}")) {
+        let plan = matmul_gathered(&gpu, &forward, &wt, &h, None, &options).unwrap();
+        bench.row(
+            "matmul_gathered",
+            "forward",
+            shape.clone(),
+            true,
+            &plan,
+            &h,
+            &want,
+            (1e-5, 1e-4),
+            flops,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("matmul_gathered gather+matmul {shape}")) {
+        let mut plan = gather();
+        plan.extend(matmul(&gpu, &x, &wt, &h, &options).unwrap());
+        bench.row("matmul_gathered", "gather+matmul", shape, false, &plan, &h, &want, (1e-5, 1e-4), flops, cpu_s, None);
+    }
+
+    // dW = Xᵀ·dZ with db, over rows padded to a multiple of 4 (dZ's extra rows zero).
+    let padded = rows.next_multiple_of(4);
+    let mut dz = rng.vec_uniform(padded * n, -1.0, 1.0);
+    dz[rows * n..].fill(0.0);
+    let dzt = up(&gpu, &[padded, n], &dz);
+    let (dw, db) = (Tensor::zeros(&gpu, &[dim, n]).unwrap(), Tensor::zeros(&gpu, &[n]).unwrap());
+    let a_padded = cpu::matmul_gathered_a(&as_f32, dim, &idx, at, rows, padded, scale, shift);
+    let (cpu_s, want) = time_cpu(|| cpu::matmul(&a_padded, &dz, dim, padded, n, true, false));
+    let transposed = MatmulOptions { trans_a: true, ..Default::default() };
+    let shape = format!("{dim}x{padded}·{padded}x{n} (u8 rows)");
+    if bench.wants(&format!("matmul_gathered weight_grad {shape}")) {
+        let weight_grad = GatheredA { stored_rows: padded, labels: None, ..forward };
+        let plan = matmul_gathered(&gpu, &weight_grad, &dzt, &dw, Some(&db), &transposed).unwrap();
+        bench.row(
+            "matmul_gathered",
+            "weight_grad",
+            shape.clone(),
+            true,
+            &plan,
+            &dw,
+            &want,
+            (1e-5, 1e-4),
+            flops,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("matmul_gathered gather+matmul_column_sum {shape}")) {
+        // The gather writes `rows` rows of a padded x whose extra rows stay zero.
+        let x_padded = Tensor::zeros(&gpu, &[padded, dim]).unwrap();
+        let x_rows = x_padded.view(0, &[rows, dim]).unwrap();
+        let mut plan = gather_rows(&gpu, &src, &idx_t, BatchStart::At(at), &x_rows, &y).unwrap();
+        plan.extend(matmul_column_sum(&gpu, &x_padded, &dzt, &dw, &db, &transposed).unwrap());
+        let shape_name = shape;
+        bench.row(
+            "matmul_gathered",
+            "gather+matmul_column_sum",
+            shape_name,
+            false,
+            &plan,
+            &dw,
+            &want,
+            (1e-5, 1e-4),
             flops,
             cpu_s,
             None,
@@ -1104,6 +1219,9 @@ fn main() {
     }
     for rows in [32, 256] {
         bench_dense_softmax_xent(&mut bench, &mut rng, rows, 64, 10);
+    }
+    for rows in [32, 256] {
+        bench_matmul_gathered(&mut bench, &mut rng, rows, 784, 64);
     }
     bench_guard_step(&mut bench);
     for kernel in ["sigmoid_bce", "hinge"] {
