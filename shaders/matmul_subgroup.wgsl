@@ -26,6 +26,12 @@ fn sg_rows(first: u32, last: u32, len4: u32, start: u32) -> vec4<u32> {
                      a_row_base(min(first + 2u, last), len4, start), a_row_base(min(first + 3u, last), len4, start));
 }
 
+// The row starts that lanes first .. first + 3 hold in `own`.
+fn sg_row_starts(own: u32, first: u32) -> vec4<u32> {
+    return vec4<u32>(subgroupShuffle(own, first), subgroupShuffle(own, first + 1u), subgroupShuffle(own, first + 2u),
+                     subgroupShuffle(own, first + 3u));
+}
+
 // op(A) rows mb .. mb + 3 at k .. k + 3 (zero past kend), as columns = rows. `rows`: the starts
 // of stored A's rows mb .. mb + 3, or with TRANS_A (A stored [K, M]) of rows k .. k + 3.
 fn sg_a_block(rows: vec4<u32>, mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
@@ -76,13 +82,14 @@ fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
 @group(0) @binding(4) var<storage, read> aux4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> colsum4: array<vec4<f32>>;
 
-// finish() for the 4 outputs C[m, n0 .. n0 + 3].
-fn sg_finish4(m: u32, n0: u32, sum: vec4<f32>) {
+// finish() for the 4 outputs C[m, n0 .. n0 + 3]; `bias` is the bias at those columns (loaded
+// once per lane, not once per row).
+fn sg_finish4(m: u32, n0: u32, sum: vec4<f32>, bias: vec4<f32>) {
     let i = (m * p.n + n0) / 4u;
     var r = sum;
     if (ACCUMULATE) { r += out4[i]; }
     if (EPI == 1u) {
-        if (HAS_BIAS) { r += aux4[n0 / 4u]; }
+        r += bias;
         r = vec4<f32>(act_forward(ACT, r.x, p.slope), act_forward(ACT, r.y, p.slope), act_forward(ACT, r.z, p.slope),
                       act_forward(ACT, r.w, p.slope));
     } else if (EPI == 2u) {
@@ -94,14 +101,14 @@ fn sg_finish4(m: u32, n0: u32, sum: vec4<f32>) {
 }
 
 // store_block() with a vec4 per row: rows m0 .. m0 + 3 (those below M) at columns n0 .. n0 + 3.
-fn sg_store_block(m0: u32, n0: u32, split: u32, blk: mat4x4<f32>) {
+fn sg_store_block(m0: u32, n0: u32, split: u32, blk: mat4x4<f32>, bias: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + i;
         if (m < p.m) {
             if (SPLIT) {
                 out4[((split * p.m + m) * p.n + n0) / 4u] = blk[i];
             } else {
-                sg_finish4(m, n0, blk[i]);
+                sg_finish4(m, n0, blk[i], bias);
             }
         }
     }
@@ -128,6 +135,9 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var acc7 = mat4x4<f32>();
     var cs = vec4<f32>();  // COLSUM_B: Σ_k op(B)[k, this lane's columns]
     // Stored A's rows: the tile's 16 (32) without TRANS_A, fixed over K; with it, per chunk below.
+    // Lane l finds the starts of tile rows l, l + 8, .. and hands them out by subgroupShuffle: a
+    // gathered A's are loads (of the index list), 4 per lane instead of 32 (each one inlined code
+    // that lavapipe compiles and runs per lane).
     let start = a_batch_start();
     let ml = p.m - 1u;
     let lk = p.k / 4u;
@@ -140,15 +150,19 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var r6 = vec4<u32>();
     var r7 = vec4<u32>();
     if (!TRANS_A) {
-        r0 = sg_rows(m0, ml, lk, start);
-        r1 = sg_rows(m0 + 4u, ml, lk, start);
-        r2 = sg_rows(m0 + 8u, ml, lk, start);
-        r3 = sg_rows(m0 + 12u, ml, lk, start);
+        let own0 = a_row_base(min(m0 + lane, ml), lk, start);
+        let own1 = a_row_base(min(m0 + 8u + lane, ml), lk, start);
+        r0 = sg_row_starts(own0, 0u);
+        r1 = sg_row_starts(own0, 4u);
+        r2 = sg_row_starts(own1, 0u);
+        r3 = sg_row_starts(own1, 4u);
         if (TALL) {
-            r4 = sg_rows(m0 + 16u, ml, lk, start);
-            r5 = sg_rows(m0 + 20u, ml, lk, start);
-            r6 = sg_rows(m0 + 24u, ml, lk, start);
-            r7 = sg_rows(m0 + 28u, ml, lk, start);
+            let own2 = a_row_base(min(m0 + 16u + lane, ml), lk, start);
+            let own3 = a_row_base(min(m0 + 24u + lane, ml), lk, start);
+            r4 = sg_row_starts(own2, 0u);
+            r5 = sg_row_starts(own2, 4u);
+            r6 = sg_row_starts(own3, 0u);
+            r7 = sg_row_starts(own3, 4u);
         }
     }
     // No early return and no branch around the subgroup operations: every lane stays active.
@@ -171,7 +185,10 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             a6 = sg_a_block(select(r6, rk, TRANS_A), m0 + 24u, ks, kr.y);
             a7 = sg_a_block(select(r7, rk, TRANS_A), m0 + 28u, ks, kr.y);
         }
-        for (var j = 0u; j < 8u; j++) {
+        // The chunk's steps of 4 k before kend (the same in every lane): 8, fewer in a last
+        // partial chunk, whose op(B) loads past kend would only be zeroed.
+        let steps = min(8u, (kr.y - k0 + 3u) / 4u);
+        for (var j = 0u; j < steps; j++) {
             let k = k0 + 4u * j;
             let bq = sg_b_quad(k, n4, kr.y);
             if (COLSUM_B) { cs += bq[0] + bq[1] + bq[2] + bq[3]; }
@@ -188,15 +205,17 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
     }
     if (n4_raw < w) {
-        sg_store_block(m0, n4_raw * 4u, wid.z, acc0);
-        sg_store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1);
-        sg_store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2);
-        sg_store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3);
+        var bias = vec4<f32>();
+        if (EPI == 1u && HAS_BIAS) { bias = aux4[n4_raw]; }
+        sg_store_block(m0, n4_raw * 4u, wid.z, acc0, bias);
+        sg_store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1, bias);
+        sg_store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2, bias);
+        sg_store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3, bias);
         if (TALL) {
-            sg_store_block(m0 + 16u, n4_raw * 4u, wid.z, acc4);
-            sg_store_block(m0 + 20u, n4_raw * 4u, wid.z, acc5);
-            sg_store_block(m0 + 24u, n4_raw * 4u, wid.z, acc6);
-            sg_store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7);
+            sg_store_block(m0 + 16u, n4_raw * 4u, wid.z, acc4, bias);
+            sg_store_block(m0 + 20u, n4_raw * 4u, wid.z, acc5, bias);
+            sg_store_block(m0 + 24u, n4_raw * 4u, wid.z, acc6, bias);
+            sg_store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7, bias);
         }
         if (COLSUM_B && m0 == 0u) { colsum4[n4_raw] = cs; }
     }
