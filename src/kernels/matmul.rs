@@ -219,11 +219,14 @@ const LANES_M_MAX_N: usize = 16;
 /// From this M and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
 /// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where K is short
 /// (784×32·32×64: the tile of op(B) is small, and there are half as many workgroups) or M is
-/// (32 rows: too few workgroups, so K gets split). From M = 128, not 64: at batch 256 the 64×64
-/// weight gradient of a hidden layer (M = 64) then shares no pipeline with the first layer's (read
-/// from the data set) either way, and its 16-row kernel compiles in half the time (a cold shader
-/// cache's first epoch: ~0.4 s sooner) and ran no slower per epoch.
-const SUBGROUP_TALL_MIN_M: usize = 128;
+/// (32 rows: too few workgroups, so K gets split).
+const SUBGROUP_TALL_MIN_M: usize = 64;
+/// With op(A) = Aᵀ (a weight gradient, M a layer's width) from M = 128: at batch 256 the 64×64
+/// weight gradient of a hidden layer then takes the 16-row kernel, no slower per epoch, whose
+/// pipeline it shares with the partial last batch's, where the 32-row one was a pipeline of its
+/// own (the first layer's, read from the data set, is another family): one compile fewer in a cold
+/// shader cache's first epoch (~0.3 s of llvmpipe's).
+const SUBGROUP_TALL_MIN_M_TRANS_A: usize = 128;
 const SUBGROUP_TALL_MIN_K: usize = 128;
 
 /// K per split of the subgroup kernel.
@@ -544,7 +547,8 @@ fn matmul_plan(
     if gathered.is_some() {
         shape.family = &MATMUL_GATHERED;
     }
-    let tall = variant == MatmulVariant::Subgroup && m >= SUBGROUP_TALL_MIN_M && k >= SUBGROUP_TALL_MIN_K;
+    let tall_min_m = if opts.trans_a { SUBGROUP_TALL_MIN_M_TRANS_A } else { SUBGROUP_TALL_MIN_M };
+    let tall = variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K;
     if tall {
         shape.block[0] = 32;
     }
