@@ -18,7 +18,9 @@ use wgnn::kernels::batch_norm::{
     batch_norm_forward_train_deferred, BatchNormConfig,
 };
 use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
-use wgnn::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut};
+use wgnn::kernels::dense_softmax_xent::{
+    dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
+};
 use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
 use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use wgnn::kernels::hinge::{hinge, HingeOut};
@@ -518,21 +520,32 @@ fn bench_dense_softmax_xent(bench: &mut Bench, rng: &mut Rng, rows: usize, k: us
     // What a training step on this adapter runs.
     let fused_picked = dense_softmax_xent_preferred(&gpu, rows, k, c);
     if want_fused {
+        // W and b in one buffer with the room after them that the model gives its parameters:
+        // the kernel reads them through a uniform window. Then apart: from storage.
+        let b_at = (k * c).next_multiple_of(64);
+        let mut flat = vec![0.0; b_at + UNIFORM_WINDOW_FLOATS];
+        flat[..k * c].copy_from_slice(&w);
+        flat[b_at..b_at + c].copy_from_slice(&b);
+        let both = up(&gpu, &[flat.len()], &flat);
+        let (w_view, b_view) = (both.view(0, &[k, c]).unwrap(), both.view(b_at, &[c]).unwrap());
         let out = DenseSoftmaxXentOut { dz: &dz, dh: &dh, totals: &totals };
-        let plan = dense_softmax_xent(&gpu, &ht, &wt, &bt, &yt, act, scale, &out).unwrap();
-        bench.row(
-            "dense_softmax_xent",
-            "fused",
-            shape.clone(),
-            fused_picked,
-            &plan,
-            &dh,
-            &want,
-            (1e-6, 1e-4),
-            flops,
-            cpu_s,
-            None,
-        );
+        for (variant, (w_src, b_src)) in [("fused", (&w_view, &b_view)), ("fused (W in storage)", (&wt, &bt))] {
+            let plan = dense_softmax_xent(&gpu, &ht, w_src, b_src, &yt, act, scale, &out).unwrap();
+            let picked = fused_picked && variant == "fused";
+            bench.row(
+                "dense_softmax_xent",
+                variant,
+                shape.clone(),
+                picked,
+                &plan,
+                &dh,
+                &want,
+                (1e-6, 1e-4),
+                flops,
+                cpu_s,
+                None,
+            );
+        }
     }
     if want_unfused {
         let (logits, loss, correct) = (zeros(&[rows, c]), zeros(&[rows]), zeros(&[rows]));
@@ -1217,7 +1230,7 @@ fn main() {
         bench_softmax(&mut bench, &mut rng, rows, cols);
         bench_softmax_backward(&mut bench, &mut rng, rows, cols);
     }
-    for rows in [32, 256] {
+    for rows in [32, 64, 128, 256] {
         bench_dense_softmax_xent(&mut bench, &mut rng, rows, 64, 10);
     }
     for rows in [32, 256] {

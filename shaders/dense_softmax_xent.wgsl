@@ -11,7 +11,12 @@
 // invocation its strided rows, then invocation 0 over the invocations), as softmax_xent's. A label
 // ≥ C (possible only when the host could not check it) gives a NaN loss. The wrapper keeps C ≤
 // MAX_C, K·C ≤ MAX_W and each invocation's loops far below lavapipe's 65,535-iteration cap.
-// Needs activation.wgsl prepended.
+// Needs activation.wgsl prepended and a W source appended, which defines stage_w(lid) (run by every
+// invocation first), w_at(i) = W's value i (row-major [K, C]) and b_at(c):
+// dense_softmax_xent_w_storage.wgsl stages W from storage in workgroup memory;
+// dense_softmax_xent_w_uniform.wgsl reads W and b from one uniform window, which lavapipe loads
+// ~10× faster than storage or workgroup memory (a scalar load per SIMD group where the index is
+// the same in every lane, as it is here, instead of a loop over the lanes).
 
 override WG: u32 = 64u;
 override ACT: u32 = 0u;
@@ -23,17 +28,16 @@ struct Params {
     c: u32,
     grad_scale: f32,
     slope: f32,   // the layer below's leaky relu slope
-    _pad0: u32,
+    b_at: u32,    // uniform W source: where b starts in the window, in floats
+
     _pad1: u32,
     _pad2: u32,
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
-// writable in the same dispatch would conflict.
+// writable in the same dispatch would conflict. Bindings 2 and 3 are the W source's.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> h: array<f32>;
-@group(0) @binding(2) var<storage, read_write> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> labels: array<u32>;
 @group(0) @binding(5) var<storage, read_write> dz: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dh: array<f32>;
@@ -41,7 +45,6 @@ struct Params {
 
 const MAX_W: u32 = 3072u;  // 12 KiB: with `partial`, within WebGPU's default 16 KiB
 
-var<workgroup> w_shared: array<f32, MAX_W>;
 var<workgroup> partial: array<vec2<f32>, WG>;
 
 // Row r: writes dZ[r, :] and dH[r, :]; returns (loss, correct).
@@ -49,10 +52,10 @@ fn output_row(r: u32) -> vec2<f32> {
     let k_len = p.k;
     let c_len = p.c;
     var z: array<f32, MAX_C>;
-    for (var c = 0u; c < c_len; c++) { z[c] = b[c]; }
+    for (var c = 0u; c < c_len; c++) { z[c] = b_at(c); }
     for (var k = 0u; k < k_len; k++) {
         let hk = h[r * k_len + k];
-        for (var c = 0u; c < c_len; c++) { z[c] += hk * w_shared[k * c_len + c]; }
+        for (var c = 0u; c < c_len; c++) { z[c] += hk * w_at(k * c_len + c); }
     }
     // Stable softmax: the maximum (and the first column reaching it) subtracted before exp.
     var m = z[0];
@@ -76,7 +79,7 @@ fn output_row(r: u32) -> vec2<f32> {
     }
     for (var k = 0u; k < k_len; k++) {
         var g = 0.0;
-        for (var c = 0u; c < c_len; c++) { g += z[c] * w_shared[k * c_len + c]; }
+        for (var c = 0u; c < c_len; c++) { g += z[c] * w_at(k * c_len + c); }
         let i = r * k_len + k;
         dh[i] = g * act_derivative_from_output(ACT, h[i], p.slope);
     }
@@ -85,8 +88,7 @@ fn output_row(r: u32) -> vec2<f32> {
 
 @compute @workgroup_size(WG)
 fn dense_softmax_xent(@builtin(local_invocation_id) lid: vec3<u32>) {
-    for (var i = lid.x; i < p.k * p.c; i += WG) { w_shared[i] = w[i]; }
-    workgroupBarrier();
+    stage_w(lid.x);
     var sums = vec2<f32>();
     for (var r = lid.x; r < p.rows; r += WG) {
         sums += output_row(r);

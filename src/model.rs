@@ -29,7 +29,9 @@ use crate::kernels::batch_norm::{
     BatchNormConfig,
 };
 use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
-use crate::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut};
+use crate::kernels::dense_softmax_xent::{
+    dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
+};
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use crate::kernels::hinge::hinge;
@@ -471,6 +473,15 @@ pub trait Observer {
 
 struct Silent;
 impl Observer for Silent {}
+
+/// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
+/// over the output layer's W and b that the fused output kernel reads
+/// ([`dense_softmax_xent`]'s `UNIFORM_WINDOW_FLOATS` from W's start).
+fn gpu_params(gpu: &Gpu, flat: &[f32]) -> Result<Tensor> {
+    let mut room = flat.to_vec();
+    room.resize(flat.len() + UNIFORM_WINDOW_FLOATS, 0.0);
+    Tensor::from_slice(gpu, &[room.len()], &room)?.view(0, &[flat.len()])
+}
 
 /// Floats between parameter slices: 64 floats = 256 bytes, the largest storage offset alignment
 /// wgpu allows a device to ask for, so every slice is bindable on every adapter.
@@ -1037,7 +1048,7 @@ impl SequentialBuilder {
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
                 gpu: gpu.clone(),
-                params: Tensor::from_slice(gpu, &[layout.total], &flat)?,
+                params: gpu_params(gpu, &flat)?,
                 grads: Tensor::zeros(gpu, &[layout.total])?,
                 opt_state: Vec::new(),
                 epoch_step: Tensor::zeros_u32(gpu, &[2])?,

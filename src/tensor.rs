@@ -36,8 +36,12 @@ pub struct Tensor {
     max_u32: Option<u32>,
 }
 
-const STORAGE_USAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+/// Storage, copies, and uniform: a kernel may bind a small read-only window of a tensor's buffer as
+/// a uniform buffer (lavapipe reads those ~10× faster; see dense_softmax_xent.wgsl).
+const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::UNIFORM);
 
 impl Tensor {
     /// A tensor of zeros.
@@ -272,6 +276,16 @@ impl Tensor {
             offset: self.offset,
             size: NonZeroU64::new((self.len() as u64 * 4).max(4)),
         })
+    }
+
+    /// True if both tensors are views of one buffer.
+    pub(crate) fn same_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.buffer, &other.buffer)
+    }
+
+    /// Bytes of the buffer from this view's start to the buffer's end.
+    pub(crate) fn bytes_to_buffer_end(&self) -> u64 {
+        self.buffer.size() - self.offset
     }
 
     /// True if both tensors share storage bytes (a kernel may not read and write the same memory

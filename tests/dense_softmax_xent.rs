@@ -4,7 +4,9 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::dense_softmax_xent::{dense_softmax_xent, dense_softmax_xent_fits, DenseSoftmaxXentOut};
+use wgnn::kernels::dense_softmax_xent::{
+    dense_softmax_xent, dense_softmax_xent_fits, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
+};
 use wgnn::rng::Rng;
 use wgnn::{cpu, Activation, Tensor, WgnnError};
 
@@ -29,21 +31,35 @@ fn matches_cpu_on_awkward_shapes() {
     // 256; rows past one workgroup of 256 (several rows per invocation); the widest C.
     for &(rows, k, c) in &[(1, 1, 2), (5, 3, 10), (32, 64, 10), (256, 64, 10), (300, 7, 3), (33, 20, 32), (2048, 4, 5)]
     {
-        for &act in ACTS {
+        for (i, &act) in ACTS.iter().enumerate() {
             assert!(dense_softmax_xent_fits(rows, k, c), "{rows}x{k}x{c}");
             let (h, w, b, labels) = batch(&mut rng, rows, k, c, act);
             let scale = 1.0 / rows as f32;
             let up = |shape: &[usize], v: &[f32]| Tensor::from_slice(&gpu, shape, v).unwrap();
-            let (ht, wt, bt) = (up(&[rows, k], &h), up(&[k, c], &w), up(&[c], &b));
+            // Every other case has W and b in one buffer with room after them, as a model's
+            // parameters are: the kernel then reads them through a uniform window.
+            let window = i % 2 == 0;
+            let (ht, wt, bt) = if window {
+                let b_at = (k * c).next_multiple_of(64);
+                let mut flat = vec![0.0; b_at + UNIFORM_WINDOW_FLOATS];
+                flat[..k * c].copy_from_slice(&w);
+                flat[b_at..b_at + c].copy_from_slice(&b);
+                let both = up(&[flat.len()], &flat);
+                (up(&[rows, k], &h), both.view(0, &[k, c]).unwrap(), both.view(b_at, &[c]).unwrap())
+            } else {
+                (up(&[rows, k], &h), up(&[k, c], &w), up(&[c], &b))
+            };
             let lt = Tensor::from_u32(&gpu, &[rows], &labels).unwrap();
             let (dzt, dht) = (Tensor::zeros(&gpu, &[rows, c]).unwrap(), Tensor::zeros(&gpu, &[rows, k]).unwrap());
             let totals = up(&[2], &[0.5, 1.0]);
             let out = DenseSoftmaxXentOut { dz: &dzt, dh: &dht, totals: &totals };
             let plan = dense_softmax_xent(&gpu, &ht, &wt, &bt, &lt, act, scale, &out).unwrap();
             assert_eq!(plan.len(), 1, "one dispatch");
+            let family = if window { "dense_softmax_xent_uniform" } else { "dense_softmax_xent::" };
+            assert!(plan.dispatches[0].label.starts_with(family), "{}", plan.dispatches[0].label);
             gpu.run(&[&plan]).unwrap();
             let (dz, dh, loss, correct) = cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, scale, act);
-            let what = format!("dense_softmax_xent {rows}x{k}·{k}x{c} {act:?}");
+            let what = format!("dense_softmax_xent {rows}x{k}·{k}x{c} {act:?} window={window}");
             assert_close(&format!("{what} dz"), &dzt.to_vec().unwrap(), &dz, 1e-6, 1e-4);
             assert_close(&format!("{what} dh"), &dht.to_vec().unwrap(), &dh, 1e-6, 1e-4);
             // Added to what the totals held.

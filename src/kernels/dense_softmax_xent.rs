@@ -7,11 +7,40 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::tensor::{DType, Tensor};
 
+/// W and b from storage (W staged in workgroup memory).
 pub(crate) const DENSE_SOFTMAX_XENT: KernelFamily = KernelFamily {
     name: "dense_softmax_xent",
-    sources: &[ACTIVATION_WGSL, include_str!("../../shaders/dense_softmax_xent.wgsl")],
+    sources: &[
+        ACTIVATION_WGSL,
+        include_str!("../../shaders/dense_softmax_xent.wgsl"),
+        include_str!("../../shaders/dense_softmax_xent_w_storage.wgsl"),
+    ],
     storage: &[Access::ReadWrite; 7],
 };
+
+/// W and b read from one uniform window of the buffer that holds both (binding 3 unused).
+pub(crate) const DENSE_SOFTMAX_XENT_UNIFORM: KernelFamily = KernelFamily {
+    name: "dense_softmax_xent_uniform",
+    sources: &[
+        ACTIVATION_WGSL,
+        include_str!("../../shaders/dense_softmax_xent.wgsl"),
+        include_str!("../../shaders/dense_softmax_xent_w_uniform.wgsl"),
+    ],
+    storage: &[
+        Access::ReadWrite,
+        Access::Uniform,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ],
+};
+
+/// Floats of the uniform window (`MAX_W + 128` in dense_softmax_xent_w_uniform.wgsl): W, then b
+/// within the window. A buffer holding W and b needs this many floats from W's start for the
+/// uniform source; the model allocates its parameters with that much room after them.
+pub const UNIFORM_WINDOW_FLOATS: usize = MAX_WEIGHTS + 128;
 
 /// Most classes the fused output layer takes (`MAX_C` in the shader: z is a private array).
 pub const MAX_CLASSES: usize = 32;
@@ -21,7 +50,9 @@ pub const MAX_ROWS: usize = 2048;
 pub const MAX_WEIGHTS: usize = 3072;
 /// On a CPU adapter the one workgroup runs on one core, so the fused dispatch beats the three it
 /// replaces only for small batches (lavapipe, 2 cores, mnist's 64→10 output layer, alternating
-/// runs: batch 32 3–9% faster per epoch, 64 even, 128 and 256 20–30% slower).
+/// runs, W from storage: batch 32 3–9% faster per epoch, 64 even, 128 and 256 20–30% slower;
+/// with W through the uniform window the kernel takes ~0.6× the time, and 64 to 128 rows trained
+/// no faster or slower than unfused: inconclusive, so 32 stays).
 pub const CPU_ADAPTER_MAX_ROWS: usize = 32;
 /// On a GPU, rows up to one per invocation of the one workgroup (more loop over several rows per
 /// invocation; not measured on a GPU yet, so not used there).
@@ -39,7 +70,9 @@ struct DenseSoftmaxXentParams {
     c: u32,
     grad_scale: f32,
     slope: f32,
-    _pad: [u32; 3],
+    /// Uniform source: b's start in the window, in floats.
+    b_at: u32,
+    _pad: [u32; 2],
 }
 
 /// Where [`dense_softmax_xent`] writes.
@@ -87,7 +120,10 @@ pub fn dense_softmax_xent_preferred(gpu: &Gpu, rows: usize, k: usize, c: usize) 
 }
 
 /// The output layer's forward pass, softmax cross-entropy and backward pass into the layer below,
-/// in one dispatch (a training step's last three otherwise).  h: [rows, K] f32, the layer below's
+/// in one dispatch (a training step's last three otherwise). Where W and b lie in one buffer with
+/// [`UNIFORM_WINDOW_FLOATS`] from W's start (a model's parameters do), the kernel reads them
+/// through a uniform window, which lavapipe loads ~10× faster than storage; elsewhere it stages W
+/// from storage.  h: [rows, K] f32, the layer below's
 /// output with activation `act` (elementwise); w: [K, C]; b: `[C]`; labels: `[rows]` u32 (each <
 /// C; checked here when uploaded from the host). `grad_scale` is usually 1/rows. Shapes must pass
 /// [`dense_softmax_xent_fits`].
@@ -137,15 +173,43 @@ pub fn dense_softmax_xent(
         OP,
         &[("h", h), ("W", w), ("b", b), ("labels", labels), ("dz", out.dz), ("dh", out.dh), ("totals", out.totals)],
     )?;
+    let window = uniform_window(gpu, w, b);
     let params = DenseSoftmaxXentParams {
         rows: rows as u32,
         k: k as u32,
         c: c as u32,
         grad_scale,
         slope: act.slope(),
-        _pad: [0; 3],
+        b_at: window.as_ref().map_or(0, |(_, b_at)| *b_at as u32),
+        _pad: [0; 2],
     };
     let constants = [("WG", workgroup_size(rows) as f64), ("ACT", act.code() as f64)];
-    let bindings = [h, w, b, labels, out.dz, out.dh, out.totals];
-    Ok(dispatch(gpu, &DENSE_SOFTMAX_XENT, OP, &constants, &params, &bindings, [1, 1, 1])?.into())
+    let d = match &window {
+        Some((window, _)) => {
+            // Binding 3 is unused there: dz, already writable, fills it.
+            let bindings = [h, window, out.dz, labels, out.dz, out.dh, out.totals];
+            dispatch(gpu, &DENSE_SOFTMAX_XENT_UNIFORM, OP, &constants, &params, &bindings, [1, 1, 1])?
+        }
+        None => {
+            let bindings = [h, w, b, labels, out.dz, out.dh, out.totals];
+            dispatch(gpu, &DENSE_SOFTMAX_XENT, OP, &constants, &params, &bindings, [1, 1, 1])?
+        }
+    };
+    Ok(d.into())
+}
+
+/// The uniform window over W and b, and b's start in it, where they allow one: one buffer, b after
+/// W and within the window, the window inside the buffer, at an offset and of a size the device
+/// binds as a uniform buffer.
+fn uniform_window(gpu: &Gpu, w: &Tensor, b: &Tensor) -> Option<(Tensor, usize)> {
+    let limits = gpu.limits();
+    let bytes = UNIFORM_WINDOW_FLOATS as u64 * 4;
+    let b_at = (b.byte_offset().checked_sub(w.byte_offset())? / 4) as usize;
+    let fits = w.same_buffer(b)
+        && b_at >= w.len()
+        && b_at + b.len() <= UNIFORM_WINDOW_FLOATS
+        && w.bytes_to_buffer_end() >= bytes
+        && w.byte_offset().is_multiple_of(limits.min_uniform_buffer_offset_alignment as u64)
+        && limits.max_uniform_buffer_binding_size >= bytes;
+    fits.then(|| w.extended(&[UNIFORM_WINDOW_FLOATS]).ok().map(|t| (t, b_at))).flatten()
 }

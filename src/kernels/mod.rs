@@ -36,11 +36,13 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::tensor::Tensor;
 
-/// How a storage binding is used by the shader.
+/// How a binding is used by the shader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Read,
     ReadWrite,
+    /// A read-only window bound as a uniform buffer: as many bytes as the shader declares.
+    Uniform,
 }
 
 /// One `.wgsl` file: its name, source (after any shared snippets it needs) and storage bindings
@@ -117,7 +119,10 @@ fn family_objects(gpu: &Gpu, family: &'static KernelFamily) -> Result<Arc<Family
                     binding: i as u32 + 1,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: *access == Access::Read },
+                        ty: match access {
+                            Access::Uniform => wgpu::BufferBindingType::Uniform,
+                            _ => wgpu::BufferBindingType::Storage { read_only: *access == Access::Read },
+                        },
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
