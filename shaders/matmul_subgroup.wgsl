@@ -167,7 +167,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     // No early return and no branch around the subgroup operations: every lane stays active.
     for (var k0 = kr.x; k0 < kr.y; k0 += 32u) {
-        // This lane's share of the chunk: k0 + 4·lane .. + 3, for the 16 rows.
+        // This lane's share of the chunk: k0 + 4·lane .. + 3, for the 16 (TALL: 32) rows.
         let ks = k0 + 4u * lane;
         var rk = vec4<u32>();
         if (TRANS_A) { rk = sg_rows(ks, p.k - 1u, p.m / 4u, start); }

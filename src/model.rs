@@ -36,7 +36,8 @@ use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows};
 use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{
-    matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA, MatmulOptions,
+    choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
+    MatmulOptions, MatmulVariant,
 };
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{

@@ -158,3 +158,45 @@ fn bad_input_is_an_error_naming_the_kernel() {
     // W past the workgroup memory it is staged in.
     assert!(dense_softmax_xent_fits(8, 96, 32) && !dense_softmax_xent_fits(8, 97, 32));
 }
+
+#[test]
+fn the_uniform_window_is_taken_only_where_it_is_safe() {
+    // W and b in one buffer with room after them: the window. The same with the totals in that
+    // buffer too (written by the dispatch: wgpu would reject uniform and writable storage use of one
+    // buffer), or b before W: from storage. Every case gives the reference's result.
+    let gpu = gpu();
+    let mut rng = Rng::new(37);
+    let (rows, k, c) = (8, 12, 4);
+    let act = Activation::Relu;
+    let (h, w, b, labels) = batch(&mut rng, rows, k, c, act);
+    let up = |shape: &[usize], v: &[f32]| Tensor::from_slice(&gpu, shape, v).unwrap();
+    let (ht, lt) = (up(&[rows, k], &h), Tensor::from_u32(&gpu, &[rows], &labels).unwrap());
+    let (dz, dh, _, _) = cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, 0.5, act);
+    // Layout: [b at 0 | W at 64 | totals at 128 | room].
+    let mut flat = vec![0.0; 192 + UNIFORM_WINDOW_FLOATS];
+    flat[..c].copy_from_slice(&b);
+    flat[64..64 + k * c].copy_from_slice(&w);
+    for (case, (w_at, b_at, totals_in_buffer), family) in [
+        ("W then b", (0, 64, false), "dense_softmax_xent_uniform"),
+        ("totals in W's buffer", (0, 64, true), "dense_softmax_xent::"),
+        ("b before W", (64, 0, false), "dense_softmax_xent::"),
+    ] {
+        let mut flat = flat.clone();
+        if w_at == 0 {
+            // W first, then b at 64.
+            flat[..k * c].copy_from_slice(&w);
+            flat[64..64 + c].copy_from_slice(&b);
+        }
+        let both = up(&[flat.len()], &flat);
+        let (wt, bt) = (both.view(w_at, &[k, c]).unwrap(), both.view(b_at, &[c]).unwrap());
+        let own_totals = up(&[2], &[0.0, 0.0]);
+        let totals = if totals_in_buffer { both.view(128, &[2]).unwrap() } else { own_totals };
+        let (dzt, dht) = (Tensor::zeros(&gpu, &[rows, c]).unwrap(), Tensor::zeros(&gpu, &[rows, k]).unwrap());
+        let out = DenseSoftmaxXentOut { dz: &dzt, dh: &dht, totals: &totals };
+        let plan = dense_softmax_xent(&gpu, &ht, &wt, &bt, &lt, act, 0.5, &out).unwrap();
+        assert!(plan.dispatches[0].label.starts_with(family), "{case}: {}", plan.dispatches[0].label);
+        gpu.run(&[&plan]).unwrap();
+        assert_close(&format!("{case}: dz"), &dzt.to_vec().unwrap(), &dz, 1e-6, 1e-4);
+        assert_close(&format!("{case}: dh"), &dht.to_vec().unwrap(), &dh, 1e-6, 1e-4);
+    }
+}

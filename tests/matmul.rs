@@ -445,6 +445,19 @@ fn gathered_a_matches_the_cpu_reference() {
         assert_eq!(epoch_step.to_vec_u32().unwrap(), cells, "{what}: dW must not move the position");
         assert_eq!(t.to_vec_u32().unwrap(), [t_want], "{what}: dW must not advance t");
 
+        // A counter start without t (a guarded step, where step_guard advances t): the position
+        // moves on, t does not. From the epoch's first batch, read from the even cell.
+        epoch_step.write_u32(&[0, 99]).unwrap();
+        let mut cells = [0, 99];
+        let guarded = BatchStart::Counter { epoch_step: &epoch_step, stride: rows, parity: 0, t: None };
+        let y2 = Tensor::zeros_u32(&gpu, &[rows]).unwrap();
+        let c2 = Tensor::zeros(&gpu, &[rows, n]).unwrap();
+        let unguarded = GatheredA { start: guarded, labels: Some(&y2), ..forward };
+        gpu.run(&[&matmul_gathered(&gpu, &unguarded, &w_t, &c2, None, &MatmulOptions::default()).unwrap()]).unwrap();
+        cpu::gather_counters(&mut cells, 0, None);
+        assert_eq!(epoch_step.to_vec_u32().unwrap(), cells, "{what}: guarded position cells");
+        assert_eq!(t.to_vec_u32().unwrap(), [t_want], "{what}: a guarded step's product must not advance t");
+
         // A fixed start, no labels: the product alone.
         let at = total - rows;
         let fixed = GatheredA { start: BatchStart::At(at), labels: None, ..forward };

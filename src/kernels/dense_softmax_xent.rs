@@ -51,7 +51,7 @@ pub const MAX_WEIGHTS: usize = 3072;
 /// On a CPU adapter the one workgroup runs on one core, so the fused dispatch beats the three it
 /// replaces only for small batches (lavapipe, 2 cores, mnist's 64→10 output layer, alternating
 /// runs, W from storage: batch 32 3–9% faster per epoch, 64 even, 128 and 256 20–30% slower;
-/// with W through the uniform window the kernel takes ~0.6× the time, and 64 to 128 rows trained
+/// with W through the uniform window the kernel takes 0.6–0.75× the time, and 64 to 128 rows trained
 /// no faster or slower than unfused: inconclusive, so 32 stays).
 pub const CPU_ADAPTER_MAX_ROWS: usize = 32;
 /// On a GPU, rows up to one per invocation of the one workgroup (more loop over several rows per
@@ -173,7 +173,7 @@ pub fn dense_softmax_xent(
         OP,
         &[("h", h), ("W", w), ("b", b), ("labels", labels), ("dz", out.dz), ("dh", out.dh), ("totals", out.totals)],
     )?;
-    let window = uniform_window(gpu, w, b);
+    let window = uniform_window(gpu, w, b, &[h, labels, out.dz, out.dh, out.totals]);
     let params = DenseSoftmaxXentParams {
         rows: rows as u32,
         k: k as u32,
@@ -200,8 +200,9 @@ pub fn dense_softmax_xent(
 
 /// The uniform window over W and b, and b's start in it, where they allow one: one buffer, b after
 /// W and within the window, the window inside the buffer, at an offset and of a size the device
-/// binds as a uniform buffer.
-fn uniform_window(gpu: &Gpu, w: &Tensor, b: &Tensor) -> Option<(Tensor, usize)> {
+/// binds as a uniform buffer, and none of the dispatch's storage bindings (`others`, all
+/// writable) in that buffer (wgpu would reject the mixed usage).
+fn uniform_window(gpu: &Gpu, w: &Tensor, b: &Tensor, others: &[&Tensor]) -> Option<(Tensor, usize)> {
     let limits = gpu.limits();
     let bytes = UNIFORM_WINDOW_FLOATS as u64 * 4;
     let b_at = (b.byte_offset().checked_sub(w.byte_offset())? / 4) as usize;
@@ -210,6 +211,7 @@ fn uniform_window(gpu: &Gpu, w: &Tensor, b: &Tensor) -> Option<(Tensor, usize)> 
         && b_at + b.len() <= UNIFORM_WINDOW_FLOATS
         && w.bytes_to_buffer_end() >= bytes
         && w.byte_offset().is_multiple_of(limits.min_uniform_buffer_offset_alignment as u64)
-        && limits.max_uniform_buffer_binding_size >= bytes;
+        && limits.max_uniform_buffer_binding_size >= bytes
+        && !others.iter().any(|t| t.same_buffer(w));
     fits.then(|| w.extended(&[UNIFORM_WINDOW_FLOATS]).ok().map(|t| (t, b_at))).flatten()
 }

@@ -216,7 +216,7 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> Kernel
 /// layer's N = 10): along N, most SIMD lanes would have no columns.
 const LANES_M_MAX_N: usize = 16;
 
-/// From this M and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
+/// From this M (op(A) = A; see the next for Aᵀ) and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
 /// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where K is short
 /// (784×32·32×64: the tile of op(B) is small, and there are half as many workgroups) or M is
 /// (32 rows: too few workgroups, so K gets split).
@@ -334,7 +334,8 @@ impl GatheredA<'_> {
 
 /// Whether [`matmul_gathered`] runs op(A)·op(B) with `a` and N columns on `gpu`: u8 features in one
 /// binding, whole words per row and no standardisation, the subgroup kernel, and the device's
-/// storage bindings per stage (10).
+/// storage bindings per stage (10). The other operands' views must also be 16-byte aligned (the
+/// wrapper checks; a model's always are).
 pub fn matmul_gathered_supported(gpu: &Gpu, a: &GatheredA, n: usize, trans_a: bool, trans_b: bool) -> bool {
     let (m, k) = a.mk(trans_a);
     let src = a.src;
@@ -390,6 +391,7 @@ fn check_gathered(
         ));
     }
     g.idx.expect_dtype(op, DType::U32)?;
+    g.src.labels.expect_dtype(op, DType::U32)?;
     if g.rows == 0 || g.rows > g.stored_rows || (!opts.trans_a && g.rows != g.stored_rows) {
         return Err(WgnnError::shape(
             op,
@@ -439,6 +441,17 @@ fn matmul_plan(
     opts: &MatmulOptions,
 ) -> Result<Plan> {
     const OP: &str = "matmul";
+    if let AOperand::Gathered(g) = a_operand {
+        if g.src.chunks.len() != 1 {
+            return Err(WgnnError::invalid(
+                op,
+                format!(
+                    "op(A) gathered from a data set in {} feature chunks; one is read in place",
+                    g.src.chunks.len()
+                ),
+            ));
+        }
+    }
     // A gathered from a data set is bound as its words, [stored_rows, dim] as a shape.
     let (a, a_shape) = match a_operand {
         AOperand::Stored(a) => (a, a.shape().to_vec()),

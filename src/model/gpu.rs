@@ -281,11 +281,17 @@ impl Sequential {
         let rows = buf.y.len();
         let forward = GatheredA { src: &data.rows, idx: order, start, rows, stored_rows: rows, labels: Some(&buf.y) };
         let weight_grad = GatheredA { stored_rows: buf.padded_rows, labels: None, ..forward };
+        // Only where the engine picks the subgroup kernel for both products anyway (CPU adapters,
+        // where it was measured): the in-place A exists for that kernel alone.
+        let (dim, units) = (data.rows.dim, first.units);
+        let subgroup_picked = choose_variant(gpu, rows, units, dim, false, false) == MatmulVariant::Subgroup
+            && choose_variant(gpu, dim, units, buf.padded_rows, true, false) == MatmulVariant::Subgroup;
         let usable = buf.training
             && matches!(start, BatchStart::Counter { .. })
             && first.batch_norm.is_none()
-            && matmul_gathered_supported(gpu, &forward, first.units, false, false)
-            && matmul_gathered_supported(gpu, &weight_grad, first.units, true, false);
+            && subgroup_picked
+            && matmul_gathered_supported(gpu, &forward, units, false, false)
+            && matmul_gathered_supported(gpu, &weight_grad, units, true, false);
         usable.then_some(if labels { forward } else { weight_grad })
     }
 
@@ -476,7 +482,7 @@ impl Sequential {
 
     /// One training step for `batch` rows taken at `epoch_step[parity] * stride` of `order`; it
     /// writes the next step's position to `epoch_step[1 − parity]`, so consecutive steps alternate
-    /// parity. Its gather also advances t, except when `guarded`: then a batch whose loss is not
+    /// parity. Its gather (or the first layer reading the data set in place) also advances t, except when `guarded`: then a batch whose loss is not
     /// finite leaves the weights, optimizer state and t unchanged and is counted in `totals`
     /// (step_guard) instead of stopping the run at the next tick.
     #[allow(clippy::too_many_arguments)]
