@@ -670,11 +670,10 @@ fn bench_matmul_gathered(bench: &mut Bench, rng: &mut Rng, rows: usize, dim: usi
         let x_rows = x_padded.view(0, &[rows, dim]).unwrap();
         let mut plan = gather_rows(&gpu, &src, &idx_t, BatchStart::At(at), &x_rows, &y).unwrap();
         plan.extend(matmul_column_sum(&gpu, &x_padded, &dzt, &dw, &db, &transposed).unwrap());
-        let shape_name = shape;
         bench.row(
             "matmul_gathered",
             "gather+matmul_column_sum",
-            shape_name,
+            shape,
             false,
             &plan,
             &dw,
