@@ -8,6 +8,7 @@
 //!   [`kernels::Plan`] of ready-made dispatches. [`cpu`] mirrors every kernel by name.
 
 pub mod activation;
+pub mod atomic_file;
 pub mod cpu;
 pub mod data;
 pub mod device;

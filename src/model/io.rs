@@ -25,7 +25,6 @@
 //! renamed over the destination: a crash at any moment leaves either the old file or the new one.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -33,6 +32,7 @@ use serde_json::Value;
 
 use super::{Backend, Checkpointing, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::activation::Activation;
+use crate::atomic_file::write_atomic;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
 use crate::kernels::batch_norm::BatchNormConfig;
@@ -45,29 +45,6 @@ const FORMAT: u64 = 1;
 
 fn data_err(path: &Path, detail: impl Into<String>) -> WgnnError {
     WgnnError::Data { path: path.to_path_buf(), detail: detail.into() }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().ok_or_else(|| data_err(path, "not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(source) = written {
-        // Best effort: the temporary file may not exist, and the write error is the one to report.
-        std::fs::remove_file(&tmp).ok();
-        return Err(WgnnError::Io { path: path.to_path_buf(), source });
-    }
-    // Make the rename itself durable (best effort: not every platform can sync a folder).
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::File::open(dir) {
-        d.sync_all().ok();
-    }
-    Ok(())
 }
 
 /// The architecture stored in `wgnn.model`.
