@@ -33,7 +33,7 @@ use crate::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
 };
 use crate::kernels::dropout::{dropout_backward, dropout_forward};
-use crate::kernels::gather::{gather_rows, BatchStart, GpuRows};
+use crate::kernels::gather::{gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
 use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{
     choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
@@ -56,6 +56,7 @@ mod fit;
 mod gpu;
 mod io;
 mod reference;
+mod saved;
 
 use fit::{epoch_order, Run, RunningSums, Steps};
 use gpu::{upload_rows, GpuData, GpuState, GpuSteps};
@@ -593,25 +594,42 @@ impl Sequential {
         }
     }
 
-    /// The compiled loss (softmax cross-entropy before `compile`).
+    /// The compiled loss (softmax cross-entropy before `compile`: see
+    /// [`Sequential::compiled_loss`] to tell the two apart).
     pub fn loss(&self) -> Loss {
-        self.compiled.map_or(Loss::SparseCategoricalCrossentropy, |(loss, _)| loss)
+        self.compiled_loss().unwrap_or(Loss::SparseCategoricalCrossentropy)
+    }
+
+    /// The loss the model is compiled with, if it is.
+    pub fn compiled_loss(&self) -> Option<Loss> {
+        self.compiled.map(|(loss, _)| loss)
     }
 
     /// The activation layer `i`'s own kernels apply: the identity where the last layer's softmax
-    /// (cross-entropies) or sigmoid (binary cross-entropy) is the one the fused loss applies.
+    /// (cross-entropies) or sigmoid (binary cross-entropy) is the one the fused loss applies;
+    /// every layer's own on an uncompiled model.
     fn applied_activation(&self, i: usize) -> Activation {
         let act = self.layers[i].activation;
         let fused = i + 1 == self.layers.len()
             && matches!(
-                (self.loss(), act),
-                (Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy, Activation::Softmax)
-                    | (Loss::BinaryCrossentropy, Activation::Sigmoid)
+                (self.compiled_loss(), act),
+                (Some(Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy), Activation::Softmax)
+                    | (Some(Loss::BinaryCrossentropy), Activation::Sigmoid)
             );
         if fused {
             Activation::Identity
         } else {
             act
+        }
+    }
+
+    /// What `predict` applies to the last layer's outputs (after its applied activation): the
+    /// function a fused loss leaves out, or nothing.
+    fn output_function(&self) -> Activation {
+        match self.compiled_loss() {
+            Some(Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy) => Activation::Softmax,
+            Some(Loss::BinaryCrossentropy) => Activation::Sigmoid,
+            Some(Loss::Hinge | Loss::MeanSquaredError) | None => Activation::Identity,
         }
     }
 
@@ -740,7 +758,8 @@ impl Sequential {
             .collect()
     }
 
-    fn check_data(&self, op: &str, data: &Dataset) -> Result<()> {
+    /// Checks `data` has rows of the model's input width.
+    fn check_features(&self, op: &str, data: &Dataset) -> Result<()> {
         if data.feature_dim != self.input_dim {
             return Err(WgnnError::shape(
                 op,
@@ -753,7 +772,16 @@ impl Sequential {
         if data.rows == 0 {
             return Err(WgnnError::invalid(op, format!("{} has no rows", data.source)));
         }
-        let loss = self.loss();
+        Ok(())
+    }
+
+    /// Checks `data` has rows of the model's input width, and labels and targets the compiled
+    /// loss can read.
+    fn check_data(&self, op: &str, data: &Dataset) -> Result<()> {
+        self.check_features(op, data)?;
+        // What the labels and targets must be depends on the loss; an uncompiled model reads
+        // neither.
+        let Some(loss) = self.compiled_loss() else { return Ok(()) };
         if let Some(classes) = loss.classes(self.output_dim()) {
             if let Some((row, &label)) = data.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
                 return Err(WgnnError::invalid(
@@ -877,6 +905,9 @@ impl Sequential {
 
     /// Mean loss and accuracy over `data`.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<(f32, f32)> {
+        if self.compiled.is_none() {
+            return Err(WgnnError::invalid("evaluate", "the model has no loss to evaluate: call compile() first"));
+        }
         self.check_data("evaluate", data)?;
         match &self.state {
             State::Gpu(g) => {
@@ -896,9 +927,10 @@ impl Sequential {
     }
 
     /// The model's predictions for `rows` rows of `x` ([rows, input_dim], already normalised):
-    /// class probabilities — softmax [rows, classes] for the cross-entropies (and before
-    /// `compile`), σ(z) [rows, 1] for [`Loss::BinaryCrossentropy`] — or the last layer's outputs
-    /// for [`Loss::Hinge`] (scores) and [`Loss::MeanSquaredError`] (values).
+    /// class probabilities — softmax [rows, classes] for the cross-entropies, σ(z) [rows, 1] for
+    /// [`Loss::BinaryCrossentropy`] — or the last layer's outputs for [`Loss::Hinge`] (scores)
+    /// and [`Loss::MeanSquaredError`] (values). Before `compile`, the last layer's outputs
+    /// through its own activation (a `softmax` layer gives probabilities, a linear one logits).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim {
@@ -913,27 +945,38 @@ impl Sequential {
         match &self.state {
             State::Gpu(g) => {
                 let gpu = g.gpu.clone();
-                let data =
-                    Dataset::from_f32(x.to_vec(), vec![0; rows], self.input_dim, self.output_dim(), "predict input")?;
-                let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
-                self.predict_gpu(&gpu_data)
+                // In groups of rows the device can hold at once (a data set binds at most
+                // MAX_FEATURE_CHUNKS buffers), so any number of rows can be predicted.
+                let limits = gpu.limits();
+                let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+                let rows_per_binding = (binding / (4 * self.input_dim as u64)).max(1) as usize;
+                let group = rows_per_binding.saturating_mul(MAX_FEATURE_CHUNKS);
+                let mut predictions = Vec::with_capacity(rows * self.output_dim());
+                for (i, part) in x.chunks(group * self.input_dim).enumerate() {
+                    let n = part.len() / self.input_dim;
+                    let source = format!("predict input (rows {}..{})", i * group, i * group + n);
+                    let data =
+                        Dataset::from_f32(part.to_vec(), vec![0; n], self.input_dim, self.output_dim(), &source)?;
+                    let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
+                    predictions.extend(self.predict_gpu(&gpu_data)?);
+                }
+                Ok(predictions)
             }
             State::Cpu(_) => {
                 let outputs = self.forward_cpu(x, rows);
-                Ok(match self.loss() {
-                    Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
-                        cpu::softmax(&outputs, rows, self.output_dim())
-                    }
-                    Loss::BinaryCrossentropy => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),
-                    Loss::Hinge | Loss::MeanSquaredError => outputs,
+                Ok(match self.output_function() {
+                    Activation::Softmax => cpu::softmax(&outputs, rows, self.output_dim()),
+                    Activation::Sigmoid => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),
+                    _ => outputs,
                 })
             }
         }
     }
 
-    /// Probabilities for every row of a data set (its scaling applied).
+    /// Probabilities for every row of a data set (its scaling applied); its labels and targets
+    /// are not read.
     pub fn predict_dataset(&mut self, data: &Dataset) -> Result<Vec<f32>> {
-        self.check_data("predict", data)?;
+        self.check_features("predict", data)?;
         self.predict(&data.to_f32(), data.rows)
     }
 }

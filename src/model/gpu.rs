@@ -731,30 +731,32 @@ impl Sequential {
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let classes = self.output_dim();
-        let probs = Tensor::zeros(gpu, &[n, classes])?;
         let last = self.layers.len() - 1;
         let mut start = 0;
-        let mut plans = Vec::new();
+        let (mut plans, mut outputs) = (Vec::new(), Vec::new());
         while start < n {
             let batch = self.eval_batch(gpu, data).min(n - start);
             let mut buf = self.batch_buffers(gpu, data, batch, false)?;
             let mut plan = self.forward_plan(data, &order, BatchStart::At(start), &mut buf, true)?;
-            let out = probs.view(start * classes, &[batch, classes])?;
-            plan.extend(match self.loss() {
-                Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => {
-                    softmax(gpu, &buf.h[last], &out)?
-                }
-                Loss::BinaryCrossentropy => bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Sigmoid)?,
-                // The last layer's outputs as they are (a copy through the identity).
-                Loss::Hinge | Loss::MeanSquaredError => {
-                    bias_act_forward(gpu, &buf.h[last], None, &out, Activation::Identity)?
-                }
+            // Each batch its own output tensor: a view at `start` rows into one big output would
+            // start at an offset the device's storage alignment may not allow, and the whole
+            // output may not fit one binding.
+            let out = Tensor::zeros(gpu, &[batch, classes])?;
+            plan.extend(match self.output_function() {
+                Activation::Softmax => softmax(gpu, &buf.h[last], &out)?,
+                // σ(z), or the last layer's outputs as they are (a copy through the identity).
+                act => bias_act_forward(gpu, &buf.h[last], None, &out, act)?,
             });
             plans.push(plan);
+            outputs.push(out);
             start += batch;
         }
         gpu.run(&plans.iter().collect::<Vec<_>>())?;
-        probs.to_vec()
+        let mut predictions = Vec::with_capacity(n * classes);
+        for out in &outputs {
+            predictions.extend(out.to_vec()?);
+        }
+        Ok(predictions)
     }
 }
 

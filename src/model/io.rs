@@ -15,7 +15,10 @@
 //! Metadata (the file header's string → string map):
 //! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
 //!   "activation": "relu"}, …]}`: enough to rebuild the model; a layer with dropout also has
-//!   `"dropout": 0.2`, a batch-normalised one `"batch_norm": {"eps": 1e-5, "momentum": 0.1}`.
+//!   `"dropout": 0.2`, a batch-normalised one `"batch_norm": {"eps": 1e-5, "momentum": 0.1}`;
+//!   a compiled model's also has `"compile": {"loss": "binary_crossentropy", "optimizer": {…}}`,
+//!   which `load` needs to predict and evaluate as the saved model did. The schema is the serde
+//!   types in `model/saved.rs`.
 //! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
 //!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
 //!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
@@ -28,203 +31,33 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use serde_json::Value;
 
+use super::saved::{
+    activation_tag, from_json, to_json, SavedBatchNorm, SavedCheckpoint, SavedCompile, SavedDense, SavedModel, FORMAT,
+};
 use super::{Backend, Checkpointing, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
-use crate::activation::Activation;
 use crate::atomic_file::write_atomic;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
-use crate::kernels::batch_norm::BatchNormConfig;
-use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
 
 const MODEL_KEY: &str = "wgnn.model";
 const CHECKPOINT_KEY: &str = "wgnn.checkpoint";
 const HISTORY_KEY: &str = "wgnn.history";
-const FORMAT: u64 = 1;
 
 fn data_err(path: &Path, detail: impl Into<String>) -> WgnnError {
     WgnnError::Data { path: path.to_path_buf(), detail: detail.into() }
 }
 
-/// The architecture stored in `wgnn.model`.
-struct Architecture {
-    input_dim: usize,
-    seed: u64,
-    /// (units, activation, dropout rate, batch norm) per layer.
-    layers: Vec<(usize, Activation, f32, Option<BatchNormConfig>)>,
-}
-
-impl Architecture {
-    fn describe(&self) -> String {
-        let mut s = self.input_dim.to_string();
-        for (units, act, dropout, norm) in &self.layers {
-            s.push_str(&format!(" → {units}{} {}", if norm.is_some() { " bn" } else { "" }, activation_tag(*act)));
-            if *dropout > 0.0 {
-                s.push_str(&format!(" (dropout {dropout})"));
-            }
-        }
-        s
-    }
-}
-
-/// The activation as [`Activation::parse`] reads it back (with leaky relu's slope).
-fn activation_tag(a: Activation) -> String {
-    match a {
-        Activation::LeakyRelu(slope) => format!("leaky_relu:{slope}"),
-        a => a.name().to_string(),
-    }
-}
-
-/// A JSON number read back as the f32 that was written with `{}` (exactly: the text is the f32's
-/// shortest round-trip form).
-fn json_f32(v: &Value) -> Option<f32> {
-    match v {
-        Value::Number(n) => n.to_string().parse().ok(),
-        _ => None,
-    }
-}
-
-fn optimizer_json(optimizer: &Optimizer) -> String {
-    match optimizer {
-        Optimizer::Adam(c) | Optimizer::AdamW(c) => format!(
-            r#"{{"kind": "{}", "lr": {}, "beta1": {}, "beta2": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
-            if matches!(optimizer, Optimizer::AdamW(_)) { "adamw" } else { "adam" },
-            c.lr,
-            c.beta1,
-            c.beta2,
-            c.eps,
-            c.weight_decay,
-            schedule_json(&c.schedule)
-        ),
-        Optimizer::Sgd(c) => format!(
-            r#"{{"kind": "sgd", "lr": {}, "momentum": {}, "nesterov": {}, "weight_decay": {}, "schedule": {}}}"#,
-            c.lr,
-            c.momentum,
-            c.nesterov,
-            c.weight_decay,
-            schedule_json(&c.schedule)
-        ),
-        Optimizer::RmsProp(c) => format!(
-            r#"{{"kind": "rmsprop", "lr": {}, "rho": {}, "eps": {}, "momentum": {}, "weight_decay": {}, "schedule": {}}}"#,
-            c.lr,
-            c.rho,
-            c.eps,
-            c.momentum,
-            c.weight_decay,
-            schedule_json(&c.schedule)
-        ),
-        Optimizer::Adagrad(c) => format!(
-            r#"{{"kind": "adagrad", "lr": {}, "initial_accumulator": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
-            c.lr,
-            c.initial_accumulator,
-            c.eps,
-            c.weight_decay,
-            schedule_json(&c.schedule)
-        ),
-        Optimizer::Adadelta(c) => format!(
-            r#"{{"kind": "adadelta", "lr": {}, "rho": {}, "eps": {}, "weight_decay": {}, "schedule": {}}}"#,
-            c.lr,
-            c.rho,
-            c.eps,
-            c.weight_decay,
-            schedule_json(&c.schedule)
-        ),
-    }
-}
-
-/// The learning-rate schedule, so a resumed run keeps decaying where it stopped.
-fn schedule_json(schedule: &LrSchedule) -> String {
-    match schedule {
-        LrSchedule::Constant => r#"{"kind": "constant"}"#.to_string(),
-        LrSchedule::Step { every, gamma } => format!(r#"{{"kind": "step", "every": {every}, "gamma": {gamma}}}"#),
-        LrSchedule::Exponential { decay_steps, decay_rate } => {
-            format!(r#"{{"kind": "exponential", "decay_steps": {decay_steps}, "decay_rate": {decay_rate}}}"#)
-        }
-        LrSchedule::Cosine { total_steps, min_lr } => {
-            format!(r#"{{"kind": "cosine", "total_steps": {total_steps}, "min_lr": {min_lr}}}"#)
+/// A model's layers in one line, `784 → 64 relu → 10 softmax`, for messages.
+fn describe(m: &SavedModel) -> String {
+    let mut s = m.input_dim.to_string();
+    for l in &m.layers {
+        s.push_str(&format!(" → {}{} {}", l.units, if l.batch_norm.is_some() { " bn" } else { "" }, l.activation));
+        if l.dropout > 0.0 {
+            s.push_str(&format!(" (dropout {})", l.dropout));
         }
     }
-}
-
-/// A schedule written by [`schedule_json`]; a checkpoint without one had a constant rate.
-fn parse_schedule(path: &Path, v: Option<&Value>) -> Result<LrSchedule> {
-    let Some(v) = v else { return Ok(LrSchedule::Constant) };
-    let num = |k: &str| {
-        v.get(k).and_then(json_f32).ok_or_else(|| data_err(path, format!("checkpoint schedule has no number `{k}`")))
-    };
-    let count = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| data_err(path, format!("checkpoint schedule has no count `{k}`")))
-    };
-    match v.get("kind").and_then(Value::as_str) {
-        Some("constant") => Ok(LrSchedule::Constant),
-        Some("step") => Ok(LrSchedule::Step { every: count("every")?, gamma: num("gamma")? }),
-        Some("exponential") => {
-            Ok(LrSchedule::Exponential { decay_steps: count("decay_steps")?, decay_rate: num("decay_rate")? })
-        }
-        Some("cosine") => Ok(LrSchedule::Cosine { total_steps: count("total_steps")?, min_lr: num("min_lr")? }),
-        other => Err(data_err(path, format!("unknown learning-rate schedule {other:?}"))),
-    }
-}
-
-fn parse_optimizer(path: &Path, v: &Value) -> Result<Optimizer> {
-    let num = |k: &str| {
-        v.get(k).and_then(json_f32).ok_or_else(|| data_err(path, format!("checkpoint optimizer has no number `{k}`")))
-    };
-    let adam = || -> Result<AdamConfig> {
-        Ok(AdamConfig {
-            lr: num("lr")?,
-            beta1: num("beta1")?,
-            beta2: num("beta2")?,
-            eps: num("eps")?,
-            weight_decay: num("weight_decay")?,
-            schedule: parse_schedule(path, v.get("schedule"))?,
-        })
-    };
-    let schedule = || parse_schedule(path, v.get("schedule"));
-    match v.get("kind").and_then(Value::as_str) {
-        Some("adam") => Ok(Optimizer::Adam(adam()?)),
-        Some("adamw") => Ok(Optimizer::AdamW(adam()?)),
-        Some("rmsprop") => Ok(Optimizer::RmsProp(RmsPropConfig {
-            lr: num("lr")?,
-            rho: num("rho")?,
-            eps: num("eps")?,
-            momentum: num("momentum")?,
-            weight_decay: num("weight_decay")?,
-            schedule: schedule()?,
-        })),
-        Some("adagrad") => Ok(Optimizer::Adagrad(AdagradConfig {
-            lr: num("lr")?,
-            initial_accumulator: num("initial_accumulator")?,
-            eps: num("eps")?,
-            weight_decay: num("weight_decay")?,
-            schedule: schedule()?,
-        })),
-        Some("adadelta") => Ok(Optimizer::Adadelta(AdadeltaConfig {
-            lr: num("lr")?,
-            rho: num("rho")?,
-            eps: num("eps")?,
-            weight_decay: num("weight_decay")?,
-            schedule: schedule()?,
-        })),
-        Some("sgd") => Ok(Optimizer::Sgd(SgdConfig {
-            lr: num("lr")?,
-            momentum: num("momentum")?,
-            nesterov: v
-                .get("nesterov")
-                .and_then(Value::as_bool)
-                .ok_or_else(|| data_err(path, "checkpoint optimizer has no boolean `nesterov`"))?,
-            weight_decay: num("weight_decay")?,
-            schedule: parse_schedule(path, v.get("schedule"))?,
-        })),
-        other => Err(data_err(
-            path,
-            format!("unknown optimizer kind {other:?} (known: sgd, adam, adamw, rmsprop, adagrad, adadelta)"),
-        )),
-    }
+    s
 }
 
 fn optimizer_slots(optimizer: &Optimizer) -> &'static [&'static str] {
@@ -253,22 +86,19 @@ fn parse<'b>(path: &Path, bytes: &'b [u8]) -> Result<(SafeTensors<'b>, HashMap<S
     Ok((tensors, metadata.metadata().clone().unwrap_or_default()))
 }
 
-/// The `wgnn.checkpoint` metadata of a file as JSON, and its epoch (the epochs completed).
-fn checkpoint_meta(path: &Path, meta: &HashMap<String, String>) -> Result<(Value, usize)> {
+/// The `wgnn.checkpoint` metadata of a file.
+fn checkpoint_meta(path: &Path, meta: &HashMap<String, String>) -> Result<SavedCheckpoint> {
     let text = meta.get(CHECKPOINT_KEY).ok_or_else(|| {
         data_err(path, format!("has no `{CHECKPOINT_KEY}` metadata: a saved model, not a checkpoint"))
     })?;
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| data_err(path, format!("bad `{CHECKPOINT_KEY}` metadata ({e}): {text}")))?;
-    let epoch = v.get("epoch").and_then(Value::as_u64).ok_or_else(|| data_err(path, "checkpoint has no epoch"))?;
-    Ok((v, epoch as usize))
+    from_json(CHECKPOINT_KEY, text).map_err(|e| data_err(path, e))
 }
 
 /// The epochs completed in the checkpoint at `path`.
 fn checkpoint_epoch(path: &Path) -> Result<usize> {
     let bytes = read_file(path)?;
     let (_, meta) = parse(path, &bytes)?;
-    Ok(checkpoint_meta(path, &meta)?.1)
+    Ok(checkpoint_meta(path, &meta)?.epoch)
 }
 
 /// A device lost during `fit` is the error to resume from: it names the newest readable
@@ -287,44 +117,18 @@ pub(crate) fn with_checkpoint_hint(err: WgnnError, checkpoint: Option<&Checkpoin
     }
 }
 
-fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Architecture> {
+fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<SavedModel> {
     let text = meta.get(MODEL_KEY).ok_or_else(|| {
         data_err(path, format!("has no `{MODEL_KEY}` metadata: not a wgnn model (load_weights reads bare weights)"))
     })?;
-    let bad = |what: &str| data_err(path, format!("bad `{MODEL_KEY}` metadata ({what}): {text}"));
-    let v: Value = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
-    match v.get("format").and_then(Value::as_u64) {
-        Some(FORMAT) => {}
-        other => return Err(bad(&format!("format {other:?}; this wgnn reads format {FORMAT}"))),
+    let model: SavedModel = from_json(MODEL_KEY, text).map_err(|e| data_err(path, e))?;
+    if model.format != FORMAT {
+        return Err(data_err(
+            path,
+            format!("`{MODEL_KEY}` has format {}; this wgnn reads format {FORMAT}", model.format),
+        ));
     }
-    let input_dim = v.get("input_dim").and_then(Value::as_u64).ok_or_else(|| bad("no input_dim"))? as usize;
-    let seed = v.get("seed").and_then(Value::as_u64).ok_or_else(|| bad("no seed"))?;
-    let layers = v
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no layers"))?
-        .iter()
-        .map(|l| {
-            let units = l.get("units").and_then(Value::as_u64).ok_or_else(|| bad("a layer without units"))?;
-            let act = l.get("activation").and_then(Value::as_str).ok_or_else(|| bad("a layer without activation"))?;
-            let act = Activation::parse(act).map_err(|e| bad(&e.to_string()))?;
-            // Absent in files without dropout or batch norm.
-            let dropout = match l.get("dropout") {
-                None => 0.0,
-                Some(d) => json_f32(d).ok_or_else(|| bad("a non-numeric dropout"))?,
-            };
-            let norm = match l.get("batch_norm") {
-                None => None,
-                Some(b) => {
-                    let num =
-                        |k: &str| b.get(k).and_then(json_f32).ok_or_else(|| bad(&format!("batch_norm without {k}")));
-                    Some(BatchNormConfig { eps: num("eps")?, momentum: num("momentum")? })
-                }
-            };
-            Ok((units as usize, act, dropout, norm))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Architecture { input_dim, seed, layers })
+    Ok(model)
 }
 
 fn tensor_f32(path: &Path, st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -335,37 +139,35 @@ fn tensor_f32(path: &Path, st: &SafeTensors, name: &str, shape: &[usize]) -> Res
     if t.shape() != shape {
         return Err(data_err(path, format!("tensor `{name}` has shape {:?}; this model needs {shape:?}", t.shape())));
     }
-    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    let values: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    // A NaN or infinity in weights or optimizer state would only surface as a failed run later,
+    // blamed on the training.
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(data_err(path, format!("tensor `{name}` holds a non-finite value ({}) at index {i}", values[i])));
+    }
+    Ok(values)
 }
 
 impl Sequential {
-    fn architecture(&self) -> Architecture {
-        Architecture {
+    /// What `wgnn.model` records of this model: its layers, seed and (if compiled) loss and
+    /// optimizer.
+    fn saved_model(&self) -> SavedModel {
+        SavedModel {
+            format: FORMAT,
             input_dim: self.input_dim,
             seed: self.seed,
-            layers: self.layers.iter().map(|l| (l.units, l.activation, l.dropout, l.batch_norm)).collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| SavedDense {
+                    units: l.units,
+                    activation: activation_tag(l.activation),
+                    dropout: l.dropout,
+                    batch_norm: l.batch_norm.map(|c| SavedBatchNorm { eps: c.eps, momentum: c.momentum }),
+                })
+                .collect(),
+            compile: self.compiled.map(|(loss, optimizer)| SavedCompile::new(loss, optimizer)),
         }
-    }
-
-    fn model_json(&self) -> String {
-        let layers: Vec<String> = self
-            .layers
-            .iter()
-            .map(|l| {
-                let dropout = if l.dropout > 0.0 { format!(r#", "dropout": {}"#, l.dropout) } else { String::new() };
-                let norm = match l.batch_norm {
-                    Some(c) => format!(r#", "batch_norm": {{"eps": {}, "momentum": {}}}"#, c.eps, c.momentum),
-                    None => String::new(),
-                };
-                format!(r#"{{"units": {}, "activation": "{}"{dropout}{norm}}}"#, l.units, activation_tag(l.activation))
-            })
-            .collect();
-        format!(
-            r#"{{"format": {FORMAT}, "input_dim": {}, "seed": {}, "layers": [{}]}}"#,
-            self.input_dim,
-            self.seed,
-            layers.join(", ")
-        )
     }
 
     /// The flat parameters and the optimizer state slots, read back from wherever they live, and
@@ -451,25 +253,36 @@ impl Sequential {
     }
 
     /// Writes the weights and the architecture to `path` (a safetensors file; see the module
-    /// docs for its layout). Atomic: a temporary file beside `path`, then a rename.
+    /// docs for its layout), with the loss and optimizer of a compiled model, so that
+    /// [`Sequential::load`] gives a model that predicts and evaluates as this one does. Atomic: a
+    /// temporary file beside `path`, then a rename.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let (params, _, _) = self.state_to_host()?;
-        let meta = HashMap::from([(MODEL_KEY.to_string(), self.model_json())]);
+        let meta = HashMap::from([(MODEL_KEY.to_string(), to_json(&self.saved_model())?)]);
         self.write_safetensors(path, &[(String::new(), &params)], meta)
     }
 
     /// Rebuilds a model saved with [`Sequential::save`] (or from a checkpoint) on `backend`, with
-    /// its weights. It is not compiled: call `compile` before training it further, or use
-    /// [`Sequential::resume`] on a checkpoint to restore the optimizer too.
+    /// its weights. A model that was compiled when saved comes back compiled with the same loss
+    /// and optimizer (the optimizer's state starts afresh: [`Sequential::resume`] restores it
+    /// from a checkpoint), so `predict` and `evaluate` give what they gave before saving. A file
+    /// of an uncompiled model (or one written before wgnn saved the loss) loads uncompiled.
     pub fn load(path: impl AsRef<Path>, backend: &Backend) -> Result<Sequential> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
         let (st, meta) = parse(path, &bytes)?;
-        let arch = parse_architecture(path, &meta)?;
-        let mut builder = Sequential::new(arch.input_dim, arch.seed);
-        for &(units, act, dropout, norm) in &arch.layers {
-            builder = builder.dense(units, act);
+        let saved = parse_architecture(path, &meta)?;
+        let invalid = |e: WgnnError| match e {
+            WgnnError::InvalidArgument { detail, .. } => {
+                data_err(path, format!("describes an invalid model: {detail}"))
+            }
+            e => e,
+        };
+        let mut builder = Sequential::new(saved.input_dim, saved.seed);
+        for layer in &saved.layers {
+            let (act, dropout, norm) = layer.parts().map_err(invalid)?;
+            builder = builder.dense(layer.units, act);
             if dropout > 0.0 {
                 builder = builder.dropout(dropout);
             }
@@ -477,12 +290,11 @@ impl Sequential {
                 builder = builder.batch_norm_with(cfg);
             }
         }
-        let mut model = builder.build(backend).map_err(|e| match e {
-            WgnnError::InvalidArgument { detail, .. } => {
-                data_err(path, format!("describes an invalid model: {detail}"))
-            }
-            e => e,
-        })?;
+        let mut model = builder.build(backend).map_err(invalid)?;
+        if let Some(compile) = &saved.compile {
+            let (loss, optimizer) = compile.parts().map_err(invalid)?;
+            model.compile(loss, optimizer).map_err(invalid)?;
+        }
         let flat = model.read_flat(path, &st, "")?;
         model.write_params(flat)?;
         Ok(model)
@@ -497,13 +309,14 @@ impl Sequential {
         let (st, meta) = parse(path, &bytes)?;
         if meta.contains_key(MODEL_KEY) {
             let theirs = parse_architecture(path, &meta)?;
-            let ours = self.architecture();
-            let shapes =
-                |a: &Architecture| (a.input_dim, a.layers.iter().map(|l| (l.0, l.3.is_some())).collect::<Vec<_>>());
+            let ours = self.saved_model();
+            let shapes = |m: &SavedModel| {
+                (m.input_dim, m.layers.iter().map(|l| (l.units, l.batch_norm.is_some())).collect::<Vec<_>>())
+            };
             if shapes(&theirs) != shapes(&ours) {
                 return Err(data_err(
                     path,
-                    format!("holds weights for {} but this model is {}", theirs.describe(), ours.describe()),
+                    format!("holds weights for {} but this model is {}", describe(&theirs), describe(&ours)),
                 ));
             }
         }
@@ -530,14 +343,10 @@ impl Sequential {
         for (name, flat) in optimizer_slots(&optimizer).iter().zip(&slots) {
             flats.push((format!("optimizer.{name}."), flat));
         }
-        let checkpoint = format!(
-            r#"{{"epoch": {epoch}, "step": {step}, "loss": "{}", "optimizer": {}}}"#,
-            loss.name(),
-            optimizer_json(&optimizer)
-        );
+        let checkpoint = SavedCheckpoint { epoch, step, loss: loss.name().to_string(), optimizer: optimizer.into() };
         let meta = HashMap::from([
-            (MODEL_KEY.to_string(), self.model_json()),
-            (CHECKPOINT_KEY.to_string(), checkpoint),
+            (MODEL_KEY.to_string(), to_json(&self.saved_model())?),
+            (CHECKPOINT_KEY.to_string(), to_json(&checkpoint)?),
             (HISTORY_KEY.to_string(), history.to_csv()),
         ]);
         self.write_safetensors(path, &flats, meta)
@@ -547,24 +356,16 @@ impl Sequential {
     /// compiled with the same loss and optimizer, the optimizer's state and step restored. The
     /// next `fit` continues after the checkpoint's epoch up to `FitOptions::epochs` and returns the
     /// whole history, the checkpoint's epochs first. With the same data and options, the result
-    /// is the run that was never interrupted.
+    /// is the run that was never interrupted. Weights and optimizer state must be finite: a NaN
+    /// or infinity is an error naming the tensor.
     pub fn resume(path: impl AsRef<Path>, backend: &Backend) -> Result<Sequential> {
         let path = path.as_ref();
         let mut model = Sequential::load(path, backend)?;
         let bytes = read_file(path)?;
         let (st, meta) = parse(path, &bytes)?;
-        let (v, epoch) = checkpoint_meta(path, &meta)?;
-        let step = v
-            .get("step")
-            .and_then(Value::as_u64)
-            .and_then(|s| u32::try_from(s).ok())
-            .ok_or_else(|| data_err(path, "checkpoint has no step"))?;
-        let loss = match v.get("loss").and_then(Value::as_str) {
-            Some(name) => Loss::parse(name).map_err(|e| data_err(path, e.to_string()))?,
-            None => return Err(data_err(path, "checkpoint has no loss")),
-        };
-        let optimizer =
-            parse_optimizer(path, v.get("optimizer").ok_or_else(|| data_err(path, "checkpoint has no optimizer"))?)?;
+        let checkpoint = checkpoint_meta(path, &meta)?;
+        let loss = Loss::parse(&checkpoint.loss).map_err(|e| data_err(path, e.to_string()))?;
+        let optimizer: Optimizer = checkpoint.optimizer.into();
         let history = History::from_csv(meta.get(HISTORY_KEY).map_or("", String::as_str))
             .map_err(|e| data_err(path, format!("bad `{HISTORY_KEY}` metadata: {e}")))?;
         model.compile(loss, optimizer).map_err(|e| match e {
@@ -577,6 +378,7 @@ impl Sequential {
             .iter()
             .map(|name| model.read_flat(path, &st, &format!("optimizer.{name}.")))
             .collect::<Result<Vec<_>>>()?;
+        let step = checkpoint.step;
         match &mut model.state {
             State::Gpu(g) => {
                 for (t, flat) in g.opt_state.iter().zip(&slots) {
@@ -590,7 +392,7 @@ impl Sequential {
                 *cpu_step = step;
             }
         }
-        model.resume_point = Some(ResumePoint { epoch, history });
+        model.resume_point = Some(ResumePoint { epoch: checkpoint.epoch, history });
         Ok(model)
     }
 
