@@ -71,11 +71,15 @@ impl Gpu {
                 let adapters = instance.enumerate_adapters(wgpu::Backends::PRIMARY).await;
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
                 let lower = wanted.to_lowercase();
-                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&lower)).ok_or_else(|| {
-                    WgnnError::NoAdapter {
-                        detail: format!(" whose name contains {wanted:?} (adapters present: {names:?})"),
+                let found = adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&lower));
+                match found {
+                    Some(a) => a,
+                    // No adapter at all is a missing driver: the install hint.
+                    None if names.is_empty() => {
+                        return Err(WgnnError::NoAdapter { detail: format!(" (looking for {wanted:?})") })
                     }
-                })?
+                    None => return Err(WgnnError::AdapterNotFound { wanted: wanted.to_string(), present: names }),
+                }
             }
             None => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {

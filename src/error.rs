@@ -12,6 +12,11 @@ pub enum WgnnError {
     #[error("no GPU adapter found{detail}: {hint}", hint = INSTALL_HINT)]
     NoAdapter { detail: String },
 
+    /// `--adapter` / `WGNN_ADAPTER` named no adapter that is present (the driver is there: the
+    /// fix is another name, not an install).
+    #[error("no adapter whose name contains {wanted:?}; adapters present: {}; pick one by a part of its name", present.join(", "))]
+    AdapterNotFound { wanted: String, present: Vec<String> },
+
     #[error("could not create a device on adapter {adapter}: {message}")]
     DeviceRequest { adapter: String, message: String },
 

@@ -52,12 +52,15 @@ use crate::kernels::Plan;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
+mod checkpoint_dir;
 mod fit;
 mod gpu;
 mod io;
 mod reference;
 mod saved;
 
+use checkpoint_dir::CheckpointDirLock;
+pub use checkpoint_dir::LOCK_FILE;
 use fit::{epoch_order, Run, RunningSums, Steps};
 use gpu::{upload_rows, GpuData, GpuState, GpuSteps};
 use reference::{CpuState, CpuSteps};
@@ -485,6 +488,39 @@ fn gpu_params(gpu: &Gpu, flat: &[f32]) -> Result<Tensor> {
     Tensor::from_slice(gpu, &[room.len()], &room)?.view(0, &[flat.len()])
 }
 
+/// The largest buffer the device binds whole: every parameter slice and the trained
+/// parameters together are bound as one.
+fn binding_bytes(gpu: &Gpu) -> u64 {
+    let limits = gpu.limits();
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
+}
+
+/// Each layer's W, and the trained parameters as a whole, must fit one binding: an error naming
+/// the layer, not the flat buffer they would have been cut from.
+fn check_parameters_fit(gpu: &Gpu, layers: &[Dense], layout: &ParamLayout) -> Result<()> {
+    let limit = binding_bytes(gpu);
+    let too_large = |what: String, floats: usize| WgnnError::DeviceLimit {
+        op: "build".into(),
+        what,
+        bytes: 4 * floats as u64,
+        limit,
+        limit_name: "max_storage_buffer_binding_size",
+    };
+    for (i, l) in layers.iter().enumerate() {
+        if 4 * (l.inputs * l.units) as u64 > limit {
+            return Err(too_large(
+                format!("dense layer {i}'s weights [{}, {}] f32", l.inputs, l.units),
+                l.inputs * l.units,
+            ));
+        }
+    }
+    if 4 * (layout.total + UNIFORM_WINDOW_FLOATS) as u64 > limit {
+        let what = format!("the model's parameters ({} layers, one buffer of {} floats)", layers.len(), layout.total);
+        return Err(too_large(what, layout.total + UNIFORM_WINDOW_FLOATS));
+    }
+    Ok(())
+}
+
 /// Floats between parameter slices: 64 floats = 256 bytes, the largest storage offset alignment
 /// wgpu allows a device to ask for, so every slice is bindable on every adapter.
 const PARAM_ALIGN: usize = 64;
@@ -886,8 +922,9 @@ impl Sequential {
             if c.every_epochs == 0 && !c.on_best {
                 return Err(WgnnError::invalid(OP, "checkpointing needs every_epochs ≥ 1 or on_best"));
             }
-            std::fs::create_dir_all(c.dir).map_err(|source| WgnnError::Io { path: c.dir.to_path_buf(), source })?;
         }
+        // Held until fit returns: one run at a time writes into a checkpoint folder.
+        let _lock = opts.checkpoint.map(|c| CheckpointDirLock::acquire(c.dir)).transpose()?;
         let history = self.resume_point.take().map(|r| r.history).unwrap_or_default();
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
@@ -1088,6 +1125,9 @@ impl SequentialBuilder {
                 flat[gamma..gamma + l.units].fill(1.0);
                 flat[running_var..running_var + l.units].fill(1.0);
             }
+        }
+        if let Backend::Gpu(gpu) = backend {
+            check_parameters_fit(gpu, &self.layers, &layout)?;
         }
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {

@@ -105,7 +105,9 @@ impl Sequential {
                 done += count;
                 if !sums.loss.is_finite() {
                     self.restore_snapshot(&checked)?;
-                    return Err(nonfinite_loss(sums.loss, epoch, good, done, kept));
+                    let err =
+                        nonfinite_loss(&format!("the training loss became {}", sums.loss), epoch, good, done, kept);
+                    return Err(self.keep_after_divergence(err, opts, epoch, &history));
                 }
                 std::mem::swap(&mut latest, &mut checked);
                 self.save_snapshot(&mut latest)?;
@@ -122,8 +124,26 @@ impl Sequential {
                     seconds: started.elapsed().as_secs_f64(),
                 });
             }
+            // With skipping, a diverged run's every batch is skipped and the tick check never
+            // fires; nothing was learned, and that is no success either.
+            if sums.skipped_batches == steps {
+                let err = WgnnError::Training {
+                    detail: format!(
+                        "every batch of epoch {epoch} ({steps} of {steps}) had a non-finite loss and was skipped, so \
+                         nothing was learned (try a lower learning rate); the weights are those at the start of \
+                         that epoch"
+                    ),
+                };
+                return Err(self.keep_after_divergence(err, opts, epoch, &history));
+            }
             let seconds = started.elapsed().as_secs_f64();
             let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
+            if let Some(v) = val_loss.filter(|v| !v.is_finite()) {
+                self.restore_snapshot(&checked)?;
+                let what = format!("the validation loss became {v} after the epoch");
+                let err = nonfinite_loss(&what, epoch, kept, steps, kept);
+                return Err(self.keep_after_divergence(err, opts, epoch, &history));
+            }
             let record = EpochRecord {
                 epoch,
                 train_loss: mean(sums.loss, rows, sums.skipped_rows),
@@ -176,14 +196,14 @@ pub(super) fn best_monitored(history: &History) -> f32 {
     history.epochs.iter().map(monitored).fold(f32::INFINITY, f32::min)
 }
 
-/// The error of a non-finite running loss seen at step `done`, the last finite one at step
-/// `good`, the weights put back to those after step `kept`.
-pub(super) fn nonfinite_loss(loss_sum: f64, epoch: usize, good: usize, done: usize, kept: usize) -> WgnnError {
+/// The error of a non-finite loss (`what` became what) seen after step `done`, the last finite
+/// one at step `good`, the weights put back to those after step `kept`.
+pub(super) fn nonfinite_loss(what: &str, epoch: usize, good: usize, done: usize, kept: usize) -> WgnnError {
     let kept =
         if kept == 0 { "at the start of that epoch".to_string() } else { format!("after step {kept} of that epoch") };
     WgnnError::Training {
         detail: format!(
-            "the training loss became {loss_sum} in epoch {epoch}, steps {}..={done}; the weights are put back to those {kept}, the last ones seen to give a finite loss",
+            "{what} in epoch {epoch}, steps {}..={done}; the weights are put back to those {kept}, the last ones seen to give a finite loss",
             good + 1
         ),
     }
@@ -244,6 +264,61 @@ impl EarlyStopState {
 }
 
 impl Sequential {
+    /// After a divergence stop in `epoch`, with the weights put back: writes the checkpoint `opts`
+    /// asks for (`last.safetensors`, as after the epochs completed) from those weights, so the
+    /// run leaves what was asked, and says so in the error. The optimizer state goes with them
+    /// where it is finite; where the divergence made it NaN it starts afresh (a checkpoint with
+    /// non-finite state would not resume).
+    pub(super) fn keep_after_divergence(
+        &mut self,
+        err: WgnnError,
+        opts: &FitOptions,
+        epoch: usize,
+        history: &History,
+    ) -> WgnnError {
+        let (Some(c), WgnnError::Training { detail }) = (&opts.checkpoint, &err) else { return err };
+        let path = c.last_path();
+        let written = self
+            .reset_nonfinite_optimizer_state()
+            .and_then(|reset| self.save_checkpoint(&path, epoch - 1, history).map(|_| reset));
+        let note = match written {
+            Ok(reset) => format!(
+                "; they are saved in {} as after epoch {}{}",
+                path.display(),
+                epoch - 1,
+                if reset { ", with the optimizer state reset (it had become non-finite)" } else { "" }
+            ),
+            Err(e) => format!("; saving them to {} failed: {e}", path.display()),
+        };
+        WgnnError::Training { detail: format!("{detail}{note}") }
+    }
+
+    /// Zeroes the optimizer state (as `compile` leaves it) if any of it is not finite; whether
+    /// it did.
+    fn reset_nonfinite_optimizer_state(&mut self) -> Result<bool> {
+        match &mut self.state {
+            State::Gpu(g) => {
+                let mut finite = true;
+                for slot in &g.opt_state {
+                    finite &= slot.to_vec()?.iter().all(|v| v.is_finite());
+                }
+                if !finite {
+                    for slot in &g.opt_state {
+                        slot.write(&vec![0.0; slot.len()])?;
+                    }
+                }
+                Ok(!finite)
+            }
+            State::Cpu(c) => {
+                let finite = c.opt_state.iter().flatten().all(|v| v.is_finite());
+                if !finite {
+                    c.opt_state.iter_mut().for_each(|slot| slot.fill(0.0));
+                }
+                Ok(!finite)
+            }
+        }
+    }
+
     /// Writes the checkpoints `opts` asks for after `epoch` (the last entry of `history`).
     pub(super) fn checkpoint_after_epoch(
         &self,

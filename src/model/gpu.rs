@@ -674,6 +674,35 @@ impl Sequential {
         g.epoch_step.write_u32(&[0, 0])
     }
 
+    /// A training batch of `batch` rows must fit the device: each of its `[rows, width]` tensors
+    /// one binding. Checked before anything is allocated, so that the error names the batch size
+    /// and the largest that fits rather than the first tensor that failed.
+    fn check_batch_fits(&self, gpu: &Gpu, train: &Dataset, batch: usize) -> Result<()> {
+        let targets = self.loss().target_dim(train, self.output_dim())?.unwrap_or(1);
+        let widths = self.layers.iter().map(|l| (l.units, "a layer's outputs"));
+        let (width, which) = [(self.input_dim, "the input"), (targets, "the targets")]
+            .into_iter()
+            .chain(widths)
+            .max_by_key(|&(w, _)| w)
+            .unwrap_or((1, "the input"));
+        let padded = batch.next_multiple_of(4);
+        let limit = super::binding_bytes(gpu);
+        let bytes = 4 * (padded * width) as u64;
+        if bytes <= limit {
+            return Ok(());
+        }
+        let fits = (limit / (4 * width as u64)) as usize / 4 * 4;
+        Err(WgnnError::DeviceLimit {
+            op: "fit".into(),
+            what: format!(
+                "batch size {batch} (the largest that fits is {fits}): {which} of one batch, [{padded}, {width}] f32,"
+            ),
+            bytes,
+            limit,
+            limit_name: "max_storage_buffer_binding_size",
+        })
+    }
+
     /// Rows per evaluation batch: `EVAL_BATCH`, or fewer so that a batch of the widest row (input,
     /// layer outputs, targets) fits one storage binding and one buffer.
     pub(super) fn eval_batch(&self, gpu: &Gpu, data: &GpuData) -> usize {
@@ -800,6 +829,7 @@ impl GpuSteps {
         optimizer: &Optimizer,
     ) -> Result<GpuSteps> {
         let gpu = model.gpu_state()?.gpu.clone();
+        model.check_batch_fits(&gpu, train, opts.batch_size.min(train.rows))?;
         let data = model.upload_data(&gpu, train)?;
         let validation = match validation {
             Some(v) => {
