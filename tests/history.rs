@@ -137,8 +137,8 @@ fn writes_replace_the_file_instead_of_rewriting_it_in_place() {
     // written aside and renamed over the old name (a truncating write would change both).
     let dir = scratch("replace");
     let h = sample(3, true);
-    let writers: [(&str, &dyn Fn(&std::path::Path) -> wgnn::Result<()>); 2] =
-        [("history.csv", &|p| h.write_csv(p)), ("curves.png", &|p| h.plot_png(p))];
+    type Writer<'a> = &'a dyn Fn(&std::path::Path) -> wgnn::Result<()>;
+    let writers: [(&str, Writer); 2] = [("history.csv", &|p| h.write_csv(p)), ("curves.png", &|p| h.plot_png(p))];
     for (name, write) in writers {
         let path = dir.join(name);
         let link = dir.join(format!("old-{name}"));
