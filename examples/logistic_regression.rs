@@ -28,6 +28,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -88,20 +89,27 @@ impl Observer for CostPrinter {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let args: Args = common::parse_args();
-    let backend = if args.cpu { Backend::Cpu } else { Backend::Gpu(Gpu::new()?) };
-    let all = Dataset::from_npz(&args.data, "x", "y")
-        .with_context(|| format!("reading {}", args.data.display()))?
-        .scaled(1.0 / 255.0);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let history = if args.ten_class { ten_class(&args, &backend, &all)? } else { two_digits(&args, &backend, &all)? };
-    let png = args.out.join("cost.png");
-    let csv = args.out.join("history.csv");
-    history.plot_png(&png)?;
-    history.write_csv(&csv)?;
-    println!("wrote {} and {}", png.display(), csv.display());
-    Ok(())
+    common::exit_on_error(|| {
+        let backend = if args.cpu { Backend::Cpu } else { Backend::Gpu(Gpu::new()?) };
+        let all = Dataset::from_npz(&args.data, "x", "y")
+            .with_context(|| format!("reading {}", args.data.display()))?
+            .scaled(1.0 / 255.0);
+        let png = args.out.join("cost.png");
+        let csv = args.out.join("history.csv");
+        // Checked before training, so a bad --out fails in seconds.
+        common::outputs::prepare_folder("--out", &args.out)?;
+        for file in [&png, &csv] {
+            common::outputs::prepare_file("--out", file)?;
+        }
+        let history =
+            if args.ten_class { ten_class(&args, &backend, &all)? } else { two_digits(&args, &backend, &all)? };
+        history.plot_png(&png)?;
+        history.write_csv(&csv)?;
+        println!("wrote {} and {}", png.display(), csv.display());
+        Ok(())
+    })
 }
 
 fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::History> {

@@ -15,25 +15,34 @@
 //! `--optimizer sgd --lr 0.1`, `--loss categorical_crossentropy` (or `mse`). An unknown name is a
 //! usage error (exit 2).
 //!
-//! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch and
-//! `ckpt/best.safetensors` on the best validation loss; `--resume ckpt/last.safetensors` continues
-//! from one (same `--epochs` total, `--batch-size`, `--validation-split` and `--train-rows` give
-//! the history of the run that was never stopped). `--save model.safetensors` writes the trained
-//! model.
+//! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch and,
+//! with `--validation-split`, `ckpt/best.safetensors` on the best validation loss (never chosen on
+//! the test set); `--resume ckpt/last.safetensors` continues from one (same `--epochs` total,
+//! `--batch-size`, `--validation-split` and `--train-rows` give the history of the run that was
+//! never stopped). `--save model.safetensors` writes the trained model.
+//!
+//! Every output place (`--out`, `--save`, `--checkpoint-dir`) is checked, and a missing folder
+//! created, before training: a bad one is an error naming the flag. A run stopped by a diverging
+//! loss still writes them — the history of the epochs completed and the model with the weights
+//! put back — then exits 1 with the training error. Errors print as `error: …` (exit 1); usage
+//! errors exit 2.
 
 mod common;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use clap::Parser;
+use anyhow::Result;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Parser};
+use common::outputs::{checkpoint_history, Outputs};
 use indicatif::{ProgressBar, ProgressStyle};
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::history::EpochRecord;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
-use wgnn::{Activation, Gpu};
+use wgnn::{Activation, Gpu, History, WgnnError};
 
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
@@ -77,11 +86,13 @@ struct Args {
     /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
     #[arg(long)]
     adapter: Option<String>,
-    /// Folder for history.csv and curves.png.
+    /// Folder for history.csv and curves.png (created if missing).
     #[arg(long, default_value = "out/mnist")]
     out: PathBuf,
-    /// Write a checkpoint into this folder after every epoch (last.safetensors) and on the best
-    /// validation loss (best.safetensors).
+    /// Write a checkpoint into this folder (created if missing) after every epoch
+    /// (last.safetensors) and, with --validation-split, on the best validation loss
+    /// (best.safetensors; without it the validation data is the test set, on which nothing is
+    /// chosen, so there is no best.safetensors).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
     /// Continue from this checkpoint (the model, loss, optimizer and seed come from it, so
@@ -89,13 +100,25 @@ struct Args {
     /// --epochs is the total, counting the epochs already done).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Train on the first N training rows only (0 = all): quick runs.
+    /// Train on the first N training rows only (0 = all, at most the 60,000 there are): quick runs.
     #[arg(long, default_value_t = 0)]
     train_rows: usize,
-    /// Save the trained model (weights and architecture) to this safetensors file.
+    /// Save the trained model (weights and architecture) to this safetensors file (its folder is
+    /// created if missing); also after a diverging loss stops the run, with the weights put back.
     #[arg(long)]
     save: Option<PathBuf>,
 }
+
+/// The flags a checkpoint overrides on --resume (clap's argument id, the flag).
+const SET_BY_CHECKPOINT: [(&str, &str); 7] = [
+    ("activation", "--activation"),
+    ("batch_norm", "--batch-norm"),
+    ("dropout", "--dropout"),
+    ("loss", "--loss"),
+    ("optimizer", "--optimizer"),
+    ("lr", "--lr"),
+    ("seed", "--seed"),
+];
 
 /// The index of the largest value (the first, on ties).
 fn argmax(values: &[f32]) -> usize {
@@ -129,6 +152,17 @@ struct Console {
     bar: Option<ProgressBar>,
     /// The name of the history's second figure: "acc", or "mae" under mean squared error.
     metric: &'static str,
+    /// The epochs completed, for the history of a run that `fit` stops with an error.
+    records: Vec<EpochRecord>,
+}
+
+impl Console {
+    /// Removes the bar of an epoch that did not end.
+    fn clear_bar(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Observer for Console {
@@ -154,9 +188,8 @@ impl Observer for Console {
     }
 
     fn on_epoch_end(&mut self, r: &EpochRecord) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        self.clear_bar();
+        self.records.push(r.clone());
         let val = match (r.val_loss, r.val_accuracy) {
             (Some(l), Some(a)) => format!("  val loss {l:.4}  val {} {a:.4}", self.metric),
             _ => String::new(),
@@ -178,26 +211,56 @@ fn validation_on(args: &Args) -> bool {
     args.validation_split > 0.0
 }
 
-fn main() -> Result<()> {
-    let args: Args = common::parse_args();
+/// On --resume, one line naming the flags given that the checkpoint overrides.
+fn note_flags_set_by_checkpoint(matches: &ArgMatches) {
+    let ignored: Vec<&str> = SET_BY_CHECKPOINT
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|(_, flag)| *flag)
+        .collect();
+    if !ignored.is_empty() {
+        eprintln!(
+            "note: ignoring {}: --resume takes the model, loss, optimizer and seed from the checkpoint",
+            ignored.join(", ")
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let (args, matches) = common::parse_args_and_matches::<Args>();
+    common::exit_on_error(|| run(&args, &matches))
+}
+
+fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
+    let (mut train, mut test) = load_mnist(&args.data)?;
+    if args.train_rows > train.rows {
+        common::usage_error::<Args>(format!(
+            "--train-rows {}: {} has {} training rows",
+            args.train_rows,
+            args.data.display(),
+            train.rows
+        ));
+    }
+    if args.train_rows > 0 {
+        train = train.subset(&(0..args.train_rows).collect::<Vec<_>>())?;
+    }
+    let outputs = Outputs::prepare(&args.out, args.save.as_deref(), args.checkpoint_dir.as_deref())?;
+
     let gpu = match args.adapter.as_deref() {
         Some(name) => Gpu::with_adapter(Some(name)),
         None => Gpu::new(),
     }?;
     println!("adapter: {}", gpu.describe());
-
-    let (mut train, mut test) = load_mnist(&args.data)?;
-    if args.train_rows > 0 {
-        train = train.subset(&(0..args.train_rows.min(train.rows)).collect::<Vec<_>>())?;
-    }
     println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
     let backend = Backend::Gpu(gpu);
-    let mut model = match &args.resume {
+    // The epochs a resumed run starts with, for the history of a run that stops with an error.
+    let (mut model, resumed_history) = match &args.resume {
         Some(path) => {
+            note_flags_set_by_checkpoint(matches);
             let model = Sequential::resume(path, &backend)?;
             println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
-            model
+            (model, checkpoint_history(path)?)
         }
         None => {
             let mut builder = Sequential::new(784, args.seed);
@@ -213,7 +276,7 @@ fn main() -> Result<()> {
             // Logits: the softmax is fused with the loss (and for MSE they regress on one-hot rows).
             let mut model = builder.dense(10, Activation::Identity).build(&backend)?;
             model.compile(args.loss, Optimizer::by_name(&args.optimizer, args.lr)?)?;
-            model
+            (model, History::default())
         }
     };
     let hidden: Vec<String> = model.layers()[..model.layers().len() - 1]
@@ -248,7 +311,7 @@ fn main() -> Result<()> {
         );
     }
     let checkpoint =
-        args.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best: validation_on(&args) });
+        args.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best: validation_on(args) });
     let options = FitOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -261,28 +324,36 @@ fn main() -> Result<()> {
     };
     let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
     let started = Instant::now();
-    let history = model.fit_with(&train, &options, &mut Console { bar: None, metric })?;
+    let mut console = Console { bar: None, metric, records: Vec::new() };
+    let fitted = model.fit_with(&train, &options, &mut console);
+    console.clear_bar();
+    let history = match fitted {
+        Ok(history) => history,
+        Err(e @ WgnnError::Training { .. }) => {
+            // fit put the last weights with a finite loss back: keep what the run made.
+            let mut history = resumed_history;
+            history.epochs.extend(console.records);
+            println!("training stopped (the error follows): writing the outputs, with the weights put back");
+            if let Err(write) = outputs.write(&history, &model) {
+                eprintln!("{}", common::error_report(&write));
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(common::naming_the_batch_size(e, args.batch_size)),
+    };
     println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
 
     let (test_loss, mut test_accuracy) = model.evaluate(&test)?;
     if model.loss() == Loss::MeanSquaredError {
         // evaluate's second figure is the mean absolute error here: count argmax hits instead.
-        let outputs = model.predict_dataset(&test)?;
-        let hits = outputs.chunks(10).zip(&test.labels).filter(|(row, &label)| argmax(row) == label as usize).count();
+        let predictions = model.predict_dataset(&test)?;
+        let hits =
+            predictions.chunks(10).zip(&test.labels).filter(|(row, &label)| argmax(row) == label as usize).count();
         test_accuracy = hits as f32 / test.rows as f32;
     }
     println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let csv = args.out.join("history.csv");
-    let png = args.out.join("curves.png");
-    history.write_csv(&csv)?;
-    history.plot_png(&png)?;
-    println!("wrote {} and {}", csv.display(), png.display());
-    if let Some(path) = &args.save {
-        model.save(path)?;
-        println!("saved the model to {}", path.display());
-    }
+    outputs.write(&history, &model)?;
 
     // The tutorial's prediction step: one test image, its predicted digit, the top probabilities.
     let row = 0;

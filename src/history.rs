@@ -1,5 +1,9 @@
 //! What a training run records per epoch, and the two ways a person looks at it afterwards: a CSV
-//! for spreadsheets and scripts, and a PNG with loss and accuracy curves.
+//! for spreadsheets and scripts, and a PNG with loss and accuracy curves. Both files are written
+//! atomically ([`crate::atomic_file`]): a crash or a full disk leaves the old file or the new one.
+//!
+//! Two runs with the same seed on the same adapter give the same history except for the timing
+//! columns, `seconds` and `samples_per_second` (wall-clock measurements): compare the others.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -7,6 +11,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::atomic_file::{write_atomic, write_atomic_with};
 use crate::error::{Result, WgnnError};
 
 /// One epoch of a run. Accuracies are fractions in [0, 1].
@@ -118,23 +123,26 @@ impl History {
         Ok(history)
     }
 
+    /// [`History::to_csv`] into `path`, atomically.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        std::fs::write(path, self.to_csv()).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })
+        write_atomic(path.as_ref(), self.to_csv().as_bytes())
     }
 
-    /// A 1200×500 PNG: loss (left) and accuracy (right) per epoch, training and validation.
+    /// A 1200×500 PNG: loss (left) and accuracy (right) per epoch, training and validation;
+    /// written atomically.
     pub fn plot_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         if self.epochs.is_empty() {
             return Err(WgnnError::invalid("History::plot_png", "no epochs recorded, nothing to plot"));
         }
         register_font()?;
-        // Fail with the real I/O error (permission, missing folder) rather than plotters' wrapper.
-        std::fs::File::create(path).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })?;
-        self.draw(path).map_err(|e| WgnnError::Data {
-            path: path.to_path_buf(),
-            detail: format!("could not draw the training plot: {e}"),
+        write_atomic_with(path, |tmp| {
+            // Fail with the real I/O error (permission, missing folder) rather than plotters' wrapper.
+            std::fs::File::create(tmp).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })?;
+            self.draw(tmp).map_err(|e| WgnnError::Data {
+                path: path.to_path_buf(),
+                detail: format!("could not draw the training plot: {e}"),
+            })
         })
     }
 

@@ -106,3 +106,51 @@ fn csv_without_the_skipped_column_still_reads() {
     let err = History::from_csv("epoch,loss\n1,2\n").expect_err("unknown header");
     assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("header"), "{err}");
 }
+
+/// A fresh, empty folder for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgnn-history-{}-{name}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_failed_plot_leaves_the_old_file_and_no_temporary_one() {
+    let dir = scratch("failed-plot");
+    // An extension the image encoder does not know: the drawing fails after the file is opened.
+    let path = dir.join("curves.xyz");
+    std::fs::write(&path, b"the previous plot").unwrap();
+    let e = sample(3, true).plot_png(&path).expect_err("no encoder for .xyz");
+    assert!(e.to_string().contains("curves.xyz"), "{e}");
+    let kept = std::fs::read(&path).unwrap();
+    assert_eq!(String::from_utf8_lossy(&kept), "the previous plot", "the old file was overwritten");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["curves.xyz"], "files left in {}", dir.display());
+}
+
+#[test]
+fn writes_replace_the_file_instead_of_rewriting_it_in_place() {
+    // A hard link to the old file still reads the old bytes afterwards only if the new file was
+    // written aside and renamed over the old name (a truncating write would change both).
+    let dir = scratch("replace");
+    let h = sample(3, true);
+    type Writer<'a> = &'a dyn Fn(&std::path::Path) -> wgnn::Result<()>;
+    let writers: [(&str, Writer); 2] = [("history.csv", &|p| h.write_csv(p)), ("curves.png", &|p| h.plot_png(p))];
+    for (name, write) in writers {
+        let path = dir.join(name);
+        let link = dir.join(format!("old-{name}"));
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::hard_link(&path, &link).unwrap();
+        write(&path).unwrap();
+        let old = std::fs::read(&link).unwrap();
+        assert_eq!(String::from_utf8_lossy(&old), "old", "{name} was rewritten in place");
+        assert!(std::fs::read(&path).unwrap().len() > 100, "{name} was not written");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("history.csv")).unwrap(), h.to_csv());
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["curves.png", "history.csv", "old-curves.png", "old-history.csv"], "files left");
+}

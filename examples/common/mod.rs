@@ -1,14 +1,26 @@
-//! What the examples share: their command-line handling (a bad value is a usage error, exit 2).
+//! What the examples share: their command-line handling (a bad value is a usage error, exit 2),
+//! how they report a failure (`error: …` and its causes, exit 1), and their output files.
 
 // Each example uses the parsers it needs.
 #![allow(dead_code)]
 
-use clap::{CommandFactory, Parser};
+pub mod outputs;
+
+use std::process::ExitCode;
+
+use clap::{ArgMatches, CommandFactory, Parser};
+use wgnn::WgnnError;
 
 /// The flags, or exit 2 with the error and the usage line (clap prints the usage only for some
 /// errors; a bad value such as `--epochs abc` gets it too). `--help` and `--version` exit 0.
 pub fn parse_args<T: Parser + CommandFactory>() -> T {
-    T::try_parse().unwrap_or_else(|e| {
+    parse_args_and_matches().0
+}
+
+/// [`parse_args`], and clap's matches too: they tell which values the user gave
+/// (`ArgMatches::value_source`) and which are defaults.
+pub fn parse_args_and_matches<T: Parser + CommandFactory>() -> (T, ArgMatches) {
+    T::command().try_get_matches().and_then(|m| T::from_arg_matches(&m).map(|args| (args, m))).unwrap_or_else(|e| {
         use clap::error::ErrorKind;
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             e.exit();
@@ -20,6 +32,53 @@ pub fn parse_args<T: Parser + CommandFactory>() -> T {
         }
         std::process::exit(2)
     })
+}
+
+/// A flag value that only turns out wrong once the data is known (`--train-rows` past the rows
+/// there are): clap's `error: …` with the usage line, exit 2.
+pub fn usage_error<T: CommandFactory>(message: impl std::fmt::Display) -> ! {
+    T::command().error(clap::error::ErrorKind::ValueValidation, message).exit()
+}
+
+/// Runs an example's body and reports its error itself — `error: …` and the causes on stderr,
+/// exit 1 — rather than returning it to the runtime, which prints a backtrace under
+/// `RUST_BACKTRACE`.
+pub fn exit_on_error(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: <message>`, then each cause on a line of its own, except a cause the line before
+/// already quotes (an I/O error naming its path quotes the OS error it wraps).
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut report = format!("error: {err}");
+    let mut previous = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            report.push_str(&format!("\n  caused by: {text}"));
+        }
+        previous = text;
+    }
+    report
+}
+
+/// A `fit` error, with the flag to change when a training batch does not fit the device (the
+/// library's message names tensors and limits, not the example's flags).
+pub fn naming_the_batch_size(err: WgnnError, batch_size: usize) -> anyhow::Error {
+    let context = match &err {
+        WgnnError::DeviceLimit { .. } => {
+            format!("training with --batch-size {batch_size} exceeds a device limit: try a smaller --batch-size")
+        }
+        WgnnError::Shape { .. } => format!("training with --batch-size {batch_size}"),
+        _ => return err.into(),
+    };
+    anyhow::Error::new(err).context(context)
 }
 
 /// A whole number ≥ 1 (epochs, batch sizes, iterations).

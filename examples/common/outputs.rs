@@ -1,0 +1,98 @@
+//! The files an example writes: every place is checked before training, so a bad path fails in
+//! seconds rather than after the run (with the trained model lost), and the files are written
+//! after it — also after a run stopped by a diverging loss, from the weights `fit` put back.
+//!
+//! A missing folder is created: `--out` and `--checkpoint-dir` themselves, and the folder of a
+//! `--save` file. A folder must take a new file (a probe file is created and removed: permission
+//! bits alone say nothing when running as root); a file name must not be an existing folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use wgnn::atomic_file::temporary_path;
+use wgnn::model::Sequential;
+use wgnn::History;
+
+/// Creates `dir` (the value of `flag`) if missing and checks that a file can be written there.
+pub fn prepare_folder(flag: &str, dir: &Path) -> Result<()> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        bail!("{flag} {shown}: not a folder (a file of that name exists)");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("{flag} {shown}: cannot create the folder"))?;
+    // Named like an atomic write's temporary file, so a leftover one is recognised as such.
+    let probe = temporary_path(&dir.join("write-probe"))?;
+    std::fs::File::create(&probe).with_context(|| format!("{flag} {shown}: cannot write into the folder"))?;
+    std::fs::remove_file(&probe).with_context(|| format!("{flag} {shown}: cannot remove {}", probe.display()))?;
+    Ok(())
+}
+
+/// Checks that the file `path` (the value of `flag`, or a file in its folder) can be written:
+/// not a folder, and its folder created if missing and writable.
+pub fn prepare_file(flag: &str, path: &Path) -> Result<()> {
+    let shown = path.display();
+    if path.is_dir() {
+        bail!("{flag} {shown}: is a folder, not a file");
+    }
+    if path.file_name().is_none() {
+        bail!("{flag} {shown}: not a file name");
+    }
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    prepare_folder(flag, folder).with_context(|| format!("{flag} {shown}: its folder is not usable"))
+}
+
+/// Where `mnist_gpu` writes: `history.csv` and `curves.png` in `--out`, the model to `--save`.
+pub struct Outputs {
+    pub csv: PathBuf,
+    pub png: PathBuf,
+    pub model: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Checks every place the run will write to, `--checkpoint-dir`'s included, before training.
+    pub fn prepare(out: &Path, save: Option<&Path>, checkpoint_dir: Option<&Path>) -> Result<Outputs> {
+        prepare_folder("--out", out)?;
+        let outputs =
+            Outputs { csv: out.join("history.csv"), png: out.join("curves.png"), model: save.map(Into::into) };
+        for file in [&outputs.csv, &outputs.png] {
+            prepare_file("--out", file)?;
+        }
+        if let Some(path) = save {
+            prepare_file("--save", path)?;
+        }
+        if let Some(dir) = checkpoint_dir {
+            prepare_folder("--checkpoint-dir", dir)?;
+            for name in ["last.safetensors", "best.safetensors"] {
+                prepare_file("--checkpoint-dir", &dir.join(name))?;
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Writes the history, its curves (when an epoch was completed) and the model, a line each.
+    pub fn write(&self, history: &History, model: &Sequential) -> Result<()> {
+        history.write_csv(&self.csv)?;
+        println!("wrote {} ({} epochs)", self.csv.display(), history.epochs.len());
+        if history.epochs.is_empty() {
+            println!("no {}: no epoch was completed", self.png.display());
+        } else {
+            history.plot_png(&self.png)?;
+            println!("wrote {}", self.png.display());
+        }
+        if let Some(path) = &self.model {
+            model.save(path)?;
+            println!("saved the model to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+/// The history stored in a checkpoint (its `wgnn.history` metadata): the epochs a resumed run
+/// starts with, for its `history.csv` if it stops before `fit` returns one.
+pub fn checkpoint_history(path: &Path) -> Result<History> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
+    let csv = header.metadata().as_ref().and_then(|m| m.get("wgnn.history")).map_or("", String::as_str);
+    History::from_csv(csv).with_context(|| format!("{}: the checkpoint's history", path.display()))
+}

@@ -1,0 +1,274 @@
+//! The examples as a person runs them: every output place checked before training, a run stopped
+//! by a diverging loss still writing its outputs, and errors that name the flag to change, printed
+//! without a backtrace. Each run is short (a few hundred rows, or stops before training).
+
+mod common;
+#[path = "../examples/common/mod.rs"]
+mod example_common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use wgnn::model::{Backend, Sequential};
+use wgnn::{History, WgnnError};
+
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz");
+
+/// A fresh, empty folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgnn-examples-cli-{}-{name}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An example binary of this build profile, built (or found up to date) once per test process:
+/// `cargo test --test examples_cli` alone does not rebuild the examples, and a stale binary would
+/// test old code.
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/examples_cli-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.arg("--target-dir").arg(profile_dir.parent().unwrap());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success() && bin.exists(), "could not build {}", bin.display());
+        built.push(name.to_string());
+    }
+    bin
+}
+
+/// Runs `mnist_gpu` with `args`; its exit code, stdout and stderr.
+fn mnist_gpu<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> (Option<i32>, String, String) {
+    outcome(Command::new(example("mnist_gpu")).args(args).output().unwrap())
+}
+
+fn outcome(out: Output) -> (Option<i32>, String, String) {
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn args(text: &str) -> Vec<String> {
+    text.split_whitespace().map(String::from).collect()
+}
+
+/// Whether this process writes into a read-only folder anyway (root does).
+fn ignores_permissions(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let writable = std::fs::File::create(locked.join("probe")).is_ok();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir_all(&locked).unwrap();
+    writable
+}
+
+#[test]
+fn bad_output_places_fail_before_training_naming_the_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("bad-outputs");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let taken = dir.join("taken");
+    std::fs::create_dir_all(taken.join("history.csv")).unwrap();
+    let out = dir.join("out");
+    let show = |p: &Path| p.display().to_string();
+    let mut cases: Vec<(Vec<String>, String)> = vec![
+        (vec!["--out".into(), show(&file)], format!("--out {}: not a folder", show(&file))),
+        (vec!["--out".into(), show(&file.join("sub"))], format!("--out {}: cannot create", show(&file.join("sub")))),
+        (vec!["--out".into(), show(&taken)], format!("--out {}: is a folder", show(&taken.join("history.csv")))),
+        (vec!["--out".into(), show(&out), "--save".into(), show(&dir)], format!("--save {}: is a folder", show(&dir))),
+        (
+            vec!["--out".into(), show(&out), "--save".into(), show(&file.join("m.safetensors"))],
+            format!("--save {}", show(&file.join("m.safetensors"))),
+        ),
+        (
+            vec!["--out".into(), show(&out), "--checkpoint-dir".into(), show(&file)],
+            format!("--checkpoint-dir {}: not a folder", show(&file)),
+        ),
+    ];
+    let locked = dir.join("read-only");
+    if !ignores_permissions(&dir) {
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        cases.push((vec!["--out".into(), show(&locked)], format!("--out {}: cannot write", show(&locked))));
+    }
+    for (flags, message) in cases {
+        // Quick training, should the check be missing: the failure would come after it.
+        let (code, stdout, stderr) =
+            mnist_gpu(args(&format!("--data {MNIST} --train-rows 100 --epochs 1")).iter().chain(&flags));
+        assert_eq!(code, Some(1), "{flags:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(&message),
+            "{flags:?}: expected {message:?} in: {stderr}"
+        );
+        assert!(!stdout.contains("epoch"), "{flags:?}: trained before failing: {stdout}");
+    }
+    // The probe file of the writability check is gone.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "files left in {}", out.display());
+}
+
+#[test]
+fn a_diverging_run_still_writes_its_outputs() {
+    let dir = scratch("diverging");
+    let (out, model, ckpt) = (dir.join("out"), dir.join("missing-folder/model.safetensors"), dir.join("ckpt"));
+    // A linear net under mean squared error and plain descent at lr 2: the loss grows by orders
+    // of magnitude each (one-step) epoch and overflows within a few, after epoch 1 at the
+    // earliest (epoch 1's loss is that of the initial weights).
+    let recipe = format!(
+        "--data {MNIST} --train-rows 200 --batch-size 200 --validation-split 0.1 --epochs 12 --activation identity \
+         --loss mse --optimizer sgd --lr 2"
+    );
+    let (code, stdout, stderr) = mnist_gpu(args(&recipe).iter().map(OsStr::new).chain([
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--save".as_ref(),
+        model.as_os_str(),
+        "--checkpoint-dir".as_ref(),
+        ckpt.as_os_str(),
+    ]));
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.starts_with("error: training stopped: the training loss became"), "{stderr}");
+    let completed = stdout.lines().filter(|l| l.starts_with("epoch ") && l.contains("  loss ")).count();
+    assert!(completed >= 1, "{stdout}");
+
+    // The history of the epochs completed, their curves, and the model with the weights put back.
+    let csv = out.join("history.csv");
+    let history = History::from_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
+    assert_eq!(history.epochs.iter().map(|r| r.epoch).collect::<Vec<_>>(), (1..=completed).collect::<Vec<_>>());
+    let png = std::fs::read(out.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let saved = Sequential::load(&model, &Backend::Cpu).unwrap();
+    let weights = saved.weights().unwrap();
+    assert!(weights.iter().flat_map(|(w, b)| w.iter().chain(b)).all(|v| v.is_finite()), "non-finite weights saved");
+    for line in [
+        format!("wrote {} ({completed} epochs)", csv.display()),
+        format!("wrote {}", out.join("curves.png").display()),
+        format!("saved the model to {}", model.display()),
+    ] {
+        assert!(stdout.contains(&line), "no {line:?} in: {stdout}");
+    }
+
+    // Resumed from its last checkpoint it stops again; the history written starts with the
+    // checkpoint's epochs, and the flags the checkpoint overrides are named as ignored.
+    let last = ckpt.join("last.safetensors");
+    let resumed = Sequential::resume(&last, &Backend::Cpu).unwrap().resumed_epoch().unwrap();
+    let out2 = dir.join("out2");
+    let (code, stdout, stderr) = mnist_gpu(args(&recipe).iter().map(OsStr::new).chain([
+        "--seed".as_ref(),
+        "7".as_ref(),
+        "--resume".as_ref(),
+        last.as_os_str(),
+        "--out".as_ref(),
+        out2.as_os_str(),
+    ]));
+    let ignored = "note: ignoring --activation, --loss, --optimizer, --lr, --seed: --resume takes the model";
+    assert!(stderr.contains(ignored), "{stderr}");
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let history = History::from_csv(&std::fs::read_to_string(out2.join("history.csv")).unwrap()).unwrap();
+    let epochs: Vec<usize> = history.epochs.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs[..resumed], (1..=resumed).collect::<Vec<_>>(), "{stdout}");
+}
+
+#[test]
+fn a_resume_without_overridden_flags_prints_no_note() {
+    let dir = scratch("resume-note");
+    let ckpt = dir.join("ckpt");
+    let quick = format!("--data {MNIST} --train-rows 100 --batch-size 50 --out {}", dir.join("out").display());
+    let (code, _, stderr) = mnist_gpu(args(&format!("{quick} --epochs 1 --checkpoint-dir {}", ckpt.display())));
+    assert_eq!(code, Some(0), "{stderr}");
+    let last = ckpt.join("last.safetensors");
+    let (code, stdout, stderr) = mnist_gpu(args(&format!("{quick} --epochs 2 --resume {}", last.display())));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("note:"), "{stderr}");
+    assert!(stdout.contains("after epoch 1"), "{stdout}");
+}
+
+#[test]
+fn errors_print_without_a_backtrace() {
+    let dir = scratch("missing-data");
+    let missing = dir.join("missing.npz");
+    let runs = [
+        Command::new(example("mnist_gpu")).arg("--data").arg(&missing).env("RUST_BACKTRACE", "1").output().unwrap(),
+        Command::new(example("logistic_regression"))
+            .args(["--cpu", "--data"])
+            .arg(&missing)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap(),
+    ];
+    for run in runs {
+        let (code, _, stderr) = outcome(run);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(&missing.display().to_string()), "{stderr}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+        // The OS error once, not again as a cause of itself.
+        assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn more_training_rows_than_there_are_is_a_usage_error() {
+    let (code, stdout, stderr) = mnist_gpu(args(&format!("--data {MNIST} --train-rows 70000 --epochs 1")));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--train-rows 70000") && stderr.contains("60000 training rows"), "{stderr}");
+    assert!(stderr.contains("Usage:"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+#[test]
+fn the_help_says_when_a_best_checkpoint_is_written() {
+    let (code, stdout, _) = mnist_gpu(["--help"]);
+    assert_eq!(code, Some(0));
+    let checkpoint_dir = stdout.split("--checkpoint-dir").nth(1).and_then(|s| s.split("\n  -").next()).unwrap();
+    assert!(checkpoint_dir.contains("best.safetensors") && checkpoint_dir.contains("--validation-split"), "{stdout}");
+}
+
+#[test]
+fn a_batch_too_large_for_the_device_names_the_flag() {
+    let (code, stdout, stderr) = mnist_gpu(args(&format!(
+        "--data {MNIST} --batch-size 59999 --epochs 1 --out {}",
+        scratch("large-batch").display()
+    )));
+    if code == Some(0) {
+        // A device whose storage bindings hold the whole batch trains with it.
+        let batch_bytes = 59999 * 784 * 4;
+        let limit = common::gpu().limits().max_storage_buffer_binding_size;
+        assert!(limit >= batch_bytes, "trained a {batch_bytes}-byte batch past a {limit}-byte binding: {stdout}");
+    } else {
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.starts_with("error: training with --batch-size 59999"), "{stderr}");
+        assert!(!stdout.contains("epoch   1"), "{stdout}");
+    }
+}
+
+#[test]
+fn only_device_limits_and_shapes_get_the_batch_size_flag() {
+    let limit = WgnnError::DeviceLimit {
+        op: "zeros".into(),
+        what: "a tensor of shape [60000, 784]".into(),
+        bytes: 188_160_000,
+        limit: 134_217_728,
+        limit_name: "max_storage_buffer_binding_size",
+    };
+    let report = example_common::error_report(&example_common::naming_the_batch_size(limit, 59999));
+    assert!(report.starts_with("error: training with --batch-size 59999 exceeds a device limit"), "{report}");
+    assert!(report.contains("caused by: `zeros`: a tensor of shape [60000, 784]"), "{report}");
+    let shape = example_common::naming_the_batch_size(WgnnError::shape("matmul", "[2, 3] × [4, 5]"), 32);
+    assert!(example_common::error_report(&shape).starts_with("error: training with --batch-size 32\n"));
+    let other = example_common::naming_the_batch_size(WgnnError::Training { detail: "the loss became NaN".into() }, 32);
+    assert_eq!(example_common::error_report(&other), "error: training stopped: the loss became NaN");
+}
