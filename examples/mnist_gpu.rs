@@ -36,7 +36,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
-use common::outputs::{checkpoint_history, Outputs};
+use common::outputs::Outputs;
 use indicatif::{ProgressBar, ProgressStyle};
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
@@ -260,7 +260,8 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
             note_flags_set_by_checkpoint(matches);
             let model = Sequential::resume(path, &backend)?;
             println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
-            (model, checkpoint_history(path)?)
+            let history = model.resumed_history().cloned().unwrap_or_default();
+            (model, history)
         }
         None => {
             let mut builder = Sequential::new(784, args.seed);

@@ -86,13 +86,3 @@ impl Outputs {
         Ok(())
     }
 }
-
-/// The history stored in a checkpoint (its `wgnn.history` metadata): the epochs a resumed run
-/// starts with, for its `history.csv` if it stops before `fit` returns one.
-pub fn checkpoint_history(path: &Path) -> Result<History> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
-    let csv = header.metadata().as_ref().and_then(|m| m.get("wgnn.history")).map_or("", String::as_str);
-    History::from_csv(csv).with_context(|| format!("{}: the checkpoint's history", path.display()))
-}

@@ -105,8 +105,9 @@ impl Sequential {
                 done += count;
                 if !sums.loss.is_finite() {
                     self.restore_snapshot(&checked)?;
-                    let err =
-                        nonfinite_loss(&format!("the training loss became {}", sums.loss), epoch, good, done, kept);
+                    let what =
+                        format!("the training loss became {} in epoch {epoch}, steps {}..={done}", sums.loss, good + 1);
+                    let err = nonfinite_loss(&what, kept);
                     return Err(self.keep_after_divergence(err, opts, epoch, &history));
                 }
                 std::mem::swap(&mut latest, &mut checked);
@@ -140,8 +141,7 @@ impl Sequential {
             let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
             if let Some(v) = val_loss.filter(|v| !v.is_finite()) {
                 self.restore_snapshot(&checked)?;
-                let what = format!("the validation loss became {v} after the epoch");
-                let err = nonfinite_loss(&what, epoch, kept, steps, kept);
+                let err = nonfinite_loss(&format!("the validation loss became {v} after epoch {epoch}"), kept);
                 return Err(self.keep_after_divergence(err, opts, epoch, &history));
             }
             let record = EpochRecord {
@@ -196,16 +196,13 @@ pub(super) fn best_monitored(history: &History) -> f32 {
     history.epochs.iter().map(monitored).fold(f32::INFINITY, f32::min)
 }
 
-/// The error of a non-finite loss (`what` became what) seen after step `done`, the last finite
-/// one at step `good`, the weights put back to those after step `kept`.
-pub(super) fn nonfinite_loss(what: &str, epoch: usize, good: usize, done: usize, kept: usize) -> WgnnError {
+/// The error of a non-finite loss (`what`: which loss became what, and when), the weights put
+/// back to those after step `kept` of the epoch.
+pub(super) fn nonfinite_loss(what: &str, kept: usize) -> WgnnError {
     let kept =
         if kept == 0 { "at the start of that epoch".to_string() } else { format!("after step {kept} of that epoch") };
     WgnnError::Training {
-        detail: format!(
-            "{what} in epoch {epoch}, steps {}..={done}; the weights are put back to those {kept}, the last ones seen to give a finite loss",
-            good + 1
-        ),
+        detail: format!("{what}; the weights are put back to those {kept}, the last ones seen to give a finite loss"),
     }
 }
 

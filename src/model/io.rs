@@ -400,4 +400,10 @@ impl Sequential {
     pub fn resumed_epoch(&self) -> Option<usize> {
         self.resume_point.as_ref().map(|r| r.epoch)
     }
+
+    /// The history of the epochs a model made by [`Sequential::resume`] has already trained,
+    /// until its next `fit` (which returns it continued).
+    pub fn resumed_history(&self) -> Option<&History> {
+        self.resume_point.as_ref().map(|r| &r.history)
+    }
 }
