@@ -233,6 +233,9 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let (mut train, mut test) = load_mnist(&args.data)?;
+    if let Some(warning) = train.pixel_range_warning() {
+        eprintln!("warning: {warning}");
+    }
     if args.train_rows > train.rows {
         common::usage_error::<Args>(format!(
             "--train-rows {}: {} has {} training rows",

@@ -3,18 +3,20 @@
 //! Features stay in the dtype they were stored in (MNIST is `u8`), so the copy uploaded to the GPU
 //! is a quarter of the f32 size; the affine map and standardisation are kept as parameters and
 //! applied when the features are read as f32 ([`Dataset::to_f32`] on the CPU, the gather kernel on
-//! the GPU). Every loading error names the file and, inside an archive, the array.
+//! the GPU). Every loading error names the file and, inside an archive, the array; an archive
+//! member is checked whole (its size and CRC-32 against the zip's records) before it is used.
+
+mod assemble;
+mod npy;
+mod zip_member;
 
 use std::fmt;
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::Path;
-
-use npyz::npz::NpzArchive;
-use npyz::{DType, Endianness, NpyFile, Order, TypeChar};
 
 use crate::error::{Result, WgnnError};
 use crate::rng::Rng;
+use assemble::{assemble, Origin};
+use npy::{read_npy_file, NpzFile};
 
 /// Features stored as raw u8 (what MNIST is) or f32, row-major `[rows, feature_dim]`.
 #[derive(Clone, PartialEq)]
@@ -94,6 +96,9 @@ pub struct Dataset {
     pub targets: Option<Targets>,
     /// Where the data came from, e.g. `assets/mnist.npz:x_train`, for messages.
     pub source: String,
+    /// Where the labels came from, e.g. `assets/mnist.npz:y_train` (the same as `source` for
+    /// data made in memory), for messages about labels.
+    pub label_source: String,
 }
 
 impl fmt::Debug for Dataset {
@@ -105,6 +110,7 @@ impl fmt::Debug for Dataset {
         };
         f.debug_struct("Dataset")
             .field("source", &self.source)
+            .field("label_source", &self.label_source)
             .field("rows", &self.rows)
             .field("feature_dim", &self.feature_dim)
             .field("classes", &self.classes)
@@ -117,29 +123,33 @@ impl fmt::Debug for Dataset {
     }
 }
 
-/// The MNIST archive in the Keras layout: (train, test), pixels scaled to [0, 1], 10 classes.
+/// The MNIST archive in the Keras layout (`x_train`, `y_train`, `x_test`, `y_test`): (train,
+/// test), 10 classes. u8 pixels are scaled to [0, 1] (by 1/255); float pixels are taken as given,
+/// as Keras takes them, so float pixels still in 0..255 must be scaled by the caller
+/// ([`Dataset::scaled`]; [`Dataset::pixel_range_warning`] tells).
 pub fn load_mnist(path: impl AsRef<Path>) -> Result<(Dataset, Dataset)> {
     let path = path.as_ref();
-    let train = Dataset::from_npz(path, "x_train", "y_train")?.with_classes(10)?.scaled(1.0 / 255.0);
-    let test = Dataset::from_npz(path, "x_test", "y_test")?.with_classes(10)?.scaled(1.0 / 255.0);
-    Ok((train, test))
+    let read = |x_name, y_name| -> Result<Dataset> {
+        let data = Dataset::from_npz(path, x_name, y_name)?.with_classes(10)?;
+        Ok(match data.features {
+            Features::U8(_) => data.scaled(1.0 / 255.0),
+            Features::F32(_) => data,
+        })
+    };
+    Ok((read("x_train", "y_train")?, read("x_test", "y_test")?))
 }
 
 impl Dataset {
     /// Reads arrays `x_name` / `y_name` from an `.npz` archive. `x`: rank ≥ 2, u8 or f32 (f64 is
     /// converted to f32). `y`: rank 1 of any integer dtype with non-negative values, or a rank-2
-    /// float one-hot matrix (turned into argmax labels).
+    /// float one-hot matrix (turned into argmax labels). Each member is checked against the
+    /// archive's records (size, CRC-32) before it is used.
     pub fn from_npz(path: impl AsRef<Path>, x_name: &str, y_name: &str) -> Result<Dataset> {
         let path = path.as_ref();
-        let file = open_nonempty(path, "a NumPy .npz archive")?;
-        let mut archive = NpzArchive::new(BufReader::new(file))
-            .map_err(|e| data_err(path, None, format!("not a valid .npz archive (a zip of .npy files): {e}")))?;
-        let mut names: Vec<String> = archive.array_names().map(str::to_string).collect();
-        names.sort();
-        let x = read_npz_member(&mut archive, path, x_name, &names)?;
-        let y = read_npz_member(&mut archive, path, y_name, &names)?;
-        let source = format!("{}:{x_name}", path.display());
-        assemble(x, y, Origin { path, name: Some(x_name) }, Origin { path, name: Some(y_name) }, source)
+        let mut archive = NpzFile::open(path)?;
+        let x = archive.read(x_name)?;
+        let y = archive.read(y_name)?;
+        assemble(x, y, Origin { path, name: Some(x_name) }, Origin { path, name: Some(y_name) })
     }
 
     /// Same as [`Dataset::from_npz`] from two `.npy` files, e.g. the Kaggle sign-digits
@@ -148,8 +158,7 @@ impl Dataset {
         let (x_path, y_path) = (x_path.as_ref(), y_path.as_ref());
         let x = read_npy_file(x_path)?;
         let y = read_npy_file(y_path)?;
-        let source = x_path.display().to_string();
-        assemble(x, y, Origin { path: x_path, name: None }, Origin { path: y_path, name: None }, source)
+        assemble(x, y, Origin { path: x_path, name: None }, Origin { path: y_path, name: None })
     }
 
     /// Features already in memory (row-major `[rows, feature_dim]`), e.g. generated test data.
@@ -198,6 +207,7 @@ impl Dataset {
             standardize: None,
             targets: None,
             source: source.to_string(),
+            label_source: source.to_string(),
         })
     }
 
@@ -256,11 +266,11 @@ impl Dataset {
     /// miss the last class must still have the full output width).
     pub fn with_classes(mut self, classes: usize) -> Result<Dataset> {
         if classes == 0 {
-            return Err(data_err(Path::new(&self.source), None, "classes must be at least 1".into()));
+            return Err(data_err(Path::new(&self.label_source), None, "classes must be at least 1".into()));
         }
         if let Some((row, &label)) = self.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
             return Err(data_err(
-                Path::new(&self.source),
+                Path::new(&self.label_source),
                 None,
                 format!(
                     "label {label} at row {row} is out of range for {classes} classes (labels must be 0..{classes})"
@@ -381,6 +391,7 @@ impl Dataset {
                 dim: t.dim,
             }),
             source: self.source.clone(),
+            label_source: self.label_source.clone(),
         })
     }
 
@@ -446,6 +457,21 @@ impl Dataset {
         counts
     }
 
+    /// For pixels meant to be in [0, 1], as [`load_mnist`] gives them: a one-line warning when a
+    /// feature read as f32 (after scale and shift, before standardisation) is above 1.5, which
+    /// suggests 0..255 pixels stored as floats, taken as given; `None` otherwise. Reads every
+    /// feature once.
+    pub fn pixel_range_warning(&self) -> Option<String> {
+        let max = (0..self.features.len()).map(|i| self.affine(i)).fold(f32::NEG_INFINITY, f32::max);
+        (max > 1.5).then(|| {
+            format!(
+                "{}: features reach {max}, not the [0, 1] of scaled pixels; float pixels are taken as given \
+                 (scale 0..255 ones with Dataset::scaled(1.0 / 255.0))",
+                self.source
+            )
+        })
+    }
+
     fn affine(&self, i: usize) -> f32 {
         self.features.raw(i) * self.scale + self.shift
     }
@@ -459,24 +485,7 @@ impl Dataset {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Reading arrays
-
-/// Values of one array, widened to a few storage types.
-enum Values {
-    U8(Vec<u8>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    /// Every integer dtype except u8 (u64 values above i64::MAX saturate; they are invalid labels anyway).
-    Int(Vec<i64>),
-}
-
-struct Array {
-    shape: Vec<usize>,
-    dtype: String,
-    values: Values,
-}
-
+/// A loading error: the file, and inside an archive the array, then what is wrong.
 fn data_err(path: &Path, array: Option<&str>, detail: String) -> WgnnError {
     let detail = match array {
         Some(name) => format!("array `{name}`: {detail}"),
@@ -485,281 +494,9 @@ fn data_err(path: &Path, array: Option<&str>, detail: String) -> WgnnError {
     WgnnError::Data { path: path.to_path_buf(), detail }
 }
 
-fn open_nonempty(path: &Path, what: &str) -> Result<File> {
-    let io = |source| WgnnError::Io { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() == 0 {
-        return Err(data_err(path, None, format!("file is empty (0 bytes); expected {what}")));
-    }
-    Ok(file)
-}
-
-fn read_npz_member(
-    archive: &mut NpzArchive<BufReader<File>>,
-    path: &Path,
-    name: &str,
-    names: &[String],
-) -> Result<Array> {
-    match archive.by_name(name) {
-        Ok(Some(npy)) => read_array(npy, path, Some(name)),
-        Ok(None) => {
-            Err(data_err(path, None, format!("no array named `{name}`; the archive holds: {}", list_names(names))))
-        }
-        Err(e) => Err(data_err(path, Some(name), format!("not a valid .npy member: {e}"))),
-    }
-}
-
-fn list_names(names: &[String]) -> String {
-    if names.is_empty() {
-        "no arrays".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn read_npy_file(path: &Path) -> Result<Array> {
-    let file = open_nonempty(path, "a NumPy .npy file")?;
-    let npy =
-        NpyFile::new(BufReader::new(file)).map_err(|e| data_err(path, None, format!("not a valid .npy file: {e}")))?;
-    read_array(npy, path, None)
-}
-
-/// Reads the raw bytes and decodes them by dtype, instead of npyz's per-element reader: faster
-/// for 47 M MNIST pixels, and a corrupt header cannot make us preallocate a huge buffer.
-fn read_array<R: Read>(npy: NpyFile<R>, path: &Path, name: Option<&str>) -> Result<Array> {
-    let err = |detail: String| data_err(path, name, detail);
-    let dtype = npy.dtype();
-    let dtype_name = dtype.descr();
-    let shape: Vec<usize> = npy
-        .shape()
-        .iter()
-        .map(|&s| usize::try_from(s))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| err(format!("shape {:?} is too large", npy.shape())))?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &s| acc.checked_mul(s))
-        .ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
-    let supported = "expected u8, f32 or f64 features, or integer labels";
-    let ts = match &dtype {
-        DType::Plain(ts) => ts.clone(),
-        _ => return Err(err(format!("unsupported dtype {dtype_name} (a structured array); {supported}"))),
-    };
-    let size = ts.size_field() as usize;
-    let kind = match (ts.type_char(), size) {
-        (TypeChar::Uint, 1 | 2 | 4 | 8) | (TypeChar::Int, 1 | 2 | 4 | 8) | (TypeChar::Float, 4 | 8) => ts.type_char(),
-        _ => return Err(err(format!("unsupported dtype {dtype_name}; {supported}"))),
-    };
-    let order = npy.order();
-    let nbytes = count.checked_mul(size).ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
-    let mut bytes = Vec::with_capacity(nbytes.min(1 << 28));
-    npy.into_inner()
-        .take(nbytes as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(format!("could not read the data: {e}")))?;
-    if bytes.len() < nbytes {
-        return Err(err(format!(
-            "data is truncated: shape {shape:?} of {dtype_name} needs {nbytes} bytes, found {}",
-            bytes.len()
-        )));
-    }
-    let big = ts.endianness() == Endianness::Big;
-    macro_rules! decode {
-        ($t:ty) => {
-            bytes
-                .chunks_exact(std::mem::size_of::<$t>())
-                .map(|c| {
-                    let mut a = [0u8; std::mem::size_of::<$t>()];
-                    a.copy_from_slice(c);
-                    if big {
-                        <$t>::from_be_bytes(a)
-                    } else {
-                        <$t>::from_le_bytes(a)
-                    }
-                })
-                .collect::<Vec<$t>>()
-        };
-    }
-    let values = match (kind, size) {
-        (TypeChar::Uint, 1) => Values::U8(bytes),
-        (TypeChar::Uint, 2) => Values::Int(decode!(u16).into_iter().map(i64::from).collect()),
-        (TypeChar::Uint, 4) => Values::Int(decode!(u32).into_iter().map(i64::from).collect()),
-        (TypeChar::Uint, _) => {
-            Values::Int(decode!(u64).into_iter().map(|v| i64::try_from(v).unwrap_or(i64::MAX)).collect())
-        }
-        (TypeChar::Int, 1) => Values::Int(bytes.iter().map(|&b| b as i8 as i64).collect()),
-        (TypeChar::Int, 2) => Values::Int(decode!(i16).into_iter().map(i64::from).collect()),
-        (TypeChar::Int, 4) => Values::Int(decode!(i32).into_iter().map(i64::from).collect()),
-        (TypeChar::Int, _) => Values::Int(decode!(i64)),
-        (_, 4) => Values::F32(decode!(f32)),
-        _ => Values::F64(decode!(f64)),
-    };
-    let values = if order == Order::Fortran && shape.len() > 1 {
-        match values {
-            Values::U8(v) => Values::U8(fortran_to_c(&v, &shape)),
-            Values::F32(v) => Values::F32(fortran_to_c(&v, &shape)),
-            Values::F64(v) => Values::F64(fortran_to_c(&v, &shape)),
-            Values::Int(v) => Values::Int(fortran_to_c(&v, &shape)),
-        }
-    } else {
-        values
-    };
-    Ok(Array { shape, dtype: dtype_name, values })
-}
-
-/// Reorders a column-major (Fortran) array into row-major order.
-fn fortran_to_c<T: Copy>(v: &[T], shape: &[usize]) -> Vec<T> {
-    // Column-major stride of each axis.
-    let mut fstride = vec![1usize; shape.len()];
-    for k in 1..shape.len() {
-        fstride[k] = fstride[k - 1] * shape[k - 1];
-    }
-    let mut index = vec![0usize; shape.len()];
-    let mut out = Vec::with_capacity(v.len());
-    for _ in 0..v.len() {
-        out.push(v[index.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>()]);
-        // Advance the row-major index, last axis fastest.
-        for k in (0..shape.len()).rev() {
-            index[k] += 1;
-            if index[k] < shape[k] {
-                break;
-            }
-            index[k] = 0;
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// Building a data set from two arrays
-
-/// Where each array came from, for messages: (file, array name inside an archive).
-struct Origin<'a> {
-    path: &'a Path,
-    name: Option<&'a str>,
-}
-
-impl Origin<'_> {
-    fn err(&self, detail: String) -> WgnnError {
-        data_err(self.path, self.name, detail)
-    }
-}
-
-fn assemble(x: Array, y: Array, xo: Origin, yo: Origin, source: String) -> Result<Dataset> {
-    if x.shape.len() < 2 {
-        return Err(xo.err(format!("features must have rank ≥ 2 (rows, features...), got shape {:?}", x.shape)));
-    }
-    let rows = x.shape[0];
-    let feature_dim: usize = x.shape[1..].iter().product();
-    if rows == 0 || feature_dim == 0 {
-        return Err(xo.err(format!("features are empty (shape {:?})", x.shape)));
-    }
-    let features = match x.values {
-        Values::U8(v) => Features::U8(v),
-        Values::F32(v) => Features::F32(v),
-        Values::F64(v) => Features::F32(v.into_iter().map(|f| f as f32).collect()),
-        Values::Int(_) => return Err(xo.err(format!("unsupported feature dtype {}; expected u8, f32 or f64", x.dtype))),
-    };
-    if let Features::F32(v) = &features {
-        if let Some((i, f)) = v.iter().enumerate().find(|(_, f)| !f.is_finite()) {
-            return Err(xo.err(format!(
-                "non-finite feature value {f} at row {}, feature {} (features must be finite)",
-                i / feature_dim,
-                i % feature_dim
-            )));
-        }
-    }
-    let labels = labels_from(y, &yo)?;
-    if labels.len() != rows {
-        return Err(WgnnError::Data {
-            path: xo.path.to_path_buf(),
-            detail: format!(
-                "row counts differ: features {} have {rows} rows but labels {} have {}",
-                describe(&xo),
-                describe(&yo),
-                labels.len()
-            ),
-        });
-    }
-    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
-    Ok(Dataset {
-        features,
-        labels,
-        rows,
-        feature_dim,
-        classes,
-        scale: 1.0,
-        shift: 0.0,
-        standardize: None,
-        targets: None,
-        source,
-    })
-}
-
-fn describe(o: &Origin) -> String {
-    match o.name {
-        Some(n) => format!("`{n}`"),
-        None => o.path.display().to_string(),
-    }
-}
-
-/// Integer labels from a rank-1 integer array or a rank-2 float one-hot matrix.
-fn labels_from(y: Array, yo: &Origin) -> Result<Vec<u32>> {
-    match (y.shape.len(), y.values) {
-        (1, Values::U8(v)) => Ok(v.into_iter().map(u32::from).collect()),
-        (1, Values::Int(v)) => v
-            .iter()
-            .enumerate()
-            .map(|(row, &l)| {
-                u32::try_from(l)
-                    .map_err(|_| yo.err(format!("label {l} at row {row} is invalid (labels must be integers 0..2^32)")))
-            })
-            .collect(),
-        (2, Values::F32(v)) => one_hot(v.iter().map(|&f| f as f64), &y.shape, yo),
-        (2, Values::F64(v)) => one_hot(v.into_iter(), &y.shape, yo),
-        (1, Values::F32(_) | Values::F64(_)) => Err(yo.err(format!(
-            "labels have float dtype {} and rank 1; expected integer labels or a rank-2 one-hot matrix",
-            y.dtype
-        ))),
-        (rank, _) => Err(yo.err(format!(
-            "labels must be rank 1 (integers) or rank 2 (float one-hot), got rank {rank} {} of shape {:?}",
-            y.dtype, y.shape
-        ))),
-    }
-}
-
-fn one_hot(v: impl Iterator<Item = f64>, shape: &[usize], yo: &Origin) -> Result<Vec<u32>> {
-    let (rows, classes) = (shape[0], shape[1]);
-    if classes == 0 {
-        return Err(yo.err(format!("one-hot labels have no columns (shape {shape:?})")));
-    }
-    let all: Vec<f64> = v.collect();
-    (0..rows)
-        .map(|r| {
-            let row = &all[r * classes..(r + 1) * classes];
-            if let Some(f) = row.iter().find(|f| !f.is_finite()) {
-                return Err(yo.err(format!("non-finite value {f} in one-hot labels at row {r}")));
-            }
-            let mut best = 0;
-            for (j, &f) in row.iter().enumerate() {
-                if f > row[best] {
-                    best = j;
-                }
-            }
-            Ok(best as u32)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fortran_order_is_transposed() {
-        // Row-major [[0, 1, 2], [3, 4, 5]] stored column-major is 0 3 1 4 2 5.
-        assert_eq!(fortran_to_c(&[0, 3, 1, 4, 2, 5], &[2, 3]), vec![0, 1, 2, 3, 4, 5]);
-    }
 
     #[test]
     fn scaled_after_standardized_scales_the_standardised_values() {

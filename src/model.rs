@@ -824,7 +824,7 @@ impl Sequential {
                     op,
                     format!(
                         "{} row {row} has label {label}, out of range for a model with {classes} outputs",
-                        data.source
+                        data.label_source
                     ),
                 ));
             }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use npyz::npz::NpzWriter;
 use npyz::{AutoSerialize, WriteOptions, WriterBuilder};
 use wgnn::data::{load_mnist, Dataset, Features};
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::rng::Rng;
-use wgnn::WgnnError;
+use wgnn::{Activation, WgnnError};
 
 /// A fresh folder per test, so tests running in parallel never share a file.
 fn temp_dir(test: &str) -> PathBuf {
@@ -220,8 +221,76 @@ fn negative_labels_and_labels_past_classes_name_the_row() {
     assert_mentions(&err_text(Dataset::from_npz(&p, "x", "neg")), &["labels.npz", "`neg`", "-1", "row 2"]);
     let d = Dataset::from_npz(&p, "x", "y").unwrap();
     assert_eq!(d.classes, 6);
-    assert_mentions(&err_text(d.clone().with_classes(4)), &["labels.npz:x", "label 5", "row 1", "4 classes"]);
-    assert_eq!(d.with_classes(10).unwrap().classes, 10);
+    // The label array is named, not the features.
+    let msg = err_text(d.clone().with_classes(4));
+    assert_mentions(&msg, &["labels.npz:y", "label 5", "row 1", "4 classes"]);
+    assert!(!msg.contains("labels.npz:x"), "{msg:?} names the features array");
+    assert_eq!(d.clone().with_classes(10).unwrap().classes, 10);
+    // Subsets keep both names.
+    let s = d.subset(&[1]).unwrap();
+    assert_eq!((s.source.as_str(), s.label_source.as_str()), (d.source.as_str(), d.label_source.as_str()));
+}
+
+/// An archive in the Keras MNIST layout: 3 training and 2 test rows of 4 pixels.
+fn mnist_like<T: AutoSerialize + Copy>(path: &Path, x_train: &[T], y_train: &[u8], x_test: &[T]) {
+    let mut npz = NpzWriter::create(path).unwrap();
+    add(&mut npz, "x_train", &[3, 2, 2], x_train);
+    add(&mut npz, "y_train", &[3], y_train);
+    add(&mut npz, "x_test", &[2, 2, 2], x_test);
+    add(&mut npz, "y_test", &[2], &[9u8, 0]);
+}
+
+#[test]
+fn load_mnist_scales_u8_pixels_and_takes_float_pixels_as_given() {
+    let dir = temp_dir("mnist_dtypes");
+    let floats = dir.join("floats.npz");
+    let x_train: Vec<f64> = (0..12).map(|i| i as f64 / 11.0).collect();
+    let x_test = [0.0f64, 0.25, 0.5, 1.0, 1.0, 0.5, 0.25, 0.0];
+    mnist_like(&floats, &x_train, &[0, 1, 2], &x_test);
+    let (train, test) = load_mnist(&floats).unwrap();
+    assert_eq!(train.to_f32(), x_train.iter().map(|&v| v as f32).collect::<Vec<_>>(), "float pixels as given");
+    assert_eq!(test.to_f32(), x_test.map(|v| v as f32));
+    assert_eq!((train.classes, test.labels.as_slice()), (10, [9, 0].as_slice()));
+    assert_eq!(train.pixel_range_warning(), None);
+
+    let bytes = dir.join("bytes.npz");
+    let x_train: Vec<u8> = (0..12).map(|i| i * 23).collect();
+    mnist_like(&bytes, &x_train, &[0, 1, 2], &[0u8, 64, 128, 255, 255, 128, 64, 0]);
+    let (train, _) = load_mnist(&bytes).unwrap();
+    assert!(matches!(train.features, Features::U8(_)));
+    assert_eq!(train.to_f32(), x_train.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect::<Vec<_>>());
+    assert_eq!(train.pixel_range_warning(), None);
+
+    // Float pixels still in 0..255 are taken as given too, and the warning says so.
+    let raw = dir.join("raw.npz");
+    let x_train: Vec<f32> = (0..12).map(|i| (i * 23) as f32).collect();
+    mnist_like(&raw, &x_train, &[0, 1, 2], &[0.0f32, 64.0, 128.0, 255.0, 255.0, 128.0, 64.0, 0.0]);
+    let (train, _) = load_mnist(&raw).unwrap();
+    assert_eq!(train.to_f32(), x_train);
+    let warning = train.pixel_range_warning().expect("0..255 float pixels are flagged");
+    assert_mentions(&warning, &["raw.npz:x_train", "253", "scaled(1.0 / 255.0)"]);
+    assert!(!warning.contains('\n'), "one line");
+    assert_eq!(train.scaled(1.0 / 255.0).pixel_range_warning(), None);
+}
+
+#[test]
+fn load_mnist_names_the_label_array_for_a_bad_label() {
+    let dir = temp_dir("mnist_labels");
+    let p = dir.join("labels.npz");
+    // Label 12 is past MNIST's 10 classes.
+    mnist_like(&p, &[0u8; 12], &[0, 12, 1], &[0u8; 8]);
+    let msg = err_text(load_mnist(&p));
+    assert_mentions(&msg, &["labels.npz", "y_train", "label 12", "row 1", "10 classes"]);
+    assert!(!msg.contains("x_train"), "{msg:?} names the features array");
+
+    // A label the model's loss cannot take names the label array too.
+    mnist_like(&p, &[0u8; 12], &[0, 7, 1], &[0u8; 8]);
+    let (train, _) = load_mnist(&p).unwrap();
+    let mut model = Sequential::new(4, 1).dense(5, Activation::Softmax).build(&Backend::Cpu).unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+    let msg = err_text(model.fit(&train, &FitOptions::default()));
+    assert_mentions(&msg, &["labels.npz:y_train", "label 7", "row 1", "5 outputs"]);
+    assert!(!msg.contains("x_train"), "{msg:?} names the features array");
 }
 
 #[test]
