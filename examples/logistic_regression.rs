@@ -13,7 +13,8 @@
 //! What to expect (measured on lavapipe; one test image is 1.6 points). The defaults print the
 //! tutorial's figures beside wgnn's; `--seed` is the split's `random_state` in every mode:
 //! - defaults (gradient descent, lr 0.01, 150 iterations, seed 42): 91.67% train / 93.55% test,
-//!   the tutorial's figures, which its recipe in NumPy (float64) gives on this split; the cost
+//!   the tutorial's figures, which its recipe in NumPy (float64) gives on this split
+//!   (tests/fixtures/tutorial_logistic_regression.py); the cost
 //!   lines (13.210988 at iteration 0, 1.917825 at 10, …, 0.225595 at 140, 0.220408 at 149) agree
 //!   with NumPy's to 1e-6. Seeds 1–3: 93.10 / 93.55%, 92.53 / 95.16%, 91.67 / 96.77%, NumPy's
 //!   figures too;
@@ -119,8 +120,9 @@ fn main() -> Result<()> {
 const TEST_SIZE: f64 = 0.15;
 /// Images of each digit in the tutorial's data set.
 const TUTORIAL_ROWS_PER_DIGIT: usize = 205;
-/// What the tutorial reports, and its recipe in NumPy (float64) recomputes on this split: 319 of
-/// 348 training images and 58 of 62 test images.
+/// What the tutorial reports, and its recipe in NumPy (float64) recomputes on this split
+/// (tests/fixtures/tutorial_logistic_regression.py): 319 of 348 training images and 58 of 62 test
+/// images.
 const TUTORIAL_TRAIN_ACCURACY: f64 = 319.0 / 348.0;
 const TUTORIAL_TEST_ACCURACY: f64 = 58.0 / 62.0;
 
