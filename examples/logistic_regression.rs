@@ -14,10 +14,9 @@
 //! tutorial's figures beside wgnn's; `--seed` is the split's `random_state` in every mode:
 //! - defaults (gradient descent, lr 0.01, 150 iterations, seed 42): 91.67% train / 93.55% test,
 //!   the tutorial's figures, which its recipe in NumPy (float64) gives on this split
-//!   (tests/fixtures/tutorial_logistic_regression.py); the cost
-//!   lines (13.210988 at iteration 0, 1.917825 at 10, …, 0.225595 at 140, 0.220408 at 149) agree
-//!   with NumPy's to 1e-6. Seeds 1–3: 93.10 / 93.55%, 92.53 / 95.16%, 91.67 / 96.77%, NumPy's
-//!   figures too;
+//!   (tests/fixtures/tutorial_logistic_regression.py); the cost lines (13.210988 at iteration 0,
+//!   1.917825 at 10, …, 0.225595 at 140, 0.220408 at 149) agree with NumPy's to 1e-6. Seeds 1–3:
+//!   93.10 / 93.55%, 92.53 / 95.16%, 91.67 / 96.77%, NumPy's figures too;
 //! - `--iterations 1500`: 97.70% train / 100% test (cost 0.085), as NumPy;
 //! - `--adam` (Adam, lr 0.01, 150 iterations): 97.41% train / 100% test; `--adam --iterations
 //!   600`: 100% train / 100% test, the training fit of a tuned solver (scikit-learn's
