@@ -18,8 +18,10 @@ pub mod history;
 pub mod init;
 pub mod kernels;
 pub mod model;
+pub mod numpy_random;
 pub mod rng;
 pub mod tensor;
+pub mod train_test_split;
 
 pub use activation::Activation;
 pub use data::Dataset;
