@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds what bench/gpu_report.sh runs, into one folder to carry to a GPU machine that has no
+# Rust toolchain or package registry: the release builds of mnist_gpu and the two benchmark
+# harnesses, the MNIST archive, the plot font, the PyTorch side-by-side and the report script.
+#
+#     bench/gpu_bundle.sh [BUNDLE]        # default target/gpu-bundle
+#
+# Then, on the GPU machine: BUNDLE/gpu_report.sh (see that script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle="${1:-target/gpu-bundle}"
+
+cargo build --release --example mnist_gpu
+# The bench executables' paths, from cargo's own report (their names carry a hash).
+benches=$(cargo bench --no-run --bench kernels --bench training --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
+        print(m["target"]["name"], m["executable"])
+')
+
+rm -rf "$bundle"
+mkdir -p "$bundle/bin" "$bundle/assets" "$bundle/bench"
+cp target/release/examples/mnist_gpu "$bundle/bin/"
+while read -r name path; do cp "$path" "$bundle/bin/$name"; done <<<"$benches"
+cp assets/mnist.npz "$bundle/assets/"
+cp -r assets/fonts "$bundle/assets/"
+cp bench/torch_mnist.py "$bundle/bench/"
+cp bench/gpu_report.sh "$bundle/"
+echo "bundle in $bundle: $(ls "$bundle/bin" | tr '\n' ' ')"
