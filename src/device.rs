@@ -4,9 +4,15 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, WgnnError};
 use crate::kernels::PipelineCache;
+use crate::profile::{DeviceProfile, ProfileOverride};
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
+
+/// Environment variable that overrides the device profile's policy in [`Gpu::new`]: "cpu", "gpu"
+/// or "adapter" (the default; see [`ProfileOverride`]). E.g. `WGNN_PROFILE=gpu cargo test` runs
+/// the suite on lavapipe with the kernel choices of a GPU.
+pub const PROFILE_ENV: &str = "WGNN_PROFILE";
 
 /// How [`Gpu::with_options`] picks an adapter and what it asks of it.
 #[derive(Clone, Copy, Debug)]
@@ -18,11 +24,14 @@ pub struct GpuOptions<'a> {
     /// it to mimic a smaller device, e.g. a lower `max_storage_buffer_binding_size` to see data
     /// sets split across buffers; asking for more than the adapter has is a `DeviceRequest` error.
     pub limits: fn(wgpu::Limits) -> wgpu::Limits,
+    /// Which policy the device profile applies (default: the adapter's type decides). Forcing
+    /// [`ProfileOverride::Gpu`] on lavapipe runs the kernel choices of a GPU there, for tests.
+    pub profile: ProfileOverride,
 }
 
 impl Default for GpuOptions<'_> {
     fn default() -> Self {
-        GpuOptions { adapter: None, limits: |l| l }
+        GpuOptions { adapter: None, limits: |l| l, profile: ProfileOverride::Adapter }
     }
 }
 
@@ -38,6 +47,8 @@ pub(crate) struct GpuInner {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The adapter's facts and the policy derived from them, built once.
+    pub profile: DeviceProfile,
     pub pipelines: PipelineCache,
     /// Set by the device-lost callback; checked after every wait.
     lost: Arc<Mutex<Option<String>>>,
@@ -46,10 +57,17 @@ pub(crate) struct GpuInner {
 }
 
 impl Gpu {
-    /// The adapter named by `$WGNN_ADAPTER`, or else the high-performance default.
+    /// The adapter named by `$WGNN_ADAPTER`, or else the high-performance default, with the
+    /// policy `$WGNN_PROFILE` names, if any.
     pub fn new() -> Result<Gpu> {
         let wanted = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        Gpu::with_adapter(wanted.as_deref())
+        let profile = match std::env::var(PROFILE_ENV) {
+            Ok(name) => ProfileOverride::parse(&name).ok_or_else(|| {
+                WgnnError::invalid("Gpu::new", format!("{PROFILE_ENV}={name:?}: expected cpu, gpu or adapter"))
+            })?,
+            Err(_) => ProfileOverride::Adapter,
+        };
+        Gpu::with_options(&GpuOptions { adapter: wanted.as_deref(), profile, ..Default::default() })
     }
 
     /// The first adapter whose name contains `name` (case-insensitive), or the default when `None`.
@@ -121,6 +139,7 @@ impl Gpu {
             }
         }));
 
+        let profile = DeviceProfile::new(&info, features, &limits, options.profile);
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
@@ -128,6 +147,7 @@ impl Gpu {
                 info,
                 limits,
                 features,
+                profile,
                 pipelines: PipelineCache::default(),
                 lost,
                 uncaptured,
@@ -150,19 +170,29 @@ impl Gpu {
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
+    /// The adapter's facts and the engine's policy on this device.
+    pub fn profile(&self) -> &DeviceProfile {
+        &self.inner.profile
+    }
     pub(crate) fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
     }
 
-    /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up.
+    /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up;
+    /// with the profile's policy where an override forced it.
     pub fn describe(&self) -> String {
         let i = &self.inner.info;
-        format!("{} ({:?}, driver {} {}, {:?})", i.name, i.backend, i.driver, i.driver_info, i.device_type)
+        let forced = match self.inner.profile.overridden {
+            true => format!("; {}", self.inner.profile.describe()),
+            false => String::new(),
+        };
+        format!("{} ({:?}, driver {} {}, {:?}){forced}", i.name, i.backend, i.driver, i.driver_info, i.device_type)
     }
 
-    /// True on a CPU "GPU" such as lavapipe, where the kernel choices differ.
+    /// True on a CPU "GPU" such as lavapipe (the adapter's type; the kernel choices follow
+    /// [`Gpu::profile`]'s policy, which an override may set otherwise).
     pub fn is_cpu_adapter(&self) -> bool {
-        self.inner.info.device_type == wgpu::DeviceType::Cpu
+        self.inner.profile.is_cpu_adapter()
     }
 
     /// Runs `f` inside a validation + out-of-memory error scope; an error becomes `Err` naming `op`.

@@ -18,6 +18,7 @@ pub mod history;
 pub mod init;
 pub mod kernels;
 pub mod model;
+pub mod profile;
 pub mod rng;
 pub mod tensor;
 
@@ -28,4 +29,5 @@ pub use error::{Result, WgnnError, INSTALL_HINT};
 pub use history::{EpochRecord, History};
 pub use init::Initializer;
 pub use kernels::Plan;
+pub use profile::{DeviceProfile, ProfileOverride};
 pub use tensor::{DType, Tensor};

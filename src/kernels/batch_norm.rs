@@ -23,8 +23,8 @@ const TILE: u32 = 16;
 const CHUNK_MIN: usize = 256;
 /// At most this many chunks: the finalize kernels loop 2·K times.
 const MAX_CHUNKS: usize = 4096;
-/// At most this many rows per chunk: the chunk kernels loop 2·chunk times, far below lavapipe's
-/// 65,535-iteration cap.
+/// At most this many rows per chunk: the chunk kernels loop 2·chunk times, far below the loop cap
+/// ([`crate::profile::LOOP_CAP`]).
 const CHUNK_MAX: usize = 16_384;
 
 /// Hyper-parameters of a batch-norm layer (PyTorch's names and defaults).

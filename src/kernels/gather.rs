@@ -5,6 +5,7 @@ use super::{dispatch, Access, KernelFamily, Plan};
 use crate::data::Features;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::profile::KernelNeeds;
 use crate::tensor::{DType, Tensor};
 
 /// Feature chunks the `*_chunked` entries bind: a data set of up to this many bindings of rows.
@@ -88,7 +89,7 @@ pub struct GpuRows {
 /// Feature chunks a gather can bind on `gpu`: [`MAX_FEATURE_CHUNKS`] where the device allows the
 /// chunked entries' 11 storage bindings per shader stage, else 1.
 pub fn bindable_chunks(gpu: &Gpu) -> usize {
-    if gpu.limits().max_storage_buffers_per_shader_stage as usize >= GATHER_CHUNKED.storage.len() {
+    if gpu.profile().fits(KernelNeeds { storage_buffers: GATHER_CHUNKED.storage.len(), ..Default::default() }) {
         MAX_FEATURE_CHUNKS
     } else {
         1

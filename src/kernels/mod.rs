@@ -347,7 +347,7 @@ impl Gpu {
     /// else). Needs `Features::TIMESTAMP_QUERY` ([`Gpu::new`] requests it where the adapter has it).
     pub fn time_plan(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
         const OP: &str = "time_plan";
-        if !self.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        if !self.profile().timestamps {
             return Err(WgnnError::invalid(
                 OP,
                 "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead",

@@ -12,7 +12,7 @@ pub(crate) const MSE: KernelFamily =
 
 const WG: u32 = 64;
 /// Most outputs a row may have: one invocation loops D times, which must stay far below
-/// lavapipe's 65,535-iteration loop cap.
+/// the loop cap ([`crate::profile::LOOP_CAP`]).
 pub const MAX_OUTPUTS: usize = 16_384;
 
 #[repr(C)]

@@ -11,7 +11,7 @@ pub(crate) const REDUCE: KernelFamily = KernelFamily {
     storage: &[Access::Read, Access::ReadWrite],
 };
 
-/// Rows one invocation sums: far below lavapipe's 65,535-iteration loop cap.
+/// Rows one invocation sums: far below the loop cap ([`crate::profile::LOOP_CAP`]).
 pub const COLUMN_SUM_CHUNK: usize = 4096;
 const WG: u32 = 64;
 

@@ -13,8 +13,8 @@ pub(crate) const SOFTMAX_GRAD: KernelFamily = KernelFamily {
 };
 
 const WG: u32 = 64;
-/// Most columns a row may have: one invocation loops 2·C times, far below lavapipe's
-/// 65,535-iteration loop cap.
+/// Most columns a row may have: one invocation loops 2·C times, far below the loop cap
+/// ([`crate::profile::LOOP_CAP`]).
 pub const MAX_COLS: usize = 16_384;
 
 #[repr(C)]

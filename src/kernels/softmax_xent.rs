@@ -19,10 +19,10 @@ const WG: u32 = 64;
 /// workgroups share the work.
 const FUSED_TOTALS_MAX_ROWS: usize = 2048;
 /// ... and only while one invocation's loops stay this short (rows per invocation × 4·C), far
-/// below lavapipe's 65,535-iteration cap.
+/// below the loop cap ([`crate::profile::LOOP_CAP`]).
 const FUSED_TOTALS_MAX_LOOP: usize = 16_384;
 /// Most classes a row may have: one invocation loops 3·C times, which must stay far below
-/// lavapipe's 65,535-iteration loop cap (4·C for [`softmax_xent_dense`]).
+/// the loop cap ([`crate::profile::LOOP_CAP`]; 4·C for [`softmax_xent_dense`]).
 pub const MAX_CLASSES: usize = 8192;
 
 #[repr(C)]

@@ -14,7 +14,7 @@ pub(crate) const TOTALS: KernelFamily = KernelFamily {
 
 /// Must match `WG` in totals.wgsl.
 const WG: usize = 256;
-/// Rows one workgroup sums: 8,192 loop iterations per invocation, far below lavapipe's 65,535 cap.
+/// Rows one workgroup sums: 8,192 loop iterations per invocation, far below the loop cap.
 /// A batch longer than this is summed in blocks, then the partials summed again.
 pub const TOTALS_BLOCK: usize = WG * 8192;
 
