@@ -1,10 +1,13 @@
-//! The wgpu device: adapter choice, limits and features, error scopes, submission and readback.
+//! The wgpu device: adapter choice, limits and features, the device profile, error scopes,
+//! submission and readback, and the store of compiled shader objects (`device::cache`).
+
+pub(crate) mod cache;
 
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, WgnnError};
-use crate::kernels::PipelineCache;
 use crate::profile::{DeviceProfile, ProfileOverride};
+use cache::PipelineCache;
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
@@ -176,6 +179,10 @@ impl Gpu {
     }
     pub(crate) fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
+    }
+    /// Number of pipelines built on this device so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.inner.pipelines.len()
     }
 
     /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up;

@@ -1,11 +1,13 @@
 //! GPU wrapper of shaders/dense_softmax_xent.wgsl; CPU reference in src/cpu/dense_softmax_xent.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
 use crate::profile::{KernelNeeds, LOOP_CAP};
+use crate::registry::{dispatch, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 /// W and b from storage (W staged in workgroup memory).

@@ -1,11 +1,12 @@
 //! GPU wrapper of shaders/gather.wgsl; CPU reference in src/cpu/gather.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan};
 use crate::data::Features;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
 use crate::profile::KernelNeeds;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 /// Feature chunks the `*_chunked` entries bind: a data set of up to this many bindings of rows.
@@ -224,7 +225,7 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
             ),
         ));
     }
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let (fixed_start, stride, parity, counters) = match start {
         BatchStart::At(s) => {
             if s + rows > idx.len() {
@@ -276,7 +277,7 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
     let mean_std = src.mean_std.as_ref().unwrap_or(&dummy);
     let grid = if u8x4 {
         let groups_per_row = (dim / 4).div_ceil(WORDS_PER_INVOCATION);
-        super::grid_1d(gpu, rows * groups_per_row, wg)
+        grid_1d(gpu, rows * groups_per_row, wg)
     } else {
         // One grid row per batch row: the y dimension must hold them.
         let max_rows = gpu.limits().max_compute_workgroups_per_dimension as usize;

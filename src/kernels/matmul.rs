@@ -9,11 +9,13 @@
 use super::check::{disjoint, expect_len};
 use super::gather::{BatchStart, GpuRows};
 use super::reduce::column_sum;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
 use crate::profile::{KernelNeeds, MatmulPolicy};
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const MATMUL: KernelFamily = KernelFamily {
@@ -496,7 +498,7 @@ fn matmul_plan(
             return Err(WgnnError::invalid(op, format!("col_sum shares memory with A, B or C: {form}")));
         }
     }
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let (epi, has_bias, act, aux) = match opts.epilogue {
         Epilogue::None => (0u32, false, Activation::Identity, dummy.clone()),
         Epilogue::BiasAct { bias, act } => {

@@ -1,9 +1,10 @@
 //! GPU wrapper of shaders/softmax_grad.wgsl; CPU reference in src/cpu/softmax_grad.rs.
 
 use super::check::disjoint;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const SOFTMAX_GRAD: KernelFamily = KernelFamily {

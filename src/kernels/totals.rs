@@ -1,9 +1,10 @@
 //! GPU wrapper of shaders/totals.wgsl; CPU reference in src/cpu/totals.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::{Dispatch, Plan};
+use crate::registry::{dispatch, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const TOTALS: KernelFamily = KernelFamily {
@@ -83,7 +84,7 @@ fn totals_dispatch(
     off_b: u32,
     accumulate: bool,
     groups: usize,
-) -> Result<super::Dispatch> {
+) -> Result<Dispatch> {
     let params = TotalsParams {
         rows: rows as u32,
         block: block as u32,
