@@ -27,6 +27,11 @@ pub struct GpuOptions<'a> {
     /// it to mimic a smaller device, e.g. a lower `max_storage_buffer_binding_size` to see data
     /// sets split across buffers; asking for more than the adapter has is a `DeviceRequest` error.
     pub limits: fn(wgpu::Limits) -> wgpu::Limits,
+    /// Maps the features wgnn would request of the adapter (those it has of TIMESTAMP_QUERY,
+    /// TIMESTAMP_QUERY_INSIDE_ENCODERS and SUBGROUP) to the ones requested (default: unchanged).
+    /// Use it to mimic a device without some, e.g. without `SUBGROUP`; asking for one the adapter
+    /// lacks is a `DeviceRequest` error.
+    pub features: fn(wgpu::Features) -> wgpu::Features,
     /// Which policy the device profile applies (default: the adapter's type decides). Forcing
     /// [`ProfileOverride::Gpu`] on lavapipe runs the kernel choices of a GPU there, for tests.
     pub profile: ProfileOverride,
@@ -34,7 +39,7 @@ pub struct GpuOptions<'a> {
 
 impl Default for GpuOptions<'_> {
     fn default() -> Self {
-        GpuOptions { adapter: None, limits: |l| l, profile: ProfileOverride::Adapter }
+        GpuOptions { adapter: None, limits: |l| l, features: |f| f, profile: ProfileOverride::Adapter }
     }
 }
 
@@ -114,7 +119,7 @@ impl Gpu {
         let wanted_features = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::SUBGROUP;
-        let features = adapter.features() & wanted_features;
+        let features = (options.features)(adapter.features() & wanted_features);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgnn"),
