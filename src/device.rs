@@ -1,12 +1,21 @@
-//! The wgpu device: adapter choice, limits and features, error scopes, submission and readback.
+//! The wgpu device: adapter choice, limits and features, the device profile, error scopes,
+//! submission and readback, and the store of compiled shader objects (`device::cache`).
+
+pub(crate) mod cache;
 
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, WgnnError};
-use crate::kernels::PipelineCache;
+use crate::profile::{DeviceProfile, ProfileOverride};
+use cache::PipelineCache;
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
+
+/// Environment variable that overrides the device profile's policy in [`Gpu::new`]: "cpu", "gpu"
+/// or "adapter" (the default; see [`ProfileOverride`]). E.g. `WGNN_PROFILE=gpu cargo test` runs
+/// the suite on lavapipe with the kernel choices of a GPU.
+pub const PROFILE_ENV: &str = "WGNN_PROFILE";
 
 /// How [`Gpu::with_options`] picks an adapter and what it asks of it.
 #[derive(Clone, Copy, Debug)]
@@ -18,11 +27,19 @@ pub struct GpuOptions<'a> {
     /// it to mimic a smaller device, e.g. a lower `max_storage_buffer_binding_size` to see data
     /// sets split across buffers; asking for more than the adapter has is a `DeviceRequest` error.
     pub limits: fn(wgpu::Limits) -> wgpu::Limits,
+    /// Maps the features wgnn would request of the adapter (those it has of TIMESTAMP_QUERY,
+    /// TIMESTAMP_QUERY_INSIDE_ENCODERS and SUBGROUP) to the ones requested (default: unchanged).
+    /// Use it to mimic a device without some, e.g. without `SUBGROUP`; asking for one the adapter
+    /// lacks is a `DeviceRequest` error.
+    pub features: fn(wgpu::Features) -> wgpu::Features,
+    /// Which policy the device profile applies (default: the adapter's type decides). Forcing
+    /// [`ProfileOverride::Gpu`] on lavapipe runs the kernel choices of a GPU there, for tests.
+    pub profile: ProfileOverride,
 }
 
 impl Default for GpuOptions<'_> {
     fn default() -> Self {
-        GpuOptions { adapter: None, limits: |l| l }
+        GpuOptions { adapter: None, limits: |l| l, features: |f| f, profile: ProfileOverride::Adapter }
     }
 }
 
@@ -38,6 +55,8 @@ pub(crate) struct GpuInner {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The adapter's facts and the policy derived from them, built once.
+    pub profile: DeviceProfile,
     pub pipelines: PipelineCache,
     /// Set by the device-lost callback; checked after every wait.
     lost: Arc<Mutex<Option<String>>>,
@@ -46,10 +65,17 @@ pub(crate) struct GpuInner {
 }
 
 impl Gpu {
-    /// The adapter named by `$WGNN_ADAPTER`, or else the high-performance default.
+    /// The adapter named by `$WGNN_ADAPTER`, or else the high-performance default, with the
+    /// policy `$WGNN_PROFILE` names, if any.
     pub fn new() -> Result<Gpu> {
         let wanted = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        Gpu::with_adapter(wanted.as_deref())
+        let profile = match std::env::var(PROFILE_ENV) {
+            Ok(name) => ProfileOverride::parse(&name).ok_or_else(|| {
+                WgnnError::invalid("Gpu::new", format!("{PROFILE_ENV}={name:?}: expected cpu, gpu or adapter"))
+            })?,
+            Err(_) => ProfileOverride::Adapter,
+        };
+        Gpu::with_options(&GpuOptions { adapter: wanted.as_deref(), profile, ..Default::default() })
     }
 
     /// The first adapter whose name contains `name` (case-insensitive), or the default when `None`.
@@ -97,7 +123,7 @@ impl Gpu {
         let wanted_features = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::SUBGROUP;
-        let features = adapter.features() & wanted_features;
+        let features = (options.features)(adapter.features() & wanted_features);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgnn"),
@@ -125,6 +151,7 @@ impl Gpu {
             }
         }));
 
+        let profile = DeviceProfile::new(&info, features, &limits, options.profile);
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
@@ -132,6 +159,7 @@ impl Gpu {
                 info,
                 limits,
                 features,
+                profile,
                 pipelines: PipelineCache::default(),
                 lost,
                 uncaptured,
@@ -154,19 +182,33 @@ impl Gpu {
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
+    /// The adapter's facts and the engine's policy on this device.
+    pub fn profile(&self) -> &DeviceProfile {
+        &self.inner.profile
+    }
     pub(crate) fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
     }
-
-    /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up.
-    pub fn describe(&self) -> String {
-        let i = &self.inner.info;
-        format!("{} ({:?}, driver {} {}, {:?})", i.name, i.backend, i.driver, i.driver_info, i.device_type)
+    /// Number of pipelines built on this device so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.inner.pipelines.len()
     }
 
-    /// True on a CPU "GPU" such as lavapipe, where the kernel choices differ.
+    /// "name (backend, driver driver_info, device type)": what a person wants to see at start-up;
+    /// with the profile's policy where an override forced it.
+    pub fn describe(&self) -> String {
+        let i = &self.inner.info;
+        let forced = match self.inner.profile.overridden {
+            true => format!("; {}", self.inner.profile.describe()),
+            false => String::new(),
+        };
+        format!("{} ({:?}, driver {} {}, {:?}){forced}", i.name, i.backend, i.driver, i.driver_info, i.device_type)
+    }
+
+    /// True on a CPU "GPU" such as lavapipe (the adapter's type; the kernel choices follow
+    /// [`Gpu::profile`]'s policy, which an override may set otherwise).
     pub fn is_cpu_adapter(&self) -> bool {
-        self.inner.info.device_type == wgpu::DeviceType::Cpu
+        self.inner.profile.is_cpu_adapter()
     }
 
     /// Runs `f` inside a validation + out-of-memory error scope; an error becomes `Err` naming `op`.

@@ -1,14 +1,23 @@
 //! wgnn: a neural-network training engine whose hot operations are WGSL compute kernels run
 //! through wgpu, with a plain-Rust CPU reference for every kernel.
 //!
-//! Layers of the crate, bottom up:
-//! - [`device`]: the adapter, device, queue, error scopes and the one readback path.
-//! - [`tensor`]: f32/u32 tensors in GPU buffers.
-//! - [`kernels`]: one module per `shaders/*.wgsl` family; each call checks shapes and returns a
-//!   [`kernels::Plan`] of ready-made dispatches. [`cpu`] mirrors every kernel by name.
+//! Layers of the crate, bottom up. A module imports only from layers below its own, or from the
+//! modules listed before it in its own layer; nothing imports upwards (doc links aside):
+//! 1. Errors, configs and host data: [`error`]; [`config`] (optimizer, schedule and batch-norm
+//!    hyper-parameters), [`activation`]; [`rng`], [`init`]; [`data`], [`atomic_file`],
+//!    [`history`], [`display`].
+//! 2. The CPU reference, [`cpu`]: mirrors every kernel by name; it is what the kernels compute.
+//! 3. The device: [`profile`] (the adapter's facts and the policy derived from them), [`device`]
+//!    (adapter, device, queue, error scopes, the one readback path, the store of compiled shader
+//!    objects), [`tensor`] (f32/u32 tensors in GPU buffers), [`plan`] (dispatches and plans of
+//!    them, run and timed), [`registry`] (kernel families, pipelines, building a dispatch).
+//! 4. [`kernels`]: one module per `shaders/*.wgsl` family; each call checks shapes, picks a variant
+//!    by the device's profile and returns a [`Plan`] of ready-made dispatches.
+//! 5. [`model`]: `Sequential`, its GPU and CPU backends, the epoch loop, save and load.
 
 pub mod activation;
 pub mod atomic_file;
+pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod device;
@@ -19,6 +28,9 @@ pub mod init;
 pub mod kernels;
 pub mod model;
 pub mod numpy_random;
+pub mod plan;
+pub mod profile;
+pub mod registry;
 pub mod rng;
 pub mod tensor;
 pub mod train_test_split;
@@ -29,5 +41,6 @@ pub use device::{Gpu, GpuOptions};
 pub use error::{Result, WgnnError, INSTALL_HINT};
 pub use history::{EpochRecord, History};
 pub use init::Initializer;
-pub use kernels::Plan;
+pub use plan::Plan;
+pub use profile::{DeviceProfile, ProfileOverride};
 pub use tensor::{DType, Tensor};

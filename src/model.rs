@@ -36,8 +36,7 @@ use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
 use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{
-    choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
-    MatmulOptions, MatmulVariant,
+    matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA, MatmulOptions,
 };
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{

@@ -112,6 +112,17 @@ impl Tensor {
         })
     }
 
+    /// An f32 tensor of `shape` over the start of `buffer`, shared with whoever else holds it (the
+    /// device's zero buffer; the caller checks that `buffer` is large enough).
+    pub(crate) fn on_buffer(gpu: &Gpu, buffer: Arc<wgpu::Buffer>, shape: &[usize]) -> Tensor {
+        Tensor { gpu: gpu.clone(), buffer, offset: 0, shape: shape.to_vec(), dtype: DType::F32, max_u32: None }
+    }
+
+    /// The buffer this tensor lies in.
+    pub(crate) fn shared_buffer(&self) -> &Arc<wgpu::Buffer> {
+        &self.buffer
+    }
+
     /// A view of `shape` starting `offset_elems` elements into this tensor's storage. The byte
     /// offset must be a multiple of the device's `min_storage_buffer_offset_alignment`.
     pub fn view(&self, offset_elems: usize, shape: &[usize]) -> Result<Tensor> {

@@ -1,14 +1,15 @@
 //! dense_softmax_xent.wgsl (the output layer, its loss and the backward pass into the layer below
 //! in one dispatch) against the CPU reference; the reference against the unfused kernels' references
-//! and by finite differences; bad input.
+//! and by finite differences; bad input; how many rows a training step fuses under each policy.
 
 mod common;
 use common::*;
 use wgnn::kernels::dense_softmax_xent::{
-    dense_softmax_xent, dense_softmax_xent_fits, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
+    dense_softmax_xent, dense_softmax_xent_fits, dense_softmax_xent_preferred, DenseSoftmaxXentOut,
+    UNIFORM_WINDOW_FLOATS,
 };
 use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Tensor, WgnnError};
+use wgnn::{cpu, Activation, Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
 
 const ACTS: &[Activation] =
     &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
@@ -199,4 +200,29 @@ fn the_uniform_window_is_taken_only_where_it_is_safe() {
         assert_close(&format!("{case}: dz"), &dzt.to_vec().unwrap(), &dz, 1e-6, 1e-4);
         assert_close(&format!("{case}: dh"), &dht.to_vec().unwrap(), &dh, 1e-6, 1e-4);
     }
+}
+
+#[test]
+fn the_profile_caps_the_rows_a_training_step_fuses() {
+    // Up to 32 rows under the CPU-adapter policy (one core runs the one workgroup), up to 256 under
+    // a GPU's: each forced on whatever adapter this is.
+    let device = |profile, limits| {
+        Gpu::with_options(&GpuOptions { profile, limits, ..Default::default() })
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    };
+    for (profile, most) in [(ProfileOverride::CpuAdapter, 32), (ProfileOverride::Gpu, 256)] {
+        let gpu = device(profile, |l| l);
+        assert_eq!(gpu.profile().fused_output_max_rows, most, "{profile:?}");
+        assert!(dense_softmax_xent_preferred(&gpu, most, 64, 10), "{profile:?}: {most} rows");
+        assert!(!dense_softmax_xent_preferred(&gpu, most + 1, 64, 10), "{profile:?}: {} rows", most + 1);
+        // Never a shape the kernel does not take.
+        assert!(!dense_softmax_xent_preferred(&gpu, 8, 97, 32), "{profile:?}");
+    }
+    // The shared device: by its adapter's policy.
+    let gpu = gpu();
+    let most = gpu.profile().fused_output_max_rows;
+    assert!(dense_softmax_xent_preferred(&gpu, most, 64, 10) && !dense_softmax_xent_preferred(&gpu, most + 1, 64, 10));
+    // A device asked for less workgroup memory than the kernel stages W in (14 KiB): never.
+    let small = device(ProfileOverride::Gpu, |l| wgpu::Limits { max_compute_workgroup_storage_size: 8192, ..l });
+    assert!(!dense_softmax_xent_preferred(&small, 32, 64, 10));
 }

@@ -1,8 +1,11 @@
-//! Device-level errors: an adapter name that matches none, a tensor past the device's limits.
+//! The device: an adapter name that matches none, a tensor past the device's limits, the device
+//! profile and its overrides.
 
 mod common;
 use common::*;
-use wgnn::{Gpu, Tensor, WgnnError, INSTALL_HINT};
+use wgnn::kernels::matmul::{choose_variant, MatmulVariant};
+use wgnn::profile::Policy;
+use wgnn::{Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError, INSTALL_HINT};
 
 #[test]
 fn an_adapter_that_is_not_there_is_an_error_listing_those_present() {
@@ -38,4 +41,68 @@ fn a_tensor_past_the_binding_limit_is_an_error_naming_the_limit() {
     let message = err.to_string();
     assert!(message.contains("max_storage_buffer_binding_size") || message.contains("max_buffer_size"), "{message}");
     assert!(message.contains(&(limit / 4 + 1).to_string()), "the shape is named: {message}");
+}
+
+/// A device on the default adapter with the given profile override.
+fn device_with(profile: ProfileOverride) -> Gpu {
+    Gpu::with_options(&GpuOptions { profile, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}
+
+#[test]
+fn the_profile_follows_the_adapter_unless_overridden() {
+    let adapter = device_with(ProfileOverride::Adapter);
+    let profile = adapter.profile();
+    let cpu_adapter = adapter.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    assert_eq!(profile.policy == Policy::CpuAdapter, cpu_adapter, "{profile:?}");
+    assert!(!profile.overridden && !adapter.describe().contains("forced"), "{}", adapter.describe());
+
+    let forced_gpu = device_with(ProfileOverride::Gpu);
+    let forced_cpu = device_with(ProfileOverride::CpuAdapter);
+    let (g, c) = (forced_gpu.profile(), forced_cpu.profile());
+    assert_eq!((g.policy, c.policy), (Policy::Gpu, Policy::CpuAdapter));
+    assert_eq!((g.overridden, c.overridden), (cpu_adapter, !cpu_adapter));
+    let forced = if cpu_adapter { &forced_gpu } else { &forced_cpu };
+    assert!(forced.describe().contains("(forced)"), "{}", forced.describe());
+
+    // The policies differ as documented...
+    assert_eq!((c.fused_output_max_rows, g.fused_output_max_rows), (32, 256));
+    assert!(c.matmul.prefer_subgroup && !g.matmul.prefer_subgroup);
+    assert_eq!((c.matmul.register_workgroup, g.matmul.register_workgroup), ([16, 1], [16, 4]));
+    assert_eq!((c.matmul.lanes_m_max_n, g.matmul.lanes_m_max_n), (Some(16), None));
+    assert_eq!(g.matmul.split_k_target_groups, 256);
+    assert_eq!(c.first_layer_in_place, c.matmul.subgroup_kernel);
+    assert!(!g.first_layer_in_place);
+    // ... and what the hardware imposes does not.
+    for p in [g, c] {
+        assert_eq!(p.matmul.subgroup_kernel, profile.matmul.subgroup_kernel);
+        assert_eq!(p.subgroup_sizes, profile.subgroup_sizes);
+        assert_eq!(
+            (p.loop_cap, p.device_type, p.timestamps),
+            (profile.loop_cap, profile.device_type, profile.timestamps)
+        );
+    }
+    assert_eq!(profile.matmul.subgroup_kernel, profile.subgroup_sizes.is_some_and(|(min, _)| min >= 8));
+
+    // The engine's matmul picks follow the policy.
+    assert_eq!(choose_variant(&forced_gpu, 256, 256, 256, false, false), MatmulVariant::Tiled);
+    assert_eq!(choose_variant(&forced_gpu, 32, 64, 784, false, false), MatmulVariant::Register);
+    assert_eq!(choose_variant(&forced_gpu, 32, 10, 64, false, false), MatmulVariant::Register);
+    let sub_or_register = if c.matmul.subgroup_kernel { MatmulVariant::Subgroup } else { MatmulVariant::Register };
+    assert_eq!(choose_variant(&forced_cpu, 256, 256, 256, false, false), sub_or_register);
+    assert_eq!(choose_variant(&forced_cpu, 32, 10, 64, false, false), MatmulVariant::RegisterTall);
+    assert_eq!(choose_variant(&forced_cpu, 32, 66, 63, false, false), MatmulVariant::Register);
+}
+
+#[test]
+fn profile_overrides_parse_from_their_names() {
+    for (name, want) in [
+        ("", Some(ProfileOverride::Adapter)),
+        ("adapter", Some(ProfileOverride::Adapter)),
+        (" GPU ", Some(ProfileOverride::Gpu)),
+        ("cpu", Some(ProfileOverride::CpuAdapter)),
+        ("tpu", None),
+    ] {
+        assert_eq!(ProfileOverride::parse(name), want, "{name:?}");
+    }
 }

@@ -1,6 +1,6 @@
 //! matmul.wgsl against the CPU reference: every variant × every form, edge sizes, accumulate, both
-//! epilogues, split-K past lavapipe's loop cap, op(A) gathered from a data set, errors; and the
-//! reference's gradients by finite differences.
+//! epilogues, split-K past lavapipe's loop cap, op(A) gathered from a data set, errors; the GPU
+//! policy's choices forced on any adapter; and the reference's gradients by finite differences.
 
 mod common;
 use common::*;
@@ -11,13 +11,36 @@ use wgnn::kernels::matmul::{
     MatmulOptions, MatmulVariant,
 };
 use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, Tensor, WgnnError};
+use wgnn::{cpu, Activation, Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
 
 const FORMS: [(bool, bool); 3] = [(false, false), (true, false), (false, true)];
 
 /// Tolerance grows with K: f32 sums of K products of values in [-1, 1].
 fn atol(k: usize) -> f32 {
     2e-5 * (k as f32).sqrt()
+}
+
+/// A device of its own on the default adapter with `profile`, and without `Features::SUBGROUP`
+/// where `subgroups` is false (a device without the subgroup kernel, on any adapter).
+fn device(profile: ProfileOverride, subgroups: bool) -> Gpu {
+    let features = if subgroups { |f| f } else { |f: wgpu::Features| f - wgpu::Features::SUBGROUP };
+    Gpu::with_options(&GpuOptions { profile, features, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}
+
+/// Whether op(A) gathered from a data set runs on `gpu`: it exists for the subgroup kernel alone,
+/// which needs subgroups of at least 8. Where it cannot, the test says so (its refusal is checked
+/// on every adapter by `gathered_a_refuses_what_it_cannot_read`).
+fn gathered_runs_on(gpu: &Gpu) -> bool {
+    let runs = gpu.profile().matmul.subgroup_kernel;
+    if !runs {
+        eprintln!(
+            "op(A) gathered: not run on {} ({}): it needs the subgroup kernel",
+            gpu.describe(),
+            gpu.profile().describe()
+        );
+    }
+    runs
 }
 
 /// Uploads random A (stored as the form needs) and B, returns (A, B, host A, host B).
@@ -348,6 +371,52 @@ fn engine_choice_and_pipeline_cache() {
 }
 
 #[test]
+fn the_gpu_policy_runs_its_kernels_on_any_adapter() {
+    // A GPU's choices forced on whatever adapter this is (lavapipe in CI): tiles for large
+    // products, 4×8 register blocks in 16×4 workgroups, and K split until about 256 workgroups.
+    let gpu = device(ProfileOverride::Gpu, true);
+    let policy = gpu.profile().matmul;
+    assert_eq!((policy.register_workgroup, policy.split_k_target_groups), ([16, 4], 256));
+    let mut rng = Rng::new(17);
+    let product = |rng: &mut Rng, (m, k, n): (usize, usize, usize), variant: Option<MatmulVariant>| {
+        let (at, bt, a, b) = operands(&gpu, rng, m, k, n, false, false);
+        let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
+        let plan = matmul(&gpu, &at, &bt, &ct, &MatmulOptions { variant, ..Default::default() }).unwrap();
+        gpu.run(&[&plan]).unwrap();
+        let what = format!("gpu policy {variant:?} {m}x{k}·{k}x{n}");
+        assert_close(&what, &ct.to_vec().unwrap(), &cpu::matmul(&a, &b, m, k, n, false, false), atol(k), 1e-4);
+        plan.dispatches.iter().map(|d| (d.label.clone(), d.workgroups)).collect::<Vec<_>>()
+    };
+    // The engine's picks: tiled from 128×128 (K ≥ 64) on, 4×8 registers below, never the subgroup
+    // kernel; each matches the reference.
+    assert_eq!(choose_variant(&gpu, 256, 256, 256, false, false), MatmulVariant::Tiled);
+    assert_eq!(product(&mut rng, (256, 256, 256), None)[0].0, "matmul::matmul_tiled");
+    for (m, k, n) in [(32, 784, 64), (256, 64, 10), (200, 128, 32), (64, 256, 64)] {
+        assert_eq!(choose_variant(&gpu, m, n, k, false, false), MatmulVariant::Register, "{m}x{k}·{k}x{n}");
+        let label = product(&mut rng, (m, k, n), None)[0].0.clone();
+        assert!(label.starts_with("matmul::matmul_register"), "{label}");
+    }
+    // 16×4 workgroups of 4×8 blocks: 200×32 outputs take 1 × 13 of them (a CPU adapter's 16×1
+    // would take 1 × 50), K not split (13 workgroups want 20 chunks, but K = 128 keeps one).
+    assert_eq!(
+        product(&mut rng, (200, 128, 32), Some(MatmulVariant::Register)),
+        [("matmul::matmul_register".into(), [1, 13, 1])]
+    );
+    // The split-K target: 64×64 outputs are 4 workgroups, so K = 4096 is split into 32 chunks of
+    // 128 (a CPU adapter's target of 2 per thread splits it in 2, as the loop cap asks), then
+    // summed by a second dispatch.
+    let dispatches = product(&mut rng, (64, 4096, 64), Some(MatmulVariant::Register));
+    assert_eq!(dispatches.len(), 2, "{dispatches:?}");
+    assert_eq!(dispatches[0].1, [1, 4, 32], "{dispatches:?}");
+    assert_eq!(dispatches[1].0, "matmul::matmul_reduce");
+    // The subgroup kernel, asked for by name, still runs where the hardware has it (the policy
+    // only stops the engine from picking it).
+    let picked = product(&mut rng, (64, 256, 64), Some(MatmulVariant::Subgroup))[0].0.clone();
+    let want = if policy.subgroup_kernel { "matmul_subgroup::matmul_subgroup" } else { "matmul::matmul_register" };
+    assert_eq!(picked, want);
+}
+
+#[test]
 fn reference_gradients_match_finite_differences() {
     // L = Σ W ⊙ op(A)·op(B); dL/dC = W, so dop(A) = W·op(B)ᵀ and dop(B) = op(A)ᵀ·W, computed with
     // the reference itself, then mapped back to the stored layout.
@@ -375,6 +444,9 @@ fn gathered_a_matches_the_cpu_reference() {
     // forward product with its epilogue, the batch's labels and the step counters; then the weight
     // gradient over the rows padded to a multiple of 4, with the bias gradient, advancing nothing.
     let gpu = gpu();
+    if !gathered_runs_on(&gpu) {
+        return;
+    }
     let mut rng = Rng::new(21);
     let (scale, shift) = (1.0 / 255.0, -0.25);
     // (data-set rows, features, batch rows, N): a batch of 5 over 784 features gives a single
@@ -471,35 +543,51 @@ fn gathered_a_matches_the_cpu_reference() {
 
 #[test]
 fn gathered_a_refuses_what_it_cannot_read() {
-    let gpu = gpu();
+    // A device without the subgroup kernel (any adapter, SUBGROUP not requested) refuses even the
+    // layout it reads, with a typed error naming the kernel.
+    let no_subgroups = device(ProfileOverride::Adapter, false);
+    assert!(!no_subgroups.profile().matmul.subgroup_kernel);
+    for gpu in [gpu(), no_subgroups] {
+        refusals(&gpu);
+    }
+}
+
+fn refusals(gpu: &Gpu) {
     let labels = [0u32, 1, 2];
-    let idx = Tensor::from_u32(&gpu, &[3], &[2, 0, 1]).unwrap();
-    let w = Tensor::zeros(&gpu, &[8, 4]).unwrap();
-    let c = Tensor::zeros(&gpu, &[2, 4]).unwrap();
-    let u8_rows = GpuRows::upload(&gpu, &Features::U8(vec![7; 24]), &labels, 8).unwrap();
+    let idx = Tensor::from_u32(gpu, &[3], &[2, 0, 1]).unwrap();
+    let w = Tensor::zeros(gpu, &[8, 4]).unwrap();
+    let c = Tensor::zeros(gpu, &[2, 4]).unwrap();
+    let u8_rows = GpuRows::upload(gpu, &Features::U8(vec![7; 24]), &labels, 8).unwrap();
     let a = GatheredA { src: &u8_rows, idx: &idx, start: BatchStart::At(0), rows: 2, stored_rows: 2, labels: None };
     let opts = MatmulOptions::default();
-    assert!(matmul_gathered(&gpu, &a, &w, &c, None, &opts).is_ok());
+    if !gathered_runs_on(gpu) {
+        assert!(!matmul_gathered_supported(gpu, &a, 4, false, false));
+        let err = matmul_gathered(gpu, &a, &w, &c, None, &opts).err().expect("no subgroup kernel");
+        assert!(matches!(err, WgnnError::InvalidArgument { .. }), "{err}");
+        assert!(err.to_string().contains("matmul_gathered") && err.to_string().contains("subgroup kernel"), "{err}");
+        return;
+    }
+    assert!(matmul_gathered(gpu, &a, &w, &c, None, &opts).is_ok());
 
     // f32 features: not the layout the kernel reads.
-    let f32_rows = GpuRows::upload(&gpu, &Features::F32(vec![0.5; 24]), &labels, 8).unwrap();
+    let f32_rows = GpuRows::upload(gpu, &Features::F32(vec![0.5; 24]), &labels, 8).unwrap();
     let f32_a = GatheredA { src: &f32_rows, ..a };
-    assert!(!matmul_gathered_supported(&gpu, &f32_a, 4, false, false));
-    let msg = matmul_gathered(&gpu, &f32_a, &w, &c, None, &opts).err().expect("f32 features must fail").to_string();
+    assert!(!matmul_gathered_supported(gpu, &f32_a, 4, false, false));
+    let msg = matmul_gathered(gpu, &f32_a, &w, &c, None, &opts).err().expect("f32 features must fail").to_string();
     assert!(msg.contains("matmul_gathered") && msg.contains("f32"), "{msg}");
 
     // Rows past the index list.
     let late = GatheredA { start: BatchStart::At(2), ..a };
-    let err = matmul_gathered(&gpu, &late, &w, &c, None, &opts).err().expect("rows 2..4 of 3 must fail");
+    let err = matmul_gathered(gpu, &late, &w, &c, None, &opts).err().expect("rows 2..4 of 3 must fail");
     assert!(matches!(err, WgnnError::Shape { .. }) && err.to_string().contains("2..4"), "{err}");
 
     // Labels only come with op(A) = A.
-    let y = Tensor::zeros_u32(&gpu, &[2]).unwrap();
-    let dz = Tensor::zeros(&gpu, &[4, 4]).unwrap();
-    let dw = Tensor::zeros(&gpu, &[8, 4]).unwrap();
+    let y = Tensor::zeros_u32(gpu, &[2]).unwrap();
+    let dz = Tensor::zeros(gpu, &[4, 4]).unwrap();
+    let dw = Tensor::zeros(gpu, &[8, 4]).unwrap();
     let weight_grad = GatheredA { stored_rows: 4, labels: Some(&y), ..a };
     let msg =
-        matmul_gathered(&gpu, &weight_grad, &dz, &dw, None, &MatmulOptions { trans_a: true, ..Default::default() })
+        matmul_gathered(gpu, &weight_grad, &dz, &dw, None, &MatmulOptions { trans_a: true, ..Default::default() })
             .err()
             .expect("labels with Aᵀ must fail")
             .to_string();
@@ -507,6 +595,6 @@ fn gathered_a_refuses_what_it_cannot_read() {
 
     // A batch larger than the stored A, or a forward A of more rows than the batch.
     let msg =
-        matmul_gathered(&gpu, &GatheredA { rows: 3, ..a }, &w, &c, None, &opts).err().expect("3 rows in 2").to_string();
+        matmul_gathered(gpu, &GatheredA { rows: 3, ..a }, &w, &c, None, &opts).err().expect("3 rows in 2").to_string();
     assert!(msg.contains("matmul_gathered") && msg.contains("3 batch rows"), "{msg}");
 }

@@ -5,7 +5,20 @@ mod common;
 use common::*;
 use wgnn::data::{load_mnist, Dataset};
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
-use wgnn::{Activation, WgnnError};
+use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, WgnnError};
+
+/// A device of its own on the default adapter with `profile`, and without `Features::SUBGROUP`
+/// where `subgroups` is false (a device without the subgroup kernel, on any adapter).
+fn device(profile: ProfileOverride, subgroups: bool) -> Gpu {
+    let features = if subgroups { |f| f } else { |f: wgpu::Features| f - wgpu::Features::SUBGROUP };
+    Gpu::with_options(&GpuOptions { profile, features, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}
+
+/// The kernels of one training step of `model` on `data` at `batch` rows, in order.
+fn step_kernels(model: &mut Sequential, data: &Dataset, batch: usize) -> Vec<String> {
+    model.profile_step(data, batch, 1).unwrap().into_iter().map(|(label, _)| label).collect()
+}
 
 fn mlp(backend: &Backend, inputs: usize, hidden: usize, classes: usize, seed: u64) -> Sequential {
     Sequential::new(inputs, seed)
@@ -77,34 +90,43 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
 fn odd_batch_sizes_match_the_cpu_reference_on_the_fast_kernels() {
     // Batches of 13 rows (and a tail of 11): the weight gradients run over the rows padded to 16,
     // whose extra rows stay zero, so they take the same kernels as a batch of 16 and give the same
-    // result as the reference.
-    let gpu = gpu();
+    // result as the reference. Under each policy, forced on whatever adapter this is.
     let data = synthetic(50, 36, 8, 3);
-    let mut runs = Vec::new();
-    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+    let fit = |backend: &Backend| {
         let mut model = Sequential::new(36, 5)
             .dense(24, Activation::Relu)
             .dropout(0.2)
             .dense(8, Activation::Identity)
-            .build(&backend)
+            .build(backend)
             .unwrap();
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
         let options = FitOptions { epochs: 3, batch_size: 13, ..Default::default() };
         let history = model.fit(&data, &options).unwrap();
         let losses: Vec<f32> = history.epochs.iter().map(|r| r.train_loss).collect();
-        runs.push((losses, model.weights().unwrap(), model));
+        (losses, model.weights().unwrap(), model)
+    };
+    let (want_losses, want_weights, _) = fit(&Backend::Cpu);
+    for profile in [ProfileOverride::CpuAdapter, ProfileOverride::Gpu] {
+        let gpu = device(profile, true);
+        let (losses, weights, mut model) = fit(&Backend::Gpu(gpu.clone()));
+        assert_close(&format!("{profile:?}, batch 13: epoch losses, gpu vs cpu"), &losses, &want_losses, 1e-4, 1e-4);
+        for (i, ((wg, bg), (wc, bc))) in weights.iter().zip(&want_weights).enumerate() {
+            assert_close(&format!("{profile:?}, batch 13: layer {i} W"), wg, wc, 1e-4, 1e-3);
+            assert_close(&format!("{profile:?}, batch 13: layer {i} b"), bg, bc, 1e-4, 1e-3);
+        }
+        assert!(losses[2] < losses[0], "{profile:?}: loss did not fall: {losses:?}");
+        // Every product of the step, dW included, on a vec4 kernel: the subgroup one where the
+        // policy picks it and the device has it, else 4×8 (or 8×4) register blocks.
+        let matmul = gpu.profile().matmul;
+        let fast = match matmul.prefer_subgroup && matmul.subgroup_kernel {
+            true => "matmul_subgroup::matmul_subgroup",
+            false => "matmul::matmul_register",
+        };
+        let kernels = step_kernels(&mut model, &data, 13);
+        let products: Vec<&String> = kernels.iter().filter(|l| l.starts_with("matmul")).collect();
+        assert_eq!(products.len(), 5, "{profile:?}: {kernels:?}");
+        assert!(products.iter().all(|l| l.as_str() == fast), "{profile:?}: {fast} wanted: {kernels:?}");
     }
-    assert_close("batch 13: epoch losses, gpu vs cpu", &runs[0].0, &runs[1].0, 1e-4, 1e-4);
-    for (i, ((wg, bg), (wc, bc))) in runs[0].1.iter().zip(&runs[1].1).enumerate() {
-        assert_close(&format!("batch 13: layer {i} W"), wg, wc, 1e-4, 1e-3);
-        assert_close(&format!("batch 13: layer {i} b"), bg, bc, 1e-4, 1e-3);
-    }
-    assert!(runs[0].0[2] < runs[0].0[0], "loss did not fall: {:?}", runs[0].0);
-    // Every product of the step, dW included, on the subgroup kernel (lavapipe has subgroups).
-    let labels: Vec<String> = runs[0].2.profile_step(&data, 13, 1).unwrap().into_iter().map(|(l, _)| l).collect();
-    let products: Vec<&String> = labels.iter().filter(|l| l.starts_with("matmul")).collect();
-    assert_eq!(products.len(), 5, "{labels:?}");
-    assert!(products.iter().all(|l| l.as_str() == "matmul_subgroup::matmul_subgroup"), "{labels:?}");
 }
 
 #[test]
@@ -145,36 +167,98 @@ fn mnist_slice(rows: usize, offset: usize) -> (Dataset, Dataset) {
 
 #[test]
 fn the_first_layer_reads_u8_batches_in_place_and_matches_the_cpu_reference() {
-    // u8 features (MNIST) whose rows are whole words: the step has no gather dispatch, the first
-    // layer's forward product and weight gradient read the batch from the data set (the forward
-    // one writing the labels and advancing the counters), step for step as the reference. 141
-    // rows in batches of 13: 10 full steps and a tail of 11, the weight gradient over padded rows;
-    // the dropout masks key on t, which the forward product advances.
-    let gpu = gpu();
+    // u8 features (MNIST) whose rows are whole words: under the CPU-adapter policy, on a device
+    // with the subgroup kernel, the step has no gather dispatch: the first layer's forward product
+    // and weight gradient read the batch from the data set (the forward one writing the labels and
+    // advancing the counters). Under a GPU's policy, or without the subgroup kernel, the batch is
+    // gathered first. Either way step for step as the reference. 141 rows in batches of 13: 10 full
+    // steps and a tail of 11, the weight gradient over padded rows; the dropout masks key on t,
+    // which the forward product advances.
     let (train, _) = mnist_slice(141, 500);
-    let mut runs = Vec::new();
-    for backend in [Backend::Gpu(gpu.clone()), Backend::Cpu] {
+    let fit = |backend: &Backend| {
         let mut model = Sequential::new(784, 4)
             .dense(24, Activation::Relu)
             .dropout(0.25)
             .dense(10, Activation::Identity)
-            .build(&backend)
+            .build(backend)
             .unwrap();
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(3e-3)).unwrap();
         let mut steps = StepLosses::default();
         let options = FitOptions { epochs: 2, batch_size: 13, progress_every: 1, ..Default::default() };
         model.fit_with(&train, &options, &mut steps).unwrap();
         assert_eq!(steps.losses.len(), 22, "one tick per step");
-        runs.push((steps.losses, model.weights().unwrap(), model));
+        (steps.losses, model.weights().unwrap(), model)
+    };
+    let (want_losses, want_weights, _) = fit(&Backend::Cpu);
+    let cases =
+        [(ProfileOverride::CpuAdapter, true), (ProfileOverride::Gpu, true), (ProfileOverride::CpuAdapter, false)];
+    for (profile, subgroups) in cases {
+        let gpu = device(profile, subgroups);
+        let what = format!("{profile:?}, subgroups requested: {subgroups}");
+        let (losses, weights, mut model) = fit(&Backend::Gpu(gpu.clone()));
+        assert_close(&format!("{what}: per-step loss, gpu vs cpu"), &losses, &want_losses, 1e-4, 1e-3);
+        for (i, ((wg, bg), (wc, bc))) in weights.iter().zip(&want_weights).enumerate() {
+            assert_close(&format!("{what}: layer {i} W"), wg, wc, 1e-4, 1e-3);
+            assert_close(&format!("{what}: layer {i} b"), bg, bc, 1e-4, 1e-3);
+        }
+        // In place exactly where the CPU-adapter policy meets the subgroup kernel.
+        let in_place = gpu.profile().first_layer_in_place;
+        let has_kernel = gpu.profile().matmul.subgroup_kernel;
+        assert_eq!(in_place, profile == ProfileOverride::CpuAdapter && has_kernel, "{what}");
+        if profile == ProfileOverride::CpuAdapter && subgroups && !in_place {
+            eprintln!("the in-place first layer: not run on {}: it needs the subgroup kernel", gpu.describe());
+        }
+        let kernels = step_kernels(&mut model, &train, 13);
+        let gathers = kernels.iter().filter(|l| l.starts_with("gather")).count();
+        let in_place_products = kernels.iter().filter(|l| l.starts_with("matmul_gathered")).count();
+        match in_place {
+            true => assert_eq!((gathers, in_place_products), (0, 2), "{what}: {kernels:?}"),
+            false => assert_eq!((gathers, in_place_products), (1, 0), "{what}: {kernels:?}"),
+        }
     }
-    assert_close("u8 batches: per-step loss, gpu vs cpu", &runs[0].0, &runs[1].0, 1e-4, 1e-3);
-    for (i, ((wg, bg), (wc, bc))) in runs[0].1.iter().zip(&runs[1].1).enumerate() {
-        assert_close(&format!("u8 batches: layer {i} W"), wg, wc, 1e-4, 1e-3);
-        assert_close(&format!("u8 batches: layer {i} b"), bg, bc, 1e-4, 1e-3);
+}
+
+#[test]
+fn the_gpu_policy_trains_like_the_cpu_reference_on_any_adapter() {
+    // A GPU's choices forced on whatever adapter this is: the batch gathered (not read in place);
+    // tiles for the 784→128 layer's products, the forward one's K split toward 256 workgroups; 4×8
+    // register blocks in 16×4 workgroups for the other products; the output layer fused with its
+    // loss at 256 rows (a CPU adapter fuses up to 32). 600 rows in batches of 256 and a tail of 88,
+    // two epochs, step for step as the reference.
+    let gpu = device(ProfileOverride::Gpu, true);
+    let (train, _) = mnist_slice(600, 2000);
+    let fit = |backend: &Backend| {
+        let mut model = Sequential::new(784, 6)
+            .dense(128, Activation::Relu)
+            .dense(32, Activation::Relu)
+            .dense(10, Activation::Identity)
+            .build(backend)
+            .unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+        let mut steps = StepLosses::default();
+        let options = FitOptions { epochs: 2, batch_size: 256, progress_every: 1, ..Default::default() };
+        model.fit_with(&train, &options, &mut steps).unwrap();
+        assert_eq!(steps.losses.len(), 6, "one tick per step");
+        (steps.losses, model.weights().unwrap(), model)
+    };
+    let (want_losses, want_weights, _) = fit(&Backend::Cpu);
+    let (losses, weights, mut model) = fit(&Backend::Gpu(gpu));
+    assert_close("gpu policy: per-step loss, gpu vs cpu", &losses, &want_losses, 1e-4, 1e-3);
+    for (i, ((wg, bg), (wc, bc))) in weights.iter().zip(&want_weights).enumerate() {
+        assert_close(&format!("gpu policy: layer {i} W"), wg, wc, 1e-4, 1e-3);
+        assert_close(&format!("gpu policy: layer {i} b"), bg, bc, 1e-4, 1e-3);
     }
-    let labels: Vec<String> = runs[0].2.profile_step(&train, 13, 1).unwrap().into_iter().map(|(l, _)| l).collect();
-    assert!(!labels.iter().any(|l| l.starts_with("gather")), "{labels:?}");
-    assert_eq!(labels.iter().filter(|l| l.starts_with("matmul_gathered")).count(), 2, "{labels:?}");
+    let kernels = step_kernels(&mut model, &train, 256);
+    let count = |prefix: &str| kernels.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("gather"), 1, "{kernels:?}");
+    assert_eq!(count("matmul_gathered") + count("matmul_subgroup"), 0, "{kernels:?}");
+    // Forward and weight gradient of the first layer; the forward one split, then summed.
+    assert_eq!(count("matmul::matmul_tiled"), 2, "{kernels:?}");
+    assert_eq!(count("matmul::matmul_reduce"), 1, "{kernels:?}");
+    // The second layer's forward and weight gradient, the first layer's dZ, and the output
+    // layer's weight gradient (scalar loads: 10 columns).
+    assert_eq!(count("matmul::matmul_register"), 4, "{kernels:?}");
+    assert_eq!(count("dense_softmax_xent"), 1, "{kernels:?}");
 }
 
 #[test]

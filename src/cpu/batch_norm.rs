@@ -2,7 +2,7 @@
 //! the batch is normalised with the biased variance; the running variance is updated with the
 //! unbiased one; running = (1 − momentum)·running + momentum·batch.
 
-use crate::kernels::batch_norm::BatchNormConfig;
+use crate::config::BatchNormConfig;
 
 /// Per-feature mean and biased variance.  x: [rows, cols] → (mean [cols], var [cols]).
 fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) {

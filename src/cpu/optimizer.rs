@@ -1,8 +1,8 @@
 //! CPU reference of shaders/optimizer.wgsl. Every state slice starts at zero; `t` is the 1-based
 //! number of the update (0 is taken as 1), which sets the scheduled rate
-//! [`LrSchedule::lr_at`](crate::kernels::optimizer::LrSchedule::lr_at).
+//! [`LrSchedule::lr_at`](crate::config::LrSchedule::lr_at).
 
-use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig};
+use crate::config::{AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig};
 
 /// One SGD step in place (PyTorch's definition, dampening 0), as update 1 of the schedule.
 /// param, grad, velocity: `[len]`; velocity (zero before the first step) is required iff momentum ≠ 0.

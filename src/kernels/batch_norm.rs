@@ -5,10 +5,12 @@
 //! momentum 0.1, eps 1e-5). Keras' BatchNormalization(momentum = 0.99) is momentum 0.01 here,
 //! except that Keras puts the biased variance into its moving variance.
 
-use super::check::{disjoint, expect_len, hyper};
-use super::{dispatch, Access, Dispatch, KernelFamily, Plan};
+use super::check::{disjoint, expect_len};
+pub use crate::config::BatchNormConfig;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::{Dispatch, Plan};
+use crate::registry::{dispatch, dummy, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
@@ -23,32 +25,9 @@ const TILE: u32 = 16;
 const CHUNK_MIN: usize = 256;
 /// At most this many chunks: the finalize kernels loop 2·K times.
 const MAX_CHUNKS: usize = 4096;
-/// At most this many rows per chunk: the chunk kernels loop 2·chunk times, far below lavapipe's
-/// 65,535-iteration cap.
+/// At most this many rows per chunk: the chunk kernels loop 2·chunk times, far below the loop cap
+/// ([`crate::profile::LOOP_CAP`]).
 const CHUNK_MAX: usize = 16_384;
-
-/// Hyper-parameters of a batch-norm layer (PyTorch's names and defaults).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BatchNormConfig {
-    /// Added to the variance before the square root.
-    pub eps: f32,
-    /// Weight of the batch statistic in the running averages.
-    pub momentum: f32,
-}
-
-impl Default for BatchNormConfig {
-    fn default() -> Self {
-        BatchNormConfig { eps: 1e-5, momentum: 0.1 }
-    }
-}
-
-impl BatchNormConfig {
-    /// An error naming `op` unless eps > 0 and momentum in [0, 1], both finite.
-    pub fn validate(&self, op: &str) -> Result<()> {
-        hyper(op, "eps", self.eps, "> 0", self.eps > 0.0)?;
-        hyper(op, "momentum", self.momentum, "in [0, 1]", (0.0..=1.0).contains(&self.momentum))
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -137,7 +116,7 @@ fn bn(
     slots: [&Tensor; 8],
     workgroups: [u32; 3],
 ) -> Result<Dispatch> {
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let [a, b, c, d, e, f, g, h] = slots;
     let slots = [a, b, c, d, e, f, g, h, &dummy];
     dispatch(gpu, &BATCH_NORM, entry, &[("WG", WG as f64), ("TILE", TILE as f64)], params, &slots, workgroups)
@@ -204,7 +183,7 @@ fn forward_train(
     let mut named = vec![("x", x), ("y", y)];
     named.extend(per_feature);
     disjoint(op, &named)?;
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let part = s.part(gpu)?;
     let d = &dummy;
     // bn_finalize_stats writes out (running mean) and out2 (running or pending variance).
@@ -284,7 +263,7 @@ pub fn batch_norm_commit_running(
         named.push(("counters", c));
     }
     disjoint(OP, &named)?;
-    let d = &super::dummy(gpu)?;
+    let d = &dummy(gpu)?;
     let params = BatchNormParams {
         rows: 0,
         cols: cols as u32,
@@ -323,7 +302,7 @@ pub fn batch_norm_forward_inference(
     named.extend(per_feature);
     named.push(("x", x));
     disjoint(OP, &named)?;
-    let d = &super::dummy(gpu)?;
+    let d = &dummy(gpu)?;
     let params = s.params(cfg, false);
     Ok(bn(gpu, "bn_inference", &params, [x, gamma, beta, running_mean, running_var, d, y, d], s.tile_grid(gpu))?.into())
 }
@@ -357,7 +336,7 @@ pub fn batch_norm_backward(
     let mut named = vec![("dy", dy), ("x", x), ("dx", dx)];
     named.extend(per_feature);
     disjoint(OP, &named)?;
-    let d = &super::dummy(gpu)?;
+    let d = &dummy(gpu)?;
     let part = s.part(gpu)?;
     let params = s.params(&BatchNormConfig::default(), accumulate);
     let mut plan = Plan::new();

@@ -1,10 +1,12 @@
 //! GPU wrapper of shaders/bias_act.wgsl; CPU reference in src/cpu/bias_act.rs.
 
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::kernels::reduce::column_sum;
+use crate::plan::Plan;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::Tensor;
 
 pub(crate) const BIAS_ACT: KernelFamily = KernelFamily {
@@ -44,7 +46,7 @@ pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor
     if x.overlaps(y) {
         return Err(WgnnError::invalid(OP, "x and y share memory (in-place is not supported)"));
     }
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let params = BiasActParams { rows: rows as u32, cols: cols as u32, slope: act.slope(), _pad: 0 };
     let constants = [("ACT", act.code() as f64), ("HAS_BIAS", bias.is_some() as u32 as f64), ("WG", WG as f64)];
     let d = dispatch(

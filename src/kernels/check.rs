@@ -1,5 +1,6 @@
 //! Argument checks shared by the loss and optimizer wrappers; each error names the op.
 
+pub(crate) use crate::config::hyper;
 use crate::error::{Result, WgnnError};
 use crate::tensor::{DType, Tensor};
 
@@ -23,14 +24,6 @@ pub(crate) fn disjoint(op: &str, tensors: &[(&str, &Tensor)]) -> Result<()> {
                 ));
             }
         }
-    }
-    Ok(())
-}
-
-/// `value` is finite and inside the range that `ok` accepts (`range` says which, for the message).
-pub(crate) fn hyper(op: &str, name: &str, value: f32, range: &str, ok: bool) -> Result<()> {
-    if !value.is_finite() || !ok {
-        return Err(WgnnError::invalid(op, format!("{name} = {value} must be finite and {range}")));
     }
     Ok(())
 }

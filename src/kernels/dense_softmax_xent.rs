@@ -1,10 +1,13 @@
 //! GPU wrapper of shaders/dense_softmax_xent.wgsl; CPU reference in src/cpu/dense_softmax_xent.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::profile::{KernelNeeds, LOOP_CAP};
+use crate::registry::{dispatch, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 /// W and b from storage (W staged in workgroup memory).
@@ -48,19 +51,15 @@ pub const MAX_CLASSES: usize = 32;
 pub const MAX_ROWS: usize = 2048;
 /// Most weights (K·C): W is staged in workgroup memory (`MAX_W` in the shader, 12 KiB).
 pub const MAX_WEIGHTS: usize = 3072;
-/// On a CPU adapter the one workgroup runs on one core, so the fused dispatch beats the three it
-/// replaces only for small batches (lavapipe, 2 cores, mnist's 64→10 output layer, alternating
-/// runs, W from storage: batch 32 3–9% faster per epoch, 64 even, 128 and 256 20–30% slower;
-/// with W through the uniform window the kernel takes 0.6–0.75× the time, and 64 to 128 rows trained
-/// no faster or slower than unfused: inconclusive, so 32 stays).
-pub const CPU_ADAPTER_MAX_ROWS: usize = 32;
-/// On a GPU, rows up to one per invocation of the one workgroup (more loop over several rows per
-/// invocation; not measured on a GPU yet, so not used there).
-pub const GPU_ADAPTER_MAX_ROWS: usize = 256;
+/// Most rows under each policy: the numbers and their measurements are the profile's.
+pub use crate::profile::{
+    CPU_ADAPTER_FUSED_OUTPUT_ROWS as CPU_ADAPTER_MAX_ROWS, GPU_FUSED_OUTPUT_ROWS as GPU_ADAPTER_MAX_ROWS,
+};
 /// Workgroup memory the shader declares: W staged (MAX_W f32) and the totals' partial sums (WG vec2).
 const WORKGROUP_BYTES: u32 = (MAX_WEIGHTS * 4 + 256 * 8) as u32;
-/// Most loop iterations one invocation may run, far below lavapipe's 65,535-iteration cap.
+/// Most loop iterations one invocation may run, far below [`LOOP_CAP`].
 const MAX_LOOP: usize = 32_768;
+const _: () = assert!(MAX_LOOP < LOOP_CAP);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -106,17 +105,17 @@ pub fn dense_softmax_xent_fits(rows: usize, k: usize, c: usize) -> bool {
 }
 
 /// Whether a training step should use [`dense_softmax_xent`] on `gpu`: where it fits, within the
-/// device's limits (a device may be asked for less than the WebGPU defaults), and up to
-/// [`CPU_ADAPTER_MAX_ROWS`] rows on a CPU adapter, [`GPU_ADAPTER_MAX_ROWS`] on others.
+/// device's limits (a device may be asked for less than the WebGPU defaults), and up to the
+/// profile's `fused_output_max_rows` ([`CPU_ADAPTER_MAX_ROWS`] under the CPU-adapter policy,
+/// [`GPU_ADAPTER_MAX_ROWS`] under the GPU one).
 pub fn dense_softmax_xent_preferred(gpu: &Gpu, rows: usize, k: usize, c: usize) -> bool {
-    let limits = gpu.limits();
-    let wg = workgroup_size(rows) as u32;
-    let within_limits = limits.max_compute_workgroup_storage_size >= WORKGROUP_BYTES
-        && limits.max_compute_invocations_per_workgroup >= wg
-        && limits.max_compute_workgroup_size_x >= wg
-        && limits.max_storage_buffers_per_shader_stage >= DENSE_SOFTMAX_XENT.storage.len() as u32;
-    let most_rows = if gpu.is_cpu_adapter() { CPU_ADAPTER_MAX_ROWS } else { GPU_ADAPTER_MAX_ROWS };
-    dense_softmax_xent_fits(rows, k, c) && within_limits && rows <= most_rows
+    let profile = gpu.profile();
+    let needs = KernelNeeds {
+        storage_buffers: DENSE_SOFTMAX_XENT.storage.len(),
+        invocations: workgroup_size(rows) as u32,
+        workgroup_bytes: WORKGROUP_BYTES,
+    };
+    dense_softmax_xent_fits(rows, k, c) && profile.fits(needs) && rows <= profile.fused_output_max_rows
 }
 
 /// The output layer's forward pass, softmax cross-entropy and backward pass into the layer below,
@@ -203,15 +202,13 @@ pub fn dense_softmax_xent(
 /// binds as a uniform buffer, and none of the dispatch's storage bindings (`others`, all
 /// writable) in that buffer (wgpu would reject the mixed usage).
 fn uniform_window(gpu: &Gpu, w: &Tensor, b: &Tensor, others: &[&Tensor]) -> Option<(Tensor, usize)> {
-    let limits = gpu.limits();
     let bytes = UNIFORM_WINDOW_FLOATS as u64 * 4;
     let b_at = (b.byte_offset().checked_sub(w.byte_offset())? / 4) as usize;
     let fits = w.same_buffer(b)
         && b_at >= w.len()
         && b_at + b.len() <= UNIFORM_WINDOW_FLOATS
         && w.bytes_to_buffer_end() >= bytes
-        && w.byte_offset().is_multiple_of(limits.min_uniform_buffer_offset_alignment as u64)
-        && limits.max_uniform_buffer_binding_size >= bytes
+        && gpu.profile().binds_uniform_window(bytes, w.byte_offset())
         && !others.iter().any(|t| t.same_buffer(w));
     fits.then(|| w.extended(&[UNIFORM_WINDOW_FLOATS]).ok().map(|t| (t, b_at))).flatten()
 }

@@ -1,10 +1,11 @@
 //! GPU wrapper of shaders/dropout.wgsl; CPU reference in src/cpu/dropout.rs.
 
 use super::check::{disjoint, expect_len, hyper};
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
 use crate::cpu::dropout::dropout_constants;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const DROPOUT: KernelFamily = KernelFamily {
@@ -77,7 +78,7 @@ pub fn dropout_backward(gpu: &Gpu, dy: &Tensor, mask: &Tensor, dx: &Tensor) -> R
     const OP: &str = "dropout_backward";
     let len = check_like(OP, "dy", dy, &[("mask", mask), ("dx", dx)])?;
     disjoint(OP, &[("dy", dy), ("mask", mask), ("dx", dx)])?;
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let params = DropoutParams { len: len as u32, seed: 0, threshold: 0, scale: 0.0, lag: 0, _pad: [0; 3] };
     let d = dispatch(gpu, &DROPOUT, OP, &[("WG", WG as f64)], &params, &[dy, &dummy, dx, mask], grid_1d(gpu, len, WG))?;
     Ok(d.into())

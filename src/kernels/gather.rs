@@ -1,10 +1,12 @@
 //! GPU wrapper of shaders/gather.wgsl; CPU reference in src/cpu/gather.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan};
 use crate::data::Features;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::profile::KernelNeeds;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 /// Feature chunks the `*_chunked` entries bind: a data set of up to this many bindings of rows.
@@ -88,7 +90,7 @@ pub struct GpuRows {
 /// Feature chunks a gather can bind on `gpu`: [`MAX_FEATURE_CHUNKS`] where the device allows the
 /// chunked entries' 11 storage bindings per shader stage, else 1.
 pub fn bindable_chunks(gpu: &Gpu) -> usize {
-    if gpu.limits().max_storage_buffers_per_shader_stage as usize >= GATHER_CHUNKED.storage.len() {
+    if gpu.profile().fits(KernelNeeds { storage_buffers: GATHER_CHUNKED.storage.len(), ..Default::default() }) {
         MAX_FEATURE_CHUNKS
     } else {
         1
@@ -223,7 +225,7 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
             ),
         ));
     }
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let (fixed_start, stride, parity, counters) = match start {
         BatchStart::At(s) => {
             if s + rows > idx.len() {
@@ -275,7 +277,7 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
     let mean_std = src.mean_std.as_ref().unwrap_or(&dummy);
     let grid = if u8x4 {
         let groups_per_row = (dim / 4).div_ceil(WORDS_PER_INVOCATION);
-        super::grid_1d(gpu, rows * groups_per_row, wg)
+        grid_1d(gpu, rows * groups_per_row, wg)
     } else {
         // One grid row per batch row: the y dimension must hold them.
         let max_rows = gpu.limits().max_compute_workgroups_per_dimension as usize;

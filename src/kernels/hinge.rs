@@ -1,9 +1,10 @@
 //! GPU wrapper of shaders/hinge.wgsl; CPU reference in src/cpu/hinge.rs.
 
 use super::sigmoid_bce::{single_output_loss, SigmoidBceOut};
-use super::{Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::Result;
+use crate::plan::Plan;
+use crate::registry::{Access, KernelFamily};
 use crate::tensor::Tensor;
 
 pub(crate) const HINGE: KernelFamily = KernelFamily {

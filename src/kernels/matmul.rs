@@ -9,10 +9,13 @@
 use super::check::{disjoint, expect_len};
 use super::gather::{BatchStart, GpuRows};
 use super::reduce::column_sum;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::profile::{KernelNeeds, MatmulPolicy};
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const MATMUL: KernelFamily = KernelFamily {
@@ -152,8 +155,8 @@ struct MatmulParams {
 }
 
 /// One specialisation of a variant: entry point, workgroup shape, outputs per invocation, and the
-/// longest K chunk an invocation may loop over (well below lavapipe's 65,535-iteration cap, the
-/// count summed over the inner loops too).
+/// longest K chunk an invocation may loop over (well below the loop cap, [`crate::profile::LOOP_CAP`],
+/// the count summed over the inner loops too).
 struct KernelShape {
     entry: &'static str,
     wg: [u32; 2],
@@ -170,7 +173,7 @@ fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
     k.is_multiple_of(4) && (!trans_a || m.is_multiple_of(4)) && (trans_b || n.is_multiple_of(4))
 }
 
-fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> KernelShape {
+fn kernel_shape(variant: MatmulVariant, vec4: bool, policy: &MatmulPolicy) -> KernelShape {
     let register_entry = if vec4 { "matmul_register" } else { "matmul_register_scalar" };
     match variant {
         MatmulVariant::Naive => KernelShape {
@@ -190,16 +193,24 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> Kernel
             register: false,
             family: &MATMUL,
         },
-        // On lavapipe one row of invocations per workgroup (WY = 1) makes the A loads uniform across
-        // SIMD lanes (measured ~2× faster than 16×4); a GPU wants more invocations per workgroup.
-        MatmulVariant::Register => {
-            let wg = if cpu_adapter { [16, 1] } else { [16, 4] };
-            KernelShape { entry: register_entry, wg, block: [4, 8], max_kc: 2048, register: true, family: &MATMUL }
-        }
-        MatmulVariant::RegisterTall => {
-            let wg = if cpu_adapter { [8, 1] } else { [16, 4] };
-            KernelShape { entry: register_entry, wg, block: [8, 4], max_kc: 2048, register: true, family: &MATMUL }
-        }
+        // The workgroups are the profile's: one row of invocations on a CPU adapter, more
+        // invocations per workgroup on a GPU.
+        MatmulVariant::Register => KernelShape {
+            entry: register_entry,
+            wg: policy.register_workgroup,
+            block: [4, 8],
+            max_kc: 2048,
+            register: true,
+            family: &MATMUL,
+        },
+        MatmulVariant::RegisterTall => KernelShape {
+            entry: register_entry,
+            wg: policy.register_tall_workgroup,
+            block: [8, 4],
+            max_kc: 2048,
+            register: true,
+            family: &MATMUL,
+        },
         // Only where subgroup_ok (the wrapper falls back to Register elsewhere).
         MatmulVariant::Subgroup => KernelShape {
             entry: "matmul_subgroup",
@@ -211,10 +222,6 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, cpu_adapter: bool) -> Kernel
         },
     }
 }
-
-/// Widest output the register variants lay out with invocations along M on CPU adapters (the last
-/// layer's N = 10): along N, most SIMD lanes would have no columns.
-const LANES_M_MAX_N: usize = 16;
 
 /// From this M (op(A) = A; see the next for Aᵀ) and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
 /// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where K is short
@@ -232,49 +239,40 @@ const SUBGROUP_TALL_MIN_K: usize = 128;
 /// K per split of the subgroup kernel.
 const SUBGROUP_MAX_KC: usize = 2048;
 
-/// Whether the subgroup kernel runs this product: subgroups of at least its 8-invocation
-/// workgroup, vec4 loads possible and N a multiple of 4 (each lane owns 4 whole columns).
+/// Whether the subgroup kernel runs this product: the device profile says it runs (subgroups of
+/// at least its 8-invocation workgroup), vec4 loads possible and N a multiple of 4 (each lane owns
+/// 4 whole columns).
 fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
-    gpu.features().contains(wgpu::Features::SUBGROUP)
-        && gpu.adapter_info().subgroup_min_size >= 8
-        && n.is_multiple_of(4)
-        && vec4_ok(m, n, k, trans_a, trans_b)
+    gpu.profile().matmul.subgroup_kernel && n.is_multiple_of(4) && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
-/// Which variant the engine picks for this shape on this adapter.
+/// Which variant the engine picks for this shape on this device, by its profile's policy.
+///
+/// On a CPU adapter (lavapipe) workgroup memory and barriers are slow and per-lane loads cost more
+/// than the arithmetic, so many outputs per invocation and no workgroup memory win at every
+/// measured shape (BENCHMARKS.md). Sharing op(A) across the subgroup cuts the loads 2–4× more
+/// where it applies; elsewhere 4×8 was the most even of the two register blockings, and narrow
+/// outputs take 8×4 (invocations along M: 8 rows each loads fewer values per output). On a GPU
+/// (not measured yet): tiles in workgroup memory for large products, 4×8 registers elsewhere.
 pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
-    if gpu.is_cpu_adapter() {
-        // lavapipe: workgroup memory and barriers are slow and per-lane loads cost more than the
-        // arithmetic, so many outputs per invocation and no workgroup memory win at every measured
-        // shape (BENCHMARKS.md). Sharing op(A) across the subgroup cuts the loads 2–4× more where
-        // it applies; elsewhere 4×8 was the most even of the two register blockings.
-        if subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
-            MatmulVariant::Subgroup
-        } else if n <= LANES_M_MAX_N {
-            // Invocations along M (see LANES_M_MAX_N): 8 rows each loads fewer values per output.
-            MatmulVariant::RegisterTall
-        } else {
-            MatmulVariant::Register
-        }
-    } else if m >= 128 && n >= 128 && k >= 64 {
-        // Real GPUs (not measured in this project yet): the textbook choice for large products.
+    let policy = &gpu.profile().matmul;
+    if policy.prefer_subgroup && subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
+        MatmulVariant::Subgroup
+    } else if policy.tiled_from.is_some_and(|(tm, tn, tk)| m >= tm && n >= tn && k >= tk) {
         MatmulVariant::Tiled
+    } else if policy.lanes_m_max_n.is_some_and(|max| n <= max) {
+        MatmulVariant::RegisterTall
     } else {
         MatmulVariant::Register
     }
 }
 
 /// How many K chunks: enough that no chunk passes `max_kc`, and on small outputs more, so that
-/// the device has enough workgroups (each chunk keeping at least `MIN_KC` of K).
+/// the device has the profile's target of workgroups (each chunk keeping at least `MIN_KC` of K).
 fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
     const MIN_KC: usize = 128;
     let needed = k.div_ceil(max_kc);
-    let target_groups = if gpu.is_cpu_adapter() {
-        // lavapipe runs one workgroup per CPU thread at a time.
-        2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
-    } else {
-        256
-    };
+    let target_groups = gpu.profile().matmul.split_k_target_groups;
     let for_parallelism = target_groups.div_ceil(groups.max(1)).min(k / MIN_KC).max(1);
     needed.max(for_parallelism)
 }
@@ -343,7 +341,7 @@ pub fn matmul_gathered_supported(gpu: &Gpu, a: &GatheredA, n: usize, trans_a: bo
         && src.chunks.len() == 1
         && src.mean_std.is_none()
         && src.dim.is_multiple_of(4)
-        && gpu.limits().max_storage_buffers_per_shader_stage as usize >= MATMUL_GATHERED.storage.len()
+        && gpu.profile().fits(KernelNeeds { storage_buffers: MATMUL_GATHERED.storage.len(), ..Default::default() })
         && subgroup_ok(gpu, m, n, k, trans_a, trans_b)
 }
 
@@ -500,7 +498,7 @@ fn matmul_plan(
             return Err(WgnnError::invalid(op, format!("col_sum shares memory with A, B or C: {form}")));
         }
     }
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let (epi, has_bias, act, aux) = match opts.epilogue {
         Epilogue::None => (0u32, false, Activation::Identity, dummy.clone()),
         Epilogue::BiasAct { bias, act } => {
@@ -556,7 +554,8 @@ fn matmul_plan(
         variant = MatmulVariant::Register;
     }
     let vec4 = aligned && vec4_ok(m, n, k, opts.trans_a, opts.trans_b);
-    let mut shape = kernel_shape(variant, vec4, gpu.is_cpu_adapter());
+    let policy = &gpu.profile().matmul;
+    let mut shape = kernel_shape(variant, vec4, policy);
     if gathered.is_some() {
         shape.family = &MATMUL_GATHERED;
     }
@@ -565,8 +564,8 @@ fn matmul_plan(
     if tall {
         shape.block[0] = 32;
     }
-    // Few columns on a CPU adapter: the one row of invocations runs along M instead of N.
-    let lanes_m = shape.register && shape.wg[1] == 1 && n <= LANES_M_MAX_N && gpu.is_cpu_adapter();
+    // Few columns (CPU-adapter policy): the one row of invocations runs along M instead of N.
+    let lanes_m = shape.register && shape.wg[1] == 1 && policy.lanes_m_max_n.is_some_and(|max| n <= max);
     let (grid_x, grid_y) = if lanes_m {
         (m.div_ceil((shape.wg[0] * shape.block[0]) as usize), n.div_ceil(shape.block[1] as usize))
     } else {

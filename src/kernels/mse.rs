@@ -2,9 +2,10 @@
 
 use super::check::{disjoint, expect_len};
 use super::totals::totals;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const MSE: KernelFamily =
@@ -12,7 +13,7 @@ pub(crate) const MSE: KernelFamily =
 
 const WG: u32 = 64;
 /// Most outputs a row may have: one invocation loops D times, which must stay far below
-/// lavapipe's 65,535-iteration loop cap.
+/// the loop cap ([`crate::profile::LOOP_CAP`]).
 pub const MAX_OUTPUTS: usize = 16_384;
 
 #[repr(C)]
@@ -89,7 +90,7 @@ pub fn mse(gpu: &Gpu, pred: &Tensor, targets: &Tensor, grad_scale: f32, out: &Ms
     }
     disjoint(OP, &named)?;
 
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let params = MseParams { rows: n as u32, cols: d as u32, grad_scale, _pad: 0 };
     let constants = [("WG", WG as f64), ("HAS_DPRED", out.dpred.is_some() as u32 as f64)];
     let bindings = [pred, targets, out.loss_rows, out.dpred.unwrap_or(&dummy), out.abs_rows];

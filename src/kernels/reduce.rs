@@ -1,8 +1,9 @@
 //! GPU wrapper of shaders/reduce.wgsl; CPU reference in src/cpu/reduce.rs.
 
-use super::{dispatch, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::{Dispatch, Plan};
+use crate::registry::{dispatch, Access, KernelFamily};
 use crate::tensor::Tensor;
 
 pub(crate) const REDUCE: KernelFamily = KernelFamily {
@@ -11,7 +12,7 @@ pub(crate) const REDUCE: KernelFamily = KernelFamily {
     storage: &[Access::Read, Access::ReadWrite],
 };
 
-/// Rows one invocation sums: far below lavapipe's 65,535-iteration loop cap.
+/// Rows one invocation sums: far below the loop cap ([`crate::profile::LOOP_CAP`]).
 pub const COLUMN_SUM_CHUNK: usize = 4096;
 const WG: u32 = 64;
 
@@ -60,7 +61,7 @@ fn column_sum_dispatch(
     rows: usize,
     cols: usize,
     accumulate: bool,
-) -> Result<super::Dispatch> {
+) -> Result<Dispatch> {
     let chunks = rows.div_ceil(COLUMN_SUM_CHUNK);
     let params = ColumnSumParams {
         rows: rows as u32,

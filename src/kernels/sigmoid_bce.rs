@@ -2,9 +2,10 @@
 
 use super::check::{disjoint, expect_len};
 use super::totals::totals;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const SIGMOID_BCE: KernelFamily = KernelFamily {
@@ -91,7 +92,7 @@ pub(crate) fn single_output_loss(
     }
     disjoint(op, &named)?;
 
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let params = SingleOutputLossParams { rows: n as u32, grad_scale, _pad0: 0, _pad1: 0 };
     let mut constants = vec![("WG", WG as f64), ("HAS_DLOGITS", out.dlogits.is_some() as u32 as f64)];
     if accepts_labels {

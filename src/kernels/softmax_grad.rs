@@ -1,9 +1,10 @@
 //! GPU wrapper of shaders/softmax_grad.wgsl; CPU reference in src/cpu/softmax_grad.rs.
 
 use super::check::disjoint;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const SOFTMAX_GRAD: KernelFamily = KernelFamily {
@@ -13,8 +14,8 @@ pub(crate) const SOFTMAX_GRAD: KernelFamily = KernelFamily {
 };
 
 const WG: u32 = 64;
-/// Most columns a row may have: one invocation loops 2·C times, far below lavapipe's
-/// 65,535-iteration loop cap.
+/// Most columns a row may have: one invocation loops 2·C times, far below the loop cap
+/// ([`crate::profile::LOOP_CAP`]).
 pub const MAX_COLS: usize = 16_384;
 
 #[repr(C)]

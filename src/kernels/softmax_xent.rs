@@ -2,9 +2,10 @@
 
 use super::check::{disjoint, expect_len};
 use super::totals::totals;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const SOFTMAX_XENT: KernelFamily = KernelFamily {
@@ -19,10 +20,10 @@ const WG: u32 = 64;
 /// workgroups share the work.
 const FUSED_TOTALS_MAX_ROWS: usize = 2048;
 /// ... and only while one invocation's loops stay this short (rows per invocation × 4·C), far
-/// below lavapipe's 65,535-iteration cap.
+/// below the loop cap ([`crate::profile::LOOP_CAP`]).
 const FUSED_TOTALS_MAX_LOOP: usize = 16_384;
 /// Most classes a row may have: one invocation loops 3·C times, which must stay far below
-/// lavapipe's 65,535-iteration loop cap (4·C for [`softmax_xent_dense`]).
+/// the loop cap ([`crate::profile::LOOP_CAP`]; 4·C for [`softmax_xent_dense`]).
 pub const MAX_CLASSES: usize = 8192;
 
 #[repr(C)]
@@ -132,7 +133,7 @@ fn plan(
     out: &SoftmaxXentOut,
 ) -> Result<Plan> {
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale, _pad: 0 };
     let fused =
         out.totals.is_some() && n <= FUSED_TOTALS_MAX_ROWS && n.div_ceil(WG as usize) * 4 * c <= FUSED_TOTALS_MAX_LOOP;
@@ -157,7 +158,7 @@ pub fn softmax(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Plan> {
     let (n, c) = check_logits(OP, logits)?;
     expect_same_shape(OP, "probs", probs, logits)?;
     disjoint(OP, &[("logits", logits), ("probs", probs)])?;
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let params = SoftmaxXentParams { rows: n as u32, cols: c as u32, grad_scale: 1.0, _pad: 0 };
     let constants = [("WG", WG as f64)];
     let bindings = [logits, &dummy, &dummy, probs, &dummy, &dummy];

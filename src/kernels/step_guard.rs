@@ -1,9 +1,10 @@
 //! GPU wrapper of shaders/step_guard.wgsl; CPU reference in src/cpu/step_guard.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const STEP_GUARD: KernelFamily = KernelFamily {

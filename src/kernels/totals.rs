@@ -1,9 +1,10 @@
 //! GPU wrapper of shaders/totals.wgsl; CPU reference in src/cpu/totals.rs.
 
 use super::check::{disjoint, expect_len};
-use super::{dispatch, Access, KernelFamily, Plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::{Dispatch, Plan};
+use crate::registry::{dispatch, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const TOTALS: KernelFamily = KernelFamily {
@@ -14,7 +15,7 @@ pub(crate) const TOTALS: KernelFamily = KernelFamily {
 
 /// Must match `WG` in totals.wgsl.
 const WG: usize = 256;
-/// Rows one workgroup sums: 8,192 loop iterations per invocation, far below lavapipe's 65,535 cap.
+/// Rows one workgroup sums: 8,192 loop iterations per invocation, far below the loop cap.
 /// A batch longer than this is summed in blocks, then the partials summed again.
 pub const TOTALS_BLOCK: usize = WG * 8192;
 
@@ -83,7 +84,7 @@ fn totals_dispatch(
     off_b: u32,
     accumulate: bool,
     groups: usize,
-) -> Result<super::Dispatch> {
+) -> Result<Dispatch> {
     let params = TotalsParams {
         rows: rows as u32,
         block: block as u32,

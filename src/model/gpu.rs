@@ -281,15 +281,14 @@ impl Sequential {
         let rows = buf.y.len();
         let forward = GatheredA { src: &data.rows, idx: order, start, rows, stored_rows: rows, labels: Some(&buf.y) };
         let weight_grad = GatheredA { stored_rows: buf.padded_rows, labels: None, ..forward };
-        // Only where the engine picks the subgroup kernel for both products anyway (CPU adapters,
-        // where it was measured): the in-place A exists for that kernel alone.
-        let (dim, units) = (data.rows.dim, first.units);
-        let subgroup_picked = choose_variant(gpu, rows, units, dim, false, false) == MatmulVariant::Subgroup
-            && choose_variant(gpu, dim, units, buf.padded_rows, true, false) == MatmulVariant::Subgroup;
+        // Where the profile's policy reads batches in place (CPU adapters, where it was measured,
+        // and the engine picks the subgroup kernel, the one the in-place A exists for, for both
+        // products: `matmul_gathered_supported` checks the shapes it needs).
+        let units = first.units;
         let usable = buf.training
             && matches!(start, BatchStart::Counter { .. })
             && first.batch_norm.is_none()
-            && subgroup_picked
+            && gpu.profile().first_layer_in_place
             && matmul_gathered_supported(gpu, &forward, units, false, false)
             && matmul_gathered_supported(gpu, &weight_grad, units, true, false);
         usable.then_some(if labels { forward } else { weight_grad })

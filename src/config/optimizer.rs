@@ -1,0 +1,211 @@
+//! Optimizer hyper-parameters and the learning-rate schedule: what the update kernels
+//! (`crate::kernels::optimizer`) and their CPU reference (`crate::cpu::optimizer`) both take.
+//! [`LrSchedule::lr_at`] is the host reference of the rate the GPU computes from the step tensor.
+
+use super::hyper;
+use crate::error::{Result, WgnnError};
+
+/// How the learning rate changes with the update count, PyTorch/Keras definitions. Each is a
+/// function of k = t − 1, the number of updates before update t (so update 1 uses the base rate).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum LrSchedule {
+    /// lr.
+    #[default]
+    Constant,
+    /// lr · gamma^⌊k / every⌋ (PyTorch `StepLR`, counted in updates).
+    Step { every: u32, gamma: f32 },
+    /// lr · decay_rate^(k / decay_steps), continuous (Keras `ExponentialDecay`, staircase=False).
+    Exponential { decay_steps: u32, decay_rate: f32 },
+    /// min_lr + (lr − min_lr)·(1 + cos(π·min(k, T)/T))/2 with T = total_steps: from lr down to
+    /// min_lr, then held there (Keras `CosineDecay` with alpha = min_lr/lr; PyTorch's
+    /// `CosineAnnealingLR` with eta_min = min_lr agrees for k ≤ T).
+    Cosine { total_steps: u32, min_lr: f32 },
+}
+
+impl LrSchedule {
+    /// The learning rate of update `t` (1-based, as in the step tensor; 0 is taken as 1), from the
+    /// base rate. The CPU reference of the GPU's computation (which uses the same f32 formulas; its
+    /// pow and cos may differ in the last bits).
+    pub fn lr_at(&self, base_lr: f32, t: u32) -> f32 {
+        let k = t.max(1) - 1;
+        match *self {
+            LrSchedule::Constant => base_lr,
+            LrSchedule::Step { every, gamma } => base_lr * gamma.powi((k / every.max(1)) as i32),
+            LrSchedule::Exponential { decay_steps, decay_rate } => {
+                base_lr * decay_rate.powf(k as f32 / decay_steps.max(1) as f32)
+            }
+            LrSchedule::Cosine { total_steps, min_lr } => {
+                let total = total_steps.max(1);
+                let frac = k.min(total) as f32 / total as f32;
+                min_lr + (base_lr - min_lr) * 0.5 * (1.0 + (std::f32::consts::PI * frac).cos())
+            }
+        }
+    }
+
+    /// An error naming `op` unless the numbers fit the schedule: every, decay_steps, total_steps
+    /// ≥ 1; gamma, decay_rate > 0; 0 ≤ min_lr ≤ base_lr; all finite.
+    pub fn validate(&self, op: &str, base_lr: f32) -> Result<()> {
+        let positive_steps = |name: &str, n: u32| {
+            if n == 0 {
+                return Err(WgnnError::invalid(op, format!("schedule {name} = 0 must be at least 1")));
+            }
+            Ok(())
+        };
+        match *self {
+            LrSchedule::Constant => Ok(()),
+            LrSchedule::Step { every, gamma } => {
+                positive_steps("every", every)?;
+                hyper(op, "schedule gamma", gamma, "> 0", gamma > 0.0)
+            }
+            LrSchedule::Exponential { decay_steps, decay_rate } => {
+                positive_steps("decay_steps", decay_steps)?;
+                hyper(op, "schedule decay_rate", decay_rate, "> 0", decay_rate > 0.0)
+            }
+            LrSchedule::Cosine { total_steps, min_lr } => {
+                positive_steps("total_steps", total_steps)?;
+                hyper(
+                    op,
+                    "schedule min_lr",
+                    min_lr,
+                    &format!("in [0, lr = {base_lr}]"),
+                    (0.0..=base_lr).contains(&min_lr),
+                )
+            }
+        }
+    }
+}
+
+/// Stochastic gradient descent, PyTorch's definition (dampening 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient: g + weight_decay · param.
+    pub weight_decay: f32,
+    pub schedule: LrSchedule,
+}
+
+impl SgdConfig {
+    /// An error naming `sgd_update` unless lr > 0, 0 ≤ momentum < 1, weight_decay ≥ 0, all finite,
+    /// nesterov only with momentum, and the schedule valid.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "sgd_update";
+        hyper(OP, "lr", self.lr, "> 0", self.lr > 0.0)?;
+        hyper(OP, "momentum", self.momentum, "in [0, 1)", (0.0..1.0).contains(&self.momentum))?;
+        hyper(OP, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)?;
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(WgnnError::invalid(OP, "nesterov needs momentum > 0"));
+        }
+        self.schedule.validate(OP, self.lr)
+    }
+}
+
+/// Adam, PyTorch's definition: bias-corrected moments.
+/// [`adam_update`](crate::kernels::optimizer::adam_update) adds weight decay to the gradient (L2);
+/// [`adamw_update`](crate::kernels::optimizer::adamw_update) applies it decoupled,
+/// p ← p·(1 − lr·weight_decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub schedule: LrSchedule,
+}
+
+impl AdamConfig {
+    /// An error naming `op` (`adam_update` or `adamw_update`) unless lr > 0, betas in [0, 1),
+    /// eps > 0, weight_decay ≥ 0, all finite, and the schedule valid.
+    pub fn validate_for(&self, op: &str) -> Result<()> {
+        hyper(op, "lr", self.lr, "> 0", self.lr > 0.0)?;
+        hyper(op, "beta1", self.beta1, "in [0, 1)", (0.0..1.0).contains(&self.beta1))?;
+        hyper(op, "beta2", self.beta2, "in [0, 1)", (0.0..1.0).contains(&self.beta2))?;
+        hyper(op, "eps", self.eps, "> 0", self.eps > 0.0)?;
+        hyper(op, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)?;
+        self.schedule.validate(op, self.lr)
+    }
+    /// [`AdamConfig::validate_for`] naming `adam_update`.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_for("adam_update")
+    }
+}
+
+/// RMSprop, PyTorch's definition (eps outside the square root; Keras puts it inside), not centered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RmsPropConfig {
+    pub lr: f32,
+    /// ρ (PyTorch's alpha): decay of the square average. PyTorch 0.99, Keras 0.9.
+    pub rho: f32,
+    pub eps: f32,
+    /// 0 for none; else a momentum buffer of g/(√sq + eps).
+    pub momentum: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+    pub schedule: LrSchedule,
+}
+
+impl RmsPropConfig {
+    /// An error naming `rmsprop_update` unless lr > 0, rho and momentum in [0, 1), eps > 0,
+    /// weight_decay ≥ 0, all finite, and the schedule valid.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "rmsprop_update";
+        hyper(OP, "lr", self.lr, "> 0", self.lr > 0.0)?;
+        hyper(OP, "rho", self.rho, "in [0, 1)", (0.0..1.0).contains(&self.rho))?;
+        hyper(OP, "eps", self.eps, "> 0", self.eps > 0.0)?;
+        hyper(OP, "momentum", self.momentum, "in [0, 1)", (0.0..1.0).contains(&self.momentum))?;
+        hyper(OP, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)?;
+        self.schedule.validate(OP, self.lr)
+    }
+}
+
+/// Adagrad, PyTorch's definition (eps outside the square root; no lr_decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdagradConfig {
+    pub lr: f32,
+    /// The accumulator's value before update 1 (PyTorch 0, Keras 0.1). The kernel uses it in
+    /// place of the state at t = 1, so the state tensor may start at anything.
+    pub initial_accumulator: f32,
+    pub eps: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+    pub schedule: LrSchedule,
+}
+
+impl AdagradConfig {
+    /// An error naming `adagrad_update` unless lr > 0, initial_accumulator ≥ 0, eps > 0,
+    /// weight_decay ≥ 0, all finite, and the schedule valid.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "adagrad_update";
+        hyper(OP, "lr", self.lr, "> 0", self.lr > 0.0)?;
+        hyper(OP, "initial_accumulator", self.initial_accumulator, ">= 0", self.initial_accumulator >= 0.0)?;
+        hyper(OP, "eps", self.eps, "> 0", self.eps > 0.0)?;
+        hyper(OP, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)?;
+        self.schedule.validate(OP, self.lr)
+    }
+}
+
+/// Adadelta, PyTorch's definition (lr scales the step; PyTorch's default lr is 1.0, Keras' 0.001).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdadeltaConfig {
+    pub lr: f32,
+    pub rho: f32,
+    pub eps: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+    pub schedule: LrSchedule,
+}
+
+impl AdadeltaConfig {
+    /// An error naming `adadelta_update` unless lr > 0, rho in [0, 1), eps > 0, weight_decay ≥ 0,
+    /// all finite, and the schedule valid.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "adadelta_update";
+        hyper(OP, "lr", self.lr, "> 0", self.lr > 0.0)?;
+        hyper(OP, "rho", self.rho, "in [0, 1)", (0.0..1.0).contains(&self.rho))?;
+        hyper(OP, "eps", self.eps, "> 0", self.eps > 0.0)?;
+        hyper(OP, "weight_decay", self.weight_decay, ">= 0", self.weight_decay >= 0.0)?;
+        self.schedule.validate(OP, self.lr)
+    }
+}

@@ -1,0 +1,135 @@
+//! Plans: ordered lists of ready-made dispatches (pipeline, bind group, grid), built once by the
+//! kernel wrappers and recorded as often as needed, many times into one compute pass; running them
+//! and timing them on the device. Nothing in a plan reads back.
+
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+
+/// One kernel launch, ready to record: pipeline, bind group (holding its buffers) and grid.
+/// Cloning shares the same GPU objects.
+#[derive(Clone)]
+pub struct Dispatch {
+    pub label: String,
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+/// An ordered list of dispatches: a kernel call, a training step, or a whole epoch.
+#[derive(Default)]
+pub struct Plan {
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl Plan {
+    pub fn new() -> Plan {
+        Plan::default()
+    }
+    pub fn push(&mut self, d: Dispatch) {
+        self.dispatches.push(d);
+    }
+    pub fn extend(&mut self, other: Plan) {
+        self.dispatches.extend(other.dispatches);
+    }
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+    /// Records every dispatch into `pass`, in order. wgpu orders storage writes between
+    /// dispatches of one pass, so each sees the results of those before it.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        }
+    }
+}
+
+impl From<Dispatch> for Plan {
+    fn from(d: Dispatch) -> Plan {
+        Plan { dispatches: vec![d] }
+    }
+}
+
+impl Gpu {
+    /// Encodes `plans` in order into one command encoder and one compute pass, and submits it.
+    /// Does not wait: a later download (or [`Gpu::wait`]) does.
+    pub fn run(&self, plans: &[&Plan]) -> Result<()> {
+        self.run_repeated(plans, 1)
+    }
+
+    /// Like [`Gpu::run`], recording the sequence `times` times into the same pass.
+    pub fn run_repeated(&self, plans: &[&Plan], times: usize) -> Result<()> {
+        let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgnn") });
+        {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("wgnn"), timestamp_writes: None });
+            for _ in 0..times {
+                for plan in plans {
+                    plan.record(&mut pass);
+                }
+            }
+        }
+        self.submit("run", encoder.finish())?;
+        Ok(())
+    }
+}
+
+impl Gpu {
+    /// Device seconds of each of `reps` executions of `plan`, read from timestamp queries written
+    /// at the start and end of a compute pass per execution (the plan's dispatches and nothing
+    /// else). Needs `Features::TIMESTAMP_QUERY` ([`Gpu::new`] requests it where the adapter has it).
+    pub fn time_plan(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
+        const OP: &str = "time_plan";
+        if !self.profile().timestamps {
+            return Err(WgnnError::invalid(
+                OP,
+                "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead",
+            ));
+        }
+        // Two queries per repetition, at most wgpu::QUERY_SET_MAX_QUERIES per set.
+        let per_set = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;
+        let period_ns = self.queue().get_timestamp_period() as f64;
+        let mut seconds = Vec::with_capacity(reps);
+        let mut left = reps;
+        while left > 0 {
+            let n = left.min(per_set);
+            left -= n;
+            let queries = 2 * n as u32;
+            let query_set = self.scoped(OP, || {
+                self.device().create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some(OP),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: queries,
+                })
+            })?;
+            let resolved = self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(OP),
+                size: queries as u64 * wgpu::QUERY_SIZE as u64,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(OP) });
+            for i in 0..n as u32 {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(OP),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &query_set,
+                        beginning_of_pass_write_index: Some(2 * i),
+                        end_of_pass_write_index: Some(2 * i + 1),
+                    }),
+                });
+                plan.record(&mut pass);
+            }
+            encoder.resolve_query_set(&query_set, 0..queries, &resolved, 0);
+            self.submit(OP, encoder.finish())?;
+            let bytes = self.read_bytes(&resolved, 0, queries as u64 * wgpu::QUERY_SIZE as u64)?;
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+            seconds.extend(ticks.chunks_exact(2).map(|t| t[1].wrapping_sub(t[0]) as f64 * period_ns * 1e-9));
+        }
+        Ok(seconds)
+    }
+}

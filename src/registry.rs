@@ -1,0 +1,206 @@
+//! The kernel registry: kernel families and the pipelines built from them, and the one place a
+//! [`Dispatch`] is made.
+//!
+//! Each kernel family is one `shaders/<family>.wgsl` file, pulled in with `include_str!` and
+//! described by a [`KernelFamily`]: binding 0 is a uniform of sizes, bindings 1.. are storage
+//! buffers. Pipelines are built once per (family, entry point, override constants) and cached in
+//! the device's store; shapes travel in the uniform, so one pipeline serves every size.
+
+use std::sync::{Arc, Mutex};
+
+use crate::device::cache::{CachedPipeline, FamilyObjects, PipelineKey};
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::plan::Dispatch;
+use crate::tensor::Tensor;
+
+/// How a binding is used by the shader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+    /// A read-only window bound as a uniform buffer: as many bytes as the shader declares.
+    Uniform,
+}
+
+/// One `.wgsl` file: its name, source (after any shared snippets it needs) and storage bindings
+/// (1..=n, after the uniform at 0).
+pub struct KernelFamily {
+    pub name: &'static str,
+    pub sources: &'static [&'static str],
+    pub storage: &'static [Access],
+}
+
+/// A value for a WGSL `override` constant.
+pub type Constant = (&'static str, f64);
+
+fn family_objects(gpu: &Gpu, family: &'static KernelFamily) -> Result<Arc<FamilyObjects>> {
+    let cache = gpu.pipelines();
+    if let Some(found) = lock(&cache.families)?.get(family.name) {
+        return Ok(found.clone());
+    }
+    let device = gpu.device();
+    let objects = gpu
+        .scoped(family.name, || {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family.name),
+                source: wgpu::ShaderSource::Wgsl(family.sources.concat().into()),
+            });
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }];
+            for (i, access) in family.storage.iter().enumerate() {
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: i as u32 + 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match access {
+                            Access::Uniform => wgpu::BufferBindingType::Uniform,
+                            _ => wgpu::BufferBindingType::Storage { read_only: *access == Access::Read },
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+            }
+            let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(family.name),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(family.name),
+                bind_group_layouts: &[Some(&bind_group_layout)],
+                immediate_size: 0,
+            });
+            FamilyObjects { module, bind_group_layout, pipeline_layout }
+        })
+        .map_err(|e| WgnnError::KernelCreation { kernel: family.name.into(), message: e.to_string() })?;
+    let objects = Arc::new(objects);
+    lock(&cache.families)?.insert(family.name, objects.clone());
+    Ok(objects)
+}
+
+fn pipeline(
+    gpu: &Gpu,
+    family: &'static KernelFamily,
+    entry: &'static str,
+    constants: &[Constant],
+) -> Result<Arc<CachedPipeline>> {
+    let mut key_constants: Vec<(&'static str, u64)> = constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
+    key_constants.sort();
+    let key = PipelineKey { family: family.name, entry, constants: key_constants };
+    if let Some(found) = lock(&gpu.pipelines().pipelines)?.get(&key) {
+        return Ok(found.clone());
+    }
+    let objects = family_objects(gpu, family)?;
+    let kernel_name = format!("{}::{entry}", family.name);
+    let pipeline = gpu
+        .scoped(&kernel_name, || {
+            gpu.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&kernel_name),
+                layout: Some(&objects.pipeline_layout),
+                module: &objects.module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })
+        .map_err(|e| WgnnError::KernelCreation { kernel: kernel_name.clone(), message: e.to_string() })?;
+    let cached = Arc::new(CachedPipeline { pipeline, bind_group_layout: objects.bind_group_layout.clone() });
+    lock(&gpu.pipelines().pipelines)?.insert(key, cached.clone());
+    Ok(cached)
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| WgnnError::Gpu { op: "pipeline cache".into(), message: "lock poisoned".into() })
+}
+
+/// A small zero buffer to bind where a specialisation ignores a binding: one per device.
+pub(crate) fn dummy(gpu: &Gpu) -> Result<Tensor> {
+    let mut slot = lock(&gpu.pipelines().dummy)?;
+    if let Some(buffer) = slot.as_ref() {
+        return Ok(Tensor::on_buffer(gpu, buffer.clone(), &[4]));
+    }
+    let t = Tensor::zeros(gpu, &[4])?;
+    *slot = Some(t.shared_buffer().clone());
+    Ok(t)
+}
+
+/// Builds a dispatch: `params` fills the uniform at binding 0, `tensors` bindings 1.. in order.
+pub(crate) fn dispatch<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    family: &'static KernelFamily,
+    entry: &'static str,
+    constants: &[Constant],
+    params: &P,
+    tensors: &[&Tensor],
+    workgroups: [u32; 3],
+) -> Result<Dispatch> {
+    let label = format!("{}::{entry}", family.name);
+    if tensors.len() != family.storage.len() {
+        return Err(WgnnError::invalid(
+            &label,
+            format!("{} bindings given, {} expected", tensors.len(), family.storage.len()),
+        ));
+    }
+    let max = gpu.limits().max_compute_workgroups_per_dimension;
+    if workgroups.iter().any(|&w| w > max) {
+        return Err(WgnnError::DeviceLimit {
+            op: label,
+            what: format!("a grid of {workgroups:?} workgroups"),
+            bytes: 0,
+            limit: max as u64,
+            limit_name: "max_compute_workgroups_per_dimension",
+        });
+    }
+    gpu.check_lost()?;
+    let cached = pipeline(gpu, family, entry, constants)?;
+    let device = gpu.device();
+    // Not `create_buffer_init`: it panics when the device is lost; a queued write (done before
+    // the next submit, so before any dispatch reads it) reports through the error scopes.
+    let contents = bytemuck::bytes_of(params);
+    let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(&label),
+        size: (contents.len() as u64).next_multiple_of(4).max(4),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.queue().write_buffer(&uniform, 0, contents);
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+    for (i, t) in tensors.iter().enumerate() {
+        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
+    }
+    let bind_group = gpu.scoped(&label, || {
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&label),
+            layout: &cached.bind_group_layout,
+            entries: &entries,
+        })
+    })?;
+    Ok(Dispatch { label, pipeline: cached.pipeline.clone(), bind_group, workgroups })
+}
+
+/// Workgroups for `items` invocations of `workgroup_size` in a 1-D kernel, folded into y when x
+/// would pass the per-dimension limit. Kernels rebuild the index as `(wid.y * nwg.x + wid.x) *
+/// WG + lid.x` (the invocation; ×PER_LANE where each does several items) and return when it is
+/// past the end.
+pub(crate) fn grid_1d(gpu: &Gpu, items: usize, workgroup_size: u32) -> [u32; 3] {
+    let groups = items.div_ceil(workgroup_size as usize).max(1) as u64;
+    let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
+    if groups <= max {
+        [groups as u32, 1, 1]
+    } else {
+        [max as u32, groups.div_ceil(max) as u32, 1]
+    }
+}
