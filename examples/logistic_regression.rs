@@ -39,7 +39,7 @@ use clap::Parser;
 use wgnn::history::EpochRecord;
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Sequential, Validation};
 use wgnn::train_test_split::train_test_split_indices;
-use wgnn::{Activation, Dataset, Gpu, Initializer};
+use wgnn::{Activation, Dataset, Initializer};
 
 #[derive(Parser, Debug)]
 #[command(name = "logistic_regression", about = "Logistic regression on Sign Language Digits 0/1 (wgnn)")]
@@ -72,6 +72,13 @@ struct Args {
     /// Run on the plain-Rust CPU reference instead of the GPU.
     #[arg(long)]
     cpu: bool,
+    /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Refuse a software adapter (llvmpipe and the like, which train on the CPU) instead of
+    /// training on it (also: $WGNN_REQUIRE_GPU=1).
+    #[arg(long)]
+    require_gpu: bool,
 }
 
 /// Prints the cost every `every` iterations (epochs), as the NumPy tutorial does, and the last.
@@ -103,7 +110,8 @@ impl Observer for CostPrinter {
 fn main() -> ExitCode {
     let args: Args = common::parse_args();
     common::exit_on_error(|| {
-        let backend = if args.cpu { Backend::Cpu } else { Backend::Gpu(Gpu::new()?) };
+        let backend =
+            if args.cpu { Backend::Cpu } else { Backend::Gpu(common::gpu(args.adapter.as_deref(), args.require_gpu)?) };
         let all = Dataset::from_npz(&args.data, "x", "y")
             .with_context(|| format!("reading {}", args.data.display()))?
             .scaled(1.0 / 255.0);

@@ -42,7 +42,7 @@ use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::history::EpochRecord;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
-use wgnn::{Activation, Gpu, History, WgnnError};
+use wgnn::{Activation, History, WgnnError};
 
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
@@ -86,6 +86,10 @@ struct Args {
     /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
     #[arg(long)]
     adapter: Option<String>,
+    /// Refuse a software adapter (llvmpipe and the like, which train on the CPU) instead of
+    /// training on it (also: $WGNN_REQUIRE_GPU=1).
+    #[arg(long)]
+    require_gpu: bool,
     /// Folder for history.csv and curves.png (created if missing).
     #[arg(long, default_value = "out/mnist")]
     out: PathBuf,
@@ -249,11 +253,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     }
     let outputs = Outputs::prepare(&args.out, args.save.as_deref(), args.checkpoint_dir.as_deref())?;
 
-    let gpu = match args.adapter.as_deref() {
-        Some(name) => Gpu::with_adapter(Some(name)),
-        None => Gpu::new(),
-    }?;
-    println!("adapter: {}", gpu.describe());
+    let gpu = common::gpu(args.adapter.as_deref(), args.require_gpu)?;
     println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
     let backend = Backend::Gpu(gpu);

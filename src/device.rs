@@ -17,6 +17,9 @@ pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
 /// the suite on lavapipe with the kernel choices of a GPU.
 pub const PROFILE_ENV: &str = "WGNN_PROFILE";
 
+/// Environment variable that, set to 1, refuses a software adapter (see [`GpuOptions::require_gpu`]).
+pub const REQUIRE_GPU_ENV: &str = "WGNN_REQUIRE_GPU";
+
 /// How [`Gpu::with_options`] picks an adapter and what it asks of it.
 #[derive(Clone, Copy, Debug)]
 pub struct GpuOptions<'a> {
@@ -35,11 +38,20 @@ pub struct GpuOptions<'a> {
     /// Which policy the device profile applies (default: the adapter's type decides). Forcing
     /// [`ProfileOverride::Gpu`] on lavapipe runs the kernel choices of a GPU there, for tests.
     pub profile: ProfileOverride,
+    /// Refuse a software adapter (llvmpipe, SwiftShader, WARP: "GPUs" that run on the CPU) with
+    /// [`WgnnError::SoftwareAdapter`] instead of training on it.
+    pub require_gpu: bool,
 }
 
 impl Default for GpuOptions<'_> {
     fn default() -> Self {
-        GpuOptions { adapter: None, limits: |l| l, features: |f| f, profile: ProfileOverride::Adapter }
+        GpuOptions {
+            adapter: None,
+            limits: |l| l,
+            features: |f| f,
+            profile: ProfileOverride::Adapter,
+            require_gpu: false,
+        }
     }
 }
 
@@ -66,16 +78,26 @@ pub(crate) struct GpuInner {
 
 impl Gpu {
     /// The adapter named by `$WGNN_ADAPTER`, or else the high-performance default, with the
-    /// policy `$WGNN_PROFILE` names, if any.
+    /// policy `$WGNN_PROFILE` names, if any; a software adapter refused where
+    /// `$WGNN_REQUIRE_GPU=1`.
     pub fn new() -> Result<Gpu> {
-        let wanted = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        Gpu::from_command_line(None, false)
+    }
+
+    /// What a program's command line and environment ask for: the adapter `adapter` names (a
+    /// `--adapter` flag), else `$WGNN_ADAPTER`; the policy `$WGNN_PROFILE` names; and with
+    /// `require_gpu` (a `--require-gpu` flag) or `$WGNN_REQUIRE_GPU=1`, no software adapter.
+    pub fn from_command_line(adapter: Option<&str>, require_gpu: bool) -> Result<Gpu> {
+        let from_env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
         let profile = match std::env::var(PROFILE_ENV) {
             Ok(name) => ProfileOverride::parse(&name).ok_or_else(|| {
                 WgnnError::invalid("Gpu::new", format!("{PROFILE_ENV}={name:?}: expected cpu, gpu or adapter"))
             })?,
             Err(_) => ProfileOverride::Adapter,
         };
-        Gpu::with_options(&GpuOptions { adapter: wanted.as_deref(), profile, ..Default::default() })
+        let require_gpu = require_gpu || std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| !matches!(v.as_str(), "" | "0"));
+        let adapter = adapter.or(from_env.as_deref());
+        Gpu::with_options(&GpuOptions { adapter, profile, require_gpu, ..Default::default() })
     }
 
     /// The first adapter whose name contains `name` (case-insensitive), or the default when `None`.
@@ -152,6 +174,9 @@ impl Gpu {
         }));
 
         let profile = DeviceProfile::new(&info, features, &limits, options.profile);
+        if options.require_gpu && profile.is_cpu_adapter() {
+            return Err(WgnnError::SoftwareAdapter { adapter: info.name.clone() });
+        }
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
@@ -203,6 +228,19 @@ impl Gpu {
             false => String::new(),
         };
         format!("{} ({:?}, driver {} {}, {:?}){forced}", i.name, i.backend, i.driver, i.driver_info, i.device_type)
+    }
+
+    /// One line for a person when the adapter is a software one (training runs on the CPU) and
+    /// how to pick a GPU; `None` on a GPU.
+    pub fn software_notice(&self) -> Option<String> {
+        self.is_cpu_adapter().then(|| {
+            format!(
+                "note: {} is a software adapter, so training runs on the CPU; to train on a GPU, install its \
+                 Vulkan driver or pick it with --adapter NAME ({ADAPTER_ENV}); --require-gpu ({REQUIRE_GPU_ENV}=1) \
+                 makes this an error",
+                self.inner.info.name
+            )
+        })
     }
 
     /// True on a CPU "GPU" such as lavapipe (the adapter's type; the kernel choices follow

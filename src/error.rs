@@ -17,6 +17,14 @@ pub enum WgnnError {
     #[error("no adapter whose name contains {wanted:?}; adapters present: {}; pick one by a part of its name", present.join(", "))]
     AdapterNotFound { wanted: String, present: Vec<String> },
 
+    /// A software adapter where a GPU was required (`GpuOptions::require_gpu`).
+    #[error(
+        "adapter {adapter} is a software renderer (it would train on the CPU) and a GPU was required: install the \
+         GPU's Vulkan driver, or pick the GPU by name with --adapter / WGNN_ADAPTER; without --require-gpu \
+         (WGNN_REQUIRE_GPU) wgnn runs on it anyway"
+    )]
+    SoftwareAdapter { adapter: String },
+
     #[error("could not create a device on adapter {adapter}: {message}")]
     DeviceRequest { adapter: String, message: String },
 

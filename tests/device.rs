@@ -106,3 +106,18 @@ fn profile_overrides_parse_from_their_names() {
         assert_eq!(ProfileOverride::parse(name), want, "{name:?}");
     }
 }
+
+#[test]
+fn require_gpu_refuses_a_software_adapter_only() {
+    let adapter = gpu();
+    let name = adapter.adapter_info().name.clone();
+    let required =
+        Gpu::with_options(&wgnn::GpuOptions { adapter: Some(&name), require_gpu: true, ..Default::default() });
+    match (adapter.is_cpu_adapter(), required) {
+        (true, Err(WgnnError::SoftwareAdapter { adapter })) => assert_eq!(adapter, name),
+        (true, other) => panic!("a software adapter with require_gpu: {:?}", other.map(|g| g.describe())),
+        (false, Ok(g)) => assert!(g.software_notice().is_none()),
+        (false, Err(e)) => panic!("a GPU refused: {e}"),
+    }
+    assert_eq!(adapter.software_notice().is_some(), adapter.is_cpu_adapter());
+}

@@ -273,3 +273,31 @@ fn only_device_limits_and_shapes_get_the_batch_size_flag() {
     let other = example_common::naming_the_batch_size(WgnnError::Training { detail: "the loss became NaN".into() }, 32);
     assert_eq!(example_common::error_report(&other), "error: training stopped: the loss became NaN");
 }
+
+/// A software adapter is named as such in one line (training runs on the CPU), `--require-gpu`
+/// makes it an error, and Mesa's XDG_RUNTIME_DIR complaint never reaches the user. On a GPU the
+/// line is absent and `--require-gpu` trains.
+#[test]
+fn a_software_adapter_is_said_and_can_be_refused() {
+    let software = common::gpu().is_cpu_adapter();
+    let out = scratch("honesty");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(example("mnist_gpu"));
+        cmd.args(["--data", MNIST, "--train-rows", "64", "--epochs", "1", "--out"]).arg(&out).args(extra);
+        outcome(cmd.env_remove("XDG_RUNTIME_DIR").env_remove("WGNN_REQUIRE_GPU").output().unwrap())
+    };
+    let (code, stdout, stderr) = run(&[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR") && !stdout.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    let notice = stdout.lines().filter(|l| l.contains("is a software adapter, so training runs on the CPU")).count();
+    assert_eq!(notice, usize::from(software), "software adapter: {software}; {stdout}");
+
+    let (code, stdout, stderr) = run(&["--require-gpu"]);
+    if software {
+        assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+        assert!(stderr.starts_with("error: adapter ") && stderr.contains("a GPU was required"), "{stderr}");
+        assert!(!stdout.contains("epoch "), "trained on a software adapter: {stdout}");
+    } else {
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    }
+}

@@ -104,3 +104,25 @@ pub fn fraction(text: &str) -> std::result::Result<f32, String> {
         _ => Err(format!("expected a number in [0, 1), got {text:?}")),
     }
 }
+
+/// The device a command line asks for (`--adapter`, else `$WGNN_ADAPTER`; `--require-gpu` or
+/// `$WGNN_REQUIRE_GPU=1` refuse a software adapter), announced in a line, with one more line when
+/// it is a software adapter: then training runs on the CPU, and the user should know.
+pub fn gpu(adapter: Option<&str>, require_gpu: bool) -> anyhow::Result<wgnn::Gpu> {
+    quiet_mesa();
+    let gpu = wgnn::Gpu::from_command_line(adapter, require_gpu)?;
+    println!("adapter: {}", gpu.describe());
+    if let Some(notice) = gpu.software_notice() {
+        println!("{notice}");
+    }
+    Ok(gpu)
+}
+
+/// Mesa's drivers print "XDG_RUNTIME_DIR is invalid or not set" on every run where that variable
+/// is unset (a container, a CI job, a cron job); any existing folder silences them. Set before
+/// the device is created, while the program has one thread.
+fn quiet_mesa() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+}
