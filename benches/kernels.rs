@@ -28,6 +28,7 @@ use wgnn::kernels::matmul::{
     choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
     MatmulOptions, MatmulVariant,
 };
+use wgnn::kernels::matmul_register::{matmul_register, matmul_register_supported, RegisterTile};
 use wgnn::kernels::mse::{mse, MseOut};
 use wgnn::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
@@ -1102,6 +1103,91 @@ fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
     }
 }
 
+/// The GPU-class matmul (`matmul_register`, workgroup tiles in workgroup memory, register blocks)
+/// at one shape and form, a row per preset tile. Products past 2³¹ multiply-adds are validated
+/// against sgemm (the f64 reference would take minutes) and, on a CPU adapter, run only when the
+/// filter names their shape (`cargo bench --bench kernels -- "matmul_register 64x64x16/4x4 4096x4096"`).
+fn bench_matmul_register(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usize), (ta, tb): (bool, bool)) {
+    let form = match (ta, tb) {
+        (false, false) => "",
+        (true, false) => "Aᵀ",
+        (false, true) => "Bᵀ",
+        (true, true) => "AᵀBᵀ",
+    };
+    let shape = format!("{m}x{k}·{k}x{n} {form}");
+    let labels: Vec<String> =
+        RegisterTile::PRESETS.iter().map(|t| format!("matmul_register {} {shape}", t.name())).collect();
+    if !labels.iter().any(|l| bench.wants(l)) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let huge = m * n * k > 1 << 31;
+    let named = bench.filter.as_ref().is_some_and(|f| f.contains(&format!("{m}x{k}")));
+    if huge && gpu.is_cpu_adapter() && !named {
+        println!(
+            "{:<18} {:<14} {shape:<24} skipped (minutes on a CPU adapter; a filter naming it runs it)",
+            "matmul_register", "all tiles"
+        );
+        return;
+    }
+    let a = rng.vec_uniform(m * k, -1.0, 1.0);
+    let b = rng.vec_uniform(k * n, -1.0, 1.0);
+    let at = Tensor::from_slice(&gpu, &if ta { [k, m] } else { [m, k] }, &a).unwrap();
+    let bt = Tensor::from_slice(&gpu, &if tb { [n, k] } else { [k, n] }, &b).unwrap();
+    let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let mut c = vec![0.0f32; m * n];
+    let (sgemm_s, ()) = time_cpu(|| unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    });
+    let (want, cpu_ref_s) = if huge {
+        (c, sgemm_s)
+    } else {
+        let t = Instant::now();
+        let want = cpu::matmul(&a, &b, m, k, n, ta, tb);
+        (want, t.elapsed().as_secs_f64())
+    };
+    let tol = (2e-5 * (k as f32).sqrt(), 1e-4);
+    for (tile, label) in RegisterTile::PRESETS.into_iter().zip(&labels) {
+        if !bench.wants(label) || !matmul_register_supported(&gpu, tile) {
+            continue;
+        }
+        let opts = MatmulOptions { trans_a: ta, trans_b: tb, ..Default::default() };
+        let plan = matmul_register(&gpu, &at, &bt, &ct, &opts, tile).unwrap();
+        let work = Work::Flops(2.0 * (m * n * k) as f64);
+        let name = tile.name();
+        bench.row(
+            "matmul_register",
+            &name,
+            shape.clone(),
+            false,
+            &plan,
+            &ct,
+            &want,
+            tol,
+            work,
+            cpu_ref_s,
+            Some(sgemm_s),
+        );
+    }
+}
+
 fn today() -> String {
     let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
     // Civil-from-days (H. Hinnant).
@@ -1255,6 +1341,18 @@ fn main() {
     for (rows, cols) in [(256, 64), (10_000, 64)] {
         bench_dropout(&mut bench, &mut rng, rows, cols);
         bench_batch_norm(&mut bench, &mut rng, rows, cols);
+    }
+    // The GPU-class matmul at the MLP's shapes (forward, dW, dX) and the large squares.
+    for (shape, form) in [
+        ((32, 784, 64), NN),
+        ((256, 784, 64), NN),
+        ((256, 64, 64), NN),
+        ((784, 256, 64), TN),
+        ((256, 64, 784), NT),
+        ((1024, 1024, 1024), NN),
+        ((4096, 4096, 4096), NN),
+    ] {
+        bench_matmul_register(&mut bench, &mut rng, shape, form);
     }
     println!("\n{} rows in {:.0} s", bench.rows.len(), start.elapsed().as_secs_f64());
     write_outputs(&bench, &adapter, &date);

@@ -1,0 +1,374 @@
+//! GPU wrapper of shaders/matmul_register.wgsl, the GPU-class matmul: C[M, N] (+)= op(A)·op(B)
+//! with the epilogues, accumulate and column sums of [`super::matmul`], computed in workgroup
+//! tiles of BM×BN outputs, TM×TN per invocation in registers, op(A) and op(B) staged in
+//! workgroup memory. (Unlike `MatmulVariant::Register`, which reads storage directly and shares
+//! nothing between invocations.) CPU reference: `crate::cpu::matmul`.
+//!
+//! The tile is chosen by the caller ([`RegisterTile`], presets in [`RegisterTile::PRESETS`]) and
+//! travels as override constants: one pipeline per tile, form (transposes, vec4 or scalar loads)
+//! and column sums or not; the epilogue travels in the uniform. K is split into chunks (at
+//! most [`RegisterTile::max_kc`], and more on small outputs, for parallelism); chunks write a
+//! `[splits, M, N]` scratch owned by the plan, summed in a fixed order by a second dispatch that
+//! applies accumulate and the epilogue.
+
+use super::matmul::{Epilogue, MatmulOptions};
+use super::reduce::column_sum;
+use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use crate::activation::Activation;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::tensor::{DType, Tensor};
+
+const OP: &str = "matmul_register";
+
+pub(crate) const MATMUL_REGISTER: KernelFamily = KernelFamily {
+    name: "matmul_register",
+    sources: &[ACTIVATION_WGSL, include_str!("../../shaders/matmul_register.wgsl")],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
+};
+
+/// Geometry of one [`matmul_register`] specialisation: a workgroup computes `bm`×`bn` outputs,
+/// stepping K by `bk`, with (bm/tm)×(bn/tn) invocations of `tm`×`tn` outputs each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegisterTile {
+    pub bm: u32,
+    pub bn: u32,
+    /// K per staged step, a multiple of 4.
+    pub bk: u32,
+    /// Outputs per invocation along M and N: 4 or 8 each.
+    pub tm: u32,
+    pub tn: u32,
+}
+
+/// Loop iterations one invocation may run per dispatch, far below lavapipe's 65,535 (which
+/// counts every loop's iterations together): bounds the K chunk.
+const LOOP_BUDGET: u32 = 32_768;
+/// The longest K chunk whatever the tile (as the `Tiled` matmul's).
+const MAX_KC: u32 = 4096;
+
+impl RegisterTile {
+    /// 64×64 outputs, 4×4 per invocation: 256 invocations, 8 KiB of workgroup memory.
+    pub const T64X64_4X4: RegisterTile = RegisterTile { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
+    /// 64×64 outputs, 8×8 per invocation: 64 invocations, 8 KiB.
+    pub const T64X64_8X8: RegisterTile = RegisterTile { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8 };
+    /// 128×64 outputs, 8×4 per invocation: 256 invocations, 12 KiB.
+    pub const T128X64_8X4: RegisterTile = RegisterTile { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4 };
+    /// 128×128 outputs, 8×8 per invocation: 256 invocations, 8 KiB.
+    pub const T128X128_8X8: RegisterTile = RegisterTile { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 };
+    /// The configurations a tuner may try; each fits WebGPU's default limits (16 KiB of
+    /// workgroup memory, 256 invocations).
+    pub const PRESETS: [RegisterTile; 4] =
+        [RegisterTile::T64X64_4X4, RegisterTile::T64X64_8X8, RegisterTile::T128X64_8X4, RegisterTile::T128X128_8X8];
+
+    /// E.g. "64x64x16/4x4".
+    pub fn name(&self) -> String {
+        format!("{}x{}x{}/{}x{}", self.bm, self.bn, self.bk, self.tm, self.tn)
+    }
+
+    /// Invocations per workgroup along N and M.
+    fn threads(&self) -> (u32, u32) {
+        (self.bn / self.tn, self.bm / self.tm)
+    }
+
+    pub fn invocations(&self) -> u32 {
+        let (tx, ty) = self.threads();
+        tx * ty
+    }
+
+    /// Workgroup memory of the staged op(A) and op(B) pieces.
+    pub fn workgroup_bytes(&self) -> u32 {
+        (self.bm + self.bn) * self.bk * 4
+    }
+
+    /// The longest K chunk one dispatch's invocation loops over: a multiple of `bk` whose loop
+    /// count (bk/4 multiply steps and the scalar staging loads per step) stays within the budget.
+    pub fn max_kc(&self) -> u32 {
+        let per_step = self.bk / 4 + (self.bm + self.bn) * self.bk / self.invocations() + 2;
+        (LOOP_BUDGET / per_step).min(MAX_KC / self.bk).max(1) * self.bk
+    }
+
+    /// Whether the geometry is well formed (tm, tn 4 or 8, tiles divisible, each invocation
+    /// staging whole vec4s) and fits `gpu`'s workgroup limits; the error says what does not.
+    pub fn check(&self, gpu: &Gpu) -> Result<()> {
+        let name = self.name();
+        let bad = |why: String| Err(WgnnError::invalid(OP, format!("tile {name}: {why}")));
+        if ![4, 8].contains(&self.tm) || ![4, 8].contains(&self.tn) {
+            return bad("outputs per invocation (tm, tn) must be 4 or 8 each".into());
+        }
+        if self.bm == 0 || self.bn == 0 || !self.bm.is_multiple_of(self.tm) || !self.bn.is_multiple_of(self.tn) {
+            return bad("bm and bn must be positive multiples of tm and tn".into());
+        }
+        if self.bk == 0 || !self.bk.is_multiple_of(4) {
+            return bad("bk must be a positive multiple of 4".into());
+        }
+        let limits = gpu.limits();
+        let (tx, ty) = self.threads();
+        let nt = self.invocations();
+        if nt > limits.max_compute_invocations_per_workgroup
+            || tx > limits.max_compute_workgroup_size_x
+            || ty > limits.max_compute_workgroup_size_y
+        {
+            return Err(WgnnError::DeviceLimit {
+                op: OP.into(),
+                what: format!("tile {name}: a workgroup of {tx}×{ty} invocations"),
+                bytes: 0,
+                limit: limits.max_compute_invocations_per_workgroup as u64,
+                limit_name: "max_compute_invocations_per_workgroup (or max_compute_workgroup_size_x/y)",
+            });
+        }
+        if self.workgroup_bytes() > limits.max_compute_workgroup_storage_size {
+            // wgpu does not check a `var<workgroup>` array's size against the limit itself.
+            return Err(WgnnError::DeviceLimit {
+                op: OP.into(),
+                what: format!("tile {name}'s workgroup memory"),
+                bytes: self.workgroup_bytes() as u64,
+                limit: limits.max_compute_workgroup_storage_size as u64,
+                limit_name: "max_compute_workgroup_storage_size",
+            });
+        }
+        if !(self.bm * self.bk / 4).is_multiple_of(nt) || !(self.bn * self.bk / 4).is_multiple_of(nt) {
+            return bad(format!("{nt} invocations must stage whole vec4s of op(A) and op(B) (bm·bk/4, bn·bk/4)"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether [`matmul_register`] runs `tile` on `gpu` (every shape, form and epilogue is
+/// supported; only the tile can be out of the device's limits).
+pub fn matmul_register_supported(gpu: &Gpu, tile: RegisterTile) -> bool {
+    tile.check(gpu).is_ok()
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    kc: u32,
+    splits: u32,
+    slope: f32,
+    epi: u32,
+    act: u32,
+    accumulate: u32,
+    has_bias: u32,
+    split: u32,
+    _pad: u32,
+}
+
+/// `C[M,N]` (+)= op(A)·op(B) with `tile`: A is `[M,K]` (or `[K,M]` when trans_a), B is `[K,N]`
+/// (or `[N,K]` when trans_b), row-major, every size. The epilogue is applied to the full sum;
+/// accumulate works only without one. `opts.variant` is ignored (this is a variant of its own).
+pub fn matmul_register(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    opts: &MatmulOptions,
+    tile: RegisterTile,
+) -> Result<Plan> {
+    plan(gpu, a, b, c, None, opts, tile)
+}
+
+/// [`matmul_register`] that also writes `col_sum[n]` = Σ_k op(B)[k, n] (`[N]`; op(B) not
+/// transposed): a weight gradient and its bias gradient. One dispatch where K is not split; else
+/// the matmul and a [`column_sum`].
+pub fn matmul_register_column_sum(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    col_sum: &Tensor,
+    opts: &MatmulOptions,
+    tile: RegisterTile,
+) -> Result<Plan> {
+    plan(gpu, a, b, c, Some(col_sum), opts, tile)
+}
+
+/// (EPI code, has bias, activation, the bias or Y binding) after checking the epilogue's tensors.
+fn check_epilogue(
+    gpu: &Gpu,
+    opts: &MatmulOptions,
+    c: &Tensor,
+    (m, n): (usize, usize),
+    form: &str,
+) -> Result<(u32, bool, Activation, Tensor)> {
+    let dummy = super::dummy(gpu)?;
+    let (epi, has_bias, act, aux) = match opts.epilogue {
+        Epilogue::None => (0u32, false, Activation::Identity, dummy),
+        Epilogue::BiasAct { bias, act } => {
+            if let Some(bias) = bias {
+                bias.expect_dtype(OP, DType::F32)?;
+                if bias.len() != n {
+                    return Err(WgnnError::shape(
+                        OP,
+                        format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
+                    ));
+                }
+            }
+            (1, bias.is_some(), act, bias.cloned().unwrap_or(dummy))
+        }
+        Epilogue::ActGrad { y, act } => {
+            y.expect_dtype(OP, DType::F32)?;
+            if y.shape() != [m, n] {
+                return Err(WgnnError::shape(OP, format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape())));
+            }
+            (2, false, act, y.clone())
+        }
+    };
+    act.validate_elementwise(OP)?;
+    if epi != 0 && opts.accumulate {
+        return Err(WgnnError::invalid(OP, format!("accumulate is only supported without an epilogue: {form}")));
+    }
+    if epi != 0 && c.overlaps(&aux) {
+        return Err(WgnnError::invalid(OP, format!("C shares memory with the epilogue's bias or Y: {form}")));
+    }
+    Ok((epi, has_bias, act, aux))
+}
+
+/// How many K chunks: enough that none passes `max_kc`, and on small outputs more so that the
+/// device has enough workgroups (each chunk keeping at least 128 of K), as `matmul` does.
+fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
+    const MIN_KC: usize = 128;
+    let needed = k.div_ceil(max_kc);
+    let target_groups = if gpu.is_cpu_adapter() {
+        // lavapipe runs one workgroup per CPU thread at a time.
+        2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        256
+    };
+    let for_parallelism = target_groups.div_ceil(groups.max(1)).min(k / MIN_KC).max(1);
+    needed.max(for_parallelism)
+}
+
+fn plan(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    col_sum: Option<&Tensor>,
+    opts: &MatmulOptions,
+    tile: RegisterTile,
+) -> Result<Plan> {
+    let form = format!(
+        "op(A) = {}{:?}, op(B) = {}{:?}, C {:?}, tile {}",
+        if opts.trans_a { "Aᵀ with A " } else { "A " },
+        a.shape(),
+        if opts.trans_b { "Bᵀ with B " } else { "B " },
+        b.shape(),
+        c.shape(),
+        tile.name()
+    );
+    for t in [a, b, c] {
+        t.expect_dtype(OP, DType::F32)?;
+        t.dims2(OP)?;
+        t.expect_nonempty(OP)?;
+    }
+    let (ar, ac) = a.dims2(OP)?;
+    let (br, bc) = b.dims2(OP)?;
+    let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
+    if k != kb {
+        return Err(WgnnError::shape(OP, format!("inner dimensions differ ({k} vs {kb}): {form}")));
+    }
+    if c.shape() != [m, n] {
+        return Err(WgnnError::shape(OP, format!("C must be [{m}, {n}]: {form}")));
+    }
+    if c.overlaps(a) || c.overlaps(b) {
+        return Err(WgnnError::invalid(OP, format!("C shares memory with A or B: {form}")));
+    }
+    if let Some(s) = col_sum {
+        if opts.trans_b {
+            return Err(WgnnError::invalid(OP, format!("the column sums need op(B) not transposed: {form}")));
+        }
+        s.expect_dtype(OP, DType::F32)?;
+        if s.len() != n {
+            return Err(WgnnError::shape(OP, format!("col_sum must have {n} values, got {:?}: {form}", s.shape())));
+        }
+        if [a, b, c].iter().any(|t| s.overlaps(t)) {
+            return Err(WgnnError::invalid(OP, format!("col_sum shares memory with A, B or C: {form}")));
+        }
+    }
+    let (epi, has_bias, act, aux) = check_epilogue(gpu, opts, c, (m, n), &form)?;
+    tile.check(gpu)?;
+
+    // vec4 loads need each stored operand's contiguous dimension to be a multiple of 4 and its
+    // view 16-byte aligned (C is stored a value at a time).
+    let aligned = a.byte_offset().is_multiple_of(16) && b.byte_offset().is_multiple_of(16);
+    let a_contiguous = if opts.trans_a { m } else { k };
+    let b_contiguous = if opts.trans_b { k } else { n };
+    let vec4 = aligned && a_contiguous.is_multiple_of(4) && b_contiguous.is_multiple_of(4);
+
+    let (bm, bn, bk) = (tile.bm as usize, tile.bn as usize, tile.bk as usize);
+    let (grid_x, grid_y) = (n.div_ceil(bn), m.div_ceil(bm));
+    let max_kc = tile.max_kc() as usize;
+    // With column sums only the loop cap splits K: a split costs a reduction and the sums a
+    // dispatch of their own.
+    let splits = if col_sum.is_some() { k.div_ceil(max_kc) } else { split_count(gpu, grid_x * grid_y, k, max_kc) };
+    let kc = k.div_ceil(splits).next_multiple_of(bk);
+    let splits = k.div_ceil(kc);
+    let split = splits > 1;
+    let fused_sum = col_sum.is_some() && !split;
+
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        kc: kc as u32,
+        splits: splits as u32,
+        slope: act.slope(),
+        epi,
+        act: act.code(),
+        accumulate: opts.accumulate as u32,
+        has_bias: has_bias as u32,
+        split: split as u32,
+        _pad: 0,
+    };
+    let flag = |b: bool| b as u32 as f64;
+    let (tx, ty) = tile.threads();
+    let nt = tile.invocations();
+    // Values each invocation stages per step: vec4s or scalars.
+    let per = if vec4 { 4 } else { 1 };
+    let constants = [
+        ("TRANS_A", flag(opts.trans_a)),
+        ("TRANS_B", flag(opts.trans_b)),
+        ("COLSUM_B", flag(fused_sum)),
+        ("BM", tile.bm as f64),
+        ("BN", tile.bn as f64),
+        ("BK", tile.bk as f64),
+        ("TM", tile.tm as f64),
+        ("TN", tile.tn as f64),
+        ("TX", tx as f64),
+        ("TY", ty as f64),
+        ("A_TILE", (tile.bm * tile.bk / 4) as f64),
+        ("B_TILE", (tile.bn * tile.bk / 4) as f64),
+        ("A_LOADS", (tile.bm * tile.bk / per / nt) as f64),
+        ("B_LOADS", (tile.bn * tile.bk / per / nt) as f64),
+    ];
+    let entry = if vec4 { "mmr_vec4" } else { "mmr_scalar" };
+    let grid = [grid_x as u32, grid_y as u32, splits as u32];
+    let mut plan = Plan::new();
+    if let (Some(s), false) = (col_sum, fused_sum) {
+        plan.extend(column_sum(gpu, b, s, false)?);
+    }
+    if !split {
+        // Binding 5 is written only with COLSUM_B; elsewhere C (already writable) fills it.
+        let sums = if fused_sum { col_sum.unwrap_or(c) } else { c };
+        plan.push(dispatch(gpu, &MATMUL_REGISTER, entry, &constants, &params, &[a, b, c, &aux, sums], grid)?);
+        return Ok(plan);
+    }
+    let partial = Tensor::zeros(gpu, &[splits, m, n])?;
+    let dummy = super::dummy(gpu)?;
+    plan.push(dispatch(gpu, &MATMUL_REGISTER, entry, &constants, &params, &[a, b, &partial, &dummy, &partial], grid)?);
+    const WG: u32 = 256;
+    plan.push(dispatch(
+        gpu,
+        &MATMUL_REGISTER,
+        "mmr_reduce",
+        &[("WG", WG as f64)],
+        &params,
+        &[&partial, &dummy, c, &aux, c],
+        grid_1d(gpu, m * n, WG),
+    )?);
+    Ok(plan)
+}
