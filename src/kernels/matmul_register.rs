@@ -13,10 +13,12 @@
 
 use super::matmul::{Epilogue, MatmulOptions};
 use super::reduce::column_sum;
-use super::{dispatch, grid_1d, Access, KernelFamily, Plan, ACTIVATION_WGSL};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "matmul_register";
@@ -193,7 +195,7 @@ fn check_epilogue(
     (m, n): (usize, usize),
     form: &str,
 ) -> Result<(u32, bool, Activation, Tensor)> {
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     let (epi, has_bias, act, aux) = match opts.epilogue {
         Epilogue::None => (0u32, false, Activation::Identity, dummy),
         Epilogue::BiasAct { bias, act } => {
@@ -358,7 +360,7 @@ fn plan(
         return Ok(plan);
     }
     let partial = Tensor::zeros(gpu, &[splits, m, n])?;
-    let dummy = super::dummy(gpu)?;
+    let dummy = dummy(gpu)?;
     plan.push(dispatch(gpu, &MATMUL_REGISTER, entry, &constants, &params, &[a, b, &partial, &dummy, &partial], grid)?);
     const WG: u32 = 256;
     plan.push(dispatch(
