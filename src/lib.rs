@@ -44,3 +44,8 @@ pub use init::Initializer;
 pub use plan::Plan;
 pub use profile::{DeviceProfile, ProfileOverride};
 pub use tensor::{DType, Tensor};
+
+/// The README's usage snippet, compiled (not run) by `cargo test` as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
