@@ -12,6 +12,7 @@
 pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
+pub mod conv2d;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
