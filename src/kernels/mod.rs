@@ -20,6 +20,7 @@ pub mod hinge;
 pub mod matmul;
 pub mod mse;
 pub mod optimizer;
+pub mod pool2d;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_grad;
