@@ -42,7 +42,7 @@ const fn case(x: [usize; 4], kernel: (usize, usize), c_out: usize, strides: (usi
 
 /// Odd sizes, strides 1 and 2, 1×1 to 5×5 kernels, C = 1 and 3, batch 1, `same` with even kernels,
 /// a kernel as large as the image, a 1×1 kernel at stride 2 (not pointwise), and a patch length
-/// (3·3·4 = 36) and channel counts that allow the vec4 and subgroup matmuls.
+/// (3·3·4 = 36) and channel counts that allow the vec4 and subgroup matmuls, and more.
 const CASES: &[Case] = &[
     case([1, 7, 9, 3], (3, 3), 4, (1, 1), Padding::Valid),
     case([2, 7, 9, 1], (5, 5), 3, (2, 2), Padding::Same),
@@ -55,6 +55,14 @@ const CASES: &[Case] = &[
     case([2, 11, 11, 4], (3, 3), 8, (1, 1), Padding::Valid),
     case([1, 9, 9, 3], (3, 3), 2, (2, 2), Padding::Valid),
     case([1, 4, 4, 1], (6, 6), 1, (3, 3), Padding::Same),
+    // 4, 8 and 16 channels: the vec4 im2col and col2im at the padding's edges; 5: a channel left
+    // after groups of 4.
+    case([2, 7, 6, 8], (3, 3), 4, (2, 1), Padding::Same),
+    case([1, 5, 6, 16], (3, 3), 4, (1, 1), Padding::Same),
+    case([1, 6, 5, 5], (2, 3), 3, (1, 1), Padding::Same),
+    // Kernel rows too long for one invocation: im2col and col2im split the channels in segments.
+    case([1, 3, 3, 2801], (3, 3), 2, (1, 1), Padding::Same),
+    case([1, 3, 3, 11_200], (3, 3), 4, (1, 1), Padding::Same),
 ];
 
 const ACTS: &[Activation] =
@@ -368,7 +376,8 @@ fn bad_input_is_an_error_naming_the_op_and_shapes() {
 
 #[test]
 fn a_patch_matrix_past_the_binding_limit_is_a_device_limit_error() {
-    // One image's patch matrix, 40·40 positions × 5·5·3, is 480,000 bytes: past 64 KiB.
+    // One image's patch matrix, 40·40 positions × 76 (5·5·3 padded to a multiple of 4), is
+    // 486,400 bytes: past 64 KiB.
     let gpu = small_gpu();
     let t = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
     let same = Conv2dConfig { strides: (1, 1), padding: Padding::Same };
@@ -380,6 +389,9 @@ fn a_patch_matrix_past_the_binding_limit_is_a_device_limit_error() {
     ] {
         let err = expect_err(result, op);
         assert!(matches!(err, WgnnError::DeviceLimit { .. }), "{err:?}");
-        assert_mentions(&err, &[op, "patch matrix", "[2, 40, 40, 3]", "480000", &SMALL_BINDING.to_string()]);
+        assert_mentions(
+            &err,
+            &[op, "patch matrix", "[2, 40, 40, 3]", "[1600, 76]", "486400", &SMALL_BINDING.to_string()],
+        );
     }
 }
