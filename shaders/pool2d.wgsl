@@ -7,6 +7,10 @@
 //   avg_pool2d_backward: dx[i] = Σ dy[o] / cells(o) over the windows o covering i
 //   global_avg_pool2d_partial: out[r, k, c] = Σ x[r, q, c] over q in chunk k of the n positions, / divisor
 //   global_avg_pool2d_backward: dx[r, q, c] = dy[r, c] / divisor
+//   *_backward_tiles:   the same where windows do not overlap (strides ≥ pool): each output writes
+//                        its tile, the cells only its window can cover (and those no window covers
+//                        nearest it), so that the tiles partition dx: a quarter of the invocations
+//                        of the gather at pool 2, each writing its cells without a search.
 // The backward passes gather over the windows covering a cell (no atomics, a fixed order). An
 // invocation loops over one window or one chunk: lavapipe silently stops a shader invocation's
 // loops after 65,535 iterations, so the wrapper refuses larger windows and sums a long image in
@@ -175,6 +179,57 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         }
     }
     dst[i] = s;
+}
+
+// Where strides ≥ pool: output o's tile, rows [oy·sh − pad_top, (oy + 1)·sh − pad_top) clipped
+// to the image, the first from row 0 and the last to row H (columns alike); its window lies inside.
+fn tile_cells(o: u32) -> Cells {
+    let c = o % p.c;
+    let t = o / p.c;
+    let ox = t % p.wo;
+    let t2 = t / p.wo;
+    let oy = t2 % p.ho;
+    let r = t2 / p.ho;
+    var cells: Cells;
+    cells.y0 = select(oy * p.sh - p.pad_top, 0u, oy == 0u);
+    cells.y1 = select(min((oy + 1u) * p.sh - p.pad_top, p.h), p.h, oy + 1u == p.ho);
+    cells.x0 = select(ox * p.sw - p.pad_left, 0u, ox == 0u);
+    cells.x1 = select(min((ox + 1u) * p.sw - p.pad_left, p.w), p.w, ox + 1u == p.wo);
+    cells.base = r * p.h * p.w * p.c + c;
+    return cells;
+}
+
+@compute @workgroup_size(WG)
+fn max_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = linear_index(wid, nwg, lid);
+    if (o >= p.rows * p.ho * p.wo * p.c) { return; }
+    let tile = tile_cells(o);
+    let g = src[o];
+    let at = argmax_in[o];
+    for (var y = tile.y0; y < tile.y1; y++) {
+        for (var x = tile.x0; x < tile.x1; x++) {
+            let i = tile.base + (y * p.w + x) * p.c;
+            dst[i] = select(0.0, g, i == at);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn avg_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = linear_index(wid, nwg, lid);
+    if (o >= p.rows * p.ho * p.wo * p.c) { return; }
+    let tile = tile_cells(o);
+    let win = window_cells(o);
+    let g = src[o] / f32((win.y1 - win.y0) * (win.x1 - win.x0));
+    for (var y = tile.y0; y < tile.y1; y++) {
+        let row_in = y >= win.y0 && y < win.y1;
+        for (var x = tile.x0; x < tile.x1; x++) {
+            let in_window = row_in && x >= win.x0 && x < win.x1;
+            dst[tile.base + (y * p.w + x) * p.c] = select(0.0, g, in_window);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)

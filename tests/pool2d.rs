@@ -15,8 +15,9 @@ fn cfg(pool: (usize, usize), strides: Option<(usize, usize)>, padding: Padding) 
     Pool2dConfig { pool_size: pool, strides, padding }
 }
 
-/// Odd sizes, strides past, equal to and below the pool, even pools with `same`, C = 1 and 3,
-/// batch 1, a pool as large as the image.
+/// Odd sizes, strides past, equal to and below the pool (backward by tiles where windows do not
+/// overlap, by gathers where they do), even pools with `same`, padding before the first window,
+/// C = 1 and 3, batch 1, a pool as large as the image.
 fn cases() -> Vec<([usize; 4], Pool2dConfig)> {
     vec![
         ([1, 7, 9, 3], Pool2dConfig::new((2, 2))),
@@ -28,6 +29,7 @@ fn cases() -> Vec<([usize; 4], Pool2dConfig)> {
         ([2, 5, 5, 3], cfg((2, 2), Some((3, 3)), Padding::Same)),
         ([1, 1, 1, 3], Pool2dConfig::new((1, 1))),
         ([2, 7, 7, 2], cfg((3, 3), Some((1, 1)), Padding::Valid)),
+        ([2, 4, 5, 2], cfg((3, 3), Some((3, 3)), Padding::Same)),
     ]
 }
 

@@ -3,8 +3,10 @@
 //! Keras' MaxPooling2D, AveragePooling2D and GlobalAveragePooling2D, channels-last
 //! (`[rows, H, W, C]`), forward and backward. Max pooling writes the x index of each window's
 //! maximum (u32, the first in row-major window order among ties) for its backward, which routes
-//! each gradient there. The backward passes gather: each x cell sums over the windows covering it,
-//! so there are no atomics and the order is fixed.
+//! each gradient there. The backward passes never scatter into a cell two windows share, so there
+//! are no atomics and the order is fixed: where windows overlap, each x cell gathers over the
+//! windows covering it; where they do not (strides ≥ pool, Keras' default), each output writes its
+//! own tile of x cells (on lavapipe ~2–3× faster at pool 2: a quarter of the invocations).
 
 use super::conv2d::{check_bindings, expect_shape};
 use super::{dispatch, grid_1d, Access, KernelFamily, Plan};
@@ -81,6 +83,28 @@ fn pool_dispatch(
     Ok(dispatch(gpu, &POOL2D, entry, &[("WG", WG as f64)], params, &bindings, grid_1d(gpu, items, WG))?.into())
 }
 
+/// Loop steps one invocation of pool2d.wgsl's tile entries may take: far below lavapipe's 65,535.
+const MAX_TILE_STEPS: usize = 8192;
+
+/// Rows (or columns) of the largest tile along one axis: the stride, or what the last window
+/// leaves after its start.
+fn tile_extent(n: usize, stride: usize, out: usize, pad: usize) -> usize {
+    if out == 1 {
+        n
+    } else {
+        stride.max(n + pad - (out - 1) * stride).min(n)
+    }
+}
+
+/// Whether the backward passes take the `_tiles` entries: windows that do not overlap, and tiles
+/// small enough for one invocation's loops.
+fn tiles(d: &Pool2dDims) -> bool {
+    let win = &d.window;
+    let rows = tile_extent(win.h, win.sh, win.ho, win.pad_top);
+    let cols = tile_extent(win.w, win.sw, win.wo, win.pad_left);
+    win.sh >= win.kh && win.sw >= win.kw && rows * (cols + 1) + rows <= MAX_TILE_STEPS
+}
+
 fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Result<()> {
     argmax.expect_dtype(op, DType::U32)?;
     if argmax.shape() != d.y_shape() {
@@ -119,6 +143,9 @@ pub fn max_pool2d_backward(gpu: &Gpu, dy: &Tensor, argmax: &Tensor, dx: &Tensor,
         return Err(WgnnError::invalid(OP, format!("argmax holds {max}, past dx's {} values ({context})", dx.len())));
     }
     check_bindings(OP, &[("dx", dx)], &[("dy", dy), ("argmax", argmax)])?;
+    if tiles(&d) {
+        return pool_dispatch(gpu, "max_pool2d_backward_tiles", &window_params(&d), [dy, argmax, dx, dx], dy.len());
+    }
     pool_dispatch(gpu, OP, &window_params(&d), [dy, argmax, dx, dx], dx.len())
 }
 
@@ -143,6 +170,9 @@ pub fn avg_pool2d_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor, cfg: &Pool2dConf
     expect_shape(OP, "dx", dx, &d.x_shape(), &context)?;
     expect_shape(OP, "dy", dy, &d.y_shape(), &context)?;
     check_bindings(OP, &[("dx", dx)], &[("dy", dy)])?;
+    if tiles(&d) {
+        return pool_dispatch(gpu, "avg_pool2d_backward_tiles", &window_params(&d), [dy, dy, dx, dx], dy.len());
+    }
     pool_dispatch(gpu, OP, &window_params(&d), [dy, dy, dx, dx], dx.len())
 }
 
