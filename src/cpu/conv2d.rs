@@ -216,6 +216,16 @@ pub fn conv2d_forward(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, d: &Conv2
     sum.iter().enumerate().map(|(i, &s)| act.forward(s as f32 + bias.map_or(0.0, |b| b[i % co]))).collect()
 }
 
+/// dz = dy ⊙ act′(y), the gradient before the activation, from the forward output y.  dy, y
+/// `[rows, ho, wo, c_out]` (`c_out` given) → dz of the same shape.
+pub fn conv2d_backward_activation(dy: &[f32], y: &[f32], c_out: usize, act: Activation) -> Vec<f32> {
+    assert!(
+        c_out > 0 && dy.len().is_multiple_of(c_out),
+        "conv2d_backward_activation: dy must be [rows, ho, wo, c_out]"
+    );
+    super::bias_act::bias_act_backward(dy, y, dy.len() / c_out, c_out, act).0
+}
+
 /// dx = ∂(Σ dz·z)/∂x for z = conv(x, kernel): the input gradient.  dz `[rows, ho, wo, c_out]` (the
 /// gradient at the convolution's output, before the activation), kernel `[kh, kw, c_in, c_out]`
 /// → dx `[rows, h, w, c_in]`.

@@ -23,7 +23,7 @@ pub mod totals;
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
 pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};
-pub use conv2d::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward};
+pub use conv2d::{conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_forward};
 pub use dense_softmax_xent::dense_softmax_xent;
 pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{gather_counters, gather_rows};
