@@ -24,12 +24,12 @@
 //! matrix of the whole batch passes the device's binding size, the batch is cut into chunks of
 //! images (sized so that every view of y or dZ starts at an aligned offset), one scratch reused.
 
+use bytemuck::Zeroable;
+
 use super::check::expect_len;
 use super::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use super::reduce::column_sum;
 use super::{dispatch, grid_1d, Access, Dispatch, KernelFamily, Plan};
-use bytemuck::Zeroable;
-
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
