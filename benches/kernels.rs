@@ -18,6 +18,7 @@ use wgnn::kernels::batch_norm::{
     batch_norm_forward_train_deferred, BatchNormConfig,
 };
 use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use wgnn::kernels::conv2d::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig, Conv2dDims};
 use wgnn::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
 };
@@ -33,6 +34,10 @@ use wgnn::kernels::mse::{mse, MseOut};
 use wgnn::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
     AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig,
+};
+use wgnn::kernels::pool2d::{
+    avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
+    max_pool2d_backward, max_pool2d_forward, Pool2dConfig, Pool2dDims,
 };
 use wgnn::kernels::reduce::column_sum;
 use wgnn::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
@@ -1354,6 +1359,276 @@ fn main() {
     ] {
         bench_matmul_register(&mut bench, &mut rng, shape, form);
     }
+    // The Keras mnist_convnet at batch 128: 28×28×1 → conv 3×3×32 → 26×26×32 → pool 2 →
+    // 13×13×32 → conv 3×3×64 → 11×11×64 → pool 2 → 5×5×64.
+    bench_conv2d(&mut bench, &mut rng, [128, 28, 28, 1], 32);
+    bench_conv2d(&mut bench, &mut rng, [128, 13, 13, 32], 64);
+    for shape in [[128, 26, 26, 32], [128, 11, 11, 64]] {
+        bench_pool2d(&mut bench, &mut rng, shape);
+    }
+    bench_global_avg_pool2d(&mut bench, &mut rng, [128, 11, 11, 64]);
     println!("\n{} rows in {:.0} s", bench.rows.len(), start.elapsed().as_secs_f64());
     write_outputs(&bench, &adapter, &date);
+}
+
+/// The patch matrix of x, `[rows·Ho·Wo, kh·kw·C_in]` (for the im2col + sgemm baseline).
+fn host_im2col(x: &[f32], d: &Conv2dDims) -> Vec<f32> {
+    let (win, ci, patch) = (&d.window, d.c_in, d.patch_len());
+    let mut col = vec![0.0f32; d.rows * win.ho * win.wo * patch];
+    for r in 0..d.rows {
+        for oy in 0..win.ho {
+            for ox in 0..win.wo {
+                let row = &mut col[((r * win.ho + oy) * win.wo + ox) * patch..][..patch];
+                for ky in 0..win.kh {
+                    for kx in 0..win.kw {
+                        if let Some((iy, ix)) = win.input_cell(oy, ox, ky, kx) {
+                            let src = &x[((r * win.h + iy) * win.w + ix) * ci..][..ci];
+                            row[(ky * win.kw + kx) * ci..][..ci].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    col
+}
+
+/// dx from the patch-matrix gradient: each entry added back where host_im2col read it.
+fn host_col2im(dcol: &[f32], d: &Conv2dDims) -> Vec<f32> {
+    let (win, ci, patch) = (&d.window, d.c_in, d.patch_len());
+    let mut dx = vec![0.0f32; d.rows * win.h * win.w * ci];
+    for r in 0..d.rows {
+        for oy in 0..win.ho {
+            for ox in 0..win.wo {
+                let row = &dcol[((r * win.ho + oy) * win.wo + ox) * patch..][..patch];
+                for ky in 0..win.kh {
+                    for kx in 0..win.kw {
+                        if let Some((iy, ix)) = win.input_cell(oy, ox, ky, kx) {
+                            let dst = &mut dx[((r * win.h + iy) * win.w + ix) * ci..][..ci];
+                            for (o, v) in dst.iter_mut().zip(&row[(ky * win.kw + kx) * ci..][..ci]) {
+                                *o += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// C[m, n] = A·B with A and B given by their strides (row, column), through matrixmultiply.
+fn host_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (isize, isize),
+    b: &[f32],
+    (rsb, csb): (isize, isize),
+) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    c
+}
+
+/// One 3×3 valid convolution of the mnist_convnet: forward (bias + relu), kernel + bias gradient
+/// and input gradient. The `sgemm` column is the same work on the CPU as im2col + sgemm (+ col2im).
+fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: usize) {
+    let [rows, h, w, ci] = x_shape;
+    let k_shape = [3, 3, ci, c_out];
+    let cfg = Conv2dConfig::default();
+    let d = Conv2dDims::new("bench", &x_shape, &k_shape, &cfg).unwrap();
+    let shape = format!("{rows}x{h}x{w}x{ci} k3x3→{c_out}");
+    let gpu = bench.gpu.clone();
+    let x = rng.vec_uniform(x_shape.iter().product(), -1.0, 1.0);
+    let k = rng.vec_uniform(k_shape.iter().product(), -0.5, 0.5);
+    let b = rng.vec_uniform(c_out, -0.5, 0.5);
+    let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+    let (xt, kt, bt, dzt) =
+        (up(&gpu, &x_shape, &x), up(&gpu, &k_shape, &k), up(&gpu, &[c_out], &b), up(&gpu, &d.y_shape(), &dz));
+    let (m, patch) = (rows * d.window.ho * d.window.wo, d.patch_len());
+    let work = Work::Flops(2.0 * (m * patch * c_out) as f64);
+    let tol = (2e-5 * (patch as f32).sqrt(), 1e-4);
+    if bench.wants(&format!("conv2d_forward im2col {shape}")) {
+        let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
+        let plan = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &cfg).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::conv2d_forward(&x, &k, Some(&b), &d, Activation::Relu));
+        let (sgemm_s, _) = time_cpu(|| {
+            host_sgemm(m, patch, c_out, &host_im2col(&x, &d), (patch as isize, 1), &k, (c_out as isize, 1))
+        });
+        bench.row("conv2d_forward", "im2col", shape.clone(), true, &plan, &yt, &want, tol, work, cpu_s, Some(sgemm_s));
+    }
+    let (dk_want, _) = cpu::conv2d_backward_weights(&x, &dz, &d);
+    if bench.wants(&format!("conv2d_backward_weights im2col {shape} +db")) {
+        let (dkt, dbt) = (Tensor::zeros(&gpu, &k_shape).unwrap(), Tensor::zeros(&gpu, &[c_out]).unwrap());
+        let plan = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &cfg).unwrap();
+        let (cpu_s, _) = time_cpu(|| cpu::conv2d_backward_weights(&x, &dz, &d));
+        let (sgemm_s, _) = time_cpu(|| {
+            host_sgemm(patch, m, c_out, &host_im2col(&x, &d), (1, patch as isize), &dz, (c_out as isize, 1))
+        });
+        let tol = (2e-5 * (m as f32).sqrt(), 1e-4);
+        bench.row(
+            "conv2d_backward_weights",
+            "im2col",
+            format!("{shape} +db"),
+            true,
+            &plan,
+            &dkt,
+            &dk_want,
+            tol,
+            work,
+            cpu_s,
+            Some(sgemm_s),
+        );
+    }
+    if bench.wants(&format!("conv2d_backward_input col2im {shape}")) {
+        let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
+        let plan = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &cfg).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::conv2d_backward_input(&dz, &k, &d));
+        let (sgemm_s, _) = time_cpu(|| {
+            host_col2im(&host_sgemm(m, c_out, patch, &dz, (c_out as isize, 1), &k, (1, c_out as isize)), &d)
+        });
+        let tol = (2e-5 * (c_out as f32 * 9.0).sqrt(), 1e-4);
+        bench.row("conv2d_backward_input", "col2im", shape, true, &plan, &dxt, &want, tol, work, cpu_s, Some(sgemm_s));
+    }
+}
+
+/// Max and average pooling 2×2, stride 2, valid, forward and backward.
+fn bench_pool2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4]) {
+    let cfg = Pool2dConfig::new((2, 2));
+    let d = Pool2dDims::new("bench", &x_shape, &cfg).unwrap();
+    let [rows, h, w, c] = x_shape;
+    let shape = format!("{rows}x{h}x{w}x{c} pool 2");
+    let gpu = bench.gpu.clone();
+    let x = rng.vec_uniform(x_shape.iter().product(), -1.0, 1.0);
+    let dy = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+    let (xt, dyt) = (up(&gpu, &x_shape, &x), up(&gpu, &d.y_shape(), &dy));
+    let (yt, dxt) = (Tensor::zeros(&gpu, &d.y_shape()).unwrap(), Tensor::zeros(&gpu, &x_shape).unwrap());
+    let (x_len, y_len) = (x.len() as f64, dy.len() as f64);
+    if bench.wants(&format!("max_pool2d_forward window {shape}")) {
+        let argmax = Tensor::zeros_u32(&gpu, &d.y_shape()).unwrap();
+        let plan = max_pool2d_forward(&gpu, &xt, &yt, &argmax, &cfg).unwrap();
+        let (cpu_s, (want, _)) = time_cpu(|| cpu::max_pool2d_forward(&x, &d));
+        let work = Work::Bytes(4.0 * (x_len + 2.0 * y_len));
+        bench.row(
+            "max_pool2d_forward",
+            "window",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &want,
+            (0.0, 0.0),
+            work,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("max_pool2d_backward tiles {shape}")) {
+        let (_, argmax) = cpu::max_pool2d_forward(&x, &d);
+        let at = Tensor::from_u32(&gpu, &d.y_shape(), &argmax).unwrap();
+        let plan = max_pool2d_backward(&gpu, &dyt, &at, &dxt, &cfg).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::max_pool2d_backward(&dy, &argmax, &d));
+        let work = Work::Bytes(4.0 * (x_len + 2.0 * y_len));
+        bench.row(
+            "max_pool2d_backward",
+            "tiles",
+            shape.clone(),
+            true,
+            &plan,
+            &dxt,
+            &want,
+            (1e-6, 1e-6),
+            work,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("avg_pool2d_forward window {shape}")) {
+        let plan = avg_pool2d_forward(&gpu, &xt, &yt, &cfg).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::avg_pool2d_forward(&x, &d));
+        let work = Work::Bytes(4.0 * (x_len + y_len));
+        bench.row(
+            "avg_pool2d_forward",
+            "window",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &want,
+            (1e-6, 1e-5),
+            work,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("avg_pool2d_backward tiles {shape}")) {
+        let plan = avg_pool2d_backward(&gpu, &dyt, &dxt, &cfg).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::avg_pool2d_backward(&dy, &d));
+        let work = Work::Bytes(4.0 * (x_len + y_len));
+        bench.row("avg_pool2d_backward", "tiles", shape, true, &plan, &dxt, &want, (1e-6, 1e-5), work, cpu_s, None);
+    }
+}
+
+fn bench_global_avg_pool2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4]) {
+    let [rows, h, w, c] = x_shape;
+    let shape = format!("{rows}x{h}x{w}x{c}");
+    let gpu = bench.gpu.clone();
+    let x = rng.vec_uniform(x_shape.iter().product(), -1.0, 1.0);
+    let dy = rng.vec_uniform(rows * c, -1.0, 1.0);
+    let work = Work::Bytes(4.0 * (x.len() + dy.len()) as f64);
+    if bench.wants(&format!("global_avg_pool2d_forward chunked {shape}")) {
+        let yt = Tensor::zeros(&gpu, &[rows, c]).unwrap();
+        let plan = global_avg_pool2d_forward(&gpu, &up(&gpu, &x_shape, &x), &yt).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::global_avg_pool2d_forward(&x, x_shape));
+        bench.row(
+            "global_avg_pool2d_forward",
+            "chunked",
+            shape.clone(),
+            true,
+            &plan,
+            &yt,
+            &want,
+            (1e-6, 1e-4),
+            work,
+            cpu_s,
+            None,
+        );
+    }
+    if bench.wants(&format!("global_avg_pool2d_backward spread {shape}")) {
+        let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
+        let plan = global_avg_pool2d_backward(&gpu, &up(&gpu, &[rows, c], &dy), &dxt).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::global_avg_pool2d_backward(&dy, x_shape));
+        bench.row(
+            "global_avg_pool2d_backward",
+            "spread",
+            shape,
+            true,
+            &plan,
+            &dxt,
+            &want,
+            (1e-7, 1e-6),
+            work,
+            cpu_s,
+            None,
+        );
+    }
 }

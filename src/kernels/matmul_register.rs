@@ -233,12 +233,8 @@ fn check_epilogue(
 fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
     const MIN_KC: usize = 128;
     let needed = k.div_ceil(max_kc);
-    let target_groups = if gpu.is_cpu_adapter() {
-        // lavapipe runs one workgroup per CPU thread at a time.
-        2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
-    } else {
-        256
-    };
+    // The device profile's target: one workgroup per CPU thread at a time on lavapipe, many on a GPU.
+    let target_groups = gpu.profile().matmul.split_k_target_groups;
     let for_parallelism = target_groups.div_ceil(groups.max(1)).min(k / MIN_KC).max(1);
     needed.max(for_parallelism)
 }

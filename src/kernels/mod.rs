@@ -8,6 +8,7 @@
 pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
+pub mod conv2d;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
@@ -16,6 +17,7 @@ pub mod matmul;
 pub mod matmul_register;
 pub mod mse;
 pub mod optimizer;
+pub mod pool2d;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_grad;

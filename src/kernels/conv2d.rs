@@ -1,0 +1,402 @@
+//! GPU wrapper of shaders/conv2d.wgsl (im2col, col2im) and the matmuls it feeds; CPU reference
+//! in src/cpu/conv2d.rs.
+//!
+//! Channels-last, as Keras: x `[rows, H, W, C_in]`, kernel `[kh, kw, C_in, C_out]`, bias
+//! `[C_out]`, y `[rows, Ho, Wo, C_out]`; strides ≥ 1, padding valid or same (TensorFlow's split).
+//!
+//! Design: im2col + the engine's matmul, not an implicit-GEMM kernel of its own. With the patch
+//! matrix col `[rows·Ho·Wo, K]` (K = kh·kw·C_in rounded up to a multiple of 4, so that the vec4
+//! and subgroup matmuls apply; the extra columns are zero) and the kernel read as `[K, C_out]`:
+//! - forward: y = act(col·kernel + b), the bias and activation fused as the matmul's epilogue;
+//! - kernel gradient: dkernel = colᵀ·dZ with db = Σ dZ fused ([`matmul_column_sum`]); the sum over
+//!   rows·Ho·Wo is the matmul's K, which it splits for lavapipe's 65,535-iteration loop cap;
+//! - input gradient: dcol = dZ·kernelᵀ, then col2im sums each pixel's entries (a gather: no
+//!   atomics, a fixed order).
+//!
+//! Why: the products run on the matmul variants the engine already tunes per adapter, with their
+//! split-K and epilogues. Measured on lavapipe (2 shared cores, loaded), at the mnist_convnet's
+//! shapes at batch 128, forward: a direct kernel (4 positions × 4 output channels an invocation,
+//! patches gathered from x as it goes; a prototype, not kept) took 0.40 s for the first layer
+//! (3×3, 1 → 32 channels) and 2.8 s for the second (3×3, 32 → 64), against 0.29 s and 0.39 s for
+//! im2col + matmul; padding K (9 → 12) then took the first to 0.12 s. The cost of im2col is the
+//! patch matrix, written and read once per product: on lavapipe ~20% of the second layer's
+//! forward. A 1×1 kernel at stride 1 needs none: x is the matrix. Where the patch
+//! matrix of the whole batch passes the device's binding size, the batch is cut into chunks of
+//! images (sized so that every view of y or dZ starts at an aligned offset), one scratch reused.
+
+use bytemuck::Zeroable;
+
+use super::check::expect_len;
+use super::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
+use super::reduce::column_sum;
+use crate::activation::Activation;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::kernels::bias_act::bias_act_backward;
+use crate::plan::{Dispatch, Plan};
+use crate::registry::{dispatch, grid_1d, Access, KernelFamily};
+use crate::tensor::{DType, Tensor};
+
+pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WINDOW_CELLS};
+
+pub(crate) const CONV2D: KernelFamily = KernelFamily {
+    name: "conv2d",
+    sources: &[include_str!("../../shaders/conv2d.wgsl")],
+    // src and dst, then the same two as vec4 arrays (the `_vec4` entries).
+    storage: &[Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
+};
+
+const WG: u32 = 64;
+/// Loop iterations one invocation of conv2d.wgsl runs at most: far below lavapipe's 65,535.
+const MAX_INVOCATION_LOOP: usize = 8192;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Conv2dParams {
+    rows: u32,
+    row0: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    pad_top: u32,
+    pad_left: u32,
+    seg: u32,
+    ky_per: u32,
+    stride_k: u32,
+    len: u32,
+    _pad: u32,
+}
+
+/// The col matrix's row length: the patch rounded up to a multiple of 4, so that the products
+/// take the matmul's vec4 kernels (at the mnist_convnet's first layer, 3·3·1 → 12: the forward
+/// and kernel-gradient products ran ~2.7× faster on lavapipe).
+fn padded_patch(d: &Conv2dDims) -> usize {
+    d.patch_len().next_multiple_of(4)
+}
+
+fn params(d: &Conv2dDims, rows: usize, row0: usize, seg: usize, ky_per: usize) -> Conv2dParams {
+    let win = &d.window;
+    let u = |v: usize| v as u32;
+    Conv2dParams {
+        rows: u(rows),
+        row0: u(row0),
+        h: u(win.h),
+        w: u(win.w),
+        c: u(d.c_in),
+        ho: u(win.ho),
+        wo: u(win.wo),
+        kh: u(win.kh),
+        kw: u(win.kw),
+        sh: u(win.sh),
+        sw: u(win.sw),
+        pad_top: u(win.pad_top),
+        pad_left: u(win.pad_left),
+        seg: u(seg),
+        ky_per: u(ky_per),
+        stride_k: u(padded_patch(d)),
+        len: 0,
+        _pad: 0,
+    }
+}
+
+/// dst[..len] ← src[..len].
+fn copy(gpu: &Gpu, src: &Tensor, dst: &Tensor, len: usize) -> Result<Dispatch> {
+    let p = Conv2dParams { len: len as u32, ..Zeroable::zeroed() };
+    dispatch(gpu, &CONV2D, "copy", &[("WG", WG as f64)], &p, &[src, dst, src, dst], grid_1d(gpu, len, WG))
+}
+
+/// The kernel as the `[K, C_out]` matrix of the products: a reshape, or where the patch is padded,
+/// a copy (pushed to `plan`) into a zeroed matrix owned by the plan.
+fn kernel_matrix(gpu: &Gpu, kernel: &Tensor, d: &Conv2dDims, plan: &mut Plan) -> Result<Tensor> {
+    let (patch, k) = (d.patch_len(), padded_patch(d));
+    if k == patch {
+        return kernel.reshape(&[patch, d.c_out]);
+    }
+    let padded = Tensor::zeros(gpu, &[k, d.c_out])?;
+    plan.push(copy(gpu, kernel, &padded, kernel.len())?);
+    Ok(padded)
+}
+
+/// Whether the `_vec4` entries apply: whole groups of 4 channels, 16-byte aligned views.
+fn vec4_channels(d: &Conv2dDims, image: &Tensor, col: &Tensor) -> bool {
+    d.c_in.is_multiple_of(4) && image.byte_offset().is_multiple_of(16) && col.byte_offset().is_multiple_of(16)
+}
+
+/// col `[rows·Ho·Wo, K]` ← the patches of images row0..row0 + rows of x.
+fn im2col(gpu: &Gpu, x: &Tensor, col: &Tensor, d: &Conv2dDims, rows: usize, row0: usize) -> Result<Dispatch> {
+    let win = &d.window;
+    let vec4 = vec4_channels(d, x, col);
+    let units = if vec4 { d.c_in / 4 } else { d.c_in };
+    // Per kernel row: kw cells of (units + 1) steps. Whole kernel rows where they fit the budget
+    // (fewer invocations, each setting up once), else one row and a segment of its channels.
+    let row_steps = win.kw * (units + 1);
+    let (ky_per, seg) = if row_steps <= MAX_INVOCATION_LOOP {
+        ((MAX_INVOCATION_LOOP / row_steps).min(win.kh), units)
+    } else {
+        (1, (MAX_INVOCATION_LOOP / win.kw).saturating_sub(1).max(1))
+    };
+    let mut grid = grid_1d(gpu, rows * win.ho * win.wo, WG);
+    grid[2] = (win.kh.div_ceil(ky_per) * units.div_ceil(seg)) as u32;
+    let p = params(d, rows, row0, seg, ky_per);
+    let entry = if vec4 { "im2col_vec4" } else { "im2col" };
+    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[x, col, x, col], grid)
+}
+
+/// Images row0..row0 + rows of dx ← the col2im sums of dcol `[rows·Ho·Wo, K]`.
+fn col2im(gpu: &Gpu, dcol: &Tensor, dx: &Tensor, d: &Conv2dDims, rows: usize, row0: usize) -> Result<Dispatch> {
+    let win = &d.window;
+    let vec4 = vec4_channels(d, dx, dcol);
+    let units = if vec4 { d.c_in / 4 } else { d.c_in };
+    // Per channel unit: the window rows and cells covering one pixel, at most kh·(kw + 1) + 1 steps.
+    let seg = (MAX_INVOCATION_LOOP / (win.kh * (win.kw + 1) + 1)).clamp(1, units);
+    let mut grid = grid_1d(gpu, rows * win.h * win.w, WG);
+    grid[2] = units.div_ceil(seg) as u32;
+    let p = params(d, rows, row0, seg, 1);
+    let entry = if vec4 { "col2im_vec4" } else { "col2im" };
+    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[dcol, dx, dcol, dx], grid)
+}
+
+/// A 1×1 kernel at stride 1: x itself is the patch matrix.
+fn pointwise(d: &Conv2dDims) -> bool {
+    let win = &d.window;
+    win.kh == 1 && win.kw == 1 && win.sh == 1 && win.sw == 1
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Images per chunk of the patch matrix: all of them where it fits one binding; else the most that
+/// fit, a multiple of the count that keeps views of `[rows, Ho, Wo, C_out]` tensors aligned.
+fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<usize> {
+    let limits = gpu.limits();
+    let (max_bytes, limit_name) = if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
+        (limits.max_storage_buffer_binding_size, "max_storage_buffer_binding_size")
+    } else {
+        (limits.max_buffer_size, "max_buffer_size")
+    };
+    let per_image = (d.window.ho * d.window.wo * padded_patch(d)) as u64 * 4;
+    if per_image * d.rows as u64 <= max_bytes {
+        return Ok(d.rows);
+    }
+    let align = limits.min_storage_buffer_offset_alignment.max(4) as usize;
+    let view_bytes = d.window.ho * d.window.wo * d.c_out * 4;
+    let step = align / gcd(align, view_bytes);
+    let chunk = (max_bytes / per_image) as usize / step * step;
+    if chunk == 0 {
+        return Err(WgnnError::DeviceLimit {
+            op: op.into(),
+            what: format!(
+                "the patch matrix of {step} image(s), [{}, {}] for x {:?} and kernel {:?},",
+                step * d.window.ho * d.window.wo,
+                padded_patch(d),
+                d.x_shape(),
+                d.kernel_shape()
+            ),
+            bytes: per_image * step as u64,
+            limit: max_bytes,
+            limit_name,
+        });
+    }
+    Ok(chunk.min(d.rows))
+}
+
+/// `t` is an f32 tensor of exactly `shape`.
+pub(crate) fn expect_shape(op: &str, what: &str, t: &Tensor, shape: &[usize], context: &str) -> Result<()> {
+    t.expect_dtype(op, DType::F32)?;
+    if t.shape() != shape {
+        return Err(WgnnError::shape(op, format!("{what} must be {shape:?}, got {:?} ({context})", t.shape())));
+    }
+    Ok(())
+}
+
+/// No output shares memory with another binding, and every tensor is indexable by the shaders'
+/// u32 arithmetic.
+pub(crate) fn check_bindings(op: &str, outputs: &[(&str, &Tensor)], inputs: &[(&str, &Tensor)]) -> Result<()> {
+    for (i, (name, out)) in outputs.iter().enumerate() {
+        for (other, t) in outputs[i + 1..].iter().chain(inputs) {
+            if out.overlaps(t) {
+                return Err(WgnnError::invalid(
+                    op,
+                    format!("{name} {:?} and {other} {:?} share memory", out.shape(), t.shape()),
+                ));
+            }
+        }
+    }
+    for (name, t) in outputs.iter().chain(inputs) {
+        if t.len() > u32::MAX as usize {
+            return Err(WgnnError::invalid(
+                op,
+                format!("{name} {:?} has more values than a u32 index reaches", t.shape()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Chunks of images: (first image, images).
+fn chunks(rows: usize, per_chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).step_by(per_chunk).map(move |r0| (r0, per_chunk.min(rows - r0)))
+}
+
+/// y = act(conv(x, kernel) + bias).  x `[rows, H, W, C_in]`, kernel `[kh, kw, C_in, C_out]`, bias
+/// `[C_out]` (or none), y `[rows, Ho, Wo, C_out]` with Ho, Wo from `cfg` ([`Conv2dDims`]).
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    act: Activation,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    const OP: &str = "conv2d_forward";
+    act.validate_elementwise(OP)?;
+    let d = Conv2dDims::new(OP, x.shape(), kernel.shape(), cfg)?;
+    let context = format!("x {:?}, kernel {:?}, {cfg:?}", x.shape(), kernel.shape());
+    expect_shape(OP, "x", x, &d.x_shape(), &context)?;
+    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &context)?;
+    expect_shape(OP, "y", y, &d.y_shape(), &context)?;
+    let mut inputs = vec![("x", x), ("kernel", kernel)];
+    if let Some(b) = bias {
+        expect_len(OP, "bias", b, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
+        inputs.push(("bias", b));
+    }
+    check_bindings(OP, &[("y", y)], &inputs)?;
+    let win = &d.window;
+    let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
+    if pointwise(&d) {
+        let (x2, k2) = (x.reshape(&[d.rows * win.h * win.w, d.c_in])?, kernel.reshape(&[d.c_in, d.c_out])?);
+        return matmul(gpu, &x2, &k2, &y.reshape(&[d.rows * win.ho * win.wo, d.c_out])?, &opts);
+    }
+    let (per_chunk, positions, k) = (images_per_chunk(OP, gpu, &d)?, win.ho * win.wo, padded_patch(&d));
+    let col = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
+    let mut plan = Plan::new();
+    let k2 = kernel_matrix(gpu, kernel, &d, &mut plan)?;
+    for (r0, n) in chunks(d.rows, per_chunk) {
+        plan.push(im2col(gpu, x, &col, &d, n, r0)?);
+        let col_n = col.view(0, &[n * positions, k])?;
+        let y_n = y.view(r0 * positions * d.c_out, &[n * positions, d.c_out])?;
+        plan.extend(matmul(gpu, &col_n, &k2, &y_n, &opts)?);
+    }
+    Ok(plan)
+}
+
+/// dz = dy ⊙ act′(y), the gradient at the convolution's output before its activation, from the
+/// forward output y.  dy, y, dz `[rows, Ho, Wo, C_out]`. (bias_act_backward on the `[rows·Ho·Wo,
+/// C_out]` matrices; the bias gradient comes with [`conv2d_backward_weights`].)
+pub fn conv2d_backward_activation(gpu: &Gpu, dy: &Tensor, y: &Tensor, dz: &Tensor, act: Activation) -> Result<Plan> {
+    const OP: &str = "conv2d_backward_activation";
+    let shape = match dy.shape() {
+        [_, _, _, _] => dy.shape().to_vec(),
+        other => return Err(WgnnError::shape(OP, format!("dy must be [rows, Ho, Wo, C_out], got {other:?}"))),
+    };
+    let context = format!("dy {shape:?}");
+    expect_shape(OP, "dy", dy, &shape, &context)?;
+    expect_shape(OP, "y", y, &shape, &context)?;
+    expect_shape(OP, "dz", dz, &shape, &context)?;
+    let m = [shape[0] * shape[1] * shape[2], shape[3]];
+    bias_act_backward(gpu, &dy.reshape(&m)?, &y.reshape(&m)?, &dz.reshape(&m)?, None, act, false)
+}
+
+/// dx = the input gradient of the convolution (the activation's derivative already applied: dz
+/// from [`conv2d_backward_activation`]).  dz `[rows, Ho, Wo, C_out]`, kernel `[kh, kw, C_in,
+/// C_out]`, dx `[rows, H, W, C_in]` (overwritten).
+pub fn conv2d_backward_input(gpu: &Gpu, dz: &Tensor, kernel: &Tensor, dx: &Tensor, cfg: &Conv2dConfig) -> Result<Plan> {
+    const OP: &str = "conv2d_backward_input";
+    let d = Conv2dDims::new(OP, dx.shape(), kernel.shape(), cfg)?;
+    let context = format!("dx {:?}, kernel {:?}, {cfg:?}", dx.shape(), kernel.shape());
+    expect_shape(OP, "dx", dx, &d.x_shape(), &context)?;
+    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &context)?;
+    expect_shape(OP, "dz", dz, &d.y_shape(), &context)?;
+    check_bindings(OP, &[("dx", dx)], &[("dz", dz), ("kernel", kernel)])?;
+    let win = &d.window;
+    let opts = MatmulOptions { trans_b: true, ..Default::default() };
+    let positions = win.ho * win.wo;
+    if pointwise(&d) {
+        let (dz2, k2) = (dz.reshape(&[d.rows * positions, d.c_out])?, kernel.reshape(&[d.c_in, d.c_out])?);
+        return matmul(gpu, &dz2, &k2, &dx.reshape(&[d.rows * win.h * win.w, d.c_in])?, &opts);
+    }
+    let (per_chunk, k) = (images_per_chunk(OP, gpu, &d)?, padded_patch(&d));
+    let dcol = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
+    let mut plan = Plan::new();
+    let k2 = kernel_matrix(gpu, kernel, &d, &mut plan)?;
+    for (r0, n) in chunks(d.rows, per_chunk) {
+        let dz_n = dz.view(r0 * positions * d.c_out, &[n * positions, d.c_out])?;
+        let dcol_n = dcol.view(0, &[n * positions, k])?;
+        plan.extend(matmul(gpu, &dz_n, &k2, &dcol_n, &opts)?);
+        plan.push(col2im(gpu, &dcol_n, dx, &d, n, r0)?);
+    }
+    Ok(plan)
+}
+
+/// dkernel = Σ over every output position of its x patch ⊗ dz, and dbias = Σ dz (overwritten).
+/// x `[rows, H, W, C_in]`, dz `[rows, Ho, Wo, C_out]`, dkernel `[kh, kw, C_in, C_out]`, dbias
+/// `[C_out]` (or none). The sum over rows·Ho·Wo is split as lavapipe's loop cap needs.
+pub fn conv2d_backward_weights(
+    gpu: &Gpu,
+    x: &Tensor,
+    dz: &Tensor,
+    dkernel: &Tensor,
+    dbias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    const OP: &str = "conv2d_backward_weights";
+    let d = Conv2dDims::new(OP, x.shape(), dkernel.shape(), cfg)?;
+    let context = format!("x {:?}, dkernel {:?}, {cfg:?}", x.shape(), dkernel.shape());
+    expect_shape(OP, "x", x, &d.x_shape(), &context)?;
+    expect_shape(OP, "dkernel", dkernel, &d.kernel_shape(), &context)?;
+    expect_shape(OP, "dz", dz, &d.y_shape(), &context)?;
+    let mut outputs = vec![("dkernel", dkernel)];
+    if let Some(db) = dbias {
+        expect_len(OP, "dbias", db, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
+        outputs.push(("dbias", db));
+    }
+    check_bindings(OP, &outputs, &[("x", x), ("dz", dz)])?;
+    let (win, patch, k) = (&d.window, d.patch_len(), padded_patch(&d));
+    let positions = win.ho * win.wo;
+    // Where the patch is padded, the products write a padded matrix (its last rows: zero columns'
+    // gradients), copied back at the end.
+    let padded = !pointwise(&d) && k != patch;
+    let dk2 = if padded { Tensor::zeros(gpu, &[k, d.c_out])? } else { dkernel.reshape(&[patch, d.c_out])? };
+    // dK = colᵀ·dZ (+ db = Σ dZ): the first chunk writes, the others add.
+    let product = |col: &Tensor, dz_n: &Tensor, first: bool| -> Result<Plan> {
+        let opts = MatmulOptions { trans_a: true, accumulate: !first, ..Default::default() };
+        match (dbias, first) {
+            (Some(db), true) => matmul_column_sum(gpu, col, dz_n, &dk2, db, &opts),
+            (Some(db), false) => {
+                let mut plan = matmul(gpu, col, dz_n, &dk2, &opts)?;
+                plan.extend(column_sum(gpu, dz_n, db, true)?);
+                Ok(plan)
+            }
+            (None, _) => matmul(gpu, col, dz_n, &dk2, &opts),
+        }
+    };
+    if pointwise(&d) {
+        let x2 = x.reshape(&[d.rows * win.h * win.w, d.c_in])?;
+        return product(&x2, &dz.reshape(&[d.rows * positions, d.c_out])?, true);
+    }
+    let per_chunk = images_per_chunk(OP, gpu, &d)?;
+    let col = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
+    let mut plan = Plan::new();
+    for (r0, n) in chunks(d.rows, per_chunk) {
+        plan.push(im2col(gpu, x, &col, &d, n, r0)?);
+        let col_n = col.view(0, &[n * positions, k])?;
+        let dz_n = dz.view(r0 * positions * d.c_out, &[n * positions, d.c_out])?;
+        plan.extend(product(&col_n, &dz_n, r0 == 0)?);
+    }
+    if padded {
+        plan.push(copy(gpu, &dk2, dkernel, dkernel.len())?);
+    }
+    Ok(plan)
+}
