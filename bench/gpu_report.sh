@@ -43,6 +43,8 @@ if ! bin/mnist_gpu --require-gpu "${probe_flags[@]}" >"$logs/probe.txt" 2>&1; th
 else
   software=0
 fi
+# Refused, the probe never named its adapter: ask again, now accepting it.
+[ "$software" = 1 ] && bin/mnist_gpu "${probe_flags[@]}" >"$logs/probe.txt" 2>&1
 adapter=$(grep -m1 '^adapter:' "$logs/probe.txt" | cut -d' ' -f2-)
 
 section() { printf '\n## %s\n\n' "$1" >>"$out"; }

@@ -1209,8 +1209,10 @@ fn today() -> String {
 }
 
 fn write_outputs(bench: &Bench, adapter: &str, date: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&dir).unwrap();
+    // Relative to where it runs, as the training bench: a binary carried to another machine
+    // (bench/gpu_bundle.sh) writes beside itself.
+    let dir = std::path::Path::new("target/bench");
+    std::fs::create_dir_all(dir).unwrap();
     let mut csv = String::from(
         "kernel,variant,shape,picked,max_err,passed,dispatches,median_s,min_s,rate,unit,cpu_ref_s,sgemm_s\n",
     );
