@@ -6,8 +6,10 @@
 //! the device busy. Split chunks write a [splits, M, N] scratch owned by the plan; a second
 //! dispatch sums it in a fixed order and applies accumulate and the epilogue.
 
-use super::check::{disjoint, expect_len};
 use super::gather::{BatchStart, GpuRows};
+use super::matmul_check::{
+    check_column_sum, check_epilogue, check_gathered, check_operands, describe, Dims, EpilogueArgs,
+};
 use super::reduce::column_sum;
 use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
@@ -16,7 +18,7 @@ use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
 use crate::profile::{KernelNeeds, MatmulPolicy};
 use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 pub(crate) const MATMUL: KernelFamily = KernelFamily {
     name: "matmul",
@@ -366,69 +368,6 @@ enum AOperand<'a> {
     Gathered(&'a GatheredA<'a>),
 }
 
-/// The gathered A's own checks: the data set's layout, the index range, labels and counters.
-fn check_gathered(
-    op: &str,
-    gpu: &Gpu,
-    g: &GatheredA,
-    n: usize,
-    opts: &MatmulOptions,
-    others: &[(&str, &Tensor)],
-) -> Result<()> {
-    if !matmul_gathered_supported(gpu, g, n, opts.trans_a, opts.trans_b) {
-        return Err(WgnnError::invalid(
-            op,
-            format!(
-                "op(A) gathered from a data set of {} features ({}, {} chunk(s), standardised: {}) needs u8 \
-                 features in one binding, whole words per row, no standardisation and the subgroup kernel",
-                g.src.dim,
-                if g.src.source_u8 { "u8" } else { "f32" },
-                g.src.chunks.len(),
-                g.src.mean_std.is_some()
-            ),
-        ));
-    }
-    g.idx.expect_dtype(op, DType::U32)?;
-    g.src.labels.expect_dtype(op, DType::U32)?;
-    if g.rows == 0 || g.rows > g.stored_rows || (!opts.trans_a && g.rows != g.stored_rows) {
-        return Err(WgnnError::shape(
-            op,
-            format!("{} batch rows in a stored A of {} rows (≥ 1; equal unless op(A) = Aᵀ)", g.rows, g.stored_rows),
-        ));
-    }
-    let mut named = vec![("features", &g.src.chunks[0]), ("idx", g.idx), ("labels", &g.src.labels)];
-    named.extend_from_slice(others);
-    if let Some(y) = g.labels {
-        if opts.trans_a {
-            return Err(WgnnError::invalid(op, "the batch's labels are written only with op(A) = A"));
-        }
-        expect_len(op, "labels", y, DType::U32, g.rows, "[rows]")?;
-        named.push(("labels out", y));
-    }
-    match g.start {
-        BatchStart::At(s) => {
-            if s + g.rows > g.idx.len() {
-                return Err(WgnnError::shape(
-                    op,
-                    format!("rows {s}..{} past the index list of {}", s + g.rows, g.idx.len()),
-                ));
-            }
-        }
-        BatchStart::Counter { epoch_step, parity, t, .. } => {
-            expect_len(op, "epoch_step", epoch_step, DType::U32, 2, "[2] (the position cells)")?;
-            if parity > 1 {
-                return Err(WgnnError::invalid(op, format!("parity {parity}; 0 or 1")));
-            }
-            named.push(("epoch_step", epoch_step));
-            if let Some(t) = t {
-                expect_len(op, "t", t, DType::U32, 1, "[1]")?;
-                named.push(("t", t));
-            }
-        }
-    }
-    disjoint(op, &named)
-}
-
 fn matmul_plan(
     op: &'static str,
     gpu: &Gpu,
@@ -451,83 +390,19 @@ fn matmul_plan(
         }
     }
     // A gathered from a data set is bound as its words, [stored_rows, dim] as a shape.
-    let (a, a_shape) = match a_operand {
-        AOperand::Stored(a) => (a, a.shape().to_vec()),
-        AOperand::Gathered(g) => (&g.src.chunks[0], vec![g.stored_rows, g.src.dim]),
+    let (a, a_read_as) = match a_operand {
+        AOperand::Stored(a) => (a, None),
+        AOperand::Gathered(g) => (&g.src.chunks[0], Some((g.stored_rows, g.src.dim))),
     };
-    let form = format!(
-        "op(A) = {}{:?}{}, op(B) = {}{:?}, C {:?}",
-        if opts.trans_a { "Aᵀ with A " } else { "A " },
-        a_shape,
-        if matches!(a_operand, AOperand::Gathered(_)) { " gathered" } else { "" },
-        if opts.trans_b { "Bᵀ with B " } else { "B " },
-        b.shape(),
-        c.shape()
-    );
-    let stored = match a_operand {
-        AOperand::Stored(a) => vec![a, b, c],
-        AOperand::Gathered(_) => vec![b, c],
-    };
-    for t in stored {
-        t.expect_dtype(OP, DType::F32)?;
-        t.dims2(OP)?;
-        t.expect_nonempty(OP)?;
-    }
-    let (ar, ac) = (a_shape[0], a_shape[1]);
-    let (br, bc) = b.dims2(OP)?;
-    let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
-    let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
-    if k != kb {
-        return Err(WgnnError::shape(OP, format!("inner dimensions differ ({k} vs {kb}): {form}")));
-    }
-    if c.shape() != [m, n] {
-        return Err(WgnnError::shape(OP, format!("C must be [{m}, {n}]: {form}")));
-    }
-    if c.overlaps(a) || c.overlaps(b) {
-        return Err(WgnnError::invalid(OP, format!("C shares memory with A or B: {form}")));
-    }
+    let a_shape = a_read_as.map_or_else(|| a.shape().to_vec(), |(r, c)| vec![r, c]);
+    let form = describe(opts, &a_shape, if a_read_as.is_some() { " gathered" } else { "" }, b, c);
+    let dims = check_operands(OP, a, a_read_as, b, c, opts, &form)?;
+    let Dims { m, n, k } = dims;
     if let Some(s) = col_sum {
-        if opts.trans_b {
-            return Err(WgnnError::invalid(op, format!("the column sums need op(B) not transposed: {form}")));
-        }
-        s.expect_dtype(op, DType::F32)?;
-        if s.len() != n {
-            return Err(WgnnError::shape(op, format!("col_sum must have {n} values, got {:?}: {form}", s.shape())));
-        }
-        if [a, b, c].iter().any(|t| s.overlaps(t)) {
-            return Err(WgnnError::invalid(op, format!("col_sum shares memory with A, B or C: {form}")));
-        }
+        check_column_sum(op, s, [a, b, c], n, opts, &form)?;
     }
     let dummy = dummy(gpu)?;
-    let (epi, has_bias, act, aux) = match opts.epilogue {
-        Epilogue::None => (0u32, false, Activation::Identity, dummy.clone()),
-        Epilogue::BiasAct { bias, act } => {
-            if let Some(bias) = bias {
-                bias.expect_dtype(OP, DType::F32)?;
-                if bias.len() != n {
-                    return Err(WgnnError::shape(
-                        OP,
-                        format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
-                    ));
-                }
-            }
-            (1, bias.is_some(), act, bias.cloned().unwrap_or_else(|| dummy.clone()))
-        }
-        Epilogue::ActGrad { y, act } => {
-            y.expect_dtype(OP, DType::F32)?;
-            if y.shape() != [m, n] {
-                return Err(WgnnError::shape(OP, format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape())));
-            }
-            (2, false, act, y.clone())
-        }
-    };
-    act.validate_elementwise("matmul")?;
-    if epi != 0 && opts.accumulate {
-        return Err(WgnnError::invalid(OP, format!("accumulate is only supported without an epilogue: {form}")));
-    }
-    if epi != 0 && c.overlaps(&aux) {
-        return Err(WgnnError::invalid(OP, format!("C shares memory with the epilogue's bias or Y: {form}")));
-    }
+    let EpilogueArgs { epi, has_bias, act, aux } = check_epilogue(OP, gpu, opts, c, dims, &form)?;
 
     // The vec4 views (a4 and b4; out4, aux4 and colsum4 in the subgroup kernel) need 16-byte
     // aligned bindings. Every adapter wgpu serves today aligns storage views to 32 bytes or more,

@@ -11,15 +11,15 @@
 //! `[splits, M, N]` scratch owned by the plan, summed in a fixed order by a second dispatch that
 //! applies accumulate and the epilogue.
 
-use super::matmul::{Epilogue, MatmulOptions};
+use super::matmul::MatmulOptions;
+use super::matmul_check::{check_column_sum, check_epilogue, check_operands, describe, Dims, EpilogueArgs};
 use super::reduce::column_sum;
 use super::ACTIVATION_WGSL;
-use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
 use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 
 const OP: &str = "matmul_register";
 
@@ -187,47 +187,6 @@ pub fn matmul_register_column_sum(
     plan(gpu, a, b, c, Some(col_sum), opts, tile)
 }
 
-/// (EPI code, has bias, activation, the bias or Y binding) after checking the epilogue's tensors.
-fn check_epilogue(
-    gpu: &Gpu,
-    opts: &MatmulOptions,
-    c: &Tensor,
-    (m, n): (usize, usize),
-    form: &str,
-) -> Result<(u32, bool, Activation, Tensor)> {
-    let dummy = dummy(gpu)?;
-    let (epi, has_bias, act, aux) = match opts.epilogue {
-        Epilogue::None => (0u32, false, Activation::Identity, dummy),
-        Epilogue::BiasAct { bias, act } => {
-            if let Some(bias) = bias {
-                bias.expect_dtype(OP, DType::F32)?;
-                if bias.len() != n {
-                    return Err(WgnnError::shape(
-                        OP,
-                        format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
-                    ));
-                }
-            }
-            (1, bias.is_some(), act, bias.cloned().unwrap_or(dummy))
-        }
-        Epilogue::ActGrad { y, act } => {
-            y.expect_dtype(OP, DType::F32)?;
-            if y.shape() != [m, n] {
-                return Err(WgnnError::shape(OP, format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape())));
-            }
-            (2, false, act, y.clone())
-        }
-    };
-    act.validate_elementwise(OP)?;
-    if epi != 0 && opts.accumulate {
-        return Err(WgnnError::invalid(OP, format!("accumulate is only supported without an epilogue: {form}")));
-    }
-    if epi != 0 && c.overlaps(&aux) {
-        return Err(WgnnError::invalid(OP, format!("C shares memory with the epilogue's bias or Y: {form}")));
-    }
-    Ok((epi, has_bias, act, aux))
-}
-
 /// How many K chunks: enough that none passes `max_kc`, and on small outputs more so that the
 /// device has enough workgroups (each chunk keeping at least 128 of K), as `matmul` does.
 fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
@@ -248,46 +207,13 @@ fn plan(
     opts: &MatmulOptions,
     tile: RegisterTile,
 ) -> Result<Plan> {
-    let form = format!(
-        "op(A) = {}{:?}, op(B) = {}{:?}, C {:?}, tile {}",
-        if opts.trans_a { "Aᵀ with A " } else { "A " },
-        a.shape(),
-        if opts.trans_b { "Bᵀ with B " } else { "B " },
-        b.shape(),
-        c.shape(),
-        tile.name()
-    );
-    for t in [a, b, c] {
-        t.expect_dtype(OP, DType::F32)?;
-        t.dims2(OP)?;
-        t.expect_nonempty(OP)?;
-    }
-    let (ar, ac) = a.dims2(OP)?;
-    let (br, bc) = b.dims2(OP)?;
-    let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
-    let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
-    if k != kb {
-        return Err(WgnnError::shape(OP, format!("inner dimensions differ ({k} vs {kb}): {form}")));
-    }
-    if c.shape() != [m, n] {
-        return Err(WgnnError::shape(OP, format!("C must be [{m}, {n}]: {form}")));
-    }
-    if c.overlaps(a) || c.overlaps(b) {
-        return Err(WgnnError::invalid(OP, format!("C shares memory with A or B: {form}")));
-    }
+    let form = format!("{}, tile {}", describe(opts, a.shape(), "", b, c), tile.name());
+    let dims = check_operands(OP, a, None, b, c, opts, &form)?;
+    let Dims { m, n, k } = dims;
     if let Some(s) = col_sum {
-        if opts.trans_b {
-            return Err(WgnnError::invalid(OP, format!("the column sums need op(B) not transposed: {form}")));
-        }
-        s.expect_dtype(OP, DType::F32)?;
-        if s.len() != n {
-            return Err(WgnnError::shape(OP, format!("col_sum must have {n} values, got {:?}: {form}", s.shape())));
-        }
-        if [a, b, c].iter().any(|t| s.overlaps(t)) {
-            return Err(WgnnError::invalid(OP, format!("col_sum shares memory with A, B or C: {form}")));
-        }
+        check_column_sum(OP, s, [a, b, c], n, opts, &form)?;
     }
-    let (epi, has_bias, act, aux) = check_epilogue(gpu, opts, c, (m, n), &form)?;
+    let EpilogueArgs { epi, has_bias, act, aux } = check_epilogue(OP, gpu, opts, c, dims, &form)?;
     tile.check(gpu)?;
 
     // vec4 loads need each stored operand's contiguous dimension to be a multiple of 4 and its

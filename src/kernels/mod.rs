@@ -14,6 +14,7 @@ pub mod dropout;
 pub mod gather;
 pub mod hinge;
 pub mod matmul;
+pub(crate) mod matmul_check;
 pub mod matmul_register;
 pub mod mse;
 pub mod optimizer;

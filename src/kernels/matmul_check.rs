@@ -1,0 +1,212 @@
+//! The operand and epilogue checks shared by the matmul wrappers ([`super::matmul`] and
+//! [`super::matmul_register`]): one set of rules for what C (+)= op(A)·op(B) accepts, whichever
+//! kernel runs it, and those of an op(A) gathered from a data set. Each check takes the op its
+//! errors name, so every wrapper's messages stay its own.
+
+use super::check::{disjoint, expect_len};
+use super::gather::BatchStart;
+use super::matmul::{matmul_gathered_supported, Epilogue, GatheredA, MatmulOptions};
+use crate::activation::Activation;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::registry::dummy;
+use crate::tensor::{DType, Tensor};
+
+/// op(A)·op(B) with C: (M, N, K).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// The product as the errors describe it, e.g. "op(A) = Aᵀ with A [3, 2], op(B) = B [3, 4], C [2, 4]";
+/// `a_note` follows A's shape (" gathered" for an A read from a data set).
+pub(crate) fn describe(opts: &MatmulOptions, a_shape: &[usize], a_note: &str, b: &Tensor, c: &Tensor) -> String {
+    format!(
+        "op(A) = {}{:?}{}, op(B) = {}{:?}, C {:?}",
+        if opts.trans_a { "Aᵀ with A " } else { "A " },
+        a_shape,
+        a_note,
+        if opts.trans_b { "Bᵀ with B " } else { "B " },
+        b.shape(),
+        c.shape()
+    )
+}
+
+/// A, B and C: f32, 2-D and non-empty, op(A)'s and op(B)'s inner dimensions equal, C `[M, N]` and
+/// sharing no memory with A or B. `a_read_as`: where A is bound as one tensor but read as another
+/// shape (gathered from a data set's words), that shape; A's own dtype and shape are then not
+/// checked here. `form` is [`describe`]'s.
+pub(crate) fn check_operands(
+    op: &str,
+    a: &Tensor,
+    a_read_as: Option<(usize, usize)>,
+    b: &Tensor,
+    c: &Tensor,
+    opts: &MatmulOptions,
+    form: &str,
+) -> Result<Dims> {
+    let stored: &[&Tensor] = if a_read_as.is_some() { &[b, c] } else { &[a, b, c] };
+    for t in stored {
+        t.expect_dtype(op, DType::F32)?;
+        t.dims2(op)?;
+        t.expect_nonempty(op)?;
+    }
+    let (ar, ac) = match a_read_as {
+        Some(shape) => shape,
+        None => a.dims2(op)?,
+    };
+    let (br, bc) = b.dims2(op)?;
+    let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
+    let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
+    if k != kb {
+        return Err(WgnnError::shape(op, format!("inner dimensions differ ({k} vs {kb}): {form}")));
+    }
+    if c.shape() != [m, n] {
+        return Err(WgnnError::shape(op, format!("C must be [{m}, {n}]: {form}")));
+    }
+    if c.overlaps(a) || c.overlaps(b) {
+        return Err(WgnnError::invalid(op, format!("C shares memory with A or B: {form}")));
+    }
+    Ok(Dims { m, n, k })
+}
+
+/// The column sums of op(B) (`col_sum`: f32 `[N]`): op(B) not transposed, `col_sum` sharing no
+/// memory with A, B or C.
+pub(crate) fn check_column_sum(
+    op: &str,
+    col_sum: &Tensor,
+    [a, b, c]: [&Tensor; 3],
+    n: usize,
+    opts: &MatmulOptions,
+    form: &str,
+) -> Result<()> {
+    if opts.trans_b {
+        return Err(WgnnError::invalid(op, format!("the column sums need op(B) not transposed: {form}")));
+    }
+    col_sum.expect_dtype(op, DType::F32)?;
+    if col_sum.len() != n {
+        return Err(WgnnError::shape(op, format!("col_sum must have {n} values, got {:?}: {form}", col_sum.shape())));
+    }
+    if [a, b, c].iter().any(|t| col_sum.overlaps(t)) {
+        return Err(WgnnError::invalid(op, format!("col_sum shares memory with A, B or C: {form}")));
+    }
+    Ok(())
+}
+
+/// The epilogue as a kernel takes it.
+pub(crate) struct EpilogueArgs {
+    /// The EPI code: 0 none, 1 bias and activation, 2 activation gradient.
+    pub epi: u32,
+    pub has_bias: bool,
+    pub act: Activation,
+    /// The bias or Y binding (the shared dummy where there is none).
+    pub aux: Tensor,
+}
+
+/// The epilogue's tensors (bias f32 `[N]`, Y f32 `[M, N]`), its activation elementwise, no
+/// accumulate with an epilogue, and C sharing no memory with the bias or Y.
+pub(crate) fn check_epilogue(
+    op: &str,
+    gpu: &Gpu,
+    opts: &MatmulOptions,
+    c: &Tensor,
+    Dims { m, n, .. }: Dims,
+    form: &str,
+) -> Result<EpilogueArgs> {
+    let dummy = dummy(gpu)?;
+    let (epi, has_bias, act, aux) = match opts.epilogue {
+        Epilogue::None => (0u32, false, Activation::Identity, dummy),
+        Epilogue::BiasAct { bias, act } => {
+            if let Some(bias) = bias {
+                bias.expect_dtype(op, DType::F32)?;
+                if bias.len() != n {
+                    return Err(WgnnError::shape(
+                        op,
+                        format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
+                    ));
+                }
+            }
+            (1, bias.is_some(), act, bias.cloned().unwrap_or(dummy))
+        }
+        Epilogue::ActGrad { y, act } => {
+            y.expect_dtype(op, DType::F32)?;
+            if y.shape() != [m, n] {
+                return Err(WgnnError::shape(op, format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape())));
+            }
+            (2, false, act, y.clone())
+        }
+    };
+    act.validate_elementwise(op)?;
+    if epi != 0 && opts.accumulate {
+        return Err(WgnnError::invalid(op, format!("accumulate is only supported without an epilogue: {form}")));
+    }
+    if epi != 0 && c.overlaps(&aux) {
+        return Err(WgnnError::invalid(op, format!("C shares memory with the epilogue's bias or Y: {form}")));
+    }
+    Ok(EpilogueArgs { epi, has_bias, act, aux })
+}
+
+/// The gathered A's own checks: the data set's layout, the index range, labels and counters.
+pub(crate) fn check_gathered(
+    op: &str,
+    gpu: &Gpu,
+    g: &GatheredA,
+    n: usize,
+    opts: &MatmulOptions,
+    others: &[(&str, &Tensor)],
+) -> Result<()> {
+    if !matmul_gathered_supported(gpu, g, n, opts.trans_a, opts.trans_b) {
+        return Err(WgnnError::invalid(
+            op,
+            format!(
+                "op(A) gathered from a data set of {} features ({}, {} chunk(s), standardised: {}) needs u8 \
+                 features in one binding, whole words per row, no standardisation and the subgroup kernel",
+                g.src.dim,
+                if g.src.source_u8 { "u8" } else { "f32" },
+                g.src.chunks.len(),
+                g.src.mean_std.is_some()
+            ),
+        ));
+    }
+    g.idx.expect_dtype(op, DType::U32)?;
+    g.src.labels.expect_dtype(op, DType::U32)?;
+    if g.rows == 0 || g.rows > g.stored_rows || (!opts.trans_a && g.rows != g.stored_rows) {
+        return Err(WgnnError::shape(
+            op,
+            format!("{} batch rows in a stored A of {} rows (≥ 1; equal unless op(A) = Aᵀ)", g.rows, g.stored_rows),
+        ));
+    }
+    let mut named = vec![("features", &g.src.chunks[0]), ("idx", g.idx), ("labels", &g.src.labels)];
+    named.extend_from_slice(others);
+    if let Some(y) = g.labels {
+        if opts.trans_a {
+            return Err(WgnnError::invalid(op, "the batch's labels are written only with op(A) = A"));
+        }
+        expect_len(op, "labels", y, DType::U32, g.rows, "[rows]")?;
+        named.push(("labels out", y));
+    }
+    match g.start {
+        BatchStart::At(s) => {
+            if s + g.rows > g.idx.len() {
+                return Err(WgnnError::shape(
+                    op,
+                    format!("rows {s}..{} past the index list of {}", s + g.rows, g.idx.len()),
+                ));
+            }
+        }
+        BatchStart::Counter { epoch_step, parity, t, .. } => {
+            expect_len(op, "epoch_step", epoch_step, DType::U32, 2, "[2] (the position cells)")?;
+            if parity > 1 {
+                return Err(WgnnError::invalid(op, format!("parity {parity}; 0 or 1")));
+            }
+            named.push(("epoch_step", epoch_step));
+            if let Some(t) = t {
+                expect_len(op, "t", t, DType::U32, 1, "[1]")?;
+                named.push(("t", t));
+            }
+        }
+    }
+    disjoint(op, &named)
+}
