@@ -10,9 +10,11 @@
 //! The CPU backend runs the same steps through [`crate::cpu`]: it is the reference the GPU path is
 //! tested against, step for step.
 //!
-//! Here: the public types (layers, losses, optimizers, options) and `Sequential`'s API. The GPU
-//! backend is in `model/gpu.rs`, the CPU reference in `model/reference.rs`, the epoch loop both
-//! share in `model/fit.rs`, save/load and checkpoints in `model/io.rs`.
+//! Here: the layer type and `Sequential`'s API. Beside it in `model/`: the losses (`loss.rs`),
+//! optimizers (`optimizer.rs`), `fit`'s options (`options.rs`), the builder (`builder.rs`); the
+//! GPU backend (`gpu.rs`, `batch_buffers.rs`, `gpu_eval.rs`, `gpu_steps.rs`), the CPU reference
+//! (`reference.rs`), the epoch loop both share (`fit.rs`), save/load and checkpoints (`io.rs`,
+//! `saved.rs`, `checkpoint_dir.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,17 +53,34 @@ use crate::kernels::Plan;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
+mod batch_buffers;
+mod builder;
 mod checkpoint_dir;
 mod fit;
 mod gpu;
+mod gpu_eval;
+mod gpu_steps;
 mod io;
+mod loss;
+mod optimizer;
+mod options;
 mod reference;
 mod saved;
 
+use builder::binding_bytes;
+pub use builder::SequentialBuilder;
+pub use loss::Loss;
+pub use optimizer::Optimizer;
+use options::Silent;
+pub use options::{Checkpointing, EarlyStopping, FitOptions, Monitor, Observer, Progress, Validation};
+
+use batch_buffers::BatchBuffers;
 use checkpoint_dir::CheckpointDirLock;
 pub use checkpoint_dir::LOCK_FILE;
 use fit::{epoch_order, Run, RunningSums, Steps};
-use gpu::{upload_rows, GpuData, GpuState, GpuSteps};
+use gpu::{upload_rows, GpuData, GpuState};
+use gpu_eval::EvalPlans;
+use gpu_steps::GpuSteps;
 use reference::{CpuState, CpuSteps};
 
 /// A fully connected layer: y = act(x·W + b), W: [inputs, units], b: `[units]`; with `dropout` > 0,
@@ -91,433 +110,12 @@ impl Dense {
     }
 }
 
-/// The loss a model is compiled with.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Loss {
-    /// Softmax over the last layer's outputs fused with cross-entropy against integer labels
-    /// (PyTorch's `CrossEntropyLoss`, Keras' softmax + `sparse_categorical_crossentropy`). The last
-    /// layer is linear (its outputs are logits); `predict` returns the softmax probabilities.
-    SparseCategoricalCrossentropy,
-    /// The same fused softmax cross-entropy against one-hot (or soft) target rows (Keras'
-    /// `categorical_crossentropy(from_logits=True)`): the data set's float targets
-    /// `[rows, outputs]`, or one-hot rows made from its labels when it has none. Accuracy counts
-    /// rows whose argmax matches the target's argmax.
-    CategoricalCrossentropy,
-    /// Sigmoid fused with binary cross-entropy against labels 0/1 (PyTorch's `BCEWithLogitsLoss`,
-    /// Keras' `binary_crossentropy(from_logits=True)`), for a model with one linear output unit.
-    /// Accuracy counts σ(z) > 0.5 against the label; `predict` returns σ(z), [rows, 1].
-    BinaryCrossentropy,
-    /// Binary hinge loss max(0, 1 − y·z) for one linear output unit, y = ±1 from labels 0/1 (or
-    /// from float targets [rows, 1]: y = +1 where t > 0). Accuracy counts sign(z) against y;
-    /// `predict` returns the raw scores z, [rows, 1].
-    Hinge,
-    /// Mean squared error against the data set's float targets `[rows, outputs]` (regression;
-    /// without targets, a one-output model reads the labels as numbers). Any last activation.
-    /// The history's `accuracy` columns hold the **mean absolute error** for this loss (Keras'
-    /// `mae` metric); `predict` returns the last layer's outputs.
-    MeanSquaredError,
-}
-
-impl Loss {
-    /// How many distinct labels the loss takes from a model with `outputs` output units; `None`
-    /// when it does not read labels as classes.
-    fn classes(self, outputs: usize) -> Option<usize> {
-        match self {
-            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy => Some(outputs),
-            Loss::BinaryCrossentropy | Loss::Hinge => Some(2),
-            Loss::MeanSquaredError => None,
-        }
-    }
-
-    /// The snake-case name (Keras' string for the loss), used in files and on command lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
-            Loss::CategoricalCrossentropy => "categorical_crossentropy",
-            Loss::BinaryCrossentropy => "binary_crossentropy",
-            Loss::Hinge => "hinge",
-            Loss::MeanSquaredError => "mean_squared_error",
-        }
-    }
-
-    /// Parses a Keras loss name: `sparse_categorical_crossentropy`, `categorical_crossentropy`,
-    /// `binary_crossentropy`, `hinge`, `mean_squared_error` (or `mse`).
-    pub fn parse(name: &str) -> Result<Loss> {
-        let all = [
-            Loss::SparseCategoricalCrossentropy,
-            Loss::CategoricalCrossentropy,
-            Loss::BinaryCrossentropy,
-            Loss::Hinge,
-            Loss::MeanSquaredError,
-        ];
-        let lower = name.trim().to_lowercase();
-        if lower == "mse" {
-            return Ok(Loss::MeanSquaredError);
-        }
-        all.into_iter().find(|l| l.name() == lower).ok_or_else(|| {
-            let known: Vec<&str> = all.iter().map(|l| l.name()).collect();
-            WgnnError::invalid("loss", format!("unknown loss {name:?}; known: {}, mse", known.join(", ")))
-        })
-    }
-
-    /// Checks `data` against this loss for a model of `outputs` units: `Some(width)` when the loss
-    /// trains on float targets of that width — the data's own, or ones made from its labels —
-    /// and `None` when it reads the labels themselves.
-    fn target_dim(self, data: &Dataset, outputs: usize) -> Result<Option<usize>> {
-        // A regression data set (Dataset::regression) has no class labels to fall back on.
-        let labels = || match data.classes {
-            0 => Err(WgnnError::invalid(
-                self.name(),
-                format!("{} has float targets and no class labels; {} needs labels", data.source, self.name()),
-            )),
-            _ => Ok(()),
-        };
-        let (want, from_labels) = match self {
-            Loss::SparseCategoricalCrossentropy | Loss::BinaryCrossentropy => return labels().map(|_| None),
-            Loss::CategoricalCrossentropy => (outputs, true),
-            Loss::Hinge => (1, true),
-            Loss::MeanSquaredError => (outputs, outputs == 1),
-        };
-        match &data.targets {
-            Some(t) if t.dim != want => Err(WgnnError::shape(
-                self.name(),
-                format!("{} has targets of width {} but the loss needs {want} per row", data.source, t.dim),
-            )),
-            Some(t) if t.values.len() != data.rows * t.dim => Err(WgnnError::shape(
-                self.name(),
-                format!(
-                    "{} has {} target values for {} rows of width {} (= {})",
-                    data.source,
-                    t.values.len(),
-                    data.rows,
-                    t.dim,
-                    data.rows * t.dim
-                ),
-            )),
-            Some(_) => Ok(Some(want)),
-            None if from_labels => labels().map(|_| Some(want)),
-            None => Err(WgnnError::invalid(
-                self.name(),
-                format!(
-                    "{} has no float targets: a {outputs}-output regression needs Dataset::with_targets / \
-                     Dataset::regression",
-                    data.source
-                ),
-            )),
-        }
-    }
-
-    /// The float targets this loss trains `data` against, `[rows, dim]` (None: it reads the
-    /// labels directly), checked by [`Loss::target_dim`].
-    fn float_targets(self, data: &Dataset, outputs: usize) -> Result<Option<Targets>> {
-        let Some(dim) = self.target_dim(data, outputs)? else { return Ok(None) };
-        Ok(Some(match (&data.targets, self) {
-            (Some(t), _) => t.clone(),
-            (None, Loss::CategoricalCrossentropy) => Targets { values: data.one_hot(dim), dim },
-            // Hinge's ±1 from labels 0/1 (the kernel maps t > 0 to +1), or labels as values.
-            (None, _) => Targets { values: data.labels.iter().map(|&l| l as f32).collect(), dim: 1 },
-        }))
-    }
-}
-
-/// The update rule, with its hyper-parameters (the update formulas are PyTorch's; see
-/// [`crate::kernels::optimizer`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optimizer {
-    Sgd(SgdConfig),
-    /// Adam; `weight_decay` is an L2 penalty added to the gradient.
-    Adam(AdamConfig),
-    /// Adam with decoupled weight decay (p ← p·(1 − lr·wd) before the Adam step).
-    AdamW(AdamConfig),
-    RmsProp(RmsPropConfig),
-    Adagrad(AdagradConfig),
-    Adadelta(AdadeltaConfig),
-}
-
-impl Optimizer {
-    /// Adam with the Keras/PyTorch defaults (β1 0.9, β2 0.999) and Keras' ε 1e-7.
-    pub fn adam(lr: f32) -> Optimizer {
-        Optimizer::Adam(AdamConfig {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
-    }
-    /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
-    /// β1 0.9, β2 0.999, ε 1e-7.
-    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
-        match Optimizer::adam(lr) {
-            Optimizer::Adam(c) => Optimizer::AdamW(AdamConfig { weight_decay, ..c }),
-            other => other,
-        }
-    }
-    /// RMSprop with Keras' ρ 0.9 and ε 1e-7, no momentum.
-    pub fn rmsprop(lr: f32) -> Optimizer {
-        Optimizer::RmsProp(RmsPropConfig {
-            lr,
-            rho: 0.9,
-            eps: 1e-7,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
-    }
-    /// Adagrad with Keras' initial accumulator 0.1 and ε 1e-7.
-    pub fn adagrad(lr: f32) -> Optimizer {
-        Optimizer::Adagrad(AdagradConfig {
-            lr,
-            initial_accumulator: 0.1,
-            eps: 1e-7,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
-    }
-    /// Adadelta with Keras' ρ 0.95 and ε 1e-7 (`lr` scales the step: PyTorch's default is 1.0).
-    pub fn adadelta(lr: f32) -> Optimizer {
-        Optimizer::Adadelta(AdadeltaConfig {
-            lr,
-            rho: 0.95,
-            eps: 1e-7,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
-    }
-    /// Plain SGD with optional momentum.
-    pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
-        Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
-    }
-    /// The optimizer named `name` (Keras' names: `sgd`, `adam`, `adamw`, `rmsprop`, `adagrad`,
-    /// `adadelta`; any case) with learning rate `lr` and the constructors' defaults (SGD without
-    /// momentum, AdamW's weight decay 0.004 as in Keras).
-    pub fn by_name(name: &str, lr: f32) -> Result<Optimizer> {
-        match name.trim().to_lowercase().as_str() {
-            "sgd" => Ok(Optimizer::sgd(lr, 0.0)),
-            "adam" => Ok(Optimizer::adam(lr)),
-            "adamw" => Ok(Optimizer::adamw(lr, 0.004)),
-            "rmsprop" => Ok(Optimizer::rmsprop(lr)),
-            "adagrad" => Ok(Optimizer::adagrad(lr)),
-            "adadelta" => Ok(Optimizer::adadelta(lr)),
-            _ => Err(WgnnError::invalid(
-                "optimizer",
-                format!("unknown optimizer {name:?}; known: sgd, adam, adamw, rmsprop, adagrad, adadelta"),
-            )),
-        }
-    }
-
-    fn lr(&self) -> f32 {
-        match self {
-            Optimizer::Sgd(c) => c.lr,
-            Optimizer::Adam(c) | Optimizer::AdamW(c) => c.lr,
-            Optimizer::RmsProp(c) => c.lr,
-            Optimizer::Adagrad(c) => c.lr,
-            Optimizer::Adadelta(c) => c.lr,
-        }
-    }
-    /// An error naming the update kernel unless every hyper-parameter is in range.
-    fn validate(&self) -> Result<()> {
-        match self {
-            Optimizer::Sgd(c) => c.validate(),
-            Optimizer::Adam(c) => c.validate(),
-            Optimizer::AdamW(c) => c.validate_for("adamw_update"),
-            Optimizer::RmsProp(c) => c.validate(),
-            Optimizer::Adagrad(c) => c.validate(),
-            Optimizer::Adadelta(c) => c.validate(),
-        }
-    }
-    /// How many state tensors of the parameters' size the rule keeps: SGD's velocity, Adam's m
-    /// and v, RMSprop's square average (and momentum buffer), Adagrad's sum, Adadelta's square
-    /// average and accumulated delta.
-    pub(crate) fn state_slots(&self) -> usize {
-        match self {
-            Optimizer::Sgd(c) => (c.momentum != 0.0) as usize,
-            Optimizer::Adam(_) | Optimizer::AdamW(_) => 2,
-            Optimizer::RmsProp(c) => 1 + (c.momentum != 0.0) as usize,
-            Optimizer::Adagrad(_) => 1,
-            Optimizer::Adadelta(_) => 2,
-        }
-    }
-}
-
 /// Where a model computes.
 #[derive(Clone, Debug)]
 pub enum Backend {
     Gpu(Gpu),
     /// The plain-Rust reference path (slow; for tests and comparison).
     Cpu,
-}
-
-/// Validation during `fit`.
-#[derive(Clone, Copy, Debug)]
-pub enum Validation<'a> {
-    None,
-    /// Evaluate on this data set after every epoch.
-    Data(&'a Dataset),
-    /// Hold out this fraction of the training rows (a seeded split) and evaluate on it.
-    Fraction(f32),
-}
-
-/// Options of [`Sequential::fit`].
-#[derive(Clone, Copy, Debug)]
-pub struct FitOptions<'a> {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub shuffle: bool,
-    pub validation: Validation<'a>,
-    /// Steps between progress ticks (the only readbacks inside an epoch); 0 = about 20 per epoch.
-    /// At each tick a non-finite running loss stops training (see [`Sequential::fit`]).
-    pub progress_every: usize,
-    /// Checkpoints written during training, if any.
-    pub checkpoint: Option<Checkpointing<'a>>,
-    /// Stop when a validation metric stops improving (needs validation), if set.
-    pub early_stopping: Option<EarlyStopping>,
-    /// Skip a batch whose loss is not finite — no update of the weights, the optimizer state, t
-    /// or the batch-norm running statistics, its loss left out of the epoch's — and count it in
-    /// [`EpochRecord::skipped_batches`], instead of stopping the run (the default). The check is
-    /// on the GPU, inside the step: no readback. It looks at the loss only: a finite loss whose
-    /// gradients overflow still updates. The step after a skipped one draws the same dropout
-    /// masks (they are keyed by t, which did not advance).
-    pub skip_nonfinite_batches: bool,
-}
-
-/// What [`EarlyStopping`] watches, after every epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Monitor {
-    /// The validation loss: lower is better.
-    ValLoss,
-    /// The validation accuracy: higher is better (not with [`Loss::MeanSquaredError`], whose
-    /// accuracy column holds the mean absolute error).
-    ValAccuracy,
-}
-
-/// Keras' `EarlyStopping`: training stops after `patience` epochs in a row without an
-/// improvement of more than `min_delta` in the monitored metric over the best epoch so far
-/// ([`History::stopped_early_at`] records the epoch it stopped after). With
-/// `restore_best_weights`, `fit` ends (stopped early or not) with the weights of the best epoch,
-/// kept on the device meanwhile (no readback); the optimizer state is not restored. The state
-/// starts afresh with every `fit` call.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct EarlyStopping {
-    pub monitor: Monitor,
-    /// Epochs in a row without improvement that stop training (0 acts as 1, as in Keras).
-    pub patience: usize,
-    /// The smallest change that counts as an improvement (≥ 0).
-    pub min_delta: f32,
-    pub restore_best_weights: bool,
-}
-
-impl EarlyStopping {
-    /// Stop on the validation loss after `patience` epochs without improvement, restoring the
-    /// best weights.
-    pub fn val_loss(patience: usize) -> EarlyStopping {
-        EarlyStopping { monitor: Monitor::ValLoss, patience, min_delta: 0.0, restore_best_weights: true }
-    }
-}
-
-impl Default for FitOptions<'_> {
-    fn default() -> Self {
-        FitOptions {
-            epochs: 1,
-            batch_size: 32,
-            shuffle: true,
-            validation: Validation::None,
-            progress_every: 0,
-            checkpoint: None,
-            early_stopping: None,
-            skip_nonfinite_batches: false,
-        }
-    }
-}
-
-/// Checkpoints during `fit` (Keras' `ModelCheckpoint`), each a file [`Sequential::resume`] reads:
-/// `dir/last.safetensors` after every `every_epochs` epochs (0 = never), and
-/// `dir/best.safetensors` whenever the monitored loss improves (`on_best`): the validation loss,
-/// or the training loss when `fit` has no validation. Both are written atomically.
-#[derive(Clone, Copy, Debug)]
-pub struct Checkpointing<'a> {
-    pub dir: &'a Path,
-    pub every_epochs: usize,
-    pub on_best: bool,
-}
-
-impl Checkpointing<'_> {
-    /// Checkpoints after every epoch into `dir`.
-    pub fn every_epoch(dir: &Path) -> Checkpointing<'_> {
-        Checkpointing { dir, every_epochs: 1, on_best: false }
-    }
-    pub fn last_path(&self) -> PathBuf {
-        self.dir.join("last.safetensors")
-    }
-    pub fn best_path(&self) -> PathBuf {
-        self.dir.join("best.safetensors")
-    }
-}
-
-/// What a progress tick reports.
-#[derive(Clone, Debug)]
-pub struct Progress {
-    pub epoch: usize,
-    pub epochs: usize,
-    pub step: usize,
-    pub steps: usize,
-    pub samples: usize,
-    /// Mean loss and accuracy over the epoch's samples so far.
-    pub loss: f32,
-    pub accuracy: f32,
-    pub seconds: f64,
-}
-
-/// Receives progress during `fit`. Both methods default to doing nothing.
-pub trait Observer {
-    fn on_progress(&mut self, _progress: &Progress) {}
-    fn on_epoch_end(&mut self, _record: &EpochRecord) {}
-}
-
-struct Silent;
-impl Observer for Silent {}
-
-/// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
-/// over the output layer's W and b that the fused output kernel reads
-/// ([`dense_softmax_xent`]'s `UNIFORM_WINDOW_FLOATS` from W's start).
-fn gpu_params(gpu: &Gpu, flat: &[f32]) -> Result<Tensor> {
-    let mut room = flat.to_vec();
-    room.resize(flat.len() + UNIFORM_WINDOW_FLOATS, 0.0);
-    Tensor::from_slice(gpu, &[room.len()], &room)?.view(0, &[flat.len()])
-}
-
-/// The largest buffer the device binds whole: every parameter slice and the trained
-/// parameters together are bound as one.
-fn binding_bytes(gpu: &Gpu) -> u64 {
-    let limits = gpu.limits();
-    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
-}
-
-/// Each layer's W, and the trained parameters as a whole, must fit one binding: an error naming
-/// the layer, not the flat buffer they would have been cut from.
-fn check_parameters_fit(gpu: &Gpu, layers: &[Dense], layout: &ParamLayout) -> Result<()> {
-    let limit = binding_bytes(gpu);
-    let too_large = |what: String, floats: usize| WgnnError::DeviceLimit {
-        op: "build".into(),
-        what,
-        bytes: 4 * floats as u64,
-        limit,
-        limit_name: "max_storage_buffer_binding_size",
-    };
-    for (i, l) in layers.iter().enumerate() {
-        if 4 * (l.inputs * l.units) as u64 > limit {
-            return Err(too_large(
-                format!("dense layer {i}'s weights [{}, {}] f32", l.inputs, l.units),
-                l.inputs * l.units,
-            ));
-        }
-    }
-    if 4 * (layout.total + UNIFORM_WINDOW_FLOATS) as u64 > limit {
-        let what = format!("the model's parameters ({} layers, one buffer of {} floats)", layers.len(), layout.total);
-        return Err(too_large(what, layout.total + UNIFORM_WINDOW_FLOATS));
-    }
-    Ok(())
 }
 
 /// Floats between parameter slices: 64 floats = 256 bytes, the largest storage offset alignment
@@ -603,7 +201,7 @@ impl Sequential {
     // all at `build`.
     #[allow(clippy::new_ret_no_self)]
     pub fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
-        SequentialBuilder { input_dim, layers: Vec::new(), inits: Vec::new(), seed, error: None }
+        SequentialBuilder::new(input_dim, seed)
     }
 
     pub fn layers(&self) -> &[Dense] {
@@ -1014,144 +612,6 @@ impl Sequential {
     pub fn predict_dataset(&mut self, data: &Dataset) -> Result<Vec<f32>> {
         self.check_features("predict", data)?;
         self.predict(&data.to_f32(), data.rows)
-    }
-}
-
-/// Builds a [`Sequential`] layer by layer.
-pub struct SequentialBuilder {
-    input_dim: usize,
-    layers: Vec<Dense>,
-    /// Each layer's W initialiser (b starts at zero).
-    inits: Vec<Initializer>,
-    seed: u64,
-    error: Option<WgnnError>,
-}
-
-impl SequentialBuilder {
-    /// Adds a dense layer of `units` outputs with `activation`, W drawn Glorot-uniform.
-    pub fn dense(self, units: usize, activation: Activation) -> SequentialBuilder {
-        self.dense_init(units, activation, Initializer::GlorotUniform)
-    }
-
-    /// Adds a dense layer whose W is drawn by `init` (b starts at zero), e.g.
-    /// `Initializer::Constant(0.01)` for logistic regression.
-    pub fn dense_init(mut self, units: usize, activation: Activation, init: Initializer) -> SequentialBuilder {
-        let inputs = self.layers.last().map_or(self.input_dim, |l| l.units);
-        if self.error.is_none() {
-            if units == 0 || inputs == 0 {
-                self.error = Some(WgnnError::invalid(
-                    "dense",
-                    format!("layer {} would be [{inputs}, {units}]: widths must be at least 1", self.layers.len()),
-                ));
-            } else if let Err(e) = activation.validate() {
-                self.error = Some(e);
-            }
-        }
-        self.layers.push(Dense { inputs, units, activation, dropout: 0.0, batch_norm: None });
-        self.inits.push(init);
-        self
-    }
-
-    /// Inverted dropout of `rate` (in [0, 1)) on the last added layer's outputs while training
-    /// (Keras' `Dropout(rate)` after that layer); not allowed on the output layer.
-    pub fn dropout(mut self, rate: f32) -> SequentialBuilder {
-        if self.error.is_none() {
-            match self.layers.last_mut() {
-                None => self.error = Some(WgnnError::invalid("dropout", "add a dense layer before its dropout")),
-                Some(_) if !(0.0..1.0).contains(&rate) => {
-                    self.error = Some(WgnnError::invalid("dropout", format!("rate must be in [0, 1), got {rate}")))
-                }
-                Some(l) => l.dropout = rate,
-            }
-        }
-        self
-    }
-
-    /// Batch normalisation of the last added layer's pre-activation, with PyTorch's defaults
-    /// (eps 1e-5, momentum 0.1): that layer becomes act(BN(x·W)); see [`Dense`]. Not allowed on
-    /// the output layer.
-    pub fn batch_norm(self) -> SequentialBuilder {
-        self.batch_norm_with(BatchNormConfig::default())
-    }
-
-    /// [`SequentialBuilder::batch_norm`] with its hyper-parameters (Keras' momentum 0.99 is
-    /// momentum 0.01 here).
-    pub fn batch_norm_with(mut self, cfg: BatchNormConfig) -> SequentialBuilder {
-        if self.error.is_none() {
-            match self.layers.last_mut() {
-                None => self.error = Some(WgnnError::invalid("batch_norm", "add a dense layer before its batch norm")),
-                Some(l) => match cfg.validate("batch_norm") {
-                    Ok(()) => l.batch_norm = Some(cfg),
-                    Err(e) => self.error = Some(e),
-                },
-            }
-        }
-        self
-    }
-
-    /// Allocates the model on `backend` and draws the initial weights from the seed: each layer's
-    /// initialiser for W (Glorot-uniform unless [`SequentialBuilder::dense_init`] said otherwise)
-    /// and zero b (the Keras defaults).
-    pub fn build(self, backend: &Backend) -> Result<Sequential> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        if self.layers.is_empty() {
-            return Err(WgnnError::invalid("build", "the model has no layers"));
-        }
-        if self.layers.last().is_some_and(|l| l.dropout > 0.0) {
-            return Err(WgnnError::invalid(
-                "build",
-                "dropout on the output layer would drop logits: put it on a hidden layer",
-            ));
-        }
-        if self.layers.last().is_some_and(|l| l.batch_norm.is_some()) {
-            return Err(WgnnError::invalid(
-                "build",
-                "batch norm on the output layer would normalise the logits: put it on a hidden layer",
-            ));
-        }
-        let layout = ParamLayout::new(&self.layers);
-        let mut flat = vec![0.0f32; layout.total];
-        let mut rng = Rng::new(self.seed);
-        for ((l, &(wo, _)), init) in self.layers.iter().zip(&layout.offsets).zip(&self.inits) {
-            let n = l.inputs * l.units;
-            flat[wo..wo + n].copy_from_slice(&init.fill(l.inputs, l.units, n, &mut rng));
-        }
-        // BN starts as the identity map: γ = 1, β = 0, running mean 0 and variance 1.
-        for (l, norm) in self.layers.iter().zip(&layout.norm) {
-            if let Some((gamma, _, running_var)) = *norm {
-                flat[gamma..gamma + l.units].fill(1.0);
-                flat[running_var..running_var + l.units].fill(1.0);
-            }
-        }
-        if let Backend::Gpu(gpu) = backend {
-            check_parameters_fit(gpu, &self.layers, &layout)?;
-        }
-        let state = match backend {
-            Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
-                gpu: gpu.clone(),
-                params: gpu_params(gpu, &flat)?,
-                grads: Tensor::zeros(gpu, &[layout.total])?,
-                opt_state: Vec::new(),
-                epoch_step: Tensor::zeros_u32(gpu, &[2])?,
-                global_step: Tensor::zeros_u32(gpu, &[2])?,
-                totals: Tensor::zeros(gpu, &[4])?,
-                batch_totals: Tensor::zeros(gpu, &[2])?,
-            })),
-            Backend::Cpu => {
-                State::Cpu(CpuState { grads: vec![0.0; layout.total], params: flat, opt_state: Vec::new(), step: 0 })
-            }
-        };
-        Ok(Sequential {
-            input_dim: self.input_dim,
-            layers: self.layers,
-            seed: self.seed,
-            layout,
-            compiled: None,
-            state,
-            resume_point: None,
-        })
     }
 }
 

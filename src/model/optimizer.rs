@@ -1,0 +1,124 @@
+//! The update rules a model is compiled with, and their Keras-style constructors.
+
+use super::*;
+
+/// The update rule, with its hyper-parameters (the update formulas are PyTorch's; see
+/// [`crate::kernels::optimizer`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    Sgd(SgdConfig),
+    /// Adam; `weight_decay` is an L2 penalty added to the gradient.
+    Adam(AdamConfig),
+    /// Adam with decoupled weight decay (p ← p·(1 − lr·wd) before the Adam step).
+    AdamW(AdamConfig),
+    RmsProp(RmsPropConfig),
+    Adagrad(AdagradConfig),
+    Adadelta(AdadeltaConfig),
+}
+
+impl Optimizer {
+    /// Adam with the Keras/PyTorch defaults (β1 0.9, β2 0.999) and Keras' ε 1e-7.
+    pub fn adam(lr: f32) -> Optimizer {
+        Optimizer::Adam(AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
+    /// β1 0.9, β2 0.999, ε 1e-7.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
+        match Optimizer::adam(lr) {
+            Optimizer::Adam(c) => Optimizer::AdamW(AdamConfig { weight_decay, ..c }),
+            other => other,
+        }
+    }
+    /// RMSprop with Keras' ρ 0.9 and ε 1e-7, no momentum.
+    pub fn rmsprop(lr: f32) -> Optimizer {
+        Optimizer::RmsProp(RmsPropConfig {
+            lr,
+            rho: 0.9,
+            eps: 1e-7,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Adagrad with Keras' initial accumulator 0.1 and ε 1e-7.
+    pub fn adagrad(lr: f32) -> Optimizer {
+        Optimizer::Adagrad(AdagradConfig {
+            lr,
+            initial_accumulator: 0.1,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Adadelta with Keras' ρ 0.95 and ε 1e-7 (`lr` scales the step: PyTorch's default is 1.0).
+    pub fn adadelta(lr: f32) -> Optimizer {
+        Optimizer::Adadelta(AdadeltaConfig {
+            lr,
+            rho: 0.95,
+            eps: 1e-7,
+            weight_decay: 0.0,
+            schedule: Default::default(),
+        })
+    }
+    /// Plain SGD with optional momentum.
+    pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
+        Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
+    }
+    /// The optimizer named `name` (Keras' names: `sgd`, `adam`, `adamw`, `rmsprop`, `adagrad`,
+    /// `adadelta`; any case) with learning rate `lr` and the constructors' defaults (SGD without
+    /// momentum, AdamW's weight decay 0.004 as in Keras).
+    pub fn by_name(name: &str, lr: f32) -> Result<Optimizer> {
+        match name.trim().to_lowercase().as_str() {
+            "sgd" => Ok(Optimizer::sgd(lr, 0.0)),
+            "adam" => Ok(Optimizer::adam(lr)),
+            "adamw" => Ok(Optimizer::adamw(lr, 0.004)),
+            "rmsprop" => Ok(Optimizer::rmsprop(lr)),
+            "adagrad" => Ok(Optimizer::adagrad(lr)),
+            "adadelta" => Ok(Optimizer::adadelta(lr)),
+            _ => Err(WgnnError::invalid(
+                "optimizer",
+                format!("unknown optimizer {name:?}; known: sgd, adam, adamw, rmsprop, adagrad, adadelta"),
+            )),
+        }
+    }
+
+    pub(super) fn lr(&self) -> f32 {
+        match self {
+            Optimizer::Sgd(c) => c.lr,
+            Optimizer::Adam(c) | Optimizer::AdamW(c) => c.lr,
+            Optimizer::RmsProp(c) => c.lr,
+            Optimizer::Adagrad(c) => c.lr,
+            Optimizer::Adadelta(c) => c.lr,
+        }
+    }
+    /// An error naming the update kernel unless every hyper-parameter is in range.
+    pub(super) fn validate(&self) -> Result<()> {
+        match self {
+            Optimizer::Sgd(c) => c.validate(),
+            Optimizer::Adam(c) => c.validate(),
+            Optimizer::AdamW(c) => c.validate_for("adamw_update"),
+            Optimizer::RmsProp(c) => c.validate(),
+            Optimizer::Adagrad(c) => c.validate(),
+            Optimizer::Adadelta(c) => c.validate(),
+        }
+    }
+    /// How many state tensors of the parameters' size the rule keeps: SGD's velocity, Adam's m
+    /// and v, RMSprop's square average (and momentum buffer), Adagrad's sum, Adadelta's square
+    /// average and accumulated delta.
+    pub(crate) fn state_slots(&self) -> usize {
+        match self {
+            Optimizer::Sgd(c) => (c.momentum != 0.0) as usize,
+            Optimizer::Adam(_) | Optimizer::AdamW(_) => 2,
+            Optimizer::RmsProp(c) => 1 + (c.momentum != 0.0) as usize,
+            Optimizer::Adagrad(_) => 1,
+            Optimizer::Adadelta(_) => 2,
+        }
+    }
+}

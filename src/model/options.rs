@@ -1,0 +1,132 @@
+//! What `fit` is told: epochs, batches, validation, checkpoints, early stopping, progress.
+
+use super::*;
+
+/// Validation during `fit`.
+#[derive(Clone, Copy, Debug)]
+pub enum Validation<'a> {
+    None,
+    /// Evaluate on this data set after every epoch.
+    Data(&'a Dataset),
+    /// Hold out this fraction of the training rows (a seeded split) and evaluate on it.
+    Fraction(f32),
+}
+
+/// Options of [`Sequential::fit`].
+#[derive(Clone, Copy, Debug)]
+pub struct FitOptions<'a> {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub validation: Validation<'a>,
+    /// Steps between progress ticks (the only readbacks inside an epoch); 0 = about 20 per epoch.
+    /// At each tick a non-finite running loss stops training (see [`Sequential::fit`]).
+    pub progress_every: usize,
+    /// Checkpoints written during training, if any.
+    pub checkpoint: Option<Checkpointing<'a>>,
+    /// Stop when a validation metric stops improving (needs validation), if set.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Skip a batch whose loss is not finite — no update of the weights, the optimizer state, t
+    /// or the batch-norm running statistics, its loss left out of the epoch's — and count it in
+    /// [`EpochRecord::skipped_batches`], instead of stopping the run (the default). The check is
+    /// on the GPU, inside the step: no readback. It looks at the loss only: a finite loss whose
+    /// gradients overflow still updates. The step after a skipped one draws the same dropout
+    /// masks (they are keyed by t, which did not advance).
+    pub skip_nonfinite_batches: bool,
+}
+
+/// What [`EarlyStopping`] watches, after every epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitor {
+    /// The validation loss: lower is better.
+    ValLoss,
+    /// The validation accuracy: higher is better (not with [`Loss::MeanSquaredError`], whose
+    /// accuracy column holds the mean absolute error).
+    ValAccuracy,
+}
+
+/// Keras' `EarlyStopping`: training stops after `patience` epochs in a row without an
+/// improvement of more than `min_delta` in the monitored metric over the best epoch so far
+/// ([`History::stopped_early_at`] records the epoch it stopped after). With
+/// `restore_best_weights`, `fit` ends (stopped early or not) with the weights of the best epoch,
+/// kept on the device meanwhile (no readback); the optimizer state is not restored. The state
+/// starts afresh with every `fit` call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    /// Epochs in a row without improvement that stop training (0 acts as 1, as in Keras).
+    pub patience: usize,
+    /// The smallest change that counts as an improvement (≥ 0).
+    pub min_delta: f32,
+    pub restore_best_weights: bool,
+}
+
+impl EarlyStopping {
+    /// Stop on the validation loss after `patience` epochs without improvement, restoring the
+    /// best weights.
+    pub fn val_loss(patience: usize) -> EarlyStopping {
+        EarlyStopping { monitor: Monitor::ValLoss, patience, min_delta: 0.0, restore_best_weights: true }
+    }
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            validation: Validation::None,
+            progress_every: 0,
+            checkpoint: None,
+            early_stopping: None,
+            skip_nonfinite_batches: false,
+        }
+    }
+}
+
+/// Checkpoints during `fit` (Keras' `ModelCheckpoint`), each a file [`Sequential::resume`] reads:
+/// `dir/last.safetensors` after every `every_epochs` epochs (0 = never), and
+/// `dir/best.safetensors` whenever the monitored loss improves (`on_best`): the validation loss,
+/// or the training loss when `fit` has no validation. Both are written atomically.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpointing<'a> {
+    pub dir: &'a Path,
+    pub every_epochs: usize,
+    pub on_best: bool,
+}
+
+impl Checkpointing<'_> {
+    /// Checkpoints after every epoch into `dir`.
+    pub fn every_epoch(dir: &Path) -> Checkpointing<'_> {
+        Checkpointing { dir, every_epochs: 1, on_best: false }
+    }
+    pub fn last_path(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    pub fn best_path(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+}
+
+/// What a progress tick reports.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub samples: usize,
+    /// Mean loss and accuracy over the epoch's samples so far.
+    pub loss: f32,
+    pub accuracy: f32,
+    pub seconds: f64,
+}
+
+/// Receives progress during `fit`. Both methods default to doing nothing.
+pub trait Observer {
+    fn on_progress(&mut self, _progress: &Progress) {}
+    fn on_epoch_end(&mut self, _record: &EpochRecord) {}
+}
+
+pub(super) struct Silent;
+impl Observer for Silent {}
