@@ -17,7 +17,7 @@ fn device(profile: ProfileOverride, subgroups: bool) -> Gpu {
 
 /// The kernels of one training step of `model` on `data` at `batch` rows, in order.
 fn step_kernels(model: &mut Sequential, data: &Dataset, batch: usize) -> Vec<String> {
-    model.profile_step(data, batch, 1).unwrap().into_iter().map(|(label, _)| label).collect()
+    model.step_kernels(data, batch).unwrap()
 }
 
 fn mlp(backend: &Backend, inputs: usize, hidden: usize, classes: usize, seed: u64) -> Sequential {
@@ -147,7 +147,7 @@ fn the_output_layer_runs_fused_with_its_loss_where_it_can() {
             .build(&Backend::Gpu(gpu.clone()))
             .unwrap();
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
-        let labels: Vec<String> = model.profile_step(&data, 16, 1).unwrap().into_iter().map(|(l, _)| l).collect();
+        let labels: Vec<String> = model.step_kernels(&data, 16).unwrap();
         let fused = labels.iter().any(|l| l.starts_with("dense_softmax_xent"));
         assert_eq!(fused, dropout == 0.0, "dropout {dropout}: {labels:?}");
         // The model's parameters leave room for the kernel's uniform window over W and b.

@@ -489,6 +489,21 @@ impl Sequential {
         Ok(plan)
     }
 
+    /// The kernels one training step at `batch_size` dispatches, in order (labelled as in
+    /// [`Sequential::profile_step`]): which variants the engine picks on this device, without
+    /// running anything and without timestamp queries.
+    pub fn step_kernels(&self, data: &Dataset, batch_size: usize) -> Result<Vec<String>> {
+        const OP: &str = "step_kernels";
+        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
+        self.check_data(OP, data)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let gpu_data = self.upload_data(&gpu, data)?;
+        let batch = batch_size.clamp(1, data.rows);
+        let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
+        let (plans, _buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
+        Ok(plans[0].dispatches.iter().map(|d| d.label.clone()).collect())
+    }
+
     /// Device seconds of each dispatch of one training step at `batch_size` (median of `reps`
     /// timings each), labelled by kernel: where a step's time goes. Needs timestamp queries. The
     /// timed dispatches really run, `reps` times each: the weights, optimizer state, t and
