@@ -3,13 +3,13 @@
 //! without a backtrace. Each run is short (a few hundred rows, or stops before training).
 
 mod common;
+use common::example;
 #[path = "../examples/common/mod.rs"]
 mod example_common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use wgnn::model::{Backend, Sequential};
 use wgnn::{History, WgnnError};
@@ -24,31 +24,6 @@ fn scratch(name: &str) -> PathBuf {
     }
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// An example binary of this build profile, built (or found up to date) once per test process:
-/// `cargo test --test examples_cli` alone does not rebuild the examples, and a stale binary would
-/// test old code.
-fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/examples_cli-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !built.iter().any(|b| b == name) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        cmd.arg("--target-dir").arg(profile_dir.parent().unwrap());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().unwrap();
-        assert!(status.success() && bin.exists(), "could not build {}", bin.display());
-        built.push(name.to_string());
-    }
-    bin
 }
 
 /// Runs `mnist_gpu` with `args`; its exit code, stdout and stderr.

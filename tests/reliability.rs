@@ -270,27 +270,6 @@ fn mnist_gpu() -> PathBuf {
     BIN.get_or_init(|| example("mnist_gpu")).clone()
 }
 
-/// An example binary of this build profile, built if `cargo test --test` skipped it.
-fn example(name: &str) -> PathBuf {
-    {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/reliability-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let bin = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().unwrap();
-            assert!(status.success() && bin.exists(), "could not build {}", bin.display());
-        }
-        bin
-    }
-}
-
 #[test]
 fn the_example_rejects_bad_flags_with_usage() {
     let bad_values: [&[&str]; 8] = [

@@ -1,6 +1,9 @@
-//! Shared by the integration tests: one device per test binary, tolerances, finite differences.
+//! Shared by the integration tests: one device per test binary, tolerances, finite differences,
+//! the example binaries.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use wgnn::rng::Rng;
@@ -82,4 +85,29 @@ pub fn synthetic(rows: usize, dim: usize, classes: usize, seed: u64) -> Dataset 
         })
         .collect();
     Dataset::from_f32(x, y, dim, classes, "synthetic").unwrap()
+}
+
+/// An example binary of this build profile, built (or found up to date) once per test process:
+/// `cargo test --test NAME` alone does not rebuild the examples, and a stale binary would test old
+/// code.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--example", name]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.arg("--target-dir").arg(profile_dir.parent().unwrap());
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success() && bin.exists(), "could not build {}", bin.display());
+        built.push(name.to_string());
+    }
+    bin
 }
