@@ -83,6 +83,10 @@ pub struct Dataset {
     pub rows: usize,
     /// All dimensions after the first, flattened (784 = 28·28 for MNIST).
     pub feature_dim: usize,
+    /// The shape of one row before flattening: the features array's dimensions after the first
+    /// (`[28, 28]` for MNIST, `[64, 64]` for Sign Language Digits; `[feature_dim]` for data made
+    /// in memory). Its product is `feature_dim`; [`Dataset::with_sample_shape`] sets another.
+    pub sample_shape: Vec<usize>,
     /// 1 + the largest label, unless set with [`Dataset::with_classes`]; 0 for a regression data
     /// set, which has no class labels.
     pub classes: usize,
@@ -113,6 +117,7 @@ impl fmt::Debug for Dataset {
             .field("label_source", &self.label_source)
             .field("rows", &self.rows)
             .field("feature_dim", &self.feature_dim)
+            .field("sample_shape", &self.sample_shape)
             .field("classes", &self.classes)
             .field("dtype", &dtype)
             .field("scale", &self.scale)
@@ -201,6 +206,7 @@ impl Dataset {
             features: Features::F32(features),
             labels,
             feature_dim,
+            sample_shape: vec![feature_dim],
             classes,
             scale: 1.0,
             shift: 0.0,
@@ -260,6 +266,24 @@ impl Dataset {
             }
         }
         out
+    }
+
+    /// The same rows seen as samples of `shape` (e.g. `[28, 28, 1]` for a convolution over MNIST,
+    /// Keras' `reshape`); the values and their order are unchanged. Its product must be
+    /// `feature_dim`.
+    pub fn with_sample_shape(mut self, shape: &[usize]) -> Result<Dataset> {
+        let size: usize = shape.iter().product();
+        if shape.is_empty() || size != self.feature_dim {
+            return Err(WgnnError::shape(
+                "Dataset::with_sample_shape",
+                format!(
+                    "{}: samples of shape {:?} hold {} values; its rows have {} (shape {:?})",
+                    self.source, shape, size, self.feature_dim, self.sample_shape
+                ),
+            ));
+        }
+        self.sample_shape = shape.to_vec();
+        Ok(self)
     }
 
     /// Sets the number of classes, which may exceed what the labels show (a split that happens to
@@ -382,6 +406,7 @@ impl Dataset {
             labels: rows.iter().map(|&r| self.labels[r]).collect(),
             rows: rows.len(),
             feature_dim: self.feature_dim,
+            sample_shape: self.sample_shape.clone(),
             classes: self.classes,
             scale: self.scale,
             shift: self.shift,

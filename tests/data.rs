@@ -412,3 +412,21 @@ fn scaled_u8_reads_as_x_over_255() {
     let want: Vec<f32> = (0..24u8).map(|v| v as f32 * (1.0 / 255.0)).collect();
     assert_eq!(f, want);
 }
+
+#[test]
+fn a_data_set_keeps_its_sample_shape() {
+    let dir = temp_dir("sample_shape");
+    let p = dir.join("shape.npz");
+    mnist_like(&p, &[0u8; 12], &[0, 1, 2], &[0u8; 8]);
+    let (train, test) = load_mnist(&p).unwrap();
+    assert_eq!((train.sample_shape.as_slice(), test.sample_shape.as_slice()), ([2, 2].as_slice(), [2, 2].as_slice()));
+    assert_eq!(train.subset(&[0, 2]).unwrap().sample_shape, [2, 2], "a subset keeps it");
+    let channels = train.clone().with_sample_shape(&[2, 2, 1]).unwrap();
+    assert_eq!((channels.sample_shape.as_slice(), channels.feature_dim), ([2, 2, 1].as_slice(), 4));
+    assert_eq!(channels.to_f32(), train.to_f32(), "the values are unchanged");
+    let msg = err_text(train.clone().with_sample_shape(&[3, 1]));
+    assert_mentions(&msg, &["[3, 1]", "3 values", "4", "[2, 2]"]);
+    assert!(train.with_sample_shape(&[]).is_err());
+    let flat = Dataset::from_f32(vec![0.0; 6], vec![0, 1], 3, 2, "flat").unwrap();
+    assert_eq!(flat.sample_shape, [3]);
+}

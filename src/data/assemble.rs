@@ -70,6 +70,7 @@ pub(super) fn assemble(x: Array, y: Array, xo: Origin, yo: Origin) -> Result<Dat
         labels,
         rows,
         feature_dim,
+        sample_shape: x.shape[1..].to_vec(),
         classes,
         scale: 1.0,
         shift: 0.0,
