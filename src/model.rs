@@ -10,7 +10,7 @@
 //! The CPU backend runs the same steps through [`crate::cpu`]: it is the reference the GPU path is
 //! tested against, step for step.
 //!
-//! Here: the layer type and `Sequential`'s API. Beside it in `model/`: the losses (`loss.rs`),
+//! Here: `Sequential`'s API. Beside it in `model/`: the layer (`dense.rs`), the losses (`loss.rs`),
 //! optimizers (`optimizer.rs`), `fit`'s options (`options.rs`), the builder (`builder.rs`); the
 //! GPU backend (`gpu.rs`, `batch_buffers.rs`, `gpu_eval.rs`, `gpu_steps.rs`), the CPU reference
 //! (`reference.rs`), the epoch loop both share (`fit.rs`), save/load and checkpoints (`io.rs`,
