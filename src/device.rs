@@ -227,7 +227,8 @@ impl Gpu {
             true => format!("; {}", self.inner.profile.describe()),
             false => String::new(),
         };
-        format!("{} ({:?}, driver {} {}, {:?}){forced}", i.name, i.backend, i.driver, i.driver_info, i.device_type)
+        let kind = self.inner.profile.adapter_type();
+        format!("{} ({:?}, driver {} {}, {kind}){forced}", i.name, i.backend, i.driver, i.driver_info)
     }
 
     /// One line for a person when the adapter is a software one (training runs on the CPU) and

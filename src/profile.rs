@@ -173,6 +173,11 @@ impl DeviceProfile {
         }
     }
 
+    /// The adapter's type as wgpu names it (`Cpu`, `DiscreteGpu`, …), for what a person reads.
+    pub fn adapter_type(&self) -> String {
+        format!("{:?}", self.device_type)
+    }
+
     /// True on a CPU adapter such as lavapipe (the adapter's type, whatever the policy).
     pub fn is_cpu_adapter(&self) -> bool {
         self.device_type == wgpu::DeviceType::Cpu
