@@ -174,7 +174,7 @@ impl Gpu {
         }));
 
         let profile = DeviceProfile::new(&info, features, &limits, options.profile);
-        if options.require_gpu && profile.is_cpu_adapter() {
+        if options.require_gpu && profile.software {
             return Err(WgnnError::SoftwareAdapter { adapter: info.name.clone() });
         }
         Ok(Gpu {
@@ -234,7 +234,7 @@ impl Gpu {
     /// One line for a person when the adapter is a software one (training runs on the CPU) and
     /// how to pick a GPU; `None` on a GPU.
     pub fn software_notice(&self) -> Option<String> {
-        self.is_cpu_adapter().then(|| {
+        self.inner.profile.software.then(|| {
             format!(
                 "note: {} is a software adapter, so training runs on the CPU; to train on a GPU, install its \
                  Vulkan driver or pick it with --adapter NAME ({ADAPTER_ENV}); --require-gpu ({REQUIRE_GPU_ENV}=1) \

@@ -106,6 +106,9 @@ pub struct DeviceProfile {
     pub overridden: bool,
     /// The adapter's type.
     pub device_type: wgpu::DeviceType,
+    /// A software adapter (llvmpipe, SwiftShader, WARP): training runs on the CPU, which a person
+    /// is told, and which `GpuOptions::require_gpu` refuses.
+    pub software: bool,
     /// (min, max) subgroup size, where the device has `Features::SUBGROUP`.
     pub subgroup_sizes: Option<(u32, u32)>,
     /// The device has `Features::TIMESTAMP_QUERY`.
@@ -162,6 +165,7 @@ impl DeviceProfile {
             policy,
             overridden: policy != adapter_policy,
             device_type: info.device_type,
+            software: info.device_type == wgpu::DeviceType::Cpu,
             subgroup_sizes: subgroups.then_some((info.subgroup_min_size, info.subgroup_max_size)),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             loop_cap: LOOP_CAP,
