@@ -283,14 +283,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
             (model, History::default())
         }
     };
-    let hidden: Vec<String> = model.layers()[..model.layers().len() - 1]
-        .iter()
-        .map(|l| {
-            let bn = if l.batch_norm.is_some() { " batch-norm" } else { "" };
-            let dropout = if l.dropout > 0.0 { format!(" dropout {}", l.dropout) } else { String::new() };
-            format!("{}{bn} {}{dropout}", l.units, l.activation.name())
-        })
-        .collect();
+    let hidden: Vec<String> = model.layers()[..model.layers().len() - 1].iter().map(|l| l.describe()).collect();
     println!(
         "model: 784 → {} → 10, {}, {} parameters",
         hidden.join(" → "),

@@ -13,7 +13,10 @@
 //!    them, run and timed), [`registry`] (kernel families, pipelines, building a dispatch).
 //! 4. [`kernels`]: one module per `shaders/*.wgsl` family; each call checks shapes, picks a variant
 //!    by the device's profile and returns a [`Plan`] of ready-made dispatches.
-//! 5. [`model`]: `Sequential`, its GPU and CPU backends, the epoch loop, save and load.
+//! 5. [`layers`]: what a model stacks; each layer's shapes, parameter slots, and GPU and CPU
+//!    forward and backward through the kernels.
+//! 6. [`model`]: `Sequential`, the fusion pass over its layers, its GPU and CPU backends, the
+//!    epoch loop, save and load.
 
 pub mod activation;
 pub mod atomic_file;
@@ -26,6 +29,7 @@ pub mod error;
 pub mod history;
 pub mod init;
 pub mod kernels;
+pub mod layers;
 pub mod model;
 pub mod numpy_random;
 pub mod plan;
@@ -41,6 +45,7 @@ pub use device::{Gpu, GpuOptions};
 pub use error::{Result, WgnnError, INSTALL_HINT};
 pub use history::{EpochRecord, History};
 pub use init::Initializer;
+pub use layers::Layer;
 pub use plan::Plan;
 pub use profile::{DeviceProfile, ProfileOverride};
 pub use tensor::{DType, Tensor};

@@ -26,42 +26,38 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::history::{EpochRecord, History};
 use crate::init::Initializer;
-use crate::kernels::batch_norm::{
-    batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train_deferred,
-    BatchNormConfig,
-};
-use crate::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use crate::kernels::batch_norm::BatchNormConfig;
+use crate::kernels::bias_act::bias_act_forward;
 use crate::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
 };
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
 use crate::kernels::hinge::hinge;
-use crate::kernels::matmul::{
-    matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA, MatmulOptions,
-};
+use crate::kernels::matmul::{matmul_gathered_supported, GatheredA};
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
     AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
 };
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
-use crate::kernels::softmax_grad::softmax_backward;
 use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
 use crate::kernels::step_guard::guard_step;
 use crate::kernels::Plan;
+use crate::layers::{features, Layer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 mod batch_buffers;
 mod builder;
 mod checkpoint_dir;
-mod dense;
 mod fit;
+mod fusion;
 mod gpu;
+mod gpu_block;
 mod gpu_eval;
 mod gpu_steps;
 mod io;
+mod layout;
 mod loss;
 mod optimizer;
 mod options;
@@ -69,8 +65,9 @@ mod reference;
 mod saved;
 
 use builder::binding_bytes;
-pub use builder::SequentialBuilder;
-pub use dense::{BatchNormState, Dense};
+pub use builder::{InputShape, SequentialBuilder};
+use fusion::Block;
+use layout::ParamLayout;
 pub use loss::Loss;
 pub use optimizer::Optimizer;
 use options::Silent;
@@ -93,56 +90,25 @@ pub enum Backend {
     Cpu,
 }
 
-/// Floats between parameter slices: 64 floats = 256 bytes, the largest storage offset alignment
-/// wgpu allows a device to ask for, so every slice is bindable on every adapter.
-const PARAM_ALIGN: usize = 64;
-
-/// Where each layer's slices sit in the flat parameter buffer (and the gradient and optimizer
-/// state buffers, which share its layout): the trained parameters first (`..trainable`), then
-/// the batch-norm running statistics, which the optimizer never touches but which are saved,
-/// restored and copied with the weights.
-#[derive(Clone, Debug)]
-struct ParamLayout {
-    /// (offset of W, offset of b) per layer, in floats; b is BN's β on a batch-normalised layer.
-    offsets: Vec<(usize, usize)>,
-    /// Per batch-normalised layer: (offset of γ, offset of running_mean, offset of running_var).
-    norm: Vec<Option<(usize, usize, usize)>>,
-    /// Floats of trained parameters at the start of the buffer (a multiple of PARAM_ALIGN).
-    trainable: usize,
-    total: usize,
+/// A batch-normalised layer's state, each `[channels]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormState {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
 }
 
-impl ParamLayout {
-    fn new(layers: &[Dense]) -> ParamLayout {
-        // Each slice starts aligned, so it is bindable as a view.
-        fn take(at: &mut usize, n: usize) -> usize {
-            let start = *at;
-            *at = (*at + n).next_multiple_of(PARAM_ALIGN);
-            start
-        }
-        let mut at = 0;
-        let mut offsets = Vec::new();
-        let mut gammas = Vec::new();
-        for l in layers {
-            let w = take(&mut at, l.inputs * l.units);
-            offsets.push((w, take(&mut at, l.units)));
-            gammas.push(l.batch_norm.map(|_| take(&mut at, l.units)));
-        }
-        let trainable = at.max(PARAM_ALIGN);
-        at = trainable;
-        let norm = layers
-            .iter()
-            .zip(gammas)
-            .map(|(l, gamma)| gamma.map(|g| (g, take(&mut at, l.units), take(&mut at, l.units))))
-            .collect();
-        ParamLayout { offsets, norm, trainable, total: at }
-    }
-}
-
-/// A sequential stack of dense layers.
+/// A sequential stack of layers.
 pub struct Sequential {
-    input_dim: usize,
-    layers: Vec<Dense>,
+    input_shape: Vec<usize>,
+    layers: Vec<Layer>,
+    /// `shapes[i]`: layer i's input shape; the last, the model's output shape.
+    shapes: Vec<Vec<usize>>,
+    /// What a step runs: the layers after the fusion pass.
+    blocks: Vec<Block>,
+    /// Whether `blocks` are fused (see `model/fusion.rs`) and the step's fused kernels used.
+    fused: bool,
     seed: u64,
     layout: ParamLayout,
     compiled: Option<(Loss, Optimizer)>,
@@ -163,29 +129,53 @@ enum State {
 }
 
 impl Sequential {
-    /// An empty model taking `input_dim` features; `seed` fixes the initial weights.
+    /// An empty model whose samples have `input_shape`: a width (`784`) or a shape
+    /// (`[28, 28, 1]`, channels last); `seed` fixes the initial weights.
     // Keras' and PyTorch's shape: `Sequential::new(..)` then the layers; the builder checks them
     // all at `build`.
     #[allow(clippy::new_ret_no_self)]
-    pub fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
-        SequentialBuilder::new(input_dim, seed)
+    pub fn new(input_shape: impl Into<InputShape>, seed: u64) -> SequentialBuilder {
+        SequentialBuilder::new(input_shape.into().0, seed)
     }
 
-    pub fn layers(&self) -> &[Dense] {
+    pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
+    /// One sample's shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+    /// Features per sample (the input shape's product).
     pub fn input_dim(&self) -> usize {
-        self.input_dim
+        features(&self.input_shape)
+    }
+    /// The shape of one sample after layer `i` (`i` from 0), or None past the last layer.
+    pub fn output_shape_of(&self, i: usize) -> Option<&[usize]> {
+        self.shapes.get(i + 1).map(Vec::as_slice)
     }
     pub fn output_dim(&self) -> usize {
-        self.layers.last().map_or(self.input_dim, |l| l.units)
+        self.shapes.last().map_or(0, |s| features(s))
     }
     pub fn seed(&self) -> u64 {
         self.seed
     }
-    /// Trained parameters: W and b (or β) of every layer, and γ of the batch-normalised ones.
+    /// Trained parameters: the weights and biases of every layer, and γ and β of batch norms.
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(|l| l.inputs * l.units + l.units + l.batch_norm.map_or(0, |_| l.units)).sum()
+        self.layout.slots.iter().filter(|s| s.spec.trainable).map(|s| s.spec.len()).sum()
+    }
+    /// One line per layer, Keras' `summary()`: the layer, its output shape, its parameters.
+    pub fn summary(&self) -> String {
+        let mut out = format!("input {:?}\n", self.input_shape);
+        for (i, l) in self.layers.iter().enumerate() {
+            let params: usize = self.layout.layer_slots(i).filter(|s| s.spec.trainable).map(|s| s.spec.len()).sum();
+            out.push_str(&format!(
+                "{i:>3} {:<28} {:<16} {params} parameters\n",
+                l.describe(),
+                format!("{:?}", self.shapes[i + 1])
+            ));
+        }
+        out.push_str(&format!("{} trained parameters", self.parameter_count()));
+        out
     }
     pub fn backend_name(&self) -> String {
         match &self.state {
@@ -205,12 +195,12 @@ impl Sequential {
         self.compiled.map(|(loss, _)| loss)
     }
 
-    /// The activation layer `i`'s own kernels apply: the identity where the last layer's softmax
-    /// (cross-entropies) or sigmoid (binary cross-entropy) is the one the fused loss applies;
-    /// every layer's own on an uncompiled model.
+    /// The activation block `i`'s own kernels apply: the identity where the last block's
+    /// softmax (cross-entropies) or sigmoid (binary cross-entropy) is the one the fused loss
+    /// applies; every block's own on an uncompiled model.
     fn applied_activation(&self, i: usize) -> Activation {
-        let act = self.layers[i].activation;
-        let fused = i + 1 == self.layers.len()
+        let act = self.blocks[i].act;
+        let fused = i + 1 == self.blocks.len()
             && matches!(
                 (self.compiled_loss(), act),
                 (Some(Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy), Activation::Softmax)
@@ -221,6 +211,11 @@ impl Sequential {
         } else {
             act
         }
+    }
+
+    /// The activation the model's output goes through (the last block's).
+    fn output_activation(&self) -> Activation {
+        self.blocks.last().map_or(Activation::Identity, |b| b.act)
     }
 
     /// What `predict` applies to the last layer's outputs (after its applied activation): the
@@ -240,7 +235,7 @@ impl Sequential {
             return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
         }
         optimizer.validate()?;
-        let last = self.layers.last().ok_or_else(|| WgnnError::invalid("compile", "the model has no layers"))?;
+        let (last_act, last_units) = (self.output_activation(), self.output_dim());
         // The fused losses apply their own output function: the last layer is linear, or names
         // that very function (Keras' Dense(10, activation="softmax") + cross-entropy), which the
         // loss then applies.
@@ -250,7 +245,7 @@ impl Sequential {
             Loss::Hinge => Some(Activation::Identity),
             Loss::MeanSquaredError => None,
         };
-        if let Some(fused) = fused.filter(|&f| last.activation != Activation::Identity && last.activation != f) {
+        if let Some(fused) = fused.filter(|&f| last_act != Activation::Identity && last_act != f) {
             return Err(WgnnError::invalid(
                 "compile",
                 format!(
@@ -258,18 +253,18 @@ impl Sequential {
                     loss.name(),
                     if fused == Activation::Identity { "sign" } else { fused.name() },
                     fused.name(),
-                    last.activation.name()
+                    last_act.name()
                 ),
             ));
         }
         match loss {
-            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy if last.units < 2 => {
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy if last_units < 2 => {
                 return Err(WgnnError::invalid("compile", "softmax cross-entropy needs at least 2 output units"));
             }
-            Loss::BinaryCrossentropy | Loss::Hinge if last.units != 1 => {
+            Loss::BinaryCrossentropy | Loss::Hinge if last_units != 1 => {
                 return Err(WgnnError::invalid(
                     "compile",
-                    format!("{} needs exactly 1 output unit, got {}", loss.name(), last.units),
+                    format!("{} needs exactly 1 output unit, got {last_units}", loss.name()),
                 ));
             }
             _ => {}
@@ -298,48 +293,86 @@ impl Sequential {
         }
     }
 
-    /// Per-layer (W [inputs·units], b `[units]`), read back from wherever they live (b is BN's β
-    /// on a batch-normalised layer; see [`Sequential::batch_norm_state`] for the rest).
+    /// Per dense layer, (W `[inputs·units]`, b `[units]`; empty without a bias), read back from
+    /// wherever they live. See [`Sequential::parameters`] for every tensor by name.
     pub fn weights(&self) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        Ok(self.unflatten(&self.flat_params()?))
-    }
-
-    /// Layer `i`'s batch-norm γ and running statistics; `None` when the layer is not
-    /// batch-normalised.
-    pub fn batch_norm_state(&self, i: usize) -> Result<Option<BatchNormState>> {
-        let Some(&Some((gamma, mean, var))) = self.layout.norm.get(i) else { return Ok(None) };
-        let units = self.layers[i].units;
         let flat = self.flat_params()?;
-        let slice = |o: usize| flat[o..o + units].to_vec();
-        Ok(Some(BatchNormState { gamma: slice(gamma), running_mean: slice(mean), running_var: slice(var) }))
+        Ok(self.weighted_layers().map(|i| self.layer_weights(&flat, i)).collect())
     }
 
-    /// Replaces every layer's W and b (shapes must match the layers); batch-norm state is kept.
+    /// The layers that have a weight tensor, in order.
+    fn weighted_layers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.layers.len()).filter(|&i| self.layout.slot(i, "weight").is_some())
+    }
+
+    fn layer_weights(&self, flat: &[f32], i: usize) -> (Vec<f32>, Vec<f32>) {
+        let get = |name: &str| {
+            self.layout.slot(i, name).map_or(Vec::new(), |s| flat[s.offset..s.offset + s.spec.len()].to_vec())
+        };
+        (get("weight"), get("bias"))
+    }
+
+    /// Every parameter tensor: (`layers.{i}.{name}`, shape, values), in layout order.
+    pub fn parameters(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        let flat = self.flat_params()?;
+        Ok(self
+            .layout
+            .slots
+            .iter()
+            .map(|s| {
+                let values = flat[s.offset..s.offset + s.spec.len()].to_vec();
+                (format!("layers.{}.{}", s.layer, s.spec.name), s.spec.shape.clone(), values)
+            })
+            .collect())
+    }
+
+    /// Layer `i`'s batch-norm γ, β and running statistics; `None` when it is not a batch norm.
+    pub fn batch_norm_state(&self, i: usize) -> Result<Option<BatchNormState>> {
+        if !matches!(self.layers.get(i), Some(Layer::BatchNorm(_))) {
+            return Ok(None);
+        }
+        let flat = self.flat_params()?;
+        let get = |name: &str| {
+            self.layout.slot(i, name).map_or(Vec::new(), |s| flat[s.offset..s.offset + s.spec.len()].to_vec())
+        };
+        Ok(Some(BatchNormState {
+            gamma: get("gamma"),
+            beta: get("beta"),
+            running_mean: get("running_mean"),
+            running_var: get("running_var"),
+        }))
+    }
+
+    /// Replaces every dense layer's W and b (as [`Sequential::weights`] gives them; shapes must
+    /// match); batch-norm state is kept.
     pub fn set_weights(&mut self, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
-        if weights.len() != self.layers.len() {
+        let layers: Vec<usize> = self.weighted_layers().collect();
+        if weights.len() != layers.len() {
             return Err(WgnnError::shape(
                 "set_weights",
-                format!("{} layers given for a model of {}", weights.len(), self.layers.len()),
+                format!("{} layers of weights given for a model with {}", weights.len(), layers.len()),
             ));
         }
         let mut flat = self.flat_params()?;
-        for (i, ((w, b), l)) in weights.iter().zip(&self.layers).enumerate() {
-            if w.len() != l.inputs * l.units || b.len() != l.units {
-                return Err(WgnnError::shape(
-                    "set_weights",
-                    format!(
-                        "layer {i} needs W [{}, {}] and b [{}], got {} and {} values",
-                        l.inputs,
-                        l.units,
-                        l.units,
-                        w.len(),
-                        b.len()
-                    ),
-                ));
+        for ((w, b), &i) in weights.iter().zip(&layers) {
+            for (name, values) in [("weight", w), ("bias", b)] {
+                let slot = self.layout.slot(i, name);
+                let expected = slot.map_or(0, |s| s.spec.len());
+                if values.len() != expected {
+                    return Err(WgnnError::shape(
+                        "set_weights",
+                        format!(
+                            "layer {i} ({}) needs {name} {:?}, got {} values",
+                            self.layers[i].describe(),
+                            slot.map_or(vec![0], |s| s.spec.shape.clone()),
+                            values.len()
+                        ),
+                    ));
+                }
+                if let Some(s) = slot {
+                    flat[s.offset..s.offset + values.len()].copy_from_slice(values);
+                }
             }
-            let (wo, bo) = self.layout.offsets[i];
-            flat[wo..wo + w.len()].copy_from_slice(w);
-            flat[bo..bo + b.len()].copy_from_slice(b);
         }
         match &mut self.state {
             State::Gpu(g) => g.params.write(&flat),
@@ -350,22 +383,29 @@ impl Sequential {
         }
     }
 
-    fn unflatten(&self, flat: &[f32]) -> Vec<(Vec<f32>, Vec<f32>)> {
-        self.layers
-            .iter()
-            .zip(&self.layout.offsets)
-            .map(|(l, &(wo, bo))| (flat[wo..wo + l.inputs * l.units].to_vec(), flat[bo..bo + l.units].to_vec()))
-            .collect()
-    }
-
     /// Checks `data` has rows of the model's input width.
     fn check_features(&self, op: &str, data: &Dataset) -> Result<()> {
-        if data.feature_dim != self.input_dim {
+        if data.feature_dim != self.input_dim() {
             return Err(WgnnError::shape(
                 op,
                 format!(
-                    "{} has {} features per row but the model's first layer takes {}",
-                    data.source, data.feature_dim, self.input_dim
+                    "{} has {} features per row ({:?}) but the model takes {:?} ({})",
+                    data.source,
+                    data.feature_dim,
+                    data.sample_shape,
+                    self.input_shape,
+                    self.input_dim()
+                ),
+            ));
+        }
+        // Same size, other axes (a 784-wide row given to a [28, 28, 1] model is fine; a
+        // [28, 28, 1] sample given to a [14, 56, 1] model is not).
+        if data.sample_shape.len() > 1 && self.input_shape.len() > 1 && data.sample_shape != self.input_shape {
+            return Err(WgnnError::shape(
+                op,
+                format!(
+                    "{} has samples of {:?} but the model takes {:?}",
+                    data.source, data.sample_shape, self.input_shape
                 ),
             ));
         }
@@ -440,7 +480,7 @@ impl Sequential {
             }
         };
         let batch = opts.batch_size.min(train.rows);
-        if self.layers.iter().any(|l| l.batch_norm.is_some()) && (batch < 2 || train.rows % batch == 1) {
+        if self.blocks.iter().any(|b| b.norm.is_some()) && (batch < 2 || train.rows % batch == 1) {
             return Err(WgnnError::invalid(
                 OP,
                 format!(
@@ -534,10 +574,14 @@ impl Sequential {
     /// through its own activation (a `softmax` layer gives probabilities, a linear one logits).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
-        if rows == 0 || x.len() != rows * self.input_dim {
+        if rows == 0 || x.len() != rows * self.input_dim() {
             return Err(WgnnError::shape(
                 OP,
-                format!("x has {} values; expected rows ({rows}) × {} features with rows ≥ 1", x.len(), self.input_dim),
+                format!(
+                    "x has {} values; expected rows ({rows}) × {} features with rows ≥ 1",
+                    x.len(),
+                    self.input_dim()
+                ),
             ));
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
@@ -550,14 +594,14 @@ impl Sequential {
                 // MAX_FEATURE_CHUNKS buffers), so any number of rows can be predicted.
                 let limits = gpu.limits();
                 let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-                let rows_per_binding = (binding / (4 * self.input_dim as u64)).max(1) as usize;
+                let input_dim = self.input_dim();
+                let rows_per_binding = (binding / (4 * input_dim as u64)).max(1) as usize;
                 let group = rows_per_binding.saturating_mul(MAX_FEATURE_CHUNKS);
                 let mut predictions = Vec::with_capacity(rows * self.output_dim());
-                for (i, part) in x.chunks(group * self.input_dim).enumerate() {
-                    let n = part.len() / self.input_dim;
+                for (i, part) in x.chunks(group * input_dim).enumerate() {
+                    let n = part.len() / input_dim;
                     let source = format!("predict input (rows {}..{})", i * group, i * group + n);
-                    let data =
-                        Dataset::from_f32(part.to_vec(), vec![0; n], self.input_dim, self.output_dim(), &source)?;
+                    let data = Dataset::from_f32(part.to_vec(), vec![0; n], input_dim, self.output_dim(), &source)?;
                     let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
                     predictions.extend(self.predict_gpu(&gpu_data)?);
                 }

@@ -125,6 +125,10 @@ pub struct DeviceProfile {
     /// of gathering them first: only where the engine picks the subgroup kernel for it anyway
     /// (CPU adapters, where it was measured); the in-place read exists for that kernel alone.
     pub first_layer_in_place: bool,
+    /// A step runs a dense layer with the activation, batch norm and dropout after it as one
+    /// block (the activation in the matmul's epilogue, its gradient in the next layer's): fewer
+    /// dispatches and passes over memory, which pays on every adapter.
+    pub fuse_layers: bool,
     /// The limits the device was created with.
     limits: wgpu::Limits,
 }
@@ -173,6 +177,7 @@ impl DeviceProfile {
             fused_output_max_rows: if cpu { CPU_ADAPTER_FUSED_OUTPUT_ROWS } else { GPU_FUSED_OUTPUT_ROWS },
             uniform_windows: true,
             first_layer_in_place: cpu && subgroup_kernel,
+            fuse_layers: true,
             limits: limits.clone(),
         }
     }

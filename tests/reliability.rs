@@ -104,9 +104,9 @@ fn unreadable_model_files_are_clear_errors_naming_the_path() {
     check(&truncated, Sequential::load(&truncated, &backend).err().expect("truncated header"), "truncated or corrupt");
 
     let mut other = model(&backend, &[6, 5, 3], 1);
-    check(&good, other.load_weights(&good).expect_err("other architecture"), "holds weights for 6 → 4");
+    check(&good, other.load_weights(&good).expect_err("other architecture"), "holds weights for [6] → dense(4");
     let mut wider_input = model(&backend, &[7, 4, 3], 1);
-    check(&good, wider_input.load_weights(&good).expect_err("other input"), "this model is 7 → 4");
+    check(&good, wider_input.load_weights(&good).expect_err("other input"), "this model is [7] → dense(4");
     // The same architecture loads.
     let mut same = model(&backend, &[6, 4, 3], 9);
     same.load_weights(&good).unwrap();
@@ -337,7 +337,7 @@ fn the_example_trains_with_dropout_batch_norm_and_named_choices() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         stdout.contains(
-            "784 → 64 batch-norm tanh dropout 0.2 → 64 batch-norm tanh dropout 0.2 → 10, categorical_crossentropy"
+            "784 → dense(64, identity, no bias) → batch_norm → activation(tanh) → dropout(0.2) → dense(64, identity, no bias) → batch_norm → activation(tanh) → dropout(0.2) → 10, categorical_crossentropy"
         ),
         "{stdout}"
     );

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use common::*;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
-use wgnn::{Activation, Dataset, WgnnError};
+use wgnn::{Activation, Dataset, Layer, WgnnError};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgnn-save-load-{}-{name}", std::process::id()));
@@ -139,8 +139,9 @@ fn files_of_the_first_format_still_load() {
     for backend in backends() {
         let mut model = Sequential::load(dir.join("model.safetensors"), &backend).unwrap();
         assert_eq!(model.compiled_loss(), None, "the old file has no loss");
-        assert_eq!(model.layers().len(), 3);
-        assert!(model.layers()[0].batch_norm.is_some() && model.layers()[0].dropout == 0.25);
+        // Dense(no bias) → BatchNorm → Activation → Dropout, then the two plain dense layers.
+        assert_eq!(model.layers().len(), 6, "{:?}", model.layers());
+        assert!(matches!(model.layers()[1], Layer::BatchNorm(_)) && model.layers()[3] == Layer::Dropout(0.25));
         let got = model.predict(&inputs, rows).unwrap();
         match backend {
             Backend::Cpu => assert_eq!(bits(&got), bits(&want), "the reference predicts as it did"),

@@ -46,7 +46,7 @@ fn a_layer_too_large_for_the_device_is_named() {
         .build(&Backend::Gpu(device));
     match built {
         Err(e @ WgnnError::DeviceLimit { .. }) => {
-            assert!(e.to_string().contains("dense layer 1's weights [16, 20000]"), "{e}");
+            assert!(e.to_string().contains("layer 1 (dense(20000, relu))'s weight [16, 20000]"), "{e}");
         }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("1.28 MB of weights in one layer built on 1 MiB bindings"),
@@ -54,7 +54,7 @@ fn a_layer_too_large_for_the_device_is_named() {
     let built = Sequential::new(784, 1).dense(400, Activation::Relu).build(&Backend::Gpu(small_device()));
     match built {
         Err(e @ WgnnError::DeviceLimit { .. }) => {
-            assert!(e.to_string().contains("dense layer 0's weights [784, 400]"), "{e}");
+            assert!(e.to_string().contains("layer 0 (dense(400, relu))'s weight [784, 400]"), "{e}");
         }
         other => panic!("784×400 weights (1.25 MB) on 1 MiB bindings: {:?}", other.err()),
     }

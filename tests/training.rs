@@ -382,7 +382,7 @@ fn bad_input_is_a_clear_error() {
     assert!(
         matches!(err, WgnnError::Shape { .. })
             && err.to_string().contains("5 features")
-            && err.to_string().contains("takes 6"),
+            && err.to_string().contains("takes [6]"),
         "{err}"
     );
 

@@ -1,78 +1,98 @@
-//! The GPU buffers of one batch size: activations, gradients and per-row outputs, and the
-//! intermediates of dropout, batch norm and softmax layers.
+//! The GPU buffers of one batch size: the batch, each block's activations and gradients, the
+//! loss's per-row outputs.
 
+use super::fusion::{Block, Core};
 use super::*;
+use crate::layers::batch_norm::NormBuffers;
+use crate::layers::dropout::DropoutBuffers;
 
-/// Activations and per-row outputs for one batch size.
+/// One block's tensors for one batch, each `[rows, features]` unless said otherwise.
+pub(super) struct BlockBuffers {
+    /// The block's input: the batch, or the block below's output after its dropout.
+    pub(super) input: Tensor,
+    /// The core's output where the core does not write `h` itself: batch norm's input, or a
+    /// softmax's. (An identity core's output is its input.)
+    pub(super) lin: Option<Tensor>,
+    pub(super) norm: Option<NormBuffers>,
+    /// The output before dropout (a view of the activation's input where the activation is the
+    /// identity and the core does not write it).
+    pub(super) h: Tensor,
+    /// Training: the gradient w.r.t. the activation's input.
+    pub(super) dz: Option<Tensor>,
+    /// Training, where the activation's backward runs on its own (softmax): the gradient w.r.t. `h`.
+    pub(super) dh: Option<Tensor>,
+    pub(super) dropout: Option<DropoutBuffers>,
+}
+
+impl BlockBuffers {
+    /// What the block above reads: the output after dropout, if any.
+    pub(super) fn output(&self) -> &Tensor {
+        self.dropout.as_ref().map_or(&self.h, |d| &d.dropped)
+    }
+
+    /// The core's output: `lin`, or the input of an identity core, or `h`.
+    pub(super) fn core_out(&self, block: &Block) -> &Tensor {
+        match (&self.lin, block.core) {
+            (Some(lin), _) => lin,
+            (None, Core::Identity) => &self.input,
+            (None, _) => &self.h,
+        }
+    }
+
+    /// The activation's input: batch norm's output, or the core's.
+    pub(super) fn act_input(&self, block: &Block) -> &Tensor {
+        self.norm.as_ref().map_or_else(|| self.core_out(block), |n| &n.normed)
+    }
+
+    /// The training gradient w.r.t. the activation's input (an internal error outside training).
+    pub(super) fn dz(&self) -> Result<&Tensor> {
+        self.dz
+            .as_ref()
+            .ok_or_else(|| WgnnError::invalid("step", "no gradient buffers outside training (an internal error)"))
+    }
+}
+
+/// The buffers of one batch size.
 pub(super) struct BatchBuffers {
     pub(super) x: Tensor,
     pub(super) y: Tensor,
-    /// Output of each layer, [rows, units].
-    pub(super) h: Vec<Tensor>,
-    /// Gradient w.r.t. each layer's pre-activation, [rows, units].
-    pub(super) dz: Vec<Tensor>,
+    pub(super) blocks: Vec<BlockBuffers>,
     pub(super) loss_rows: Tensor,
     pub(super) correct_rows: Tensor,
-    /// Per layer with dropout, when training: (dropped output, mask, the gradient before the
-    /// mask), each [rows, units].
-    pub(super) dropout: Vec<Option<(Tensor, Tensor, Tensor)>>,
     /// The batch's float targets [rows, dim] and the gather's scratch labels [rows], for losses
     /// that read targets.
     pub(super) targets: Option<(Tensor, Tensor)>,
-    /// Per batch-normalised layer, its intermediates.
-    pub(super) norm: Vec<Option<NormBuffers>>,
-    /// Per softmax layer: (the softmax's input [rows, units] — without batch norm, whose output
-    /// is that input — and when training the gradient w.r.t. its output [rows, units]).
-    pub(super) softmax: Vec<Option<(Tensor, Tensor)>>,
     pub(super) training: bool,
-    /// Rows allocated for the [rows, units] tensors a weight gradient reads: rows rounded up to a
-    /// multiple of 4 when training, the extra rows zero for good (kernels see [rows, units]
+    /// Rows allocated for the [rows, features] tensors a weight gradient reads: rows rounded up to
+    /// a multiple of 4 when training, the extra rows zero for good (kernels see [rows, features]
     /// views). dW = inputᵀ·dZ then runs over `padded_rows`, which the vec4 and subgroup kernels
     /// need; the zero rows add nothing to it or to db.
     pub(super) padded_rows: usize,
-    /// Mean squared error's gradient w.r.t. the last layer's output [rows, outputs], when training
-    /// through a non-linear last activation (the loss writes it, a backward dispatch turns it
-    /// into dz).
+    /// Mean squared error's gradient w.r.t. the last block's output [rows, outputs], when
+    /// training through a non-linear last activation (the loss writes it, a backward dispatch
+    /// turns it into dz).
     pub(super) dpred: Option<Tensor>,
 }
 
-/// A batch-normalised layer's intermediates for one batch.
-pub(super) struct NormBuffers {
-    /// x·W, [rows, units].
-    pub(super) linear: Tensor,
-    /// BN(x·W), the activation's input, [rows, units].
-    pub(super) normed: Tensor,
-    /// The gradient w.r.t. `linear`, [rows, units] (training only, else unused).
-    pub(super) dlinear: Tensor,
-    /// The batch's mean and 1/√(σ² + eps), [units], saved by the forward for the backward.
-    pub(super) mean: Tensor,
-    pub(super) inv_std: Tensor,
-    /// The batch's unbiased variance [units], folded into the running one after the step's
-    /// guard (training only).
-    pub(super) pending_var: Tensor,
-}
-
 impl BatchBuffers {
-    /// `t` ([rows, units], allocated by [`BatchBuffers::new`]) over `padded_rows`.
+    /// `t` ([rows, features], allocated by [`BatchBuffers::new`]) over `padded_rows`.
     pub(super) fn padded(&self, t: &Tensor) -> Result<Tensor> {
         match t.shape() {
-            &[rows, units] if rows != self.padded_rows => t.extended(&[self.padded_rows, units]),
+            &[rows, features] if rows != self.padded_rows => t.extended(&[self.padded_rows, features]),
             _ => Ok(t.clone()),
         }
     }
 
-    /// What layer `i + 1` reads: layer i's output after dropout, if any.
-    pub(super) fn layer_input<'b>(&'b self, x_or_h: &'b Tensor, i: usize) -> &'b Tensor {
-        self.dropout.get(i).and_then(Option::as_ref).map_or(x_or_h, |(dropped, _, _)| dropped)
+    pub(super) fn rows(&self) -> usize {
+        self.y.len()
     }
 
-    /// `target_dim`: the width of the loss's float targets, if it reads any; `dpred`: allocate
-    /// [`BatchBuffers::dpred`].
-    /// `acts`: each layer's applied activation.
+    /// `acts`: each block's applied activation; `target_dim`: the width of the loss's float
+    /// targets, if it reads any; `dpred`: allocate [`BatchBuffers::dpred`].
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         gpu: &Gpu,
-        layers: &[Dense],
+        blocks: &[Block],
         acts: &[Activation],
         input_dim: usize,
         rows: usize,
@@ -80,63 +100,59 @@ impl BatchBuffers {
         target_dim: Option<usize>,
         dpred: bool,
     ) -> Result<BatchBuffers> {
-        let outputs = layers.last().map_or(input_dim, |l| l.units);
+        let outputs = blocks.last().map_or(input_dim, |b| b.outputs);
         let padded_rows = if training { rows.next_multiple_of(4) } else { rows };
-        // [rows, units] views of [padded_rows, units] allocations: what a weight gradient reads.
-        let rows_of = |units: usize| Tensor::zeros(gpu, &[padded_rows, units])?.view(0, &[rows, units]);
+        // [rows, features] views of [padded_rows, features] allocations: anything a weight
+        // gradient may read.
+        let rows_of = |features: usize| Tensor::zeros(gpu, &[padded_rows, features])?.view(0, &[rows, features]);
+        let x = rows_of(input_dim)?;
+        let mut built: Vec<BlockBuffers> = Vec::with_capacity(blocks.len());
+        for (block, &act) in blocks.iter().zip(acts) {
+            let input = built.last().map_or(&x, |b| b.output()).clone();
+            let n = block.outputs;
+            let lin = match block.core {
+                Core::Dense { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
+                _ => None,
+            };
+            let norm = match block.norm {
+                Some(bn) => {
+                    let per_channel = [rows * n / bn.channels, bn.channels];
+                    let dx = if training { rows_of(n)?.reshape(&per_channel)? } else { Tensor::zeros(gpu, &[1])? };
+                    Some(NormBuffers::new(gpu, rows_of(n)?.reshape(&per_channel)?, dx, bn.channels)?)
+                }
+                None => None,
+            };
+            let mut bb = BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None };
+            bb.h = if block.act_in_core(act) || act != Activation::Identity {
+                rows_of(n)?
+            } else {
+                bb.act_input(block).reshape(&[rows, n])?
+            };
+            if training {
+                bb.dz = Some(rows_of(n)?);
+                if act == Activation::Softmax {
+                    bb.dh = Some(Tensor::zeros(gpu, &[rows, n])?);
+                }
+                if block.dropout.is_some() {
+                    let t = || Tensor::zeros(gpu, &[rows, n]);
+                    bb.dropout = Some(DropoutBuffers { dropped: rows_of(n)?, mask: t()?, before_mask: t()? });
+                }
+            }
+            built.push(bb);
+        }
         Ok(BatchBuffers {
-            softmax: layers
-                .iter()
-                .zip(acts)
-                .map(|(l, &act)| match act {
-                    Activation::Softmax => {
-                        // The input buffer only without batch norm (BN's output is the input then).
-                        let full = |needed: bool| match needed {
-                            true => Tensor::zeros(gpu, &[rows, l.units]),
-                            false => Tensor::zeros(gpu, &[1]),
-                        };
-                        Ok(Some((full(l.batch_norm.is_none())?, full(training)?)))
-                    }
-                    _ => Ok(None),
-                })
-                .collect::<Result<_>>()?,
             targets: match target_dim {
                 Some(d) => Some((Tensor::zeros(gpu, &[rows, d])?, Tensor::zeros_u32(gpu, &[rows])?)),
                 None => None,
             },
             dpred: if training && dpred { Some(Tensor::zeros(gpu, &[rows, outputs])?) } else { None },
-            norm: layers
-                .iter()
-                .map(|l| match l.batch_norm {
-                    Some(_) => {
-                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
-                        let dlinear = if training { rows_of(l.units)? } else { Tensor::zeros(gpu, &[1])? };
-                        let (mean, inv_std) = (Tensor::zeros(gpu, &[l.units])?, Tensor::zeros(gpu, &[l.units])?);
-                        let pending_var = Tensor::zeros(gpu, &[l.units])?;
-                        Ok(Some(NormBuffers { linear: t()?, normed: t()?, dlinear, mean, inv_std, pending_var }))
-                    }
-                    None => Ok(None),
-                })
-                .collect::<Result<_>>()?,
             training,
             padded_rows,
-            x: rows_of(input_dim)?,
+            x,
             y: Tensor::zeros_u32(gpu, &[rows])?,
-            h: layers.iter().map(|l| rows_of(l.units)).collect::<Result<_>>()?,
-            dz: if training { layers.iter().map(|l| rows_of(l.units)).collect::<Result<_>>()? } else { Vec::new() },
+            blocks: built,
             loss_rows: Tensor::zeros(gpu, &[rows])?,
             correct_rows: Tensor::zeros(gpu, &[rows])?,
-            dropout: layers
-                .iter()
-                .map(|l| {
-                    if training && l.dropout > 0.0 {
-                        let t = || Tensor::zeros(gpu, &[rows, l.units]);
-                        Ok(Some((rows_of(l.units)?, t()?, t()?)))
-                    } else {
-                        Ok(None)
-                    }
-                })
-                .collect::<Result<_>>()?,
         })
     }
 }

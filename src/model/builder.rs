@@ -2,6 +2,7 @@
 //! (checked against the device's limits) and draws the initial weights.
 
 use super::*;
+use crate::layers::Dense;
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
 /// over the output layer's W and b that the fused output kernel reads
@@ -19,9 +20,9 @@ pub(super) fn binding_bytes(gpu: &Gpu) -> u64 {
     limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
 }
 
-/// Each layer's W, and the trained parameters as a whole, must fit one binding: an error naming
-/// the layer, not the flat buffer they would have been cut from.
-fn check_parameters_fit(gpu: &Gpu, layers: &[Dense], layout: &ParamLayout) -> Result<()> {
+/// Each layer's weights, and the trained parameters as a whole, must fit one binding: an error
+/// naming the layer, not the flat buffer they would have been cut from.
+fn check_parameters_fit(gpu: &Gpu, layers: &[Layer], layout: &ParamLayout) -> Result<()> {
     let limit = binding_bytes(gpu);
     let too_large = |what: String, floats: usize| WgnnError::DeviceLimit {
         op: "build".into(),
@@ -30,11 +31,12 @@ fn check_parameters_fit(gpu: &Gpu, layers: &[Dense], layout: &ParamLayout) -> Re
         limit,
         limit_name: "max_storage_buffer_binding_size",
     };
-    for (i, l) in layers.iter().enumerate() {
-        if 4 * (l.inputs * l.units) as u64 > limit {
+    for s in &layout.slots {
+        if 4 * s.spec.len() as u64 > limit {
+            let layer = &layers[s.layer];
             return Err(too_large(
-                format!("dense layer {i}'s weights [{}, {}] f32", l.inputs, l.units),
-                l.inputs * l.units,
+                format!("layer {} ({})'s {} {:?} f32", s.layer, layer.describe(), s.spec.name, s.spec.shape),
+                s.spec.len(),
             ));
         }
     }
@@ -45,65 +47,84 @@ fn check_parameters_fit(gpu: &Gpu, layers: &[Dense], layout: &ParamLayout) -> Re
     Ok(())
 }
 
+/// One sample's shape: a width (`784`) or axes (`[28, 28, 1]`, channels last).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputShape(pub Vec<usize>);
+
+impl From<usize> for InputShape {
+    fn from(width: usize) -> Self {
+        InputShape(vec![width])
+    }
+}
+impl<const N: usize> From<[usize; N]> for InputShape {
+    fn from(shape: [usize; N]) -> Self {
+        InputShape(shape.to_vec())
+    }
+}
+impl From<&[usize]> for InputShape {
+    fn from(shape: &[usize]) -> Self {
+        InputShape(shape.to_vec())
+    }
+}
+impl From<Vec<usize>> for InputShape {
+    fn from(shape: Vec<usize>) -> Self {
+        InputShape(shape)
+    }
+}
+
 /// Builds a [`Sequential`] layer by layer.
 pub struct SequentialBuilder {
-    input_dim: usize,
-    layers: Vec<Dense>,
-    /// Each layer's W initialiser (b starts at zero).
-    inits: Vec<Initializer>,
+    input_shape: Vec<usize>,
+    layers: Vec<Layer>,
     seed: u64,
-    error: Option<WgnnError>,
+    fuse: bool,
 }
 
 impl SequentialBuilder {
-    /// An empty model of `input_dim` features, initial weights drawn from `seed` (see
+    /// An empty model of samples of `input_shape`, initial weights drawn from `seed` (see
     /// [`Sequential::new`]).
-    pub(super) fn new(input_dim: usize, seed: u64) -> SequentialBuilder {
-        SequentialBuilder { input_dim, layers: Vec::new(), inits: Vec::new(), seed, error: None }
+    pub(super) fn new(input_shape: Vec<usize>, seed: u64) -> SequentialBuilder {
+        SequentialBuilder { input_shape, layers: Vec::new(), seed, fuse: true }
     }
 
-    /// Adds a dense layer of `units` outputs with `activation`, W drawn Glorot-uniform.
+    /// Adds `layer` (Keras' `model.add`).
+    pub fn add(mut self, layer: Layer) -> SequentialBuilder {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Adds a dense layer of `units` outputs with `activation`, W drawn Glorot-uniform, b zero.
     pub fn dense(self, units: usize, activation: Activation) -> SequentialBuilder {
-        self.dense_init(units, activation, Initializer::GlorotUniform)
+        self.add(Layer::dense(units, activation))
     }
 
     /// Adds a dense layer whose W is drawn by `init` (b starts at zero), e.g.
     /// `Initializer::Constant(0.01)` for logistic regression.
-    pub fn dense_init(mut self, units: usize, activation: Activation, init: Initializer) -> SequentialBuilder {
-        let inputs = self.layers.last().map_or(self.input_dim, |l| l.units);
-        if self.error.is_none() {
-            if units == 0 || inputs == 0 {
-                self.error = Some(WgnnError::invalid(
-                    "dense",
-                    format!("layer {} would be [{inputs}, {units}]: widths must be at least 1", self.layers.len()),
-                ));
-            } else if let Err(e) = activation.validate() {
-                self.error = Some(e);
-            }
-        }
-        self.layers.push(Dense { inputs, units, activation, dropout: 0.0, batch_norm: None });
-        self.inits.push(init);
-        self
+    pub fn dense_init(self, units: usize, activation: Activation, init: Initializer) -> SequentialBuilder {
+        self.add(Layer::Dense(Dense { units, activation, use_bias: true, init }))
     }
 
-    /// Inverted dropout of `rate` (in [0, 1)) on the last added layer's outputs while training
-    /// (Keras' `Dropout(rate)` after that layer); not allowed on the output layer.
-    pub fn dropout(mut self, rate: f32) -> SequentialBuilder {
-        if self.error.is_none() {
-            match self.layers.last_mut() {
-                None => self.error = Some(WgnnError::invalid("dropout", "add a dense layer before its dropout")),
-                Some(_) if !(0.0..1.0).contains(&rate) => {
-                    self.error = Some(WgnnError::invalid("dropout", format!("rate must be in [0, 1), got {rate}")))
-                }
-                Some(l) => l.dropout = rate,
-            }
-        }
-        self
+    /// Adds an activation layer.
+    pub fn activation(self, activation: Activation) -> SequentialBuilder {
+        self.add(Layer::Activation(activation))
     }
 
-    /// Batch normalisation of the last added layer's pre-activation, with PyTorch's defaults
-    /// (eps 1e-5, momentum 0.1): that layer becomes act(BN(x·W)); see [`Dense`]. Not allowed on
-    /// the output layer.
+    /// Adds inverted dropout of `rate` (in [0, 1)) while training (Keras' `Dropout(rate)`); not
+    /// allowed after the last dense layer.
+    pub fn dropout(self, rate: f32) -> SequentialBuilder {
+        self.add(Layer::Dropout(rate))
+    }
+
+    /// Adds a flatten layer (a multi-axis sample to one axis).
+    pub fn flatten(self) -> SequentialBuilder {
+        self.add(Layer::Flatten)
+    }
+
+    /// Batch normalisation with PyTorch's defaults (eps 1e-5, momentum 0.1). Right after a
+    /// `dense(units, act)`, it normalises that layer's pre-activation: the pair becomes
+    /// `Dense(units, no bias)` → `BatchNorm` → `Activation(act)` (Keras' recipe; BN's shift takes
+    /// the bias's place). Elsewhere it is a batch-norm layer as it stands. Not allowed after the
+    /// last dense layer.
     pub fn batch_norm(self) -> SequentialBuilder {
         self.batch_norm_with(BatchNormConfig::default())
     }
@@ -111,57 +132,69 @@ impl SequentialBuilder {
     /// [`SequentialBuilder::batch_norm`] with its hyper-parameters (Keras' momentum 0.99 is
     /// momentum 0.01 here).
     pub fn batch_norm_with(mut self, cfg: BatchNormConfig) -> SequentialBuilder {
-        if self.error.is_none() {
-            match self.layers.last_mut() {
-                None => self.error = Some(WgnnError::invalid("batch_norm", "add a dense layer before its batch norm")),
-                Some(l) => match cfg.validate("batch_norm") {
-                    Ok(()) => l.batch_norm = Some(cfg),
-                    Err(e) => self.error = Some(e),
-                },
-            }
+        let Some(Layer::Dense(d)) = self.layers.last_mut() else { return self.add(Layer::BatchNorm(cfg)) };
+        let act = d.activation;
+        (d.use_bias, d.activation) = (false, Activation::Identity);
+        self = self.add(Layer::BatchNorm(cfg));
+        if act != Activation::Identity {
+            self = self.add(Layer::Activation(act));
         }
         self
     }
 
-    /// Allocates the model on `backend` and draws the initial weights from the seed: each layer's
-    /// initialiser for W (Glorot-uniform unless [`SequentialBuilder::dense_init`] said otherwise)
-    /// and zero b (the Keras defaults).
-    pub fn build(self, backend: &Backend) -> Result<Sequential> {
-        if let Some(e) = self.error {
-            return Err(e);
+    /// Whether the step fuses layers where the device profile says it pays (default true): false
+    /// runs every layer on its own, the reference the fused step is tested against.
+    pub fn fused(mut self, fuse: bool) -> SequentialBuilder {
+        self.fuse = fuse;
+        self
+    }
+
+    /// The layers' shapes and settings, checked: `shapes[i]` is layer i's input shape.
+    fn check(&self) -> Result<Vec<Vec<usize>>> {
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return Err(WgnnError::shape("build", format!("the input shape {:?} has no features", self.input_shape)));
         }
         if self.layers.is_empty() {
             return Err(WgnnError::invalid("build", "the model has no layers"));
         }
-        if self.layers.last().is_some_and(|l| l.dropout > 0.0) {
+        let mut shapes = vec![self.input_shape.clone()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.validate(i)?;
+            let next = layer.output_shape(i, &shapes[i])?;
+            shapes.push(next);
+        }
+        // Dropout or batch norm after the last dense layer would act on the outputs themselves.
+        let last_dense = self.layers.iter().rposition(|l| matches!(l, Layer::Dense(_)));
+        for (i, layer) in self.layers.iter().enumerate().skip(last_dense.map_or(0, |d| d + 1)) {
+            let what = match layer {
+                Layer::Dropout(_) => "dropout on the output layer would drop outputs",
+                Layer::BatchNorm(_) => "batch norm on the output layer would normalise the outputs",
+                _ => continue,
+            };
             return Err(WgnnError::invalid(
                 "build",
-                "dropout on the output layer would drop logits: put it on a hidden layer",
+                format!("layer {i} ({}): {what}: put it on a hidden layer", layer.describe()),
             ));
         }
-        if self.layers.last().is_some_and(|l| l.batch_norm.is_some()) {
-            return Err(WgnnError::invalid(
-                "build",
-                "batch norm on the output layer would normalise the logits: put it on a hidden layer",
-            ));
-        }
-        let layout = ParamLayout::new(&self.layers);
-        let mut flat = vec![0.0f32; layout.total];
-        let mut rng = Rng::new(self.seed);
-        for ((l, &(wo, _)), init) in self.layers.iter().zip(&layout.offsets).zip(&self.inits) {
-            let n = l.inputs * l.units;
-            flat[wo..wo + n].copy_from_slice(&init.fill(l.inputs, l.units, n, &mut rng));
-        }
-        // BN starts as the identity map: γ = 1, β = 0, running mean 0 and variance 1.
-        for (l, norm) in self.layers.iter().zip(&layout.norm) {
-            if let Some((gamma, _, running_var)) = *norm {
-                flat[gamma..gamma + l.units].fill(1.0);
-                flat[running_var..running_var + l.units].fill(1.0);
-            }
-        }
+        Ok(shapes)
+    }
+
+    /// Allocates the model on `backend` and draws the initial weights from the seed: each layer's
+    /// initialiser for its weights (Glorot-uniform unless said otherwise), zero biases, batch
+    /// norms as the identity map (the Keras defaults).
+    pub fn build(self, backend: &Backend) -> Result<Sequential> {
+        let shapes = self.check()?;
+        let layout = ParamLayout::new(&self.layers, &shapes);
+        let flat = layout.initial(self.seed);
         if let Backend::Gpu(gpu) = backend {
             check_parameters_fit(gpu, &self.layers, &layout)?;
         }
+        let fused = self.fuse
+            && match backend {
+                Backend::Gpu(g) => g.profile().fuse_layers,
+                Backend::Cpu => true,
+            };
+        let blocks = fusion::blocks(&self.layers, &shapes, &layout, self.seed, fused);
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
                 gpu: gpu.clone(),
@@ -178,8 +211,11 @@ impl SequentialBuilder {
             }
         };
         Ok(Sequential {
-            input_dim: self.input_dim,
+            input_shape: self.input_shape,
             layers: self.layers,
+            shapes,
+            blocks,
+            fused,
             seed: self.seed,
             layout,
             compiled: None,

@@ -3,7 +3,9 @@
 //! batch size and recorded many times. The buffers of one batch are in `batch_buffers.rs`,
 //! evaluation and prediction in `gpu_eval.rs`, the steps `fit` runs in `gpu_steps.rs`.
 
+use super::fusion::Core;
 use super::*;
+use crate::layers::{activation as act_layer, batch_norm};
 
 /// Everything a GPU model keeps resident.
 pub(super) struct GpuState {
@@ -27,7 +29,7 @@ pub(super) struct GpuState {
 
 impl GpuState {
     /// t alone, u32 [1].
-    fn step_t(&self) -> Result<Tensor> {
+    pub(super) fn step_t(&self) -> Result<Tensor> {
         self.global_step.view(0, &[1])
     }
 }
@@ -77,56 +79,41 @@ impl Sequential {
         }
     }
 
-    /// W and b of layer `i` as views into `flat` (params or grads).
-    pub(super) fn layer_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor)> {
-        let l = &self.layers[i];
-        let (wo, bo) = self.layout.offsets[i];
-        Ok((flat.view(wo, &[l.inputs, l.units])?, flat.view(bo, &[l.units])?))
-    }
-
     /// The buffers of one batch of `rows` rows of `data`.
     pub(super) fn batch_buffers(&self, gpu: &Gpu, data: &GpuData, rows: usize, training: bool) -> Result<BatchBuffers> {
-        let acts: Vec<Activation> = (0..self.layers.len()).map(|i| self.applied_activation(i)).collect();
+        let acts: Vec<Activation> = (0..self.blocks.len()).map(|i| self.applied_activation(i)).collect();
         let last = acts.last().copied().unwrap_or(Activation::Identity);
         let dpred = self.loss() == Loss::MeanSquaredError && last != Activation::Identity;
         let target_dim = data.targets.as_ref().map(|t| t.dim);
-        BatchBuffers::new(gpu, &self.layers, &acts, self.input_dim, rows, training, target_dim, dpred)
+        BatchBuffers::new(gpu, &self.blocks, &acts, self.input_dim(), rows, training, target_dim, dpred)
     }
 
-    /// Whether a training step on `buf` runs its output layer fused with the loss
-    /// (`dense_softmax_xent`): sparse cross-entropy on the logits of a plain output layer (no batch
-    /// norm or dropout) over a layer whose output it reads directly (no dropout) through an
-    /// elementwise activation, at shapes the kernel takes and (on a CPU adapter) is faster at.
+    /// Whether a training step on `buf` runs its output block fused with the loss
+    /// (`dense_softmax_xent`): sparse cross-entropy on the logits of a plain dense block (no batch
+    /// norm or dropout) over a block whose output it reads directly (no dropout) through an
+    /// elementwise activation, at shapes the kernel takes and the profile says it pays at.
     fn fused_output(&self, buf: &BatchBuffers) -> bool {
-        let last = self.layers.len() - 1;
-        let output = &self.layers[last];
-        last > 0
+        let last = self.blocks.len() - 1;
+        let output = &self.blocks[last];
+        let Core::Dense { units, bias: Some(_), .. } = output.core else { return false };
+        self.fused
+            && last > 0
             && buf.training
             && self.loss() == Loss::SparseCategoricalCrossentropy
             && self.applied_activation(last) == Activation::Identity
-            && output.batch_norm.is_none()
-            && buf.dropout[last].is_none()
-            && buf.dropout[last - 1].is_none()
+            && output.norm.is_none()
+            && output.dropout.is_none()
+            && self.blocks[last - 1].dropout.is_none()
             && self.applied_activation(last - 1).is_elementwise()
-            && self
-                .gpu_state()
-                .is_ok_and(|g| dense_softmax_xent_preferred(&g.gpu, buf.y.len(), output.inputs, output.units))
+            && self.gpu_state().is_ok_and(|g| dense_softmax_xent_preferred(&g.gpu, buf.rows(), output.inputs, units))
     }
 
-    /// γ, running mean and running variance of batch-normalised layer `i` as views into `flat`
-    /// (params, or grads for dγ).
-    pub(super) fn norm_views(&self, flat: &Tensor, i: usize) -> Result<(Tensor, Tensor, Tensor)> {
-        let units = self.layers[i].units;
-        let (gamma, mean, var) = self.layout.norm[i]
-            .ok_or_else(|| WgnnError::invalid("batch_norm", format!("layer {i} is not batch-normalised")))?;
-        Ok((flat.view(gamma, &[units])?, flat.view(mean, &[units])?, flat.view(var, &[units])?))
-    }
-
-    /// The first layer's input of a training step read straight from the data set (forward and
+    /// The first block's input of a training step read straight from the data set (forward and
     /// weight gradient, [`matmul_gathered`]) instead of gathered into `buf.x` first: one dispatch
-    /// and a copy of the batch fewer, where the data set's layout, the first layer (no batch
-    /// norm) and the device allow it. `labels`: the forward's A, which also writes the labels and
-    /// advances the counters; else the weight gradient's, over the padded rows.
+    /// and a copy of the batch fewer, where the data set's layout, the first block (a dense core,
+    /// no batch norm) and the device's profile allow it. `labels`: the forward's A, which also
+    /// writes the labels and advances the counters; else the weight gradient's, over the padded
+    /// rows.
     fn gathered_input<'a>(
         &self,
         data: &'a GpuData,
@@ -136,26 +123,27 @@ impl Sequential {
         labels: bool,
     ) -> Option<GatheredA<'a>> {
         let gpu = &self.gpu_state().ok()?.gpu;
-        let first = self.layers.first()?;
-        let rows = buf.y.len();
+        let first = self.blocks.first()?;
+        let Core::Dense { units, .. } = first.core else { return None };
+        let rows = buf.rows();
         let forward = GatheredA { src: &data.rows, idx: order, start, rows, stored_rows: rows, labels: Some(&buf.y) };
         let weight_grad = GatheredA { stored_rows: buf.padded_rows, labels: None, ..forward };
         // Where the profile's policy reads batches in place (CPU adapters, where it was measured,
         // and the engine picks the subgroup kernel, the one the in-place A exists for, for both
         // products: `matmul_gathered_supported` checks the shapes it needs).
-        let units = first.units;
-        let usable = buf.training
+        let usable = self.fused
+            && buf.training
             && matches!(start, BatchStart::Counter { .. })
-            && first.batch_norm.is_none()
+            && first.norm.is_none()
             && gpu.profile().first_layer_in_place
             && matmul_gathered_supported(gpu, &forward, units, false, false)
             && matmul_gathered_supported(gpu, &weight_grad, units, true, false);
         usable.then_some(if labels { forward } else { weight_grad })
     }
 
-    /// gather → forward: the first half of every plan, through the output layer or (a training
-    /// step whose output layer runs fused with its loss) up to it; in a training step on u8 data
-    /// the first layer reads the batch itself (`gathered_input`). The gathered labels' range is
+    /// gather → forward: the first half of every plan, through the output block or (a training
+    /// step whose output block runs fused with its loss) up to it; where the profile says so the
+    /// first block reads the batch itself (`gathered_input`). The gathered labels' range is
     /// marked so the loss kernel can check it without a readback.
     pub(super) fn forward_plan(
         &self,
@@ -165,8 +153,7 @@ impl Sequential {
         buf: &mut BatchBuffers,
         through_output: bool,
     ) -> Result<Plan> {
-        let g = self.gpu_state()?;
-        let gpu = &g.gpu;
+        let gpu = &self.gpu_state()?.gpu;
         buf.y.set_max_u32(data.rows.labels.max_u32());
         let buf = &*buf;
         // Where the step advances t (its gather, or the first layer reading the data set), dropout
@@ -188,86 +175,17 @@ impl Sequential {
             };
             plan.extend(gather_rows(gpu, rows, order, start, targets, scratch)?);
         }
-        let layers = if through_output { self.layers.len() } else { self.layers.len() - 1 };
-        for i in 0..layers {
-            let (w, b) = self.layer_views(&g.params, i)?;
-            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
-            let act = self.applied_activation(i);
-            let softmax_input = buf.softmax[i].as_ref().map(|(pre, _)| pre);
-            match (&buf.norm[i], self.layers[i].batch_norm) {
-                (Some(nb), Some(cfg)) => {
-                    // x·W → BN (batch statistics when training, running ones otherwise) → act.
-                    let (gamma, running_mean, running_var) = self.norm_views(&g.params, i)?;
-                    plan.extend(matmul(gpu, input, &w, &nb.linear, &MatmulOptions::default())?);
-                    // Training defers the running statistics to after the step's guard.
-                    plan.extend(if buf.training {
-                        let (mean, inv_std) = (&nb.mean, &nb.inv_std);
-                        let (lin, normed) = (&nb.linear, &nb.normed);
-                        batch_norm_forward_train_deferred(
-                            gpu,
-                            lin,
-                            &gamma,
-                            &b,
-                            normed,
-                            mean,
-                            inv_std,
-                            &nb.pending_var,
-                            &cfg,
-                        )?
-                    } else {
-                        batch_norm_forward_inference(
-                            gpu,
-                            &nb.linear,
-                            &gamma,
-                            &b,
-                            &running_mean,
-                            &running_var,
-                            &nb.normed,
-                            &cfg,
-                        )?
-                    });
-                    plan.extend(match softmax_input {
-                        Some(_) => softmax(gpu, &nb.normed, &buf.h[i])?,
-                        None => bias_act_forward(gpu, &nb.normed, None, &buf.h[i], act)?,
-                    });
-                }
-                _ => {
-                    // act(x·W + b) in the matmul's epilogue; softmax, being row-wise, after it.
-                    let (epilogue, out) = match softmax_input {
-                        Some(pre) => (Epilogue::BiasAct { bias: Some(&b), act: Activation::Identity }, pre),
-                        None => (Epilogue::BiasAct { bias: Some(&b), act }, &buf.h[i]),
-                    };
-                    let options = MatmulOptions { epilogue, ..Default::default() };
-                    plan.extend(match (i, &gathered) {
-                        (0, Some(x)) => matmul_gathered(gpu, x, &w, out, None, &options)?,
-                        _ => matmul(gpu, input, &w, out, &options)?,
-                    });
-                    if let Some(pre) = softmax_input {
-                        plan.extend(softmax(gpu, pre, &buf.h[i])?);
-                    }
-                }
-            }
-            if let Some((dropped, mask, _)) = &buf.dropout[i] {
-                // The mask of the updates so far, before this step's.
-                let seed = Dense::dropout_seed(self.seed, i);
-                plan.extend(dropout_forward(
-                    gpu,
-                    &buf.h[i],
-                    dropped,
-                    mask,
-                    self.layers[i].dropout,
-                    seed,
-                    &g.step_t()?,
-                    lag,
-                )?);
-            }
+        let blocks = if through_output { self.blocks.len() } else { self.blocks.len() - 1 };
+        for i in 0..blocks {
+            let in_place = if i == 0 { gathered.as_ref() } else { None };
+            plan.extend(self.block_forward(i, buf, in_place, lag)?);
         }
         Ok(plan)
     }
 
-    /// The compiled loss on the last layer's outputs in `buf` (labels `buf.y` or targets
+    /// The compiled loss on the last block's outputs in `buf` (labels `buf.y` or targets
     /// `buf.targets`), adding its sums to `totals`; `dlogits` — the gradient w.r.t. the last
-    /// layer's pre-activation, scaled by `grad_scale` — when training.
+    /// block's pre-activation, scaled by `grad_scale` — when training.
     pub(super) fn loss_plan(
         &self,
         buf: &BatchBuffers,
@@ -276,7 +194,8 @@ impl Sequential {
         grad_scale: f32,
     ) -> Result<Plan> {
         let gpu = &self.gpu_state()?.gpu;
-        let logits = &buf.h[self.layers.len() - 1];
+        let last = self.blocks.len() - 1;
+        let logits = &buf.blocks[last].h;
         let targets = || {
             buf.targets.as_ref().map(|(t, _)| t).ok_or_else(|| {
                 WgnnError::invalid(self.loss().name(), "the batch has no float targets (an internal plan error)")
@@ -307,10 +226,7 @@ impl Sequential {
                 };
                 let mut plan = mse(gpu, logits, targets()?, grad_scale, &out)?;
                 if let (Some(dpred), Some(dz)) = (via_dpred, dlogits) {
-                    plan.extend(match self.applied_activation(self.layers.len() - 1) {
-                        Activation::Softmax => softmax_backward(gpu, dpred, logits, dz)?,
-                        act => bias_act_backward(gpu, dpred, logits, dz, None, act, false)?,
-                    });
+                    plan.extend(act_layer::backward_gpu(gpu, dpred, logits, dz, self.applied_activation(last))?);
                 }
                 Ok(plan)
             }
@@ -340,9 +256,10 @@ impl Sequential {
 
     /// One training step for `batch` rows taken at `epoch_step[parity] * stride` of `order`; it
     /// writes the next step's position to `epoch_step[1 − parity]`, so consecutive steps alternate
-    /// parity. Its gather (or the first layer reading the data set in place) also advances t, except when `guarded`: then a batch whose loss is not
-    /// finite leaves the weights, optimizer state and t unchanged and is counted in `totals`
-    /// (step_guard) instead of stopping the run at the next tick.
+    /// parity. Its gather (or the first layer reading the data set in place) also advances t,
+    /// except when `guarded`: then a batch whose loss is not finite leaves the weights, optimizer
+    /// state and t unchanged and is counted in `totals` (step_guard) instead of stopping the run
+    /// at the next tick.
     #[allow(clippy::too_many_arguments)]
     fn train_step_plan(
         &self,
@@ -366,87 +283,26 @@ impl Sequential {
         let buf = &*buf;
         // The forward pass read the first layer's input from the data set: so does dW.
         let gathered_input = self.gathered_input(data, order, start, buf, false);
-        let last = self.layers.len() - 1;
+        let last = self.blocks.len() - 1;
         // Guarded, the loss sums go to the batch's own totals, which step_guard checks.
         let totals = if guarded { g.batch_totals.clone() } else { g.totals.view(0, &[2])? };
         if fused_output {
-            // The output layer's forward, the loss, and dZ of the layer below, in one dispatch.
-            let (w, b) = self.layer_views(&g.params, last)?;
-            let out = DenseSoftmaxXentOut { dz: &buf.dz[last], dh: &buf.dz[last - 1], totals: &totals };
-            let act = self.applied_activation(last - 1);
-            plan.extend(dense_softmax_xent(gpu, &buf.h[last - 1], &w, &b, &buf.y, act, 1.0 / batch as f32, &out)?);
-        } else {
-            plan.extend(self.loss_plan(buf, Some(&buf.dz[last]), &totals, 1.0 / batch as f32)?);
-        }
-        for i in (0..self.layers.len()).rev() {
-            let (dw, db) = self.layer_views(&g.grads, i)?;
-            let input = if i == 0 { &buf.x } else { buf.layer_input(&buf.h[i - 1], i - 1) };
-            // dlinear: the gradient w.r.t. x·W — dZ itself, or through BN's backward, which
-            // also writes dγ and dβ (β sits in b's slot).
-            let dlinear = match &buf.norm[i] {
-                Some(nb) => {
-                    let (gamma, _, _) = self.norm_views(&g.params, i)?;
-                    let (dgamma, _, _) = self.norm_views(&g.grads, i)?;
-                    let (mean, inv_std) = (&nb.mean, &nb.inv_std);
-                    plan.extend(batch_norm_backward(
-                        gpu,
-                        &buf.dz[i],
-                        &nb.linear,
-                        &gamma,
-                        mean,
-                        inv_std,
-                        &nb.dlinear,
-                        &dgamma,
-                        &db,
-                        false,
-                    )?);
-                    &nb.dlinear
-                }
-                None => &buf.dz[i],
+            // The output block's forward, the loss, and dZ of the block below, in one dispatch.
+            let (b, below) = (&buf.blocks[last], &buf.blocks[last - 1]);
+            let block = &self.blocks[last];
+            let Core::Dense { units, weight, bias: Some(bias) } = block.core else {
+                return Err(WgnnError::invalid("step", "the fused output block is not dense (an internal error)"));
             };
-            // dW = inputᵀ · dlinear, with db = Σ_rows dZ in the same dispatch where the kernel
-            // allows (without BN; BN's backward wrote dβ into b's slot). Over the padded rows, so
-            // that any batch size takes the fast kernels.
-            let options = MatmulOptions { trans_a: true, ..Default::default() };
-            let (input_rows, dlinear_rows) = (buf.padded(input)?, buf.padded(dlinear)?);
-            match (&buf.norm[i], &gathered_input) {
-                (None, Some(x)) if i == 0 => {
-                    plan.extend(matmul_gathered(gpu, x, &dlinear_rows, &dw, Some(&db), &options)?)
-                }
-                (Some(_), _) => plan.extend(matmul(gpu, &input_rows, &dlinear_rows, &dw, &options)?),
-                (None, _) => plan.extend(matmul_column_sum(gpu, &input_rows, &dlinear_rows, &dw, &db, &options)?),
-            }
-            if i > 0 && !(fused_output && i == last) {
-                let (w, _) = self.layer_views(&g.params, i)?;
-                let dropout = buf.dropout[i - 1].as_ref();
-                match &buf.softmax[i - 1] {
-                    None => {
-                        // dZ_prev = (dlinear · Wᵀ) ⊙ act′(h_prev), then ⊙ the dropout mask if any
-                        let act = self.applied_activation(i - 1);
-                        let epilogue = Epilogue::ActGrad { y: &buf.h[i - 1], act };
-                        let out = dropout.map_or(&buf.dz[i - 1], |(_, _, before_mask)| before_mask);
-                        let options = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
-                        plan.extend(matmul(gpu, dlinear, &w, out, &options)?);
-                        if let Some((_, mask, before_mask)) = dropout {
-                            plan.extend(dropout_backward(gpu, before_mask, mask, &buf.dz[i - 1])?);
-                        }
-                    }
-                    Some((_, dh)) => {
-                        // A softmax layer: dh = dlinear · Wᵀ (⊙ the dropout mask), then the
-                        // row-wise softmax backward into dZ_prev.
-                        let options = MatmulOptions { trans_b: true, ..Default::default() };
-                        plan.extend(matmul(gpu, dlinear, &w, dh, &options)?);
-                        let dh = match dropout {
-                            Some((_, mask, after_mask)) => {
-                                plan.extend(dropout_backward(gpu, dh, mask, after_mask)?);
-                                after_mask
-                            }
-                            None => dh,
-                        };
-                        plan.extend(softmax_backward(gpu, dh, &buf.h[i - 1], &buf.dz[i - 1])?);
-                    }
-                }
-            }
+            let (w, bias) = (g.params.view(weight, &[block.inputs, units])?, g.params.view(bias, &[units])?);
+            let out = DenseSoftmaxXentOut { dz: b.dz()?, dh: below.dz()?, totals: &totals };
+            let act = self.applied_activation(last - 1);
+            plan.extend(dense_softmax_xent(gpu, &below.h, &w, &bias, &buf.y, act, 1.0 / batch as f32, &out)?);
+        } else {
+            plan.extend(self.loss_plan(buf, Some(buf.blocks[last].dz()?), &totals, 1.0 / batch as f32)?);
+        }
+        for i in (0..self.blocks.len()).rev() {
+            let in_place = if i == 0 { gathered_input.as_ref() } else { None };
+            plan.extend(self.block_backward(i, buf, in_place, !(fused_output && i == last))?);
         }
         // The step tensor t drives bias corrections and learning-rate schedules on the GPU; guarded,
         // it is [t, skip] and the update does nothing for a skipped batch. The update covers the
@@ -459,20 +315,10 @@ impl Sequential {
         };
         let t = &t;
         // A kept step's batch statistics go into the running ones (guarded: not a skipped one's).
-        for (i, layer) in self.layers.iter().enumerate() {
-            if let (Some(nb), Some(cfg)) = (&buf.norm[i], layer.batch_norm) {
-                let (_, running_mean, running_var) = self.norm_views(&g.params, i)?;
+        for (block, bb) in self.blocks.iter().zip(&buf.blocks) {
+            if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
                 let counters = guarded.then_some(&g.global_step);
-                let (mean, pending) = (&nb.mean, &nb.pending_var);
-                plan.extend(batch_norm_commit_running(
-                    gpu,
-                    mean,
-                    pending,
-                    &running_mean,
-                    &running_var,
-                    counters,
-                    &cfg,
-                )?);
+                plan.extend(batch_norm::commit_gpu(gpu, &Self::norm_params(&g.params, n)?, nb, counters, &n.cfg)?);
             }
         }
         let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);

@@ -14,7 +14,7 @@ impl Sequential {
         let limits = gpu.limits();
         let bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let widest =
-            self.layers.iter().map(|l| l.units).chain([self.input_dim, data.targets.as_ref().map_or(1, |t| t.dim)]);
+            self.blocks.iter().map(|b| b.outputs).chain([self.input_dim(), data.targets.as_ref().map_or(1, |t| t.dim)]);
         let row_bytes = 4 * widest.max().unwrap_or(1) as u64;
         (bytes / row_bytes).clamp(1, EVAL_BATCH as u64) as usize
     }
@@ -65,7 +65,7 @@ impl Sequential {
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let classes = self.output_dim();
-        let last = self.layers.len() - 1;
+        let last = self.blocks.len() - 1;
         let mut start = 0;
         let (mut plans, mut outputs) = (Vec::new(), Vec::new());
         while start < n {
@@ -77,9 +77,9 @@ impl Sequential {
             // output may not fit one binding.
             let out = Tensor::zeros(gpu, &[batch, classes])?;
             plan.extend(match self.output_function() {
-                Activation::Softmax => softmax(gpu, &buf.h[last], &out)?,
+                Activation::Softmax => softmax(gpu, &buf.blocks[last].h, &out)?,
                 // σ(z), or the last layer's outputs as they are (a copy through the identity).
-                act => bias_act_forward(gpu, &buf.h[last], None, &out, act)?,
+                act => bias_act_forward(gpu, &buf.blocks[last].h, None, &out, act)?,
             });
             plans.push(plan);
             outputs.push(out);

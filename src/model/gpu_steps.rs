@@ -10,8 +10,8 @@ impl Sequential {
     /// and the largest that fits rather than the first tensor that failed.
     fn check_batch_fits(&self, gpu: &Gpu, train: &Dataset, batch: usize) -> Result<()> {
         let targets = self.loss().target_dim(train, self.output_dim())?.unwrap_or(1);
-        let widths = self.layers.iter().map(|l| (l.units, "a layer's outputs"));
-        let (width, which) = [(self.input_dim, "the input"), (targets, "the targets")]
+        let widths = self.blocks.iter().map(|b| (b.outputs, "a layer's outputs"));
+        let (width, which) = [(self.input_dim(), "the input"), (targets, "the targets")]
             .into_iter()
             .chain(widths)
             .max_by_key(|&(w, _)| w)

@@ -3,22 +3,24 @@
 //! One format for both: a [safetensors](https://github.com/huggingface/safetensors) file, so
 //! PyTorch (`safetensors.torch.load_file`) and NumPy read the weights without wgnn.
 //!
-//! Tensors (f32, little-endian):
-//! - `layers.{i}.weight`: [inputs, units] (x·W; PyTorch's `nn.Linear.weight` is the transpose)
-//! - `layers.{i}.bias`: [units] (BN's β on a batch-normalised layer)
-//! - batch-normalised layers only: `layers.{i}.gamma`, `layers.{i}.running_mean`,
-//!   `layers.{i}.running_var`: [units]
-//! - checkpoints only: `optimizer.{slot}.layers.{i}.weight|bias` (and `gamma`), the same shapes, with slot `m`
-//!   and `v` for Adam and AdamW, `velocity` for SGD with momentum, `square_avg` (and
-//!   `momentum_buf`) for RMSprop, `sum` for Adagrad, `square_avg` and `acc_delta` for Adadelta.
+//! Tensors (f32, little-endian), named by the layer's index in the model, as PyTorch's
+//! `nn.Sequential` names them:
+//! - dense layers: `layers.{i}.weight` [inputs, units] (x·W; PyTorch's `nn.Linear.weight` is the
+//!   transpose), `layers.{i}.bias` [units] (unless the layer has none)
+//! - batch norms: `layers.{i}.beta`, `layers.{i}.gamma`, `layers.{i}.running_mean`,
+//!   `layers.{i}.running_var` [channels]
+//! - checkpoints only: `optimizer.{slot}.layers.{i}.{name}` for every trained tensor, the same
+//!   shapes, with slot `m` and `v` for Adam and AdamW, `velocity` for SGD with momentum,
+//!   `square_avg` (and `momentum_buf`) for RMSprop, `sum` for Adagrad, `square_avg` and
+//!   `acc_delta` for Adadelta.
 //!
 //! Metadata (the file header's string → string map):
-//! - `wgnn.model`: JSON `{"format": 1, "input_dim": 784, "seed": 42, "layers": [{"units": 64,
-//!   "activation": "relu"}, …]}`: enough to rebuild the model; a layer with dropout also has
-//!   `"dropout": 0.2`, a batch-normalised one `"batch_norm": {"eps": 1e-5, "momentum": 0.1}`;
-//!   a compiled model's also has `"compile": {"loss": "binary_crossentropy", "optimizer": {…}}`,
-//!   which `load` needs to predict and evaluate as the saved model did. The schema is the serde
-//!   types in `model/saved.rs`.
+//! - `wgnn.model`: JSON `{"format": 2, "input_shape": [784], "seed": 42, "layers": [{"type":
+//!   "dense", "units": 64, "activation": "relu", "use_bias": true}, {"type": "dropout", "rate":
+//!   0.2}, …]}`: enough to rebuild the model; a compiled model's also has `"compile": {"loss":
+//!   "binary_crossentropy", "optimizer": {…}}`, which `load` needs to predict and evaluate as the
+//!   saved model did. The schema is the serde types in `model/saved.rs`; files of format 1 (dense
+//!   layers with their dropout and batch norm, `input_dim`) still load.
 //! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
 //!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
 //!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
@@ -33,7 +35,8 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::saved::{
-    activation_tag, from_json, to_json, SavedBatchNorm, SavedCheckpoint, SavedCompile, SavedDense, SavedModel, FORMAT,
+    from_json, to_json, Architecture, SavedCheckpoint, SavedCompile, SavedFormat, SavedLayer, SavedModel, SavedModelV1,
+    FORMAT,
 };
 use super::{Backend, Checkpointing, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::atomic_file::write_atomic;
@@ -48,14 +51,11 @@ fn data_err(path: &Path, detail: impl Into<String>) -> WgnnError {
     WgnnError::Data { path: path.to_path_buf(), detail: detail.into() }
 }
 
-/// A model's layers in one line, `784 → 64 relu → 10 softmax`, for messages.
-fn describe(m: &SavedModel) -> String {
-    let mut s = m.input_dim.to_string();
-    for l in &m.layers {
-        s.push_str(&format!(" → {}{} {}", l.units, if l.batch_norm.is_some() { " bn" } else { "" }, l.activation));
-        if l.dropout > 0.0 {
-            s.push_str(&format!(" (dropout {})", l.dropout));
-        }
+/// A model's layers in one line, `[784] → dense(64, relu) → dense(10, softmax)`, for messages.
+fn describe(input_shape: &[usize], layers: &[crate::layers::Layer]) -> String {
+    let mut s = format!("{input_shape:?}");
+    for l in layers {
+        s.push_str(&format!(" → {}", l.describe()));
     }
     s
 }
@@ -117,18 +117,21 @@ pub(crate) fn with_checkpoint_hint(err: WgnnError, checkpoint: Option<&Checkpoin
     }
 }
 
-fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<SavedModel> {
+fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Architecture> {
     let text = meta.get(MODEL_KEY).ok_or_else(|| {
         data_err(path, format!("has no `{MODEL_KEY}` metadata: not a wgnn model (load_weights reads bare weights)"))
     })?;
-    let model: SavedModel = from_json(MODEL_KEY, text).map_err(|e| data_err(path, e))?;
-    if model.format != FORMAT {
-        return Err(data_err(
-            path,
-            format!("`{MODEL_KEY}` has format {}; this wgnn reads format {FORMAT}", model.format),
-        ));
+    let format: SavedFormat = from_json(MODEL_KEY, text).map_err(|e| data_err(path, e))?;
+    let invalid = |e: WgnnError| data_err(path, format!("describes an invalid model: {e}"));
+    match format.format {
+        1 => Architecture::from_v1(&from_json::<SavedModelV1>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
+            .map_err(invalid),
+        FORMAT => Architecture::from_saved(&from_json::<SavedModel>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
+            .map_err(invalid),
+        other => {
+            Err(data_err(path, format!("`{MODEL_KEY}` has format {other}; this wgnn reads formats 1 and {FORMAT}")))
+        }
     }
-    Ok(model)
 }
 
 fn tensor_f32(path: &Path, st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -154,18 +157,9 @@ impl Sequential {
     fn saved_model(&self) -> SavedModel {
         SavedModel {
             format: FORMAT,
-            input_dim: self.input_dim,
+            input_shape: self.input_shape.clone(),
             seed: self.seed,
-            layers: self
-                .layers
-                .iter()
-                .map(|l| SavedDense {
-                    units: l.units,
-                    activation: activation_tag(l.activation),
-                    dropout: l.dropout,
-                    batch_norm: l.batch_norm.map(|c| SavedBatchNorm { eps: c.eps, momentum: c.momentum }),
-                })
-                .collect(),
+            layers: self.layers.iter().map(SavedLayer::from).collect(),
             compile: self.compiled.map(|(loss, optimizer)| SavedCompile::new(loss, optimizer)),
         }
     }
@@ -183,37 +177,15 @@ impl Sequential {
         }
     }
 
-    /// The per-layer tensors of a flat buffer beyond W and b: a batch-normalised layer's
-    /// `gamma`, and — in the parameters themselves (`with_running`), not in optimizer state — its
-    /// `running_mean` and `running_var`. (name suffix, offset, length) each.
-    fn norm_slices(&self, i: usize, with_running: bool) -> Vec<(&'static str, usize, usize)> {
-        let units = self.layers[i].units;
-        match self.layout.norm[i] {
-            Some((gamma, mean, var)) if with_running => {
-                vec![("gamma", gamma, units), ("running_mean", mean, units), ("running_var", var, units)]
-            }
-            Some((gamma, _, _)) => vec![("gamma", gamma, units)],
-            None => Vec::new(),
-        }
-    }
-
-    /// Serialises the flat tensors named `{prefix}layers.{i}.weight|bias` (per prefix; and
-    /// `gamma`, `running_mean`, `running_var` for batch-normalised layers) and writes them with
-    /// `meta`, atomically. The empty prefix is the parameters.
+    /// Serialises the flat tensors named `{prefix}layers.{i}.{name}` (per prefix: the empty
+    /// prefix is the parameters, every slot; an optimizer's holds the trained slots) and writes
+    /// them with `meta`, atomically.
     fn write_safetensors(&self, path: &Path, flats: &[(String, &[f32])], meta: HashMap<String, String>) -> Result<()> {
         let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (prefix, flat) in flats {
-            for (i, ((w, b), l)) in self.unflatten(flat).into_iter().zip(&self.layers).enumerate() {
-                named.push((
-                    format!("{prefix}layers.{i}.weight"),
-                    vec![l.inputs, l.units],
-                    bytemuck::cast_slice(&w).to_vec(),
-                ));
-                named.push((format!("{prefix}layers.{i}.bias"), vec![l.units], bytemuck::cast_slice(&b).to_vec()));
-                for (name, offset, len) in self.norm_slices(i, prefix.is_empty()) {
-                    let bytes = bytemuck::cast_slice(&flat[offset..offset + len]).to_vec();
-                    named.push((format!("{prefix}layers.{i}.{name}"), vec![len], bytes));
-                }
+            for s in self.layout.slots.iter().filter(|s| prefix.is_empty() || s.spec.trainable) {
+                let bytes = bytemuck::cast_slice(&flat[s.offset..s.offset + s.spec.len()]).to_vec();
+                named.push((format!("{prefix}layers.{}.{}", s.layer, s.spec.name), s.spec.shape.clone(), bytes));
             }
         }
         let views = named
@@ -226,18 +198,15 @@ impl Sequential {
         write_atomic(path, &bytes)
     }
 
-    /// Reads `{prefix}layers.{i}.weight|bias` of this model's shapes into one flat vector.
-    fn read_flat(&self, path: &Path, st: &SafeTensors, prefix: &str) -> Result<Vec<f32>> {
+    /// Reads this model's tensors (`{prefix}` + their names in the file, as `arch` maps them;
+    /// the trained ones only under an optimizer's prefix) into one flat vector.
+    fn read_flat(&self, path: &Path, st: &SafeTensors, prefix: &str, arch: Option<&Architecture>) -> Result<Vec<f32>> {
         let mut flat = vec![0.0f32; self.layout.total];
-        for (i, (l, &(wo, bo))) in self.layers.iter().zip(&self.layout.offsets).enumerate() {
-            let w = tensor_f32(path, st, &format!("{prefix}layers.{i}.weight"), &[l.inputs, l.units])?;
-            let b = tensor_f32(path, st, &format!("{prefix}layers.{i}.bias"), &[l.units])?;
-            flat[wo..wo + w.len()].copy_from_slice(&w);
-            flat[bo..bo + b.len()].copy_from_slice(&b);
-            for (name, offset, len) in self.norm_slices(i, prefix.is_empty()) {
-                let v = tensor_f32(path, st, &format!("{prefix}layers.{i}.{name}"), &[len])?;
-                flat[offset..offset + len].copy_from_slice(&v);
-            }
+        for s in self.layout.slots.iter().filter(|s| prefix.is_empty() || s.spec.trainable) {
+            let name = arch
+                .map_or_else(|| format!("layers.{}.{}", s.layer, s.spec.name), |a| a.tensor_name(s.layer, s.spec.name));
+            let v = tensor_f32(path, st, &format!("{prefix}{name}"), &s.spec.shape)?;
+            flat[s.offset..s.offset + v.len()].copy_from_slice(&v);
         }
         Ok(flat)
     }
@@ -272,30 +241,18 @@ impl Sequential {
         let path = path.as_ref();
         let bytes = read_file(path)?;
         let (st, meta) = parse(path, &bytes)?;
-        let saved = parse_architecture(path, &meta)?;
-        let invalid = |e: WgnnError| match e {
-            WgnnError::InvalidArgument { detail, .. } => {
-                data_err(path, format!("describes an invalid model: {detail}"))
-            }
-            e => e,
-        };
-        let mut builder = Sequential::new(saved.input_dim, saved.seed);
-        for layer in &saved.layers {
-            let (act, dropout, norm) = layer.parts().map_err(invalid)?;
-            builder = builder.dense(layer.units, act);
-            if dropout > 0.0 {
-                builder = builder.dropout(dropout);
-            }
-            if let Some(cfg) = norm {
-                builder = builder.batch_norm_with(cfg);
-            }
+        let arch = parse_architecture(path, &meta)?;
+        let invalid = |e: WgnnError| data_err(path, format!("describes an invalid model: {e}"));
+        let mut builder = Sequential::new(arch.input_shape.clone(), arch.seed);
+        for layer in &arch.layers {
+            builder = builder.add(*layer);
         }
         let mut model = builder.build(backend).map_err(invalid)?;
-        if let Some(compile) = &saved.compile {
+        if let Some(compile) = &arch.compile {
             let (loss, optimizer) = compile.parts().map_err(invalid)?;
             model.compile(loss, optimizer).map_err(invalid)?;
         }
-        let flat = model.read_flat(path, &st, "")?;
+        let flat = model.read_flat(path, &st, "", Some(&arch))?;
         model.write_params(flat)?;
         Ok(model)
     }
@@ -307,27 +264,46 @@ impl Sequential {
         let path = path.as_ref();
         let bytes = read_file(path)?;
         let (st, meta) = parse(path, &bytes)?;
-        if meta.contains_key(MODEL_KEY) {
-            let theirs = parse_architecture(path, &meta)?;
-            let ours = self.saved_model();
-            let shapes = |m: &SavedModel| {
-                (m.input_dim, m.layers.iter().map(|l| (l.units, l.batch_norm.is_some())).collect::<Vec<_>>())
+        let arch = match meta.contains_key(MODEL_KEY) {
+            true => Some(parse_architecture(path, &meta)?),
+            false => None,
+        };
+        if let Some(theirs) = &arch {
+            // The same layers with the same parameter shapes (dropout rates, activations and
+            // batch-norm settings may differ: they are not weights).
+            let kinds = |layers: &[crate::layers::Layer]| {
+                layers.iter().map(|l| (std::mem::discriminant(l), l.slots(&[]).len())).collect::<Vec<_>>()
             };
-            if shapes(&theirs) != shapes(&ours) {
+            let same = theirs.input_shape.iter().product::<usize>() == self.input_dim()
+                && kinds(&theirs.layers) == kinds(&self.layers)
+                && theirs.layers.iter().zip(&self.layers).all(|(a, b)| match (a, b) {
+                    (crate::layers::Layer::Dense(a), crate::layers::Layer::Dense(b)) => {
+                        (a.units, a.use_bias) == (b.units, b.use_bias)
+                    }
+                    _ => true,
+                });
+            if !same {
                 return Err(data_err(
                     path,
-                    format!("holds weights for {} but this model is {}", describe(&theirs), describe(&ours)),
+                    format!(
+                        "holds weights for {} but this model is {}",
+                        describe(&theirs.input_shape, &theirs.layers),
+                        describe(&self.input_shape, &self.layers)
+                    ),
+                ));
+            }
+        } else {
+            let layers_in_file =
+                st.names().iter().filter(|n| n.starts_with("layers.") && n.ends_with(".weight")).count();
+            let ours = self.weights()?.len();
+            if layers_in_file != ours {
+                return Err(data_err(
+                    path,
+                    format!("holds {layers_in_file} layers of weights but this model has {ours}"),
                 ));
             }
         }
-        let layers_in_file = st.names().iter().filter(|n| n.starts_with("layers.") && n.ends_with(".weight")).count();
-        if layers_in_file != self.layers.len() {
-            return Err(data_err(
-                path,
-                format!("holds {layers_in_file} layers of weights but this model has {}", self.layers.len()),
-            ));
-        }
-        let flat = self.read_flat(path, &st, "")?;
+        let flat = self.read_flat(path, &st, "", arch.as_ref())?;
         self.write_params(flat)
     }
 
@@ -374,9 +350,10 @@ impl Sequential {
             }
             e => e,
         })?;
+        let arch = parse_architecture(path, &meta)?;
         let slots = optimizer_slots(&optimizer)
             .iter()
-            .map(|name| model.read_flat(path, &st, &format!("optimizer.{name}.")))
+            .map(|name| model.read_flat(path, &st, &format!("optimizer.{name}."), Some(&arch)))
             .collect::<Result<Vec<_>>>()?;
         let step = checkpoint.step;
         match &mut model.state {

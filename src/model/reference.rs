@@ -1,27 +1,28 @@
-//! The CPU reference backend of [`Sequential`]: the same step as the GPU's, kernel by kernel,
-//! through [`crate::cpu`]. The GPU path is tested against it step for step.
+//! The CPU reference backend of [`Sequential`]: the same blocks as the GPU's step, each layer
+//! through its CPU functions in `crate::layers`. The GPU path is tested against it step for step.
 
+use super::fusion::Core;
 use super::*;
+use crate::layers::batch_norm::CpuNormSaved;
+use crate::layers::{activation as act_layer, batch_norm, dense, dropout};
 
-/// What a CPU forward pass leaves for the backward.
-pub(super) struct CpuPass {
-    /// Each layer's output, [rows, units].
-    pub(super) h: Vec<Vec<f32>>,
-    /// Per dropout layer when training: (dropped output, mask).
-    pub(super) dropped: Vec<Option<(Vec<f32>, Vec<f32>)>>,
-    /// Per batch-normalised layer when training: what its backward needs.
-    pub(super) norm: Vec<Option<CpuNormSaved>>,
-    /// Per batch-normalised layer when training: (layer, batch mean, batch unbiased variance),
-    /// to fold into the running statistics once the step is known to be kept.
-    pub(super) pending: Vec<(usize, Vec<f32>, Vec<f32>)>,
+/// What a CPU forward pass leaves for the backward, per block.
+#[derive(Default)]
+pub(super) struct CpuBlockPass {
+    /// The core's output where batch norm reads it (its backward needs it).
+    pub(super) lin: Option<Vec<f32>>,
+    /// Batch norm's saved statistics, when training.
+    pub(super) norm: Option<CpuNormSaved>,
+    /// The output before dropout.
+    pub(super) h: Vec<f32>,
+    /// When training with dropout: (dropped output, mask).
+    pub(super) dropped: Option<(Vec<f32>, Vec<f32>)>,
 }
 
-/// A batch-normalised layer's forward, saved for its backward: x·W [rows, units], and the
-/// batch's mean and 1/√(σ² + eps) [units].
-pub(super) struct CpuNormSaved {
-    pub(super) linear: Vec<f32>,
-    pub(super) mean: Vec<f32>,
-    pub(super) inv_std: Vec<f32>,
+impl CpuBlockPass {
+    fn output(&self) -> &[f32] {
+        self.dropped.as_ref().map_or(&self.h, |(d, _)| d)
+    }
 }
 
 /// Everything a CPU model keeps: the flat parameters (layout as on the GPU), gradients,
@@ -41,77 +42,52 @@ impl Sequential {
         }
     }
 
-    /// Layer outputs for `rows` rows of x: [h_0, h_1, …], each [rows, units].
-    pub(super) fn forward_cpu_all(&self, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
-        self.forward_cpu_pass(x, rows, None).h
-    }
-
-    /// A forward pass; with `step` (training) dropout draws the masks of that step and batch
-    /// norm uses the batch's statistics (and reports them for the running averages).
-    pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> CpuPass {
+    /// A forward pass over `rows` rows of x; with `step` (training) dropout draws the masks of
+    /// that step and batch norm uses the batch's statistics.
+    pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> Vec<CpuBlockPass> {
         let params = self.cpu_params();
-        let n = self.layers.len();
-        let mut pass = CpuPass {
-            h: Vec::with_capacity(n),
-            dropped: Vec::with_capacity(n),
-            norm: Vec::with_capacity(n),
-            pending: Vec::new(),
-        };
-        for (i, l) in self.layers.iter().enumerate() {
-            let (wo, bo) = self.layout.offsets[i];
-            let input = match i {
-                0 => x,
-                _ => pass.dropped[i - 1].as_ref().map_or(&pass.h[i - 1], |(d, _)| d),
-            };
-            let linear =
-                cpu::matmul(input, &params[wo..wo + l.inputs * l.units], rows, l.inputs, l.units, false, false);
-            let bias = &params[bo..bo + l.units];
+        let mut passes: Vec<CpuBlockPass> = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let input = passes.last().map_or(x, CpuBlockPass::output);
             let act = self.applied_activation(i);
-            let (h, norm) = match (l.batch_norm, self.layout.norm[i]) {
-                (Some(cfg), Some((go, mo, vo))) => {
-                    let gamma = &params[go..go + l.units];
-                    let (mean, var) = (&params[mo..mo + l.units], &params[vo..vo + l.units]);
-                    let (normed, saved) = match step {
-                        Some(_) => {
-                            let (normed, batch_mean, inv_std, pending_var) =
-                                cpu::batch_norm_forward_train_deferred(&linear, gamma, bias, rows, l.units, &cfg);
-                            pass.pending.push((i, batch_mean.clone(), pending_var));
-                            (normed, Some((batch_mean, inv_std)))
-                        }
-                        None => (
-                            cpu::batch_norm_forward_inference(&linear, gamma, bias, mean, var, rows, l.units, &cfg),
-                            None,
-                        ),
-                    };
-                    let h = match act {
-                        Activation::Softmax => cpu::softmax(&normed, rows, l.units),
-                        _ => cpu::bias_act_forward(&normed, None, rows, l.units, act),
-                    };
-                    (h, saved.map(|(mean, inv_std)| CpuNormSaved { linear, mean, inv_std }))
+            let core_out = match block.core {
+                Core::Dense { units, weight, bias } => {
+                    let w = &params[weight..weight + block.inputs * units];
+                    let b = bias.map(|o| &params[o..o + units]);
+                    let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+                    dense::forward_cpu(input, w, b, rows, units, core_act)
                 }
-                _ => match act {
-                    Activation::Softmax => {
-                        let pre = cpu::bias_act_forward(&linear, Some(bias), rows, l.units, Activation::Identity);
-                        (cpu::softmax(&pre, rows, l.units), None)
-                    }
-                    _ => (cpu::bias_act_forward(&linear, Some(bias), rows, l.units, act), None),
-                },
+                Core::Identity => input.to_vec(),
             };
-            pass.dropped.push(match step {
-                Some(t) if l.dropout > 0.0 => {
-                    Some(cpu::dropout_forward(&h, l.dropout, Dense::dropout_seed(self.seed, i), t))
+            let mut pass = CpuBlockPass::default();
+            let act_in = match &block.norm {
+                Some(n) => {
+                    let slice = |o: usize| &params[o..o + n.channels];
+                    let p = [slice(n.beta), slice(n.gamma), slice(n.running_mean), slice(n.running_var)];
+                    let spatial = core_out.len() / n.channels;
+                    let (normed, saved) =
+                        batch_norm::forward_cpu(&core_out, p, spatial, n.channels, step.is_some(), &n.cfg);
+                    pass.norm = saved;
+                    pass.lin = Some(core_out);
+                    normed
                 }
-                _ => None,
-            });
-            pass.norm.push(norm);
-            pass.h.push(h);
+                None => core_out,
+            };
+            pass.h = match block.act_in_core(act) || act == Activation::Identity {
+                true => act_in,
+                false => act_layer::forward_cpu(&act_in, rows, block.outputs, act),
+            };
+            if let (Some((rate, seed)), Some(t)) = (block.dropout, step) {
+                pass.dropped = Some(dropout::forward_cpu(&pass.h, rate, seed, t));
+            }
+            passes.push(pass);
         }
-        pass
+        passes
     }
 
-    /// The compiled loss on the last layer's outputs `[rows, outputs]`, against `labels` or the
+    /// The compiled loss on the last block's outputs `[rows, outputs]`, against `labels` or the
     /// float `targets` (`[rows, dim]`, for the losses that read them): (loss_rows, dz of the last
-    /// layer, correct_rows — or absolute-error rows for mean squared error).
+    /// block, correct_rows — or absolute-error rows for mean squared error).
     pub(super) fn loss_cpu(
         &self,
         outputs: &[f32],
@@ -133,17 +109,30 @@ impl Sequential {
             Loss::Hinge => cpu::hinge(outputs, targets()?, grad_scale),
             Loss::MeanSquaredError => {
                 let (loss_rows, dpred, abs_rows) = cpu::mse(outputs, targets()?, rows, self.output_dim(), grad_scale);
-                let dz = match self.applied_activation(self.layers.len() - 1) {
-                    Activation::Softmax => cpu::softmax_backward(&dpred, outputs, rows, self.output_dim()),
-                    act => dpred.iter().zip(outputs).map(|(&g, &o)| g * act.derivative_from_output(o)).collect(),
-                };
-                (loss_rows, dz, abs_rows)
+                let act = self.applied_activation(self.blocks.len() - 1);
+                (loss_rows, act_layer::backward_cpu(&dpred, outputs, rows, self.output_dim(), act), abs_rows)
             }
         })
     }
 
     pub(super) fn forward_cpu(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.forward_cpu_all(x, rows).pop().unwrap_or_default()
+        self.forward_cpu_pass(x, rows, None).pop().map(|p| p.h).unwrap_or_default()
+    }
+
+    /// Block `i`'s dz from the gradient w.r.t. its output after dropout (`dy`): the mask, and
+    /// the activation's gradient (for an elementwise one first, as the GPU's fused epilogue
+    /// applies it before the mask).
+    fn block_dz_cpu(&self, i: usize, pass: &CpuBlockPass, dy: Vec<f32>, rows: usize) -> Vec<f32> {
+        let act = self.applied_activation(i);
+        let mask = |g: Vec<f32>| match &pass.dropped {
+            Some((_, mask)) => dropout::backward_cpu(&g, mask),
+            None => g,
+        };
+        match act {
+            Activation::Identity => mask(dy),
+            Activation::Softmax => act_layer::backward_cpu(&mask(dy), &pass.h, rows, self.blocks[i].outputs, act),
+            _ => mask(act_layer::backward_cpu(&dy, &pass.h, rows, self.blocks[i].outputs, act)),
+        }
     }
 
     /// One step on a gathered batch (labels `y`, float targets `t` when the loss reads them);
@@ -162,76 +151,55 @@ impl Sequential {
             State::Cpu(c) => c.step,
             State::Gpu(_) => 0,
         };
-        let CpuPass { h, dropped, norm, pending } = self.forward_cpu_pass(x, rows, Some(step));
-        let last = self.layers.len() - 1;
-        let (loss_rows, dlogits, correct) = self.loss_cpu(&h[last], y, t, 1.0 / rows as f32)?;
+        let passes = self.forward_cpu_pass(x, rows, Some(step));
+        let last = self.blocks.len() - 1;
+        let (loss_rows, dlogits, correct) = self.loss_cpu(&passes[last].h, y, t, 1.0 / rows as f32)?;
         // The GPU checks its f32 batch sum; so does this.
-        let skip = skip_nonfinite && !loss_rows.iter().sum::<f32>().is_finite();
-        if skip {
+        if skip_nonfinite && !loss_rows.iter().sum::<f32>().is_finite() {
             return Ok(None);
         }
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
         let mut dz = dlogits;
-        for i in (0..self.layers.len()).rev() {
-            let l = self.layers[i];
-            let (wo, bo) = self.layout.offsets[i];
-            let input = match i {
-                0 => x,
-                _ => dropped[i - 1].as_ref().map_or(&h[i - 1], |(d, _)| d),
-            };
-            // dz is the gradient w.r.t. the pre-activation; through BN's backward it becomes the
-            // gradient w.r.t. x·W, with dγ and dβ (in b's slot) on the way.
-            let dlinear = match (&norm[i], self.layout.norm[i]) {
-                (Some(saved), Some((go, _, _))) => {
-                    let gamma = &params[go..go + l.units];
-                    let (dlinear, dgamma, dbeta) =
-                        cpu::batch_norm_backward(&dz, &saved.linear, gamma, &saved.mean, &saved.inv_std, rows, l.units);
-                    grads[go..go + l.units].copy_from_slice(&dgamma);
-                    grads[bo..bo + l.units].copy_from_slice(&dbeta);
-                    dlinear
+        for i in (0..self.blocks.len()).rev() {
+            let block = &self.blocks[i];
+            let pass = &passes[i];
+            let input = if i == 0 { x } else { passes[i - 1].output() };
+            // dlin: the gradient w.r.t. the core's output — dz, or through batch norm's backward.
+            let dlin = match (&block.norm, &pass.norm, &pass.lin) {
+                (Some(n), Some(saved), Some(lin)) => {
+                    let gamma = &params[n.gamma..n.gamma + n.channels];
+                    let spatial = lin.len() / n.channels;
+                    let (dx, dgamma, dbeta) = batch_norm::backward_cpu(&dz, lin, gamma, saved, spatial, n.channels);
+                    grads[n.gamma..n.gamma + n.channels].copy_from_slice(&dgamma);
+                    grads[n.beta..n.beta + n.channels].copy_from_slice(&dbeta);
+                    dx
                 }
-                _ => {
-                    grads[bo..bo + l.units].copy_from_slice(&cpu::column_sum(&dz, rows, l.units));
-                    std::mem::take(&mut dz)
-                }
+                _ => std::mem::take(&mut dz),
             };
-            let dw = cpu::matmul(input, &dlinear, l.inputs, rows, l.units, true, false);
-            grads[wo..wo + dw.len()].copy_from_slice(&dw);
-            if i > 0 {
-                let w = &params[wo..wo + l.inputs * l.units];
-                let dh = cpu::matmul(&dlinear, w, rows, l.units, l.inputs, false, true);
-                let units = self.layers[i - 1].units;
-                dz = match self.applied_activation(i - 1) {
-                    // Row-wise: the dropout mask first, then the softmax backward (as on the GPU).
-                    Activation::Softmax => {
-                        let dh = match &dropped[i - 1] {
-                            Some((_, mask)) => cpu::dropout_backward(&dh, mask),
-                            None => dh,
-                        };
-                        cpu::softmax_backward(&dh, &h[i - 1], rows, units)
+            let dinput = match block.core {
+                Core::Dense { units, weight, bias } => {
+                    let (dw, db) = dense::backward_params_cpu(input, &dlin, rows, units, bias.is_some());
+                    grads[weight..weight + dw.len()].copy_from_slice(&dw);
+                    if let (Some(o), Some(db)) = (bias, &db) {
+                        grads[o..o + units].copy_from_slice(db);
                     }
-                    act => {
-                        let dz: Vec<f32> =
-                            dh.iter().zip(&h[i - 1]).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
-                        match &dropped[i - 1] {
-                            Some((_, mask)) => cpu::dropout_backward(&dz, mask),
-                            None => dz,
-                        }
-                    }
-                };
+                    let w = &params[weight..weight + block.inputs * units];
+                    (i > 0).then(|| dense::backward_input_cpu(&dlin, w, rows, units))
+                }
+                Core::Identity => Some(dlin),
+            };
+            if let (true, Some(dh)) = (i > 0, dinput) {
+                dz = self.block_dz_cpu(i - 1, &passes[i - 1], dh, rows);
             }
         }
         let trainable = self.layout.trainable;
         // The kept step's batch statistics go into the running ones (as bn_commit_running).
-        for (i, batch_mean, pending_var) in pending {
-            if let (Some(cfg), Some((_, mo, vo)), State::Cpu(c)) =
-                (self.layers[i].batch_norm, self.layout.norm[i], &mut self.state)
-            {
-                let (head, var_part) = c.params.split_at_mut(vo);
-                let units = batch_mean.len();
-                let (mean, var) = (&mut head[mo..mo + units], &mut var_part[..units]);
-                cpu::batch_norm_commit_running(&batch_mean, &pending_var, mean, var, false, &cfg);
+        for (block, pass) in self.blocks.iter().zip(&passes) {
+            if let (Some(n), Some(saved), State::Cpu(c)) = (&block.norm, &pass.norm, &mut self.state) {
+                let (head, var_part) = c.params.split_at_mut(n.running_var);
+                let (mean, var) = (&mut head[n.running_mean..n.running_mean + n.channels], &mut var_part[..n.channels]);
+                cpu::batch_norm_commit_running(&saved.mean, &saved.pending_var, mean, var, false, &n.cfg);
             }
         }
         if let State::Cpu(c) = &mut self.state {

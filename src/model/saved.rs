@@ -1,24 +1,172 @@
 //! The JSON a saved model and a checkpoint carry in their safetensors metadata, as serde types.
 //!
 //! These mirror the in-memory configs field for field but are their own types: the file's
-//! schema is a promise to files already written, so it changes only here and on purpose. Format 1
-//! files written before the compile settings were saved (no `compile` key) still load.
+//! schema is a promise to files already written, so it changes only here and on purpose.
+//! Format 2 lists the layers Keras style (`{"type": "dense", …}`, `{"type": "batch_norm", …}`)
+//! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
+//! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+
 use super::{Loss, Optimizer};
 use crate::activation::Activation;
+use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
-use crate::kernels::batch_norm::BatchNormConfig;
+use crate::init::Initializer;
 use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
+use crate::layers::{Dense, Layer};
 
-/// The version of [`SavedModel`] this wgnn writes and reads.
-pub(super) const FORMAT: u64 = 1;
+/// The version of [`SavedModel`] this wgnn writes.
+pub(super) const FORMAT: u64 = 2;
+
+/// Just the format number, read first to pick the schema.
+#[derive(Deserialize)]
+pub(super) struct SavedFormat {
+    pub(super) format: u64,
+}
 
 /// `wgnn.model`: enough to rebuild the model and, where it was compiled, to predict and evaluate
 /// as it did.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub(super) struct SavedModel {
+    pub(super) format: u64,
+    pub(super) input_shape: Vec<usize>,
+    pub(super) seed: u64,
+    pub(super) layers: Vec<SavedLayer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) compile: Option<SavedCompile>,
+}
+
+/// One layer of a format-2 file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum SavedLayer {
+    Dense {
+        units: usize,
+        /// As [`Activation::parse`] reads it (`leaky_relu:0.01` with its slope).
+        activation: String,
+        use_bias: bool,
+    },
+    Activation {
+        activation: String,
+    },
+    Dropout {
+        rate: f32,
+    },
+    BatchNorm(SavedBatchNorm),
+    Flatten,
+}
+
+impl From<&Layer> for SavedLayer {
+    fn from(l: &Layer) -> Self {
+        match *l {
+            Layer::Dense(d) => {
+                SavedLayer::Dense { units: d.units, activation: activation_tag(d.activation), use_bias: d.use_bias }
+            }
+            Layer::Activation(a) => SavedLayer::Activation { activation: activation_tag(a) },
+            Layer::Dropout(rate) => SavedLayer::Dropout { rate },
+            Layer::BatchNorm(c) => SavedLayer::BatchNorm(SavedBatchNorm { eps: c.eps, momentum: c.momentum }),
+            Layer::Flatten => SavedLayer::Flatten,
+        }
+    }
+}
+
+impl SavedLayer {
+    /// The layer (its weights' initialiser is not saved: the weights are).
+    pub(super) fn layer(&self) -> Result<Layer> {
+        Ok(match self {
+            SavedLayer::Dense { units, activation, use_bias } => Layer::Dense(Dense {
+                units: *units,
+                activation: Activation::parse(activation)?,
+                use_bias: *use_bias,
+                init: Initializer::GlorotUniform,
+            }),
+            SavedLayer::Activation { activation } => Layer::Activation(Activation::parse(activation)?),
+            SavedLayer::Dropout { rate } => Layer::Dropout(*rate),
+            SavedLayer::BatchNorm(b) => Layer::BatchNorm(BatchNormConfig { eps: b.eps, momentum: b.momentum }),
+            SavedLayer::Flatten => Layer::Flatten,
+        })
+    }
+}
+
+/// A model's architecture as read from either format: its layers, and where format 1 named a
+/// layer's tensors otherwise, the old name of each (layer, slot).
+pub(super) struct Architecture {
+    pub(super) input_shape: Vec<usize>,
+    pub(super) seed: u64,
+    pub(super) layers: Vec<Layer>,
+    pub(super) compile: Option<SavedCompile>,
+    pub(super) renamed: HashMap<(usize, &'static str), String>,
+}
+
+impl Architecture {
+    /// The name of layer `layer`'s tensor `slot` in the file (without a prefix).
+    pub(super) fn tensor_name(&self, layer: usize, slot: &str) -> String {
+        self.renamed
+            .iter()
+            .find(|((l, s), _)| *l == layer && *s == slot)
+            .map_or_else(|| format!("layers.{layer}.{slot}"), |(_, n)| n.clone())
+    }
+
+    /// A format-2 file's architecture.
+    pub(super) fn from_saved(m: &SavedModel) -> Result<Architecture> {
+        Ok(Architecture {
+            input_shape: m.input_shape.clone(),
+            seed: m.seed,
+            layers: m.layers.iter().map(SavedLayer::layer).collect::<Result<_>>()?,
+            compile: m.compile.clone(),
+            renamed: HashMap::new(),
+        })
+    }
+
+    /// A format-1 file's: each dense layer k becomes `Dense` (→ `BatchNorm` → `Activation`, the
+    /// builder's `batch_norm()` recipe) (→ `Dropout`), and its tensors `layers.{k}.*` are those
+    /// layers' (`bias` is the batch norm's β where there is one).
+    pub(super) fn from_v1(m: &SavedModelV1) -> Result<Architecture> {
+        let mut layers = Vec::new();
+        let mut renamed = HashMap::new();
+        for (k, d) in m.layers.iter().enumerate() {
+            let (activation, dropout, norm) = d.parts()?;
+            let dense = layers.len();
+            renamed.insert((dense, "weight"), format!("layers.{k}.weight"));
+            let use_bias = norm.is_none();
+            let act_in_dense = if use_bias { activation } else { Activation::Identity };
+            layers.push(Layer::Dense(Dense {
+                units: d.units,
+                activation: act_in_dense,
+                use_bias,
+                init: Initializer::GlorotUniform,
+            }));
+            match norm {
+                None => {
+                    renamed.insert((dense, "bias"), format!("layers.{k}.bias"));
+                }
+                Some(cfg) => {
+                    let bn = layers.len();
+                    layers.push(Layer::BatchNorm(cfg));
+                    renamed.insert((bn, "beta"), format!("layers.{k}.bias"));
+                    for slot in ["gamma", "running_mean", "running_var"] {
+                        renamed.insert((bn, slot), format!("layers.{k}.{slot}"));
+                    }
+                    if activation != Activation::Identity {
+                        layers.push(Layer::Activation(activation));
+                    }
+                }
+            }
+            if dropout > 0.0 {
+                layers.push(Layer::Dropout(dropout));
+            }
+        }
+        Ok(Architecture { input_shape: vec![m.input_dim], seed: m.seed, layers, compile: m.compile.clone(), renamed })
+    }
+}
+
+/// `wgnn.model` of format 1: an input width and dense layers, each with its dropout and batch
+/// norm.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct SavedModelV1 {
     pub(super) format: u64,
     pub(super) input_dim: usize,
     pub(super) seed: u64,

@@ -1,0 +1,163 @@
+//! The dense (fully connected) layer: y = act(x·W + b), W `[inputs, units]`, b `[units]`.
+
+use super::{SlotInit, SlotSpec};
+use crate::activation::Activation;
+use crate::cpu;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::init::Initializer;
+use crate::kernels::matmul::{matmul, matmul_column_sum, matmul_gathered, Epilogue, GatheredA, MatmulOptions};
+use crate::plan::Plan;
+use crate::tensor::Tensor;
+
+/// Keras' `Dense`: `units` outputs, an activation applied to them (the identity for a linear
+/// layer), a bias unless `use_bias` is false (the usual choice before a batch norm, whose shift
+/// takes the bias's place), W drawn by `init`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dense {
+    pub units: usize,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub init: Initializer,
+}
+
+impl Dense {
+    pub fn describe(&self) -> String {
+        let bias = if self.use_bias { "" } else { ", no bias" };
+        format!("dense({}, {}{bias})", self.units, self.activation.name())
+    }
+
+    pub(super) fn validate(&self, op: &str) -> Result<()> {
+        if self.units == 0 {
+            return Err(WgnnError::invalid(op, "units must be at least 1"));
+        }
+        self.activation.validate()
+    }
+
+    /// `[inputs]` → `[units]`; a multi-axis input is an error asking for Flatten (Keras would
+    /// apply the layer to the last axis, which is rarely what a user of an image model meant).
+    pub(super) fn output_shape(&self, op: &str, input: &[usize]) -> Result<Vec<usize>> {
+        match input {
+            [0] => Err(WgnnError::shape(op, "the input has no features")),
+            [_] => Ok(vec![self.units]),
+            _ => Err(WgnnError::shape(
+                op,
+                format!("a dense layer takes one axis, got a {input:?} input: add Flatten before it"),
+            )),
+        }
+    }
+
+    /// W `[inputs, units]` (drawn), then b `[units]` (zeros).
+    pub(super) fn slots(&self, input: &[usize]) -> Vec<SlotSpec> {
+        let inputs = super::features(input);
+        let weight = SlotSpec {
+            name: "weight",
+            shape: vec![inputs, self.units],
+            init: SlotInit::Draw { init: self.init, fan_in: inputs, fan_out: self.units },
+            trainable: true,
+        };
+        let bias = SlotSpec { name: "bias", shape: vec![self.units], init: SlotInit::Zeros, trainable: true };
+        if self.use_bias {
+            vec![weight, bias]
+        } else {
+            vec![weight]
+        }
+    }
+}
+
+/// What a dense layer reads: a tensor `[rows, inputs]`, or (the first layer of a training step
+/// on a device whose profile says it pays) the batch's rows straight from the data set.
+#[derive(Clone, Copy)]
+pub(crate) enum DenseInput<'a> {
+    Stored(&'a Tensor),
+    Gathered(&'a GatheredA<'a>),
+}
+
+/// out = act(input·W + b), the bias and activation in the matmul's epilogue.
+pub(crate) fn forward_gpu(
+    gpu: &Gpu,
+    input: DenseInput,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out: &Tensor,
+    act: Activation,
+) -> Result<Plan> {
+    let epilogue = match (b, act) {
+        (None, Activation::Identity) => Epilogue::None,
+        _ => Epilogue::BiasAct { bias: b, act },
+    };
+    let options = MatmulOptions { epilogue, ..Default::default() };
+    match input {
+        DenseInput::Stored(x) => matmul(gpu, x, w, out, &options),
+        DenseInput::Gathered(x) => matmul_gathered(gpu, x, w, out, None, &options),
+    }
+}
+
+/// dW = inputᵀ·dY, with db = Σ_rows dY in the same dispatch where the kernel allows. `input` and
+/// `dy` span the padded rows (zero past the batch), which the fast kernels need.
+pub(crate) fn backward_params_gpu(
+    gpu: &Gpu,
+    input: DenseInput,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+) -> Result<Plan> {
+    let options = MatmulOptions { trans_a: true, ..Default::default() };
+    match (input, db) {
+        (DenseInput::Gathered(x), db) => matmul_gathered(gpu, x, dy, dw, db, &options),
+        (DenseInput::Stored(x), Some(db)) => matmul_column_sum(gpu, x, dy, dw, db, &options),
+        (DenseInput::Stored(x), None) => matmul(gpu, x, dy, dw, &options),
+    }
+}
+
+/// dX = dY·Wᵀ, times act′(y) where the layer below asks for its activation's gradient to be
+/// fused (`grad_act`: that layer's output and activation).
+pub(crate) fn backward_input_gpu(
+    gpu: &Gpu,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    grad_act: Option<(&Tensor, Activation)>,
+) -> Result<Plan> {
+    let epilogue = match grad_act {
+        Some((y, act)) => Epilogue::ActGrad { y, act },
+        None => Epilogue::None,
+    };
+    matmul(gpu, dy, w, dx, &MatmulOptions { trans_b: true, epilogue, ..Default::default() })
+}
+
+/// The CPU forward: act(x·W + b) for `rows` rows (softmax is the activation layer's, not this).
+pub(crate) fn forward_cpu(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    rows: usize,
+    units: usize,
+    act: Activation,
+) -> Vec<f32> {
+    let inputs = w.len() / units;
+    let linear = cpu::matmul(x, w, rows, inputs, units, false, false);
+    match (b, act) {
+        (None, Activation::Identity) => linear,
+        _ => cpu::bias_act_forward(&linear, b, rows, units, act),
+    }
+}
+
+/// (dW, db) of the CPU backward; db only with a bias.
+pub(crate) fn backward_params_cpu(
+    x: &[f32],
+    dy: &[f32],
+    rows: usize,
+    units: usize,
+    bias: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let inputs = x.len() / rows.max(1);
+    let dw = cpu::matmul(x, dy, inputs, rows, units, true, false);
+    (dw, bias.then(|| cpu::column_sum(dy, rows, units)))
+}
+
+/// dX = dY·Wᵀ on the CPU (the layer below applies its own activation's gradient).
+pub(crate) fn backward_input_cpu(dy: &[f32], w: &[f32], rows: usize, units: usize) -> Vec<f32> {
+    let inputs = w.len() / units;
+    cpu::matmul(dy, w, rows, units, inputs, false, true)
+}

@@ -1,0 +1,138 @@
+//! The layers a [`crate::model::Sequential`] stacks, Keras style: `Dense(64)` → `BatchNorm` →
+//! `Activation(relu)` → `Dropout(0.2)`, each a layer of its own.
+//!
+//! [`Layer`] is an enum, not a trait object, on purpose: the model runs a pass over the layer
+//! list that fuses neighbours (a dense layer with the activation after it becomes one matmul with
+//! an epilogue; see `model/fusion.rs`), and that pass needs to see which layer is which; the saved
+//! architecture is the same enum through serde; and every `match` on it is a place the compiler
+//! points at when a layer is added (CONTRIBUTING.md walks through it).
+//!
+//! Each layer owns, in its own file: its shape rule (output shape from input shape, with an error
+//! naming it when the input does not fit), its parameter slots (names, shapes, initialisers),
+//! and its GPU and CPU forward and backward passes.
+
+use crate::activation::Activation;
+use crate::config::batch_norm::BatchNormConfig;
+use crate::error::{Result, WgnnError};
+use crate::init::Initializer;
+
+pub mod activation;
+pub mod batch_norm;
+pub mod dense;
+pub mod dropout;
+
+pub use dense::Dense;
+
+/// One layer of a sequential model. Data and activations are channels-last, one row per sample:
+/// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Layer {
+    /// y = act(x·W + b) on a 1-D input.
+    Dense(Dense),
+    /// An activation on its own (softmax included): Keras' `Activation`.
+    Activation(Activation),
+    /// Inverted dropout of this rate while training, the identity in `evaluate` and `predict`.
+    Dropout(f32),
+    /// Batch normalisation over the last axis (the features, or the channels of an image).
+    BatchNorm(BatchNormConfig),
+    /// Flattens a multi-axis sample to one axis (a no-op in memory: rows are channels-last).
+    Flatten,
+}
+
+/// How a parameter slot starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SlotInit {
+    /// Drawn by the initialiser from the model's seed, with the layer's fans.
+    Draw {
+        init: Initializer,
+        fan_in: usize,
+        fan_out: usize,
+    },
+    Zeros,
+    Ones,
+}
+
+/// One named parameter tensor of a layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlotSpec {
+    /// The tensor's name in saved files: `layers.{i}.{name}`.
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub init: SlotInit,
+    /// Trained by the optimizer (false: state kept beside the weights, like running statistics).
+    pub trainable: bool,
+}
+
+impl SlotSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Layer {
+    /// Keras' `Dense(units, activation)` with a bias and Glorot-uniform weights.
+    pub fn dense(units: usize, activation: Activation) -> Layer {
+        Layer::Dense(Dense { units, activation, use_bias: true, init: Initializer::GlorotUniform })
+    }
+
+    /// A short name for messages and summaries: `dense(64, relu)`, `dropout(0.2)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Layer::Dense(d) => d.describe(),
+            Layer::Activation(a) => format!("activation({})", a.name()),
+            Layer::Dropout(rate) => format!("dropout({rate})"),
+            Layer::BatchNorm(_) => "batch_norm".to_string(),
+            Layer::Flatten => "flatten".to_string(),
+        }
+    }
+
+    /// Checks the layer's own settings (a width of 0, a dropout rate outside [0, 1), …).
+    pub fn validate(&self, index: usize) -> Result<()> {
+        let op = self.op(index);
+        match self {
+            Layer::Dense(d) => d.validate(&op),
+            Layer::Activation(a) => a.validate(),
+            Layer::Dropout(rate) => dropout::validate(&op, *rate),
+            Layer::BatchNorm(cfg) => cfg.validate(&op),
+            Layer::Flatten => Ok(()),
+        }
+    }
+
+    /// The shape of one sample after this layer, from the shape before it; an error naming the
+    /// layer (`index` in the model) and both shapes when the input does not fit.
+    pub fn output_shape(&self, index: usize, input: &[usize]) -> Result<Vec<usize>> {
+        let op = self.op(index);
+        match self {
+            Layer::Dense(d) => d.output_shape(&op, input),
+            Layer::Flatten => Ok(vec![input.iter().product()]),
+            Layer::Activation(Activation::Softmax) if input.len() != 1 => Err(WgnnError::shape(
+                &op,
+                format!("softmax runs over one axis, got a {input:?} input: add Flatten before it"),
+            )),
+            Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) => Ok(input.to_vec()),
+        }
+    }
+
+    /// The layer's parameter tensors for an input of `input` shape, in the order they are laid
+    /// out and drawn from the seed.
+    pub fn slots(&self, input: &[usize]) -> Vec<SlotSpec> {
+        match self {
+            Layer::Dense(d) => d.slots(input),
+            Layer::BatchNorm(_) => batch_norm::slots(input),
+            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten => Vec::new(),
+        }
+    }
+
+    /// The name errors use for layer `index`: `layer 2 (dense(64, relu))`.
+    pub fn op(&self, index: usize) -> String {
+        format!("layer {index} ({})", self.describe())
+    }
+}
+
+/// Elements per sample of a shape.
+pub fn features(shape: &[usize]) -> usize {
+    shape.iter().product()
+}

@@ -1,0 +1,172 @@
+//! One block of the GPU step, forward and backward: the core (its layer's kernels), batch norm,
+//! the activation, dropout, each through its layer's functions in `crate::layers`.
+
+use super::batch_buffers::{BatchBuffers, BlockBuffers};
+use super::fusion::{Block, BlockNorm, Core};
+use super::*;
+use crate::layers::batch_norm::NormParams;
+use crate::layers::dense::DenseInput;
+use crate::layers::{activation as act_layer, batch_norm, dense, dropout};
+
+/// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
+fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
+    t.reshape(&[t.len() / norm.channels, norm.channels])
+}
+
+impl Sequential {
+    /// Block `i`'s W `[inputs, units]` and b, as views of `flat` (params or grads).
+    fn dense_views(&self, flat: &Tensor, i: usize) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let block = &self.blocks[i];
+        match block.core {
+            Core::Dense { units, weight, bias } => Ok(Some((
+                flat.view(weight, &[block.inputs, units])?,
+                bias.map(|b| flat.view(b, &[units])).transpose()?,
+            ))),
+            Core::Identity => Ok(None),
+        }
+    }
+
+    pub(super) fn norm_params(flat: &Tensor, n: &BlockNorm) -> Result<NormParams> {
+        let view = |o: usize| flat.view(o, &[n.channels]);
+        Ok(NormParams {
+            beta: view(n.beta)?,
+            gamma: view(n.gamma)?,
+            running_mean: view(n.running_mean)?,
+            running_var: view(n.running_var)?,
+        })
+    }
+
+    /// Block `i`'s forward into `buf`; `gathered`: its input read from the data set in place.
+    /// `lag`: dropout masks key on t − lag.
+    pub(super) fn block_forward(
+        &self,
+        i: usize,
+        buf: &BatchBuffers,
+        gathered: Option<&GatheredA>,
+        lag: u32,
+    ) -> Result<Plan> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
+        let act = self.applied_activation(i);
+        let mut plan = Plan::new();
+        if let Some((w, b)) = self.dense_views(&g.params, i)? {
+            let input = gathered.map_or(DenseInput::Stored(&bb.input), DenseInput::Gathered);
+            let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+            plan.extend(dense::forward_gpu(gpu, input, &w, b.as_ref(), bb.core_out(block), core_act)?);
+        }
+        if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
+            let x = per_channel(bb.core_out(block), n)?;
+            plan.extend(batch_norm::forward_gpu(gpu, &x, &Self::norm_params(&g.params, n)?, nb, buf.training, &n.cfg)?);
+        }
+        if !block.act_in_core(act) && act != Activation::Identity {
+            let x = bb.act_input(block).reshape(bb.h.shape())?;
+            plan.extend(act_layer::forward_gpu(gpu, &x, &bb.h, act)?);
+        }
+        if let (Some((rate, seed)), Some(db)) = (block.dropout, &bb.dropout) {
+            plan.extend(dropout::forward_gpu(gpu, &bb.h, db, rate, seed, &g.step_t()?, lag)?);
+        }
+        Ok(plan)
+    }
+
+    /// Whether block `i + 1` writes block `i`'s gradient through block `i`'s activation itself.
+    fn act_grad_fused_above(&self, i: usize) -> bool {
+        let above = self.blocks.get(i + 1).is_some_and(Block::fuses_input_act_grad);
+        above && self.applied_activation(i).is_elementwise()
+    }
+
+    /// Where the block above writes the gradient w.r.t. block `i`'s output, and the activation
+    /// whose gradient it applies on the way (None: [`Self::finish_output_grad`] applies it).
+    fn output_grad_sink<'b>(
+        &self,
+        i: usize,
+        bb: &'b BlockBuffers,
+    ) -> Result<(&'b Tensor, Option<(&'b Tensor, Activation)>)> {
+        let act = self.applied_activation(i);
+        let fused = self.act_grad_fused_above(i);
+        let target = match (&bb.dropout, fused || act == Activation::Identity) {
+            (Some(d), _) => &d.before_mask,
+            (None, true) => bb.dz()?,
+            (None, false) => bb
+                .dh
+                .as_ref()
+                .ok_or_else(|| WgnnError::invalid("step", "no activation gradient buffer (an internal error)"))?,
+        };
+        Ok((target, (fused && act != Activation::Identity).then_some((&bb.h, act))))
+    }
+
+    /// Turns what the block above wrote into block `i`'s dz: the dropout mask, and the
+    /// activation's backward where the block above did not apply it.
+    fn finish_output_grad(&self, i: usize, bb: &BlockBuffers) -> Result<Plan> {
+        let gpu = &self.gpu_state()?.gpu;
+        let act = self.applied_activation(i);
+        let dz = bb.dz()?;
+        let mut plan = Plan::new();
+        if self.act_grad_fused_above(i) || act == Activation::Identity {
+            if let Some(d) = &bb.dropout {
+                plan.extend(dropout::backward_gpu(gpu, d, dz)?);
+            }
+            return Ok(plan);
+        }
+        let dh = bb
+            .dh
+            .as_ref()
+            .ok_or_else(|| WgnnError::invalid("step", "no activation gradient buffer (an internal error)"))?;
+        if let Some(d) = &bb.dropout {
+            plan.extend(dropout::backward_gpu(gpu, d, dh)?);
+        }
+        plan.extend(act_layer::backward_gpu(gpu, dh, &bb.h, dz, act)?);
+        Ok(plan)
+    }
+
+    /// Block `i`'s backward from its dz (written by the loss, or by the block above and finished
+    /// here): batch norm's backward, its parameters' gradients, and (`input_grad`) the gradient
+    /// w.r.t. its input into the block below's sink. `gathered`: the first block's input read
+    /// from the data set in place, over the padded rows.
+    pub(super) fn block_backward(
+        &self,
+        i: usize,
+        buf: &BatchBuffers,
+        gathered: Option<&GatheredA>,
+        input_grad: bool,
+    ) -> Result<Plan> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
+        let mut plan = Plan::new();
+        if i + 1 < self.blocks.len() {
+            plan.extend(self.finish_output_grad(i, bb)?);
+        }
+        // dlin: the gradient w.r.t. the core's output — dz, or through batch norm's backward,
+        // which also writes dγ and dβ.
+        let dlin = match (&block.norm, &bb.norm) {
+            (Some(n), Some(nb)) => {
+                let (p, d) = (Self::norm_params(&g.params, n)?, Self::norm_params(&g.grads, n)?);
+                let (dz, x) = (per_channel(bb.dz()?, n)?, per_channel(bb.core_out(block), n)?);
+                plan.extend(batch_norm::backward_gpu(gpu, &dz, &x, &p, nb, &d.gamma, &d.beta)?);
+                nb.dx.reshape(bb.h.shape())?
+            }
+            _ => bb.dz()?.clone(),
+        };
+        let dlin = &dlin;
+        if let Some((dw, db)) = self.dense_views(&g.grads, i)? {
+            let input_rows = buf.padded(&bb.input)?;
+            let input = gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
+            plan.extend(dense::backward_params_gpu(gpu, input, &buf.padded(dlin)?, &dw, db.as_ref())?);
+        }
+        if input_grad && i > 0 {
+            let below = &buf.blocks[i - 1];
+            let (target, fused) = self.output_grad_sink(i - 1, below)?;
+            plan.extend(match self.dense_views(&g.params, i)? {
+                Some((w, _)) => dense::backward_input_gpu(gpu, dlin, &w, target, fused)?,
+                // The identity core's input gradient is dlin itself: copied into the sink, through
+                // the activation below where it asks for that.
+                None => {
+                    let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
+                    act_layer::backward_gpu(gpu, dlin, y, target, act)?
+                }
+            });
+        }
+        Ok(plan)
+    }
+}
