@@ -115,13 +115,9 @@ fn keras_style_layers_fuse_into_blocks_and_match_unfused_and_the_reference() {
             .dropout(0.1)
             .dense(4, Activation::Sigmoid)
     };
-    check_fusion(
-        "hidden softmax, mse",
-        &build,
-        &data,
-        Loss::MeanSquaredError,
-        &FitOptions { epochs: 2, batch_size: 16, ..Default::default() },
-    );
+    let targets = data.clone().with_targets(data.one_hot(4), 4).unwrap();
+    let opts = FitOptions { epochs: 2, batch_size: 16, ..Default::default() };
+    check_fusion("hidden softmax, mse", &build, &targets, Loss::MeanSquaredError, &opts);
 }
 
 #[test]
