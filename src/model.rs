@@ -558,7 +558,7 @@ impl Sequential {
             }
             State::Cpu(_) => {
                 let x = data.to_f32();
-                let outputs = self.forward_cpu(&x, data.rows);
+                let outputs = self.forward_cpu(&x, data.rows)?;
                 let targets = self.loss().float_targets(data, self.output_dim())?;
                 let (loss_rows, _, correct) =
                     self.loss_cpu(&outputs, &data.labels, targets.as_ref().map(|t| t.values.as_slice()), 1.0)?;
@@ -608,7 +608,7 @@ impl Sequential {
                 Ok(predictions)
             }
             State::Cpu(_) => {
-                let outputs = self.forward_cpu(x, rows);
+                let outputs = self.forward_cpu(x, rows)?;
                 Ok(match self.output_function() {
                     Activation::Softmax => cpu::softmax(&outputs, rows, self.output_dim()),
                     Activation::Sigmoid => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),

@@ -4,73 +4,13 @@
 
 mod common;
 
-use common::{assert_close, gpu, synthetic};
+use common::fusion::check_fusion;
+use common::{gpu, synthetic};
 use wgnn::data::load_mnist;
 use wgnn::kernels::batch_norm::BatchNormConfig;
 use wgnn::layers::Dense;
-use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, SequentialBuilder};
-use wgnn::{Activation, Dataset, Initializer, Layer, WgnnError};
-
-/// Each step's mean loss, from the running sums reported at every tick.
-#[derive(Default)]
-struct StepLosses {
-    losses: Vec<f32>,
-    last_sum: f64,
-    last_samples: usize,
-}
-
-impl Observer for StepLosses {
-    fn on_progress(&mut self, p: &Progress) {
-        if p.samples == self.last_samples {
-            return;
-        }
-        let sum = p.loss as f64 * p.samples as f64;
-        self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
-        (self.last_sum, self.last_samples) = (sum, p.samples);
-    }
-}
-
-/// Trains `build()` on `backend`, fused or not, step by step: (per-step losses, every parameter).
-fn run(
-    build: &dyn Fn() -> SequentialBuilder,
-    backend: &Backend,
-    fused: bool,
-    data: &Dataset,
-    loss: Loss,
-    opts: &FitOptions,
-) -> (Vec<f32>, Vec<(String, Vec<usize>, Vec<f32>)>, Vec<String>) {
-    let mut model = build().fused(fused).build(backend).unwrap();
-    model.compile(loss, Optimizer::adam(3e-3)).unwrap();
-    let kernels = match backend {
-        Backend::Gpu(_) => model.step_kernels(data, opts.batch_size).unwrap(),
-        Backend::Cpu => Vec::new(),
-    };
-    let mut steps = StepLosses::default();
-    model.fit_with(data, &FitOptions { progress_every: 1, ..*opts }, &mut steps).unwrap();
-    (steps.losses, model.parameters().unwrap(), kernels)
-}
-
-/// The fused GPU step, the unfused one and the CPU reference (fused and not) give the same
-/// per-step losses and parameters; the fused step runs fewer dispatches.
-fn check_fusion(what: &str, build: &dyn Fn() -> SequentialBuilder, data: &Dataset, loss: Loss, opts: &FitOptions) {
-    let gpu = Backend::Gpu(gpu());
-    let (want_losses, want_params, _) = run(build, &Backend::Cpu, false, data, loss, opts);
-    let runs = [
-        ("gpu fused", run(build, &gpu, true, data, loss, opts)),
-        ("gpu unfused", run(build, &gpu, false, data, loss, opts)),
-        ("cpu fused", run(build, &Backend::Cpu, true, data, loss, opts)),
-    ];
-    for (how, (losses, params, _)) in &runs {
-        assert_eq!(losses.len(), want_losses.len(), "{what}, {how}");
-        assert_close(&format!("{what}, {how}: per-step loss"), losses, &want_losses, 1e-4, 1e-3);
-        for ((name, shape, got), (want_name, want_shape, want)) in params.iter().zip(&want_params) {
-            assert_eq!((name, shape), (want_name, want_shape), "{what}, {how}");
-            assert_close(&format!("{what}, {how}: {name}"), got, want, 1e-4, 1e-3);
-        }
-    }
-    let (fused, unfused) = (&runs[0].1 .2, &runs[1].1 .2);
-    assert!(fused.len() < unfused.len(), "{what}: fused {fused:?} vs unfused {unfused:?}");
-}
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::{Activation, Initializer, Layer, WgnnError};
 
 #[test]
 fn the_dense_short_form_fuses_its_epilogues_the_output_loss_and_the_in_place_first_layer() {

@@ -18,10 +18,16 @@ use crate::init::Initializer;
 
 pub mod activation;
 pub mod batch_norm;
+pub mod conv2d;
 pub mod dense;
 pub mod dropout;
+pub mod pool2d;
 
+pub use crate::kernels::conv2d::Padding;
+pub use crate::kernels::pool2d::Pool2dConfig;
+pub use conv2d::Conv2D;
 pub use dense::Dense;
+pub use pool2d::Pooling;
 
 /// One layer of a sequential model. Data and activations are channels-last, one row per sample:
 /// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
@@ -37,6 +43,10 @@ pub enum Layer {
     BatchNorm(BatchNormConfig),
     /// Flattens a multi-axis sample to one axis (a no-op in memory: rows are channels-last).
     Flatten,
+    /// A 2-D convolution of `[H, W, C]` images.
+    Conv2D(Conv2D),
+    /// Max, average or global average pooling of `[H, W, C]` images.
+    Pool(Pooling),
 }
 
 /// How a parameter slot starts.
@@ -78,6 +88,26 @@ impl Layer {
         Layer::Dense(Dense { units, activation, use_bias: true, init: Initializer::GlorotUniform })
     }
 
+    /// Keras' `Conv2D(filters, (kh, kw), activation=…)`: stride 1, padding valid, a bias.
+    pub fn conv2d(filters: usize, kernel: (usize, usize), activation: Activation) -> Layer {
+        Layer::Conv2D(Conv2D::new(filters, kernel, activation))
+    }
+
+    /// Keras' `MaxPooling2D(pool_size)`: windows moved by their own size, padding valid.
+    pub fn max_pool2d(pool_size: (usize, usize)) -> Layer {
+        Layer::Pool(Pooling::Max(Pool2dConfig::new(pool_size)))
+    }
+
+    /// Keras' `AveragePooling2D(pool_size)`.
+    pub fn average_pooling2d(pool_size: (usize, usize)) -> Layer {
+        Layer::Pool(Pooling::Average(Pool2dConfig::new(pool_size)))
+    }
+
+    /// Keras' `GlobalAveragePooling2D()`: `[H, W, C]` → `[C]`.
+    pub fn global_average_pooling2d() -> Layer {
+        Layer::Pool(Pooling::GlobalAverage)
+    }
+
     /// A short name for messages and summaries: `dense(64, relu)`, `dropout(0.2)`.
     pub fn describe(&self) -> String {
         match self {
@@ -86,6 +116,8 @@ impl Layer {
             Layer::Dropout(rate) => format!("dropout({rate})"),
             Layer::BatchNorm(_) => "batch_norm".to_string(),
             Layer::Flatten => "flatten".to_string(),
+            Layer::Conv2D(c) => c.describe(),
+            Layer::Pool(p) => p.describe(),
         }
     }
 
@@ -97,7 +129,8 @@ impl Layer {
             Layer::Activation(a) => a.validate(),
             Layer::Dropout(rate) => dropout::validate(&op, *rate),
             Layer::BatchNorm(cfg) => cfg.validate(&op),
-            Layer::Flatten => Ok(()),
+            Layer::Flatten | Layer::Pool(_) => Ok(()),
+            Layer::Conv2D(c) => c.validate(&op),
         }
     }
 
@@ -113,6 +146,8 @@ impl Layer {
                 format!("softmax runs over one axis, got a {input:?} input: add Flatten before it"),
             )),
             Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) => Ok(input.to_vec()),
+            Layer::Conv2D(c) => c.output_shape(&op, input),
+            Layer::Pool(p) => p.output_shape(&op, input),
         }
     }
 
@@ -122,7 +157,8 @@ impl Layer {
         match self {
             Layer::Dense(d) => d.slots(input),
             Layer::BatchNorm(_) => batch_norm::slots(input),
-            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten => Vec::new(),
+            Layer::Conv2D(c) => c.slots(input),
+            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten | Layer::Pool(_) => Vec::new(),
         }
     }
 

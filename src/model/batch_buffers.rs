@@ -5,6 +5,7 @@ use super::fusion::{Block, Core};
 use super::*;
 use crate::layers::batch_norm::NormBuffers;
 use crate::layers::dropout::DropoutBuffers;
+use crate::layers::Pooling;
 
 /// One block's tensors for one batch, each `[rows, features]` unless said otherwise.
 pub(super) struct BlockBuffers {
@@ -22,6 +23,8 @@ pub(super) struct BlockBuffers {
     /// Training, where the activation's backward runs on its own (softmax): the gradient w.r.t. `h`.
     pub(super) dh: Option<Tensor>,
     pub(super) dropout: Option<DropoutBuffers>,
+    /// Max pooling's argmax per output (u32).
+    pub(super) argmax: Option<Tensor>,
 }
 
 impl BlockBuffers {
@@ -107,11 +110,16 @@ impl BatchBuffers {
         let rows_of = |features: usize| Tensor::zeros(gpu, &[padded_rows, features])?.view(0, &[rows, features]);
         let x = rows_of(input_dim)?;
         let mut built: Vec<BlockBuffers> = Vec::with_capacity(blocks.len());
-        for (block, &act) in blocks.iter().zip(acts) {
+        for (i, (block, &act)) in blocks.iter().zip(acts).enumerate() {
             let input = built.last().map_or(&x, |b| b.output()).clone();
             let n = block.outputs;
             let lin = match block.core {
-                Core::Dense { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
+                Core::Dense { .. } | Core::Conv2D { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
+                Core::Pool { .. } => Some(rows_of(n)?),
+                _ => None,
+            };
+            let argmax = match block.core {
+                Core::Pool { pooling: Pooling::Max(_), .. } => Some(Tensor::zeros_u32(gpu, &[rows * n])?),
                 _ => None,
             };
             let norm = match block.norm {
@@ -122,7 +130,7 @@ impl BatchBuffers {
                 }
                 None => None,
             };
-            let mut bb = BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None };
+            let mut bb = BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None, argmax };
             bb.h = if block.act_in_core(act) || act != Activation::Identity {
                 rows_of(n)?
             } else {
@@ -130,7 +138,10 @@ impl BatchBuffers {
             };
             if training {
                 bb.dz = Some(rows_of(n)?);
-                if act == Activation::Softmax {
+                // Where the activation's backward runs on its own: softmax, or below a block that
+                // cannot fold it into its input gradient (a convolution's, a pooling's).
+                let above_fuses = blocks.get(i + 1).is_none_or(Block::fuses_input_act_grad);
+                if act == Activation::Softmax || (act != Activation::Identity && !above_fuses) {
                     bb.dh = Some(Tensor::zeros(gpu, &[rows, n])?);
                 }
                 if block.dropout.is_some() {

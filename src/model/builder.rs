@@ -115,6 +115,17 @@ impl SequentialBuilder {
         self.add(Layer::Dropout(rate))
     }
 
+    /// Adds a 2-D convolution (Keras' `Conv2D(filters, kernel, activation=…)`: stride 1, padding
+    /// valid, a bias); [`Layer::Conv2D`] for the other settings.
+    pub fn conv2d(self, filters: usize, kernel: (usize, usize), activation: Activation) -> SequentialBuilder {
+        self.add(Layer::conv2d(filters, kernel, activation))
+    }
+
+    /// Adds max pooling over `pool_size` windows moved by their own size (Keras' `MaxPooling2D`).
+    pub fn max_pool2d(self, pool_size: (usize, usize)) -> SequentialBuilder {
+        self.add(Layer::max_pool2d(pool_size))
+    }
+
     /// Adds a flatten layer (a multi-axis sample to one axis).
     pub fn flatten(self) -> SequentialBuilder {
         self.add(Layer::Flatten)

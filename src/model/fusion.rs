@@ -10,7 +10,7 @@ use std::ops::Range;
 use super::layout::ParamLayout;
 use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
-use crate::layers::{dropout, features, Layer};
+use crate::layers::{dropout, features, Conv2D, Layer, Pooling};
 
 /// What a block computes first.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,6 +19,10 @@ pub(super) enum Core {
     Dense { units: usize, weight: usize, bias: Option<usize> },
     /// The block's input as it is.
     Identity,
+    /// A convolution of `input` `[H, W, C]` images: offsets of its kernel and bias.
+    Conv2D { conv: Conv2D, input: [usize; 3], weight: usize, bias: Option<usize> },
+    /// Pooling of `input` `[H, W, C]` images.
+    Pool { pooling: Pooling, input: [usize; 3] },
 }
 
 /// A batch norm a block applies to its core's output: its layer and the offsets of its slots.
@@ -56,7 +60,7 @@ impl Block {
 
     /// Whether the core writes `act` itself (a matmul epilogue), so no dispatch applies it.
     pub(super) fn act_in_core(&self, act: Activation) -> bool {
-        matches!(self.core, Core::Dense { .. }) && self.norm.is_none() && act.is_elementwise()
+        matches!(self.core, Core::Dense { .. } | Core::Conv2D { .. }) && self.norm.is_none() && act.is_elementwise()
     }
 
     /// Whether the core's input gradient can be written through the layer below's elementwise
@@ -72,7 +76,7 @@ impl Block {
     }
 
     fn has_bias(&self) -> bool {
-        matches!(self.core, Core::Dense { bias: Some(_), .. })
+        matches!(self.core, Core::Dense { bias: Some(_), .. } | Core::Conv2D { bias: Some(_), .. })
     }
 }
 
@@ -133,19 +137,36 @@ pub(super) fn blocks(
                 outputs,
                 i,
             ),
+            Layer::Conv2D(conv) => Block::new(
+                Core::Conv2D {
+                    conv,
+                    input: image(&shapes[i]),
+                    weight: offset(i, "weight").unwrap_or(0),
+                    bias: offset(i, "bias"),
+                },
+                inputs,
+                outputs,
+                i,
+            ),
+            Layer::Pool(pooling) => Block::new(Core::Pool { pooling, input: image(&shapes[i]) }, inputs, outputs, i),
             _ => Block::new(Core::Identity, inputs, outputs, i),
         };
+        let own_act = match *layer {
+            Layer::Dense(d) => Some(d.activation),
+            Layer::Conv2D(c) => Some(c.activation),
+            _ => None,
+        };
         match *layer {
-            Layer::Dense(d) if fuse => block.act = d.activation,
-            Layer::Dense(d) if d.activation != Activation::Identity => {
+            Layer::Dense(_) | Layer::Conv2D(_) if fuse => block.act = own_act.unwrap_or(Activation::Identity),
+            Layer::Dense(_) | Layer::Conv2D(_) if own_act != Some(Activation::Identity) => {
                 out.push(block);
                 block = Block::new(Core::Identity, outputs, outputs, i);
-                block.act = d.activation;
+                block.act = own_act.unwrap_or(Activation::Identity);
             }
             Layer::Activation(a) => block.act = a,
             Layer::Dropout(rate) if rate > 0.0 => block.dropout = Some((rate, dropout::seed(seed, layers, i))),
             Layer::BatchNorm(cfg) => block.norm = Some(norm(cfg)),
-            Layer::Dense(_) | Layer::Flatten | Layer::Dropout(_) => {}
+            Layer::Dense(_) | Layer::Conv2D(_) | Layer::Pool(_) | Layer::Flatten | Layer::Dropout(_) => {}
         }
         out.push(block);
     }
@@ -157,4 +178,12 @@ pub(super) fn blocks(
         }
     }
     out
+}
+
+/// `[H, W, C]` of an image shape (checked by the layer's shape rule before any block is made).
+fn image(shape: &[usize]) -> [usize; 3] {
+    match *shape {
+        [h, w, c] => [h, w, c],
+        _ => [1, 1, features(shape)],
+    }
 }

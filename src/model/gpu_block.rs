@@ -6,7 +6,7 @@ use super::fusion::{Block, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
 use crate::layers::dense::DenseInput;
-use crate::layers::{activation as act_layer, batch_norm, dense, dropout};
+use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
 
 /// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
 fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
@@ -14,16 +14,18 @@ fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
 }
 
 impl Sequential {
-    /// Block `i`'s W `[inputs, units]` and b, as views of `flat` (params or grads).
-    fn dense_views(&self, flat: &Tensor, i: usize) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    /// Block `i`'s weights (W `[inputs, units]`, or a kernel `[kh, kw, C_in, filters]`) and bias,
+    /// as views of `flat` (params or grads).
+    fn core_views(&self, flat: &Tensor, i: usize) -> Result<Option<(Tensor, Option<Tensor>)>> {
         let block = &self.blocks[i];
-        match block.core {
-            Core::Dense { units, weight, bias } => Ok(Some((
-                flat.view(weight, &[block.inputs, units])?,
-                bias.map(|b| flat.view(b, &[units])).transpose()?,
-            ))),
-            Core::Identity => Ok(None),
-        }
+        let (weight, shape, bias, n) = match block.core {
+            Core::Dense { units, weight, bias } => (weight, vec![block.inputs, units], bias, units),
+            Core::Conv2D { conv, input, weight, bias } => {
+                (weight, vec![conv.kernel.0, conv.kernel.1, input[2], conv.filters], bias, conv.filters)
+            }
+            Core::Identity | Core::Pool { .. } => return Ok(None),
+        };
+        Ok(Some((flat.view(weight, &shape)?, bias.map(|b| flat.view(b, &[n])).transpose()?)))
     }
 
     pub(super) fn norm_params(flat: &Tensor, n: &BlockNorm) -> Result<NormParams> {
@@ -50,10 +52,23 @@ impl Sequential {
         let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
-        if let Some((w, b)) = self.dense_views(&g.params, i)? {
-            let input = gathered.map_or(DenseInput::Stored(&bb.input), DenseInput::Gathered);
-            let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
-            plan.extend(dense::forward_gpu(gpu, input, &w, b.as_ref(), bb.core_out(block), core_act)?);
+        let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+        let rows = buf.rows();
+        match (block.core, self.core_views(&g.params, i)?) {
+            (Core::Dense { .. }, Some((w, b))) => {
+                let input = gathered.map_or(DenseInput::Stored(&bb.input), DenseInput::Gathered);
+                plan.extend(dense::forward_gpu(gpu, input, &w, b.as_ref(), bb.core_out(block), core_act)?);
+            }
+            (Core::Conv2D { conv, input, .. }, Some((k, b))) => {
+                let d = conv.dims("conv2d", rows, &input)?;
+                let out = bb.core_out(block);
+                plan.extend(conv2d::forward_gpu(gpu, &bb.input, &k, b.as_ref(), out, core_act, &d, &conv.config())?);
+            }
+            (Core::Pool { pooling, input }, _) => {
+                let d = pooling.dims("pool2d", rows, &input)?;
+                plan.extend(pooling.forward_gpu(gpu, &bb.input, bb.core_out(block), bb.argmax.as_ref(), &d)?);
+            }
+            _ => {}
         }
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
             let x = per_channel(bb.core_out(block), n)?;
@@ -149,19 +164,36 @@ impl Sequential {
             _ => bb.dz()?.clone(),
         };
         let dlin = &dlin;
-        if let Some((dw, db)) = self.dense_views(&g.grads, i)? {
-            let input_rows = buf.padded(&bb.input)?;
-            let input = gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
-            plan.extend(dense::backward_params_gpu(gpu, input, &buf.padded(dlin)?, &dw, db.as_ref())?);
+        let rows = buf.rows();
+        match (block.core, self.core_views(&g.grads, i)?) {
+            (Core::Dense { .. }, Some((dw, db))) => {
+                let input_rows = buf.padded(&bb.input)?;
+                let input = gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
+                plan.extend(dense::backward_params_gpu(gpu, input, &buf.padded(dlin)?, &dw, db.as_ref())?);
+            }
+            (Core::Conv2D { conv, input, .. }, Some((dk, db))) => {
+                let d = conv.dims("conv2d", rows, &input)?;
+                plan.extend(conv2d::backward_params_gpu(gpu, &bb.input, dlin, &dk, db.as_ref(), &d, &conv.config())?);
+            }
+            _ => {}
         }
         if input_grad && i > 0 {
             let below = &buf.blocks[i - 1];
             let (target, fused) = self.output_grad_sink(i - 1, below)?;
-            plan.extend(match self.dense_views(&g.params, i)? {
-                Some((w, _)) => dense::backward_input_gpu(gpu, dlin, &w, target, fused)?,
+            let weights = self.core_views(&g.params, i)?.map(|(w, _)| w);
+            plan.extend(match (block.core, weights) {
+                (Core::Dense { .. }, Some(w)) => dense::backward_input_gpu(gpu, dlin, &w, target, fused)?,
+                (Core::Conv2D { conv, input, .. }, Some(k)) => {
+                    let d = conv.dims("conv2d", rows, &input)?;
+                    conv2d::backward_input_gpu(gpu, dlin, &k, target, &d, &conv.config())?
+                }
+                (Core::Pool { pooling, input }, _) => {
+                    let d = pooling.dims("pool2d", rows, &input)?;
+                    pooling.backward_gpu(gpu, dlin, target, bb.argmax.as_ref(), &d)?
+                }
                 // The identity core's input gradient is dlin itself: copied into the sink, through
                 // the activation below where it asks for that.
-                None => {
+                _ => {
                     let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
                     act_layer::backward_gpu(gpu, dlin, y, target, act)?
                 }

@@ -4,7 +4,7 @@
 use super::fusion::Core;
 use super::*;
 use crate::layers::batch_norm::CpuNormSaved;
-use crate::layers::{activation as act_layer, batch_norm, dense, dropout};
+use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
 
 /// What a CPU forward pass leaves for the backward, per block.
 #[derive(Default)]
@@ -17,6 +17,8 @@ pub(super) struct CpuBlockPass {
     pub(super) h: Vec<f32>,
     /// When training with dropout: (dropped output, mask).
     pub(super) dropped: Option<(Vec<f32>, Vec<f32>)>,
+    /// Max pooling's argmax per output.
+    pub(super) argmax: Vec<u32>,
 }
 
 impl CpuBlockPass {
@@ -44,22 +46,33 @@ impl Sequential {
 
     /// A forward pass over `rows` rows of x; with `step` (training) dropout draws the masks of
     /// that step and batch norm uses the batch's statistics.
-    pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> Vec<CpuBlockPass> {
+    pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> Result<Vec<CpuBlockPass>> {
         let params = self.cpu_params();
         let mut passes: Vec<CpuBlockPass> = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
             let input = passes.last().map_or(x, CpuBlockPass::output);
             let act = self.applied_activation(i);
+            let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+            let mut pass = CpuBlockPass::default();
             let core_out = match block.core {
                 Core::Dense { units, weight, bias } => {
                     let w = &params[weight..weight + block.inputs * units];
                     let b = bias.map(|o| &params[o..o + units]);
-                    let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
                     dense::forward_cpu(input, w, b, rows, units, core_act)
+                }
+                Core::Conv2D { conv, input: image, weight, bias } => {
+                    let d = conv.dims("conv2d", rows, &image)?;
+                    let k = &params[weight..weight + d.kernel_shape().iter().product::<usize>()];
+                    let b = bias.map(|o| &params[o..o + conv.filters]);
+                    conv2d::forward_cpu(input, k, b, &d, core_act)
+                }
+                Core::Pool { pooling, input: image } => {
+                    let (y, argmax) = pooling.forward_cpu(input, &pooling.dims("pool2d", rows, &image)?);
+                    pass.argmax = argmax.unwrap_or_default();
+                    y
                 }
                 Core::Identity => input.to_vec(),
             };
-            let mut pass = CpuBlockPass::default();
             let act_in = match &block.norm {
                 Some(n) => {
                     let slice = |o: usize| &params[o..o + n.channels];
@@ -82,7 +95,7 @@ impl Sequential {
             }
             passes.push(pass);
         }
-        passes
+        Ok(passes)
     }
 
     /// The compiled loss on the last block's outputs `[rows, outputs]`, against `labels` or the
@@ -115,8 +128,8 @@ impl Sequential {
         })
     }
 
-    pub(super) fn forward_cpu(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.forward_cpu_pass(x, rows, None).pop().map(|p| p.h).unwrap_or_default()
+    pub(super) fn forward_cpu(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        Ok(self.forward_cpu_pass(x, rows, None)?.pop().map(|p| p.h).unwrap_or_default())
     }
 
     /// Block `i`'s dz from the gradient w.r.t. its output after dropout (`dy`): the mask, and
@@ -151,7 +164,7 @@ impl Sequential {
             State::Cpu(c) => c.step,
             State::Gpu(_) => 0,
         };
-        let passes = self.forward_cpu_pass(x, rows, Some(step));
+        let passes = self.forward_cpu_pass(x, rows, Some(step))?;
         let last = self.blocks.len() - 1;
         let (loss_rows, dlogits, correct) = self.loss_cpu(&passes[last].h, y, t, 1.0 / rows as f32)?;
         // The GPU checks its f32 batch sum; so does this.
@@ -186,6 +199,20 @@ impl Sequential {
                     }
                     let w = &params[weight..weight + block.inputs * units];
                     (i > 0).then(|| dense::backward_input_cpu(&dlin, w, rows, units))
+                }
+                Core::Conv2D { conv, input: image, weight, bias } => {
+                    let d = conv.dims("conv2d", rows, &image)?;
+                    let (dk, db) = conv2d::backward_params_cpu(input, &dlin, &d);
+                    grads[weight..weight + dk.len()].copy_from_slice(&dk);
+                    if let Some(o) = bias {
+                        grads[o..o + db.len()].copy_from_slice(&db);
+                    }
+                    let k = &params[weight..weight + dk.len()];
+                    (i > 0).then(|| conv2d::backward_input_cpu(&dlin, k, &d))
+                }
+                Core::Pool { pooling, input: image } => {
+                    let d = pooling.dims("pool2d", rows, &image)?;
+                    (i > 0).then(|| pooling.backward_cpu(&dlin, &pass.argmax, &d))
                 }
                 Core::Identity => Some(dlin),
             };

@@ -16,7 +16,7 @@ use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
 use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
-use crate::layers::{Dense, Layer};
+use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling};
 
 /// The version of [`SavedModel`] this wgnn writes.
 pub(super) const FORMAT: u64 = 2;
@@ -57,6 +57,62 @@ pub(super) enum SavedLayer {
     },
     BatchNorm(SavedBatchNorm),
     Flatten,
+    Conv2d {
+        filters: usize,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        /// `valid` or `same`.
+        padding: String,
+        activation: String,
+        use_bias: bool,
+    },
+    MaxPool2d(SavedPool),
+    AveragePooling2d(SavedPool),
+    GlobalAveragePooling2d,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(super) struct SavedPool {
+    pub(super) pool_size: [usize; 2],
+    /// Absent: the pool size (Keras' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) strides: Option<[usize; 2]>,
+    pub(super) padding: String,
+}
+
+fn padding_tag(p: Padding) -> String {
+    match p {
+        Padding::Valid => "valid".into(),
+        Padding::Same => "same".into(),
+    }
+}
+
+fn parse_padding(tag: &str) -> Result<Padding> {
+    match tag {
+        "valid" => Ok(Padding::Valid),
+        "same" => Ok(Padding::Same),
+        other => Err(WgnnError::invalid("load", format!("unknown padding {other:?} (known: valid, same)"))),
+    }
+}
+
+impl From<&Pool2dConfig> for SavedPool {
+    fn from(c: &Pool2dConfig) -> Self {
+        SavedPool {
+            pool_size: [c.pool_size.0, c.pool_size.1],
+            strides: c.strides.map(|s| [s.0, s.1]),
+            padding: padding_tag(c.padding),
+        }
+    }
+}
+
+impl SavedPool {
+    fn config(&self) -> Result<Pool2dConfig> {
+        Ok(Pool2dConfig {
+            pool_size: (self.pool_size[0], self.pool_size[1]),
+            strides: self.strides.map(|s| (s[0], s[1])),
+            padding: parse_padding(&self.padding)?,
+        })
+    }
 }
 
 impl From<&Layer> for SavedLayer {
@@ -69,6 +125,17 @@ impl From<&Layer> for SavedLayer {
             Layer::Dropout(rate) => SavedLayer::Dropout { rate },
             Layer::BatchNorm(c) => SavedLayer::BatchNorm(SavedBatchNorm { eps: c.eps, momentum: c.momentum }),
             Layer::Flatten => SavedLayer::Flatten,
+            Layer::Conv2D(c) => SavedLayer::Conv2d {
+                filters: c.filters,
+                kernel: [c.kernel.0, c.kernel.1],
+                strides: [c.strides.0, c.strides.1],
+                padding: padding_tag(c.padding),
+                activation: activation_tag(c.activation),
+                use_bias: c.use_bias,
+            },
+            Layer::Pool(Pooling::Max(c)) => SavedLayer::MaxPool2d((&c).into()),
+            Layer::Pool(Pooling::Average(c)) => SavedLayer::AveragePooling2d((&c).into()),
+            Layer::Pool(Pooling::GlobalAverage) => SavedLayer::GlobalAveragePooling2d,
         }
     }
 }
@@ -87,6 +154,18 @@ impl SavedLayer {
             SavedLayer::Dropout { rate } => Layer::Dropout(*rate),
             SavedLayer::BatchNorm(b) => Layer::BatchNorm(BatchNormConfig { eps: b.eps, momentum: b.momentum }),
             SavedLayer::Flatten => Layer::Flatten,
+            SavedLayer::Conv2d { filters, kernel, strides, padding, activation, use_bias } => Layer::Conv2D(Conv2D {
+                filters: *filters,
+                kernel: (kernel[0], kernel[1]),
+                strides: (strides[0], strides[1]),
+                padding: parse_padding(padding)?,
+                activation: Activation::parse(activation)?,
+                use_bias: *use_bias,
+                init: Initializer::GlorotUniform,
+            }),
+            SavedLayer::MaxPool2d(p) => Layer::Pool(Pooling::Max(p.config()?)),
+            SavedLayer::AveragePooling2d(p) => Layer::Pool(Pooling::Average(p.config()?)),
+            SavedLayer::GlobalAveragePooling2d => Layer::Pool(Pooling::GlobalAverage),
         })
     }
 }

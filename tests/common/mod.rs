@@ -2,6 +2,8 @@
 //! the example binaries.
 #![allow(dead_code)]
 
+pub mod fusion;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,0 +1,174 @@
+//! The 2-D convolution layer (Keras' `Conv2D`), channels-last: `[H, W, C_in]` samples through a
+//! kernel `[kh, kw, C_in, filters]` (+ a bias `[filters]`) and an activation to `[Ho, Wo,
+//! filters]`. The kernels are `crate::kernels::conv2d` (im2col + the engine's matmul).
+
+use super::{SlotInit, SlotSpec};
+use crate::activation::Activation;
+use crate::cpu;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::init::Initializer;
+use crate::kernels::conv2d::{
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig, Conv2dDims, Padding,
+};
+use crate::plan::Plan;
+use crate::tensor::Tensor;
+
+/// Keras' `Conv2D(filters, kernel_size, strides, padding, activation, use_bias)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv2D {
+    pub filters: usize,
+    /// (kh, kw).
+    pub kernel: (usize, usize),
+    pub strides: (usize, usize),
+    pub padding: Padding,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub init: Initializer,
+}
+
+impl Conv2D {
+    /// `filters` kernels of `kh`×`kw`, stride 1, padding valid, a bias, Glorot-uniform weights
+    /// (Keras' defaults).
+    pub fn new(filters: usize, kernel: (usize, usize), activation: Activation) -> Conv2D {
+        Conv2D {
+            filters,
+            kernel,
+            strides: (1, 1),
+            padding: Padding::Valid,
+            activation,
+            use_bias: true,
+            init: Initializer::GlorotUniform,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let (kh, kw) = self.kernel;
+        let mut s = format!("conv2d({}, {kh}×{kw}, {}", self.filters, self.activation.name());
+        if self.strides != (1, 1) {
+            s.push_str(&format!(", strides {:?}", self.strides));
+        }
+        if self.padding == Padding::Same {
+            s.push_str(", same");
+        }
+        if !self.use_bias {
+            s.push_str(", no bias");
+        }
+        s + ")"
+    }
+
+    pub(crate) fn config(&self) -> Conv2dConfig {
+        Conv2dConfig { strides: self.strides, padding: self.padding }
+    }
+
+    pub(super) fn validate(&self, op: &str) -> Result<()> {
+        if self.filters == 0 {
+            return Err(WgnnError::invalid(op, "filters must be at least 1"));
+        }
+        self.activation.validate_elementwise(op)
+    }
+
+    /// The sizes of a batch of `rows` samples of `input` `[H, W, C_in]`.
+    pub(crate) fn dims(&self, op: &str, rows: usize, input: &[usize]) -> Result<Conv2dDims> {
+        let [h, w, c] = image(op, input)?;
+        let (kh, kw) = self.kernel;
+        Conv2dDims::new(op, &[rows, h, w, c], &[kh, kw, c, self.filters], &self.config())
+    }
+
+    pub(super) fn output_shape(&self, op: &str, input: &[usize]) -> Result<Vec<usize>> {
+        let y = self.dims(op, 1, input)?.y_shape();
+        Ok(y[1..].to_vec())
+    }
+
+    /// The kernel `[kh, kw, C_in, filters]` (drawn; Keras' fans: kh·kw·C_in and kh·kw·filters),
+    /// then the bias `[filters]` (zeros).
+    pub(super) fn slots(&self, input: &[usize]) -> Vec<SlotSpec> {
+        let c_in = input.last().copied().unwrap_or(1);
+        let (kh, kw) = self.kernel;
+        let field = kh * kw;
+        let weight = SlotSpec {
+            name: "weight",
+            shape: vec![kh, kw, c_in, self.filters],
+            init: SlotInit::Draw { init: self.init, fan_in: field * c_in, fan_out: field * self.filters },
+            trainable: true,
+        };
+        let bias = SlotSpec { name: "bias", shape: vec![self.filters], init: SlotInit::Zeros, trainable: true };
+        if self.use_bias {
+            vec![weight, bias]
+        } else {
+            vec![weight]
+        }
+    }
+}
+
+/// `[H, W, C]`, or an error naming `op` that asks for an image.
+pub(super) fn image(op: &str, input: &[usize]) -> Result<[usize; 3]> {
+    match *input {
+        [h, w, c] => Ok([h, w, c]),
+        _ => Err(WgnnError::shape(op, format!("takes images [H, W, C], got a {input:?} input"))),
+    }
+}
+
+/// `t` `[rows, features]` as `[rows, H, W, C]`.
+pub(crate) fn as_images(t: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
+    t.reshape(&shape)
+}
+
+/// y = act(conv(x, kernel) + b); x and y `[rows, features]` views of `d`'s shapes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_gpu(
+    gpu: &Gpu,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    act: Activation,
+    d: &Conv2dDims,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    conv2d_forward(gpu, &as_images(x, d.x_shape())?, kernel, bias, &as_images(y, d.y_shape())?, act, cfg)
+}
+
+/// The kernel's and bias's gradients from x and dz (the gradient at the convolution's output).
+pub(crate) fn backward_params_gpu(
+    gpu: &Gpu,
+    x: &Tensor,
+    dz: &Tensor,
+    dkernel: &Tensor,
+    dbias: Option<&Tensor>,
+    d: &Conv2dDims,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    conv2d_backward_weights(gpu, &as_images(x, d.x_shape())?, &as_images(dz, d.y_shape())?, dkernel, dbias, cfg)
+}
+
+/// dx (overwritten) from dz.
+pub(crate) fn backward_input_gpu(
+    gpu: &Gpu,
+    dz: &Tensor,
+    kernel: &Tensor,
+    dx: &Tensor,
+    d: &Conv2dDims,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    conv2d_backward_input(gpu, &as_images(dz, d.y_shape())?, kernel, &as_images(dx, d.x_shape())?, cfg)
+}
+
+pub(crate) fn forward_cpu(
+    x: &[f32],
+    kernel: &[f32],
+    bias: Option<&[f32]>,
+    d: &Conv2dDims,
+    act: Activation,
+) -> Vec<f32> {
+    cpu::conv2d_forward(x, kernel, bias, d, act)
+}
+
+/// (dkernel, dbias).
+pub(crate) fn backward_params_cpu(x: &[f32], dz: &[f32], d: &Conv2dDims) -> (Vec<f32>, Vec<f32>) {
+    cpu::conv2d_backward_weights(x, dz, d)
+}
+
+pub(crate) fn backward_input_cpu(dz: &[f32], kernel: &[f32], d: &Conv2dDims) -> Vec<f32> {
+    cpu::conv2d_backward_input(dz, kernel, d)
+}

@@ -1,0 +1,128 @@
+//! The pooling layers, channels-last: Keras' `MaxPooling2D`, `AveragePooling2D` (`[H, W, C]` →
+//! `[Ho, Wo, C]`) and `GlobalAveragePooling2D` (`[H, W, C]` → `[C]`). No parameters.
+
+use super::conv2d::{as_images, image};
+use crate::cpu;
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::kernels::pool2d::{
+    avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
+    max_pool2d_backward, max_pool2d_forward, Pool2dConfig, Pool2dDims,
+};
+use crate::plan::Plan;
+use crate::tensor::Tensor;
+
+/// Which pooling a layer does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pooling {
+    Max(Pool2dConfig),
+    Average(Pool2dConfig),
+    GlobalAverage,
+}
+
+impl Pooling {
+    pub fn describe(&self) -> String {
+        let window = |c: &Pool2dConfig| {
+            let strides = c.strides.filter(|&s| s != c.pool_size).map_or(String::new(), |s| format!(", strides {s:?}"));
+            let same = if c.padding == crate::kernels::pool2d::Padding::Same { ", same" } else { "" };
+            format!("{}×{}{strides}{same}", c.pool_size.0, c.pool_size.1)
+        };
+        match self {
+            Pooling::Max(c) => format!("max_pool2d({})", window(c)),
+            Pooling::Average(c) => format!("average_pooling2d({})", window(c)),
+            Pooling::GlobalAverage => "global_average_pooling2d".to_string(),
+        }
+    }
+
+    /// The sizes of a batch of `rows` samples of `input` `[H, W, C]` (a window the input cannot
+    /// hold, or a stride of 0, is an error naming `op`).
+    pub(crate) fn dims(&self, op: &str, rows: usize, input: &[usize]) -> Result<Pool2dDims> {
+        let [h, w, c] = image(op, input)?;
+        let cfg = match self {
+            Pooling::Max(c) | Pooling::Average(c) => *c,
+            Pooling::GlobalAverage => Pool2dConfig::new((h, w)),
+        };
+        Pool2dDims::new(op, &[rows, h, w, c], &cfg)
+    }
+
+    pub(super) fn output_shape(&self, op: &str, input: &[usize]) -> Result<Vec<usize>> {
+        let y = self.dims(op, 1, input)?.y_shape();
+        Ok(match self {
+            Pooling::GlobalAverage => vec![y[3]],
+            _ => y[1..].to_vec(),
+        })
+    }
+
+    fn config(&self, d: &Pool2dDims) -> Pool2dConfig {
+        match self {
+            Pooling::Max(c) | Pooling::Average(c) => *c,
+            Pooling::GlobalAverage => Pool2dConfig::new((d.window.h, d.window.w)),
+        }
+    }
+
+    /// x → y (`[rows, features]` views); max pooling also writes each window's argmax (u32,
+    /// `[rows · Ho · Wo · C]`).
+    pub(crate) fn forward_gpu(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        y: &Tensor,
+        argmax: Option<&Tensor>,
+        d: &Pool2dDims,
+    ) -> Result<Plan> {
+        let (x4, cfg) = (as_images(x, d.x_shape())?, self.config(d));
+        match (self, argmax) {
+            (Pooling::Max(_), Some(argmax)) => {
+                max_pool2d_forward(gpu, &x4, &as_images(y, d.y_shape())?, &as_images(argmax, d.y_shape())?, &cfg)
+            }
+            (Pooling::Max(_), None) => {
+                Err(crate::error::WgnnError::invalid("max_pool2d", "no argmax buffer (an internal error)"))
+            }
+            (Pooling::Average(_), _) => avg_pool2d_forward(gpu, &x4, &as_images(y, d.y_shape())?, &cfg),
+            (Pooling::GlobalAverage, _) => global_avg_pool2d_forward(gpu, &x4, y),
+        }
+    }
+
+    /// dx (overwritten) from dy.
+    pub(crate) fn backward_gpu(
+        &self,
+        gpu: &Gpu,
+        dy: &Tensor,
+        dx: &Tensor,
+        argmax: Option<&Tensor>,
+        d: &Pool2dDims,
+    ) -> Result<Plan> {
+        let (dx4, cfg) = (as_images(dx, d.x_shape())?, self.config(d));
+        match (self, argmax) {
+            (Pooling::Max(_), Some(argmax)) => {
+                max_pool2d_backward(gpu, &as_images(dy, d.y_shape())?, &as_images(argmax, d.y_shape())?, &dx4, &cfg)
+            }
+            (Pooling::Max(_), None) => {
+                Err(crate::error::WgnnError::invalid("max_pool2d", "no argmax buffer (an internal error)"))
+            }
+            (Pooling::Average(_), _) => avg_pool2d_backward(gpu, &as_images(dy, d.y_shape())?, &dx4, &cfg),
+            (Pooling::GlobalAverage, _) => global_avg_pool2d_backward(gpu, dy, &dx4),
+        }
+    }
+
+    /// (y, argmax for max pooling).
+    pub(crate) fn forward_cpu(&self, x: &[f32], d: &Pool2dDims) -> (Vec<f32>, Option<Vec<u32>>) {
+        match self {
+            Pooling::Max(_) => {
+                let (y, argmax) = cpu::max_pool2d_forward(x, d);
+                (y, Some(argmax))
+            }
+            Pooling::Average(_) => (cpu::avg_pool2d_forward(x, d), None),
+            Pooling::GlobalAverage => (cpu::global_avg_pool2d_forward(x, d.x_shape()), None),
+        }
+    }
+
+    /// dx from dy (`argmax`: the forward's, for max pooling; empty for the others).
+    pub(crate) fn backward_cpu(&self, dy: &[f32], argmax: &[u32], d: &Pool2dDims) -> Vec<f32> {
+        match self {
+            Pooling::Max(_) => cpu::max_pool2d_backward(dy, argmax, d),
+            Pooling::Average(_) => cpu::avg_pool2d_backward(dy, d),
+            Pooling::GlobalAverage => cpu::global_avg_pool2d_backward(dy, d.x_shape()),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Convolutional networks: Conv2D and pooling layers trained on the GPU step for step as the CPU
+//! reference, fused and unfused; their bad inputs as errors naming the layer and the shapes.
+
+mod common;
+
+use common::fusion::check_fusion;
+use common::{gpu, synthetic};
+use wgnn::kernels::batch_norm::BatchNormConfig;
+use wgnn::layers::{Conv2D, Padding, Pool2dConfig, Pooling};
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::{Activation, Gpu, GpuOptions, Layer, WgnnError};
+
+fn images(rows: usize, shape: [usize; 3], classes: usize, seed: u64) -> wgnn::Dataset {
+    synthetic(rows, shape.iter().product(), classes, seed).with_sample_shape(&shape).unwrap()
+}
+
+#[test]
+fn a_small_cnn_trains_like_the_cpu_reference_fused_and_unfused() {
+    // Odd 7×9 images of 2 channels: a same-padded 3×3 convolution with an even count of filters,
+    // max pooling (its backward routed to the argmax, the leftover column unused), a strided 1×1
+    // convolution, Flatten, Dropout and the output layer. 26 rows in batches of 8: a tail of 2.
+    let data = images(26, [7, 9, 2], 3, 5);
+    let build = || {
+        Sequential::new([7, 9, 2], 3)
+            .add(Layer::Conv2D(Conv2D { padding: Padding::Same, ..Conv2D::new(4, (3, 3), Activation::Relu) }))
+            .max_pool2d((2, 2))
+            .add(Layer::Conv2D(Conv2D { strides: (2, 1), ..Conv2D::new(3, (1, 1), Activation::Tanh) }))
+            .flatten()
+            .dropout(0.25)
+            .dense(3, Activation::Softmax)
+    };
+    let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
+    check_fusion("cnn", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
+}
+
+#[test]
+fn pooling_variants_and_batch_norm_over_channels_train_like_the_reference() {
+    // 5×5 kernels with stride 2, overlapping average pooling (3×3 every 2, same padding), batch
+    // norm over a convolution's channels (its bias left out), global average pooling to the output.
+    let data = images(20, [11, 10, 3], 4, 6);
+    let build = || {
+        Sequential::new([11, 10, 3], 8)
+            .add(Layer::Conv2D(Conv2D {
+                strides: (2, 2),
+                use_bias: false,
+                ..Conv2D::new(6, (5, 5), Activation::Identity)
+            }))
+            .add(Layer::BatchNorm(BatchNormConfig::default()))
+            .activation(Activation::LeakyRelu(0.1))
+            .add(Layer::Pool(Pooling::Average(Pool2dConfig {
+                pool_size: (3, 3),
+                strides: Some((2, 2)),
+                padding: Padding::Same,
+            })))
+            .conv2d(4, (1, 1), Activation::Identity)
+            .add(Layer::global_average_pooling2d())
+            .dense(4, Activation::Identity)
+    };
+    let opts = FitOptions { epochs: 2, batch_size: 6, ..Default::default() };
+    check_fusion("pools", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
+}
+
+#[test]
+fn cnn_models_save_load_and_predict_as_before() {
+    let data = images(12, [6, 6, 1], 2, 2);
+    let dir = std::env::temp_dir().join(format!("wgnn-cnn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cnn.safetensors");
+    for backend in [Backend::Gpu(gpu()), Backend::Cpu] {
+        let mut model = Sequential::new([6, 6, 1], 1)
+            .conv2d(3, (3, 3), Activation::Relu)
+            .add(Layer::average_pooling2d((2, 2)))
+            .flatten()
+            .dense(2, Activation::Identity)
+            .build(&backend)
+            .unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+        model.fit(&data, &FitOptions { epochs: 2, batch_size: 4, ..Default::default() }).unwrap();
+        model.save(&path).unwrap();
+        let mut loaded = Sequential::load(&path, &backend).unwrap();
+        assert_eq!(loaded.layers(), model.layers());
+        let names: Vec<String> = loaded.parameters().unwrap().into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names, ["layers.0.weight", "layers.0.bias", "layers.3.weight", "layers.3.bias"]);
+        assert_eq!(loaded.parameters().unwrap()[0].1, vec![3, 3, 1, 3], "kernels [kh, kw, C_in, filters]");
+        assert_eq!(loaded.predict_dataset(&data).unwrap(), model.predict_dataset(&data).unwrap());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_cnn_setups_are_errors_naming_the_layer_and_the_shapes() {
+    let backend = Backend::Cpu;
+    let build = |layer: Layer| {
+        Sequential::new([5, 5, 1], 0).add(layer).flatten().dense(2, Activation::Identity).build(&backend)
+    };
+    let err = build(Layer::conv2d(2, (7, 3), Activation::Relu)).err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("layer 0 (conv2d(2, 7×3, relu))") && msg.contains("larger than the 5×5 input"), "{msg}");
+    let err = build(Layer::max_pool2d((6, 6))).err().unwrap().to_string();
+    assert!(err.contains("layer 0 (max_pool2d(6×6))") && err.contains("larger than the 5×5 input"), "{err}");
+    let err =
+        build(Layer::Conv2D(Conv2D { strides: (0, 1), ..Conv2D::new(2, (3, 3), Activation::Relu) })).err().unwrap();
+    assert!(err.to_string().contains("strides must be at least 1"), "{err}");
+    let err = build(Layer::conv2d(0, (3, 3), Activation::Relu)).err().unwrap();
+    assert!(err.to_string().contains("filters must be at least 1"), "{err}");
+    let err = build(Layer::conv2d(2, (3, 3), Activation::Softmax)).err().unwrap();
+    assert!(err.to_string().contains("softmax"), "{err}");
+    // A convolution on rows without image axes, and a dense layer on images.
+    let err = Sequential::new(25, 0).conv2d(2, (3, 3), Activation::Relu).build(&backend).err().unwrap();
+    assert!(
+        matches!(err, WgnnError::Shape { .. }) && err.to_string().contains("takes images [H, W, C], got a [25] input"),
+        "{err}"
+    );
+    let err = Sequential::new([5, 5, 1], 0)
+        .conv2d(2, (3, 3), Activation::Relu)
+        .dense(2, Activation::Identity)
+        .build(&backend);
+    let msg = err.err().unwrap().to_string();
+    assert!(
+        msg.contains("layer 1 (dense(2, identity))") && msg.contains("[3, 3, 2]") && msg.contains("Flatten"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_cnn_batch_past_the_binding_limit_names_the_batch_size_that_fits() {
+    // 1 MiB bindings: a 32×32×32 activation is 128 KiB a row, so 8 rows fit and 16 do not.
+    gpu();
+    let limits = |l| wgpu::Limits { max_storage_buffer_binding_size: 1 << 20, ..l };
+    let device = Gpu::with_options(&GpuOptions { limits, ..Default::default() }).unwrap();
+    let mut model = Sequential::new([32, 32, 1], 0)
+        .add(Layer::Conv2D(Conv2D { padding: Padding::Same, ..Conv2D::new(32, (3, 3), Activation::Relu) }))
+        .add(Layer::global_average_pooling2d())
+        .dense(2, Activation::Identity)
+        .build(&Backend::Gpu(device))
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+    let data = images(40, [32, 32, 1], 2, 1);
+    let err = model.fit(&data, &FitOptions { epochs: 1, batch_size: 16, ..Default::default() }).expect_err("too large");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, WgnnError::DeviceLimit { .. })
+            && msg.contains("batch size 16")
+            && msg.contains("largest that fits is 8"),
+        "{msg}"
+    );
+    model.fit(&data, &FitOptions { epochs: 1, batch_size: 8, ..Default::default() }).unwrap();
+}
