@@ -99,6 +99,15 @@ pub struct BatchNormState {
     pub running_var: Vec<f32>,
 }
 
+/// One parameter tensor of a model, named as in saved files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameter {
+    /// `layers.{i}.{slot}`: `weight`, `bias`, `gamma`, `beta`, `running_mean`, `running_var`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
 /// A sequential stack of layers.
 pub struct Sequential {
     input_shape: Vec<usize>,
@@ -312,8 +321,8 @@ impl Sequential {
         (get("weight"), get("bias"))
     }
 
-    /// Every parameter tensor: (`layers.{i}.{name}`, shape, values), in layout order.
-    pub fn parameters(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    /// Every parameter tensor, in layout order (the trained ones first).
+    pub fn parameters(&self) -> Result<Vec<Parameter>> {
         let flat = self.flat_params()?;
         Ok(self
             .layout
@@ -321,7 +330,7 @@ impl Sequential {
             .iter()
             .map(|s| {
                 let values = flat[s.offset..s.offset + s.spec.len()].to_vec();
-                (format!("layers.{}.{}", s.layer, s.spec.name), s.spec.shape.clone(), values)
+                Parameter { name: format!("layers.{}.{}", s.layer, s.spec.name), shape: s.spec.shape.clone(), values }
             })
             .collect())
     }

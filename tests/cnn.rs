@@ -79,9 +79,9 @@ fn cnn_models_save_load_and_predict_as_before() {
         model.save(&path).unwrap();
         let mut loaded = Sequential::load(&path, &backend).unwrap();
         assert_eq!(loaded.layers(), model.layers());
-        let names: Vec<String> = loaded.parameters().unwrap().into_iter().map(|(n, _, _)| n).collect();
+        let names: Vec<String> = loaded.parameters().unwrap().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["layers.0.weight", "layers.0.bias", "layers.3.weight", "layers.3.bias"]);
-        assert_eq!(loaded.parameters().unwrap()[0].1, vec![3, 3, 1, 3], "kernels [kh, kw, C_in, filters]");
+        assert_eq!(loaded.parameters().unwrap()[0].shape, vec![3, 3, 1, 3], "kernels [kh, kw, C_in, filters]");
         assert_eq!(loaded.predict_dataset(&data).unwrap(), model.predict_dataset(&data).unwrap());
     }
     std::fs::remove_dir_all(&dir).unwrap();

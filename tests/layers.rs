@@ -155,7 +155,7 @@ fn keras_style_models_save_and_load_with_their_shapes() {
         assert_eq!(loaded.layers(), model.layers());
         assert_eq!(loaded.input_shape(), &[2, 3, 2]);
         assert_eq!(loaded.parameters().unwrap(), model.parameters().unwrap());
-        let names: Vec<String> = loaded.parameters().unwrap().into_iter().map(|(n, _, _)| n).collect();
+        let names: Vec<String> = loaded.parameters().unwrap().into_iter().map(|p| p.name).collect();
         assert!(
             names.contains(&"layers.0.gamma".to_string()) && names.contains(&"layers.2.weight".to_string()),
             "{names:?}"

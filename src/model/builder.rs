@@ -88,6 +88,7 @@ impl SequentialBuilder {
     }
 
     /// Adds `layer` (Keras' `model.add`).
+    #[allow(clippy::should_implement_trait)] // Keras' name; a builder, not arithmetic
     pub fn add(mut self, layer: Layer) -> SequentialBuilder {
         self.layers.push(layer);
         self

@@ -117,7 +117,7 @@ pub(super) fn blocks(
                     true
                 }
                 // A rate of 0 is the identity, even while training.
-                Layer::Dropout(rate) if rate == 0.0 => true,
+                Layer::Dropout(0.0) => true,
                 Layer::Dropout(rate) if b.dropout.is_none() => {
                     b.dropout = Some((rate, dropout::seed(seed, layers, i)));
                     true

@@ -2,7 +2,7 @@
 //! give the same per-step losses and parameters.
 
 use super::{assert_close, gpu};
-use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, SequentialBuilder};
+use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Parameter, Progress, SequentialBuilder};
 use wgnn::Dataset;
 
 /// Each step's mean loss, from the running sums reported at every tick.
@@ -32,7 +32,7 @@ pub fn run(
     data: &Dataset,
     loss: Loss,
     opts: &FitOptions,
-) -> (Vec<f32>, Vec<(String, Vec<usize>, Vec<f32>)>, Vec<String>) {
+) -> (Vec<f32>, Vec<Parameter>, Vec<String>) {
     let mut model = build().fused(fused).build(backend).unwrap();
     model.compile(loss, Optimizer::adam(3e-3)).unwrap();
     let kernels = match backend {
@@ -57,9 +57,9 @@ pub fn check_fusion(what: &str, build: &dyn Fn() -> SequentialBuilder, data: &Da
     for (how, (losses, params, _)) in &runs {
         assert_eq!(losses.len(), want_losses.len(), "{what}, {how}");
         assert_close(&format!("{what}, {how}: per-step loss"), losses, &want_losses, 1e-4, 1e-3);
-        for ((name, shape, got), (want_name, want_shape, want)) in params.iter().zip(&want_params) {
-            assert_eq!((name, shape), (want_name, want_shape), "{what}, {how}");
-            assert_close(&format!("{what}, {how}: {name}"), got, want, 1e-4, 1e-3);
+        for (got, want) in params.iter().zip(&want_params) {
+            assert_eq!((&got.name, &got.shape), (&want.name, &want.shape), "{what}, {how}");
+            assert_close(&format!("{what}, {how}: {}", got.name), &got.values, &want.values, 1e-4, 1e-3);
         }
     }
     let (fused, unfused) = (&runs[0].1 .2, &runs[1].1 .2);
