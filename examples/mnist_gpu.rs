@@ -36,12 +36,11 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
+use common::console::{self, Console};
 use common::outputs::Outputs;
-use indicatif::{ProgressBar, ProgressStyle};
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
-use wgnn::history::EpochRecord;
-use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
+use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, History, WgnnError};
 
 #[derive(Parser, Debug)]
@@ -124,11 +123,6 @@ const SET_BY_CHECKPOINT: [(&str, &str); 7] = [
     ("seed", "--seed"),
 ];
 
-/// The index of the largest value (the first, on ties).
-fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
-}
-
 fn parse_activation(name: &str) -> std::result::Result<Activation, String> {
     Activation::parse(name).map_err(|e| e.to_string())
 }
@@ -148,64 +142,6 @@ fn parse_loss(name: &str) -> std::result::Result<Loss, String> {
              categorical_crossentropy or mean_squared_error",
             other.name()
         )),
-    }
-}
-
-/// A progress bar per epoch, and one summary line at each epoch's end.
-struct Console {
-    bar: Option<ProgressBar>,
-    /// The name of the history's second figure: "acc", or "mae" under mean squared error.
-    metric: &'static str,
-    /// The epochs completed, for the history of a run that `fit` stops with an error.
-    records: Vec<EpochRecord>,
-}
-
-impl Console {
-    /// Removes the bar of an epoch that did not end.
-    fn clear_bar(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl Observer for Console {
-    fn on_progress(&mut self, p: &Progress) {
-        let bar = self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::new(p.steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template("epoch {prefix:>5} [{bar:30}] {pos:>5}/{len} {msg}")
-                    .expect("valid progress template")
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{}/{}", p.epoch, p.epochs));
-            bar
-        });
-        bar.set_position(p.step as u64);
-        bar.set_message(format!(
-            "loss {:.4}  {} {:.4}  {:.0} samples/s",
-            p.loss,
-            self.metric,
-            p.accuracy,
-            p.samples as f64 / p.seconds.max(1e-9)
-        ));
-    }
-
-    fn on_epoch_end(&mut self, r: &EpochRecord) {
-        self.clear_bar();
-        self.records.push(r.clone());
-        let val = match (r.val_loss, r.val_accuracy) {
-            (Some(l), Some(a)) => format!("  val loss {l:.4}  val {} {a:.4}", self.metric),
-            _ => String::new(),
-        };
-        let skipped = match r.skipped_batches {
-            0 => String::new(),
-            n => format!("  ({n} non-finite batches skipped)"),
-        };
-        println!(
-            "epoch {:>3}  loss {:.4}  {} {:.4}{val}  {:.2} s  {:.0} samples/s{skipped}",
-            r.epoch, r.train_loss, self.metric, r.train_accuracy, r.seconds, r.samples_per_second
-        );
     }
 }
 
@@ -321,7 +257,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     };
     let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
     let started = Instant::now();
-    let mut console = Console { bar: None, metric, records: Vec::new() };
+    let mut console = Console::new(metric);
     let fitted = model.fit_with(&train, &options, &mut console);
     console.clear_bar();
     let history = match fitted {
@@ -344,8 +280,11 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     if model.loss() == Loss::MeanSquaredError {
         // evaluate's second figure is the mean absolute error here: count argmax hits instead.
         let predictions = model.predict_dataset(&test)?;
-        let hits =
-            predictions.chunks(10).zip(&test.labels).filter(|(row, &label)| argmax(row) == label as usize).count();
+        let hits = predictions
+            .chunks(10)
+            .zip(&test.labels)
+            .filter(|(row, &label)| console::argmax(row) == label as usize)
+            .count();
         test_accuracy = hits as f32 / test.rows as f32;
     }
     println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
@@ -356,7 +295,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let row = 0;
     let pixels = test.row_f32(row)?;
     let probs = model.predict(&pixels, 1)?;
-    let predicted = argmax(&probs);
+    let predicted = console::argmax(&probs);
     println!("\ntest image {row} (label {}):", test.labels[row]);
     println!("{}", render_image(&pixels, 28, 28));
     match model.loss() {

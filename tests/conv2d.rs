@@ -296,6 +296,49 @@ fn patch_matrix_in_chunks_matches_cpu() {
     }
 }
 
+#[test]
+fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
+    // A matmul may run a workgroup per row of the patch matrix: on a device whose grid dimensions
+    // hold 256 workgroups, 10 images of 7×7 outputs (490 rows) are cut into chunks, and so is a
+    // 1×1 convolution over 6 images of 8×8 (384 rows), which otherwise reads x as the matrix.
+    let options = GpuOptions {
+        limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 256, ..l },
+        ..Default::default()
+    };
+    common::gpu();
+    let gpu = Gpu::with_options(&options).unwrap();
+    let mut rng = Rng::new(9);
+    for c in
+        [case([10, 9, 9, 2], (3, 3), 4, (1, 1), Padding::Valid), case([6, 8, 8, 3], (1, 1), 5, (1, 1), Padding::Valid)]
+    {
+        let d = c.dims();
+        assert!(d.rows * d.window.ho * d.window.wo > 256, "{c:?}");
+        let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
+        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
+        let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
+        let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
+        let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
+        let forward = conv2d_forward(&gpu, &xt, &kt, None, &yt, Activation::Tanh, &c.cfg()).unwrap();
+        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg()).unwrap();
+        let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
+        gpu.run(&[&forward, &input, &weights]).unwrap();
+        let want = cpu::conv2d_forward(&x, &k, None, &d, Activation::Tanh);
+        assert_close(&format!("{c:?} y"), &yt.to_vec().unwrap(), &want, 1e-5, 1e-4);
+        assert_close(
+            &format!("{c:?} dx"),
+            &dxt.to_vec().unwrap(),
+            &cpu::conv2d_backward_input(&dz, &k, &d),
+            1e-5,
+            1e-4,
+        );
+        let (dk, db) = cpu::conv2d_backward_weights(&x, &dz, &d);
+        assert_close(&format!("{c:?} dkernel"), &dkt.to_vec().unwrap(), &dk, 1e-4, 1e-4);
+        assert_close(&format!("{c:?} dbias"), &dbt.to_vec().unwrap(), &db, 1e-4, 1e-4);
+    }
+}
+
 fn expect_err(result: wgnn::Result<wgnn::Plan>, what: &str) -> WgnnError {
     match result {
         Ok(_) => panic!("{what}: accepted"),

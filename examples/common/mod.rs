@@ -4,6 +4,7 @@
 // Each example uses the parsers it needs.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod outputs;
 
 use std::process::ExitCode;

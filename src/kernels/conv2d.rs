@@ -185,30 +185,53 @@ fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<usize> {
     } else {
         (limits.max_buffer_size, "max_buffer_size")
     };
-    let per_image = (d.window.ho * d.window.wo * padded_patch(d)) as u64 * 4;
-    if per_image * d.rows as u64 <= max_bytes {
+    let positions = d.window.ho * d.window.wo;
+    let per_image = (positions * padded_patch(d)) as u64 * 4;
+    // The products' M, the patch matrix's rows, stays within one grid dimension: a matmul may
+    // run a workgroup per row.
+    let max_rows = limits.max_compute_workgroups_per_dimension as usize;
+    if per_image * d.rows as u64 <= max_bytes && d.rows * positions <= max_rows {
         return Ok(d.rows);
     }
     let align = limits.min_storage_buffer_offset_alignment.max(4) as usize;
-    let view_bytes = d.window.ho * d.window.wo * d.c_out * 4;
+    let view_bytes = positions * d.c_out * 4;
     let step = align / gcd(align, view_bytes);
-    let chunk = (max_bytes / per_image) as usize / step * step;
+    let by_bytes = (max_bytes / per_image) as usize;
+    let chunk = by_bytes.min(max_rows / positions) / step * step;
+    if chunk == 0 && by_bytes >= step {
+        return Err(WgnnError::shape(
+            op,
+            format!(
+                "{step} image(s) of {positions} output positions each (x {:?}, kernel {:?}) pass the {max_rows} rows a \
+                 dispatch grid dimension holds",
+                d.x_shape(),
+                d.kernel_shape()
+            ),
+        ));
+    }
     if chunk == 0 {
+        let bytes = per_image * step as u64;
         return Err(WgnnError::DeviceLimit {
             op: op.into(),
             what: format!(
                 "the patch matrix of {step} image(s), [{}, {}] for x {:?} and kernel {:?},",
-                step * d.window.ho * d.window.wo,
+                step * positions,
                 padded_patch(d),
                 d.x_shape(),
                 d.kernel_shape()
             ),
-            bytes: per_image * step as u64,
+            bytes,
             limit: max_bytes,
             limit_name,
         });
     }
     Ok(chunk.min(d.rows))
+}
+
+/// Whether the products can read x as the patch matrix itself (a 1×1 kernel at stride 1) in one
+/// go: M = rows·H·W within one grid dimension.
+fn direct(gpu: &Gpu, d: &Conv2dDims) -> bool {
+    pointwise(d) && d.rows * d.window.h * d.window.w <= gpu.limits().max_compute_workgroups_per_dimension as usize
 }
 
 /// `t` is an f32 tensor of exactly `shape`.
@@ -275,7 +298,7 @@ pub fn conv2d_forward(
     check_bindings(OP, &[("y", y)], &inputs)?;
     let win = &d.window;
     let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
-    if pointwise(&d) {
+    if direct(gpu, &d) {
         let (x2, k2) = (x.reshape(&[d.rows * win.h * win.w, d.c_in])?, kernel.reshape(&[d.c_in, d.c_out])?);
         return matmul(gpu, &x2, &k2, &y.reshape(&[d.rows * win.ho * win.wo, d.c_out])?, &opts);
     }
@@ -323,7 +346,7 @@ pub fn conv2d_backward_input(gpu: &Gpu, dz: &Tensor, kernel: &Tensor, dx: &Tenso
     let win = &d.window;
     let opts = MatmulOptions { trans_b: true, ..Default::default() };
     let positions = win.ho * win.wo;
-    if pointwise(&d) {
+    if direct(gpu, &d) {
         let (dz2, k2) = (dz.reshape(&[d.rows * positions, d.c_out])?, kernel.reshape(&[d.c_in, d.c_out])?);
         return matmul(gpu, &dz2, &k2, &dx.reshape(&[d.rows * win.h * win.w, d.c_in])?, &opts);
     }
@@ -367,7 +390,7 @@ pub fn conv2d_backward_weights(
     let positions = win.ho * win.wo;
     // Where the patch is padded, the products write a padded matrix (its last rows: zero columns'
     // gradients), copied back at the end.
-    let padded = !pointwise(&d) && k != patch;
+    let padded = !direct(gpu, &d) && k != patch;
     let dk2 = if padded { Tensor::zeros(gpu, &[k, d.c_out])? } else { dkernel.reshape(&[patch, d.c_out])? };
     // dK = colᵀ·dZ (+ db = Σ dZ): the first chunk writes, the others add.
     let product = |col: &Tensor, dz_n: &Tensor, first: bool| -> Result<Plan> {
@@ -382,7 +405,7 @@ pub fn conv2d_backward_weights(
             (None, _) => matmul(gpu, col, dz_n, &dk2, &opts),
         }
     };
-    if pointwise(&d) {
+    if direct(gpu, &d) {
         let x2 = x.reshape(&[d.rows * win.h * win.w, d.c_in])?;
         return product(&x2, &dz.reshape(&[d.rows * positions, d.c_out])?, true);
     }

@@ -1,0 +1,182 @@
+//! A convolutional network on MNIST, trained on the GPU (the Keras mnist_convnet recipe, smaller):
+//! Conv2D(16, 3×3, relu) → MaxPool(2) → Conv2D(32, 3×3, relu) → MaxPool(2) → Flatten →
+//! Dropout(0.5) → Dense(10, softmax), Adam 1e-3, batch 128.
+//!
+//!     cargo run --release --example cnn_mnist [-- --epochs 3 --filters 32,64 --out out/cnn]
+//!
+//! Trains on all 60,000 training rows and reports the test set after every epoch as validation
+//! data (nothing is chosen by it); `--validation-split 0.1` holds out training rows instead.
+//! Writes `history.csv` and `curves.png` to the output folder (default `out/cnn_mnist`) and draws
+//! one test digit with its prediction. `--filters 32,64` is Keras' recipe as published.
+//!
+//! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch
+//! (and `best.safetensors` with `--validation-split`); `--resume ckpt/last.safetensors` continues
+//! from one. `--save model.safetensors` writes the trained model. Output places are checked before
+//! training; errors print as `error: …` (exit 1), usage errors exit 2.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Parser;
+use common::console::{self, Console};
+use common::outputs::Outputs;
+use wgnn::data::load_mnist;
+use wgnn::display::{format_top_k, render_image};
+use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
+use wgnn::{Activation, History, Layer, WgnnError};
+
+#[derive(Parser, Debug)]
+#[command(name = "cnn_mnist", about = "Train a convolutional network on MNIST on the GPU (wgnn)")]
+struct Args {
+    /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
+    #[arg(long, default_value = "assets/mnist.npz")]
+    data: PathBuf,
+    #[arg(long, default_value_t = 12, value_parser = common::at_least_one)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128, value_parser = common::at_least_one)]
+    batch_size: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3, value_parser = common::positive)]
+    lr: f32,
+    /// The two convolutions' filter counts.
+    #[arg(long, default_value = "16,32", value_parser = parse_filters)]
+    filters: (usize, usize),
+    /// Dropout rate before the output layer while training.
+    #[arg(long, default_value_t = 0.5, value_parser = common::fraction)]
+    dropout: f32,
+    /// Seeds the initial weights, the shuffles and the validation split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of the training rows held out for validation; 0 trains on all of them and
+    /// validates on the test set.
+    #[arg(long, default_value_t = 0.0, value_parser = common::fraction)]
+    validation_split: f32,
+    /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Refuse a software adapter (also: $WGNN_REQUIRE_GPU=1).
+    #[arg(long)]
+    require_gpu: bool,
+    /// Folder for history.csv and curves.png (created if missing).
+    #[arg(long, default_value = "out/cnn_mnist")]
+    out: PathBuf,
+    /// Write a checkpoint into this folder after every epoch (last.safetensors) and, with
+    /// --validation-split, on the best validation loss (best.safetensors).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Continue from this checkpoint (the model, optimizer and seed come from it; --epochs is
+    /// the total, counting the epochs already done).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Train on the first N training rows only (0 = all): quick runs.
+    #[arg(long, default_value_t = 0)]
+    train_rows: usize,
+    /// Save the trained model to this safetensors file (its folder is created if missing).
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+fn parse_filters(text: &str) -> std::result::Result<(usize, usize), String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    match parts.as_slice() {
+        [a, b] => Ok((common::at_least_one(a.trim())?, common::at_least_one(b.trim())?)),
+        _ => Err(format!("expected two counts like 16,32, got {text:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = common::parse_args::<Args>();
+    common::exit_on_error(|| run(&args))
+}
+
+fn run(args: &Args) -> Result<()> {
+    let (train, test) = load_mnist(&args.data)?;
+    if args.train_rows > train.rows {
+        common::usage_error::<Args>(format!(
+            "--train-rows {}: {} has {} training rows",
+            args.train_rows,
+            args.data.display(),
+            train.rows
+        ));
+    }
+    let train = match args.train_rows {
+        0 => train,
+        n => train.subset(&(0..n).collect::<Vec<_>>())?,
+    };
+    let (train, test) = (train.with_sample_shape(&[28, 28, 1])?, test.with_sample_shape(&[28, 28, 1])?);
+    let outputs = Outputs::prepare(&args.out, args.save.as_deref(), args.checkpoint_dir.as_deref())?;
+    let backend = Backend::Gpu(common::gpu(args.adapter.as_deref(), args.require_gpu)?);
+    println!("data: {} training rows, {} test rows, images {:?}", train.rows, test.rows, train.sample_shape);
+
+    let (mut model, resumed_history) = match &args.resume {
+        Some(path) => {
+            let model = Sequential::resume(path, &backend)?;
+            println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
+            let history = model.resumed_history().cloned().unwrap_or_default();
+            (model, history)
+        }
+        None => {
+            let (first, second) = args.filters;
+            let mut model = Sequential::new([28, 28, 1], args.seed)
+                .conv2d(first, (3, 3), Activation::Relu)
+                .max_pool2d((2, 2))
+                .conv2d(second, (3, 3), Activation::Relu)
+                .max_pool2d((2, 2))
+                .add(Layer::Flatten)
+                .dropout(args.dropout)
+                .dense(10, Activation::Softmax)
+                .build(&backend)?;
+            model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(args.lr))?;
+            (model, History::default())
+        }
+    };
+    println!("model ({} parameters):\n{}", model.parameter_count(), model.summary());
+
+    let validation =
+        if args.validation_split > 0.0 { Validation::Fraction(args.validation_split) } else { Validation::Data(&test) };
+    let on_best = args.validation_split > 0.0;
+    let checkpoint = args.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best });
+    let options = FitOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        shuffle: true,
+        validation,
+        progress_every: 0,
+        checkpoint,
+        early_stopping: None,
+        skip_nonfinite_batches: false,
+    };
+    let started = Instant::now();
+    let mut console = Console::new("acc");
+    let fitted = model.fit_with(&train, &options, &mut console);
+    console.clear_bar();
+    let history = match fitted {
+        Ok(history) => history,
+        Err(e @ WgnnError::Training { .. }) => {
+            let mut history = resumed_history;
+            history.epochs.extend(console.records);
+            println!("training stopped (the error follows): writing the outputs, with the weights put back");
+            if let Err(write) = outputs.write(&history, &model) {
+                eprintln!("{}", common::error_report(&write));
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(common::naming_the_batch_size(e, args.batch_size)),
+    };
+    println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+    let (test_loss, test_accuracy) = model.evaluate(&test)?;
+    println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
+    outputs.write(&history, &model)?;
+
+    let row = 0;
+    let pixels = test.row_f32(row)?;
+    let probs = model.predict(&pixels, 1)?;
+    println!("\ntest image {row} (label {}):", test.labels[row]);
+    println!("{}", render_image(&pixels, 28, 28));
+    println!("predicted {}   top: {}", console::argmax(&probs), format_top_k(&probs, 3));
+    Ok(())
+}
