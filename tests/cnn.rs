@@ -88,6 +88,39 @@ fn cnn_models_save_load_and_predict_as_before() {
 }
 
 #[test]
+fn flat_rows_reshaped_to_images_train_like_the_reference() {
+    // Rows of 36 values read as 6×6 images, and a convolution's output reshaped (not flattened)
+    // to [4, 4 · 2] before a per-channel batch norm. Fused, both reshapes are free.
+    let data = synthetic(18, 36, 3, 4);
+    let build = || {
+        Sequential::new(36, 6)
+            .reshape(&[6, 6, 1])
+            .conv2d(2, (3, 3), Activation::Tanh)
+            .reshape(&[4, 8])
+            .batch_norm()
+            .flatten()
+            .dense(3, Activation::Identity)
+    };
+    let opts = FitOptions { epochs: 2, batch_size: 6, ..Default::default() };
+    check_fusion("reshape", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
+
+    let dir = std::env::temp_dir().join(format!("wgnn-reshape-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = build().build(&Backend::Cpu).unwrap();
+    model.save(dir.join("m.safetensors")).unwrap();
+    let loaded = Sequential::load(dir.join("m.safetensors"), &Backend::Cpu).unwrap();
+    assert_eq!(loaded.layers(), model.layers());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let err = Sequential::new(36, 0).reshape(&[5, 7, 1]).build(&Backend::Cpu).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, WgnnError::Shape { .. }) && msg.contains("layer 0 (reshape([5, 7, 1]))"), "{msg}");
+    assert!(msg.contains("36 values per sample, [5, 7, 1] needs 35"), "{msg}");
+    let err = Sequential::new(36, 0).reshape(&[36, 0]).build(&Backend::Cpu).err().unwrap();
+    assert!(err.to_string().contains("axes of at least 1"), "{err}");
+}
+
+#[test]
 fn bad_cnn_setups_are_errors_naming_the_layer_and_the_shapes() {
     let backend = Backend::Cpu;
     let build = |layer: Layer| {

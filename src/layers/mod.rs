@@ -22,6 +22,7 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod pool2d;
+pub mod reshape;
 
 pub use crate::kernels::conv2d::Padding;
 pub use crate::kernels::pool2d::Pool2dConfig;
@@ -31,7 +32,7 @@ pub use pool2d::Pooling;
 
 /// One layer of a sequential model. Data and activations are channels-last, one row per sample:
 /// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
     /// y = act(x·W + b) on a 1-D input.
     Dense(Dense),
@@ -43,6 +44,8 @@ pub enum Layer {
     BatchNorm(BatchNormConfig),
     /// Flattens a multi-axis sample to one axis (a no-op in memory: rows are channels-last).
     Flatten,
+    /// Reads a sample as another shape of the same size (a 784-wide row as `[28, 28, 1]`).
+    Reshape(Vec<usize>),
     /// A 2-D convolution of `[H, W, C]` images.
     Conv2D(Conv2D),
     /// Max, average or global average pooling of `[H, W, C]` images.
@@ -116,6 +119,7 @@ impl Layer {
             Layer::Dropout(rate) => format!("dropout({rate})"),
             Layer::BatchNorm(_) => "batch_norm".to_string(),
             Layer::Flatten => "flatten".to_string(),
+            Layer::Reshape(target) => format!("reshape({target:?})"),
             Layer::Conv2D(c) => c.describe(),
             Layer::Pool(p) => p.describe(),
         }
@@ -130,6 +134,7 @@ impl Layer {
             Layer::Dropout(rate) => dropout::validate(&op, *rate),
             Layer::BatchNorm(cfg) => cfg.validate(&op),
             Layer::Flatten | Layer::Pool(_) => Ok(()),
+            Layer::Reshape(target) => reshape::validate(&op, target),
             Layer::Conv2D(c) => c.validate(&op),
         }
     }
@@ -141,6 +146,7 @@ impl Layer {
         match self {
             Layer::Dense(d) => d.output_shape(&op, input),
             Layer::Flatten => Ok(vec![input.iter().product()]),
+            Layer::Reshape(target) => reshape::output_shape(&op, input, target),
             Layer::Activation(Activation::Softmax) if input.len() != 1 => Err(WgnnError::shape(
                 &op,
                 format!("softmax runs over one axis, got a {input:?} input: add Flatten before it"),
@@ -158,7 +164,9 @@ impl Layer {
             Layer::Dense(d) => d.slots(input),
             Layer::BatchNorm(_) => batch_norm::slots(input),
             Layer::Conv2D(c) => c.slots(input),
-            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten | Layer::Pool(_) => Vec::new(),
+            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten | Layer::Reshape(_) | Layer::Pool(_) => {
+                Vec::new()
+            }
         }
     }
 

@@ -127,6 +127,12 @@ impl SequentialBuilder {
         self.add(Layer::max_pool2d(pool_size))
     }
 
+    /// Adds a reshape layer: each sample read as `shape` (the same number of values), e.g. a
+    /// 784-wide row as `[28, 28, 1]` before a convolution.
+    pub fn reshape(self, shape: &[usize]) -> SequentialBuilder {
+        self.add(Layer::Reshape(shape.to_vec()))
+    }
+
     /// Adds a flatten layer (a multi-axis sample to one axis).
     pub fn flatten(self) -> SequentialBuilder {
         self.add(Layer::Flatten)

@@ -105,7 +105,8 @@ pub(super) fn blocks(
         };
         if let (true, Some(b)) = (fuse, out.last_mut()) {
             let absorbed = match *layer {
-                Layer::Flatten => true,
+                // Shape-only layers: the block's output read as another shape.
+                Layer::Flatten | Layer::Reshape(_) => true,
                 Layer::BatchNorm(cfg)
                     if b.norm.is_none() && b.act == Activation::Identity && b.dropout.is_none() && !b.has_bias() =>
                 {
@@ -166,12 +167,17 @@ pub(super) fn blocks(
             Layer::Activation(a) => block.act = a,
             Layer::Dropout(rate) if rate > 0.0 => block.dropout = Some((rate, dropout::seed(seed, layers, i))),
             Layer::BatchNorm(cfg) => block.norm = Some(norm(cfg)),
-            Layer::Dense(_) | Layer::Conv2D(_) | Layer::Pool(_) | Layer::Flatten | Layer::Dropout(_) => {}
+            Layer::Dense(_)
+            | Layer::Conv2D(_)
+            | Layer::Pool(_)
+            | Layer::Flatten
+            | Layer::Reshape(_)
+            | Layer::Dropout(_) => {}
         }
         out.push(block);
     }
     if fuse {
-        // A leading flatten reads the input as it lies: nothing to run.
+        // A leading flatten or reshape reads the input as it lies: nothing to run.
         while out.len() > 1 && out[0].is_noop(out[0].act) {
             let first = out.remove(0);
             out[0].layers.start = first.layers.start;

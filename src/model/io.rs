@@ -245,7 +245,7 @@ impl Sequential {
         let invalid = |e: WgnnError| data_err(path, format!("describes an invalid model: {e}"));
         let mut builder = Sequential::new(arch.input_shape.clone(), arch.seed);
         for layer in &arch.layers {
-            builder = builder.add(*layer);
+            builder = builder.add(layer.clone());
         }
         let mut model = builder.build(backend).map_err(invalid)?;
         if let Some(compile) = &arch.compile {

@@ -57,6 +57,9 @@ pub(super) enum SavedLayer {
     },
     BatchNorm(SavedBatchNorm),
     Flatten,
+    Reshape {
+        shape: Vec<usize>,
+    },
     Conv2d {
         filters: usize,
         kernel: [usize; 2],
@@ -125,6 +128,7 @@ impl From<&Layer> for SavedLayer {
             Layer::Dropout(rate) => SavedLayer::Dropout { rate },
             Layer::BatchNorm(c) => SavedLayer::BatchNorm(SavedBatchNorm { eps: c.eps, momentum: c.momentum }),
             Layer::Flatten => SavedLayer::Flatten,
+            Layer::Reshape(ref shape) => SavedLayer::Reshape { shape: shape.clone() },
             Layer::Conv2D(c) => SavedLayer::Conv2d {
                 filters: c.filters,
                 kernel: [c.kernel.0, c.kernel.1],
@@ -154,6 +158,7 @@ impl SavedLayer {
             SavedLayer::Dropout { rate } => Layer::Dropout(*rate),
             SavedLayer::BatchNorm(b) => Layer::BatchNorm(BatchNormConfig { eps: b.eps, momentum: b.momentum }),
             SavedLayer::Flatten => Layer::Flatten,
+            SavedLayer::Reshape { shape } => Layer::Reshape(shape.clone()),
             SavedLayer::Conv2d { filters, kernel, strides, padding, activation, use_bias } => Layer::Conv2D(Conv2D {
                 filters: *filters,
                 kernel: (kernel[0], kernel[1]),

@@ -1,0 +1,24 @@
+//! The reshape layer (Keras' `Reshape`): one sample's values read as another shape of the same
+//! size, e.g. a 784-wide row as a `[28, 28, 1]` image. A no-op in memory (rows stay
+//! channels-last), so it has no kernels: forward and backward pass the values on as they are.
+
+use crate::error::{Result, WgnnError};
+
+pub(super) fn validate(op: &str, target: &[usize]) -> Result<()> {
+    if target.is_empty() || target.contains(&0) {
+        return Err(WgnnError::invalid(op, format!("the target shape {target:?} must have axes of at least 1")));
+    }
+    Ok(())
+}
+
+/// `target`, where it holds as many values as `input`.
+pub(super) fn output_shape(op: &str, input: &[usize], target: &[usize]) -> Result<Vec<usize>> {
+    let (have, want) = (super::features(input), super::features(target));
+    if have != want {
+        return Err(WgnnError::shape(
+            op,
+            format!("a {input:?} input has {have} values per sample, {target:?} needs {want}"),
+        ));
+    }
+    Ok(target.to_vec())
+}
