@@ -9,7 +9,12 @@
 //! single-threaded CPU sgemm (`matrixmultiply`) of the first layer's forward product, as a probe of
 //! the machine's speed at the moment.
 //!
-//!     cargo bench --bench training [-- --epochs 3 --batch 32,256]
+//! Then the cnn_mnist model (Conv2D(16) → MaxPool → Conv2D(32) → MaxPool → Flatten → Dropout →
+//! Dense(10), batch 128) on the first `--cnn-rows` training rows (default 6,000; 0 skips it): its
+//! steady s/epoch scaled to the 60,000 rows, samples/s, and the device memory one step binds
+//! (`Sequential::step_memory_bytes`).
+//!
+//!     cargo bench --bench training [-- --epochs 3 --batch 32,256 --cnn-rows 6000]
 //!
 //! Writes target/bench/training.csv as well as the table.
 
@@ -19,7 +24,40 @@ use std::time::Instant;
 use wgnn::data::load_mnist;
 use wgnn::kernels::step_guard::guard_step;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, Gpu, Tensor};
+use wgnn::{Activation, Dataset, Gpu, Tensor};
+
+/// The cnn_mnist model at batch 128 on the first `rows` rows, 3 epochs: the steady median scaled
+/// to a 60,000-row epoch, samples/s, and one step's device memory.
+fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> Result<(), Box<dyn std::error::Error>> {
+    let data = train.subset(&(0..rows).collect::<Vec<_>>())?.with_sample_shape(&[28, 28, 1])?;
+    let mut model = Sequential::new([28, 28, 1], 42)
+        .conv2d(16, (3, 3), Activation::Relu)
+        .max_pool2d((2, 2))
+        .conv2d(32, (3, 3), Activation::Relu)
+        .max_pool2d((2, 2))
+        .flatten()
+        .dropout(0.5)
+        .dense(10, Activation::Softmax)
+        .build(&Backend::Gpu(gpu.clone()))?;
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+    let batch = 128;
+    let memory = model.step_memory_bytes(&data, batch)?;
+    let options = FitOptions { epochs: 3, batch_size: batch, validation: Validation::None, ..Default::default() };
+    let history = model.fit(&data, &options)?;
+    let mut steady: Vec<f64> = history.epochs.iter().skip(1).map(|r| r.seconds).collect();
+    steady.sort_by(f64::total_cmp);
+    let median = steady[steady.len() / 2];
+    let per_full_epoch = median * 60_000.0 / rows as f64;
+    println!(
+        "\ncnn (cnn_mnist's model), batch {batch}, {rows} rows: first epoch {:.2} s, steady median {median:.2} s \
+         ({:.0} samples/s; {per_full_epoch:.0} s per 60,000-row epoch); one step binds {:.1} MiB",
+        history.epochs[0].seconds,
+        rows as f64 / median,
+        memory as f64 / (1 << 20) as f64
+    );
+    writeln!(csv, "\"{} (cnn)\",{batch},steady,{median:.4},{:.1},,", gpu.adapter_info().name, rows as f64 / median)?;
+    Ok(())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -92,6 +130,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{batch:>6}  steady median {median:.3} s/epoch ({:.0} samples/s); first epoch {:.3} s ({:+.3} s vs steady)\n", train.rows as f64 / median, first, first - median);
             medians.push((batch, median));
         }
+    }
+    let cnn_rows: usize = flag("--cnn-rows").map_or(Ok(6000), |s| s.parse())?;
+    if cnn_rows > 0 {
+        cnn_row(&gpu, &train, cnn_rows.min(train.rows), &mut csv)?;
     }
     let after = Baselines::measure(&gpu)?;
     println!("baselines after:  {after}");

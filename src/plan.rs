@@ -13,6 +13,8 @@ pub struct Dispatch {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// The storage buffers it binds: (identity, bytes).
+    pub(crate) buffers: Vec<(usize, u64)>,
 }
 
 /// An ordered list of dispatches: a kernel call, a training step, or a whole epoch.

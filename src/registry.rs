@@ -188,7 +188,11 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
             entries: &entries,
         })
     })?;
-    Ok(Dispatch { label, pipeline: cached.pipeline.clone(), bind_group, workgroups })
+    let buffers = tensors
+        .iter()
+        .map(|t| (std::sync::Arc::as_ptr(t.shared_buffer()) as usize, t.shared_buffer().size()))
+        .collect();
+    Ok(Dispatch { label, pipeline: cached.pipeline.clone(), bind_group, workgroups, buffers })
 }
 
 /// Workgroups for `items` invocations of `workgroup_size` in a 1-D kernel, folded into y when x

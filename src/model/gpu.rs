@@ -335,6 +335,33 @@ impl Sequential {
         Ok(plan)
     }
 
+    /// Bytes of device memory one training step at `batch_size` binds, from the buffers its
+    /// plan allocates and reads: parameters, gradients, optimizer state, the batch's activations
+    /// and gradients, kernels' scratch (patch matrices); not the uploaded data set. Nothing runs.
+    pub fn step_memory_bytes(&self, data: &Dataset, batch_size: usize) -> Result<u64> {
+        const OP: &str = "step_memory_bytes";
+        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
+        self.check_data(OP, data)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let gpu_data = self.upload_data(&gpu, data)?;
+        let batch = batch_size.clamp(1, data.rows);
+        let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
+        let (plans, _buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
+        let data_plan = gpu_data
+            .rows
+            .chunks
+            .iter()
+            .chain([&gpu_data.rows.labels, &order])
+            .chain(gpu_data.targets.iter().flat_map(|t| t.chunks.iter().chain([&t.labels])));
+        let data_bytes: std::collections::HashMap<usize, u64> =
+            data_plan.map(|t| (std::sync::Arc::as_ptr(t.shared_buffer()) as usize, t.shared_buffer().size())).collect();
+        let mut bound = std::collections::HashMap::new();
+        for d in &plans[0].dispatches {
+            bound.extend(d.buffers.iter().copied().filter(|(id, _)| !data_bytes.contains_key(id)));
+        }
+        Ok(bound.values().sum())
+    }
+
     /// The kernels one training step at `batch_size` dispatches, in order (labelled as in
     /// [`Sequential::profile_step`]): which variants the engine picks on this device, without
     /// running anything and without timestamp queries.
