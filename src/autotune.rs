@@ -232,10 +232,10 @@ pub(crate) struct Tuner {
 }
 
 impl Tuner {
-    pub(crate) fn new(enabled: bool, profile: &DeviceProfile, cache: Option<TuneCache>) -> Tuner {
+    pub(crate) fn new(enabled: bool, budget: Duration, profile: &DeviceProfile, cache: Option<TuneCache>) -> Tuner {
         Tuner {
             enabled,
-            budget: profile.tune_budget,
+            budget,
             profile: format!("{:?} {:?} {:?}", profile.policy, profile.subgroup_sizes, profile.matmul),
             cache,
             state: Mutex::new(TunerState::default()),

@@ -52,6 +52,9 @@ pub struct GpuOptions<'a> {
     /// The folder of the tuner's cache of picks; `None`: `$WGNN_CACHE_DIR`, else the user's cache
     /// folder (`$XDG_CACHE_HOME/wgnn` or `~/.cache/wgnn`).
     pub tune_cache_dir: Option<&'a Path>,
+    /// The tuner's wall-time budget per device; `None`: the profile's
+    /// ([`DeviceProfile::tune_budget`]). A benchmark that wants every shape fully tuned sets more.
+    pub tune_budget: Option<std::time::Duration>,
 }
 
 impl Default for GpuOptions<'_> {
@@ -64,6 +67,7 @@ impl Default for GpuOptions<'_> {
             require_gpu: false,
             autotune: true,
             tune_cache_dir: None,
+            tune_budget: None,
         }
     }
 }
@@ -199,7 +203,8 @@ impl Gpu {
             Err(_) => true,
         } && options.autotune;
         let cache = cache_dir(options.tune_cache_dir).map(|dir| TuneCache::new(&dir, DeviceIdentity::of(&info)));
-        let tuner = Tuner::new(autotune, &profile, cache);
+        let budget = options.tune_budget.unwrap_or(profile.tune_budget);
+        let tuner = Tuner::new(autotune, budget, &profile, cache);
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
