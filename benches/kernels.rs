@@ -92,6 +92,9 @@ impl Row {
 
 struct Bench {
     gpu: Gpu,
+    /// A device of its own for the autotuner's rows: an empty cache and no budget, so that every
+    /// shape is tuned on every candidate.
+    tuned: Gpu,
     filter: Option<String>,
     timestamps: bool,
     rows: Vec<Row>,
@@ -345,6 +348,23 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
             cpu_ref_s,
             Some(sgemm_s),
         );
+    } // The autotuner's pick at this shape (a fresh tune on a device of its own with every candidate
+      // timed: `Bench::tuned`), beside the static one starred above.
+    if bench.wants(&format!("matmul tuned {shape}")) {
+        let tuned = bench.tuned.clone();
+        let opts = MatmulOptions { trans_a: ta, trans_b: tb, ..Default::default() };
+        let (at, bt) = (at.to_vec().unwrap(), bt.to_vec().unwrap());
+        let (a_shape, b_shape) = (if ta { [k, m] } else { [m, k] }, if tb { [n, k] } else { [k, n] });
+        let at = Tensor::from_slice(&tuned, &a_shape, &at).unwrap();
+        let bt = Tensor::from_slice(&tuned, &b_shape, &bt).unwrap();
+        let ct = Tensor::zeros(&tuned, &[m, n]).unwrap();
+        let plan = matmul(&tuned, &at, &bt, &ct, &opts).unwrap();
+        let pick = tuned.tuned_picks().into_iter().rfind(|p| (p.shape.m, p.shape.n, p.shape.k) == (m, n, k));
+        let name = format!("tuned:{}", pick.map_or("?".into(), |p| p.kernel.name()));
+        let work = Work::Flops(2.0 * (m * n * k) as f64);
+        let gpu = std::mem::replace(&mut bench.gpu, tuned);
+        bench.row("matmul", &name, shape.clone(), false, &plan, &ct, &want, tol, work, cpu_ref_s, Some(sgemm_s));
+        bench.gpu = gpu;
     }
 }
 
@@ -1280,7 +1300,16 @@ fn main() {
     );
     println!("* = the engine's choose_variant pick; nd = dispatches per call; ratios > 1: the GPU is faster\n");
     header();
-    let mut bench = Bench { gpu, filter, timestamps, rows: Vec::new() };
+    let tune_dir = std::env::temp_dir().join(format!("wgnn-bench-tune-{}", std::process::id()));
+    let profile = std::env::var(wgnn::device::PROFILE_ENV).ok().and_then(|p| wgnn::ProfileOverride::parse(&p));
+    let tuned = Gpu::with_options(&wgnn::GpuOptions {
+        profile: profile.unwrap_or_default(),
+        tune_cache_dir: Some(&tune_dir),
+        tune_budget: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut bench = Bench { gpu, tuned, filter, timestamps, rows: Vec::new() };
     let mut rng = Rng::new(5);
     let start = Instant::now();
 

@@ -41,7 +41,7 @@ use common::outputs::Outputs;
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, History, WgnnError};
+use wgnn::{Activation, Gpu, History, WgnnError};
 
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
@@ -110,6 +110,9 @@ struct Args {
     /// created if missing); also after a diverging loss stops the run, with the weights put back.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// After training, print the matmul kernels the autotuner picked: one line per product shape.
+    #[arg(long)]
+    verbose: bool,
 }
 
 /// The flags a checkpoint overrides on --resume (clap's argument id, the flag).
@@ -166,6 +169,23 @@ fn note_flags_set_by_checkpoint(matches: &ArgMatches) {
     }
 }
 
+/// The autotuner's picks (`--verbose`), and where they are kept.
+fn print_tuned_picks(gpu: &Gpu) {
+    if !gpu.autotune() {
+        println!("autotune: off (the device profile's static kernel choices)");
+        return;
+    }
+    let picks = gpu.tuned_picks();
+    let cache = gpu.tune_cache_path().map_or_else(|| "none".into(), |p| p.display().to_string());
+    println!("autotune: {} product shapes (cache: {cache})", picks.len());
+    for pick in picks {
+        println!("  {pick}");
+    }
+    if let Some(e) = gpu.tune_cache_error() {
+        println!("  the cache was not written: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let (args, matches) = common::parse_args_and_matches::<Args>();
     common::exit_on_error(|| run(&args, &matches))
@@ -192,7 +212,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let gpu = common::gpu(args.adapter.as_deref(), args.require_gpu)?;
     println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
-    let backend = Backend::Gpu(gpu);
+    let backend = Backend::Gpu(gpu.clone());
     // The epochs a resumed run starts with, for the history of a run that stops with an error.
     let (mut model, resumed_history) = match &args.resume {
         Some(path) => {
@@ -275,6 +295,9 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         Err(e) => return Err(common::naming_the_batch_size(e, args.batch_size)),
     };
     println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+    if args.verbose {
+        print_tuned_picks(&gpu);
+    }
 
     let (test_loss, mut test_accuracy) = model.evaluate(&test)?;
     if model.loss() == Loss::MeanSquaredError {

@@ -2,12 +2,16 @@
 //! submission and readback, and the store of compiled shader objects (`device::cache`).
 
 pub(crate) mod cache;
+pub mod tune_cache;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::autotune::{parse_switch, TunedPick, Tuner, AUTOTUNE_ENV};
 use crate::error::{Result, WgnnError};
 use crate::profile::{DeviceProfile, ProfileOverride};
 use cache::PipelineCache;
+use tune_cache::{cache_dir, DeviceIdentity, TuneCache};
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";
@@ -41,6 +45,16 @@ pub struct GpuOptions<'a> {
     /// Refuse a software adapter (llvmpipe, SwiftShader, WARP: "GPUs" that run on the CPU) with
     /// [`WgnnError::SoftwareAdapter`] instead of training on it.
     pub require_gpu: bool,
+    /// Time the kernels that can run a matmul the first time its shape is planned and keep the
+    /// fastest ([`crate::autotune`]; default on). Off, or `$WGNN_AUTOTUNE=off` whatever this says:
+    /// the static choice of the device profile (`choose_variant`).
+    pub autotune: bool,
+    /// The folder of the tuner's cache of picks; `None`: `$WGNN_CACHE_DIR`, else the user's cache
+    /// folder (`$XDG_CACHE_HOME/wgnn` or `~/.cache/wgnn`).
+    pub tune_cache_dir: Option<&'a Path>,
+    /// The tuner's wall-time budget per device; `None`: the profile's
+    /// ([`DeviceProfile::tune_budget`]). A benchmark that wants every shape fully tuned sets more.
+    pub tune_budget: Option<std::time::Duration>,
 }
 
 impl Default for GpuOptions<'_> {
@@ -51,6 +65,9 @@ impl Default for GpuOptions<'_> {
             features: |f| f,
             profile: ProfileOverride::Adapter,
             require_gpu: false,
+            autotune: true,
+            tune_cache_dir: None,
+            tune_budget: None,
         }
     }
 }
@@ -70,6 +87,8 @@ pub(crate) struct GpuInner {
     /// The adapter's facts and the policy derived from them, built once.
     pub profile: DeviceProfile,
     pub pipelines: PipelineCache,
+    /// The matmul autotuner's picks on this device.
+    pub tuner: Tuner,
     /// Set by the device-lost callback; checked after every wait.
     lost: Arc<Mutex<Option<String>>>,
     /// Errors no error scope caught (wgpu's default would panic).
@@ -177,6 +196,15 @@ impl Gpu {
         if options.require_gpu && profile.software {
             return Err(WgnnError::SoftwareAdapter { adapter: info.name.clone() });
         }
+        let autotune = match std::env::var(AUTOTUNE_ENV) {
+            Ok(value) => parse_switch(&value).ok_or_else(|| {
+                WgnnError::invalid("Gpu::new", format!("{AUTOTUNE_ENV}={value:?}: expected on or off"))
+            })?,
+            Err(_) => true,
+        } && options.autotune;
+        let cache = cache_dir(options.tune_cache_dir).map(|dir| TuneCache::new(&dir, DeviceIdentity::of(&info)));
+        let budget = options.tune_budget.unwrap_or(profile.tune_budget);
+        let tuner = Tuner::new(autotune, budget, &profile, cache);
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
@@ -186,6 +214,7 @@ impl Gpu {
                 features,
                 profile,
                 pipelines: PipelineCache::default(),
+                tuner,
                 lost,
                 uncaptured,
             }),
@@ -213,6 +242,26 @@ impl Gpu {
     }
     pub(crate) fn pipelines(&self) -> &PipelineCache {
         &self.inner.pipelines
+    }
+    pub(crate) fn tuner(&self) -> &Tuner {
+        &self.inner.tuner
+    }
+    /// Whether the matmul autotuner is on ([`GpuOptions::autotune`], `$WGNN_AUTOTUNE`).
+    pub fn autotune(&self) -> bool {
+        self.inner.tuner.enabled()
+    }
+    /// The autotuner's picks so far, in the order their shapes were first planned (one line each
+    /// with `Display`).
+    pub fn tuned_picks(&self) -> Vec<TunedPick> {
+        self.inner.tuner.picks()
+    }
+    /// The file the autotuner keeps its picks in; `None` where no cache folder was found.
+    pub fn tune_cache_path(&self) -> Option<PathBuf> {
+        self.inner.tuner.cache_path()
+    }
+    /// Why the autotuner's last write of its cache failed, if it did (the picks stay in memory).
+    pub fn tune_cache_error(&self) -> Option<String> {
+        self.inner.tuner.disk_error()
     }
     /// Number of pipelines built on this device so far.
     pub fn pipeline_count(&self) -> usize {

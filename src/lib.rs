@@ -20,6 +20,7 @@
 
 pub mod activation;
 pub mod atomic_file;
+pub mod autotune;
 pub mod config;
 pub mod cpu;
 pub mod data;

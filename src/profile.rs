@@ -25,6 +25,14 @@ pub const CPU_ADAPTER_FUSED_OUTPUT_ROWS: usize = 32;
 /// over several rows per invocation; not measured on a GPU yet).
 pub const GPU_FUSED_OUTPUT_ROWS: usize = 256;
 
+/// The autotuner's compile budget on a software adapter: llvmpipe compiles a matmul pipeline in
+/// 0.15–0.4 s (2-core machine), and a cold shader cache's first epoch already spends 1.5–2.9 s
+/// compiling the pipelines it needs, within the 3 s allowed over a steady epoch.
+pub const SOFTWARE_TUNE_BUDGET: std::time::Duration = std::time::Duration::from_millis(1000);
+/// On a GPU, where a pipeline compiles in milliseconds: room for every candidate of a model's
+/// products.
+pub const GPU_TUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Which measured policy a device runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -84,6 +92,12 @@ pub struct MatmulPolicy {
     pub register_tall_workgroup: [u32; 2],
     /// Split K until the product has about this many workgroups (each chunk keeping enough of K).
     pub split_k_target_groups: usize,
+    /// The autotuner ([`crate::autotune`]) also times the kernels that stage operands in workgroup
+    /// memory: `Tiled` and the GPU-class tiles of `matmul_register`. Not under the CPU-adapter
+    /// policy: on lavapipe they ran 2–20× slower than the register and subgroup kernels at every
+    /// measured shape (BENCHMARKS.md), and llvmpipe compiles each of their pipelines in 0.15 s
+    /// (tiled) to 0.6–2.8 s (the 8×8 tiles), which the first epoch's budget cannot hold.
+    pub tune_workgroup_kernels: bool,
 }
 
 /// What a kernel asks of the device besides its shader: checked by [`DeviceProfile::fits`].
@@ -115,6 +129,11 @@ pub struct DeviceProfile {
     pub timestamps: bool,
     /// Loop iterations one invocation may run in total ([`LOOP_CAP`], on every adapter).
     pub loop_cap: usize,
+    /// Wall time the autotuner may spend per device compiling and timing candidates
+    /// ([`crate::autotune`]); past it only candidates whose pipelines exist are timed. A hardware
+    /// fact, the same under any override: [`SOFTWARE_TUNE_BUDGET`] on a software adapter, else
+    /// [`GPU_TUNE_BUDGET`].
+    pub tune_budget: std::time::Duration,
     pub matmul: MatmulPolicy,
     /// Most rows a training step runs through the fused output layer (`dense_softmax_xent`).
     pub fused_output_max_rows: usize,
@@ -164,15 +183,18 @@ impl DeviceProfile {
             } else {
                 256
             },
+            tune_workgroup_kernels: !cpu,
         };
+        let software = info.device_type == wgpu::DeviceType::Cpu;
         DeviceProfile {
             policy,
             overridden: policy != adapter_policy,
             device_type: info.device_type,
-            software: info.device_type == wgpu::DeviceType::Cpu,
+            software,
             subgroup_sizes: subgroups.then_some((info.subgroup_min_size, info.subgroup_max_size)),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             loop_cap: LOOP_CAP,
+            tune_budget: if software { SOFTWARE_TUNE_BUDGET } else { GPU_TUNE_BUDGET },
             matmul,
             fused_output_max_rows: if cpu { CPU_ADAPTER_FUSED_OUTPUT_ROWS } else { GPU_FUSED_OUTPUT_ROWS },
             uniform_windows: true,

@@ -21,10 +21,12 @@ fn atol(k: usize) -> f32 {
 }
 
 /// A device of its own on the default adapter with `profile`, and without `Features::SUBGROUP`
-/// where `subgroups` is false (a device without the subgroup kernel, on any adapter).
+/// where `subgroups` is false (a device without the subgroup kernel, on any adapter). The
+/// autotuner is off: these tests check the static policy's picks (`choose_variant`); the tuned
+/// ones are checked in tests/autotune.rs.
 fn device(profile: ProfileOverride, subgroups: bool) -> Gpu {
     let features = if subgroups { |f| f } else { |f: wgpu::Features| f - wgpu::Features::SUBGROUP };
-    Gpu::with_options(&GpuOptions { profile, features, ..Default::default() })
+    Gpu::with_options(&GpuOptions { profile, features, autotune: false, ..Default::default() })
         .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
@@ -112,7 +114,10 @@ fn every_variant_and_form_matches_cpu() {
 fn column_sums_of_b_match_cpu() {
     // dW = Xᵀ·dZ with db = Σ_rows dZ: fused into the register and subgroup kernels (one dispatch),
     // a separate column_sum for naive and tiled and under split-K (K past the loop cap only).
-    let gpu = gpu();
+    // The static choice for `None` (the dispatch count depends on the pick), under the policy
+    // $WGNN_PROFILE names, as on the shared device.
+    let profile = std::env::var(wgnn::device::PROFILE_ENV).ok().and_then(|p| ProfileOverride::parse(&p));
+    let gpu = device(profile.unwrap_or_default(), true);
     let mut rng = Rng::new(16);
     let shapes = [(1, 1, 1), (7, 63, 65), (64, 32, 64), (784, 32, 64), (64, 32, 10), (65, 127, 7), (20, 36, 68)];
     let variants = MatmulVariant::ALL.map(Some).into_iter().chain([None]);

@@ -11,7 +11,9 @@ use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, WgnnError};
 /// where `subgroups` is false (a device without the subgroup kernel, on any adapter).
 fn device(profile: ProfileOverride, subgroups: bool) -> Gpu {
     let features = if subgroups { |f| f } else { |f: wgpu::Features| f - wgpu::Features::SUBGROUP };
-    Gpu::with_options(&GpuOptions { profile, features, ..Default::default() })
+    // The autotuner off: these tests check the static policy's kernel picks (a tuned pick may
+    // differ from adapter to adapter and run to run).
+    Gpu::with_options(&GpuOptions { profile, features, autotune: false, ..Default::default() })
         .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 

@@ -10,9 +10,11 @@ use super::gather::{BatchStart, GpuRows};
 use super::matmul_check::{
     check_column_sum, check_epilogue, check_gathered, check_operands, describe, Dims, EpilogueArgs,
 };
+use super::matmul_register::{matmul_register, matmul_register_column_sum};
 use super::reduce::column_sum;
 use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
+use crate::autotune::{matmul_kernel, MatmulKernel};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -80,7 +82,7 @@ pub enum Epilogue<'a> {
 }
 
 /// How the kernel is organised. Every variant is correct for every shape and form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     /// One output per invocation, operands read straight from storage.
     Naive,
@@ -126,7 +128,8 @@ pub struct MatmulOptions<'a> {
     /// C += op(A)·op(B) instead of C = (only with `Epilogue::None`).
     pub accumulate: bool,
     pub epilogue: Epilogue<'a>,
-    /// None: the engine picks ([`choose_variant`]).
+    /// None: the engine picks (the autotuner's pick, [`crate::autotune`], where it is on; else
+    /// [`choose_variant`]).
     pub variant: Option<MatmulVariant>,
 }
 
@@ -244,7 +247,7 @@ const SUBGROUP_MAX_KC: usize = 2048;
 /// Whether the subgroup kernel runs this product: the device profile says it runs (subgroups of
 /// at least its 8-invocation workgroup), vec4 loads possible and N a multiple of 4 (each lane owns
 /// 4 whole columns).
-fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
+pub(crate) fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
     gpu.profile().matmul.subgroup_kernel && n.is_multiple_of(4) && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
@@ -412,7 +415,19 @@ fn matmul_plan(
         AOperand::Gathered(g) => Some(g),
         AOperand::Stored(_) => None,
     };
-    let mut variant = opts.variant.unwrap_or_else(|| choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b));
+    let mut variant = match (opts.variant, gathered) {
+        (Some(v), _) => v,
+        (None, None) if aligned => match matmul_kernel(gpu, m, n, k, opts, col_sum.is_some())? {
+            MatmulKernel::Variant(v) => v,
+            MatmulKernel::Tile(tile) => {
+                return match col_sum {
+                    Some(s) => matmul_register_column_sum(gpu, a, b, c, s, opts, tile),
+                    None => matmul_register(gpu, a, b, c, opts, tile),
+                }
+            }
+        },
+        (None, _) => choose_variant(gpu, m, n, k, opts.trans_a, opts.trans_b),
+    };
     if let Some(g) = gathered {
         let mut others = vec![("B", b), ("C", c), ("bias or Y", &aux)];
         others.extend(col_sum.map(|s| ("col_sum", s)));
