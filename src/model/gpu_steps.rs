@@ -66,14 +66,6 @@ impl GpuSteps {
         let gpu = model.gpu_state()?.gpu.clone();
         model.check_batch_fits(&gpu, train, opts.batch_size.min(train.rows))?;
         let data = model.upload_data(&gpu, train)?;
-        let validation = match validation {
-            Some(v) => {
-                let data = model.upload_data(&gpu, v)?;
-                let plans = model.eval_plans(&data)?;
-                Some((data, plans))
-            }
-            None => None,
-        };
         let n = train.rows;
         let batch = opts.batch_size.min(n);
         let tail = n % batch;
@@ -91,6 +83,15 @@ impl GpuSteps {
                 buffers.push(buf);
                 plans.pop()
             }
+        };
+        // After the training step's: the autotuner's budget goes to the products that run most.
+        let validation = match validation {
+            Some(v) => {
+                let data = model.upload_data(&gpu, v)?;
+                let plans = model.eval_plans(&data)?;
+                Some((data, plans))
+            }
+            None => None,
         };
         Ok(GpuSteps {
             gpu,
