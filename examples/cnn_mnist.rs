@@ -26,6 +26,8 @@ use common::console::{self, Console};
 use common::outputs::Outputs;
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
+use wgnn::config::optimizer::LrSchedule;
+use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, History, Layer, WgnnError};
 
@@ -48,6 +50,15 @@ struct Args {
     /// Dropout rate before the output layer while training.
     #[arg(long, default_value_t = 0.5, value_parser = common::fraction)]
     dropout: f32,
+    /// Batch-normalise each convolution's output (Conv2D without bias → BatchNorm → relu).
+    #[arg(long)]
+    batch_norm: bool,
+    /// Units of a hidden dense layer (relu) before the output layer (0 = none).
+    #[arg(long, default_value_t = 0)]
+    hidden: usize,
+    /// The learning rate's schedule: cosine (from --lr down to 0 over the run) or constant.
+    #[arg(long, default_value = "cosine", value_parser = ["cosine", "constant"])]
+    schedule: String,
     /// Seeds the initial weights, the shuffles and the validation split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -120,17 +131,29 @@ fn run(args: &Args) -> Result<()> {
             (model, history)
         }
         None => {
-            let (first, second) = args.filters;
-            let mut model = Sequential::new([28, 28, 1], args.seed)
-                .conv2d(first, (3, 3), Activation::Relu)
-                .max_pool2d((2, 2))
-                .conv2d(second, (3, 3), Activation::Relu)
-                .max_pool2d((2, 2))
-                .add(Layer::Flatten)
-                .dropout(args.dropout)
-                .dense(10, Activation::Softmax)
-                .build(&backend)?;
-            model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(args.lr))?;
+            let mut builder = Sequential::new([28, 28, 1], args.seed);
+            for filters in [args.filters.0, args.filters.1] {
+                builder = match args.batch_norm {
+                    true => builder
+                        .add(Layer::Conv2D(Conv2D { use_bias: false, ..Conv2D::new(filters, (3, 3), Activation::Identity) }))
+                        .batch_norm()
+                        .activation(Activation::Relu),
+                    false => builder.conv2d(filters, (3, 3), Activation::Relu),
+                };
+                builder = builder.max_pool2d((2, 2));
+            }
+            builder = builder.add(Layer::Flatten);
+            if args.hidden > 0 {
+                builder = builder.dense(args.hidden, Activation::Relu);
+            }
+            let mut model = builder.dropout(args.dropout).dense(10, Activation::Softmax).build(&backend)?;
+            let rows = train.rows - (train.rows as f32 * args.validation_split) as usize;
+            let total_steps = (args.epochs * rows.div_ceil(args.batch_size)) as u32;
+            let optimizer = match args.schedule.as_str() {
+                "cosine" => Optimizer::adam(args.lr).with_schedule(LrSchedule::Cosine { total_steps, min_lr: 0.0 }),
+                _ => Optimizer::adam(args.lr),
+            };
+            model.compile(Loss::SparseCategoricalCrossentropy, optimizer)?;
             (model, History::default())
         }
     };

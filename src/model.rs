@@ -158,14 +158,13 @@ impl Sequential {
     }
     /// One line per layer, Keras' `summary()`: the layer, its output shape, its parameters.
     pub fn summary(&self) -> String {
+        let names: Vec<String> = self.layers.iter().map(Layer::describe).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) + 2;
         let mut out = format!("input {:?}\n", self.input_shape);
-        for (i, l) in self.layers.iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
             let params: usize = self.layout.layer_slots(i).filter(|s| s.spec.trainable).map(|s| s.spec.len()).sum();
-            out.push_str(&format!(
-                "{i:>3} {:<28} {:<16} {params} parameters\n",
-                l.describe(),
-                format!("{:?}", self.shapes[i + 1])
-            ));
+            let shape = format!("{:?}", self.shapes[i + 1]);
+            out.push_str(&format!("{i:>3} {name:<width$}{shape:<16} {params} parameters\n"));
         }
         out.push_str(&format!("{} trained parameters", self.parameter_count()));
         out

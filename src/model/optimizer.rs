@@ -1,6 +1,7 @@
 //! The update rules a model is compiled with, and their Keras-style constructors.
 
 use super::*;
+use crate::config::optimizer::LrSchedule;
 
 /// The update rule, with its hyper-parameters (the update formulas are PyTorch's; see
 /// [`crate::kernels::optimizer`]).
@@ -30,6 +31,18 @@ impl Optimizer {
     }
     /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
     /// β1 0.9, β2 0.999, ε 1e-7.
+    /// This rule with its learning rate following `schedule` (Keras' `learning_rate=` schedule).
+    pub fn with_schedule(self, schedule: LrSchedule) -> Optimizer {
+        match self {
+            Optimizer::Sgd(c) => Optimizer::Sgd(SgdConfig { schedule, ..c }),
+            Optimizer::Adam(c) => Optimizer::Adam(AdamConfig { schedule, ..c }),
+            Optimizer::AdamW(c) => Optimizer::AdamW(AdamConfig { schedule, ..c }),
+            Optimizer::RmsProp(c) => Optimizer::RmsProp(RmsPropConfig { schedule, ..c }),
+            Optimizer::Adagrad(c) => Optimizer::Adagrad(AdagradConfig { schedule, ..c }),
+            Optimizer::Adadelta(c) => Optimizer::Adadelta(AdadeltaConfig { schedule, ..c }),
+        }
+    }
+
     pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
         match Optimizer::adam(lr) {
             Optimizer::Adam(c) => Optimizer::AdamW(AdamConfig { weight_decay, ..c }),
