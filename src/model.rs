@@ -357,8 +357,10 @@ impl Sequential {
     pub fn set_weights(&mut self, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
         let layers: Vec<usize> = self.weighted_layers().collect();
         if weights.len() != layers.len() {
-            return Err(WgnnError::shape(
+            // A count of layers, not a tensor: no shapes.
+            return Err(WgnnError::shape_of(
                 "set_weights",
+                &[],
                 format!("{} layers of weights given for a model with {}", weights.len(), layers.len()),
             ));
         }
@@ -368,12 +370,13 @@ impl Sequential {
                 let slot = self.layout.slot(i, name);
                 let expected = slot.map_or(0, |s| s.spec.len());
                 if values.len() != expected {
-                    return Err(WgnnError::shape(
+                    let want = slot.map_or(vec![0], |s| s.spec.shape.clone());
+                    return Err(WgnnError::shape_of(
                         "set_weights",
+                        &[(name, &[values.len()]), ("layer", &want)],
                         format!(
-                            "layer {i} ({}) needs {name} {:?}, got {} values",
+                            "layer {i} ({}) needs {name} {want:?}, got {} values",
                             self.layers[i].describe(),
-                            slot.map_or(vec![0], |s| s.spec.shape.clone()),
                             values.len()
                         ),
                     ));
@@ -395,8 +398,9 @@ impl Sequential {
     /// Checks `data` has rows of the model's input width.
     fn check_features(&self, op: &str, data: &Dataset) -> Result<()> {
         if data.feature_dim != self.input_dim() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 op,
+                &[("data", &data.shape()), ("input", &self.input_shape)],
                 format!(
                     "{} has {} features per row ({:?}) but the model takes {:?} ({})",
                     data.source,
@@ -410,8 +414,9 @@ impl Sequential {
         // Same size, other axes (a 784-wide row given to a [28, 28, 1] model is fine; a
         // [28, 28, 1] sample given to a [14, 56, 1] model is not).
         if data.sample_shape.len() > 1 && self.input_shape.len() > 1 && data.sample_shape != self.input_shape {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 op,
+                &[("data", &data.shape()), ("input", &self.input_shape)],
                 format!(
                     "{} has samples of {:?} but the model takes {:?}",
                     data.source, data.sample_shape, self.input_shape
@@ -584,8 +589,9 @@ impl Sequential {
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("x", &[x.len()]), ("input", &self.input_shape)],
                 format!(
                     "x has {} values; expected rows ({rows}) × {} features with rows ≥ 1",
                     x.len(),
