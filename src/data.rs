@@ -185,8 +185,9 @@ impl Dataset {
             ));
         }
         if features.len() != labels.len() * feature_dim {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("features", &[features.len()]), ("labels", &[labels.len()])],
                 format!(
                     "{source}: {} feature values for {} labels × feature_dim {feature_dim} (= {})",
                     features.len(),
@@ -239,8 +240,9 @@ impl Dataset {
     pub fn with_targets(mut self, values: Vec<f32>, dim: usize) -> Result<Dataset> {
         const OP: &str = "Dataset::with_targets";
         if dim == 0 || values.len() != self.rows * dim {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("values", &[values.len()]), ("features", &[self.rows, self.feature_dim])],
                 format!(
                     "{}: {} target values for {} rows × target dim {dim} (= {}); dim must be at least 1",
                     self.source,
@@ -255,6 +257,11 @@ impl Dataset {
         }
         self.targets = Some(Targets { values, dim });
         Ok(self)
+    }
+
+    /// The features' shape: `[rows]` followed by the sample shape (`[60000, 28, 28]` for MNIST).
+    pub fn shape(&self) -> Vec<usize> {
+        [&[self.rows][..], &self.sample_shape].concat()
     }
 
     /// The labels as one-hot rows `[rows, width]` (a label ≥ width gives a row of zeros).
@@ -274,8 +281,9 @@ impl Dataset {
     pub fn with_sample_shape(mut self, shape: &[usize]) -> Result<Dataset> {
         let size: usize = shape.iter().product();
         if shape.is_empty() || size != self.feature_dim {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 "Dataset::with_sample_shape",
+                &[("shape", shape), ("sample", &self.sample_shape)],
                 format!(
                     "{}: samples of shape {:?} hold {} values; its rows have {} (shape {:?})",
                     self.source, shape, size, self.feature_dim, self.sample_shape
@@ -358,8 +366,9 @@ impl Dataset {
     /// `other`'s scaled space.
     pub fn standardized_like(mut self, other: &Dataset) -> Result<Dataset> {
         if other.feature_dim != self.feature_dim {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 "Dataset::standardized_like",
+                &[("self", &self.shape()), ("other", &other.shape())],
                 format!(
                     "{} has {} features but {} has {}",
                     self.source, self.feature_dim, other.source, other.feature_dim

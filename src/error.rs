@@ -31,8 +31,12 @@ pub enum WgnnError {
     #[error("kernel `{kernel}`: shader or pipeline creation failed: {message}")]
     KernelCreation { kernel: String, message: String },
 
+    /// An operand's shape does not fit the op. `shapes` names each operand the check involved and
+    /// the shape it had (`[("x", [2, 3]), ("y", [3, 2])]`), so a caller can match on `op` and read
+    /// the shapes without parsing text; empty where the check is about a count rather than a
+    /// tensor (the detail then says so). `detail` says what was wanted and names the same shapes.
     #[error("`{op}`: shape mismatch: {detail}")]
-    Shape { op: String, detail: String },
+    Shape { op: String, shapes: Vec<(String, Vec<usize>)>, detail: String },
 
     #[error("`{op}`: empty tensor (shape {shape:?}); every dimension must be at least 1")]
     EmptyTensor { op: String, shape: Vec<usize> },
@@ -85,9 +89,42 @@ fn resume_hint(checkpoint: &Option<(PathBuf, usize)>) -> String {
 pub type Result<T> = std::result::Result<T, WgnnError>;
 
 impl WgnnError {
-    pub fn shape(op: &str, detail: impl Into<String>) -> Self {
-        WgnnError::Shape { op: op.to_string(), detail: detail.into() }
+    /// A [`WgnnError::Shape`] naming the operands checked and their shapes:
+    /// `WgnnError::shape_of("bias_act", &[("x", x.shape()), ("y", y.shape())], "x and y differ")`.
+    pub fn shape_of(op: &str, shapes: &[(&str, &[usize])], detail: impl Into<String>) -> Self {
+        let shapes = shapes.iter().map(|(name, shape)| (name.to_string(), shape.to_vec())).collect();
+        WgnnError::Shape { op: op.to_string(), shapes, detail: detail.into() }
     }
+
+    /// A [`WgnnError::Shape`] whose shapes are in the detail text only (no `shapes`); kept for the
+    /// call sites not yet converted to [`WgnnError::shape_of`].
+    pub fn shape(op: &str, detail: impl Into<String>) -> Self {
+        WgnnError::Shape { op: op.to_string(), shapes: Vec::new(), detail: detail.into() }
+    }
+
+    /// A [`WgnnError::Shape`] with the operand `name` of `shape` first in its shapes, unless it
+    /// names one already; other errors as they are.
+    pub(crate) fn with_operand(self, name: &str, shape: &[usize]) -> Self {
+        match self {
+            WgnnError::Shape { op, mut shapes, detail } => {
+                if !shapes.iter().any(|(n, _)| n == name) {
+                    shapes.insert(0, (name.to_string(), shape.to_vec()));
+                }
+                WgnnError::Shape { op, shapes, detail }
+            }
+            other => other,
+        }
+    }
+
+    /// The shape a [`WgnnError::Shape`] recorded for the operand `name`; `None` for another
+    /// variant or an operand it does not name.
+    pub fn operand_shape(&self, name: &str) -> Option<&[usize]> {
+        match self {
+            WgnnError::Shape { shapes, .. } => shapes.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice()),
+            _ => None,
+        }
+    }
+
     pub fn invalid(op: &str, detail: impl Into<String>) -> Self {
         WgnnError::InvalidArgument { op: op.to_string(), detail: detail.into() }
     }

@@ -280,8 +280,9 @@ impl Sequential {
     /// Checks `data` has rows of the model's input width.
     fn check_features(&self, op: &str, data: &Dataset) -> Result<()> {
         if data.feature_dim != self.input_dim() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 op,
+                &[("data", &data.shape()), ("input", &self.input_shape)],
                 format!(
                     "{} has {} features per row ({:?}) but the model takes {:?} ({})",
                     data.source,
@@ -295,8 +296,9 @@ impl Sequential {
         // Same size, other axes (a 784-wide row given to a [28, 28, 1] model is fine; a
         // [28, 28, 1] sample given to a [14, 56, 1] model is not).
         if data.sample_shape.len() > 1 && self.input_shape.len() > 1 && data.sample_shape != self.input_shape {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 op,
+                &[("data", &data.shape()), ("input", &self.input_shape)],
                 format!(
                     "{} has samples of {:?} but the model takes {:?}",
                     data.source, data.sample_shape, self.input_shape
@@ -469,8 +471,9 @@ impl Sequential {
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
         if rows == 0 || x.len() != rows * self.input_dim() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("x", &[x.len()]), ("input", &self.input_shape)],
                 format!(
                     "x has {} values; expected rows ({rows}) × {} features with rows ≥ 1",
                     x.len(),

@@ -128,8 +128,9 @@ impl Tensor {
     pub fn view(&self, offset_elems: usize, shape: &[usize]) -> Result<Tensor> {
         let len: usize = shape.iter().product();
         if offset_elems + len > self.len() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 "view",
+                &[("tensor", &self.shape), ("view", shape)],
                 format!("view of {shape:?} at element {offset_elems} exceeds tensor {:?}", self.shape),
             ));
         }
@@ -146,8 +147,9 @@ impl Tensor {
     pub(crate) fn extended(&self, shape: &[usize]) -> Result<Tensor> {
         let len: usize = shape.iter().product();
         if len < self.len() || self.offset + len as u64 * 4 > self.buffer.size() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 "extended",
+                &[("tensor", &self.shape), ("extended", shape)],
                 format!("{:?} from {:?}: past its buffer of {} bytes", shape, self.shape, self.buffer.size()),
             ));
         }
@@ -157,7 +159,11 @@ impl Tensor {
     /// The same storage with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(WgnnError::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
+            return Err(WgnnError::shape_of(
+                "reshape",
+                &[("tensor", &self.shape), ("reshape", shape)],
+                format!("{:?} -> {shape:?}", self.shape),
+            ));
         }
         Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
     }
@@ -191,8 +197,9 @@ impl Tensor {
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
         const OP: &str = "copy";
         if src.dtype != self.dtype || src.len() != self.len() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("source", &src.shape), ("destination", &self.shape)],
                 format!(
                     "source {} {:?} vs destination {} {:?}",
                     src.dtype.name(),
@@ -252,7 +259,11 @@ impl Tensor {
     pub fn dims2(&self, op: &str) -> Result<(usize, usize)> {
         match self.shape[..] {
             [r, c] => Ok((r, c)),
-            _ => Err(WgnnError::shape(op, format!("expected a matrix, got shape {:?}", self.shape))),
+            _ => Err(WgnnError::shape_of(
+                op,
+                &[("tensor", &self.shape)],
+                format!("expected a matrix, got shape {:?}", self.shape),
+            )),
         }
     }
 
@@ -317,7 +328,11 @@ impl std::fmt::Debug for Tensor {
 fn check_len(op: &str, shape: &[usize], len: usize) -> Result<()> {
     let want: usize = shape.iter().product();
     if want != len {
-        return Err(WgnnError::shape(op, format!("shape {shape:?} needs {want} values, got {len}")));
+        return Err(WgnnError::shape_of(
+            op,
+            &[("shape", shape), ("data", &[len])],
+            format!("shape {shape:?} needs {want} values, got {len}"),
+        ));
     }
     Ok(())
 }

@@ -69,7 +69,11 @@ impl Window {
             return Err(WgnnError::invalid(op, format!("the window must be at least 1×1, got {kh}×{kw}")));
         }
         if h == 0 || w == 0 {
-            return Err(WgnnError::shape(op, format!("the image must be at least 1×1, got {h}×{w}")));
+            return Err(WgnnError::shape_of(
+                op,
+                &[("image", &[h, w])],
+                format!("the image must be at least 1×1, got {h}×{w}"),
+            ));
         }
         if kh * kw > MAX_WINDOW_CELLS {
             return Err(WgnnError::invalid(
@@ -84,8 +88,9 @@ impl Window {
             (Some((ho, pad_top)), Some((wo, pad_left))) => {
                 Ok(Window { h, w, kh, kw, sh, sw, ho, wo, pad_top, pad_left })
             }
-            _ => Err(WgnnError::shape(
+            _ => Err(WgnnError::shape_of(
                 op,
+                &[("image", &[h, w]), ("window", &[kh, kw])],
                 format!("a {kh}×{kw} window is larger than the {h}×{w} input (padding valid)"),
             )),
         }
@@ -127,7 +132,7 @@ pub struct Conv2dDims {
 pub(crate) fn rank4(op: &str, what: &str, shape: &[usize], layout: &str) -> Result<[usize; 4]> {
     match *shape {
         [a, b, c, d] => Ok([a, b, c, d]),
-        _ => Err(WgnnError::shape(op, format!("{what} must be {layout}, got {shape:?}"))),
+        _ => Err(WgnnError::shape_of(op, &[(what, shape)], format!("{what} must be {layout}, got {shape:?}"))),
     }
 }
 
@@ -136,16 +141,21 @@ impl Conv2dDims {
     /// errors name `op` and both shapes.
     pub fn new(op: &str, x_shape: &[usize], kernel_shape: &[usize], cfg: &Conv2dConfig) -> Result<Conv2dDims> {
         let [rows, h, w, c_in] = rank4(op, "x", x_shape, "[rows, H, W, C_in]")?;
-        let [kh, kw, kc, c_out] = rank4(op, "the kernel", kernel_shape, "[kh, kw, C_in, C_out]")?;
+        let [kh, kw, kc, c_out] = rank4(op, "kernel", kernel_shape, "[kh, kw, C_in, C_out]")?;
+        let operands = [("x", x_shape), ("kernel", kernel_shape)];
         let shapes = format!("x {x_shape:?}, kernel {kernel_shape:?}");
         if kc != c_in {
-            return Err(WgnnError::shape(op, format!("channels differ: x has {c_in}, the kernel {kc} ({shapes})")));
+            return Err(WgnnError::shape_of(
+                op,
+                &operands,
+                format!("channels differ: x has {c_in}, the kernel {kc} ({shapes})"),
+            ));
         }
         if rows == 0 || c_in == 0 || c_out == 0 {
-            return Err(WgnnError::shape(op, format!("rows and channels must be at least 1 ({shapes})")));
+            return Err(WgnnError::shape_of(op, &operands, format!("rows and channels must be at least 1 ({shapes})")));
         }
-        let window =
-            Window::new(op, (h, w), (kh, kw), cfg.strides, cfg.padding).map_err(|e| with_shapes(e, &shapes))?;
+        let window = Window::new(op, (h, w), (kh, kw), cfg.strides, cfg.padding)
+            .map_err(|e| with_shapes(e, &operands, &shapes))?;
         Ok(Conv2dDims { rows, c_in, c_out, window })
     }
 
@@ -164,12 +174,16 @@ impl Conv2dDims {
     }
 }
 
-/// `e` with `shapes` appended to its detail.
-pub(crate) fn with_shapes(e: WgnnError, shapes: &str) -> WgnnError {
+/// `e` with `text` (naming the operands and the config) appended to its detail, and a shape
+/// error's shapes followed by `operands`.
+pub(crate) fn with_shapes(e: WgnnError, operands: &[(&str, &[usize])], text: &str) -> WgnnError {
     match e {
-        WgnnError::Shape { op, detail } => WgnnError::Shape { op, detail: format!("{detail} ({shapes})") },
+        WgnnError::Shape { op, mut shapes, detail } => {
+            shapes.extend(operands.iter().map(|(name, shape)| (name.to_string(), shape.to_vec())));
+            WgnnError::Shape { op, shapes, detail: format!("{detail} ({text})") }
+        }
         WgnnError::InvalidArgument { op, detail } => {
-            WgnnError::InvalidArgument { op, detail: format!("{detail} ({shapes})") }
+            WgnnError::InvalidArgument { op, detail: format!("{detail} ({text})") }
         }
         other => other,
     }

@@ -32,13 +32,14 @@ impl Pool2dDims {
     /// Checks x `[rows, h, w, channels]` against the config; errors name `op` and the shape.
     pub fn new(op: &str, x_shape: &[usize], cfg: &Pool2dConfig) -> Result<Pool2dDims> {
         let [rows, h, w, channels] = rank4(op, "x", x_shape, "[rows, H, W, C]")?;
+        let operands = [("x", x_shape)];
         let shapes = format!("x {x_shape:?}, pool {:?}", cfg.pool_size);
         if rows == 0 || channels == 0 {
-            return Err(WgnnError::shape(op, format!("rows and channels must be at least 1 ({shapes})")));
+            return Err(WgnnError::shape_of(op, &operands, format!("rows and channels must be at least 1 ({shapes})")));
         }
         let strides = cfg.strides.unwrap_or(cfg.pool_size);
-        let window =
-            Window::new(op, (h, w), cfg.pool_size, strides, cfg.padding).map_err(|e| with_shapes(e, &shapes))?;
+        let window = Window::new(op, (h, w), cfg.pool_size, strides, cfg.padding)
+            .map_err(|e| with_shapes(e, &operands, &shapes))?;
         Ok(Pool2dDims { rows, channels, window })
     }
 

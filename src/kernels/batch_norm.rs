@@ -61,7 +61,11 @@ fn check(op: &str, x: &Tensor, like_x: &[(&str, &Tensor)], per_feature: &[(&str,
     for (name, t) in like_x {
         expect_len(op, name, t, DType::F32, x.len(), &format!("{:?} like x", x.shape()))?;
         if t.shape() != x.shape() {
-            return Err(WgnnError::shape(op, format!("x is {:?} but {name} is {:?}", x.shape(), t.shape())));
+            return Err(WgnnError::shape_of(
+                op,
+                &[("x", x.shape()), (name, t.shape())],
+                format!("x is {:?} but {name} is {:?}", x.shape(), t.shape()),
+            ));
         }
     }
     for (name, t) in per_feature {

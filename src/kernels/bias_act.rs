@@ -33,12 +33,17 @@ pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor
     let (rows, cols) = x.dims2(OP)?;
     x.expect_nonempty(OP)?;
     if y.shape() != x.shape() {
-        return Err(WgnnError::shape(OP, format!("x is {:?} but y is {:?}", x.shape(), y.shape())));
+        return Err(WgnnError::shape_of(
+            OP,
+            &[("x", x.shape()), ("y", y.shape())],
+            format!("x is {:?} but y is {:?}", x.shape(), y.shape()),
+        ));
     }
     if let Some(b) = bias {
         if b.len() != cols {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("x", x.shape()), ("bias", b.shape())],
                 format!("x is {:?}, so bias must have {cols} values, got {:?}", x.shape(), b.shape()),
             ));
         }
@@ -77,8 +82,9 @@ pub fn bias_act_backward(
     let (rows, cols) = dy.dims2(OP)?;
     dy.expect_nonempty(OP)?;
     if y.shape() != dy.shape() || dz.shape() != dy.shape() {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             OP,
+            &[("dy", dy.shape()), ("y", y.shape()), ("dz", dz.shape())],
             format!("dy {:?}, y {:?} and dz {:?} must match", dy.shape(), y.shape(), dz.shape()),
         ));
     }

@@ -8,7 +8,11 @@ use crate::tensor::{DType, Tensor};
 pub(crate) fn expect_len(op: &str, what: &str, t: &Tensor, dtype: DType, len: usize, want_shape: &str) -> Result<()> {
     t.expect_dtype(op, dtype)?;
     if t.len() != len {
-        return Err(WgnnError::shape(op, format!("{what} must be {want_shape} ({len} values), got {:?}", t.shape())));
+        return Err(WgnnError::shape_of(
+            op,
+            &[(what, t.shape())],
+            format!("{what} must be {want_shape} ({len} values), got {:?}", t.shape()),
+        ));
     }
     Ok(())
 }

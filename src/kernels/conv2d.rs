@@ -199,8 +199,9 @@ fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<usize> {
     let by_bytes = (max_bytes / per_image) as usize;
     let chunk = by_bytes.min(max_rows / positions) / step * step;
     if chunk == 0 && by_bytes >= step {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             op,
+            &[("x", &d.x_shape()), ("kernel", &d.kernel_shape())],
             format!(
                 "{step} image(s) of {positions} output positions each (x {:?}, kernel {:?}) pass the {max_rows} rows a \
                  dispatch grid dimension holds",
@@ -234,11 +235,25 @@ fn direct(gpu: &Gpu, d: &Conv2dDims) -> bool {
     pointwise(d) && d.rows * d.window.h * d.window.w <= gpu.limits().max_compute_workgroups_per_dimension as usize
 }
 
-/// `t` is an f32 tensor of exactly `shape`.
-pub(crate) fn expect_shape(op: &str, what: &str, t: &Tensor, shape: &[usize], context: &str) -> Result<()> {
+/// `t` is an f32 tensor of exactly `shape`, the shape that the operands `given` imply (named in
+/// the error's shapes after `t`; `context` names them and the config in its text).
+pub(crate) fn expect_shape(
+    op: &str,
+    what: &str,
+    t: &Tensor,
+    shape: &[usize],
+    given: &[(&str, &[usize])],
+    context: &str,
+) -> Result<()> {
     t.expect_dtype(op, DType::F32)?;
     if t.shape() != shape {
-        return Err(WgnnError::shape(op, format!("{what} must be {shape:?}, got {:?} ({context})", t.shape())));
+        let mut shapes = vec![(what, t.shape())];
+        shapes.extend(given.iter().filter(|(name, _)| *name != what));
+        return Err(WgnnError::shape_of(
+            op,
+            &shapes,
+            format!("{what} must be {shape:?}, got {:?} ({context})", t.shape()),
+        ));
     }
     Ok(())
 }
@@ -286,10 +301,11 @@ pub fn conv2d_forward(
     const OP: &str = "conv2d_forward";
     act.validate_elementwise(OP)?;
     let d = Conv2dDims::new(OP, x.shape(), kernel.shape(), cfg)?;
+    let given = [("x", x.shape()), ("kernel", kernel.shape())];
     let context = format!("x {:?}, kernel {:?}, {cfg:?}", x.shape(), kernel.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &context)?;
-    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &context)?;
-    expect_shape(OP, "y", y, &d.y_shape(), &context)?;
+    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(OP, "y", y, &d.y_shape(), &given, &context)?;
     let mut inputs = vec![("x", x), ("kernel", kernel)];
     if let Some(b) = bias {
         expect_len(OP, "bias", b, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
@@ -322,12 +338,19 @@ pub fn conv2d_backward_activation(gpu: &Gpu, dy: &Tensor, y: &Tensor, dz: &Tenso
     const OP: &str = "conv2d_backward_activation";
     let shape = match dy.shape() {
         [_, _, _, _] => dy.shape().to_vec(),
-        other => return Err(WgnnError::shape(OP, format!("dy must be [rows, Ho, Wo, C_out], got {other:?}"))),
+        other => {
+            return Err(WgnnError::shape_of(
+                OP,
+                &[("dy", other)],
+                format!("dy must be [rows, Ho, Wo, C_out], got {other:?}"),
+            ))
+        }
     };
+    let given = [("dy", dy.shape())];
     let context = format!("dy {shape:?}");
-    expect_shape(OP, "dy", dy, &shape, &context)?;
-    expect_shape(OP, "y", y, &shape, &context)?;
-    expect_shape(OP, "dz", dz, &shape, &context)?;
+    expect_shape(OP, "dy", dy, &shape, &given, &context)?;
+    expect_shape(OP, "y", y, &shape, &given, &context)?;
+    expect_shape(OP, "dz", dz, &shape, &given, &context)?;
     let m = [shape[0] * shape[1] * shape[2], shape[3]];
     bias_act_backward(gpu, &dy.reshape(&m)?, &y.reshape(&m)?, &dz.reshape(&m)?, None, act, false)
 }
@@ -338,10 +361,11 @@ pub fn conv2d_backward_activation(gpu: &Gpu, dy: &Tensor, y: &Tensor, dz: &Tenso
 pub fn conv2d_backward_input(gpu: &Gpu, dz: &Tensor, kernel: &Tensor, dx: &Tensor, cfg: &Conv2dConfig) -> Result<Plan> {
     const OP: &str = "conv2d_backward_input";
     let d = Conv2dDims::new(OP, dx.shape(), kernel.shape(), cfg)?;
+    let given = [("dx", dx.shape()), ("kernel", kernel.shape())];
     let context = format!("dx {:?}, kernel {:?}, {cfg:?}", dx.shape(), kernel.shape());
-    expect_shape(OP, "dx", dx, &d.x_shape(), &context)?;
-    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &context)?;
-    expect_shape(OP, "dz", dz, &d.y_shape(), &context)?;
+    expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(OP, "dz", dz, &d.y_shape(), &given, &context)?;
     check_bindings(OP, &[("dx", dx)], &[("dz", dz), ("kernel", kernel)])?;
     let win = &d.window;
     let opts = MatmulOptions { trans_b: true, ..Default::default() };
@@ -376,10 +400,11 @@ pub fn conv2d_backward_weights(
 ) -> Result<Plan> {
     const OP: &str = "conv2d_backward_weights";
     let d = Conv2dDims::new(OP, x.shape(), dkernel.shape(), cfg)?;
+    let given = [("x", x.shape()), ("dkernel", dkernel.shape())];
     let context = format!("x {:?}, dkernel {:?}, {cfg:?}", x.shape(), dkernel.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &context)?;
-    expect_shape(OP, "dkernel", dkernel, &d.kernel_shape(), &context)?;
-    expect_shape(OP, "dz", dz, &d.y_shape(), &context)?;
+    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "dkernel", dkernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(OP, "dz", dz, &d.y_shape(), &given, &context)?;
     let mut outputs = vec![("dkernel", dkernel)];
     if let Some(db) = dbias {
         expect_len(OP, "dbias", db, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;

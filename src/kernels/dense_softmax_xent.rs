@@ -144,7 +144,11 @@ pub fn dense_softmax_xent(
     let (wk, c) = w.dims2(OP)?;
     let shapes = format!("h {:?}, W {:?}", h.shape(), w.shape());
     if wk != k {
-        return Err(WgnnError::shape(OP, format!("W must have h's {k} columns as rows: {shapes}")));
+        return Err(WgnnError::shape_of(
+            OP,
+            &[("h", h.shape()), ("W", w.shape())],
+            format!("W must have h's {k} columns as rows: {shapes}"),
+        ));
     }
     if !dense_softmax_xent_fits(rows, k, c) {
         return Err(WgnnError::invalid(

@@ -37,7 +37,11 @@ fn check_like(op: &str, x_name: &str, x: &Tensor, others: &[(&str, &Tensor)]) ->
     for (name, t) in others {
         expect_len(op, name, t, DType::F32, x.len(), &format!("{:?} like {x_name}", x.shape()))?;
         if t.shape() != x.shape() {
-            return Err(WgnnError::shape(op, format!("{x_name} is {:?} but {name} is {:?}", x.shape(), t.shape())));
+            return Err(WgnnError::shape_of(
+                op,
+                &[(x_name, x.shape()), (name, t.shape())],
+                format!("{x_name} is {:?} but {name} is {:?}", x.shape(), t.shape()),
+            ));
         }
     }
     Ok(x.len())

@@ -119,8 +119,9 @@ impl GpuRows {
             Features::F32(v) => (false, "f32", 4u64, v.len()),
         };
         if dim == 0 || len != rows * dim {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("features", &[len]), ("labels", &[rows])],
                 format!("{len} {kind} features for {rows} labels of {dim} features each (dim ≥ 1)"),
             ));
         }
@@ -208,8 +209,9 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
     y.expect_dtype(OP, DType::U32)?;
     src.labels.expect_dtype(OP, DType::U32)?;
     if dim != src.dim || y.len() != rows {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             OP,
+            &[("src", &[src.total_rows, src.dim]), ("x", x.shape()), ("y", y.shape())],
             format!("data set has {} features; x is {:?}, y is {:?}", src.dim, x.shape(), y.shape()),
         ));
     }
@@ -229,8 +231,9 @@ pub fn gather_rows(gpu: &Gpu, src: &GpuRows, idx: &Tensor, start: BatchStart, x:
     let (fixed_start, stride, parity, counters) = match start {
         BatchStart::At(s) => {
             if s + rows > idx.len() {
-                return Err(WgnnError::shape(
+                return Err(WgnnError::shape_of(
                     OP,
+                    &[("idx", idx.shape()), ("x", x.shape())],
                     format!("rows {s}..{} past the index list of {}", s + rows, idx.len()),
                 ));
             }

@@ -47,7 +47,13 @@ pub fn mse(gpu: &Gpu, pred: &Tensor, targets: &Tensor, grad_scale: f32, out: &Ms
     let (n, d) = match pred.shape() {
         [n] => (*n, 1),
         [n, d] => (*n, *d),
-        other => return Err(WgnnError::shape(OP, format!("predictions must be [N, D] or [N], got {other:?}"))),
+        other => {
+            return Err(WgnnError::shape_of(
+                OP,
+                &[("predictions", other)],
+                format!("predictions must be [N, D] or [N], got {other:?}"),
+            ))
+        }
     };
     pred.expect_nonempty(OP)?;
     if d > MAX_OUTPUTS {
@@ -62,8 +68,9 @@ pub fn mse(gpu: &Gpu, pred: &Tensor, targets: &Tensor, grad_scale: f32, out: &Ms
     }
     targets.expect_dtype(OP, DType::F32)?;
     if targets.shape() != pred.shape() {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             OP,
+            &[("predictions", pred.shape()), ("targets", targets.shape())],
             format!("targets must have the shape of predictions {:?}, got {:?}", pred.shape(), targets.shape()),
         ));
     }
@@ -77,8 +84,9 @@ pub fn mse(gpu: &Gpu, pred: &Tensor, targets: &Tensor, grad_scale: f32, out: &Ms
     if let Some(dp) = out.dpred {
         dp.expect_dtype(OP, DType::F32)?;
         if dp.shape() != pred.shape() {
-            return Err(WgnnError::shape(
+            return Err(WgnnError::shape_of(
                 OP,
+                &[("predictions", pred.shape()), ("dpred", dp.shape())],
                 format!("dpred must have the shape of predictions {:?}, got {:?}", pred.shape(), dp.shape()),
             ));
         }

@@ -109,8 +109,9 @@ fn tiles(d: &Pool2dDims) -> bool {
 fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Result<()> {
     argmax.expect_dtype(op, DType::U32)?;
     if argmax.shape() != d.y_shape() {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             op,
+            &[("y", &d.y_shape()), ("argmax", argmax.shape())],
             format!("argmax must be {:?} like y, got {:?} ({context})", d.y_shape(), argmax.shape()),
         ));
     }
@@ -122,9 +123,10 @@ fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Re
 pub fn max_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, argmax: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
     const OP: &str = "max_pool2d_forward";
     let d = Pool2dDims::new(OP, x.shape(), cfg)?;
+    let given = [("x", x.shape())];
     let context = format!("x {:?}, {cfg:?}", x.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &context)?;
-    expect_shape(OP, "y", y, &d.y_shape(), &context)?;
+    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "y", y, &d.y_shape(), &given, &context)?;
     expect_argmax(OP, argmax, &d, &context)?;
     check_bindings(OP, &[("y", y), ("argmax", argmax)], &[("x", x)])?;
     pool_dispatch(gpu, OP, &window_params(&d), [x, x, y, argmax], y.len())
@@ -136,9 +138,10 @@ pub fn max_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, argmax: &Tensor, cf
 pub fn max_pool2d_backward(gpu: &Gpu, dy: &Tensor, argmax: &Tensor, dx: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
     const OP: &str = "max_pool2d_backward";
     let d = Pool2dDims::new(OP, dx.shape(), cfg)?;
+    let given = [("dx", dx.shape())];
     let context = format!("dx {:?}, {cfg:?}", dx.shape());
-    expect_shape(OP, "dx", dx, &d.x_shape(), &context)?;
-    expect_shape(OP, "dy", dy, &d.y_shape(), &context)?;
+    expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "dy", dy, &d.y_shape(), &given, &context)?;
     expect_argmax(OP, argmax, &d, &context)?;
     if let Some(max) = argmax.max_u32().filter(|&m| m as usize >= dx.len()) {
         return Err(WgnnError::invalid(OP, format!("argmax holds {max}, past dx's {} values ({context})", dx.len())));
@@ -155,9 +158,10 @@ pub fn max_pool2d_backward(gpu: &Gpu, dy: &Tensor, argmax: &Tensor, dx: &Tensor,
 pub fn avg_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
     const OP: &str = "avg_pool2d_forward";
     let d = Pool2dDims::new(OP, x.shape(), cfg)?;
+    let given = [("x", x.shape())];
     let context = format!("x {:?}, {cfg:?}", x.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &context)?;
-    expect_shape(OP, "y", y, &d.y_shape(), &context)?;
+    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "y", y, &d.y_shape(), &given, &context)?;
     check_bindings(OP, &[("y", y)], &[("x", x)])?;
     pool_dispatch(gpu, OP, &window_params(&d), [x, x, y, y], y.len())
 }
@@ -167,9 +171,10 @@ pub fn avg_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, cfg: &Pool2dConfig)
 pub fn avg_pool2d_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
     const OP: &str = "avg_pool2d_backward";
     let d = Pool2dDims::new(OP, dx.shape(), cfg)?;
+    let given = [("dx", dx.shape())];
     let context = format!("dx {:?}, {cfg:?}", dx.shape());
-    expect_shape(OP, "dx", dx, &d.x_shape(), &context)?;
-    expect_shape(OP, "dy", dy, &d.y_shape(), &context)?;
+    expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "dy", dy, &d.y_shape(), &given, &context)?;
     check_bindings(OP, &[("dx", dx)], &[("dy", dy)])?;
     if tiles(&d) {
         return pool_dispatch(gpu, "avg_pool2d_backward_tiles", &window_params(&d), [dy, dy, dx, dx], dy.len());
@@ -183,7 +188,7 @@ fn global_shapes(op: &str, image: &Tensor, pooled: &Tensor, names: (&str, &str))
     image.expect_dtype(op, DType::F32)?;
     image.expect_nonempty(op)?;
     let context = format!("{} {:?}", names.0, image.shape());
-    expect_shape(op, names.1, pooled, &[shape[0], shape[3]], &context)?;
+    expect_shape(op, names.1, pooled, &[shape[0], shape[3]], &[(names.0, image.shape())], &context)?;
     Ok(shape)
 }
 

@@ -32,8 +32,9 @@ pub fn column_sum(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Resu
     let (rows, cols) = x.dims2(OP)?;
     x.expect_nonempty(OP)?;
     if out.len() != cols {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             OP,
+            &[("x", x.shape()), ("out", out.shape())],
             format!("x is {:?}, so out must have {cols} values, got {:?}", x.shape(), out.shape()),
         ));
     }

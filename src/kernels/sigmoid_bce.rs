@@ -61,7 +61,13 @@ pub(crate) fn single_output_loss(
     logits.expect_dtype(op, DType::F32)?;
     let n = match logits.shape() {
         [n] | [n, 1] => *n,
-        other => return Err(WgnnError::shape(op, format!("logits must be [N, 1] or [N], got {other:?}"))),
+        other => {
+            return Err(WgnnError::shape_of(
+                op,
+                &[("logits", other)],
+                format!("logits must be [N, 1] or [N], got {other:?}"),
+            ))
+        }
     };
     logits.expect_nonempty(op)?;
     // Integer labels only where the shader has the conversion (sigmoid_bce.wgsl's TARGETS_U32).

@@ -37,8 +37,9 @@ pub fn softmax_backward(gpu: &Gpu, dy: &Tensor, y: &Tensor, dz: &Tensor) -> Resu
     let (rows, cols) = dy.dims2(OP)?;
     dy.expect_nonempty(OP)?;
     if y.shape() != dy.shape() || dz.shape() != dy.shape() {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             OP,
+            &[("dy", dy.shape()), ("y", y.shape()), ("dz", dz.shape())],
             format!("dy {:?}, y {:?} and dz {:?} must match", dy.shape(), y.shape(), dz.shape()),
         ));
     }

@@ -62,8 +62,9 @@ pub fn softmax_xent(
     let (n, c) = check_logits(OP, logits)?;
     labels.expect_dtype(OP, DType::U32)?;
     if labels.shape() != [n] {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             OP,
+            &[("logits", logits.shape()), ("labels", labels.shape())],
             format!("logits are {:?}, so labels must be [{n}], got {:?}", logits.shape(), labels.shape()),
         ));
     }
@@ -169,8 +170,9 @@ pub fn softmax(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Plan> {
 fn expect_same_shape(op: &str, what: &str, t: &Tensor, logits: &Tensor) -> Result<()> {
     t.expect_dtype(op, DType::F32)?;
     if t.shape() != logits.shape() {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             op,
+            &[("logits", logits.shape()), (what, t.shape())],
             format!("{what} must have the shape of logits {:?}, got {:?}", logits.shape(), t.shape()),
         ));
     }

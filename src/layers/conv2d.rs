@@ -105,7 +105,9 @@ impl Conv2D {
 pub(super) fn image(op: &str, input: &[usize]) -> Result<[usize; 3]> {
     match *input {
         [h, w, c] => Ok([h, w, c]),
-        _ => Err(WgnnError::shape(op, format!("takes images [H, W, C], got a {input:?} input"))),
+        _ => {
+            Err(WgnnError::shape_of(op, &[("input", input)], format!("takes images [H, W, C], got a {input:?} input")))
+        }
     }
 }
 

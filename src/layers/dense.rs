@@ -38,10 +38,11 @@ impl Dense {
     /// apply the layer to the last axis, which is rarely what a user of an image model meant).
     pub(super) fn output_shape(&self, op: &str, input: &[usize]) -> Result<Vec<usize>> {
         match input {
-            [0] => Err(WgnnError::shape(op, "the input has no features")),
+            [0] => Err(WgnnError::shape_of(op, &[("input", input)], "the input has no features")),
             [_] => Ok(vec![self.units]),
-            _ => Err(WgnnError::shape(
+            _ => Err(WgnnError::shape_of(
                 op,
+                &[("input", input)],
                 format!("a dense layer takes one axis, got a {input:?} input: add Flatten before it"),
             )),
         }

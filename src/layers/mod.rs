@@ -140,21 +140,25 @@ impl Layer {
     }
 
     /// The shape of one sample after this layer, from the shape before it; an error naming the
-    /// layer (`index` in the model) and both shapes when the input does not fit.
+    /// layer (`index` in the model) and both shapes when the input does not fit, its shapes led
+    /// by the sample's `input` shape.
     pub fn output_shape(&self, index: usize, input: &[usize]) -> Result<Vec<usize>> {
         let op = self.op(index);
-        match self {
+        let output = match self {
             Layer::Dense(d) => d.output_shape(&op, input),
             Layer::Flatten => Ok(vec![input.iter().product()]),
             Layer::Reshape(target) => reshape::output_shape(&op, input, target),
-            Layer::Activation(Activation::Softmax) if input.len() != 1 => Err(WgnnError::shape(
+            Layer::Activation(Activation::Softmax) if input.len() != 1 => Err(WgnnError::shape_of(
                 &op,
+                &[("input", input)],
                 format!("softmax runs over one axis, got a {input:?} input: add Flatten before it"),
             )),
             Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) => Ok(input.to_vec()),
             Layer::Conv2D(c) => c.output_shape(&op, input),
             Layer::Pool(p) => p.output_shape(&op, input),
-        }
+        };
+        // Conv and pool errors come from the batch's dims ([1, H, W, C]): name the sample too.
+        output.map_err(|e| e.with_operand("input", input))
     }
 
     /// The layer's parameter tensors for an input of `input` shape, in the order they are laid

@@ -15,8 +15,9 @@ pub(super) fn validate(op: &str, target: &[usize]) -> Result<()> {
 pub(super) fn output_shape(op: &str, input: &[usize], target: &[usize]) -> Result<Vec<usize>> {
     let (have, want) = (super::features(input), super::features(target));
     if have != want {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             op,
+            &[("input", input), ("target", target)],
             format!("a {input:?} input has {have} values per sample, {target:?} needs {want}"),
         ));
     }

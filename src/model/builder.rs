@@ -170,7 +170,11 @@ impl SequentialBuilder {
     /// The layers' shapes and settings, checked: `shapes[i]` is layer i's input shape.
     fn check(&self) -> Result<Vec<Vec<usize>>> {
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
-            return Err(WgnnError::shape("build", format!("the input shape {:?} has no features", self.input_shape)));
+            return Err(WgnnError::shape_of(
+                "build",
+                &[("input", &self.input_shape)],
+                format!("the input shape {:?} has no features", self.input_shape),
+            ));
         }
         if self.layers.is_empty() {
             return Err(WgnnError::invalid("build", "the model has no layers"));

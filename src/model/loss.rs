@@ -90,12 +90,14 @@ impl Loss {
             Loss::MeanSquaredError => (outputs, outputs == 1),
         };
         match &data.targets {
-            Some(t) if t.dim != want => Err(WgnnError::shape(
+            Some(t) if t.dim != want => Err(WgnnError::shape_of(
                 self.name(),
+                &[("targets", &[data.rows, t.dim]), ("expected targets", &[data.rows, want])],
                 format!("{} has targets of width {} but the loss needs {want} per row", data.source, t.dim),
             )),
-            Some(t) if t.values.len() != data.rows * t.dim => Err(WgnnError::shape(
+            Some(t) if t.values.len() != data.rows * t.dim => Err(WgnnError::shape_of(
                 self.name(),
+                &[("target values", &[t.values.len()]), ("targets", &[data.rows, t.dim])],
                 format!(
                     "{} has {} target values for {} rows of width {} (= {})",
                     data.source,

@@ -85,8 +85,10 @@ impl Sequential {
     pub fn set_weights(&mut self, weights: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
         let layers: Vec<usize> = self.weighted_layers().collect();
         if weights.len() != layers.len() {
-            return Err(WgnnError::shape(
+            // A count of layers, not a tensor: no shapes.
+            return Err(WgnnError::shape_of(
                 "set_weights",
+                &[],
                 format!("{} layers of weights given for a model with {}", weights.len(), layers.len()),
             ));
         }
@@ -96,12 +98,13 @@ impl Sequential {
                 let slot = self.layout.slot(i, name);
                 let expected = slot.map_or(0, |s| s.spec.len());
                 if values.len() != expected {
-                    return Err(WgnnError::shape(
+                    let want = slot.map_or(vec![0], |s| s.spec.shape.clone());
+                    return Err(WgnnError::shape_of(
                         "set_weights",
+                        &[(name, &[values.len()]), ("layer", &want)],
                         format!(
-                            "layer {i} ({}) needs {name} {:?}, got {} values",
+                            "layer {i} ({}) needs {name} {want:?}, got {} values",
                             self.layers[i].describe(),
-                            slot.map_or(vec![0], |s| s.spec.shape.clone()),
                             values.len()
                         ),
                     ));
