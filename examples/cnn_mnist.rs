@@ -24,9 +24,9 @@ use anyhow::Result;
 use clap::Parser;
 use common::console::{self, Console};
 use common::outputs::Outputs;
+use wgnn::config::optimizer::LrSchedule;
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
-use wgnn::config::optimizer::LrSchedule;
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, History, Layer, WgnnError};
@@ -135,7 +135,10 @@ fn run(args: &Args) -> Result<()> {
             for filters in [args.filters.0, args.filters.1] {
                 builder = match args.batch_norm {
                     true => builder
-                        .add(Layer::Conv2D(Conv2D { use_bias: false, ..Conv2D::new(filters, (3, 3), Activation::Identity) }))
+                        .add(Layer::Conv2D(Conv2D {
+                            use_bias: false,
+                            ..Conv2D::new(filters, (3, 3), Activation::Identity)
+                        }))
                         .batch_norm()
                         .activation(Activation::Relu),
                     false => builder.conv2d(filters, (3, 3), Activation::Relu),

@@ -61,10 +61,14 @@ pub(crate) fn check_operands(
     let (m, k) = if opts.trans_a { (ac, ar) } else { (ar, ac) };
     let (kb, n) = if opts.trans_b { (bc, br) } else { (br, bc) };
     if k != kb {
-        return Err(WgnnError::shape(op, format!("inner dimensions differ ({k} vs {kb}): {form}")));
+        let a_shape = [ar, ac];
+        let shapes = [("a", &a_shape[..]), ("b", b.shape()), ("c", c.shape())];
+        return Err(WgnnError::shape_of(op, &shapes, format!("inner dimensions differ ({k} vs {kb}): {form}")));
     }
     if c.shape() != [m, n] {
-        return Err(WgnnError::shape(op, format!("C must be [{m}, {n}]: {form}")));
+        let a_shape = [ar, ac];
+        let shapes = [("c", c.shape()), ("a", &a_shape[..]), ("b", b.shape())];
+        return Err(WgnnError::shape_of(op, &shapes, format!("C must be [{m}, {n}]: {form}")));
     }
     if c.overlaps(a) || c.overlaps(b) {
         return Err(WgnnError::invalid(op, format!("C shares memory with A or B: {form}")));
@@ -87,7 +91,9 @@ pub(crate) fn check_column_sum(
     }
     col_sum.expect_dtype(op, DType::F32)?;
     if col_sum.len() != n {
-        return Err(WgnnError::shape(op, format!("col_sum must have {n} values, got {:?}: {form}", col_sum.shape())));
+        let shapes = [("col_sum", col_sum.shape()), ("a", a.shape()), ("b", b.shape()), ("c", c.shape())];
+        let detail = format!("col_sum must have {n} values, got {:?}: {form}", col_sum.shape());
+        return Err(WgnnError::shape_of(op, &shapes, detail));
     }
     if [a, b, c].iter().any(|t| col_sum.overlaps(t)) {
         return Err(WgnnError::invalid(op, format!("col_sum shares memory with A, B or C: {form}")));
@@ -122,8 +128,9 @@ pub(crate) fn check_epilogue(
             if let Some(bias) = bias {
                 bias.expect_dtype(op, DType::F32)?;
                 if bias.len() != n {
-                    return Err(WgnnError::shape(
+                    return Err(WgnnError::shape_of(
                         op,
+                        &[("bias", bias.shape())],
                         format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
                     ));
                 }
@@ -133,7 +140,8 @@ pub(crate) fn check_epilogue(
         Epilogue::ActGrad { y, act } => {
             y.expect_dtype(op, DType::F32)?;
             if y.shape() != [m, n] {
-                return Err(WgnnError::shape(op, format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape())));
+                let detail = format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape());
+                return Err(WgnnError::shape_of(op, &[("y", y.shape())], detail));
             }
             (2, false, act, y.clone())
         }
@@ -173,8 +181,9 @@ pub(crate) fn check_gathered(
     g.idx.expect_dtype(op, DType::U32)?;
     g.src.labels.expect_dtype(op, DType::U32)?;
     if g.rows == 0 || g.rows > g.stored_rows || (!opts.trans_a && g.rows != g.stored_rows) {
-        return Err(WgnnError::shape(
+        return Err(WgnnError::shape_of(
             op,
+            &[("a", &[g.stored_rows, g.src.dim])],
             format!("{} batch rows in a stored A of {} rows (≥ 1; equal unless op(A) = Aᵀ)", g.rows, g.stored_rows),
         ));
     }
@@ -190,8 +199,9 @@ pub(crate) fn check_gathered(
     match g.start {
         BatchStart::At(s) => {
             if s + g.rows > g.idx.len() {
-                return Err(WgnnError::shape(
+                return Err(WgnnError::shape_of(
                     op,
+                    &[("idx", g.idx.shape())],
                     format!("rows {s}..{} past the index list of {}", s + g.rows, g.idx.len()),
                 ));
             }
