@@ -13,39 +13,42 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wgnn::data::Features;
-use wgnn::kernels::batch_norm::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::batch_norm::{
     batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train,
     batch_norm_forward_train_deferred, BatchNormConfig,
 };
-use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
-use wgnn::kernels::conv2d::{conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig, Conv2dDims};
-use wgnn::kernels::dense_softmax_xent::{
+use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use wgnn::internals::kernels::conv2d::{
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig, Conv2dDims,
+};
+use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
 };
-use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
-use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
-use wgnn::kernels::hinge::{hinge, HingeOut};
-use wgnn::kernels::matmul::{
+use wgnn::internals::kernels::dropout::{dropout_backward, dropout_forward};
+use wgnn::internals::kernels::gather::{gather_rows, BatchStart, GpuRows};
+use wgnn::internals::kernels::hinge::{hinge, HingeOut};
+use wgnn::internals::kernels::matmul::{
     choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
     MatmulOptions, MatmulVariant,
 };
-use wgnn::kernels::matmul_register::{matmul_register, matmul_register_supported, RegisterTile};
-use wgnn::kernels::mse::{mse, MseOut};
-use wgnn::kernels::optimizer::{
+use wgnn::internals::kernels::matmul_register::{matmul_register, matmul_register_supported, RegisterTile};
+use wgnn::internals::kernels::mse::{mse, MseOut};
+use wgnn::internals::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
     AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig,
 };
-use wgnn::kernels::pool2d::{
+use wgnn::internals::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
     max_pool2d_backward, max_pool2d_forward, Pool2dConfig, Pool2dDims,
 };
-use wgnn::kernels::reduce::column_sum;
-use wgnn::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
-use wgnn::kernels::softmax_grad::softmax_backward;
-use wgnn::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
-use wgnn::kernels::step_guard::guard_step;
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, Plan, Tensor};
+use wgnn::internals::kernels::reduce::column_sum;
+use wgnn::internals::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
+use wgnn::internals::kernels::softmax_grad::softmax_backward;
+use wgnn::internals::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut};
+use wgnn::internals::kernels::step_guard::guard_step;
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Gpu, Plan, Tensor};
 
 /// Device time spent timing one row (after one warm-up execution); at least MIN_REPS runs.
 const ROW_BUDGET: Duration = Duration::from_millis(400);

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use wgnn::data::load_mnist;
-use wgnn::kernels::step_guard::guard_step;
+use wgnn::internals::kernels::step_guard::guard_step;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, Dataset, Gpu, Tensor};
 

@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use wgnn::autotune::{MatmulKernel, TunedPick};
-use wgnn::kernels::matmul::{choose_variant, matmul, matmul_column_sum, Epilogue, MatmulOptions, MatmulVariant};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::matmul::{
+    choose_variant, matmul, matmul_column_sum, Epilogue, MatmulOptions, MatmulVariant,
+};
+use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, GpuOptions, ProfileOverride, Tensor};
+use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, Tensor};
 
 /// A fresh, empty cache folder for one test.
 fn cache_dir(name: &str) -> PathBuf {

@@ -4,11 +4,12 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::batch_norm::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::batch_norm::{
     batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
 };
-use wgnn::rng::Rng;
-use wgnn::{cpu, Gpu, Tensor, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::{Gpu, Tensor, WgnnError};
 
 /// Per-feature tensors of one layer on the GPU.
 struct Layer {
@@ -308,7 +309,7 @@ fn bad_arguments_are_errors_naming_the_kernel() {
 /// when the step's guard flag says skip.
 #[test]
 fn deferred_running_statistics_commit_unless_the_step_is_skipped() {
-    use wgnn::kernels::batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
+    use wgnn::internals::kernels::batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
     let gpu = gpu();
     let mut rng = Rng::new(31);
     let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.25 };

@@ -2,11 +2,12 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::bias_act::{bias_act_backward, bias_act_forward};
-use wgnn::kernels::reduce::column_sum;
-use wgnn::kernels::softmax_grad::softmax_backward;
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Tensor, WgnnError};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
+use wgnn::internals::kernels::reduce::column_sum;
+use wgnn::internals::kernels::softmax_grad::softmax_backward;
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Tensor, WgnnError};
 
 const ACTS: &[Activation] =
     &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];

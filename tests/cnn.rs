@@ -5,7 +5,7 @@ mod common;
 
 use common::fusion::check_fusion;
 use common::{gpu, synthetic};
-use wgnn::kernels::batch_norm::BatchNormConfig;
+use wgnn::internals::kernels::batch_norm::BatchNormConfig;
 use wgnn::layers::{Conv2D, Padding, Pool2dConfig, Pooling};
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Gpu, GpuOptions, Layer, WgnnError};

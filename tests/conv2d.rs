@@ -7,12 +7,13 @@ use std::sync::OnceLock;
 
 use common::*;
 use wgnn::device::GpuOptions;
-use wgnn::kernels::conv2d::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::conv2d::{
     conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig,
     Conv2dDims, Padding,
 };
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, Tensor, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Gpu, Tensor, WgnnError};
 
 /// One convolution to try: x `[rows, h, w, c_in]`, kernel `[kh, kw, c_in, c_out]`.
 #[derive(Clone, Copy, Debug)]

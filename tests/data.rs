@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use npyz::npz::NpzWriter;
 use npyz::{AutoSerialize, WriteOptions, WriterBuilder};
 use wgnn::data::{load_mnist, Dataset, Features};
+use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
-use wgnn::rng::Rng;
 use wgnn::{Activation, WgnnError};
 
 /// A fresh folder per test, so tests running in parallel never share a file.

@@ -14,7 +14,7 @@ use npyz::zip::write::FileOptions;
 use npyz::zip::{CompressionMethod, ZipArchive};
 use npyz::{AutoSerialize, WriterBuilder};
 use wgnn::data::Dataset;
-use wgnn::rng::Rng;
+use wgnn::internals::rng::Rng;
 use wgnn::WgnnError;
 
 /// A fresh folder per test, so tests running in parallel never share a file.

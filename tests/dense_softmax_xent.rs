@@ -4,12 +4,13 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::dense_softmax_xent::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_fits, dense_softmax_xent_preferred, DenseSoftmaxXentOut,
     UNIFORM_WINDOW_FLOATS,
 };
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
 
 const ACTS: &[Activation] =
     &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];

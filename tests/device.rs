@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::matmul::{choose_variant, MatmulVariant};
+use wgnn::internals::kernels::matmul::{choose_variant, MatmulVariant};
 use wgnn::profile::Policy;
 use wgnn::{Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError, INSTALL_HINT};
 

@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use wgnn::kernels::matmul::{matmul, MatmulOptions};
+use wgnn::internals::kernels::matmul::{matmul, MatmulOptions};
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Sequential};
 use wgnn::{Activation, EpochRecord, Gpu, Tensor, WgnnError};
 

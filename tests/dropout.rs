@@ -3,9 +3,10 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::dropout::{dropout_backward, dropout_forward};
-use wgnn::rng::Rng;
-use wgnn::{cpu, Gpu, Tensor, WgnnError};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::dropout::{dropout_backward, dropout_forward};
+use wgnn::internals::rng::Rng;
+use wgnn::{Gpu, Tensor, WgnnError};
 
 /// Runs dropout_forward on the GPU at t = step: (y, mask). Half the calls pass the counter one
 /// ahead with lag 1, as a training step whose gather advanced it does.

@@ -3,9 +3,9 @@
 
 mod common;
 use common::{gpu, synthetic};
-use wgnn::cpu::conv2d::Conv2dConfig;
-use wgnn::kernels::bias_act::bias_act_forward;
-use wgnn::kernels::conv2d::conv2d_forward;
+use wgnn::internals::cpu::conv2d::Conv2dConfig;
+use wgnn::internals::kernels::bias_act::bias_act_forward;
+use wgnn::internals::kernels::conv2d::conv2d_forward;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Tensor, WgnnError};
 

@@ -4,10 +4,11 @@
 mod common;
 use common::*;
 use wgnn::data::Features;
-use wgnn::kernels::gather::{gather_rows, BatchStart, GpuRows};
-use wgnn::kernels::step_guard::guard_step;
-use wgnn::rng::Rng;
-use wgnn::{cpu, Tensor, WgnnError};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::gather::{gather_rows, BatchStart, GpuRows};
+use wgnn::internals::kernels::step_guard::guard_step;
+use wgnn::internals::rng::Rng;
+use wgnn::{Tensor, WgnnError};
 
 #[test]
 fn gather_matches_cpu_for_u8_and_f32_sources() {

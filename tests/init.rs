@@ -1,7 +1,7 @@
 //! Initialisers: statistics for large n, bounds, and reproducibility from the seed.
 
 use wgnn::init::Initializer;
-use wgnn::rng::Rng;
+use wgnn::internals::rng::Rng;
 
 fn mean_std(v: &[f32]) -> (f64, f64) {
     let n = v.len() as f64;

@@ -7,7 +7,7 @@ mod common;
 use common::fusion::check_fusion;
 use common::{gpu, synthetic};
 use wgnn::data::load_mnist;
-use wgnn::kernels::batch_norm::BatchNormConfig;
+use wgnn::internals::kernels::batch_norm::BatchNormConfig;
 use wgnn::layers::Dense;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Initializer, Layer, WgnnError};

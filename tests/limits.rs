@@ -8,10 +8,11 @@ use std::sync::OnceLock;
 use common::*;
 use wgnn::data::Features;
 use wgnn::device::GpuOptions;
-use wgnn::kernels::gather::{bindable_chunks, gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::gather::{bindable_chunks, gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
+use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Dataset, Gpu, Tensor, WgnnError};
+use wgnn::{Activation, Dataset, Gpu, Tensor, WgnnError};
 
 const BINDING: u64 = 64 << 10;
 

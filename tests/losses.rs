@@ -3,11 +3,12 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
-use wgnn::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut, MAX_CLASSES};
-use wgnn::kernels::totals::{totals, totals_blocked};
-use wgnn::rng::Rng;
-use wgnn::{cpu, Gpu, Tensor, WgnnError};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
+use wgnn::internals::kernels::softmax_xent::{softmax, softmax_xent, SoftmaxXentOut, MAX_CLASSES};
+use wgnn::internals::kernels::totals::{totals, totals_blocked};
+use wgnn::internals::rng::Rng;
+use wgnn::{Gpu, Tensor, WgnnError};
 
 /// Outputs of one GPU softmax_xent call, downloaded.
 struct Got {
@@ -492,9 +493,9 @@ fn sigmoid_bce_bad_input_is_an_error_naming_the_kernel() {
 
 // ---- mse, hinge, softmax_xent_dense ----
 
-use wgnn::kernels::hinge::{hinge, HingeOut};
-use wgnn::kernels::mse::{mse, MseOut, MAX_OUTPUTS};
-use wgnn::kernels::softmax_xent::softmax_xent_dense;
+use wgnn::internals::kernels::hinge::{hinge, HingeOut};
+use wgnn::internals::kernels::mse::{mse, MseOut, MAX_OUTPUTS};
+use wgnn::internals::kernels::softmax_xent::softmax_xent_dense;
 
 /// Runs mse on the GPU with every output (predictions and targets shaped `shape`).
 fn run_mse(gpu: &Gpu, shape: &[usize], pred: &[f32], targets: &[f32], grad_scale: f32, start: [f32; 2]) -> Got {

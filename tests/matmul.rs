@@ -5,13 +5,14 @@
 mod common;
 use common::*;
 use wgnn::data::Features;
-use wgnn::kernels::gather::{BatchStart, GpuRows};
-use wgnn::kernels::matmul::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::gather::{BatchStart, GpuRows};
+use wgnn::internals::kernels::matmul::{
     choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
     MatmulOptions, MatmulVariant,
 };
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
 
 const FORMS: [(bool, bool); 3] = [(false, false), (true, false), (false, true)];
 

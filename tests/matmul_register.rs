@@ -4,12 +4,13 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::matmul::{Epilogue, MatmulOptions};
-use wgnn::kernels::matmul_register::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::matmul::{Epilogue, MatmulOptions};
+use wgnn::internals::kernels::matmul_register::{
     matmul_register, matmul_register_column_sum, matmul_register_supported, RegisterTile,
 };
-use wgnn::rng::Rng;
-use wgnn::{cpu, Activation, Gpu, Plan, Tensor, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Gpu, Plan, Tensor, WgnnError};
 
 const FORMS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
 

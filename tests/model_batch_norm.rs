@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::batch_norm::BatchNormConfig;
+use wgnn::internals::kernels::batch_norm::BatchNormConfig;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, History, Layer};
 

@@ -4,8 +4,8 @@
 mod common;
 use common::*;
 use wgnn::data::Dataset;
+use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, EarlyStopping, FitOptions, Loss, Monitor, Optimizer, Sequential};
-use wgnn::rng::Rng;
 use wgnn::{Activation, Initializer, Layer, WgnnError};
 
 /// Random features labelled 0/1 by the sign of a fixed random linear map (learnable).

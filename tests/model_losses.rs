@@ -4,8 +4,8 @@
 mod common;
 use common::*;
 use wgnn::data::Dataset;
+use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, EarlyStopping, FitOptions, Loss, Monitor, Optimizer, Sequential, Validation};
-use wgnn::rng::Rng;
 use wgnn::{Activation, History, WgnnError};
 
 fn losses(h: &History) -> Vec<f32> {

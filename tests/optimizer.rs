@@ -4,9 +4,10 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::optimizer::{adam_update, sgd_update, AdamConfig, LrSchedule, SgdConfig};
-use wgnn::rng::Rng;
-use wgnn::{cpu, Gpu, GpuOptions, Tensor};
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::optimizer::{adam_update, sgd_update, AdamConfig, LrSchedule, SgdConfig};
+use wgnn::internals::rng::Rng;
+use wgnn::{Gpu, GpuOptions, Tensor};
 
 const STEPS: u32 = 5;
 
@@ -63,7 +64,7 @@ fn check_sgd(gpu: &Gpu, rng: &mut Rng, len: usize, cfg: &SgdConfig) -> [u32; 3] 
 
 /// Checks that `plan` runs the vec4 module exactly where len is a multiple of 4 (every test tensor
 /// sits at an offset that is a multiple of 16 bytes).
-fn assert_family(plan: &wgnn::kernels::Plan, len: usize, what: &str) {
+fn assert_family(plan: &wgnn::internals::kernels::Plan, len: usize, what: &str) {
     let family = plan.dispatches[0].label.split("::").next().unwrap();
     assert_eq!(family, if len.is_multiple_of(4) { "optimizer_vec4" } else { "optimizer" }, "{what}");
 }
@@ -299,7 +300,7 @@ fn adam_bad_input_is_an_error_naming_the_kernel() {
 
 // ---- AdamW, RMSprop, Adagrad, Adadelta; learning-rate schedules ----
 
-use wgnn::kernels::optimizer::{
+use wgnn::internals::kernels::optimizer::{
     adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig, AdagradConfig,
     RmsPropConfig,
 };
@@ -642,7 +643,7 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
 /// with [t]; with skip 1 it leaves parameters and state exactly as they were.
 #[test]
 fn guarded_updates_do_nothing_for_a_skipped_step() {
-    use wgnn::kernels::optimizer::{
+    use wgnn::internals::kernels::optimizer::{
         adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
         AdagradConfig, RmsPropConfig,
     };

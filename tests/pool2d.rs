@@ -4,12 +4,13 @@
 
 mod common;
 use common::*;
-use wgnn::kernels::pool2d::{
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
     max_pool2d_backward, max_pool2d_forward, Padding, Pool2dConfig, Pool2dDims,
 };
-use wgnn::rng::Rng;
-use wgnn::{cpu, Gpu, Tensor, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::{Gpu, Tensor, WgnnError};
 
 fn cfg(pool: (usize, usize), strides: Option<(usize, usize)>, padding: Padding) -> Pool2dConfig {
     Pool2dConfig { pool_size: pool, strides, padding }

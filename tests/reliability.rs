@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use wgnn::data::Features;
-use wgnn::kernels::optimizer::LrSchedule;
+use wgnn::internals::kernels::optimizer::LrSchedule;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, History, WgnnError};
 

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use wgnn::atomic_file::temporary_path;
+use wgnn::internals::atomic_file::temporary_path;
 use wgnn::model::Sequential;
 use wgnn::History;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use wgnn::rng::Rng;
+use wgnn::internals::rng::Rng;
 use wgnn::{Dataset, Gpu};
 
 /// The device every test in a binary shares. No adapter is a failure with the install hint, never
