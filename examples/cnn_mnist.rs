@@ -1,13 +1,15 @@
-//! A convolutional network on MNIST, trained on the GPU (the Keras mnist_convnet recipe, smaller):
-//! Conv2D(16, 3×3, relu) → MaxPool(2) → Conv2D(32, 3×3, relu) → MaxPool(2) → Flatten →
-//! Dropout(0.5) → Dense(10, softmax), Adam 1e-3, batch 128.
+//! A convolutional network on MNIST, trained on the GPU: Conv2D(16, 3×3) → BatchNorm → relu →
+//! MaxPool(2) → Conv2D(32, 3×3) → BatchNorm → relu → MaxPool(2) → Flatten → Dense(128, relu) →
+//! Dropout(0.25) → Dense(10, softmax); Adam 2e-3 decayed to 0 along a cosine over the run, batch
+//! 64, 5 epochs. 99.1–99.2% test accuracy (see README for the run and its time).
 //!
 //!     cargo run --release --example cnn_mnist [-- --epochs 3 --filters 32,64 --out out/cnn]
 //!
 //! Trains on all 60,000 training rows and reports the test set after every epoch as validation
 //! data (nothing is chosen by it); `--validation-split 0.1` holds out training rows instead.
 //! Writes `history.csv` and `curves.png` to the output folder (default `out/cnn_mnist`) and draws
-//! one test digit with its prediction. `--filters 32,64` is Keras' recipe as published.
+//! one test digit with its prediction. Variations: `--filters 32,64`, `--no-batch-norm`,
+//! `--hidden 0` (no hidden dense layer), `--dropout`, `--schedule constant`, `--lr`.
 //!
 //! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch
 //! (and `best.safetensors` with `--validation-split`); `--resume ckpt/last.safetensors` continues
@@ -37,24 +39,25 @@ struct Args {
     /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
     #[arg(long, default_value = "assets/mnist.npz")]
     data: PathBuf,
-    #[arg(long, default_value_t = 12, value_parser = common::at_least_one)]
+    #[arg(long, default_value_t = 5, value_parser = common::at_least_one)]
     epochs: usize,
-    #[arg(long, default_value_t = 128, value_parser = common::at_least_one)]
+    #[arg(long, default_value_t = 64, value_parser = common::at_least_one)]
     batch_size: usize,
-    /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = common::positive)]
+    /// Adam's learning rate (at the start, with the cosine schedule).
+    #[arg(long, default_value_t = 2e-3, value_parser = common::positive)]
     lr: f32,
     /// The two convolutions' filter counts.
     #[arg(long, default_value = "16,32", value_parser = parse_filters)]
     filters: (usize, usize),
     /// Dropout rate before the output layer while training.
-    #[arg(long, default_value_t = 0.5, value_parser = common::fraction)]
+    #[arg(long, default_value_t = 0.25, value_parser = common::fraction)]
     dropout: f32,
-    /// Batch-normalise each convolution's output (Conv2D without bias → BatchNorm → relu).
+    /// Convolutions with a bias and relu, without batch norm (default: Conv2D without bias →
+    /// BatchNorm → relu).
     #[arg(long)]
-    batch_norm: bool,
+    no_batch_norm: bool,
     /// Units of a hidden dense layer (relu) before the output layer (0 = none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 128)]
     hidden: usize,
     /// The learning rate's schedule: cosine (from --lr down to 0 over the run) or constant.
     #[arg(long, default_value = "cosine", value_parser = ["cosine", "constant"])]
@@ -133,7 +136,7 @@ fn run(args: &Args) -> Result<()> {
         None => {
             let mut builder = Sequential::new([28, 28, 1], args.seed);
             for filters in [args.filters.0, args.filters.1] {
-                builder = match args.batch_norm {
+                builder = match !args.no_batch_norm {
                     true => builder
                         .add(Layer::Conv2D(Conv2D {
                             use_bias: false,

@@ -276,3 +276,31 @@ fn a_software_adapter_is_said_and_can_be_refused() {
         assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     }
 }
+
+#[test]
+fn cnn_mnist_trains_saves_and_resumes() {
+    // Tiny filters on 256 rows: the example's whole path (progress, history, curves, save,
+    // checkpoint, resume) in seconds; its default recipe is timed in README and BENCHMARKS.
+    let dir = scratch("cnn");
+    let run = |extra: &str| {
+        let mut a = args("--train-rows 256 --batch-size 64 --filters 2,4 --hidden 8 --out");
+        a.push(dir.join("out").display().to_string());
+        a.extend(args(extra));
+        outcome(Command::new(example("cnn_mnist")).args(&a).output().unwrap())
+    };
+    let ckpt = dir.join("ckpt");
+    let (code, stdout, stderr) = run(&format!("--epochs 1 --checkpoint-dir {}", ckpt.display()));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("conv2d(2, 3×3, identity, no bias)") && stdout.contains("test accuracy"), "{stdout}");
+    assert!(dir.join("out/history.csv").exists() && dir.join("out/curves.png").exists());
+    let (code, stdout, stderr) = run(&format!("--epochs 2 --resume {}", ckpt.join("last.safetensors").display()));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("resumed from") && stdout.contains("epoch   2"), "{stdout}");
+    let history = std::fs::read_to_string(dir.join("out/history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 3, "a header and both epochs: {history}");
+
+    let (code, _, stderr) = outcome(Command::new(example("cnn_mnist")).args(args("--filters 3")).output().unwrap());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("expected two counts"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
