@@ -6,9 +6,10 @@
 #
 # It refuses a software adapter (llvmpipe and the like: training would run on the CPU) unless
 # --allow-cpu. In order: the kernel bench at the MLP's shapes and at 1024³ and 4096³ (4096³ is
-# skipped on a CPU adapter), the training bench at batch 32 and 256, mnist_gpu for 20 epochs, and
-# bench/torch_mnist.py (same model, split and rows) when python3 can import torch. On an H100/H200
-# class GPU it takes a few minutes.
+# skipped on a CPU adapter), the training bench at batch 32 and 256 (and its CNN row), mnist_gpu
+# for 20 epochs, cnn_mnist with its defaults, and bench/torch_mnist.py and bench/torch_cnn.py (same
+# models, split and rows) when python3 can import torch. On an H100/H200 class GPU it takes a few
+# minutes.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -18,13 +19,13 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --allow-cpu) allow_cpu=1 ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-for b in mnist_gpu kernels training; do
+for b in mnist_gpu cnn_mnist kernels training; do
   [ -x "bin/$b" ] || { echo "bin/$b missing: build the bundle with bench/gpu_bundle.sh" >&2; exit 1; }
 done
 
@@ -82,8 +83,10 @@ for f in "${filters[@]}"; do
 done
 run "training bench (batch 32 and 256)" bin/training --bench
 run "mnist_gpu, 20 epochs" bin/mnist_gpu --out "$logs/mnist"
+run "cnn_mnist, its defaults" bin/cnn_mnist --out "$logs/cnn_mnist"
 if python3 -c 'import torch' 2>/dev/null; then
   run "PyTorch eager, same model (bench/torch_mnist.py)" python3 bench/torch_mnist.py
+  run "PyTorch eager, cnn_mnist's model (bench/torch_cnn.py)" python3 bench/torch_cnn.py
 else
   section "PyTorch eager"
   echo "skipped: python3 cannot import torch here" >>"$out"
