@@ -24,14 +24,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use common::console::{self, Console};
+use common::console;
 use common::outputs::Outputs;
 use wgnn::config::optimizer::LrSchedule;
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, History, Layer, WgnnError};
+use wgnn::{Activation, History, Layer};
 
 #[derive(Parser, Debug)]
 #[command(name = "cnn_mnist", about = "Train a convolutional network on MNIST on the GPU (wgnn)")]
@@ -180,22 +180,7 @@ fn run(args: &Args) -> Result<()> {
         skip_nonfinite_batches: false,
     };
     let started = Instant::now();
-    let mut console = Console::new("acc");
-    let fitted = model.fit_with(&train, &options, &mut console);
-    console.clear_bar();
-    let history = match fitted {
-        Ok(history) => history,
-        Err(e @ WgnnError::Training { .. }) => {
-            let mut history = resumed_history;
-            history.epochs.extend(console.records);
-            println!("training stopped (the error follows): writing the outputs, with the weights put back");
-            if let Err(write) = outputs.write(&history, &model) {
-                eprintln!("{}", common::error_report(&write));
-            }
-            return Err(e.into());
-        }
-        Err(e) => return Err(common::naming_the_batch_size(e, args.batch_size)),
-    };
+    let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, "acc", resumed_history, &outputs)?;
     println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
     println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);

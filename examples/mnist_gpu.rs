@@ -36,12 +36,12 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
-use common::console::{self, Console};
+use common::console;
 use common::outputs::Outputs;
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, Gpu, History, WgnnError};
+use wgnn::{Activation, Gpu, History};
 
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
@@ -277,23 +277,8 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     };
     let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
     let started = Instant::now();
-    let mut console = Console::new(metric);
-    let fitted = model.fit_with(&train, &options, &mut console);
-    console.clear_bar();
-    let history = match fitted {
-        Ok(history) => history,
-        Err(e @ WgnnError::Training { .. }) => {
-            // fit put the last weights with a finite loss back: keep what the run made.
-            let mut history = resumed_history;
-            history.epochs.extend(console.records);
-            println!("training stopped (the error follows): writing the outputs, with the weights put back");
-            if let Err(write) = outputs.write(&history, &model) {
-                eprintln!("{}", common::error_report(&write));
-            }
-            return Err(e.into());
-        }
-        Err(e) => return Err(common::naming_the_batch_size(e, args.batch_size)),
-    };
+    let history =
+        common::outputs::fit_writing_outputs(&mut model, &train, &options, metric, resumed_history, &outputs)?;
     println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
     if args.verbose {
         print_tuned_picks(&gpu);

@@ -2,9 +2,10 @@
 //! learned; evaluate and predict agreeing; bad input rejected.
 
 mod common;
+use common::fusion::StepLosses;
 use common::*;
 use wgnn::data::{load_mnist, Dataset};
-use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, WgnnError};
 
 /// A device of its own on the default adapter with `profile`, and without `Features::SUBGROUP`
@@ -28,26 +29,6 @@ fn mlp(backend: &Backend, inputs: usize, hidden: usize, classes: usize, seed: u6
         .dense(classes, Activation::Identity)
         .build(backend)
         .unwrap()
-}
-
-/// Collects each step's mean loss from the running sums reported at every tick.
-#[derive(Default)]
-struct StepLosses {
-    losses: Vec<f32>,
-    last_sum: f64,
-    last_samples: usize,
-}
-
-impl Observer for StepLosses {
-    fn on_progress(&mut self, p: &Progress) {
-        if p.samples == self.last_samples {
-            return; // the epoch-end report repeats the last tick
-        }
-        let sum = p.loss as f64 * p.samples as f64;
-        self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
-        self.last_sum = sum;
-        self.last_samples = p.samples;
-    }
 }
 
 #[test]

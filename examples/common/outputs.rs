@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use wgnn::internals::atomic_file::temporary_path;
-use wgnn::model::Sequential;
-use wgnn::History;
+use wgnn::model::{FitOptions, Sequential};
+use wgnn::{Dataset, History, WgnnError};
+
+use super::console::Console;
 
 /// Creates `dir` (the value of `flag`) if missing and checks that a file can be written there.
 pub fn prepare_folder(flag: &str, dir: &Path) -> Result<()> {
@@ -84,5 +86,35 @@ impl Outputs {
             println!("saved the model to {}", path.display());
         }
         Ok(())
+    }
+}
+
+/// `fit` with the examples' console (`metric`: "acc", or "mae" under mean squared error). A run
+/// stopped by a diverging loss still writes the outputs — the history so far (`resumed`'s epochs
+/// and this run's) and the model with the weights `fit` put back — then returns the error; a
+/// device limit or shape error names `--batch-size`.
+pub fn fit_writing_outputs(
+    model: &mut Sequential,
+    train: &Dataset,
+    options: &FitOptions,
+    metric: &'static str,
+    resumed: History,
+    outputs: &Outputs,
+) -> Result<History> {
+    let mut console = Console::new(metric);
+    let fitted = model.fit_with(train, options, &mut console);
+    console.clear_bar();
+    match fitted {
+        Ok(history) => Ok(history),
+        Err(e @ WgnnError::Training { .. }) => {
+            let mut history = resumed;
+            history.epochs.extend(console.records);
+            println!("training stopped (the error follows): writing the outputs, with the weights put back");
+            if let Err(write) = outputs.write(&history, model) {
+                eprintln!("{}", super::error_report(&write));
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(super::naming_the_batch_size(e, options.batch_size)),
     }
 }

@@ -335,29 +335,38 @@ impl Sequential {
         Ok(plan)
     }
 
-    /// Bytes of device memory one training step at `batch_size` binds, from the buffers its
-    /// plan allocates and reads: parameters, gradients, optimizer state, the batch's activations
-    /// and gradients, kernels' scratch (patch matrices); not the uploaded data set. Nothing runs.
-    pub fn step_memory_bytes(&self, data: &Dataset, batch_size: usize) -> Result<u64> {
-        const OP: &str = "step_memory_bytes";
-        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
-        self.check_data(OP, data)?;
+    /// One training step at `batch_size` on `data`, planned (not run), for the step's
+    /// introspection below: (the step's plan, its buffers, the data set on the device, the row
+    /// order the gather reads).
+    fn one_step(&self, op: &str, data: &Dataset, batch_size: usize) -> Result<(Plan, BatchBuffers, GpuData, Tensor)> {
+        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(op, "call compile() first"))?;
+        self.check_data(op, data)?;
         let gpu = self.gpu_state()?.gpu.clone();
         let gpu_data = self.upload_data(&gpu, data)?;
         let batch = batch_size.clamp(1, data.rows);
         let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (plans, _buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
-        let data_plan = gpu_data
+        let (mut plans, buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
+        let plan = plans.pop().ok_or_else(|| WgnnError::invalid(op, "no step planned (an internal error)"))?;
+        Ok((plan, buffers, gpu_data, order))
+    }
+
+    /// Bytes of device memory one training step at `batch_size` binds, from the buffers its
+    /// plan allocates and reads: parameters, gradients, optimizer state, the batch's activations
+    /// and gradients, kernels' scratch (patch matrices); not the uploaded data set. Nothing runs.
+    pub fn step_memory_bytes(&self, data: &Dataset, batch_size: usize) -> Result<u64> {
+        let (plan, _buffers, gpu_data, order) = self.one_step("step_memory_bytes", data, batch_size)?;
+        let targets = gpu_data.targets.iter().flat_map(|t| t.chunks.iter().chain([&t.labels]));
+        let data_set: std::collections::HashSet<usize> = gpu_data
             .rows
             .chunks
             .iter()
             .chain([&gpu_data.rows.labels, &order])
-            .chain(gpu_data.targets.iter().flat_map(|t| t.chunks.iter().chain([&t.labels])));
-        let data_bytes: std::collections::HashMap<usize, u64> =
-            data_plan.map(|t| (std::sync::Arc::as_ptr(t.shared_buffer()) as usize, t.shared_buffer().size())).collect();
+            .chain(targets)
+            .map(|t| std::sync::Arc::as_ptr(t.shared_buffer()) as usize)
+            .collect();
         let mut bound = std::collections::HashMap::new();
-        for d in &plans[0].dispatches {
-            bound.extend(d.buffers.iter().copied().filter(|(id, _)| !data_bytes.contains_key(id)));
+        for d in &plan.dispatches {
+            bound.extend(d.buffers.iter().copied().filter(|(id, _)| !data_set.contains(id)));
         }
         Ok(bound.values().sum())
     }
@@ -366,15 +375,8 @@ impl Sequential {
     /// [`Sequential::profile_step`]): which variants the engine picks on this device, without
     /// running anything and without timestamp queries.
     pub fn step_kernels(&self, data: &Dataset, batch_size: usize) -> Result<Vec<String>> {
-        const OP: &str = "step_kernels";
-        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
-        self.check_data(OP, data)?;
-        let gpu = self.gpu_state()?.gpu.clone();
-        let gpu_data = self.upload_data(&gpu, data)?;
-        let batch = batch_size.clamp(1, data.rows);
-        let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (plans, _buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
-        Ok(plans[0].dispatches.iter().map(|d| d.label.clone()).collect())
+        let (plan, ..) = self.one_step("step_kernels", data, batch_size)?;
+        Ok(plan.dispatches.iter().map(|d| d.label.clone()).collect())
     }
 
     /// Device seconds of each dispatch of one training step at `batch_size` (median of `reps`
@@ -382,15 +384,8 @@ impl Sequential {
     /// timed dispatches really run, `reps` times each: the weights, optimizer state, t and
     /// batch-norm running statistics change (profile a model you will not train further).
     pub fn profile_step(&mut self, data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(String, f64)>> {
-        const OP: &str = "profile_step";
-        let (_, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
-        self.check_data(OP, data)?;
+        let (plan, _buffers, _data, _order) = self.one_step("profile_step", data, batch_size)?;
         let gpu = self.gpu_state()?.gpu.clone();
-        let gpu_data = self.upload_data(&gpu, data)?;
-        let batch = batch_size.clamp(1, data.rows);
-        let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (plans, _buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
-        let plan = &plans[0];
         let mut timings = Vec::new();
         for d in &plan.dispatches {
             let mut times = gpu.time_plan(&Plan::from(d.clone()), reps.max(1))?;

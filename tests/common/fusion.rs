@@ -7,8 +7,8 @@ use wgnn::Dataset;
 
 /// Each step's mean loss, from the running sums reported at every tick.
 #[derive(Default)]
-struct StepLosses {
-    losses: Vec<f32>,
+pub struct StepLosses {
+    pub losses: Vec<f32>,
     last_sum: f64,
     last_samples: usize,
 }
