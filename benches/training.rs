@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use wgnn::data::load_mnist;
 use wgnn::internals::kernels::step_guard::guard_step;
-use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::layers::Conv2D;
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, Dataset, Gpu, Layer, Tensor};
 
 /// cnn_mnist's default model at batch 64 on the first `rows` rows, 3 epochs: the steady median

@@ -83,7 +83,9 @@ struct Args {
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
     /// Continue from this checkpoint (the model, optimizer and seed come from it; --epochs is
-    /// the total, counting the epochs already done).
+    /// the total, counting the epochs already done). The cosine schedule is the checkpoint's too,
+    /// sized for the first run's --epochs: past them the rate stays 0 (train with --schedule
+    /// constant a run you mean to extend).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Train on the first N training rows only (0 = all): quick runs.
