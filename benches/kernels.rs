@@ -293,25 +293,7 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
     // Strides express the transposes, so sgemm reads the same layouts as the kernel.
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let mut c = vec![0.0f32; m * n];
-    let (sgemm_s, ()) = time_cpu(|| unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    });
+    let (sgemm_s, _) = time_cpu(|| host_sgemm(m, k, n, &a, (rsa, csa), &b, (rsb, csb)));
 
     let picked = choose_variant(&gpu, m, n, k, ta, tb);
     let tol = (2e-5 * (k as f32).sqrt(), 1e-4);
@@ -1165,25 +1147,7 @@ fn bench_matmul_register(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, us
     let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let mut c = vec![0.0f32; m * n];
-    let (sgemm_s, ()) = time_cpu(|| unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    });
+    let (sgemm_s, c) = time_cpu(|| host_sgemm(m, k, n, &a, (rsa, csa), &b, (rsb, csb)));
     let (want, cpu_ref_s) = if huge {
         (c, sgemm_s)
     } else {
