@@ -12,7 +12,8 @@
 //! pipelines are new are compiled only while the device's tuning budget lasts
 //! ([`crate::DeviceProfile::tune_budget`]: compiles cost 0.15–2.8 s each on llvmpipe); past it a
 //! shape is timed on the pipelines already built (at least the static choice's, which the plan
-//! needs anyway). The static choice wins ties within [`TIE`].
+//! needs anyway). The static choice wins ties within [`TIE`]. Rows that are the batch's are
+//! tuned by their power of two ([`MatmulShape::m`]), so a smaller last batch tunes nothing.
 //!
 //! Determinism: picks differ between devices and may differ between two cold tunes of one device
 //! (timings are noisy); kernels sum K in different orders, so results can differ in the last bits
@@ -33,6 +34,7 @@ use crate::kernels::matmul::{
 use crate::kernels::matmul_register::{matmul_register, matmul_register_column_sum, RegisterTile};
 use crate::plan::Plan;
 use crate::profile::DeviceProfile;
+use crate::registry;
 use crate::tensor::Tensor;
 
 /// Environment variable that, set to `off` (or 0, false, no), turns the autotuner off whatever
@@ -125,6 +127,9 @@ impl EpilogueKind {
 /// A product as the tuner tells them apart: one pick per value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulShape {
+    /// Rows of C. Where op(A) is not transposed M is the batch's dimension (a layer's forward and
+    /// input gradient), and it is rounded up to a power of two: one pick then serves a batch size
+    /// and the smaller batches at the end of an epoch or an evaluation, rather than tuning each.
     pub m: usize,
     pub n: usize,
     pub k: usize,
@@ -139,6 +144,7 @@ pub struct MatmulShape {
 impl MatmulShape {
     pub fn of(m: usize, n: usize, k: usize, opts: &MatmulOptions, col_sum: bool) -> MatmulShape {
         let (trans_a, trans_b, accumulate) = (opts.trans_a, opts.trans_b, opts.accumulate);
+        let m = if trans_a { m } else { m.next_power_of_two() };
         MatmulShape { m, n, k, trans_a, trans_b, accumulate, epilogue: EpilogueKind::of(&opts.epilogue), col_sum }
     }
 
@@ -160,10 +166,11 @@ impl MatmulShape {
 }
 
 impl std::fmt::Display for MatmulShape {
-    /// E.g. "64x32·32x10 Aᵀ, +colsum".
+    /// E.g. "64x32·32x10 Aᵀ, +colsum"; "≤2048x784·784x64" where M is rounded up.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (m, n, k) = (self.m, self.n, self.k);
-        write!(f, "{m}x{k}·{k}x{n}")?;
+        let up_to = if self.trans_a || m == 1 { "" } else { "≤" };
+        write!(f, "{up_to}{m}x{k}·{k}x{n}")?;
         let forms = [(self.trans_a, " Aᵀ"), (self.trans_b, " Bᵀ"), (self.accumulate, " +=")];
         for (on, name) in forms {
             if on {
@@ -270,14 +277,15 @@ impl Tuner {
     }
 
     /// The kernel for `shape`: remembered, else stored on disk, else timed. `measure(kernel,
-    /// may_compile)` gives a candidate's seconds and the wall time of its warm-up run, or `None`
-    /// where it would build a new pipeline and may not.
+    /// may_compile, to_beat)` gives a candidate's seconds and the wall time of its warm-up run, or
+    /// `None` where it would build a new pipeline and may not; `to_beat` is the best time so far
+    /// (see [`time_plan_briefly`]).
     fn pick(
         &self,
         shape: MatmulShape,
         static_pick: MatmulKernel,
         candidates: &[MatmulKernel],
-        mut measure: impl FnMut(MatmulKernel, bool) -> Result<Option<(f64, Duration)>>,
+        mut measure: impl FnMut(MatmulKernel, bool, f64) -> Result<Option<(f64, Duration)>>,
     ) -> Result<MatmulKernel> {
         // Held while tuning: two threads planning one shape must get the same pick.
         let mut state = self.lock()?;
@@ -303,11 +311,11 @@ impl Tuner {
         let mut free = Duration::ZERO;
         let within_budget = |spent: Duration| spent < self.budget;
         let (mut best, mut best_seconds, mut timed) = (static_pick, f64::INFINITY, 0);
-        if let Some((static_seconds, warm_up)) = measure(static_pick, true)? {
+        if let Some((static_seconds, warm_up)) = measure(static_pick, true, f64::INFINITY)? {
             (best_seconds, timed, free) = (static_seconds, 1, warm_up);
             for &kernel in candidates.iter().filter(|&&k| k != static_pick) {
                 let spent = (state.spent + started.elapsed()).saturating_sub(free);
-                if let Some((s, _)) = measure(kernel, within_budget(spent))? {
+                if let Some((s, _)) = measure(kernel, within_budget(spent), best_seconds)? {
                     timed += 1;
                     if s < best_seconds && s < static_seconds * (1.0 - TIE) {
                         (best, best_seconds) = (kernel, s);
@@ -336,12 +344,19 @@ impl Tuner {
 }
 
 /// Device seconds of one run of `plan`: the fastest of up to [`REPS`] after a warm-up run (where
-/// llvmpipe compiles); one timed run where it takes longer than [`LONG_RUN`].
-fn time_plan_briefly(gpu: &Gpu, plan: &Plan) -> Result<(f64, Duration)> {
+/// llvmpipe compiles); one timed run where it takes longer than [`LONG_RUN`]. Where the warm-up
+/// ran no new pipeline and took longer than both [`LONG_RUN`] and twice `to_beat`, the candidate
+/// has lost: its warm-up's wall time is returned untimed (on long products each run costs tens of
+/// milliseconds on lavapipe).
+fn time_plan_briefly(gpu: &Gpu, plan: &Plan, new_pipeline: bool, to_beat: f64) -> Result<(f64, Duration)> {
     let started = Instant::now();
     gpu.run(&[plan])?;
     gpu.wait()?;
     let warm_up = started.elapsed();
+    let warm_up_seconds = warm_up.as_secs_f64();
+    if !new_pipeline && warm_up_seconds > LONG_RUN && warm_up_seconds > 2.0 * to_beat {
+        return Ok((warm_up_seconds, warm_up));
+    }
     let mut best = f64::INFINITY;
     for _ in 0..REPS {
         let seconds = if gpu.profile().timestamps {
@@ -372,8 +387,9 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(gpu: &Gpu, shape: &MatmulShape) -> Result<Scratch> {
-        let MatmulShape { m, n, k, .. } = *shape;
+    /// Operands of `shape` with `m` rows of C (the product's own M: the shape's may be rounded up).
+    fn new(gpu: &Gpu, shape: &MatmulShape, m: usize) -> Result<Scratch> {
+        let MatmulShape { n, k, .. } = *shape;
         let a_shape = if shape.trans_a { [k, m] } else { [m, k] };
         let b_shape = if shape.trans_b { [n, k] } else { [k, n] };
         let aux = match shape.epilogue {
@@ -454,17 +470,20 @@ pub(crate) fn matmul_kernel(
     let shape = MatmulShape::of(m, n, k, opts, col_sum);
     let candidates = candidates(gpu, &shape);
     let mut scratch: Option<Scratch> = None;
-    tuner.pick(shape, static_pick, &candidates, |kernel, may_compile| {
+    tuner.pick(shape, static_pick, &candidates, |kernel, may_compile, to_beat| {
         let operands = match &scratch {
             Some(s) => s,
-            None => scratch.insert(Scratch::new(gpu, &shape)?),
+            None => scratch.insert(Scratch::new(gpu, &shape, m)?),
         };
-        let pipelines = gpu.pipeline_count();
-        let plan = operands.plan(gpu, kernel, opts)?;
-        if !may_compile && gpu.pipeline_count() > pipelines {
-            return Ok(None);
-        }
-        time_plan_briefly(gpu, &plan).map(Some)
+        let built = gpu.pipeline_count();
+        let plan = match may_compile {
+            true => operands.plan(gpu, kernel, opts)?,
+            false => match registry::without_compiling(|| operands.plan(gpu, kernel, opts))? {
+                Some(plan) => plan,
+                None => return Ok(None),
+            },
+        };
+        time_plan_briefly(gpu, &plan, gpu.pipeline_count() > built, to_beat).map(Some)
     })
 }
 

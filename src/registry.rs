@@ -6,6 +6,7 @@
 //! buffers. Pipelines are built once per (family, entry point, override constants) and cached in
 //! the device's store; shapes travel in the uniform, so one pipeline serves every size.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex};
 
 use crate::device::cache::{CachedPipeline, FamilyObjects, PipelineKey};
@@ -100,6 +101,10 @@ fn pipeline(
     if let Some(found) = lock(&gpu.pipelines().pipelines)?.get(&key) {
         return Ok(found.clone());
     }
+    if COMPILING.get() == Compiling::Refused {
+        COMPILING.set(Compiling::Refusing);
+        return Err(WgnnError::invalid(family.name, "a new pipeline was needed where none may be built"));
+    }
     let objects = family_objects(gpu, family)?;
     let kernel_name = format!("{}::{entry}", family.name);
     let pipeline = gpu
@@ -120,6 +125,32 @@ fn pipeline(
     let cached = Arc::new(CachedPipeline { pipeline, bind_group_layout: objects.bind_group_layout.clone() });
     lock(&gpu.pipelines().pipelines)?.insert(key, cached.clone());
     Ok(cached)
+}
+
+/// Whether this thread may build pipelines: [`without_compiling`] refuses (the autotuner, past
+/// its budget, times only what is built already).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compiling {
+    Allowed,
+    Refused,
+    /// Refused, and a pipeline was asked for.
+    Refusing,
+}
+
+thread_local! {
+    static COMPILING: Cell<Compiling> = const { Cell::new(Compiling::Allowed) };
+}
+
+/// Runs `build` (which plans kernels) with pipeline building refused on this thread: `None`
+/// where it needed a pipeline that is not built yet (nothing is compiled), else its result.
+pub(crate) fn without_compiling<T>(build: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    let before = COMPILING.replace(Compiling::Refused);
+    let result = build();
+    let refused = COMPILING.replace(before) == Compiling::Refusing;
+    match refused {
+        true => Ok(None),
+        false => result.map(Some),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {

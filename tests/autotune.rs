@@ -232,3 +232,53 @@ fn the_same_seed_and_cache_train_bit_for_bit_the_same() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn past_its_budget_the_tuner_builds_no_pipeline_the_static_choice_would_not() {
+    // With no compile budget the tuner times only what is built already: planning the products
+    // builds the same pipelines as with the tuner off (under the GPU policy too, where the
+    // workgroup-memory tiles are candidates).
+    for profile in [ProfileOverride::Adapter, ProfileOverride::Gpu] {
+        let dir = cache_dir(&format!("budget-{profile:?}"));
+        let options = GpuOptions { profile, tune_cache_dir: Some(&dir), ..Default::default() };
+        let no_budget = Gpu::with_options(&GpuOptions { tune_budget: Some(std::time::Duration::ZERO), ..options })
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+        let off = Gpu::with_options(&GpuOptions { autotune: false, ..options }).unwrap();
+        run_products(&no_budget, 6);
+        run_products(&off, 6);
+        assert_eq!(no_budget.tuned_picks().len(), PRODUCTS.len());
+        assert_eq!(no_budget.pipeline_count(), off.pipeline_count(), "{profile:?}: {:?}", no_budget.tuned_picks());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// C = A·B at `m` rows on `gpu` with the engine's pick, checked against the CPU reference.
+fn checked_forward(gpu: &Gpu, m: usize, k: usize, n: usize) {
+    let mut rng = Rng::new(m as u64);
+    let (a, b) = (rng.vec_uniform(m * k, -1.0, 1.0), rng.vec_uniform(k * n, -1.0, 1.0));
+    let at = Tensor::from_slice(gpu, &[m, k], &a).unwrap();
+    let bt = Tensor::from_slice(gpu, &[k, n], &b).unwrap();
+    let ct = Tensor::zeros(gpu, &[m, n]).unwrap();
+    gpu.run(&[&matmul(gpu, &at, &bt, &ct, &MatmulOptions::default()).unwrap()]).unwrap();
+    let want = cpu::matmul(&a, &b, m, k, n, false, false);
+    assert_close(&format!("{m}x{k}·{k}x{n}"), &ct.to_vec().unwrap(), &want, 2e-5 * (k as f32).sqrt(), 1e-4);
+}
+
+#[test]
+fn a_batch_and_the_smaller_batches_after_it_share_one_pick() {
+    // Rows of a product whose A is not transposed are the batch's: they are tuned by the power of
+    // two at or above them, so an epoch's or an evaluation's last, smaller batch reuses the pick.
+    let dir = cache_dir("rows");
+    let gpu = tuned_gpu(&dir, ProfileOverride::Adapter);
+    for m in [64, 37, 33] {
+        checked_forward(&gpu, m, 40, 24);
+    }
+    let picks = gpu.tuned_picks();
+    assert_eq!(picks.len(), 1, "{picks:?}");
+    assert_eq!((picks[0].shape.m, picks[0].shape.to_string().as_str()), (64, "≤64x40·40x24"));
+    checked_forward(&gpu, 65, 40, 24);
+    checked_forward(&gpu, 1, 40, 24);
+    let rows: Vec<usize> = gpu.tuned_picks().iter().map(|p| p.shape.m).collect();
+    assert_eq!(rows, [64, 128, 1]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
