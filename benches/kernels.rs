@@ -1499,8 +1499,8 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
     }
     if bench.wants(&format!("conv2d_backward_input col2im {shape}")) {
         let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
-        let plan = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &cfg).unwrap();
-        let (cpu_s, want) = time_cpu(|| cpu::conv2d_backward_input(&dz, &k, &d));
+        let plan = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &cfg, None).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::conv2d_backward_input(&dz, &k, &d, None));
         let (sgemm_s, _) = time_cpu(|| {
             host_col2im(&host_sgemm(m, c_out, patch, &dz, (c_out as isize, 1), &k, (1, c_out as isize)), &d)
         });
@@ -1543,8 +1543,8 @@ fn bench_pool2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4]) {
     if bench.wants(&format!("max_pool2d_backward tiles {shape}")) {
         let (_, argmax) = cpu::max_pool2d_forward(&x, &d);
         let at = Tensor::from_u32(&gpu, &d.y_shape(), &argmax).unwrap();
-        let plan = max_pool2d_backward(&gpu, &dyt, &at, &dxt, &cfg).unwrap();
-        let (cpu_s, want) = time_cpu(|| cpu::max_pool2d_backward(&dy, &argmax, &d));
+        let plan = max_pool2d_backward(&gpu, &dyt, &at, &dxt, &cfg, None).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::max_pool2d_backward(&dy, &argmax, &d, None));
         let work = Work::Bytes(4.0 * (x_len + 2.0 * y_len));
         bench.row(
             "max_pool2d_backward",
@@ -1579,8 +1579,8 @@ fn bench_pool2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4]) {
         );
     }
     if bench.wants(&format!("avg_pool2d_backward tiles {shape}")) {
-        let plan = avg_pool2d_backward(&gpu, &dyt, &dxt, &cfg).unwrap();
-        let (cpu_s, want) = time_cpu(|| cpu::avg_pool2d_backward(&dy, &d));
+        let plan = avg_pool2d_backward(&gpu, &dyt, &dxt, &cfg, None).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::avg_pool2d_backward(&dy, &d, None));
         let work = Work::Bytes(4.0 * (x_len + y_len));
         bench.row("avg_pool2d_backward", "tiles", shape, true, &plan, &dxt, &want, (1e-6, 1e-5), work, cpu_s, None);
     }
@@ -1613,8 +1613,8 @@ fn bench_global_avg_pool2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4]
     }
     if bench.wants(&format!("global_avg_pool2d_backward spread {shape}")) {
         let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
-        let plan = global_avg_pool2d_backward(&gpu, &up(&gpu, &[rows, c], &dy), &dxt).unwrap();
-        let (cpu_s, want) = time_cpu(|| cpu::global_avg_pool2d_backward(&dy, x_shape));
+        let plan = global_avg_pool2d_backward(&gpu, &up(&gpu, &[rows, c], &dy), &dxt, None).unwrap();
+        let (cpu_s, want) = time_cpu(|| cpu::global_avg_pool2d_backward(&dy, x_shape, None));
         bench.row(
             "global_avg_pool2d_backward",
             "spread",

@@ -6,6 +6,9 @@
 //           x[r, y, x, c] into: the adjoint of im2col, a gather, so no atomics and a fixed order.
 //           dcol: [rows·Ho·Wo, K] → dx: [rows, H, W, C]
 //   copy:   dst[i] = src[i] for i < len (the kernel into its padded matrix, or the gradient back)
+//   col2im can also apply the derivative of the activation that made x (p.act ≠ 0; `below` is x,
+//   that activation's output): dx ⊙= act'(below), so the layer below needs no pass of its own.
+//   Needs activation.wgsl prepended.
 // K, the col matrix's row stride, is kh·kw·C rounded up to a multiple of 4 (the matmul's vec4
 // kernels need it); its last columns are never written, so they stay zero.
 // Both work on a chunk of `rows` images starting at image `row0` of x / dx (the col matrix holds
@@ -38,6 +41,8 @@ struct Params {
     ky_per: u32,    // im2col: kernel rows per invocation (z counts kernel-row blocks × segments)
     stride_k: u32,  // K
     len: u32,       // copy: values
+    act: u32,       // col2im: activation.wgsl's code of the activation below (0: none)
+    slope: f32,     // its leaky relu slope
     _pad: u32,
 }
 
@@ -46,6 +51,18 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;    // im2col: col   col2im: dx
 @group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;   // the same, 4 channels a value
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> below: array<f32>;       // col2im: x (p.act ≠ 0)
+
+// The factor dx[i] takes for the activation below: 1 where none is fused.
+fn below_grad(i: u32) -> f32 {
+    if (p.act == 0u) { return 1.0; }
+    return act_derivative_from_output(p.act, below[i], p.slope);
+}
+
+fn below_grad4(i: u32) -> vec4<f32> {
+    if (p.act == 0u) { return vec4<f32>(1.0); }
+    return vec4<f32>(below_grad(i), below_grad(i + 1u), below_grad(i + 2u), below_grad(i + 3u));
+}
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -218,10 +235,11 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
                 s += vec4<f32>(src[i], src[i + 1u], src[i + 2u], src[i + 3u]);
             }
         }
-        dst[out + c] = s.x;
-        dst[out + c + 1u] = s.y;
-        dst[out + c + 2u] = s.z;
-        dst[out + c + 3u] = s.w;
+        let g = s * below_grad4(out + c);
+        dst[out + c] = g.x;
+        dst[out + c + 1u] = g.y;
+        dst[out + c + 2u] = g.z;
+        dst[out + c + 3u] = g.w;
     }
     for (; c < c1; c++) {
         var s = 0.0;
@@ -232,7 +250,7 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
                 s += src[(row + ox) * p.stride_k + (ky * p.kw + cov.xs - ox * p.sw) * p.c + c];
             }
         }
-        dst[out + c] = s;
+        dst[out + c] = s * below_grad(out + c);
     }
 }
 
@@ -261,10 +279,10 @@ fn col2im_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 s[3] += src4[i + 3u];
             }
         }
-        dst4[out + c] = s[0];
-        dst4[out + c + 1u] = s[1];
-        dst4[out + c + 2u] = s[2];
-        dst4[out + c + 3u] = s[3];
+        dst4[out + c] = s[0] * below_grad4((out + c) * 4u);
+        dst4[out + c + 1u] = s[1] * below_grad4((out + c + 1u) * 4u);
+        dst4[out + c + 2u] = s[2] * below_grad4((out + c + 2u) * 4u);
+        dst4[out + c + 3u] = s[3] * below_grad4((out + c + 3u) * 4u);
     }
     for (; c < c1; c++) {
         var s = vec4<f32>();
@@ -275,7 +293,7 @@ fn col2im_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 s += src4[(row + ox) * (p.stride_k / 4u) + (ky * p.kw + cov.xs - ox * p.sw) * c4 + c];
             }
         }
-        dst4[out + c] = s;
+        dst4[out + c] = s * below_grad4((out + c) * 4u);
     }
 }
 

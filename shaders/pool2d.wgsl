@@ -11,6 +11,9 @@
 //                        its tile, the cells only its window can cover (and those no window covers
 //                        nearest it), so that the tiles partition dx: a quarter of the invocations
 //                        of the gather at pool 2, each writing its cells without a search.
+// Every backward pass can also apply the derivative of the activation that made the pool's input
+// (p.act ≠ 0; `below` is that input, the activation's output): dx[i] ⊙= act'(below[i]), so the
+// layer below needs no pass of its own for it. Needs activation.wgsl prepended.
 // The backward passes gather over the windows covering a cell (no atomics, a fixed order). An
 // invocation loops over one window or one chunk: lavapipe silently stops a shader invocation's
 // loops after 65,535 iterations, so the wrapper refuses larger windows and sums a long image in
@@ -35,6 +38,10 @@ struct Params {
     chunk: u32,    // global: positions per invocation
     chunks: u32,   // global: chunks per row (the output's middle axis)
     divisor: f32,  // global: the final pass's h·w, 1 before it
+    act: u32,      // backward: activation.wgsl's code of the activation below (0: none)
+    slope: f32,    // its leaky relu slope
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,9 +49,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read> argmax_in: array<u32>;   // max backward: the forward's argmax
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;   // y, or dx
 @group(0) @binding(4) var<storage, read_write> argmax_out: array<u32>; // max forward
+@group(0) @binding(5) var<storage, read> below: array<f32>;      // backward: the pool's input (p.act ≠ 0)
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+// The factor dx[i] takes for the activation below: 1 where none is fused.
+fn below_grad(i: u32) -> f32 {
+    if (p.act == 0u) { return 1.0; }
+    return act_derivative_from_output(p.act, below[i], p.slope);
 }
 
 // By its bits: a compiler may assume comparisons never see a NaN.
@@ -144,7 +158,7 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
             if (argmax_in[o] == i) { s += src[o]; }
         }
     }
-    dst[i] = s;
+    dst[i] = s * below_grad(i);
 }
 
 @compute @workgroup_size(WG)
@@ -178,7 +192,7 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
             s += src[cov.base + (oy * p.wo + ox) * p.c] / f32(rows_in * cols_in);
         }
     }
-    dst[i] = s;
+    dst[i] = s * below_grad(i);
 }
 
 // Where strides ≥ pool: output o's tile, rows [oy·sh − pad_top, (oy + 1)·sh − pad_top) clipped
@@ -205,8 +219,8 @@ fn max_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     let o = linear_index(wid, nwg, lid);
     if (o >= p.rows * p.ho * p.wo * p.c) { return; }
     let tile = tile_cells(o);
-    let g = src[o];
     let at = argmax_in[o];
+    let g = src[o] * below_grad(at);
     for (var y = tile.y0; y < tile.y1; y++) {
         for (var x = tile.x0; x < tile.x1; x++) {
             let i = tile.base + (y * p.w + x) * p.c;
@@ -227,7 +241,8 @@ fn avg_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
         let row_in = y >= win.y0 && y < win.y1;
         for (var x = tile.x0; x < tile.x1; x++) {
             let in_window = row_in && x >= win.x0 && x < win.x1;
-            dst[tile.base + (y * p.w + x) * p.c] = select(0.0, g, in_window);
+            let i = tile.base + (y * p.w + x) * p.c;
+            dst[i] = select(0.0, g * below_grad(i), in_window);
         }
     }
 }
@@ -255,5 +270,5 @@ fn global_avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
                               @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.rows * p.n * p.c) { return; }
-    dst[i] = src[i / (p.n * p.c) * p.c + i % p.c] / p.divisor;
+    dst[i] = src[i / (p.n * p.c) * p.c + i % p.c] / p.divisor * below_grad(i);
 }

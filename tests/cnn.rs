@@ -179,3 +179,51 @@ fn a_cnn_batch_past_the_binding_limit_names_the_batch_size_that_fits() {
     );
     model.fit(&data, &FitOptions { epochs: 1, batch_size: 8, ..Default::default() }).unwrap();
 }
+
+#[test]
+fn every_layer_applies_the_gradient_of_the_activation_below_it() {
+    // Conv → relu → max pooling; Conv → BatchNorm → relu → average pooling; Conv → relu → Conv:
+    // fused, the pooling's backward or the convolution's col2im multiplies by relu's derivative
+    // itself, so no dispatch of its own applies it; unfused, activations and biases run alone.
+    // (The fusion checks above compare both with the CPU reference.)
+    let data = images(16, [6, 6, 1], 2, 9);
+    let max = Layer::Pool(Pooling::Max(Pool2dConfig::new((2, 2))));
+    let avg = Layer::Pool(Pooling::Average(Pool2dConfig::new((2, 2))));
+    let conv = Layer::Conv2D(Conv2D::new(3, (2, 2), Activation::Tanh));
+    for (above, norm) in [(max, false), (avg, true), (conv, false)] {
+        let kernels = |fused: bool| {
+            let mut builder = Sequential::new([6, 6, 1], 1);
+            builder = match norm {
+                false => builder.conv2d(4, (3, 3), Activation::Relu),
+                true => builder
+                    .add(Layer::Conv2D(Conv2D { use_bias: false, ..Conv2D::new(4, (3, 3), Activation::Identity) }))
+                    .add(Layer::BatchNorm(BatchNormConfig::default()))
+                    .activation(Activation::Relu),
+            };
+            let builder = builder.add(above.clone()).flatten().dense(2, Activation::Softmax);
+            let mut model = builder.fused(fused).build(&Backend::Gpu(gpu())).unwrap();
+            model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+            model.step_kernels(&data, 8).unwrap()
+        };
+        let act_backward = |labels: &[String]| labels.iter().filter(|l| l.as_str() == "bias_act::bias_act_backward").count();
+        assert_eq!(act_backward(&kernels(true)), 0, "{above:?}: {:?}", kernels(true));
+        assert!(act_backward(&kernels(false)) > 0, "{above:?}: {:?}", kernels(false));
+    }
+}
+
+#[test]
+fn a_training_step_builds_each_convolutions_patch_matrix_once() {
+    // The forward keeps each convolution's patch matrix for its kernel gradient: one im2col per
+    // convolution a step (the batch's patch matrix fits one binding here).
+    let data = images(16, [8, 8, 2], 2, 10);
+    let mut model = Sequential::new([8, 8, 2], 2)
+        .conv2d(4, (3, 3), Activation::Relu)
+        .conv2d(4, (3, 3), Activation::Relu)
+        .flatten()
+        .dense(2, Activation::Softmax)
+        .build(&Backend::Gpu(gpu()))
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+    let kernels = model.step_kernels(&data, 8).unwrap();
+    assert_eq!(kernels.iter().filter(|l| l.starts_with("conv2d::im2col")).count(), 2, "{kernels:?}");
+}

@@ -1,6 +1,7 @@
 //! conv2d (im2col + matmul, col2im) against the CPU reference on awkward shapes, the CPU backward
 //! by finite differences, a weight gradient summed past lavapipe's loop cap, the patch matrix in
-//! chunks on a device with a small binding limit, and bad input as typed errors.
+//! chunks on a device with a small binding limit, the patch matrix kept from the forward for the
+//! kernel gradient, and bad input as typed errors.
 
 mod common;
 use std::sync::OnceLock;
@@ -9,8 +10,8 @@ use common::*;
 use wgnn::device::GpuOptions;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::conv2d::{
-    conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig,
-    Conv2dDims, Padding,
+    conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_backward_weights_from_patches,
+    conv2d_forward, conv2d_forward_keeping_patches, Conv2dConfig, Conv2dDims, ConvPatches, Padding,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor, WgnnError};
@@ -135,13 +136,13 @@ fn backward_matches_cpu() {
         let dxt = up(&gpu, &c.x, &vec![7.0; x.len()]);
         let dkt = up(&gpu, &c.kernel_shape(), &vec![7.0; k.len()]);
         let dbt = up(&gpu, &[c.c_out], &vec![7.0; c.c_out]);
-        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg()).unwrap();
+        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
         let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
         gpu.run(&[&input, &weights]).unwrap();
         assert_close(
             &format!("{c:?} dx"),
             &dxt.to_vec().unwrap(),
-            &cpu::conv2d_backward_input(&dz, &k, &d),
+            &cpu::conv2d_backward_input(&dz, &k, &d, None),
             1e-5,
             1e-4,
         );
@@ -152,6 +153,114 @@ fn backward_matches_cpu() {
         let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, None, &c.cfg()).unwrap();
         gpu.run(&[&weights]).unwrap();
         assert_close(&format!("{c:?} dkernel alone"), &dkt.to_vec().unwrap(), &dk, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn kept_patches_give_the_same_results_without_building_them_twice() {
+    // The forward keeps its patch matrix, the kernel gradient reads it: the same y, dkernel and
+    // dbias (bit for bit: the same products on the same matrix) and no im2col in the backward.
+    // x as its own patch matrix (1×1, stride 1) keeps none.
+    let gpu = gpu();
+    let mut rng = Rng::new(7);
+    for (i, c) in CASES.iter().enumerate() {
+        let d = c.dims();
+        let Some(patches) = ConvPatches::new(&gpu, &d).unwrap() else {
+            assert!(c.kernel == (1, 1) && c.strides == (1, 1), "{c:?} keeps no patches");
+            continue;
+        };
+        let act = ACTS[i % ACTS.len()];
+        let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
+        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
+        let b = rng.vec_uniform(c.c_out, -0.5, 0.5);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (xt, kt, bt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &[c.c_out], &b));
+        let dzt = up(&gpu, &d.y_shape(), &dz);
+        let outputs = || {
+            let y = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
+            let dk = up(&gpu, &c.kernel_shape(), &vec![7.0; k.len()]);
+            (y, dk, up(&gpu, &[c.c_out], &vec![7.0; c.c_out]))
+        };
+        let (y, dk, db) = outputs();
+        let forward = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &y, act, &c.cfg()).unwrap();
+        let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dk, Some(&db), &c.cfg()).unwrap();
+        gpu.run(&[&forward, &weights]).unwrap();
+        let (kept_y, kept_dk, kept_db) = outputs();
+        let forward =
+            conv2d_forward_keeping_patches(&gpu, &xt, &kt, Some(&bt), &kept_y, act, &c.cfg(), &patches).unwrap();
+        let weights = conv2d_backward_weights_from_patches(&gpu, &xt, &patches, &dzt, &kept_dk, Some(&kept_db), &c.cfg())
+            .unwrap();
+        let labels: Vec<&str> = weights.dispatches.iter().map(|d| d.label.as_str()).collect();
+        assert!(!labels.iter().any(|l| l.contains("im2col")), "{c:?}: {labels:?}");
+        gpu.run(&[&forward, &weights]).unwrap();
+        let what = format!("{c:?} {act:?}");
+        assert_eq!(kept_y.to_vec().unwrap(), y.to_vec().unwrap(), "{what} y");
+        assert_eq!(kept_dk.to_vec().unwrap(), dk.to_vec().unwrap(), "{what} dkernel");
+        assert_eq!(kept_db.to_vec().unwrap(), db.to_vec().unwrap(), "{what} dbias");
+        let want = cpu::conv2d_forward(&x, &k, Some(&b), &d, act);
+        assert_close(&format!("{what} y"), &kept_y.to_vec().unwrap(), &want, 1e-5, 1e-4);
+        let (want_dk, want_db) = cpu::conv2d_backward_weights(&x, &dz, &d);
+        assert_close(&format!("{what} dkernel"), &kept_dk.to_vec().unwrap(), &want_dk, 1e-4, 1e-4);
+        assert_close(&format!("{what} dbias"), &kept_db.to_vec().unwrap(), &want_db, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn patches_are_kept_only_in_one_piece_and_only_for_their_own_shapes() {
+    let c = case([20, 8, 8, 3], (3, 3), 4, (1, 1), Padding::Same);
+    assert!(ConvPatches::new(&small_gpu(), &c.dims()).unwrap().is_none(), "in chunks on the small device");
+    let gpu = gpu();
+    let patches = ConvPatches::new(&gpu, &c.dims()).unwrap().unwrap();
+    assert_eq!(patches.tensor().shape(), [20 * 8 * 8, 28]);
+    let other = case([20, 8, 8, 3], (3, 3), 4, (2, 2), Padding::Same);
+    let (x, k) = (Tensor::zeros(&gpu, &c.x).unwrap(), Tensor::zeros(&gpu, &c.kernel_shape()).unwrap());
+    let y = Tensor::zeros(&gpu, &other.dims().y_shape()).unwrap();
+    let err = conv2d_forward_keeping_patches(&gpu, &x, &k, None, &y, Activation::Relu, &other.cfg(), &patches)
+        .err()
+        .expect("patches of another stride");
+    assert!(matches!(err, WgnnError::Shape { .. }), "{err:?}");
+    assert!(err.to_string().contains("conv2d_forward_keeping_patches") && err.to_string().contains("patches were made"));
+    let dz = Tensor::zeros(&gpu, &other.dims().y_shape()).unwrap();
+    let err = conv2d_backward_weights_from_patches(&gpu, &x, &patches, &dz, &k, None, &other.cfg()).err().unwrap();
+    assert!(err.to_string().contains("conv2d_backward_weights_from_patches"), "{err}");
+}
+
+#[test]
+fn input_gradient_through_the_activation_below_matches_cpu() {
+    // `below`: x as an activation's output, whose derivative multiplies dx (col2im's epilogue, or
+    // the matmul's where x is its own patch matrix).
+    let gpu = gpu();
+    let mut rng = Rng::new(8);
+    for (i, c) in CASES.iter().enumerate() {
+        let d = c.dims();
+        let act = ACTS[1 + i % (ACTS.len() - 1)];
+        let x: Vec<f32> = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0).into_iter().map(|u| act.forward(u)).collect();
+        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
+        let dxt = up(&gpu, &c.x, &vec![7.0; x.len()]);
+        gpu.run(&[&conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), Some((&xt, act))).unwrap()]).unwrap();
+        let want = cpu::conv2d_backward_input(&dz, &k, &d, Some((&x, act)));
+        assert_close(&format!("{c:?} {act:?} dx"), &dxt.to_vec().unwrap(), &want, 1e-5, 1e-4);
+    }
+}
+
+#[test]
+fn input_gradient_through_the_activation_below_matches_finite_differences() {
+    // The CPU reference's dx through the activation below is the gradient of conv(act(u)) w.r.t. u.
+    let mut rng = Rng::new(9);
+    for (c, act) in [(CASES[1], Activation::Tanh), (CASES[4], Activation::Sigmoid), (CASES[9], Activation::Tanh)] {
+        let d = c.dims();
+        let u = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
+        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
+        let w = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let x: Vec<f32> = u.iter().map(|&v| act.forward(v)).collect();
+        let num = numeric_gradient(&u, 1e-2, |up_| {
+            let xp: Vec<f32> = up_.iter().map(|&v| act.forward(v)).collect();
+            dot(&w, &cpu::conv2d_forward(&xp, &k, None, &d, Activation::Identity))
+        });
+        let got = cpu::conv2d_backward_input(&w, &k, &d, Some((&x, act)));
+        assert_close(&format!("{c:?} {act:?}"), &got, &num, 2e-3, 2e-2);
     }
 }
 
@@ -195,7 +304,7 @@ fn backward_reference_matches_finite_differences() {
         let (dk, db) = cpu::conv2d_backward_weights(&x, &w, &d);
         assert_close(
             &format!("{c:?} dx"),
-            &cpu::conv2d_backward_input(&w, &k, &d),
+            &cpu::conv2d_backward_input(&w, &k, &d, None),
             &numeric_gradient(&x, eps, |xp| loss(xp, &k, &b)),
             1e-4,
             1e-3,
@@ -212,7 +321,7 @@ fn backward_reference_matches_finite_differences() {
     let y = cpu::conv2d_forward(&x, &k, None, &d, Activation::Tanh);
     let dz = cpu::conv2d_backward_activation(&w, &y, c.c_out, Activation::Tanh);
     let num = numeric_gradient(&x, 1e-3, |xp| dot(&w, &cpu::conv2d_forward(xp, &k, None, &d, Activation::Tanh)));
-    assert_close("tanh dx", &cpu::conv2d_backward_input(&dz, &k, &d), &num, 2e-3, 2e-2);
+    assert_close("tanh dx", &cpu::conv2d_backward_input(&dz, &k, &d, None), &num, 2e-3, 2e-2);
 }
 
 #[test]
@@ -278,7 +387,7 @@ fn patch_matrix_in_chunks_matches_cpu() {
         let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
         let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
         let forward = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &c.cfg()).unwrap();
-        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg()).unwrap();
+        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
         let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
         assert!(forward.len() > 2, "{c:?}: one chunk ({} dispatches)", forward.len());
         gpu.run(&[&forward, &input, &weights]).unwrap();
@@ -287,7 +396,7 @@ fn patch_matrix_in_chunks_matches_cpu() {
         assert_close(
             &format!("{c:?} dx"),
             &dxt.to_vec().unwrap(),
-            &cpu::conv2d_backward_input(&dz, &k, &d),
+            &cpu::conv2d_backward_input(&dz, &k, &d, None),
             1e-5,
             1e-4,
         );
@@ -322,7 +431,7 @@ fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
         let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
         let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
         let forward = conv2d_forward(&gpu, &xt, &kt, None, &yt, Activation::Tanh, &c.cfg()).unwrap();
-        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg()).unwrap();
+        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
         let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
         gpu.run(&[&forward, &input, &weights]).unwrap();
         let want = cpu::conv2d_forward(&x, &k, None, &d, Activation::Tanh);
@@ -330,7 +439,7 @@ fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
         assert_close(
             &format!("{c:?} dx"),
             &dxt.to_vec().unwrap(),
-            &cpu::conv2d_backward_input(&dz, &k, &d),
+            &cpu::conv2d_backward_input(&dz, &k, &d, None),
             1e-5,
             1e-4,
         );
@@ -405,11 +514,11 @@ fn bad_input_is_an_error_naming_the_op_and_shapes() {
     assert!(matches!(err, WgnnError::InvalidArgument { .. }), "{err:?}");
     assert_mentions(&err, &["conv2d_forward", "200×100", "16384"]);
 
-    let err = expect_err(conv2d_backward_input(&gpu, &t(&[2, 3, 4, 4]), &k, &x, &valid), "dz");
+    let err = expect_err(conv2d_backward_input(&gpu, &t(&[2, 3, 4, 4]), &k, &x, &valid, None), "dz");
     assert_mentions(&err, &["conv2d_backward_input", "dz must be [2, 3, 3, 4]", "[2, 3, 4, 4]"]);
     // A 1×1 kernel keeps the shape: dz and dx can be one tensor.
     let (square, k1) = (t(&[1, 2, 2, 4]), t(&[1, 1, 4, 4]));
-    let err = expect_err(conv2d_backward_input(&gpu, &square, &k1, &square, &valid), "dx is dz");
+    let err = expect_err(conv2d_backward_input(&gpu, &square, &k1, &square, &valid, None), "dx is dz");
     assert_mentions(&err, &["conv2d_backward_input", "share memory"]);
     let err = expect_err(conv2d_backward_weights(&gpu, &x, &y, &t(&[3, 3, 3, 5]), None, &valid), "dkernel");
     assert_mentions(&err, &["conv2d_backward_weights", "[2, 3, 3, 5]"]);
@@ -429,7 +538,7 @@ fn a_patch_matrix_past_the_binding_limit_is_a_device_limit_error() {
     let (x, k, y) = (t(&[2, 40, 40, 3]), t(&[5, 5, 3, 2]), t(&[2, 40, 40, 2]));
     for (op, result) in [
         ("conv2d_forward", conv2d_forward(&gpu, &x, &k, None, &y, Activation::Relu, &same)),
-        ("conv2d_backward_input", conv2d_backward_input(&gpu, &y, &k, &x, &same)),
+        ("conv2d_backward_input", conv2d_backward_input(&gpu, &y, &k, &x, &same, None)),
         ("conv2d_backward_weights", conv2d_backward_weights(&gpu, &x, &y, &k, None, &same)),
     ] {
         let err = expect_err(result, op);

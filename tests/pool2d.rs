@@ -1,6 +1,7 @@
 //! pool2d.wgsl (max, average, global average; forward and backward) against the CPU reference on
 //! awkward shapes, ties and NaN in max pooling, the CPU backward by finite differences, a global
-//! average past lavapipe's loop cap, and bad input as typed errors.
+//! average past lavapipe's loop cap, the backward passes through the activation below (GPU against
+//! CPU, the CPU by finite differences), and bad input as typed errors.
 
 mod common;
 use common::*;
@@ -10,7 +11,7 @@ use wgnn::internals::kernels::pool2d::{
     max_pool2d_backward, max_pool2d_forward, Padding, Pool2dConfig, Pool2dDims,
 };
 use wgnn::internals::rng::Rng;
-use wgnn::{Gpu, Tensor, WgnnError};
+use wgnn::{Activation, Gpu, Tensor, WgnnError};
 
 fn cfg(pool: (usize, usize), strides: Option<(usize, usize)>, padding: Padding) -> Pool2dConfig {
     Pool2dConfig { pool_size: pool, strides, padding }
@@ -58,12 +59,12 @@ fn max_pool_matches_cpu() {
         let (yt, at) = (Tensor::zeros(&gpu, &d.y_shape()).unwrap(), Tensor::zeros_u32(&gpu, &d.y_shape()).unwrap());
         let dxt = up(&gpu, &shape, &vec![7.0; x.len()]);
         let forward = max_pool2d_forward(&gpu, &xt, &yt, &at, &c).unwrap();
-        let backward = max_pool2d_backward(&gpu, &up(&gpu, &d.y_shape(), &dy), &at, &dxt, &c).unwrap();
+        let backward = max_pool2d_backward(&gpu, &up(&gpu, &d.y_shape(), &dy), &at, &dxt, &c, None).unwrap();
         gpu.run(&[&forward, &backward]).unwrap();
         let (y, argmax) = cpu::max_pool2d_forward(&x, &d);
         assert_eq!(yt.to_vec().unwrap(), y, "{shape:?} {c:?} y");
         assert_eq!(at.to_vec_u32().unwrap(), argmax, "{shape:?} {c:?} argmax");
-        let want = cpu::max_pool2d_backward(&dy, &argmax, &d);
+        let want = cpu::max_pool2d_backward(&dy, &argmax, &d, None);
         assert_close(&format!("{shape:?} {c:?} dx"), &dxt.to_vec().unwrap(), &want, 1e-6, 1e-6);
     }
 }
@@ -81,7 +82,7 @@ fn max_pool_ties_go_to_the_first_cell_and_nan_wins() {
         let (yt, at) = (Tensor::zeros(&gpu, &d.y_shape()).unwrap(), Tensor::zeros_u32(&gpu, &d.y_shape()).unwrap());
         let dxt = Tensor::zeros(&gpu, &shape).unwrap();
         let forward = max_pool2d_forward(&gpu, &up(&gpu, &shape, x), &yt, &at, &c).unwrap();
-        let backward = max_pool2d_backward(&gpu, &up(&gpu, &d.y_shape(), &[1.0; 9]), &at, &dxt, &c).unwrap();
+        let backward = max_pool2d_backward(&gpu, &up(&gpu, &d.y_shape(), &[1.0; 9]), &at, &dxt, &c, None).unwrap();
         gpu.run(&[&forward, &backward]).unwrap();
         (yt.to_vec().unwrap(), at.to_vec_u32().unwrap(), dxt.to_vec().unwrap())
     };
@@ -89,7 +90,7 @@ fn max_pool_ties_go_to_the_first_cell_and_nan_wins() {
     let firsts = vec![0, 1, 2, 4, 5, 6, 8, 9, 10];
     assert_eq!(argmax, firsts);
     assert_eq!(cpu::max_pool2d_forward(&x, &d).1, firsts);
-    assert_eq!(dx, cpu::max_pool2d_backward(&[1.0; 9], &firsts, &d));
+    assert_eq!(dx, cpu::max_pool2d_backward(&[1.0; 9], &firsts, &d, None));
     x[6] = f32::NAN;
     x[0] = 9.0;
     let (y, argmax, _) = run(&x);
@@ -113,11 +114,11 @@ fn avg_pool_matches_cpu() {
         let yt = up(&gpu, &d.y_shape(), &vec![7.0; dy.len()]);
         let dxt = up(&gpu, &shape, &vec![7.0; x.len()]);
         let forward = avg_pool2d_forward(&gpu, &up(&gpu, &shape, &x), &yt, &c).unwrap();
-        let backward = avg_pool2d_backward(&gpu, &up(&gpu, &d.y_shape(), &dy), &dxt, &c).unwrap();
+        let backward = avg_pool2d_backward(&gpu, &up(&gpu, &d.y_shape(), &dy), &dxt, &c, None).unwrap();
         gpu.run(&[&forward, &backward]).unwrap();
         let what = format!("{shape:?} {c:?}");
         assert_close(&format!("{what} y"), &yt.to_vec().unwrap(), &cpu::avg_pool2d_forward(&x, &d), 1e-6, 1e-5);
-        assert_close(&format!("{what} dx"), &dxt.to_vec().unwrap(), &cpu::avg_pool2d_backward(&dy, &d), 1e-6, 1e-5);
+        assert_close(&format!("{what} dx"), &dxt.to_vec().unwrap(), &cpu::avg_pool2d_backward(&dy, &d, None), 1e-6, 1e-5);
     }
 }
 
@@ -142,11 +143,11 @@ fn global_avg_pool_matches_cpu_past_the_loop_cap() {
         let yt = Tensor::zeros(&gpu, &[rows, c]).unwrap();
         let dxt = up(&gpu, &shape, &vec![7.0; x.len()]);
         let forward = global_avg_pool2d_forward(&gpu, &up(&gpu, &shape, &x), &yt).unwrap();
-        let backward = global_avg_pool2d_backward(&gpu, &up(&gpu, &[rows, c], &dy), &dxt).unwrap();
+        let backward = global_avg_pool2d_backward(&gpu, &up(&gpu, &[rows, c], &dy), &dxt, None).unwrap();
         gpu.run(&[&forward, &backward]).unwrap();
         let want = cpu::global_avg_pool2d_forward(&x, shape);
         assert_close(&format!("{shape:?} y"), &yt.to_vec().unwrap(), &want, 1e-6, 1e-4);
-        let want = cpu::global_avg_pool2d_backward(&dy, shape);
+        let want = cpu::global_avg_pool2d_backward(&dy, shape, None);
         assert_close(&format!("{shape:?} dx"), &dxt.to_vec().unwrap(), &want, 1e-7, 1e-6);
     }
 }
@@ -160,15 +161,92 @@ fn backward_reference_matches_finite_differences() {
         let w = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
         let (_, argmax) = cpu::max_pool2d_forward(&x, &d);
         let num = numeric_gradient(&x, 1e-3, |xp| dot(&w, &cpu::max_pool2d_forward(xp, &d).0));
-        assert_close(&format!("max {shape:?} {c:?}"), &cpu::max_pool2d_backward(&w, &argmax, &d), &num, 1e-3, 1e-3);
+        assert_close(&format!("max {shape:?} {c:?}"), &cpu::max_pool2d_backward(&w, &argmax, &d, None), &num, 1e-3, 1e-3);
         let num = numeric_gradient(&x, 1e-2, |xp| dot(&w, &cpu::avg_pool2d_forward(xp, &d)));
-        assert_close(&format!("avg {shape:?} {c:?}"), &cpu::avg_pool2d_backward(&w, &d), &num, 1e-3, 1e-3);
+        assert_close(&format!("avg {shape:?} {c:?}"), &cpu::avg_pool2d_backward(&w, &d, None), &num, 1e-3, 1e-3);
     }
     let shape = [2, 3, 4, 3];
     let x = rng.vec_uniform(shape.iter().product(), -1.0, 1.0);
     let w = rng.vec_uniform(2 * 3, -1.0, 1.0);
     let num = numeric_gradient(&x, 1e-2, |xp| dot(&w, &cpu::global_avg_pool2d_forward(xp, shape)));
-    assert_close("global avg", &cpu::global_avg_pool2d_backward(&w, shape), &num, 1e-4, 1e-3);
+    assert_close("global avg", &cpu::global_avg_pool2d_backward(&w, shape, None), &num, 1e-4, 1e-3);
+}
+
+/// Max, average and global average backward through the activation below (`below`: the pool's
+/// input as that activation's output) on the GPU against the CPU reference, for every case,
+/// gathers and tiles alike.
+#[test]
+fn backward_through_the_activation_below_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(5);
+    let acts = [Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
+    for (i, (shape, c)) in cases().into_iter().enumerate() {
+        let act = acts[i % acts.len()];
+        let d = Pool2dDims::new("test", &shape, &c).unwrap();
+        let h: Vec<f32> = rng.vec_uniform(shape.iter().product(), -1.0, 1.0).into_iter().map(|z| act.forward(z)).collect();
+        let dy = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (ht, dyt) = (up(&gpu, &shape, &h), up(&gpu, &d.y_shape(), &dy));
+        let (yt, at) = (Tensor::zeros(&gpu, &d.y_shape()).unwrap(), Tensor::zeros_u32(&gpu, &d.y_shape()).unwrap());
+        let (max_dx, avg_dx) = (up(&gpu, &shape, &vec![7.0; h.len()]), up(&gpu, &shape, &vec![7.0; h.len()]));
+        let below = Some((&ht, act));
+        let plans = [
+            max_pool2d_forward(&gpu, &ht, &yt, &at, &c).unwrap(),
+            max_pool2d_backward(&gpu, &dyt, &at, &max_dx, &c, below).unwrap(),
+            avg_pool2d_backward(&gpu, &dyt, &avg_dx, &c, below).unwrap(),
+        ];
+        gpu.run(&plans.iter().collect::<Vec<_>>()).unwrap();
+        let what = format!("{shape:?} {c:?} {act:?}");
+        let argmax = cpu::max_pool2d_forward(&h, &d).1;
+        let want = cpu::max_pool2d_backward(&dy, &argmax, &d, Some((&h, act)));
+        assert_close(&format!("{what} max dx"), &max_dx.to_vec().unwrap(), &want, 1e-6, 1e-6);
+        let want = cpu::avg_pool2d_backward(&dy, &d, Some((&h, act)));
+        assert_close(&format!("{what} avg dx"), &avg_dx.to_vec().unwrap(), &want, 1e-6, 1e-5);
+        let [rows, _, _, channels] = shape;
+        let dy = rng.vec_uniform(rows * channels, -1.0, 1.0);
+        let global_dx = up(&gpu, &shape, &vec![7.0; h.len()]);
+        let plan = global_avg_pool2d_backward(&gpu, &up(&gpu, &[rows, channels], &dy), &global_dx, below).unwrap();
+        gpu.run(&[&plan]).unwrap();
+        let want = cpu::global_avg_pool2d_backward(&dy, shape, Some((&h, act)));
+        assert_close(&format!("{what} global dx"), &global_dx.to_vec().unwrap(), &want, 1e-7, 1e-6);
+    }
+}
+
+/// The CPU backward through the activation below is the gradient of pool(act(z)) w.r.t. z.
+#[test]
+fn backward_through_the_activation_below_matches_finite_differences() {
+    let mut rng = Rng::new(6);
+    for (shape, c) in cases().into_iter().take(7) {
+        let d = Pool2dDims::new("test", &shape, &c).unwrap();
+        // Monotonic and smooth: the maxima stay where they were, and no kink sits under a step.
+        for act in [Activation::Tanh, Activation::Sigmoid] {
+            let z = distinct(&mut rng, shape.iter().product());
+            let h: Vec<f32> = z.iter().map(|&v| act.forward(v)).collect();
+            let through = |zp: &[f32]| zp.iter().map(|&v| act.forward(v)).collect::<Vec<f32>>();
+            let w = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+            let argmax = cpu::max_pool2d_forward(&h, &d).1;
+            let num = numeric_gradient(&z, 1e-3, |zp| dot(&w, &cpu::max_pool2d_forward(&through(zp), &d).0));
+            let got = cpu::max_pool2d_backward(&w, &argmax, &d, Some((&h, act)));
+            assert_close(&format!("max {shape:?} {c:?} {act:?}"), &got, &num, 1e-3, 1e-2);
+            let num = numeric_gradient(&z, 1e-2, |zp| dot(&w, &cpu::avg_pool2d_forward(&through(zp), &d)));
+            let got = cpu::avg_pool2d_backward(&w, &d, Some((&h, act)));
+            assert_close(&format!("avg {shape:?} {c:?} {act:?}"), &got, &num, 1e-3, 1e-2);
+        }
+    }
+}
+
+#[test]
+fn a_bad_activation_below_is_an_error() {
+    let gpu = gpu();
+    let t = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
+    let two = Pool2dConfig::new((2, 2));
+    let (x, y, a) = (t(&[2, 4, 6, 3]), t(&[2, 2, 3, 3]), Tensor::zeros_u32(&gpu, &[2, 2, 3, 3]).unwrap());
+    let h = t(&[2, 4, 6, 3]);
+    let err = expect_err(max_pool2d_backward(&gpu, &y, &a, &x, &two, Some((&t(&[2, 4, 6, 2]), Activation::Relu))), "shape");
+    assert_mentions(&err, &["max_pool2d_backward", "below must be [2, 4, 6, 3]", "[2, 4, 6, 2]"]);
+    let err = expect_err(avg_pool2d_backward(&gpu, &y, &x, &two, Some((&h, Activation::Softmax))), "softmax");
+    assert_mentions(&err, &["avg_pool2d_backward", "softmax"]);
+    let err = expect_err(global_avg_pool2d_backward(&gpu, &t(&[2, 3]), &x, Some((&x, Activation::Relu))), "in place");
+    assert_mentions(&err, &["global_avg_pool2d_backward", "share memory"]);
 }
 
 fn expect_err(result: wgnn::Result<wgnn::Plan>, what: &str) -> WgnnError {
@@ -211,11 +289,11 @@ fn bad_input_is_an_error_naming_the_op_and_shapes() {
     let err = expect_err(max_pool2d_forward(&gpu, &x, &y, &idx(&[2, 2, 3, 2]), &two), "argmax shape");
     assert_mentions(&err, &["max_pool2d_forward", "argmax", "[2, 2, 3, 2]"]);
     let far = Tensor::from_u32(&gpu, &[2, 2, 3, 3], &[210; 36]).unwrap();
-    let err = expect_err(max_pool2d_backward(&gpu, &y, &far, &x, &two), "argmax past dx");
+    let err = expect_err(max_pool2d_backward(&gpu, &y, &far, &x, &two, None), "argmax past dx");
     assert_mentions(&err, &["max_pool2d_backward", "210", "210 values"]);
-    let err = expect_err(max_pool2d_backward(&gpu, &t(&[2, 2, 2, 3]), &a, &x, &two), "dy");
+    let err = expect_err(max_pool2d_backward(&gpu, &t(&[2, 2, 2, 3]), &a, &x, &two, None), "dy");
     assert_mentions(&err, &["max_pool2d_backward", "dy must be [2, 2, 3, 3]"]);
-    let err = expect_err(avg_pool2d_backward(&gpu, &y, &t(&[2, 5, 7]), &two), "rank 3");
+    let err = expect_err(avg_pool2d_backward(&gpu, &y, &t(&[2, 5, 7]), &two, None), "rank 3");
     assert_mentions(&err, &["avg_pool2d_backward", "[rows, H, W, C]", "[2, 5, 7]"]);
     let err = expect_err(avg_pool2d_forward(&gpu, &x, &x, &cfg((1, 1), None, Padding::Valid)), "in place");
     assert_mentions(&err, &["avg_pool2d_forward", "share memory"]);
@@ -225,7 +303,7 @@ fn bad_input_is_an_error_naming_the_op_and_shapes() {
 
     let err = expect_err(global_avg_pool2d_forward(&gpu, &x, &t(&[2, 2])), "global y");
     assert_mentions(&err, &["global_avg_pool2d_forward", "y must be [2, 3]", "[2, 2]"]);
-    let err = expect_err(global_avg_pool2d_backward(&gpu, &t(&[3, 3]), &x), "global dy");
+    let err = expect_err(global_avg_pool2d_backward(&gpu, &t(&[3, 3]), &x, None), "global dy");
     assert_mentions(&err, &["global_avg_pool2d_backward", "dy must be [2, 3]", "[3, 3]"]);
     let err = expect_err(global_avg_pool2d_forward(&gpu, &t(&[2, 0, 7, 3]), &t(&[2, 3])), "empty");
     assert!(matches!(err, WgnnError::EmptyTensor { .. }), "{err:?}");

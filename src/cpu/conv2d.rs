@@ -242,8 +242,14 @@ pub fn conv2d_backward_activation(dy: &[f32], y: &[f32], c_out: usize, act: Acti
 
 /// dx = ∂(Σ dz·z)/∂x for z = conv(x, kernel): the input gradient.  dz `[rows, ho, wo, c_out]` (the
 /// gradient at the convolution's output, before the activation), kernel `[kh, kw, c_in, c_out]`
-/// → dx `[rows, h, w, c_in]`.
-pub fn conv2d_backward_input(dz: &[f32], kernel: &[f32], d: &Conv2dDims) -> Vec<f32> {
+/// → dx `[rows, h, w, c_in]`. `below`: x as the output of an element-wise activation, whose
+/// derivative then multiplies dx.
+pub fn conv2d_backward_input(
+    dz: &[f32],
+    kernel: &[f32],
+    d: &Conv2dDims,
+    below: Option<(&[f32], Activation)>,
+) -> Vec<f32> {
     let (ci, co) = (d.c_in, d.c_out);
     assert_eq!(
         dz.len(),
@@ -259,7 +265,16 @@ pub fn conv2d_backward_input(dz: &[f32], kernel: &[f32], d: &Conv2dDims) -> Vec<
             dx[x_pixel * ci + c] += g.iter().zip(k_row).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
         }
     });
-    dx.into_iter().map(|v| v as f32).collect()
+    through(dx.into_iter().map(|v| v as f32).collect(), below)
+}
+
+/// dx ⊙ act'(y) where the activation below (its output y) is given: the gradient through it.
+pub(crate) fn through(mut dx: Vec<f32>, below: Option<(&[f32], Activation)>) -> Vec<f32> {
+    if let Some((y, act)) = below {
+        assert_eq!(y.len(), dx.len(), "backward through the activation below: y must have dx's shape");
+        dx.iter_mut().zip(y).for_each(|(g, &y)| *g *= act.derivative_from_output(y));
+    }
+    dx
 }
 
 /// The kernel and bias gradients: dkernel = Σ over every output of x-patch ⊗ dz, dbias = Σ dz.

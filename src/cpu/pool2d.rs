@@ -1,7 +1,8 @@
 //! CPU reference of shaders/pool2d.wgsl: max, average and global average pooling, channels-last
 //! (`[rows, H, W, C]`), with the window geometry of [`super::conv2d::Window`].
 
-use super::conv2d::{rank4, with_shapes, Padding, Window};
+use super::conv2d::{rank4, through, with_shapes, Padding, Window};
+use crate::activation::Activation;
 use crate::error::{Result, WgnnError};
 
 /// Keras' MaxPooling2D / AveragePooling2D arguments.
@@ -100,16 +101,18 @@ pub fn max_pool2d_forward(x: &[f32], d: &Pool2dDims) -> (Vec<f32>, Vec<u32>) {
 }
 
 /// dx: each dy value added at its window's argmax.  dy, argmax `[rows, ho, wo, c]` → dx
-/// `[rows, h, w, c]`.
-pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], d: &Pool2dDims) -> Vec<f32> {
+/// `[rows, h, w, c]`. `below`: the pool's input as an element-wise activation's output, whose
+/// derivative then multiplies dx.
+pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], d: &Pool2dDims, below: Option<(&[f32], Activation)>) -> Vec<f32> {
     check_len("max_pool2d_backward", "dy", dy.len(), d.y_shape());
     check_len("max_pool2d_backward", "argmax", argmax.len(), d.y_shape());
     let mut dx = vec![0.0f32; d.x_shape().iter().product()];
     for (&g, &i) in dy.iter().zip(argmax) {
         dx[i as usize] += g;
     }
-    dx
+    through(dx, below)
 }
+
 
 /// The mean of each window's cells inside the image (Keras' `same` average pooling divides by
 /// that count, not the window's size).  x `[rows, h, w, c]` → y `[rows, ho, wo, c]`.
@@ -123,8 +126,8 @@ pub fn avg_pool2d_forward(x: &[f32], d: &Pool2dDims) -> Vec<f32> {
 }
 
 /// dx: each dy value spread evenly over its window's cells inside the image.  dy `[rows, ho, wo,
-/// c]` → dx `[rows, h, w, c]`.
-pub fn avg_pool2d_backward(dy: &[f32], d: &Pool2dDims) -> Vec<f32> {
+/// c]` → dx `[rows, h, w, c]`; `below` as in [`max_pool2d_backward`].
+pub fn avg_pool2d_backward(dy: &[f32], d: &Pool2dDims, below: Option<(&[f32], Activation)>) -> Vec<f32> {
     check_len("avg_pool2d_backward", "dy", dy.len(), d.y_shape());
     let mut dx = vec![0.0f64; d.x_shape().iter().product()];
     for_each_window(d, |o, cells| {
@@ -132,7 +135,7 @@ pub fn avg_pool2d_backward(dy: &[f32], d: &Pool2dDims) -> Vec<f32> {
             dx[i] += dy[o] as f64 / cells.len() as f64;
         }
     });
-    dx.into_iter().map(|v| v as f32).collect()
+    through(dx.into_iter().map(|v| v as f32).collect(), below)
 }
 
 /// The mean over each image's h·w positions.  x `[rows, h, w, c]` → y `[rows, c]`.
@@ -146,9 +149,10 @@ pub fn global_avg_pool2d_forward(x: &[f32], x_shape: [usize; 4]) -> Vec<f32> {
     y.into_iter().map(|s| (s / (h * w) as f64) as f32).collect()
 }
 
-/// dx = dy / (h·w) at every position.  dy `[rows, c]` → dx `[rows, h, w, c]` (`x_shape`).
-pub fn global_avg_pool2d_backward(dy: &[f32], x_shape: [usize; 4]) -> Vec<f32> {
+/// dx = dy / (h·w) at every position.  dy `[rows, c]` → dx `[rows, h, w, c]` (`x_shape`);
+/// `below` as in [`max_pool2d_backward`].
+pub fn global_avg_pool2d_backward(dy: &[f32], x_shape: [usize; 4], below: Option<(&[f32], Activation)>) -> Vec<f32> {
     let [rows, h, w, c] = x_shape;
     assert_eq!(dy.len(), rows * c, "global_avg_pool2d_backward: dy must be [rows, c]");
-    (0..rows * h * w * c).map(|i| dy[i / (h * w * c) * c + i % c] / (h * w) as f32).collect()
+    through((0..rows * h * w * c).map(|i| dy[i / (h * w * c) * c + i % c] / (h * w) as f32).collect(), below)
 }

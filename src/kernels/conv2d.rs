@@ -23,6 +23,9 @@
 //! forward. A 1×1 kernel at stride 1 needs none: x is the matrix. Where the patch
 //! matrix of the whole batch passes the device's binding size, the batch is cut into chunks of
 //! images (sized so that every view of y or dZ starts at an aligned offset), one scratch reused.
+//! Where it is built in one piece, a training step keeps the forward's patch matrix for the kernel
+//! gradient ([`conv2d_forward_keeping_patches`], [`conv2d_backward_weights_from_patches`]) rather
+//! than building it twice.
 
 use bytemuck::Zeroable;
 
@@ -41,9 +44,9 @@ pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WIND
 
 pub(crate) const CONV2D: KernelFamily = KernelFamily {
     name: "conv2d",
-    sources: &[include_str!("../../shaders/conv2d.wgsl")],
-    // src and dst, then the same two as vec4 arrays (the `_vec4` entries).
-    storage: &[Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
+    sources: &[include_str!("../../shaders/activation.wgsl"), include_str!("../../shaders/conv2d.wgsl")],
+    // src and dst, then the same two as vec4 arrays (the `_vec4` entries), then col2im's `below`.
+    storage: &[Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite, Access::Read],
 };
 
 const WG: u32 = 64;
@@ -70,6 +73,8 @@ struct Conv2dParams {
     ky_per: u32,
     stride_k: u32,
     len: u32,
+    act: u32,
+    slope: f32,
     _pad: u32,
 }
 
@@ -101,6 +106,8 @@ fn params(d: &Conv2dDims, rows: usize, row0: usize, seg: usize, ky_per: usize) -
         ky_per: u(ky_per),
         stride_k: u(padded_patch(d)),
         len: 0,
+        act: 0,
+        slope: 0.0,
         _pad: 0,
     }
 }
@@ -108,7 +115,7 @@ fn params(d: &Conv2dDims, rows: usize, row0: usize, seg: usize, ky_per: usize) -
 /// dst[..len] ← src[..len].
 fn copy(gpu: &Gpu, src: &Tensor, dst: &Tensor, len: usize) -> Result<Dispatch> {
     let p = Conv2dParams { len: len as u32, ..Zeroable::zeroed() };
-    dispatch(gpu, &CONV2D, "copy", &[("WG", WG as f64)], &p, &[src, dst, src, dst], grid_1d(gpu, len, WG))
+    dispatch(gpu, &CONV2D, "copy", &[("WG", WG as f64)], &p, &[src, dst, src, dst, src], grid_1d(gpu, len, WG))
 }
 
 /// The kernel as the `[K, C_out]` matrix of the products: a reshape, or where the patch is padded,
@@ -145,11 +152,19 @@ fn im2col(gpu: &Gpu, x: &Tensor, col: &Tensor, d: &Conv2dDims, rows: usize, row0
     grid[2] = (win.kh.div_ceil(ky_per) * units.div_ceil(seg)) as u32;
     let p = params(d, rows, row0, seg, ky_per);
     let entry = if vec4 { "im2col_vec4" } else { "im2col" };
-    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[x, col, x, col], grid)
+    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[x, col, x, col, x], grid)
 }
 
-/// Images row0..row0 + rows of dx ← the col2im sums of dcol `[rows·Ho·Wo, K]`.
-fn col2im(gpu: &Gpu, dcol: &Tensor, dx: &Tensor, d: &Conv2dDims, rows: usize, row0: usize) -> Result<Dispatch> {
+/// Images row0..row0 + rows of dx ← the col2im sums of dcol `[rows·Ho·Wo, K]`, ⊙ act'(below) where
+/// the activation below is given.
+fn col2im(
+    gpu: &Gpu,
+    dcol: &Tensor,
+    dx: &Tensor,
+    d: &Conv2dDims,
+    (rows, row0): (usize, usize),
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Dispatch> {
     let win = &d.window;
     let vec4 = vec4_channels(d, dx, dcol);
     let units = if vec4 { d.c_in / 4 } else { d.c_in };
@@ -157,9 +172,12 @@ fn col2im(gpu: &Gpu, dcol: &Tensor, dx: &Tensor, d: &Conv2dDims, rows: usize, ro
     let seg = (MAX_INVOCATION_LOOP / (win.kh * (win.kw + 1) + 1)).clamp(1, units);
     let mut grid = grid_1d(gpu, rows * win.h * win.w, WG);
     grid[2] = units.div_ceil(seg) as u32;
-    let p = params(d, rows, row0, seg, 1);
+    let (y, p) = match below {
+        Some((y, act)) => (y, Conv2dParams { act: act.code(), slope: act.slope(), ..params(d, rows, row0, seg, 1) }),
+        None => (dcol, params(d, rows, row0, seg, 1)),
+    };
     let entry = if vec4 { "col2im_vec4" } else { "col2im" };
-    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[dcol, dx, dcol, dx], grid)
+    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[dcol, dx, dcol, dx, y], grid)
 }
 
 /// A 1×1 kernel at stride 1: x itself is the patch matrix.
@@ -287,6 +305,46 @@ fn chunks(rows: usize, per_chunk: usize) -> impl Iterator<Item = (usize, usize)>
     (0..rows).step_by(per_chunk).map(move |r0| (r0, per_chunk.min(rows - r0)))
 }
 
+/// A batch's patch matrix `[rows·Ho·Wo, K]` (K: the patch kh·kw·C_in rounded up to a multiple of
+/// 4), kept from the forward ([`conv2d_forward_keeping_patches`] writes it) for the kernel
+/// gradient ([`conv2d_backward_weights_from_patches`] reads it). Created zeroed: the columns that
+/// pad K are never written and must stay zero.
+pub struct ConvPatches {
+    col: Tensor,
+    dims: Conv2dDims,
+}
+
+impl ConvPatches {
+    /// The patch matrix for `d`, where the convolution builds it in one piece; `None` where x is
+    /// its own patch matrix (a 1×1 kernel at stride 1) or the batch is cut into chunks.
+    pub fn new(gpu: &Gpu, d: &Conv2dDims) -> Result<Option<ConvPatches>> {
+        if direct(gpu, d) || images_per_chunk("conv2d_patches", gpu, d)? < d.rows {
+            return Ok(None);
+        }
+        let col = Tensor::zeros(gpu, &[d.rows * d.window.ho * d.window.wo, padded_patch(d)])?;
+        Ok(Some(ConvPatches { col, dims: *d }))
+    }
+
+    /// The matrix itself.
+    pub fn tensor(&self) -> &Tensor {
+        &self.col
+    }
+
+    /// The patches are of `d`'s x and kernel shapes and config (op's error otherwise).
+    fn expect_dims(&self, op: &str, d: &Conv2dDims) -> Result<()> {
+        if self.dims == *d {
+            return Ok(());
+        }
+        let (kept, given) = (self.dims, d);
+        Err(WgnnError::shape_of(
+            op,
+            &[("patches' x", &kept.x_shape()), ("x", &given.x_shape()), ("kernel", &given.kernel_shape())],
+            format!("the patches were made for x {:?} and kernel {:?} ({:?}), not x {:?} and kernel {:?} ({:?})",
+                kept.x_shape(), kept.kernel_shape(), kept.window, given.x_shape(), given.kernel_shape(), given.window),
+        ))
+    }
+}
+
 /// y = act(conv(x, kernel) + bias).  x `[rows, H, W, C_in]`, kernel `[kh, kw, C_in, C_out]`, bias
 /// `[C_out]` (or none), y `[rows, Ho, Wo, C_out]` with Ho, Wo from `cfg` ([`Conv2dDims`]).
 pub fn conv2d_forward(
@@ -298,28 +356,66 @@ pub fn conv2d_forward(
     act: Activation,
     cfg: &Conv2dConfig,
 ) -> Result<Plan> {
-    const OP: &str = "conv2d_forward";
-    act.validate_elementwise(OP)?;
-    let d = Conv2dDims::new(OP, x.shape(), kernel.shape(), cfg)?;
+    forward("conv2d_forward", gpu, x, kernel, bias, y, act, cfg, None)
+}
+
+/// [`conv2d_forward`] that builds the batch's patch matrix into `patches` and leaves it there for
+/// [`conv2d_backward_weights_from_patches`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_keeping_patches(
+    gpu: &Gpu,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    act: Activation,
+    cfg: &Conv2dConfig,
+    patches: &ConvPatches,
+) -> Result<Plan> {
+    forward("conv2d_forward_keeping_patches", gpu, x, kernel, bias, y, act, cfg, Some(patches))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    op: &str,
+    gpu: &Gpu,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    act: Activation,
+    cfg: &Conv2dConfig,
+    patches: Option<&ConvPatches>,
+) -> Result<Plan> {
+    act.validate_elementwise(op)?;
+    let d = Conv2dDims::new(op, x.shape(), kernel.shape(), cfg)?;
     let given = [("x", x.shape()), ("kernel", kernel.shape())];
     let context = format!("x {:?}, kernel {:?}, {cfg:?}", x.shape(), kernel.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
-    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
-    expect_shape(OP, "y", y, &d.y_shape(), &given, &context)?;
+    expect_shape(op, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(op, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(op, "y", y, &d.y_shape(), &given, &context)?;
     let mut inputs = vec![("x", x), ("kernel", kernel)];
     if let Some(b) = bias {
-        expect_len(OP, "bias", b, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
+        expect_len(op, "bias", b, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
         inputs.push(("bias", b));
     }
-    check_bindings(OP, &[("y", y)], &inputs)?;
+    let mut outputs = vec![("y", y)];
+    if let Some(kept) = patches {
+        kept.expect_dims(op, &d)?;
+        outputs.push(("patches", kept.tensor()));
+    }
+    check_bindings(op, &outputs, &inputs)?;
     let win = &d.window;
     let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
     if direct(gpu, &d) {
         let (x2, k2) = (x.reshape(&[d.rows * win.h * win.w, d.c_in])?, kernel.reshape(&[d.c_in, d.c_out])?);
         return matmul(gpu, &x2, &k2, &y.reshape(&[d.rows * win.ho * win.wo, d.c_out])?, &opts);
     }
-    let (per_chunk, positions, k) = (images_per_chunk(OP, gpu, &d)?, win.ho * win.wo, padded_patch(&d));
-    let col = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
+    let (per_chunk, positions, k) = (images_per_chunk(op, gpu, &d)?, win.ho * win.wo, padded_patch(&d));
+    let col = match patches {
+        Some(kept) => kept.tensor().clone(),
+        None => Tensor::zeros(gpu, &[per_chunk * positions, k])?,
+    };
     let mut plan = Plan::new();
     let k2 = kernel_matrix(gpu, kernel, &d, &mut plan)?;
     for (r0, n) in chunks(d.rows, per_chunk) {
@@ -357,8 +453,16 @@ pub fn conv2d_backward_activation(gpu: &Gpu, dy: &Tensor, y: &Tensor, dz: &Tenso
 
 /// dx = the input gradient of the convolution (the activation's derivative already applied: dz
 /// from [`conv2d_backward_activation`]).  dz `[rows, Ho, Wo, C_out]`, kernel `[kh, kw, C_in,
-/// C_out]`, dx `[rows, H, W, C_in]` (overwritten).
-pub fn conv2d_backward_input(gpu: &Gpu, dz: &Tensor, kernel: &Tensor, dx: &Tensor, cfg: &Conv2dConfig) -> Result<Plan> {
+/// C_out]`, dx `[rows, H, W, C_in]` (overwritten). `below`: x `[rows, H, W, C_in]` as the output of
+/// an element-wise activation, whose derivative then multiplies dx.
+pub fn conv2d_backward_input(
+    gpu: &Gpu,
+    dz: &Tensor,
+    kernel: &Tensor,
+    dx: &Tensor,
+    cfg: &Conv2dConfig,
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Plan> {
     const OP: &str = "conv2d_backward_input";
     let d = Conv2dDims::new(OP, dx.shape(), kernel.shape(), cfg)?;
     let given = [("dx", dx.shape()), ("kernel", kernel.shape())];
@@ -366,14 +470,27 @@ pub fn conv2d_backward_input(gpu: &Gpu, dz: &Tensor, kernel: &Tensor, dx: &Tenso
     expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
     expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
     expect_shape(OP, "dz", dz, &d.y_shape(), &given, &context)?;
-    check_bindings(OP, &[("dx", dx)], &[("dz", dz), ("kernel", kernel)])?;
+    let mut inputs = vec![("dz", dz), ("kernel", kernel)];
+    if let Some((y, act)) = below {
+        act.validate_elementwise(OP)?;
+        expect_shape(OP, "below", y, &d.x_shape(), &given, &context)?;
+        inputs.push(("below", y));
+    }
+    check_bindings(OP, &[("dx", dx)], &inputs)?;
     let win = &d.window;
-    let opts = MatmulOptions { trans_b: true, ..Default::default() };
     let positions = win.ho * win.wo;
     if direct(gpu, &d) {
         let (dz2, k2) = (dz.reshape(&[d.rows * positions, d.c_out])?, kernel.reshape(&[d.c_in, d.c_out])?);
-        return matmul(gpu, &dz2, &k2, &dx.reshape(&[d.rows * win.h * win.w, d.c_in])?, &opts);
+        let pixels = [d.rows * win.h * win.w, d.c_in];
+        let y2 = below.map(|(y, act)| y.reshape(&pixels).map(|y| (y, act))).transpose()?;
+        let epilogue = match &y2 {
+            Some((y, act)) => Epilogue::ActGrad { y, act: *act },
+            None => Epilogue::None,
+        };
+        let opts = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
+        return matmul(gpu, &dz2, &k2, &dx.reshape(&pixels)?, &opts);
     }
+    let opts = MatmulOptions { trans_b: true, ..Default::default() };
     let (per_chunk, k) = (images_per_chunk(OP, gpu, &d)?, padded_patch(&d));
     let dcol = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
     let mut plan = Plan::new();
@@ -382,7 +499,7 @@ pub fn conv2d_backward_input(gpu: &Gpu, dz: &Tensor, kernel: &Tensor, dx: &Tenso
         let dz_n = dz.view(r0 * positions * d.c_out, &[n * positions, d.c_out])?;
         let dcol_n = dcol.view(0, &[n * positions, k])?;
         plan.extend(matmul(gpu, &dz_n, &k2, &dcol_n, &opts)?);
-        plan.push(col2im(gpu, &dcol_n, dx, &d, n, r0)?);
+        plan.push(col2im(gpu, &dcol_n, dx, &d, (n, r0), below)?);
     }
     Ok(plan)
 }
@@ -398,19 +515,51 @@ pub fn conv2d_backward_weights(
     dbias: Option<&Tensor>,
     cfg: &Conv2dConfig,
 ) -> Result<Plan> {
-    const OP: &str = "conv2d_backward_weights";
-    let d = Conv2dDims::new(OP, x.shape(), dkernel.shape(), cfg)?;
+    backward_weights("conv2d_backward_weights", gpu, x, None, dz, dkernel, dbias, cfg)
+}
+
+/// [`conv2d_backward_weights`] from x's patch matrix as [`conv2d_forward_keeping_patches`] left
+/// it (x, unchanged since, gives the shapes): no patch matrix is built.
+pub fn conv2d_backward_weights_from_patches(
+    gpu: &Gpu,
+    x: &Tensor,
+    patches: &ConvPatches,
+    dz: &Tensor,
+    dkernel: &Tensor,
+    dbias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    backward_weights("conv2d_backward_weights_from_patches", gpu, x, Some(patches), dz, dkernel, dbias, cfg)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_weights(
+    op: &str,
+    gpu: &Gpu,
+    x: &Tensor,
+    patches: Option<&ConvPatches>,
+    dz: &Tensor,
+    dkernel: &Tensor,
+    dbias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+) -> Result<Plan> {
+    let d = Conv2dDims::new(op, x.shape(), dkernel.shape(), cfg)?;
     let given = [("x", x.shape()), ("dkernel", dkernel.shape())];
     let context = format!("x {:?}, dkernel {:?}, {cfg:?}", x.shape(), dkernel.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
-    expect_shape(OP, "dkernel", dkernel, &d.kernel_shape(), &given, &context)?;
-    expect_shape(OP, "dz", dz, &d.y_shape(), &given, &context)?;
+    expect_shape(op, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(op, "dkernel", dkernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(op, "dz", dz, &d.y_shape(), &given, &context)?;
     let mut outputs = vec![("dkernel", dkernel)];
     if let Some(db) = dbias {
-        expect_len(OP, "dbias", db, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
+        expect_len(op, "dbias", db, DType::F32, d.c_out, &format!("[{}] ({context})", d.c_out))?;
         outputs.push(("dbias", db));
     }
-    check_bindings(OP, &outputs, &[("x", x), ("dz", dz)])?;
+    let mut inputs = vec![("x", x), ("dz", dz)];
+    if let Some(kept) = patches {
+        kept.expect_dims(op, &d)?;
+        inputs.push(("patches", kept.tensor()));
+    }
+    check_bindings(op, &outputs, &inputs)?;
     let (win, patch, k) = (&d.window, d.patch_len(), padded_patch(&d));
     let positions = win.ho * win.wo;
     // Where the patch is padded, the products write a padded matrix (its last rows: zero columns'
@@ -434,11 +583,16 @@ pub fn conv2d_backward_weights(
         let x2 = x.reshape(&[d.rows * win.h * win.w, d.c_in])?;
         return product(&x2, &dz.reshape(&[d.rows * positions, d.c_out])?, true);
     }
-    let per_chunk = images_per_chunk(OP, gpu, &d)?;
-    let col = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
+    let per_chunk = images_per_chunk(op, gpu, &d)?;
+    let col = match patches {
+        Some(kept) => kept.tensor().clone(),
+        None => Tensor::zeros(gpu, &[per_chunk * positions, k])?,
+    };
     let mut plan = Plan::new();
     for (r0, n) in chunks(d.rows, per_chunk) {
-        plan.push(im2col(gpu, x, &col, &d, n, r0)?);
+        if patches.is_none() {
+            plan.push(im2col(gpu, x, &col, &d, n, r0)?);
+        }
         let col_n = col.view(0, &[n * positions, k])?;
         let dz_n = dz.view(r0 * positions * d.c_out, &[n * positions, d.c_out])?;
         plan.extend(product(&col_n, &dz_n, r0 == 0)?);

@@ -7,8 +7,11 @@
 //! are no atomics and the order is fixed: where windows overlap, each x cell gathers over the
 //! windows covering it; where they do not (strides ≥ pool, Keras' default), each output writes its
 //! own tile of x cells (on lavapipe ~2–3× faster at pool 2: a quarter of the invocations).
+//! The backward passes can also apply the derivative of the activation that made the pool's
+//! input (`below`), which a layer below would otherwise apply in a pass of its own.
 
 use super::conv2d::{check_bindings, expect_shape};
+use crate::activation::Activation;
 use crate::cpu::conv2d::rank4;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
@@ -21,8 +24,8 @@ pub use crate::cpu::pool2d::{Pool2dConfig, Pool2dDims};
 
 pub(crate) const POOL2D: KernelFamily = KernelFamily {
     name: "pool2d",
-    sources: &[include_str!("../../shaders/pool2d.wgsl")],
-    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite],
+    sources: &[include_str!("../../shaders/activation.wgsl"), include_str!("../../shaders/pool2d.wgsl")],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::Read],
 };
 
 const WG: u32 = 64;
@@ -50,6 +53,9 @@ struct PoolParams {
     chunk: u32,
     chunks: u32,
     divisor: f32,
+    act: u32,
+    slope: f32,
+    _pad: [u32; 2],
 }
 
 fn window_params(d: &Pool2dDims) -> PoolParams {
@@ -72,8 +78,9 @@ fn window_params(d: &Pool2dDims) -> PoolParams {
     }
 }
 
-/// Bindings 1..=4: src, argmax in, dst, argmax out. An entry's unused bindings take a tensor it
-/// already binds with the same access.
+/// Bindings 1..=4: src, argmax in, dst, argmax out; binding 5 (`below`) is src where no
+/// activation is fused. An entry's unused bindings take a tensor it already binds with the same
+/// access.
 fn pool_dispatch(
     gpu: &Gpu,
     entry: &'static str,
@@ -81,7 +88,34 @@ fn pool_dispatch(
     bindings: [&Tensor; 4],
     items: usize,
 ) -> Result<Plan> {
-    Ok(dispatch(gpu, &POOL2D, entry, &[("WG", WG as f64)], params, &bindings, grid_1d(gpu, items, WG))?.into())
+    backward_dispatch(gpu, entry, params, bindings, None, items)
+}
+
+/// [`pool_dispatch`] of a backward pass, with the activation below (its output, the pool's
+/// input) whose derivative the pass applies.
+fn backward_dispatch(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: &PoolParams,
+    bindings: [&Tensor; 4],
+    below: Option<(&Tensor, Activation)>,
+    items: usize,
+) -> Result<Plan> {
+    let (below, params) = match below {
+        Some((y, act)) => (y, PoolParams { act: act.code(), slope: act.slope(), ..*params }),
+        None => (bindings[0], *params),
+    };
+    let [src, argmax, dst, argmax_out] = bindings;
+    let bindings = [src, argmax, dst, argmax_out, below];
+    Ok(dispatch(gpu, &POOL2D, entry, &[("WG", WG as f64)], &params, &bindings, grid_1d(gpu, items, WG))?.into())
+}
+
+/// The activation below is element-wise and its output `y` is dx's shape, apart from dx.
+fn check_below(op: &str, below: Option<(&Tensor, Activation)>, dx: &Tensor, context: &str) -> Result<()> {
+    let Some((y, act)) = below else { return Ok(()) };
+    act.validate_elementwise(op)?;
+    expect_shape(op, "below", y, dx.shape(), &[("dx", dx.shape())], context)?;
+    check_bindings(op, &[("dx", dx)], &[("below", y)])
 }
 
 /// Loop steps one invocation of pool2d.wgsl's tile entries may take: far below lavapipe's 65,535.
@@ -134,8 +168,16 @@ pub fn max_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, argmax: &Tensor, cf
 
 /// dx = each dy value routed to its window's argmax (from [`max_pool2d_forward`]), overwritten.
 /// dy and argmax `[rows, Ho, Wo, C]`, dx `[rows, H, W, C]`. An argmax value that is not an index
-/// of a cell of its own window routes nothing.
-pub fn max_pool2d_backward(gpu: &Gpu, dy: &Tensor, argmax: &Tensor, dx: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
+/// of a cell of its own window routes nothing. `below`: the pool's input `[rows, H, W, C]` as
+/// the output of an element-wise activation, whose derivative then multiplies dx.
+pub fn max_pool2d_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+    cfg: &Pool2dConfig,
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Plan> {
     const OP: &str = "max_pool2d_backward";
     let d = Pool2dDims::new(OP, dx.shape(), cfg)?;
     let given = [("dx", dx.shape())];
@@ -147,10 +189,12 @@ pub fn max_pool2d_backward(gpu: &Gpu, dy: &Tensor, argmax: &Tensor, dx: &Tensor,
         return Err(WgnnError::invalid(OP, format!("argmax holds {max}, past dx's {} values ({context})", dx.len())));
     }
     check_bindings(OP, &[("dx", dx)], &[("dy", dy), ("argmax", argmax)])?;
+    check_below(OP, below, dx, &context)?;
+    let (params, bindings) = (window_params(&d), [dy, argmax, dx, dx]);
     if tiles(&d) {
-        return pool_dispatch(gpu, "max_pool2d_backward_tiles", &window_params(&d), [dy, argmax, dx, dx], dy.len());
+        return backward_dispatch(gpu, "max_pool2d_backward_tiles", &params, bindings, below, dy.len());
     }
-    pool_dispatch(gpu, OP, &window_params(&d), [dy, argmax, dx, dx], dx.len())
+    backward_dispatch(gpu, OP, &params, bindings, below, dx.len())
 }
 
 /// y = the mean of each window's cells inside the image.  x `[rows, H, W, C]`, y `[rows, Ho, Wo,
@@ -167,8 +211,14 @@ pub fn avg_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, cfg: &Pool2dConfig)
 }
 
 /// dx = each dy value spread evenly over its window's cells inside the image, overwritten.
-/// dy `[rows, Ho, Wo, C]`, dx `[rows, H, W, C]`.
-pub fn avg_pool2d_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
+/// dy `[rows, Ho, Wo, C]`, dx `[rows, H, W, C]`; `below` as in [`max_pool2d_backward`].
+pub fn avg_pool2d_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    dx: &Tensor,
+    cfg: &Pool2dConfig,
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Plan> {
     const OP: &str = "avg_pool2d_backward";
     let d = Pool2dDims::new(OP, dx.shape(), cfg)?;
     let given = [("dx", dx.shape())];
@@ -176,10 +226,12 @@ pub fn avg_pool2d_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor, cfg: &Pool2dConf
     expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
     expect_shape(OP, "dy", dy, &d.y_shape(), &given, &context)?;
     check_bindings(OP, &[("dx", dx)], &[("dy", dy)])?;
+    check_below(OP, below, dx, &context)?;
+    let (params, bindings) = (window_params(&d), [dy, dy, dx, dx]);
     if tiles(&d) {
-        return pool_dispatch(gpu, "avg_pool2d_backward_tiles", &window_params(&d), [dy, dy, dx, dx], dy.len());
+        return backward_dispatch(gpu, "avg_pool2d_backward_tiles", &params, bindings, below, dy.len());
     }
-    pool_dispatch(gpu, OP, &window_params(&d), [dy, dy, dx, dx], dx.len())
+    backward_dispatch(gpu, OP, &params, bindings, below, dx.len())
 }
 
 /// x's `[rows, H, W, C]` and the pooled `[rows, C]`, checked.
@@ -224,12 +276,19 @@ pub fn global_avg_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Pl
     }
 }
 
-/// dx = dy / (H·W) at every position, overwritten.  dy `[rows, C]`, dx `[rows, H, W, C]`.
-pub fn global_avg_pool2d_backward(gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<Plan> {
+/// dx = dy / (H·W) at every position, overwritten.  dy `[rows, C]`, dx `[rows, H, W, C]`;
+/// `below` as in [`max_pool2d_backward`].
+pub fn global_avg_pool2d_backward(
+    gpu: &Gpu,
+    dy: &Tensor,
+    dx: &Tensor,
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Plan> {
     const OP: &str = "global_avg_pool2d_backward";
     let [rows, h, w, c] = global_shapes(OP, dx, dy, ("dx", "dy"))?;
     check_bindings(OP, &[("dx", dx)], &[("dy", dy)])?;
+    check_below(OP, below, dx, &format!("dx {:?}", dx.shape()))?;
     let params =
         PoolParams { rows: rows as u32, c: c as u32, n: (h * w) as u32, divisor: (h * w) as f32, ..Default::default() };
-    pool_dispatch(gpu, OP, &params, [dy, dy, dx, dx], dx.len())
+    backward_dispatch(gpu, OP, &params, [dy, dy, dx, dx], below, dx.len())
 }

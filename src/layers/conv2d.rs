@@ -9,7 +9,8 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
 use crate::kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig, Conv2dDims, Padding,
+    conv2d_backward_input, conv2d_backward_weights, conv2d_backward_weights_from_patches, conv2d_forward,
+    conv2d_forward_keeping_patches, Conv2dConfig, Conv2dDims, ConvPatches, Padding,
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
@@ -116,7 +117,8 @@ pub(crate) fn as_images(t: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
     t.reshape(&shape)
 }
 
-/// y = act(conv(x, kernel) + b); x and y `[rows, features]` views of `d`'s shapes.
+/// y = act(conv(x, kernel) + b); x and y `[rows, features]` views of `d`'s shapes. `patches`:
+/// where the forward keeps x's patch matrix for [`backward_params_gpu`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_gpu(
     gpu: &Gpu,
@@ -127,11 +129,18 @@ pub(crate) fn forward_gpu(
     act: Activation,
     d: &Conv2dDims,
     cfg: &Conv2dConfig,
+    patches: Option<&ConvPatches>,
 ) -> Result<Plan> {
-    conv2d_forward(gpu, &as_images(x, d.x_shape())?, kernel, bias, &as_images(y, d.y_shape())?, act, cfg)
+    let (x4, y4) = (as_images(x, d.x_shape())?, as_images(y, d.y_shape())?);
+    match patches {
+        Some(kept) => conv2d_forward_keeping_patches(gpu, &x4, kernel, bias, &y4, act, cfg, kept),
+        None => conv2d_forward(gpu, &x4, kernel, bias, &y4, act, cfg),
+    }
 }
 
-/// The kernel's and bias's gradients from x and dz (the gradient at the convolution's output).
+/// The kernel's and bias's gradients from x and dz (the gradient at the convolution's output);
+/// `patches`: x's patch matrix, as [`forward_gpu`] kept it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_params_gpu(
     gpu: &Gpu,
     x: &Tensor,
@@ -140,11 +149,18 @@ pub(crate) fn backward_params_gpu(
     dbias: Option<&Tensor>,
     d: &Conv2dDims,
     cfg: &Conv2dConfig,
+    patches: Option<&ConvPatches>,
 ) -> Result<Plan> {
-    conv2d_backward_weights(gpu, &as_images(x, d.x_shape())?, &as_images(dz, d.y_shape())?, dkernel, dbias, cfg)
+    let (x4, dz4) = (as_images(x, d.x_shape())?, as_images(dz, d.y_shape())?);
+    match patches {
+        Some(kept) => conv2d_backward_weights_from_patches(gpu, &x4, kept, &dz4, dkernel, dbias, cfg),
+        None => conv2d_backward_weights(gpu, &x4, &dz4, dkernel, dbias, cfg),
+    }
 }
 
-/// dx (overwritten) from dz.
+/// dx (overwritten) from dz; `below`: the activation that made x (its output and kind), whose
+/// derivative the pass applies on the way.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_input_gpu(
     gpu: &Gpu,
     dz: &Tensor,
@@ -152,8 +168,11 @@ pub(crate) fn backward_input_gpu(
     dx: &Tensor,
     d: &Conv2dDims,
     cfg: &Conv2dConfig,
+    below: Option<(&Tensor, Activation)>,
 ) -> Result<Plan> {
-    conv2d_backward_input(gpu, &as_images(dz, d.y_shape())?, kernel, &as_images(dx, d.x_shape())?, cfg)
+    let below = below.map(|(y, act)| as_images(y, d.x_shape()).map(|y| (y, act))).transpose()?;
+    let below = below.as_ref().map(|(y, act)| (y, *act));
+    conv2d_backward_input(gpu, &as_images(dz, d.y_shape())?, kernel, &as_images(dx, d.x_shape())?, cfg, below)
 }
 
 pub(crate) fn forward_cpu(
@@ -172,5 +191,5 @@ pub(crate) fn backward_params_cpu(x: &[f32], dz: &[f32], d: &Conv2dDims) -> (Vec
 }
 
 pub(crate) fn backward_input_cpu(dz: &[f32], kernel: &[f32], d: &Conv2dDims) -> Vec<f32> {
-    cpu::conv2d_backward_input(dz, kernel, d)
+    cpu::conv2d_backward_input(dz, kernel, d, None)
 }

@@ -2,6 +2,7 @@
 //! `[Ho, Wo, C]`) and `GlobalAveragePooling2D` (`[H, W, C]` → `[C]`). No parameters.
 
 use super::conv2d::{as_images, image};
+use crate::activation::Activation;
 use crate::cpu;
 use crate::device::Gpu;
 use crate::error::Result;
@@ -83,7 +84,8 @@ impl Pooling {
         }
     }
 
-    /// dx (overwritten) from dy.
+    /// dx (overwritten) from dy; `below`: the activation that made the pool's input (its output
+    /// and kind), whose derivative the pass applies on the way.
     pub(crate) fn backward_gpu(
         &self,
         gpu: &Gpu,
@@ -91,17 +93,21 @@ impl Pooling {
         dx: &Tensor,
         argmax: Option<&Tensor>,
         d: &Pool2dDims,
+        below: Option<(&Tensor, Activation)>,
     ) -> Result<Plan> {
+        let below = below.map(|(y, act)| as_images(y, d.x_shape()).map(|y| (y, act))).transpose()?;
+        let below = below.as_ref().map(|(y, act)| (y, *act));
         let (dx4, cfg) = (as_images(dx, d.x_shape())?, self.config(d));
         match (self, argmax) {
             (Pooling::Max(_), Some(argmax)) => {
-                max_pool2d_backward(gpu, &as_images(dy, d.y_shape())?, &as_images(argmax, d.y_shape())?, &dx4, &cfg)
+                let (dy4, argmax4) = (as_images(dy, d.y_shape())?, as_images(argmax, d.y_shape())?);
+                max_pool2d_backward(gpu, &dy4, &argmax4, &dx4, &cfg, below)
             }
             (Pooling::Max(_), None) => {
                 Err(crate::error::WgnnError::invalid("max_pool2d", "no argmax buffer (an internal error)"))
             }
-            (Pooling::Average(_), _) => avg_pool2d_backward(gpu, &as_images(dy, d.y_shape())?, &dx4, &cfg),
-            (Pooling::GlobalAverage, _) => global_avg_pool2d_backward(gpu, dy, &dx4),
+            (Pooling::Average(_), _) => avg_pool2d_backward(gpu, &as_images(dy, d.y_shape())?, &dx4, &cfg, below),
+            (Pooling::GlobalAverage, _) => global_avg_pool2d_backward(gpu, dy, &dx4, below),
         }
     }
 
@@ -120,9 +126,9 @@ impl Pooling {
     /// dx from dy (`argmax`: the forward's, for max pooling; empty for the others).
     pub(crate) fn backward_cpu(&self, dy: &[f32], argmax: &[u32], d: &Pool2dDims) -> Vec<f32> {
         match self {
-            Pooling::Max(_) => cpu::max_pool2d_backward(dy, argmax, d),
-            Pooling::Average(_) => cpu::avg_pool2d_backward(dy, d),
-            Pooling::GlobalAverage => cpu::global_avg_pool2d_backward(dy, d.x_shape()),
+            Pooling::Max(_) => cpu::max_pool2d_backward(dy, argmax, d, None),
+            Pooling::Average(_) => cpu::avg_pool2d_backward(dy, d, None),
+            Pooling::GlobalAverage => cpu::global_avg_pool2d_backward(dy, d.x_shape(), None),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::fusion::{Block, Core};
 use super::*;
 use crate::layers::batch_norm::NormBuffers;
 use crate::layers::dropout::DropoutBuffers;
+use crate::kernels::conv2d::ConvPatches;
 use crate::layers::Pooling;
 
 /// One block's tensors for one batch, each `[rows, features]` unless said otherwise.
@@ -25,6 +26,9 @@ pub(super) struct BlockBuffers {
     pub(super) dropout: Option<DropoutBuffers>,
     /// Max pooling's argmax per output (u32).
     pub(super) argmax: Option<Tensor>,
+    /// Training, a convolution: the forward's patch matrix, kept for the kernel's gradient (where
+    /// the batch's is built in one piece).
+    pub(super) patches: Option<ConvPatches>,
 }
 
 impl BlockBuffers {
@@ -110,7 +114,7 @@ impl BatchBuffers {
         let rows_of = |features: usize| Tensor::zeros(gpu, &[padded_rows, features])?.view(0, &[rows, features]);
         let x = rows_of(input_dim)?;
         let mut built: Vec<BlockBuffers> = Vec::with_capacity(blocks.len());
-        for (i, (block, &act)) in blocks.iter().zip(acts).enumerate() {
+        for (block, &act) in blocks.iter().zip(acts) {
             let input = built.last().map_or(&x, |b| b.output()).clone();
             let n = block.outputs;
             let lin = match block.core {
@@ -130,7 +134,12 @@ impl BatchBuffers {
                 }
                 None => None,
             };
-            let mut bb = BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None, argmax };
+            let patches = match block.core {
+                Core::Conv2D { conv, input, .. } if training => ConvPatches::new(gpu, &conv.dims("conv2d", rows, &input)?)?,
+                _ => None,
+            };
+            let mut bb =
+                BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None, argmax, patches };
             bb.h = if block.act_in_core(act) || act != Activation::Identity {
                 rows_of(n)?
             } else {
@@ -138,10 +147,9 @@ impl BatchBuffers {
             };
             if training {
                 bb.dz = Some(rows_of(n)?);
-                // Where the activation's backward runs on its own: softmax, or below a block that
-                // cannot fold it into its input gradient (a convolution's, a pooling's).
-                let above_fuses = blocks.get(i + 1).is_none_or(Block::fuses_input_act_grad);
-                if act == Activation::Softmax || (act != Activation::Identity && !above_fuses) {
+                // Where the activation's backward runs on its own: softmax (every block folds an
+                // element-wise activation's into its input gradient).
+                if act == Activation::Softmax {
                     bb.dh = Some(Tensor::zeros(gpu, &[rows, n])?);
                 }
                 if block.dropout.is_some() {

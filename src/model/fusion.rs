@@ -63,11 +63,6 @@ impl Block {
         matches!(self.core, Core::Dense { .. } | Core::Conv2D { .. }) && self.norm.is_none() && act.is_elementwise()
     }
 
-    /// Whether the core's input gradient can be written through the layer below's elementwise
-    /// activation in the same dispatch (a matmul epilogue, or the copy an identity core is).
-    pub(super) fn fuses_input_act_grad(&self) -> bool {
-        matches!(self.core, Core::Dense { .. } | Core::Identity)
-    }
 
     /// Whether the block reads nothing but passes its input on (a flatten, or an activation
     /// applied elsewhere).

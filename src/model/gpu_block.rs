@@ -2,7 +2,7 @@
 //! the activation, dropout, each through its layer's functions in `crate::layers`.
 
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
-use super::fusion::{Block, BlockNorm, Core};
+use super::fusion::{BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
 use crate::layers::dense::DenseInput;
@@ -62,7 +62,8 @@ impl Sequential {
             (Core::Conv2D { conv, input, .. }, Some((k, b))) => {
                 let d = conv.dims("conv2d", rows, &input)?;
                 let out = bb.core_out(block);
-                plan.extend(conv2d::forward_gpu(gpu, &bb.input, &k, b.as_ref(), out, core_act, &d, &conv.config())?);
+                let (b, cfg, kept) = (b.as_ref(), conv.config(), bb.patches.as_ref());
+                plan.extend(conv2d::forward_gpu(gpu, &bb.input, &k, b, out, core_act, &d, &cfg, kept)?);
             }
             (Core::Pool { pooling, input }, _) => {
                 let d = pooling.dims("pool2d", rows, &input)?;
@@ -84,10 +85,11 @@ impl Sequential {
         Ok(plan)
     }
 
-    /// Whether block `i + 1` writes block `i`'s gradient through block `i`'s activation itself.
+    /// Whether block `i + 1` writes block `i`'s gradient through block `i`'s activation itself
+    /// (every core's input gradient can: a matmul epilogue, col2im's, a pooling's, the copy an
+    /// identity core is), which it does for an element-wise activation.
     fn act_grad_fused_above(&self, i: usize) -> bool {
-        let above = self.blocks.get(i + 1).is_some_and(Block::fuses_input_act_grad);
-        above && self.applied_activation(i).is_elementwise()
+        i + 1 < self.blocks.len() && self.applied_activation(i).is_elementwise()
     }
 
     /// Where the block above writes the gradient w.r.t. block `i`'s output, and the activation
@@ -173,7 +175,8 @@ impl Sequential {
             }
             (Core::Conv2D { conv, input, .. }, Some((dk, db))) => {
                 let d = conv.dims("conv2d", rows, &input)?;
-                plan.extend(conv2d::backward_params_gpu(gpu, &bb.input, dlin, &dk, db.as_ref(), &d, &conv.config())?);
+                let (db, cfg, kept) = (db.as_ref(), conv.config(), bb.patches.as_ref());
+                plan.extend(conv2d::backward_params_gpu(gpu, &bb.input, dlin, &dk, db, &d, &cfg, kept)?);
             }
             _ => {}
         }
@@ -185,11 +188,11 @@ impl Sequential {
                 (Core::Dense { .. }, Some(w)) => dense::backward_input_gpu(gpu, dlin, &w, target, fused)?,
                 (Core::Conv2D { conv, input, .. }, Some(k)) => {
                     let d = conv.dims("conv2d", rows, &input)?;
-                    conv2d::backward_input_gpu(gpu, dlin, &k, target, &d, &conv.config())?
+                    conv2d::backward_input_gpu(gpu, dlin, &k, target, &d, &conv.config(), fused)?
                 }
                 (Core::Pool { pooling, input }, _) => {
                     let d = pooling.dims("pool2d", rows, &input)?;
-                    pooling.backward_gpu(gpu, dlin, target, bb.argmax.as_ref(), &d)?
+                    pooling.backward_gpu(gpu, dlin, target, bb.argmax.as_ref(), &d, fused)?
                 }
                 // The identity core's input gradient is dlin itself: copied into the sink, through
                 // the activation below where it asks for that.
