@@ -47,8 +47,9 @@ pub enum WgnnError {
     #[error("`{op}`: expected a {expected} tensor, got {got} (shape {shape:?})")]
     DType { op: String, expected: &'static str, got: &'static str, shape: Vec<usize> },
 
-    #[error("`{op}`: {what} of {bytes} bytes exceeds the device's {limit_name} of {limit} bytes")]
-    DeviceLimit { op: String, what: String, bytes: u64, limit: u64, limit_name: &'static str },
+    /// `amount` and `limit` count `unit`s: bytes, workgroups, invocations.
+    #[error("`{op}`: {what} of {amount} {unit} exceeds the device's {limit_name} of {limit} {unit}")]
+    DeviceLimit { op: String, what: String, amount: u64, unit: &'static str, limit: u64, limit_name: &'static str },
 
     #[error("`{op}`: invalid argument: {detail}")]
     InvalidArgument { op: String, detail: String },

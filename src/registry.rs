@@ -189,8 +189,9 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     if workgroups.iter().any(|&w| w > max) {
         return Err(WgnnError::DeviceLimit {
             op: label,
-            what: format!("a grid of {workgroups:?} workgroups"),
-            bytes: 0,
+            what: format!("a grid of {workgroups:?} workgroups, one dimension"),
+            amount: workgroups.iter().copied().max().unwrap_or(0) as u64,
+            unit: "workgroups",
             limit: max as u64,
             limit_name: "max_compute_workgroups_per_dimension",
         });

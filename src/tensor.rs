@@ -82,7 +82,8 @@ impl Tensor {
             return Err(WgnnError::DeviceLimit {
                 op: op.into(),
                 what: format!("a tensor of shape {shape:?}"),
-                bytes,
+                amount: bytes,
+                unit: "bytes",
                 limit: limits.max_buffer_size,
                 limit_name: "max_buffer_size",
             });
@@ -91,7 +92,8 @@ impl Tensor {
             return Err(WgnnError::DeviceLimit {
                 op: op.into(),
                 what: format!("a tensor of shape {shape:?}"),
-                bytes,
+                amount: bytes,
+                unit: "bytes",
                 limit: limits.max_storage_buffer_binding_size,
                 limit_name: "max_storage_buffer_binding_size",
             });

@@ -98,3 +98,24 @@ fn data_of_the_wrong_width_names_both_shapes() {
         matches!(&err, WgnnError::Shape { shapes, detail, .. } if shapes.is_empty() && detail.contains("0 layers"))
     );
 }
+
+#[test]
+fn a_grid_past_the_device_limit_counts_workgroups() {
+    // On a device whose grid dimensions hold 16 workgroups, a one-output-per-invocation matmul of
+    // 512 rows needs 32: a DeviceLimit error whose amount and limit are workgroups.
+    use wgnn::internals::kernels::matmul::{matmul, MatmulOptions, MatmulVariant};
+    let options = wgnn::GpuOptions {
+        limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 16, ..l },
+        ..Default::default()
+    };
+    gpu();
+    let small = wgnn::Gpu::with_options(&options).unwrap();
+    let [a, b, c] = [[512, 8], [8, 8], [512, 8]].map(|s| Tensor::zeros(&small, &s).unwrap());
+    let opts = MatmulOptions { variant: Some(MatmulVariant::Naive), ..Default::default() };
+    match matmul(&small, &a, &b, &c, &opts).err().expect("a grid of 32 rows of workgroups") {
+        WgnnError::DeviceLimit { amount, unit, limit, limit_name, .. } => {
+            assert_eq!((amount, unit, limit, limit_name), (32, "workgroups", 16, "max_compute_workgroups_per_dimension"))
+        }
+        other => panic!("expected a DeviceLimit error, got {other:?}"),
+    }
+}

@@ -236,7 +236,8 @@ fn only_device_limits_and_shapes_get_the_batch_size_flag() {
     let limit = WgnnError::DeviceLimit {
         op: "zeros".into(),
         what: "a tensor of shape [60000, 784]".into(),
-        bytes: 188_160_000,
+        amount: 188_160_000,
+        unit: "bytes",
         limit: 134_217_728,
         limit_name: "max_storage_buffer_binding_size",
     };

@@ -239,7 +239,8 @@ fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<usize> {
                 d.x_shape(),
                 d.kernel_shape()
             ),
-            bytes,
+            amount: bytes,
+            unit: "bytes",
             limit: max_bytes,
             limit_name,
         });

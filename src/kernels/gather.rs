@@ -130,7 +130,8 @@ impl GpuRows {
         let limit = |what: String, bytes: u64| WgnnError::DeviceLimit {
             op: OP.into(),
             what,
-            bytes,
+            amount: bytes,
+            unit: "bytes",
             limit: binding,
             limit_name: "max_storage_buffer_binding_size",
         };

@@ -112,8 +112,9 @@ impl RegisterTile {
         {
             return Err(WgnnError::DeviceLimit {
                 op: OP.into(),
-                what: format!("tile {name}: a workgroup of {tx}×{ty} invocations"),
-                bytes: 0,
+                what: format!("tile {name}: a workgroup of {tx}×{ty}"),
+                amount: nt as u64,
+                unit: "invocations",
                 limit: limits.max_compute_invocations_per_workgroup as u64,
                 limit_name: "max_compute_invocations_per_workgroup (or max_compute_workgroup_size_x/y)",
             });
@@ -123,7 +124,8 @@ impl RegisterTile {
             return Err(WgnnError::DeviceLimit {
                 op: OP.into(),
                 what: format!("tile {name}'s workgroup memory"),
-                bytes: self.workgroup_bytes() as u64,
+                amount: self.workgroup_bytes() as u64,
+                unit: "bytes",
                 limit: limits.max_compute_workgroup_storage_size as u64,
                 limit_name: "max_compute_workgroup_storage_size",
             });

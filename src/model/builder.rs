@@ -27,7 +27,8 @@ fn check_parameters_fit(gpu: &Gpu, layers: &[Layer], layout: &ParamLayout) -> Re
     let too_large = |what: String, floats: usize| WgnnError::DeviceLimit {
         op: "build".into(),
         what,
-        bytes: 4 * floats as u64,
+        amount: 4 * floats as u64,
+        unit: "bytes",
         limit,
         limit_name: "max_storage_buffer_binding_size",
     };

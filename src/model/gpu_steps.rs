@@ -28,7 +28,8 @@ impl Sequential {
             what: format!(
                 "batch size {batch} (the largest that fits is {fits}): {which} of one batch, [{padded}, {width}] f32,"
             ),
-            bytes,
+            amount: bytes,
+            unit: "bytes",
             limit,
             limit_name: "max_storage_buffer_binding_size",
         })
