@@ -37,18 +37,14 @@ use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
 use common::console;
+use common::mnist_run::{self, MnistFlags};
 use common::outputs::Outputs;
-use wgnn::data::load_mnist;
-use wgnn::display::{format_top_k, render_image};
-use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, Gpu, History};
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
+use wgnn::{Activation, History};
 
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
 struct Args {
-    /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
-    #[arg(long, default_value = "assets/mnist.npz")]
-    data: PathBuf,
     #[arg(long, default_value_t = 20, value_parser = common::at_least_one)]
     epochs: usize,
     #[arg(long, default_value_t = 32, value_parser = common::at_least_one)]
@@ -75,44 +71,16 @@ struct Args {
     /// Skip (and count) batches whose loss is not finite instead of stopping the run.
     #[arg(long)]
     skip_nonfinite_batches: bool,
-    /// Seeds the initial weights, the shuffles and the validation split.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Fraction of the training rows held out for validation; 0 trains on all of them and
-    /// validates on the test set.
-    #[arg(long, default_value_t = 0.0, value_parser = common::fraction)]
-    validation_split: f32,
-    /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
-    #[arg(long)]
-    adapter: Option<String>,
-    /// Refuse a software adapter (llvmpipe and the like, which train on the CPU) instead of
-    /// training on it (also: $WGNN_REQUIRE_GPU=1).
-    #[arg(long)]
-    require_gpu: bool,
     /// Folder for history.csv and curves.png (created if missing).
     #[arg(long, default_value = "out/mnist")]
     out: PathBuf,
-    /// Write a checkpoint into this folder (created if missing) after every epoch
-    /// (last.safetensors) and, with --validation-split, on the best validation loss
-    /// (best.safetensors; without it the validation data is the test set, on which nothing is
-    /// chosen, so there is no best.safetensors).
-    #[arg(long)]
-    checkpoint_dir: Option<PathBuf>,
     /// Continue from this checkpoint (the model, loss, optimizer and seed come from it, so
     /// --activation, --batch-norm, --dropout, --loss, --optimizer, --lr and --seed are not used;
     /// --epochs is the total, counting the epochs already done).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Train on the first N training rows only (0 = all, at most the 60,000 there are): quick runs.
-    #[arg(long, default_value_t = 0)]
-    train_rows: usize,
-    /// Save the trained model (weights and architecture) to this safetensors file (its folder is
-    /// created if missing); also after a diverging loss stops the run, with the weights put back.
-    #[arg(long)]
-    save: Option<PathBuf>,
-    /// After training, print the matmul kernels the autotuner picked: one line per product shape.
-    #[arg(long)]
-    verbose: bool,
+    #[command(flatten)]
+    run: MnistFlags,
 }
 
 /// The flags a checkpoint overrides on --resume (clap's argument id, the flag).
@@ -148,12 +116,6 @@ fn parse_loss(name: &str) -> std::result::Result<Loss, String> {
     }
 }
 
-/// Best-epoch checkpoints watch the validation loss: only with held-out training rows, never
-/// chosen on the test set.
-fn validation_on(args: &Args) -> bool {
-    args.validation_split > 0.0
-}
-
 /// On --resume, one line naming the flags given that the checkpoint overrides.
 fn note_flags_set_by_checkpoint(matches: &ArgMatches) {
     let ignored: Vec<&str> = SET_BY_CHECKPOINT
@@ -169,47 +131,16 @@ fn note_flags_set_by_checkpoint(matches: &ArgMatches) {
     }
 }
 
-/// The autotuner's picks (`--verbose`), and where they are kept.
-fn print_tuned_picks(gpu: &Gpu) {
-    if !gpu.autotune() {
-        println!("autotune: off (the device profile's static kernel choices)");
-        return;
-    }
-    let picks = gpu.tuned_picks();
-    let cache = gpu.tune_cache_path().map_or_else(|| "none".into(), |p| p.display().to_string());
-    println!("autotune: {} product shapes (cache: {cache})", picks.len());
-    for pick in picks {
-        println!("  {pick}");
-    }
-    if let Some(e) = gpu.tune_cache_error() {
-        println!("  the cache was not written: {e}");
-    }
-}
-
 fn main() -> ExitCode {
     let (args, matches) = common::parse_args_and_matches::<Args>();
     common::exit_on_error(|| run(&args, &matches))
 }
 
 fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
-    let (mut train, mut test) = load_mnist(&args.data)?;
-    if let Some(warning) = train.pixel_range_warning() {
-        eprintln!("warning: {warning}");
-    }
-    if args.train_rows > train.rows {
-        common::usage_error::<Args>(format!(
-            "--train-rows {}: {} has {} training rows",
-            args.train_rows,
-            args.data.display(),
-            train.rows
-        ));
-    }
-    if args.train_rows > 0 {
-        train = train.subset(&(0..args.train_rows).collect::<Vec<_>>())?;
-    }
-    let outputs = Outputs::prepare(&args.out, args.save.as_deref(), args.checkpoint_dir.as_deref())?;
+    let (mut train, mut test) = args.run.load::<Args>()?;
+    let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
 
-    let gpu = common::gpu(args.adapter.as_deref(), args.require_gpu)?;
+    let gpu = args.run.gpu()?;
     println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
     let backend = Backend::Gpu(gpu.clone());
@@ -223,7 +154,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
             (model, history)
         }
         None => {
-            let mut builder = Sequential::new(784, args.seed);
+            let mut builder = Sequential::new(784, args.run.seed);
             for _ in 0..2 {
                 builder = builder.dense(64, args.activation);
                 if args.batch_norm {
@@ -255,23 +186,20 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         test = test.with_targets(test_targets, classes)?;
     }
 
-    let validation =
-        if args.validation_split > 0.0 { Validation::Fraction(args.validation_split) } else { Validation::Data(&test) };
-    if args.validation_split <= 0.0 {
+    let validation = args.run.validation(&test);
+    if !args.run.holds_out() {
         println!(
             "validation data: the test set ({} rows); --validation-split holds out training rows instead",
             test.rows
         );
     }
-    let checkpoint =
-        args.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best: validation_on(args) });
     let options = FitOptions {
         epochs: args.epochs,
         batch_size: args.batch_size,
         shuffle: true,
         validation,
         progress_every: 0,
-        checkpoint,
+        checkpoint: args.run.checkpointing(),
         early_stopping: None,
         skip_nonfinite_batches: args.skip_nonfinite_batches,
     };
@@ -280,9 +208,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let history =
         common::outputs::fit_writing_outputs(&mut model, &train, &options, metric, resumed_history, &outputs)?;
     println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
-    if args.verbose {
-        print_tuned_picks(&gpu);
-    }
+    args.run.print_tuned_picks(&gpu);
 
     let (test_loss, mut test_accuracy) = model.evaluate(&test)?;
     if model.loss() == Loss::MeanSquaredError {
@@ -300,21 +226,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     outputs.write(&history, &model)?;
 
     // The tutorial's prediction step: one test image, its predicted digit, the top probabilities.
-    let row = 0;
-    let pixels = test.row_f32(row)?;
-    let probs = model.predict(&pixels, 1)?;
-    let predicted = console::argmax(&probs);
-    println!("\ntest image {row} (label {}):", test.labels[row]);
-    println!("{}", render_image(&pixels, 28, 28));
-    match model.loss() {
-        // Regression outputs, not probabilities.
-        Loss::MeanSquaredError => {
-            let mut order: Vec<usize> = (0..probs.len()).collect();
-            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-            let top: Vec<String> = order[..3].iter().map(|&i| format!("{i}: {:.3}", probs[i])).collect();
-            println!("predicted {predicted}   top outputs: {}", top.join("  "));
-        }
-        _ => println!("predicted {predicted}   top: {}", format_top_k(&probs, 3)),
-    }
+    let regression = model.loss() == Loss::MeanSquaredError;
+    mnist_run::show_prediction(&mut model, &test, 0, regression)?;
     Ok(())
 }

@@ -205,7 +205,8 @@ fn every_layer_applies_the_gradient_of_the_activation_below_it() {
             model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
             model.step_kernels(&data, 8).unwrap()
         };
-        let act_backward = |labels: &[String]| labels.iter().filter(|l| l.as_str() == "bias_act::bias_act_backward").count();
+        let act_backward =
+            |labels: &[String]| labels.iter().filter(|l| l.as_str() == "bias_act::bias_act_backward").count();
         assert_eq!(act_backward(&kernels(true)), 0, "{above:?}: {:?}", kernels(true));
         assert!(act_backward(&kernels(false)) > 0, "{above:?}: {:?}", kernels(false));
     }

@@ -188,8 +188,9 @@ fn kept_patches_give_the_same_results_without_building_them_twice() {
         let (kept_y, kept_dk, kept_db) = outputs();
         let forward =
             conv2d_forward_keeping_patches(&gpu, &xt, &kt, Some(&bt), &kept_y, act, &c.cfg(), &patches).unwrap();
-        let weights = conv2d_backward_weights_from_patches(&gpu, &xt, &patches, &dzt, &kept_dk, Some(&kept_db), &c.cfg())
-            .unwrap();
+        let weights =
+            conv2d_backward_weights_from_patches(&gpu, &xt, &patches, &dzt, &kept_dk, Some(&kept_db), &c.cfg())
+                .unwrap();
         let labels: Vec<&str> = weights.dispatches.iter().map(|d| d.label.as_str()).collect();
         assert!(!labels.iter().any(|l| l.contains("im2col")), "{c:?}: {labels:?}");
         gpu.run(&[&forward, &weights]).unwrap();
@@ -219,7 +220,9 @@ fn patches_are_kept_only_in_one_piece_and_only_for_their_own_shapes() {
         .err()
         .expect("patches of another stride");
     assert!(matches!(err, WgnnError::Shape { .. }), "{err:?}");
-    assert!(err.to_string().contains("conv2d_forward_keeping_patches") && err.to_string().contains("patches were made"));
+    assert!(
+        err.to_string().contains("conv2d_forward_keeping_patches") && err.to_string().contains("patches were made")
+    );
     let dz = Tensor::zeros(&gpu, &other.dims().y_shape()).unwrap();
     let err = conv2d_backward_weights_from_patches(&gpu, &x, &patches, &dz, &k, None, &other.cfg()).err().unwrap();
     assert!(err.to_string().contains("conv2d_backward_weights_from_patches"), "{err}");
@@ -234,7 +237,8 @@ fn input_gradient_through_the_activation_below_matches_cpu() {
     for (i, c) in CASES.iter().enumerate() {
         let d = c.dims();
         let act = ACTS[1 + i % (ACTS.len() - 1)];
-        let x: Vec<f32> = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0).into_iter().map(|u| act.forward(u)).collect();
+        let x: Vec<f32> =
+            rng.vec_uniform(c.x.iter().product(), -1.0, 1.0).into_iter().map(|u| act.forward(u)).collect();
         let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
         let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
         let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));

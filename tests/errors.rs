@@ -114,7 +114,10 @@ fn a_grid_past_the_device_limit_counts_workgroups() {
     let opts = MatmulOptions { variant: Some(MatmulVariant::Naive), ..Default::default() };
     match matmul(&small, &a, &b, &c, &opts).err().expect("a grid of 32 rows of workgroups") {
         WgnnError::DeviceLimit { amount, unit, limit, limit_name, .. } => {
-            assert_eq!((amount, unit, limit, limit_name), (32, "workgroups", 16, "max_compute_workgroups_per_dimension"))
+            assert_eq!(
+                (amount, unit, limit, limit_name),
+                (32, "workgroups", 16, "max_compute_workgroups_per_dimension")
+            )
         }
         other => panic!("expected a DeviceLimit error, got {other:?}"),
     }

@@ -118,7 +118,13 @@ fn avg_pool_matches_cpu() {
         gpu.run(&[&forward, &backward]).unwrap();
         let what = format!("{shape:?} {c:?}");
         assert_close(&format!("{what} y"), &yt.to_vec().unwrap(), &cpu::avg_pool2d_forward(&x, &d), 1e-6, 1e-5);
-        assert_close(&format!("{what} dx"), &dxt.to_vec().unwrap(), &cpu::avg_pool2d_backward(&dy, &d, None), 1e-6, 1e-5);
+        assert_close(
+            &format!("{what} dx"),
+            &dxt.to_vec().unwrap(),
+            &cpu::avg_pool2d_backward(&dy, &d, None),
+            1e-6,
+            1e-5,
+        );
     }
 }
 
@@ -161,7 +167,13 @@ fn backward_reference_matches_finite_differences() {
         let w = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
         let (_, argmax) = cpu::max_pool2d_forward(&x, &d);
         let num = numeric_gradient(&x, 1e-3, |xp| dot(&w, &cpu::max_pool2d_forward(xp, &d).0));
-        assert_close(&format!("max {shape:?} {c:?}"), &cpu::max_pool2d_backward(&w, &argmax, &d, None), &num, 1e-3, 1e-3);
+        assert_close(
+            &format!("max {shape:?} {c:?}"),
+            &cpu::max_pool2d_backward(&w, &argmax, &d, None),
+            &num,
+            1e-3,
+            1e-3,
+        );
         let num = numeric_gradient(&x, 1e-2, |xp| dot(&w, &cpu::avg_pool2d_forward(xp, &d)));
         assert_close(&format!("avg {shape:?} {c:?}"), &cpu::avg_pool2d_backward(&w, &d, None), &num, 1e-3, 1e-3);
     }
@@ -183,7 +195,8 @@ fn backward_through_the_activation_below_matches_cpu() {
     for (i, (shape, c)) in cases().into_iter().enumerate() {
         let act = acts[i % acts.len()];
         let d = Pool2dDims::new("test", &shape, &c).unwrap();
-        let h: Vec<f32> = rng.vec_uniform(shape.iter().product(), -1.0, 1.0).into_iter().map(|z| act.forward(z)).collect();
+        let h: Vec<f32> =
+            rng.vec_uniform(shape.iter().product(), -1.0, 1.0).into_iter().map(|z| act.forward(z)).collect();
         let dy = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
         let (ht, dyt) = (up(&gpu, &shape, &h), up(&gpu, &d.y_shape(), &dy));
         let (yt, at) = (Tensor::zeros(&gpu, &d.y_shape()).unwrap(), Tensor::zeros_u32(&gpu, &d.y_shape()).unwrap());
@@ -241,7 +254,8 @@ fn a_bad_activation_below_is_an_error() {
     let two = Pool2dConfig::new((2, 2));
     let (x, y, a) = (t(&[2, 4, 6, 3]), t(&[2, 2, 3, 3]), Tensor::zeros_u32(&gpu, &[2, 2, 3, 3]).unwrap());
     let h = t(&[2, 4, 6, 3]);
-    let err = expect_err(max_pool2d_backward(&gpu, &y, &a, &x, &two, Some((&t(&[2, 4, 6, 2]), Activation::Relu))), "shape");
+    let err =
+        expect_err(max_pool2d_backward(&gpu, &y, &a, &x, &two, Some((&t(&[2, 4, 6, 2]), Activation::Relu))), "shape");
     assert_mentions(&err, &["max_pool2d_backward", "below must be [2, 4, 6, 3]", "[2, 4, 6, 2]"]);
     let err = expect_err(avg_pool2d_backward(&gpu, &y, &x, &two, Some((&h, Activation::Softmax))), "softmax");
     assert_mentions(&err, &["avg_pool2d_backward", "softmax"]);

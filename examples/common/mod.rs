@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod mnist_run;
 pub mod outputs;
 
 use std::process::ExitCode;

@@ -103,7 +103,12 @@ pub fn max_pool2d_forward(x: &[f32], d: &Pool2dDims) -> (Vec<f32>, Vec<u32>) {
 /// dx: each dy value added at its window's argmax.  dy, argmax `[rows, ho, wo, c]` → dx
 /// `[rows, h, w, c]`. `below`: the pool's input as an element-wise activation's output, whose
 /// derivative then multiplies dx.
-pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], d: &Pool2dDims, below: Option<(&[f32], Activation)>) -> Vec<f32> {
+pub fn max_pool2d_backward(
+    dy: &[f32],
+    argmax: &[u32],
+    d: &Pool2dDims,
+    below: Option<(&[f32], Activation)>,
+) -> Vec<f32> {
     check_len("max_pool2d_backward", "dy", dy.len(), d.y_shape());
     check_len("max_pool2d_backward", "argmax", argmax.len(), d.y_shape());
     let mut dx = vec![0.0f32; d.x_shape().iter().product()];
@@ -112,7 +117,6 @@ pub fn max_pool2d_backward(dy: &[f32], argmax: &[u32], d: &Pool2dDims, below: Op
     }
     through(dx, below)
 }
-
 
 /// The mean of each window's cells inside the image (Keras' `same` average pooling divides by
 /// that count, not the window's size).  x `[rows, h, w, c]` → y `[rows, ho, wo, c]`.

@@ -340,8 +340,15 @@ impl ConvPatches {
         Err(WgnnError::shape_of(
             op,
             &[("patches' x", &kept.x_shape()), ("x", &given.x_shape()), ("kernel", &given.kernel_shape())],
-            format!("the patches were made for x {:?} and kernel {:?} ({:?}), not x {:?} and kernel {:?} ({:?})",
-                kept.x_shape(), kept.kernel_shape(), kept.window, given.x_shape(), given.kernel_shape(), given.window),
+            format!(
+                "the patches were made for x {:?} and kernel {:?} ({:?}), not x {:?} and kernel {:?} ({:?})",
+                kept.x_shape(),
+                kept.kernel_shape(),
+                kept.window,
+                given.x_shape(),
+                given.kernel_shape(),
+                given.window
+            ),
         ))
     }
 }

@@ -3,9 +3,9 @@
 
 use super::fusion::{Block, Core};
 use super::*;
+use crate::kernels::conv2d::ConvPatches;
 use crate::layers::batch_norm::NormBuffers;
 use crate::layers::dropout::DropoutBuffers;
-use crate::kernels::conv2d::ConvPatches;
 use crate::layers::Pooling;
 
 /// One block's tensors for one batch, each `[rows, features]` unless said otherwise.
@@ -135,7 +135,9 @@ impl BatchBuffers {
                 None => None,
             };
             let patches = match block.core {
-                Core::Conv2D { conv, input, .. } if training => ConvPatches::new(gpu, &conv.dims("conv2d", rows, &input)?)?,
+                Core::Conv2D { conv, input, .. } if training => {
+                    ConvPatches::new(gpu, &conv.dims("conv2d", rows, &input)?)?
+                }
                 _ => None,
             };
             let mut bb =

@@ -63,7 +63,6 @@ impl Block {
         matches!(self.core, Core::Dense { .. } | Core::Conv2D { .. }) && self.norm.is_none() && act.is_elementwise()
     }
 
-
     /// Whether the block reads nothing but passes its input on (a flatten, or an activation
     /// applied elsewhere).
     pub(super) fn is_noop(&self, act: Activation) -> bool {

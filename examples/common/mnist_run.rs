@@ -1,0 +1,138 @@
+//! What the MNIST examples (mnist_gpu, cnn_mnist) share: their data, device, validation and output
+//! flags, and the steps around `fit` those drive.
+
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+use wgnn::data::load_mnist;
+use wgnn::display::{format_top_k, render_image};
+use wgnn::model::{Checkpointing, Sequential, Validation};
+use wgnn::{Dataset, Gpu};
+
+use super::console;
+
+/// Flattened into each example's own flags (`#[command(flatten)]`).
+#[derive(clap::Args, Debug)]
+pub struct MnistFlags {
+    /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
+    #[arg(long, default_value = "assets/mnist.npz")]
+    pub data: PathBuf,
+    /// Train on the first N training rows only (0 = all, at most the 60,000 there are): quick runs.
+    #[arg(long, default_value_t = 0)]
+    pub train_rows: usize,
+    /// Seeds the initial weights, the shuffles and the validation split.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of the training rows held out for validation; 0 trains on all of them and
+    /// validates on the test set.
+    #[arg(long, default_value_t = 0.0, value_parser = super::fraction)]
+    pub validation_split: f32,
+    /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Refuse a software adapter (llvmpipe and the like, which train on the CPU) instead of
+    /// training on it (also: $WGNN_REQUIRE_GPU=1).
+    #[arg(long)]
+    pub require_gpu: bool,
+    /// Write a checkpoint into this folder (created if missing) after every epoch
+    /// (last.safetensors) and, with --validation-split, on the best validation loss
+    /// (best.safetensors; without it the validation data is the test set, on which nothing is
+    /// chosen, so there is no best.safetensors).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Save the trained model (weights and architecture) to this safetensors file (its folder is
+    /// created if missing); also after a diverging loss stops the run, with the weights put back.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// After training, print the matmul kernels the autotuner picked: one line per product shape.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+impl MnistFlags {
+    /// The training rows (the first `--train-rows` of them; more than there are is a usage error of
+    /// `Flags`) and the test rows, with a warning where the pixels are not 0–255 bytes.
+    pub fn load<Flags: CommandFactory>(&self) -> anyhow::Result<(Dataset, Dataset)> {
+        let (train, test) = load_mnist(&self.data)?;
+        if let Some(warning) = train.pixel_range_warning() {
+            eprintln!("warning: {warning}");
+        }
+        if self.train_rows > train.rows {
+            super::usage_error::<Flags>(format!(
+                "--train-rows {}: {} has {} training rows",
+                self.train_rows,
+                self.data.display(),
+                train.rows
+            ));
+        }
+        let train = match self.train_rows {
+            0 => train,
+            n => train.subset(&(0..n).collect::<Vec<_>>())?,
+        };
+        Ok((train, test))
+    }
+
+    /// The device `--adapter` and `--require-gpu` ask for.
+    pub fn gpu(&self) -> anyhow::Result<Gpu> {
+        super::gpu(self.adapter.as_deref(), self.require_gpu)
+    }
+
+    /// Held-out training rows with `--validation-split`, else the test set (on which nothing is
+    /// chosen: no best-epoch checkpoint, no early stopping).
+    pub fn validation<'a>(&self, test: &'a Dataset) -> Validation<'a> {
+        match self.holds_out() {
+            true => Validation::Fraction(self.validation_split),
+            false => Validation::Data(test),
+        }
+    }
+
+    /// Whether validation rows are held out of the training rows (`--validation-split`).
+    pub fn holds_out(&self) -> bool {
+        self.validation_split > 0.0
+    }
+
+    /// `--checkpoint-dir`: every epoch, and on the best validation loss where rows are held out.
+    pub fn checkpointing(&self) -> Option<Checkpointing<'_>> {
+        let on_best = self.holds_out();
+        self.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best })
+    }
+
+    /// `--verbose`: the autotuner's picks, and where they are kept.
+    pub fn print_tuned_picks(&self, gpu: &Gpu) {
+        if !self.verbose {
+            return;
+        }
+        if !gpu.autotune() {
+            println!("autotune: off (the device profile's static kernel choices)");
+            return;
+        }
+        let picks = gpu.tuned_picks();
+        let cache = gpu.tune_cache_path().map_or_else(|| "none".into(), |p| p.display().to_string());
+        println!("autotune: {} product shapes (cache: {cache})", picks.len());
+        for pick in picks {
+            println!("  {pick}");
+        }
+        if let Some(e) = gpu.tune_cache_error() {
+            println!("  the cache was not written: {e}");
+        }
+    }
+}
+
+/// Draws test image `row` with the model's prediction and its top three classes (`regression`:
+/// the outputs are regression values on one-hot rows, not probabilities).
+pub fn show_prediction(model: &mut Sequential, test: &Dataset, row: usize, regression: bool) -> anyhow::Result<()> {
+    let pixels = test.row_f32(row)?;
+    let outputs = model.predict(&pixels, 1)?;
+    let predicted = console::argmax(&outputs);
+    println!("\ntest image {row} (label {}):", test.labels[row]);
+    println!("{}", render_image(&pixels, 28, 28));
+    if regression {
+        let mut order: Vec<usize> = (0..outputs.len()).collect();
+        order.sort_by(|&a, &b| outputs[b].total_cmp(&outputs[a]));
+        let top: Vec<String> = order[..3].iter().map(|&i| format!("{i}: {:.3}", outputs[i])).collect();
+        println!("predicted {predicted}   top outputs: {}", top.join("  "));
+    } else {
+        println!("predicted {predicted}   top: {}", format_top_k(&outputs, 3));
+    }
+    Ok(())
+}
