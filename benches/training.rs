@@ -13,7 +13,7 @@
 //! BatchNorm → relu → MaxPool → Flatten → Dense(128, relu) → Dropout → Dense(10), batch 64) on the
 //! first `--cnn-rows` training rows (default 6,000; 0 skips it): its
 //! steady s/epoch scaled to the 60,000 rows, samples/s, and the device memory one step binds
-//! (`Sequential::step_memory_bytes`).
+//! (`Sequential::step_memory_bytes`), and where one step's device time goes, dispatch by dispatch.
 //!
 //!     cargo bench --bench training [-- --epochs 3 --batch 32,256 --cnn-rows 6000]
 //!
@@ -60,6 +60,13 @@ fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> 
         memory as f64 / (1 << 20) as f64
     );
     writeln!(csv, "\"{} (cnn)\",{batch},steady,{median:.4},{:.1},,", gpu.adapter_info().name, rows as f64 / median)?;
+    // Where one step's device time goes, each dispatch timed alone.
+    let timings = model.profile_step(&data, batch, 10)?;
+    let total: f64 = timings.iter().map(|t| t.1).sum();
+    println!("one cnn step at batch {batch}: {} dispatches, {:.1} ms of device time in all", timings.len(), total * 1e3);
+    for (label, seconds) in &timings {
+        println!("  {label:<40} {:>9.1} µs", seconds * 1e6);
+    }
     Ok(())
 }
 

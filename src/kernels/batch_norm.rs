@@ -21,6 +21,8 @@ pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
 
 const WG: u32 = 64;
 const TILE: u32 = 16;
+/// Rows one invocation of the elementwise kernels runs (its column's parameters loaded once).
+const ROWS: u32 = 4;
 /// Rows per chunk of the column reductions, at least: keeps many invocations busy.
 const CHUNK_MIN: usize = 256;
 /// At most this many chunks: the finalize kernels loop 2·K times.
@@ -99,11 +101,11 @@ impl Shapes {
     fn column_grid(&self) -> [u32; 3] {
         [self.cols.div_ceil(WG as usize) as u32, 1, 1]
     }
-    /// Grid of the elementwise kernels: TILE × TILE workgroups, row tiles folded into z past the
-    /// per-dimension limit.
+    /// Grid of the elementwise kernels: TILE × TILE workgroups of ROWS rows an invocation, row
+    /// tiles folded into z past the per-dimension limit.
     fn tile_grid(&self, gpu: &Gpu) -> [u32; 3] {
         let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        let row_tiles = self.rows.div_ceil(TILE as usize);
+        let row_tiles = self.rows.div_ceil((TILE * ROWS) as usize);
         [self.cols.div_ceil(TILE as usize) as u32, row_tiles.min(max) as u32, row_tiles.div_ceil(max) as u32]
     }
     /// Scratch for the partials (2K rows) and the backward's two rows of sums.
@@ -123,7 +125,8 @@ fn bn(
     let dummy = dummy(gpu)?;
     let [a, b, c, d, e, f, g, h] = slots;
     let slots = [a, b, c, d, e, f, g, h, &dummy];
-    dispatch(gpu, &BATCH_NORM, entry, &[("WG", WG as f64), ("TILE", TILE as f64)], params, &slots, workgroups)
+    let constants = [("WG", WG as f64), ("TILE", TILE as f64), ("ROWS", ROWS as f64)];
+    dispatch(gpu, &BATCH_NORM, entry, &constants, params, &slots, workgroups)
 }
 
 /// Training forward: per-feature batch mean μ and biased variance σ² over the rows,
