@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use wgnn::autotune::MatmulShape;
 use wgnn::data::Features;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::batch_norm::{
@@ -344,7 +345,8 @@ fn bench_matmul(bench: &mut Bench, rng: &mut Rng, (m, k, n): (usize, usize, usiz
         let bt = Tensor::from_slice(&tuned, &b_shape, &bt).unwrap();
         let ct = Tensor::zeros(&tuned, &[m, n]).unwrap();
         let plan = matmul(&tuned, &at, &bt, &ct, &opts).unwrap();
-        let pick = tuned.tuned_picks().into_iter().rfind(|p| (p.shape.m, p.shape.n, p.shape.k) == (m, n, k));
+        let key = MatmulShape::of(m, n, k, &opts, false);
+        let pick = tuned.tuned_picks().into_iter().rfind(|p| p.shape == key);
         let name = format!("tuned:{}", pick.map_or("?".into(), |p| p.kernel.name()));
         let work = Work::Flops(2.0 * (m * n * k) as f64);
         let gpu = std::mem::replace(&mut bench.gpu, tuned);
@@ -1009,15 +1011,36 @@ fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
     let run_var_t = up(&gpu, &[cols], &vec![1.0; cols]);
     let yt = Tensor::zeros(&gpu, &[rows, cols]).unwrap();
     let (mut run_mean, mut run_var) = (vec![0.0f32; cols], vec![1.0f32; cols]);
-    let (y_want, mean, inv_std) =
-        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut run_mean, &mut run_var, rows, cols, &cfg);
+    let (y_want, mean, inv_std) = cpu::batch_norm_forward_train(
+        &x,
+        &gamma,
+        &beta,
+        &mut run_mean,
+        &mut run_var,
+        rows,
+        cols,
+        &cfg,
+        Activation::Identity,
+    );
     let bytes = 4.0 * (2 * rows * cols) as f64;
     if bench.wants(&format!("batch_norm_forward_train chunked {shape}")) {
-        let plan =
-            batch_norm_forward_train(&gpu, &xt, &gt, &bt, &yt, &mean_t, &inv_t, &run_mean_t, &run_var_t, &cfg).unwrap();
+        let plan = batch_norm_forward_train(
+            &gpu,
+            &xt,
+            &gt,
+            &bt,
+            &yt,
+            &mean_t,
+            &inv_t,
+            &run_mean_t,
+            &run_var_t,
+            &cfg,
+            Activation::Identity,
+        )
+        .unwrap();
         let (cpu_s, _) = time_cpu(|| {
             let (mut m, mut v) = (vec![0.0f32; cols], vec![1.0f32; cols]);
-            cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut m, &mut v, rows, cols, &cfg)
+            cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut m, &mut v, rows, cols, &cfg, Activation::Identity)
         });
         let work = Work::Bytes(bytes + 4.0 * (rows * cols) as f64);
         bench.row(
@@ -1036,9 +1059,22 @@ fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
     }
     if bench.wants(&format!("batch_norm_forward_train deferred {shape}")) {
         let pending_t = feature();
-        let plan =
-            batch_norm_forward_train_deferred(&gpu, &xt, &gt, &bt, &yt, &mean_t, &inv_t, &pending_t, &cfg).unwrap();
-        let (cpu_s, _) = time_cpu(|| cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg));
+        let plan = batch_norm_forward_train_deferred(
+            &gpu,
+            &xt,
+            &gt,
+            &bt,
+            &yt,
+            &mean_t,
+            &inv_t,
+            &pending_t,
+            &cfg,
+            Activation::Identity,
+        )
+        .unwrap();
+        let (cpu_s, _) = time_cpu(|| {
+            cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg, Activation::Identity)
+        });
         let work = Work::Bytes(bytes + 4.0 * (rows * cols) as f64);
         bench.row(
             "batch_norm_forward_train",
@@ -1056,7 +1092,8 @@ fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
     }
     if bench.wants(&format!("batch_norm_commit_running cols {shape}")) {
         // One commit of the batch's statistics into running ones at (0, 1), as the first step's.
-        let (_, batch_mean, _, pending) = cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg);
+        let (_, batch_mean, _, pending) =
+            cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg, Activation::Identity);
         let (bm, pv) = (up(&gpu, &[cols], &batch_mean), up(&gpu, &[cols], &pending));
         let (rm, rv) = (feature(), up(&gpu, &[cols], &vec![1.0; cols]));
         let plan = batch_norm_commit_running(&gpu, &bm, &pv, &rm, &rv, None, &cfg).unwrap();
@@ -1084,9 +1121,11 @@ fn bench_batch_norm(bench: &mut Bench, rng: &mut Rng, rows: usize, cols: usize) 
         let rm = up(&gpu, &[cols], &mean);
         let var: Vec<f32> = inv_std.iter().map(|s| 1.0 / (s * s) - cfg.eps).collect();
         let rv = up(&gpu, &[cols], &var);
-        let plan = batch_norm_forward_inference(&gpu, &xt, &gt, &bt, &rm, &rv, &yt, &cfg).unwrap();
-        let (cpu_s, want) =
-            time_cpu(|| cpu::batch_norm_forward_inference(&x, &gamma, &beta, &mean, &var, rows, cols, &cfg));
+        let plan =
+            batch_norm_forward_inference(&gpu, &xt, &gt, &bt, &rm, &rv, &yt, &cfg, Activation::Identity).unwrap();
+        let (cpu_s, want) = time_cpu(|| {
+            cpu::batch_norm_forward_inference(&x, &gamma, &beta, &mean, &var, rows, cols, &cfg, Activation::Identity)
+        });
         bench.row(
             "batch_norm_forward_inference",
             "rows",

@@ -63,7 +63,11 @@ fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> 
     // Where one step's device time goes, each dispatch timed alone.
     let timings = model.profile_step(&data, batch, 10)?;
     let total: f64 = timings.iter().map(|t| t.1).sum();
-    println!("one cnn step at batch {batch}: {} dispatches, {:.1} ms of device time in all", timings.len(), total * 1e3);
+    println!(
+        "one cnn step at batch {batch}: {} dispatches, {:.1} ms of device time in all",
+        timings.len(),
+        total * 1e3
+    );
     for (label, seconds) in &timings {
         println!("  {label:<40} {:>9.1} µs", seconds * 1e6);
     }

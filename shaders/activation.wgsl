@@ -1,4 +1,5 @@
-// Activations shared by bias_act.wgsl and matmul.wgsl (prepended to both by the registry).
+// Activations shared by the kernels that apply one or its derivative on the way (bias_act, matmul,
+// matmul_register, batch_norm, conv2d, pool2d: prepended to each by its kernel family).
 // Codes match `Activation::code` in src/activation.rs:
 //   0 identity, 1 relu, 2 leaky relu (slope from the caller), 3 sigmoid, 4 tanh.
 // Derivatives are written in terms of the forward OUTPUT y, so backward needs no saved input.

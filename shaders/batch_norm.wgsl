@@ -1,4 +1,5 @@
-// Batch normalisation over the features of [rows, cols] inputs (BatchNorm1d on dense outputs).
+// Batch normalisation over the features of [rows, cols] inputs (BatchNorm1d on dense outputs),
+// with the activation after it applied in the same pass (act). Needs activation.wgsl prepended.
 // PyTorch's conventions: biased batch variance to normalise, unbiased (·rows/(rows−1)) in the
 // running variance; running = (1 − momentum)·running + momentum·batch.
 //   Training forward (4 dispatches):
@@ -6,13 +7,13 @@
 //     bn_finalize_stats:  merge the K chunks (Chan et al.): mean[c], inv_std[c] = 1/√(var + eps),
 //                         running_mean[c], running_var[c] updated; or, deferred (p.blend = 0),
 //                         only the batch's unbiased variance written to `out2` (pending_var)
-//     bn_normalize:       y = γ·(x − mean)·inv_std + β
+//     bn_normalize:       y = act(γ·(x − mean)·inv_std + β)
 //   Deferred running statistics (1 dispatch, after the step's guard, so a skipped batch leaves
 //   them as they were):
 //     bn_commit_running:  unless GUARDED and guard[1] ≠ 0: running_mean = (1 − m)·running_mean +
 //                         m·mean, running_var = (1 − m)·running_var + m·pending_var
 //   Inference forward (1 dispatch):
-//     bn_inference:       y = γ·(x − running_mean)/√(running_var + eps) + β
+//     bn_inference:       y = act(γ·(x − running_mean)/√(running_var + eps) + β)
 //   Backward (3 dispatches), x̂ = (x − mean)·inv_std:
 //     bn_backward_partials: per chunk k: part[k, c] = Σ dy, part[K + k, c] = Σ dy·x̂
 //     bn_backward_finalize: sum_dy[c], sum_dyx[c] into part rows 2K, 2K+1; dβ (+)= sum_dy,
@@ -28,6 +29,8 @@
 override WG: u32 = 64u;     // 1-D kernels: invocations per workgroup, along the columns
 override TILE: u32 = 16u;   // elementwise kernels: TILE × TILE workgroups (columns × rows)
 override ROWS: u32 = 4u;    // elementwise kernels: rows per invocation
+override ACT: u32 = 0u;     // bn_normalize, bn_inference: activation.wgsl's code of act (0: none)
+override SLOPE: f32 = 0.0;  // its leaky relu slope
 override GUARDED: bool = false;  // bn_commit_running: read the skip flag guard[1]
 
 struct Params {
@@ -138,7 +141,7 @@ fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let beta = b[c];
     for (var r = rc.y; r < rows_end(rc.y); r++) {
         let i = r * p.cols + c;
-        out[i] = g * ((x[i] - m) * s) + beta;
+        out[i] = act_forward(ACT, g * ((x[i] - m) * s) + beta, SLOPE);
     }
 }
 
@@ -154,7 +157,7 @@ fn bn_inference(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let beta = b[c];
     for (var r = rc.y; r < rows_end(rc.y); r++) {
         let i = r * p.cols + c;
-        out[i] = g * ((x[i] - m) / sd) + beta;
+        out[i] = act_forward(ACT, g * ((x[i] - m) / sd) + beta, SLOPE);
     }
 }
 

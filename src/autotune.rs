@@ -12,7 +12,7 @@
 //! pipelines are new are compiled only while the device's tuning budget lasts
 //! ([`crate::DeviceProfile::tune_budget`]: compiles cost 0.15–2.8 s each on llvmpipe); past it a
 //! shape is timed on the pipelines already built (at least the static choice's, which the plan
-//! needs anyway). The static choice wins ties within [`TIE`]. Rows that are the batch's are
+//! needs anyway). The static choice wins ties within [`TIE`]. Rows that grow with the batch are
 //! tuned by their power of two ([`MatmulShape::m`]), so a smaller last batch tunes nothing.
 //!
 //! Determinism: picks differ between devices and may differ between two cold tunes of one device
@@ -127,9 +127,10 @@ impl EpilogueKind {
 /// A product as the tuner tells them apart: one pick per value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulShape {
-    /// Rows of C. Where op(A) is not transposed M is the batch's dimension (a layer's forward and
-    /// input gradient), and it is rounded up to a power of two: one pick then serves a batch size
-    /// and the smaller batches at the end of an epoch or an evaluation, rather than tuning each.
+    /// Rows of C. Where op(A) is not transposed M grows with the batch (a dense layer's forward and
+    /// input gradient run over the batch's rows, a convolution's over rows × output positions),
+    /// and it is rounded up to a power of two: one pick then serves a batch size and the smaller
+    /// batches at the end of an epoch or an evaluation, rather than tuning each.
     pub m: usize,
     pub n: usize,
     pub k: usize,
@@ -344,17 +345,18 @@ impl Tuner {
 }
 
 /// Device seconds of one run of `plan`: the fastest of up to [`REPS`] after a warm-up run (where
-/// llvmpipe compiles); one timed run where it takes longer than [`LONG_RUN`]. Where the warm-up
-/// ran no new pipeline and took longer than both [`LONG_RUN`] and twice `to_beat`, the candidate
-/// has lost: its warm-up's wall time is returned untimed (on long products each run costs tens of
-/// milliseconds on lavapipe).
-fn time_plan_briefly(gpu: &Gpu, plan: &Plan, new_pipeline: bool, to_beat: f64) -> Result<(f64, Duration)> {
+/// llvmpipe compiles); one timed run where it takes longer than [`LONG_RUN`]. Where every
+/// pipeline of the plan had run before (so the warm-up compiled nothing) and the warm-up took
+/// longer than both [`LONG_RUN`] and twice `to_beat`, the candidate has lost: its warm-up's wall
+/// time is returned untimed (on long products each run costs tens of milliseconds on lavapipe).
+fn time_plan_briefly(gpu: &Gpu, plan: &Plan, to_beat: f64) -> Result<(f64, Duration)> {
+    let warm = plan.dispatches.iter().all(|d| d.pipeline_ran());
     let started = Instant::now();
     gpu.run(&[plan])?;
     gpu.wait()?;
     let warm_up = started.elapsed();
     let warm_up_seconds = warm_up.as_secs_f64();
-    if !new_pipeline && warm_up_seconds > LONG_RUN && warm_up_seconds > 2.0 * to_beat {
+    if warm && warm_up_seconds > LONG_RUN && warm_up_seconds > 2.0 * to_beat {
         return Ok((warm_up_seconds, warm_up));
     }
     let mut best = f64::INFINITY;
@@ -475,7 +477,6 @@ pub(crate) fn matmul_kernel(
             Some(s) => s,
             None => scratch.insert(Scratch::new(gpu, &shape, m)?),
         };
-        let built = gpu.pipeline_count();
         let plan = match may_compile {
             true => operands.plan(gpu, kernel, opts)?,
             false => match registry::without_compiling(|| operands.plan(gpu, kernel, opts))? {
@@ -483,7 +484,7 @@ pub(crate) fn matmul_kernel(
                 None => return Ok(None),
             },
         };
-        time_plan_briefly(gpu, &plan, gpu.pipeline_count() > built, to_beat).map(Some)
+        time_plan_briefly(gpu, &plan, to_beat).map(Some)
     })
 }
 

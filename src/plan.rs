@@ -15,6 +15,17 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
     /// The storage buffers it binds: (identity, bytes).
     pub(crate) buffers: Vec<(usize, u64)>,
+    /// Set once its pipeline has been recorded into a pass (shared by every dispatch of that
+    /// pipeline): a driver may compile a pipeline at its first run (llvmpipe does), so a first run
+    /// is no timing of the kernel.
+    pub(crate) pipeline_ran: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Dispatch {
+    /// Whether its pipeline has been recorded into a pass before.
+    pub(crate) fn pipeline_ran(&self) -> bool {
+        self.pipeline_ran.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// An ordered list of dispatches: a kernel call, a training step, or a whole epoch.
@@ -46,6 +57,7 @@ impl Plan {
             pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            d.pipeline_ran.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -101,7 +101,7 @@ fn pipeline(
     if let Some(found) = lock(&gpu.pipelines().pipelines)?.get(&key) {
         return Ok(found.clone());
     }
-    if COMPILING.get() == Compiling::Refused {
+    if COMPILING.get() != Compiling::Allowed {
         COMPILING.set(Compiling::Refusing);
         return Err(WgnnError::invalid(family.name, "a new pipeline was needed where none may be built"));
     }
@@ -122,7 +122,8 @@ fn pipeline(
             })
         })
         .map_err(|e| WgnnError::KernelCreation { kernel: kernel_name.clone(), message: e.to_string() })?;
-    let cached = Arc::new(CachedPipeline { pipeline, bind_group_layout: objects.bind_group_layout.clone() });
+    let bind_group_layout = objects.bind_group_layout.clone();
+    let cached = Arc::new(CachedPipeline { pipeline, bind_group_layout, ran: Arc::default() });
     lock(&gpu.pipelines().pipelines)?.insert(key, cached.clone());
     Ok(cached)
 }
@@ -144,9 +145,17 @@ thread_local! {
 /// Runs `build` (which plans kernels) with pipeline building refused on this thread: `None`
 /// where it needed a pipeline that is not built yet (nothing is compiled), else its result.
 pub(crate) fn without_compiling<T>(build: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
-    let before = COMPILING.replace(Compiling::Refused);
+    /// Puts the thread's state back, on a panic too.
+    struct Restore(Compiling);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPILING.set(self.0);
+        }
+    }
+    let restore = Restore(COMPILING.replace(Compiling::Refused));
     let result = build();
-    let refused = COMPILING.replace(before) == Compiling::Refusing;
+    let refused = COMPILING.get() == Compiling::Refusing;
+    drop(restore);
     match refused {
         true => Ok(None),
         false => result.map(Some),
@@ -224,7 +233,8 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
         .iter()
         .map(|t| (std::sync::Arc::as_ptr(t.shared_buffer()) as usize, t.shared_buffer().size()))
         .collect();
-    Ok(Dispatch { label, pipeline: cached.pipeline.clone(), bind_group, workgroups, buffers })
+    let (pipeline, pipeline_ran) = (cached.pipeline.clone(), cached.ran.clone());
+    Ok(Dispatch { label, pipeline, bind_group, workgroups, buffers, pipeline_ran })
 }
 
 /// Workgroups for `items` invocations of `workgroup_size` in a 1-D kernel, folded into y when x
@@ -238,5 +248,24 @@ pub(crate) fn grid_1d(gpu: &Gpu, items: usize, workgroup_size: u32) -> [u32; 3] 
         [groups as u32, 1, 1]
     } else {
         [max as u32, groups.div_ceil(max) as u32, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compile_guard_is_put_back_after_a_panic_and_nests() {
+        let caught = std::panic::catch_unwind(|| without_compiling(|| -> Result<()> { panic!("while planning") }));
+        assert!(caught.is_err());
+        assert!(COMPILING.get() == Compiling::Allowed, "a panic left pipeline building refused");
+        let outer = without_compiling(|| {
+            let inner = without_compiling(|| Ok(1));
+            assert!(COMPILING.get() == Compiling::Refused, "the inner scope gave the outer one back");
+            inner
+        });
+        assert!(matches!(outer, Ok(Some(Some(1)))));
+        assert!(COMPILING.get() == Compiling::Allowed);
     }
 }

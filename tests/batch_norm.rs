@@ -9,7 +9,7 @@ use wgnn::internals::kernels::batch_norm::{
     batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train, BatchNormConfig,
 };
 use wgnn::internals::rng::Rng;
-use wgnn::{Gpu, Tensor, WgnnError};
+use wgnn::{Activation, Gpu, Tensor, WgnnError};
 
 /// Per-feature tensors of one layer on the GPU.
 struct Layer {
@@ -45,6 +45,7 @@ impl Layer {
             &self.running_mean,
             &self.running_var,
             cfg,
+            Activation::Identity,
         )
         .unwrap();
         gpu.run(&[&plan]).unwrap();
@@ -69,7 +70,8 @@ fn check_train(gpu: &Gpu, rng: &mut Rng, rows: usize, cols: usize, cfg: &BatchNo
     let xt = Tensor::from_slice(gpu, &[rows, cols], &x).unwrap();
     let yt = Tensor::zeros(gpu, &[rows, cols]).unwrap();
     layer.train(gpu, &xt, &yt, cfg);
-    let (y, mean, inv_std) = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, cfg);
+    let (y, mean, inv_std) =
+        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, cfg, Activation::Identity);
     let what = format!("batch_norm_forward_train {rows}x{cols}");
     assert_close(&format!("{what} mean"), &layer.mean.to_vec().unwrap(), &mean, 1e-5, 1e-5);
     assert_close(&format!("{what} inv_std"), &layer.inv_std.to_vec().unwrap(), &inv_std, 1e-5, 1e-4);
@@ -113,7 +115,7 @@ fn running_averages_after_several_steps_match_cpu() {
         let x = features(&mut rng, rows, cols);
         xt.write(&x).unwrap();
         layer.train(&gpu, &xt, &yt, &cfg);
-        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg);
+        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg, Activation::Identity);
         assert_close(&format!("step {step} running_mean"), &layer.running_mean.to_vec().unwrap(), &rm, 1e-5, 1e-5);
         assert_close(&format!("step {step} running_var"), &layer.running_var.to_vec().unwrap(), &rv, 1e-5, 1e-4);
     }
@@ -162,10 +164,12 @@ fn forward_inference_matches_cpu() {
                 &layer.running_var,
                 &yt,
                 &cfg,
+                Activation::Identity,
             )
             .unwrap();
             gpu.run(&[&plan]).unwrap();
-            let want = cpu::batch_norm_forward_inference(&x, &gamma, &beta, &rm, &rv, rows, cols, &cfg);
+            let want =
+                cpu::batch_norm_forward_inference(&x, &gamma, &beta, &rm, &rv, rows, cols, &cfg, Activation::Identity);
             let what = format!("batch_norm_forward_inference {rows}x{cols}");
             assert_close(&what, &yt.to_vec().unwrap(), &want, 1e-5, 1e-5);
             assert_eq!(layer.running_mean.to_vec().unwrap(), rm, "{what}: running_mean must not change");
@@ -182,7 +186,8 @@ fn check_backward(gpu: &Gpu, rng: &mut Rng, rows: usize, cols: usize, accumulate
     let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
     let (mut rm, mut rv) = (vec![0.0f32; cols], vec![1.0f32; cols]);
     let cfg = BatchNormConfig::default();
-    let (_, mean, inv_std) = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg);
+    let (_, mean, inv_std) =
+        cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg, Activation::Identity);
     let (dx, dgamma, dbeta) = cpu::batch_norm_backward(&dy, &x, &gamma, &mean, &inv_std, rows, cols);
     let start_g = rng.vec_uniform(cols, -1.0, 1.0);
     let start_b = rng.vec_uniform(cols, -1.0, 1.0);
@@ -227,7 +232,7 @@ fn backward_reference_matches_finite_differences() {
         let w = rng.vec_uniform(rows * cols, -1.0, 1.0);
         let forward = |x: &[f32], gamma: &[f32], beta: &[f32]| {
             let (mut rm, mut rv) = (vec![0.0f32; cols], vec![1.0f32; cols]);
-            cpu::batch_norm_forward_train(x, gamma, beta, &mut rm, &mut rv, rows, cols, &cfg)
+            cpu::batch_norm_forward_train(x, gamma, beta, &mut rm, &mut rv, rows, cols, &cfg, Activation::Identity)
         };
         let (_, mean, inv_std) = forward(&x, &gamma, &beta);
         let (dx, dgamma, dbeta) = cpu::batch_norm_backward(&w, &x, &gamma, &mean, &inv_std, rows, cols);
@@ -265,6 +270,7 @@ fn bad_arguments_are_errors_naming_the_kernel() {
             &layer.running_mean,
             &layer.running_var,
             cfg,
+            Activation::Identity,
         )
         .err()
     };
@@ -281,6 +287,7 @@ fn bad_arguments_are_errors_naming_the_kernel() {
         &layer.running_var,
         &one_y,
         &cfg,
+        Activation::Identity,
     )
     .expect("one row is fine in inference");
 
@@ -320,10 +327,11 @@ fn deferred_running_statistics_commit_unless_the_step_is_skipped() {
         let (rm0, rv0) = (rng.vec_uniform(cols, -1.0, 1.0), rng.vec_uniform(cols, 0.5, 2.0));
         // What the direct forward computes, on the CPU.
         let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
-        let (y, mean, inv_std) = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg);
+        let (y, mean, inv_std) =
+            cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm, &mut rv, rows, cols, &cfg, Activation::Identity);
         // The deferred reference agrees with it.
         let (y_d, mean_d, inv_std_d, pending) =
-            cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg);
+            cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg, Activation::Identity);
         assert_eq!((&y_d, &mean_d, &inv_std_d), (&y, &mean, &inv_std));
         let (mut rm_d, mut rv_d) = (rm0.clone(), rv0.clone());
         cpu::batch_norm_commit_running(&mean_d, &pending, &mut rm_d, &mut rv_d, false, &cfg);
@@ -347,6 +355,7 @@ fn deferred_running_statistics_commit_unless_the_step_is_skipped() {
                 &layer.inv_std,
                 &pending_t,
                 &cfg,
+                Activation::Identity,
             )
             .unwrap();
             // Before the commit, the running statistics are untouched.
@@ -374,4 +383,100 @@ fn deferred_running_statistics_commit_unless_the_step_is_skipped() {
     let t = |n: usize| Tensor::zeros(&gpu, &[n]).unwrap();
     let err = batch_norm_commit_running(&gpu, &t(3), &t(4), &t(3), &t(3), None, &cfg).err().unwrap();
     assert!(err.to_string().contains("batch_norm_commit_running") && err.to_string().contains("pending_var"), "{err}");
+}
+
+#[test]
+fn the_activation_after_it_runs_in_the_normalising_pass() {
+    // y = act(batch norm(x)) for each element-wise activation, training (blended and deferred
+    // running statistics) and inference, against the CPU reference; softmax is refused.
+    use wgnn::internals::kernels::batch_norm::batch_norm_forward_train_deferred;
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    let cfg = BatchNormConfig::default();
+    let acts = [Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh];
+    for (i, (rows, cols)) in [(37, 5), (130, 16), (2, 3), (65, 64)].into_iter().enumerate() {
+        let act = acts[i % acts.len()];
+        let x = features(&mut rng, rows, cols);
+        let gamma = rng.vec_uniform(cols, 0.5, 2.0);
+        let beta = rng.vec_uniform(cols, -1.0, 1.0);
+        let (rm, rv) = (rng.vec_uniform(cols, -1.0, 1.0), rng.vec_uniform(cols, 0.5, 2.0));
+        let layer = Layer::new(&gpu, &gamma, &beta, &rm, &rv);
+        let xt = Tensor::from_slice(&gpu, &[rows, cols], &x).unwrap();
+        let out = || Tensor::zeros(&gpu, &[rows, cols]).unwrap();
+        let what = format!("{rows}x{cols} {act:?}");
+        let (y, pending) = (out(), Tensor::zeros(&gpu, &[cols]).unwrap());
+        let (mean, inv_std) = (&layer.mean, &layer.inv_std);
+        let plan = batch_norm_forward_train_deferred(
+            &gpu,
+            &xt,
+            &layer.gamma,
+            &layer.beta,
+            &y,
+            mean,
+            inv_std,
+            &pending,
+            &cfg,
+            act,
+        );
+        gpu.run(&[&plan.unwrap()]).unwrap();
+        let want = cpu::batch_norm_forward_train_deferred(&x, &gamma, &beta, rows, cols, &cfg, act).0;
+        assert_close(&format!("{what} deferred y"), &y.to_vec().unwrap(), &want, 1e-4, 1e-4);
+        let y = out();
+        let plan = batch_norm_forward_train(
+            &gpu,
+            &xt,
+            &layer.gamma,
+            &layer.beta,
+            &y,
+            mean,
+            inv_std,
+            &layer.running_mean,
+            &layer.running_var,
+            &cfg,
+            act,
+        );
+        gpu.run(&[&plan.unwrap()]).unwrap();
+        let (mut rm2, mut rv2) = (rm.clone(), rv.clone());
+        let want = cpu::batch_norm_forward_train(&x, &gamma, &beta, &mut rm2, &mut rv2, rows, cols, &cfg, act).0;
+        assert_close(&format!("{what} y"), &y.to_vec().unwrap(), &want, 1e-4, 1e-4);
+        let y = out();
+        let plan = batch_norm_forward_inference(
+            &gpu,
+            &xt,
+            &layer.gamma,
+            &layer.beta,
+            &layer.running_mean,
+            &layer.running_var,
+            &y,
+            &cfg,
+            act,
+        );
+        gpu.run(&[&plan.unwrap()]).unwrap();
+        let want = cpu::batch_norm_forward_inference(&x, &gamma, &beta, &rm2, &rv2, rows, cols, &cfg, act);
+        assert_close(&format!("{what} inference y"), &y.to_vec().unwrap(), &want, 1e-4, 1e-4);
+        assert!(
+            want.iter()
+                .zip(cpu::batch_norm_forward_inference(
+                    &x,
+                    &gamma,
+                    &beta,
+                    &rm2,
+                    &rv2,
+                    rows,
+                    cols,
+                    &cfg,
+                    Activation::Identity
+                ))
+                .any(|(a, b)| *a != b),
+            "{what}: the activation changes something"
+        );
+    }
+    let (x, y, d) = (
+        Tensor::zeros(&gpu, &[4, 3]).unwrap(),
+        Tensor::zeros(&gpu, &[4, 3]).unwrap(),
+        Tensor::zeros(&gpu, &[3]).unwrap(),
+    );
+    let err =
+        batch_norm_forward_inference(&gpu, &x, &d, &d, &d, &d, &y, &cfg, Activation::Softmax).err().expect("softmax");
+    assert!(err.to_string().contains("batch_norm_forward_inference"), "{err}");
 }

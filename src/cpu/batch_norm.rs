@@ -2,6 +2,7 @@
 //! the batch is normalised with the biased variance; the running variance is updated with the
 //! unbiased one; running = (1 − momentum)·running + momentum·batch.
 
+use crate::activation::Activation;
 use crate::config::BatchNormConfig;
 
 /// Per-feature mean and biased variance.  x: [rows, cols] → (mean [cols], var [cols]).
@@ -23,9 +24,10 @@ fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) 
     (mean, var)
 }
 
-/// Training forward: y = γ·(x − μ)/√(σ² + eps) + β with the batch's μ and biased σ²; updates the
-/// running averages in place.  x: [rows ≥ 2, cols]; gamma, beta, running_mean, running_var:
-/// `[cols]` → (y [rows, cols], mean `[cols]`, inv_std `[cols]`).
+/// Training forward: y = act(γ·(x − μ)/√(σ² + eps) + β) with the batch's μ and biased σ²
+/// (`act` element-wise; identity for none); updates the running averages in place.
+/// x: [rows ≥ 2, cols]; gamma, beta, running_mean, running_var: `[cols]` → (y [rows, cols],
+/// mean `[cols]`, inv_std `[cols]`).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train(
     x: &[f32],
@@ -36,6 +38,7 @@ pub fn batch_norm_forward_train(
     rows: usize,
     cols: usize,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), rows * cols, "batch_norm_forward_train: x must be rows × cols");
     assert!(rows >= 2, "batch_norm_forward_train: training needs at least 2 rows");
@@ -48,13 +51,13 @@ pub fn batch_norm_forward_train(
         let unbiased = (var[c] * rows as f64 / (rows - 1) as f64) as f32;
         running_var[c] = (1.0 - mom) * running_var[c] + mom * unbiased;
     }
-    let y = normalize(x, cols, |c, v| gamma[c] * ((v - mean[c]) * inv_std[c]) + beta[c]);
+    let y = normalize(x, cols, |c, v| act.forward(gamma[c] * ((v - mean[c]) * inv_std[c]) + beta[c]));
     (y, mean, inv_std)
 }
 
 /// The training forward with the running statistics deferred: (y, mean, inv_std, pending_var),
 /// pending_var being the batch's unbiased variance for [`batch_norm_commit_running`].
-/// x: [rows ≥ 2, cols]; gamma, beta: `[cols]`.
+/// x: [rows ≥ 2, cols]; gamma, beta: `[cols]`; `act` as in [`batch_norm_forward_train`].
 pub fn batch_norm_forward_train_deferred(
     x: &[f32],
     gamma: &[f32],
@@ -62,6 +65,7 @@ pub fn batch_norm_forward_train_deferred(
     rows: usize,
     cols: usize,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), rows * cols, "batch_norm_forward_train_deferred: x must be rows × cols");
     assert!(rows >= 2, "batch_norm_forward_train_deferred: training needs at least 2 rows");
@@ -69,7 +73,7 @@ pub fn batch_norm_forward_train_deferred(
     let inv_std: Vec<f32> = var.iter().map(|&v| (1.0 / (v + cfg.eps as f64).sqrt()) as f32).collect();
     let pending_var = var.iter().map(|&v| (v * rows as f64 / (rows - 1) as f64) as f32).collect();
     let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-    let y = normalize(x, cols, |c, v| gamma[c] * ((v - mean[c]) * inv_std[c]) + beta[c]);
+    let y = normalize(x, cols, |c, v| act.forward(gamma[c] * ((v - mean[c]) * inv_std[c]) + beta[c]));
     (y, mean, inv_std, pending_var)
 }
 
@@ -95,7 +99,7 @@ pub fn batch_norm_commit_running(
     }
 }
 
-/// Inference forward: y = γ·(x − running_mean)/√(running_var + eps) + β.  x: [rows, cols];
+/// Inference forward: y = act(γ·(x − running_mean)/√(running_var + eps) + β).  x: [rows, cols];
 /// gamma, beta, running_mean, running_var: `[cols]` → y: [rows, cols].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_inference(
@@ -107,9 +111,12 @@ pub fn batch_norm_forward_inference(
     rows: usize,
     cols: usize,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> Vec<f32> {
     assert_eq!(x.len(), rows * cols, "batch_norm_forward_inference: x must be rows × cols");
-    normalize(x, cols, |c, v| gamma[c] * ((v - running_mean[c]) / (running_var[c] + cfg.eps).sqrt()) + beta[c])
+    normalize(x, cols, |c, v| {
+        act.forward(gamma[c] * ((v - running_mean[c]) / (running_var[c] + cfg.eps).sqrt()) + beta[c])
+    })
 }
 
 fn normalize(x: &[f32], cols: usize, f: impl Fn(usize, f32) -> f32) -> Vec<f32> {

@@ -25,6 +25,8 @@ pub(crate) struct FamilyObjects {
 pub(crate) struct CachedPipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group_layout: wgpu::BindGroupLayout,
+    /// Set once a dispatch of it has been recorded ([`crate::plan::Dispatch::pipeline_ran`]).
+    pub ran: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Shader modules, layouts and pipelines, each created once per device.

@@ -6,6 +6,7 @@
 //! except that Keras puts the biased variance into its moving variance.
 
 use super::check::{disjoint, expect_len};
+use crate::activation::Activation;
 pub use crate::config::BatchNormConfig;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
@@ -15,7 +16,7 @@ use crate::tensor::{DType, Tensor};
 
 pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
     name: "batch_norm",
-    sources: &[include_str!("../../shaders/batch_norm.wgsl")],
+    sources: &[include_str!("../../shaders/activation.wgsl"), include_str!("../../shaders/batch_norm.wgsl")],
     storage: &[Access::ReadWrite; 9],
 };
 
@@ -122,15 +123,31 @@ fn bn(
     slots: [&Tensor; 8],
     workgroups: [u32; 3],
 ) -> Result<Dispatch> {
+    bn_act(gpu, entry, params, slots, workgroups, Activation::Identity)
+}
+
+/// [`bn`] of a normalising entry, which applies `act` to its output.
+fn bn_act(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: &BatchNormParams,
+    slots: [&Tensor; 8],
+    workgroups: [u32; 3],
+    act: Activation,
+) -> Result<Dispatch> {
     let dummy = dummy(gpu)?;
     let [a, b, c, d, e, f, g, h] = slots;
     let slots = [a, b, c, d, e, f, g, h, &dummy];
-    let constants = [("WG", WG as f64), ("TILE", TILE as f64), ("ROWS", ROWS as f64)];
+    let mut constants = vec![("WG", WG as f64), ("TILE", TILE as f64), ("ROWS", ROWS as f64)];
+    if act != Activation::Identity {
+        constants.extend([("ACT", act.code() as f64), ("SLOPE", act.slope() as f64)]);
+    }
     dispatch(gpu, &BATCH_NORM, entry, &constants, params, &slots, workgroups)
 }
 
 /// Training forward: per-feature batch mean μ and biased variance σ² over the rows,
-/// y = γ·(x − μ)/√(σ² + eps) + β; writes μ and inv_std = 1/√(σ² + eps) for the backward and
+/// y = act(γ·(x − μ)/√(σ² + eps) + β) (`act` element-wise, applied in the same pass; identity for
+/// none); writes μ and inv_std = 1/√(σ² + eps) for the backward and
 /// updates running_mean and running_var (unbiased σ²) in place.  x, y: [N ≥ 2, D];
 /// gamma, beta, saved_mean, saved_inv_std, running_mean, running_var: `[D]`. One row is an error,
 /// as in PyTorch: its variance is 0 and its unbiased variance undefined.
@@ -146,9 +163,11 @@ pub fn batch_norm_forward_train(
     running_mean: &Tensor,
     running_var: &Tensor,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> Result<Plan> {
     let running = Running::Blend { mean: running_mean, var: running_var };
-    forward_train("batch_norm_forward_train", gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg)
+    let op = "batch_norm_forward_train";
+    forward_train(op, gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg, act)
 }
 
 /// Where a training forward puts its statistics for the running averages.
@@ -172,8 +191,10 @@ fn forward_train(
     saved_inv_std: &Tensor,
     running: Running,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> Result<Plan> {
     cfg.validate(op)?;
+    act.validate_elementwise(op)?;
     let mut per_feature =
         vec![("gamma", gamma), ("beta", beta), ("saved_mean", saved_mean), ("saved_inv_std", saved_inv_std)];
     match running {
@@ -208,20 +229,16 @@ fn forward_train(
         [d, d, d, saved_mean, saved_inv_std, &part, out, out2],
         s.column_grid(),
     )?);
-    plan.push(bn(
-        gpu,
-        "bn_normalize",
-        &params,
-        [x, gamma, beta, saved_mean, saved_inv_std, d, y, d],
-        s.tile_grid(gpu),
-    )?);
+    let slots = [x, gamma, beta, saved_mean, saved_inv_std, d, y, d];
+    plan.push(bn_act(gpu, "bn_normalize", &params, slots, s.tile_grid(gpu), act)?);
     Ok(plan)
 }
 
 /// [`batch_norm_forward_train`] with the running statistics deferred: the same y, saved_mean and
 /// saved_inv_std, and the batch's unbiased variance in `pending_var` `[D]`, for
 /// [`batch_norm_commit_running`] to fold in once the step is known to be kept. running_* are
-/// not touched. x, y: [N ≥ 2, D]; gamma, beta, saved_mean, saved_inv_std, pending_var: `[D]`.
+/// not touched. x, y: [N ≥ 2, D]; gamma, beta, saved_mean, saved_inv_std, pending_var: `[D]`;
+/// `act` as in [`batch_norm_forward_train`].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train_deferred(
     gpu: &Gpu,
@@ -233,9 +250,11 @@ pub fn batch_norm_forward_train_deferred(
     saved_inv_std: &Tensor,
     pending_var: &Tensor,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> Result<Plan> {
     let running = Running::Defer { pending_var };
-    forward_train("batch_norm_forward_train_deferred", gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg)
+    let op = "batch_norm_forward_train_deferred";
+    forward_train(op, gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg, act)
 }
 
 /// Folds a deferred batch's statistics into the running ones: running_mean = (1 − momentum)·
@@ -288,8 +307,9 @@ pub fn batch_norm_commit_running(
     Ok(dispatch(gpu, &BATCH_NORM, "bn_commit_running", &constants, &params, &slots, grid)?.into())
 }
 
-/// Inference forward with the running averages: y = γ·(x − running_mean)/√(running_var + eps) + β.
-/// x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: `[D]`, only read.
+/// Inference forward with the running averages: y = act(γ·(x − running_mean)/√(running_var + eps)
+/// + β). x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: `[D]`, only read;
+/// `act` as in [`batch_norm_forward_train`].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_inference(
     gpu: &Gpu,
@@ -300,9 +320,11 @@ pub fn batch_norm_forward_inference(
     running_var: &Tensor,
     y: &Tensor,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> Result<Plan> {
     const OP: &str = "batch_norm_forward_inference";
     cfg.validate(OP)?;
+    act.validate_elementwise(OP)?;
     let per_feature = [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)];
     let s = check(OP, x, &[("y", y)], &per_feature)?;
     let mut named = vec![("y", y)];
@@ -311,7 +333,8 @@ pub fn batch_norm_forward_inference(
     disjoint(OP, &named)?;
     let d = &dummy(gpu)?;
     let params = s.params(cfg, false);
-    Ok(bn(gpu, "bn_inference", &params, [x, gamma, beta, running_mean, running_var, d, y, d], s.tile_grid(gpu))?.into())
+    let slots = [x, gamma, beta, running_mean, running_var, d, y, d];
+    Ok(bn_act(gpu, "bn_inference", &params, slots, s.tile_grid(gpu), act)?.into())
 }
 
 /// Backward of [`batch_norm_forward_train`], with x̂ = (x − μ)·inv_std:

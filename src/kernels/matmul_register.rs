@@ -106,17 +106,19 @@ impl RegisterTile {
         let limits = gpu.limits();
         let (tx, ty) = self.threads();
         let nt = self.invocations();
-        if nt > limits.max_compute_invocations_per_workgroup
-            || tx > limits.max_compute_workgroup_size_x
-            || ty > limits.max_compute_workgroup_size_y
-        {
+        let workgroup = [
+            (nt, limits.max_compute_invocations_per_workgroup, "max_compute_invocations_per_workgroup", "in all"),
+            (tx, limits.max_compute_workgroup_size_x, "max_compute_workgroup_size_x", "along x"),
+            (ty, limits.max_compute_workgroup_size_y, "max_compute_workgroup_size_y", "along y"),
+        ];
+        if let Some(&(amount, limit, limit_name, axis)) = workgroup.iter().find(|(amount, limit, ..)| amount > limit) {
             return Err(WgnnError::DeviceLimit {
                 op: OP.into(),
-                what: format!("tile {name}: a workgroup of {tx}×{ty}"),
-                amount: nt as u64,
+                what: format!("tile {name}: a workgroup of {tx}×{ty}, {axis}"),
+                amount: amount as u64,
                 unit: "invocations",
-                limit: limits.max_compute_invocations_per_workgroup as u64,
-                limit_name: "max_compute_invocations_per_workgroup (or max_compute_workgroup_size_x/y)",
+                limit: limit as u64,
+                limit_name,
             });
         }
         if self.workgroup_bytes() > limits.max_compute_workgroup_storage_size {

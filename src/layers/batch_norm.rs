@@ -3,6 +3,7 @@
 //! training and the running ones in `evaluate` and `predict`.
 
 use super::{SlotInit, SlotSpec};
+use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::cpu;
 use crate::device::Gpu;
@@ -57,9 +58,11 @@ impl NormBuffers {
     }
 }
 
-/// x `[n, channels]` → `buf.normed`: the batch's statistics when training (the running ones are
+/// x `[n, channels]` → `buf.normed`, through `act` (element-wise; the activation after the batch
+/// norm, applied in the same pass): the batch's statistics when training (the running ones are
 /// updated later, by [`commit_gpu`], once the step is known to be kept), the running ones
 /// otherwise.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_gpu(
     gpu: &Gpu,
     x: &Tensor,
@@ -67,13 +70,15 @@ pub(crate) fn forward_gpu(
     buf: &NormBuffers,
     training: bool,
     cfg: &BatchNormConfig,
+    act: Activation,
 ) -> Result<Plan> {
+    let (gamma, beta, y) = (&p.gamma, &p.beta, &buf.normed);
     if training {
         let (mean, inv_std, var) = (&buf.mean, &buf.inv_std, &buf.pending_var);
-        batch_norm_forward_train_deferred(gpu, x, &p.gamma, &p.beta, &buf.normed, mean, inv_std, var, cfg)
+        batch_norm_forward_train_deferred(gpu, x, gamma, beta, y, mean, inv_std, var, cfg, act)
     } else {
         let (mean, var) = (&p.running_mean, &p.running_var);
-        batch_norm_forward_inference(gpu, x, &p.gamma, &p.beta, mean, var, &buf.normed, cfg)
+        batch_norm_forward_inference(gpu, x, gamma, beta, mean, var, y, cfg, act)
     }
 }
 
@@ -121,10 +126,13 @@ pub(crate) fn forward_cpu(
 ) -> (Vec<f32>, Option<CpuNormSaved>) {
     let [beta, gamma, running_mean, running_var] = params;
     if training {
-        let (y, mean, inv_std, pending_var) = cpu::batch_norm_forward_train_deferred(x, gamma, beta, n, channels, cfg);
+        let identity = Activation::Identity;
+        let (y, mean, inv_std, pending_var) =
+            cpu::batch_norm_forward_train_deferred(x, gamma, beta, n, channels, cfg, identity);
         (y, Some(CpuNormSaved { mean, inv_std, pending_var }))
     } else {
-        (cpu::batch_norm_forward_inference(x, gamma, beta, running_mean, running_var, n, channels, cfg), None)
+        let identity = Activation::Identity;
+        (cpu::batch_norm_forward_inference(x, gamma, beta, running_mean, running_var, n, channels, cfg, identity), None)
     }
 }
 

@@ -142,11 +142,11 @@ impl BatchBuffers {
             };
             let mut bb =
                 BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None, argmax, patches };
-            bb.h = if block.act_in_core(act) || act != Activation::Identity {
-                rows_of(n)?
-            } else {
-                bb.act_input(block).reshape(&[rows, n])?
-            };
+            // The output: its own buffer where a dispatch of the activation (or the core's
+            // epilogue) writes it, else the activation's input (batch norm's output through the
+            // activation, or an identity's input).
+            let own = block.act_in_core(act) || (act != Activation::Identity && !block.act_in_norm(act));
+            bb.h = if own { rows_of(n)? } else { bb.act_input(block).reshape(&[rows, n])? };
             if training {
                 bb.dz = Some(rows_of(n)?);
                 // Where the activation's backward runs on its own: softmax (every block folds an

@@ -63,6 +63,11 @@ impl Block {
         matches!(self.core, Core::Dense { .. } | Core::Conv2D { .. }) && self.norm.is_none() && act.is_elementwise()
     }
 
+    /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it.
+    pub(super) fn act_in_norm(&self, act: Activation) -> bool {
+        self.norm.is_some() && act.is_elementwise()
+    }
+
     /// Whether the block reads nothing but passes its input on (a flatten, or an activation
     /// applied elsewhere).
     pub(super) fn is_noop(&self, act: Activation) -> bool {

@@ -71,11 +71,12 @@ impl Sequential {
             }
             _ => {}
         }
+        let norm_act = if block.act_in_norm(act) { act } else { Activation::Identity };
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
-            let x = per_channel(bb.core_out(block), n)?;
-            plan.extend(batch_norm::forward_gpu(gpu, &x, &Self::norm_params(&g.params, n)?, nb, buf.training, &n.cfg)?);
+            let (x, p) = (per_channel(bb.core_out(block), n)?, Self::norm_params(&g.params, n)?);
+            plan.extend(batch_norm::forward_gpu(gpu, &x, &p, nb, buf.training, &n.cfg, norm_act)?);
         }
-        if !block.act_in_core(act) && act != Activation::Identity {
+        if !block.act_in_core(act) && !block.act_in_norm(act) && act != Activation::Identity {
             let x = bb.act_input(block).reshape(bb.h.shape())?;
             plan.extend(act_layer::forward_gpu(gpu, &x, &bb.h, act)?);
         }
