@@ -307,9 +307,10 @@ pub fn batch_norm_commit_running(
     Ok(dispatch(gpu, &BATCH_NORM, "bn_commit_running", &constants, &params, &slots, grid)?.into())
 }
 
-/// Inference forward with the running averages: y = act(γ·(x − running_mean)/√(running_var + eps)
-/// + β). x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: `[D]`, only read;
-/// `act` as in [`batch_norm_forward_train`].
+/// Inference forward with the running averages:
+/// y = act(γ·(x − running_mean)/√(running_var + eps) + β).
+/// x, y: [N, D] (any N ≥ 1); gamma, beta, running_mean, running_var: `[D]`, only read; `act` as
+/// in [`batch_norm_forward_train`].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_inference(
     gpu: &Gpu,
