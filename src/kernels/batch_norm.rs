@@ -6,6 +6,7 @@
 //! except that Keras puts the biased variance into its moving variance.
 
 use super::check::{disjoint, expect_len};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 pub use crate::config::BatchNormConfig;
 use crate::device::Gpu;
@@ -16,7 +17,7 @@ use crate::tensor::{DType, Tensor};
 
 pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
     name: "batch_norm",
-    sources: &[include_str!("../../shaders/activation.wgsl"), include_str!("../../shaders/batch_norm.wgsl")],
+    sources: &[ACTIVATION_WGSL, include_str!("../../shaders/batch_norm.wgsl")],
     storage: &[Access::ReadWrite; 9],
 };
 

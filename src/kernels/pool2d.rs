@@ -11,6 +11,7 @@
 //! input (`below`), which a layer below would otherwise apply in a pass of its own.
 
 use super::conv2d::{check_bindings, expect_shape};
+use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::cpu::conv2d::rank4;
 use crate::device::Gpu;
@@ -24,7 +25,7 @@ pub use crate::cpu::pool2d::{Pool2dConfig, Pool2dDims};
 
 pub(crate) const POOL2D: KernelFamily = KernelFamily {
     name: "pool2d",
-    sources: &[include_str!("../../shaders/activation.wgsl"), include_str!("../../shaders/pool2d.wgsl")],
+    sources: &[ACTIVATION_WGSL, include_str!("../../shaders/pool2d.wgsl")],
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::Read],
 };
 
