@@ -207,6 +207,33 @@ fn kept_patches_give_the_same_results_without_building_them_twice() {
 }
 
 #[test]
+fn a_batch_past_one_grid_dimension_of_rows_runs_in_one_piece() {
+    // 128 images of 28×28: a patch matrix of 86,528 rows, more than one grid dimension's 65,535
+    // workgroups, kept in one piece; the products (whichever kernel the engine picks) match the
+    // CPU reference.
+    let gpu = gpu();
+    let c = case([128, 28, 28, 1], (3, 3), 8, (1, 1), Padding::Valid);
+    let d = c.dims();
+    let patches = ConvPatches::new(&gpu, &d).unwrap().expect("kept in one piece");
+    let mut rng = Rng::new(10);
+    let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
+    let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
+    let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+    let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
+    let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
+    let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
+    let forward =
+        conv2d_forward_keeping_patches(&gpu, &xt, &kt, None, &yt, Activation::Relu, &c.cfg(), &patches).unwrap();
+    let weights = conv2d_backward_weights_from_patches(&gpu, &xt, &patches, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
+    gpu.run(&[&forward, &weights]).unwrap();
+    let want = cpu::conv2d_forward(&x, &k, None, &d, Activation::Relu);
+    assert_close("y", &yt.to_vec().unwrap(), &want, 1e-5, 1e-4);
+    let (dk, db) = cpu::conv2d_backward_weights(&x, &dz, &d);
+    assert_close("dkernel", &dkt.to_vec().unwrap(), &dk, 1e-3, 1e-4);
+    assert_close("dbias", &dbt.to_vec().unwrap(), &db, 1e-3, 1e-4);
+}
+
+#[test]
 fn patches_are_kept_only_in_one_piece_and_only_for_their_own_shapes() {
     let c = case([20, 8, 8, 3], (3, 3), 4, (1, 1), Padding::Same);
     assert!(ConvPatches::new(&small_gpu(), &c.dims()).unwrap().is_none(), "in chunks on the small device");
@@ -412,21 +439,20 @@ fn patch_matrix_in_chunks_matches_cpu() {
 
 #[test]
 fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
-    // A matmul may run a workgroup per row of the patch matrix: on a device whose grid dimensions
-    // hold 256 workgroups, 10 images of 7×7 outputs (490 rows) are cut into chunks, and so is a
-    // 1×1 convolution over 6 images of 8×8 (384 rows), which otherwise reads x as the matrix.
-    let options = GpuOptions {
-        limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 256, ..l },
-        ..Default::default()
-    };
+    // A matmul's workgroup covers 4 to 16 rows of the patch matrix (by the device profile's
+    // workgroup shapes): on a device whose grid dimensions hold 32 workgroups (128 to 512 rows),
+    // 12 images of 7×7 outputs (588 rows) are cut into chunks, and so is a 1×1 convolution over 9
+    // images of 8×8 (576 rows), which otherwise reads x as the matrix.
+    let options =
+        GpuOptions { limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 32, ..l }, ..Default::default() };
     common::gpu();
     let gpu = Gpu::with_options(&options).unwrap();
     let mut rng = Rng::new(9);
     for c in
-        [case([10, 9, 9, 2], (3, 3), 4, (1, 1), Padding::Valid), case([6, 8, 8, 3], (1, 1), 5, (1, 1), Padding::Valid)]
+        [case([12, 9, 9, 2], (3, 3), 4, (1, 1), Padding::Valid), case([9, 8, 8, 3], (1, 1), 5, (1, 1), Padding::Valid)]
     {
         let d = c.dims();
-        assert!(d.rows * d.window.ho * d.window.wo > 256, "{c:?}");
+        assert!(d.rows * d.window.ho * d.window.wo > 32 * 16, "{c:?}");
         let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
         let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
         let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
@@ -435,6 +461,8 @@ fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
         let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
         let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
         let forward = conv2d_forward(&gpu, &xt, &kt, None, &yt, Activation::Tanh, &c.cfg()).unwrap();
+        let products = forward.dispatches.iter().filter(|d| d.label.contains("matmul")).count();
+        assert!(products > 1, "{c:?}: one product, not cut into chunks");
         let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
         let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
         gpu.run(&[&forward, &input, &weights]).unwrap();

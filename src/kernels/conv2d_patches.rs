@@ -6,6 +6,7 @@
 
 use bytemuck::Zeroable;
 
+use super::matmul::min_rows_per_workgroup;
 use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
 use crate::cpu::conv2d::Conv2dDims;
@@ -174,6 +175,12 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The most rows the products' M (the patch matrix's rows) may have: a matmul's grid covers M in
+/// workgroups of at least [`min_rows_per_workgroup`] rows, along one grid dimension.
+fn max_product_rows(gpu: &Gpu) -> usize {
+    gpu.limits().max_compute_workgroups_per_dimension as usize * min_rows_per_workgroup(gpu)
+}
+
 /// Images per chunk of the patch matrix: all of them where it fits one binding; else the most that
 /// fit, a multiple of the count that keeps views of `[rows, Ho, Wo, C_out]` tensors aligned.
 pub(super) fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<usize> {
@@ -185,9 +192,7 @@ pub(super) fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<us
     };
     let positions = d.window.ho * d.window.wo;
     let per_image = (positions * padded_patch(d)) as u64 * 4;
-    // The products' M, the patch matrix's rows, stays within one grid dimension: a matmul may
-    // run a workgroup per row.
-    let max_rows = limits.max_compute_workgroups_per_dimension as usize;
+    let max_rows = max_product_rows(gpu);
     if per_image * d.rows as u64 <= max_bytes && d.rows * positions <= max_rows {
         return Ok(d.rows);
     }
@@ -202,7 +207,7 @@ pub(super) fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<us
             &[("x", &d.x_shape()), ("kernel", &d.kernel_shape())],
             format!(
                 "{step} image(s) of {positions} output positions each (x {:?}, kernel {:?}) pass the {max_rows} rows a \
-                 dispatch grid dimension holds",
+                 matmul's dispatch grid covers",
                 d.x_shape(),
                 d.kernel_shape()
             ),
@@ -231,7 +236,7 @@ pub(super) fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<us
 /// Whether the products can read x as the patch matrix itself (a 1×1 kernel at stride 1) in one
 /// go: M = rows·H·W within one grid dimension.
 pub(super) fn direct(gpu: &Gpu, d: &Conv2dDims) -> bool {
-    pointwise(d) && d.rows * d.window.h * d.window.w <= gpu.limits().max_compute_workgroups_per_dimension as usize
+    pointwise(d) && d.rows * d.window.h * d.window.w <= max_product_rows(gpu)
 }
 
 /// Chunks of images: (first image, images).

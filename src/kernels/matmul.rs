@@ -228,6 +228,18 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, policy: &MatmulPolicy) -> Ke
     }
 }
 
+/// The fewest rows of C one workgroup of any variant covers on `gpu` (its profile's workgroup
+/// shapes; the workgroup-memory tiles cover more): a product of up to this many times the grid's
+/// per-dimension limit of rows dispatches whichever variant the engine picks.
+pub(crate) fn min_rows_per_workgroup(gpu: &Gpu) -> usize {
+    let policy = &gpu.profile().matmul;
+    let rows = |v| {
+        let shape = kernel_shape(v, true, policy);
+        (shape.wg[1] * shape.block[0]) as usize
+    };
+    MatmulVariant::ALL.into_iter().map(rows).min().unwrap_or(1)
+}
+
 /// From this M (op(A) = A; see the next for Aᵀ) and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
 /// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where K is short
 /// (784×32·32×64: the tile of op(B) is small, and there are half as many workgroups) or M is
