@@ -234,7 +234,7 @@ pub(super) fn images_per_chunk(op: &str, gpu: &Gpu, d: &Conv2dDims) -> Result<us
 }
 
 /// Whether the products can read x as the patch matrix itself (a 1×1 kernel at stride 1) in one
-/// go: M = rows·H·W within one grid dimension.
+/// go: M = rows·H·W within the rows a matmul's grid covers.
 pub(super) fn direct(gpu: &Gpu, d: &Conv2dDims) -> bool {
     pointwise(d) && d.rows * d.window.h * d.window.w <= max_product_rows(gpu)
 }
@@ -245,8 +245,8 @@ pub(super) fn chunks(rows: usize, per_chunk: usize) -> impl Iterator<Item = (usi
 }
 
 /// A batch's patch matrix `[rows·Ho·Wo, K]` (K: the patch kh·kw·C_in rounded up to a multiple of
-/// 4), kept from the forward ([`conv2d_forward_keeping_patches`] writes it) for the kernel
-/// gradient ([`conv2d_backward_weights_from_patches`] reads it). Created zeroed: the columns that
+/// 4), kept from the forward ([`super::conv2d::conv2d_forward_keeping_patches`] writes it) for
+/// the kernel gradient ([`super::conv2d::conv2d_backward_weights_from_patches`] reads it). Created zeroed: the columns that
 /// pad K are never written and must stay zero.
 pub struct ConvPatches {
     col: Tensor,
