@@ -7,7 +7,7 @@
 # It refuses a software adapter (llvmpipe and the like: training would run on the CPU) unless
 # --allow-cpu. In order: the kernel bench at the MLP's shapes and at 1024³ and 4096³ (4096³ is
 # skipped on a CPU adapter), the training bench at batch 32 and 256 (and its CNN row), mnist_gpu
-# for 20 epochs, cnn_mnist with its defaults, and bench/torch_mnist.py and bench/torch_cnn.py (same
+# for 20 epochs and cnn_mnist with its defaults (both --verbose: the autotuner's picks), and bench/torch_mnist.py and bench/torch_cnn.py (same
 # models, split and rows) when python3 can import torch. On an H100/H200 class GPU it takes a few
 # minutes.
 set -uo pipefail
@@ -82,8 +82,8 @@ for f in "${filters[@]}"; do
   run "kernel bench: $f" bin/kernels --bench "$f"
 done
 run "training bench (batch 32 and 256)" bin/training --bench
-run "mnist_gpu, 20 epochs" bin/mnist_gpu --out "$logs/mnist"
-run "cnn_mnist, its defaults" bin/cnn_mnist --out "$logs/cnn_mnist"
+run "mnist_gpu, 20 epochs" bin/mnist_gpu --verbose --out "$logs/mnist"
+run "cnn_mnist, its defaults" bin/cnn_mnist --verbose --out "$logs/cnn_mnist"
 if python3 -c 'import torch' 2>/dev/null; then
   run "PyTorch eager, same model (bench/torch_mnist.py)" python3 bench/torch_mnist.py
   run "PyTorch eager, cnn_mnist's model (bench/torch_cnn.py)" python3 bench/torch_cnn.py
