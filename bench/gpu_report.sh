@@ -7,9 +7,9 @@
 # It refuses a software adapter (llvmpipe and the like: training would run on the CPU) unless
 # --allow-cpu. In order: the kernel bench at the MLP's shapes and at 1024³ and 4096³ (4096³ is
 # skipped on a CPU adapter), the training bench at batch 32 and 256 (and its CNN row), mnist_gpu
-# for 20 epochs and cnn_mnist with its defaults (both --verbose: the autotuner's picks), and bench/torch_mnist.py and bench/torch_cnn.py (same
-# models, split and rows) when python3 can import torch. On an H100/H200 class GPU it takes a few
-# minutes.
+# for 20 epochs and cnn_mnist with its defaults (both --verbose: the autotuner's picks), and
+# bench/torch_mnist.py and bench/torch_cnn.py (same models, split and rows) when python3 can
+# import torch. On an H100/H200 class GPU it takes a few minutes.
 set -uo pipefail
 cd "$(dirname "$0")"
 
