@@ -52,16 +52,6 @@ pub const LONG_RUN: f64 = 5e-3;
 /// within a few percent are noise, and the static choice is the one measured by hand.
 pub const TIE: f64 = 0.02;
 
-/// Parses `$WGNN_AUTOTUNE`: `Some(false)` for off, `Some(true)` for on or empty, `None` for
-/// anything else.
-pub fn parse_switch(value: &str) -> Option<bool> {
-    match value.trim().to_lowercase().as_str() {
-        "" | "on" | "1" | "true" | "yes" => Some(true),
-        "off" | "0" | "false" | "no" => Some(false),
-        _ => None,
-    }
-}
-
 /// A kernel that can run a matmul: a [`MatmulVariant`] or a tile of the GPU-class
 /// [`matmul_register`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -501,15 +491,5 @@ mod tests {
         for bad in ["", "tile", "tile 64x64/4x4", "tile 64x64x16/4", "registers", "tile axbxc/dxe"] {
             assert_eq!(MatmulKernel::parse(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn the_switch_parses_on_and_off() {
-        assert_eq!(parse_switch("off"), Some(false));
-        assert_eq!(parse_switch(" OFF "), Some(false));
-        assert_eq!(parse_switch("0"), Some(false));
-        assert_eq!(parse_switch(""), Some(true));
-        assert_eq!(parse_switch("on"), Some(true));
-        assert_eq!(parse_switch("sometimes"), None);
     }
 }

@@ -184,7 +184,7 @@ impl Dataset {
                 ),
             ));
         }
-        if features.len() != labels.len() * feature_dim {
+        if labels.len().checked_mul(feature_dim) != Some(features.len()) {
             return Err(WgnnError::shape_of(
                 OP,
                 &[("features", &[features.len()]), ("labels", &[labels.len()])],
@@ -192,7 +192,7 @@ impl Dataset {
                     "{source}: {} feature values for {} labels × feature_dim {feature_dim} (= {})",
                     features.len(),
                     labels.len(),
-                    labels.len() * feature_dim
+                    product_text(labels.len(), feature_dim)
                 ),
             ));
         }
@@ -239,7 +239,7 @@ impl Dataset {
     /// categorical cross-entropy or values for mean squared error.
     pub fn with_targets(mut self, values: Vec<f32>, dim: usize) -> Result<Dataset> {
         const OP: &str = "Dataset::with_targets";
-        if dim == 0 || values.len() != self.rows * dim {
+        if dim == 0 || self.rows.checked_mul(dim) != Some(values.len()) {
             return Err(WgnnError::shape_of(
                 OP,
                 &[("values", &[values.len()]), ("features", &[self.rows, self.feature_dim])],
@@ -248,7 +248,7 @@ impl Dataset {
                     self.source,
                     values.len(),
                     self.rows,
-                    self.rows * dim
+                    product_text(self.rows, dim)
                 ),
             ));
         }
@@ -468,6 +468,16 @@ impl Dataset {
         (0..self.features.len()).map(|i| self.transform(i, i % d)).collect()
     }
 
+    /// Checks every feature is finite as read (after scale/shift/standardisation), as `predict`
+    /// checks its input; an error naming `op`, the data and the first bad index otherwise.
+    pub fn check_finite(&self, op: &str) -> Result<()> {
+        let d = self.feature_dim.max(1);
+        match (0..self.features.len()).map(|i| (i, self.transform(i, i % d))).find(|(_, v)| !v.is_finite()) {
+            Some((index, value)) => Err(WgnnError::NonFinite { op: format!("{op} ({})", self.source), index, value }),
+            None => Ok(()),
+        }
+    }
+
     /// One row after scale/shift/standardisation (for display or a single prediction).
     pub fn row_f32(&self, row: usize) -> Result<Vec<f32>> {
         if row >= self.rows {
@@ -526,6 +536,11 @@ fn data_err(path: &Path, array: Option<&str>, detail: String) -> WgnnError {
         None => detail,
     };
     WgnnError::Data { path: path.to_path_buf(), detail }
+}
+
+/// `a × b` for a message, or what it is when it overflows (not the number it would wrap to).
+fn product_text(a: usize, b: usize) -> String {
+    a.checked_mul(b).map_or_else(|| "more than a usize counts".to_string(), |n| n.to_string())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ pub mod tune_cache;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::autotune::{parse_switch, TunedPick, Tuner, AUTOTUNE_ENV};
+use crate::autotune::{TunedPick, Tuner, AUTOTUNE_ENV};
+use crate::env_switch::env_switch;
 use crate::error::{Result, WgnnError};
 use crate::profile::{DeviceProfile, ProfileOverride};
 use cache::PipelineCache;
@@ -114,7 +115,7 @@ impl Gpu {
             })?,
             Err(_) => ProfileOverride::Adapter,
         };
-        let require_gpu = require_gpu || std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| !matches!(v.as_str(), "" | "0"));
+        let require_gpu = require_gpu || env_switch(REQUIRE_GPU_ENV)?.unwrap_or(false);
         let adapter = adapter.or(from_env.as_deref());
         Gpu::with_options(&GpuOptions { adapter, profile, require_gpu, ..Default::default() })
     }
@@ -196,12 +197,7 @@ impl Gpu {
         if options.require_gpu && profile.software {
             return Err(WgnnError::SoftwareAdapter { adapter: info.name.clone() });
         }
-        let autotune = match std::env::var(AUTOTUNE_ENV) {
-            Ok(value) => parse_switch(&value).ok_or_else(|| {
-                WgnnError::invalid("Gpu::new", format!("{AUTOTUNE_ENV}={value:?}: expected on or off"))
-            })?,
-            Err(_) => true,
-        } && options.autotune;
+        let autotune = env_switch(AUTOTUNE_ENV)?.unwrap_or(true) && options.autotune;
         let cache = cache_dir(options.tune_cache_dir).map(|dir| TuneCache::new(&dir, DeviceIdentity::of(&info)));
         let budget = options.tune_budget.unwrap_or(profile.tune_budget);
         let tuner = Tuner::new(autotune, budget, &profile, cache);

@@ -51,6 +51,13 @@ pub enum WgnnError {
     #[error("`{op}`: {what} of {amount} {unit} exceeds the device's {limit_name} of {limit} {unit}")]
     DeviceLimit { op: String, what: String, amount: u64, unit: &'static str, limit: u64, limit_name: &'static str },
 
+    /// More host memory than the process can have, refused before it is allocated (see
+    /// [`crate::host_memory`]).
+    #[error(
+        "`{op}`: {what} needs {bytes} bytes of host memory, more than the {available} bytes available to this process"
+    )]
+    HostMemory { op: String, what: String, bytes: u64, available: u64 },
+
     #[error("`{op}`: invalid argument: {detail}")]
     InvalidArgument { op: String, detail: String },
 

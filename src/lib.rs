@@ -11,7 +11,7 @@
 //! modules listed before it in its own layer; nothing imports upwards (doc links aside):
 //! 1. Errors, configs and host data: [`error`]; [`config`] (optimizer, schedule and batch-norm
 //!    hyper-parameters), [`activation`]; [`internals::rng`], [`init`]; [`data`], [`internals::atomic_file`],
-//!    [`history`], [`display`].
+//!    [`history`], [`display`], [`host_memory`], [`env_switch`].
 //! 2. The CPU reference, [`internals::cpu`]: mirrors every kernel by name; it is what the kernels compute.
 //! 3. The device: [`profile`] (the adapter's facts and the policy derived from them), [`device`]
 //!    (adapter, device, queue, error scopes, the one readback path, the store of compiled shader
@@ -31,8 +31,10 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod display;
+pub mod env_switch;
 pub mod error;
 pub mod history;
+pub mod host_memory;
 pub mod init;
 pub mod layers;
 pub mod model;

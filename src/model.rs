@@ -262,6 +262,13 @@ impl Sequential {
             _ => {}
         }
         let slots = optimizer.state_slots();
+        if let State::Cpu(_) = self.state {
+            let bytes = crate::host_memory::checked_bytes(self.layout.total, 4)
+                .and_then(|b| b.checked_mul(slots as u64))
+                .unwrap_or(u64::MAX);
+            let what = || format!("the optimizer's {slots} state slots of {} floats", self.layout.total);
+            crate::host_memory::check("compile", what, bytes)?;
+        }
         match &mut self.state {
             State::Gpu(g) => {
                 g.opt_state = (0..slots).map(|_| Tensor::zeros(&g.gpu, &[self.layout.total])).collect::<Result<_>>()?;
@@ -446,6 +453,7 @@ impl Sequential {
             return Err(WgnnError::invalid("evaluate", "the model has no loss to evaluate: call compile() first"));
         }
         self.check_data("evaluate", data)?;
+        data.check_finite("evaluate")?;
         match &self.state {
             State::Gpu(g) => {
                 let gpu = g.gpu.clone();
@@ -470,7 +478,10 @@ impl Sequential {
     /// through its own activation (a `softmax` layer gives probabilities, a linear one logits).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         const OP: &str = "predict";
-        if rows == 0 || x.len() != rows * self.input_dim() {
+        // Checked: a row count whose product wraps would pass with a short x, then overflow the
+        // output's allocation.
+        let output_len = rows.checked_mul(self.output_dim());
+        if rows == 0 || rows.checked_mul(self.input_dim()) != Some(x.len()) || output_len.is_none() {
             return Err(WgnnError::shape_of(
                 OP,
                 &[("x", &[x.len()]), ("input", &self.input_shape)],
@@ -494,7 +505,7 @@ impl Sequential {
                 let input_dim = self.input_dim();
                 let rows_per_binding = (binding / (4 * input_dim as u64)).max(1) as usize;
                 let group = rows_per_binding.saturating_mul(MAX_FEATURE_CHUNKS);
-                let mut predictions = Vec::with_capacity(rows * self.output_dim());
+                let mut predictions = Vec::with_capacity(output_len.unwrap_or(0));
                 for (i, part) in x.chunks(group * input_dim).enumerate() {
                     let n = part.len() / input_dim;
                     let source = format!("predict input (rows {}..{})", i * group, i * group + n);

@@ -25,7 +25,7 @@ pub struct MnistFlags {
     pub seed: u64,
     /// Fraction of the training rows held out for validation; 0 trains on all of them and
     /// validates on the test set.
-    #[arg(long, default_value_t = 0.0, value_parser = super::fraction)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::fraction, allow_negative_numbers = true)]
     pub validation_split: f32,
     /// Use the adapter whose name contains this (also: $WGNN_ADAPTER).
     #[arg(long)]

@@ -71,13 +71,13 @@ pub fn error_report(err: &anyhow::Error) -> String {
 }
 
 /// A `fit` error, with the flag to change when a training batch does not fit the device (the
-/// library's message names tensors and limits, not the example's flags).
+/// library's message names tensors and limits, not the example's flags). Other errors — a
+/// shape mismatch between the data and the model among them — are the cause as it is.
 pub fn naming_the_batch_size(err: WgnnError, batch_size: usize) -> anyhow::Error {
     let context = match &err {
         WgnnError::DeviceLimit { .. } => {
             format!("training with --batch-size {batch_size} exceeds a device limit: try a smaller --batch-size")
         }
-        WgnnError::Shape { .. } => format!("training with --batch-size {batch_size}"),
         _ => return err.into(),
     };
     anyhow::Error::new(err).context(context)

@@ -62,11 +62,13 @@ impl Window {
         padding: Padding,
     ) -> Result<Window> {
         let ((h, w), (kh, kw), (sh, sw)) = (hw, kernel, stride);
-        if sh == 0 || sw == 0 {
-            return Err(WgnnError::invalid(op, format!("strides must be at least 1, got ({sh}, {sw})")));
-        }
+        // The window first: a pooling's strides default to its window, so a 0×0 window is
+        // what the caller gave.
         if kh == 0 || kw == 0 {
             return Err(WgnnError::invalid(op, format!("the window must be at least 1×1, got {kh}×{kw}")));
+        }
+        if sh == 0 || sw == 0 {
+            return Err(WgnnError::invalid(op, format!("strides must be at least 1, got ({sh}, {sw})")));
         }
         if h == 0 || w == 0 {
             return Err(WgnnError::shape_of(
@@ -75,7 +77,7 @@ impl Window {
                 format!("the image must be at least 1×1, got {h}×{w}"),
             ));
         }
-        if kh * kw > MAX_WINDOW_CELLS {
+        if kh.checked_mul(kw).is_none_or(|cells| cells > MAX_WINDOW_CELLS) {
             return Err(WgnnError::invalid(
                 op,
                 format!(

@@ -166,4 +166,56 @@ mod tests {
         assert!(other.load().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Thousands of seeded random mutations of a valid cache file (bytes flipped, cut, inserted,
+    /// numbers replaced by huge ones): each loads as its picks or as nothing, never a panic, and
+    /// the next store replaces it with a file that loads (issue 21's fuzzing of the loaders).
+    #[test]
+    fn mutated_cache_files_load_as_picks_or_nothing() {
+        let dir = std::env::temp_dir().join(format!("wgnn-tune-cache-fuzz-{}", std::process::id()));
+        let cache = TuneCache::new(&dir, identity("a"));
+        for (i, kernel) in ["subgroup", "register4x8", "tiled", "tile 64x64x16/4x4"].iter().enumerate() {
+            cache.store(pick(&format!("k{i} 128x784x64"), kernel)).unwrap();
+        }
+        let valid = std::fs::read(cache.path()).unwrap();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: usize| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut whole, mut dropped) = (0, 0);
+        for case in 0..3000 {
+            let mut b = valid.clone();
+            match next(5) {
+                0 => b[next(valid.len())] ^= 1 << next(8),
+                1 => b.truncate(next(valid.len())),
+                2 => {
+                    let at = next(b.len());
+                    b.splice(at..at, b"18446744073709551615".iter().copied());
+                }
+                3 => b[next(valid.len())] = b"{}[]\",:0-e\\ "[next(12)],
+                _ => {
+                    let at = next(b.len());
+                    b.drain(at..(at + next(32)).min(b.len()));
+                }
+            }
+            std::fs::write(cache.path(), &b).unwrap();
+            let loaded = cache.load();
+            assert!(loaded.len() <= 4, "case {case}: {} picks from a file of 4", loaded.len());
+            if loaded.len() == 4 {
+                whole += 1;
+            } else {
+                dropped += 1;
+            }
+            if case % 100 == 0 {
+                cache.store(pick("after", "tiled")).unwrap();
+                assert!(cache.load().contains_key(&("p".to_string(), "after".to_string())), "case {case}");
+            }
+        }
+        assert!(whole > 0 && dropped > 0, "{whole} files read whole, {dropped} not: the mutations did nothing");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -66,6 +66,13 @@ impl Conv2D {
         if self.filters == 0 {
             return Err(WgnnError::invalid(op, "filters must be at least 1"));
         }
+        if self.activation == Activation::Softmax {
+            return Err(WgnnError::invalid(
+                op,
+                "softmax runs over one axis, not over each value of an image: give the convolution another \
+                 activation, and put the softmax on a dense layer after Flatten",
+            ));
+        }
         self.activation.validate_elementwise(op)
     }
 

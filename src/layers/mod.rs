@@ -146,7 +146,13 @@ impl Layer {
         let op = self.op(index);
         let output = match self {
             Layer::Dense(d) => d.output_shape(&op, input),
-            Layer::Flatten => Ok(vec![input.iter().product()]),
+            Layer::Flatten => crate::host_memory::checked_product(input).map(|n| vec![n]).ok_or_else(|| {
+                WgnnError::shape_of(
+                    &op,
+                    &[("input", input)],
+                    format!("a {input:?} input holds more values than a usize counts"),
+                )
+            }),
             Layer::Reshape(target) => reshape::output_shape(&op, input, target),
             Layer::Activation(Activation::Softmax) if input.len() != 1 => Err(WgnnError::shape_of(
                 &op,

@@ -2,6 +2,7 @@
 //! (checked against the device's limits) and draws the initial weights.
 
 use super::*;
+use crate::host_memory::{self, checked_bytes, checked_product};
 use crate::layers::Dense;
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
@@ -46,6 +47,53 @@ fn check_parameters_fit(gpu: &Gpu, layers: &[Layer], layout: &ParamLayout) -> Re
         return Err(too_large(what, layout.total + UNIFORM_WINDOW_FLOATS));
     }
     Ok(())
+}
+
+/// Each layer's parameter tensors, and all of them together (aligned as laid out), must be
+/// countable in bytes: an error naming the layer and the tensor's shape where a product overflows.
+fn check_slot_sizes(layers: &[Layer], shapes: &[Vec<usize>]) -> Result<()> {
+    let mut total: u64 = 0;
+    for (i, (layer, input)) in layers.iter().zip(shapes).enumerate() {
+        for spec in layer.slots(input) {
+            let bytes = checked_product(&spec.shape)
+                .and_then(|n| n.checked_next_multiple_of(layout::PARAM_ALIGN))
+                .and_then(|n| checked_bytes(n, 4))
+                .filter(|b| b.checked_add(total).is_some());
+            let Some(bytes) = bytes else {
+                return Err(WgnnError::shape_of(
+                    &layer.op(i),
+                    &[("input", input), (spec.name, &spec.shape)],
+                    format!(
+                        "its {} {:?} holds more values than this machine can count in bytes",
+                        spec.name, spec.shape
+                    ),
+                ));
+            };
+            total += bytes;
+        }
+    }
+    Ok(())
+}
+
+/// The host holds the flat parameters about three times while building (the values, a layer's
+/// drawn weights, and the gradients or the upload's copy): refused before any is allocated.
+fn check_host_memory(layers: &[Layer], layout: &ParamLayout) -> Result<()> {
+    const HOST_COPIES: u64 = 3;
+    let bytes = checked_bytes(layout.total + UNIFORM_WINDOW_FLOATS, 4).and_then(|b| b.checked_mul(HOST_COPIES));
+    let largest = layout.slots.iter().max_by_key(|s| s.spec.len());
+    let what = || {
+        let largest = largest.map_or(String::new(), |s| {
+            format!(
+                ", the largest layer {} ({})'s {} {:?} f32",
+                s.layer,
+                layers[s.layer].describe(),
+                s.spec.name,
+                s.spec.shape
+            )
+        });
+        format!("building the model's {} parameters ({HOST_COPIES} copies while building{largest})", layout.total)
+    };
+    host_memory::check("build", what, bytes.unwrap_or(u64::MAX))
 }
 
 /// One sample's shape: a width (`784`) or axes (`[28, 28, 1]`, channels last).
@@ -180,10 +228,24 @@ impl SequentialBuilder {
         if self.layers.is_empty() {
             return Err(WgnnError::invalid("build", "the model has no layers"));
         }
+        if checked_product(&self.input_shape).is_none() {
+            return Err(WgnnError::shape_of(
+                "build",
+                &[("input", &self.input_shape)],
+                format!("the input shape {:?} holds more values than a usize counts", self.input_shape),
+            ));
+        }
         let mut shapes = vec![self.input_shape.clone()];
         for (i, layer) in self.layers.iter().enumerate() {
             layer.validate(i)?;
             let next = layer.output_shape(i, &shapes[i])?;
+            if checked_product(&next).is_none() {
+                return Err(WgnnError::shape_of(
+                    &layer.op(i),
+                    &[("input", &shapes[i]), ("output", &next)],
+                    format!("its output shape {next:?} holds more values per sample than a usize counts"),
+                ));
+            }
             shapes.push(next);
         }
         // Dropout or batch norm after the last dense layer would act on the outputs themselves.
@@ -207,11 +269,14 @@ impl SequentialBuilder {
     /// norms as the identity map (the Keras defaults).
     pub fn build(self, backend: &Backend) -> Result<Sequential> {
         let shapes = self.check()?;
+        // Every size is checked before a value is drawn: a huge layer is an error, not an abort.
+        check_slot_sizes(&self.layers, &shapes)?;
         let layout = ParamLayout::new(&self.layers, &shapes);
-        let flat = layout.initial(self.seed);
         if let Backend::Gpu(gpu) = backend {
             check_parameters_fit(gpu, &self.layers, &layout)?;
         }
+        check_host_memory(&self.layers, &layout)?;
+        let flat = layout.initial(self.seed);
         let fused = self.fuse
             && match backend {
                 Backend::Gpu(g) => g.profile().fuse_layers,

@@ -8,7 +8,8 @@ impl Sequential {
     /// A training batch of `batch` rows must fit the device: each of its `[rows, width]` tensors
     /// one binding. Checked before anything is allocated, so that the error names the batch size
     /// and the largest that fits rather than the first tensor that failed.
-    fn check_batch_fits(&self, gpu: &Gpu, train: &Dataset, batch: usize) -> Result<()> {
+    fn check_batch_fits(&self, gpu: &Gpu, train: &Dataset, asked: usize) -> Result<()> {
+        let batch = asked.min(train.rows);
         let targets = self.loss().target_dim(train, self.output_dim())?.unwrap_or(1);
         let widths = self.blocks.iter().map(|b| (b.outputs, "a layer's outputs"));
         let (width, which) = [(self.input_dim(), "the input"), (targets, "the targets")]
@@ -18,15 +19,21 @@ impl Sequential {
             .unwrap_or((1, "the input"));
         let padded = batch.next_multiple_of(4);
         let limit = super::binding_bytes(gpu);
-        let bytes = 4 * (padded * width) as u64;
+        let bytes = (padded as u64).saturating_mul(width as u64).saturating_mul(4);
         if bytes <= limit {
             return Ok(());
         }
         let fits = (limit / (4 * width as u64)) as usize / 4 * 4;
+        // The batch size asked for, and what it came to where the data has fewer rows.
+        let whole = match asked > batch {
+            true => format!(", one batch of all {batch} training rows"),
+            false => String::new(),
+        };
         Err(WgnnError::DeviceLimit {
             op: "fit".into(),
             what: format!(
-                "batch size {batch} (the largest that fits is {fits}): {which} of one batch, [{padded}, {width}] f32,"
+                "batch size {asked}{whole} (the largest that fits is {fits}): {which} of one batch, [{padded}, \
+                 {width}] f32,"
             ),
             amount: bytes,
             unit: "bytes",
@@ -65,7 +72,7 @@ impl GpuSteps {
         optimizer: &Optimizer,
     ) -> Result<GpuSteps> {
         let gpu = model.gpu_state()?.gpu.clone();
-        model.check_batch_fits(&gpu, train, opts.batch_size.min(train.rows))?;
+        model.check_batch_fits(&gpu, train, opts.batch_size)?;
         let data = model.upload_data(&gpu, train)?;
         let n = train.rows;
         let batch = opts.batch_size.min(n);

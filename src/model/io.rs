@@ -151,6 +151,20 @@ fn tensor_f32(path: &Path, st: &SafeTensors, name: &str, shape: &[usize]) -> Res
     Ok(values)
 }
 
+/// What a tensor is where it holds squares (every value ≥ 0 in any state training can reach):
+/// a batch norm's running variance, an optimizer's running second moments.
+fn nonnegative(prefix: &str, slot: &str) -> Option<&'static str> {
+    match (prefix, slot) {
+        ("", "running_var") => Some("a batch norm's running variance"),
+        ("", _) => None,
+        ("optimizer.v.", _) => Some("Adam's second moment v"),
+        ("optimizer.square_avg.", _) => Some("the running average of squared gradients"),
+        ("optimizer.sum.", _) => Some("Adagrad's sum of squared gradients"),
+        ("optimizer.acc_delta.", _) => Some("Adadelta's running average of squared updates"),
+        _ => None,
+    }
+}
+
 impl Sequential {
     /// What `wgnn.model` records of this model: its layers, seed and (if compiled) loss and
     /// optimizer.
@@ -205,7 +219,20 @@ impl Sequential {
         for s in self.layout.slots.iter().filter(|s| prefix.is_empty() || s.spec.trainable) {
             let name = arch
                 .map_or_else(|| format!("layers.{}.{}", s.layer, s.spec.name), |a| a.tensor_name(s.layer, s.spec.name));
-            let v = tensor_f32(path, st, &format!("{prefix}{name}"), &s.spec.shape)?;
+            let full_name = format!("{prefix}{name}");
+            let v = tensor_f32(path, st, &full_name, &s.spec.shape)?;
+            if let Some(what) = nonnegative(prefix, s.spec.name) {
+                if let Some(i) = v.iter().position(|&x| x < 0.0) {
+                    return Err(data_err(
+                        path,
+                        format!(
+                            "tensor `{full_name}` holds a negative value ({}) at index {i}: {what} must be ≥ 0 \
+                             (a negative one gives NaN through its square root)",
+                            v[i]
+                        ),
+                    ));
+                }
+            }
             flat[s.offset..s.offset + v.len()].copy_from_slice(&v);
         }
         Ok(flat)

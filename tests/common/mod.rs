@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fusion;
+pub mod safetensors_file;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
