@@ -141,6 +141,7 @@ fn run(args: &Args) -> Result<()> {
         checkpoint: args.run.checkpointing(),
         early_stopping: None,
         skip_nonfinite_batches: false,
+        cancel: None,
     };
     let started = Instant::now();
     let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, "acc", resumed_history, &outputs)?;

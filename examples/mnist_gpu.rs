@@ -202,6 +202,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         checkpoint: args.run.checkpointing(),
         early_stopping: None,
         skip_nonfinite_batches: args.skip_nonfinite_batches,
+        cancel: None,
     };
     let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
     let started = Instant::now();

@@ -36,6 +36,11 @@ pub struct History {
     pub epochs: Vec<EpochRecord>,
     /// The epoch after which early stopping ended the run, if it did.
     pub stopped_early_at: Option<usize>,
+    /// The epoch `fit` was in when its cancel flag ([`crate::model::FitOptions::cancel`])
+    /// stopped it, if it did; that epoch is not in `epochs`. An `Ok` outcome rather than an
+    /// error, like early stopping: what was trained is as usable as after a full run, and a
+    /// caller writes its outputs the same way (an error would make `?` drop the history).
+    pub cancelled_in: Option<usize>,
 }
 
 /// The header of [`History::to_csv`].

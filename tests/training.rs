@@ -52,6 +52,7 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
                 checkpoint: None,
                 early_stopping: None,
                 skip_nonfinite_batches: false,
+                cancel: None,
             };
             model.fit_with(&data, &options, &mut steps).unwrap();
             assert_eq!(steps.losses.len(), 11, "one tick per step");
@@ -268,6 +269,7 @@ fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            cancel: None,
         };
         let history = model.fit(&train, &options).unwrap();
         histories.push(history);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod interrupt;
 pub mod mnist_run;
 pub mod outputs;
 
@@ -48,6 +49,7 @@ pub fn usage_error<T: CommandFactory>(message: impl std::fmt::Display) -> ! {
 pub fn exit_on_error(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<interrupt::Interrupted>() => ExitCode::from(interrupt::EXIT_INTERRUPTED),
         Err(e) => {
             eprintln!("{}", error_report(&e));
             ExitCode::FAILURE

@@ -90,6 +90,8 @@ impl Outputs {
 }
 
 /// `fit` with the examples' console (`metric`: "acc", or "mae" under mean squared error). A run
+/// stopped by Ctrl-C or SIGTERM writes the outputs, says so in a line and returns
+/// [`super::interrupt::Interrupted`] (exit 130; see `interrupt.rs`). A run
 /// stopped by a diverging loss still writes the outputs — the history so far (`resumed`'s epochs
 /// and this run's) and the model with the weights `fit` put back — then returns the error; a
 /// device limit or shape error names `--batch-size`.
@@ -101,10 +103,25 @@ pub fn fit_writing_outputs(
     resumed: History,
     outputs: &Outputs,
 ) -> Result<History> {
+    let cancel = super::interrupt::cancel_on_signals()?;
+    let options = FitOptions { cancel: Some(&cancel), ..*options };
     let mut console = Console::new(metric);
-    let fitted = model.fit_with(train, options, &mut console);
+    let fitted = model.fit_with(train, &options, &mut console);
     console.clear_bar();
     match fitted {
+        Ok(history) if history.cancelled_in.is_some() => {
+            outputs.write(&history, model)?;
+            let kept = match (options.checkpoint, history.epochs.last()) {
+                (Some(c), Some(r)) => format!("; {} holds epoch {}", c.last_path().display(), r.epoch),
+                _ => String::new(),
+            };
+            println!(
+                "interrupted in epoch {}: wrote the {} epochs completed and the model as trained so far{kept}",
+                history.cancelled_in.unwrap_or(0),
+                history.epochs.len()
+            );
+            Err(super::interrupt::Interrupted.into())
+        }
         Ok(history) => Ok(history),
         Err(e @ WgnnError::Training { .. }) => {
             let mut history = resumed;

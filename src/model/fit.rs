@@ -89,7 +89,12 @@ impl Sequential {
         };
         let mut have_best = false;
 
-        for epoch in first_epoch..=opts.epochs {
+        let cancelled = || opts.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        'epochs: for epoch in first_epoch..=opts.epochs {
+            if cancelled() {
+                history.cancelled_in = Some(epoch);
+                break;
+            }
             let started = Instant::now();
             backend.start_epoch(self, epoch)?;
             self.save_snapshot(&mut latest)?;
@@ -100,6 +105,11 @@ impl Sequential {
             // is a NaN mean).
             let mean = |sum: f64, samples: usize, skipped: usize| (sum / (samples - skipped) as f64) as f32;
             while done < steps {
+                if cancelled() {
+                    // The steps run so far stay in the weights; the epoch is not recorded.
+                    history.cancelled_in = Some(epoch);
+                    break 'epochs;
+                }
                 let count = every.min(steps - done);
                 sums = backend.run(self, done, count)?;
                 done += count;

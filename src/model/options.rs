@@ -1,6 +1,7 @@
 //! What `fit` is told: epochs, batches, validation, checkpoints, early stopping, progress.
 
 use super::*;
+use std::sync::atomic::AtomicBool;
 
 /// Validation during `fit`.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +34,14 @@ pub struct FitOptions<'a> {
     /// gradients overflow still updates. The step after a skipped one draws the same dropout
     /// masks (they are keyed by t, which did not advance).
     pub skip_nonfinite_batches: bool,
+    /// A flag the caller sets to stop training early (from a Ctrl-C handler, another thread, a
+    /// GUI's stop button). `fit` looks at it between progress ticks — every `progress_every`
+    /// steps (1 looks between every two steps); the steps already submitted finish — and at each
+    /// epoch's start, and then returns `Ok` with the epochs completed and
+    /// [`History::cancelled_in`] set: the weights keep every step run, the checkpoints written
+    /// after completed epochs stay, and the unfinished epoch is neither recorded nor
+    /// checkpointed (a resume would repeat it from its start).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// What [`EarlyStopping`] watches, after every epoch.
@@ -80,6 +89,7 @@ impl Default for FitOptions<'_> {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            cancel: None,
         }
     }
 }
