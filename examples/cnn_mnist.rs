@@ -87,6 +87,17 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<()> {
     let (train, test) = args.run.load::<Args>()?;
+    // Any 784 values would fit [28, 28, 1]; images of another shape are not MNIST's.
+    for data in [&train, &test] {
+        if !matches!(data.sample_shape.as_slice(), [28, 28] | [28, 28, 1]) {
+            anyhow::bail!(
+                "--data {}: {} holds images of {:?}; this network takes 28×28 images",
+                args.run.data.display(),
+                data.source,
+                data.sample_shape
+            );
+        }
+    }
     let (train, test) = (train.with_sample_shape(&[28, 28, 1])?, test.with_sample_shape(&[28, 28, 1])?);
     let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
     let gpu = args.run.gpu()?;
@@ -96,6 +107,10 @@ fn run(args: &Args) -> Result<()> {
     let (mut model, resumed_history) = match &args.resume {
         Some(path) => {
             let model = Sequential::resume(path, &backend)?;
+            let cnn =
+                model.input_shape() == [28, 28, 1] && model.layers().iter().any(|l| matches!(l, Layer::Conv2D(_)));
+            mnist_run::refuse_other_network(path, &model, cnn, "a convolutional network on 28×28 images", "mnist_gpu")?;
+            args.run.check_resumed_data::<Args>(&model, args.batch_size, train.rows);
             println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
@@ -145,7 +160,10 @@ fn run(args: &Args) -> Result<()> {
     };
     let started = Instant::now();
     let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, "acc", resumed_history, &outputs)?;
-    println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+    // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
+    if model.resumed_epoch().is_none() {
+        println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+    }
     args.run.print_tuned_picks(&gpu);
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
     println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);

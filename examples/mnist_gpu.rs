@@ -17,9 +17,12 @@
 //!
 //! Interrupted runs: `--checkpoint-dir ckpt` writes `ckpt/last.safetensors` after every epoch and,
 //! with `--validation-split`, `ckpt/best.safetensors` on the best validation loss (never chosen on
-//! the test set); `--resume ckpt/last.safetensors` continues from one (same `--epochs` total,
-//! `--batch-size`, `--validation-split` and `--train-rows` give the history of the run that was
-//! never stopped). `--save model.safetensors` writes the trained model.
+//! the test set); `--resume ckpt/last.safetensors` continues from one (same `--epochs` total; the
+//! `--batch-size`, `--validation-split` and `--train-rows` it was trained with, others refused: the
+//! history is then that of the run that was never stopped; a checkpoint that completed `--epochs`
+//! writes its outputs and trains nothing). `--save model.safetensors` writes the trained model.
+//! Ctrl-C (or SIGTERM) stops training after the steps under way, writes the outputs asked for
+//! and exits 130; a second Ctrl-C exits at once.
 //!
 //! Every output place (`--out`, `--save`, `--checkpoint-dir`) is checked, and a missing folder
 //! created, before training: a bad one is an error naming the flag. A run stopped by a diverging
@@ -40,7 +43,7 @@ use common::console;
 use common::mnist_run::{self, MnistFlags};
 use common::outputs::Outputs;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
-use wgnn::{Activation, History};
+use wgnn::{Activation, History, Layer};
 
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
@@ -149,6 +152,12 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         Some(path) => {
             note_flags_set_by_checkpoint(matches);
             let model = Sequential::resume(path, &backend)?;
+            let mlp = model.input_shape() == [784]
+                && model.layers().iter().all(|l| {
+                    matches!(l, Layer::Dense(_) | Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_))
+                });
+            mnist_run::refuse_other_network(path, &model, mlp, "the MLP on 784-wide rows", "cnn_mnist")?;
+            args.run.check_resumed_data::<Args>(&model, args.batch_size, train.rows);
             println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
@@ -208,7 +217,10 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let started = Instant::now();
     let history =
         common::outputs::fit_writing_outputs(&mut model, &train, &options, metric, resumed_history, &outputs)?;
-    println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+    // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
+    if model.resumed_epoch().is_none() {
+        println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+    }
     args.run.print_tuned_picks(&gpu);
 
     let (test_loss, mut test_accuracy) = model.evaluate(&test)?;

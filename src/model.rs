@@ -72,7 +72,7 @@ use layout::ParamLayout;
 pub use loss::Loss;
 pub use optimizer::Optimizer;
 use options::Silent;
-pub use options::{Checkpointing, EarlyStopping, FitOptions, Monitor, Observer, Progress, Validation};
+pub use options::{Checkpointing, EarlyStopping, FitOptions, FitRecord, Monitor, Observer, Progress, Validation};
 pub use weights::{BatchNormState, Parameter};
 
 use batch_buffers::BatchBuffers;
@@ -108,12 +108,16 @@ pub struct Sequential {
     state: State,
     /// Set by [`Sequential::resume`], taken by the next `fit`.
     resume_point: Option<ResumePoint>,
+    /// The settings of the `fit` under way or last run, for the checkpoints it writes.
+    fit_record: Option<FitRecord>,
 }
 
 /// Where a resumed model's training stopped: the epochs completed and their history.
 struct ResumePoint {
     epoch: usize,
     history: History,
+    /// The data settings of the run that wrote the checkpoint, where it recorded them.
+    fit: Option<FitRecord>,
 }
 
 enum State {
@@ -433,6 +437,11 @@ impl Sequential {
         // Held until fit returns: one run at a time writes into a checkpoint folder.
         let _lock = opts.checkpoint.map(|c| CheckpointDirLock::acquire(c.dir)).transpose()?;
         let history = self.resume_point.take().map(|r| r.history).unwrap_or_default();
+        let validation_fraction = match opts.validation {
+            Validation::Fraction(f) => Some(f),
+            _ => None,
+        };
+        self.fit_record = Some(FitRecord { batch_size: opts.batch_size, rows: data.rows, validation_fraction });
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
             State::Gpu(_) => {

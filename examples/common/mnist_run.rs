@@ -1,7 +1,7 @@
 //! What the MNIST examples (mnist_gpu, cnn_mnist) share: their data, device, validation and output
 //! flags, and the steps around `fit` those drive.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use wgnn::data::load_mnist;
@@ -72,6 +72,31 @@ impl MnistFlags {
         Ok((train, test))
     }
 
+    /// On `--resume`: the data flags must be those the checkpoint was trained with (a usage error
+    /// naming the flag and both values otherwise), so the run continues as the one never stopped —
+    /// as the model flags are taken from the checkpoint. `train_rows`: the rows `fit` is given.
+    pub fn check_resumed_data<Flags: CommandFactory>(&self, model: &Sequential, batch_size: usize, train_rows: usize) {
+        let Some(record) = model.resumed_fit() else { return };
+        let split = record.validation_fraction.unwrap_or(0.0);
+        let differs = [
+            ("--batch-size", batch_size.to_string(), record.batch_size.to_string(), batch_size != record.batch_size),
+            ("--train-rows", train_rows.to_string(), record.rows.to_string(), train_rows != record.rows),
+            (
+                "--validation-split",
+                self.validation_split.to_string(),
+                split.to_string(),
+                self.validation_split != split,
+            ),
+        ];
+        if let Some((flag, given, theirs, _)) = differs.into_iter().find(|d| d.3) {
+            super::usage_error::<Flags>(format!(
+                "{flag} {given}: the checkpoint was trained with {flag} {theirs}; resume with the data flags it \
+                 was trained with (--train-rows, --validation-split, --batch-size), so the run continues as \
+                 the one that was never stopped"
+            ));
+        }
+    }
+
     /// The device `--adapter` and `--require-gpu` ask for.
     pub fn gpu(&self) -> anyhow::Result<Gpu> {
         super::gpu(self.adapter.as_deref(), self.require_gpu)
@@ -116,6 +141,28 @@ impl MnistFlags {
             println!("  the cache was not written: {e}");
         }
     }
+}
+
+/// On `--resume`: a checkpoint of the other example's network is an error naming both (`fits`:
+/// whether `model` is this example's kind of network, `ours` what that is, `other` the example
+/// that trains the other kind).
+pub fn refuse_other_network(
+    path: &Path,
+    model: &Sequential,
+    fits: bool,
+    ours: &str,
+    other: &str,
+) -> anyhow::Result<()> {
+    if fits {
+        return Ok(());
+    }
+    let layers: Vec<String> = model.layers().iter().map(|l| l.describe()).collect();
+    anyhow::bail!(
+        "--resume {}: a checkpoint of a {:?} → {} network; this example trains {ours}: resume it with {other}",
+        path.display(),
+        model.input_shape(),
+        layers.join(" → ")
+    )
 }
 
 /// Draws test image `row` with the model's prediction and its top three classes (`regression`:

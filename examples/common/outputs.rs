@@ -103,6 +103,20 @@ pub fn fit_writing_outputs(
     resumed: History,
     outputs: &Outputs,
 ) -> Result<History> {
+    // A resumed run whose checkpoint completed every epoch asked for: its outputs, as the run
+    // would have written them had it not been stopped before.
+    match model.resumed_epoch() {
+        Some(done) if done == options.epochs => {
+            println!("nothing left to train: the checkpoint completed all {done} epochs; writing the outputs");
+            return Ok(resumed);
+        }
+        Some(done) if done > options.epochs => bail!(
+            "--epochs {}: the checkpoint has completed {done} epochs (--epochs counts them all): give --epochs \
+             {done} to write its outputs, or more to train further",
+            options.epochs
+        ),
+        _ => {}
+    }
     let cancel = super::interrupt::cancel_on_signals()?;
     let options = FitOptions { cancel: Some(&cancel), ..*options };
     let mut console = Console::new(metric);

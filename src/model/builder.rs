@@ -309,6 +309,7 @@ impl SequentialBuilder {
             compiled: None,
             state,
             resume_point: None,
+            fit_record: None,
         })
     }
 }

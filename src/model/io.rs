@@ -38,7 +38,7 @@ use super::saved::{
     from_json, to_json, Architecture, SavedCheckpoint, SavedCompile, SavedFormat, SavedLayer, SavedModel, SavedModelV1,
     FORMAT,
 };
-use super::{Backend, Checkpointing, CpuState, Loss, Optimizer, ResumePoint, Sequential, State};
+use super::{Backend, Checkpointing, CpuState, FitRecord, Loss, Optimizer, ResumePoint, Sequential, State};
 use crate::atomic_file::write_atomic;
 use crate::error::{Result, WgnnError};
 use crate::history::History;
@@ -346,7 +346,13 @@ impl Sequential {
         for (name, flat) in optimizer_slots(&optimizer).iter().zip(&slots) {
             flats.push((format!("optimizer.{name}."), flat));
         }
-        let checkpoint = SavedCheckpoint { epoch, step, loss: loss.name().to_string(), optimizer: optimizer.into() };
+        let checkpoint = SavedCheckpoint {
+            epoch,
+            step,
+            loss: loss.name().to_string(),
+            optimizer: optimizer.into(),
+            fit: self.fit_record.map(Into::into),
+        };
         let meta = HashMap::from([
             (MODEL_KEY.to_string(), to_json(&self.saved_model())?),
             (CHECKPOINT_KEY.to_string(), to_json(&checkpoint)?),
@@ -396,13 +402,23 @@ impl Sequential {
                 *cpu_step = step;
             }
         }
-        model.resume_point = Some(ResumePoint { epoch: checkpoint.epoch, history });
+        let fit = checkpoint.fit.map(Into::into);
+        model.resume_point = Some(ResumePoint { epoch: checkpoint.epoch, history, fit });
+        model.fit_record = fit;
         Ok(model)
     }
 
     /// The epochs a model made by [`Sequential::resume`] has already trained, until its next `fit`.
     pub fn resumed_epoch(&self) -> Option<usize> {
         self.resume_point.as_ref().map(|r| r.epoch)
+    }
+
+    /// The data settings (batch size, rows, validation fraction) of the run that wrote the
+    /// checkpoint a model made by [`Sequential::resume`] came from, until its next `fit`; `None`
+    /// where the checkpoint does not record them (written before wgnn did, or outside `fit`).
+    /// The same settings continue the run that was never stopped.
+    pub fn resumed_fit(&self) -> Option<FitRecord> {
+        self.resume_point.as_ref().and_then(|r| r.fit)
     }
 
     /// The history of the epochs a model made by [`Sequential::resume`] has already trained,

@@ -44,6 +44,17 @@ pub struct FitOptions<'a> {
     pub cancel: Option<&'a AtomicBool>,
 }
 
+/// The data settings of a `fit`, recorded in the checkpoints it writes, so that a resumed run
+/// can tell whether it is given the same data ([`Sequential::resumed_fit`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FitRecord {
+    pub batch_size: usize,
+    /// The rows given to `fit`, before a validation fraction is held out of them.
+    pub rows: usize,
+    /// [`Validation::Fraction`]'s fraction; `None` for other validation data or none.
+    pub validation_fraction: Option<f32>,
+}
+
 /// What [`EarlyStopping`] watches, after every epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Monitor {

@@ -297,6 +297,31 @@ pub(super) struct SavedCheckpoint {
     pub(super) step: u32,
     pub(super) loss: String,
     pub(super) optimizer: SavedOptimizer,
+    /// The data settings of the `fit` that wrote it (absent in older checkpoints, and in those
+    /// written outside `fit` by a model never fitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fit: Option<SavedFit>,
+}
+
+/// [`super::FitRecord`] in a checkpoint.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub(super) struct SavedFit {
+    pub(super) batch_size: usize,
+    pub(super) rows: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) validation_fraction: Option<f32>,
+}
+
+impl From<super::FitRecord> for SavedFit {
+    fn from(r: super::FitRecord) -> Self {
+        SavedFit { batch_size: r.batch_size, rows: r.rows, validation_fraction: r.validation_fraction }
+    }
+}
+
+impl From<SavedFit> for super::FitRecord {
+    fn from(s: SavedFit) -> Self {
+        super::FitRecord { batch_size: s.batch_size, rows: s.rows, validation_fraction: s.validation_fraction }
+    }
 }
 
 /// An optimizer and its hyper-parameters, tagged by `kind`.
