@@ -117,6 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            verbose: false,
         };
         let history = model.fit(&train, &options)?;
         let mut steady = Vec::new();

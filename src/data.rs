@@ -7,6 +7,7 @@
 //! member is checked whole (its size and CRC-32 against the zip's records) before it is used.
 
 mod assemble;
+mod from_memory;
 mod npy;
 mod zip_member;
 
@@ -16,6 +17,7 @@ use std::path::Path;
 use crate::error::{Result, WgnnError};
 use crate::rng::Rng;
 use assemble::{assemble, Origin};
+pub use from_memory::{FeatureValue, Label, IN_MEMORY};
 use npy::{read_npy_file, NpzFile};
 
 /// Features stored as raw u8 (what MNIST is) or f32, row-major `[rows, feature_dim]`.

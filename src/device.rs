@@ -2,6 +2,7 @@
 //! submission and readback, and the store of compiled shader objects (`device::cache`).
 
 pub(crate) mod cache;
+pub mod quiet_mesa;
 pub mod tune_cache;
 
 use std::path::{Path, PathBuf};
@@ -130,6 +131,8 @@ impl Gpu {
     }
 
     async fn create(options: &GpuOptions<'_>) -> Result<Gpu> {
+        // Before the instance: Mesa's Wayland probe reads the variable then.
+        quiet_mesa::quiet_mesa_warnings();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::PRIMARY;
         let instance = wgpu::Instance::new(desc);
@@ -281,13 +284,14 @@ impl Gpu {
     }
 
     /// One line for a person when the adapter is a software one (training runs on the CPU) and
-    /// how to pick a GPU; `None` on a GPU.
+    /// how to pick or require a GPU, in code and by environment variable; `None` on a GPU. The
+    /// library never prints it: a program shows it where it shows its other messages.
     pub fn software_notice(&self) -> Option<String> {
         self.inner.profile.software.then(|| {
             format!(
                 "note: {} is a software adapter, so training runs on the CPU; to train on a GPU, install its \
-                 Vulkan driver or pick it with --adapter NAME ({ADAPTER_ENV}); --require-gpu ({REQUIRE_GPU_ENV}=1) \
-                 makes this an error",
+                 Vulkan driver and pick it with {ADAPTER_ENV}=NAME (GpuOptions::adapter in code); \
+                 {REQUIRE_GPU_ENV}=1 (GpuOptions::require_gpu) makes a software adapter an error",
                 self.inner.info.name
             )
         })

@@ -37,6 +37,7 @@ pub mod init;
 pub mod layers;
 pub mod model;
 pub mod numpy_random;
+pub mod predictions;
 pub mod profile;
 pub mod tensor;
 pub mod train_test_split;
@@ -52,6 +53,7 @@ pub use history::{EpochRecord, History};
 pub use init::Initializer;
 pub use internals::plan::Plan;
 pub use layers::Layer;
+pub use predictions::Predictions;
 pub use profile::{DeviceProfile, ProfileOverride};
 pub use tensor::{DType, Tensor};
 

@@ -44,12 +44,14 @@ use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, So
 use crate::kernels::step_guard::guard_step;
 use crate::kernels::Plan;
 use crate::layers::{features, Layer};
+use crate::predictions::Predictions;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 mod batch_buffers;
 mod builder;
 mod checkpoint_dir;
+mod console_progress;
 mod fit;
 mod fusion;
 mod gpu;
@@ -61,12 +63,15 @@ mod layout;
 mod loss;
 mod optimizer;
 mod options;
+mod predict;
 mod reference;
 mod saved;
 mod weights;
 
 use builder::binding_bytes;
 pub use builder::{InputShape, SequentialBuilder};
+use console_progress::Both;
+pub use console_progress::ConsoleProgress;
 use fusion::Block;
 use layout::ParamLayout;
 pub use loss::Loss;
@@ -349,8 +354,19 @@ impl Sequential {
         self.fit_with(data, opts, &mut Silent)
     }
 
-    /// [`Sequential::fit`] that reports progress and epoch ends to `observer`.
+    /// [`Sequential::fit`] that reports progress and epoch ends to `observer` (and, with
+    /// [`FitOptions::verbose`], to the console as well).
     pub fn fit_with(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
+        match opts.verbose {
+            true => {
+                let mut console = ConsoleProgress::for_loss(self.loss());
+                self.fit_observed(data, opts, &mut Both { first: observer, second: &mut console })
+            }
+            false => self.fit_observed(data, opts, observer),
+        }
+    }
+
+    fn fit_observed(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
         const OP: &str = "fit";
         let (loss, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() before fit()"))?;
         if opts.batch_size == 0 {
@@ -441,7 +457,7 @@ impl Sequential {
     }
 
     /// Mean loss and accuracy over `data`.
-    pub fn evaluate(&mut self, data: &Dataset) -> Result<(f32, f32)> {
+    pub fn evaluate(&self, data: &Dataset) -> Result<(f32, f32)> {
         if self.compiled.is_none() {
             return Err(WgnnError::invalid("evaluate", "the model has no loss to evaluate: call compile() first"));
         }
@@ -461,65 +477,6 @@ impl Sequential {
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }
-    }
-
-    /// The model's predictions for `rows` rows of `x` ([rows, input_dim], already normalised):
-    /// class probabilities — softmax [rows, classes] for the cross-entropies, σ(z) [rows, 1] for
-    /// [`Loss::BinaryCrossentropy`] — or the last layer's outputs for [`Loss::Hinge`] (scores)
-    /// and [`Loss::MeanSquaredError`] (values). Before `compile`, the last layer's outputs
-    /// through its own activation (a `softmax` layer gives probabilities, a linear one logits).
-    pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        const OP: &str = "predict";
-        if rows == 0 || x.len() != rows * self.input_dim() {
-            return Err(WgnnError::shape_of(
-                OP,
-                &[("x", &[x.len()]), ("input", &self.input_shape)],
-                format!(
-                    "x has {} values; expected rows ({rows}) × {} features with rows ≥ 1",
-                    x.len(),
-                    self.input_dim()
-                ),
-            ));
-        }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(WgnnError::NonFinite { op: OP.into(), index: i, value: x[i] });
-        }
-        match &self.state {
-            State::Gpu(g) => {
-                let gpu = g.gpu.clone();
-                // In groups of rows the device can hold at once (a data set binds at most
-                // MAX_FEATURE_CHUNKS buffers), so any number of rows can be predicted.
-                let limits = gpu.limits();
-                let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-                let input_dim = self.input_dim();
-                let rows_per_binding = (binding / (4 * input_dim as u64)).max(1) as usize;
-                let group = rows_per_binding.saturating_mul(MAX_FEATURE_CHUNKS);
-                let mut predictions = Vec::with_capacity(rows * self.output_dim());
-                for (i, part) in x.chunks(group * input_dim).enumerate() {
-                    let n = part.len() / input_dim;
-                    let source = format!("predict input (rows {}..{})", i * group, i * group + n);
-                    let data = Dataset::from_f32(part.to_vec(), vec![0; n], input_dim, self.output_dim(), &source)?;
-                    let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
-                    predictions.extend(self.predict_gpu(&gpu_data)?);
-                }
-                Ok(predictions)
-            }
-            State::Cpu(_) => {
-                let outputs = self.forward_cpu(x, rows)?;
-                Ok(match self.output_function() {
-                    Activation::Softmax => cpu::softmax(&outputs, rows, self.output_dim()),
-                    Activation::Sigmoid => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),
-                    _ => outputs,
-                })
-            }
-        }
-    }
-
-    /// Probabilities for every row of a data set (its scaling applied); its labels and targets
-    /// are not read.
-    pub fn predict_dataset(&mut self, data: &Dataset) -> Result<Vec<f32>> {
-        self.check_features("predict", data)?;
-        self.predict(&data.to_f32(), data.rows)
     }
 }
 

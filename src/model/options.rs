@@ -33,6 +33,10 @@ pub struct FitOptions<'a> {
     /// gradients overflow still updates. The step after a skipped one draws the same dropout
     /// masks (they are keyed by t, which did not advance).
     pub skip_nonfinite_batches: bool,
+    /// Show progress as Keras' `verbose=1` does: a bar per epoch on stderr when it is a terminal,
+    /// and a line per epoch on stdout ([`ConsoleProgress`]). Off by default: a library prints
+    /// nothing unless asked.
+    pub verbose: bool,
 }
 
 /// What [`EarlyStopping`] watches, after every epoch.
@@ -80,6 +84,7 @@ impl Default for FitOptions<'_> {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            verbose: false,
         }
     }
 }
