@@ -242,7 +242,8 @@ fn ten_class(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::Hist
         .build(backend)?;
     let lr = args.lr.unwrap_or(1e-3);
     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(lr))?;
-    println!("model: 4096 → 128 relu → 10 softmax, Adam lr {lr}, batch 32, {} epochs", args.epochs);
+    let plural = if args.epochs == 1 { "" } else { "s" };
+    println!("model: 4096 → 128 relu → 10 softmax, Adam lr {lr}, batch 32, {} epoch{plural}", args.epochs);
     let options =
         FitOptions { epochs: args.epochs, batch_size: 32, validation: Validation::Data(&test), ..Default::default() };
     let history =

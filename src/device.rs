@@ -74,6 +74,23 @@ impl Default for GpuOptions<'_> {
 }
 
 /// A handle on one GPU device and its queue. Cheap to clone; every clone shares the pipeline cache.
+///
+/// ```
+/// use wgnn::{Gpu, GpuOptions, WgnnError};
+/// let gpu = Gpu::new()?; // the adapter $WGNN_ADAPTER names, or the default one
+/// println!("training on {}", gpu.describe());
+/// if let Some(notice) = gpu.software_notice() {
+///     eprintln!("{notice}"); // a software adapter: training runs on the CPU
+/// }
+/// // In code: the adapter whose name contains "nvidia", and never a software renderer.
+/// let wanted = GpuOptions { adapter: Some("nvidia"), require_gpu: true, ..Default::default() };
+/// match Gpu::with_options(&wanted) {
+///     Ok(gpu) => println!("found {}", gpu.describe()),
+///     Err(WgnnError::AdapterNotFound { present, .. }) => println!("adapters here: {present:?}"),
+///     Err(other) => println!("{other}"),
+/// }
+/// # Ok::<(), wgnn::WgnnError>(())
+/// ```
 #[derive(Clone)]
 pub struct Gpu {
     inner: Arc<GpuInner>,

@@ -97,7 +97,26 @@ pub enum Backend {
     Cpu,
 }
 
-/// A sequential stack of layers.
+/// A sequential stack of layers, as Keras' `Sequential`: built with [`Sequential::new`] and the
+/// builder's layer methods, compiled with a loss and an optimizer, trained with
+/// [`Sequential::fit`], used with [`Sequential::evaluate`], [`Sequential::predict_dataset`] and
+/// [`Sequential::predict_classes`], kept with [`Sequential::save`] and [`Sequential::load`].
+///
+/// ```
+/// use wgnn::model::{Backend, Loss, Optimizer, Sequential};
+/// use wgnn::Activation;
+/// // 28×28 images, flattened; `Backend::Gpu(Gpu::new()?)` trains on the GPU, `Backend::Cpu` runs
+/// // the plain-Rust reference.
+/// let mut model = Sequential::new([28, 28, 1], 42)
+///     .flatten()
+///     .dense(64, Activation::Relu)
+///     .dense(10, Activation::Softmax)
+///     .build(&Backend::Cpu)?;
+/// model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+/// assert_eq!(model.parameter_count(), 784 * 64 + 64 + 64 * 10 + 10);
+/// println!("{}", model.summary());
+/// # Ok::<(), wgnn::WgnnError>(())
+/// ```
 pub struct Sequential {
     input_shape: Vec<usize>,
     layers: Vec<Layer>,
@@ -350,6 +369,25 @@ impl Sequential {
     /// effect on the loss nobody has seen yet). Device-side copies are taken at each good tick;
     /// the optimizer state is not restored. With [`FitOptions::skip_nonfinite_batches`] such
     /// batches are skipped inside the step instead, and the tick's check never fires.
+    ///
+    /// ```
+    /// use wgnn::model::{Backend, EarlyStopping, FitOptions, Loss, Optimizer, Sequential, Validation};
+    /// use wgnn::{Activation, Dataset};
+    /// let data = Dataset::from_rows(&[[0.0f32], [1.0], [2.0], [3.0]], &[0, 0, 1, 1])?;
+    /// let mut model = Sequential::new(1, 1).dense(2, Activation::Softmax).build(&Backend::Cpu)?;
+    /// model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(0.1))?;
+    /// let options = FitOptions {
+    ///     epochs: 20,
+    ///     batch_size: 4,
+    ///     validation: Validation::Data(&data),
+    ///     early_stopping: Some(EarlyStopping::val_loss(3)),
+    ///     ..Default::default()
+    /// };
+    /// let history = model.fit(&data, &options)?;
+    /// let last = history.last().expect("at least one epoch");
+    /// assert!(last.train_loss.is_finite() && last.val_accuracy.is_some());
+    /// # Ok::<(), wgnn::WgnnError>(())
+    /// ```
     pub fn fit(&mut self, data: &Dataset, opts: &FitOptions) -> Result<History> {
         self.fit_with(data, opts, &mut Silent)
     }

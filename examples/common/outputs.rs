@@ -72,7 +72,8 @@ impl Outputs {
     /// Writes the history, its curves (when an epoch was completed) and the model, a line each.
     pub fn write(&self, history: &History, model: &Sequential) -> Result<()> {
         history.write_csv(&self.csv)?;
-        println!("wrote {} ({} epochs)", self.csv.display(), history.epochs.len());
+        let epochs = history.epochs.len();
+        println!("wrote {} ({epochs} epoch{})", self.csv.display(), if epochs == 1 { "" } else { "s" });
         if history.epochs.is_empty() {
             println!("no {}: no epoch was completed", self.png.display());
         } else {
