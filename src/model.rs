@@ -494,7 +494,8 @@ impl Sequential {
         .map_err(|e| io::with_checkpoint_hint(e, opts.checkpoint.as_ref()))
     }
 
-    /// Mean loss and accuracy over `data`.
+    /// Mean loss and accuracy over `data`. It reads the model only (on the GPU it builds buffers of
+    /// its own), hence `&self`; so do the predictions.
     pub fn evaluate(&self, data: &Dataset) -> Result<(f32, f32)> {
         if self.compiled.is_none() {
             return Err(WgnnError::invalid("evaluate", "the model has no loss to evaluate: call compile() first"));
