@@ -33,6 +33,8 @@ fn rows_and_labels_of_any_integer_type_make_a_data_set() {
     assert_eq!(same.source, "spirals");
     let borrowed = Dataset::new(&flat[..], 2, &labels[..]).unwrap();
     assert_eq!(borrowed.to_f32(), data.to_f32());
+    let array = Dataset::new([1.0f32, 2.0, 3.0, 4.0], 2, [1u8, 0]).unwrap();
+    assert_eq!((array.rows, array.classes, array.to_f32()), (2, 2, vec![1.0, 2.0, 3.0, 4.0]));
 }
 
 #[test]

@@ -42,6 +42,17 @@ impl From<&Vec<u8>> for Features {
     }
 }
 
+impl<const N: usize> From<[f32; N]> for Features {
+    fn from(v: [f32; N]) -> Features {
+        Features::F32(v.to_vec())
+    }
+}
+impl<const N: usize> From<[u8; N]> for Features {
+    fn from(v: [u8; N]) -> Features {
+        Features::U8(v.to_vec())
+    }
+}
+
 /// A feature value a row can hold: `f32`, or `u8` (kept as bytes, a quarter of the memory; scale
 /// pixels with [`Dataset::scaled`]).
 pub trait FeatureValue: Copy {
