@@ -118,6 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             early_stopping: None,
             skip_nonfinite_batches: false,
             cancel: None,
+            verbose: false,
         };
         let history = model.fit(&train, &options)?;
         let mut steady = Vec::new();

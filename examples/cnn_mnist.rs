@@ -36,8 +36,10 @@ use wgnn::{Activation, History, Layer};
 #[derive(Parser, Debug)]
 #[command(name = "cnn_mnist", about = "Train a convolutional network on MNIST on the GPU (wgnn)")]
 struct Args {
+    /// Passes over the training rows (with --resume: the total, counting those already done).
     #[arg(long, default_value_t = 5, value_parser = common::at_least_one)]
     epochs: usize,
+    /// Rows per training step.
     #[arg(long, default_value_t = 64, value_parser = common::at_least_one)]
     batch_size: usize,
     /// Adam's learning rate (at the start, with the cosine schedule).
@@ -157,18 +159,20 @@ fn run(args: &Args) -> Result<()> {
         early_stopping: None,
         skip_nonfinite_batches: false,
         cancel: None,
+        verbose: false,
     };
+    let resumed_epochs = resumed_history.epochs.len();
     let started = Instant::now();
-    let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, "acc", resumed_history, &outputs)?;
+    let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs)?;
     // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
     if model.resumed_epoch().is_none() {
-        println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+        println!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));
     }
     args.run.print_tuned_picks(&gpu);
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
     println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
     outputs.write(&history, &model)?;
 
-    mnist_run::show_prediction(&mut model, &test, 0, false)?;
+    mnist_run::show_prediction(&model, &test, 0, false)?;
     Ok(())
 }

@@ -34,7 +34,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use wgnn::history::EpochRecord;
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Sequential, Validation};
@@ -44,8 +44,9 @@ use wgnn::{Activation, Dataset, Initializer};
 #[derive(Parser, Debug)]
 #[command(name = "logistic_regression", about = "Logistic regression on Sign Language Digits 0/1 (wgnn)")]
 struct Args {
-    /// The Sign Language Digits archive (`x` uint8 (2062, 64, 64), `y` uint8, sorted by digit).
-    #[arg(long, default_value = "assets/sign_digits.npz")]
+    /// The Sign Language Digits archive (`x` uint8 (2062, 64, 64), `y` uint8, sorted by digit);
+    /// the default is the crate's copy, wherever the example is run from.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sign_digits.npz"))]
     data: PathBuf,
     /// Gradient-descent iterations (full-batch epochs).
     #[arg(long, default_value_t = 150, value_parser = common::at_least_one)]
@@ -82,6 +83,9 @@ struct Args {
 }
 
 /// Prints the cost every `every` iterations (epochs), as the NumPy tutorial does, and the last.
+/// Each line's cost and accuracy are those of the weights the iteration started from (what
+/// `fit` measures while it trains, and what the tutorial prints): the last update's effect shows
+/// only in the accuracies printed after training.
 struct CostPrinter {
     every: usize,
     unit: &'static str,
@@ -112,9 +116,11 @@ fn main() -> ExitCode {
     common::exit_on_error(|| {
         let backend =
             if args.cpu { Backend::Cpu } else { Backend::Gpu(common::gpu(args.adapter.as_deref(), args.require_gpu)?) };
-        let all = Dataset::from_npz(&args.data, "x", "y")
-            .with_context(|| format!("reading {}", args.data.display()))?
-            .scaled(1.0 / 255.0);
+        let all = match Dataset::from_npz(&args.data, "x", "y") {
+            Ok(all) => all.scaled(1.0 / 255.0),
+            Err(e) if !args.data.exists() => return Err(common::hint_data_flag(e, &args.data)),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", args.data.display()))),
+        };
         let png = args.out.join("cost.png");
         let csv = args.out.join("history.csv");
         // Checked before training, so a bad --out fails in seconds.
@@ -197,6 +203,7 @@ fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::His
         validation: Validation::None,
         ..Default::default()
     };
+    println!("each line: the cost and train accuracy of the weights iteration n starts from (the tutorial's way)");
     let history = model.fit_with(
         &train,
         &options,
@@ -204,6 +211,7 @@ fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::His
     )?;
     let (_, train_accuracy) = model.evaluate(&train)?;
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
+    println!("after the last iteration's update:");
     if !args.adam && args.iterations == 150 && lr == 0.01 && args.seed == 42 {
         println!("                 wgnn      the tutorial (NumPy, float64), same recipe and split");
         println!("train accuracy  {:>6.2}%    {:>6.2}%", train_accuracy * 100.0, TUTORIAL_TRAIN_ACCURACY * 100.0);
@@ -234,7 +242,8 @@ fn ten_class(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::Hist
         .build(backend)?;
     let lr = args.lr.unwrap_or(1e-3);
     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(lr))?;
-    println!("model: 4096 → 128 relu → 10 softmax, Adam lr {lr}, batch 32, {} epochs", args.epochs);
+    let plural = if args.epochs == 1 { "" } else { "s" };
+    println!("model: 4096 → 128 relu → 10 softmax, Adam lr {lr}, batch 32, {} epoch{plural}", args.epochs);
     let options =
         FitOptions { epochs: args.epochs, batch_size: 32, validation: Validation::Data(&test), ..Default::default() };
     let history =

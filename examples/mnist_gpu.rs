@@ -39,7 +39,6 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Parser};
-use common::console;
 use common::mnist_run::{self, MnistFlags};
 use common::outputs::Outputs;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
@@ -48,8 +47,10 @@ use wgnn::{Activation, History, Layer};
 #[derive(Parser, Debug)]
 #[command(name = "mnist_gpu", about = "Train the tutorial MLP on MNIST on the GPU (wgnn)")]
 struct Args {
+    /// Passes over the training rows (with --resume: the total, counting those already done).
     #[arg(long, default_value_t = 20, value_parser = common::at_least_one)]
     epochs: usize,
+    /// Rows per training step.
     #[arg(long, default_value_t = 32, value_parser = common::at_least_one)]
     batch_size: usize,
     /// The optimizer's learning rate.
@@ -212,26 +213,22 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         early_stopping: None,
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         cancel: None,
+        verbose: false,
     };
-    let metric = if model.loss() == Loss::MeanSquaredError { "mae" } else { "acc" };
+    let resumed_epochs = resumed_history.epochs.len();
     let started = Instant::now();
-    let history =
-        common::outputs::fit_writing_outputs(&mut model, &train, &options, metric, resumed_history, &outputs)?;
+    let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs)?;
     // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
     if model.resumed_epoch().is_none() {
-        println!("trained {} epochs in {:.1} s", args.epochs, started.elapsed().as_secs_f64());
+        println!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));
     }
     args.run.print_tuned_picks(&gpu);
 
     let (test_loss, mut test_accuracy) = model.evaluate(&test)?;
     if model.loss() == Loss::MeanSquaredError {
         // evaluate's second figure is the mean absolute error here: count argmax hits instead.
-        let predictions = model.predict_dataset(&test)?;
-        let hits = predictions
-            .chunks(10)
-            .zip(&test.labels)
-            .filter(|(row, &label)| console::argmax(row) == label as usize)
-            .count();
+        let predicted = model.predict_dataset(&test)?.argmax();
+        let hits = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
         test_accuracy = hits as f32 / test.rows as f32;
     }
     println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
@@ -240,6 +237,6 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
 
     // The tutorial's prediction step: one test image, its predicted digit, the top probabilities.
     let regression = model.loss() == Loss::MeanSquaredError;
-    mnist_run::show_prediction(&mut model, &test, 0, regression)?;
+    mnist_run::show_prediction(&model, &test, 0, regression)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Data sets read from NumPy `.npz` / `.npy` files.
+//! Data sets read from NumPy `.npz` / `.npy` files, or made in memory (`data/from_memory.rs`).
 //!
 //! Features stay in the dtype they were stored in (MNIST is `u8`), so the copy uploaded to the GPU
 //! is a quarter of the f32 size; the affine map and standardisation are kept as parameters and
@@ -7,6 +7,7 @@
 //! member is checked whole (its size and CRC-32 against the zip's records) before it is used.
 
 mod assemble;
+mod from_memory;
 mod npy;
 mod zip_member;
 
@@ -16,6 +17,7 @@ use std::path::Path;
 use crate::error::{Result, WgnnError};
 use crate::rng::Rng;
 use assemble::{assemble, Origin};
+pub use from_memory::{FeatureValue, Label, IN_MEMORY};
 use npy::{read_npy_file, NpzFile};
 
 /// Features stored as raw u8 (what MNIST is) or f32, row-major `[rows, feature_dim]`.
@@ -73,7 +75,20 @@ pub struct Targets {
 
 /// A data set: features with integer labels (classification) and, optionally, float targets
 /// (regression, one-hot or soft targets); see [`Dataset::regression`] and
-/// [`Dataset::with_targets`].
+/// [`Dataset::with_targets`]. Made in memory ([`Dataset::new`], [`Dataset::from_rows`],
+/// [`Dataset::regression_rows`]) or read from NumPy files ([`Dataset::from_npz`],
+/// [`Dataset::from_npy`], [`load_mnist`]).
+///
+/// ```
+/// use wgnn::Dataset;
+/// let pixels: Vec<[u8; 4]> = vec![[0, 255, 0, 255], [255, 255, 0, 0], [0, 0, 255, 255]];
+/// let data = Dataset::from_rows(&pixels, &[0, 1, 2])?.scaled(1.0 / 255.0).with_sample_shape(&[2, 2])?;
+/// assert_eq!(data.shape(), [3, 2, 2]);
+/// assert_eq!(data.row_f32(1)?, [1.0, 1.0, 0.0, 0.0]);
+/// let (train, test) = data.shuffled(1).split_at(2)?;
+/// assert_eq!((train.rows, test.rows, train.classes), (2, 1, 3));
+/// # Ok::<(), wgnn::WgnnError>(())
+/// ```
 #[derive(Clone)]
 pub struct Dataset {
     /// Row-major `[rows, feature_dim]`.

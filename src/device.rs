@@ -2,6 +2,7 @@
 //! submission and readback, and the store of compiled shader objects (`device::cache`).
 
 pub(crate) mod cache;
+pub mod quiet_mesa;
 pub mod tune_cache;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,23 @@ impl Default for GpuOptions<'_> {
 }
 
 /// A handle on one GPU device and its queue. Cheap to clone; every clone shares the pipeline cache.
+///
+/// ```
+/// use wgnn::{Gpu, GpuOptions, WgnnError};
+/// let gpu = Gpu::new()?; // the adapter $WGNN_ADAPTER names, or the default one
+/// println!("training on {}", gpu.describe());
+/// if let Some(notice) = gpu.software_notice() {
+///     eprintln!("{notice}"); // a software adapter: training runs on the CPU
+/// }
+/// // In code: the adapter whose name contains "nvidia", and never a software renderer.
+/// let wanted = GpuOptions { adapter: Some("nvidia"), require_gpu: true, ..Default::default() };
+/// match Gpu::with_options(&wanted) {
+///     Ok(gpu) => println!("found {}", gpu.describe()),
+///     Err(WgnnError::AdapterNotFound { present, .. }) => println!("adapters here: {present:?}"),
+///     Err(other) => println!("{other}"),
+/// }
+/// # Ok::<(), wgnn::WgnnError>(())
+/// ```
 #[derive(Clone)]
 pub struct Gpu {
     inner: Arc<GpuInner>,
@@ -131,6 +149,8 @@ impl Gpu {
     }
 
     async fn create(options: &GpuOptions<'_>) -> Result<Gpu> {
+        // Before the instance: Mesa's Wayland probe reads the variable then.
+        quiet_mesa::quiet_mesa_warnings();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::PRIMARY;
         let instance = wgpu::Instance::new(desc);
@@ -277,13 +297,14 @@ impl Gpu {
     }
 
     /// One line for a person when the adapter is a software one (training runs on the CPU) and
-    /// how to pick a GPU; `None` on a GPU.
+    /// how to pick or require a GPU, in code and by environment variable; `None` on a GPU. The
+    /// library never prints it: a program shows it where it shows its other messages.
     pub fn software_notice(&self) -> Option<String> {
         self.inner.profile.software.then(|| {
             format!(
                 "note: {} is a software adapter, so training runs on the CPU; to train on a GPU, install its \
-                 Vulkan driver or pick it with --adapter NAME ({ADAPTER_ENV}); --require-gpu ({REQUIRE_GPU_ENV}=1) \
-                 makes this an error",
+                 Vulkan driver and pick it with {ADAPTER_ENV}=NAME (GpuOptions::adapter in code); \
+                 {REQUIRE_GPU_ENV}=1 (GpuOptions::require_gpu) makes a software adapter an error",
                 self.inner.info.name
             )
         })

@@ -7,7 +7,17 @@ use std::path::PathBuf;
 pub const INSTALL_HINT: &str = "install a Vulkan driver; on a Linux machine without a GPU use Mesa's \
 software driver lavapipe: `apt-get install -y mesa-vulkan-drivers`";
 
-#[derive(Debug, thiserror::Error)]
+/// Every error wgnn returns. `Display` is one line naming the op (or file) and what is wrong;
+/// `Debug` prints the same report (as `anyhow` does), so `fn main() -> Result<(), WgnnError>`
+/// ends with `Error: <the message>` rather than a struct dump; `{:#?}` adds the variant's name.
+///
+/// ```
+/// use wgnn::WgnnError;
+/// let err = WgnnError::invalid("fit", "call compile() before fit()");
+/// assert_eq!(err.to_string(), "`fit`: invalid argument: call compile() before fit()");
+/// assert_eq!(format!("{err:?}"), err.to_string());
+/// ```
+#[derive(thiserror::Error)]
 pub enum WgnnError {
     #[error("no GPU adapter found{detail}: {hint}", hint = INSTALL_HINT)]
     NoAdapter { detail: String },
@@ -20,8 +30,8 @@ pub enum WgnnError {
     /// A software adapter where a GPU was required (`GpuOptions::require_gpu`).
     #[error(
         "adapter {adapter} is a software renderer (it would train on the CPU) and a GPU was required: install the \
-         GPU's Vulkan driver, or pick the GPU by name with --adapter / WGNN_ADAPTER; without --require-gpu \
-         (WGNN_REQUIRE_GPU) wgnn runs on it anyway"
+         GPU's Vulkan driver, or pick the GPU by name (WGNN_ADAPTER=NAME, GpuOptions::adapter; a program's \
+         --adapter); without require_gpu (WGNN_REQUIRE_GPU=1, a program's --require-gpu) wgnn runs on it anyway"
     )]
     SoftwareAdapter { adapter: String },
 
@@ -96,6 +106,17 @@ fn resume_hint(checkpoint: &Option<(PathBuf, usize)>) -> String {
 
 pub type Result<T> = std::result::Result<T, WgnnError>;
 
+impl std::fmt::Debug for WgnnError {
+    /// The `Display` report: what `main` returning this error prints after `Error: `. With `{:#?}`,
+    /// the variant's name first, for a test's failure message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() {
+            write!(f, "WgnnError::{}: ", self.variant_name())?;
+        }
+        write!(f, "{self}")
+    }
+}
+
 impl WgnnError {
     /// A [`WgnnError::Shape`] naming the operands checked and their shapes:
     /// `WgnnError::shape_of("bias_act", &[("x", x.shape()), ("y", y.shape())], "x and y differ")`.
@@ -130,6 +151,30 @@ impl WgnnError {
         match self {
             WgnnError::Shape { shapes, .. } => shapes.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice()),
             _ => None,
+        }
+    }
+
+    /// The variant's name, e.g. `"Shape"`.
+    pub fn variant_name(&self) -> &'static str {
+        match self {
+            WgnnError::NoAdapter { .. } => "NoAdapter",
+            WgnnError::AdapterNotFound { .. } => "AdapterNotFound",
+            WgnnError::SoftwareAdapter { .. } => "SoftwareAdapter",
+            WgnnError::DeviceRequest { .. } => "DeviceRequest",
+            WgnnError::KernelCreation { .. } => "KernelCreation",
+            WgnnError::Shape { .. } => "Shape",
+            WgnnError::EmptyTensor { .. } => "EmptyTensor",
+            WgnnError::LabelOutOfRange { .. } => "LabelOutOfRange",
+            WgnnError::DType { .. } => "DType",
+            WgnnError::DeviceLimit { .. } => "DeviceLimit",
+            WgnnError::HostMemory { .. } => "HostMemory",
+            WgnnError::InvalidArgument { .. } => "InvalidArgument",
+            WgnnError::NonFinite { .. } => "NonFinite",
+            WgnnError::Gpu { .. } => "Gpu",
+            WgnnError::DeviceLost { .. } => "DeviceLost",
+            WgnnError::Data { .. } => "Data",
+            WgnnError::Io { .. } => "Io",
+            WgnnError::Training { .. } => "Training",
         }
     }
 

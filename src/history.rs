@@ -3,7 +3,8 @@
 //! atomically ([`crate::atomic_file`]): a crash or a full disk leaves the old file or the new one.
 //!
 //! Two runs with the same seed on the same adapter give the same history except for the timing
-//! columns, `seconds` and `samples_per_second` (wall-clock measurements): compare the others.
+//! columns, `seconds`, `val_seconds` and `samples_per_second` (wall-clock measurements): compare
+//! the others.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -23,7 +24,13 @@ pub struct EpochRecord {
     pub train_accuracy: f32,
     pub val_loss: Option<f32>,
     pub val_accuracy: Option<f32>,
+    /// The training steps' wall time (the first epoch's includes building pipelines and any
+    /// autotuning); validation is not in it.
     pub seconds: f64,
+    /// The validation pass's wall time after the epoch's steps (0 without validation):
+    /// `seconds + val_seconds` is what the epoch took.
+    pub val_seconds: f64,
+    /// Training rows over `seconds`.
     pub samples_per_second: f64,
     /// Batches left out because their loss was not finite (`FitOptions::skip_nonfinite_batches`);
     /// the epoch's loss and accuracy are over the other rows.
@@ -45,6 +52,10 @@ pub struct History {
 
 /// The header of [`History::to_csv`].
 pub const CSV_HEADER: &str =
+    "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,val_seconds,samples_per_second,skipped_batches";
+
+/// The header before `val_seconds` was recorded (still read, as 0 s of validation).
+const CSV_HEADER_V2: &str =
     "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second,skipped_batches";
 
 /// The header before `skipped_batches` was recorded (still read, as 0 skipped).
@@ -72,13 +83,14 @@ impl History {
         s.push('\n');
         for r in &self.epochs {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{}\n",
                 r.epoch,
                 r.train_loss,
                 r.train_accuracy,
                 opt(r.val_loss),
                 opt(r.val_accuracy),
                 r.seconds,
+                r.val_seconds,
                 r.samples_per_second,
                 r.skipped_batches
             ));
@@ -87,13 +99,16 @@ impl History {
     }
 
     /// Parses what [`History::to_csv`] wrote (the same numbers back, bit for bit), also without
-    /// the `skipped_batches` column of earlier versions.
+    /// the `val_seconds` or `skipped_batches` columns of earlier versions (read as 0).
     pub fn from_csv(text: &str) -> Result<History> {
         const OP: &str = "History::from_csv";
         let mut lines = text.lines();
-        let columns = match lines.next() {
-            Some(CSV_HEADER) => 8,
-            Some(CSV_HEADER_V1) => 7,
+        // Each version's cell count, and where its `val_seconds`, `samples_per_second` and
+        // `skipped_batches` cells are.
+        let (columns, val_seconds_at, samples_at, skipped_at) = match lines.next() {
+            Some(CSV_HEADER) => (9, Some(6), 7, Some(8)),
+            Some(CSV_HEADER_V2) => (8, None, 6, Some(7)),
+            Some(CSV_HEADER_V1) => (7, None, 6, None),
             _ => return Err(WgnnError::invalid(OP, format!("the first line must be the header {CSV_HEADER:?}"))),
         };
         let mut history = History::default();
@@ -118,10 +133,14 @@ impl History {
                 val_loss: opt_cell(3, "val_loss")?,
                 val_accuracy: opt_cell(4, "val_accuracy")?,
                 seconds: cells[5].parse().map_err(|_| bad("seconds"))?,
-                samples_per_second: cells[6].parse().map_err(|_| bad("samples_per_second"))?,
-                skipped_batches: match columns {
-                    8 => cells[7].parse().map_err(|_| bad("skipped_batches"))?,
-                    _ => 0,
+                val_seconds: match val_seconds_at {
+                    Some(j) => cells[j].parse().map_err(|_| bad("val_seconds"))?,
+                    None => 0.0,
+                },
+                samples_per_second: cells[samples_at].parse().map_err(|_| bad("samples_per_second"))?,
+                skipped_batches: match skipped_at {
+                    Some(j) => cells[j].parse().map_err(|_| bad("skipped_batches"))?,
+                    None => 0,
                 },
             });
         }

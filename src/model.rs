@@ -44,12 +44,14 @@ use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, So
 use crate::kernels::step_guard::guard_step;
 use crate::kernels::Plan;
 use crate::layers::{features, Layer};
+use crate::predictions::Predictions;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 mod batch_buffers;
 mod builder;
 mod checkpoint_dir;
+mod console_progress;
 mod fit;
 mod fusion;
 mod gpu;
@@ -61,12 +63,15 @@ mod layout;
 mod loss;
 mod optimizer;
 mod options;
+mod predict;
 mod reference;
 mod saved;
 mod weights;
 
 use builder::binding_bytes;
 pub use builder::{InputShape, SequentialBuilder};
+use console_progress::Both;
+pub use console_progress::ConsoleProgress;
 use fusion::Block;
 use layout::ParamLayout;
 pub use loss::Loss;
@@ -92,7 +97,26 @@ pub enum Backend {
     Cpu,
 }
 
-/// A sequential stack of layers.
+/// A sequential stack of layers, as Keras' `Sequential`: built with [`Sequential::new`] and the
+/// builder's layer methods, compiled with a loss and an optimizer, trained with
+/// [`Sequential::fit`], used with [`Sequential::evaluate`], [`Sequential::predict_dataset`] and
+/// [`Sequential::predict_classes`], kept with [`Sequential::save`] and [`Sequential::load`].
+///
+/// ```
+/// use wgnn::model::{Backend, Loss, Optimizer, Sequential};
+/// use wgnn::Activation;
+/// // 28×28 images, flattened; `Backend::Gpu(Gpu::new()?)` trains on the GPU, `Backend::Cpu` runs
+/// // the plain-Rust reference.
+/// let mut model = Sequential::new([28, 28, 1], 42)
+///     .flatten()
+///     .dense(64, Activation::Relu)
+///     .dense(10, Activation::Softmax)
+///     .build(&Backend::Cpu)?;
+/// model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+/// assert_eq!(model.parameter_count(), 784 * 64 + 64 + 64 * 10 + 10);
+/// println!("{}", model.summary());
+/// # Ok::<(), wgnn::WgnnError>(())
+/// ```
 pub struct Sequential {
     input_shape: Vec<usize>,
     layers: Vec<Layer>,
@@ -356,12 +380,42 @@ impl Sequential {
     /// effect on the loss nobody has seen yet). Device-side copies are taken at each good tick;
     /// the optimizer state is not restored. With [`FitOptions::skip_nonfinite_batches`] such
     /// batches are skipped inside the step instead, and the tick's check never fires.
+    ///
+    /// ```
+    /// use wgnn::model::{Backend, EarlyStopping, FitOptions, Loss, Optimizer, Sequential, Validation};
+    /// use wgnn::{Activation, Dataset};
+    /// let data = Dataset::from_rows(&[[0.0f32], [1.0], [2.0], [3.0]], &[0, 0, 1, 1])?;
+    /// let mut model = Sequential::new(1, 1).dense(2, Activation::Softmax).build(&Backend::Cpu)?;
+    /// model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(0.1))?;
+    /// let options = FitOptions {
+    ///     epochs: 20,
+    ///     batch_size: 4,
+    ///     validation: Validation::Data(&data),
+    ///     early_stopping: Some(EarlyStopping::val_loss(3)),
+    ///     ..Default::default()
+    /// };
+    /// let history = model.fit(&data, &options)?;
+    /// let last = history.last().expect("at least one epoch");
+    /// assert!(last.train_loss.is_finite() && last.val_accuracy.is_some());
+    /// # Ok::<(), wgnn::WgnnError>(())
+    /// ```
     pub fn fit(&mut self, data: &Dataset, opts: &FitOptions) -> Result<History> {
         self.fit_with(data, opts, &mut Silent)
     }
 
-    /// [`Sequential::fit`] that reports progress and epoch ends to `observer`.
+    /// [`Sequential::fit`] that reports progress and epoch ends to `observer` (and, with
+    /// [`FitOptions::verbose`], to the console as well).
     pub fn fit_with(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
+        match opts.verbose {
+            true => {
+                let mut console = ConsoleProgress::for_loss(self.loss());
+                self.fit_observed(data, opts, &mut Both { first: observer, second: &mut console })
+            }
+            false => self.fit_observed(data, opts, observer),
+        }
+    }
+
+    fn fit_observed(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
         const OP: &str = "fit";
         let (loss, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() before fit()"))?;
         if opts.batch_size == 0 {
@@ -456,8 +510,9 @@ impl Sequential {
         .map_err(|e| io::with_checkpoint_hint(e, opts.checkpoint.as_ref()))
     }
 
-    /// Mean loss and accuracy over `data`.
-    pub fn evaluate(&mut self, data: &Dataset) -> Result<(f32, f32)> {
+    /// Mean loss and accuracy over `data`. It reads the model only (on the GPU it builds buffers of
+    /// its own), hence `&self`; so do the predictions.
+    pub fn evaluate(&self, data: &Dataset) -> Result<(f32, f32)> {
         if self.compiled.is_none() {
             return Err(WgnnError::invalid("evaluate", "the model has no loss to evaluate: call compile() first"));
         }
@@ -478,68 +533,6 @@ impl Sequential {
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }
-    }
-
-    /// The model's predictions for `rows` rows of `x` ([rows, input_dim], already normalised):
-    /// class probabilities — softmax [rows, classes] for the cross-entropies, σ(z) [rows, 1] for
-    /// [`Loss::BinaryCrossentropy`] — or the last layer's outputs for [`Loss::Hinge`] (scores)
-    /// and [`Loss::MeanSquaredError`] (values). Before `compile`, the last layer's outputs
-    /// through its own activation (a `softmax` layer gives probabilities, a linear one logits).
-    pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        const OP: &str = "predict";
-        // Checked: a row count whose product wraps would pass with a short x, then overflow the
-        // output's allocation.
-        let output_len = rows.checked_mul(self.output_dim());
-        if rows == 0 || rows.checked_mul(self.input_dim()) != Some(x.len()) || output_len.is_none() {
-            return Err(WgnnError::shape_of(
-                OP,
-                &[("x", &[x.len()]), ("input", &self.input_shape)],
-                format!(
-                    "x has {} values; expected rows ({rows}) × {} features with rows ≥ 1",
-                    x.len(),
-                    self.input_dim()
-                ),
-            ));
-        }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(WgnnError::NonFinite { op: OP.into(), index: i, value: x[i] });
-        }
-        match &self.state {
-            State::Gpu(g) => {
-                let gpu = g.gpu.clone();
-                // In groups of rows the device can hold at once (a data set binds at most
-                // MAX_FEATURE_CHUNKS buffers), so any number of rows can be predicted.
-                let limits = gpu.limits();
-                let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-                let input_dim = self.input_dim();
-                let rows_per_binding = (binding / (4 * input_dim as u64)).max(1) as usize;
-                let group = rows_per_binding.saturating_mul(MAX_FEATURE_CHUNKS);
-                let mut predictions = Vec::with_capacity(output_len.unwrap_or(0));
-                for (i, part) in x.chunks(group * input_dim).enumerate() {
-                    let n = part.len() / input_dim;
-                    let source = format!("predict input (rows {}..{})", i * group, i * group + n);
-                    let data = Dataset::from_f32(part.to_vec(), vec![0; n], input_dim, self.output_dim(), &source)?;
-                    let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
-                    predictions.extend(self.predict_gpu(&gpu_data)?);
-                }
-                Ok(predictions)
-            }
-            State::Cpu(_) => {
-                let outputs = self.forward_cpu(x, rows)?;
-                Ok(match self.output_function() {
-                    Activation::Softmax => cpu::softmax(&outputs, rows, self.output_dim()),
-                    Activation::Sigmoid => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),
-                    _ => outputs,
-                })
-            }
-        }
-    }
-
-    /// Probabilities for every row of a data set (its scaling applied); its labels and targets
-    /// are not read.
-    pub fn predict_dataset(&mut self, data: &Dataset) -> Result<Vec<f32>> {
-        self.check_features("predict", data)?;
-        self.predict(&data.to_f32(), data.rows)
     }
 }
 

@@ -77,7 +77,7 @@ fn cnn_models_save_load_and_predict_as_before() {
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
         model.fit(&data, &FitOptions { epochs: 2, batch_size: 4, ..Default::default() }).unwrap();
         model.save(&path).unwrap();
-        let mut loaded = Sequential::load(&path, &backend).unwrap();
+        let loaded = Sequential::load(&path, &backend).unwrap();
         assert_eq!(loaded.layers(), model.layers());
         let names: Vec<String> = loaded.parameters().unwrap().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["layers.0.weight", "layers.0.bias", "layers.3.weight", "layers.3.bias"]);

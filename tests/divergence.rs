@@ -103,7 +103,7 @@ fn a_divergence_stop_writes_the_restored_weights_to_the_checkpoint_folder() {
         let last = checkpoint.last_path();
         assert!(detail.contains(&last.display().to_string()) && detail.contains("after epoch 0"), "{detail}");
         // The file holds the weights put back, and resumes (its state is finite).
-        let mut resumed = Sequential::resume(&last, &backend).unwrap();
+        let resumed = Sequential::resume(&last, &backend).unwrap();
         assert_eq!(resumed.resumed_epoch(), Some(0));
         let bits = |m: &Sequential| -> Vec<u32> {
             m.weights()

@@ -306,3 +306,69 @@ fn cnn_mnist_trains_saves_and_resumes() {
     assert!(stderr.contains("expected two counts"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The command lines read well: every flag has help, a negative number is a value (refused by
+/// the flag's own check, not taken for a flag), the default data is found from any folder, a
+/// closed pipe ends the run quietly, and the last line says what the time includes.
+#[test]
+fn the_command_lines_read_well() {
+    for name in ["mnist_gpu", "cnn_mnist", "logistic_regression"] {
+        let (code, help, _) = outcome(Command::new(example(name)).arg("--help").output().unwrap());
+        assert_eq!(code, Some(0));
+        // Each flag's help follows it on its line (`--seed <SEED>  Seeds …`) or on the next one
+        // (clap's long layout).
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with("--")) {
+            let mut words = line.split_whitespace().skip(1);
+            let after_flag = match words.next() {
+                Some(value) if value.starts_with('<') => words.next(),
+                other => other,
+            };
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            // A `[default: …]` alone is no help.
+            let is_help = |text: &str| !text.is_empty() && !text.starts_with('-') && !text.starts_with('[');
+            let has_help = after_flag.is_some_and(is_help) || is_help(next);
+            assert!(has_help, "{name}: {line} has no help:\n{help}");
+        }
+        let (code, _, stderr) = outcome(Command::new(example(name)).args(["--lr", "-1"]).output().unwrap());
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("expected a finite number > 0, got \"-1\""), "{name}: {stderr}");
+    }
+
+    // From another folder, with the default --data; 1 epoch, and the final line's parts.
+    let dir = scratch("elsewhere");
+    let out = Command::new(example("mnist_gpu"))
+        .args(["--train-rows", "64", "--epochs", "1", "--out", "out"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = outcome(out);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let trained = stdout.lines().find(|l| l.starts_with("trained ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(trained.starts_with("trained 1 epoch in "), "{trained}");
+    assert!(trained.contains("s of training steps") && trained.contains("s of validation"), "{trained}");
+    assert!(dir.join("out/history.csv").exists());
+
+    // A missing archive names the flag that gives another.
+    let missing = dir.join("nowhere.npz");
+    let (code, _, stderr) = mnist_gpu([OsStr::new("--data"), missing.as_os_str()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("pass its path with --data PATH"), "{stderr}");
+
+    // `mnist_gpu | head -1`: the reader leaves after the first line.
+    let mut child = Command::new(example("mnist_gpu"))
+        .args(["--data", MNIST, "--train-rows", "64", "--epochs", "2", "--out"])
+        .arg(dir.join("piped"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

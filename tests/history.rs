@@ -13,6 +13,7 @@ fn sample(epochs: usize, with_val: bool) -> History {
             val_loss: with_val.then(|| 2.4 / t + 0.05),
             val_accuracy: with_val.then(|| 1.0 - 0.95 / (t + 0.2)),
             seconds: 1.5 + e as f64 / 3.0,
+            val_seconds: if with_val { 0.25 + e as f64 / 9.0 } else { 0.0 },
             samples_per_second: 40000.0 / (1.0 + e as f64 / 7.0),
             skipped_batches: e % 3,
         });
@@ -23,7 +24,7 @@ fn sample(epochs: usize, with_val: bool) -> History {
 /// Parses one CSV line back into a record; empty cells are `None`.
 fn parse(line: &str) -> EpochRecord {
     let c: Vec<&str> = line.split(',').collect();
-    assert_eq!(c.len(), 8, "{line}");
+    assert_eq!(c.len(), 9, "{line}");
     let opt = |s: &str| {
         if s.is_empty() {
             None
@@ -38,8 +39,9 @@ fn parse(line: &str) -> EpochRecord {
         val_loss: opt(c[3]),
         val_accuracy: opt(c[4]),
         seconds: c[5].parse().unwrap(),
-        samples_per_second: c[6].parse().unwrap(),
-        skipped_batches: c[7].parse().unwrap(),
+        val_seconds: c[6].parse().unwrap(),
+        samples_per_second: c[7].parse().unwrap(),
+        skipped_batches: c[8].parse().unwrap(),
     }
 }
 
@@ -51,7 +53,10 @@ fn csv_round_trips_every_number() {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next(),
-            Some("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second,skipped_batches")
+            Some(
+                "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,val_seconds,samples_per_second,\
+                 skipped_batches"
+            )
         );
         let back: Vec<EpochRecord> = lines.map(parse).collect();
         assert_eq!(back, h.epochs);
@@ -96,6 +101,17 @@ fn write_errors_name_the_path() {
 }
 
 #[test]
+fn csv_without_the_val_seconds_column_still_reads() {
+    // What wgnn wrote (and checkpoints embedded) before validation was timed apart.
+    let old = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,samples_per_second,skipped_batches\n\
+               1,0.5,0.8,0.6,0.75,1.25,4000,2\n";
+    let h = History::from_csv(old).unwrap();
+    let r = &h.epochs[0];
+    assert_eq!((r.seconds, r.val_seconds, r.samples_per_second, r.skipped_batches), (1.25, 0.0, 4000.0, 2));
+    assert_eq!((r.val_loss, r.val_accuracy), (Some(0.6), Some(0.75)));
+}
+
+#[test]
 fn csv_without_the_skipped_column_still_reads() {
     // What wgnn wrote (and checkpoints embedded) before skipped batches were recorded.
     let old =
@@ -103,6 +119,7 @@ fn csv_without_the_skipped_column_still_reads() {
     let h = History::from_csv(old).unwrap();
     assert_eq!(h.epochs.len(), 1);
     assert_eq!((h.epochs[0].train_loss, h.epochs[0].skipped_batches), (0.5, 0));
+    assert_eq!((h.epochs[0].samples_per_second, h.epochs[0].val_seconds), (4000.0, 0.0));
     let err = History::from_csv("epoch,loss\n1,2\n").expect_err("unknown header");
     assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("header"), "{err}");
 }

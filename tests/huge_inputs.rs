@@ -102,12 +102,12 @@ fn a_model_file_declaring_a_huge_layer_is_refused_before_allocation() {
 /// The public API's counts are checked, not multiplied blindly.
 #[test]
 fn api_counts_that_overflow_are_errors() {
-    let mut m = Sequential::new(16, 1).dense(4, Activation::Identity).build(&Backend::Cpu).unwrap();
+    let m = Sequential::new(16, 1).dense(4, Activation::Identity).build(&Backend::Cpu).unwrap();
     let x = vec![0.5f32; 16];
     // (2^60 + 1) × 16 wraps to 16: x's length.
     let e = m.predict(&x, (1 << 60) + 1).expect_err("predict of 2^60 + 1 rows from 16 values");
     assert!(matches!(e, WgnnError::Shape { .. }), "{e}");
-    let mut m = Sequential::new(16, 1).dense(4, Activation::Identity).build(&Backend::Gpu(gpu())).unwrap();
+    let m = Sequential::new(16, 1).dense(4, Activation::Identity).build(&Backend::Gpu(gpu())).unwrap();
     assert!(m.predict(&x, (1 << 60) + 1).is_err());
     // 16 labels × 2^60 features wraps to 0 values.
     let e = Dataset::from_f32(vec![], vec![0; 16], 1 << 60, 2, "t").expect_err("from_f32 with 2^64 values");

@@ -151,7 +151,7 @@ fn keras_style_models_save_and_load_with_their_shapes() {
         model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
         model.fit(&data, &FitOptions { epochs: 2, batch_size: 8, ..Default::default() }).unwrap();
         model.save(&path).unwrap();
-        let mut loaded = Sequential::load(&path, &backend).unwrap();
+        let loaded = Sequential::load(&path, &backend).unwrap();
         assert_eq!(loaded.layers(), model.layers());
         assert_eq!(loaded.input_shape(), &[2, 3, 2]);
         assert_eq!(loaded.parameters().unwrap(), model.parameters().unwrap());

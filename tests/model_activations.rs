@@ -29,7 +29,7 @@ fn train(backend: &Backend, hidden: Activation, output: Activation, loss: Loss, 
     model.compile(loss, Optimizer::adam(1e-2)).unwrap();
     let h = model.fit(data, &FitOptions { epochs: 3, batch_size: 16, ..Default::default() }).unwrap();
     let p = model.predict_dataset(data).unwrap();
-    (h, p)
+    (h, p.into_vec())
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn batch_norm_state_survives_save_load_and_resume() {
     let saved = dir.join("bn.safetensors");
     m.save(&saved).unwrap();
     for backend in [backend.clone(), Backend::Cpu] {
-        let mut loaded = Sequential::load(&saved, &backend).unwrap();
+        let loaded = Sequential::load(&saved, &backend).unwrap();
         assert_eq!(loaded.layers(), m.layers());
         for i in 0..m.layers().len() {
             assert_eq!(loaded.batch_norm_state(i).unwrap(), m.batch_norm_state(i).unwrap(), "layer {i}");

@@ -222,7 +222,7 @@ fn a_regression_checkpoint_resumes_with_its_loss() {
     model.compile(Loss::MeanSquaredError, Optimizer::adam(1e-2)).unwrap();
     let history = model.fit(&data, &FitOptions { epochs: 2, batch_size: 16, ..Default::default() }).unwrap();
     model.save_checkpoint(&path, 2, &history).unwrap();
-    let mut resumed = Sequential::resume(&path, &backend).unwrap();
+    let resumed = Sequential::resume(&path, &backend).unwrap();
     assert_eq!(resumed.loss(), Loss::MeanSquaredError);
     assert_eq!(resumed.evaluate(&data).unwrap(), model.evaluate(&data).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();

@@ -35,8 +35,8 @@ fn predict_over_many_batches_on_small_bindings_matches_the_reference() {
                 m.compile(loss, Optimizer::adam(1e-3)).unwrap();
                 m
             };
-            let mut on_gpu = build(&Backend::Gpu(device.clone()));
-            let mut reference = build(&Backend::Cpu);
+            let on_gpu = build(&Backend::Gpu(device.clone()));
+            let reference = build(&Backend::Cpu);
             let got = on_gpu.predict(&x, rows).unwrap();
             let want = reference.predict(&x, rows).unwrap();
             let what =

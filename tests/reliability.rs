@@ -60,7 +60,7 @@ fn a_loaded_model_predicts_exactly_what_the_saved_one_did() {
         saved.fit(&data, &FitOptions { epochs: 2, batch_size: 16, ..Default::default() }).unwrap();
         let path = dir.join("model.safetensors");
         saved.save(&path).unwrap();
-        let mut loaded = Sequential::load(&path, &backend).unwrap();
+        let loaded = Sequential::load(&path, &backend).unwrap();
         assert_eq!(loaded.layers(), saved.layers());
         assert_eq!((loaded.input_dim(), loaded.seed()), (11, 3));
         assert_eq!(weight_bits(&loaded), weight_bits(&saved), "{}: weights", saved.backend_name());

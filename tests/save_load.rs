@@ -104,7 +104,7 @@ fn an_uncompiled_model_predicts_through_its_own_last_activation() {
     for backend in backends() {
         for last in [Activation::Sigmoid, Activation::Tanh, Activation::Softmax, Activation::Identity] {
             let build = || Sequential::new(5, 4).dense(8, Activation::Relu).dense(3, last).build(&backend).unwrap();
-            let mut plain = build();
+            let plain = build();
             // Mean squared error applies nothing beyond the layers' own activations.
             let mut regression = build();
             regression.compile(Loss::MeanSquaredError, Optimizer::sgd(0.1, 0.0)).unwrap();
@@ -137,7 +137,7 @@ fn files_of_the_first_format_still_load() {
     let (inputs, want) = (floats("inputs"), floats("predictions"));
     let rows = fixture["rows"].as_u64().unwrap() as usize;
     for backend in backends() {
-        let mut model = Sequential::load(dir.join("model.safetensors"), &backend).unwrap();
+        let model = Sequential::load(dir.join("model.safetensors"), &backend).unwrap();
         assert_eq!(model.compiled_loss(), None, "the old file has no loss");
         // Dense(no bias) → BatchNorm → Activation → Dropout, then the two plain dense layers.
         assert_eq!(model.layers().len(), 6, "{:?}", model.layers());

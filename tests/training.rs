@@ -53,6 +53,7 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
                 early_stopping: None,
                 skip_nonfinite_batches: false,
                 cancel: None,
+                verbose: false,
             };
             model.fit_with(&data, &options, &mut steps).unwrap();
             assert_eq!(steps.losses.len(), 11, "one tick per step");
@@ -270,6 +271,7 @@ fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
             early_stopping: None,
             skip_nonfinite_batches: false,
             cancel: None,
+            verbose: false,
         };
         let history = model.fit(&train, &options).unwrap();
         histories.push(history);
@@ -342,6 +344,9 @@ fn validation_fraction_holds_rows_out() {
     assert!(r.val_loss.is_some_and(f32::is_finite) && r.val_accuracy.is_some());
     // 150 training rows per epoch, 50 held out.
     assert!((r.samples_per_second * r.seconds - 150.0).abs() < 1e-6 * 150.0, "{r:?}");
+    // Validation is timed apart from the training steps (no claim on which takes longer).
+    assert!(r.val_seconds > 0.0 && r.val_seconds.is_finite(), "{r:?}");
+    assert!(history.epochs.iter().all(|r| r.val_seconds > 0.0), "every epoch validated: {history:?}");
 }
 
 #[test]

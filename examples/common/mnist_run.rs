@@ -7,15 +7,14 @@ use clap::CommandFactory;
 use wgnn::data::load_mnist;
 use wgnn::display::{format_top_k, render_image};
 use wgnn::model::{Checkpointing, Sequential, Validation};
-use wgnn::{Dataset, Gpu};
-
-use super::console;
+use wgnn::{Dataset, Gpu, History};
 
 /// Flattened into each example's own flags (`#[command(flatten)]`).
 #[derive(clap::Args, Debug)]
 pub struct MnistFlags {
-    /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test).
-    #[arg(long, default_value = "assets/mnist.npz")]
+    /// The MNIST archive (Keras layout: x_train, y_train, x_test, y_test); the default is the
+    /// crate's copy, wherever the example is run from.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz"))]
     pub data: PathBuf,
     /// Train on the first N training rows only (0 = all, at most the 60,000 there are): quick runs.
     #[arg(long, default_value_t = 0)]
@@ -53,7 +52,7 @@ impl MnistFlags {
     /// The training rows (the first `--train-rows` of them; more than there are is a usage error of
     /// `Flags`) and the test rows, with a warning where the pixels are not 0–255 bytes.
     pub fn load<Flags: CommandFactory>(&self) -> anyhow::Result<(Dataset, Dataset)> {
-        let (train, test) = load_mnist(&self.data)?;
+        let (train, test) = load_mnist(&self.data).map_err(|e| super::hint_data_flag(e, &self.data))?;
         if let Some(warning) = train.pixel_range_warning() {
             eprintln!("warning: {warning}");
         }
@@ -167,19 +166,33 @@ pub fn refuse_other_network(
 
 /// Draws test image `row` with the model's prediction and its top three classes (`regression`:
 /// the outputs are regression values on one-hot rows, not probabilities).
-pub fn show_prediction(model: &mut Sequential, test: &Dataset, row: usize, regression: bool) -> anyhow::Result<()> {
+pub fn show_prediction(model: &Sequential, test: &Dataset, row: usize, regression: bool) -> anyhow::Result<()> {
     let pixels = test.row_f32(row)?;
     let outputs = model.predict(&pixels, 1)?;
-    let predicted = console::argmax(&outputs);
+    let predicted = outputs.argmax()[0];
     println!("\ntest image {row} (label {}):", test.labels[row]);
     println!("{}", render_image(&pixels, 28, 28));
     if regression {
-        let mut order: Vec<usize> = (0..outputs.len()).collect();
-        order.sort_by(|&a, &b| outputs[b].total_cmp(&outputs[a]));
-        let top: Vec<String> = order[..3].iter().map(|&i| format!("{i}: {:.3}", outputs[i])).collect();
+        let top: Vec<String> = outputs.top_k(3)[0].iter().map(|(i, v)| format!("{i}: {v:.3}")).collect();
         println!("predicted {predicted}   top outputs: {}", top.join("  "));
     } else {
         println!("predicted {predicted}   top: {}", format_top_k(&outputs, 3));
     }
     Ok(())
+}
+
+/// The line after training: the epochs this run trained (those after `resumed_epochs`), the wall
+/// time `seconds` of the whole `fit`, and what it is made of: the training steps, validation, and
+/// the rest (uploading the data, building and tuning the kernels, writing checkpoints).
+pub fn trained_line(history: &History, resumed_epochs: usize, seconds: f64) -> String {
+    let ran = &history.epochs[resumed_epochs.min(history.epochs.len())..];
+    let train: f64 = ran.iter().map(|r| r.seconds).sum();
+    let validation: f64 = ran.iter().map(|r| r.val_seconds).sum();
+    let rest = (seconds - train - validation).max(0.0);
+    format!(
+        "trained {} epoch{} in {seconds:.1} s: {train:.1} s of training steps, {validation:.1} s of validation, \
+         {rest:.1} s for the rest (uploading the data, building and tuning the kernels, checkpoints)",
+        ran.len(),
+        if ran.len() == 1 { "" } else { "s" }
+    )
 }

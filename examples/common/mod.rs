@@ -4,7 +4,6 @@
 // Each example uses the parsers it needs.
 #![allow(dead_code)]
 
-pub mod console;
 pub mod interrupt;
 pub mod mnist_run;
 pub mod outputs;
@@ -23,18 +22,43 @@ pub fn parse_args<T: Parser + CommandFactory>() -> T {
 /// [`parse_args`], and clap's matches too: they tell which values the user gave
 /// (`ArgMatches::value_source`) and which are defaults.
 pub fn parse_args_and_matches<T: Parser + CommandFactory>() -> (T, ArgMatches) {
-    T::command().try_get_matches().and_then(|m| T::from_arg_matches(&m).map(|args| (args, m))).unwrap_or_else(|e| {
-        use clap::error::ErrorKind;
-        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-            e.exit();
+    exit_quietly_on_a_closed_pipe();
+    // `--lr -1` is the value -1 (then refused by the flag's parser), not an unknown flag `-1`.
+    T::command()
+        .allow_negative_numbers(true)
+        .try_get_matches()
+        .and_then(|m| T::from_arg_matches(&m).map(|args| (args, m)))
+        .unwrap_or_else(|e| {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            let message = e.render().to_string();
+            eprint!("{message}");
+            if !message.contains("Usage:") {
+                eprintln!("\n{}", T::command().render_usage());
+            }
+            std::process::exit(2)
+        })
+}
+
+/// `mnist_gpu | head -2`: once the reader has gone, printing fails with a broken pipe, which
+/// `println!` turns into a panic (Rust ignores SIGPIPE). The program has nobody left to tell, so it
+/// exits at once with status 0, as `rg` and `ls` do, instead of a panic message and exit 101.
+fn exit_quietly_on_a_closed_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
         }
-        let message = e.render().to_string();
-        eprint!("{message}");
-        if !message.contains("Usage:") {
-            eprintln!("\n{}", T::command().render_usage());
-        }
-        std::process::exit(2)
-    })
+        default_hook(info)
+    }));
 }
 
 /// A flag value that only turns out wrong once the data is known (`--train-rows` past the rows
@@ -70,6 +94,16 @@ pub fn error_report(err: &anyhow::Error) -> String {
         previous = text;
     }
     report
+}
+
+/// A data file that is not there, with the flag that names another (`--data`); other errors as
+/// they are.
+pub fn hint_data_flag(err: WgnnError, path: &std::path::Path) -> anyhow::Error {
+    if path.exists() {
+        return err.into();
+    }
+    let hint = format!("no data file at {}: pass its path with --data PATH", path.display());
+    anyhow::Error::new(err).context(hint)
 }
 
 /// A `fit` error, with the flag to change when a training batch does not fit the device (the
@@ -113,20 +147,10 @@ pub fn fraction(text: &str) -> std::result::Result<f32, String> {
 /// `$WGNN_REQUIRE_GPU=1` refuse a software adapter), announced in a line, with one more line when
 /// it is a software adapter: then training runs on the CPU, and the user should know.
 pub fn gpu(adapter: Option<&str>, require_gpu: bool) -> anyhow::Result<wgnn::Gpu> {
-    quiet_mesa();
     let gpu = wgnn::Gpu::from_command_line(adapter, require_gpu)?;
     println!("adapter: {}", gpu.describe());
     if let Some(notice) = gpu.software_notice() {
-        println!("{notice}");
+        println!("{notice}; here: --adapter NAME, --require-gpu");
     }
     Ok(gpu)
-}
-
-/// Mesa's drivers print "XDG_RUNTIME_DIR is invalid or not set" on every run where that variable
-/// is unset (a container, a CI job, a cron job); any existing folder silences them. Set before
-/// the device is created, while the program has one thread.
-fn quiet_mesa() {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
 }

@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use wgnn::internals::atomic_file::temporary_path;
-use wgnn::model::{FitOptions, Sequential};
+use wgnn::model::{ConsoleProgress, FitOptions, Sequential};
 use wgnn::{Dataset, History, WgnnError};
-
-use super::console::Console;
 
 /// Creates `dir` (the value of `flag`) if missing and checks that a file can be written there.
 pub fn prepare_folder(flag: &str, dir: &Path) -> Result<()> {
@@ -74,7 +72,8 @@ impl Outputs {
     /// Writes the history, its curves (when an epoch was completed) and the model, a line each.
     pub fn write(&self, history: &History, model: &Sequential) -> Result<()> {
         history.write_csv(&self.csv)?;
-        println!("wrote {} ({} epochs)", self.csv.display(), history.epochs.len());
+        let epochs = history.epochs.len();
+        println!("wrote {} ({epochs} epoch{})", self.csv.display(), if epochs == 1 { "" } else { "s" });
         if history.epochs.is_empty() {
             println!("no {}: no epoch was completed", self.png.display());
         } else {
@@ -89,9 +88,9 @@ impl Outputs {
     }
 }
 
-/// `fit` with the examples' console (`metric`: "acc", or "mae" under mean squared error). A run
-/// stopped by Ctrl-C or SIGTERM writes the outputs, says so in a line and returns
-/// [`super::interrupt::Interrupted`] (exit 130; see `interrupt.rs`). A run
+/// `fit` with the library's console (a bar per epoch, a line per epoch; "mae" for the metric
+/// under mean squared error). A run stopped by Ctrl-C or SIGTERM writes the outputs, says so in a
+/// line and returns [`super::interrupt::Interrupted`] (exit 130; see `interrupt.rs`). A run
 /// stopped by a diverging loss still writes the outputs — the history so far (`resumed`'s epochs
 /// and this run's) and the model with the weights `fit` put back — then returns the error; a
 /// device limit or shape error names `--batch-size`.
@@ -99,7 +98,6 @@ pub fn fit_writing_outputs(
     model: &mut Sequential,
     train: &Dataset,
     options: &FitOptions,
-    metric: &'static str,
     resumed: History,
     outputs: &Outputs,
 ) -> Result<History> {
@@ -119,7 +117,7 @@ pub fn fit_writing_outputs(
     }
     let cancel = super::interrupt::cancel_on_signals()?;
     let options = FitOptions { cancel: Some(&cancel), ..*options };
-    let mut console = Console::new(metric);
+    let mut console = ConsoleProgress::for_loss(model.loss());
     let fitted = model.fit_with(train, &options, &mut console);
     console.clear_bar();
     match fitted {
@@ -139,7 +137,7 @@ pub fn fit_writing_outputs(
         Ok(history) => Ok(history),
         Err(e @ WgnnError::Training { .. }) => {
             let mut history = resumed;
-            history.epochs.extend(console.records);
+            history.epochs.extend(console.take_records());
             println!("training stopped (the error follows): writing the outputs, with the weights put back");
             if let Err(write) = outputs.write(&history, model) {
                 eprintln!("{}", super::error_report(&write));

@@ -148,7 +148,9 @@ impl Sequential {
                 return Err(self.keep_after_divergence(err, opts, epoch, &history));
             }
             let seconds = started.elapsed().as_secs_f64();
+            let validating = Instant::now();
             let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
+            let val_seconds = if val_loss.is_some() { validating.elapsed().as_secs_f64() } else { 0.0 };
             if let Some(v) = val_loss.filter(|v| !v.is_finite()) {
                 self.restore_snapshot(&checked)?;
                 let err = nonfinite_loss(&format!("the validation loss became {v} after epoch {epoch}"), kept);
@@ -161,6 +163,7 @@ impl Sequential {
                 val_loss,
                 val_accuracy,
                 seconds,
+                val_seconds,
                 samples_per_second: rows as f64 / seconds,
                 skipped_batches: sums.skipped_batches,
             };

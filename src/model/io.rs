@@ -72,6 +72,15 @@ fn optimizer_slots(optimizer: &Optimizer) -> &'static [&'static str] {
     }
 }
 
+/// Creates the folder `path` is to be written in, if missing (as `mkdir -p`); an error names the
+/// folder, not the file.
+fn create_parent_folder(path: &Path) -> Result<()> {
+    match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|source| WgnnError::Io { path: dir.to_path_buf(), source }),
+        None => Ok(()),
+    }
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| WgnnError::Io { path: path.to_path_buf(), source })
 }
@@ -209,6 +218,7 @@ impl Sequential {
             .map_err(|e| data_err(path, format!("could not lay out the tensors: {e}")))?;
         let bytes = safetensors::serialize(views, Some(meta))
             .map_err(|e| data_err(path, format!("could not serialise the tensors: {e}")))?;
+        create_parent_folder(path)?;
         write_atomic(path, &bytes)
     }
 
@@ -250,8 +260,9 @@ impl Sequential {
 
     /// Writes the weights and the architecture to `path` (a safetensors file; see the module
     /// docs for its layout), with the loss and optimizer of a compiled model, so that
-    /// [`Sequential::load`] gives a model that predicts and evaluates as this one does. Atomic: a
-    /// temporary file beside `path`, then a rename.
+    /// [`Sequential::load`] gives a model that predicts and evaluates as this one does. A missing
+    /// folder is created (an error names the folder it could not create). Atomic: a temporary
+    /// file beside `path`, then a rename.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let (params, _, _) = self.state_to_host()?;

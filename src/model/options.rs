@@ -13,7 +13,20 @@ pub enum Validation<'a> {
     Fraction(f32),
 }
 
-/// Options of [`Sequential::fit`].
+/// Options of [`Sequential::fit`]; start from `..Default::default()` (1 epoch, batches of 32,
+/// shuffled, no validation, quiet).
+///
+/// ```
+/// use wgnn::model::{FitOptions, Validation};
+/// let options = FitOptions {
+///     epochs: 10,
+///     batch_size: 64,
+///     validation: Validation::Fraction(0.1), // hold out 10% of the training rows
+///     verbose: true,                         // a bar and a line per epoch, as Keras shows
+///     ..Default::default()
+/// };
+/// assert!(options.shuffle);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct FitOptions<'a> {
     pub epochs: usize,
@@ -42,6 +55,10 @@ pub struct FitOptions<'a> {
     /// after completed epochs stay, and the unfinished epoch is neither recorded nor
     /// checkpointed (a resume would repeat it from its start).
     pub cancel: Option<&'a AtomicBool>,
+    /// Show progress as Keras' `verbose=1` does: a bar per epoch on stderr when it is a terminal,
+    /// and a line per epoch on stdout ([`ConsoleProgress`]). Off by default: a library prints
+    /// nothing unless asked.
+    pub verbose: bool,
 }
 
 /// The data settings of a `fit`, recorded in the checkpoints it writes, so that a resumed run
@@ -101,6 +118,7 @@ impl Default for FitOptions<'_> {
             early_stopping: None,
             skip_nonfinite_batches: false,
             cancel: None,
+            verbose: false,
         }
     }
 }
@@ -143,7 +161,27 @@ pub struct Progress {
     pub seconds: f64,
 }
 
-/// Receives progress during `fit`. Both methods default to doing nothing.
+/// Receives progress during `fit` ([`Sequential::fit_with`]). Both methods default to doing
+/// nothing; [`ConsoleProgress`] is the ready-made one.
+///
+/// ```
+/// use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Sequential};
+/// use wgnn::{Activation, Dataset, EpochRecord};
+/// /// Keeps each epoch's training loss.
+/// struct Losses(Vec<f32>);
+/// impl Observer for Losses {
+///     fn on_epoch_end(&mut self, record: &EpochRecord) {
+///         self.0.push(record.train_loss);
+///     }
+/// }
+/// let data = Dataset::from_rows(&[[0.0f32], [1.0]], &[0, 1])?;
+/// let mut model = Sequential::new(1, 1).dense(2, Activation::Softmax).build(&Backend::Cpu)?;
+/// model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(0.1))?;
+/// let mut losses = Losses(Vec::new());
+/// model.fit_with(&data, &FitOptions { epochs: 3, ..Default::default() }, &mut losses)?;
+/// assert_eq!(losses.0.len(), 3);
+/// # Ok::<(), wgnn::WgnnError>(())
+/// ```
 pub trait Observer {
     fn on_progress(&mut self, _progress: &Progress) {}
     fn on_epoch_end(&mut self, _record: &EpochRecord) {}
