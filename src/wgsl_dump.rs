@@ -1,14 +1,15 @@
 //! `WGNN_DUMP_WGSL=DIR`: every distinct pipeline the registry builds, written once into DIR as
 //! the WGSL the engine compiles and a JSON file beside it (family, entry point, override
-//! constants), so that another WGSL compiler can check exactly what runs (`tools/wgsl_check`
+//! constants, layout), so that another WGSL compiler can check exactly what runs (`tools/wgsl_check`
 //! compiles them with Dawn/Tint, the WebGPU implementation of Chrome). Unset, it costs one load
 //! of a `OnceLock` per pipeline built.
 //!
 //! A dump is `<family>.<entry>.<hash>.wgsl` and `.json`, the hash (FNV-1a, stable across builds
 //! and processes) over the source, the entry point and the constants: the same pipeline built by
 //! many devices, threads or processes is the same pair of files. Each file is written to a
-//! temporary name unique to its process and thread, then renamed, so concurrent writers never
-//! leave a torn file; the JSON is renamed last, so a JSON file means its WGSL is complete.
+//! temporary name unique to its process and call, then renamed, so concurrent writers never
+//! leave a torn file; the JSON is renamed last, so a JSON file means its WGSL is complete. A
+//! folder that cannot be written is an error of the pipeline's creation, naming the path.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -70,11 +71,7 @@ pub fn dump_to(dir: &Path, pipeline: &PipelineSource) -> Result<PathBuf> {
         return Ok(wgsl_path);
     }
     if !json_path.exists() {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| WgnnError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(|source| WgnnError::Io { path: dir.to_path_buf(), source })?;
         write_renamed(&wgsl_path, pipeline.sources.concat().as_bytes())?;
         let info = DumpInfo {
             family: pipeline.family,
@@ -195,5 +192,18 @@ mod tests {
             assert_eq!(wgsl, source);
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_made_is_an_io_error_naming_it() {
+        let file = std::env::temp_dir().join(format!("wgnn-dump-not-a-folder-{}", std::process::id()));
+        std::fs::write(&file, b"a file").unwrap();
+        let dir = file.join("dumps");
+        let p =
+            PipelineSource { family: "fam", entry: "main", sources: &["fn main() {}"], constants: &[], bindings: &[] };
+        let err = dump_to(&dir, &p).unwrap_err();
+        assert!(matches!(&err, WgnnError::Io { path, .. } if *path == dir), "{err}");
+        assert!(err.to_string().contains("wgnn-dump-not-a-folder"), "{err}");
+        std::fs::remove_file(&file).ok();
     }
 }
