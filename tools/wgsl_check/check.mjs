@@ -194,6 +194,12 @@ function shaderPieces(code, shaders) {
   return pieces;
 }
 
+// `p` from the working folder where it lies below it (shaders/x.wgsl from the repository's root).
+function shortPath(p) {
+  const relative = path.relative('.', p);
+  return relative.startsWith('..') ? path.resolve(p) : relative;
+}
+
 function where(dump, shaders, line, col) {
   if (line <= 0) return dump.file;
   let at = `${dump.file}:${line}:${col}`;
@@ -207,7 +213,7 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const shaders = fs.existsSync(args.shaders)
     ? fs.readdirSync(args.shaders).filter((n) => n.endsWith('.wgsl')).sort()
-      .map((n) => ({ name: path.relative('.', path.join(args.shaders, n)), text: fs.readFileSync(path.join(args.shaders, n), 'utf8') }))
+      .map((n) => ({ name: shortPath(path.join(args.shaders, n)), text: fs.readFileSync(path.join(args.shaders, n), 'utf8') }))
     : [];
   const jsonPaths = [];
   for (const dir of args.dirs) {
