@@ -70,7 +70,10 @@ fn output_row(r: u32) -> vec2<f32> {
     for (var c = 0u; c < c_len; c++) { s += exp(z[c] - m); }
     let label = labels[r];
     let valid = label < c_len;
-    let loss = select(bitcast<f32>(0x7fc00000u), m + log(s) - z[min(label, c_len - 1u)], valid);
+    // NaN's bits through a `let`: a constant expression that is NaN is a shader-creation error
+    // in WGSL (Tint refuses it; naga let it through).
+    let nan_bits = 0x7fc00000u;
+    let loss = select(bitcast<f32>(nan_bits), m + log(s) - z[min(label, c_len - 1u)], valid);
     let correct = select(0.0, 1.0, valid && best == label);
     // z becomes dZ's row.
     for (var c = 0u; c < c_len; c++) {

@@ -75,7 +75,10 @@ fn sparse_row(r: u32) -> vec2<f32> {
     let label = labels[r];
     let valid = label < p.cols;
     let z_label = logits[base + min(label, p.cols - 1u)];
-    let loss = select(bitcast<f32>(0x7fc00000u), m + log(s) - z_label, valid);
+    // NaN's bits through a `let`: a constant expression that is NaN is a shader-creation error
+    // in WGSL (Tint refuses it; naga let it through).
+    let nan_bits = 0x7fc00000u;
+    let loss = select(bitcast<f32>(nan_bits), m + log(s) - z_label, valid);
     let correct = select(0.0, 1.0, valid && best == label);
     loss_rows[r] = loss;
     correct_rows[r] = correct;

@@ -90,7 +90,8 @@
 //! 3. The device: [`profile`] (the adapter's facts and the policy derived from them), [`device`]
 //!    (adapter, device, queue, error scopes, the one readback path, the store of compiled shader
 //!    objects), [`tensor`] (f32/u32 tensors in GPU buffers), [`internals::plan`] (dispatches and
-//!    plans of them, run and timed), [`internals::registry`] (kernel families, pipelines, building
+//!    plans of them, run and timed), [`internals::wgsl_dump`] (each pipeline's WGSL written out
+//!    for other compilers), [`internals::registry`] (kernel families, pipelines, building
 //!    a dispatch), [`autotune`] (matmul variants timed on the device, cached).
 //! 4. [`internals::kernels`]: one module per `shaders/*.wgsl` family; each call checks shapes, picks a variant
 //!    by the device's profile and returns a [`Plan`] of ready-made dispatches.
@@ -119,7 +120,7 @@ pub mod tensor;
 pub mod train_test_split;
 
 pub mod internals;
-pub(crate) use internals::{atomic_file, cpu, kernels, plan, registry, rng};
+pub(crate) use internals::{atomic_file, cpu, kernels, plan, registry, rng, wgsl_dump};
 
 pub use activation::Activation;
 pub use data::Dataset;

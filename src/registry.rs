@@ -4,7 +4,8 @@
 //! Each kernel family is one `shaders/<family>.wgsl` file, pulled in with `include_str!` and
 //! described by a [`KernelFamily`]: binding 0 is a uniform of sizes, bindings 1.. are storage
 //! buffers. Pipelines are built once per (family, entry point, override constants) and cached in
-//! the device's store; shapes travel in the uniform, so one pipeline serves every size.
+//! the device's store; shapes travel in the uniform, so one pipeline serves every size. With
+//! `WGNN_DUMP_WGSL=DIR` each new pipeline is also written out ([`crate::wgsl_dump`]).
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Dispatch;
 use crate::tensor::Tensor;
+use crate::wgsl_dump::{dump_dir, dump_to, PipelineSource};
 
 /// How a binding is used by the shader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +106,19 @@ fn pipeline(
     if COMPILING.get() != Compiling::Allowed {
         COMPILING.set(Compiling::Refusing);
         return Err(WgnnError::invalid(family.name, "a new pipeline was needed where none may be built"));
+    }
+    // Before building: a pipeline naga refuses is dumped too, for the other compilers to judge.
+    if let Some(dir) = dump_dir() {
+        let bindings: Vec<&str> = std::iter::once("uniform")
+            .chain(family.storage.iter().map(|access| match access {
+                Access::Read => "read-only-storage",
+                Access::ReadWrite => "storage",
+                Access::Uniform => "uniform",
+            }))
+            .collect();
+        let source =
+            PipelineSource { family: family.name, entry, sources: family.sources, constants, bindings: &bindings };
+        dump_to(dir, &source)?;
     }
     let objects = family_objects(gpu, family)?;
     let kernel_name = format!("{}::{entry}", family.name);

@@ -127,6 +127,48 @@ fn reference_is_the_unfused_kernels_and_its_gradients_are_right() {
     }
 }
 
+/// A label ≥ C that the host could not check (written after the upload, so the tensor's known
+/// maximum is stale) makes the loss total NaN and counts that row as wrong; dZ and dH are the CPU
+/// reference's (the row's softmax·grad_scale). Guards the NaN the kernel makes at run time since
+/// Tint refused it as a constant (issue 26), with W in storage and through the uniform window.
+#[test]
+fn an_unchecked_label_out_of_range_makes_the_loss_nan() {
+    let gpu = gpu();
+    let mut rng = Rng::new(33);
+    let (rows, k, c) = (70, 6, 5);
+    for window in [false, true] {
+        let act = Activation::Tanh;
+        let (h, w, b, mut labels) = batch(&mut rng, rows, k, c, act);
+        (labels[0], labels[65]) = (c as u32, u32::MAX);
+        let up = |shape: &[usize], v: &[f32]| Tensor::from_slice(&gpu, shape, v).unwrap();
+        let (wt, bt) = if window {
+            let mut flat = vec![0.0; 64 + UNIFORM_WINDOW_FLOATS];
+            flat[..k * c].copy_from_slice(&w);
+            flat[64..64 + c].copy_from_slice(&b);
+            let both = up(&[flat.len()], &flat);
+            (both.view(0, &[k, c]).unwrap(), both.view(64, &[c]).unwrap())
+        } else {
+            (up(&[k, c], &w), up(&[c], &b))
+        };
+        let lt = Tensor::zeros_u32(&gpu, &[rows]).unwrap();
+        lt.write_u32(&labels).unwrap();
+        let (ht, dzt, dht) =
+            (up(&[rows, k], &h), up(&[rows, c], &vec![f32::NAN; rows * c]), up(&[rows, k], &vec![f32::NAN; rows * k]));
+        let totals = up(&[2], &[0.0, 0.0]);
+        let out = DenseSoftmaxXentOut { dz: &dzt, dh: &dht, totals: &totals };
+        let plan = dense_softmax_xent(&gpu, &ht, &wt, &bt, &lt, act, 0.25, &out).unwrap();
+        gpu.run(&[&plan]).unwrap();
+        let (dz, dh, loss, correct) = cpu::dense_softmax_xent(&h, &w, &b, &labels, rows, k, c, 0.25, act);
+        assert!(loss.is_nan(), "the reference's loss is {loss}");
+        let what = format!("window={window}");
+        assert_close(&format!("{what} dz"), &dzt.to_vec().unwrap(), &dz, 1e-6, 1e-4);
+        assert_close(&format!("{what} dh"), &dht.to_vec().unwrap(), &dh, 1e-6, 1e-4);
+        let got = totals.to_vec().unwrap();
+        assert!(got[0].is_nan(), "{what}: the loss total is {}", got[0]);
+        assert_eq!(got[1], correct, "{what}: correct total");
+    }
+}
+
 #[test]
 fn bad_input_is_an_error_naming_the_kernel() {
     let gpu = gpu();

@@ -140,6 +140,49 @@ fn softmax_xent_first_max_wins_ties() {
     assert_eq!(cpu::softmax_xent(&logits, &labels, 3, 3, 1.0).2, [1.0, 0.0, 1.0]);
 }
 
+/// A label ≥ C that the host could not check (written after the upload, so the tensor's known
+/// maximum is stale) gives that row a NaN loss, 0 correct and softmax·grad_scale as its gradient,
+/// as the CPU reference does; the other rows are unaffected. Guards the NaN the kernel makes at run
+/// time since Tint refused it as a constant (issue 26), in the fused totals and in totals.wgsl's.
+#[test]
+fn softmax_xent_unchecked_label_out_of_range_gives_a_nan_loss_row() {
+    let gpu = gpu();
+    let mut rng = Rng::new(15);
+    for (n, c) in [(6, 4), (3000, 7)] {
+        let logits = rng.vec_uniform(n * c, -3.0, 3.0);
+        let mut labels: Vec<u32> = (0..n).map(|_| rng.below(c) as u32).collect();
+        let bad = [1, 4, n - 1];
+        (labels[bad[0]], labels[bad[1]], labels[bad[2]]) = (c as u32, u32::MAX, c as u32 + 1);
+        let lt = Tensor::from_slice(&gpu, &[n, c], &logits).unwrap();
+        let yt = Tensor::zeros_u32(&gpu, &[n]).unwrap();
+        yt.write_u32(&labels).unwrap();
+        let loss = Tensor::zeros(&gpu, &[n]).unwrap();
+        let dlogits = Tensor::zeros(&gpu, &[n, c]).unwrap();
+        let correct = Tensor::zeros(&gpu, &[n]).unwrap();
+        let tot = Tensor::zeros(&gpu, &[2]).unwrap();
+        let out =
+            SoftmaxXentOut { loss_rows: &loss, dlogits: Some(&dlogits), correct_rows: &correct, totals: Some(&tot) };
+        let plan = softmax_xent(&gpu, &lt, &yt, 0.5, &out).expect("the host sees only the stale maximum 0");
+        gpu.run(&[&plan]).unwrap();
+        let (want_loss, want_dlogits, want_correct) = cpu::softmax_xent(&logits, &labels, n, c, 0.5);
+        let got_loss = loss.to_vec().unwrap();
+        for r in 0..n {
+            let invalid = bad.contains(&r);
+            assert_eq!(want_loss[r].is_nan(), invalid, "cpu row {r}: {}", want_loss[r]);
+            assert_eq!(got_loss[r].is_nan(), invalid, "{n}x{c} row {r}: loss {}", got_loss[r]);
+            if !invalid {
+                assert_close(&format!("{n}x{c} loss row {r}"), &got_loss[r..r + 1], &want_loss[r..r + 1], 1e-5, 1e-4);
+            }
+        }
+        assert_close(&format!("{n}x{c} dlogits"), &dlogits.to_vec().unwrap(), &want_dlogits, 1e-6, 1e-4);
+        assert_eq!(correct.to_vec().unwrap(), want_correct, "{n}x{c} correct_rows");
+        assert!(bad.iter().all(|&r| want_correct[r] == 0.0));
+        let got_totals = tot.to_vec().unwrap();
+        assert!(got_totals[0].is_nan(), "{n}x{c}: the loss total is {} with NaN rows", got_totals[0]);
+        assert_eq!(got_totals[1], want_correct.iter().sum::<f32>(), "{n}x{c} correct total");
+    }
+}
+
 #[test]
 fn softmax_xent_evaluation_only_and_softmax() {
     let gpu = gpu();
