@@ -44,8 +44,8 @@ struct Params {
     weight_decay: f32,
     sched_steps: u32,  // step: every   exponential: decay_steps   cosine: T
     sched_value: f32,  // step: γ       exponential: rate          cosine: min
-    _pad0: u32,
-    _pad1: u32,
+    log2_hi: f32,      // step, exponential: log2(sched_value) = log2_hi + log2_lo, hi to 7 bits
+    log2_lo: f32,
     _pad2: u32,
 }
 
@@ -65,10 +65,60 @@ fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG * PER_LANE + lid.x;
 }
 
-// b^t with the builtin (exp2(t·log2 b)): one transcendental pair instead of a loop per element,
-// which on lavapipe cost more than the rest of the update. Exact for b = 0, where log2 is -inf.
-fn pow_u32(b: f32, t: u32) -> f32 {
-    return select(pow(b, f32(t)), 0.0, b == 0.0);
+// 1 − b^t without cancellation, for Adam's bias corrections: b^t rounded to f32 and subtracted
+// from 1 keeps only its absolute error, 6e-8, which is 3e-5 of 1 − β2^2 at β2 = 0.999. Binary
+// powering on the complement c = 1 − b^n instead, over t's bits from the top:
+// n → 2n: c ← c·(2 − c);  n → n + 1: c ← c + d·(1 − c), with d = 1 − b (exact for b ≥ 0.5).
+// Every step adds non-negative terms, so the relative error stays a few ulps a step (≤ 64 steps).
+fn one_minus_pow_u32(b: f32, t: u32) -> f32 {
+    let d = 1.0 - b;
+    var c = 0.0;
+    for (var bit = 32u - countLeadingZeros(t); bit > 0u; bit--) {
+        c *= 2.0 - c;
+        if (((t >> (bit - 1u)) & 1u) != 0u) {
+            c += d * (1.0 - c);
+        }
+    }
+    return c;
+}
+
+// sin(x) and cos(x) for 0 ≤ x ≤ π/4 by their Taylor series (truncation below 2e-9 relative):
+// a few ulps on every adapter, where WGSL bounds the builtin cos only absolutely (2^-11).
+fn sin_quarter(x: f32) -> f32 {
+    let x2 = x * x;
+    return x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 * (1.0 - x2 / 110.0)))));
+}
+
+fn cos_quarter(x: f32) -> f32 {
+    let x2 = x * x;
+    return 1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 * (1.0 - x2 / 90.0))));
+}
+
+// (1 + cos(π·done/total)) / 2 = cos²(π·done/(2·total)) = sin²(π·left/(2·total)), left = total − done:
+// the form whose argument is ≤ π/4, so the factor keeps its relative precision down to the last
+// update, where it is ~(π·left/(2·total))² and 1 + cos(π·f) would cancel.
+fn cosine_factor(done: u32, total: u32) -> f32 {
+    let left = total - done;
+    if (done <= left) {
+        let c = cos_quarter(PI * 0.5 * f32(done) / f32(total));
+        return c * c;
+    }
+    let s = sin_quarter(PI * 0.5 * f32(left) / f32(total));
+    return s * s;
+}
+
+// sched_value^(q + frac), 0 ≤ frac < 1, as exp2 of q·log2(value) + frac·log2(value) with log2(value)
+// from the host in two parts (hi has 7 significant bits, so q·hi is exact for q < 2^17): the
+// exponent's integer part goes to ldexp (exact) and exp2 sees only a small, accurately summed rest.
+// The builtin pow(value, k/steps) instead multiplies log2's error (absolute, 2^-21 in WGSL's bound)
+// by the exponent, and powering by squaring doubles each rounding at every later square: both lose
+// ~1e-4 by k = 100,000.
+fn schedule_pow(q: u32, frac: f32) -> f32 {
+    let qf = f32(q);
+    let big = qf * p.log2_hi;
+    let whole = clamp(floor(big), -256.0, 127.0);
+    let rest = (big - whole) + qf * p.log2_lo + frac * (p.log2_hi + p.log2_lo);
+    return ldexp(exp2(rest), i32(whole));
 }
 
 // Whether this step's update is skipped (never when not GUARDED: step may then be 1 long).
@@ -87,13 +137,13 @@ fn scheduled_lr() -> f32 {
     }
     let k = step_t() - 1u;
     if (SCHEDULE == 1u) {
-        return p.lr * pow_u32(p.sched_value, k / p.sched_steps);
+        return p.lr * schedule_pow(k / p.sched_steps, 0.0);
     }
     if (SCHEDULE == 2u) {
-        return p.lr * pow(p.sched_value, f32(k) / f32(p.sched_steps));
+        return p.lr * schedule_pow(k / p.sched_steps, f32(k % p.sched_steps) / f32(p.sched_steps));
     }
-    let frac = f32(min(k, p.sched_steps)) / f32(p.sched_steps);
-    return p.sched_value + (p.lr - p.sched_value) * 0.5 * (1.0 + cos(PI * frac));
+    let done = min(k, p.sched_steps);
+    return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps);
 }
 
 @compute @workgroup_size(WG)
@@ -120,7 +170,7 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // Adam's bias corrections of update t as factors: m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + eps).
 fn adam_corrections() -> vec2<f32> {
     let t = step_t();
-    return vec2<f32>(1.0 / (1.0 - pow_u32(p.momentum, t)), 1.0 / sqrt(1.0 - pow_u32(p.beta2, t)));
+    return vec2<f32>(1.0 / one_minus_pow_u32(p.momentum, t), 1.0 / sqrt(one_minus_pow_u32(p.beta2, t)));
 }
 
 // Adam's moments and step for value i with weight w and gradient g; `decay` is the decoupled

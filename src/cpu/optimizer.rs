@@ -55,9 +55,8 @@ fn adam_family(
         "adam_update: lengths differ"
     );
     let lr = cfg.schedule.lr_at(cfg.lr, t);
-    let t = t.max(1) as i32;
-    let bias1 = 1.0 - cfg.beta1.powi(t);
-    let bias2 = 1.0 - cfg.beta2.powi(t);
+    let bias1 = one_minus_pow(cfg.beta1, t);
+    let bias2 = one_minus_pow(cfg.beta2, t);
     let (l2, decay) = if decoupled { (0.0, 1.0 - lr * cfg.weight_decay) } else { (cfg.weight_decay, 1.0) };
     for i in 0..param.len() {
         let g = grad[i] + l2 * param[i];
@@ -67,6 +66,12 @@ fn adam_family(
         let v_hat = v[i] / bias2;
         param[i] = param[i] * decay - lr * m_hat / (v_hat.sqrt() + cfg.eps);
     }
+}
+
+/// 1 − b^t (t = 0 taken as 1) in f64, rounded once: in f32, 1 − b.powi(t) would keep only b^t's
+/// absolute error, 3e-5 of 1 − 0.999^2.
+pub fn one_minus_pow(b: f32, t: u32) -> f32 {
+    (1.0 - (b as f64).powf(t.max(1) as f64)) as f32
 }
 
 /// One RMSprop step in place, the `t`-th.  param, grad, square_avg: `[len]`; momentum_buf: `[len]`,

@@ -50,7 +50,21 @@ struct OptimizerParams {
     weight_decay: f32,
     sched_steps: u32,
     sched_value: f32,
-    _pad: [u32; 3],
+    log2_hi: f32,
+    log2_lo: f32,
+    _pad: u32,
+}
+
+/// log2(value) as (hi, lo) with hi rounded to 7 significant bits (so the shader's q·hi is exact
+/// for q < 2^17) and lo the f32 rest: together ~31 bits, for `schedule_pow` in optimizer.wgsl.
+fn log2_parts(value: f32) -> (f32, f32) {
+    let l = (value as f64).log2();
+    if l == 0.0 || !l.is_finite() {
+        return (0.0, 0.0);
+    }
+    let scale = (6.0 - l.abs().log2().floor()).exp2();
+    let hi = (l * scale).round() / scale;
+    (hi as f32, (l - hi) as f32)
 }
 
 /// The schedule as the shader takes it: (SCHEDULE override, sched_steps, sched_value).
@@ -311,6 +325,7 @@ fn update<'a>(
     params.lr = lr;
     params.sched_steps = sched_steps;
     params.sched_value = sched_value;
+    (params.log2_hi, params.log2_lo) = log2_parts(sched_value);
     let dummy = dummy(gpu)?;
     let guarded = step.is_some_and(|s| s.len() == 2);
     let constants: [Constant; 5] = [
