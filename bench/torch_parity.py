@@ -43,6 +43,7 @@ def optimizers():
         "rmsprop": lambda p: (torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-7), None),
         "rmsprop_momentum": lambda p: (torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-7, momentum=0.9), None),
         "adagrad": lambda p: (torch.optim.Adagrad(p, lr=0.05, initial_accumulator_value=0.1, eps=1e-7), None),
+        "adagrad_torch_defaults": lambda p: (torch.optim.Adagrad(p, lr=0.05), None),
         "adadelta": lambda p: (torch.optim.Adadelta(p, lr=1.0, rho=0.95, eps=1e-6), None),
         "sgd_cosine": lambda p: cosine(sgd(p, lr=0.1, momentum=0.9)),
     }

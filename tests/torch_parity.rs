@@ -55,6 +55,17 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
                 schedule: LrSchedule::Constant,
             }),
         ),
+        // PyTorch's defaults: no initial accumulator, eps 1e-10 (issue 28 saw this one drift on the GPU).
+        (
+            "adagrad_torch_defaults",
+            Optimizer::Adagrad(AdagradConfig {
+                lr: 0.05,
+                initial_accumulator: 0.0,
+                eps: 1e-10,
+                weight_decay: 0.0,
+                schedule: LrSchedule::Constant,
+            }),
+        ),
         (
             "adadelta",
             Optimizer::Adadelta(AdadeltaConfig {
