@@ -12,6 +12,8 @@
 //                    p −= lr·g / (√sum + eps)                       sum: [len]
 //   adadelta_update: g = grad + wd·p;  v = ρ·v + (1−ρ)·g²;  δ = √(u + eps) / √(v + eps) · g
 //                    u = ρ·u + (1−ρ)·δ²;  p −= lr·δ                 v, u: [len]
+// With eps_keras (Keras' formulas): rmsprop and adagrad divide by √(sq + eps) and √(sum + eps);
+// adam by (√v + eps)/√(1−β2^t), i.e. eps added before the bias correction.
 // V, the element type, is f32 or vec4<f32> (an `alias V = ...;` line prepended by the wrapper): the
 // vec4 module moves four values per load, which on lavapipe costs what one scalar load does (every
 // storage load is a per-lane loop there); it runs where len and every view's offset are multiples
@@ -46,7 +48,7 @@ struct Params {
     sched_value: f32,  // step: γ       exponential: rate          cosine: min
     log2_hi: f32,      // step, exponential: log2(sched_value) = log2_hi + log2_lo, hi to 7 bits
     log2_lo: f32,
-    _pad2: u32,
+    eps_keras: u32,    // adam, rmsprop, adagrad: 1 for Keras' placement of eps (below)
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -167,21 +169,28 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-// Adam's bias corrections of update t as factors: m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + eps).
-fn adam_corrections() -> vec2<f32> {
+// Adam's bias corrections of update t as factors, and the eps they leave in the denominator:
+// m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + c.z), c.z = eps (PyTorch) or eps·c.y (Keras).
+fn adam_corrections() -> vec3<f32> {
     let t = step_t();
-    return vec2<f32>(1.0 / one_minus_pow_u32(p.momentum, t), 1.0 / sqrt(one_minus_pow_u32(p.beta2, t)));
+    let c2 = 1.0 / sqrt(one_minus_pow_u32(p.beta2, t));
+    return vec3<f32>(1.0 / one_minus_pow_u32(p.momentum, t), c2, select(p.eps, p.eps * c2, p.eps_keras != 0u));
+}
+
+// The root of an average with eps: √avg + eps (PyTorch) or √(avg + eps) (Keras).
+fn root_with_eps(avg: V) -> V {
+    return select(sqrt(avg) + p.eps, sqrt(avg + p.eps), p.eps_keras != 0u);
 }
 
 // Adam's moments and step for value i with weight w and gradient g; `decay` is the decoupled
 // factor p ← p·decay applied first (AdamW).
-fn adam_step(i: u32, w: V, g: V, decay: f32, lr: f32, c: vec2<f32>) {
+fn adam_step(i: u32, w: V, g: V, decay: f32, lr: f32, c: vec3<f32>) {
     let beta1 = p.momentum;
     let m = beta1 * state1[i] + (1.0 - beta1) * g;
     let v = p.beta2 * state2[i] + (1.0 - p.beta2) * g * g;
     state1[i] = m;
     state2[i] = v;
-    param[i] = w * decay - lr * (m * c.x) / (sqrt(v) * c.y + p.eps);
+    param[i] = w * decay - lr * (m * c.x) / (sqrt(v) * c.y + c.z);
 }
 
 @compute @workgroup_size(WG)
@@ -229,7 +238,7 @@ fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             let g = grad[i] + p.weight_decay * w;
             let sq = rho * state1[i] + (1.0 - rho) * g * g;
             state1[i] = sq;
-            var d = g / (sqrt(sq) + p.eps);
+            var d = g / root_with_eps(sq);
             if (MOMENTUM) {
                 d = p.momentum * state2[i] + d;
                 state2[i] = d;
@@ -254,7 +263,7 @@ fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             let before = select(state1[i], V(p.beta2), first_update);
             let sum = before + g * g;
             state1[i] = sum;
-            param[i] = w - lr * g / (sqrt(sum) + p.eps);
+            param[i] = w - lr * g / root_with_eps(sum);
         }
     }
 }

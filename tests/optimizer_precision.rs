@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use wgnn::internals::cpu;
-use wgnn::internals::kernels::optimizer::{adam_update, sgd_update_with_step, AdamConfig, LrSchedule, SgdConfig};
+use wgnn::internals::kernels::optimizer::{
+    adam_update, sgd_update_with_step, AdamConfig, EpsPlacement, LrSchedule, SgdConfig,
+};
 use wgnn::{Gpu, Tensor};
 
 /// The bound the issue sets on the GPU's step size against f64.
@@ -63,8 +65,15 @@ fn adam_step_size_matches_f64_up_to_100k_steps() {
     for beta2 in [0.999f32, 0.9999, 0.99] {
         for beta1 in [0.9f32, 0.0] {
             // eps far below √(1−β2)·|g|, so the step is the bias corrections' ratio.
-            let cfg =
-                AdamConfig { lr: 1e-3, beta1, beta2, eps: 1e-30, weight_decay: 0.0, schedule: LrSchedule::Constant };
+            let cfg = AdamConfig {
+                lr: 1e-3,
+                beta1,
+                beta2,
+                eps: 1e-30,
+                weight_decay: 0.0,
+                schedule: LrSchedule::Constant,
+                eps_placement: EpsPlacement::Torch,
+            };
             for len in [1, 4] {
                 let (err, t) = worst_adam_step_error(&gpu, len, &cfg);
                 println!("adam β1 {beta1} β2 {beta2} len {len}: worst step-size error {err:.2e} (t = {t})");
@@ -78,8 +87,15 @@ fn adam_step_size_matches_f64_up_to_100k_steps() {
 fn adam_cpu_reference_matches_f64_bias_corrections() {
     // The reference the GPU is tested against elsewhere must itself hold the same bound.
     for beta2 in [0.999f32, 0.9999] {
-        let cfg =
-            AdamConfig { lr: 1e-3, beta1: 0.9, beta2, eps: 1e-30, weight_decay: 0.0, schedule: LrSchedule::Constant };
+        let cfg = AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2,
+            eps: 1e-30,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Constant,
+            eps_placement: EpsPlacement::Torch,
+        };
         let (b1, b2) = (cfg.beta1 as f64, beta2 as f64);
         for t in steps() {
             let (mut p, mut m, mut v) = ([0.0f32], [0.0f32], [0.0f32]);

@@ -20,7 +20,7 @@
 mod common;
 use common::*;
 use safetensors::{Dtype, SafeTensors};
-use wgnn::config::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
+use wgnn::config::{AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig};
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Dataset, Layer};
@@ -36,8 +36,15 @@ const TOL: f32 = 1e-5;
 fn optimizers() -> Vec<(&'static str, Optimizer)> {
     let sgd = SgdConfig { lr: 0.1, momentum: 0.0, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant };
     let momentum = SgdConfig { lr: 0.05, momentum: 0.9, ..sgd };
-    let adam =
-        AdamConfig { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0, schedule: LrSchedule::Constant };
+    let adam = AdamConfig {
+        lr: 2e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-7,
+        weight_decay: 0.0,
+        schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
+    };
     let rmsprop = RmsPropConfig {
         lr: 1e-3,
         rho: 0.9,
@@ -45,6 +52,7 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
         momentum: 0.0,
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
     };
     vec![
         ("sgd", Optimizer::Sgd(sgd)),
@@ -64,6 +72,7 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
                 eps: 1e-7,
                 weight_decay: 0.0,
                 schedule: LrSchedule::Constant,
+                eps_placement: EpsPlacement::Torch,
             }),
         ),
         // PyTorch's defaults: no initial accumulator, eps 1e-10 (issue 28 saw this one drift on the GPU).
@@ -75,6 +84,7 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
                 eps: 1e-10,
                 weight_decay: 0.0,
                 schedule: LrSchedule::Constant,
+                eps_placement: EpsPlacement::Torch,
             }),
         ),
         (
@@ -223,8 +233,15 @@ fn check_cnn(backend: &Backend, name: &str) {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let read = |key: &str| read_from(CNN_FIXTURE, &st, key).0;
     let batches = batches(&read("x"), &read("labels"), CNN_BATCH, &[8, 8, 1], 3);
-    let adam =
-        AdamConfig { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0, schedule: LrSchedule::Constant };
+    let adam = AdamConfig {
+        lr: 2e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-7,
+        weight_decay: 0.0,
+        schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
+    };
     let sgd = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant };
     for (opt_name, optimizer) in [("sgd_momentum", Optimizer::Sgd(sgd)), ("adam", Optimizer::Adam(adam))] {
         let what = format!("cnn {name} {opt_name}");

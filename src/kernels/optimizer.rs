@@ -9,7 +9,9 @@
 //! makes the update conditional: it changes nothing when skip ≠ 0.
 
 use super::check::{disjoint, expect_len};
-pub use crate::config::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
+pub use crate::config::optimizer::{
+    AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -52,7 +54,7 @@ struct OptimizerParams {
     sched_value: f32,
     log2_hi: f32,
     log2_lo: f32,
-    _pad: u32,
+    eps_keras: u32,
 }
 
 /// log2(value) as (hi, lo) with hi rounded to 7 significant bits (so the shader's q·hi is exact
@@ -187,6 +189,7 @@ fn adam_family(
         beta2: cfg.beta2,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
+        eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
         ..Default::default()
     };
     update(gpu, op, param, grad, [Some(m), Some(v)], step, named, len, cfg.lr, &cfg.schedule, params, false)
@@ -216,6 +219,7 @@ pub fn rmsprop_update(
         beta2: cfg.rho,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
+        eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
         ..Default::default()
     };
     let states = [Some(square_avg), momentum_buf];
@@ -242,6 +246,7 @@ pub fn adagrad_update(
         beta2: cfg.initial_accumulator,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
+        eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
         ..Default::default()
     };
     update(gpu, OP, param, grad, [Some(sum), None], step, named, len, cfg.lr, &cfg.schedule, params, false)
