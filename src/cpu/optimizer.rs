@@ -75,7 +75,7 @@ fn adam_family(
 
 /// 1 − b^t (t = 0 taken as 1) in f64, rounded once: in f32, 1 − b.powi(t) would keep only b^t's
 /// absolute error, 3e-5 of 1 − 0.999^2.
-pub fn one_minus_pow(b: f32, t: u32) -> f32 {
+fn one_minus_pow(b: f32, t: u32) -> f32 {
     (1.0 - (b as f64).powf(t.max(1) as f64)) as f32
 }
 
