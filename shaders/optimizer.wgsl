@@ -49,6 +49,10 @@ struct Params {
     log2_hi: f32,      // step, exponential: log2(sched_value) = log2_hi + log2_lo, hi to 7 bits
     log2_lo: f32,
     eps_keras: u32,    // adam, rmsprop, adagrad: 1 for Keras' placement of eps (below)
+    ln_beta1: f32,     // adam: ln β1 and ln β2 from the host (at least −100: β = 0 works)
+    ln_beta2: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -67,21 +71,23 @@ fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG * PER_LANE + lid.x;
 }
 
-// 1 − b^t without cancellation, for Adam's bias corrections: b^t rounded to f32 and subtracted
-// from 1 keeps only its absolute error, 6e-8, which is 3e-5 of 1 − β2^2 at β2 = 0.999. Binary
-// powering on the complement c = 1 − b^n instead, over t's bits from the top:
-// n → 2n: c ← c·(2 − c);  n → n + 1: c ← c + d·(1 − c), with d = 1 − b (exact for b ≥ 0.5).
-// Every step adds non-negative terms, so the relative error stays a few ulps a step (≤ 64 steps).
-fn one_minus_pow_u32(b: f32, t: u32) -> f32 {
-    let d = 1.0 - b;
-    var c = 0.0;
-    for (var bit = 32u - countLeadingZeros(t); bit > 0u; bit--) {
-        c *= 2.0 - c;
-        if (((t >> (bit - 1u)) & 1u) != 0u) {
-            c += d * (1.0 - c);
-        }
+// e^x − 1 for x ≤ 0 without cancellation: the Taylor series for |x| < 1 (truncated below 3e-9
+// relative), else exp(x) − 1, where 1 − e^x ≥ 0.63 so exp's error is not magnified.
+fn expm1_nonpositive(x: f32) -> f32 {
+    if (x > -1.0) {
+        return x * (1.0 + x / 2.0 * (1.0 + x / 3.0 * (1.0 + x / 4.0 * (1.0 + x / 5.0 * (1.0 + x / 6.0
+            * (1.0 + x / 7.0 * (1.0 + x / 8.0 * (1.0 + x / 9.0 * (1.0 + x / 10.0 * (1.0 + x / 11.0))))))))));
     }
-    return c;
+    return exp(x) - 1.0;
+}
+
+// 1 − β^t for Adam's bias corrections, as −expm1(t·ln β) with ln β from the host (f64, rounded):
+// β^t rounded to f32 and subtracted from 1 keeps only its absolute error, 6e-8, which is 3e-5 of
+// 1 − β2^2 at β2 = 0.999 (and the builtin pow, exp2(t·log2 β), adds log2's absolute error times
+// t). Here the product t·ln β carries ~1 ulp and −expm1 never magnifies a relative error of its
+// argument, so the result is within a few ulps for every t.
+fn one_minus_pow(ln_b: f32, t: u32) -> f32 {
+    return -expm1_nonpositive(f32(t) * ln_b);
 }
 
 // sin(x) and cos(x) for 0 ≤ x ≤ π/4 by their Taylor series (truncation below 2e-9 relative):
@@ -173,8 +179,8 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 // m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + c.z), c.z = eps (PyTorch) or eps·c.y (Keras).
 fn adam_corrections() -> vec3<f32> {
     let t = step_t();
-    let c2 = 1.0 / sqrt(one_minus_pow_u32(p.beta2, t));
-    return vec3<f32>(1.0 / one_minus_pow_u32(p.momentum, t), c2, select(p.eps, p.eps * c2, p.eps_keras != 0u));
+    let c2 = 1.0 / sqrt(one_minus_pow(p.ln_beta2, t));
+    return vec3<f32>(1.0 / one_minus_pow(p.ln_beta1, t), c2, select(p.eps, p.eps * c2, p.eps_keras != 0u));
 }
 
 // The root of an average with eps: √avg + eps (PyTorch) or √(avg + eps) (Keras).

@@ -55,6 +55,15 @@ struct OptimizerParams {
     log2_hi: f32,
     log2_lo: f32,
     eps_keras: u32,
+    ln_beta1: f32,
+    ln_beta2: f32,
+    _pad: [u32; 2],
+}
+
+/// ln β for the shader's bias corrections (computed in f64, rounded once), at least −100 so that
+/// β = 0 gives 1 − 0^t = 1 through an exp that underflows rather than an infinity.
+fn ln_beta(beta: f32) -> f32 {
+    ((beta as f64).ln().max(-100.0)) as f32
 }
 
 /// log2(value) as (hi, lo) with hi rounded to 7 significant bits (so the shader's q·hi is exact
@@ -190,6 +199,8 @@ fn adam_family(
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
         eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
+        ln_beta1: ln_beta(cfg.beta1),
+        ln_beta2: ln_beta(cfg.beta2),
         ..Default::default()
     };
     update(gpu, op, param, grad, [Some(m), Some(v)], step, named, len, cfg.lr, &cfg.schedule, params, false)
