@@ -37,7 +37,7 @@ use wgnn::internals::kernels::matmul_register::{matmul_register, matmul_register
 use wgnn::internals::kernels::mse::{mse, MseOut};
 use wgnn::internals::kernels::optimizer::{
     adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update, AdadeltaConfig,
-    AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig,
+    AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
 };
 use wgnn::internals::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
@@ -861,7 +861,15 @@ fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
     // time_cpu repeats its closure: each call starts from fresh copies (the copy is timed too).
     let fresh = || (param.clone(), vec![0.0f32; len], vec![0.0f32; len]);
     let schedule = LrSchedule::Constant;
-    let adam = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.01, schedule };
+    let adam = AdamConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-7,
+        weight_decay: 0.01,
+        schedule,
+        eps_placement: EpsPlacement::Torch,
+    };
     let (plan, (cpu_s, want), state_tensors) = match kernel {
         "sgd_update" => {
             let cfg = SgdConfig { lr: 0.01, momentum: 0.9, nesterov: true, weight_decay: 0.0, schedule };
@@ -901,7 +909,15 @@ fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
             )
         }
         "rmsprop_update" => {
-            let cfg = RmsPropConfig { lr: 1e-3, rho: 0.9, eps: 1e-7, momentum: 0.0, weight_decay: 0.0, schedule };
+            let cfg = RmsPropConfig {
+                lr: 1e-3,
+                rho: 0.9,
+                eps: 1e-7,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                schedule,
+                eps_placement: EpsPlacement::Torch,
+            };
             let plan = rmsprop_update(&gpu, &pt, &gt, &states[0], None, Some(&step), &cfg).unwrap();
             (
                 plan,
@@ -914,7 +930,14 @@ fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
             )
         }
         "adagrad_update" => {
-            let cfg = AdagradConfig { lr: 0.01, initial_accumulator: 0.1, eps: 1e-7, weight_decay: 0.0, schedule };
+            let cfg = AdagradConfig {
+                lr: 0.01,
+                initial_accumulator: 0.1,
+                eps: 1e-7,
+                weight_decay: 0.0,
+                schedule,
+                eps_placement: EpsPlacement::Torch,
+            };
             let plan = adagrad_update(&gpu, &pt, &gt, &states[0], &step, &cfg).unwrap();
             (
                 plan,

@@ -12,6 +12,8 @@
 //                    p −= lr·g / (√sum + eps)                       sum: [len]
 //   adadelta_update: g = grad + wd·p;  v = ρ·v + (1−ρ)·g²;  δ = √(u + eps) / √(v + eps) · g
 //                    u = ρ·u + (1−ρ)·δ²;  p −= lr·δ                 v, u: [len]
+// With eps_keras (Keras' formulas): rmsprop and adagrad divide by √(sq + eps) and √(sum + eps);
+// adam by (√v + eps)/√(1−β2^t), i.e. eps added before the bias correction.
 // V, the element type, is f32 or vec4<f32> (an `alias V = ...;` line prepended by the wrapper): the
 // vec4 module moves four values per load, which on lavapipe costs what one scalar load does (every
 // storage load is a per-lane loop there); it runs where len and every view's offset are multiples
@@ -44,9 +46,13 @@ struct Params {
     weight_decay: f32,
     sched_steps: u32,  // step: every   exponential: decay_steps   cosine: T
     sched_value: f32,  // step: γ       exponential: rate          cosine: min
+    log2_hi: f32,      // step, exponential: log2(sched_value) = log2_hi + log2_lo, hi to 7 bits
+    log2_lo: f32,
+    eps_keras: u32,    // adam, rmsprop, adagrad: 1 for Keras' placement of eps (below)
+    ln_beta1: f32,     // adam: ln β1 and ln β2 from the host (at least −100: β = 0 works)
+    ln_beta2: f32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -65,10 +71,62 @@ fn first_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG * PER_LANE + lid.x;
 }
 
-// b^t with the builtin (exp2(t·log2 b)): one transcendental pair instead of a loop per element,
-// which on lavapipe cost more than the rest of the update. Exact for b = 0, where log2 is -inf.
-fn pow_u32(b: f32, t: u32) -> f32 {
-    return select(pow(b, f32(t)), 0.0, b == 0.0);
+// e^x − 1 for x ≤ 0 without cancellation: the Taylor series for |x| < 1 (truncated below 3e-9
+// relative), else exp(x) − 1, where 1 − e^x ≥ 0.63 so exp's error is not magnified.
+fn expm1_nonpositive(x: f32) -> f32 {
+    if (x > -1.0) {
+        return x * (1.0 + x / 2.0 * (1.0 + x / 3.0 * (1.0 + x / 4.0 * (1.0 + x / 5.0 * (1.0 + x / 6.0
+            * (1.0 + x / 7.0 * (1.0 + x / 8.0 * (1.0 + x / 9.0 * (1.0 + x / 10.0 * (1.0 + x / 11.0))))))))));
+    }
+    return exp(x) - 1.0;
+}
+
+// 1 − β^t for Adam's bias corrections, as −expm1(t·ln β) with ln β from the host (f64, rounded):
+// β^t rounded to f32 and subtracted from 1 keeps only its absolute error, 6e-8, which is 3e-5 of
+// 1 − β2^2 at β2 = 0.999 (and the builtin pow, exp2(t·log2 β), adds log2's absolute error times
+// t). Here the product t·ln β carries ~1 ulp and −expm1 never magnifies a relative error of its
+// argument, so the result is within a few ulps for every t.
+fn one_minus_pow(ln_b: f32, t: u32) -> f32 {
+    return -expm1_nonpositive(f32(t) * ln_b);
+}
+
+// sin(x) and cos(x) for 0 ≤ x ≤ π/4 by their Taylor series (truncation below 2e-9 relative):
+// a few ulps on every adapter, where WGSL bounds the builtin cos only absolutely (2^-11).
+fn sin_quarter(x: f32) -> f32 {
+    let x2 = x * x;
+    return x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 * (1.0 - x2 / 110.0)))));
+}
+
+fn cos_quarter(x: f32) -> f32 {
+    let x2 = x * x;
+    return 1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 * (1.0 - x2 / 90.0))));
+}
+
+// (1 + cos(π·done/total)) / 2 = cos²(π·done/(2·total)) = sin²(π·left/(2·total)), left = total − done:
+// the form whose argument is ≤ π/4, so the factor keeps its relative precision down to the last
+// update, where it is ~(π·left/(2·total))² and 1 + cos(π·f) would cancel.
+fn cosine_factor(done: u32, total: u32) -> f32 {
+    let left = total - done;
+    if (done <= left) {
+        let c = cos_quarter(PI * 0.5 * f32(done) / f32(total));
+        return c * c;
+    }
+    let s = sin_quarter(PI * 0.5 * f32(left) / f32(total));
+    return s * s;
+}
+
+// sched_value^(q + frac), 0 ≤ frac < 1, as exp2 of q·log2(value) + frac·log2(value) with log2(value)
+// from the host in two parts (hi has 7 significant bits, so q·hi is exact for q < 2^17): the
+// exponent's integer part goes to ldexp (exact) and exp2 sees only a small, accurately summed rest.
+// The builtin pow(value, k/steps) instead multiplies log2's error (absolute, 2^-21 in WGSL's bound)
+// by the exponent, and powering by squaring doubles each rounding at every later square: both lose
+// ~1e-4 by k = 100,000.
+fn schedule_pow(q: u32, frac: f32) -> f32 {
+    let qf = f32(q);
+    let big = qf * p.log2_hi;
+    let whole = clamp(floor(big), -256.0, 127.0);
+    let rest = (big - whole) + qf * p.log2_lo + frac * (p.log2_hi + p.log2_lo);
+    return ldexp(exp2(rest), i32(whole));
 }
 
 // Whether this step's update is skipped (never when not GUARDED: step may then be 1 long).
@@ -87,13 +145,13 @@ fn scheduled_lr() -> f32 {
     }
     let k = step_t() - 1u;
     if (SCHEDULE == 1u) {
-        return p.lr * pow_u32(p.sched_value, k / p.sched_steps);
+        return p.lr * schedule_pow(k / p.sched_steps, 0.0);
     }
     if (SCHEDULE == 2u) {
-        return p.lr * pow(p.sched_value, f32(k) / f32(p.sched_steps));
+        return p.lr * schedule_pow(k / p.sched_steps, f32(k % p.sched_steps) / f32(p.sched_steps));
     }
-    let frac = f32(min(k, p.sched_steps)) / f32(p.sched_steps);
-    return p.sched_value + (p.lr - p.sched_value) * 0.5 * (1.0 + cos(PI * frac));
+    let done = min(k, p.sched_steps);
+    return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps);
 }
 
 @compute @workgroup_size(WG)
@@ -117,21 +175,28 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
-// Adam's bias corrections of update t as factors: m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + eps).
-fn adam_corrections() -> vec2<f32> {
+// Adam's bias corrections of update t as factors, and the eps they leave in the denominator:
+// m̂ / (√v̂ + eps) = (m·c.x) / (√v·c.y + c.z), c.z = eps (PyTorch) or eps·c.y (Keras).
+fn adam_corrections() -> vec3<f32> {
     let t = step_t();
-    return vec2<f32>(1.0 / (1.0 - pow_u32(p.momentum, t)), 1.0 / sqrt(1.0 - pow_u32(p.beta2, t)));
+    let c2 = 1.0 / sqrt(one_minus_pow(p.ln_beta2, t));
+    return vec3<f32>(1.0 / one_minus_pow(p.ln_beta1, t), c2, select(p.eps, p.eps * c2, p.eps_keras != 0u));
+}
+
+// The root of an average with eps: √avg + eps (PyTorch) or √(avg + eps) (Keras).
+fn root_with_eps(avg: V) -> V {
+    return select(sqrt(avg) + p.eps, sqrt(avg + p.eps), p.eps_keras != 0u);
 }
 
 // Adam's moments and step for value i with weight w and gradient g; `decay` is the decoupled
 // factor p ← p·decay applied first (AdamW).
-fn adam_step(i: u32, w: V, g: V, decay: f32, lr: f32, c: vec2<f32>) {
+fn adam_step(i: u32, w: V, g: V, decay: f32, lr: f32, c: vec3<f32>) {
     let beta1 = p.momentum;
     let m = beta1 * state1[i] + (1.0 - beta1) * g;
     let v = p.beta2 * state2[i] + (1.0 - p.beta2) * g * g;
     state1[i] = m;
     state2[i] = v;
-    param[i] = w * decay - lr * (m * c.x) / (sqrt(v) * c.y + p.eps);
+    param[i] = w * decay - lr * (m * c.x) / (sqrt(v) * c.y + c.z);
 }
 
 @compute @workgroup_size(WG)
@@ -179,7 +244,7 @@ fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             let g = grad[i] + p.weight_decay * w;
             let sq = rho * state1[i] + (1.0 - rho) * g * g;
             state1[i] = sq;
-            var d = g / (sqrt(sq) + p.eps);
+            var d = g / root_with_eps(sq);
             if (MOMENTUM) {
                 d = p.momentum * state2[i] + d;
                 state2[i] = d;
@@ -204,7 +269,7 @@ fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             let before = select(state1[i], V(p.beta2), first_update);
             let sum = before + g * g;
             state1[i] = sum;
-            param[i] = w - lr * g / (sqrt(sum) + p.eps);
+            param[i] = w - lr * g / root_with_eps(sum);
         }
     }
 }

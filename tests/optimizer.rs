@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use wgnn::internals::cpu;
-use wgnn::internals::kernels::optimizer::{adam_update, sgd_update, AdamConfig, LrSchedule, SgdConfig};
+use wgnn::internals::kernels::optimizer::{adam_update, sgd_update, AdamConfig, EpsPlacement, LrSchedule, SgdConfig};
 use wgnn::internals::rng::Rng;
 use wgnn::{Gpu, GpuOptions, Tensor};
 
@@ -28,8 +28,15 @@ fn sgd_configs() -> Vec<SgdConfig> {
 }
 
 fn adam_configs() -> Vec<AdamConfig> {
-    let base =
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, schedule: LrSchedule::Constant };
+    let base = AdamConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
+    };
     vec![
         base,
         AdamConfig { weight_decay: 0.05, lr: 0.01, ..base },
@@ -180,8 +187,15 @@ fn sgd_reference_matches_hand_written_rule() {
 #[test]
 fn adam_reference_matches_hand_written_rule() {
     let grads = [0.5f64, -0.25, 1.0];
-    let cfg =
-        AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, schedule: LrSchedule::Constant };
+    let cfg = AdamConfig {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
+    };
     // The same hyper-parameters in f64: 0.999 is not exact in f32, and 1 − β2 then differs from
     // 0.001 by 5e-5 relative.
     let (lr, b1, b2, eps, wd) =
@@ -262,8 +276,15 @@ fn adam_bad_input_is_an_error_naming_the_kernel() {
     let gpu = gpu();
     let [p, g, m, v] = [(); 4].map(|_| Tensor::zeros(&gpu, &[10]).unwrap());
     let step = Tensor::from_u32(&gpu, &[1], &[1]).unwrap();
-    let ok =
-        AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, schedule: LrSchedule::Constant };
+    let ok = AdamConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
+    };
     adam_update(&gpu, &p, &g, &m, &v, &step, &ok).expect("valid call");
     let k = "adam_update";
     for (what, cfg, field) in [
@@ -366,9 +387,32 @@ fn check_rule(gpu: &Gpu, rng: &mut Rng, len: usize, rule: Rule) {
 fn rules() -> Vec<Rule> {
     let mut rules = Vec::new();
     for schedule in schedules() {
-        let adamw = AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, schedule };
-        let rms = RmsPropConfig { lr: 0.01, rho: 0.99, eps: 1e-8, momentum: 0.0, weight_decay: 0.0, schedule };
-        let ada = AdagradConfig { lr: 0.05, initial_accumulator: 0.1, eps: 1e-10, weight_decay: 0.0, schedule };
+        let adamw = AdamConfig {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            schedule,
+            eps_placement: EpsPlacement::Torch,
+        };
+        let rms = RmsPropConfig {
+            lr: 0.01,
+            rho: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule,
+            eps_placement: EpsPlacement::Torch,
+        };
+        let ada = AdagradConfig {
+            lr: 0.05,
+            initial_accumulator: 0.1,
+            eps: 1e-10,
+            weight_decay: 0.0,
+            schedule,
+            eps_placement: EpsPlacement::Torch,
+        };
         let delta = AdadeltaConfig { lr: 1.0, rho: 0.9, eps: 1e-6, weight_decay: 0.0, schedule };
         rules.extend([
             Rule::AdamW(adamw),
@@ -401,7 +445,15 @@ fn scheduled_sgd_and_adam_match_cpu_over_steps() {
     let mut rng = Rng::new(71);
     for schedule in schedules() {
         let cfg = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, schedule };
-        let acfg = AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, schedule };
+        let acfg = AdamConfig {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            schedule,
+            eps_placement: EpsPlacement::Torch,
+        };
         for &len in &[1, 65, 257, 4, 260] {
             let mut p = rng.vec_uniform(len, -1.0, 1.0);
             let mut pa = p.clone();
@@ -483,8 +535,15 @@ fn lr_at_matches_the_written_out_schedules() {
 fn new_references_match_hand_written_rules() {
     let grads = [0.5f64, -0.25, 1.0, 0.125, -2.0];
     // AdamW: p ← p − lr·wd·p, then Adam without L2.
-    let cfg =
-        AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, schedule: LrSchedule::Constant };
+    let cfg = AdamConfig {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
+    };
     let (lr, b1, b2, eps, wd) =
         (cfg.lr as f64, cfg.beta1 as f64, cfg.beta2 as f64, cfg.eps as f64, cfg.weight_decay as f64);
     let (mut p, mut m, mut v) = ([2.0f32], [0.0f32], [0.0f32]);
@@ -507,6 +566,7 @@ fn new_references_match_hand_written_rules() {
         momentum: 0.5,
         weight_decay: 0.1,
         schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
     };
     let (lr, rho, eps, mu, wd) = (0.01f64, cfg.rho as f64, 1e-8f64, 0.5f64, cfg.weight_decay as f64);
     let (mut p, mut sq, mut buf) = ([1.0f32], [0.0f32], [0.0f32]);
@@ -529,6 +589,7 @@ fn new_references_match_hand_written_rules() {
         eps: 1e-10,
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
+        eps_placement: EpsPlacement::Torch,
     };
     let (mut p, mut sum) = ([1.0f32], [123.0f32]);
     let (mut hp, mut hsum) = (1.0f64, cfg.initial_accumulator as f64);
@@ -564,7 +625,15 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
     let short = Tensor::zeros(&gpu, &[9]).unwrap();
     let sched = LrSchedule::Step { every: 2, gamma: 0.5 };
 
-    let adamw = AdamConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, schedule: sched };
+    let adamw = AdamConfig {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        schedule: sched,
+        eps_placement: EpsPlacement::Torch,
+    };
     adamw_update(&gpu, &p, &g, &s1, &s2, &step, &adamw).expect("valid adamw");
     let k = "adamw_update";
     expect_err(
@@ -575,7 +644,15 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
     expect_err("adamw v length", adamw_update(&gpu, &p, &g, &s1, &short, &step, &adamw), &[k, "v must", "[9]"]);
     expect_err("adamw m is v", adamw_update(&gpu, &p, &g, &s1, &s1, &step, &adamw), &[k, "share memory"]);
 
-    let rms = RmsPropConfig { lr: 0.01, rho: 0.99, eps: 1e-8, momentum: 0.9, weight_decay: 0.0, schedule: sched };
+    let rms = RmsPropConfig {
+        lr: 0.01,
+        rho: 0.99,
+        eps: 1e-8,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        schedule: sched,
+        eps_placement: EpsPlacement::Torch,
+    };
     rmsprop_update(&gpu, &p, &g, &s1, Some(&s2), Some(&step), &rms).expect("valid rmsprop");
     let k = "rmsprop_update";
     expect_err("rmsprop no buf", rmsprop_update(&gpu, &p, &g, &s1, None, Some(&step), &rms), &[k, "momentum_buf"]);
@@ -599,7 +676,14 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
         &[k, "square_avg", "[9]"],
     );
 
-    let ada = AdagradConfig { lr: 0.1, initial_accumulator: 0.1, eps: 1e-10, weight_decay: 0.0, schedule: sched };
+    let ada = AdagradConfig {
+        lr: 0.1,
+        initial_accumulator: 0.1,
+        eps: 1e-10,
+        weight_decay: 0.0,
+        schedule: sched,
+        eps_placement: EpsPlacement::Torch,
+    };
     adagrad_update(&gpu, &p, &g, &s1, &step, &ada).expect("valid adagrad");
     let k = "adagrad_update";
     let bad = AdagradConfig { initial_accumulator: -1.0, ..ada };
@@ -645,15 +729,38 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
 fn guarded_updates_do_nothing_for_a_skipped_step() {
     use wgnn::internals::kernels::optimizer::{
         adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
-        AdagradConfig, RmsPropConfig,
+        AdagradConfig, EpsPlacement, RmsPropConfig,
     };
     use wgnn::Plan;
     type Rule = dyn Fn(&Gpu, &Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> wgnn::Result<Plan>;
     let sched = LrSchedule::Constant;
-    let adam = AdamConfig { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, schedule: sched };
+    let adam = AdamConfig {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        schedule: sched,
+        eps_placement: EpsPlacement::Torch,
+    };
     let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0, schedule: sched };
-    let rms = RmsPropConfig { lr: 1e-2, rho: 0.9, eps: 1e-7, momentum: 0.5, weight_decay: 0.0, schedule: sched };
-    let adagrad = AdagradConfig { lr: 0.1, initial_accumulator: 0.1, eps: 1e-7, weight_decay: 0.0, schedule: sched };
+    let rms = RmsPropConfig {
+        lr: 1e-2,
+        rho: 0.9,
+        eps: 1e-7,
+        momentum: 0.5,
+        weight_decay: 0.0,
+        schedule: sched,
+        eps_placement: EpsPlacement::Torch,
+    };
+    let adagrad = AdagradConfig {
+        lr: 0.1,
+        initial_accumulator: 0.1,
+        eps: 1e-7,
+        weight_decay: 0.0,
+        schedule: sched,
+        eps_placement: EpsPlacement::Torch,
+    };
     let adadelta = AdadeltaConfig { lr: 1.0, rho: 0.95, eps: 1e-6, weight_decay: 0.0, schedule: sched };
     let rules: Vec<(&str, Box<Rule>)> = vec![
         ("adam", Box::new(move |g, p, gr, s1, s2, t| adam_update(g, p, gr, s1, s2, t, &adam))),

@@ -6,7 +6,7 @@ pub mod batch_norm;
 pub mod optimizer;
 
 pub use batch_norm::BatchNormConfig;
-pub use optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
+pub use optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig};
 
 use crate::error::{Result, WgnnError};
 

@@ -1,6 +1,14 @@
 //! Optimizer hyper-parameters and the learning-rate schedule: what the update kernels
 //! (`crate::kernels::optimizer`) and their CPU reference (`crate::cpu::optimizer`) both take.
 //! [`LrSchedule::lr_at`] is the host reference of the rate the GPU computes from the step tensor.
+//!
+//! Whose conventions: every update is PyTorch's formula (`torch.optim`), with two switches where
+//! Keras' formula differs: [`EpsPlacement`] (Adam, RMSprop, Adagrad) and nothing else that
+//! matters at a constant rate without weight decay. Each config has `torch(lr)` and `keras(lr)`
+//! presets with that library's defaults and formula, so a script ported from either gives the
+//! same updates; the remaining differences are named in each preset's doc (Keras' `weight_decay`
+//! is decoupled for every optimizer, and Keras folds lr into SGD's and RMSprop's momentum buffer,
+//! which only differs from PyTorch's when the rate changes).
 
 use super::hyper;
 use crate::error::{Result, WgnnError};
@@ -24,22 +32,25 @@ pub enum LrSchedule {
 
 impl LrSchedule {
     /// The learning rate of update `t` (1-based, as in the step tensor; 0 is taken as 1), from the
-    /// base rate. The CPU reference of the GPU's computation (which uses the same f32 formulas; its
-    /// pow and cos may differ in the last bits).
+    /// base rate: computed in f64 and rounded once, the reference the GPU's f32 computation is held
+    /// to (within 1e-6 relative, tests/optimizer_precision.rs).
     pub fn lr_at(&self, base_lr: f32, t: u32) -> f32 {
         let k = t.max(1) - 1;
-        match *self {
-            LrSchedule::Constant => base_lr,
-            LrSchedule::Step { every, gamma } => base_lr * gamma.powi((k / every.max(1)) as i32),
+        let lr = base_lr as f64;
+        let scaled = match *self {
+            LrSchedule::Constant => return base_lr,
+            LrSchedule::Step { every, gamma } => lr * (gamma as f64).powf((k / every.max(1)) as f64),
             LrSchedule::Exponential { decay_steps, decay_rate } => {
-                base_lr * decay_rate.powf(k as f32 / decay_steps.max(1) as f32)
+                lr * (decay_rate as f64).powf(k as f64 / decay_steps.max(1) as f64)
             }
             LrSchedule::Cosine { total_steps, min_lr } => {
                 let total = total_steps.max(1);
-                let frac = k.min(total) as f32 / total as f32;
-                min_lr + (base_lr - min_lr) * 0.5 * (1.0 + (std::f32::consts::PI * frac).cos())
+                let frac = k.min(total) as f64 / total as f64;
+                let min_lr = min_lr as f64;
+                min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
             }
-        }
+        };
+        scaled as f32
     }
 
     /// An error naming `op` unless the numbers fit the schedule: every, decay_steps, total_steps
@@ -75,7 +86,21 @@ impl LrSchedule {
     }
 }
 
-/// Stochastic gradient descent, PyTorch's definition (dampening 0).
+/// Where ε enters an adaptive update's denominator: the one place PyTorch's and Keras' formulas
+/// for Adam, RMSprop and Adagrad differ with the same hyper-parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EpsPlacement {
+    /// PyTorch's: added to the root of the (bias-corrected) average, √v̂ + ε.
+    #[default]
+    Torch,
+    /// Keras': RMSprop and Adagrad divide by √(v + ε); Adam adds ε to √v before the bias
+    /// correction, i.e. √v̂ + ε/√(1 − β2^t) (the Adam paper's ε̂).
+    Keras,
+}
+
+/// Stochastic gradient descent, PyTorch's definition (dampening 0):
+/// g = grad + weight_decay·p; with momentum μ: buf = μ·buf + g (buf = g at the first update) and
+/// g = nesterov ? g + μ·buf : buf; then p −= lr·g.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
     pub lr: f32,
@@ -87,6 +112,16 @@ pub struct SgdConfig {
 }
 
 impl SgdConfig {
+    /// PyTorch's `SGD(lr)` defaults: no momentum, no weight decay.
+    pub fn torch(lr: f32) -> SgdConfig {
+        SgdConfig { lr, momentum: 0.0, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant }
+    }
+    /// Keras' `SGD(learning_rate)` defaults (lr 0.01 there): the same as PyTorch's. Keras keeps
+    /// v = μ·v − lr·g, p += v (lr inside the velocity): the same updates at a constant rate, not
+    /// under a schedule; its `weight_decay` is decoupled (p −= lr·wd·p), not this L2 term.
+    pub fn keras(lr: f32) -> SgdConfig {
+        SgdConfig::torch(lr)
+    }
     /// An error naming `sgd_update` unless lr > 0, 0 ≤ momentum < 1, weight_decay ≥ 0, all finite,
     /// nesterov only with momentum, and the schedule valid.
     pub fn validate(&self) -> Result<()> {
@@ -101,10 +136,12 @@ impl SgdConfig {
     }
 }
 
-/// Adam, PyTorch's definition: bias-corrected moments.
-/// [`adam_update`](crate::kernels::optimizer::adam_update) adds weight decay to the gradient (L2);
-/// [`adamw_update`](crate::kernels::optimizer::adamw_update) applies it decoupled,
-/// p ← p·(1 − lr·weight_decay).
+/// Adam, PyTorch's definition: g = grad + weight_decay·p (L2; `adamw_update` instead applies
+/// p ← p·(1 − lr·weight_decay) first, PyTorch's and Keras' `AdamW`), m = β1·m + (1 − β1)·g,
+/// v = β2·v + (1 − β2)·g², p −= lr·m̂/(√v̂ + ε) with m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^t), or
+/// Keras' ε placement ([`EpsPlacement`]).
+/// [`adam_update`](crate::kernels::optimizer::adam_update),
+/// [`adamw_update`](crate::kernels::optimizer::adamw_update).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
     pub lr: f32,
@@ -113,9 +150,27 @@ pub struct AdamConfig {
     pub eps: f32,
     pub weight_decay: f32,
     pub schedule: LrSchedule,
+    pub eps_placement: EpsPlacement,
 }
 
 impl AdamConfig {
+    /// PyTorch's `Adam(lr)`: β1 0.9, β2 0.999, ε 1e-8 added to √v̂ (lr 1e-3 there).
+    pub fn torch(lr: f32) -> AdamConfig {
+        AdamConfig {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Constant,
+            eps_placement: EpsPlacement::Torch,
+        }
+    }
+    /// Keras' `Adam(learning_rate)`: β1 0.9, β2 0.999, ε 1e-7 added to √v before the bias
+    /// correction (lr 1e-3 there). For `AdamW`, set `weight_decay` (Keras' default 0.004).
+    pub fn keras(lr: f32) -> AdamConfig {
+        AdamConfig { eps: 1e-7, eps_placement: EpsPlacement::Keras, ..AdamConfig::torch(lr) }
+    }
     /// An error naming `op` (`adam_update` or `adamw_update`) unless lr > 0, betas in [0, 1),
     /// eps > 0, weight_decay ≥ 0, all finite, and the schedule valid.
     pub fn validate_for(&self, op: &str) -> Result<()> {
@@ -132,7 +187,9 @@ impl AdamConfig {
     }
 }
 
-/// RMSprop, PyTorch's definition (eps outside the square root; Keras puts it inside), not centered.
+/// RMSprop, PyTorch's definition, not centered: g = grad + weight_decay·p,
+/// sq = ρ·sq + (1 − ρ)·g², d = g/(√sq + ε) (Keras: g/√(sq + ε), [`EpsPlacement`]); with momentum
+/// μ: buf = μ·buf + d, p −= lr·buf; else p −= lr·d.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmsPropConfig {
     pub lr: f32,
@@ -144,9 +201,27 @@ pub struct RmsPropConfig {
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
     pub schedule: LrSchedule,
+    pub eps_placement: EpsPlacement,
 }
 
 impl RmsPropConfig {
+    /// PyTorch's `RMSprop(lr)`: α (ρ) 0.99, ε 1e-8 outside the root, no momentum (lr 1e-2 there).
+    pub fn torch(lr: f32) -> RmsPropConfig {
+        RmsPropConfig {
+            lr,
+            rho: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Constant,
+            eps_placement: EpsPlacement::Torch,
+        }
+    }
+    /// Keras' `RMSprop(learning_rate)`: ρ 0.9, ε 1e-7 inside the root, no momentum (lr 1e-3
+    /// there). With momentum Keras keeps lr inside the buffer: the same at a constant rate.
+    pub fn keras(lr: f32) -> RmsPropConfig {
+        RmsPropConfig { rho: 0.9, eps: 1e-7, eps_placement: EpsPlacement::Keras, ..RmsPropConfig::torch(lr) }
+    }
     /// An error naming `rmsprop_update` unless lr > 0, rho and momentum in [0, 1), eps > 0,
     /// weight_decay ≥ 0, all finite, and the schedule valid.
     pub fn validate(&self) -> Result<()> {
@@ -160,7 +235,9 @@ impl RmsPropConfig {
     }
 }
 
-/// Adagrad, PyTorch's definition (eps outside the square root; no lr_decay).
+/// Adagrad, PyTorch's definition (no lr_decay): g = grad + weight_decay·p, sum = sum + g²
+/// (starting from `initial_accumulator`), p −= lr·g/(√sum + ε) (Keras: g/√(sum + ε),
+/// [`EpsPlacement`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdagradConfig {
     pub lr: f32,
@@ -171,9 +248,31 @@ pub struct AdagradConfig {
     /// L2 penalty added to the gradient.
     pub weight_decay: f32,
     pub schedule: LrSchedule,
+    pub eps_placement: EpsPlacement,
 }
 
 impl AdagradConfig {
+    /// PyTorch's `Adagrad(lr)`: initial accumulator 0, ε 1e-10 outside the root (lr 1e-2 there).
+    pub fn torch(lr: f32) -> AdagradConfig {
+        AdagradConfig {
+            lr,
+            initial_accumulator: 0.0,
+            eps: 1e-10,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Constant,
+            eps_placement: EpsPlacement::Torch,
+        }
+    }
+    /// Keras' `Adagrad(learning_rate)`: initial accumulator 0.1, ε 1e-7 inside the root (lr 1e-3
+    /// there).
+    pub fn keras(lr: f32) -> AdagradConfig {
+        AdagradConfig {
+            initial_accumulator: 0.1,
+            eps: 1e-7,
+            eps_placement: EpsPlacement::Keras,
+            ..AdagradConfig::torch(lr)
+        }
+    }
     /// An error naming `adagrad_update` unless lr > 0, initial_accumulator ≥ 0, eps > 0,
     /// weight_decay ≥ 0, all finite, and the schedule valid.
     pub fn validate(&self) -> Result<()> {
@@ -186,7 +285,10 @@ impl AdagradConfig {
     }
 }
 
-/// Adadelta, PyTorch's definition (lr scales the step; PyTorch's default lr is 1.0, Keras' 0.001).
+/// Adadelta, PyTorch's and Keras' formula (they agree): g = grad + weight_decay·p,
+/// v = ρ·v + (1 − ρ)·g², δ = √(u + ε)/√(v + ε)·g, u = ρ·u + (1 − ρ)·δ², p −= lr·δ.
+/// `lr` scales the step δ, which already has the parameters' units: PyTorch's default lr is 1.0
+/// (the Adadelta paper's update), Keras' 0.001, which moves the weights a thousandth as far.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdadeltaConfig {
     pub lr: f32,
@@ -198,6 +300,14 @@ pub struct AdadeltaConfig {
 }
 
 impl AdadeltaConfig {
+    /// PyTorch's `Adadelta(lr)`: ρ 0.9, ε 1e-6 (lr 1.0 there).
+    pub fn torch(lr: f32) -> AdadeltaConfig {
+        AdadeltaConfig { lr, rho: 0.9, eps: 1e-6, weight_decay: 0.0, schedule: LrSchedule::Constant }
+    }
+    /// Keras' `Adadelta(learning_rate)`: ρ 0.95, ε 1e-7 (lr 0.001 there).
+    pub fn keras(lr: f32) -> AdadeltaConfig {
+        AdadeltaConfig { rho: 0.95, eps: 1e-7, ..AdadeltaConfig::torch(lr) }
+    }
     /// An error naming `adadelta_update` unless lr > 0, rho in [0, 1), eps > 0, weight_decay ≥ 0,
     /// all finite, and the schedule valid.
     pub fn validate(&self) -> Result<()> {

@@ -2,7 +2,7 @@
 //! number of the update (0 is taken as 1), which sets the scheduled rate
 //! [`LrSchedule::lr_at`](crate::config::LrSchedule::lr_at).
 
-use crate::config::{AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig};
+use crate::config::{AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, RmsPropConfig, SgdConfig};
 
 /// One SGD step in place (PyTorch's definition, dampening 0), as update 1 of the schedule.
 /// param, grad, velocity: `[len]`; velocity (zero before the first step) is required iff momentum ≠ 0.
@@ -55,9 +55,13 @@ fn adam_family(
         "adam_update: lengths differ"
     );
     let lr = cfg.schedule.lr_at(cfg.lr, t);
-    let t = t.max(1) as i32;
-    let bias1 = 1.0 - cfg.beta1.powi(t);
-    let bias2 = 1.0 - cfg.beta2.powi(t);
+    let bias1 = one_minus_pow(cfg.beta1, t);
+    let bias2 = one_minus_pow(cfg.beta2, t);
+    // Keras adds eps to √v before the bias correction: eps/√bias2 next to √v̂.
+    let eps = match cfg.eps_placement {
+        EpsPlacement::Torch => cfg.eps,
+        EpsPlacement::Keras => cfg.eps / bias2.sqrt(),
+    };
     let (l2, decay) = if decoupled { (0.0, 1.0 - lr * cfg.weight_decay) } else { (cfg.weight_decay, 1.0) };
     for i in 0..param.len() {
         let g = grad[i] + l2 * param[i];
@@ -65,7 +69,21 @@ fn adam_family(
         v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g * g;
         let m_hat = m[i] / bias1;
         let v_hat = v[i] / bias2;
-        param[i] = param[i] * decay - lr * m_hat / (v_hat.sqrt() + cfg.eps);
+        param[i] = param[i] * decay - lr * m_hat / (v_hat.sqrt() + eps);
+    }
+}
+
+/// 1 − b^t (t = 0 taken as 1) in f64, rounded once: in f32, 1 − b.powi(t) would keep only b^t's
+/// absolute error, 3e-5 of 1 − 0.999^2.
+fn one_minus_pow(b: f32, t: u32) -> f32 {
+    (1.0 - (b as f64).powf(t.max(1) as f64)) as f32
+}
+
+/// √avg + eps (PyTorch) or √(avg + eps) (Keras).
+fn root_with_eps(avg: f32, eps: f32, placement: EpsPlacement) -> f32 {
+    match placement {
+        EpsPlacement::Torch => avg.sqrt() + eps,
+        EpsPlacement::Keras => (avg + eps).sqrt(),
     }
 }
 
@@ -84,7 +102,7 @@ pub fn rmsprop_update(
     for i in 0..param.len() {
         let g = grad[i] + cfg.weight_decay * param[i];
         square_avg[i] = cfg.rho * square_avg[i] + (1.0 - cfg.rho) * g * g;
-        let mut d = g / (square_avg[i].sqrt() + cfg.eps);
+        let mut d = g / root_with_eps(square_avg[i], cfg.eps, cfg.eps_placement);
         if let Some(buf) = momentum_buf.as_deref_mut() {
             buf[i] = cfg.momentum * buf[i] + d;
             d = buf[i];
@@ -102,7 +120,7 @@ pub fn adagrad_update(param: &mut [f32], grad: &[f32], sum: &mut [f32], t: u32, 
         let g = grad[i] + cfg.weight_decay * param[i];
         let before = if t.max(1) == 1 { cfg.initial_accumulator } else { sum[i] };
         sum[i] = before + g * g;
-        param[i] -= lr * g / (sum[i].sqrt() + cfg.eps);
+        param[i] -= lr * g / root_with_eps(sum[i], cfg.eps, cfg.eps_placement);
     }
 }
 

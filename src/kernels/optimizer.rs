@@ -9,7 +9,9 @@
 //! makes the update conditional: it changes nothing when skip ≠ 0.
 
 use super::check::{disjoint, expect_len};
-pub use crate::config::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
+pub use crate::config::optimizer::{
+    AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -50,7 +52,30 @@ struct OptimizerParams {
     weight_decay: f32,
     sched_steps: u32,
     sched_value: f32,
-    _pad: [u32; 3],
+    log2_hi: f32,
+    log2_lo: f32,
+    eps_keras: u32,
+    ln_beta1: f32,
+    ln_beta2: f32,
+    _pad: [u32; 2],
+}
+
+/// ln β for the shader's bias corrections (computed in f64, rounded once), at least −100 so that
+/// β = 0 gives 1 − 0^t = 1 through an exp that underflows rather than an infinity.
+fn ln_beta(beta: f32) -> f32 {
+    ((beta as f64).ln().max(-100.0)) as f32
+}
+
+/// log2(value) as (hi, lo) with hi rounded to 7 significant bits (so the shader's q·hi is exact
+/// for q < 2^17) and lo the f32 rest: together ~31 bits, for `schedule_pow` in optimizer.wgsl.
+fn log2_parts(value: f32) -> (f32, f32) {
+    let l = (value as f64).log2();
+    if l == 0.0 || !l.is_finite() {
+        return (0.0, 0.0);
+    }
+    let scale = (6.0 - l.abs().log2().floor()).exp2();
+    let hi = (l * scale).round() / scale;
+    (hi as f32, (l - hi) as f32)
 }
 
 /// The schedule as the shader takes it: (SCHEDULE override, sched_steps, sched_value).
@@ -173,6 +198,9 @@ fn adam_family(
         beta2: cfg.beta2,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
+        eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
+        ln_beta1: ln_beta(cfg.beta1),
+        ln_beta2: ln_beta(cfg.beta2),
         ..Default::default()
     };
     update(gpu, op, param, grad, [Some(m), Some(v)], step, named, len, cfg.lr, &cfg.schedule, params, false)
@@ -202,6 +230,7 @@ pub fn rmsprop_update(
         beta2: cfg.rho,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
+        eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
         ..Default::default()
     };
     let states = [Some(square_avg), momentum_buf];
@@ -228,6 +257,7 @@ pub fn adagrad_update(
         beta2: cfg.initial_accumulator,
         eps: cfg.eps,
         weight_decay: cfg.weight_decay,
+        eps_keras: (cfg.eps_placement == EpsPlacement::Keras) as u32,
         ..Default::default()
     };
     update(gpu, OP, param, grad, [Some(sum), None], step, named, len, cfg.lr, &cfg.schedule, params, false)
@@ -311,6 +341,7 @@ fn update<'a>(
     params.lr = lr;
     params.sched_steps = sched_steps;
     params.sched_value = sched_value;
+    (params.log2_hi, params.log2_lo) = log2_parts(sched_value);
     let dummy = dummy(gpu)?;
     let guarded = step.is_some_and(|s| s.len() == 2);
     let constants: [Constant; 5] = [

@@ -1,10 +1,14 @@
 //! The update rules a model is compiled with, and their Keras-style constructors.
 
 use super::*;
-use crate::config::optimizer::LrSchedule;
+use crate::config::optimizer::{EpsPlacement, LrSchedule};
 
-/// The update rule, with its hyper-parameters (the update formulas are PyTorch's; see
-/// [`crate::kernels::optimizer`]).
+/// The update rule, with its hyper-parameters. The formulas are PyTorch's, with Keras' placement
+/// of ε as an option ([`EpsPlacement`]); each config documents its formula and has `torch(lr)`
+/// and `keras(lr)` presets with that library's defaults and formula
+/// (`Optimizer::RmsProp(RmsPropConfig::keras(1e-3))` updates as Keras' `RMSprop()` does).
+/// The short constructors below ([`Optimizer::adam`], …) take Keras' default hyper-parameters in
+/// PyTorch's formula, as wgnn always has.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     Sgd(SgdConfig),
@@ -18,19 +22,12 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
-    /// Adam with the Keras/PyTorch defaults (β1 0.9, β2 0.999) and Keras' ε 1e-7.
+    /// Adam with Keras' defaults (β1 0.9, β2 0.999, ε 1e-7) in PyTorch's formula (ε added to
+    /// √v̂). Keras' own: `Optimizer::Adam(AdamConfig::keras(lr))`; PyTorch's (ε 1e-8):
+    /// `AdamConfig::torch(lr)`.
     pub fn adam(lr: f32) -> Optimizer {
-        Optimizer::Adam(AdamConfig {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
+        Optimizer::Adam(AdamConfig { eps_placement: EpsPlacement::Torch, ..AdamConfig::keras(lr) })
     }
-    /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
-    /// β1 0.9, β2 0.999, ε 1e-7.
     /// This rule with its learning rate following `schedule` (Keras' `learning_rate=` schedule).
     pub fn with_schedule(self, schedule: LrSchedule) -> Optimizer {
         match self {
@@ -42,47 +39,35 @@ impl Optimizer {
             Optimizer::Adadelta(c) => Optimizer::Adadelta(AdadeltaConfig { schedule, ..c }),
         }
     }
-
+    /// AdamW with decoupled weight decay `weight_decay` (Keras' default 0.004, PyTorch's 0.01),
+    /// otherwise [`Optimizer::adam`]'s settings.
     pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
         match Optimizer::adam(lr) {
             Optimizer::Adam(c) => Optimizer::AdamW(AdamConfig { weight_decay, ..c }),
             other => other,
         }
     }
-    /// RMSprop with Keras' ρ 0.9 and ε 1e-7, no momentum.
+    /// RMSprop with Keras' ρ 0.9 and ε 1e-7, no momentum, in PyTorch's formula (ε outside the
+    /// root: g/(√sq + ε)). Keras' own, g/√(sq + ε): `RmsPropConfig::keras(lr)`; PyTorch's
+    /// defaults (ρ 0.99, ε 1e-8): `RmsPropConfig::torch(lr)`.
     pub fn rmsprop(lr: f32) -> Optimizer {
-        Optimizer::RmsProp(RmsPropConfig {
-            lr,
-            rho: 0.9,
-            eps: 1e-7,
-            momentum: 0.0,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
+        Optimizer::RmsProp(RmsPropConfig { eps_placement: EpsPlacement::Torch, ..RmsPropConfig::keras(lr) })
     }
-    /// Adagrad with Keras' initial accumulator 0.1 and ε 1e-7.
+    /// Adagrad with Keras' initial accumulator 0.1 and ε 1e-7, in PyTorch's formula (ε outside
+    /// the root). Keras' own: `AdagradConfig::keras(lr)`; PyTorch's (accumulator 0, ε 1e-10):
+    /// `AdagradConfig::torch(lr)`.
     pub fn adagrad(lr: f32) -> Optimizer {
-        Optimizer::Adagrad(AdagradConfig {
-            lr,
-            initial_accumulator: 0.1,
-            eps: 1e-7,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
+        Optimizer::Adagrad(AdagradConfig { eps_placement: EpsPlacement::Torch, ..AdagradConfig::keras(lr) })
     }
-    /// Adadelta with Keras' ρ 0.95 and ε 1e-7 (`lr` scales the step: PyTorch's default is 1.0).
+    /// Adadelta with Keras' ρ 0.95 and ε 1e-7 (the formula is both libraries'). `lr` scales the
+    /// step, which already has the weights' units: PyTorch's default, and the paper's, is 1.0;
+    /// Keras' 0.001 moves the weights a thousandth as far.
     pub fn adadelta(lr: f32) -> Optimizer {
-        Optimizer::Adadelta(AdadeltaConfig {
-            lr,
-            rho: 0.95,
-            eps: 1e-7,
-            weight_decay: 0.0,
-            schedule: Default::default(),
-        })
+        Optimizer::Adadelta(AdadeltaConfig::keras(lr))
     }
     /// Plain SGD with optional momentum.
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
-        Optimizer::Sgd(SgdConfig { lr, momentum, nesterov: false, weight_decay: 0.0, schedule: Default::default() })
+        Optimizer::Sgd(SgdConfig { momentum, ..SgdConfig::torch(lr) })
     }
     /// The optimizer named `name` (Keras' names: `sgd`, `adam`, `adamw`, `rmsprop`, `adagrad`,
     /// `adadelta`; any case) with learning rate `lr` and the constructors' defaults (SGD without

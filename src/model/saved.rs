@@ -15,7 +15,9 @@ use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
-use crate::kernels::optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, LrSchedule, RmsPropConfig, SgdConfig};
+use crate::kernels::optimizer::{
+    AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+};
 use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling};
 
 /// The version of [`SavedModel`] this wgnn writes.
@@ -346,6 +348,8 @@ pub(super) enum SavedOptimizer {
         weight_decay: f32,
         #[serde(default)]
         schedule: SavedSchedule,
+        #[serde(default, skip_serializing_if = "SavedEpsPlacement::is_torch")]
+        eps_placement: SavedEpsPlacement,
     },
     Adagrad {
         lr: f32,
@@ -354,6 +358,8 @@ pub(super) enum SavedOptimizer {
         weight_decay: f32,
         #[serde(default)]
         schedule: SavedSchedule,
+        #[serde(default, skip_serializing_if = "SavedEpsPlacement::is_torch")]
+        eps_placement: SavedEpsPlacement,
     },
     Adadelta {
         lr: f32,
@@ -375,6 +381,42 @@ pub(super) struct SavedAdam {
     /// A checkpoint without one had a constant rate.
     #[serde(default)]
     schedule: SavedSchedule,
+    /// Written only when Keras' (a file without one predates the choice: PyTorch's).
+    #[serde(default, skip_serializing_if = "SavedEpsPlacement::is_torch")]
+    eps_placement: SavedEpsPlacement,
+}
+
+/// [`EpsPlacement`] as saved: `"torch"` or `"keras"`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum SavedEpsPlacement {
+    #[default]
+    Torch,
+    Keras,
+}
+
+impl SavedEpsPlacement {
+    fn is_torch(&self) -> bool {
+        *self == SavedEpsPlacement::Torch
+    }
+}
+
+impl From<EpsPlacement> for SavedEpsPlacement {
+    fn from(e: EpsPlacement) -> Self {
+        match e {
+            EpsPlacement::Torch => SavedEpsPlacement::Torch,
+            EpsPlacement::Keras => SavedEpsPlacement::Keras,
+        }
+    }
+}
+
+impl From<SavedEpsPlacement> for EpsPlacement {
+    fn from(e: SavedEpsPlacement) -> Self {
+        match e {
+            SavedEpsPlacement::Torch => EpsPlacement::Torch,
+            SavedEpsPlacement::Keras => EpsPlacement::Keras,
+        }
+    }
 }
 
 /// The learning-rate schedule, so a resumed run keeps decaying where it stopped.
@@ -425,15 +467,31 @@ impl From<SavedSchedule> for LrSchedule {
 
 impl From<AdamConfig> for SavedAdam {
     fn from(c: AdamConfig) -> Self {
-        let AdamConfig { lr, beta1, beta2, eps, weight_decay, schedule } = c;
-        SavedAdam { lr, beta1, beta2, eps, weight_decay, schedule: schedule.into() }
+        let AdamConfig { lr, beta1, beta2, eps, weight_decay, schedule, eps_placement } = c;
+        SavedAdam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            schedule: schedule.into(),
+            eps_placement: eps_placement.into(),
+        }
     }
 }
 
 impl From<SavedAdam> for AdamConfig {
     fn from(c: SavedAdam) -> Self {
-        let SavedAdam { lr, beta1, beta2, eps, weight_decay, schedule } = c;
-        AdamConfig { lr, beta1, beta2, eps, weight_decay, schedule: schedule.into() }
+        let SavedAdam { lr, beta1, beta2, eps, weight_decay, schedule, eps_placement } = c;
+        AdamConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            schedule: schedule.into(),
+            eps_placement: eps_placement.into(),
+        }
     }
 }
 
@@ -445,11 +503,20 @@ impl From<Optimizer> for SavedOptimizer {
             Optimizer::Sgd(SgdConfig { lr, momentum, nesterov, weight_decay, schedule }) => {
                 SavedOptimizer::Sgd { lr, momentum, nesterov, weight_decay, schedule: schedule.into() }
             }
-            Optimizer::RmsProp(RmsPropConfig { lr, rho, eps, momentum, weight_decay, schedule }) => {
-                SavedOptimizer::RmsProp { lr, rho, eps, momentum, weight_decay, schedule: schedule.into() }
+            Optimizer::RmsProp(RmsPropConfig { lr, rho, eps, momentum, weight_decay, schedule, eps_placement }) => {
+                let (schedule, eps_placement) = (schedule.into(), eps_placement.into());
+                SavedOptimizer::RmsProp { lr, rho, eps, momentum, weight_decay, schedule, eps_placement }
             }
-            Optimizer::Adagrad(AdagradConfig { lr, initial_accumulator, eps, weight_decay, schedule }) => {
-                SavedOptimizer::Adagrad { lr, initial_accumulator, eps, weight_decay, schedule: schedule.into() }
+            Optimizer::Adagrad(AdagradConfig {
+                lr,
+                initial_accumulator,
+                eps,
+                weight_decay,
+                schedule,
+                eps_placement,
+            }) => {
+                let (schedule, eps_placement) = (schedule.into(), eps_placement.into());
+                SavedOptimizer::Adagrad { lr, initial_accumulator, eps, weight_decay, schedule, eps_placement }
             }
             Optimizer::Adadelta(AdadeltaConfig { lr, rho, eps, weight_decay, schedule }) => {
                 SavedOptimizer::Adadelta { lr, rho, eps, weight_decay, schedule: schedule.into() }
@@ -466,16 +533,19 @@ impl From<SavedOptimizer> for Optimizer {
             SavedOptimizer::Sgd { lr, momentum, nesterov, weight_decay, schedule } => {
                 Optimizer::Sgd(SgdConfig { lr, momentum, nesterov, weight_decay, schedule: schedule.into() })
             }
-            SavedOptimizer::RmsProp { lr, rho, eps, momentum, weight_decay, schedule } => {
-                Optimizer::RmsProp(RmsPropConfig { lr, rho, eps, momentum, weight_decay, schedule: schedule.into() })
+            SavedOptimizer::RmsProp { lr, rho, eps, momentum, weight_decay, schedule, eps_placement } => {
+                let (schedule, eps_placement) = (schedule.into(), eps_placement.into());
+                Optimizer::RmsProp(RmsPropConfig { lr, rho, eps, momentum, weight_decay, schedule, eps_placement })
             }
-            SavedOptimizer::Adagrad { lr, initial_accumulator, eps, weight_decay, schedule } => {
+            SavedOptimizer::Adagrad { lr, initial_accumulator, eps, weight_decay, schedule, eps_placement } => {
+                let (schedule, eps_placement) = (schedule.into(), eps_placement.into());
                 Optimizer::Adagrad(AdagradConfig {
                     lr,
                     initial_accumulator,
                     eps,
                     weight_decay,
-                    schedule: schedule.into(),
+                    schedule,
+                    eps_placement,
                 })
             }
             SavedOptimizer::Adadelta { lr, rho, eps, weight_decay, schedule } => {
