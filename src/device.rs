@@ -4,16 +4,17 @@
 pub(crate) mod cache;
 pub mod quiet_mesa;
 pub mod tune_cache;
+pub(crate) mod tuner;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::autotune::{TunedPick, Tuner, AUTOTUNE_ENV};
 use crate::env_switch::env_switch;
 use crate::error::{Result, WgnnError};
 use crate::profile::{DeviceProfile, ProfileOverride};
 use cache::PipelineCache;
 use tune_cache::{cache_dir, DeviceIdentity, TuneCache};
+use tuner::{TunedPick, Tuner, AUTOTUNE_ENV};
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "WGNN_ADAPTER";

@@ -10,6 +10,8 @@ pub mod atomic_file;
 pub mod cpu;
 #[path = "kernels/mod.rs"]
 pub mod kernels;
+#[path = "matmul_kernel.rs"]
+pub mod matmul_kernel;
 #[path = "plan.rs"]
 pub mod plan;
 #[path = "registry.rs"]

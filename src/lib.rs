@@ -85,16 +85,20 @@
 //! modules listed before it in its own layer; nothing imports upwards (doc links aside):
 //! 1. Errors, configs and host data: [`error`]; [`config`] (optimizer, schedule and batch-norm
 //!    hyper-parameters), [`activation`]; [`internals::rng`], [`init`]; [`data`], [`internals::atomic_file`],
-//!    [`history`], [`predictions`], [`display`], [`host_memory`], [`env_switch`].
+//!    [`history`], [`predictions`], [`display`], [`host_memory`], [`env_switch`];
+//!    [`internals::matmul_kernel`] (the matmul kernels by name, as plain data).
 //! 2. The CPU reference, [`internals::cpu`]: mirrors every kernel by name; it is what the kernels compute.
 //! 3. The device: [`profile`] (the adapter's facts and the policy derived from them), [`device`]
 //!    (adapter, device, queue, error scopes, the one readback path, the store of compiled shader
-//!    objects), [`tensor`] (f32/u32 tensors in GPU buffers), [`internals::plan`] (dispatches and
-//!    plans of them, run and timed), [`internals::wgsl_dump`] (each pipeline's WGSL written out
-//!    for other compilers), [`internals::registry`] (kernel families, pipelines, building
-//!    a dispatch), [`autotune`] (matmul variants timed on the device, cached).
+//!    objects, the autotuner's state: its picks per shape, budget and cache file), [`tensor`]
+//!    (f32/u32 tensors in GPU buffers), [`internals::plan`] (dispatches and plans of them, run and
+//!    timed), [`internals::wgsl_dump`] (each pipeline's WGSL written out for other compilers),
+//!    [`internals::registry`] (kernel families, pipelines, building a dispatch).
 //! 4. [`internals::kernels`]: one module per `shaders/*.wgsl` family; each call checks shapes, picks a variant
-//!    by the device's profile and returns a [`Plan`] of ready-made dispatches.
+//!    by the device's profile and returns a [`Plan`] of ready-made dispatches. The matmul's in
+//!    order: its options, static choice and checks, the workgroup-tile kernel (`matmul_register`),
+//!    then [`autotune`] (builds and times the candidates, planned by a function the matmul wrapper
+//!    hands it), then the matmul wrapper, which asks it for the kernel.
 //! 5. [`layers`]: what a model stacks; each layer's shapes, parameter slots, and GPU and CPU
 //!    forward and backward through the kernels.
 //! 6. [`model`]: `Sequential`, the fusion pass over its layers, its GPU and CPU backends, the
@@ -120,7 +124,7 @@ pub mod tensor;
 pub mod train_test_split;
 
 pub mod internals;
-pub(crate) use internals::{atomic_file, cpu, kernels, plan, registry, rng, wgsl_dump};
+pub(crate) use internals::{atomic_file, cpu, kernels, matmul_kernel, plan, registry, rng, wgsl_dump};
 
 pub use activation::Activation;
 pub use data::Dataset;

@@ -6,21 +6,26 @@
 //! the device busy. Split chunks write a [splits, M, N] scratch owned by the plan; a second
 //! dispatch sums it in a fixed order and applies accumulate and the epilogue.
 
-use super::gather::{BatchStart, GpuRows};
-use super::matmul_check::{
-    check_column_sum, check_epilogue, check_gathered, check_operands, describe, Dims, EpilogueArgs,
-};
+use super::gather::BatchStart;
+use super::matmul_check::{check_column_sum, check_epilogue, check_operands, describe, Dims, EpilogueArgs};
+use super::matmul_choice::{subgroup_ok, vec4_ok};
+use super::matmul_gathered_a::{check_gathered, MATMUL_GATHERED};
 use super::matmul_register::{matmul_register, matmul_register_column_sum};
 use super::reduce::column_sum;
 use super::ACTIVATION_WGSL;
-use crate::activation::Activation;
-use crate::autotune::{matmul_kernel, MatmulKernel};
+use crate::autotune::{matmul_kernel, Candidate, MatmulKernel};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
-use crate::profile::{KernelNeeds, MatmulPolicy};
+use crate::profile::MatmulPolicy;
 use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::Tensor;
+
+// Their public paths stay here, where the matmul's users look for them.
+pub use super::matmul_choice::choose_variant;
+pub use super::matmul_gathered_a::{matmul_gathered_supported, GatheredA};
+pub use super::matmul_options::{Epilogue, MatmulOptions};
+pub use crate::matmul_kernel::MatmulVariant;
 
 pub(crate) const MATMUL: KernelFamily = KernelFamily {
     name: "matmul",
@@ -40,104 +45,6 @@ pub(crate) const MATMUL_SUBGROUP: KernelFamily = KernelFamily {
     ],
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
 };
-
-/// The subgroup variant with op(A) gathered from a resident data set ([`matmul_gathered`]).
-pub(crate) const MATMUL_GATHERED: KernelFamily = KernelFamily {
-    name: "matmul_gathered",
-    sources: &[
-        ACTIVATION_WGSL,
-        include_str!("../../shaders/matmul.wgsl"),
-        include_str!("../../shaders/matmul_subgroup.wgsl"),
-        include_str!("../../shaders/matmul_gathered.wgsl"),
-    ],
-    storage: &[
-        Access::Read,      // the data set's words
-        Access::Read,      // B
-        Access::ReadWrite, // C
-        Access::Read,      // bias or Y
-        Access::ReadWrite, // column sums
-        Access::Read,      // idx
-        Access::Read,      // labels
-        Access::ReadWrite, // epoch_step
-        Access::ReadWrite, // y
-        Access::ReadWrite, // t
-    ],
-};
-
-/// What is applied to each finished output of a matmul.
-#[derive(Clone, Copy, Debug)]
-pub enum Epilogue<'a> {
-    None,
-    /// C = act(A·B + bias), bias: `[N]` broadcast over rows (or None).
-    BiasAct {
-        bias: Option<&'a Tensor>,
-        act: Activation,
-    },
-    /// C = (A·B) ⊙ act'(Y) with Y: [M, N] the forward output of that activation (see
-    /// activation.wgsl's act_derivative_from_output).
-    ActGrad {
-        y: &'a Tensor,
-        act: Activation,
-    },
-}
-
-/// How the kernel is organised. Every variant is correct for every shape and form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MatmulVariant {
-    /// One output per invocation, operands read straight from storage.
-    Naive,
-    /// 16×16 tiles of A and B staged in workgroup memory, with barriers.
-    Tiled,
-    /// 4 rows × 8 columns of outputs per invocation, no workgroup memory; vec4 loads when the
-    /// shape allows.
-    Register,
-    /// 8 rows × 4 columns of outputs per invocation; vec4 loads when the shape allows.
-    RegisterTall,
-    /// One subgroup of 8 invocations per workgroup, 4 columns × 16 or 32 rows per invocation, op(A)
-    /// loaded once per subgroup and shared with subgroupShuffle (for CPU adapters). Needs
-    /// subgroups of at least 8 and vec4-friendly sizes (N too a multiple of 4); where any is
-    /// missing it runs as `Register`.
-    Subgroup,
-}
-
-impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 5] = [
-        MatmulVariant::Naive,
-        MatmulVariant::Tiled,
-        MatmulVariant::Register,
-        MatmulVariant::RegisterTall,
-        MatmulVariant::Subgroup,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MatmulVariant::Naive => "naive",
-            MatmulVariant::Tiled => "tiled",
-            MatmulVariant::Register => "register4x8",
-            MatmulVariant::RegisterTall => "register8x4",
-            MatmulVariant::Subgroup => "subgroup",
-        }
-    }
-}
-
-/// Options of [`matmul`]; `MatmulOptions::default()` is a plain C = A·B.
-#[derive(Clone, Copy, Debug)]
-pub struct MatmulOptions<'a> {
-    pub trans_a: bool,
-    pub trans_b: bool,
-    /// C += op(A)·op(B) instead of C = (only with `Epilogue::None`).
-    pub accumulate: bool,
-    pub epilogue: Epilogue<'a>,
-    /// None: the engine picks (the autotuner's pick, [`crate::autotune`], where it is on; else
-    /// [`choose_variant`]).
-    pub variant: Option<MatmulVariant>,
-}
-
-impl Default for MatmulOptions<'_> {
-    fn default() -> Self {
-        MatmulOptions { trans_a: false, trans_b: false, accumulate: false, epilogue: Epilogue::None, variant: None }
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -170,12 +77,6 @@ struct KernelShape {
     max_kc: usize,
     register: bool,
     family: &'static KernelFamily,
-}
-
-/// vec4 loads need every dimension read along its contiguous axis to be a multiple of 4: K for
-/// A [M, K] and B [N, K], M for A stored [K, M], N for B stored [K, N].
-fn vec4_ok(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
-    k.is_multiple_of(4) && (!trans_a || m.is_multiple_of(4)) && (trans_b || n.is_multiple_of(4))
 }
 
 fn kernel_shape(variant: MatmulVariant, vec4: bool, policy: &MatmulPolicy) -> KernelShape {
@@ -256,34 +157,6 @@ const SUBGROUP_TALL_MIN_K: usize = 128;
 /// K per split of the subgroup kernel.
 const SUBGROUP_MAX_KC: usize = 2048;
 
-/// Whether the subgroup kernel runs this product: the device profile says it runs (subgroups of
-/// at least its 8-invocation workgroup), vec4 loads possible and N a multiple of 4 (each lane owns
-/// 4 whole columns).
-pub(crate) fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
-    gpu.profile().matmul.subgroup_kernel && n.is_multiple_of(4) && vec4_ok(m, n, k, trans_a, trans_b)
-}
-
-/// Which variant the engine picks for this shape on this device, by its profile's policy.
-///
-/// On a CPU adapter (lavapipe) workgroup memory and barriers are slow and per-lane loads cost more
-/// than the arithmetic, so many outputs per invocation and no workgroup memory win at every
-/// measured shape (BENCHMARKS.md). Sharing op(A) across the subgroup cuts the loads 2–4× more
-/// where it applies; elsewhere 4×8 was the most even of the two register blockings, and narrow
-/// outputs take 8×4 (invocations along M: 8 rows each loads fewer values per output). On a GPU
-/// (not measured yet): tiles in workgroup memory for large products, 4×8 registers elsewhere.
-pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
-    let policy = &gpu.profile().matmul;
-    if policy.prefer_subgroup && subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
-        MatmulVariant::Subgroup
-    } else if policy.tiled_from.is_some_and(|(tm, tn, tk)| m >= tm && n >= tn && k >= tk) {
-        MatmulVariant::Tiled
-    } else if policy.lanes_m_max_n.is_some_and(|max| n <= max) {
-        MatmulVariant::RegisterTall
-    } else {
-        MatmulVariant::Register
-    }
-}
-
 /// How many K chunks: enough that no chunk passes `max_kc`, and on small outputs more, so that
 /// the device has the profile's target of workgroups (each chunk keeping at least `MIN_KC` of K).
 fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
@@ -316,52 +189,6 @@ pub fn matmul_column_sum(
     matmul_plan("matmul_column_sum", gpu, AOperand::Stored(a), b, c, Some(col_sum), opts)
 }
 
-/// op(A) of [`matmul_gathered`]: a batch of rows of a resident data set, read where they lie
-/// instead of from a gathered copy. Stored A's row r is `norm(src[idx[start + r], :])` as
-/// [`super::gather::gather_rows`] would have written it, for r < `rows`; rows up to `stored_rows`
-/// repeat the last one (finite values, for a weight gradient over padded rows whose dZ rows are
-/// zero).
-#[derive(Clone, Copy)]
-pub struct GatheredA<'a> {
-    pub src: &'a GpuRows,
-    /// `[n]` u32, the index list.
-    pub idx: &'a Tensor,
-    pub start: BatchStart<'a>,
-    pub rows: usize,
-    /// Stored A is `[stored_rows, dim]`: op(A) = A (`[M = rows, K = dim]`, stored_rows = rows) or
-    /// Aᵀ (`[M = dim, K = stored_rows]`).
-    pub stored_rows: usize,
-    /// Where given (op(A) = A only): the dispatch also does the rest of the gather it replaces,
-    /// the batch's labels `[rows]` u32 and the counters of a [`BatchStart::Counter`].
-    pub labels: Option<&'a Tensor>,
-}
-
-impl GatheredA<'_> {
-    /// op(A)'s (M, K).
-    fn mk(&self, trans_a: bool) -> (usize, usize) {
-        if trans_a {
-            (self.src.dim, self.stored_rows)
-        } else {
-            (self.stored_rows, self.src.dim)
-        }
-    }
-}
-
-/// Whether [`matmul_gathered`] runs op(A)·op(B) with `a` and N columns on `gpu`: u8 features in one
-/// binding, whole words per row and no standardisation, the subgroup kernel, and the device's
-/// storage bindings per stage (10). The other operands' views must also be 16-byte aligned (the
-/// wrapper checks; a model's always are).
-pub fn matmul_gathered_supported(gpu: &Gpu, a: &GatheredA, n: usize, trans_a: bool, trans_b: bool) -> bool {
-    let (m, k) = a.mk(trans_a);
-    let src = a.src;
-    src.source_u8
-        && src.chunks.len() == 1
-        && src.mean_std.is_none()
-        && src.dim.is_multiple_of(4)
-        && gpu.profile().fits(KernelNeeds { storage_buffers: MATMUL_GATHERED.storage.len(), ..Default::default() })
-        && subgroup_ok(gpu, m, n, k, trans_a, trans_b)
-}
-
 /// [`matmul`] (or with `col_sum`, [`matmul_column_sum`]) with op(A) gathered from a data set: a
 /// training step's first layer, forward and weight gradient, without a gather dispatch or the
 /// gathered copy. Only where [`matmul_gathered_supported`]; the variant is the subgroup kernel.
@@ -374,6 +201,18 @@ pub fn matmul_gathered(
     opts: &MatmulOptions,
 ) -> Result<Plan> {
     matmul_plan("matmul_gathered", gpu, AOperand::Gathered(a), b, c, col_sum, opts)
+}
+
+/// The plan of an autotuner candidate: its variant by [`matmul`] or [`matmul_column_sum`], its
+/// tile by [`matmul_register`] or [`matmul_register_column_sum`].
+fn plan_candidate(gpu: &Gpu, candidate: &Candidate) -> Result<Plan> {
+    let Candidate { a, b, c, col_sum, ref opts, kernel } = *candidate;
+    match (kernel, col_sum) {
+        (MatmulKernel::Variant(_), None) => matmul(gpu, a, b, c, opts),
+        (MatmulKernel::Variant(_), Some(s)) => matmul_column_sum(gpu, a, b, c, s, opts),
+        (MatmulKernel::Tile(t), None) => matmul_register(gpu, a, b, c, opts, t),
+        (MatmulKernel::Tile(t), Some(s)) => matmul_register_column_sum(gpu, a, b, c, s, opts, t),
+    }
 }
 
 /// Where op(A) comes from.
@@ -429,7 +268,7 @@ fn matmul_plan(
     };
     let mut variant = match (opts.variant, gathered) {
         (Some(v), _) => v,
-        (None, None) if aligned => match matmul_kernel(gpu, m, n, k, opts, col_sum.is_some())? {
+        (None, None) if aligned => match matmul_kernel(gpu, m, n, k, opts, col_sum.is_some(), plan_candidate)? {
             MatmulKernel::Variant(v) => v,
             MatmulKernel::Tile(tile) => {
                 return match col_sum {

@@ -1,11 +1,9 @@
 //! The operand and epilogue checks shared by the matmul wrappers ([`super::matmul`] and
 //! [`super::matmul_register`]): one set of rules for what C (+)= op(A)·op(B) accepts, whichever
-//! kernel runs it, and those of an op(A) gathered from a data set. Each check takes the op its
-//! errors name, so every wrapper's messages stay its own.
+//! kernel runs it (an op(A) gathered from a data set has its own in [`super::matmul_gathered_a`]).
+//! Each check takes the op its errors name, so every wrapper's messages stay its own.
 
-use super::check::{disjoint, expect_len};
-use super::gather::BatchStart;
-use super::matmul::{matmul_gathered_supported, Epilogue, GatheredA, MatmulOptions};
+use super::matmul_options::{Epilogue, MatmulOptions};
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
@@ -154,69 +152,4 @@ pub(crate) fn check_epilogue(
         return Err(WgnnError::invalid(op, format!("C shares memory with the epilogue's bias or Y: {form}")));
     }
     Ok(EpilogueArgs { epi, has_bias, act, aux })
-}
-
-/// The gathered A's own checks: the data set's layout, the index range, labels and counters.
-pub(crate) fn check_gathered(
-    op: &str,
-    gpu: &Gpu,
-    g: &GatheredA,
-    n: usize,
-    opts: &MatmulOptions,
-    others: &[(&str, &Tensor)],
-) -> Result<()> {
-    if !matmul_gathered_supported(gpu, g, n, opts.trans_a, opts.trans_b) {
-        return Err(WgnnError::invalid(
-            op,
-            format!(
-                "op(A) gathered from a data set of {} features ({}, {} chunk(s), standardised: {}) needs u8 \
-                 features in one binding, whole words per row, no standardisation and the subgroup kernel",
-                g.src.dim,
-                if g.src.source_u8 { "u8" } else { "f32" },
-                g.src.chunks.len(),
-                g.src.mean_std.is_some()
-            ),
-        ));
-    }
-    g.idx.expect_dtype(op, DType::U32)?;
-    g.src.labels.expect_dtype(op, DType::U32)?;
-    if g.rows == 0 || g.rows > g.stored_rows || (!opts.trans_a && g.rows != g.stored_rows) {
-        return Err(WgnnError::shape_of(
-            op,
-            &[("a", &[g.stored_rows, g.src.dim])],
-            format!("{} batch rows in a stored A of {} rows (≥ 1; equal unless op(A) = Aᵀ)", g.rows, g.stored_rows),
-        ));
-    }
-    let mut named = vec![("features", &g.src.chunks[0]), ("idx", g.idx), ("labels", &g.src.labels)];
-    named.extend_from_slice(others);
-    if let Some(y) = g.labels {
-        if opts.trans_a {
-            return Err(WgnnError::invalid(op, "the batch's labels are written only with op(A) = A"));
-        }
-        expect_len(op, "labels", y, DType::U32, g.rows, "[rows]")?;
-        named.push(("labels out", y));
-    }
-    match g.start {
-        BatchStart::At(s) => {
-            if s + g.rows > g.idx.len() {
-                return Err(WgnnError::shape_of(
-                    op,
-                    &[("idx", g.idx.shape())],
-                    format!("rows {s}..{} past the index list of {}", s + g.rows, g.idx.len()),
-                ));
-            }
-        }
-        BatchStart::Counter { epoch_step, parity, t, .. } => {
-            expect_len(op, "epoch_step", epoch_step, DType::U32, 2, "[2] (the position cells)")?;
-            if parity > 1 {
-                return Err(WgnnError::invalid(op, format!("parity {parity}; 0 or 1")));
-            }
-            named.push(("epoch_step", epoch_step));
-            if let Some(t) = t {
-                expect_len(op, "t", t, DType::U32, 1, "[1]")?;
-                named.push(("t", t));
-            }
-        }
-    }
-    disjoint(op, &named)
 }

@@ -11,12 +11,13 @@
 //! `[splits, M, N]` scratch owned by the plan, summed in a fixed order by a second dispatch that
 //! applies accumulate and the epilogue.
 
-use super::matmul::MatmulOptions;
 use super::matmul_check::{check_column_sum, check_epilogue, check_operands, describe, Dims, EpilogueArgs};
+use super::matmul_options::MatmulOptions;
 use super::reduce::column_sum;
 use super::ACTIVATION_WGSL;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+pub use crate::matmul_kernel::RegisterTile;
 use crate::plan::Plan;
 use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::Tensor;
@@ -29,66 +30,8 @@ pub(crate) const MATMUL_REGISTER: KernelFamily = KernelFamily {
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
 };
 
-/// Geometry of one [`matmul_register`] specialisation: a workgroup computes `bm`×`bn` outputs,
-/// stepping K by `bk`, with (bm/tm)×(bn/tn) invocations of `tm`×`tn` outputs each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RegisterTile {
-    pub bm: u32,
-    pub bn: u32,
-    /// K per staged step, a multiple of 4.
-    pub bk: u32,
-    /// Outputs per invocation along M and N: 4 or 8 each.
-    pub tm: u32,
-    pub tn: u32,
-}
-
-/// Loop iterations one invocation may run per dispatch, far below lavapipe's 65,535 (which
-/// counts every loop's iterations together): bounds the K chunk.
-const LOOP_BUDGET: u32 = 32_768;
-/// The longest K chunk whatever the tile (as the `Tiled` matmul's).
-const MAX_KC: u32 = 4096;
-
+// The tile's geometry is plain data (crate::matmul_kernel); what it needs of a device is here.
 impl RegisterTile {
-    /// 64×64 outputs, 4×4 per invocation: 256 invocations, 8 KiB of workgroup memory.
-    pub const T64X64_4X4: RegisterTile = RegisterTile { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
-    /// 64×64 outputs, 8×8 per invocation: 64 invocations, 8 KiB.
-    pub const T64X64_8X8: RegisterTile = RegisterTile { bm: 64, bn: 64, bk: 16, tm: 8, tn: 8 };
-    /// 128×64 outputs, 8×4 per invocation: 256 invocations, 12 KiB.
-    pub const T128X64_8X4: RegisterTile = RegisterTile { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4 };
-    /// 128×128 outputs, 8×8 per invocation: 256 invocations, 8 KiB.
-    pub const T128X128_8X8: RegisterTile = RegisterTile { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 };
-    /// The configurations a tuner may try; each fits WebGPU's default limits (16 KiB of
-    /// workgroup memory, 256 invocations).
-    pub const PRESETS: [RegisterTile; 4] =
-        [RegisterTile::T64X64_4X4, RegisterTile::T64X64_8X8, RegisterTile::T128X64_8X4, RegisterTile::T128X128_8X8];
-
-    /// E.g. "64x64x16/4x4".
-    pub fn name(&self) -> String {
-        format!("{}x{}x{}/{}x{}", self.bm, self.bn, self.bk, self.tm, self.tn)
-    }
-
-    /// Invocations per workgroup along N and M.
-    fn threads(&self) -> (u32, u32) {
-        (self.bn / self.tn, self.bm / self.tm)
-    }
-
-    pub fn invocations(&self) -> u32 {
-        let (tx, ty) = self.threads();
-        tx * ty
-    }
-
-    /// Workgroup memory of the staged op(A) and op(B) pieces.
-    pub fn workgroup_bytes(&self) -> u32 {
-        (self.bm + self.bn) * self.bk * 4
-    }
-
-    /// The longest K chunk one dispatch's invocation loops over: a multiple of `bk` whose loop
-    /// count (bk/4 multiply steps and the scalar staging loads per step) stays within the budget.
-    pub fn max_kc(&self) -> u32 {
-        let per_step = self.bk / 4 + (self.bm + self.bn) * self.bk / self.invocations() + 2;
-        (LOOP_BUDGET / per_step).min(MAX_KC / self.bk).max(1) * self.bk
-    }
-
     /// Whether the geometry is well formed (tm, tn 4 or 8, tiles divisible, each invocation
     /// staging whole vec4s) and fits `gpu`'s workgroup limits; the error says what does not.
     pub fn check(&self, gpu: &Gpu) -> Result<()> {
