@@ -6,8 +6,14 @@
 use super::*;
 
 /// Rows per evaluation batch at most: large, to keep the dispatch count low (fewer where the
-/// device's buffers cannot hold that many rows of the widest layer; see `eval_batch`).
+/// device's buffers cannot hold that many rows of the widest layer, or a batch's activations
+/// would pass `EVAL_BATCH_BYTES`; see `eval_batch`).
 pub(super) const EVAL_BATCH: usize = 2048;
+
+/// Device bytes one evaluation batch's activations may take, estimated (`eval_batch`): a
+/// convolutional network's rows are wide (cnn_mnist's ~200 kB), and a full batch and the partial
+/// last one are held at once.
+const EVAL_BATCH_BYTES: u64 = 64 << 20;
 
 /// Plans that walk a data set batch by batch: `full[s % 2]` is full batch `s` (it reads its
 /// position from `counter[s % 2]` and writes the next to the other cell), `tail` the partial last
@@ -38,14 +44,18 @@ impl BatchWalk {
 
 impl Sequential {
     /// Rows per evaluation batch: `EVAL_BATCH`, or fewer so that a batch of the widest row (input,
-    /// layer outputs, targets) fits one storage binding and one buffer.
+    /// layer outputs, targets) fits one storage binding and one buffer, and the batch's
+    /// activations (estimated as three f32 tensors per block output: the core's, batch norm's,
+    /// the activation's) fit `EVAL_BATCH_BYTES`.
     pub(super) fn eval_batch(&self, gpu: &Gpu, data: &GpuData) -> usize {
         let limits = gpu.limits();
         let bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let widest =
             self.blocks.iter().map(|b| b.outputs).chain([self.input_dim(), data.targets.as_ref().map_or(1, |t| t.dim)]);
         let row_bytes = 4 * widest.max().unwrap_or(1) as u64;
-        (bytes / row_bytes).clamp(1, EVAL_BATCH as u64) as usize
+        let activations: u64 = self.blocks.iter().map(|b| b.outputs as u64).sum();
+        let activation_bytes = 4 * (3 * activations + self.input_dim() as u64);
+        (bytes / row_bytes).min(EVAL_BATCH_BYTES / activation_bytes.max(1)).clamp(1, EVAL_BATCH as u64) as usize
     }
 
     /// The plans over every row of `data`: for each batch the forward pass and then what `head`
@@ -60,7 +70,7 @@ impl Sequential {
         let order: Vec<u32> = (0..n as u32).collect();
         let order = Tensor::from_u32(gpu, &[n], &order)?;
         let counter = Tensor::zeros_u32(gpu, &[2])?;
-        let batch = self.eval_batch(gpu, data).min(n);
+        let batch = self.eval_batch(gpu, data).min(n).max(1);
         let (full_batches, tail_rows) = (n / batch, n % batch);
         let mut buffers = Vec::new();
         let mut full = Vec::new();
