@@ -2,6 +2,7 @@
 //! submission and readback, and the store of compiled shader objects (`device::cache`).
 
 pub(crate) mod cache;
+pub(crate) mod memory;
 pub mod quiet_mesa;
 pub mod tune_cache;
 pub(crate) mod tuner;
@@ -13,6 +14,7 @@ use crate::env_switch::env_switch;
 use crate::error::{Result, WgnnError};
 use crate::profile::{DeviceProfile, ProfileOverride};
 use cache::PipelineCache;
+use memory::MemoryCounter;
 use tune_cache::{cache_dir, DeviceIdentity, TuneCache};
 use tuner::{TunedPick, Tuner, AUTOTUNE_ENV};
 
@@ -113,6 +115,8 @@ pub(crate) struct GpuInner {
     lost: Arc<Mutex<Option<String>>>,
     /// Errors no error scope caught (wgpu's default would panic).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// Bytes of the engine's tensors on this device.
+    pub memory: Arc<MemoryCounter>,
 }
 
 impl Gpu {
@@ -234,8 +238,31 @@ impl Gpu {
                 tuner,
                 lost,
                 uncaptured,
+                memory: Arc::default(),
             }),
         })
+    }
+
+    /// Bytes of device memory the engine's tensors hold now (its own accounting: every tensor it
+    /// allocates, views counted once; not wgpu's internal or uniform buffers).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.inner.memory.live()
+    }
+
+    /// The most bytes [`Gpu::allocated_bytes`] reached since the device was made or
+    /// [`Gpu::reset_peak_allocated_bytes`] was last called.
+    pub fn peak_allocated_bytes(&self) -> u64 {
+        self.inner.memory.peak()
+    }
+
+    /// Starts a new peak at what is allocated now: `peak_allocated_bytes() − allocated_bytes()`
+    /// taken after an operation is what it held at most beyond what was already there.
+    pub fn reset_peak_allocated_bytes(&self) {
+        self.inner.memory.reset_peak()
+    }
+
+    pub(crate) fn memory_counter(&self) -> &Arc<MemoryCounter> {
+        &self.inner.memory
     }
 
     pub fn device(&self) -> &wgpu::Device {

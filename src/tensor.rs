@@ -4,6 +4,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use crate::device::memory::Allocation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 
@@ -34,6 +35,9 @@ pub struct Tensor {
     /// For u32 tensors uploaded from the host: the largest value, so kernels that take labels can
     /// reject one out of range without a readback.
     max_u32: Option<u32>,
+    /// The engine's accounting of the buffer's bytes (shared by views and clones); none for a
+    /// buffer the engine does not count (the device's zero buffer).
+    _allocation: Option<Arc<Allocation>>,
 }
 
 /// Storage, copies, and uniform: a kernel may bind a small read-only window of a tensor's buffer as
@@ -98,9 +102,10 @@ impl Tensor {
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
+        let size = bytes.next_multiple_of(4);
         let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgnn tensor"),
-            size: bytes.next_multiple_of(4),
+            size,
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
@@ -111,13 +116,22 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
             max_u32: None,
+            _allocation: Some(Arc::new(Allocation::new(gpu.memory_counter(), size))),
         })
     }
 
     /// An f32 tensor of `shape` over the start of `buffer`, shared with whoever else holds it (the
     /// device's zero buffer; the caller checks that `buffer` is large enough).
     pub(crate) fn on_buffer(gpu: &Gpu, buffer: Arc<wgpu::Buffer>, shape: &[usize]) -> Tensor {
-        Tensor { gpu: gpu.clone(), buffer, offset: 0, shape: shape.to_vec(), dtype: DType::F32, max_u32: None }
+        Tensor {
+            gpu: gpu.clone(),
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+            max_u32: None,
+            _allocation: None,
+        }
     }
 
     /// The buffer this tensor lies in.

@@ -153,7 +153,6 @@ impl Sequential {
         buf: &mut BatchBuffers,
         through_output: bool,
     ) -> Result<Plan> {
-        let gpu = &self.gpu_state()?.gpu;
         buf.y.set_max_u32(data.rows.labels.max_u32());
         let buf = &*buf;
         // Where the step advances t (its gather, or the first layer reading the data set), dropout
@@ -161,9 +160,29 @@ impl Sequential {
         // pass (guarded steps).
         let lag = matches!(start, BatchStart::Counter { t: Some(_), .. }) as u32;
         let gathered = self.gathered_input(data, order, start, buf, true);
-        let mut plan = match gathered {
-            Some(_) => Plan::new(),
-            None => gather_rows(gpu, &data.rows, order, start, &buf.x, &buf.y)?,
+        let mut plan = self.gather_plan(data, order, start, buf, gathered.is_some())?;
+        let blocks = if through_output { self.blocks.len() } else { self.blocks.len() - 1 };
+        for i in 0..blocks {
+            let in_place = if i == 0 { gathered.as_ref() } else { None };
+            plan.extend(self.block_forward(i, buf, in_place, lag)?);
+        }
+        Ok(plan)
+    }
+
+    /// The batch's gathers at `start`: its rows and labels into `buf.x` and `buf.y` (unless the
+    /// first layer reads them `in_place`), and its float targets, if the loss reads any.
+    pub(super) fn gather_plan(
+        &self,
+        data: &GpuData,
+        order: &Tensor,
+        start: BatchStart,
+        buf: &BatchBuffers,
+        in_place: bool,
+    ) -> Result<Plan> {
+        let gpu = &self.gpu_state()?.gpu;
+        let mut plan = match in_place {
+            true => Plan::new(),
+            false => gather_rows(gpu, &data.rows, order, start, &buf.x, &buf.y)?,
         };
         if let (Some(rows), Some((targets, scratch))) = (&data.targets, &buf.targets) {
             // The same rows; t is advanced by the rows' gather or the first layer.
@@ -174,11 +193,6 @@ impl Sequential {
                 at => at,
             };
             plan.extend(gather_rows(gpu, rows, order, start, targets, scratch)?);
-        }
-        let blocks = if through_output { self.blocks.len() } else { self.blocks.len() - 1 };
-        for i in 0..blocks {
-            let in_place = if i == 0 { gathered.as_ref() } else { None };
-            plan.extend(self.block_forward(i, buf, in_place, lag)?);
         }
         Ok(plan)
     }
@@ -355,22 +369,22 @@ impl Sequential {
     /// and gradients, kernels' scratch (patch matrices); not the uploaded data set. Nothing runs.
     pub fn step_memory_bytes(&self, data: &Dataset, batch_size: usize) -> Result<u64> {
         let (plan, _buffers, gpu_data, order) = self.one_step("step_memory_bytes", data, batch_size)?;
-        let targets = gpu_data.targets.iter().flat_map(|t| t.chunks.iter().chain([&t.labels]));
-        let data_set: std::collections::HashSet<usize> = gpu_data
-            .rows
-            .chunks
-            .iter()
-            .chain([&gpu_data.rows.labels, &order])
-            .chain(targets)
-            .map(|t| std::sync::Arc::as_ptr(t.shared_buffer()) as usize)
-            .collect();
-        let mut bound = std::collections::HashMap::new();
-        for d in &plan.dispatches {
-            bound.extend(d.buffers.iter().copied().filter(|(id, _)| !data_set.contains(id)));
-        }
-        Ok(bound.values().sum())
+        Ok(bytes_bound_beside(&[&plan], &gpu_data, &order))
     }
 
+    /// Bytes of device memory evaluating `data` (as [`Sequential::evaluate`] and the validation
+    /// in `fit` do) binds beside the uploaded data set and its index list: the batch buffers, the
+    /// kernels' scratch, the loss's totals. It does not grow with the rows: every full batch
+    /// reuses one set of buffers, the partial last batch has its own. Nothing runs.
+    pub fn eval_memory_bytes(&self, data: &Dataset) -> Result<u64> {
+        const OP: &str = "eval_memory_bytes";
+        self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
+        self.check_data(OP, data)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let gpu_data = self.upload_data(&gpu, data)?;
+        let plans = self.eval_plans(&gpu_data)?;
+        Ok(bytes_bound_beside(&plans.distinct_plans(), &gpu_data, plans.order()))
+    }
     /// The kernels one training step at `batch_size` dispatches, in order (labelled as in
     /// [`Sequential::profile_step`]): which variants the engine picks on this device, without
     /// running anything and without timestamp queries.
@@ -414,4 +428,23 @@ impl Sequential {
         // Only the in-epoch step: the global step t carries across epochs.
         g.epoch_step.write_u32(&[0, 0])
     }
+}
+
+/// Bytes of the buffers `plans` bind, each counted once, other than the data set's and the index
+/// list `order`.
+fn bytes_bound_beside(plans: &[&Plan], data: &GpuData, order: &Tensor) -> u64 {
+    let targets = data.targets.iter().flat_map(|t| t.chunks.iter().chain([&t.labels]));
+    let data_set: std::collections::HashSet<usize> = data
+        .rows
+        .chunks
+        .iter()
+        .chain([&data.rows.labels, order])
+        .chain(targets)
+        .map(|t| std::sync::Arc::as_ptr(t.shared_buffer()) as usize)
+        .collect();
+    let mut bound = std::collections::HashMap::new();
+    for d in plans.iter().flat_map(|p| &p.dispatches) {
+        bound.extend(d.buffers.iter().copied().filter(|(id, _)| !data_set.contains(id)));
+    }
+    bound.values().sum()
 }
