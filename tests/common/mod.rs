@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fusion;
+pub mod loss_outputs;
 pub mod safetensors_file;
 
 use std::path::{Path, PathBuf};
