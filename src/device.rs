@@ -155,7 +155,7 @@ impl Gpu {
 
     async fn create(options: &GpuOptions<'_>) -> Result<Gpu> {
         // Before the instance: Mesa's Wayland probe reads the variable then.
-        quiet_mesa::quiet_mesa_warnings();
+        quiet_mesa::quiet_mesa_if_single_threaded();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::PRIMARY;
         let instance = wgpu::Instance::new(desc);

@@ -72,8 +72,9 @@
 //! - **The device**: [`Gpu::new`] takes the adapter `$WGNN_ADAPTER` names (part of its name) or
 //!   the default; [`GpuOptions`] sets it in code, and `require_gpu` (or `$WGNN_REQUIRE_GPU=1`)
 //!   refuses a software adapter. [`Gpu::software_notice`] is a line to show your user when
-//!   training will run on the CPU. On Linux, creating a `Gpu` sets an unset `XDG_RUNTIME_DIR`
-//!   (see [`device::quiet_mesa`]). `model::Backend::Cpu` runs the plain-Rust reference instead.
+//!   training will run on the CPU. On Linux, creating a `Gpu` in a single-threaded process sets an
+//!   unset or relative `XDG_RUNTIME_DIR`; [`quiet_mesa`] does it first in `main` otherwise.
+//!   `model::Backend::Cpu` runs the plain-Rust reference instead.
 //!
 //! The API a program that trains models uses: [`Gpu`] (and [`GpuOptions`]), [`Dataset`] and
 //! [`data::load_mnist`], [`model::Sequential`] with the [`Layer`]s it stacks, [`model::Loss`],
@@ -128,7 +129,7 @@ pub(crate) use internals::{atomic_file, cpu, kernels, matmul_kernel, plan, regis
 
 pub use activation::Activation;
 pub use data::Dataset;
-pub use device::{Gpu, GpuOptions};
+pub use device::{quiet_mesa::quiet_mesa, Gpu, GpuOptions};
 pub use error::{Result, WgnnError, INSTALL_HINT};
 pub use history::{EpochRecord, History};
 pub use init::Initializer;

@@ -3,20 +3,10 @@
 
 mod common;
 use std::fs::OpenOptions;
-use std::path::PathBuf;
 
 use common::*;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, LOCK_FILE};
 use wgnn::{Activation, WgnnError};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-checkpoint-dir-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn model(backend: &Backend) -> Sequential {
     let mut m = Sequential::new(6, 3).dense(8, Activation::Relu).dense(3, Activation::Softmax).build(backend).unwrap();

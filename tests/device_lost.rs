@@ -2,7 +2,6 @@
 //! last checkpoint to resume from. Each test loses a device of its own, never the shared one.
 
 mod common;
-use std::path::PathBuf;
 
 use common::*;
 use wgnn::internals::kernels::matmul::{matmul, MatmulOptions};
@@ -20,16 +19,6 @@ fn assert_lost<T>(what: &str, result: wgnn::Result<T>) {
         Err(e) => panic!("{what}: expected DeviceLost, got {e:?}"),
         Ok(_) => panic!("{what}: expected DeviceLost, got Ok"),
     }
-}
-
-/// A fresh, empty folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-device-lost-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn model(backend: &Backend) -> Sequential {

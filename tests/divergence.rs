@@ -3,24 +3,11 @@
 //! weights put back are written to the checkpoint folder.
 
 mod common;
-use std::path::PathBuf;
 
 use common::*;
 use wgnn::data::Features;
 use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Optimizer, Sequential, Validation};
 use wgnn::{Activation, Dataset, WgnnError};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-divergence-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    dir
-}
-
-fn backends() -> [Backend; 2] {
-    [Backend::Gpu(gpu()), Backend::Cpu]
-}
 
 fn model(backend: &Backend, lr: f32) -> Sequential {
     let mut m = Sequential::new(8, 1)

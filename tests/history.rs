@@ -1,5 +1,8 @@
 //! Training history: the CSV keeps every number, the plot is a real PNG, write errors name the path.
 
+mod common;
+
+use common::scratch;
 use wgnn::{EpochRecord, History, WgnnError};
 
 fn sample(epochs: usize, with_val: bool) -> History {
@@ -122,16 +125,6 @@ fn csv_without_the_skipped_column_still_reads() {
     assert_eq!((h.epochs[0].samples_per_second, h.epochs[0].val_seconds), (4000.0, 0.0));
     let err = History::from_csv("epoch,loss\n1,2\n").expect_err("unknown header");
     assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("header"), "{err}");
-}
-
-/// A fresh, empty folder for one test.
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-history-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
@@ -15,15 +14,6 @@ use wgnn::{Activation, Dataset, WgnnError};
 const CHILD_ENV: &str = "WGNN_LIBRARY_USE_CHILD";
 const START: &str = "<child output starts>";
 const END: &str = "<child output ends>";
-
-/// A fresh, empty folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-library-use-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    dir
-}
 
 /// Four separable clusters in 2-D.
 fn clusters() -> Dataset {
@@ -47,9 +37,18 @@ fn classifier(backend: &Backend) -> Sequential {
 }
 
 /// What the child process runs: a whole session of library calls, between markers on both streams.
+/// libtest runs it on a thread of its own, so `Gpu::new` alone would leave `XDG_RUNTIME_DIR` unset:
+/// the child calls `quiet_mesa` first, as such a program's `main` does.
 fn child_session(verbose: bool) {
     println!("{START}");
     eprintln!("{START}");
+    // SAFETY: libtest's main thread only waits for this test (one test, one test thread), and no
+    // other thread of this process reads or writes the environment.
+    unsafe { wgnn::quiet_mesa() };
+    if cfg!(target_os = "linux") {
+        let dir = std::env::var_os("XDG_RUNTIME_DIR").expect("quiet_mesa sets an unset XDG_RUNTIME_DIR");
+        assert!(std::path::Path::new(&dir).is_absolute(), "{dir:?}");
+    }
     let gpu = wgnn::Gpu::new().unwrap();
     let data = clusters();
     let mut model = classifier(&Backend::Gpu(gpu));
@@ -68,8 +67,8 @@ fn between_markers(text: &str) -> &str {
     text[start..end].trim()
 }
 
-/// Creating a device (without `XDG_RUNTIME_DIR`, as in a container or CI job: Mesa's Wayland probe
-/// complains then), training, evaluating and predicting print nothing at all; with `verbose` the
+/// Creating a device after `quiet_mesa` (without `XDG_RUNTIME_DIR`, as in a container or CI job:
+/// Mesa's Wayland probe complains then), training, evaluating and predicting print nothing at all; with `verbose` the
 /// epoch lines come on stdout, and no bar where stderr is not a terminal.
 #[test]
 fn the_library_prints_nothing_unless_verbose() {
@@ -99,6 +98,43 @@ fn the_library_prints_nothing_unless_verbose() {
     }
 }
 
+/// The environment variable that makes this test binary the child of
+/// `a_gpu_made_beside_other_threads_leaves_the_environment_alone`; its value is what
+/// `XDG_RUNTIME_DIR` is set to in the child ("" for unset).
+const THREADED_CHILD_ENV: &str = "WGNN_LIBRARY_USE_THREADED_CHILD";
+
+/// Setting a variable while another thread may read the environment is undefined behaviour, so
+/// `Gpu::new` beside a live thread leaves an unset or relative `XDG_RUNTIME_DIR` as it was.
+#[test]
+fn a_gpu_made_beside_other_threads_leaves_the_environment_alone() {
+    if let Ok(expected) = std::env::var(THREADED_CHILD_ENV) {
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || wait.recv());
+        let gpu = wgnn::Gpu::new().unwrap();
+        let now = std::env::var_os("XDG_RUNTIME_DIR");
+        stop.send(()).unwrap();
+        other.join().unwrap().unwrap();
+        drop(gpu);
+        let expected = (!expected.is_empty()).then(|| std::ffi::OsString::from(expected));
+        assert_eq!(now, expected, "Gpu::new changed XDG_RUNTIME_DIR beside another thread");
+        println!("{END}");
+        return;
+    }
+    for value in ["", "relative/runtime"] {
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child.args(["--exact", "a_gpu_made_beside_other_threads_leaves_the_environment_alone", "--nocapture"]);
+        child.args(["--test-threads", "1"]).env(THREADED_CHILD_ENV, value);
+        if value.is_empty() {
+            child.env_remove("XDG_RUNTIME_DIR");
+        } else {
+            child.env("XDG_RUNTIME_DIR", value);
+        }
+        let out = child.output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && stdout.contains(END), "child with {value:?} failed:\n{stdout}\n{stderr}");
+    }
+}
+
 #[test]
 fn the_software_notice_speaks_to_a_library_user() {
     let gpu = common::gpu();
@@ -122,7 +158,7 @@ fn errors_debug_print_as_their_report() {
 
 #[test]
 fn save_creates_the_missing_folder_and_names_one_it_cannot() {
-    let dir = scratch("save");
+    let dir = common::scratch("save");
     let model = classifier(&Backend::Cpu);
     let path = dir.join("models/run 1/model.safetensors");
     model.save(&path).unwrap();

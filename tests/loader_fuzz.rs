@@ -11,7 +11,7 @@
 
 mod common;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use npyz::zip::write::FileOptions;
@@ -208,15 +208,8 @@ fn npz_bytes(x: &[u8], y: &[u8]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-loader-fuzz-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn fuzz_every_loader() {
-    let dir = scratch();
+    let dir = common::scratch("loaders");
     let cpu = Backend::Cpu;
     let mut rng = Rng::new(21);
     let data = common::synthetic(24, 36, 3, 1);

@@ -3,26 +3,12 @@
 //! `evaluate` checks its features are finite as `predict_dataset` does (issue 21, item 4).
 
 mod common;
-use std::path::PathBuf;
 
 use common::safetensors_file::SafetensorsFile;
 use common::*;
 use wgnn::data::Features;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, WgnnError};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-nan-state-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn backends() -> [Backend; 2] {
-    [Backend::Gpu(gpu()), Backend::Cpu]
-}
 
 /// Before the fix the model loaded and `predict` returned `Ok([NaN, …])`.
 #[test]

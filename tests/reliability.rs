@@ -21,16 +21,6 @@ fn model(backend: &Backend, dims: &[usize], seed: u64) -> Sequential {
     b.build(backend).unwrap()
 }
 
-/// A fresh, empty folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-reliability-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Everything of a history but the timings, as bits.
 fn history_bits(h: &History) -> Vec<[u32; 5]> {
     let opt = |v: Option<f32>| v.map_or(u32::MAX, f32::to_bits);
@@ -44,10 +34,6 @@ fn history_bits(h: &History) -> Vec<[u32; 5]> {
 
 fn weight_bits(m: &Sequential) -> Vec<u32> {
     m.weights().unwrap().iter().flat_map(|(w, b)| w.iter().chain(b).map(|v| v.to_bits()).collect::<Vec<_>>()).collect()
-}
-
-fn backends() -> [Backend; 2] {
-    [Backend::Gpu(gpu()), Backend::Cpu]
 }
 
 #[test]

@@ -11,19 +11,6 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Dataset, Layer, WgnnError};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgnn-save-load-{}-{name}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn backends() -> [Backend; 2] {
-    [Backend::Gpu(gpu()), Backend::Cpu]
-}
-
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }

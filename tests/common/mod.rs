@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fusion;
+pub mod loss_outputs;
 pub mod safetensors_file;
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use wgnn::internals::rng::Rng;
+use wgnn::model::Backend;
 use wgnn::{Dataset, Gpu};
 
 /// The device every test in a binary shares. No adapter is a failure with the install hint, never
@@ -20,6 +22,26 @@ pub fn gpu() -> Gpu {
         Ok(g) => g.clone(),
         Err(e) => panic!("GPU tests need an adapter: {e}"),
     }
+}
+
+/// A fresh, empty folder for one test, named by the test binary, the process and `name`, so that
+/// concurrent runs and the binaries of one run never share one.
+pub fn scratch(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash>: the test's name without the hash.
+    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
+    let binary = stem.rsplit_once('-').map_or(stem, |(name, _)| name);
+    let dir = std::env::temp_dir().join(format!("wgnn-{binary}-{}-{name}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The two backends a model-level test runs on: the shared device and the CPU reference.
+pub fn backends() -> [Backend; 2] {
+    [Backend::Gpu(gpu()), Backend::Cpu]
 }
 
 /// Shapes every kernel is tried on: 1, primes, around the tile sizes, and one large non-square.
