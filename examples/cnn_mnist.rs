@@ -18,6 +18,7 @@
 //! (`examples/common/mnist_run.rs`). Output places are checked before training; errors print as
 //! `error: …` (exit 1), usage errors exit 2.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -104,7 +105,7 @@ fn run(args: &Args) -> Result<()> {
     let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
     let gpu = args.run.gpu()?;
     let backend = Backend::Gpu(gpu.clone());
-    println!("data: {} training rows, {} test rows, images {:?}", train.rows, test.rows, train.sample_shape);
+    say!("data: {} training rows, {} test rows, images {:?}", train.rows, test.rows, train.sample_shape);
 
     let (mut model, resumed_history) = match &args.resume {
         Some(path) => {
@@ -113,7 +114,7 @@ fn run(args: &Args) -> Result<()> {
                 model.input_shape() == [28, 28, 1] && model.layers().iter().any(|l| matches!(l, Layer::Conv2D(_)));
             mnist_run::refuse_other_network(path, &model, cnn, "a convolutional network on 28×28 images", "mnist_gpu")?;
             args.run.check_resumed_data::<Args>(&model, args.batch_size, train.rows);
-            println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
+            say!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
         }
@@ -147,7 +148,7 @@ fn run(args: &Args) -> Result<()> {
             (model, History::default())
         }
     };
-    println!("model ({} parameters):\n{}", model.parameter_count(), model.summary());
+    say!("model ({} parameters):\n{}", model.parameter_count(), model.summary());
 
     let options = FitOptions {
         epochs: args.epochs,
@@ -166,11 +167,11 @@ fn run(args: &Args) -> Result<()> {
     let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs)?;
     // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
     if model.resumed_epoch().is_none() {
-        println!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));
+        say!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));
     }
     args.run.print_tuned_picks(&gpu);
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
-    println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
+    say!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
     outputs.write(&history, &model)?;
 
     mnist_run::show_prediction(&model, &test, 0, false)?;

@@ -29,6 +29,7 @@
 //! Writes the cost curve (`cost.png`, via `History::plot_png`) and `history.csv` to `--out`
 //! (default `out/logistic_regression`).
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -101,7 +102,7 @@ impl Observer for CostPrinter {
         let n = r.epoch - 1 + self.first;
         if r.epoch == 1 || n.is_multiple_of(self.every) || r.epoch == self.last {
             let val = r.val_accuracy.map(|a| format!("  test accuracy {:.2}%", a * 100.0)).unwrap_or_default();
-            println!(
+            say!(
                 "{} {n:>5}  cost {:.6}  train accuracy {:.2}%{val}",
                 self.unit,
                 r.train_loss,
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
             if args.ten_class { ten_class(&args, &backend, &all)? } else { two_digits(&args, &backend, &all)? };
         history.plot_png(&png)?;
         history.write_csv(&csv)?;
-        println!("wrote {} and {}", png.display(), csv.display());
+        say!("wrote {} and {}", png.display(), csv.display());
         Ok(())
     })
 }
@@ -179,10 +180,14 @@ fn tutorial_images(all: &Dataset) -> Result<Dataset> {
 fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::History> {
     let data = tutorial_images(all)?;
     let (train, test) = sklearn_split(&data, args.seed)?;
-    println!(
+    say!(
         "data: digits 0 and 1, {} images; train_test_split(test_size={TEST_SIZE}, random_state={}): \
          {} training rows, {} test rows, {} features",
-        data.rows, args.seed, train.rows, test.rows, train.feature_dim
+        data.rows,
+        args.seed,
+        train.rows,
+        test.rows,
+        train.feature_dim
     );
     let lr = args.lr.unwrap_or(0.01);
     let mut model = Sequential::new(train.feature_dim, u64::from(args.seed))
@@ -190,7 +195,7 @@ fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::His
         .build(backend)?;
     let optimizer = if args.adam { Optimizer::adam(lr) } else { Optimizer::sgd(lr, 0.0) };
     model.compile(Loss::BinaryCrossentropy, optimizer)?;
-    println!(
+    say!(
         "model: one sigmoid unit, {} parameters, {} lr {lr}, full batch, {} iterations",
         model.parameter_count(),
         if args.adam { "Adam" } else { "gradient descent" },
@@ -203,7 +208,7 @@ fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::His
         validation: Validation::None,
         ..Default::default()
     };
-    println!("each line: the cost and train accuracy of the weights iteration n starts from (the tutorial's way)");
+    say!("each line: the cost and train accuracy of the weights iteration n starts from (the tutorial's way)");
     let history = model.fit_with(
         &train,
         &options,
@@ -211,28 +216,28 @@ fn two_digits(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::His
     )?;
     let (_, train_accuracy) = model.evaluate(&train)?;
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
-    println!("after the last iteration's update:");
+    say!("after the last iteration's update:");
     if !args.adam && args.iterations == 150 && lr == 0.01 && args.seed == 42 {
-        println!("                 wgnn      the tutorial (NumPy, float64), same recipe and split");
-        println!("train accuracy  {:>6.2}%    {:>6.2}%", train_accuracy * 100.0, TUTORIAL_TRAIN_ACCURACY * 100.0);
-        println!("test accuracy   {:>6.2}%    {:>6.2}%", test_accuracy * 100.0, TUTORIAL_TEST_ACCURACY * 100.0);
+        say!("                 wgnn      the tutorial (NumPy, float64), same recipe and split");
+        say!("train accuracy  {:>6.2}%    {:>6.2}%", train_accuracy * 100.0, TUTORIAL_TRAIN_ACCURACY * 100.0);
+        say!("test accuracy   {:>6.2}%    {:>6.2}%", test_accuracy * 100.0, TUTORIAL_TEST_ACCURACY * 100.0);
     } else {
-        println!("train accuracy  {:>6.2}%", train_accuracy * 100.0);
-        println!("test accuracy   {:>6.2}%", test_accuracy * 100.0);
-        println!(
+        say!("train accuracy  {:>6.2}%", train_accuracy * 100.0);
+        say!("test accuracy   {:>6.2}%", test_accuracy * 100.0);
+        say!(
             "(the tutorial's {:.2}% train / {:.2}% test are for gradient descent, lr 0.01, 150 iterations, \
              random_state 42)",
             TUTORIAL_TRAIN_ACCURACY * 100.0,
             TUTORIAL_TEST_ACCURACY * 100.0
         );
     }
-    println!("test cost       {test_loss:.4}");
+    say!("test cost       {test_loss:.4}");
     Ok(history)
 }
 
 fn ten_class(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::History> {
     let (train, test) = sklearn_split(all, args.seed)?;
-    println!(
+    say!(
         "data: all ten digits, train_test_split(test_size={TEST_SIZE}, random_state={}): {} training rows, {} test rows",
         args.seed, train.rows, test.rows
     );
@@ -242,13 +247,12 @@ fn ten_class(args: &Args, backend: &Backend, all: &Dataset) -> Result<wgnn::Hist
         .build(backend)?;
     let lr = args.lr.unwrap_or(1e-3);
     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(lr))?;
-    let plural = if args.epochs == 1 { "" } else { "s" };
-    println!("model: 4096 → 128 relu → 10 softmax, Adam lr {lr}, batch 32, {} epoch{plural}", args.epochs);
+    say!("model: 4096 → 128 relu → 10 softmax, Adam lr {lr}, batch 32, {}", common::count(args.epochs, "epoch"));
     let options =
         FitOptions { epochs: args.epochs, batch_size: 32, validation: Validation::Data(&test), ..Default::default() };
     let history =
         model.fit_with(&train, &options, &mut CostPrinter { every: 5, unit: "epoch", first: 1, last: args.epochs })?;
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
-    println!("test accuracy {:.2}%  (test loss {test_loss:.4})", test_accuracy * 100.0);
+    say!("test accuracy {:.2}%  (test loss {test_loss:.4})", test_accuracy * 100.0);
     Ok(history)
 }

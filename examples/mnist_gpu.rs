@@ -30,6 +30,7 @@
 //! put back — then exits 1 with the training error. Errors print as `error: …` (exit 1); usage
 //! errors exit 2.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -128,7 +129,7 @@ fn note_flags_set_by_checkpoint(matches: &ArgMatches) {
         .map(|(_, flag)| *flag)
         .collect();
     if !ignored.is_empty() {
-        eprintln!(
+        say_err!(
             "note: ignoring {}: --resume takes the model, loss, optimizer and seed from the checkpoint",
             ignored.join(", ")
         );
@@ -145,7 +146,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
 
     let gpu = args.run.gpu()?;
-    println!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
+    say!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
     let backend = Backend::Gpu(gpu.clone());
     // The epochs a resumed run starts with, for the history of a run that stops with an error.
@@ -159,7 +160,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
                 });
             mnist_run::refuse_other_network(path, &model, mlp, "the MLP on 784-wide rows", "cnn_mnist")?;
             args.run.check_resumed_data::<Args>(&model, args.batch_size, train.rows);
-            println!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
+            say!("resumed from {} after epoch {}", path.display(), model.resumed_epoch().unwrap_or(0));
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
         }
@@ -181,12 +182,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         }
     };
     let hidden: Vec<String> = model.layers()[..model.layers().len() - 1].iter().map(|l| l.describe()).collect();
-    println!(
-        "model: 784 → {} → 10, {}, {} parameters",
-        hidden.join(" → "),
-        model.loss().name(),
-        model.parameter_count()
-    );
+    say!("model: 784 → {} → 10, {}, {} parameters", hidden.join(" → "), model.loss().name(), model.parameter_count());
     if model.loss() == Loss::MeanSquaredError {
         // MSE regresses the 10 outputs on one-hot rows; the history's accuracy columns hold
         // the mean absolute error then.
@@ -198,10 +194,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
 
     let validation = args.run.validation(&test);
     if !args.run.holds_out() {
-        println!(
-            "validation data: the test set ({} rows); --validation-split holds out training rows instead",
-            test.rows
-        );
+        say!("validation data: the test set ({} rows); --validation-split holds out training rows instead", test.rows);
     }
     let options = FitOptions {
         epochs: args.epochs,
@@ -220,7 +213,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs)?;
     // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
     if model.resumed_epoch().is_none() {
-        println!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));
+        say!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));
     }
     args.run.print_tuned_picks(&gpu);
 
@@ -231,7 +224,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         let hits = predicted.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
         test_accuracy = hits as f32 / test.rows as f32;
     }
-    println!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
+    say!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
 
     outputs.write(&history, &model)?;
 

@@ -42,10 +42,12 @@
 //! let classes: Vec<u32> = model.predict_classes(&test)?;
 //!
 //! // 5. Save (the folder is created) and load back.
-//! let path = std::env::temp_dir().join("wgnn-quick-start").join("spirals.safetensors");
+//! let folder = std::env::temp_dir().join(format!("wgnn-quick-start-{}", std::process::id()));
+//! let path = folder.join("spirals.safetensors");
 //! model.save(&path)?;
 //! let loaded = Sequential::load(&path, &backend)?;
 //! assert_eq!(loaded.predict_classes(&test)?, classes);
+//! # std::fs::remove_dir_all(&folder).expect("the quick start's folder");
 //! # Ok::<(), wgnn::WgnnError>(())
 //! ```
 //!

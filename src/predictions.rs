@@ -62,13 +62,13 @@ impl Predictions {
     }
 
     /// Each row's `k` largest outputs as (index, value), largest first (ties: the lower index
-    /// first); all of them when `k` is at least the width.
+    /// first; NaN last); all of them when `k` is at least the width.
     pub fn top_k(&self, k: usize) -> Vec<Vec<(u32, f32)>> {
         self.iter_rows()
             .map(|row| {
                 let mut order: Vec<usize> = (0..row.len()).collect();
                 // Stable: equal values keep the lower index first.
-                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                order.sort_by(|&a, &b| larger_first(row[a], row[b]));
                 order.into_iter().take(k).map(|i| (i as u32, row[i])).collect()
             })
             .collect()
@@ -103,9 +103,24 @@ impl From<Predictions> for Vec<f32> {
     }
 }
 
-/// The index of the largest value (the first, on ties; NaN never wins).
+/// The index of the largest value (the first, on ties). NaN never wins: it is skipped, wherever it
+/// is; a row of NaN only gives 0.
 pub fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
+    let mut best: Option<usize> = None;
+    for (i, &v) in values.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|b| v > values[b]) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0)
+}
+
+/// Larger first, NaN after every number (as in [`argmax`], NaN never ranks above a value).
+fn larger_first(a: f32, b: f32) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (false, false) => b.total_cmp(&a),
+        (nan_a, nan_b) => nan_a.cmp(&nan_b),
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +138,22 @@ mod tests {
         assert_eq!(p.len(), 4, "the flat view");
         assert!(Predictions::new(vec![1.0; 3], 2).is_none());
         assert!(Predictions::new(vec![], 0).is_none());
+    }
+
+    /// A NaN at index 0 won: every later value was compared against it, and `v > NaN` is false.
+    #[test]
+    fn nan_never_wins_wherever_it_is() {
+        let nan = f32::NAN;
+        assert_eq!(argmax(&[nan, 0.2, 0.7, 0.1]), 2);
+        assert_eq!(argmax(&[0.2, nan, 0.7]), 2);
+        assert_eq!(argmax(&[0.9, 0.05, nan]), 0);
+        assert_eq!(argmax(&[nan, -3.0, -1.0, -1.0]), 2, "the first on ties, past a leading NaN");
+        assert_eq!(argmax(&[nan, f32::NEG_INFINITY]), 1);
+        assert_eq!(argmax(&[nan, nan]), 0, "nothing but NaN");
+        assert_eq!(argmax(&[]), 0);
+        let p = Predictions::new(vec![nan, 0.25, 0.75, 0.5, -nan, 0.5], 3).unwrap();
+        assert_eq!(p.argmax(), [2, 0]);
+        let top: Vec<Vec<u32>> = p.top_k(3).iter().map(|r| r.iter().map(|&(i, _)| i).collect()).collect();
+        assert_eq!(top, [vec![2, 1, 0], vec![0, 2, 1]], "NaN ranks last, of either sign");
     }
 }

@@ -15,6 +15,23 @@ use wgnn::model::{Backend, Sequential};
 use wgnn::{History, WgnnError};
 
 const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz");
+/// Its first 1,000 training and 200 test rows (tests/fixtures/make_mnist_small.py): what a test
+/// that does not need the whole archive gives `--data`, so each run skips reading 70,000 rows.
+const MNIST_SMALL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mnist_small.npz");
+
+/// The small archive is what its script says: the full archive's first rows.
+#[test]
+fn the_small_archive_is_the_first_rows_of_mnist() {
+    let (train, test) = wgnn::data::load_mnist(MNIST).unwrap();
+    let (small_train, small_test) = wgnn::data::load_mnist(MNIST_SMALL).unwrap();
+    for (full, small, rows) in [(&train, &small_train, 1000), (&test, &small_test, 200)] {
+        assert_eq!((small.rows, &small.sample_shape), (rows, &full.sample_shape));
+        assert_eq!(small.labels, full.labels[..rows]);
+        for row in 0..rows {
+            assert_eq!(small.row_f32(row).unwrap(), full.row_f32(row).unwrap(), "row {row}");
+        }
+    }
+}
 
 /// A fresh, empty folder for one test.
 fn scratch(name: &str) -> PathBuf {
@@ -84,7 +101,7 @@ fn bad_output_places_fail_before_training_naming_the_flag() {
     for (flags, message) in cases {
         // Quick training, should the check be missing: the failure would come after it.
         let (code, stdout, stderr) =
-            mnist_gpu(args(&format!("--data {MNIST} --train-rows 100 --epochs 1")).iter().chain(&flags));
+            mnist_gpu(args(&format!("--data {MNIST_SMALL} --train-rows 100 --epochs 1")).iter().chain(&flags));
         assert_eq!(code, Some(1), "{flags:?}: {stderr}");
         assert!(
             stderr.starts_with("error: ") && stderr.contains(&message),
@@ -104,7 +121,7 @@ fn a_diverging_run_still_writes_its_outputs() {
     // of magnitude each (one-step) epoch and overflows within a few, after epoch 1 at the
     // earliest (epoch 1's loss is that of the initial weights).
     let recipe = format!(
-        "--data {MNIST} --train-rows 200 --batch-size 200 --validation-split 0.1 --epochs 12 --activation identity \
+        "--data {MNIST_SMALL} --train-rows 200 --batch-size 200 --validation-split 0.1 --epochs 12 --activation identity \
          --loss mse --optimizer sgd --lr 2"
     );
     let (code, stdout, stderr) = mnist_gpu(args(&recipe).iter().map(OsStr::new).chain([
@@ -163,7 +180,7 @@ fn a_diverging_run_still_writes_its_outputs() {
 fn a_resume_without_overridden_flags_prints_no_note() {
     let dir = scratch("resume-note");
     let ckpt = dir.join("ckpt");
-    let quick = format!("--data {MNIST} --train-rows 100 --batch-size 50 --out {}", dir.join("out").display());
+    let quick = format!("--data {MNIST_SMALL} --train-rows 100 --batch-size 50 --out {}", dir.join("out").display());
     let (code, _, stderr) = mnist_gpu(args(&format!("{quick} --epochs 1 --checkpoint-dir {}", ckpt.display())));
     assert_eq!(code, Some(0), "{stderr}");
     let last = ckpt.join("last.safetensors");
@@ -198,9 +215,9 @@ fn errors_print_without_a_backtrace() {
 
 #[test]
 fn more_training_rows_than_there_are_is_a_usage_error() {
-    let (code, stdout, stderr) = mnist_gpu(args(&format!("--data {MNIST} --train-rows 70000 --epochs 1")));
+    let (code, stdout, stderr) = mnist_gpu(args(&format!("--data {MNIST_SMALL} --train-rows 1001 --epochs 1")));
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--train-rows 70000") && stderr.contains("60000 training rows"), "{stderr}");
+    assert!(stderr.contains("--train-rows 1001") && stderr.contains("1000 training rows"), "{stderr}");
     assert!(stderr.contains("Usage:"), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
 }
@@ -251,6 +268,26 @@ fn only_device_limits_get_the_batch_size_flag() {
     assert_eq!(example_common::error_report(&other), "error: training stopped: the loss became NaN");
 }
 
+/// The line after Ctrl-C says what was written: the model only when --save asked for it, "1 epoch".
+#[test]
+fn the_interrupted_line_says_what_was_written() {
+    use example_common::outputs::Outputs;
+    let out = Path::new("out");
+    let one = History { epochs: vec![Default::default()], ..Default::default() };
+    let without_save = Outputs { csv: out.join("history.csv"), png: out.join("curves.png"), model: None };
+    assert_eq!(without_save.described(&one), "the history of the 1 epoch completed and its curves");
+    assert_eq!(without_save.described(&History::default()), "the history of the 0 epochs completed");
+    let with_save = Outputs { csv: out.join("history.csv"), png: out.join("curves.png"), model: Some("m".into()) };
+    assert_eq!(
+        with_save.described(&one),
+        "the history of the 1 epoch completed, its curves and the model as trained so far"
+    );
+    assert_eq!(
+        with_save.described(&History::default()),
+        "the history of the 0 epochs completed and the model as trained so far"
+    );
+}
+
 /// A software adapter is named as such in one line (training runs on the CPU), `--require-gpu`
 /// makes it an error, and Mesa's XDG_RUNTIME_DIR complaint never reaches the user. On a GPU the
 /// line is absent and `--require-gpu` trains.
@@ -260,7 +297,7 @@ fn a_software_adapter_is_said_and_can_be_refused() {
     let out = scratch("honesty");
     let run = |extra: &[&str]| {
         let mut cmd = Command::new(example("mnist_gpu"));
-        cmd.args(["--data", MNIST, "--train-rows", "64", "--epochs", "1", "--out"]).arg(&out).args(extra);
+        cmd.args(["--data", MNIST_SMALL, "--train-rows", "64", "--epochs", "1", "--out"]).arg(&out).args(extra);
         outcome(cmd.env_remove("XDG_RUNTIME_DIR").env_remove("WGNN_REQUIRE_GPU").output().unwrap())
     };
     let (code, stdout, stderr) = run(&[]);
@@ -285,7 +322,8 @@ fn cnn_mnist_trains_saves_and_resumes() {
     // checkpoint, resume) in seconds; its default recipe is timed in README and BENCHMARKS.
     let dir = scratch("cnn");
     let run = |extra: &str| {
-        let mut a = args("--train-rows 256 --batch-size 64 --filters 2,4 --hidden 8 --out");
+        let mut a =
+            args(&format!("--data {MNIST_SMALL} --train-rows 256 --batch-size 64 --filters 2,4 --hidden 8 --out"));
         a.push(dir.join("out").display().to_string());
         a.extend(args(extra));
         outcome(Command::new(example("cnn_mnist")).args(&a).output().unwrap())
@@ -355,20 +393,31 @@ fn the_command_lines_read_well() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("pass its path with --data PATH"), "{stderr}");
 
-    // `mnist_gpu | head -1`: the reader leaves after the first line.
+    // `mnist_gpu --save m.safetensors 2>&1 | head -1`: the reader leaves after the first line.
+    // The run went on printing into the closed pipe: it exited 0 at the first line that failed,
+    // before writing any output. Now it trains, writes every output asked for and exits 0.
+    let piped = dir.join("piped");
+    let (mut reader, writer) = std::io::pipe().unwrap();
     let mut child = Command::new(example("mnist_gpu"))
-        .args(["--data", MNIST, "--train-rows", "64", "--epochs", "2", "--out"])
-        .arg(dir.join("piped"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .args(["--data", MNIST_SMALL, "--train-rows", "64", "--epochs", "2", "--out"])
+        .arg(&piped)
+        .arg("--save")
+        .arg(piped.join("m.safetensors"))
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
         .spawn()
         .unwrap();
     let mut first = [0u8; 1];
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    std::io::Read::read_exact(&mut reader, &mut first).unwrap();
+    drop(reader);
+    let status = child.wait().unwrap();
+    let written: Vec<_> =
+        std::fs::read_dir(&piped).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "written: {written:?}");
+    for file in ["history.csv", "curves.png", "m.safetensors"] {
+        assert!(piped.join(file).is_file(), "no {file} after the pipe closed; written: {written:?}");
+    }
+    let history = History::from_csv(&std::fs::read_to_string(piped.join("history.csv")).unwrap()).unwrap();
+    assert_eq!(history.epochs.len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,7 +12,8 @@ use npyz::WriterBuilder;
 use wgnn::model::{Backend, Loss, Optimizer, Sequential};
 use wgnn::{Activation, History};
 
-const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/mnist.npz");
+/// The first 1,000 training and 200 test rows of assets/mnist.npz (tests/fixtures/make_mnist_small.py).
+const MNIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mnist_small.npz");
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgnn-resume-outputs-{}-{name}", std::process::id()));

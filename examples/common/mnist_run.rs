@@ -54,7 +54,7 @@ impl MnistFlags {
     pub fn load<Flags: CommandFactory>(&self) -> anyhow::Result<(Dataset, Dataset)> {
         let (train, test) = load_mnist(&self.data).map_err(|e| super::hint_data_flag(e, &self.data))?;
         if let Some(warning) = train.pixel_range_warning() {
-            eprintln!("warning: {warning}");
+            say_err!("warning: {warning}");
         }
         if self.train_rows > train.rows {
             super::usage_error::<Flags>(format!(
@@ -127,17 +127,17 @@ impl MnistFlags {
             return;
         }
         if !gpu.autotune() {
-            println!("autotune: off (the device profile's static kernel choices)");
+            say!("autotune: off (the device profile's static kernel choices)");
             return;
         }
         let picks = gpu.tuned_picks();
         let cache = gpu.tune_cache_path().map_or_else(|| "none".into(), |p| p.display().to_string());
-        println!("autotune: {} product shapes (cache: {cache})", picks.len());
+        say!("autotune: {} product shapes (cache: {cache})", picks.len());
         for pick in picks {
-            println!("  {pick}");
+            say!("  {pick}");
         }
         if let Some(e) = gpu.tune_cache_error() {
-            println!("  the cache was not written: {e}");
+            say!("  the cache was not written: {e}");
         }
     }
 }
@@ -170,13 +170,13 @@ pub fn show_prediction(model: &Sequential, test: &Dataset, row: usize, regressio
     let pixels = test.row_f32(row)?;
     let outputs = model.predict(&pixels, 1)?;
     let predicted = outputs.argmax()[0];
-    println!("\ntest image {row} (label {}):", test.labels[row]);
-    println!("{}", render_image(&pixels, 28, 28));
+    say!("\ntest image {row} (label {}):", test.labels[row]);
+    say!("{}", render_image(&pixels, 28, 28));
     if regression {
         let top: Vec<String> = outputs.top_k(3)[0].iter().map(|(i, v)| format!("{i}: {v:.3}")).collect();
-        println!("predicted {predicted}   top outputs: {}", top.join("  "));
+        say!("predicted {predicted}   top outputs: {}", top.join("  "));
     } else {
-        println!("predicted {predicted}   top: {}", format_top_k(&outputs, 3));
+        say!("predicted {predicted}   top: {}", format_top_k(&outputs, 3));
     }
     Ok(())
 }
@@ -190,9 +190,8 @@ pub fn trained_line(history: &History, resumed_epochs: usize, seconds: f64) -> S
     let validation: f64 = ran.iter().map(|r| r.val_seconds).sum();
     let rest = (seconds - train - validation).max(0.0);
     format!(
-        "trained {} epoch{} in {seconds:.1} s: {train:.1} s of training steps, {validation:.1} s of validation, \
+        "trained {} in {seconds:.1} s: {train:.1} s of training steps, {validation:.1} s of validation, \
          {rest:.1} s for the rest (uploading the data, building and tuning the kernels, checkpoints)",
-        ran.len(),
-        if ran.len() == 1 { "" } else { "s" }
+        super::count(ran.len(), "epoch")
     )
 }

@@ -1,8 +1,28 @@
 //! What the examples share: their command-line handling (a bad value is a usage error, exit 2),
-//! how they report a failure (`error: …` and its causes, exit 1), and their output files.
+//! how they report a failure (`error: …` and its causes, exit 1), how they print, and their
+//! output files.
 
 // Each example uses the parsers it needs.
 #![allow(dead_code)]
+
+/// `println!` for the examples, which keeps going when nobody reads stdout any more
+/// (`mnist_gpu --save m.safetensors | head -5`): `println!` panics on the broken pipe (Rust ignores
+/// SIGPIPE), which would end the run before it writes the outputs asked for. Here a failed write
+/// is dropped, so the run trains, writes every output and exits as it would have.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// [`say!`] on stderr (`mnist_gpu 2>&1 | head -5` closes both).
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 pub mod interrupt;
 pub mod mnist_run;
@@ -22,7 +42,6 @@ pub fn parse_args<T: Parser + CommandFactory>() -> T {
 /// [`parse_args`], and clap's matches too: they tell which values the user gave
 /// (`ArgMatches::value_source`) and which are defaults.
 pub fn parse_args_and_matches<T: Parser + CommandFactory>() -> (T, ArgMatches) {
-    exit_quietly_on_a_closed_pipe();
     // `--lr -1` is the value -1 (then refused by the flag's parser), not an unknown flag `-1`.
     T::command()
         .allow_negative_numbers(true)
@@ -34,31 +53,12 @@ pub fn parse_args_and_matches<T: Parser + CommandFactory>() -> (T, ArgMatches) {
                 e.exit();
             }
             let message = e.render().to_string();
-            eprint!("{message}");
+            say_err!("{}", message.trim_end());
             if !message.contains("Usage:") {
-                eprintln!("\n{}", T::command().render_usage());
+                say_err!("\n{}", T::command().render_usage());
             }
             std::process::exit(2)
         })
-}
-
-/// `mnist_gpu | head -2`: once the reader has gone, printing fails with a broken pipe, which
-/// `println!` turns into a panic (Rust ignores SIGPIPE). The program has nobody left to tell, so it
-/// exits at once with status 0, as `rg` and `ls` do, instead of a panic message and exit 101.
-fn exit_quietly_on_a_closed_pipe() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default_hook(info)
-    }));
 }
 
 /// A flag value that only turns out wrong once the data is known (`--train-rows` past the rows
@@ -75,7 +75,7 @@ pub fn exit_on_error(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<interrupt::Interrupted>() => ExitCode::from(interrupt::EXIT_INTERRUPTED),
         Err(e) => {
-            eprintln!("{}", error_report(&e));
+            say_err!("{}", error_report(&e));
             ExitCode::FAILURE
         }
     }
@@ -119,6 +119,11 @@ pub fn naming_the_batch_size(err: WgnnError, batch_size: usize) -> anyhow::Error
     anyhow::Error::new(err).context(context)
 }
 
+/// `1 epoch`, `2 epochs`: a count and its noun, plural unless the count is 1.
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A whole number ≥ 1 (epochs, batch sizes, iterations).
 pub fn at_least_one(text: &str) -> std::result::Result<usize, String> {
     match text.parse::<usize>() {
@@ -148,9 +153,9 @@ pub fn fraction(text: &str) -> std::result::Result<f32, String> {
 /// it is a software adapter: then training runs on the CPU, and the user should know.
 pub fn gpu(adapter: Option<&str>, require_gpu: bool) -> anyhow::Result<wgnn::Gpu> {
     let gpu = wgnn::Gpu::from_command_line(adapter, require_gpu)?;
-    println!("adapter: {}", gpu.describe());
+    say!("adapter: {}", gpu.describe());
     if let Some(notice) = gpu.software_notice() {
-        println!("{notice}; here: --adapter NAME, --require-gpu");
+        say!("{notice}; here: --adapter NAME, --require-gpu");
     }
     Ok(gpu)
 }

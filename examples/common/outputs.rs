@@ -69,20 +69,36 @@ impl Outputs {
         Ok(outputs)
     }
 
+    /// What [`Outputs::write`] writes for `history`, in words: "the history of the 2 epochs
+    /// completed, its curves and the model as trained so far".
+    pub fn described(&self, history: &History) -> String {
+        let mut parts = vec![format!("the history of the {} completed", super::count(history.epochs.len(), "epoch"))];
+        if !history.epochs.is_empty() {
+            parts.push("its curves".into());
+        }
+        if self.model.is_some() {
+            parts.push("the model as trained so far".into());
+        }
+        let last = parts.pop().unwrap_or_default();
+        match parts.is_empty() {
+            true => last,
+            false => format!("{} and {last}", parts.join(", ")),
+        }
+    }
+
     /// Writes the history, its curves (when an epoch was completed) and the model, a line each.
     pub fn write(&self, history: &History, model: &Sequential) -> Result<()> {
         history.write_csv(&self.csv)?;
-        let epochs = history.epochs.len();
-        println!("wrote {} ({epochs} epoch{})", self.csv.display(), if epochs == 1 { "" } else { "s" });
+        say!("wrote {} ({})", self.csv.display(), super::count(history.epochs.len(), "epoch"));
         if history.epochs.is_empty() {
-            println!("no {}: no epoch was completed", self.png.display());
+            say!("no {}: no epoch was completed", self.png.display());
         } else {
             history.plot_png(&self.png)?;
-            println!("wrote {}", self.png.display());
+            say!("wrote {}", self.png.display());
         }
         if let Some(path) = &self.model {
             model.save(path)?;
-            println!("saved the model to {}", path.display());
+            say!("saved the model to {}", path.display());
         }
         Ok(())
     }
@@ -105,7 +121,7 @@ pub fn fit_writing_outputs(
     // would have written them had it not been stopped before.
     match model.resumed_epoch() {
         Some(done) if done == options.epochs => {
-            println!("nothing left to train: the checkpoint completed all {done} epochs; writing the outputs");
+            say!("nothing left to train: the checkpoint completed all {done} epochs; writing the outputs");
             return Ok(resumed);
         }
         Some(done) if done > options.epochs => bail!(
@@ -127,10 +143,10 @@ pub fn fit_writing_outputs(
                 (Some(c), Some(r)) => format!("; {} holds epoch {}", c.last_path().display(), r.epoch),
                 _ => String::new(),
             };
-            println!(
-                "interrupted in epoch {}: wrote the {} epochs completed and the model as trained so far{kept}",
+            say!(
+                "interrupted in epoch {}: wrote {}{kept}",
                 history.cancelled_in.unwrap_or(0),
-                history.epochs.len()
+                outputs.described(&history)
             );
             Err(super::interrupt::Interrupted.into())
         }
@@ -138,9 +154,9 @@ pub fn fit_writing_outputs(
         Err(e @ WgnnError::Training { .. }) => {
             let mut history = resumed;
             history.epochs.extend(console.take_records());
-            println!("training stopped (the error follows): writing the outputs, with the weights put back");
+            say!("training stopped (the error follows): writing the outputs, with the weights put back");
             if let Err(write) = outputs.write(&history, model) {
-                eprintln!("{}", super::error_report(&write));
+                say_err!("{}", super::error_report(&write));
             }
             Err(e.into())
         }

@@ -148,6 +148,12 @@ impl Sequential {
                 return Err(self.keep_after_divergence(err, opts, epoch, &history));
             }
             let seconds = started.elapsed().as_secs_f64();
+            // Validation can take long (cnn_mnist's: ~17 s): a stop asked for during the last
+            // steps is not kept waiting for it. The epoch's steps stay in the weights, unrecorded.
+            if cancelled() {
+                history.cancelled_in = Some(epoch);
+                break;
+            }
             let validating = Instant::now();
             let (val_loss, val_accuracy) = backend.validate(self)?.unzip();
             let val_seconds = if val_loss.is_some() { validating.elapsed().as_secs_f64() } else { 0.0 };
@@ -184,7 +190,9 @@ impl Sequential {
                 }
             }
         }
-        if let (Some(copy), true) = (&best_weights, have_best) {
+        // A cancelled run keeps every step it ran (as `FitOptions::cancel` promises): the best
+        // epoch's weights are put back only at the end of a run that was not stopped.
+        if let (Some(copy), true, None) = (&best_weights, have_best, history.cancelled_in) {
             self.restore_snapshot(copy)?;
         }
         Ok(history)

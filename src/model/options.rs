@@ -49,11 +49,12 @@ pub struct FitOptions<'a> {
     pub skip_nonfinite_batches: bool,
     /// A flag the caller sets to stop training early (from a Ctrl-C handler, another thread, a
     /// GUI's stop button). `fit` looks at it between progress ticks — every `progress_every`
-    /// steps (1 looks between every two steps); the steps already submitted finish — and at each
-    /// epoch's start, and then returns `Ok` with the epochs completed and
-    /// [`History::cancelled_in`] set: the weights keep every step run, the checkpoints written
-    /// after completed epochs stay, and the unfinished epoch is neither recorded nor
-    /// checkpointed (a resume would repeat it from its start).
+    /// steps (1 looks between every two steps); the steps already submitted finish — at each
+    /// epoch's start and before each validation, and then returns `Ok` with the epochs completed
+    /// and [`History::cancelled_in`] set: the weights keep every step run (early stopping's
+    /// `restore_best_weights` does not put the best epoch's back), the checkpoints written after
+    /// completed epochs stay, and the unfinished epoch is neither recorded nor checkpointed (a
+    /// resume would repeat it from its start).
     pub cancel: Option<&'a AtomicBool>,
     /// Show progress as Keras' `verbose=1` does: a bar per epoch on stderr when it is a terminal,
     /// and a line per epoch on stdout ([`ConsoleProgress`]). Off by default: a library prints
@@ -85,9 +86,9 @@ pub enum Monitor {
 /// Keras' `EarlyStopping`: training stops after `patience` epochs in a row without an
 /// improvement of more than `min_delta` in the monitored metric over the best epoch so far
 /// ([`History::stopped_early_at`] records the epoch it stopped after). With
-/// `restore_best_weights`, `fit` ends (stopped early or not) with the weights of the best epoch,
-/// kept on the device meanwhile (no readback); the optimizer state is not restored. The state
-/// starts afresh with every `fit` call.
+/// `restore_best_weights`, `fit` ends (stopped early or not; not when cancelled, see
+/// [`FitOptions::cancel`]) with the weights of the best epoch, kept on the device meanwhile (no
+/// readback); the optimizer state is not restored. The state starts afresh with every `fit` call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EarlyStopping {
     pub monitor: Monitor,
