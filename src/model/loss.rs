@@ -126,7 +126,7 @@ impl Loss {
         let Some(dim) = self.target_dim(data, outputs)? else { return Ok(None) };
         Ok(Some(match (&data.targets, self) {
             (Some(t), _) => t.clone(),
-            (None, Loss::CategoricalCrossentropy) => Targets { values: data.one_hot(dim), dim },
+            (None, Loss::CategoricalCrossentropy) => Targets { values: data.one_hot(dim)?, dim },
             // Hinge's ±1 from labels 0/1 (the kernel maps t > 0 to +1), or labels as values.
             (None, _) => Targets { values: data.labels.iter().map(|&l| l as f32).collect(), dim: 1 },
         }))

@@ -3,6 +3,7 @@
 
 use super::fusion::Core;
 use super::*;
+use crate::host_memory::{self, checked_bytes};
 use crate::layers::batch_norm::CpuNormSaved;
 use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
 
@@ -44,8 +45,37 @@ impl Sequential {
         }
     }
 
+    /// Refuses, before anything is allocated, a pass over `rows` rows (a batch, or all the rows
+    /// `predict` and `evaluate` take) whose activations the host cannot hold: a model of few
+    /// parameters can still have outputs of gigabytes per sample (a wide convolution of a large
+    /// image). The error names the layer with the largest output and its shape.
+    pub(super) fn check_cpu_pass(&self, op: &str, rows: usize, training: bool) -> Result<()> {
+        // Copies of a block's output a pass holds at once, at most: the core's (a convolution sums
+        // in f64, two more), batch norm's output, the activation's; when training also dropout's
+        // output and mask, and the backward's gradients.
+        let copies: u64 = if training { 8 } else { 5 };
+        let bytes = self.blocks.iter().try_fold(0u64, |total, block| {
+            let block_bytes = rows.checked_mul(block.outputs).and_then(|v| checked_bytes(v, 4))?;
+            total.checked_add(block_bytes.checked_mul(copies)?)
+        });
+        let what = || {
+            let largest = self.blocks.iter().max_by_key(|b| b.outputs);
+            let layer = largest.map_or(String::new(), |b| {
+                let last = b.layers.end - 1;
+                let shape = [&[rows][..], &self.shapes[last + 1]].concat();
+                format!(", the largest layer {last} ({})'s output {shape:?} f32", self.layers[last].describe())
+            });
+            let rows_text = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
+            format!(
+                "the activations of a pass over {rows_text} ({copies} copies of each layer's output at most{layer})"
+            )
+        };
+        host_memory::check_counted(op, what, bytes)
+    }
+
     /// A forward pass over `rows` rows of x; with `step` (training) dropout draws the masks of
-    /// that step and batch norm uses the batch's statistics.
+    /// that step and batch norm uses the batch's statistics. The caller checks its size with
+    /// [`Sequential::check_cpu_pass`].
     pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> Result<Vec<CpuBlockPass>> {
         let params = self.cpu_params();
         let mut passes: Vec<CpuBlockPass> = Vec::with_capacity(self.blocks.len());
@@ -128,7 +158,10 @@ impl Sequential {
         })
     }
 
-    pub(super) fn forward_cpu(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    /// The last block's outputs for `rows` rows of x, for `op` (`predict`, `evaluate`), checked
+    /// against the host's memory first.
+    pub(super) fn forward_cpu(&self, op: &str, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.check_cpu_pass(op, rows, false)?;
         Ok(self.forward_cpu_pass(x, rows, None)?.pop().map(|p| p.h).unwrap_or_default())
     }
 
@@ -280,6 +313,8 @@ impl<'d> CpuSteps<'d> {
         opts: &FitOptions,
         optimizer: Optimizer,
     ) -> Result<CpuSteps<'d>> {
+        // Once for the largest batch, not at every step.
+        model.check_cpu_pass("fit", opts.batch_size.min(train.rows), true)?;
         Ok(CpuSteps {
             train,
             validation,
