@@ -95,7 +95,7 @@ impl Loss {
                 &[("targets", &[data.rows, t.dim]), ("expected targets", &[data.rows, want])],
                 format!("{} has targets of width {} but the loss needs {want} per row", data.source, t.dim),
             )),
-            Some(t) if t.values.len() != data.rows * t.dim => Err(WgnnError::shape_of(
+            Some(t) if Some(t.values.len()) != data.rows.checked_mul(t.dim) => Err(WgnnError::shape_of(
                 self.name(),
                 &[("target values", &[t.values.len()]), ("targets", &[data.rows, t.dim])],
                 format!(
@@ -104,7 +104,7 @@ impl Loss {
                     t.values.len(),
                     data.rows,
                     t.dim,
-                    data.rows * t.dim
+                    crate::host_memory::count_text(data.rows.checked_mul(t.dim))
                 ),
             )),
             Some(_) => Ok(Some(want)),

@@ -50,14 +50,21 @@ impl Sequential {
     /// parameters can still have outputs of gigabytes per sample (a wide convolution of a large
     /// image). The error names the layer with the largest output and its shape.
     pub(super) fn check_cpu_pass(&self, op: &str, rows: usize, training: bool) -> Result<()> {
-        // Copies of a block's output a pass holds at once, at most: the core's (a convolution sums
-        // in f64, two more), batch norm's output, the activation's; when training also dropout's
-        // output and mask, and the backward's gradients.
-        let copies: u64 = if training { 8 } else { 5 };
-        let bytes = self.blocks.iter().try_fold(0u64, |total, block| {
-            let block_bytes = rows.checked_mul(block.outputs).and_then(|v| checked_bytes(v, 4))?;
-            total.checked_add(block_bytes.checked_mul(copies)?)
+        // Values per row: what the pass keeps of every block (its output; batch norm's input;
+        // when training, dropout's output and mask), and at the widest block what is made on the
+        // way (a convolution's f64 sums, two; the activation's input; when training, the
+        // backward's gradients, two more).
+        let kept = self.blocks.iter().try_fold(0usize, |total, b| {
+            let copies = 1 + usize::from(b.norm.is_some()) + 2 * usize::from(training && b.dropout.is_some());
+            total.checked_add(b.outputs.checked_mul(copies)?)
         });
+        let widest = self.blocks.iter().map(|b| b.outputs).max().unwrap_or(0);
+        let transient = widest.checked_mul(if training { 5 } else { 3 });
+        let bytes = kept
+            .zip(transient)
+            .and_then(|(k, t)| k.checked_add(t))
+            .and_then(|per_row| per_row.checked_mul(rows))
+            .and_then(|v| checked_bytes(v, 4));
         let what = || {
             let largest = self.blocks.iter().max_by_key(|b| b.outputs);
             let layer = largest.map_or(String::new(), |b| {
@@ -66,9 +73,7 @@ impl Sequential {
                 format!(", the largest layer {last} ({})'s output {shape:?} f32", self.layers[last].describe())
             });
             let rows_text = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
-            format!(
-                "the activations of a pass over {rows_text} ({copies} copies of each layer's output at most{layer})"
-            )
+            format!("the activations of a pass over {rows_text} (every layer's output, some twice{layer})")
         };
         host_memory::check_counted(op, what, bytes)
     }
