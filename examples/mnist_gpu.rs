@@ -187,7 +187,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         // MSE regresses the 10 outputs on one-hot rows; the history's accuracy columns hold
         // the mean absolute error then.
         let classes = train.classes;
-        let (train_targets, test_targets) = (train.one_hot(classes), test.one_hot(classes));
+        let (train_targets, test_targets) = (train.one_hot(classes)?, test.one_hot(classes)?);
         train = train.with_targets(train_targets, classes)?;
         test = test.with_targets(test_targets, classes)?;
     }

@@ -7,6 +7,7 @@
 //! member is checked whole (its size and CRC-32 against the zip's records) before it is used.
 
 mod assemble;
+mod classes;
 mod from_memory;
 mod npy;
 mod zip_member;
@@ -15,8 +16,10 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::{Result, WgnnError};
+use crate::host_memory::count_text;
 use crate::rng::Rng;
 use assemble::{assemble, Origin};
+pub use classes::MAX_CLASSES;
 pub use from_memory::{FeatureValue, Label, IN_MEMORY};
 use npy::{read_npy_file, NpzFile};
 
@@ -207,13 +210,14 @@ impl Dataset {
                     "{source}: {} feature values for {} labels × feature_dim {feature_dim} (= {})",
                     features.len(),
                     labels.len(),
-                    product_text(labels.len(), feature_dim)
+                    count_text(labels.len().checked_mul(feature_dim))
                 ),
             ));
         }
         if let Some((index, &value)) = features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(WgnnError::NonFinite { op: format!("{OP} ({source})"), index, value });
         }
+        classes::check_class_count(classes).map_err(|detail| WgnnError::invalid(OP, format!("{source}: {detail}")))?;
         if let Some(&label) = labels.iter().find(|&&l| l as usize >= classes) {
             return Err(WgnnError::LabelOutOfRange { op: format!("{OP} ({source})"), label, classes });
         }
@@ -263,7 +267,7 @@ impl Dataset {
                     self.source,
                     values.len(),
                     self.rows,
-                    product_text(self.rows, dim)
+                    count_text(self.rows.checked_mul(dim))
                 ),
             ));
         }
@@ -277,17 +281,6 @@ impl Dataset {
     /// The features' shape: `[rows]` followed by the sample shape (`[60000, 28, 28]` for MNIST).
     pub fn shape(&self) -> Vec<usize> {
         [&[self.rows][..], &self.sample_shape].concat()
-    }
-
-    /// The labels as one-hot rows `[rows, width]` (a label ≥ width gives a row of zeros).
-    pub fn one_hot(&self, width: usize) -> Vec<f32> {
-        let mut out = vec![0.0; self.rows * width];
-        for (row, &label) in out.chunks_exact_mut(width.max(1)).zip(&self.labels) {
-            if let Some(v) = row.get_mut(label as usize) {
-                *v = 1.0;
-            }
-        }
-        out
     }
 
     /// The same rows seen as samples of `shape` (e.g. `[28, 28, 1]` for a convolution over MNIST,
@@ -306,25 +299,6 @@ impl Dataset {
             ));
         }
         self.sample_shape = shape.to_vec();
-        Ok(self)
-    }
-
-    /// Sets the number of classes, which may exceed what the labels show (a split that happens to
-    /// miss the last class must still have the full output width).
-    pub fn with_classes(mut self, classes: usize) -> Result<Dataset> {
-        if classes == 0 {
-            return Err(data_err(Path::new(&self.label_source), None, "classes must be at least 1".into()));
-        }
-        if let Some((row, &label)) = self.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
-            return Err(data_err(
-                Path::new(&self.label_source),
-                None,
-                format!(
-                    "label {label} at row {row} is out of range for {classes} classes (labels must be 0..{classes})"
-                ),
-            ));
-        }
-        self.classes = classes;
         Ok(self)
     }
 
@@ -444,39 +418,6 @@ impl Dataset {
         })
     }
 
-    /// Rows whose label is in `keep`, relabelled by position in `keep` (keep `[3, 8]`: 3 → 0,
-    /// 8 → 1), for smaller experiments such as a two-digit classifier. Float targets are dropped.
-    pub fn select_classes(&self, keep: &[u32]) -> Result<Dataset> {
-        const OP: &str = "Dataset::select_classes";
-        let mut map = vec![None; self.classes];
-        for (new, &old) in keep.iter().enumerate() {
-            match map.get_mut(old as usize) {
-                None => {
-                    return Err(WgnnError::invalid(
-                        OP,
-                        format!("{}: class {old} is out of range for {} classes", self.source, self.classes),
-                    ))
-                }
-                Some(Some(_)) => return Err(WgnnError::invalid(OP, format!("class {old} is listed twice"))),
-                Some(slot) => *slot = Some(new as u32),
-            }
-        }
-        let new_label = |l: u32| map.get(l as usize).copied().flatten();
-        let rows: Vec<usize> = (0..self.rows).filter(|&r| new_label(self.labels[r]).is_some()).collect();
-        if rows.is_empty() {
-            return Err(WgnnError::invalid(OP, format!("{}: no rows have a label in {keep:?}", self.source)));
-        }
-        let mut out = self.subset(&rows)?;
-        for l in &mut out.labels {
-            // Every kept row's label maps to Some (filtered above).
-            *l = new_label(*l).unwrap_or(0);
-        }
-        out.classes = keep.len();
-        // Float targets (one-hot rows of the old classes, say) no longer fit the new labels.
-        out.targets = None;
-        Ok(out)
-    }
-
     /// Every feature after scale/shift/standardisation, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let d = self.feature_dim;
@@ -503,17 +444,6 @@ impl Dataset {
         }
         let d = self.feature_dim;
         Ok((0..d).map(|j| self.transform(row * d + j, j)).collect())
-    }
-
-    /// How many rows carry each label, `[classes]`.
-    pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.classes];
-        for &l in &self.labels {
-            if let Some(c) = counts.get_mut(l as usize) {
-                *c += 1;
-            }
-        }
-        counts
     }
 
     /// For pixels meant to be in [0, 1], as [`load_mnist`] gives them: a one-line warning when a
@@ -551,11 +481,6 @@ fn data_err(path: &Path, array: Option<&str>, detail: String) -> WgnnError {
         None => detail,
     };
     WgnnError::Data { path: path.to_path_buf(), detail }
-}
-
-/// `a × b` for a message, or what it is when it overflows (not the number it would wrap to).
-fn product_text(a: usize, b: usize) -> String {
-    a.checked_mul(b).map_or_else(|| "more than a usize counts".to_string(), |n| n.to_string())
 }
 
 #[cfg(test)]

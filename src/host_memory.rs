@@ -41,9 +41,24 @@ pub fn check(op: &str, what: impl FnOnce() -> String, bytes: u64) -> Result<()> 
     }
 }
 
+/// As [`check`], for a size that may have overflowed in the counting (`None`): refused too, as
+/// more bytes than a `u64` counts, which no host holds.
+pub fn check_counted(op: &str, what: impl FnOnce() -> String, bytes: Option<u64>) -> Result<()> {
+    match bytes {
+        Some(bytes) => check(op, what, bytes),
+        None => Err(WgnnError::invalid(op, format!("{} needs more bytes of host memory than a u64 counts", what()))),
+    }
+}
+
 /// The product of `dims`, or `None` where it does not fit a `usize`.
 pub fn checked_product(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// A count for a message: the number, or, where it overflowed, that it is more than a `usize`
+/// counts (never the number it would have wrapped to).
+pub fn count_text(count: Option<usize>) -> String {
+    count.map_or_else(|| "more than a usize counts".to_string(), |n| n.to_string())
 }
 
 /// Bytes of `count` values of `size` bytes each, or `None` past `u64`.

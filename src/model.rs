@@ -526,7 +526,7 @@ impl Sequential {
             }
             State::Cpu(_) => {
                 let x = data.to_f32();
-                let outputs = self.forward_cpu(&x, data.rows)?;
+                let outputs = self.forward_cpu("evaluate", &x, data.rows)?;
                 let targets = self.loss().float_targets(data, self.output_dim())?;
                 let (loss_rows, _, correct) =
                     self.loss_cpu(&outputs, &data.labels, targets.as_ref().map(|t| t.values.as_slice()), 1.0)?;

@@ -55,7 +55,7 @@ fn keras_style_layers_fuse_into_blocks_and_match_unfused_and_the_reference() {
             .dropout(0.1)
             .dense(4, Activation::Sigmoid)
     };
-    let targets = data.clone().with_targets(data.one_hot(4), 4).unwrap();
+    let targets = data.clone().with_targets(data.one_hot(4).unwrap(), 4).unwrap();
     let opts = FitOptions { epochs: 2, batch_size: 16, ..Default::default() };
     check_fusion("hidden softmax, mse", &build, &targets, Loss::MeanSquaredError, &opts);
 }

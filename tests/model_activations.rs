@@ -50,7 +50,7 @@ fn every_activation_trains_on_hidden_layers_and_matches_cpu() {
 fn a_softmax_output_under_mean_squared_error_is_row_wise() {
     let gpu = gpu();
     let data = synthetic(60, 6, 3, 8);
-    let one_hot = data.clone().with_targets(data.one_hot(3), 3).unwrap();
+    let one_hot = data.clone().with_targets(data.one_hot(3).unwrap(), 3).unwrap();
     let g = train(&Backend::Gpu(gpu), Activation::Tanh, Activation::Softmax, Loss::MeanSquaredError, &one_hot);
     let c = train(&Backend::Cpu, Activation::Tanh, Activation::Softmax, Loss::MeanSquaredError, &one_hot);
     assert_close("softmax + mse: loss gpu vs cpu", &losses(&g.0), &losses(&c.0), 1e-5, 1e-3);

@@ -93,7 +93,7 @@ fn mse_through_a_sigmoid_output_matches_cpu() {
 fn categorical_crossentropy_on_one_hot_rows_is_sparse_crossentropy() {
     let gpu = gpu();
     let data = synthetic(120, 6, 3, 5);
-    let one_hot = data.clone().with_targets(data.one_hot(3), 3).unwrap();
+    let one_hot = data.clone().with_targets(data.one_hot(3).unwrap(), 3).unwrap();
     let run = |backend: &Backend, loss: Loss, data: &Dataset| {
         let mut model =
             Sequential::new(6, 1).dense(8, Activation::Relu).dense(3, Activation::Identity).build(backend).unwrap();
@@ -116,7 +116,7 @@ fn categorical_crossentropy_on_one_hot_rows_is_sparse_crossentropy() {
     assert_close("cce evaluate gpu vs cpu", &[explicit.1 .0, explicit.1 .1], &[cpu.1 .0, cpu.1 .1], 1e-4, 1e-3);
 
     // Soft targets train too, and differ from the hard ones.
-    let soft: Vec<f32> = data.one_hot(3).iter().map(|&v| 0.9 * v + 0.1 / 3.0).collect();
+    let soft: Vec<f32> = data.one_hot(3).unwrap().iter().map(|&v| 0.9 * v + 0.1 / 3.0).collect();
     let smoothed = run(&backend, Loss::CategoricalCrossentropy, &data.clone().with_targets(soft, 3).unwrap());
     assert!(
         losses(&smoothed.0).iter().zip(losses(&explicit.0)).all(|(a, b)| a > &b),

@@ -25,7 +25,7 @@ fn data_for(loss: Loss, outputs: usize) -> Dataset {
     let data = synthetic(50, 7, classes, 5);
     match (loss, outputs) {
         (Loss::MeanSquaredError, n) if n > 1 => {
-            let targets = data.one_hot(n);
+            let targets = data.one_hot(n).unwrap();
             data.with_targets(targets, n).unwrap()
         }
         _ => data,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::classes::inferred_classes;
 use super::data_err;
 use super::npy::{Array, Values};
 use super::{Dataset, Features};
@@ -64,7 +65,7 @@ pub(super) fn assemble(x: Array, y: Array, xo: Origin, yo: Origin) -> Result<Dat
             ),
         });
     }
-    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(1);
+    let classes = inferred_classes(&labels).map_err(|detail| yo.err(detail))?;
     Ok(Dataset {
         features,
         labels,

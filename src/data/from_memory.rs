@@ -4,8 +4,10 @@
 //! [`Dataset::split_at`], [`Dataset::shuffled`] (the seeded fractional split is
 //! [`Dataset::split`]). Errors name the row, and the label or value, that is wrong.
 
+use super::classes::inferred_classes;
 use super::{Dataset, Features, Targets};
 use crate::error::{Result, WgnnError};
+use crate::host_memory::count_text;
 use crate::rng::Rng;
 
 /// What a data set made in memory is called in messages until [`Dataset::named`] names it.
@@ -219,7 +221,7 @@ impl Dataset {
     /// [`crate::model::Loss::CategoricalCrossentropy`] (or mean squared error on one-hot rows).
     pub fn with_one_hot_targets(self) -> Result<Dataset> {
         let classes = self.classes;
-        let one_hot = self.one_hot(classes);
+        let one_hot = self.one_hot(classes)?;
         self.with_targets(one_hot, classes)
     }
 
@@ -296,9 +298,9 @@ fn in_memory(op: &str, features: Features, feature_dim: usize, labels: Vec<u32>)
             op,
             &[("features", &[features.len()]), ("labels", &[rows])],
             format!(
-                "{IN_MEMORY}: {} feature values for {rows} labels × feature_dim {feature_dim} ({})",
+                "{IN_MEMORY}: {} feature values for {rows} labels × feature_dim {feature_dim} (= {})",
                 features.len(),
-                expected.map_or("more than a usize holds".into(), |e| format!("= {e}"))
+                count_text(expected)
             ),
         ));
     }
@@ -314,7 +316,8 @@ fn in_memory(op: &str, features: Features, feature_dim: usize, labels: Vec<u32>)
             ));
         }
     }
-    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    let classes =
+        inferred_classes(&labels).map_err(|detail| WgnnError::invalid(op, format!("{IN_MEMORY}: {detail}")))?;
     Ok(Dataset {
         rows,
         features,

@@ -3,7 +3,7 @@
 //! channels-last), so it has no kernels: forward and backward pass the values on as they are.
 
 use crate::error::{Result, WgnnError};
-use crate::host_memory::checked_product;
+use crate::host_memory::{checked_product, count_text};
 
 pub(super) fn validate(op: &str, target: &[usize]) -> Result<()> {
     if target.is_empty() || target.contains(&0) {
@@ -16,12 +16,14 @@ pub(super) fn validate(op: &str, target: &[usize]) -> Result<()> {
 pub(super) fn output_shape(op: &str, input: &[usize], target: &[usize]) -> Result<Vec<usize>> {
     let (have, want) = (checked_product(input), checked_product(target));
     if have.is_none() || have != want {
-        // An overflowing product is said as such, not as the number it wrapped to.
-        let count = |n: Option<usize>| n.map_or_else(|| "more than a usize counts".to_string(), |n| n.to_string());
         return Err(WgnnError::shape_of(
             op,
             &[("input", input), ("target", target)],
-            format!("a {input:?} input has {} values per sample, {target:?} needs {}", count(have), count(want)),
+            format!(
+                "a {input:?} input has {} values per sample, {target:?} needs {}",
+                count_text(have),
+                count_text(want)
+            ),
         ));
     }
     Ok(target.to_vec())

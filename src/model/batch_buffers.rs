@@ -177,3 +177,32 @@ impl BatchBuffers {
         })
     }
 }
+
+impl Sequential {
+    /// Each block's `[rows, outputs]` tensors for a batch of `rows` must fit one binding: checked
+    /// before any is allocated, so that the error names the layer and its output's shape rather
+    /// than the first tensor that failed (a model of few parameters can have outputs of
+    /// gigabytes per sample).
+    pub(super) fn check_batch_buffers(&self, gpu: &Gpu, rows: usize, training: bool) -> Result<()> {
+        let padded = if training { rows.next_multiple_of(4) } else { rows };
+        let limit = binding_bytes(gpu);
+        for block in &self.blocks {
+            let bytes = padded.checked_mul(block.outputs).and_then(|v| crate::host_memory::checked_bytes(v, 4));
+            if bytes.is_some_and(|b| b <= limit) {
+                continue;
+            }
+            let last = block.layers.end - 1;
+            let shape = [&[padded][..], &self.shapes[last + 1]].concat();
+            let rows_text = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
+            return Err(WgnnError::DeviceLimit {
+                op: self.layers[last].op(last),
+                what: format!("its output for a batch of {rows_text}, {shape:?} f32,"),
+                amount: bytes.unwrap_or(u64::MAX),
+                unit: "bytes",
+                limit,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        Ok(())
+    }
+}

@@ -85,6 +85,7 @@ impl Sequential {
         let last = acts.last().copied().unwrap_or(Activation::Identity);
         let dpred = self.loss() == Loss::MeanSquaredError && last != Activation::Identity;
         let target_dim = data.targets.as_ref().map(|t| t.dim);
+        self.check_batch_buffers(gpu, rows, training)?;
         BatchBuffers::new(gpu, &self.blocks, &acts, self.input_dim(), rows, training, target_dim, dpred)
     }
 

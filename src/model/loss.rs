@@ -95,7 +95,7 @@ impl Loss {
                 &[("targets", &[data.rows, t.dim]), ("expected targets", &[data.rows, want])],
                 format!("{} has targets of width {} but the loss needs {want} per row", data.source, t.dim),
             )),
-            Some(t) if t.values.len() != data.rows * t.dim => Err(WgnnError::shape_of(
+            Some(t) if Some(t.values.len()) != data.rows.checked_mul(t.dim) => Err(WgnnError::shape_of(
                 self.name(),
                 &[("target values", &[t.values.len()]), ("targets", &[data.rows, t.dim])],
                 format!(
@@ -104,7 +104,7 @@ impl Loss {
                     t.values.len(),
                     data.rows,
                     t.dim,
-                    data.rows * t.dim
+                    crate::host_memory::count_text(data.rows.checked_mul(t.dim))
                 ),
             )),
             Some(_) => Ok(Some(want)),
@@ -126,7 +126,7 @@ impl Loss {
         let Some(dim) = self.target_dim(data, outputs)? else { return Ok(None) };
         Ok(Some(match (&data.targets, self) {
             (Some(t), _) => t.clone(),
-            (None, Loss::CategoricalCrossentropy) => Targets { values: data.one_hot(dim), dim },
+            (None, Loss::CategoricalCrossentropy) => Targets { values: data.one_hot(dim)?, dim },
             // Hinge's ±1 from labels 0/1 (the kernel maps t > 0 to +1), or labels as values.
             (None, _) => Targets { values: data.labels.iter().map(|&l| l as f32).collect(), dim: 1 },
         }))

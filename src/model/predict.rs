@@ -2,6 +2,7 @@
 //! few rows, and the classes they mean.
 
 use super::*;
+use crate::host_memory::{self, checked_bytes};
 use crate::predictions::argmax;
 
 /// The outputs did not come out as `rows` rows of the model's width (an internal error).
@@ -34,6 +35,16 @@ impl Sequential {
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             return Err(WgnnError::NonFinite { op: OP.into(), index: i, value: x[i] });
         }
+        // The host holds the predictions twice while they are made (the outputs, then the
+        // probabilities from them; on the GPU each group's outputs, then all of them together):
+        // refused before any is allocated.
+        let what = || {
+            let (shape, last) = ([rows, self.output_dim()], self.layers.len().saturating_sub(1));
+            let layer = self.layers.last().map_or(String::new(), |l| format!(" of layer {last} ({})", l.describe()));
+            format!("the predictions {shape:?} f32{layer}, held twice while they are made,")
+        };
+        let bytes = output_len.and_then(|n| checked_bytes(n, 4)).and_then(|b| b.checked_mul(2));
+        host_memory::check_counted(OP, what, bytes)?;
         match &self.state {
             State::Gpu(g) => {
                 let gpu = g.gpu.clone();
@@ -48,14 +59,15 @@ impl Sequential {
                 for (i, part) in x.chunks(group * input_dim).enumerate() {
                     let n = part.len() / input_dim;
                     let source = format!("predict input (rows {}..{})", i * group, i * group + n);
-                    let data = Dataset::from_f32(part.to_vec(), vec![0; n], input_dim, self.output_dim(), &source)?;
+                    // The labels are placeholders, of one class.
+                    let data = Dataset::from_f32(part.to_vec(), vec![0; n], input_dim, 1, &source)?;
                     let gpu_data = GpuData { rows: upload_rows(&gpu, &data)?, targets: None };
                     predictions.extend(self.predict_gpu(&gpu_data)?);
                 }
                 Ok(Predictions::new(predictions, self.output_dim()).ok_or_else(|| width_error(rows))?)
             }
             State::Cpu(_) => {
-                let outputs = self.forward_cpu(x, rows)?;
+                let outputs = self.forward_cpu(OP, x, rows)?;
                 let values = match self.output_function() {
                     Activation::Softmax => cpu::softmax(&outputs, rows, self.output_dim()),
                     Activation::Sigmoid => outputs.iter().map(|&z| cpu::sigmoid(z)).collect(),

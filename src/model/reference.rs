@@ -3,6 +3,7 @@
 
 use super::fusion::Core;
 use super::*;
+use crate::host_memory::{self, checked_bytes};
 use crate::layers::batch_norm::CpuNormSaved;
 use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
 
@@ -44,8 +45,42 @@ impl Sequential {
         }
     }
 
+    /// Refuses, before anything is allocated, a pass over `rows` rows (a batch, or all the rows
+    /// `predict` and `evaluate` take) whose activations the host cannot hold: a model of few
+    /// parameters can still have outputs of gigabytes per sample (a wide convolution of a large
+    /// image). The error names the layer with the largest output and its shape.
+    pub(super) fn check_cpu_pass(&self, op: &str, rows: usize, training: bool) -> Result<()> {
+        // Values per row: what the pass keeps of every block (its output; batch norm's input;
+        // when training, dropout's output and mask), and at the widest block what is made on the
+        // way (a convolution's f64 sums, two; the activation's input; when training, the
+        // backward's gradients, two more).
+        let kept = self.blocks.iter().try_fold(0usize, |total, b| {
+            let copies = 1 + usize::from(b.norm.is_some()) + 2 * usize::from(training && b.dropout.is_some());
+            total.checked_add(b.outputs.checked_mul(copies)?)
+        });
+        let widest = self.blocks.iter().map(|b| b.outputs).max().unwrap_or(0);
+        let transient = widest.checked_mul(if training { 5 } else { 3 });
+        let bytes = kept
+            .zip(transient)
+            .and_then(|(k, t)| k.checked_add(t))
+            .and_then(|per_row| per_row.checked_mul(rows))
+            .and_then(|v| checked_bytes(v, 4));
+        let what = || {
+            let largest = self.blocks.iter().max_by_key(|b| b.outputs);
+            let layer = largest.map_or(String::new(), |b| {
+                let last = b.layers.end - 1;
+                let shape = [&[rows][..], &self.shapes[last + 1]].concat();
+                format!(", the largest layer {last} ({})'s output {shape:?} f32", self.layers[last].describe())
+            });
+            let rows_text = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
+            format!("the activations of a pass over {rows_text} (every layer's output, some twice{layer})")
+        };
+        host_memory::check_counted(op, what, bytes)
+    }
+
     /// A forward pass over `rows` rows of x; with `step` (training) dropout draws the masks of
-    /// that step and batch norm uses the batch's statistics.
+    /// that step and batch norm uses the batch's statistics. The caller checks its size with
+    /// [`Sequential::check_cpu_pass`].
     pub(super) fn forward_cpu_pass(&self, x: &[f32], rows: usize, step: Option<u32>) -> Result<Vec<CpuBlockPass>> {
         let params = self.cpu_params();
         let mut passes: Vec<CpuBlockPass> = Vec::with_capacity(self.blocks.len());
@@ -128,7 +163,10 @@ impl Sequential {
         })
     }
 
-    pub(super) fn forward_cpu(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    /// The last block's outputs for `rows` rows of x, for `op` (`predict`, `evaluate`), checked
+    /// against the host's memory first.
+    pub(super) fn forward_cpu(&self, op: &str, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.check_cpu_pass(op, rows, false)?;
         Ok(self.forward_cpu_pass(x, rows, None)?.pop().map(|p| p.h).unwrap_or_default())
     }
 
@@ -280,6 +318,8 @@ impl<'d> CpuSteps<'d> {
         opts: &FitOptions,
         optimizer: Optimizer,
     ) -> Result<CpuSteps<'d>> {
+        // Once for the largest batch, not at every step.
+        model.check_cpu_pass("fit", opts.batch_size.min(train.rows), true)?;
         Ok(CpuSteps {
             train,
             validation,
