@@ -6,7 +6,7 @@
 //! By default it trains on all 60,000 training rows and reports the test set after every epoch as
 //! validation data (the Keras tutorial's `validation_data=(x_test, y_test)`; nothing is chosen by
 //! it); `--validation-split 0.1` holds out training rows instead. Expect about 97.7% test accuracy:
-//! 97.67% with the default seed on lavapipe — this recipe's spread from seed to seed (and adapter
+//! 97.64% with the default seed on lavapipe — this recipe's spread from seed to seed (and adapter
 //! to adapter, through rounding) is about ±0.2%. Writes `history.csv`
 //! and `curves.png` to the output folder (default `out/mnist`) and draws one test digit with its
 //! prediction.
