@@ -65,7 +65,9 @@ pub struct GpuOptions<'a> {
     /// Bytes of device memory the engine plans to use (evaluation batches take a sixteenth);
     /// `None`: `$WGNN_MEMORY_BUDGET` ([`memory_budget::MEMORY_BUDGET_ENV`]), else the adapter's
     /// largest buffer (`max_buffer_size`; wgpu reports no memory size) capped at 4 GiB, or at
-    /// 1 GiB on a software adapter. [`Gpu::memory_budget`] says which applies.
+    /// 1 GiB on a software adapter. [`Gpu::memory_budget`] says which applies. Training does not
+    /// check against it yet: the training set, the validation set and a step's buffers
+    /// ([`crate::model::Sequential::step_memory_bytes`]) stay resident whatever it says.
     pub memory_budget: Option<u64>,
 }
 
