@@ -11,9 +11,9 @@ use super::*;
 pub(super) const EVAL_BATCH: usize = 2048;
 
 /// The part of the memory budget ([`Gpu::memory_budget`]) one evaluation batch's activations may
-/// take, estimated (`eval_batch`): 1/16, 64 MiB of lavapipe's default 1 GiB (~300 of cnn_mnist's
-/// rows of ~200 kB). A full batch and the partial last one are held at once, beside the model,
-/// the optimizer's state, the training batch and the resident data sets.
+/// take, estimated (`eval_batch`): 1/16, 64 MiB of lavapipe's default 1 GiB (the fixed cap it
+/// replaces; a few hundred of cnn_mnist's wide rows). A full batch and the partial last one are
+/// held at once, beside the model, the optimizer's state, the training batch and the data sets.
 const EVAL_BUDGET_SHARE: u64 = 16;
 
 /// Plans that walk a data set batch by batch: `full[s % 2]` is full batch `s` (it reads its
