@@ -3,6 +3,7 @@
 
 pub(crate) mod cache;
 pub(crate) mod memory;
+pub mod memory_budget;
 pub mod quiet_mesa;
 pub mod tune_cache;
 pub(crate) mod tuner;
@@ -15,6 +16,7 @@ use crate::error::{Result, WgnnError};
 use crate::profile::{DeviceProfile, ProfileOverride};
 use cache::PipelineCache;
 use memory::MemoryCounter;
+use memory_budget::{default_memory_budget, env_memory_budget};
 use tune_cache::{cache_dir, DeviceIdentity, TuneCache};
 use tuner::{TunedPick, Tuner, AUTOTUNE_ENV};
 
@@ -60,6 +62,13 @@ pub struct GpuOptions<'a> {
     /// The tuner's wall-time budget per device; `None`: the profile's
     /// ([`DeviceProfile::tune_budget`]). A benchmark that wants every shape fully tuned sets more.
     pub tune_budget: Option<std::time::Duration>,
+    /// Bytes of device memory the engine plans to use (evaluation batches take a sixteenth);
+    /// `None`: `$WGNN_MEMORY_BUDGET` ([`memory_budget::MEMORY_BUDGET_ENV`]), else the adapter's
+    /// largest buffer (`max_buffer_size`; wgpu reports no memory size) capped at 4 GiB, or at
+    /// 1 GiB on a software adapter. [`Gpu::memory_budget`] says which applies. Training does not
+    /// check against it yet: the training set, the validation set and a step's buffers
+    /// ([`crate::model::Sequential::step_memory_bytes`]) stay resident whatever it says.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for GpuOptions<'_> {
@@ -73,6 +82,7 @@ impl Default for GpuOptions<'_> {
             autotune: true,
             tune_cache_dir: None,
             tune_budget: None,
+            memory_budget: None,
         }
     }
 }
@@ -117,6 +127,8 @@ pub(crate) struct GpuInner {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Bytes of the engine's tensors on this device.
     pub memory: Arc<MemoryCounter>,
+    /// The memory budget in effect ([`GpuOptions::memory_budget`]).
+    pub memory_budget: u64,
 }
 
 impl Gpu {
@@ -222,6 +234,11 @@ impl Gpu {
         if options.require_gpu && profile.software {
             return Err(WgnnError::SoftwareAdapter { adapter: info.name.clone() });
         }
+        let memory_budget = match options.memory_budget {
+            Some(0) => return Err(WgnnError::invalid("GpuOptions::memory_budget", "a budget of 0 bytes")),
+            Some(bytes) => bytes,
+            None => env_memory_budget()?.unwrap_or_else(|| default_memory_budget(&limits, profile.software)),
+        };
         let autotune = env_switch(AUTOTUNE_ENV)?.unwrap_or(true) && options.autotune;
         let cache = cache_dir(options.tune_cache_dir).map(|dir| TuneCache::new(&dir, DeviceIdentity::of(&info)));
         let budget = options.tune_budget.unwrap_or(profile.tune_budget);
@@ -239,6 +256,7 @@ impl Gpu {
                 lost,
                 uncaptured,
                 memory: Arc::default(),
+                memory_budget,
             }),
         })
     }
@@ -259,6 +277,14 @@ impl Gpu {
     /// taken after an operation is what it held at most beyond what was already there.
     pub fn reset_peak_allocated_bytes(&self) {
         self.inner.memory.reset_peak()
+    }
+
+    /// Bytes of device memory the engine plans to use: [`GpuOptions::memory_budget`], else
+    /// `$WGNN_MEMORY_BUDGET`, else the adapter's default (see [`GpuOptions::memory_budget`]).
+    /// Evaluation and prediction size their batches so a batch's activations take at most a
+    /// sixteenth of it.
+    pub fn memory_budget(&self) -> u64 {
+        self.inner.memory_budget
     }
 
     pub(crate) fn memory_counter(&self) -> &Arc<MemoryCounter> {

@@ -7,13 +7,14 @@ use super::*;
 
 /// Rows per evaluation batch at most: large, to keep the dispatch count low (fewer where the
 /// device's buffers cannot hold that many rows of the widest layer, or a batch's activations
-/// would pass `EVAL_BATCH_BYTES`; see `eval_batch`).
+/// would pass the budget's share, `EVAL_BUDGET_SHARE`; see `eval_batch`).
 pub(super) const EVAL_BATCH: usize = 2048;
 
-/// Device bytes one evaluation batch's activations may take, estimated (`eval_batch`): a
-/// convolutional network's rows are wide (cnn_mnist's ~200 kB), and a full batch and the partial
-/// last one are held at once.
-const EVAL_BATCH_BYTES: u64 = 64 << 20;
+/// The part of the memory budget ([`Gpu::memory_budget`]) one evaluation batch's activations may
+/// take, estimated (`eval_batch`): 1/16, 64 MiB of lavapipe's default 1 GiB (the fixed cap it
+/// replaces; a few hundred of cnn_mnist's wide rows). A full batch and the partial last one are
+/// held at once, beside the model, the optimizer's state, the training batch and the data sets.
+const EVAL_BUDGET_SHARE: u64 = 16;
 
 /// Plans that walk a data set batch by batch: `full[s % 2]` is full batch `s` (it reads its
 /// position from `counter[s % 2]` and writes the next to the other cell), `tail` the partial last
@@ -46,7 +47,7 @@ impl Sequential {
     /// Rows per evaluation batch: `EVAL_BATCH`, or fewer so that a batch of the widest row (input,
     /// layer outputs, targets) fits one storage binding and one buffer, and the batch's
     /// activations (estimated as three f32 tensors per block output: the core's, batch norm's,
-    /// the activation's) fit `EVAL_BATCH_BYTES`.
+    /// the activation's) fit the memory budget's share (`EVAL_BUDGET_SHARE`).
     pub(super) fn eval_batch(&self, gpu: &Gpu, data: &GpuData) -> usize {
         let limits = gpu.limits();
         let bytes = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
@@ -55,7 +56,8 @@ impl Sequential {
         let row_bytes = 4 * widest.max().unwrap_or(1) as u64;
         let activations: u64 = self.blocks.iter().map(|b| b.outputs as u64).sum();
         let activation_bytes = 4 * (3 * activations + self.input_dim() as u64);
-        (bytes / row_bytes).min(EVAL_BATCH_BYTES / activation_bytes.max(1)).clamp(1, EVAL_BATCH as u64) as usize
+        let share = gpu.memory_budget() / EVAL_BUDGET_SHARE;
+        (bytes / row_bytes).min(share / activation_bytes.max(1)).clamp(1, EVAL_BATCH as u64) as usize
     }
 
     /// The plans over every row of `data`: for each batch the forward pass and then what `head`
