@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::device::memory::Allocation;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
+use crate::host_memory::{checked_bytes, checked_product, count_text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -79,8 +80,13 @@ impl Tensor {
 
     fn alloc(gpu: &Gpu, shape: &[usize], dtype: DType, op: &str) -> Result<Tensor> {
         gpu.check_lost()?;
-        let len: usize = shape.iter().product();
-        let bytes = (len as u64 * 4).max(4);
+        let Some(bytes) = checked_product(shape).and_then(|len| checked_bytes(len, 4)) else {
+            return Err(WgnnError::invalid(
+                op,
+                format!("a tensor of shape {shape:?} has more bytes than a u64 counts"),
+            ));
+        };
+        let bytes = bytes.max(4);
         let limits = gpu.limits();
         if bytes > limits.max_buffer_size {
             return Err(WgnnError::DeviceLimit {
@@ -142,8 +148,8 @@ impl Tensor {
     /// A view of `shape` starting `offset_elems` elements into this tensor's storage. The byte
     /// offset must be a multiple of the device's `min_storage_buffer_offset_alignment`.
     pub fn view(&self, offset_elems: usize, shape: &[usize]) -> Result<Tensor> {
-        let len: usize = shape.iter().product();
-        if offset_elems + len > self.len() {
+        let end = checked_product(shape).and_then(|len| len.checked_add(offset_elems));
+        if end.is_none_or(|end| end > self.len()) {
             return Err(WgnnError::shape_of(
                 "view",
                 &[("tensor", &self.shape), ("view", shape)],
@@ -161,8 +167,11 @@ impl Tensor {
     /// The same storage from the same first element with a larger shape, reaching past this
     /// view into its buffer (whose extra elements the caller owns): a batch's rows padded up.
     pub(crate) fn extended(&self, shape: &[usize]) -> Result<Tensor> {
-        let len: usize = shape.iter().product();
-        if len < self.len() || self.offset + len as u64 * 4 > self.buffer.size() {
+        let end = checked_product(shape)
+            .filter(|&len| len >= self.len())
+            .and_then(|len| checked_bytes(len, 4))
+            .and_then(|bytes| bytes.checked_add(self.offset));
+        if end.is_none_or(|end| end > self.buffer.size()) {
             return Err(WgnnError::shape_of(
                 "extended",
                 &[("tensor", &self.shape), ("extended", shape)],
@@ -174,7 +183,7 @@ impl Tensor {
 
     /// The same storage with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != self.len() {
+        if checked_product(shape) != Some(self.len()) {
             return Err(WgnnError::shape_of(
                 "reshape",
                 &[("tensor", &self.shape), ("reshape", shape)],
@@ -342,12 +351,12 @@ impl std::fmt::Debug for Tensor {
 }
 
 fn check_len(op: &str, shape: &[usize], len: usize) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if want != len {
+    let want = checked_product(shape);
+    if want != Some(len) {
         return Err(WgnnError::shape_of(
             op,
             &[("shape", shape), ("data", &[len])],
-            format!("shape {shape:?} needs {want} values, got {len}"),
+            format!("shape {shape:?} needs {} values, got {len}", count_text(want)),
         ));
     }
     Ok(())

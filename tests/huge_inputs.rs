@@ -148,7 +148,13 @@ fn absurd_class_counts_are_errors_not_tables() {
     assert!(e.to_string().contains("one-hot targets [16, 1099511627776]"), "{e}");
     let e = data.one_hot(usize::MAX).expect_err("one-hot rows of usize::MAX columns");
     assert!(e.to_string().contains("more than a usize counts"), "{e}");
-    assert_eq!(data.with_one_hot_targets().unwrap().targets.unwrap().values, vec![1.0; 16]);
+    assert_eq!(data.clone().with_one_hot_targets().unwrap().targets.unwrap().values, vec![1.0; 16]);
+    // `classes` is a public field: counting by it checks it first.
+    let mut absurd = data.clone();
+    absurd.classes = usize::MAX;
+    let e = absurd.class_counts().expect_err("class_counts of usize::MAX classes");
+    assert!(e.to_string().contains("class_counts"), "{e}");
+    assert_eq!(data.class_counts().unwrap(), [16]);
 }
 
 /// The same from a NumPy file: labels are read as u64, so a label of 3·10^9 is a valid integer,
@@ -252,4 +258,21 @@ fn cnn_mnist_with_a_huge_layer_exits_1_naming_it() {
         assert!(stderr.contains(layer) && stderr.contains("bytes"), "{flag} {value}: {stderr}");
         assert!(!stderr.contains("memory allocation") && !stderr.contains("panicked"), "{flag} {value}: {stderr}");
     }
+}
+
+/// A tensor's shape is multiplied with checked arithmetic: [2^33, 2^33] (2^66 elements) and
+/// [2^62, 4] (wrapping to 0 elements) are errors, never a small buffer or a view past its end.
+#[test]
+fn tensor_shapes_that_overflow_are_errors() {
+    let gpu = gpu();
+    let wide = [1usize << 33, 1 << 33];
+    let e = wgnn::tensor::Tensor::zeros(&gpu, &wide).expect_err("zeros of 2^66 elements");
+    assert!(e.to_string().contains("more bytes than a u64 counts"), "{e}");
+    let wraps = [1usize << 62, 4];
+    let e = wgnn::tensor::Tensor::from_slice(&gpu, &wraps, &[]).expect_err("upload of 2^64 elements from none");
+    assert!(e.to_string().contains("more than a usize counts"), "{e}");
+    let t = wgnn::tensor::Tensor::zeros(&gpu, &[8]).unwrap();
+    assert!(t.view(0, &wraps).is_err(), "a view whose element count wraps to 0");
+    assert!(t.view(usize::MAX, &[1]).is_err(), "a view whose end wraps");
+    assert!(t.reshape(&wraps).is_err(), "a reshape whose element count wraps to 0");
 }

@@ -113,14 +113,17 @@ impl Dataset {
         Ok(out)
     }
 
-    /// How many rows carry each label, `[classes]`.
-    pub fn class_counts(&self) -> Vec<usize> {
+    /// How many rows carry each label, `[classes]`: an error, before anything is allocated, where
+    /// `classes` (a public field) was set to 0 or past [`MAX_CLASSES`].
+    pub fn class_counts(&self) -> Result<Vec<usize>> {
+        check_class_count(self.classes)
+            .map_err(|detail| WgnnError::invalid("class_counts", format!("{}: {detail}", self.source)))?;
         let mut counts = vec![0; self.classes];
         for &l in &self.labels {
             if let Some(c) = counts.get_mut(l as usize) {
                 *c += 1;
             }
         }
-        counts
+        Ok(counts)
     }
 }
