@@ -2,56 +2,56 @@
 // Compiles every pipeline wgnn dumped (WGNN_DUMP_WGSL=DIR) with Dawn, the WebGPU implementation
 // of Chrome and Edge, whose WGSL compiler (Tint) is stricter than naga: for each dump, a shader
 // module (its compilation messages, with file and line) and a compute pipeline with the dump's
-// override constants and pipeline layout, under validation and internal error scopes.
+// override constants and pipeline layout, under validation and internal error scopes (the
+// checks themselves are pipeline_check.mjs, shared with the browser page).
 //
-//   node check.mjs [--verbose] [--shaders DIR] DUMP_DIR...
+//   node check.mjs [--verbose] [--every-target] [--chromium PATH] [--shaders DIR] DUMP_DIR...
 //
 // --verbose names every pipeline as it is checked; --shaders (default ../../shaders) is where the
-// engine's WGSL files are, so that a message names the file and line to edit beside the dump's.
+// engine's WGSL files are, so that a message names the file and line to edit beside the dump's;
+// --chromium is the browser (default /usr/bin/chromium, Debian's package).
 //
-// Where: Dawn's OpenGL ES backend on Mesa's llvmpipe (`compatibility` feature level; Dawn's
-// Vulkan backend refuses lavapipe 22.3), which runs Tint's front end, its GLSL back end and the
-// driver's GLSL compiler and linker. A pipeline that needs a feature that adapter lacks
-// (subgroups) goes to Dawn's null backend at the `core` feature level: Tint's front end and
-// Dawn's validation with the constants substituted, no code generation. A pipeline neither can
-// take is listed as not checkable here, and fails the run.
+// Where, in order of preference: Dawn's OpenGL ES backend on Mesa's llvmpipe through Node (npm
+// `webgpu`; `compatibility` feature level; Dawn's Vulkan backend refuses lavapipe 22.3): Tint's
+// front end and GLSL back end, the driver's GLSL compiler and linker. A pipeline that adapter
+// cannot take (it offers no subgroups) goes to headless Chromium's own WebGPU (chromium.mjs),
+// on SwiftShader's Vulkan at the `core` feature level: Tint's SPIR-V back end, SwiftShader's
+// compiler. With --every-target, each pipeline is checked on every target that can take it
+// instead of the first. A pipeline no target can take is listed as not checked, with why, and
+// fails the run.
 //
-// Exit status: 0 when every pipeline compiled and linked with no error (warnings are listed),
-// 1 on any error or pipeline not checked, 2 on bad usage.
+// Exit status: 0 when every pipeline compiled and its pipeline was created with no error
+// (warnings are listed), 1 on any error or pipeline not checked, 2 on bad usage.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { openChromium, DEFAULT_CHROMIUM } from './chromium.mjs';
+import { checkOne, describe, neededExtensions, openDevice, unfitFor } from './pipeline_check.mjs';
+
 const script = fileURLToPath(import.meta.url);
-
-// Where a pipeline can be checked, in order of preference.
-const TARGETS = [
-  { name: 'Dawn OpenGL ES (compatibility)', backend: 'opengles', level: 'compatibility',
-    what: 'Tint front end, GLSL back end, the driver compiles and links' },
-  { name: 'Dawn null backend (core)', backend: 'null', level: 'core',
-    what: "Tint front end and Dawn's validation with the constants substituted; no code generation" },
-];
-
-// WGSL's enable-extensions a pipeline needs, with the WebGPU feature behind each. naga (wgpu
-// 30) refuses `enable subgroups;` (it parses it as not implemented) and turns the subgroup
-// built-ins on with the device feature alone, so the engine's sources call them without the
-// directive, which Tint requires: the checker adds it where it is missing.
-const EXTENSIONS = [
-  { directive: 'subgroups', feature: 'subgroups', uses: /\bsubgroup[A-Z]\w*\s*\(|@builtin\(\s*subgroup_/ },
-  { directive: 'f16', feature: 'shader-f16', uses: /\bf16\b|\bvec[234]h\b|\bmat[234]x[234]h\b/ },
-];
+const USAGE = 'usage: node check.mjs [--verbose] [--every-target] [--chromium PATH] [--shaders DIR] DUMP_DIR...';
 
 function usage(why) {
-  console.error(`${why}\nusage: node check.mjs [--verbose] [--shaders DIR] DUMP_DIR...`);
+  console.error(`${why}\n${USAGE}`);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const args = { shaders: path.resolve(path.dirname(script), '../../shaders'), dirs: [], verbose: false };
+  const args = {
+    shaders: path.resolve(path.dirname(script), '../../shaders'),
+    chromium: DEFAULT_CHROMIUM,
+    dirs: [],
+    verbose: false,
+    every: false,
+  };
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--shaders') args.shaders = argv[++i];
-    else if (argv[i] === '--verbose') args.verbose = true;
+    if (argv[i] === '--shaders' || argv[i] === '--chromium') {
+      if (i + 1 >= argv.length) usage(`${argv[i]} needs a value`);
+      args[argv[i].slice(2)] = argv[++i];
+    } else if (argv[i] === '--verbose') args.verbose = true;
+    else if (argv[i] === '--every-target') args.every = true;
     else if (argv[i].startsWith('-')) usage(`unknown option ${argv[i]}`);
     else args.dirs.push(argv[i]);
   }
@@ -59,126 +59,91 @@ function parseArgs(argv) {
   return args;
 }
 
-// One dump: its JSON's fields, its WGSL file and text, the extensions it uses.
+// One dump: its JSON's fields, its WGSL file and text (`label` the file, for messages), the
+// extensions it uses.
 function loadDump(jsonPath) {
   const info = JSON.parse(fs.readFileSync(jsonPath, 'utf8'));
   const file = path.join(path.dirname(jsonPath), info.wgsl);
   const code = fs.readFileSync(file, 'utf8');
-  return { ...info, file, code, needs: EXTENSIONS.filter((e) => e.uses.test(code)) };
+  return { ...info, file, label: file, code, needs: neededExtensions(code) };
 }
 
-function describe(dump) {
-  const constants = Object.entries(dump.constants).map(([k, v]) => `${k}=${v}`).join(' ');
-  return `${dump.family}::${dump.entry_point}${constants ? ` [${constants}]` : ''}`;
-}
-
-// ---- checking: each dump on the first target whose device has the features it needs ----
-
-async function openTarget(create, target, wanted) {
-  // The instance is kept with the device: when the garbage collector frees it, dawn.node 0.6.2
-  // frees what the device still uses, and the process aborts.
-  const gpu = create([`backend=${target.backend}`]);
-  const adapter = await gpu.requestAdapter({ featureLevel: target.level });
-  if (!adapter) return null;
-  // The adapter's own limits, and the features the dumps need where it has them.
-  const requiredLimits = {};
-  for (const key in adapter.limits) requiredLimits[key] = adapter.limits[key];
-  const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
-  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
-  const uncaptured = [];
-  device.onuncapturederror = (e) => uncaptured.push(e.error.message);
-  const description = [adapter.info.vendor, adapter.info.architecture, adapter.info.description]
-    .filter(Boolean).join(' ').trim() || 'no description';
-  return { ...target, gpu, adapter, device, features: new Set(requiredFeatures), description, uncaptured, checked: 0 };
-}
-
-// The messages of compiling one dump on `target`'s device: [{ severity, line, col, text }]
-// (line and col in the dump, 0 where the message has no place).
-async function checkOne(target, dump) {
-  const { device } = target;
-  const report = [];
-  const enables = dump.needs.filter((e) => !new RegExp(`^\\s*enable\\s+${e.directive}\\s*;`, 'm').test(dump.code));
-  const prelude = enables.map((e) => `enable ${e.directive};\n`).join('');
-
-  device.pushErrorScope('internal');
-  device.pushErrorScope('validation');
-  const module = device.createShaderModule({ label: dump.file, code: prelude + dump.code });
-  const info = await module.getCompilationInfo();
-  for (const m of info.messages) {
-    if (m.type === 'info') continue;
-    const line = m.lineNum > 0 ? m.lineNum - enables.length : 0;
-    report.push({ severity: m.type, line, col: m.linePos, text: m.message });
-  }
-  const moduleErrors = [await device.popErrorScope(), await device.popErrorScope()].filter(Boolean);
-  if (moduleErrors.length > 0) {
-    // The compilation messages say where; the scope's error only that the module is invalid.
-    if (!report.some((r) => r.severity === 'error')) {
-      for (const e of moduleErrors) report.push({ severity: 'error', line: 0, col: 0, text: e.message });
-    }
-    return report;
-  }
-
-  // A layout past the checking device's limits (the null backend's are WebGPU's defaults, e.g. 8
-  // storage buffers a stage) cannot be created here: the module is compiled, the pipeline not.
-  // Its constants are still matched against the module's overrides, as pipeline creation would.
-  const storage = dump.bindings.filter((type) => type !== 'uniform').length;
-  const uniforms = dump.bindings.length - storage;
-  const over = [
-    [storage, 'storage buffers', 'maxStorageBuffersPerShaderStage'],
-    [uniforms, 'uniform buffers', 'maxUniformBuffersPerShaderStage'],
-  ].filter(([n, , limit]) => n > device.limits[limit]);
-  if (over.length > 0) {
-    const overrides = new Set([...dump.code.matchAll(/\boverride\s+(\w+)/g)].map((m) => m[1]));
-    for (const name of Object.keys(dump.constants).filter((n) => !overrides.has(n))) {
-      report.push({ severity: 'error', line: 0, col: 0, text: `constant ${name} is not an override of the module` });
-    }
-    const why = over.map(([n, what, limit]) => `${n} ${what} > ${limit} ${device.limits[limit]}`).join(', ');
-    report.push({ severity: 'module-only', line: 0, col: 0, text: `pipeline not created: its layout has ${why}` });
-    return report;
-  }
-
-  device.pushErrorScope('internal');
-  device.pushErrorScope('validation');
-  const layout = device.createBindGroupLayout({
-    label: dump.family,
-    entries: dump.bindings.map((type, binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } })),
-  });
-  device.createComputePipeline({
-    label: describe(dump),
-    layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-    compute: { module, entryPoint: dump.entry_point, constants: dump.constants },
-  });
-  for (const e of [await device.popErrorScope(), await device.popErrorScope()].filter(Boolean)) {
-    report.push({ severity: 'error', line: 0, col: 0, text: `creating the pipeline: ${e.message.trim()}` });
-  }
-  for (const text of target.uncaptured.splice(0)) report.push({ severity: 'error', line: 0, col: 0, text });
-  return report;
-}
-
-// Checks every dump: [{ dump, target (its name, or null where none can take it), report }], and
-// the targets opened.
-async function checkAll(dumps, verbose) {
+// Dawn through Node on llvmpipe's OpenGL ES; the instance is kept with the device: when the
+// garbage collector frees it, dawn.node 0.6.2 frees what the device still uses, and the
+// process aborts.
+async function openDawnGles(wanted) {
   process.env.EGL_PLATFORM ??= 'surfaceless'; // Mesa's EGL without a display; read when Dawn opens EGL
   const { create, globals } = await import('webgpu');
   Object.assign(globalThis, globals);
-  const wanted = [...new Set(dumps.flatMap((d) => d.needs.map((e) => e.feature)))];
-  const opened = [];
-  const results = [];
-  for (const d of dumps) {
-    let target = null;
-    for (const [i, t] of TARGETS.entries()) {
-      if (opened[i] === undefined) opened[i] = await openTarget(create, t, wanted);
-      if (opened[i] && d.needs.every((e) => opened[i].features.has(e.feature))) {
-        target = opened[i];
-        break;
-      }
-    }
-    if (verbose) console.log(`  ${target?.name ?? 'not checked'}: ${describe(d)}`);
-    const report = target ? await checkOne(target, d) : null;
-    if (target) target.checked++;
-    results.push({ dump: d, target: target?.name ?? null, report });
+  const gpu = create(['backend=opengles']);
+  const adapter = await gpu.requestAdapter({ featureLevel: 'compatibility' });
+  if (!adapter) {
+    return { unavailable: 'Dawn found no OpenGL ES adapter (apt-get install libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri)' };
   }
-  return { results, opened: opened.filter(Boolean) };
+  const state = await openDevice(adapter, wanted);
+  return {
+    gpu,
+    state,
+    description: state.description,
+    features: state.features,
+    limits: state.limits,
+    async check(dumps) {
+      const reports = [];
+      for (const d of dumps) reports.push(await checkOne(state, d));
+      return reports;
+    },
+  };
+}
+
+// Where a pipeline can be checked, in order of preference.
+const TARGETS = [
+  { name: 'Dawn OpenGL ES (compatibility)', what: 'Tint front end, GLSL back end, the driver compiles and links',
+    open: (args, wanted) => openDawnGles(wanted) },
+  { name: 'Chromium WebGPU (core)', what: "Tint front end, SPIR-V back end, SwiftShader's Vulkan compiles",
+    open: (args, wanted) => openChromium(args.chromium, wanted) },
+];
+
+// Checks every dump on the first target that can take it (or, with `every`, on each):
+// { results: [{ dump, target, report }], unchecked: [{ dump, why }], opened }.
+async function checkAll(dumps, args) {
+  const wanted = [...new Set(dumps.flatMap((d) => d.needs.map((e) => e.feature)))];
+  const checkedOn = dumps.map(() => 0);
+  const whyNot = dumps.map(() => []);
+  const results = [];
+  const opened = [];
+  for (const spec of TARGETS) {
+    const pending = dumps.map((d, i) => i).filter((i) => args.every || checkedOn[i] === 0);
+    if (pending.length === 0) continue;
+    const target = await spec.open(args, wanted);
+    if (target.unavailable) {
+      for (const i of pending) whyNot[i].push(`${spec.name}: ${target.unavailable}`);
+      continue;
+    }
+    Object.assign(target, { name: spec.name, what: spec.what, checked: 0 });
+    opened.push(target);
+    const taken = [];
+    for (const i of pending) {
+      const unfit = unfitFor(target.features, target.limits, dumps[i]);
+      if (unfit) whyNot[i].push(`${spec.name} ${unfit}`);
+      else taken.push(i);
+    }
+    if (args.verbose) for (const i of taken) console.log(`  ${spec.name}: ${describe(dumps[i])}`);
+    let reports;
+    try {
+      reports = await target.check(taken.map((i) => dumps[i]));
+    } catch (e) {
+      // A browser that crashed or stopped answering: its pipelines are not checked.
+      for (const i of taken) whyNot[i].push(`${spec.name} failed: ${e.message.split('\n')[0]}`);
+      continue;
+    }
+    taken.forEach((i, k) => {
+      results.push({ dump: dumps[i], target: spec.name, report: reports[k] });
+      checkedOn[i]++;
+    });
+    target.checked = taken.length;
+  }
+  const unchecked = dumps.map((dump, i) => ({ dump, why: whyNot[i].join('; ') })).filter((u, i) => checkedOn[i] === 0);
+  return { results, unchecked, opened };
 }
 
 // ---- the report ----
@@ -228,22 +193,13 @@ async function main() {
   }
   const dumps = jsonPaths.map((p) => loadDump(p));
   const started = Date.now();
-  const { results, opened } = await checkAll(dumps, args.verbose);
+  const { results, unchecked, opened } = await checkAll(dumps, args);
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
 
   let errors = 0;
   let warnings = 0;
-  const unchecked = [];
-  const moduleOnly = [];
   for (const { dump, target, report } of results) {
-    if (!target) {
-      unchecked.push({ dump, why: `no adapter here offers ${dump.needs.map((e) => e.feature).join(', ')}` });
-      continue;
-    }
     for (const r of report) {
-      if (r.severity === 'module-only') {
-        moduleOnly.push({ dump, why: r.text, target });
-        continue;
-      }
       console.log(`${where(dump, shaders, r.line, r.col)}: ${r.severity}: ${r.text}\n    in ${describe(dump)}, on ${target}`);
       if (r.severity === 'error') errors++;
       else warnings++;
@@ -252,17 +208,13 @@ async function main() {
   for (const t of opened) {
     console.log(`${t.name} on ${t.description}, features [${[...t.features].join(', ')}]: ${t.checked} pipelines (${t.what})`);
   }
-  const families = new Set(results.map((r) => r.dump.family));
-  console.log(`${results.length - unchecked.length} of ${results.length} pipelines (${families.size} kernel families) ` +
-    `compiled by Dawn/Tint in ${((Date.now() - started) / 1000).toFixed(1)} s: ${errors} errors, ${warnings} warnings, ` +
+  const families = new Set(dumps.map((d) => d.family));
+  console.log(`${dumps.length - unchecked.length} of ${dumps.length} pipelines (${families.size} kernel families) ` +
+    `compiled and created by Dawn/Tint in ${seconds} s: ${errors} errors, ${warnings} warnings, ` +
     `${unchecked.length} not checked`);
   for (const { dump, why } of unchecked) console.log(`  not checked (${why}): ${dump.file} ${describe(dump)}`);
-  if (moduleOnly.length > 0) {
-    console.log(`of which ${moduleOnly.length} shader modules compiled, their pipelines not created within the ` +
-      `checking adapter's limits:`);
-    for (const { dump, why, target } of moduleOnly) console.log(`  ${describe(dump)} on ${target}: ${why}`);
-  }
-  // Exits at once: nothing made on the devices is destroyed first.
+  for (const t of opened) await t.close?.();
+  // Exits at once: nothing made on Dawn's devices under Node is destroyed first.
   process.exit(errors > 0 || unchecked.length > 0 ? 1 : 0);
 }
 
