@@ -116,8 +116,8 @@ fn odd_batch_sizes_match_the_cpu_reference_on_the_fast_kernels() {
 
 #[test]
 fn the_output_layer_runs_fused_with_its_loss_where_it_can() {
-    // The tutorial's shape: dense → dense → logits with sparse cross-entropy trains in 9
-    // dispatches, the output layer's forward, loss and dX in one; a dropout layer under the output
+    // The tutorial's shape: dense → dense → logits with sparse cross-entropy trains with the
+    // output layer's forward, loss and dX in one dispatch; a dropout layer under the output
     // needs its mask between them, so that model keeps them apart. (Fused steps are compared with
     // the CPU reference in the tests above and in model_activations, model_batch_norm and
     // reliability; unfused ones where a dropout layer sits under the output.)
@@ -138,7 +138,11 @@ fn the_output_layer_runs_fused_with_its_loss_where_it_can() {
         // The model's parameters leave room for the kernel's uniform window over W and b.
         assert_eq!(fused, labels.iter().any(|l| l.starts_with("dense_softmax_xent_uniform")), "{labels:?}");
         if fused {
-            assert_eq!(labels.len(), 9, "{labels:?}");
+            // One dispatch computes the output layer's forward, loss and dX: no loss or softmax
+            // runs alone. (The step's total depends on the matmul variants the tuner picks, so it
+            // is not asserted.)
+            assert_eq!(labels.iter().filter(|l| l.starts_with("dense_softmax_xent")).count(), 1, "{labels:?}");
+            assert!(!labels.iter().any(|l| l.starts_with("softmax")), "{labels:?}");
         }
     }
 }
