@@ -27,6 +27,8 @@
 //   1 step:        lr · γ^⌊k / every⌋                               (PyTorch StepLR)
 //   2 exponential: lr · rate^(k / decay_steps)                       (Keras ExponentialDecay)
 //   3 cosine:      min + (lr − min) · (1 + cos(π · min(k, T) / T)) / 2  (Keras CosineDecay, alpha = min/lr)
+//   4 warmup, then cosine (nanoGPT's get_lr), W = warmup_steps < T:
+//                  k < W: lr · (k + 1) / W;  else min + (lr − min) · (1 + cos(π · (min(k, T) − W) / (T − W))) / 2
 
 override WG: u32 = 256u;
 override MOMENTUM: bool = false;
@@ -44,14 +46,14 @@ struct Params {
     beta2: f32,        // adam, adamw: β2   rmsprop, adadelta: ρ   adagrad: initial accumulator
     eps: f32,
     weight_decay: f32,
-    sched_steps: u32,  // step: every   exponential: decay_steps   cosine: T
-    sched_value: f32,  // step: γ       exponential: rate          cosine: min
+    sched_steps: u32,  // step: every   exponential: decay_steps   cosine, warmup-cosine: T
+    sched_value: f32,  // step: γ       exponential: rate          cosine, warmup-cosine: min
     log2_hi: f32,      // step, exponential: log2(sched_value) = log2_hi + log2_lo, hi to 7 bits
     log2_lo: f32,
     eps_keras: u32,    // adam, rmsprop, adagrad: 1 for Keras' placement of eps (below)
     ln_beta1: f32,     // adam: ln β1 and ln β2 from the host (at least −100: β = 0 works)
     ln_beta2: f32,
-    _pad0: u32,
+    warmup_steps: u32, // warmup-cosine: W
     _pad1: u32,
 }
 
@@ -150,8 +152,16 @@ fn scheduled_lr() -> f32 {
     if (SCHEDULE == 2u) {
         return p.lr * schedule_pow(k / p.sched_steps, f32(k % p.sched_steps) / f32(p.sched_steps));
     }
-    let done = min(k, p.sched_steps);
-    return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps);
+    if (SCHEDULE == 3u) {
+        let done = min(k, p.sched_steps);
+        return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps);
+    }
+    let warmup = p.warmup_steps;
+    if (k < warmup) {
+        return p.lr * f32(k + 1u) / f32(warmup);
+    }
+    let done = min(k, p.sched_steps) - warmup;
+    return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps - warmup);
 }
 
 @compute @workgroup_size(WG)

@@ -332,6 +332,7 @@ fn schedules() -> Vec<LrSchedule> {
         LrSchedule::Step { every: 2, gamma: 0.5 },
         LrSchedule::Exponential { decay_steps: 3, decay_rate: 0.8 },
         LrSchedule::Cosine { total_steps: 4, min_lr: 1e-3 },
+        LrSchedule::WarmupCosine { warmup_steps: 2, total_steps: 5, min_lr: 1e-3 },
     ]
 }
 

@@ -176,6 +176,18 @@ fn schedules_match_f64_up_to_100k_steps() {
                 min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * k.min(3000.0) / 3000.0).cos())
             }),
         ),
+        // Warmup over 2,000 updates, the cosine down to min_lr at 60,000, then held.
+        (
+            LrSchedule::WarmupCosine { warmup_steps: 2000, total_steps: 60_000, min_lr: 1e-4 },
+            Box::new(move |k| {
+                let min = 1e-4f32 as f64;
+                if k < 2000.0 {
+                    return lr * (k + 1.0) / 2000.0;
+                }
+                let frac = (k.min(60_000.0) - 2000.0) / 58_000.0;
+                min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
+            }),
+        ),
     ];
     for (schedule, want) in &cases {
         let cfg = SgdConfig { schedule: *schedule, ..base };

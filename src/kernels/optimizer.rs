@@ -57,7 +57,8 @@ struct OptimizerParams {
     eps_keras: u32,
     ln_beta1: f32,
     ln_beta2: f32,
-    _pad: [u32; 2],
+    warmup_steps: u32,
+    _pad: u32,
 }
 
 /// ln β for the shader's bias corrections (computed in f64, rounded once), at least −100 so that
@@ -78,13 +79,15 @@ fn log2_parts(value: f32) -> (f32, f32) {
     (hi as f32, (l - hi) as f32)
 }
 
-/// The schedule as the shader takes it: (SCHEDULE override, sched_steps, sched_value).
-fn schedule_code(schedule: &LrSchedule) -> (u32, u32, f32) {
+/// The schedule as the shader takes it: (SCHEDULE override, sched_steps, sched_value,
+/// warmup_steps).
+fn schedule_code(schedule: &LrSchedule) -> (u32, u32, f32, u32) {
     match *schedule {
-        LrSchedule::Constant => (0, 1, 0.0),
-        LrSchedule::Step { every, gamma } => (1, every, gamma),
-        LrSchedule::Exponential { decay_steps, decay_rate } => (2, decay_steps, decay_rate),
-        LrSchedule::Cosine { total_steps, min_lr } => (3, total_steps, min_lr),
+        LrSchedule::Constant => (0, 1, 0.0, 0),
+        LrSchedule::Step { every, gamma } => (1, every, gamma, 0),
+        LrSchedule::Exponential { decay_steps, decay_rate } => (2, decay_steps, decay_rate, 0),
+        LrSchedule::Cosine { total_steps, min_lr } => (3, total_steps, min_lr, 0),
+        LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => (4, total_steps, min_lr, warmup_steps),
     }
 }
 
@@ -332,7 +335,7 @@ fn update<'a>(
         named.push(("step", s));
     }
     disjoint(op, &named)?;
-    let (kind, sched_steps, sched_value) = schedule_code(schedule);
+    let (kind, sched_steps, sched_value, warmup_steps) = schedule_code(schedule);
     // vec4 needs 16-byte aligned views (bindings of array<vec4<f32>>) and whole vec4s.
     let f32_bindings = [Some(param), Some(grad), states[0], states[1]];
     let vec4 = len.is_multiple_of(4) && f32_bindings.iter().flatten().all(|t| t.byte_offset() % 16 == 0);
@@ -341,6 +344,7 @@ fn update<'a>(
     params.lr = lr;
     params.sched_steps = sched_steps;
     params.sched_value = sched_value;
+    params.warmup_steps = warmup_steps;
     (params.log2_hi, params.log2_lo) = log2_parts(sched_value);
     let dummy = dummy(gpu)?;
     let guarded = step.is_some_and(|s| s.len() == 2);

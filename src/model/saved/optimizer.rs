@@ -120,6 +120,12 @@ pub(in crate::model) enum SavedSchedule {
         total_steps: u32,
         min_lr: f32,
     },
+    #[serde(rename = "warmup_cosine")]
+    WarmupCosine {
+        warmup_steps: u32,
+        total_steps: u32,
+        min_lr: f32,
+    },
 }
 
 impl From<LrSchedule> for SavedSchedule {
@@ -131,6 +137,9 @@ impl From<LrSchedule> for SavedSchedule {
                 SavedSchedule::Exponential { decay_steps, decay_rate }
             }
             LrSchedule::Cosine { total_steps, min_lr } => SavedSchedule::Cosine { total_steps, min_lr },
+            LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => {
+                SavedSchedule::WarmupCosine { warmup_steps, total_steps, min_lr }
+            }
         }
     }
 }
@@ -144,6 +153,9 @@ impl From<SavedSchedule> for LrSchedule {
                 LrSchedule::Exponential { decay_steps, decay_rate }
             }
             SavedSchedule::Cosine { total_steps, min_lr } => LrSchedule::Cosine { total_steps, min_lr },
+            SavedSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => {
+                LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr }
+            }
         }
     }
 }
