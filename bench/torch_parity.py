@@ -55,7 +55,30 @@ def optimizers():
         "adagrad_torch_defaults": lambda p: (torch.optim.Adagrad(p, lr=0.05), None),
         "adadelta": lambda p: (torch.optim.Adadelta(p, lr=1.0, rho=0.95, eps=1e-6), None),
         "sgd_cosine": lambda p: cosine(sgd(p, lr=0.1, momentum=0.9)),
+        # nanoGPT's configure_optimizers: weight decay on the 2-D tensors only, not the biases.
+        "adamw_matrices": lambda p: (torch.optim.AdamW(matrices_decay(p, 0.1), lr=2e-3, eps=1e-7), None),
+        "adamw_warmup_cosine": lambda p: warmup_cosine(torch.optim.AdamW(p, lr=2e-3, eps=1e-7, weight_decay=0.01)),
     }
+
+
+def matrices_decay(params, weight_decay):
+    params = list(params)
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+WARMUP, DECAY_END, MIN_LR = 16, 100, 2e-4
+
+
+def warmup_cosine(opt):
+    # nanoGPT's get_lr with it = k = t − 1 (as wgnn's LrSchedule::WarmupCosine: lr·(k+1)/W in the
+    # warmup), as a factor of the base rate 2e-3: min_lr from update DECAY_END + 1 on.
+    def factor(k):
+        if k < WARMUP:
+            return (k + 1) / WARMUP
+        ratio = (min(k, DECAY_END) - WARMUP) / (DECAY_END - WARMUP)
+        return (MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (2e-3 - MIN_LR)) / 2e-3
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def cosine(opt):

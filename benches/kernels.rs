@@ -869,6 +869,7 @@ fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
         weight_decay: 0.01,
         schedule,
         eps_placement: EpsPlacement::Torch,
+        decay: wgnn::config::DecayMask::All,
     };
     let (plan, (cpu_s, want), state_tensors) = match kernel {
         "sgd_update" => {

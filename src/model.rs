@@ -36,8 +36,7 @@ use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{matmul_gathered_supported, GatheredA};
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{
-    adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
-    AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
+    update_with, AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig, UpdateExtras,
 };
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
@@ -52,6 +51,7 @@ mod batch_buffers;
 mod builder;
 mod checkpoint_dir;
 mod console_progress;
+mod decay_mask;
 mod fit;
 mod fusion;
 mod gpu;

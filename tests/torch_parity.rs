@@ -20,7 +20,9 @@
 mod common;
 use common::*;
 use safetensors::{Dtype, SafeTensors};
-use wgnn::config::{AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig};
+use wgnn::config::{
+    AdadeltaConfig, AdagradConfig, AdamConfig, DecayMask, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+};
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Dataset, Layer};
@@ -44,6 +46,7 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     let rmsprop = RmsPropConfig {
         lr: 1e-3,
@@ -103,6 +106,16 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
                 lr: 0.1,
                 schedule: LrSchedule::Cosine { total_steps: STEPS as u32, min_lr: 1e-3 },
                 ..momentum
+            }),
+        ),
+        // nanoGPT's configure_optimizers: decay on the kernels, not the biases.
+        ("adamw_matrices", Optimizer::AdamW(AdamConfig { weight_decay: 0.1, decay: DecayMask::Matrices, ..adam })),
+        (
+            "adamw_warmup_cosine",
+            Optimizer::AdamW(AdamConfig {
+                weight_decay: 0.01,
+                schedule: LrSchedule::WarmupCosine { warmup_steps: 16, total_steps: 100, min_lr: 2e-4 },
+                ..adam
             }),
         ),
     ]
@@ -241,6 +254,7 @@ fn check_cnn(backend: &Backend, name: &str) {
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     let sgd = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant };
     for (opt_name, optimizer) in [("sgd_momentum", Optimizer::Sgd(sgd)), ("adam", Optimizer::Adam(adam))] {

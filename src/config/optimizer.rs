@@ -125,6 +125,19 @@ pub enum EpsPlacement {
     Keras,
 }
 
+/// Which parameters Adam's and AdamW's weight decay applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecayMask {
+    /// Every parameter: PyTorch's and Keras' default for an optimizer given all the weights.
+    #[default]
+    All,
+    /// Only tensors of two or more dimensions (dense and convolution kernels, embeddings), not
+    /// biases, batch- or layer-norm gains and offsets: nanoGPT's `configure_optimizers`. The
+    /// model builds the mask from its layers; a kernel call takes it as a tensor
+    /// ([`UpdateExtras::decay_mask`](crate::kernels::optimizer::UpdateExtras)).
+    Matrices,
+}
+
 /// Stochastic gradient descent, PyTorch's definition (dampening 0):
 /// g = grad + weight_decay·p; with momentum μ: buf = μ·buf + g (buf = g at the first update) and
 /// g = nesterov ? g + μ·buf : buf; then p −= lr·g.
@@ -178,6 +191,8 @@ pub struct AdamConfig {
     pub weight_decay: f32,
     pub schedule: LrSchedule,
     pub eps_placement: EpsPlacement,
+    /// Which parameters `weight_decay` applies to ([`DecayMask::All`] in both presets).
+    pub decay: DecayMask,
 }
 
 impl AdamConfig {
@@ -191,6 +206,7 @@ impl AdamConfig {
             weight_decay: 0.0,
             schedule: LrSchedule::Constant,
             eps_placement: EpsPlacement::Torch,
+            decay: DecayMask::All,
         }
     }
     /// Keras' `Adam(learning_rate)`: β1 0.9, β2 0.999, ε 1e-7 added to √v before the bias

@@ -339,14 +339,13 @@ impl Sequential {
         let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);
         let (p, gr) = (&trained(&g.params)?, &trained(&g.grads)?);
         let s = &g.opt_state.iter().map(trained).collect::<Result<Vec<_>>>()?;
-        plan.extend(match optimizer {
-            Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
-            Optimizer::AdamW(cfg) => adamw_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
-            Optimizer::Sgd(cfg) => sgd_update_with_step(gpu, p, gr, s.first(), Some(t), cfg)?,
-            Optimizer::RmsProp(cfg) => rmsprop_update(gpu, p, gr, &s[0], s.get(1), Some(t), cfg)?,
-            Optimizer::Adagrad(cfg) => adagrad_update(gpu, p, gr, &s[0], t, cfg)?,
-            Optimizer::Adadelta(cfg) => adadelta_update(gpu, p, gr, &s[0], &s[1], Some(t), cfg)?,
-        });
+        // Decay on matrices only: a bit per trained value, uploaded with the plan.
+        let decay_mask = match self.decay_mask(optimizer) {
+            Some(bits) => Some(Tensor::from_u32(gpu, &[bits.len()], &bits)?),
+            None => None,
+        };
+        let extras = UpdateExtras { decay_mask: decay_mask.as_ref(), ..Default::default() };
+        plan.extend(update_with(gpu, &optimizer.rule(), p, gr, s, t, &extras)?);
         Ok(plan)
     }
 

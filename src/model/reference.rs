@@ -259,6 +259,7 @@ impl Sequential {
             }
         }
         let trainable = self.layout.trainable;
+        let decay_mask = self.decay_mask(optimizer);
         // The kept step's batch statistics go into the running ones (as bn_commit_running).
         for (block, pass) in self.blocks.iter().zip(&passes) {
             if let (Some(n), Some(saved), State::Cpu(c)) = (&block.norm, &pass.norm, &mut self.state) {
@@ -272,24 +273,10 @@ impl Sequential {
             c.step += 1;
             // As on the GPU, the update covers the trained parameters, not the running statistics.
             let (p, g, t) = (&mut c.params[..trainable], &c.grads[..trainable], c.step);
-            let mut slots = c.opt_state.iter_mut().map(|s| &mut s[..trainable]);
-            let (s0, s1) = (slots.next(), slots.next());
             // compile() allocated the slots each rule needs.
-            let missing = || WgnnError::invalid("fit", "the optimizer state is missing: compile() the model");
-            match optimizer {
-                Optimizer::Adam(cfg) => {
-                    cpu::adam_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
-                }
-                Optimizer::AdamW(cfg) => {
-                    cpu::adamw_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
-                }
-                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(p, g, s0, t, cfg),
-                Optimizer::RmsProp(cfg) => cpu::rmsprop_update(p, g, s0.ok_or_else(missing)?, s1, t, cfg),
-                Optimizer::Adagrad(cfg) => cpu::adagrad_update(p, g, s0.ok_or_else(missing)?, t, cfg),
-                Optimizer::Adadelta(cfg) => {
-                    cpu::adadelta_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
-                }
-            }
+            let mut slots: Vec<&mut [f32]> = c.opt_state.iter_mut().map(|s| &mut s[..trainable]).collect();
+            let extras = cpu::optimizer::UpdateExtras { decay_mask: decay_mask.as_deref(), ..Default::default() };
+            cpu::optimizer::update_with(&optimizer.rule(), p, g, &mut slots, t, &extras)?;
         }
         Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
     }
