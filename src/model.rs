@@ -32,6 +32,7 @@ use crate::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
 };
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
+use crate::kernels::grad_norm::clip_factor;
 use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{matmul_gathered_supported, GatheredA};
 use crate::kernels::mse::{mse, MseOut};
@@ -423,6 +424,9 @@ impl Sequential {
         }
         if opts.epochs == 0 {
             return Err(WgnnError::invalid(OP, "epochs must be at least 1"));
+        }
+        if let Some(max_norm) = opts.clip_norm {
+            crate::config::hyper(OP, "clip_norm", max_norm, "> 0", max_norm > 0.0)?;
         }
         self.check_data(OP, data)?;
         let held_out;

@@ -8,6 +8,7 @@ pub mod conv2d;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
+pub mod grad_norm;
 pub mod hinge;
 pub mod matmul;
 pub mod mse;
@@ -27,6 +28,7 @@ pub use conv2d::{conv2d_backward_activation, conv2d_backward_input, conv2d_backw
 pub use dense_softmax_xent::dense_softmax_xent;
 pub use dropout::{dropout_backward, dropout_forward};
 pub use gather::{gather_counters, gather_rows};
+pub use grad_norm::clip_factor;
 pub use hinge::hinge;
 pub use matmul::{matmul, matmul_column_sum, matmul_gathered_a};
 pub use mse::mse;

@@ -13,6 +13,7 @@ mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
+pub mod grad_norm;
 pub mod hinge;
 pub mod matmul;
 pub(crate) mod matmul_check;
