@@ -19,6 +19,7 @@ pub mod sigmoid_bce;
 pub mod softmax_grad;
 pub mod softmax_xent;
 pub mod step_guard;
+pub mod token_batch;
 pub mod totals;
 
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
@@ -42,4 +43,5 @@ pub use softmax_grad::softmax_backward;
 pub use softmax_xent::softmax_xent_dense;
 pub use softmax_xent::{softmax, softmax_xent};
 pub use step_guard::guard_step;
+pub use token_batch::token_windows;
 pub use totals::totals;

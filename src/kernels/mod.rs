@@ -29,6 +29,7 @@ pub mod sigmoid_bce;
 pub mod softmax_grad;
 pub mod softmax_xent;
 pub mod step_guard;
+pub mod token_batch;
 pub mod totals;
 
 /// Shared WGSL: the activation functions, prepended to the families that apply one.
