@@ -11,6 +11,7 @@ and again in float64, and writes one safetensors file with
                                                       torch's weight transposed, y = x·W + b),
   {opt}.loss [128] (float32 run) and {opt}.loss64 [128] (float64 run, stored as f64),
   {opt}.{j}.weight, {opt}.{j}.bias                    (float32 run's final weights, wgnn layout),
+(an optimizer's third value, where it has one, is clip_grad_norm_'s max_norm before every step),
 and in the metadata each optimizer's float32-vs-float64 spread (max |Δloss|/loss, max |Δw|).
 The model: Dense(12→16, relu) → Dense(16→16, tanh) → Dense(16→5), softmax cross-entropy (mean
 over the batch), batches of 32 in order (no shuffle), 8 epochs over 512 rows = 128 steps.
@@ -55,7 +56,38 @@ def optimizers():
         "adagrad_torch_defaults": lambda p: (torch.optim.Adagrad(p, lr=0.05), None),
         "adadelta": lambda p: (torch.optim.Adadelta(p, lr=1.0, rho=0.95, eps=1e-6), None),
         "sgd_cosine": lambda p: cosine(sgd(p, lr=0.1, momentum=0.9)),
+        # nanoGPT's configure_optimizers: weight decay on the 2-D tensors only, not the biases.
+        "adamw_matrices": lambda p: (torch.optim.AdamW(matrices_decay(p, 0.1), lr=2e-3, eps=1e-7), None),
+        "adamw_warmup_cosine": lambda p: warmup_cosine(torch.optim.AdamW(p, lr=2e-3, eps=1e-7, weight_decay=0.01)),
+        # clip_grad_norm_ before every step (the third value: max_norm), Keras' global_clipnorm.
+        "adamw_clip": lambda p: (torch.optim.AdamW(p, lr=2e-3, eps=1e-7, weight_decay=0.01), None, CLIP_NORM),
+        "sgd_momentum_clip": lambda p: (sgd(p, lr=0.05, momentum=0.9), None, CLIP_NORM),
     }
+
+
+# Below the MLP's gradient norm on most of its 128 steps, so that clipping is active (the script
+# prints on how many).
+CLIP_NORM = 0.25
+
+
+def matrices_decay(params, weight_decay):
+    params = list(params)
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+WARMUP, DECAY_END, MIN_LR = 16, 100, 2e-4
+
+
+def warmup_cosine(opt):
+    # nanoGPT's get_lr with it = k = t − 1 (as wgnn's LrSchedule::WarmupCosine: lr·(k+1)/W in the
+    # warmup), as a factor of the base rate 2e-3: min_lr from update DECAY_END + 1 on.
+    def factor(k):
+        if k < WARMUP:
+            return (k + 1) / WARMUP
+        ratio = (min(k, DECAY_END) - WARMUP) / (DECAY_END - WARMUP)
+        return (MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (2e-3 - MIN_LR)) / 2e-3
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def cosine(opt):
@@ -78,7 +110,10 @@ def initial_layers():
 
 def train(make, layers, x, labels, dtype):
     model = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.Tanh(), layers[2]).to(dtype)
-    opt, sched = make(model.parameters())
+    made = make(model.parameters())
+    opt, sched = made[:2]
+    clip = made[2] if len(made) > 2 else None
+    clipped = 0
     xs = torch.from_numpy(x).to(dtype)
     ys = torch.from_numpy(labels).long()
     loss_fn = nn.CrossEntropyLoss()
@@ -88,10 +123,14 @@ def train(make, layers, x, labels, dtype):
             opt.zero_grad()
             loss = loss_fn(model(xs[start:start + BATCH]), ys[start:start + BATCH])
             loss.backward()
+            if clip is not None:
+                clipped += int(nn.utils.clip_grad_norm_(model.parameters(), clip) > clip)
             opt.step()
             if sched is not None:
                 sched.step()
             losses.append(loss.item())
+    if clip is not None and dtype == torch.float32:
+        print(f"    clipped on {clipped} of {len(losses)} steps")
     return np.array(losses), [(l.weight.detach().double().numpy().T, l.bias.detach().double().numpy()) for l in
                               (model[0], model[2], model[4])]
 

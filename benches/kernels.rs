@@ -28,6 +28,7 @@ use wgnn::internals::kernels::dense_softmax_xent::{
 };
 use wgnn::internals::kernels::dropout::{dropout_backward, dropout_forward};
 use wgnn::internals::kernels::gather::{gather_rows, BatchStart, GpuRows};
+use wgnn::internals::kernels::grad_norm::clip_factor;
 use wgnn::internals::kernels::hinge::{hinge, HingeOut};
 use wgnn::internals::kernels::matmul::{
     choose_variant, matmul, matmul_column_sum, matmul_gathered, matmul_gathered_supported, Epilogue, GatheredA,
@@ -844,6 +845,23 @@ fn bench_gather(bench: &mut Bench, rng: &mut Rng, total: usize, dim: usize, rows
     bench.row("gather_rows", "u8", shape, true, &plan, &x, &want, (1e-6, 1e-6), Work::Bytes(moved), cpu_s, None);
 }
 
+/// Clipping's factor and norm over `len` gradients (two dispatches), validated against the CPU.
+fn bench_clip_factor(bench: &mut Bench, rng: &mut Rng, len: usize) {
+    let variant = if len.is_multiple_of(4) { "vec4" } else { "f32" };
+    let shape = format!("{len}");
+    if !bench.wants(&format!("clip_factor {variant} {shape}")) {
+        return;
+    }
+    let gpu = bench.gpu.clone();
+    let g = rng.vec_uniform(len, -1.0, 1.0);
+    let grad = up(&gpu, &[len], &g);
+    let out = Tensor::zeros(&gpu, &[2]).unwrap();
+    let plan = clip_factor(&gpu, &grad, &out, 1.0).unwrap();
+    let (cpu_s, want) = time_cpu(|| cpu::clip_factor(&g, 1.0));
+    let work = Work::Bytes(len as f64 * 4.0);
+    bench.row("clip_factor", variant, shape, true, &plan, &out, &want, (0.0, 2e-6), work, cpu_s, None);
+}
+
 /// One in-place update of `len` parameters, validated on the parameters after the first run.
 fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
     let shape = format!("{len}");
@@ -869,6 +887,7 @@ fn bench_optimizer(bench: &mut Bench, rng: &mut Rng, kernel: &str, len: usize) {
         weight_decay: 0.01,
         schedule,
         eps_placement: EpsPlacement::Torch,
+        decay: wgnn::config::DecayMask::All,
     };
     let (plan, (cpu_s, want), state_tensors) = match kernel {
         "sgd_update" => {
@@ -1402,6 +1421,7 @@ fn main() {
         {
             bench_optimizer(&mut bench, &mut rng, kernel, len);
         }
+        bench_clip_factor(&mut bench, &mut rng, len);
     }
     for (rows, cols) in [(256, 64), (10_000, 64)] {
         bench_dropout(&mut bench, &mut rng, rows, cols);

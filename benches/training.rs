@@ -117,6 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            clip_norm: None,
             cancel: None,
             verbose: false,
         };

@@ -159,6 +159,7 @@ fn run(args: &Args) -> Result<()> {
         checkpoint: args.run.checkpointing(),
         early_stopping: None,
         skip_nonfinite_batches: false,
+        clip_norm: None,
         cancel: None,
         verbose: false,
     };

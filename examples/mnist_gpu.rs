@@ -207,6 +207,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         skip_nonfinite_batches: args.skip_nonfinite_batches,
         cancel: None,
         verbose: false,
+        clip_norm: None,
     };
     let resumed_epochs = resumed_history.epochs.len();
     let started = Instant::now();

@@ -22,17 +22,25 @@
 // the rule (Adam, AdamW, Adagrad) or the schedule reads it, or where GUARDED: then `step` is
 // [t, skip] and every entry returns at once when skip ≠ 0 (step_guard.wgsl sets it for a batch
 // whose loss is not finite), leaving parameters and state as they were.
+// CLIPPED: every rule reads the gradient times grad_scale[0] (global-norm clipping's factor,
+// grad_norm.wgsl), PyTorch's clip_grad_norm_ before the step, without a pass that rescales it.
+// MASKED (Adam, AdamW): weight decay applies only where decay_mask's bit is set (bit i % 32 of
+// word i / 32 for value i: nanoGPT's decay of matrices, not of biases and norm gains).
 // Learning-rate schedules (SCHEDULE), of k = t − 1, the number of updates before this one:
 //   0 constant:    lr
 //   1 step:        lr · γ^⌊k / every⌋                               (PyTorch StepLR)
 //   2 exponential: lr · rate^(k / decay_steps)                       (Keras ExponentialDecay)
 //   3 cosine:      min + (lr − min) · (1 + cos(π · min(k, T) / T)) / 2  (Keras CosineDecay, alpha = min/lr)
+//   4 warmup, then cosine (nanoGPT's get_lr), W = warmup_steps < T:
+//                  k < W: lr · (k + 1) / W;  else min + (lr − min) · (1 + cos(π · (min(k, T) − W) / (T − W))) / 2
 
 override WG: u32 = 256u;
 override MOMENTUM: bool = false;
 override SCHEDULE: u32 = 0u;
 override GUARDED: bool = false;
 override PER_LANE: u32 = 4u;  // values of V per invocation
+override CLIPPED: bool = false;
+override MASKED: bool = false;
 
 const PI: f32 = 3.14159265358979;
 
@@ -44,14 +52,14 @@ struct Params {
     beta2: f32,        // adam, adamw: β2   rmsprop, adadelta: ρ   adagrad: initial accumulator
     eps: f32,
     weight_decay: f32,
-    sched_steps: u32,  // step: every   exponential: decay_steps   cosine: T
-    sched_value: f32,  // step: γ       exponential: rate          cosine: min
+    sched_steps: u32,  // step: every   exponential: decay_steps   cosine, warmup-cosine: T
+    sched_value: f32,  // step: γ       exponential: rate          cosine, warmup-cosine: min
     log2_hi: f32,      // step, exponential: log2(sched_value) = log2_hi + log2_lo, hi to 7 bits
     log2_lo: f32,
     eps_keras: u32,    // adam, rmsprop, adagrad: 1 for Keras' placement of eps (below)
     ln_beta1: f32,     // adam: ln β1 and ln β2 from the host (at least −100: β = 0 works)
     ln_beta2: f32,
-    _pad0: u32,
+    warmup_steps: u32, // warmup-cosine: W
     _pad1: u32,
 }
 
@@ -63,6 +71,25 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> state1: array<V>;   // velocity, m, square average, sum, v
 @group(0) @binding(4) var<storage, read_write> state2: array<V>;   // adam(w): v   rmsprop: buf   adadelta: u
 @group(0) @binding(5) var<storage, read_write> step: array<u32>;     // t, and skip when GUARDED
+@group(0) @binding(6) var<storage, read_write> decay_mask: array<u32>; // MASKED: a bit per value
+@group(0) @binding(7) var<storage, read_write> grad_scale: array<f32>; // CLIPPED: [0] the factor
+
+// The gradient of element i as the rule takes it: scaled by the clipping factor when CLIPPED.
+fn grad_at(i: u32) -> V {
+    if (CLIPPED) {
+        return grad[i] * grad_scale[0];
+    }
+    return grad[i];
+}
+
+// 1 where element i's values are decayed, 0 where not (`decay_bits`, per element type, reads
+// the mask); 1 everywhere when not MASKED.
+fn decays(i: u32) -> V {
+    if (MASKED) {
+        return decay_bits(i);
+    }
+    return V(1.0);
+}
 
 // Each invocation updates PER_LANE values of V, WG apart (a workgroup covers WG·PER_LANE
 // consecutive ones): the per-update work (t, the scheduled rate, bias corrections, the skip flag)
@@ -150,8 +177,16 @@ fn scheduled_lr() -> f32 {
     if (SCHEDULE == 2u) {
         return p.lr * schedule_pow(k / p.sched_steps, f32(k % p.sched_steps) / f32(p.sched_steps));
     }
-    let done = min(k, p.sched_steps);
-    return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps);
+    if (SCHEDULE == 3u) {
+        let done = min(k, p.sched_steps);
+        return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps);
+    }
+    let warmup = p.warmup_steps;
+    if (k < warmup) {
+        return p.lr * f32(k + 1u) / f32(warmup);
+    }
+    let done = min(k, p.sched_steps) - warmup;
+    return p.sched_value + (p.lr - p.sched_value) * cosine_factor(done, p.sched_steps - warmup);
 }
 
 @compute @workgroup_size(WG)
@@ -164,7 +199,7 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            var g = grad[i] + p.weight_decay * w;
+            var g = grad_at(i) + p.weight_decay * w;
             if (MOMENTUM) {
                 let vel = p.momentum * state1[i] + g;
                 state1[i] = vel;
@@ -190,7 +225,7 @@ fn root_with_eps(avg: V) -> V {
 
 // Adam's moments and step for value i with weight w and gradient g; `decay` is the decoupled
 // factor p ← p·decay applied first (AdamW).
-fn adam_step(i: u32, w: V, g: V, decay: f32, lr: f32, c: vec3<f32>) {
+fn adam_step(i: u32, w: V, g: V, decay: V, lr: f32, c: vec3<f32>) {
     let beta1 = p.momentum;
     let m = beta1 * state1[i] + (1.0 - beta1) * g;
     let v = p.beta2 * state2[i] + (1.0 - p.beta2) * g * g;
@@ -210,7 +245,7 @@ fn adam_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            adam_step(i, w, grad[i] + p.weight_decay * w, 1.0, lr, c);
+            adam_step(i, w, grad_at(i) + p.weight_decay * decays(i) * w, V(1.0), lr, c);
         }
     }
 }
@@ -225,7 +260,7 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
-            adam_step(i, param[i], grad[i], 1.0 - lr * p.weight_decay, lr, c);
+            adam_step(i, param[i], grad_at(i), 1.0 - lr * p.weight_decay * decays(i), lr, c);
         }
     }
 }
@@ -241,7 +276,7 @@ fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            let g = grad[i] + p.weight_decay * w;
+            let g = grad_at(i) + p.weight_decay * w;
             let sq = rho * state1[i] + (1.0 - rho) * g * g;
             state1[i] = sq;
             var d = g / root_with_eps(sq);
@@ -265,7 +300,7 @@ fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            let g = grad[i] + p.weight_decay * w;
+            let g = grad_at(i) + p.weight_decay * w;
             let before = select(state1[i], V(p.beta2), first_update);
             let sum = before + g * g;
             state1[i] = sum;
@@ -285,7 +320,7 @@ fn adadelta_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            let g = grad[i] + p.weight_decay * w;
+            let g = grad_at(i) + p.weight_decay * w;
             let v = rho * state1[i] + (1.0 - rho) * g * g;
             let u = state2[i];
             let delta = sqrt(u + p.eps) / sqrt(v + p.eps) * g;

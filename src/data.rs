@@ -10,6 +10,7 @@ mod assemble;
 mod classes;
 mod from_memory;
 mod npy;
+mod tokens;
 mod zip_member;
 
 use std::fmt;
@@ -22,6 +23,8 @@ use assemble::{assemble, Origin};
 pub use classes::MAX_CLASSES;
 pub use from_memory::{FeatureValue, Label, IN_MEMORY};
 use npy::{read_npy_file, NpzFile};
+pub(crate) use tokens::check_windows;
+pub use tokens::TokenDataset;
 
 /// Features stored as raw u8 (what MNIST is) or f32, row-major `[rows, feature_dim]`.
 #[derive(Clone, PartialEq)]

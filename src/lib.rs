@@ -130,7 +130,7 @@ pub mod internals;
 pub(crate) use internals::{atomic_file, cpu, kernels, matmul_kernel, plan, registry, rng, wgsl_dump};
 
 pub use activation::Activation;
-pub use data::Dataset;
+pub use data::{Dataset, TokenDataset};
 pub use device::{quiet_mesa::quiet_mesa, Gpu, GpuOptions};
 pub use error::{Result, WgnnError, INSTALL_HINT};
 pub use history::{EpochRecord, History};

@@ -32,12 +32,12 @@ use crate::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
 };
 use crate::kernels::gather::{gather_rows, BatchStart, GpuRows, MAX_FEATURE_CHUNKS};
+use crate::kernels::grad_norm::clip_factor;
 use crate::kernels::hinge::hinge;
 use crate::kernels::matmul::{matmul_gathered_supported, GatheredA};
 use crate::kernels::mse::{mse, MseOut};
 use crate::kernels::optimizer::{
-    adadelta_update, adagrad_update, adam_update, adamw_update, rmsprop_update, sgd_update_with_step, AdadeltaConfig,
-    AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig,
+    update_with, AdadeltaConfig, AdagradConfig, AdamConfig, RmsPropConfig, SgdConfig, UpdateExtras,
 };
 use crate::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
 use crate::kernels::softmax_xent::{softmax, softmax_xent, softmax_xent_dense, SoftmaxXentOut};
@@ -52,6 +52,7 @@ mod batch_buffers;
 mod builder;
 mod checkpoint_dir;
 mod console_progress;
+mod decay_mask;
 mod fit;
 mod fusion;
 mod gpu;
@@ -423,6 +424,9 @@ impl Sequential {
         }
         if opts.epochs == 0 {
             return Err(WgnnError::invalid(OP, "epochs must be at least 1"));
+        }
+        if let Some(max_norm) = opts.clip_norm {
+            crate::config::hyper(OP, "clip_norm", max_norm, "> 0", max_norm > 0.0)?;
         }
         self.check_data(OP, data)?;
         let held_out;

@@ -5,7 +5,9 @@
 mod common;
 use common::*;
 use wgnn::internals::cpu;
-use wgnn::internals::kernels::optimizer::{adam_update, sgd_update, AdamConfig, EpsPlacement, LrSchedule, SgdConfig};
+use wgnn::internals::kernels::optimizer::{
+    adam_update, sgd_update, AdamConfig, DecayMask, EpsPlacement, LrSchedule, SgdConfig,
+};
 use wgnn::internals::rng::Rng;
 use wgnn::{Gpu, GpuOptions, Tensor};
 
@@ -36,6 +38,7 @@ fn adam_configs() -> Vec<AdamConfig> {
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     vec![
         base,
@@ -195,6 +198,7 @@ fn adam_reference_matches_hand_written_rule() {
         weight_decay: 0.1,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     // The same hyper-parameters in f64: 0.999 is not exact in f32, and 1 − β2 then differs from
     // 0.001 by 5e-5 relative.
@@ -284,6 +288,7 @@ fn adam_bad_input_is_an_error_naming_the_kernel() {
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     adam_update(&gpu, &p, &g, &m, &v, &step, &ok).expect("valid call");
     let k = "adam_update";
@@ -332,6 +337,7 @@ fn schedules() -> Vec<LrSchedule> {
         LrSchedule::Step { every: 2, gamma: 0.5 },
         LrSchedule::Exponential { decay_steps: 3, decay_rate: 0.8 },
         LrSchedule::Cosine { total_steps: 4, min_lr: 1e-3 },
+        LrSchedule::WarmupCosine { warmup_steps: 2, total_steps: 5, min_lr: 1e-3 },
     ]
 }
 
@@ -395,6 +401,7 @@ fn rules() -> Vec<Rule> {
             weight_decay: 0.01,
             schedule,
             eps_placement: EpsPlacement::Torch,
+            decay: DecayMask::All,
         };
         let rms = RmsPropConfig {
             lr: 0.01,
@@ -453,6 +460,7 @@ fn scheduled_sgd_and_adam_match_cpu_over_steps() {
             weight_decay: 0.01,
             schedule,
             eps_placement: EpsPlacement::Torch,
+            decay: DecayMask::All,
         };
         for &len in &[1, 65, 257, 4, 260] {
             let mut p = rng.vec_uniform(len, -1.0, 1.0);
@@ -543,6 +551,7 @@ fn new_references_match_hand_written_rules() {
         weight_decay: 0.1,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     let (lr, b1, b2, eps, wd) =
         (cfg.lr as f64, cfg.beta1 as f64, cfg.beta2 as f64, cfg.eps as f64, cfg.weight_decay as f64);
@@ -633,6 +642,7 @@ fn new_optimizers_bad_input_is_an_error_naming_the_kernel() {
         weight_decay: 0.01,
         schedule: sched,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     adamw_update(&gpu, &p, &g, &s1, &s2, &step, &adamw).expect("valid adamw");
     let k = "adamw_update";
@@ -742,6 +752,7 @@ fn guarded_updates_do_nothing_for_a_skipped_step() {
         weight_decay: 0.01,
         schedule: sched,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     let sgd = SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0, schedule: sched };
     let rms = RmsPropConfig {

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::optimizer::{
-    adam_update, sgd_update_with_step, AdamConfig, EpsPlacement, LrSchedule, SgdConfig,
+    adam_update, sgd_update_with_step, AdamConfig, DecayMask, EpsPlacement, LrSchedule, SgdConfig,
 };
 use wgnn::{Gpu, Tensor};
 
@@ -75,6 +75,7 @@ fn adam_step_size_matches_f64_up_to_100k_steps() {
                 weight_decay: 0.0,
                 schedule: LrSchedule::Constant,
                 eps_placement: EpsPlacement::Torch,
+                decay: DecayMask::All,
             };
             for len in [1, 4] {
                 let (err, t) = worst_adam_step_error(&gpu, len, &cfg);
@@ -97,6 +98,7 @@ fn adam_cpu_reference_matches_f64_bias_corrections() {
             weight_decay: 0.0,
             schedule: LrSchedule::Constant,
             eps_placement: EpsPlacement::Torch,
+            decay: DecayMask::All,
         };
         let (b1, b2) = (cfg.beta1 as f64, beta2 as f64);
         for t in steps() {
@@ -174,6 +176,18 @@ fn schedules_match_f64_up_to_100k_steps() {
             Box::new(move |k| {
                 let min = 1e-4f32 as f64;
                 min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * k.min(3000.0) / 3000.0).cos())
+            }),
+        ),
+        // Warmup over 2,000 updates, the cosine down to min_lr at 60,000, then held.
+        (
+            LrSchedule::WarmupCosine { warmup_steps: 2000, total_steps: 60_000, min_lr: 1e-4 },
+            Box::new(move |k| {
+                let min = 1e-4f32 as f64;
+                if k < 2000.0 {
+                    return lr * (k + 1.0) / 2000.0;
+                }
+                let frac = (k.min(60_000.0) - 2000.0) / 58_000.0;
+                min + (lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
             }),
         ),
     ];

@@ -20,7 +20,9 @@
 mod common;
 use common::*;
 use safetensors::{Dtype, SafeTensors};
-use wgnn::config::{AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig};
+use wgnn::config::{
+    AdadeltaConfig, AdagradConfig, AdamConfig, DecayMask, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+};
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
 use wgnn::{Activation, Dataset, Layer};
@@ -44,6 +46,7 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     let rmsprop = RmsPropConfig {
         lr: 1e-3,
@@ -105,8 +108,25 @@ fn optimizers() -> Vec<(&'static str, Optimizer)> {
                 ..momentum
             }),
         ),
+        // nanoGPT's configure_optimizers: decay on the kernels, not the biases.
+        ("adamw_matrices", Optimizer::AdamW(AdamConfig { weight_decay: 0.1, decay: DecayMask::Matrices, ..adam })),
+        (
+            "adamw_warmup_cosine",
+            Optimizer::AdamW(AdamConfig {
+                weight_decay: 0.01,
+                schedule: LrSchedule::WarmupCosine { warmup_steps: 16, total_steps: 100, min_lr: 2e-4 },
+                ..adam
+            }),
+        ),
+        // Trained with clip_grad_norm_ (CLIPPED below).
+        ("adamw_clip", Optimizer::AdamW(AdamConfig { weight_decay: 0.01, ..adam })),
+        ("sgd_momentum_clip", Optimizer::Sgd(momentum)),
     ]
 }
+
+/// The optimizers trained with clip_grad_norm_(max_norm) before every step (FitOptions::clip_norm):
+/// the script's CLIP_NORM, active on 114 and 118 of the 128 steps.
+const CLIPPED: &[(&str, f32)] = &[("adamw_clip", 0.25), ("sgd_momentum_clip", 0.25)];
 
 /// A tensor of the fixture as f32 values (f32, f64 or i32 stored), with its shape.
 fn read_from(fixture: &str, st: &SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
@@ -146,8 +166,8 @@ fn mlp(backend: &Backend, init: &[(Vec<f32>, Vec<f32>)], optimizer: Optimizer) -
 /// `steps` training steps over `batches` in turn, one `fit` of one epoch each: each loss is that
 /// step's batch mean exactly (the running mean an observer sees mid-epoch would carry the rounding
 /// of a longer sum).
-fn fit_steps(model: &mut Sequential, batches: &[Dataset], batch: usize, steps: usize) -> Vec<f32> {
-    let opts = FitOptions { epochs: 1, batch_size: batch, shuffle: false, ..Default::default() };
+fn fit_steps(model: &mut Sequential, batches: &[Dataset], batch: usize, steps: usize, clip: Option<f32>) -> Vec<f32> {
+    let opts = FitOptions { epochs: 1, batch_size: batch, shuffle: false, clip_norm: clip, ..Default::default() };
     (0..steps).map(|step| model.fit(&batches[step % batches.len()], &opts).unwrap().epochs[0].train_loss).collect()
 }
 
@@ -177,7 +197,8 @@ fn check_backend(backend: &Backend, name: &str) {
     for (opt_name, optimizer) in optimizers() {
         let what = format!("{name} {opt_name}");
         let mut model = mlp(backend, &init, optimizer);
-        let losses = fit_steps(&mut model, &batches, BATCH, STEPS);
+        let clip = CLIPPED.iter().find(|(n, _)| *n == opt_name).map(|&(_, c)| c);
+        let losses = fit_steps(&mut model, &batches, BATCH, STEPS, clip);
         let want = read(&st, &format!("{opt_name}.loss")).0;
         let worst_loss = losses.iter().zip(&want).map(|(g, w)| ((g - w) / w).abs()).fold(0.0f32, f32::max);
         let got_layers = model.weights().unwrap();
@@ -241,6 +262,7 @@ fn check_cnn(backend: &Backend, name: &str) {
         weight_decay: 0.0,
         schedule: LrSchedule::Constant,
         eps_placement: EpsPlacement::Torch,
+        decay: DecayMask::All,
     };
     let sgd = SgdConfig { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0, schedule: LrSchedule::Constant };
     for (opt_name, optimizer) in [("sgd_momentum", Optimizer::Sgd(sgd)), ("adam", Optimizer::Adam(adam))] {
@@ -262,7 +284,7 @@ fn check_cnn(backend: &Backend, name: &str) {
                 0.0,
             );
         }
-        let losses = fit_steps(&mut model, &batches, CNN_BATCH, CNN_STEPS);
+        let losses = fit_steps(&mut model, &batches, CNN_BATCH, CNN_STEPS, None);
         // The bounds: 3× PyTorch's own float32-vs-float64 spread, at least 1e-6.
         let (torch32, torch64) = (read(&format!("{opt_name}.loss")), read(&format!("{opt_name}.loss64")));
         let spread = |a: &[f32], b: &[f32], relative: bool| {

@@ -52,6 +52,7 @@ fn two_layer_mlp_ten_steps_match_the_cpu_reference() {
                 checkpoint: None,
                 early_stopping: None,
                 skip_nonfinite_batches: false,
+                clip_norm: None,
                 cancel: None,
                 verbose: false,
             };
@@ -274,6 +275,7 @@ fn mnist_slice_gpu_fit_matches_cpu_fit_and_learns() {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            clip_norm: None,
             cancel: None,
             verbose: false,
         };

@@ -4,9 +4,13 @@
 
 pub mod batch_norm;
 pub mod optimizer;
+pub mod update_rule;
 
 pub use batch_norm::BatchNormConfig;
-pub use optimizer::{AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig};
+pub use optimizer::{
+    AdadeltaConfig, AdagradConfig, AdamConfig, DecayMask, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+};
+pub use update_rule::UpdateRule;
 
 use crate::error::{Result, WgnnError};
 

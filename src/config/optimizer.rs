@@ -28,6 +28,13 @@ pub enum LrSchedule {
     /// min_lr, then held there (Keras `CosineDecay` with alpha = min_lr/lr; PyTorch's
     /// `CosineAnnealingLR` with eta_min = min_lr agrees for k ≤ T).
     Cosine { total_steps: u32, min_lr: f32 },
+    /// Linear warmup, then cosine (nanoGPT's `get_lr`): lr·(k + 1)/W for k < W = warmup_steps,
+    /// then min_lr + (lr − min_lr)·(1 + cos(π·(min(k, T) − W)/(T − W)))/2 with T = total_steps,
+    /// so the rate reaches lr at update W and min_lr at update T + 1, and is held there.
+    /// (nanoGPT's current code divides by W + 1 in the warmup, which never quite reaches lr;
+    /// here the last warmup update uses lr, as Keras' `CosineDecay(warmup_steps=…)` does.)
+    /// `warmup_steps` 0 is [`LrSchedule::Cosine`].
+    WarmupCosine { warmup_steps: u32, total_steps: u32, min_lr: f32 },
 }
 
 impl LrSchedule {
@@ -49,18 +56,31 @@ impl LrSchedule {
                 let min_lr = min_lr as f64;
                 min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
             }
+            LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => {
+                if k < warmup_steps {
+                    lr * (k + 1) as f64 / warmup_steps as f64
+                } else {
+                    let span = total_steps.saturating_sub(warmup_steps).max(1);
+                    let frac = (k.min(total_steps) - warmup_steps) as f64 / span as f64;
+                    let min_lr = min_lr as f64;
+                    min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
+                }
+            }
         };
         scaled as f32
     }
 
     /// An error naming `op` unless the numbers fit the schedule: every, decay_steps, total_steps
-    /// ≥ 1; gamma, decay_rate > 0; 0 ≤ min_lr ≤ base_lr; all finite.
+    /// ≥ 1; warmup_steps < total_steps; gamma, decay_rate > 0; 0 ≤ min_lr ≤ base_lr; all finite.
     pub fn validate(&self, op: &str, base_lr: f32) -> Result<()> {
         let positive_steps = |name: &str, n: u32| {
             if n == 0 {
                 return Err(WgnnError::invalid(op, format!("schedule {name} = 0 must be at least 1")));
             }
             Ok(())
+        };
+        let min_lr_in_range = |min_lr: f32| {
+            hyper(op, "schedule min_lr", min_lr, &format!("in [0, lr = {base_lr}]"), (0.0..=base_lr).contains(&min_lr))
         };
         match *self {
             LrSchedule::Constant => Ok(()),
@@ -74,13 +94,20 @@ impl LrSchedule {
             }
             LrSchedule::Cosine { total_steps, min_lr } => {
                 positive_steps("total_steps", total_steps)?;
-                hyper(
-                    op,
-                    "schedule min_lr",
-                    min_lr,
-                    &format!("in [0, lr = {base_lr}]"),
-                    (0.0..=base_lr).contains(&min_lr),
-                )
+                min_lr_in_range(min_lr)
+            }
+            LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => {
+                positive_steps("total_steps", total_steps)?;
+                if warmup_steps >= total_steps {
+                    return Err(WgnnError::invalid(
+                        op,
+                        format!(
+                            "schedule warmup_steps = {warmup_steps} must be less than total_steps = {total_steps} \
+                             (the cosine needs at least one update)"
+                        ),
+                    ));
+                }
+                min_lr_in_range(min_lr)
             }
         }
     }
@@ -96,6 +123,19 @@ pub enum EpsPlacement {
     /// Keras': RMSprop and Adagrad divide by √(v + ε); Adam adds ε to √v before the bias
     /// correction, i.e. √v̂ + ε/√(1 − β2^t) (the Adam paper's ε̂).
     Keras,
+}
+
+/// Which parameters Adam's and AdamW's weight decay applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecayMask {
+    /// Every parameter: PyTorch's and Keras' default for an optimizer given all the weights.
+    #[default]
+    All,
+    /// Only tensors of two or more dimensions (dense and convolution kernels, embeddings), not
+    /// biases, batch- or layer-norm gains and offsets: nanoGPT's `configure_optimizers`. The
+    /// model builds the mask from its layers; a kernel call takes it as a tensor
+    /// ([`UpdateExtras::decay_mask`](crate::kernels::optimizer::UpdateExtras)).
+    Matrices,
 }
 
 /// Stochastic gradient descent, PyTorch's definition (dampening 0):
@@ -151,6 +191,8 @@ pub struct AdamConfig {
     pub weight_decay: f32,
     pub schedule: LrSchedule,
     pub eps_placement: EpsPlacement,
+    /// Which parameters `weight_decay` applies to ([`DecayMask::All`] in both presets).
+    pub decay: DecayMask,
 }
 
 impl AdamConfig {
@@ -164,6 +206,7 @@ impl AdamConfig {
             weight_decay: 0.0,
             schedule: LrSchedule::Constant,
             eps_placement: EpsPlacement::Torch,
+            decay: DecayMask::All,
         }
     }
     /// Keras' `Adam(learning_rate)`: β1 0.9, β2 0.999, ε 1e-7 added to √v before the bias

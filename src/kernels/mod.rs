@@ -13,6 +13,7 @@ mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
+pub mod grad_norm;
 pub mod hinge;
 pub mod matmul;
 pub(crate) mod matmul_check;
@@ -28,6 +29,7 @@ pub mod sigmoid_bce;
 pub mod softmax_grad;
 pub mod softmax_xent;
 pub mod step_guard;
+pub mod token_batch;
 pub mod totals;
 
 /// Shared WGSL: the activation functions, prepended to the families that apply one.

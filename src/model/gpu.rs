@@ -260,11 +260,14 @@ impl Sequential {
         parities: &[usize],
         optimizer: &Optimizer,
         guarded: bool,
+        clip_norm: Option<f32>,
     ) -> Result<(Vec<Plan>, BatchBuffers)> {
         let mut buf = self.batch_buffers(&self.gpu_state()?.gpu, data, batch, true)?;
         let plans = parities
             .iter()
-            .map(|&parity| self.train_step_plan(data, order, &mut buf, batch, stride, parity, optimizer, guarded))
+            .map(|&parity| {
+                self.train_step_plan(data, order, &mut buf, batch, stride, parity, optimizer, guarded, clip_norm)
+            })
             .collect::<Result<_>>()?;
         Ok((plans, buf))
     }
@@ -274,7 +277,8 @@ impl Sequential {
     /// parity. Its gather (or the first layer reading the data set in place) also advances t,
     /// except when `guarded`: then a batch whose loss is not finite leaves the weights, optimizer
     /// state and t unchanged and is counted in `totals` (step_guard) instead of stopping the run
-    /// at the next tick.
+    /// at the next tick. With `clip_norm`, the update reads the gradients scaled by clipping's
+    /// factor, computed on the device from their global norm.
     #[allow(clippy::too_many_arguments)]
     fn train_step_plan(
         &self,
@@ -286,6 +290,7 @@ impl Sequential {
         parity: usize,
         optimizer: &Optimizer,
         guarded: bool,
+        clip_norm: Option<f32>,
     ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
@@ -339,14 +344,22 @@ impl Sequential {
         let trained = |flat: &Tensor| flat.view(0, &[self.layout.trainable]);
         let (p, gr) = (&trained(&g.params)?, &trained(&g.grads)?);
         let s = &g.opt_state.iter().map(trained).collect::<Result<Vec<_>>>()?;
-        plan.extend(match optimizer {
-            Optimizer::Adam(cfg) => adam_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
-            Optimizer::AdamW(cfg) => adamw_update(gpu, p, gr, &s[0], &s[1], t, cfg)?,
-            Optimizer::Sgd(cfg) => sgd_update_with_step(gpu, p, gr, s.first(), Some(t), cfg)?,
-            Optimizer::RmsProp(cfg) => rmsprop_update(gpu, p, gr, &s[0], s.get(1), Some(t), cfg)?,
-            Optimizer::Adagrad(cfg) => adagrad_update(gpu, p, gr, &s[0], t, cfg)?,
-            Optimizer::Adadelta(cfg) => adadelta_update(gpu, p, gr, &s[0], &s[1], Some(t), cfg)?,
-        });
+        // Decay on matrices only: a bit per trained value, uploaded with the plan.
+        let decay_mask = match self.decay_mask(optimizer) {
+            Some(bits) => Some(Tensor::from_u32(gpu, &[bits.len()], &bits)?),
+            None => None,
+        };
+        // Clipping: the factor from the gradients' global norm, which the update multiplies by.
+        let clip = match clip_norm {
+            Some(max_norm) => {
+                let factor = Tensor::zeros(gpu, &[2])?;
+                plan.extend(clip_factor(gpu, gr, &factor, max_norm)?);
+                Some(factor)
+            }
+            None => None,
+        };
+        let extras = UpdateExtras { decay_mask: decay_mask.as_ref(), grad_scale: clip.as_ref() };
+        plan.extend(update_with(gpu, &optimizer.rule(), p, gr, s, t, &extras)?);
         Ok(plan)
     }
 
@@ -360,7 +373,8 @@ impl Sequential {
         let gpu_data = self.upload_data(&gpu, data)?;
         let batch = batch_size.clamp(1, data.rows);
         let order = Tensor::from_u32(&gpu, &[data.rows], &epoch_order(data.rows, false, 0, 0))?;
-        let (mut plans, buffers) = self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false)?;
+        let (mut plans, buffers) =
+            self.train_step_plans(&gpu_data, &order, batch, batch, &[0], &optimizer, false, None)?;
         let plan = plans.pop().ok_or_else(|| WgnnError::invalid(op, "no step planned (an internal error)"))?;
         Ok((plan, buffers, gpu_data, order))
     }

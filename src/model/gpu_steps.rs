@@ -78,16 +78,16 @@ impl GpuSteps {
         let batch = opts.batch_size.min(n);
         let tail = n % batch;
         let order = Tensor::zeros_u32(&gpu, &[n])?;
-        let guarded = opts.skip_nonfinite_batches;
+        let (guarded, clip) = (opts.skip_nonfinite_batches, opts.clip_norm);
         let (full_plans, full_buf) =
-            model.train_step_plans(&data, &order, batch, batch, &[0, 1], optimizer, guarded)?;
+            model.train_step_plans(&data, &order, batch, batch, &[0, 1], optimizer, guarded, clip)?;
         let mut buffers = vec![full_buf];
         let tail_plan = match tail {
             0 => None,
             _ => {
                 let parity = [(n / batch) % 2];
                 let (mut plans, buf) =
-                    model.train_step_plans(&data, &order, tail, batch, &parity, optimizer, guarded)?;
+                    model.train_step_plans(&data, &order, tail, batch, &parity, optimizer, guarded, clip)?;
                 buffers.push(buf);
                 plans.pop()
             }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::optimizer::{EpsPlacement, LrSchedule};
+use crate::config::UpdateRule;
 
 /// The update rule, with its hyper-parameters. The formulas are PyTorch's, with Keras' placement
 /// of ε as an option ([`EpsPlacement`]); each config documents its formula and has `torch(lr)`
@@ -111,12 +112,17 @@ impl Optimizer {
     /// and v, RMSprop's square average (and momentum buffer), Adagrad's sum, Adadelta's square
     /// average and accumulated delta.
     pub(crate) fn state_slots(&self) -> usize {
-        match self {
-            Optimizer::Sgd(c) => (c.momentum != 0.0) as usize,
-            Optimizer::Adam(_) | Optimizer::AdamW(_) => 2,
-            Optimizer::RmsProp(c) => 1 + (c.momentum != 0.0) as usize,
-            Optimizer::Adagrad(_) => 1,
-            Optimizer::Adadelta(_) => 2,
+        self.rule().state_slots()
+    }
+    /// The rule as the update kernels and their CPU reference take it.
+    pub(crate) fn rule(&self) -> UpdateRule {
+        match *self {
+            Optimizer::Sgd(c) => UpdateRule::Sgd(c),
+            Optimizer::Adam(c) => UpdateRule::Adam(c),
+            Optimizer::AdamW(c) => UpdateRule::AdamW(c),
+            Optimizer::RmsProp(c) => UpdateRule::RmsProp(c),
+            Optimizer::Adagrad(c) => UpdateRule::Adagrad(c),
+            Optimizer::Adadelta(c) => UpdateRule::Adadelta(c),
         }
     }
 }

@@ -47,6 +47,11 @@ pub struct FitOptions<'a> {
     /// gradients overflow still updates. The step after a skipped one draws the same dropout
     /// masks (they are keyed by t, which did not advance).
     pub skip_nonfinite_batches: bool,
+    /// Clip the gradients by their global norm before each update (Keras' `global_clipnorm`,
+    /// PyTorch's `clip_grad_norm_(params, max_norm)`): every gradient is multiplied by
+    /// min(1, max_norm / (‖g‖ + 1e-6)), ‖g‖ over all the trained parameters together. Computed
+    /// on the GPU inside the step (no readback); the update reads the factor. Finite, > 0.
+    pub clip_norm: Option<f32>,
     /// A flag the caller sets to stop training early (from a Ctrl-C handler, another thread, a
     /// GUI's stop button). `fit` looks at it between progress ticks — every `progress_every`
     /// steps (1 looks between every two steps); the steps already submitted finish — at each
@@ -118,6 +123,7 @@ impl Default for FitOptions<'_> {
             checkpoint: None,
             early_stopping: None,
             skip_nonfinite_batches: false,
+            clip_norm: None,
             cancel: None,
             verbose: false,
         }

@@ -196,6 +196,7 @@ impl Sequential {
         t: Option<&[f32]>,
         optimizer: &Optimizer,
         skip_nonfinite: bool,
+        clip_norm: Option<f32>,
     ) -> Result<Option<(f64, f64)>> {
         let rows = y.len();
         let step = match &self.state {
@@ -259,6 +260,7 @@ impl Sequential {
             }
         }
         let trainable = self.layout.trainable;
+        let decay_mask = self.decay_mask(optimizer);
         // The kept step's batch statistics go into the running ones (as bn_commit_running).
         for (block, pass) in self.blocks.iter().zip(&passes) {
             if let (Some(n), Some(saved), State::Cpu(c)) = (&block.norm, &pass.norm, &mut self.state) {
@@ -272,24 +274,12 @@ impl Sequential {
             c.step += 1;
             // As on the GPU, the update covers the trained parameters, not the running statistics.
             let (p, g, t) = (&mut c.params[..trainable], &c.grads[..trainable], c.step);
-            let mut slots = c.opt_state.iter_mut().map(|s| &mut s[..trainable]);
-            let (s0, s1) = (slots.next(), slots.next());
             // compile() allocated the slots each rule needs.
-            let missing = || WgnnError::invalid("fit", "the optimizer state is missing: compile() the model");
-            match optimizer {
-                Optimizer::Adam(cfg) => {
-                    cpu::adam_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
-                }
-                Optimizer::AdamW(cfg) => {
-                    cpu::adamw_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
-                }
-                Optimizer::Sgd(cfg) => cpu::sgd_update_with_step(p, g, s0, t, cfg),
-                Optimizer::RmsProp(cfg) => cpu::rmsprop_update(p, g, s0.ok_or_else(missing)?, s1, t, cfg),
-                Optimizer::Adagrad(cfg) => cpu::adagrad_update(p, g, s0.ok_or_else(missing)?, t, cfg),
-                Optimizer::Adadelta(cfg) => {
-                    cpu::adadelta_update(p, g, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?, t, cfg)
-                }
-            }
+            let mut slots: Vec<&mut [f32]> = c.opt_state.iter_mut().map(|s| &mut s[..trainable]).collect();
+            // Clipping by global norm over the trained gradients, as on the GPU.
+            let grad_scale = clip_norm.map(|max_norm| cpu::clip_factor(g, max_norm)[0]);
+            let extras = cpu::optimizer::UpdateExtras { decay_mask: decay_mask.as_deref(), grad_scale };
+            cpu::optimizer::update_with(&optimizer.rule(), p, g, &mut slots, t, &extras)?;
         }
         Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
     }
@@ -307,6 +297,7 @@ pub(super) struct CpuSteps<'d> {
     pub(super) shuffle: bool,
     pub(super) optimizer: Optimizer,
     pub(super) skip_nonfinite: bool,
+    pub(super) clip_norm: Option<f32>,
     pub(super) sums: RunningSums,
 }
 
@@ -330,6 +321,7 @@ impl<'d> CpuSteps<'d> {
             shuffle: opts.shuffle,
             optimizer,
             skip_nonfinite: opts.skip_nonfinite_batches,
+            clip_norm: opts.clip_norm,
             sums: RunningSums::default(),
         })
     }
@@ -352,7 +344,7 @@ impl Steps for CpuSteps<'_> {
             };
             let (x, y) = gather(&self.features, train.feature_dim);
             let t = self.targets.as_ref().map(|t| gather(&t.values, t.dim).0);
-            match model.train_step_cpu(&x, &y, t.as_deref(), &self.optimizer, self.skip_nonfinite)? {
+            match model.train_step_cpu(&x, &y, t.as_deref(), &self.optimizer, self.skip_nonfinite, self.clip_norm)? {
                 Some((loss, correct)) => {
                     self.sums.loss += loss;
                     self.sums.correct += correct;

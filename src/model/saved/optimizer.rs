@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::optimizer::{
-    AdadeltaConfig, AdagradConfig, AdamConfig, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
+    AdadeltaConfig, AdagradConfig, AdamConfig, DecayMask, EpsPlacement, LrSchedule, RmsPropConfig, SgdConfig,
 };
 use crate::model::Optimizer;
 
@@ -67,6 +67,9 @@ pub(in crate::model) struct SavedAdam {
     /// Written only when Keras' (a file without one predates the choice: PyTorch's).
     #[serde(default, skip_serializing_if = "SavedEpsPlacement::is_torch")]
     eps_placement: SavedEpsPlacement,
+    /// [`DecayMask::Matrices`]: written only when set (a file without it decays every value).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    decay_matrices_only: bool,
 }
 
 /// [`EpsPlacement`] as saved: `"torch"` or `"keras"`.
@@ -120,6 +123,12 @@ pub(in crate::model) enum SavedSchedule {
         total_steps: u32,
         min_lr: f32,
     },
+    #[serde(rename = "warmup_cosine")]
+    WarmupCosine {
+        warmup_steps: u32,
+        total_steps: u32,
+        min_lr: f32,
+    },
 }
 
 impl From<LrSchedule> for SavedSchedule {
@@ -131,6 +140,9 @@ impl From<LrSchedule> for SavedSchedule {
                 SavedSchedule::Exponential { decay_steps, decay_rate }
             }
             LrSchedule::Cosine { total_steps, min_lr } => SavedSchedule::Cosine { total_steps, min_lr },
+            LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => {
+                SavedSchedule::WarmupCosine { warmup_steps, total_steps, min_lr }
+            }
         }
     }
 }
@@ -144,13 +156,16 @@ impl From<SavedSchedule> for LrSchedule {
                 LrSchedule::Exponential { decay_steps, decay_rate }
             }
             SavedSchedule::Cosine { total_steps, min_lr } => LrSchedule::Cosine { total_steps, min_lr },
+            SavedSchedule::WarmupCosine { warmup_steps, total_steps, min_lr } => {
+                LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr }
+            }
         }
     }
 }
 
 impl From<AdamConfig> for SavedAdam {
     fn from(c: AdamConfig) -> Self {
-        let AdamConfig { lr, beta1, beta2, eps, weight_decay, schedule, eps_placement } = c;
+        let AdamConfig { lr, beta1, beta2, eps, weight_decay, schedule, eps_placement, decay } = c;
         SavedAdam {
             lr,
             beta1,
@@ -159,13 +174,14 @@ impl From<AdamConfig> for SavedAdam {
             weight_decay,
             schedule: schedule.into(),
             eps_placement: eps_placement.into(),
+            decay_matrices_only: decay == DecayMask::Matrices,
         }
     }
 }
 
 impl From<SavedAdam> for AdamConfig {
     fn from(c: SavedAdam) -> Self {
-        let SavedAdam { lr, beta1, beta2, eps, weight_decay, schedule, eps_placement } = c;
+        let SavedAdam { lr, beta1, beta2, eps, weight_decay, schedule, eps_placement, decay_matrices_only } = c;
         AdamConfig {
             lr,
             beta1,
@@ -174,6 +190,7 @@ impl From<SavedAdam> for AdamConfig {
             weight_decay,
             schedule: schedule.into(),
             eps_placement: eps_placement.into(),
+            decay: if decay_matrices_only { DecayMask::Matrices } else { DecayMask::All },
         }
     }
 }
