@@ -14,6 +14,7 @@ pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod gather;
 pub mod hinge;
+pub mod layer_norm;
 pub mod matmul;
 pub(crate) mod matmul_check;
 pub(crate) mod matmul_choice;
