@@ -12,6 +12,7 @@ pub mod conv2d;
 mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
+pub mod embedding;
 pub mod gather;
 pub mod hinge;
 pub mod layer_norm;
