@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod mse;
 pub mod optimizer;
 pub mod pool2d;
+pub mod positional;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_grad;
@@ -38,6 +39,7 @@ pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_updat
 pub use optimizer::{adam_update, sgd_update};
 pub use pool2d::{avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward};
 pub use pool2d::{global_avg_pool2d_backward, global_avg_pool2d_forward};
+pub use positional::{positional_add_backward, positional_add_forward};
 pub use reduce::column_sum;
 pub use sigmoid_bce::{sigmoid, sigmoid_bce, sigmoid_bce_labels};
 pub use softmax_grad::softmax_backward;

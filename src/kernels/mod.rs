@@ -25,6 +25,7 @@ pub mod matmul_register;
 pub mod mse;
 pub mod optimizer;
 pub mod pool2d;
+pub mod positional;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_grad;
