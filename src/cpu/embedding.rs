@@ -1,7 +1,7 @@
 //! CPU reference of shaders/embedding.wgsl: rows of a table picked by token ids; an id ≥ vocab
 //! gives a row of zeros and no gradient.
 
-/// out[n, :] = table[ids[n], :] (zeros where ids[n] ≥ vocab). table: [vocab, cols] → out
+/// `out[n, :] = table[ids[n], :]` (zeros where `ids[n] ≥ vocab`). table: [vocab, cols] → out
 /// [tokens, cols].
 pub fn embedding_forward(ids: &[u32], table: &[f32], vocab: usize, cols: usize) -> Vec<f32> {
     assert_eq!(table.len(), vocab * cols, "embedding_forward: table must be vocab × cols");
@@ -15,7 +15,7 @@ pub fn embedding_forward(ids: &[u32], table: &[f32], vocab: usize, cols: usize) 
     out
 }
 
-/// dtable[v, :] = Σ_{n: ids[n] = v} dy[n, :], summed in order of n (ids ≥ vocab skipped).
+/// `dtable[v, :] = Σ_{n: ids[n] = v} dy[n, :]`, summed in order of n (ids ≥ vocab skipped).
 /// dy: [tokens, cols] → dtable [vocab, cols].
 pub fn embedding_backward(ids: &[u32], dy: &[f32], vocab: usize, cols: usize) -> Vec<f32> {
     assert_eq!(dy.len(), ids.len() * cols, "embedding_backward: dy must be tokens × cols");

@@ -130,7 +130,7 @@ fn constants(ids: &TokenIds) -> [(&'static str, f64); 2] {
     [("IDS_U8", matches!(ids, TokenIds::U8 { .. }) as u32 as f64), ("WG", WG as f64)]
 }
 
-/// out[n, :] = table[ids[n], :], a row of zeros where ids[n] ≥ vocab. table: `[vocab, cols]`;
+/// `out[n, :] = table[ids[n], :]`, a row of zeros where `ids[n] ≥ vocab`. table: `[vocab, cols]`;
 /// out: tokens × cols values, last axis cols (`[tokens, cols]` or `[batch, block, cols]`).
 /// One dispatch, one invocation per output value.
 pub fn embedding_forward(gpu: &Gpu, ids: TokenIds, table: &Tensor, out: &Tensor) -> Result<Plan> {
@@ -144,7 +144,7 @@ pub fn embedding_forward(gpu: &Gpu, ids: TokenIds, table: &Tensor, out: &Tensor)
     Ok(dispatch(gpu, &EMBEDDING, "embedding_forward", &constants(&ids), &params, &slots, grid)?.into())
 }
 
-/// dtable[v, :] (+)= Σ_{n: ids[n] = v} dy[n, :], in order of n (`accumulate`: add to dtable,
+/// `dtable[v, :] (+)= Σ_{n: ids[n] = v} dy[n, :]`, in order of n (`accumulate`: add to dtable,
 /// else overwrite it: rows of ids absent from the batch become 0). Ids ≥ vocab contribute
 /// nothing. dy: tokens × cols values, last axis cols; dtable: `[vocab, cols]`. Deterministic; cost
 /// in the module's doc.
