@@ -7,9 +7,18 @@ use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::layer_norm::{layer_norm_backward, layer_norm_forward, LAYER_NORM_EPS};
 use wgnn::internals::rng::Rng;
-use wgnn::{Gpu, Tensor, WgnnError};
+use wgnn::{Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
 
 const ROWS: &[usize] = &[1, 7, 1031];
+
+/// A device under each policy, whatever the environment says: the CPU adapter's row kernels run
+/// one invocation per row, the GPU's one workgroup per row with a tree reduction.
+fn both_policies() -> Vec<(&'static str, Gpu)> {
+    [("cpu-adapter policy", ProfileOverride::CpuAdapter), ("gpu policy", ProfileOverride::Gpu)]
+        .into_iter()
+        .map(|(name, profile)| (name, Gpu::with_options(&GpuOptions { profile, ..Default::default() }).unwrap()))
+        .collect()
+}
 const COLS: &[usize] = &[1, 3, 65, 129, 384];
 
 /// Rows with an offset and scale of their own, as the residual stream of a transformer has.
@@ -49,7 +58,12 @@ fn forward_gpu(
 
 #[test]
 fn forward_matches_cpu() {
-    let gpu = gpu();
+    for (policy, gpu) in both_policies() {
+        forward_matches_cpu_on(policy, &gpu);
+    }
+}
+
+fn forward_matches_cpu_on(policy: &str, gpu: &Gpu) {
     let mut rng = Rng::new(41);
     for &rows in ROWS {
         for (i, &cols) in COLS.iter().enumerate() {
@@ -57,10 +71,10 @@ fn forward_matches_cpu() {
             let x = rows_of(&mut rng, rows, cols);
             let gamma = has_gamma.then(|| rng.vec_uniform(cols, 0.5, 2.0));
             let beta = has_beta.then(|| rng.vec_uniform(cols, -1.0, 1.0));
-            let [y, mean, rstd] = forward_gpu(&gpu, &x, gamma.as_deref(), beta.as_deref(), rows, cols);
+            let [y, mean, rstd] = forward_gpu(gpu, &x, gamma.as_deref(), beta.as_deref(), rows, cols);
             let (want_y, want_mean, want_rstd) =
                 cpu::layer_norm_forward(&x, gamma.as_deref(), beta.as_deref(), rows, cols, LAYER_NORM_EPS);
-            let what = format!("layer_norm_forward {rows}x{cols} gamma={has_gamma} beta={has_beta}");
+            let what = format!("layer_norm_forward {rows}x{cols} gamma={has_gamma} beta={has_beta} {policy}");
             assert_close(&format!("{what} mean"), &mean, &want_mean, 1e-5, 1e-5);
             assert_close(&format!("{what} rstd"), &rstd, &want_rstd, 1e-5, 1e-4);
             assert_close(&format!("{what} y"), &y, &want_y, 1e-4, 1e-4);
@@ -132,7 +146,9 @@ fn check_backward(
         }
     };
     let what = format!(
-        "layer_norm_backward {rows}x{cols} gamma={has_gamma} dgamma={want_dgamma} dbeta={want_dbeta} accumulate={accumulate}"
+        "layer_norm_backward {rows}x{cols} gamma={has_gamma} dgamma={want_dgamma} dbeta={want_dbeta} \
+         accumulate={accumulate} {:?}",
+        gpu.profile().policy
     );
     let tol = 1e-4 * (rows as f32).sqrt();
     let (got_g, got_b) = (dgt.to_vec().unwrap(), dbt.to_vec().unwrap());
@@ -144,18 +160,19 @@ fn check_backward(
 
 #[test]
 fn backward_matches_cpu() {
-    let gpu = gpu();
-    let mut rng = Rng::new(43);
-    for &rows in ROWS {
-        for (i, &cols) in COLS.iter().enumerate() {
-            let has_gamma = (rows + i) % 3 != 2;
-            check_backward(&gpu, &mut rng, rows, cols, has_gamma, true, true, (rows + i) % 2 == 0);
+    for (_, gpu) in both_policies() {
+        let mut rng = Rng::new(43);
+        for &rows in ROWS {
+            for (i, &cols) in COLS.iter().enumerate() {
+                let has_gamma = (rows + i) % 3 != 2;
+                check_backward(&gpu, &mut rng, rows, cols, has_gamma, true, true, (rows + i) % 2 == 0);
+            }
         }
+        // Only one parameter gradient, or none (a frozen γ, no β).
+        check_backward(&gpu, &mut rng, 33, 65, true, true, false, false);
+        check_backward(&gpu, &mut rng, 33, 65, true, false, true, true);
+        check_backward(&gpu, &mut rng, 33, 65, true, false, false, false);
     }
-    // Only one parameter gradient, or none (a frozen γ, no β).
-    check_backward(&gpu, &mut rng, 33, 65, true, true, false, false);
-    check_backward(&gpu, &mut rng, 33, 65, true, false, true, true);
-    check_backward(&gpu, &mut rng, 33, 65, true, false, false, false);
 }
 
 #[test]
@@ -175,9 +192,9 @@ fn column_sums_are_bit_identical_across_runs() {
 
 #[test]
 fn more_rows_than_one_grid_dimension_holds() {
-    // 70,001 rows: one workgroup per row folds into y past 65,535; the column sums run in
-    // thousands of chunks.
-    let gpu = gpu();
+    // 70,001 rows: one workgroup per row folds into y past 65,535 (the GPU policy's kernels); the
+    // column sums run in thousands of chunks.
+    let gpu = Gpu::with_options(&GpuOptions { profile: ProfileOverride::Gpu, ..Default::default() }).unwrap();
     let mut rng = Rng::new(45);
     let (rows, cols) = (70_001, 3);
     let x = rows_of(&mut rng, rows, cols);
