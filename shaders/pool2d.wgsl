@@ -58,7 +58,7 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 // The factor dx[i] takes for the activation below: 1 where none is fused.
 fn below_grad(i: u32) -> f32 {
     if (p.act == 0u) { return 1.0; }
-    return act_derivative_from_output(p.act, below[i], p.slope);
+    return act_derivative_from_saved(p.act, below[i], p.slope);
 }
 
 // By its bits: a compiler may assume comparisons never see a NaN.

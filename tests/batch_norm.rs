@@ -393,8 +393,15 @@ fn the_activation_after_it_runs_in_the_normalising_pass() {
     let gpu = gpu();
     let mut rng = Rng::new(31);
     let cfg = BatchNormConfig::default();
-    let acts = [Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh];
-    for (i, (rows, cols)) in [(37, 5), (130, 16), (2, 3), (65, 64)].into_iter().enumerate() {
+    let acts = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::GeluErf,
+    ];
+    for (i, (rows, cols)) in [(37, 5), (130, 16), (2, 3), (65, 64), (9, 7), (33, 129)].into_iter().enumerate() {
         let act = acts[i % acts.len()];
         let x = features(&mut rng, rows, cols);
         let gamma = rng.vec_uniform(cols, 0.5, 2.0);
