@@ -2,6 +2,7 @@
 //! (`shaders/<family>.wgsl` ↔ `src/kernels/<family>.rs` ↔ `src/cpu/<family>.rs`). Row-major
 //! slices, shapes passed explicitly. Clarity over speed: these define what the kernels compute.
 
+pub mod attention;
 pub mod batch_norm;
 pub mod bias_act;
 pub mod conv2d;
@@ -20,6 +21,7 @@ pub mod softmax_xent;
 pub mod step_guard;
 pub mod totals;
 
+pub use attention::{attention_backward, attention_forward};
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
 pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};

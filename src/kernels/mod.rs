@@ -5,6 +5,8 @@
 //! returns a [`Plan`]: dispatches with their bind groups already made. A plan is built once and
 //! recorded as often as needed, many times into one compute pass; nothing in it reads back.
 
+pub mod attention;
+pub mod attention_dims;
 pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
