@@ -57,26 +57,36 @@ impl AttentionDims {
             ));
         };
         qkv.expect_nonempty(op)?;
-        if c3 % 3 != 0 {
+        if !c3.is_multiple_of(3) {
             return Err(WgnnError::shape_of(
                 op,
                 &[("qkv", qkv.shape())],
                 format!("qkv {:?}: its last axis {c3} must be 3·channels (query, key and value)", qkv.shape()),
             ));
         }
-        let channels = c3 / 3;
-        if heads == 0 || channels % heads != 0 {
+        AttentionDims::new(op, batch, seq, c3 / 3, heads)
+    }
+
+    /// Checked dims: every size at least 1, `heads` dividing `channels`, and every count of
+    /// scores and values within a u32 (the kernels' indices).
+    pub fn new(op: &str, batch: usize, seq: usize, channels: usize, heads: usize) -> Result<AttentionDims> {
+        let dims = AttentionDims { batch, seq, channels, heads };
+        let qkv = [batch, seq, 3usize.saturating_mul(channels)];
+        if batch == 0 || seq == 0 || channels == 0 {
+            return Err(WgnnError::EmptyTensor { op: op.into(), shape: qkv.to_vec() });
+        }
+        if heads == 0 || !channels.is_multiple_of(heads) {
             return Err(WgnnError::invalid(
                 op,
-                format!("qkv {:?} has {channels} channels, which {heads} heads do not divide", qkv.shape()),
+                format!("qkv {qkv:?} has {channels} channels, which {heads} heads do not divide"),
             ));
         }
-        let dims = AttentionDims { batch, seq, channels, heads };
-        let scores = [batch, heads, seq, seq].iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        if scores.is_none_or(|n| n > u32::MAX as usize) {
+        let count = |sizes: &[usize]| sizes.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let (scores, values) = (count(&[batch, heads, seq, seq]), count(&qkv));
+        if scores.is_none_or(|n| n > u32::MAX as usize) || values.is_none_or(|n| n > u32::MAX as usize) {
             return Err(WgnnError::invalid(
                 op,
-                format!("qkv {:?} with {heads} heads has more than 2^32 scores (u32 indices)", qkv.shape()),
+                format!("qkv {qkv:?} with {heads} heads has more than 2^32 values or scores (u32 indices)"),
             ));
         }
         Ok(dims)

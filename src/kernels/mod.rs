@@ -14,6 +14,7 @@ pub mod conv2d;
 mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
+pub mod flash_attention;
 pub mod gather;
 pub mod hinge;
 pub mod matmul;

@@ -1,0 +1,254 @@
+// Causal multi-head self-attention, tiled as FlashAttention-2: the scores are never written.
+// The same function as attention.wgsl (qkv [B, T, 3C] → out [B, T, C], heads of HS = C / NH, scale
+// 1/√HS), with one query or key row per invocation and its head in registers (HS ≤ 4·HS4_MAX):
+//   flash_attention_forward:      per query row i, keys in tiles of BC with an online softmax (a
+//                                 running maximum m and sum l, the output rescaled by exp(m − m')
+//                                 when the maximum grows) → out_i and lse_i = m + log l  [B, NH, T]
+//   flash_attention_backward_dq:  per query row i: D_i = dout_i·out_i (written to delta [B, NH, T]),
+//                                 then for each key j ≤ i the probability rebuilt as
+//                                 P = exp(q_i·k_j/√HS − lse_i), dS = P (dout_i·v_j − D_i),
+//                                 dq_i = Σ_j dS k_j / √HS
+//   flash_attention_backward_dkv: per key row j, over queries i ≥ j (after the dq dispatch, which
+//                                 wrote delta): dv_j = Σ_i P dout_i, dk_j = Σ_i dS q_i / √HS
+// dqkv is overwritten. Each invocation's loops run about T·(2·⌈HS/4⌉ + 2) times in all: the wrapper
+// keeps that far below lavapipe's 65,535-iteration loop cap. No workgroup memory and no subgroup
+// operations, so any subgroup size gives the same result.
+
+override WG: u32 = 64u;
+
+// Head values per invocation, in vec4s: heads of up to 64.
+const HS4_MAX: u32 = 16u;
+// Keys per tile of the forward's online softmax: one rescale of the output per tile.
+const BC: u32 = 16u;
+// Below any score: exp(LOWEST − m) is 0 for every finite m.
+const LOWEST: f32 = -3.0e38;
+
+struct Params {
+    batch: u32,
+    seq: u32,
+    channels: u32,
+    heads: u32,
+    head_size: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// All read_write: views of one activation buffer bound read-only and writable in the same
+// dispatch would conflict in wgpu's usage tracking.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
+
+fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+// Where token (b, i)'s part (0 query, 1 key, 2 value) of head h starts in qkv.
+fn qkv_at(part: u32, b: u32, i: u32, h: u32) -> u32 {
+    return (b * p.seq + i) * 3u * p.channels + part * p.channels + h * p.head_size;
+}
+
+// Where token (b, i)'s head h starts in out and dout.
+fn out_at(b: u32, i: u32, h: u32) -> u32 {
+    return (b * p.seq + i) * p.channels + h * p.head_size;
+}
+
+// Lanes of chunk c (values 4c..4c+3) inside the head, and their indices clamped into it (the
+// lanes past the head read its last value and are then zeroed).
+fn lanes(c: u32) -> vec4<bool> {
+    return vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.head_size);
+}
+
+fn clamped(c: u32, k: u32) -> u32 {
+    return min(4u * c + k, p.head_size - 1u);
+}
+
+fn qkv4(base: u32, c: u32) -> vec4<f32> {
+    let x = vec4<f32>(qkv[base + clamped(c, 0u)], qkv[base + clamped(c, 1u)], qkv[base + clamped(c, 2u)],
+                      qkv[base + clamped(c, 3u)]);
+    return select(vec4<f32>(0.0), x, lanes(c));
+}
+
+fn out4(base: u32, c: u32) -> vec4<f32> {
+    let x = vec4<f32>(out[base + clamped(c, 0u)], out[base + clamped(c, 1u)], out[base + clamped(c, 2u)],
+                      out[base + clamped(c, 3u)]);
+    return select(vec4<f32>(0.0), x, lanes(c));
+}
+
+fn dout4(base: u32, c: u32) -> vec4<f32> {
+    let x = vec4<f32>(dout[base + clamped(c, 0u)], dout[base + clamped(c, 1u)], dout[base + clamped(c, 2u)],
+                      dout[base + clamped(c, 3u)]);
+    return select(vec4<f32>(0.0), x, lanes(c));
+}
+
+fn store_out4(base: u32, c: u32, v: vec4<f32>) {
+    let d = 4u * c;
+    out[base + d] = v.x;
+    if (d + 1u < p.head_size) { out[base + d + 1u] = v.y; }
+    if (d + 2u < p.head_size) { out[base + d + 2u] = v.z; }
+    if (d + 3u < p.head_size) { out[base + d + 3u] = v.w; }
+}
+
+fn store_dqkv4(base: u32, c: u32, v: vec4<f32>) {
+    let d = 4u * c;
+    dqkv[base + d] = v.x;
+    if (d + 1u < p.head_size) { dqkv[base + d + 1u] = v.y; }
+    if (d + 2u < p.head_size) { dqkv[base + d + 2u] = v.z; }
+    if (d + 3u < p.head_size) { dqkv[base + d + 3u] = v.w; }
+}
+
+@compute @workgroup_size(WG)
+fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.batch * p.heads * p.seq) { return; }
+    let i = r % p.seq;
+    let b = r / p.seq / p.heads;
+    let h = (r / p.seq) % p.heads;
+    let hs4 = (p.head_size + 3u) / 4u;
+    let stride = 3u * p.channels;
+    var q: array<vec4<f32>, HS4_MAX>;
+    var o: array<vec4<f32>, HS4_MAX>;
+    let q_base = qkv_at(0u, b, i, h);
+    for (var c = 0u; c < hs4; c++) {
+        q[c] = qkv4(q_base, c) * p.scale;
+        o[c] = vec4<f32>(0.0);
+    }
+    let k_base = qkv_at(1u, b, 0u, h);
+    let v_base = qkv_at(2u, b, 0u, h);
+    var m = LOWEST;
+    var l = 0.0;
+    for (var j0 = 0u; j0 <= i; j0 += BC) {
+        let n = min(BC, i + 1u - j0);
+        var s: array<f32, BC>;
+        var tile_max = LOWEST;
+        for (var jj = 0u; jj < n; jj++) {
+            let k = k_base + (j0 + jj) * stride;
+            var acc = 0.0;
+            for (var c = 0u; c < hs4; c++) {
+                acc += dot(q[c], qkv4(k, c));
+            }
+            s[jj] = acc;
+            tile_max = max(tile_max, acc);
+        }
+        let m_new = max(m, tile_max);
+        let rescale = exp(m - m_new);
+        l *= rescale;
+        for (var c = 0u; c < hs4; c++) {
+            o[c] *= rescale;
+        }
+        for (var jj = 0u; jj < n; jj++) {
+            let pj = exp(s[jj] - m_new);
+            l += pj;
+            let v = v_base + (j0 + jj) * stride;
+            for (var c = 0u; c < hs4; c++) {
+                o[c] += pj * qkv4(v, c);
+            }
+        }
+        m = m_new;
+    }
+    // l ≥ 1: the maximum's own term is exp(0).
+    let inv = 1.0 / l;
+    let o_base = out_at(b, i, h);
+    for (var c = 0u; c < hs4; c++) {
+        store_out4(o_base, c, o[c] * inv);
+    }
+    lse[r] = m + log(l);
+}
+
+@compute @workgroup_size(WG)
+fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.batch * p.heads * p.seq) { return; }
+    let i = r % p.seq;
+    let b = r / p.seq / p.heads;
+    let h = (r / p.seq) % p.heads;
+    let hs4 = (p.head_size + 3u) / 4u;
+    let stride = 3u * p.channels;
+    var q: array<vec4<f32>, HS4_MAX>;
+    var g: array<vec4<f32>, HS4_MAX>;
+    var dq: array<vec4<f32>, HS4_MAX>;
+    let q_base = qkv_at(0u, b, i, h);
+    let g_base = out_at(b, i, h);
+    var d_i = 0.0;
+    for (var c = 0u; c < hs4; c++) {
+        q[c] = qkv4(q_base, c) * p.scale;
+        g[c] = dout4(g_base, c);
+        dq[c] = vec4<f32>(0.0);
+        d_i += dot(g[c], out4(g_base, c));
+    }
+    delta[r] = d_i;
+    let lse_i = lse[r];
+    let k_base = qkv_at(1u, b, 0u, h);
+    for (var j = 0u; j <= i; j++) {
+        let k = k_base + j * stride;
+        let v = k + p.channels;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var c = 0u; c < hs4; c++) {
+            s += dot(q[c], qkv4(k, c));
+            dp += dot(g[c], qkv4(v, c));
+        }
+        let ds = exp(s - lse_i) * (dp - d_i);
+        for (var c = 0u; c < hs4; c++) {
+            dq[c] += ds * qkv4(k, c);
+        }
+    }
+    for (var c = 0u; c < hs4; c++) {
+        store_dqkv4(q_base, c, dq[c] * p.scale);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = row_index(wid, nwg, lid);
+    if (r >= p.batch * p.heads * p.seq) { return; }
+    let j = r % p.seq;
+    let bh = r / p.seq;
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let hs4 = (p.head_size + 3u) / 4u;
+    let stride = 3u * p.channels;
+    var k: array<vec4<f32>, HS4_MAX>;
+    var v: array<vec4<f32>, HS4_MAX>;
+    var dk: array<vec4<f32>, HS4_MAX>;
+    var dv: array<vec4<f32>, HS4_MAX>;
+    let k_base = qkv_at(1u, b, j, h);
+    let v_base = k_base + p.channels;
+    for (var c = 0u; c < hs4; c++) {
+        k[c] = qkv4(k_base, c) * p.scale;
+        v[c] = qkv4(v_base, c);
+        dk[c] = vec4<f32>(0.0);
+        dv[c] = vec4<f32>(0.0);
+    }
+    let q_base = qkv_at(0u, b, 0u, h);
+    let g_base = out_at(b, 0u, h);
+    for (var i = j; i < p.seq; i++) {
+        let q = q_base + i * stride;
+        let g = g_base + i * p.channels;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var c = 0u; c < hs4; c++) {
+            s += dot(k[c], qkv4(q, c));
+            dp += dot(v[c], dout4(g, c));
+        }
+        let row = bh * p.seq + i;
+        let pij = exp(s - lse[row]);
+        let ds = pij * (dp - delta[row]);
+        for (var c = 0u; c < hs4; c++) {
+            dv[c] += pij * dout4(g, c);
+            dk[c] += ds * qkv4(q, c);
+        }
+    }
+    for (var c = 0u; c < hs4; c++) {
+        store_dqkv4(k_base, c, dk[c] * p.scale);
+        store_dqkv4(v_base, c, dv[c]);
+    }
+}
