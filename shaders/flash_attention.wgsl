@@ -10,11 +10,16 @@
 //                                 dq_i = Σ_j dS k_j / √HS
 //   flash_attention_backward_dkv: per key row j, over queries i ≥ j (after the dq dispatch, which
 //                                 wrote delta): dv_j = Σ_i P dout_i, dk_j = Σ_i dS q_i / √HS
+// The bindings and the head's loads and stores are in flash_attention_scalar.wgsl (any head size)
+// or flash_attention_vec4.wgsl (heads of a multiple of 4), appended to this file.
 // dqkv is overwritten. Each invocation's loops run about T·(2·⌈HS/4⌉ + 2) times in all: the wrapper
 // keeps that far below lavapipe's 65,535-iteration loop cap. No workgroup memory and no subgroup
 // operations, so any subgroup size gives the same result.
 
 override WG: u32 = 64u;
+// ⌈HS / 4⌉: the loops over a head have a bound fixed at pipeline creation, so that the compiler
+// can unroll them and keep the head's registers in registers.
+override HS4: u32 = 16u;
 
 // Head values per invocation, in vec4s: heads of up to 64.
 const HS4_MAX: u32 = 16u;
@@ -34,16 +39,6 @@ struct Params {
     _pad1: u32,
 }
 
-// All read_write: views of one activation buffer bound read-only and writable in the same
-// dispatch would conflict in wgpu's usage tracking.
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dout: array<f32>;
-@group(0) @binding(5) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
-
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
@@ -58,50 +53,6 @@ fn out_at(b: u32, i: u32, h: u32) -> u32 {
     return (b * p.seq + i) * p.channels + h * p.head_size;
 }
 
-// Lanes of chunk c (values 4c..4c+3) inside the head, and their indices clamped into it (the
-// lanes past the head read its last value and are then zeroed).
-fn lanes(c: u32) -> vec4<bool> {
-    return vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.head_size);
-}
-
-fn clamped(c: u32, k: u32) -> u32 {
-    return min(4u * c + k, p.head_size - 1u);
-}
-
-fn qkv4(base: u32, c: u32) -> vec4<f32> {
-    let x = vec4<f32>(qkv[base + clamped(c, 0u)], qkv[base + clamped(c, 1u)], qkv[base + clamped(c, 2u)],
-                      qkv[base + clamped(c, 3u)]);
-    return select(vec4<f32>(0.0), x, lanes(c));
-}
-
-fn out4(base: u32, c: u32) -> vec4<f32> {
-    let x = vec4<f32>(out[base + clamped(c, 0u)], out[base + clamped(c, 1u)], out[base + clamped(c, 2u)],
-                      out[base + clamped(c, 3u)]);
-    return select(vec4<f32>(0.0), x, lanes(c));
-}
-
-fn dout4(base: u32, c: u32) -> vec4<f32> {
-    let x = vec4<f32>(dout[base + clamped(c, 0u)], dout[base + clamped(c, 1u)], dout[base + clamped(c, 2u)],
-                      dout[base + clamped(c, 3u)]);
-    return select(vec4<f32>(0.0), x, lanes(c));
-}
-
-fn store_out4(base: u32, c: u32, v: vec4<f32>) {
-    let d = 4u * c;
-    out[base + d] = v.x;
-    if (d + 1u < p.head_size) { out[base + d + 1u] = v.y; }
-    if (d + 2u < p.head_size) { out[base + d + 2u] = v.z; }
-    if (d + 3u < p.head_size) { out[base + d + 3u] = v.w; }
-}
-
-fn store_dqkv4(base: u32, c: u32, v: vec4<f32>) {
-    let d = 4u * c;
-    dqkv[base + d] = v.x;
-    if (d + 1u < p.head_size) { dqkv[base + d + 1u] = v.y; }
-    if (d + 2u < p.head_size) { dqkv[base + d + 2u] = v.z; }
-    if (d + 3u < p.head_size) { dqkv[base + d + 3u] = v.w; }
-}
-
 @compute @workgroup_size(WG)
 fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -110,12 +61,11 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let i = r % p.seq;
     let b = r / p.seq / p.heads;
     let h = (r / p.seq) % p.heads;
-    let hs4 = (p.head_size + 3u) / 4u;
     let stride = 3u * p.channels;
     var q: array<vec4<f32>, HS4_MAX>;
     var o: array<vec4<f32>, HS4_MAX>;
     let q_base = qkv_at(0u, b, i, h);
-    for (var c = 0u; c < hs4; c++) {
+    for (var c = 0u; c < HS4; c++) {
         q[c] = qkv4(q_base, c) * p.scale;
         o[c] = vec4<f32>(0.0);
     }
@@ -130,7 +80,7 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         for (var jj = 0u; jj < n; jj++) {
             let k = k_base + (j0 + jj) * stride;
             var acc = 0.0;
-            for (var c = 0u; c < hs4; c++) {
+            for (var c = 0u; c < HS4; c++) {
                 acc += dot(q[c], qkv4(k, c));
             }
             s[jj] = acc;
@@ -139,14 +89,14 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
         let m_new = max(m, tile_max);
         let rescale = exp(m - m_new);
         l *= rescale;
-        for (var c = 0u; c < hs4; c++) {
+        for (var c = 0u; c < HS4; c++) {
             o[c] *= rescale;
         }
         for (var jj = 0u; jj < n; jj++) {
             let pj = exp(s[jj] - m_new);
             l += pj;
             let v = v_base + (j0 + jj) * stride;
-            for (var c = 0u; c < hs4; c++) {
+            for (var c = 0u; c < HS4; c++) {
                 o[c] += pj * qkv4(v, c);
             }
         }
@@ -155,7 +105,7 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     // l ≥ 1: the maximum's own term is exp(0).
     let inv = 1.0 / l;
     let o_base = out_at(b, i, h);
-    for (var c = 0u; c < hs4; c++) {
+    for (var c = 0u; c < HS4; c++) {
         store_out4(o_base, c, o[c] * inv);
     }
     lse[r] = m + log(l);
@@ -169,7 +119,6 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let i = r % p.seq;
     let b = r / p.seq / p.heads;
     let h = (r / p.seq) % p.heads;
-    let hs4 = (p.head_size + 3u) / 4u;
     let stride = 3u * p.channels;
     var q: array<vec4<f32>, HS4_MAX>;
     var g: array<vec4<f32>, HS4_MAX>;
@@ -177,7 +126,7 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let q_base = qkv_at(0u, b, i, h);
     let g_base = out_at(b, i, h);
     var d_i = 0.0;
-    for (var c = 0u; c < hs4; c++) {
+    for (var c = 0u; c < HS4; c++) {
         q[c] = qkv4(q_base, c) * p.scale;
         g[c] = dout4(g_base, c);
         dq[c] = vec4<f32>(0.0);
@@ -186,21 +135,24 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     delta[r] = d_i;
     let lse_i = lse[r];
     let k_base = qkv_at(1u, b, 0u, h);
+    // Key j, loaded once for its score and its share of dq.
+    var kj: array<vec4<f32>, HS4_MAX>;
     for (var j = 0u; j <= i; j++) {
         let k = k_base + j * stride;
         let v = k + p.channels;
         var s = 0.0;
         var dp = 0.0;
-        for (var c = 0u; c < hs4; c++) {
-            s += dot(q[c], qkv4(k, c));
+        for (var c = 0u; c < HS4; c++) {
+            kj[c] = qkv4(k, c);
+            s += dot(q[c], kj[c]);
             dp += dot(g[c], qkv4(v, c));
         }
         let ds = exp(s - lse_i) * (dp - d_i);
-        for (var c = 0u; c < hs4; c++) {
-            dq[c] += ds * qkv4(k, c);
+        for (var c = 0u; c < HS4; c++) {
+            dq[c] += ds * kj[c];
         }
     }
-    for (var c = 0u; c < hs4; c++) {
+    for (var c = 0u; c < HS4; c++) {
         store_dqkv4(q_base, c, dq[c] * p.scale);
     }
 }
@@ -214,7 +166,6 @@ fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     let bh = r / p.seq;
     let b = bh / p.heads;
     let h = bh % p.heads;
-    let hs4 = (p.head_size + 3u) / 4u;
     let stride = 3u * p.channels;
     var k: array<vec4<f32>, HS4_MAX>;
     var v: array<vec4<f32>, HS4_MAX>;
@@ -222,7 +173,7 @@ fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     var dv: array<vec4<f32>, HS4_MAX>;
     let k_base = qkv_at(1u, b, j, h);
     let v_base = k_base + p.channels;
-    for (var c = 0u; c < hs4; c++) {
+    for (var c = 0u; c < HS4; c++) {
         k[c] = qkv4(k_base, c) * p.scale;
         v[c] = qkv4(v_base, c);
         dk[c] = vec4<f32>(0.0);
@@ -230,24 +181,29 @@ fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     }
     let q_base = qkv_at(0u, b, 0u, h);
     let g_base = out_at(b, 0u, h);
+    // Query i's q and dout, loaded once for the score and the gradients.
+    var qi: array<vec4<f32>, HS4_MAX>;
+    var gi: array<vec4<f32>, HS4_MAX>;
     for (var i = j; i < p.seq; i++) {
         let q = q_base + i * stride;
         let g = g_base + i * p.channels;
         var s = 0.0;
         var dp = 0.0;
-        for (var c = 0u; c < hs4; c++) {
-            s += dot(k[c], qkv4(q, c));
-            dp += dot(v[c], dout4(g, c));
+        for (var c = 0u; c < HS4; c++) {
+            qi[c] = qkv4(q, c);
+            gi[c] = dout4(g, c);
+            s += dot(k[c], qi[c]);
+            dp += dot(v[c], gi[c]);
         }
         let row = bh * p.seq + i;
         let pij = exp(s - lse[row]);
         let ds = pij * (dp - delta[row]);
-        for (var c = 0u; c < hs4; c++) {
-            dv[c] += pij * dout4(g, c);
-            dk[c] += ds * qkv4(q, c);
+        for (var c = 0u; c < HS4; c++) {
+            dv[c] += pij * gi[c];
+            dk[c] += ds * qi[c];
         }
     }
-    for (var c = 0u; c < hs4; c++) {
+    for (var c = 0u; c < HS4; c++) {
         store_dqkv4(k_base, c, dk[c] * p.scale);
         store_dqkv4(v_base, c, dv[c]);
     }

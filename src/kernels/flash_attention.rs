@@ -9,12 +9,27 @@ use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
 use crate::profile::LOOP_CAP;
-use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
+use crate::registry::{dispatch, dummy, grid_1d, Access, Constant, KernelFamily};
 use crate::tensor::Tensor;
 
+/// Any head size: the head loaded and stored value by value.
 pub(crate) const FLASH_ATTENTION: KernelFamily = KernelFamily {
     name: "flash_attention",
-    sources: &[include_str!("../../shaders/flash_attention.wgsl")],
+    sources: &[
+        include_str!("../../shaders/flash_attention.wgsl"),
+        include_str!("../../shaders/flash_attention_scalar.wgsl"),
+    ],
+    storage: &[Access::ReadWrite; 6],
+};
+
+/// Heads of a multiple of 4 values in 16-byte aligned views: the head loaded and stored by vec4
+/// (at B 12, T 64, C 128, NH 4 on lavapipe: see BENCHMARKS.md).
+pub(crate) const FLASH_ATTENTION_VEC4: KernelFamily = KernelFamily {
+    name: "flash_attention_vec4",
+    sources: &[
+        include_str!("../../shaders/flash_attention.wgsl"),
+        include_str!("../../shaders/flash_attention_vec4.wgsl"),
+    ],
     storage: &[Access::ReadWrite; 6],
 };
 
@@ -58,6 +73,14 @@ fn flash_dims(op: &str, qkv: &Tensor, heads: usize) -> Result<AttentionDims> {
     Ok(dims)
 }
 
+/// The family (vec4 where the head and every view allow) and its constants.
+fn specialise(dims: &AttentionDims, bindings: &[&Tensor]) -> (&'static KernelFamily, [Constant; 2]) {
+    let hs = dims.head_size();
+    let vec4 = hs.is_multiple_of(4) && bindings.iter().all(|t| t.byte_offset().is_multiple_of(16));
+    let family = if vec4 { &FLASH_ATTENTION_VEC4 } else { &FLASH_ATTENTION };
+    (family, [("WG", WG as f64), ("HS4", hs.div_ceil(4) as f64)])
+}
+
 /// Causal self-attention with `heads` heads, tiled.  qkv: [B, T, 3C] → out: [B, T, C] and lse:
 /// [B, NH, T] (each query row's log Σ exp(score), kept for [`flash_attention_backward`]). One
 /// dispatch, one invocation per query row. Only where [`flash_attention_supported`].
@@ -70,8 +93,8 @@ pub fn flash_attention_forward(gpu: &Gpu, qkv: &Tensor, out: &Tensor, lse: &Tens
     let dummy = dummy(gpu)?;
     let bindings = [qkv, out, lse, &dummy, &dummy, &dummy];
     let grid = grid_1d(gpu, lse.len(), WG);
-    let constants = [("WG", WG as f64)];
-    Ok(dispatch(gpu, &FLASH_ATTENTION, OP, &constants, &dims.params(), &bindings, grid)?.into())
+    let (family, constants) = specialise(&dims, &bindings);
+    Ok(dispatch(gpu, family, OP, &constants, &dims.params(), &bindings, grid)?.into())
 }
 
 /// The gradient of [`flash_attention_forward`].  dout, out: [B, T, C], qkv: [B, T, 3C], lse:
@@ -99,10 +122,10 @@ pub fn flash_attention_backward(
     disjoint(OP, &named)?;
     let bindings = [qkv, out, lse, dout, delta, dqkv];
     let grid = grid_1d(gpu, lse.len(), WG);
-    let constants = [("WG", WG as f64)];
+    let (family, constants) = specialise(&dims, &bindings);
     let mut plan = Plan::new();
     for entry in ["flash_attention_backward_dq", "flash_attention_backward_dkv"] {
-        plan.push(dispatch(gpu, &FLASH_ATTENTION, entry, &constants, &dims.params(), &bindings, grid)?);
+        plan.push(dispatch(gpu, family, entry, &constants, &dims.params(), &bindings, grid)?);
     }
     Ok(plan)
 }

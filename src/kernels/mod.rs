@@ -6,6 +6,7 @@
 //! recorded as often as needed, many times into one compute pass; nothing in it reads back.
 
 pub mod attention;
+pub mod attention_choice;
 pub mod attention_dims;
 pub mod batch_norm;
 pub mod bias_act;
