@@ -1,7 +1,8 @@
 // Causal multi-head self-attention, tiled as FlashAttention-2: the scores are never written.
 // The same function as attention.wgsl (qkv [B, T, 3C] → out [B, T, C], heads of HS = C / NH, scale
-// 1/√HS), with one query or key row per invocation and its head in registers (HS ≤ 4·HS4_MAX):
-//   flash_attention_forward:      per query row i, keys in tiles of BC with an online softmax (a
+// 1/√HS), with query or key rows per invocation and their heads in registers (HS ≤ 4·HS4_MAX):
+//   flash_attention_forward:      per ROWS query rows i (1, 2 or 4: each key and value loaded
+//                                 serves them all), keys in tiles of BC with an online softmax (a
 //                                 running maximum m and sum l, the output rescaled by exp(m − m')
 //                                 when the maximum grows) → out_i and lse_i = m + log l  [B, NH, T]
 //   flash_attention_backward_dq:  per query row i: D_i = dout_i·out_i (written to delta [B, NH, T]),
@@ -12,8 +13,9 @@
 //                                 wrote delta): dv_j = Σ_i P dout_i, dk_j = Σ_i dS q_i / √HS
 // The bindings and the head's loads and stores are in flash_attention_scalar.wgsl (any head size)
 // or flash_attention_vec4.wgsl (heads of a multiple of 4), appended to this file.
-// dqkv is overwritten. Each invocation's loops run about T·(2·⌈HS/4⌉ + 2) times in all: the wrapper
-// keeps that far below lavapipe's 65,535-iteration loop cap. No workgroup memory and no subgroup
+// dqkv is overwritten. A forward invocation's loops run about T·(2·⌈HS/4⌉·(ROWS + 1) + 2·ROWS + 2)
+// times in all, a backward one's T·(2·⌈HS/4⌉ + 2): the wrapper keeps both within 3/4 of lavapipe's
+// 65,535-iteration loop cap. No workgroup memory and no subgroup
 // operations, so any subgroup size gives the same result.
 
 override WG: u32 = 64u;
@@ -25,6 +27,9 @@ override HS4: u32 = 16u;
 const HS4_MAX: u32 = 16u;
 // Keys per tile of the forward's online softmax: one rescale of the output per tile.
 const BC: u32 = 16u;
+// Query rows per invocation of the forward (1, 2 or 4): each key and value loaded serves them all.
+override ROWS: u32 = 1u;
+const ROWS_MAX: u32 = 4u;
 // Below any score: exp(LOWEST − m) is 0 for every finite m.
 const LOWEST: f32 = -3.0e38;
 
@@ -56,59 +61,91 @@ fn out_at(b: u32, i: u32, h: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_id) lid: vec3<u32>) {
+    // Rows i0 .. i0 + ROWS − 1 of (b, h); those past T are computed and not written.
+    let blocks = (p.seq + ROWS - 1u) / ROWS;
     let r = row_index(wid, nwg, lid);
-    if (r >= p.batch * p.heads * p.seq) { return; }
-    let i = r % p.seq;
-    let b = r / p.seq / p.heads;
-    let h = (r / p.seq) % p.heads;
+    if (r >= p.batch * p.heads * blocks) { return; }
+    let bh = r / blocks;
+    let i0 = (r % blocks) * ROWS;
+    let b = bh / p.heads;
+    let h = bh % p.heads;
     let stride = 3u * p.channels;
-    var q: array<vec4<f32>, HS4_MAX>;
-    var o: array<vec4<f32>, HS4_MAX>;
-    let q_base = qkv_at(0u, b, i, h);
-    for (var c = 0u; c < HS4; c++) {
-        q[c] = qkv4(q_base, c) * p.scale;
-        o[c] = vec4<f32>(0.0);
+    let last = min(i0 + ROWS - 1u, p.seq - 1u);
+    var q: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
+    var o: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
+    var m: array<f32, ROWS_MAX>;
+    var l: array<f32, ROWS_MAX>;
+    for (var rr = 0u; rr < ROWS; rr++) {
+        let q_base = qkv_at(0u, b, min(i0 + rr, last), h);
+        for (var c = 0u; c < HS4; c++) {
+            q[rr * HS4 + c] = qkv4(q_base, c) * p.scale;
+            o[rr * HS4 + c] = vec4<f32>(0.0);
+        }
+        m[rr] = LOWEST;
+        l[rr] = 0.0;
     }
     let k_base = qkv_at(1u, b, 0u, h);
     let v_base = qkv_at(2u, b, 0u, h);
-    var m = LOWEST;
-    var l = 0.0;
-    for (var j0 = 0u; j0 <= i; j0 += BC) {
-        let n = min(BC, i + 1u - j0);
-        var s: array<f32, BC>;
-        var tile_max = LOWEST;
+    var kv: array<vec4<f32>, HS4_MAX>;
+    for (var j0 = 0u; j0 <= last; j0 += BC) {
+        let n = min(BC, last + 1u - j0);
+        // Scores of the tile's keys, row by row; a key after a row's query scores LOWEST (weight 0;
+        // key 0 is in every row's first tile, so each row's maximum is finite from then on).
+        var s: array<f32, BC * ROWS_MAX>;
+        var tile_max: array<f32, ROWS_MAX>;
+        for (var rr = 0u; rr < ROWS; rr++) {
+            tile_max[rr] = LOWEST;
+        }
         for (var jj = 0u; jj < n; jj++) {
             let k = k_base + (j0 + jj) * stride;
-            var acc = 0.0;
             for (var c = 0u; c < HS4; c++) {
-                acc += dot(q[c], qkv4(k, c));
+                kv[c] = qkv4(k, c);
             }
-            s[jj] = acc;
-            tile_max = max(tile_max, acc);
+            for (var rr = 0u; rr < ROWS; rr++) {
+                var acc = 0.0;
+                for (var c = 0u; c < HS4; c++) {
+                    acc += dot(q[rr * HS4 + c], kv[c]);
+                }
+                let score = select(LOWEST, acc, j0 + jj <= i0 + rr);
+                s[rr * BC + jj] = score;
+                tile_max[rr] = max(tile_max[rr], score);
+            }
         }
-        let m_new = max(m, tile_max);
-        let rescale = exp(m - m_new);
-        l *= rescale;
-        for (var c = 0u; c < HS4; c++) {
-            o[c] *= rescale;
+        for (var rr = 0u; rr < ROWS; rr++) {
+            let m_new = max(m[rr], tile_max[rr]);
+            let rescale = exp(m[rr] - m_new);
+            l[rr] *= rescale;
+            for (var c = 0u; c < HS4; c++) {
+                o[rr * HS4 + c] *= rescale;
+            }
+            m[rr] = m_new;
         }
         for (var jj = 0u; jj < n; jj++) {
-            let pj = exp(s[jj] - m_new);
-            l += pj;
             let v = v_base + (j0 + jj) * stride;
             for (var c = 0u; c < HS4; c++) {
-                o[c] += pj * qkv4(v, c);
+                kv[c] = qkv4(v, c);
+            }
+            for (var rr = 0u; rr < ROWS; rr++) {
+                let pj = exp(s[rr * BC + jj] - m[rr]);
+                l[rr] += pj;
+                for (var c = 0u; c < HS4; c++) {
+                    o[rr * HS4 + c] += pj * kv[c];
+                }
             }
         }
-        m = m_new;
     }
-    // l ≥ 1: the maximum's own term is exp(0).
-    let inv = 1.0 / l;
-    let o_base = out_at(b, i, h);
-    for (var c = 0u; c < HS4; c++) {
-        store_out4(o_base, c, o[c] * inv);
+    for (var rr = 0u; rr < ROWS; rr++) {
+        let i = i0 + rr;
+        if (i < p.seq) {
+            // l ≥ 1: the maximum's own term is exp(0).
+            let inv = 1.0 / l[rr];
+            let o_base = out_at(b, i, h);
+            for (var c = 0u; c < HS4; c++) {
+                store_out4(o_base, c, o[rr * HS4 + c] * inv);
+            }
+            lse[bh * p.seq + i] = m[rr] + log(l[rr]);
+        }
     }
-    lse[r] = m + log(l);
 }
 
 @compute @workgroup_size(WG)

@@ -19,7 +19,7 @@ fn flash_is_picked_where_it_runs_and_clear_elsewhere() {
     assert_eq!(choose_attention_kernel(&gpu, &dims(64, 256, 384, 6)), AttentionKernel::Flash);
     // Heads past the flash kernels' registers, sequences past their loop budget.
     assert_eq!(choose_attention_kernel(&gpu, &dims(2, 64, 130, 2)), AttentionKernel::Clear);
-    assert_eq!(choose_attention_kernel(&gpu, &dims(1, 1401, 64, 1)), AttentionKernel::Clear);
+    assert_eq!(choose_attention_kernel(&gpu, &dims(1, 709, 64, 1)), AttentionKernel::Clear);
 }
 
 /// Each kernel through AttentionBuffers gives the reference's out and dqkv.

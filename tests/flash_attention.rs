@@ -10,7 +10,8 @@ use wgnn::internals::cpu;
 use wgnn::internals::kernels::attention::{attention_backward, attention_forward};
 use wgnn::internals::kernels::attention_dims::AttentionDims;
 use wgnn::internals::kernels::flash_attention::{
-    flash_attention_backward, flash_attention_forward, flash_attention_supported, FLASH_MAX_HEAD_SIZE,
+    flash_attention_backward, flash_attention_forward, flash_attention_forward_rows, flash_attention_supported,
+    FLASH_MAX_HEAD_SIZE,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Gpu, Tensor};
@@ -72,6 +73,16 @@ fn check(gpu: &Gpu, rng: &mut Rng, (b, t, nh, hs): (usize, usize, usize, usize),
     assert_close(&format!("{what} out"), &got.out, &out, 1e-5 * tol, 1e-4);
     assert_close(&format!("{what} lse"), &got.lse, &lse, 1e-5 * tol, 1e-5);
     assert_close(&format!("{what} dqkv"), &got.dqkv, &dqkv, 2e-5 * tol, 1e-3);
+    // Every number of rows per invocation (the wrapper picks 4 up to T 529 at hs 32), on heads of
+    // 8 and 5 (vec4 and scalar): each is a pipeline of its own, compiled in ~0.3 s on lavapipe.
+    let qkv_t = Tensor::from_slice(gpu, &[b, t, 3 * c], &qkv).unwrap();
+    let rows_tried: &[usize] = if hs == 8 || hs == 5 { &[1, 2, 4] } else { &[] };
+    for &rows in rows_tried {
+        let (out_t, lse_t) = (nan_tensor(gpu, &[b, t, c]), nan_tensor(gpu, &[b, nh, t]));
+        gpu.run(&[&flash_attention_forward_rows(gpu, &qkv_t, &out_t, &lse_t, nh, rows).unwrap()]).unwrap();
+        assert_close(&format!("{what} out, {rows} rows"), &out_t.to_vec().unwrap(), &out, 1e-5 * tol, 1e-4);
+        assert_close(&format!("{what} lse, {rows} rows"), &lse_t.to_vec().unwrap(), &lse, 1e-5 * tol, 1e-5);
+    }
     let clear = run_clear(gpu, &qkv, &dout, (b, t, nh, hs));
     assert_close(&format!("{what} out = clear out"), &got.out, &clear.out, 1e-5 * tol, 1e-4);
     assert_close(&format!("{what} dqkv = clear dqkv"), &got.dqkv, &clear.dqkv, 4e-5 * tol, 2e-3);
@@ -119,8 +130,9 @@ fn flash_attention_large_scores_are_finite_and_match() {
     assert_close("increasing scores dqkv", &got.dqkv, &dqkv, 1e-3, 1e-3);
 }
 
-/// Long rows: T = 700 with heads of 64 loops ~24,000 times per invocation, within the budget that
-/// keeps clear of lavapipe's loop cap (a kernel past it would stop early and differ).
+/// Long rows: T = 700 with heads of 64 loops ~48,000 times in the forward's last invocations (one
+/// row each), just within the budget that keeps clear of lavapipe's loop cap (a kernel past the
+/// cap would stop early and differ).
 #[test]
 fn flash_attention_long_rows_match_the_clear_kernels() {
     let gpu = gpu();
@@ -195,6 +207,17 @@ fn flash_attention_bad_input_is_an_error_naming_the_op_and_shapes() {
         &["flash_attention_forward", "[1, 3, 195]", "head size 65", "attention_forward"],
     );
     let dims = |t, c, nh| AttentionDims::new("test", 1, t, c, nh).unwrap();
-    assert!(flash_attention_supported(&dims(1400, 64, 1)) && !flash_attention_supported(&dims(1401, 64, 1)));
-    assert!(flash_attention_supported(&dims(2646, 128, 4)) && !flash_attention_supported(&dims(2647, 128, 4)));
+    assert!(flash_attention_supported(&dims(708, 64, 1)) && !flash_attention_supported(&dims(709, 64, 1)));
+    assert!(flash_attention_supported(&dims(1336, 128, 4)) && !flash_attention_supported(&dims(1337, 128, 4)));
+    // Rows per invocation: 1, 2 or 4, within the loop budget (4 rows up to T 529 at hs 32).
+    let qkv_t = Tensor::zeros(&gpu, &[1, 530, 3 * 32]).unwrap();
+    let (out_t, lse_t) = (Tensor::zeros(&gpu, &[1, 530, 32]).unwrap(), Tensor::zeros(&gpu, &[1, 1, 530]).unwrap());
+    flash_attention_forward_rows(&gpu, &qkv_t, &out_t, &lse_t, 1, 2).expect("2 rows fit");
+    for rows in [0, 3, 4] {
+        expect_err(
+            &format!("{rows} rows"),
+            flash_attention_forward_rows(&gpu, &qkv_t, &out_t, &lse_t, 1, rows),
+            &["flash_attention_forward", &format!("{rows} rows per invocation")],
+        );
+    }
 }

@@ -29,7 +29,7 @@ impl AttentionKernel {
 }
 
 /// The kernels for `dims` on `gpu`: the flash ones wherever [`flash_attention_supported`] (heads of
-/// at most 64 values, T within their loop budget: T ≤ 2,646 at hs 32, 1,400 at hs 64), the clear
+/// at most 64 values, T within their loop budget: T ≤ 1,336 at hs 32, 708 at hs 64), the clear
 /// ones elsewhere. The same rule on every device so far: on lavapipe the flash kernels were faster
 /// at every T measured (BENCHMARKS.md, attention rows), and on a GPU they keep the T² scores out
 /// of memory (not measured on a GPU yet). `gpu` is where a device's own measurements would enter.
