@@ -22,8 +22,8 @@ pub(crate) const FLASH_ATTENTION: KernelFamily = KernelFamily {
     storage: &[Access::ReadWrite; 6],
 };
 
-/// Heads of a multiple of 4 values in 16-byte aligned views: the head loaded and stored by vec4
-/// (at B 12, T 64, C 128, NH 4 on lavapipe: see BENCHMARKS.md).
+/// Heads of a multiple of 4 values in 16-byte aligned views: the head loaded and stored by vec4,
+/// one load per 4 values instead of 4 clamped ones.
 pub(crate) const FLASH_ATTENTION_VEC4: KernelFamily = KernelFamily {
     name: "flash_attention_vec4",
     sources: &[
