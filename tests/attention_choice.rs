@@ -7,6 +7,7 @@ use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::attention_choice::{choose_attention_kernel, AttentionBuffers, AttentionKernel};
 use wgnn::internals::kernels::attention_dims::AttentionDims;
+use wgnn::internals::kernels::flash_attention::flash_attention_forward_rows;
 use wgnn::internals::rng::Rng;
 use wgnn::{Tensor, WgnnError};
 
@@ -62,4 +63,43 @@ fn clear_scores_past_the_binding_limit_are_an_error() {
     expect_err("no heads", AttentionDims::new("attention", 1, 4, 8, 0), &["attention", "0 heads"]);
     expect_err("empty", AttentionDims::new("attention", 0, 4, 8, 2), &["attention", "empty"]);
     expect_err("u32 scores", AttentionDims::new("attention", 1024, 4096, 64, 1), &["attention", "2^32"]);
+}
+
+/// 524,289 sequences of 4 tokens in 2 heads of 1: 4,194,312 rows, so the flash kernels' one-row
+/// dispatches and the clear kernels' softmax, values and score dispatches each need more than
+/// 65,535 workgroups of 64, folded into a second grid dimension; both match the reference.
+#[test]
+fn dispatches_past_65535_workgroups_match_the_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(41);
+    let (b, t, c, nh) = (524_289, 4, 2, 2);
+    let qkv = rng.vec_uniform(b * t * 3 * c, -1.0, 1.0);
+    let dout = rng.vec_uniform(b * t * c, -1.0, 1.0);
+    let (out, probs, lse) = cpu::attention_forward(&qkv, b, t, c, nh);
+    let dqkv = cpu::attention_backward(&dout, &qkv, &probs, b, t, c, nh);
+    drop(probs);
+    let qkv_t = Tensor::from_slice(&gpu, &[b, t, 3 * c], &qkv).unwrap();
+    let dout_t = Tensor::from_slice(&gpu, &[b, t, c], &dout).unwrap();
+    let dims = AttentionDims::new("test", b, t, c, nh).unwrap();
+    for kernel in [AttentionKernel::Clear, AttentionKernel::Flash] {
+        let buffers = AttentionBuffers::new(&gpu, dims, kernel).unwrap();
+        let (out_t, dqkv_t) = (Tensor::zeros(&gpu, &[b, t, c]).unwrap(), Tensor::zeros(&gpu, &[b, t, 3 * c]).unwrap());
+        let forward = match kernel {
+            AttentionKernel::Clear => buffers.forward(&gpu, &qkv_t, &out_t).unwrap(),
+            // One row per invocation, as the backward: past the limit too.
+            AttentionKernel::Flash => {
+                flash_attention_forward_rows(&gpu, &qkv_t, &out_t, &buffers.saved, nh, 1).unwrap()
+            }
+        };
+        let backward = buffers.backward(&gpu, &dout_t, &qkv_t, &out_t, &dqkv_t).unwrap();
+        let folded = forward.dispatches.iter().chain(&backward.dispatches).filter(|d| d.workgroups[1] > 1).count();
+        assert!(folded >= 2, "{}: {folded} dispatches folded", kernel.name());
+        gpu.run(&[&forward, &backward]).unwrap();
+        let name = kernel.name();
+        assert_close(&format!("{name} out"), &out_t.to_vec().unwrap(), &out, 1e-5, 1e-4);
+        assert_close(&format!("{name} dqkv"), &dqkv_t.to_vec().unwrap(), &dqkv, 2e-5, 1e-3);
+        if kernel == AttentionKernel::Flash {
+            assert_close("flash lse", &buffers.saved.to_vec().unwrap(), &lse, 1e-5, 1e-5);
+        }
+    }
 }
