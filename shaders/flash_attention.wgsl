@@ -5,7 +5,8 @@
 //                                 serves them all), keys in tiles of BC with an online softmax (a
 //                                 running maximum m and sum l, the output rescaled by exp(m − m')
 //                                 when the maximum grows) → out_i and lse_i = m + log l  [B, NH, T]
-//   flash_attention_backward_dq:  per query row i: D_i = dout_i·out_i (written to delta [B, NH, T]),
+//   flash_attention_backward_dq:  per ROWS query rows i (1 or 2): D_i = dout_i·out_i (written to
+//                                 delta [B, NH, T]),
 //                                 then for each key j ≤ i the probability rebuilt as
 //                                 P = exp(q_i·k_j/√HS − lse_i), dS = P (dout_i·v_j − D_i),
 //                                 dq_i = Σ_j dS k_j / √HS
@@ -14,9 +15,9 @@
 // The bindings and the head's loads and stores are in flash_attention_scalar.wgsl (any head size)
 // or flash_attention_vec4.wgsl (heads of a multiple of 4), appended to this file.
 // dqkv is overwritten. A forward invocation's loops run about T·(2·⌈HS/4⌉·(ROWS + 1) + 2·ROWS + 2)
-// times in all, a backward one's T·(2·⌈HS/4⌉ + 2): the wrapper keeps both within 3/4 of lavapipe's
-// 65,535-iteration loop cap. No workgroup memory and no subgroup
-// operations, so any subgroup size gives the same result.
+// times in all, dq's T·(⌈HS/4⌉·(2·ROWS + 1) + 2·ROWS + 1), dk/dv's T·(2·⌈HS/4⌉ + 2): the wrapper
+// keeps each within 3/4 of lavapipe's 65,535-iteration loop cap. No workgroup memory and no
+// subgroup operations, so any subgroup size gives the same result.
 
 override WG: u32 = 64u;
 // ⌈HS / 4⌉: the loops over a head have a bound fixed at pipeline creation, so that the compiler
@@ -151,48 +152,73 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 @compute @workgroup_size(WG)
 fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                @builtin(local_invocation_id) lid: vec3<u32>) {
+    // Query rows i0 .. i0 + ROWS − 1 of (b, h), as the forward's (1 or 2 here: 4 spill).
+    let blocks = (p.seq + ROWS - 1u) / ROWS;
     let r = row_index(wid, nwg, lid);
-    if (r >= p.batch * p.heads * p.seq) { return; }
-    let i = r % p.seq;
-    let b = r / p.seq / p.heads;
-    let h = (r / p.seq) % p.heads;
+    if (r >= p.batch * p.heads * blocks) { return; }
+    let bh = r / blocks;
+    let i0 = (r % blocks) * ROWS;
+    let b = bh / p.heads;
+    let h = bh % p.heads;
     let stride = 3u * p.channels;
-    var q: array<vec4<f32>, HS4_MAX>;
-    var g: array<vec4<f32>, HS4_MAX>;
-    var dq: array<vec4<f32>, HS4_MAX>;
-    let q_base = qkv_at(0u, b, i, h);
-    let g_base = out_at(b, i, h);
-    var d_i = 0.0;
-    for (var c = 0u; c < HS4; c++) {
-        q[c] = qkv4(q_base, c) * p.scale;
-        g[c] = dout4(g_base, c);
-        dq[c] = vec4<f32>(0.0);
-        d_i += dot(g[c], out4(g_base, c));
+    let last = min(i0 + ROWS - 1u, p.seq - 1u);
+    var q: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
+    var g: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
+    var dq: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
+    var d_i: array<f32, ROWS_MAX>;
+    var lse_i: array<f32, ROWS_MAX>;
+    for (var rr = 0u; rr < ROWS; rr++) {
+        let i = min(i0 + rr, last);
+        let q_base = qkv_at(0u, b, i, h);
+        let g_base = out_at(b, i, h);
+        var d = 0.0;
+        for (var c = 0u; c < HS4; c++) {
+            q[rr * HS4 + c] = qkv4(q_base, c) * p.scale;
+            g[rr * HS4 + c] = dout4(g_base, c);
+            dq[rr * HS4 + c] = vec4<f32>(0.0);
+            d += dot(g[rr * HS4 + c], out4(g_base, c));
+        }
+        d_i[rr] = d;
+        lse_i[rr] = lse[bh * p.seq + i];
+        if (i0 + rr < p.seq) {
+            delta[bh * p.seq + i] = d;
+        }
     }
-    delta[r] = d_i;
-    let lse_i = lse[r];
     let k_base = qkv_at(1u, b, 0u, h);
-    // Key j, loaded once for its score and its share of dq.
+    // Key j and value j, loaded once for every row.
     var kj: array<vec4<f32>, HS4_MAX>;
-    for (var j = 0u; j <= i; j++) {
+    var vj: array<vec4<f32>, HS4_MAX>;
+    for (var j = 0u; j <= last; j++) {
         let k = k_base + j * stride;
         let v = k + p.channels;
-        var s = 0.0;
-        var dp = 0.0;
         for (var c = 0u; c < HS4; c++) {
             kj[c] = qkv4(k, c);
-            s += dot(q[c], kj[c]);
-            dp += dot(g[c], qkv4(v, c));
+            vj[c] = qkv4(v, c);
         }
-        let ds = exp(s - lse_i) * (dp - d_i);
-        for (var c = 0u; c < HS4; c++) {
-            dq[c] += ds * kj[c];
+        for (var rr = 0u; rr < ROWS; rr++) {
+            var s = 0.0;
+            var dp = 0.0;
+            for (var c = 0u; c < HS4; c++) {
+                s += dot(q[rr * HS4 + c], kj[c]);
+                dp += dot(g[rr * HS4 + c], vj[c]);
+            }
+            // A key after the row's query adds nothing.
+            let ds = select(0.0, exp(s - lse_i[rr]) * (dp - d_i[rr]), j <= i0 + rr);
+            for (var c = 0u; c < HS4; c++) {
+                dq[rr * HS4 + c] += ds * kj[c];
+            }
         }
     }
-    for (var c = 0u; c < HS4; c++) {
-        store_dqkv4(q_base, c, dq[c] * p.scale);
+    for (var rr = 0u; rr < ROWS; rr++) {
+        if (i0 + rr < p.seq) {
+            let q_base = qkv_at(0u, b, i0 + rr, h);
+            for (var c = 0u; c < HS4; c++) {
+                store_dqkv4(q_base, c, dq[rr * HS4 + c] * p.scale);
+            }
+        }
     }
 }
+
 
 @compute @workgroup_size(WG)
 fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -10,8 +10,8 @@ use wgnn::internals::cpu;
 use wgnn::internals::kernels::attention::{attention_backward, attention_forward};
 use wgnn::internals::kernels::attention_dims::AttentionDims;
 use wgnn::internals::kernels::flash_attention::{
-    flash_attention_backward, flash_attention_forward, flash_attention_forward_rows, flash_attention_supported,
-    FLASH_MAX_HEAD_SIZE,
+    flash_attention_backward, flash_attention_backward_rows, flash_attention_forward, flash_attention_forward_rows,
+    flash_attention_supported, FLASH_MAX_HEAD_SIZE,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Gpu, Tensor};
@@ -73,8 +73,9 @@ fn check(gpu: &Gpu, rng: &mut Rng, (b, t, nh, hs): (usize, usize, usize, usize),
     assert_close(&format!("{what} out"), &got.out, &out, 1e-5 * tol, 1e-4);
     assert_close(&format!("{what} lse"), &got.lse, &lse, 1e-5 * tol, 1e-5);
     assert_close(&format!("{what} dqkv"), &got.dqkv, &dqkv, 2e-5 * tol, 1e-3);
-    // Every number of rows per invocation (the wrapper picks 4 up to T 529 at hs 32), on heads of
-    // 8 and 5 (vec4 and scalar): each is a pipeline of its own, compiled in ~0.3 s on lavapipe.
+    // Every number of rows per invocation (the wrapper picks 4 in the forward up to T 529 at hs 32,
+    // 2 in dq up to 1,044), on heads of 8 and 5 (vec4 and scalar): each is a pipeline of its own,
+    // compiled in ~0.3 s on lavapipe.
     let qkv_t = Tensor::from_slice(gpu, &[b, t, 3 * c], &qkv).unwrap();
     let rows_tried: &[usize] = if hs == 8 || hs == 5 { &[1, 2, 4] } else { &[] };
     for &rows in rows_tried {
@@ -82,6 +83,14 @@ fn check(gpu: &Gpu, rng: &mut Rng, (b, t, nh, hs): (usize, usize, usize, usize),
         gpu.run(&[&flash_attention_forward_rows(gpu, &qkv_t, &out_t, &lse_t, nh, rows).unwrap()]).unwrap();
         assert_close(&format!("{what} out, {rows} rows"), &out_t.to_vec().unwrap(), &out, 1e-5 * tol, 1e-4);
         assert_close(&format!("{what} lse, {rows} rows"), &lse_t.to_vec().unwrap(), &lse, 1e-5 * tol, 1e-5);
+        // The backward's dq at as many rows, from the reference's out and lse.
+        let (out_ref, lse_ref) = (Tensor::from_slice(gpu, &[b, t, c], &out).unwrap(), lse_t);
+        let dout_t = Tensor::from_slice(gpu, &[b, t, c], &dout).unwrap();
+        let (delta_t, dqkv_t) = (nan_tensor(gpu, &[b, nh, t]), nan_tensor(gpu, &[b, t, 3 * c]));
+        let backward =
+            flash_attention_backward_rows(gpu, &dout_t, &qkv_t, &out_ref, &lse_ref, &delta_t, &dqkv_t, nh, rows);
+        gpu.run(&[&backward.unwrap()]).unwrap();
+        assert_close(&format!("{what} dqkv, {rows} rows"), &dqkv_t.to_vec().unwrap(), &dqkv, 2e-5 * tol, 1e-3);
     }
     let clear = run_clear(gpu, &qkv, &dout, (b, t, nh, hs));
     assert_close(&format!("{what} out = clear out"), &got.out, &clear.out, 1e-5 * tol, 1e-4);
@@ -218,6 +227,14 @@ fn flash_attention_bad_input_is_an_error_naming_the_op_and_shapes() {
             &format!("{rows} rows"),
             flash_attention_forward_rows(&gpu, &qkv_t, &out_t, &lse_t, 1, rows),
             &["flash_attention_forward", &format!("{rows} rows per invocation")],
+        );
+    }
+    let (delta_t, dqkv_t) = (Tensor::zeros(&gpu, &[1, 1, 530]).unwrap(), Tensor::zeros(&gpu, &[1, 530, 96]).unwrap());
+    for rows in [0, 3] {
+        expect_err(
+            &format!("backward {rows} rows"),
+            flash_attention_backward_rows(&gpu, &out_t, &qkv_t, &out_t, &lse_t, &delta_t, &dqkv_t, 1, rows),
+            &["flash_attention_backward", &format!("{rows} rows per invocation")],
         );
     }
 }

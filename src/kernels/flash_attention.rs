@@ -50,11 +50,18 @@ fn forward_loop_count(dims: &AttentionDims, rows: usize) -> usize {
     t * per_key + t.div_ceil(BC) * (rows * (hs4 + 2) + 2) + 2 * rows * (hs4 + 1) + 4
 }
 
-/// Loop iterations of the backward's longest invocation (the first key row's dk/dv: per query
-/// the score and dP, then the two gradients; the dq rows loop as long, plus D).
-fn backward_loop_count(dims: &AttentionDims) -> usize {
+/// Loop iterations of the dq dispatch's longest invocation with `rows` query rows each (per key
+/// its load, then per row the score and dP and the row's share of dq; D and the stores).
+fn dq_loop_count(dims: &AttentionDims, rows: usize) -> usize {
     let (t, hs4) = (dims.seq, dims.head_size().div_ceil(4));
-    t * (2 * hs4 + 2) + 3 * hs4 + 4
+    t * (hs4 + 1 + rows * (2 * hs4 + 3)) + 2 * rows * (hs4 + 1) + 4
+}
+
+/// Loop iterations of the dk/dv dispatch's longest invocation, one key row each (the first: per
+/// query its load, the score and dP, then the two gradients).
+fn dkv_loop_count(dims: &AttentionDims) -> usize {
+    let (t, hs4) = (dims.seq, dims.head_size().div_ceil(4));
+    t * (3 * hs4 + 3) + 2 * hs4 + 4
 }
 
 /// Query rows per forward invocation: as many as the loop budget allows, up to 4.
@@ -62,12 +69,22 @@ fn forward_rows(dims: &AttentionDims) -> usize {
     [4, 2, 1].into_iter().find(|&rows| forward_loop_count(dims, rows) <= FLASH_LOOP_BUDGET).unwrap_or(1)
 }
 
+/// Query rows per dq invocation: 2 where the loop budget allows (4 measured slower: the rows'
+/// three head-sized arrays spill).
+fn dq_rows(dims: &AttentionDims) -> usize {
+    [2, 1].into_iter().find(|&rows| dq_loop_count(dims, rows) <= FLASH_LOOP_BUDGET).unwrap_or(1)
+}
+
+/// The most loop iterations any flash invocation at `dims` runs, each kernel at one row.
+fn loop_count(dims: &AttentionDims) -> usize {
+    forward_loop_count(dims, 1).max(dq_loop_count(dims, 1)).max(dkv_loop_count(dims))
+}
+
 /// Whether the flash kernels take these dims: heads of at most [`FLASH_MAX_HEAD_SIZE`] and
 /// sequences short enough that an invocation stays within the loop budget (T ≤ 1,336 at hs 32,
 /// 708 at hs 64).
 pub fn flash_attention_supported(dims: &AttentionDims) -> bool {
-    dims.head_size() <= FLASH_MAX_HEAD_SIZE
-        && forward_loop_count(dims, 1).max(backward_loop_count(dims)) <= FLASH_LOOP_BUDGET
+    dims.head_size() <= FLASH_MAX_HEAD_SIZE && loop_count(dims) <= FLASH_LOOP_BUDGET
 }
 
 fn flash_dims(op: &str, qkv: &Tensor, heads: usize) -> Result<AttentionDims> {
@@ -81,7 +98,7 @@ fn flash_dims(op: &str, qkv: &Tensor, heads: usize) -> Result<AttentionDims> {
                  ({} here); the clear kernels (attention_forward) take it",
                 qkv.shape(),
                 dims.head_size(),
-                forward_loop_count(&dims, 1).max(backward_loop_count(&dims))
+                loop_count(&dims)
             ),
         ));
     }
@@ -117,7 +134,7 @@ pub fn flash_attention_forward_rows(
 ) -> Result<Plan> {
     const OP: &str = "flash_attention_forward";
     let dims = flash_dims(OP, qkv, heads)?;
-    check_rows(OP, &dims, rows)?;
+    check_rows(OP, &dims, rows, forward_loop_count(&dims, rows))?;
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
     disjoint(OP, &[("qkv", qkv), ("out", out), ("lse", lse)])?;
@@ -130,9 +147,9 @@ pub fn flash_attention_forward_rows(
 
 /// The gradient of [`flash_attention_forward`].  dout, out: [B, T, C], qkv: [B, T, 3C], lse:
 /// [B, NH, T] (the forward's) → dqkv: [B, T, 3C] (overwritten); delta: [B, NH, T] is scratch
-/// (D = rowsum(dout ⊙ out)). Two dispatches, one row per invocation: dq (which writes D first),
-/// then dk and dv. (Several rows per invocation, as the forward, measured slower here: 4 rows
-/// 1.5–2.5× the time on lavapipe, the registers spilling.)
+/// (D = rowsum(dout ⊙ out)). Two dispatches: dq (which writes D first; 2 query rows per invocation
+/// where the loop budget allows), then dk and dv (one key row per invocation: 2 or 4 measured
+/// 3–7× slower on lavapipe, their four head-sized arrays per row spilling).
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_backward(
     gpu: &Gpu,
@@ -144,8 +161,27 @@ pub fn flash_attention_backward(
     dqkv: &Tensor,
     heads: usize,
 ) -> Result<Plan> {
+    let dims = flash_dims("flash_attention_backward", qkv, heads)?;
+    flash_attention_backward_rows(gpu, dout, qkv, out, lse, delta, dqkv, heads, dq_rows(&dims))
+}
+
+/// [`flash_attention_backward`] with `rows` (1, 2 or 4) query rows per dq invocation, within the
+/// loop budget.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_rows(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    delta: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    rows: usize,
+) -> Result<Plan> {
     const OP: &str = "flash_attention_backward";
     let dims = flash_dims(OP, qkv, heads)?;
+    check_rows(OP, &dims, rows, dq_loop_count(&dims, rows))?;
     dims.expect(OP, "dout", dout, &dims.out_shape())?;
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
@@ -154,18 +190,20 @@ pub fn flash_attention_backward(
     let named = [("dout", dout), ("qkv", qkv), ("out", out), ("lse", lse), ("delta", delta), ("dqkv", dqkv)];
     disjoint(OP, &named)?;
     let bindings = [qkv, out, lse, dout, delta, dqkv];
-    let grid = grid_1d(gpu, lse.len(), WG);
-    let (family, constants) = specialise(&dims, &bindings, 1);
+    let params = dims.params();
     let mut plan = Plan::new();
-    for entry in ["flash_attention_backward_dq", "flash_attention_backward_dkv"] {
-        plan.push(dispatch(gpu, family, entry, &constants, &dims.params(), &bindings, grid)?);
-    }
+    let (family, constants) = specialise(&dims, &bindings, rows);
+    let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);
+    plan.push(dispatch(gpu, family, "flash_attention_backward_dq", &constants, &params, &bindings, grid)?);
+    let (family, constants) = specialise(&dims, &bindings, 1);
+    let grid = grid_1d(gpu, lse.len(), WG);
+    plan.push(dispatch(gpu, family, "flash_attention_backward_dkv", &constants, &params, &bindings, grid)?);
     Ok(plan)
 }
 
-/// `rows` is 1, 2 or 4 and keeps an invocation within the loop budget.
-fn check_rows(op: &str, dims: &AttentionDims, rows: usize) -> Result<()> {
-    if ![1, 2, 4].contains(&rows) || forward_loop_count(dims, rows) > FLASH_LOOP_BUDGET {
+/// `rows` is 1, 2 or 4 and keeps an invocation within the loop budget (`loops` at `rows`).
+fn check_rows(op: &str, dims: &AttentionDims, rows: usize, loops: usize) -> Result<()> {
+    if ![1, 2, 4].contains(&rows) || loops > FLASH_LOOP_BUDGET {
         return Err(WgnnError::invalid(
             op,
             format!(
