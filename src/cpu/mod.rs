@@ -2,12 +2,14 @@
 //! (`shaders/<family>.wgsl` ↔ `src/kernels/<family>.rs` ↔ `src/cpu/<family>.rs`). Row-major
 //! slices, shapes passed explicitly. Clarity over speed: these define what the kernels compute.
 
+pub mod attention;
 pub mod batch_norm;
 pub mod bias_act;
 pub mod conv2d;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod embedding;
+pub mod flash_attention;
 pub mod gather;
 pub mod grad_norm;
 pub mod hinge;
@@ -25,6 +27,7 @@ pub mod step_guard;
 pub mod token_batch;
 pub mod totals;
 
+pub use attention::{attention_backward, attention_forward};
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
 pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};
@@ -32,6 +35,7 @@ pub use conv2d::{conv2d_backward_activation, conv2d_backward_input, conv2d_backw
 pub use dense_softmax_xent::dense_softmax_xent;
 pub use dropout::{dropout_backward, dropout_forward};
 pub use embedding::{embedding_backward, embedding_forward};
+pub use flash_attention::{flash_attention_backward, flash_attention_forward};
 pub use gather::{gather_counters, gather_rows};
 pub use grad_norm::clip_factor;
 pub use hinge::hinge;

@@ -5,6 +5,9 @@
 //! returns a [`Plan`]: dispatches with their bind groups already made. A plan is built once and
 //! recorded as often as needed, many times into one compute pass; nothing in it reads back.
 
+pub mod attention;
+pub mod attention_choice;
+pub mod attention_dims;
 pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
@@ -13,6 +16,7 @@ mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod embedding;
+pub mod flash_attention;
 pub mod gather;
 pub mod grad_norm;
 pub mod hinge;
