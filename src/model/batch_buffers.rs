@@ -1,7 +1,7 @@
 //! The GPU buffers of one batch size: the batch, each block's activations and gradients, the
 //! loss's per-row outputs.
 
-use super::fusion::{Block, Core};
+use super::fusion::{is_fork, readers, Block, Core};
 use super::*;
 use crate::kernels::conv2d::ConvPatches;
 use crate::layers::batch_norm::NormBuffers;
@@ -21,8 +21,14 @@ pub(super) struct BlockBuffers {
     pub(super) h: Tensor,
     /// Training: the gradient w.r.t. the activation's input.
     pub(super) dz: Option<Tensor>,
-    /// Training, where the activation's backward runs on its own (softmax): the gradient w.r.t. `h`.
+    /// Training, where the activation's backward runs on its own (softmax, or a fork's): the
+    /// gradient w.r.t. `h`.
     pub(super) dh: Option<Tensor>,
+    /// Training, where the block's input is a fork (read by other blocks too): the gradient
+    /// w.r.t. its input, summed with the other readers' before the fork's backward.
+    pub(super) dinput: Option<Tensor>,
+    /// Training, a fork read by more than two blocks: the partial sums of their gradients.
+    pub(super) sums: Vec<Tensor>,
     pub(super) dropout: Option<DropoutBuffers>,
     /// Max pooling's argmax per output (u32).
     pub(super) argmax: Option<Tensor>,
@@ -114,11 +120,13 @@ impl BatchBuffers {
         let rows_of = |features: usize| Tensor::zeros(gpu, &[padded_rows, features])?.view(0, &[rows, features]);
         let x = rows_of(input_dim)?;
         let mut built: Vec<BlockBuffers> = Vec::with_capacity(blocks.len());
-        for (block, &act) in blocks.iter().zip(acts) {
-            let input = built.last().map_or(&x, |b| b.output()).clone();
+        for (i, (block, &act)) in blocks.iter().zip(acts).enumerate() {
+            let input = block.input.map_or(&x, |j| built[j].output()).clone();
             let n = block.outputs;
             let lin = match block.core {
-                Core::Dense { .. } | Core::Conv2D { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
+                Core::Dense { .. } | Core::Conv2D { .. } | Core::Add { .. } if !block.act_in_core(act) => {
+                    Some(rows_of(n)?)
+                }
                 Core::Pool { .. } => Some(rows_of(n)?),
                 _ => None,
             };
@@ -140,8 +148,19 @@ impl BatchBuffers {
                 }
                 _ => None,
             };
-            let mut bb =
-                BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None, argmax, patches };
+            let mut bb = BlockBuffers {
+                input,
+                lin,
+                norm,
+                h: x.clone(),
+                dz: None,
+                dh: None,
+                dinput: None,
+                sums: Vec::new(),
+                dropout: None,
+                argmax,
+                patches,
+            };
             // The output: its own buffer where a dispatch of the activation (or the core's
             // epilogue) writes it, else the activation's input (batch norm's output through the
             // activation, or an identity's input).
@@ -150,9 +169,20 @@ impl BatchBuffers {
             if training {
                 bb.dz = Some(rows_of(n)?);
                 // Where the activation's backward runs on its own: softmax (every block folds an
-                // element-wise activation's into its input gradient).
-                if act == Activation::Softmax {
+                // element-wise activation's into its input gradient), or a fork's (its readers'
+                // gradients are summed first).
+                let fork = is_fork(blocks, i);
+                if act == Activation::Softmax || (fork && act != Activation::Identity) {
                     bb.dh = Some(Tensor::zeros(gpu, &[rows, n])?);
+                }
+                if fork {
+                    for _ in 2..readers(blocks, i).count() {
+                        bb.sums.push(Tensor::zeros(gpu, &[rows, n])?);
+                    }
+                }
+                let input_is_fork = block.input.is_some_and(|j| is_fork(blocks, j));
+                if input_is_fork && !matches!(block.core, Core::Add { .. }) {
+                    bb.dinput = Some(rows_of(block.inputs)?);
                 }
                 if block.dropout.is_some() {
                     let t = || Tensor::zeros(gpu, &[rows, n]);

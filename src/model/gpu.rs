@@ -3,7 +3,7 @@
 //! batch size and recorded many times. The buffers of one batch are in `batch_buffers.rs`,
 //! evaluation and prediction in `gpu_eval.rs`, the steps `fit` runs in `gpu_steps.rs`.
 
-use super::fusion::Core;
+use super::fusion::{batch_is_shared, is_fork, Core};
 use super::*;
 use crate::layers::{activation as act_layer, batch_norm};
 
@@ -99,6 +99,8 @@ impl Sequential {
         let Core::Dense { units, bias: Some(_), .. } = output.core else { return false };
         self.fused
             && last > 0
+            && output.input == Some(last - 1)
+            && !is_fork(&self.blocks, last - 1)
             && buf.training
             && self.loss() == Loss::SparseCategoricalCrossentropy
             && self.applied_activation(last) == Activation::Identity
@@ -136,6 +138,8 @@ impl Sequential {
             && buf.training
             && matches!(start, BatchStart::Counter { .. })
             && first.norm.is_none()
+            && first.input.is_none()
+            && !batch_is_shared(&self.blocks)
             && gpu.profile().first_layer_in_place
             && matmul_gathered_supported(gpu, &forward, units, false, false)
             && matmul_gathered_supported(gpu, &weight_grad, units, true, false);

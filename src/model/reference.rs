@@ -5,7 +5,7 @@ use super::fusion::Core;
 use super::*;
 use crate::host_memory::{self, checked_bytes};
 use crate::layers::batch_norm::CpuNormSaved;
-use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
+use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout, residual};
 
 /// What a CPU forward pass leaves for the backward, per block.
 #[derive(Default)]
@@ -85,7 +85,7 @@ impl Sequential {
         let params = self.cpu_params();
         let mut passes: Vec<CpuBlockPass> = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
-            let input = passes.last().map_or(x, CpuBlockPass::output);
+            let input = block.input.map_or(x, |j| passes[j].output());
             let act = self.applied_activation(i);
             let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
             let mut pass = CpuBlockPass::default();
@@ -105,6 +105,9 @@ impl Sequential {
                     let (y, argmax) = pooling.forward_cpu(input, &pooling.dims("pool2d", rows, &image)?);
                     pass.argmax = argmax.unwrap_or_default();
                     y
+                }
+                Core::Add { shortcut } => {
+                    residual::forward_cpu(input, shortcut.map_or(x, |s| passes[s].output()), core_act)
                 }
                 Core::Identity => input.to_vec(),
             };
@@ -211,11 +214,19 @@ impl Sequential {
         }
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
-        let mut dz = dlogits;
+        // Each block's output gradient (after its dropout), summed over its readers as they
+        // write it: a residual branch's input is read twice.
+        let mut pending: Vec<Option<Vec<f32>>> = vec![None; self.blocks.len()];
+        let mut dlogits = Some(dlogits);
         for i in (0..self.blocks.len()).rev() {
             let block = &self.blocks[i];
             let pass = &passes[i];
-            let input = if i == 0 { x } else { passes[i - 1].output() };
+            let input = block.input.map_or(x, |j| passes[j].output());
+            let mut dz = match (i == last, pending[i].take()) {
+                (true, _) => dlogits.take().unwrap_or_default(),
+                (false, Some(dy)) => self.block_dz_cpu(i, pass, dy, rows),
+                (false, None) => return Err(WgnnError::invalid("fit", "a block no block reads (an internal error)")),
+            };
             // dlin: the gradient w.r.t. the core's output — dz, or through batch norm's backward.
             let dlin = match (&block.norm, &pass.norm, &pass.lin) {
                 (Some(n), Some(saved), Some(lin)) => {
@@ -236,7 +247,7 @@ impl Sequential {
                         grads[o..o + units].copy_from_slice(db);
                     }
                     let w = &params[weight..weight + block.inputs * units];
-                    (i > 0).then(|| dense::backward_input_cpu(&dlin, w, rows, units))
+                    block.input.map(|_| dense::backward_input_cpu(&dlin, w, rows, units))
                 }
                 Core::Conv2D { conv, input: image, weight, bias } => {
                     let d = conv.dims("conv2d", rows, &image)?;
@@ -246,16 +257,20 @@ impl Sequential {
                         grads[o..o + db.len()].copy_from_slice(&db);
                     }
                     let k = &params[weight..weight + dk.len()];
-                    (i > 0).then(|| conv2d::backward_input_cpu(&dlin, k, &d))
+                    block.input.map(|_| conv2d::backward_input_cpu(&dlin, k, &d))
                 }
                 Core::Pool { pooling, input: image } => {
                     let d = pooling.dims("pool2d", rows, &image)?;
-                    (i > 0).then(|| pooling.backward_cpu(&dlin, &pass.argmax, &d))
+                    block.input.map(|_| pooling.backward_cpu(&dlin, &pass.argmax, &d))
+                }
+                Core::Add { shortcut } => {
+                    send(&mut pending, shortcut, dlin.clone());
+                    Some(dlin)
                 }
                 Core::Identity => Some(dlin),
             };
-            if let (true, Some(dh)) = (i > 0, dinput) {
-                dz = self.block_dz_cpu(i - 1, &passes[i - 1], dh, rows);
+            if let Some(dh) = dinput {
+                send(&mut pending, block.input, dh);
             }
         }
         let trainable = self.layout.trainable;
@@ -292,6 +307,15 @@ impl Sequential {
             }
         }
         Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
+    }
+}
+
+/// Adds `grad` to what block `to` (None: the batch, which needs none) has received.
+fn send(pending: &mut [Option<Vec<f32>>], to: Option<usize>, grad: Vec<f32>) {
+    let Some(j) = to else { return };
+    match &mut pending[j] {
+        Some(sum) => sum.iter_mut().zip(&grad).for_each(|(s, g)| *s += g),
+        None => pending[j] = Some(grad),
     }
 }
 

@@ -5,6 +5,8 @@
 //! Format 2 lists the layers Keras style (`{"type": "dense", …}`, `{"type": "batch_norm", …}`)
 //! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
 //! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
+//! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
+//! nested layer); a model without them is still written as format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +17,14 @@ use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
-use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling};
+use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling, Residual};
 
 mod optimizer;
 
 use optimizer::SavedOptimizer;
 
 /// The version of [`SavedModel`] this wgnn writes.
-pub(super) const FORMAT: u64 = 2;
+pub(super) const FORMAT: u64 = 3;
 
 /// Just the format number, read first to pick the schema.
 #[derive(Deserialize)]
@@ -75,6 +77,12 @@ pub(super) enum SavedLayer {
     MaxPool2d(SavedPool),
     AveragePooling2d(SavedPool),
     GlobalAveragePooling2d,
+    /// Format 3: a residual sum.
+    Add {
+        from: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        projection: Option<Box<SavedLayer>>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -143,6 +151,10 @@ impl From<&Layer> for SavedLayer {
             Layer::Pool(Pooling::Max(c)) => SavedLayer::MaxPool2d((&c).into()),
             Layer::Pool(Pooling::Average(c)) => SavedLayer::AveragePooling2d((&c).into()),
             Layer::Pool(Pooling::GlobalAverage) => SavedLayer::GlobalAveragePooling2d,
+            Layer::Add(ref r) => SavedLayer::Add {
+                from: r.from,
+                projection: r.projection.as_deref().map(|p| Box::new(SavedLayer::from(p))),
+            },
         }
     }
 }
@@ -174,6 +186,10 @@ impl SavedLayer {
             SavedLayer::MaxPool2d(p) => Layer::Pool(Pooling::Max(p.config()?)),
             SavedLayer::AveragePooling2d(p) => Layer::Pool(Pooling::Average(p.config()?)),
             SavedLayer::GlobalAveragePooling2d => Layer::Pool(Pooling::GlobalAverage),
+            SavedLayer::Add { from, projection } => Layer::Add(Residual {
+                from: *from,
+                projection: projection.as_deref().map(SavedLayer::layer).transpose()?.map(Box::new),
+            }),
         })
     }
 }
