@@ -24,6 +24,7 @@ pub mod dropout;
 pub mod pool2d;
 pub mod reshape;
 pub mod residual;
+pub(crate) mod step;
 
 pub use crate::kernels::conv2d::Padding;
 pub use crate::kernels::pool2d::Pool2dConfig;
@@ -196,6 +197,17 @@ impl Layer {
         match self {
             Layer::Add(r) => &shapes[r.from.min(index)],
             _ => &shapes[index],
+        }
+    }
+
+    /// The layer's computation in the training step, for a layer that computes something from its
+    /// input: the one list through which the model's step reaches a layer's kernels.
+    pub(crate) fn step_core(&self) -> Option<&dyn step::StepCore> {
+        match self {
+            Layer::Dense(d) => Some(d),
+            Layer::Conv2D(c) => Some(c),
+            Layer::Pool(p) => Some(p),
+            _ => None,
         }
     }
 

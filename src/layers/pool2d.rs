@@ -2,6 +2,7 @@
 //! `[Ho, Wo, C]`) and `GlobalAveragePooling2D` (`[H, W, C]` → `[C]`). No parameters.
 
 use super::conv2d::{as_images, image};
+use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
 use crate::activation::Activation;
 use crate::cpu;
 use crate::device::Gpu;
@@ -130,5 +131,49 @@ impl Pooling {
             Pooling::Average(_) => cpu::avg_pool2d_backward(dy, d, None),
             Pooling::GlobalAverage => cpu::global_avg_pool2d_backward(dy, d.x_shape(), None),
         }
+    }
+}
+
+impl StepCore for Pooling {
+    fn buffers(&self, gpu: &Gpu, at: &Placement, rows: usize, _training: bool) -> Result<CoreBuffers> {
+        let argmax = match self {
+            Pooling::Max(_) => Some(Tensor::zeros_u32(gpu, &[rows * at.outputs])?),
+            _ => None,
+        };
+        Ok(CoreBuffers { argmax, ..Default::default() })
+    }
+
+    fn forward_gpu(&self, c: &GpuCore, _params: &Tensor, out: &Tensor, _act: Activation) -> Result<Plan> {
+        let d = self.dims("pool2d", c.rows, &c.at.input)?;
+        Pooling::forward_gpu(self, c.gpu, c.input, out, c.buffers.argmax.as_ref(), &d)
+    }
+
+    fn backward_input_gpu(
+        &self,
+        c: &GpuCore,
+        _params: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+        below: Option<(&Tensor, Activation)>,
+    ) -> Result<Plan> {
+        let d = self.dims("pool2d", c.rows, &c.at.input)?;
+        Pooling::backward_gpu(self, c.gpu, dy, dx, c.buffers.argmax.as_ref(), &d, below)
+    }
+
+    fn forward_cpu(&self, c: &CpuCore, _act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {
+        let (y, argmax) = Pooling::forward_cpu(self, c.input, &self.dims("pool2d", c.rows, &c.at.input)?);
+        Ok((y, argmax.unwrap_or_default()))
+    }
+
+    fn backward_cpu(
+        &self,
+        c: &CpuCore,
+        _grads: &mut [f32],
+        dy: &[f32],
+        argmax: &[u32],
+        input_grad: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let d = self.dims("pool2d", c.rows, &c.at.input)?;
+        Ok(input_grad.then(|| Pooling::backward_cpu(self, dy, argmax, &d)))
     }
 }

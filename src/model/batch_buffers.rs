@@ -3,10 +3,9 @@
 
 use super::fusion::{is_fork, readers, Block, Core};
 use super::*;
-use crate::kernels::conv2d::ConvPatches;
 use crate::layers::batch_norm::NormBuffers;
 use crate::layers::dropout::DropoutBuffers;
-use crate::layers::Pooling;
+use crate::layers::step::CoreBuffers;
 
 /// One block's tensors for one batch, each `[rows, features]` unless said otherwise.
 pub(super) struct BlockBuffers {
@@ -30,11 +29,8 @@ pub(super) struct BlockBuffers {
     /// Training, a fork read by more than two blocks: the partial sums of their gradients.
     pub(super) sums: Vec<Tensor>,
     pub(super) dropout: Option<DropoutBuffers>,
-    /// Max pooling's argmax per output (u32).
-    pub(super) argmax: Option<Tensor>,
-    /// Training, a convolution: the forward's patch matrix, kept for the kernel's gradient (where
-    /// the batch's is built in one piece).
-    pub(super) patches: Option<ConvPatches>,
+    /// What the core needs beyond its output (max pooling's argmax, a convolution's patches).
+    pub(super) core: CoreBuffers,
 }
 
 impl BlockBuffers {
@@ -45,7 +41,7 @@ impl BlockBuffers {
 
     /// The core's output: `lin`, or the input of an identity core, or `h`.
     pub(super) fn core_out(&self, block: &Block) -> &Tensor {
-        match (&self.lin, block.core) {
+        match (&self.lin, &block.core) {
             (Some(lin), _) => lin,
             (None, Core::Identity) => &self.input,
             (None, _) => &self.h,
@@ -88,14 +84,6 @@ pub(super) struct BatchBuffers {
 }
 
 impl BatchBuffers {
-    /// `t` ([rows, features], allocated by [`BatchBuffers::new`]) over `padded_rows`.
-    pub(super) fn padded(&self, t: &Tensor) -> Result<Tensor> {
-        match t.shape() {
-            &[rows, features] if rows != self.padded_rows => t.extended(&[self.padded_rows, features]),
-            _ => Ok(t.clone()),
-        }
-    }
-
     pub(super) fn rows(&self) -> usize {
         self.y.len()
     }
@@ -123,16 +111,15 @@ impl BatchBuffers {
         for (i, (block, &act)) in blocks.iter().zip(acts).enumerate() {
             let input = block.input.map_or(&x, |j| built[j].output()).clone();
             let n = block.outputs;
+            // The core's output: its own buffer unless the core writes `h` (its epilogue applies
+            // the activation) or has none (an identity).
             let lin = match block.core {
-                Core::Dense { .. } | Core::Conv2D { .. } | Core::Add { .. } if !block.act_in_core(act) => {
-                    Some(rows_of(n)?)
-                }
-                Core::Pool { .. } => Some(rows_of(n)?),
+                Core::Op { .. } | Core::Add { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
                 _ => None,
             };
-            let argmax = match block.core {
-                Core::Pool { pooling: Pooling::Max(_), .. } => Some(Tensor::zeros_u32(gpu, &[rows * n])?),
-                _ => None,
+            let core = match block.core.step() {
+                Some((step, at)) => step.buffers(gpu, at, rows, training)?,
+                None => CoreBuffers::default(),
             };
             let norm = match block.norm {
                 Some(bn) => {
@@ -141,12 +128,6 @@ impl BatchBuffers {
                     Some(NormBuffers::new(gpu, rows_of(n)?.reshape(&per_channel)?, dx, bn.channels)?)
                 }
                 None => None,
-            };
-            let patches = match block.core {
-                Core::Conv2D { conv, input, .. } if training => {
-                    ConvPatches::new(gpu, &conv.dims("conv2d", rows, &input)?)?
-                }
-                _ => None,
             };
             let mut bb = BlockBuffers {
                 input,
@@ -158,8 +139,7 @@ impl BatchBuffers {
                 dinput: None,
                 sums: Vec::new(),
                 dropout: None,
-                argmax,
-                patches,
+                core,
             };
             // The output: its own buffer where a dispatch of the activation (or the core's
             // epilogue) writes it, else the activation's input (batch norm's output through the

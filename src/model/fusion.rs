@@ -20,22 +20,30 @@ use super::layout::ParamLayout;
 use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
-use crate::layers::{dropout, features, Conv2D, Layer, Pooling};
+use crate::layers::step::{Placement, StepCore};
+use crate::layers::{dropout, features, Layer};
 
 /// What a block computes first.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) enum Core {
-    /// x·W (+ b): offsets of W `[inputs, units]` and b.
-    Dense { units: usize, weight: usize, bias: Option<usize> },
+    /// A layer's own computation (a dense layer, a convolution, pooling: see
+    /// [`Layer::step_core`]), its parameters placed at `at`.
+    Op { layer: Layer, at: Placement },
     /// The block's input as it is.
     Identity,
-    /// A convolution of `input` `[H, W, C]` images: offsets of its kernel and bias.
-    Conv2D { conv: Conv2D, input: [usize; 3], weight: usize, bias: Option<usize> },
-    /// Pooling of `input` `[H, W, C]` images.
-    Pool { pooling: Pooling, input: [usize; 3] },
     /// The block's input plus `shortcut`'s output (a block's index, or None: the batch): the
     /// end of a residual branch.
     Add { shortcut: Option<usize> },
+}
+
+impl Core {
+    /// The layer's step computation, for an `Op`.
+    pub(super) fn step(&self) -> Option<(&dyn StepCore, &Placement)> {
+        match self {
+            Core::Op { layer, at } => layer.step_core().map(|s| (s, at)),
+            Core::Identity | Core::Add { .. } => None,
+        }
+    }
 }
 
 /// A batch norm a block applies to its core's output: its layer and the offsets of its slots.
@@ -85,9 +93,8 @@ impl Block {
     /// Whether the core writes `act` itself (a matmul's or the sum's epilogue), so no dispatch
     /// applies it.
     pub(super) fn act_in_core(&self, act: Activation) -> bool {
-        matches!(self.core, Core::Dense { .. } | Core::Conv2D { .. } | Core::Add { .. })
-            && self.norm.is_none()
-            && act.is_elementwise()
+        let epilogue = matches!(self.core, Core::Add { .. }) || self.core.step().is_some_and(|(s, _)| s.has_epilogue());
+        epilogue && self.norm.is_none() && act.is_elementwise()
     }
 
     /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it.
@@ -102,7 +109,7 @@ impl Block {
     }
 
     fn has_bias(&self) -> bool {
-        matches!(self.core, Core::Dense { bias: Some(_), .. } | Core::Conv2D { bias: Some(_), .. })
+        self.core.step().is_some_and(|(_, at)| at.bias.is_some())
     }
 }
 
@@ -174,15 +181,16 @@ pub(super) fn blocks(
             Layer::Add(ref r) => {
                 // A projection is a block of its own on the shortcut, right before the sum.
                 shortcut = Some(Reads::Value(r.from));
-                if let Some(p) = r.projection.as_deref().and_then(|p| weighted_core(p, &shapes[r.from], i, &offset)) {
+                if let Some(p) =
+                    r.projection.as_deref().and_then(|p| layer_core(p, &shapes[r.from], outputs, i, &offset))
+                {
                     out.push(Block::new(p, features(&shapes[r.from]), outputs, i));
                     reads.push((Reads::Value(r.from), None));
                     shortcut = Some(Reads::Previous);
                 }
                 Block::new(Core::Add { shortcut: None }, inputs, outputs, i)
             }
-            Layer::Pool(pooling) => Block::new(Core::Pool { pooling, input: image(&shapes[i]) }, inputs, outputs, i),
-            _ => match weighted_core(layer, &shapes[i], i, &offset) {
+            _ => match layer_core(layer, &shapes[i], outputs, i, &offset) {
                 Some(core) => Block::new(core, inputs, outputs, i),
                 None => Block::new(Core::Identity, inputs, outputs, i),
             },
@@ -245,33 +253,31 @@ fn resolve(mut out: Vec<Block>, reads: &[(Reads, Option<Reads>)]) -> Result<Vec<
     };
     for (at, &(input, shortcut)) in reads.iter().enumerate() {
         out[at].input = producer(&out, at, input)?;
-        if let (Some(s), Core::Add { .. }) = (shortcut, out[at].core) {
+        if let (Some(s), Core::Add { .. }) = (shortcut, &out[at].core) {
             out[at].core = Core::Add { shortcut: producer(&out, at, s)? };
         }
     }
     Ok(out)
 }
 
-/// The core of a layer with weights (a dense layer, a convolution) reading `input`-shaped
-/// samples, its weights those of layer `i`.
-fn weighted_core(
+/// The core of a layer that computes something (see [`Layer::step_core`]) from `input`-shaped
+/// samples to `outputs` features, its parameters those of layer `i`.
+fn layer_core(
     layer: &Layer,
     input: &[usize],
+    outputs: usize,
     i: usize,
     offset: &dyn Fn(usize, &str) -> Option<usize>,
 ) -> Option<Core> {
-    match *layer {
-        Layer::Dense(d) => {
-            Some(Core::Dense { units: d.units, weight: offset(i, "weight").unwrap_or(0), bias: offset(i, "bias") })
-        }
-        Layer::Conv2D(conv) => Some(Core::Conv2D {
-            conv,
-            input: image(input),
-            weight: offset(i, "weight").unwrap_or(0),
-            bias: offset(i, "bias"),
-        }),
-        _ => None,
-    }
+    layer.step_core()?;
+    let at = Placement {
+        weight: offset(i, "weight"),
+        bias: offset(i, "bias"),
+        input: input.to_vec(),
+        inputs: features(input),
+        outputs,
+    };
+    Some(Core::Op { layer: layer.clone(), at })
 }
 
 /// Which blocks read block `j`'s output: (the reader, whether as a sum's shortcut).
@@ -293,12 +299,4 @@ pub(super) fn batch_is_shared(blocks: &[Block]) -> bool {
     blocks.iter().filter(|b| b.input.is_none()).count()
         + blocks.iter().filter(|b| b.core == (Core::Add { shortcut: None })).count()
         > 1
-}
-
-/// `[H, W, C]` of an image shape (checked by the layer's shape rule before any block is made).
-fn image(shape: &[usize]) -> [usize; 3] {
-    match *shape {
-        [h, w, c] => [h, w, c],
-        _ => [1, 1, features(shape)],
-    }
 }

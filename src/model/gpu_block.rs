@@ -6,8 +6,8 @@ use super::batch_buffers::{BatchBuffers, BlockBuffers};
 use super::fusion::{is_fork, readers, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
-use crate::layers::dense::DenseInput;
-use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout, residual};
+use crate::layers::step::{GpuCore, StepCore};
+use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
 fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
@@ -15,18 +15,21 @@ fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
 }
 
 impl Sequential {
-    /// Block `i`'s weights (W `[inputs, units]`, or a kernel `[kh, kw, C_in, filters]`) and bias,
-    /// as views of `flat` (params or grads).
-    fn core_views(&self, flat: &Tensor, i: usize) -> Result<Option<(Tensor, Option<Tensor>)>> {
-        let block = &self.blocks[i];
-        let (weight, shape, bias, n) = match block.core {
-            Core::Dense { units, weight, bias } => (weight, vec![block.inputs, units], bias, units),
-            Core::Conv2D { conv, input, weight, bias } => {
-                (weight, vec![conv.kernel.0, conv.kernel.1, input[2], conv.filters], bias, conv.filters)
-            }
-            Core::Identity | Core::Pool { .. } | Core::Add { .. } => return Ok(None),
-        };
-        Ok(Some((flat.view(weight, &shape)?, bias.map(|b| flat.view(b, &[n])).transpose()?)))
+    /// Block `i`'s core as the GPU pass over `buf` sees it, if it is a layer's (see
+    /// [`crate::layers::step`]): the core, and its view of the pass.
+    fn gpu_core<'a>(
+        &'a self,
+        i: usize,
+        buf: &'a BatchBuffers,
+        input: &'a Tensor,
+        gathered: Option<&'a GatheredA<'a>>,
+    ) -> Result<Option<(&'a dyn StepCore, GpuCore<'a>)>> {
+        let gpu = &self.gpu_state()?.gpu;
+        let bb = &buf.blocks[i];
+        Ok(self.blocks[i].core.step().map(|(core, at)| {
+            let padded_rows = buf.padded_rows;
+            (core, GpuCore { gpu, rows: buf.rows(), padded_rows, at, input, gathered, buffers: &bb.core })
+        }))
     }
 
     pub(super) fn norm_params(flat: &Tensor, n: &BlockNorm) -> Result<NormParams> {
@@ -54,27 +57,12 @@ impl Sequential {
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
         let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
-        let rows = buf.rows();
-        match (block.core, self.core_views(&g.params, i)?) {
-            (Core::Dense { .. }, Some((w, b))) => {
-                let input = gathered.map_or(DenseInput::Stored(&bb.input), DenseInput::Gathered);
-                plan.extend(dense::forward_gpu(gpu, input, &w, b.as_ref(), bb.core_out(block), core_act)?);
-            }
-            (Core::Conv2D { conv, input, .. }, Some((k, b))) => {
-                let d = conv.dims("conv2d", rows, &input)?;
-                let out = bb.core_out(block);
-                let (b, cfg, kept) = (b.as_ref(), conv.config(), bb.patches.as_ref());
-                plan.extend(conv2d::forward_gpu(gpu, &bb.input, &k, b, out, core_act, &d, &cfg, kept)?);
-            }
-            (Core::Pool { pooling, input }, _) => {
-                let d = pooling.dims("pool2d", rows, &input)?;
-                plan.extend(pooling.forward_gpu(gpu, &bb.input, bb.core_out(block), bb.argmax.as_ref(), &d)?);
-            }
-            (Core::Add { shortcut }, _) => {
-                let other = shortcut.map_or(&buf.x, |s| buf.blocks[s].output());
-                plan.extend(residual::forward_gpu(gpu, &bb.input, other, bb.core_out(block), core_act)?);
-            }
-            _ => {}
+        if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered)? {
+            plan.extend(core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?);
+        }
+        if let Core::Add { shortcut } = block.core {
+            let other = shortcut.map_or(&buf.x, |s| buf.blocks[s].output());
+            plan.extend(residual::forward_gpu(gpu, &bb.input, other, bb.core_out(block), core_act)?);
         }
         let norm_act = if block.act_in_norm(act) { act } else { Activation::Identity };
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
@@ -173,19 +161,9 @@ impl Sequential {
             plan.extend(batch_norm::backward_gpu(gpu, &dz, &x, &p, nb, &d.gamma, &d.beta)?);
         }
         let dlin = &Self::core_grad(i, buf)?;
-        let rows = buf.rows();
-        match (block.core, self.core_views(&g.grads, i)?) {
-            (Core::Dense { .. }, Some((dw, db))) => {
-                let input_rows = buf.padded(&bb.input)?;
-                let input = gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
-                plan.extend(dense::backward_params_gpu(gpu, input, &buf.padded(dlin)?, &dw, db.as_ref())?);
-            }
-            (Core::Conv2D { conv, input, .. }, Some((dk, db))) => {
-                let d = conv.dims("conv2d", rows, &input)?;
-                let (db, cfg, kept) = (db.as_ref(), conv.config(), bb.patches.as_ref());
-                plan.extend(conv2d::backward_params_gpu(gpu, &bb.input, dlin, &dk, db, &d, &cfg, kept)?);
-            }
-            _ => {}
+        let core = self.gpu_core(i, buf, &bb.input, gathered)?;
+        if let Some((core, c)) = &core {
+            plan.extend(core.backward_params_gpu(c, &g.grads, dlin)?);
         }
         if let Core::Add { shortcut } = block.core {
             // The sum's gradient is each operand's: written (through the operand's activation)
@@ -204,20 +182,11 @@ impl Sequential {
                 Some(own) => (own, None),
                 None => self.output_grad_sink(j, below)?,
             };
-            let weights = self.core_views(&g.params, i)?.map(|(w, _)| w);
-            plan.extend(match (block.core, weights) {
-                (Core::Dense { .. }, Some(w)) => dense::backward_input_gpu(gpu, dlin, &w, target, fused)?,
-                (Core::Conv2D { conv, input, .. }, Some(k)) => {
-                    let d = conv.dims("conv2d", rows, &input)?;
-                    conv2d::backward_input_gpu(gpu, dlin, &k, target, &d, &conv.config(), fused)?
-                }
-                (Core::Pool { pooling, input }, _) => {
-                    let d = pooling.dims("pool2d", rows, &input)?;
-                    pooling.backward_gpu(gpu, dlin, target, bb.argmax.as_ref(), &d, fused)?
-                }
+            plan.extend(match &core {
+                Some((core, c)) => core.backward_input_gpu(c, &g.params, dlin, target, fused)?,
                 // The identity core's input gradient is dlin itself: copied into the sink, through
                 // the activation below where it asks for that.
-                _ => {
+                None => {
                     let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
                     act_layer::backward_gpu(gpu, dlin, y, target, act)?
                 }
@@ -245,7 +214,7 @@ impl Sequential {
         let mut order: Vec<(usize, bool)> = readers(&self.blocks, i).collect();
         order.reverse();
         for (c, _) in order {
-            grads.push(match (self.blocks[c].core, &buf.blocks[c].dinput) {
+            grads.push(match (&self.blocks[c].core, &buf.blocks[c].dinput) {
                 (Core::Add { .. }, _) => Self::core_grad(c, buf)?,
                 (_, Some(own)) => own.clone(),
                 (_, None) => {

@@ -5,7 +5,8 @@ use super::fusion::Core;
 use super::*;
 use crate::host_memory::{self, checked_bytes};
 use crate::layers::batch_norm::CpuNormSaved;
-use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout, residual};
+use crate::layers::step::CpuCore;
+use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// What a CPU forward pass leaves for the backward, per block.
 #[derive(Default)]
@@ -89,24 +90,14 @@ impl Sequential {
             let act = self.applied_activation(i);
             let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
             let mut pass = CpuBlockPass::default();
-            let core_out = match block.core {
-                Core::Dense { units, weight, bias } => {
-                    let w = &params[weight..weight + block.inputs * units];
-                    let b = bias.map(|o| &params[o..o + units]);
-                    dense::forward_cpu(input, w, b, rows, units, core_act)
-                }
-                Core::Conv2D { conv, input: image, weight, bias } => {
-                    let d = conv.dims("conv2d", rows, &image)?;
-                    let k = &params[weight..weight + d.kernel_shape().iter().product::<usize>()];
-                    let b = bias.map(|o| &params[o..o + conv.filters]);
-                    conv2d::forward_cpu(input, k, b, &d, core_act)
-                }
-                Core::Pool { pooling, input: image } => {
-                    let (y, argmax) = pooling.forward_cpu(input, &pooling.dims("pool2d", rows, &image)?);
-                    pass.argmax = argmax.unwrap_or_default();
+            let core_out = match &block.core {
+                Core::Op { .. } => {
+                    let Some((step, at)) = block.core.step() else { return Err(no_step()) };
+                    let (y, argmax) = step.forward_cpu(&CpuCore { rows, at, params, input }, core_act)?;
+                    pass.argmax = argmax;
                     y
                 }
-                Core::Add { shortcut } => {
+                &Core::Add { shortcut } => {
                     residual::forward_cpu(input, shortcut.map_or(x, |s| passes[s].output()), core_act)
                 }
                 Core::Identity => input.to_vec(),
@@ -239,31 +230,13 @@ impl Sequential {
                 }
                 _ => std::mem::take(&mut dz),
             };
-            let dinput = match block.core {
-                Core::Dense { units, weight, bias } => {
-                    let (dw, db) = dense::backward_params_cpu(input, &dlin, rows, units, bias.is_some());
-                    grads[weight..weight + dw.len()].copy_from_slice(&dw);
-                    if let (Some(o), Some(db)) = (bias, &db) {
-                        grads[o..o + units].copy_from_slice(db);
-                    }
-                    let w = &params[weight..weight + block.inputs * units];
-                    block.input.map(|_| dense::backward_input_cpu(&dlin, w, rows, units))
+            let dinput = match &block.core {
+                Core::Op { .. } => {
+                    let Some((step, at)) = block.core.step() else { return Err(no_step()) };
+                    let c = CpuCore { rows, at, params: &params, input };
+                    step.backward_cpu(&c, &mut grads, &dlin, &pass.argmax, block.input.is_some())?
                 }
-                Core::Conv2D { conv, input: image, weight, bias } => {
-                    let d = conv.dims("conv2d", rows, &image)?;
-                    let (dk, db) = conv2d::backward_params_cpu(input, &dlin, &d);
-                    grads[weight..weight + dk.len()].copy_from_slice(&dk);
-                    if let Some(o) = bias {
-                        grads[o..o + db.len()].copy_from_slice(&db);
-                    }
-                    let k = &params[weight..weight + dk.len()];
-                    block.input.map(|_| conv2d::backward_input_cpu(&dlin, k, &d))
-                }
-                Core::Pool { pooling, input: image } => {
-                    let d = pooling.dims("pool2d", rows, &image)?;
-                    block.input.map(|_| pooling.backward_cpu(&dlin, &pass.argmax, &d))
-                }
-                Core::Add { shortcut } => {
+                &Core::Add { shortcut } => {
                     send(&mut pending, shortcut, dlin.clone());
                     Some(dlin)
                 }
@@ -308,6 +281,11 @@ impl Sequential {
         }
         Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
     }
+}
+
+/// A block's `Op` core whose layer has no step computation: a bug in the fusion pass.
+fn no_step() -> WgnnError {
+    WgnnError::invalid("step", "a layer core without a step computation (an internal error)")
 }
 
 /// Adds `grad` to what block `to` (None: the batch, which needs none) has received.
