@@ -34,6 +34,8 @@ pub(crate) struct CoreBuffers {
     pub(crate) argmax: Option<Tensor>,
     /// Training, a convolution: the forward's patch matrix, kept for the kernel's gradient.
     pub(crate) patches: Option<ConvPatches>,
+    /// Any other tensors a layer keeps per batch (a constant it multiplies by, say).
+    pub(crate) own: Vec<Tensor>,
 }
 
 /// One core's view of a GPU pass over a batch.
@@ -77,6 +79,12 @@ pub(crate) trait StepCore {
     /// Whether the forward kernel applies an element-wise activation as its epilogue.
     fn has_epilogue(&self) -> bool {
         false
+    }
+
+    /// Whether [`StepCore::backward_input_gpu`] applies the gradient of the activation below
+    /// (its `below`); where it does not, the block below applies it in a dispatch of its own.
+    fn fuses_act_grad(&self) -> bool {
+        true
     }
 
     /// The per-batch buffers the core needs beyond its output.

@@ -1,7 +1,7 @@
 //! The GPU buffers of one batch size: the batch, each block's activations and gradients, the
 //! loss's per-row outputs.
 
-use super::fusion::{is_fork, readers, Block, Core};
+use super::fusion::{act_grad_by_reader, is_fork, readers, Block, Core};
 use super::*;
 use crate::layers::batch_norm::NormBuffers;
 use crate::layers::dropout::DropoutBuffers;
@@ -148,11 +148,12 @@ impl BatchBuffers {
             bb.h = if own { rows_of(n)? } else { bb.act_input(block).reshape(&[rows, n])? };
             if training {
                 bb.dz = Some(rows_of(n)?);
-                // Where the activation's backward runs on its own: softmax (every block folds an
-                // element-wise activation's into its input gradient), or a fork's (its readers'
-                // gradients are summed first).
+                // Where the activation's backward runs on its own: softmax (the blocks above fold
+                // an element-wise activation's into their input gradient), a fork's (its readers'
+                // gradients are summed first), or below a core that does not fold it.
                 let fork = is_fork(blocks, i);
-                if act == Activation::Softmax || (fork && act != Activation::Identity) {
+                let own_act_grad = i + 1 < blocks.len() && !act_grad_by_reader(blocks, i);
+                if act == Activation::Softmax || (own_act_grad && act != Activation::Identity) {
                     bb.dh = Some(Tensor::zeros(gpu, &[rows, n])?);
                 }
                 if fork {

@@ -294,6 +294,14 @@ pub(super) fn is_fork(blocks: &[Block], j: usize) -> bool {
     readers(blocks, j).nth(1).is_some()
 }
 
+/// Whether the blocks that read block `j` can apply the gradient of `j`'s activation in their
+/// input-gradient dispatch: one reader (not a fork) whose core does that (every identity or sum
+/// does, by a copy).
+pub(super) fn act_grad_by_reader(blocks: &[Block], j: usize) -> bool {
+    !is_fork(blocks, j)
+        && readers(blocks, j).all(|(c, _)| blocks[c].core.step().is_none_or(|(core, _)| core.fuses_act_grad()))
+}
+
 /// Whether the batch is read by more than one block (a residual sum's shortcut from the input).
 pub(super) fn batch_is_shared(blocks: &[Block]) -> bool {
     blocks.iter().filter(|b| b.input.is_none()).count()

@@ -3,7 +3,7 @@
 //! of the gradients a fork's readers wrote.
 
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
-use super::fusion::{is_fork, readers, BlockNorm, Core};
+use super::fusion::{act_grad_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
 use crate::layers::step::{GpuCore, StepCore};
@@ -84,7 +84,7 @@ impl Sequential {
     /// identity core is), which it does for an element-wise activation.
     /// Not for a fork: its readers' gradients are summed first.
     fn act_grad_fused_above(&self, i: usize) -> bool {
-        i + 1 < self.blocks.len() && !is_fork(&self.blocks, i) && self.applied_activation(i).is_elementwise()
+        i + 1 < self.blocks.len() && act_grad_by_reader(&self.blocks, i) && self.applied_activation(i).is_elementwise()
     }
 
     /// Where the block above writes the gradient w.r.t. block `i`'s output, and the activation
