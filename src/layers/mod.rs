@@ -24,6 +24,7 @@ pub mod dropout;
 pub mod pool2d;
 pub mod reshape;
 pub mod residual;
+pub mod scale;
 pub(crate) mod step;
 
 pub use crate::kernels::conv2d::Padding;
@@ -32,6 +33,7 @@ pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use pool2d::Pooling;
 pub use residual::Residual;
+pub use scale::Scale;
 
 /// One layer of a sequential model. Data and activations are channels-last, one row per sample:
 /// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
@@ -56,6 +58,8 @@ pub enum Layer {
     /// The end of a residual block: its input (the branch's output) plus the input of layer
     /// `from` (the branch's first), projected if the shapes differ.
     Add(Residual),
+    /// Multiplies by a constant: y = factor · x.
+    Scale(Scale),
 }
 
 /// How a parameter slot starts.
@@ -129,6 +133,7 @@ impl Layer {
             Layer::Conv2D(c) => c.describe(),
             Layer::Pool(p) => p.describe(),
             Layer::Add(r) => r.describe(),
+            Layer::Scale(s) => s.describe(),
         }
     }
 
@@ -144,6 +149,7 @@ impl Layer {
             Layer::Reshape(target) => reshape::validate(&op, target),
             Layer::Conv2D(c) => c.validate(&op),
             Layer::Add(r) => r.validate(&op, index),
+            Layer::Scale(s) => s.validate(&op),
         }
     }
 
@@ -168,7 +174,9 @@ impl Layer {
                 format!("softmax runs over one axis, got a {input:?} input: add Flatten before it"),
             )),
             // The sum's shapes are checked against the shortcut's by `Residual::check_shapes`.
-            Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) | Layer::Add(_) => Ok(input.to_vec()),
+            Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) | Layer::Add(_) | Layer::Scale(_) => {
+                Ok(input.to_vec())
+            }
             Layer::Conv2D(c) => c.output_shape(&op, input),
             Layer::Pool(p) => p.output_shape(&op, input),
         };
@@ -185,9 +193,12 @@ impl Layer {
             Layer::Dense(d) => d.slots(input),
             Layer::BatchNorm(_) => batch_norm::slots(input),
             Layer::Conv2D(c) => c.slots(input),
-            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten | Layer::Reshape(_) | Layer::Pool(_) => {
-                Vec::new()
-            }
+            Layer::Activation(_)
+            | Layer::Dropout(_)
+            | Layer::Flatten
+            | Layer::Reshape(_)
+            | Layer::Pool(_)
+            | Layer::Scale(_) => Vec::new(),
         }
     }
 
@@ -207,6 +218,7 @@ impl Layer {
             Layer::Dense(d) => Some(d),
             Layer::Conv2D(c) => Some(c),
             Layer::Pool(p) => Some(p),
+            Layer::Scale(s) => Some(s),
             _ => None,
         }
     }

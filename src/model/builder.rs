@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::host_memory::{self, checked_bytes, checked_product};
-use crate::layers::{Conv2D, Dense, Padding, Residual};
+use crate::layers::{Conv2D, Dense, Padding, Residual, Scale};
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
 /// over the output layer's W and b that the fused output kernel reads
@@ -232,6 +232,11 @@ impl SequentialBuilder {
     /// 784-wide row as `[28, 28, 1]` before a convolution.
     pub fn reshape(self, shape: &[usize]) -> SequentialBuilder {
         self.add(Layer::Reshape(shape.to_vec()))
+    }
+
+    /// Adds a scale layer: y = factor · x (e.g. a residual branch scaled down before its sum).
+    pub fn scale(self, factor: f32) -> SequentialBuilder {
+        self.add(Layer::Scale(Scale { factor }))
     }
 
     /// Adds a flatten layer (a multi-axis sample to one axis).

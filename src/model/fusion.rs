@@ -219,7 +219,8 @@ pub(super) fn blocks(
             | Layer::Flatten
             | Layer::Reshape(_)
             | Layer::Dropout(_)
-            | Layer::Add(_) => {}
+            | Layer::Add(_)
+            | Layer::Scale(_) => {}
         }
         out.push(block);
         reads.push((block_reads, shortcut));

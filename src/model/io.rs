@@ -181,12 +181,13 @@ impl Sequential {
     /// What `wgnn.model` records of this model: its layers, seed and (if compiled) loss and
     /// optimizer.
     fn saved_model(&self) -> SavedModel {
+        let layers: Vec<SavedLayer> = self.layers.iter().map(SavedLayer::from).collect();
         SavedModel {
             // Format 3 only where it is needed, so older wgnn still reads the other models.
-            format: if self.layers.iter().any(|l| l.residual().is_some()) { FORMAT } else { 2 },
+            format: layers.iter().map(SavedLayer::format).max().unwrap_or(2),
             input_shape: self.input_shape.clone(),
             seed: self.seed,
-            layers: self.layers.iter().map(SavedLayer::from).collect(),
+            layers,
             compile: self.compiled.map(|(loss, optimizer)| SavedCompile::new(loss, optimizer)),
         }
     }

@@ -6,7 +6,7 @@
 //! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
 //! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
 //! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
-//! nested layer); a model without them is still written as format 2.
+//! nested layer) and scale layers; a model without them is still written as format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
-use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling, Residual};
+use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling, Residual, Scale};
 
 mod optimizer;
 
@@ -77,6 +77,10 @@ pub(super) enum SavedLayer {
     MaxPool2d(SavedPool),
     AveragePooling2d(SavedPool),
     GlobalAveragePooling2d,
+    /// Format 3: a scale layer.
+    Scale {
+        factor: f32,
+    },
     /// Format 3: a residual sum.
     Add {
         from: usize,
@@ -151,6 +155,7 @@ impl From<&Layer> for SavedLayer {
             Layer::Pool(Pooling::Max(c)) => SavedLayer::MaxPool2d((&c).into()),
             Layer::Pool(Pooling::Average(c)) => SavedLayer::AveragePooling2d((&c).into()),
             Layer::Pool(Pooling::GlobalAverage) => SavedLayer::GlobalAveragePooling2d,
+            Layer::Scale(s) => SavedLayer::Scale { factor: s.factor },
             Layer::Add(ref r) => SavedLayer::Add {
                 from: r.from,
                 projection: r.projection.as_deref().map(|p| Box::new(SavedLayer::from(p))),
@@ -160,6 +165,14 @@ impl From<&Layer> for SavedLayer {
 }
 
 impl SavedLayer {
+    /// The format a file needs to hold this layer: 3 for the layers format 2 did not have.
+    pub(super) fn format(&self) -> u64 {
+        match self {
+            SavedLayer::Add { .. } | SavedLayer::Scale { .. } => FORMAT,
+            _ => 2,
+        }
+    }
+
     /// The layer (its weights' initialiser is not saved: the weights are).
     pub(super) fn layer(&self) -> Result<Layer> {
         Ok(match self {
@@ -186,6 +199,7 @@ impl SavedLayer {
             SavedLayer::MaxPool2d(p) => Layer::Pool(Pooling::Max(p.config()?)),
             SavedLayer::AveragePooling2d(p) => Layer::Pool(Pooling::Average(p.config()?)),
             SavedLayer::GlobalAveragePooling2d => Layer::Pool(Pooling::GlobalAverage),
+            SavedLayer::Scale { factor } => Layer::Scale(Scale { factor: *factor }),
             SavedLayer::Add { from, projection } => Layer::Add(Residual {
                 from: *from,
                 projection: projection.as_deref().map(SavedLayer::layer).transpose()?.map(Box::new),
