@@ -6,6 +6,7 @@
 mod common;
 
 use common::fusion::check_fusion;
+use common::safetensors_file::SafetensorsFile;
 use common::{assert_close, backends, scratch, synthetic};
 use wgnn::data::load_mnist;
 use wgnn::layers::{Conv2D, Padding};
@@ -134,12 +135,24 @@ fn a_residual_model_saves_loads_and_summarises_its_blocks() {
         assert!(summary.contains("└ add(input of layer 1 through conv2d(3, 1×1, identity))"), "{summary}");
         let path = scratch("residual").join("model.safetensors");
         model.save(&path).unwrap();
+        // Format 3 for a model with a residual sum; a plain model is still written as format 2,
+        // which older wgnn reads.
+        let meta: serde_json::Value =
+            serde_json::from_str(&SafetensorsFile::read(&path).metadata["wgnn.model"]).unwrap();
+        assert_eq!(meta["format"], 3, "{meta}");
+        assert_eq!(meta["layers"][2]["type"], "add", "{meta}");
+        assert_eq!(meta["layers"][2]["projection"]["type"], "conv2d", "{meta}");
         let loaded = Sequential::load(&path, &backend).unwrap();
         assert_eq!(loaded.layers(), model.layers());
         assert_eq!(loaded.parameters().unwrap(), model.parameters().unwrap());
         let rows = data.to_f32();
         assert_eq!(loaded.predict(&rows, 10).unwrap(), model.predict(&rows, 10).unwrap());
     }
+    let plain = Sequential::new(4, 1).dense(2, Activation::Identity).build(&Backend::Cpu).unwrap();
+    let path = scratch("plain").join("model.safetensors");
+    plain.save(&path).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&SafetensorsFile::read(&path).metadata["wgnn.model"]).unwrap();
+    assert_eq!(meta["format"], 2, "{meta}");
 }
 
 #[test]
