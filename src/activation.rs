@@ -50,6 +50,15 @@ impl Activation {
         }
     }
 
+    /// The name as saved files write it and [`Activation::parse`] reads it back (leaky relu with
+    /// its slope: `leaky_relu:0.01`).
+    pub(crate) fn tag(self) -> String {
+        match self {
+            Activation::LeakyRelu(slope) => format!("leaky_relu:{slope}"),
+            a => a.name().to_string(),
+        }
+    }
+
     /// Parses "relu", "sigmoid", "tanh", "identity"/"linear", "leaky_relu" (slope 0.01) or
     /// "leaky_relu:0.2".
     pub fn parse(name: &str) -> Result<Activation> {

@@ -15,6 +15,7 @@ use crate::kernels::conv2d::{
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Keras' `Conv2D(filters, kernel_size, strides, padding, activation, use_bias)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -107,6 +108,61 @@ impl Conv2D {
         } else {
             vec![weight]
         }
+    }
+}
+
+/// A convolution in a saved file (`{"type": "conv2d", …}`): its settings as plain fields.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Saved {
+    filters: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    /// `valid` or `same`.
+    padding: String,
+    activation: String,
+    use_bias: bool,
+}
+
+impl Conv2D {
+    pub(crate) fn saved(&self) -> Saved {
+        Saved {
+            filters: self.filters,
+            kernel: [self.kernel.0, self.kernel.1],
+            strides: [self.strides.0, self.strides.1],
+            padding: padding_tag(self.padding),
+            activation: self.activation.tag(),
+            use_bias: self.use_bias,
+        }
+    }
+}
+
+impl Saved {
+    pub(crate) fn layer(&self) -> Result<Conv2D> {
+        Ok(Conv2D {
+            filters: self.filters,
+            kernel: (self.kernel[0], self.kernel[1]),
+            strides: (self.strides[0], self.strides[1]),
+            padding: parse_padding(&self.padding)?,
+            activation: Activation::parse(&self.activation)?,
+            use_bias: self.use_bias,
+            init: Initializer::GlorotUniform,
+        })
+    }
+}
+
+/// A padding as saved files write it.
+pub(super) fn padding_tag(p: Padding) -> String {
+    match p {
+        Padding::Valid => "valid".into(),
+        Padding::Same => "same".into(),
+    }
+}
+
+pub(super) fn parse_padding(tag: &str) -> Result<Padding> {
+    match tag {
+        "valid" => Ok(Padding::Valid),
+        "same" => Ok(Padding::Same),
+        other => Err(WgnnError::invalid("load", format!("unknown padding {other:?} (known: valid, same)"))),
     }
 }
 

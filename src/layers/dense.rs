@@ -10,6 +10,7 @@ use crate::init::Initializer;
 use crate::kernels::matmul::{matmul, matmul_column_sum, matmul_gathered, Epilogue, GatheredA, MatmulOptions};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Keras' `Dense`: `units` outputs, an activation applied to them (the identity for a linear
 /// layer), a bias unless `use_bias` is false (the usual choice before a batch norm, whose shift
@@ -64,6 +65,29 @@ impl Dense {
         } else {
             vec![weight]
         }
+    }
+}
+
+/// A dense layer in a saved file (`{"type": "dense", …}`): its settings as plain fields (the
+/// initialiser is not saved: the weights are).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Saved {
+    units: usize,
+    /// As [`Activation::parse`] reads it.
+    activation: String,
+    use_bias: bool,
+}
+
+impl Dense {
+    pub(crate) fn saved(&self) -> Saved {
+        Saved { units: self.units, activation: self.activation.tag(), use_bias: self.use_bias }
+    }
+}
+
+impl Saved {
+    pub(crate) fn layer(&self) -> Result<Dense> {
+        let activation = Activation::parse(&self.activation)?;
+        Ok(Dense { units: self.units, activation, use_bias: self.use_bias, init: Initializer::GlorotUniform })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The pooling layers, channels-last: Keras' `MaxPooling2D`, `AveragePooling2D` (`[H, W, C]` →
 //! `[Ho, Wo, C]`) and `GlobalAveragePooling2D` (`[H, W, C]` → `[C]`). No parameters.
 
-use super::conv2d::{as_images, image};
+use super::conv2d::{as_images, image, padding_tag, parse_padding};
 use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
 use crate::activation::Activation;
 use crate::cpu;
@@ -13,6 +13,7 @@ use crate::kernels::pool2d::{
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Which pooling a layer does.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -175,5 +176,35 @@ impl StepCore for Pooling {
     ) -> Result<Option<Vec<f32>>> {
         let d = self.dims("pool2d", c.rows, &c.at.input)?;
         Ok(input_grad.then(|| Pooling::backward_cpu(self, dy, argmax, &d)))
+    }
+}
+
+/// A max or average pooling's settings in a saved file (`{"type": "max_pool2d", …}`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Saved {
+    pool_size: [usize; 2],
+    /// Absent: the pool size (Keras' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    strides: Option<[usize; 2]>,
+    padding: String,
+}
+
+impl From<&Pool2dConfig> for Saved {
+    fn from(c: &Pool2dConfig) -> Self {
+        Saved {
+            pool_size: [c.pool_size.0, c.pool_size.1],
+            strides: c.strides.map(|s| [s.0, s.1]),
+            padding: padding_tag(c.padding),
+        }
+    }
+}
+
+impl Saved {
+    pub(crate) fn config(&self) -> Result<Pool2dConfig> {
+        Ok(Pool2dConfig {
+            pool_size: (self.pool_size[0], self.pool_size[1]),
+            strides: self.strides.map(|s| (s[0], s[1])),
+            padding: parse_padding(&self.padding)?,
+        })
     }
 }
