@@ -66,6 +66,15 @@ impl Activation {
         }
     }
 
+    /// The name as saved files write it and [`Activation::parse`] reads it back (leaky relu with
+    /// its slope: `leaky_relu:0.01`).
+    pub(crate) fn tag(self) -> String {
+        match self {
+            Activation::LeakyRelu(slope) => format!("leaky_relu:{slope}"),
+            a => a.name().to_string(),
+        }
+    }
+
     /// Parses "relu", "sigmoid", "tanh", "identity"/"linear", "leaky_relu" (slope 0.01),
     /// "leaky_relu:0.2", "gelu" (the tanh approximation; also "gelu_tanh") or "gelu_erf" (exact;
     /// also "gelu_exact").

@@ -185,9 +185,18 @@ impl Sequential {
     pub fn parameter_count(&self) -> usize {
         self.layout.slots.iter().filter(|s| s.spec.trainable).map(|s| s.spec.len()).sum()
     }
-    /// One line per layer, Keras' `summary()`: the layer, its output shape, its parameters.
+    /// One line per layer, Keras' `summary()`: the layer, its output shape, its parameters. A
+    /// residual block's branch is marked `│` down to its sum, marked `└`.
     pub fn summary(&self) -> String {
-        let names: Vec<String> = self.layers.iter().map(Layer::describe).collect();
+        let sums: Vec<(usize, usize)> =
+            self.layers.iter().enumerate().filter_map(|(j, l)| l.residual().map(|r| (r.from, j))).collect();
+        let names: Vec<String> = (self.layers.iter().enumerate())
+            .map(|(i, l)| {
+                let depth = sums.iter().filter(|&&(from, j)| from <= i && i < j).count();
+                let end = if l.residual().is_some() { "└ " } else { "" };
+                format!("{}{end}{}", "│ ".repeat(depth), l.describe())
+            })
+            .collect();
         let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) + 2;
         let mut out = format!("input {:?}\n", self.input_shape);
         for (i, name) in names.iter().enumerate() {
