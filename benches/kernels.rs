@@ -9,6 +9,9 @@
 //! To add a kernel: write one `bench_<kernel>` function that builds its inputs and plan, computes
 //! the CPU reference and calls `Bench::row`; call it from `main`.
 
+#[path = "kernels/attention.rs"]
+mod attention;
+
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1454,6 +1457,11 @@ fn main() {
         bench_pool2d(&mut bench, &mut rng, shape);
     }
     bench_global_avg_pool2d(&mut bench, &mut rng, [128, 11, 11, 64]);
+    // char_gpt's attention (nanoGPT's small CPU recipe: batch 12, 4 heads, width 128) at its block
+    // of 64 and at 256.
+    for t in [64, 256] {
+        attention::bench_attention(&mut bench, &mut rng, 12, t, 128, 4);
+    }
     println!("\n{} rows in {:.0} s", bench.rows.len(), start.elapsed().as_secs_f64());
     write_outputs(&bench, &adapter, &date);
 }

@@ -1,6 +1,7 @@
 // Fused bias + activation, elementwise over a [rows, cols] matrix.
 //   bias_act_forward:  Y[r, c]  = act(X[r, c] + b[c])         X, Y: [rows, cols], b: [cols]
 //   bias_act_backward: dZ[r, c] = dY[r, c] * act'(Y[r, c])     dY, Y, dZ: [rows, cols]
+//     (Y: the forward's output, or its input Z for the GELUs: see activation.wgsl)
 // The bias gradient db = column_sum(dZ) is reduce.wgsl's (a long column must be split there).
 // Needs activation.wgsl prepended.
 
@@ -39,5 +40,5 @@ fn bias_act_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
                      @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
-    out[i] = a[i] * act_derivative_from_output(ACT, b[i], p.slope);
+    out[i] = a[i] * act_derivative_from_saved(ACT, b[i], p.slope);
 }

@@ -56,7 +56,7 @@ struct Params {
 // The factor dx[i] takes for the activation below: 1 where none is fused.
 fn below_grad(i: u32) -> f32 {
     if (p.act == 0u) { return 1.0; }
-    return act_derivative_from_output(p.act, below[i], p.slope);
+    return act_derivative_from_saved(p.act, below[i], p.slope);
 }
 
 fn below_grad4(i: u32) -> vec4<f32> {

@@ -84,7 +84,7 @@ fn output_row(r: u32) -> vec2<f32> {
         var g = 0.0;
         for (var c = 0u; c < c_len; c++) { g += z[c] * w_at(k * c_len + c); }
         let i = r * k_len + k;
-        dh[i] = g * act_derivative_from_output(ACT, h[i], p.slope);
+        dh[i] = g * act_derivative_from_saved(ACT, h[i], p.slope);
     }
     return vec2<f32>(loss, correct);
 }

@@ -11,4 +11,4 @@ fn splat_u(v: u32) -> VU { return v; }
 // The lane offsets of a value's elements: 0.
 fn lane_offsets() -> VU { return 0u; }
 fn act_forward_v(code: u32, z: V, slope: f32) -> V { return act_forward(code, z, slope); }
-fn act_derivative_v(code: u32, y: V, slope: f32) -> V { return act_derivative_from_output(code, y, slope); }
+fn act_derivative_v(code: u32, y: V, slope: f32) -> V { return act_derivative_from_saved(code, y, slope); }

@@ -18,6 +18,6 @@ fn act_forward_v(code: u32, z: V, slope: f32) -> V {
              act_forward(code, z.w, slope));
 }
 fn act_derivative_v(code: u32, y: V, slope: f32) -> V {
-    return vec4<f32>(act_derivative_from_output(code, y.x, slope), act_derivative_from_output(code, y.y, slope),
-             act_derivative_from_output(code, y.z, slope), act_derivative_from_output(code, y.w, slope));
+    return vec4<f32>(act_derivative_from_saved(code, y.x, slope), act_derivative_from_saved(code, y.y, slope),
+             act_derivative_from_saved(code, y.z, slope), act_derivative_from_saved(code, y.w, slope));
 }

@@ -4,7 +4,8 @@
 //   op(B) = B stored [K, N], or Bᵀ with B stored [N, K] (TRANS_B)
 // Epilogue (EPI), applied once to the full sum:
 //   1: C = act(A·B + bias)          bias: [N] (HAS_BIAS)
-//   2: C = (A·B) ⊙ act'(Y)          Y: [M, N], the forward output of `act` (activation.wgsl)
+//   2: C = (A·B) ⊙ act'(Y)          Y: [M, N], what `act`'s forward saved: its output, or its
+//                                   input for the GELUs (activation.wgsl)
 // Column sums of op(B) (COLSUM_B; register and subgroup variants, op(B) not transposed, no
 // split-K): colsum[n] = Σ_k op(B)[k, n], added by the invocations of the first row block from the
 // op(B) values they load anyway: dW = Xᵀ·dZ and db = Σ_rows dZ in one dispatch.
@@ -88,7 +89,7 @@ fn finish(m: u32, n: u32, sum: f32) {
         if (HAS_BIAS) { r += aux[n]; }
         r = act_forward(ACT, r, p.slope);
     } else if (EPI == 2u) {
-        r *= act_derivative_from_output(ACT, aux[i], p.slope);
+        r *= act_derivative_from_saved(ACT, aux[i], p.slope);
     }
     out[i] = r;
 }

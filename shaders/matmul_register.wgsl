@@ -86,7 +86,7 @@ fn finish(m: u32, n: u32, sum: f32) {
         if (p.has_bias != 0u) { r += aux[n]; }
         r = act_forward(p.act, r, p.slope);
     } else if (p.epi == 2u) {
-        r *= act_derivative_from_output(p.act, aux[i], p.slope);
+        r *= act_derivative_from_saved(p.act, aux[i], p.slope);
     }
     out[i] = r;
 }

@@ -94,8 +94,10 @@ fn sg_finish4(m: u32, n0: u32, sum: vec4<f32>, bias: vec4<f32>) {
                       act_forward(ACT, r.w, p.slope));
     } else if (EPI == 2u) {
         let y = aux4[i];
-        r *= vec4<f32>(act_derivative_from_output(ACT, y.x, p.slope), act_derivative_from_output(ACT, y.y, p.slope),
-                       act_derivative_from_output(ACT, y.z, p.slope), act_derivative_from_output(ACT, y.w, p.slope));
+        r *= vec4<f32>(act_derivative_from_saved(ACT, y.x, p.slope),
+                       act_derivative_from_saved(ACT, y.y, p.slope),
+                       act_derivative_from_saved(ACT, y.z, p.slope),
+                       act_derivative_from_saved(ACT, y.w, p.slope));
     }
     out4[i] = r;
 }

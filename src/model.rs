@@ -185,9 +185,18 @@ impl Sequential {
     pub fn parameter_count(&self) -> usize {
         self.layout.slots.iter().filter(|s| s.spec.trainable).map(|s| s.spec.len()).sum()
     }
-    /// One line per layer, Keras' `summary()`: the layer, its output shape, its parameters.
+    /// One line per layer, Keras' `summary()`: the layer, its output shape, its parameters. A
+    /// residual block's branch is marked `│` down to its sum, marked `└`.
     pub fn summary(&self) -> String {
-        let names: Vec<String> = self.layers.iter().map(Layer::describe).collect();
+        let sums: Vec<(usize, usize)> =
+            self.layers.iter().enumerate().filter_map(|(j, l)| l.residual().map(|r| (r.from, j))).collect();
+        let names: Vec<String> = (self.layers.iter().enumerate())
+            .map(|(i, l)| {
+                let depth = sums.iter().filter(|&&(from, j)| from <= i && i < j).count();
+                let end = if l.residual().is_some() { "└ " } else { "" };
+                format!("{}{end}{}", "│ ".repeat(depth), l.describe())
+            })
+            .collect();
         let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) + 2;
         let mut out = format!("input {:?}\n", self.input_shape);
         for (i, name) in names.iter().enumerate() {
@@ -249,6 +258,32 @@ impl Sequential {
         }
     }
 
+    /// An error naming the first layer whose activation's backward needs its input (the GELUs:
+    /// [`Activation::saves_input`]): the step keeps each layer's output only, so it cannot train
+    /// one yet. Building, saving, loading and predicting need no backward and work.
+    fn check_trainable_activations(&self) -> Result<()> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let act = match layer {
+                Layer::Dense(d) => d.activation,
+                Layer::Conv2D(c) => c.activation,
+                Layer::Activation(a) => *a,
+                _ => continue,
+            };
+            if act.saves_input() {
+                return Err(WgnnError::invalid(
+                    "compile",
+                    format!(
+                        "{}: {}'s backward needs the layer's input, which Sequential's training step does not keep \
+                         yet; the model predicts, saves and loads, but cannot be trained",
+                        layer.op(i),
+                        act.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Sets the loss and optimizer, and resets the optimizer state.
     pub fn compile(&mut self, loss: Loss, optimizer: Optimizer) -> Result<()> {
         let lr = optimizer.lr();
@@ -256,6 +291,7 @@ impl Sequential {
             return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
         }
         optimizer.validate()?;
+        self.check_trainable_activations()?;
         let (last_act, last_units) = (self.output_activation(), self.output_dim());
         // The fused losses apply their own output function: the last layer is linear, or names
         // that very function (Keras' Dense(10, activation="softmax") + cross-entropy), which the

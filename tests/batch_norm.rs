@@ -399,9 +399,18 @@ fn the_activation_after_it_runs_in_the_normalising_pass() {
     let gpu = gpu();
     let mut rng = Rng::new(31);
     let cfg = BatchNormConfig::default();
-    let acts = [Activation::Relu, Activation::LeakyRelu(0.2), Activation::Sigmoid, Activation::Tanh];
+    let acts = [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::GeluErf,
+    ];
     for (i, (rows, cols)) in
-        [(37, 5), (130, 16), (2, 3), (65, 64), (9, 4), (300, 20), (7, 36), (3, 8)].into_iter().enumerate()
+        [(37, 5), (130, 16), (2, 3), (65, 64), (9, 7), (33, 129), (9, 4), (300, 20), (7, 36), (3, 8), (5, 12), (2, 24)]
+            .into_iter()
+            .enumerate()
     {
         let act = acts[i % acts.len()];
         let x = features(&mut rng, rows, cols);

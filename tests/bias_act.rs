@@ -9,8 +9,24 @@ use wgnn::internals::kernels::softmax_grad::softmax_backward;
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Tensor, WgnnError};
 
-const ACTS: &[Activation] =
-    &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
+const ACTS: &[Activation] = &[
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Gelu,
+    Activation::GeluErf,
+];
+
+/// What the forward keeps for the backward: y = act(x), or x itself for the GELUs.
+fn saved(act: Activation, x: &[f32], y: Vec<f32>) -> Vec<f32> {
+    if act.saves_input() {
+        x.to_vec()
+    } else {
+        y
+    }
+}
 
 #[test]
 fn forward_matches_cpu() {
@@ -46,7 +62,7 @@ fn backward_matches_cpu() {
     for &act in ACTS {
         for &(rows, cols) in &[(1, 1), (7, 63), (65, 64), (257, 127), (5000, 3)] {
             let x = rng.vec_uniform(rows * cols, -3.0, 3.0);
-            let y = cpu::bias_act_forward(&x, None, rows, cols, act);
+            let y = saved(act, &x, cpu::bias_act_forward(&x, None, rows, cols, act));
             let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
             let (dz_want, db_want) = cpu::bias_act_backward(&dy, &y, rows, cols, act);
             let dyt = Tensor::from_slice(&gpu, &[rows, cols], &dy).unwrap();
@@ -75,7 +91,7 @@ fn backward_reference_matches_finite_differences() {
             .collect();
         let b = vec![0.0f32; cols];
         let w = rng.vec_uniform(rows * cols, -1.0, 1.0);
-        let y = cpu::bias_act_forward(&x, Some(&b), rows, cols, act);
+        let y = saved(act, &x, cpu::bias_act_forward(&x, Some(&b), rows, cols, act));
         let (dz, db) = cpu::bias_act_backward(&w, &y, rows, cols, act);
         let num_dx = numeric_gradient(&x, 1e-3, |xp| dot(&w, &cpu::bias_act_forward(xp, Some(&b), rows, cols, act)));
         assert_close(&format!("d/dx {act:?}"), &dz, &num_dx, 2e-3, 2e-2);
@@ -174,4 +190,47 @@ fn softmax_backward_matches_cpu_and_finite_differences() {
     // The elementwise kernels refuse softmax rather than apply something else.
     let err = bias_act_forward(&gpu, &a, None, &c, Activation::Softmax).err().unwrap();
     assert!(err.to_string().contains("bias_act_forward") && err.to_string().contains("row-wise"), "{err}");
+}
+
+#[test]
+fn gelu_known_values_tails_and_normal_cdf() {
+    // PyTorch's F.gelu(z, approximate='tanh') and F.gelu(z) (exact), float64.
+    let z = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0];
+    let tanh_want: [f64; 7] =
+        [-0.0036373920, -0.1588080094, -0.1542859100, 0.0, 0.3457140900, 0.8411919906, 1.9545976685];
+    let erf_want: [f64; 7] =
+        [-0.0040496941, -0.1586552539, -0.1542687694, 0.0, 0.3457312306, 0.8413447461, 1.9544997361];
+    // Φ(z) of the standard normal.
+    let cdf_want: [f64; 7] = [0.0013498980, 0.1586552539, 0.3085375387, 0.5, 0.6914624613, 0.8413447461, 0.9772498681];
+    let cdf: Vec<f32> = z.iter().map(|&v| wgnn::activation::normal_cdf(v)).collect();
+    assert_close("normal_cdf", &cdf, &f32s(&cdf_want), 1e-9, 3e-7);
+    // Far tails: 0 and z, derivatives 0 and 1, no NaN from z³ or exp overflowing.
+    let tails = [-1e4f32, -60.0, 60.0, 1e4];
+    let gpu = gpu();
+    for (act, want) in [(Activation::Gelu, tanh_want), (Activation::GeluErf, erf_want)] {
+        let cpu_y: Vec<f32> = z.iter().map(|&v| act.forward(v)).collect();
+        assert_close(&format!("{act:?} cpu"), &cpu_y, &f32s(&want), 2e-7, 1e-6);
+        let mut x = z.to_vec();
+        x.extend(tails);
+        let xt = Tensor::from_slice(&gpu, &[1, x.len()], &x).unwrap();
+        let yt = Tensor::zeros(&gpu, &[1, x.len()]).unwrap();
+        gpu.run(&[&bias_act_forward(&gpu, &xt, None, &yt, act).unwrap()]).unwrap();
+        let mut want_all = f32s(&want);
+        want_all.extend([0.0, 0.0, 60.0, 1e4]);
+        assert_close(&format!("{act:?} gpu"), &yt.to_vec().unwrap(), &want_all, 1e-6, 1e-6);
+        // dz = 1 · act'(z), given z.
+        let ones = Tensor::from_slice(&gpu, &[1, x.len()], &vec![1.0; x.len()]).unwrap();
+        let dz = Tensor::zeros(&gpu, &[1, x.len()]).unwrap();
+        gpu.run(&[&bias_act_backward(&gpu, &ones, &xt, &dz, None, act, false).unwrap()]).unwrap();
+        let got = dz.to_vec().unwrap();
+        let want_d: Vec<f32> = x.iter().map(|&v| act.derivative_from_saved(v)).collect();
+        assert_close(&format!("{act:?}' gpu"), &got, &want_d, 1e-6, 1e-5);
+        assert_eq!(&got[z.len()..], &[0.0, 0.0, 1.0, 1.0], "{act:?}' in the tails");
+        // GELU'(0) = 1/2 for both.
+        assert_close(&format!("{act:?}'(0)"), &[act.derivative_from_saved(0.0)], &[0.5], 1e-7, 0.0);
+    }
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
 }

@@ -67,8 +67,25 @@ const CASES: &[Case] = &[
     case([1, 3, 3, 11_200], (3, 3), 4, (1, 1), Padding::Same),
 ];
 
-const ACTS: &[Activation] =
-    &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
+const ACTS: &[Activation] = &[
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Gelu,
+    Activation::GeluErf,
+];
+
+/// What an activation's forward keeps for its backward, from its input u: act(u), or u itself
+/// for the GELUs.
+fn saved(act: Activation, u: f32) -> f32 {
+    if act.saves_input() {
+        u
+    } else {
+        act.forward(u)
+    }
+}
 
 fn up(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
     Tensor::from_slice(gpu, shape, data).unwrap()
@@ -257,15 +274,14 @@ fn patches_are_kept_only_in_one_piece_and_only_for_their_own_shapes() {
 
 #[test]
 fn input_gradient_through_the_activation_below_matches_cpu() {
-    // `below`: x as an activation's output, whose derivative multiplies dx (col2im's epilogue, or
-    // the matmul's where x is its own patch matrix).
+    // `below`: x as what an activation saved (its output; its input for the GELUs), whose
+    // derivative multiplies dx (col2im's epilogue, or the matmul's where x is its own patch matrix).
     let gpu = gpu();
     let mut rng = Rng::new(8);
     for (i, c) in CASES.iter().enumerate() {
         let d = c.dims();
         let act = ACTS[1 + i % (ACTS.len() - 1)];
-        let x: Vec<f32> =
-            rng.vec_uniform(c.x.iter().product(), -1.0, 1.0).into_iter().map(|u| act.forward(u)).collect();
+        let x: Vec<f32> = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0).into_iter().map(|u| saved(act, u)).collect();
         let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
         let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
         let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
@@ -280,12 +296,19 @@ fn input_gradient_through_the_activation_below_matches_cpu() {
 fn input_gradient_through_the_activation_below_matches_finite_differences() {
     // The CPU reference's dx through the activation below is the gradient of conv(act(u)) w.r.t. u.
     let mut rng = Rng::new(9);
-    for (c, act) in [(CASES[1], Activation::Tanh), (CASES[4], Activation::Sigmoid), (CASES[9], Activation::Tanh)] {
+    let cases = [
+        (CASES[1], Activation::Tanh),
+        (CASES[4], Activation::Sigmoid),
+        (CASES[9], Activation::Tanh),
+        (CASES[2], Activation::Gelu),
+        (CASES[3], Activation::GeluErf),
+    ];
+    for (c, act) in cases {
         let d = c.dims();
         let u = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
         let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
         let w = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
-        let x: Vec<f32> = u.iter().map(|&v| act.forward(v)).collect();
+        let x: Vec<f32> = u.iter().map(|&v| saved(act, v)).collect();
         let num = numeric_gradient(&u, 1e-2, |up_| {
             let xp: Vec<f32> = up_.iter().map(|&v| act.forward(v)).collect();
             dot(&w, &cpu::conv2d_forward(&xp, &k, None, &d, Activation::Identity))
@@ -302,7 +325,7 @@ fn activation_gradient_matches_cpu() {
     let shape = [2, 5, 3, 4];
     let (rows, cols) = (2 * 5 * 3, 4);
     for &act in ACTS {
-        let y = cpu::bias_act_forward(&rng.vec_uniform(rows * cols, -2.0, 2.0), None, rows, cols, act);
+        let y: Vec<f32> = rng.vec_uniform(rows * cols, -2.0, 2.0).into_iter().map(|u| saved(act, u)).collect();
         let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
         let (yt, dyt, dzt) = (up(&gpu, &shape, &y), up(&gpu, &shape, &dy), Tensor::zeros(&gpu, &shape).unwrap());
         gpu.run(&[&conv2d_backward_activation(&gpu, &dyt, &yt, &dzt, act).unwrap()]).unwrap();

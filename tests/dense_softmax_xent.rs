@@ -191,6 +191,11 @@ fn bad_input_is_an_error_naming_the_kernel() {
     let wide = DenseSoftmaxXentOut { dz: &z(&[4, 33]), dh: &dh, totals: &totals };
     named(dense_softmax_xent(&gpu, &h, &z(&[3, 33]), &z(&[33]), &labels, relu, 0.25, &wide).err().unwrap());
     named(dense_softmax_xent(&gpu, &h, &w, &b, &labels, Activation::Softmax, 0.25, &out).err().unwrap());
+    // A GELU below: its derivative needs its input, and h is its output.
+    for gelu in [Activation::Gelu, Activation::GeluErf] {
+        let err = dense_softmax_xent(&gpu, &h, &w, &b, &labels, gelu, 0.25, &out).err().expect("a GELU below");
+        assert!(err.to_string().contains("dense_softmax_xent") && err.to_string().contains("needs its input"), "{err}");
+    }
     // Outputs of the wrong shape or sharing memory, and a non-finite scale.
     let short = DenseSoftmaxXentOut { dz: &z(&[4, 4]), dh: &dh, totals: &totals };
     named(dense_softmax_xent(&gpu, &h, &w, &b, &labels, relu, 0.25, &short).err().unwrap());

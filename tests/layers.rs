@@ -165,3 +165,39 @@ fn keras_style_models_save_and_load_with_their_shapes() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_scale_layer_trains_like_the_reference_saves_and_refuses_a_non_finite_factor() {
+    // Scale after a relu (whose gradient the block below then applies itself), inside a residual
+    // branch, and before a softmax output. 29 rows in batches of 8.
+    let data = synthetic(29, 6, 3, 12);
+    let build = || {
+        Sequential::new(6, 5)
+            .dense(8, Activation::Relu)
+            .scale(0.5)
+            .residual(|b| b.dense(8, Activation::Tanh).scale(-0.25))
+            .dense(3, Activation::Identity)
+            .scale(2.0)
+            .activation(Activation::Softmax)
+    };
+    let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
+    check_fusion("scale", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
+    for backend in [Backend::Gpu(gpu()), Backend::Cpu] {
+        let model = build().build(&backend).unwrap();
+        let rows = data.to_f32();
+        let path = common::scratch("scale").join("model.safetensors");
+        model.save(&path).unwrap();
+        let loaded = Sequential::load(&path, &backend).unwrap();
+        assert_eq!(loaded.layers(), model.layers());
+        assert_eq!(loaded.layers()[1], Layer::Scale(wgnn::layers::Scale { factor: 0.5 }));
+        assert_eq!(loaded.predict(&rows, 29).unwrap(), model.predict(&rows, 29).unwrap());
+    }
+    for factor in [f32::NAN, f32::INFINITY] {
+        let err =
+            Sequential::new(6, 5).scale(factor).dense(2, Activation::Identity).build(&Backend::Cpu).err().unwrap();
+        assert!(
+            matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("layer 0 (scale("),
+            "{err}"
+        );
+    }
+}

@@ -233,7 +233,14 @@ fn accumulate_adds_to_c() {
 fn epilogues_match_cpu() {
     let gpu = gpu();
     let mut rng = Rng::new(15);
-    let acts = [Activation::Relu, Activation::Sigmoid, Activation::Tanh, Activation::LeakyRelu(0.1)];
+    let acts = [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::LeakyRelu(0.1),
+        Activation::Gelu,
+        Activation::GeluErf,
+    ];
     for variant in MatmulVariant::ALL {
         for (i, &act) in acts.iter().enumerate() {
             let form = FORMS[i % 3];
@@ -266,8 +273,9 @@ fn epilogues_match_cpu() {
                     );
                 }
 
-                // Backward: C = (A·B) ⊙ act'(Y).
-                let y = cpu::bias_act_forward(&rng.vec_uniform(m * n, -2.0, 2.0), None, m, n, act);
+                // Backward: C = (A·B) ⊙ act'(Y), Y what the forward saved (z for the GELUs).
+                let pre = rng.vec_uniform(m * n, -2.0, 2.0);
+                let y = if act.saves_input() { pre } else { cpu::bias_act_forward(&pre, None, m, n, act) };
                 let yt = Tensor::from_slice(&gpu, &[m, n], &y).unwrap();
                 let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
                 let opts = MatmulOptions {
@@ -278,7 +286,7 @@ fn epilogues_match_cpu() {
                     ..Default::default()
                 };
                 gpu.run(&[&matmul(&gpu, &at, &bt, &ct, &opts).unwrap()]).unwrap();
-                let want: Vec<f32> = z.iter().zip(&y).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+                let want: Vec<f32> = z.iter().zip(&y).map(|(&g, &o)| g * act.derivative_from_saved(o)).collect();
                 assert_close(&format!("act_grad {what}"), &ct.to_vec().unwrap(), &want, atol(k), 1e-4);
             }
         }

@@ -157,9 +157,16 @@ fn accumulate_adds_to_c() {
 fn epilogues_match_cpu() {
     let gpu = gpu();
     let mut rng = Rng::new(34);
-    let acts = [Activation::Relu, Activation::Sigmoid, Activation::Tanh, Activation::LeakyRelu(0.1)];
+    let acts = [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::LeakyRelu(0.1),
+        Activation::Gelu,
+        Activation::GeluErf,
+    ];
     for (i, &act) in acts.iter().enumerate() {
-        let form = FORMS[i];
+        let form = FORMS[i % FORMS.len()];
         // Split for parallelism, not split, and a vec4 forward shape.
         for &(m, k, n) in &[(9, 201, 6), (130, 63, 65), (64, 784, 64)] {
             let tile = if m == 64 { RegisterTile::T64X64_4X4 } else { RegisterTile::PRESETS[(i + 1) % 4] };
@@ -180,13 +187,14 @@ fn epilogues_match_cpu() {
                 assert_close(&format!("bias_act {what} bias={with_bias}"), &got, &want, atol(k), 1e-4);
             }
 
-            // Backward: C = (A·B) ⊙ act'(Y).
-            let y = cpu::bias_act_forward(&rng.vec_uniform(m * n, -2.0, 2.0), None, m, n, act);
+            // Backward: C = (A·B) ⊙ act'(Y), Y what the forward saved (z for the GELUs).
+            let pre = rng.vec_uniform(m * n, -2.0, 2.0);
+            let y = if act.saves_input() { pre } else { cpu::bias_act_forward(&pre, None, m, n, act) };
             let yt = Tensor::from_slice(&gpu, &[m, n], &y).unwrap();
             let ct = Tensor::zeros(&gpu, &[m, n]).unwrap();
             let opts = MatmulOptions { epilogue: Epilogue::ActGrad { y: &yt, act }, ..options(form) };
             gpu.run(&[&matmul_register(&gpu, &at, &bt, &ct, &opts, tile).unwrap()]).unwrap();
-            let want: Vec<f32> = z.iter().zip(&y).map(|(&g, &o)| g * act.derivative_from_output(o)).collect();
+            let want: Vec<f32> = z.iter().zip(&y).map(|(&g, &o)| g * act.derivative_from_saved(o)).collect();
             assert_close(&format!("act_grad {what}"), &ct.to_vec().unwrap(), &want, atol(k), 1e-4);
         }
     }

@@ -69,6 +69,28 @@ fn softmax_xent_matches_cpu() {
 }
 
 #[test]
+fn softmax_xent_per_token_over_a_gpt_batch() {
+    // A character GPT's loss: every token of a [batch, block] window is a row of [batch·block,
+    // vocab] logits with an integer target. Issue 23's recipes: 12·64 tokens and 64·256 tokens
+    // over a vocabulary of 65, the gradient scaled by 1/tokens (the mean over tokens).
+    let gpu = gpu();
+    let mut rng = Rng::new(12);
+    for (batch, block, vocab) in [(12, 64, 65), (64, 256, 65)] {
+        let n = batch * block;
+        let logits = rng.vec_uniform(n * vocab, -2.0, 2.0);
+        let targets: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+        check_softmax_xent(
+            &gpu,
+            &format!("softmax_xent {batch}·{block} tokens x {vocab}"),
+            &logits,
+            &targets,
+            n,
+            vocab,
+        );
+    }
+}
+
+#[test]
 fn softmax_xent_large_batch_with_totals() {
     // 60,000 rows: the totals reduction loops 235 times per invocation, then a workgroup tree.
     let gpu = gpu();

@@ -9,7 +9,8 @@
 //! exp 64 ULP at x = −86.7 (3.9e-6 relative: the error grows with |x|, as the bound does), 2 ULP
 //! for |x| < 1e-3; log 3.6 ULP (2.4e-7 relative, 1.5e-7 absolute near 1); exp2 3.2 ULP; sqrt
 //! correctly rounded. The kernels feed:
-//!   exp  — z − max(z) ≤ 0 (softmax, log-sum-exp), −|z| (sigmoid BCE, sigmoid), −2|z| (tanh);
+//!   exp  — z − max(z) ≤ 0 (softmax, log-sum-exp), −|z| (sigmoid BCE, sigmoid), −2|z| (tanh, and
+//!          GELU's tanh), −z²/2 and erfc's −a² + poly(t) ≤ 0 (exact GELU and its derivative);
 //!   log  — a softmax row's Σ exp ∈ [1, classes], BCE's 1 + exp(−|z|) ∈ [1, 2];
 //!   exp2 — the schedule's exponent rest in optimizer.wgsl, within [−2, 2];
 //!   sqrt — optimizer second moments and batch-norm variances, [1e-30, 1e6].

@@ -274,7 +274,7 @@ pub fn conv2d_backward_input(
 pub(crate) fn through(mut dx: Vec<f32>, below: Option<(&[f32], Activation)>) -> Vec<f32> {
     if let Some((y, act)) = below {
         assert_eq!(y.len(), dx.len(), "backward through the activation below: y must have dx's shape");
-        dx.iter_mut().zip(y).for_each(|(g, &y)| *g *= act.derivative_from_output(y));
+        dx.iter_mut().zip(y).for_each(|(g, &y)| *g *= act.derivative_from_saved(y));
     }
     dx
 }

@@ -18,6 +18,7 @@ pub fn dense_softmax_xent(
     grad_scale: f32,
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, f32, f32) {
+    assert!(!act.saves_input(), "dense_softmax_xent: h is the output of act, and {} needs its input", act.name());
     let mut logits = super::matmul(h, w, rows, k, c, false, false);
     for (i, z) in logits.iter_mut().enumerate() {
         *z += b[i % c];
@@ -25,7 +26,7 @@ pub fn dense_softmax_xent(
     let (loss, dz, correct) = super::softmax_xent(&logits, labels, rows, c, grad_scale);
     let mut dh = super::matmul(&dz, w, rows, c, k, false, true);
     for (g, &y) in dh.iter_mut().zip(h) {
-        *g *= act.derivative_from_output(y);
+        *g *= act.derivative_from_saved(y);
     }
     (dz, dh, loss.iter().sum(), correct.iter().sum())
 }

@@ -1,5 +1,5 @@
 //! CPU reference of shaders/matmul.wgsl (without the epilogue, which is `bias_act_forward` /
-//! `Activation::derivative_from_output` applied to the result), and of matmul_gathered.wgsl's A.
+//! `Activation::derivative_from_saved` applied to the result), and of matmul_gathered.wgsl's A.
 
 /// C = op(A)·op(B).  a: [m, k] (or [k, m] when trans_a), b: [k, n] (or [n, k] when trans_b)
 /// → c: [m, n]. Row-major; sums in f64 so the reference is more accurate than any kernel.

@@ -66,7 +66,8 @@ pub fn bias_act_forward(gpu: &Gpu, x: &Tensor, bias: Option<&Tensor>, y: &Tensor
     Ok(d.into())
 }
 
-/// dZ = dY ⊙ act′(Y) and, when `db` is given, db (+)= column sums of dZ.
+/// dZ = dY ⊙ act′(Y) and, when `db` is given, db (+)= column sums of dZ. Y is what the forward
+/// saved: its output, or its input for the GELUs ([`Activation::saves_input`]).
 /// dy, y, dz: [rows, cols]; db: `[cols]`. `y` is the forward output.
 pub fn bias_act_backward(
     gpu: &Gpu,

@@ -169,6 +169,16 @@ pub fn dense_softmax_xent(
     expect_len(OP, "dh", out.dh, DType::F32, rows * k, &format!("[{rows}, {k}]"))?;
     expect_len(OP, "totals", out.totals, DType::F32, 2, "[2]")?;
     act.validate_elementwise(OP)?;
+    if act.saves_input() {
+        return Err(WgnnError::invalid(
+            OP,
+            format!(
+                "{}'s derivative needs its input, and h is its output: run the layer's matmul, \
+                 softmax_xent and an ActGrad matmul given that input instead",
+                act.name()
+            ),
+        ));
+    }
     if !grad_scale.is_finite() {
         return Err(WgnnError::invalid(OP, format!("grad_scale = {grad_scale} must be finite")));
     }

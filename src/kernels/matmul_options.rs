@@ -15,8 +15,9 @@ pub enum Epilogue<'a> {
         bias: Option<&'a Tensor>,
         act: Activation,
     },
-    /// C = (A·B) ⊙ act'(Y) with Y: [M, N] the forward output of that activation (see
-    /// activation.wgsl's act_derivative_from_output).
+    /// C = (A·B) ⊙ act'(Y) with Y: [M, N] what that activation's forward saved: its output, or
+    /// its input for the GELUs ([`Activation::saves_input`]; activation.wgsl's
+    /// act_derivative_from_saved).
     ActGrad {
         y: &'a Tensor,
         act: Activation,

@@ -5,6 +5,9 @@
 //! returns a [`Plan`]: dispatches with their bind groups already made. A plan is built once and
 //! recorded as often as needed, many times into one compute pass; nothing in it reads back.
 
+pub mod attention;
+pub mod attention_choice;
+pub mod attention_dims;
 pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
@@ -12,9 +15,12 @@ pub mod conv2d;
 mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
+pub mod embedding;
+pub mod flash_attention;
 pub mod gather;
 pub mod grad_norm;
 pub mod hinge;
+pub mod layer_norm;
 pub mod matmul;
 pub(crate) mod matmul_check;
 pub(crate) mod matmul_choice;
@@ -24,6 +30,7 @@ pub mod matmul_register;
 pub mod mse;
 pub mod optimizer;
 pub mod pool2d;
+pub mod positional;
 pub mod reduce;
 pub mod sigmoid_bce;
 pub mod softmax_grad;

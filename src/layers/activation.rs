@@ -38,6 +38,6 @@ pub(crate) fn forward_cpu(x: &[f32], rows: usize, features: usize, act: Activati
 pub(crate) fn backward_cpu(dy: &[f32], y: &[f32], rows: usize, features: usize, act: Activation) -> Vec<f32> {
     match act {
         Activation::Softmax => cpu::softmax_backward(dy, y, rows, features),
-        act => dy.iter().zip(y).map(|(&g, &o)| g * act.derivative_from_output(o)).collect(),
+        act => dy.iter().zip(y).map(|(&g, &o)| g * act.derivative_from_saved(o)).collect(),
     }
 }

@@ -2,6 +2,7 @@
 //! kernel `[kh, kw, C_in, filters]` (+ a bias `[filters]`) and an activation to `[Ho, Wo,
 //! filters]`. The kernels are `crate::kernels::conv2d` (im2col + the engine's matmul).
 
+use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
 use super::{SlotInit, SlotSpec};
 use crate::activation::Activation;
 use crate::cpu;
@@ -14,6 +15,7 @@ use crate::kernels::conv2d::{
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Keras' `Conv2D(filters, kernel_size, strides, padding, activation, use_bias)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,6 +111,61 @@ impl Conv2D {
     }
 }
 
+/// A convolution in a saved file (`{"type": "conv2d", …}`): its settings as plain fields.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Saved {
+    filters: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    /// `valid` or `same`.
+    padding: String,
+    activation: String,
+    use_bias: bool,
+}
+
+impl Conv2D {
+    pub(crate) fn saved(&self) -> Saved {
+        Saved {
+            filters: self.filters,
+            kernel: [self.kernel.0, self.kernel.1],
+            strides: [self.strides.0, self.strides.1],
+            padding: padding_tag(self.padding),
+            activation: self.activation.tag(),
+            use_bias: self.use_bias,
+        }
+    }
+}
+
+impl Saved {
+    pub(crate) fn layer(&self) -> Result<Conv2D> {
+        Ok(Conv2D {
+            filters: self.filters,
+            kernel: (self.kernel[0], self.kernel[1]),
+            strides: (self.strides[0], self.strides[1]),
+            padding: parse_padding(&self.padding)?,
+            activation: Activation::parse(&self.activation)?,
+            use_bias: self.use_bias,
+            init: Initializer::GlorotUniform,
+        })
+    }
+}
+
+/// A padding as saved files write it.
+pub(super) fn padding_tag(p: Padding) -> String {
+    match p {
+        Padding::Valid => "valid".into(),
+        Padding::Same => "same".into(),
+    }
+}
+
+pub(super) fn parse_padding(tag: &str) -> Result<Padding> {
+    match tag {
+        "valid" => Ok(Padding::Valid),
+        "same" => Ok(Padding::Same),
+        other => Err(WgnnError::invalid("load", format!("unknown padding {other:?} (known: valid, same)"))),
+    }
+}
+
 /// `[H, W, C]`, or an error naming `op` that asks for an image.
 pub(super) fn image(op: &str, input: &[usize]) -> Result<[usize; 3]> {
     match *input {
@@ -199,4 +256,79 @@ pub(crate) fn backward_params_cpu(x: &[f32], dz: &[f32], d: &Conv2dDims) -> (Vec
 
 pub(crate) fn backward_input_cpu(dz: &[f32], kernel: &[f32], d: &Conv2dDims) -> Vec<f32> {
     cpu::conv2d_backward_input(dz, kernel, d, None)
+}
+
+impl StepCore for Conv2D {
+    fn has_epilogue(&self) -> bool {
+        true
+    }
+
+    fn buffers(&self, gpu: &Gpu, at: &Placement, rows: usize, training: bool) -> Result<CoreBuffers> {
+        let patches = match training {
+            true => ConvPatches::new(gpu, &self.dims("conv2d", rows, &at.input)?)?,
+            false => None,
+        };
+        Ok(CoreBuffers { patches, ..Default::default() })
+    }
+
+    fn weights(&self, flat: &Tensor, at: &Placement) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let c_in = at.input.last().copied().unwrap_or(1);
+        let shape = [self.kernel.0, self.kernel.1, c_in, self.filters];
+        let k = flat.view(at.weight.unwrap_or(0), &shape)?;
+        Ok(Some((k, at.bias.map(|b| flat.view(b, &[self.filters])).transpose()?)))
+    }
+
+    fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, act: Activation) -> Result<Plan> {
+        let Some((k, b)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
+        let d = self.dims("conv2d", c.rows, &c.at.input)?;
+        let kept = c.buffers.patches.as_ref();
+        forward_gpu(c.gpu, c.input, &k, b.as_ref(), out, act, &d, &self.config(), kept)
+    }
+
+    fn backward_params_gpu(&self, c: &GpuCore, grads: &Tensor, dy: &Tensor) -> Result<Plan> {
+        let Some((dk, db)) = self.weights(grads, c.at)? else { return Ok(Plan::new()) };
+        let d = self.dims("conv2d", c.rows, &c.at.input)?;
+        let kept = c.buffers.patches.as_ref();
+        backward_params_gpu(c.gpu, c.input, dy, &dk, db.as_ref(), &d, &self.config(), kept)
+    }
+
+    fn backward_input_gpu(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+        below: Option<(&Tensor, Activation)>,
+    ) -> Result<Plan> {
+        let Some((k, _)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
+        let d = self.dims("conv2d", c.rows, &c.at.input)?;
+        backward_input_gpu(c.gpu, dy, &k, dx, &d, &self.config(), below)
+    }
+
+    fn forward_cpu(&self, c: &CpuCore, act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {
+        let d = self.dims("conv2d", c.rows, &c.at.input)?;
+        let weight = c.at.weight.unwrap_or(0);
+        let k = &c.params[weight..weight + d.kernel_shape().iter().product::<usize>()];
+        let b = c.at.bias.map(|o| &c.params[o..o + self.filters]);
+        Ok((forward_cpu(c.input, k, b, &d, act), Vec::new()))
+    }
+
+    fn backward_cpu(
+        &self,
+        c: &CpuCore,
+        grads: &mut [f32],
+        dy: &[f32],
+        _argmax: &[u32],
+        input_grad: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let d = self.dims("conv2d", c.rows, &c.at.input)?;
+        let weight = c.at.weight.unwrap_or(0);
+        let (dk, db) = backward_params_cpu(c.input, dy, &d);
+        grads[weight..weight + dk.len()].copy_from_slice(&dk);
+        if let Some(o) = c.at.bias {
+            grads[o..o + db.len()].copy_from_slice(&db);
+        }
+        let k = &c.params[weight..weight + dk.len()];
+        Ok(input_grad.then(|| backward_input_cpu(dy, k, &d)))
+    }
 }

@@ -1,5 +1,6 @@
 //! The dense (fully connected) layer: y = act(x·W + b), W `[inputs, units]`, b `[units]`.
 
+use super::step::{CpuCore, GpuCore, Placement, StepCore};
 use super::{SlotInit, SlotSpec};
 use crate::activation::Activation;
 use crate::cpu;
@@ -9,6 +10,7 @@ use crate::init::Initializer;
 use crate::kernels::matmul::{matmul, matmul_column_sum, matmul_gathered, Epilogue, GatheredA, MatmulOptions};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Keras' `Dense`: `units` outputs, an activation applied to them (the identity for a linear
 /// layer), a bias unless `use_bias` is false (the usual choice before a batch norm, whose shift
@@ -63,6 +65,29 @@ impl Dense {
         } else {
             vec![weight]
         }
+    }
+}
+
+/// A dense layer in a saved file (`{"type": "dense", …}`): its settings as plain fields (the
+/// initialiser is not saved: the weights are).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Saved {
+    units: usize,
+    /// As [`Activation::parse`] reads it.
+    activation: String,
+    use_bias: bool,
+}
+
+impl Dense {
+    pub(crate) fn saved(&self) -> Saved {
+        Saved { units: self.units, activation: self.activation.tag(), use_bias: self.use_bias }
+    }
+}
+
+impl Saved {
+    pub(crate) fn layer(&self) -> Result<Dense> {
+        let activation = Activation::parse(&self.activation)?;
+        Ok(Dense { units: self.units, activation, use_bias: self.use_bias, init: Initializer::GlorotUniform })
     }
 }
 
@@ -161,4 +186,65 @@ pub(crate) fn backward_params_cpu(
 pub(crate) fn backward_input_cpu(dy: &[f32], w: &[f32], rows: usize, units: usize) -> Vec<f32> {
     let inputs = w.len() / units;
     cpu::matmul(dy, w, rows, units, inputs, false, true)
+}
+
+impl StepCore for Dense {
+    fn has_epilogue(&self) -> bool {
+        true
+    }
+
+    fn weights(&self, flat: &Tensor, at: &Placement) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let w = flat.view(at.weight.unwrap_or(0), &[at.inputs, self.units])?;
+        Ok(Some((w, at.bias.map(|b| flat.view(b, &[self.units])).transpose()?)))
+    }
+
+    fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, act: Activation) -> Result<Plan> {
+        let Some((w, b)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
+        let input = c.gathered.map_or(DenseInput::Stored(c.input), DenseInput::Gathered);
+        forward_gpu(c.gpu, input, &w, b.as_ref(), out, act)
+    }
+
+    fn backward_params_gpu(&self, c: &GpuCore, grads: &Tensor, dy: &Tensor) -> Result<Plan> {
+        let Some((dw, db)) = self.weights(grads, c.at)? else { return Ok(Plan::new()) };
+        let input_rows = c.padded(c.input)?;
+        let input = c.gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
+        backward_params_gpu(c.gpu, input, &c.padded(dy)?, &dw, db.as_ref())
+    }
+
+    fn backward_input_gpu(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+        below: Option<(&Tensor, Activation)>,
+    ) -> Result<Plan> {
+        let Some((w, _)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
+        backward_input_gpu(c.gpu, dy, &w, dx, below)
+    }
+
+    fn forward_cpu(&self, c: &CpuCore, act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {
+        let weight = c.at.weight.unwrap_or(0);
+        let w = &c.params[weight..weight + c.at.inputs * self.units];
+        let b = c.at.bias.map(|o| &c.params[o..o + self.units]);
+        Ok((forward_cpu(c.input, w, b, c.rows, self.units, act), Vec::new()))
+    }
+
+    fn backward_cpu(
+        &self,
+        c: &CpuCore,
+        grads: &mut [f32],
+        dy: &[f32],
+        _argmax: &[u32],
+        input_grad: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let weight = c.at.weight.unwrap_or(0);
+        let (dw, db) = backward_params_cpu(c.input, dy, c.rows, self.units, c.at.bias.is_some());
+        grads[weight..weight + dw.len()].copy_from_slice(&dw);
+        if let (Some(o), Some(db)) = (c.at.bias, &db) {
+            grads[o..o + self.units].copy_from_slice(db);
+        }
+        let w = &c.params[weight..weight + c.at.inputs * self.units];
+        Ok(input_grad.then(|| backward_input_cpu(dy, w, c.rows, self.units)))
+    }
 }

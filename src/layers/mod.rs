@@ -23,12 +23,17 @@ pub mod dense;
 pub mod dropout;
 pub mod pool2d;
 pub mod reshape;
+pub mod residual;
+pub mod scale;
+pub(crate) mod step;
 
 pub use crate::kernels::conv2d::Padding;
 pub use crate::kernels::pool2d::Pool2dConfig;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use pool2d::Pooling;
+pub use residual::Residual;
+pub use scale::Scale;
 
 /// One layer of a sequential model. Data and activations are channels-last, one row per sample:
 /// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
@@ -50,6 +55,11 @@ pub enum Layer {
     Conv2D(Conv2D),
     /// Max, average or global average pooling of `[H, W, C]` images.
     Pool(Pooling),
+    /// The end of a residual block: its input (the branch's output) plus the input of layer
+    /// `from` (the branch's first), projected if the shapes differ.
+    Add(Residual),
+    /// Multiplies by a constant: y = factor · x.
+    Scale(Scale),
 }
 
 /// How a parameter slot starts.
@@ -122,6 +132,8 @@ impl Layer {
             Layer::Reshape(target) => format!("reshape({target:?})"),
             Layer::Conv2D(c) => c.describe(),
             Layer::Pool(p) => p.describe(),
+            Layer::Add(r) => r.describe(),
+            Layer::Scale(s) => s.describe(),
         }
     }
 
@@ -136,6 +148,8 @@ impl Layer {
             Layer::Flatten | Layer::Pool(_) => Ok(()),
             Layer::Reshape(target) => reshape::validate(&op, target),
             Layer::Conv2D(c) => c.validate(&op),
+            Layer::Add(r) => r.validate(&op, index),
+            Layer::Scale(s) => s.validate(&op),
         }
     }
 
@@ -159,7 +173,10 @@ impl Layer {
                 &[("input", input)],
                 format!("softmax runs over one axis, got a {input:?} input: add Flatten before it"),
             )),
-            Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) => Ok(input.to_vec()),
+            // The sum's shapes are checked against the shortcut's by `Residual::check_shapes`.
+            Layer::Activation(_) | Layer::Dropout(_) | Layer::BatchNorm(_) | Layer::Add(_) | Layer::Scale(_) => {
+                Ok(input.to_vec())
+            }
             Layer::Conv2D(c) => c.output_shape(&op, input),
             Layer::Pool(p) => p.output_shape(&op, input),
         };
@@ -167,16 +184,50 @@ impl Layer {
         output.map_err(|e| e.with_operand("input", input))
     }
 
-    /// The layer's parameter tensors for an input of `input` shape, in the order they are laid
-    /// out and drawn from the seed.
+    /// The layer's parameter tensors for an input of `input` shape (a residual sum's: the
+    /// shortcut's, see [`Layer::slot_input`]), in the order they are laid out and drawn from the
+    /// seed.
     pub fn slots(&self, input: &[usize]) -> Vec<SlotSpec> {
         match self {
+            Layer::Add(r) => r.slots(input),
             Layer::Dense(d) => d.slots(input),
             Layer::BatchNorm(_) => batch_norm::slots(input),
             Layer::Conv2D(c) => c.slots(input),
-            Layer::Activation(_) | Layer::Dropout(_) | Layer::Flatten | Layer::Reshape(_) | Layer::Pool(_) => {
-                Vec::new()
-            }
+            Layer::Activation(_)
+            | Layer::Dropout(_)
+            | Layer::Flatten
+            | Layer::Reshape(_)
+            | Layer::Pool(_)
+            | Layer::Scale(_) => Vec::new(),
+        }
+    }
+
+    /// The shape [`Layer::slots`] takes for layer `index` of a model whose layers' input shapes
+    /// are `shapes`: its input's, or a residual sum's shortcut's (its projection's input).
+    pub fn slot_input<'s>(&self, index: usize, shapes: &'s [Vec<usize>]) -> &'s [usize] {
+        match self {
+            Layer::Add(r) => &shapes[r.from.min(index)],
+            _ => &shapes[index],
+        }
+    }
+
+    /// The layer's computation in the training step, for a layer that computes something from its
+    /// input: the one list through which the model's step reaches a layer's kernels.
+    pub(crate) fn step_core(&self) -> Option<&dyn step::StepCore> {
+        match self {
+            Layer::Dense(d) => Some(d),
+            Layer::Conv2D(c) => Some(c),
+            Layer::Pool(p) => Some(p),
+            Layer::Scale(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The residual sum this layer is, if it is one.
+    pub fn residual(&self) -> Option<&Residual> {
+        match self {
+            Layer::Add(r) => Some(r),
+            _ => None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The pooling layers, channels-last: Keras' `MaxPooling2D`, `AveragePooling2D` (`[H, W, C]` →
 //! `[Ho, Wo, C]`) and `GlobalAveragePooling2D` (`[H, W, C]` → `[C]`). No parameters.
 
-use super::conv2d::{as_images, image};
+use super::conv2d::{as_images, image, padding_tag, parse_padding};
+use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
 use crate::activation::Activation;
 use crate::cpu;
 use crate::device::Gpu;
@@ -12,6 +13,7 @@ use crate::kernels::pool2d::{
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Which pooling a layer does.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,5 +132,79 @@ impl Pooling {
             Pooling::Average(_) => cpu::avg_pool2d_backward(dy, d, None),
             Pooling::GlobalAverage => cpu::global_avg_pool2d_backward(dy, d.x_shape(), None),
         }
+    }
+}
+
+impl StepCore for Pooling {
+    fn buffers(&self, gpu: &Gpu, at: &Placement, rows: usize, _training: bool) -> Result<CoreBuffers> {
+        let argmax = match self {
+            Pooling::Max(_) => Some(Tensor::zeros_u32(gpu, &[rows * at.outputs])?),
+            _ => None,
+        };
+        Ok(CoreBuffers { argmax, ..Default::default() })
+    }
+
+    fn forward_gpu(&self, c: &GpuCore, _params: &Tensor, out: &Tensor, _act: Activation) -> Result<Plan> {
+        let d = self.dims("pool2d", c.rows, &c.at.input)?;
+        Pooling::forward_gpu(self, c.gpu, c.input, out, c.buffers.argmax.as_ref(), &d)
+    }
+
+    fn backward_input_gpu(
+        &self,
+        c: &GpuCore,
+        _params: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+        below: Option<(&Tensor, Activation)>,
+    ) -> Result<Plan> {
+        let d = self.dims("pool2d", c.rows, &c.at.input)?;
+        Pooling::backward_gpu(self, c.gpu, dy, dx, c.buffers.argmax.as_ref(), &d, below)
+    }
+
+    fn forward_cpu(&self, c: &CpuCore, _act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {
+        let (y, argmax) = Pooling::forward_cpu(self, c.input, &self.dims("pool2d", c.rows, &c.at.input)?);
+        Ok((y, argmax.unwrap_or_default()))
+    }
+
+    fn backward_cpu(
+        &self,
+        c: &CpuCore,
+        _grads: &mut [f32],
+        dy: &[f32],
+        argmax: &[u32],
+        input_grad: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let d = self.dims("pool2d", c.rows, &c.at.input)?;
+        Ok(input_grad.then(|| Pooling::backward_cpu(self, dy, argmax, &d)))
+    }
+}
+
+/// A max or average pooling's settings in a saved file (`{"type": "max_pool2d", …}`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Saved {
+    pool_size: [usize; 2],
+    /// Absent: the pool size (Keras' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    strides: Option<[usize; 2]>,
+    padding: String,
+}
+
+impl From<&Pool2dConfig> for Saved {
+    fn from(c: &Pool2dConfig) -> Self {
+        Saved {
+            pool_size: [c.pool_size.0, c.pool_size.1],
+            strides: c.strides.map(|s| [s.0, s.1]),
+            padding: padding_tag(c.padding),
+        }
+    }
+}
+
+impl Saved {
+    pub(crate) fn config(&self) -> Result<Pool2dConfig> {
+        Ok(Pool2dConfig {
+            pool_size: (self.pool_size[0], self.pool_size[1]),
+            strides: self.strides.map(|s| (s[0], s[1])),
+            padding: parse_padding(&self.padding)?,
+        })
     }
 }

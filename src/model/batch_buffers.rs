@@ -1,12 +1,11 @@
 //! The GPU buffers of one batch size: the batch, each block's activations and gradients, the
 //! loss's per-row outputs.
 
-use super::fusion::{Block, Core};
+use super::fusion::{act_grad_by_reader, is_fork, readers, Block, Core};
 use super::*;
-use crate::kernels::conv2d::ConvPatches;
 use crate::layers::batch_norm::NormBuffers;
 use crate::layers::dropout::DropoutBuffers;
-use crate::layers::Pooling;
+use crate::layers::step::CoreBuffers;
 
 /// One block's tensors for one batch, each `[rows, features]` unless said otherwise.
 pub(super) struct BlockBuffers {
@@ -21,14 +20,17 @@ pub(super) struct BlockBuffers {
     pub(super) h: Tensor,
     /// Training: the gradient w.r.t. the activation's input.
     pub(super) dz: Option<Tensor>,
-    /// Training, where the activation's backward runs on its own (softmax): the gradient w.r.t. `h`.
+    /// Training, where the activation's backward runs on its own (softmax, or a fork's): the
+    /// gradient w.r.t. `h`.
     pub(super) dh: Option<Tensor>,
+    /// Training, where the block's input is a fork (read by other blocks too): the gradient
+    /// w.r.t. its input, summed with the other readers' before the fork's backward.
+    pub(super) dinput: Option<Tensor>,
+    /// Training, a fork read by more than two blocks: the partial sums of their gradients.
+    pub(super) sums: Vec<Tensor>,
     pub(super) dropout: Option<DropoutBuffers>,
-    /// Max pooling's argmax per output (u32).
-    pub(super) argmax: Option<Tensor>,
-    /// Training, a convolution: the forward's patch matrix, kept for the kernel's gradient (where
-    /// the batch's is built in one piece).
-    pub(super) patches: Option<ConvPatches>,
+    /// What the core needs beyond its output (max pooling's argmax, a convolution's patches).
+    pub(super) core: CoreBuffers,
 }
 
 impl BlockBuffers {
@@ -39,7 +41,7 @@ impl BlockBuffers {
 
     /// The core's output: `lin`, or the input of an identity core, or `h`.
     pub(super) fn core_out(&self, block: &Block) -> &Tensor {
-        match (&self.lin, block.core) {
+        match (&self.lin, &block.core) {
             (Some(lin), _) => lin,
             (None, Core::Identity) => &self.input,
             (None, _) => &self.h,
@@ -82,14 +84,6 @@ pub(super) struct BatchBuffers {
 }
 
 impl BatchBuffers {
-    /// `t` ([rows, features], allocated by [`BatchBuffers::new`]) over `padded_rows`.
-    pub(super) fn padded(&self, t: &Tensor) -> Result<Tensor> {
-        match t.shape() {
-            &[rows, features] if rows != self.padded_rows => t.extended(&[self.padded_rows, features]),
-            _ => Ok(t.clone()),
-        }
-    }
-
     pub(super) fn rows(&self) -> usize {
         self.y.len()
     }
@@ -114,17 +108,18 @@ impl BatchBuffers {
         let rows_of = |features: usize| Tensor::zeros(gpu, &[padded_rows, features])?.view(0, &[rows, features]);
         let x = rows_of(input_dim)?;
         let mut built: Vec<BlockBuffers> = Vec::with_capacity(blocks.len());
-        for (block, &act) in blocks.iter().zip(acts) {
-            let input = built.last().map_or(&x, |b| b.output()).clone();
+        for (i, (block, &act)) in blocks.iter().zip(acts).enumerate() {
+            let input = block.input.map_or(&x, |j| built[j].output()).clone();
             let n = block.outputs;
+            // The core's output: its own buffer unless the core writes `h` (its epilogue applies
+            // the activation) or has none (an identity).
             let lin = match block.core {
-                Core::Dense { .. } | Core::Conv2D { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
-                Core::Pool { .. } => Some(rows_of(n)?),
+                Core::Op { .. } | Core::Add { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
                 _ => None,
             };
-            let argmax = match block.core {
-                Core::Pool { pooling: Pooling::Max(_), .. } => Some(Tensor::zeros_u32(gpu, &[rows * n])?),
-                _ => None,
+            let core = match block.core.step() {
+                Some((step, at)) => step.buffers(gpu, at, rows, training)?,
+                None => CoreBuffers::default(),
             };
             let norm = match block.norm {
                 Some(bn) => {
@@ -134,14 +129,18 @@ impl BatchBuffers {
                 }
                 None => None,
             };
-            let patches = match block.core {
-                Core::Conv2D { conv, input, .. } if training => {
-                    ConvPatches::new(gpu, &conv.dims("conv2d", rows, &input)?)?
-                }
-                _ => None,
+            let mut bb = BlockBuffers {
+                input,
+                lin,
+                norm,
+                h: x.clone(),
+                dz: None,
+                dh: None,
+                dinput: None,
+                sums: Vec::new(),
+                dropout: None,
+                core,
             };
-            let mut bb =
-                BlockBuffers { input, lin, norm, h: x.clone(), dz: None, dh: None, dropout: None, argmax, patches };
             // The output: its own buffer where a dispatch of the activation (or the core's
             // epilogue) writes it, else the activation's input (batch norm's output through the
             // activation, or an identity's input).
@@ -149,10 +148,22 @@ impl BatchBuffers {
             bb.h = if own { rows_of(n)? } else { bb.act_input(block).reshape(&[rows, n])? };
             if training {
                 bb.dz = Some(rows_of(n)?);
-                // Where the activation's backward runs on its own: softmax (every block folds an
-                // element-wise activation's into its input gradient).
-                if act == Activation::Softmax {
+                // Where the activation's backward runs on its own: softmax (the blocks above fold
+                // an element-wise activation's into their input gradient), a fork's (its readers'
+                // gradients are summed first), or below a core that does not fold it.
+                let fork = is_fork(blocks, i);
+                let own_act_grad = i + 1 < blocks.len() && !act_grad_by_reader(blocks, i);
+                if act == Activation::Softmax || (own_act_grad && act != Activation::Identity) {
                     bb.dh = Some(Tensor::zeros(gpu, &[rows, n])?);
+                }
+                if fork {
+                    for _ in 2..readers(blocks, i).count() {
+                        bb.sums.push(Tensor::zeros(gpu, &[rows, n])?);
+                    }
+                }
+                let input_is_fork = block.input.is_some_and(|j| is_fork(blocks, j));
+                if input_is_fork && !matches!(block.core, Core::Add { .. }) {
+                    bb.dinput = Some(rows_of(block.inputs)?);
                 }
                 if block.dropout.is_some() {
                     let t = || Tensor::zeros(gpu, &[rows, n]);

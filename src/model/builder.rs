@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::host_memory::{self, checked_bytes, checked_product};
-use crate::layers::Dense;
+use crate::layers::{Conv2D, Dense, Padding, Residual, Scale};
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
 /// over the output layer's W and b that the fused output kernel reads
@@ -53,7 +53,8 @@ fn check_parameters_fit(gpu: &Gpu, layers: &[Layer], layout: &ParamLayout) -> Re
 /// countable in bytes: an error naming the layer and the tensor's shape where a product overflows.
 fn check_slot_sizes(layers: &[Layer], shapes: &[Vec<usize>]) -> Result<()> {
     let mut total: u64 = 0;
-    for (i, (layer, input)) in layers.iter().zip(shapes).enumerate() {
+    for (i, layer) in layers.iter().enumerate() {
+        let input = layer.slot_input(i, shapes);
         for spec in layer.slots(input) {
             let bytes = checked_product(&spec.shape)
                 .and_then(|n| n.checked_next_multiple_of(layout::PARAM_ALIGN))
@@ -127,13 +128,15 @@ pub struct SequentialBuilder {
     layers: Vec<Layer>,
     seed: u64,
     fuse: bool,
+    /// The first layers of the residual branches being written (innermost last).
+    branches: Vec<usize>,
 }
 
 impl SequentialBuilder {
     /// An empty model of samples of `input_shape`, initial weights drawn from `seed` (see
     /// [`Sequential::new`]).
     pub(super) fn new(input_shape: Vec<usize>, seed: u64) -> SequentialBuilder {
-        SequentialBuilder { input_shape, layers: Vec::new(), seed, fuse: true }
+        SequentialBuilder { input_shape, layers: Vec::new(), seed, fuse: true, branches: Vec::new() }
     }
 
     /// Adds `layer` (Keras' `model.add`).
@@ -171,6 +174,55 @@ impl SequentialBuilder {
         self.add(Layer::conv2d(filters, kernel, activation))
     }
 
+    /// Adds a 2-D convolution whose output keeps the input's height and width (Keras'
+    /// `padding="same"`, stride 1), as a residual branch needs.
+    pub fn conv2d_same(self, filters: usize, kernel: (usize, usize), activation: Activation) -> SequentialBuilder {
+        self.add(Layer::Conv2D(Conv2D { padding: Padding::Same, ..Conv2D::new(filters, kernel, activation) }))
+    }
+
+    /// Adds a residual block: the layers `branch` adds, then their output plus the block's input
+    /// (`y = f(x) + x`, ResNet's and the transformer's skip connection; put an activation after
+    /// it for ResNet's `relu(f(x) + x)`). The branch must keep the shape (else see
+    /// [`SequentialBuilder::residual_projected`]); blocks nest.
+    ///
+    /// ```
+    /// # use wgnn::model::{Backend, Sequential};
+    /// # use wgnn::Activation;
+    /// let model = Sequential::new(32, 1)
+    ///     .dense(32, Activation::Relu)
+    ///     .residual(|b| b.dense(32, Activation::Relu).dense(32, Activation::Identity))
+    ///     .activation(Activation::Relu)
+    ///     .dense(10, Activation::Softmax)
+    ///     .build(&Backend::Cpu)?;
+    /// # Ok::<(), wgnn::WgnnError>(())
+    /// ```
+    pub fn residual(self, branch: impl FnOnce(SequentialBuilder) -> SequentialBuilder) -> SequentialBuilder {
+        self.residual_block(None, branch)
+    }
+
+    /// [`SequentialBuilder::residual`] whose shortcut goes through `projection` (a dense layer or
+    /// a convolution, without activation: a 1×1 convolution with the branch's filters and
+    /// strides, say) where the branch changes the shape.
+    pub fn residual_projected(
+        self,
+        projection: Layer,
+        branch: impl FnOnce(SequentialBuilder) -> SequentialBuilder,
+    ) -> SequentialBuilder {
+        self.residual_block(Some(Box::new(projection)), branch)
+    }
+
+    fn residual_block(
+        mut self,
+        projection: Option<Box<Layer>>,
+        branch: impl FnOnce(SequentialBuilder) -> SequentialBuilder,
+    ) -> SequentialBuilder {
+        let from = self.layers.len();
+        self.branches.push(from);
+        let mut built = branch(self);
+        built.branches.pop();
+        built.add(Layer::Add(Residual { from, projection }))
+    }
+
     /// Adds max pooling over `pool_size` windows moved by their own size (Keras' `MaxPooling2D`).
     pub fn max_pool2d(self, pool_size: (usize, usize)) -> SequentialBuilder {
         self.add(Layer::max_pool2d(pool_size))
@@ -180,6 +232,11 @@ impl SequentialBuilder {
     /// 784-wide row as `[28, 28, 1]` before a convolution.
     pub fn reshape(self, shape: &[usize]) -> SequentialBuilder {
         self.add(Layer::Reshape(shape.to_vec()))
+    }
+
+    /// Adds a scale layer: y = factor · x (e.g. a residual branch scaled down before its sum).
+    pub fn scale(self, factor: f32) -> SequentialBuilder {
+        self.add(Layer::Scale(Scale { factor }))
     }
 
     /// Adds a flatten layer (a multi-axis sample to one axis).
@@ -199,7 +256,11 @@ impl SequentialBuilder {
     /// [`SequentialBuilder::batch_norm`] with its hyper-parameters (Keras' momentum 0.99 is
     /// momentum 0.01 here).
     pub fn batch_norm_with(mut self, cfg: BatchNormConfig) -> SequentialBuilder {
-        let Some(Layer::Dense(d)) = self.layers.last_mut() else { return self.add(Layer::BatchNorm(cfg)) };
+        // Not on a dense layer before the branch it starts: the shortcut reads that layer's output.
+        let starts_branch = self.branches.last() == Some(&self.layers.len());
+        let Some(Layer::Dense(d)) = self.layers.last_mut().filter(|_| !starts_branch) else {
+            return self.add(Layer::BatchNorm(cfg));
+        };
         let act = d.activation;
         (d.use_bias, d.activation) = (false, Activation::Identity);
         self = self.add(Layer::BatchNorm(cfg));
@@ -238,6 +299,9 @@ impl SequentialBuilder {
         let mut shapes = vec![self.input_shape.clone()];
         for (i, layer) in self.layers.iter().enumerate() {
             layer.validate(i)?;
+            if let Some(r) = layer.residual() {
+                r.check_shapes(&layer.op(i), i, &shapes[r.from], &shapes[i])?;
+            }
             let next = layer.output_shape(i, &shapes[i])?;
             if checked_product(&next).is_none() {
                 return Err(WgnnError::shape_of(
@@ -282,7 +346,7 @@ impl SequentialBuilder {
                 Backend::Gpu(g) => g.profile().fuse_layers,
                 Backend::Cpu => true,
             };
-        let blocks = fusion::blocks(&self.layers, &shapes, &layout, self.seed, fused);
+        let blocks = fusion::blocks(&self.layers, &shapes, &layout, self.seed, fused)?;
         let state = match backend {
             Backend::Gpu(gpu) => State::Gpu(Box::new(GpuState {
                 gpu: gpu.clone(),

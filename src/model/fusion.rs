@@ -1,28 +1,49 @@
-//! The pass from the layer list to the blocks a step runs: a block is a core (a dense layer, or
-//! the input as it is) followed by what it can absorb — batch norm, an activation, dropout, a
-//! flatten — so that a dense layer with its activation is one matmul with an epilogue, and its
-//! backward writes the gradient of the layer below through that layer's activation in the same
-//! dispatch. Unfused, every layer is a block of its own: the reference the fused step is tested
-//! against (same losses and weights).
+//! The pass from the layer list to the graph a step runs: a list of blocks in topological order,
+//! each reading the output of an earlier block (or the batch) and writing its own. A block is a
+//! core (a dense layer, a convolution, a residual sum, or the input as it is) followed by what it
+//! can absorb — batch norm, an activation, dropout, a flatten — so that a dense layer with its
+//! activation is one matmul with an epilogue, and its backward writes the gradient of the layer
+//! below through that layer's activation in the same dispatch. Unfused, every layer is a block of
+//! its own: the reference the fused step is tested against (same losses and weights).
+//!
+//! Why a list over buffer ids and not an autograd tape: the model's shape is known at `build`,
+//! so the order of the ops and the buffers they read are fixed once, and a step is a plan built
+//! once and recorded many times; a tape would rebuild what never changes. The forward walks the
+//! list in order, the backward in reverse; a block's output read by several blocks (the input of
+//! a residual branch, read again by its sum) gets the gradient of each reader in a buffer of its
+//! own, summed before the block's own backward ("fork" below). Fusions stay rewrites of the list:
+//! they only merge neighbours, and never across a fork, whose value every reader must see.
 
 use std::ops::Range;
 
 use super::layout::ParamLayout;
 use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
-use crate::layers::{dropout, features, Conv2D, Layer, Pooling};
+use crate::error::{Result, WgnnError};
+use crate::layers::step::{Placement, StepCore};
+use crate::layers::{dropout, features, Layer};
 
 /// What a block computes first.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) enum Core {
-    /// x·W (+ b): offsets of W `[inputs, units]` and b.
-    Dense { units: usize, weight: usize, bias: Option<usize> },
+    /// A layer's own computation (a dense layer, a convolution, pooling: see
+    /// [`Layer::step_core`]), its parameters placed at `at`.
+    Op { layer: Layer, at: Placement },
     /// The block's input as it is.
     Identity,
-    /// A convolution of `input` `[H, W, C]` images: offsets of its kernel and bias.
-    Conv2D { conv: Conv2D, input: [usize; 3], weight: usize, bias: Option<usize> },
-    /// Pooling of `input` `[H, W, C]` images.
-    Pool { pooling: Pooling, input: [usize; 3] },
+    /// The block's input plus `shortcut`'s output (a block's index, or None: the batch): the
+    /// end of a residual branch.
+    Add { shortcut: Option<usize> },
+}
+
+impl Core {
+    /// The layer's step computation, for an `Op`.
+    pub(super) fn step(&self) -> Option<(&dyn StepCore, &Placement)> {
+        match self {
+            Core::Op { layer, at } => layer.step_core().map(|s| (s, at)),
+            Core::Identity | Core::Add { .. } => None,
+        }
+    }
 }
 
 /// A batch norm a block applies to its core's output: its layer and the offsets of its slots.
@@ -51,16 +72,29 @@ pub(super) struct Block {
     pub(super) outputs: usize,
     /// The model's layers this block runs.
     pub(super) layers: Range<usize>,
+    /// The block whose output this one reads (None: the batch); an earlier block.
+    pub(super) input: Option<usize>,
 }
 
 impl Block {
     fn new(core: Core, inputs: usize, outputs: usize, layer: usize) -> Block {
-        Block { core, norm: None, act: Activation::Identity, dropout: None, inputs, outputs, layers: layer..layer + 1 }
+        Block {
+            core,
+            norm: None,
+            act: Activation::Identity,
+            dropout: None,
+            inputs,
+            outputs,
+            layers: layer..layer + 1,
+            input: None,
+        }
     }
 
-    /// Whether the core writes `act` itself (a matmul epilogue), so no dispatch applies it.
+    /// Whether the core writes `act` itself (a matmul's or the sum's epilogue), so no dispatch
+    /// applies it.
     pub(super) fn act_in_core(&self, act: Activation) -> bool {
-        matches!(self.core, Core::Dense { .. } | Core::Conv2D { .. }) && self.norm.is_none() && act.is_elementwise()
+        let epilogue = matches!(self.core, Core::Add { .. }) || self.core.step().is_some_and(|(s, _)| s.has_epilogue());
+        epilogue && self.norm.is_none() && act.is_elementwise()
     }
 
     /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it.
@@ -75,22 +109,34 @@ impl Block {
     }
 
     fn has_bias(&self) -> bool {
-        matches!(self.core, Core::Dense { bias: Some(_), .. } | Core::Conv2D { bias: Some(_), .. })
+        self.core.step().is_some_and(|(_, at)| at.bias.is_some())
     }
 }
 
-/// The blocks of `layers` (`shapes[i]`: layer i's input shape, `shapes[n]` the output's).
-/// `fuse`: absorb what a block can (see the module docs); else one block per layer, and a dense
-/// layer's own activation a block of its own too.
+/// What a block reads while the list is built: the value `v` (layer v's input: the batch, or the
+/// output of the last block that ends at layer v), or the block made just before it.
+#[derive(Clone, Copy)]
+enum Reads {
+    Value(usize),
+    Previous,
+}
+
+/// The blocks of `layers` (`shapes[i]`: layer i's input shape, `shapes[n]` the output's), in
+/// topological order. `fuse`: absorb what a block can (see the module docs); else one block per
+/// layer, and a dense layer's own activation a block of its own too.
 pub(super) fn blocks(
     layers: &[Layer],
     shapes: &[Vec<usize>],
     layout: &ParamLayout,
     seed: u64,
     fuse: bool,
-) -> Vec<Block> {
+) -> Result<Vec<Block>> {
     let offset = |layer: usize, name: &str| layout.slot(layer, name).map(|s| s.offset);
+    // Layers whose input a residual sum reads again: each starts a block, so the value exists.
+    let forks: Vec<usize> = layers.iter().filter_map(|l| l.residual().map(|r| r.from)).collect();
     let mut out: Vec<Block> = Vec::new();
+    // Per block: what it reads, and (a residual sum) what its shortcut reads.
+    let mut reads: Vec<(Reads, Option<Reads>)> = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         let (inputs, outputs) = (features(&shapes[i]), features(&shapes[i + 1]));
         let norm = |cfg: BatchNormConfig| BlockNorm {
@@ -102,7 +148,7 @@ pub(super) fn blocks(
             running_var: offset(i, "running_var").unwrap_or(0),
             channels: shapes[i].last().copied().unwrap_or(1),
         };
-        if let (true, Some(b)) = (fuse, out.last_mut()) {
+        if let (true, false, Some(b)) = (fuse, forks.contains(&i), out.last_mut()) {
             let absorbed = match *layer {
                 // Shape-only layers: the block's output read as another shape.
                 Layer::Flatten | Layer::Reshape(_) => true,
@@ -130,38 +176,39 @@ pub(super) fn blocks(
                 continue;
             }
         }
+        let mut shortcut = None;
         let mut block = match *layer {
-            Layer::Dense(d) => Block::new(
-                Core::Dense { units: d.units, weight: offset(i, "weight").unwrap_or(0), bias: offset(i, "bias") },
-                inputs,
-                outputs,
-                i,
-            ),
-            Layer::Conv2D(conv) => Block::new(
-                Core::Conv2D {
-                    conv,
-                    input: image(&shapes[i]),
-                    weight: offset(i, "weight").unwrap_or(0),
-                    bias: offset(i, "bias"),
-                },
-                inputs,
-                outputs,
-                i,
-            ),
-            Layer::Pool(pooling) => Block::new(Core::Pool { pooling, input: image(&shapes[i]) }, inputs, outputs, i),
-            _ => Block::new(Core::Identity, inputs, outputs, i),
+            Layer::Add(ref r) => {
+                // A projection is a block of its own on the shortcut, right before the sum.
+                shortcut = Some(Reads::Value(r.from));
+                if let Some(p) =
+                    r.projection.as_deref().and_then(|p| layer_core(p, &shapes[r.from], outputs, i, &offset))
+                {
+                    out.push(Block::new(p, features(&shapes[r.from]), outputs, i));
+                    reads.push((Reads::Value(r.from), None));
+                    shortcut = Some(Reads::Previous);
+                }
+                Block::new(Core::Add { shortcut: None }, inputs, outputs, i)
+            }
+            _ => match layer_core(layer, &shapes[i], outputs, i, &offset) {
+                Some(core) => Block::new(core, inputs, outputs, i),
+                None => Block::new(Core::Identity, inputs, outputs, i),
+            },
         };
         let own_act = match *layer {
             Layer::Dense(d) => Some(d.activation),
             Layer::Conv2D(c) => Some(c.activation),
             _ => None,
         };
+        let mut block_reads = Reads::Value(i);
         match *layer {
             Layer::Dense(_) | Layer::Conv2D(_) if fuse => block.act = own_act.unwrap_or(Activation::Identity),
             Layer::Dense(_) | Layer::Conv2D(_) if own_act != Some(Activation::Identity) => {
                 out.push(block);
+                reads.push((block_reads, None));
                 block = Block::new(Core::Identity, outputs, outputs, i);
                 block.act = own_act.unwrap_or(Activation::Identity);
+                block_reads = Reads::Previous;
             }
             Layer::Activation(a) => block.act = a,
             Layer::Dropout(rate) if rate > 0.0 => block.dropout = Some((rate, dropout::seed(seed, layers, i))),
@@ -171,24 +218,94 @@ pub(super) fn blocks(
             | Layer::Pool(_)
             | Layer::Flatten
             | Layer::Reshape(_)
-            | Layer::Dropout(_) => {}
+            | Layer::Dropout(_)
+            | Layer::Add(_)
+            | Layer::Scale(_) => {}
         }
         out.push(block);
+        reads.push((block_reads, shortcut));
     }
     if fuse {
-        // A leading flatten or reshape reads the input as it lies: nothing to run.
-        while out.len() > 1 && out[0].is_noop(out[0].act) {
+        // A leading flatten or reshape reads the input as it lies: nothing to run (unless a
+        // residual sum reads its output again).
+        while out.len() > 1 && out[0].is_noop(out[0].act) && !forks.contains(&out[0].layers.end) {
             let first = out.remove(0);
+            reads.remove(0);
             out[0].layers.start = first.layers.start;
+            reads[0].0 = Reads::Value(first.layers.start);
         }
     }
-    out
+    resolve(out, &reads)
 }
 
-/// `[H, W, C]` of an image shape (checked by the layer's shape rule before any block is made).
-fn image(shape: &[usize]) -> [usize; 3] {
-    match *shape {
-        [h, w, c] => [h, w, c],
-        _ => [1, 1, features(shape)],
+/// Each block's input, and each sum's shortcut, as the index of the block it reads.
+fn resolve(mut out: Vec<Block>, reads: &[(Reads, Option<Reads>)]) -> Result<Vec<Block>> {
+    let producer = |out: &[Block], at: usize, r: Reads| -> Result<Option<usize>> {
+        match r {
+            Reads::Previous => Ok(at.checked_sub(1)),
+            Reads::Value(0) => Ok(None),
+            Reads::Value(v) => match out[..at].iter().rposition(|b| b.layers.end == v) {
+                Some(b) => Ok(Some(b)),
+                None => {
+                    Err(WgnnError::invalid("build", format!("no block writes layer {v}'s input (an internal error)")))
+                }
+            },
+        }
+    };
+    for (at, &(input, shortcut)) in reads.iter().enumerate() {
+        out[at].input = producer(&out, at, input)?;
+        if let (Some(s), Core::Add { .. }) = (shortcut, &out[at].core) {
+            out[at].core = Core::Add { shortcut: producer(&out, at, s)? };
+        }
     }
+    Ok(out)
+}
+
+/// The core of a layer that computes something (see [`Layer::step_core`]) from `input`-shaped
+/// samples to `outputs` features, its parameters those of layer `i`.
+fn layer_core(
+    layer: &Layer,
+    input: &[usize],
+    outputs: usize,
+    i: usize,
+    offset: &dyn Fn(usize, &str) -> Option<usize>,
+) -> Option<Core> {
+    layer.step_core()?;
+    let at = Placement {
+        weight: offset(i, "weight"),
+        bias: offset(i, "bias"),
+        input: input.to_vec(),
+        inputs: features(input),
+        outputs,
+    };
+    Some(Core::Op { layer: layer.clone(), at })
+}
+
+/// Which blocks read block `j`'s output: (the reader, whether as a sum's shortcut).
+pub(super) fn readers(blocks: &[Block], j: usize) -> impl Iterator<Item = (usize, bool)> + '_ {
+    blocks.iter().enumerate().skip(j + 1).flat_map(move |(c, b)| {
+        let shortcut = matches!(b.core, Core::Add { shortcut: Some(s) } if s == j);
+        [(b.input == Some(j)).then_some((c, false)), shortcut.then_some((c, true))].into_iter().flatten()
+    })
+}
+
+/// Whether block `j`'s output is read by more than one block (or twice by one): a fork, whose
+/// readers each write their gradient apart, summed before `j`'s backward.
+pub(super) fn is_fork(blocks: &[Block], j: usize) -> bool {
+    readers(blocks, j).nth(1).is_some()
+}
+
+/// Whether the blocks that read block `j` can apply the gradient of `j`'s activation in their
+/// input-gradient dispatch: one reader (not a fork) whose core does that (every identity or sum
+/// does, by a copy).
+pub(super) fn act_grad_by_reader(blocks: &[Block], j: usize) -> bool {
+    !is_fork(blocks, j)
+        && readers(blocks, j).all(|(c, _)| blocks[c].core.step().is_none_or(|(core, _)| core.fuses_act_grad()))
+}
+
+/// Whether the batch is read by more than one block (a residual sum's shortcut from the input).
+pub(super) fn batch_is_shared(blocks: &[Block]) -> bool {
+    blocks.iter().filter(|b| b.input.is_none()).count()
+        + blocks.iter().filter(|b| b.core == (Core::Add { shortcut: None })).count()
+        > 1
 }

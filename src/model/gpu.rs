@@ -3,8 +3,10 @@
 //! batch size and recorded many times. The buffers of one batch are in `batch_buffers.rs`,
 //! evaluation and prediction in `gpu_eval.rs`, the steps `fit` runs in `gpu_steps.rs`.
 
-use super::fusion::Core;
+use super::fusion::{batch_is_shared, is_fork, Core};
 use super::*;
+use crate::layers::step::Placement;
+use crate::layers::Dense;
 use crate::layers::{activation as act_layer, batch_norm};
 
 /// Everything a GPU model keeps resident.
@@ -96,9 +98,14 @@ impl Sequential {
     fn fused_output(&self, buf: &BatchBuffers) -> bool {
         let last = self.blocks.len() - 1;
         let output = &self.blocks[last];
-        let Core::Dense { units, bias: Some(_), .. } = output.core else { return false };
+        let Core::Op { layer: Layer::Dense(Dense { units, .. }), at: Placement { bias: Some(_), .. } } = output.core
+        else {
+            return false;
+        };
         self.fused
             && last > 0
+            && output.input == Some(last - 1)
+            && !is_fork(&self.blocks, last - 1)
             && buf.training
             && self.loss() == Loss::SparseCategoricalCrossentropy
             && self.applied_activation(last) == Activation::Identity
@@ -125,7 +132,7 @@ impl Sequential {
     ) -> Option<GatheredA<'a>> {
         let gpu = &self.gpu_state().ok()?.gpu;
         let first = self.blocks.first()?;
-        let Core::Dense { units, .. } = first.core else { return None };
+        let Core::Op { layer: Layer::Dense(Dense { units, .. }), .. } = first.core else { return None };
         let rows = buf.rows();
         let forward = GatheredA { src: &data.rows, idx: order, start, rows, stored_rows: rows, labels: Some(&buf.y) };
         let weight_grad = GatheredA { stored_rows: buf.padded_rows, labels: None, ..forward };
@@ -136,6 +143,8 @@ impl Sequential {
             && buf.training
             && matches!(start, BatchStart::Counter { .. })
             && first.norm.is_none()
+            && first.input.is_none()
+            && !batch_is_shared(&self.blocks)
             && gpu.profile().first_layer_in_place
             && matmul_gathered_supported(gpu, &forward, units, false, false)
             && matmul_gathered_supported(gpu, &weight_grad, units, true, false);
@@ -310,10 +319,12 @@ impl Sequential {
             // The output block's forward, the loss, and dZ of the block below, in one dispatch.
             let (b, below) = (&buf.blocks[last], &buf.blocks[last - 1]);
             let block = &self.blocks[last];
-            let Core::Dense { units, weight, bias: Some(bias) } = block.core else {
+            let (Some((step, at)), Core::Op { layer: Layer::Dense(_), .. }) = (block.core.step(), &block.core) else {
                 return Err(WgnnError::invalid("step", "the fused output block is not dense (an internal error)"));
             };
-            let (w, bias) = (g.params.view(weight, &[block.inputs, units])?, g.params.view(bias, &[units])?);
+            let Some((w, Some(bias))) = step.weights(&g.params, at)? else {
+                return Err(WgnnError::invalid("step", "the fused output block has no bias (an internal error)"));
+            };
             let out = DenseSoftmaxXentOut { dz: b.dz()?, dh: below.dz()?, totals: &totals };
             let act = self.applied_activation(last - 1);
             plan.extend(dense_softmax_xent(gpu, &below.h, &w, &bias, &buf.y, act, 1.0 / batch as f32, &out)?);

@@ -1,12 +1,13 @@
 //! One block of the GPU step, forward and backward: the core (its layer's kernels), batch norm,
-//! the activation, dropout, each through its layer's functions in `crate::layers`.
+//! the activation, dropout, each through its layer's functions in `crate::layers`; and the sum
+//! of the gradients a fork's readers wrote.
 
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
-use super::fusion::{BlockNorm, Core};
+use super::fusion::{act_grad_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
-use crate::layers::dense::DenseInput;
-use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
+use crate::layers::step::{GpuCore, StepCore};
+use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
 fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
@@ -14,18 +15,21 @@ fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
 }
 
 impl Sequential {
-    /// Block `i`'s weights (W `[inputs, units]`, or a kernel `[kh, kw, C_in, filters]`) and bias,
-    /// as views of `flat` (params or grads).
-    fn core_views(&self, flat: &Tensor, i: usize) -> Result<Option<(Tensor, Option<Tensor>)>> {
-        let block = &self.blocks[i];
-        let (weight, shape, bias, n) = match block.core {
-            Core::Dense { units, weight, bias } => (weight, vec![block.inputs, units], bias, units),
-            Core::Conv2D { conv, input, weight, bias } => {
-                (weight, vec![conv.kernel.0, conv.kernel.1, input[2], conv.filters], bias, conv.filters)
-            }
-            Core::Identity | Core::Pool { .. } => return Ok(None),
-        };
-        Ok(Some((flat.view(weight, &shape)?, bias.map(|b| flat.view(b, &[n])).transpose()?)))
+    /// Block `i`'s core as the GPU pass over `buf` sees it, if it is a layer's (see
+    /// [`crate::layers::step`]): the core, and its view of the pass.
+    fn gpu_core<'a>(
+        &'a self,
+        i: usize,
+        buf: &'a BatchBuffers,
+        input: &'a Tensor,
+        gathered: Option<&'a GatheredA<'a>>,
+    ) -> Result<Option<(&'a dyn StepCore, GpuCore<'a>)>> {
+        let gpu = &self.gpu_state()?.gpu;
+        let bb = &buf.blocks[i];
+        Ok(self.blocks[i].core.step().map(|(core, at)| {
+            let padded_rows = buf.padded_rows;
+            (core, GpuCore { gpu, rows: buf.rows(), padded_rows, at, input, gathered, buffers: &bb.core })
+        }))
     }
 
     pub(super) fn norm_params(flat: &Tensor, n: &BlockNorm) -> Result<NormParams> {
@@ -53,23 +57,12 @@ impl Sequential {
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
         let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
-        let rows = buf.rows();
-        match (block.core, self.core_views(&g.params, i)?) {
-            (Core::Dense { .. }, Some((w, b))) => {
-                let input = gathered.map_or(DenseInput::Stored(&bb.input), DenseInput::Gathered);
-                plan.extend(dense::forward_gpu(gpu, input, &w, b.as_ref(), bb.core_out(block), core_act)?);
-            }
-            (Core::Conv2D { conv, input, .. }, Some((k, b))) => {
-                let d = conv.dims("conv2d", rows, &input)?;
-                let out = bb.core_out(block);
-                let (b, cfg, kept) = (b.as_ref(), conv.config(), bb.patches.as_ref());
-                plan.extend(conv2d::forward_gpu(gpu, &bb.input, &k, b, out, core_act, &d, &cfg, kept)?);
-            }
-            (Core::Pool { pooling, input }, _) => {
-                let d = pooling.dims("pool2d", rows, &input)?;
-                plan.extend(pooling.forward_gpu(gpu, &bb.input, bb.core_out(block), bb.argmax.as_ref(), &d)?);
-            }
-            _ => {}
+        if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered)? {
+            plan.extend(core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?);
+        }
+        if let Core::Add { shortcut } = block.core {
+            let other = shortcut.map_or(&buf.x, |s| buf.blocks[s].output());
+            plan.extend(residual::forward_gpu(gpu, &bb.input, other, bb.core_out(block), core_act)?);
         }
         let norm_act = if block.act_in_norm(act) { act } else { Activation::Identity };
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
@@ -89,8 +82,9 @@ impl Sequential {
     /// Whether block `i + 1` writes block `i`'s gradient through block `i`'s activation itself
     /// (every core's input gradient can: a matmul epilogue, col2im's, a pooling's, the copy an
     /// identity core is), which it does for an element-wise activation.
+    /// Not for a fork: its readers' gradients are summed first.
     fn act_grad_fused_above(&self, i: usize) -> bool {
-        i + 1 < self.blocks.len() && self.applied_activation(i).is_elementwise()
+        i + 1 < self.blocks.len() && act_grad_by_reader(&self.blocks, i) && self.applied_activation(i).is_elementwise()
     }
 
     /// Where the block above writes the gradient w.r.t. block `i`'s output, and the activation
@@ -115,11 +109,15 @@ impl Sequential {
 
     /// Turns what the block above wrote into block `i`'s dz: the dropout mask, and the
     /// activation's backward where the block above did not apply it.
-    fn finish_output_grad(&self, i: usize, bb: &BlockBuffers) -> Result<Plan> {
+    fn finish_output_grad(&self, i: usize, buf: &BatchBuffers) -> Result<Plan> {
         let gpu = &self.gpu_state()?.gpu;
         let act = self.applied_activation(i);
+        let bb = &buf.blocks[i];
         let dz = bb.dz()?;
         let mut plan = Plan::new();
+        if is_fork(&self.blocks, i) {
+            plan.extend(self.sum_fork_grads(i, buf)?);
+        }
         if self.act_grad_fused_above(i) || act == Activation::Identity {
             if let Some(d) = &bb.dropout {
                 plan.extend(dropout::backward_gpu(gpu, d, dz)?);
@@ -153,55 +151,91 @@ impl Sequential {
         let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
         let mut plan = Plan::new();
         if i + 1 < self.blocks.len() {
-            plan.extend(self.finish_output_grad(i, bb)?);
+            plan.extend(self.finish_output_grad(i, buf)?);
         }
         // dlin: the gradient w.r.t. the core's output — dz, or through batch norm's backward,
         // which also writes dγ and dβ.
-        let dlin = match (&block.norm, &bb.norm) {
-            (Some(n), Some(nb)) => {
-                let (p, d) = (Self::norm_params(&g.params, n)?, Self::norm_params(&g.grads, n)?);
-                let (dz, x) = (per_channel(bb.dz()?, n)?, per_channel(bb.core_out(block), n)?);
-                plan.extend(batch_norm::backward_gpu(gpu, &dz, &x, &p, nb, &d.gamma, &d.beta)?);
-                nb.dx.reshape(bb.h.shape())?
-            }
-            _ => bb.dz()?.clone(),
-        };
-        let dlin = &dlin;
-        let rows = buf.rows();
-        match (block.core, self.core_views(&g.grads, i)?) {
-            (Core::Dense { .. }, Some((dw, db))) => {
-                let input_rows = buf.padded(&bb.input)?;
-                let input = gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
-                plan.extend(dense::backward_params_gpu(gpu, input, &buf.padded(dlin)?, &dw, db.as_ref())?);
-            }
-            (Core::Conv2D { conv, input, .. }, Some((dk, db))) => {
-                let d = conv.dims("conv2d", rows, &input)?;
-                let (db, cfg, kept) = (db.as_ref(), conv.config(), bb.patches.as_ref());
-                plan.extend(conv2d::backward_params_gpu(gpu, &bb.input, dlin, &dk, db, &d, &cfg, kept)?);
-            }
-            _ => {}
+        if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
+            let (p, d) = (Self::norm_params(&g.params, n)?, Self::norm_params(&g.grads, n)?);
+            let (dz, x) = (per_channel(bb.dz()?, n)?, per_channel(bb.core_out(block), n)?);
+            plan.extend(batch_norm::backward_gpu(gpu, &dz, &x, &p, nb, &d.gamma, &d.beta)?);
         }
-        if input_grad && i > 0 {
-            let below = &buf.blocks[i - 1];
-            let (target, fused) = self.output_grad_sink(i - 1, below)?;
-            let weights = self.core_views(&g.params, i)?.map(|(w, _)| w);
-            plan.extend(match (block.core, weights) {
-                (Core::Dense { .. }, Some(w)) => dense::backward_input_gpu(gpu, dlin, &w, target, fused)?,
-                (Core::Conv2D { conv, input, .. }, Some(k)) => {
-                    let d = conv.dims("conv2d", rows, &input)?;
-                    conv2d::backward_input_gpu(gpu, dlin, &k, target, &d, &conv.config(), fused)?
-                }
-                (Core::Pool { pooling, input }, _) => {
-                    let d = pooling.dims("pool2d", rows, &input)?;
-                    pooling.backward_gpu(gpu, dlin, target, bb.argmax.as_ref(), &d, fused)?
-                }
+        let dlin = &Self::core_grad(i, buf)?;
+        let core = self.gpu_core(i, buf, &bb.input, gathered)?;
+        if let Some((core, c)) = &core {
+            plan.extend(core.backward_params_gpu(c, &g.grads, dlin)?);
+        }
+        if let Core::Add { shortcut } = block.core {
+            // The sum's gradient is each operand's: written (through the operand's activation)
+            // into its block's sink, or, for a fork, read from dlin where the fork sums.
+            for j in [block.input, shortcut].into_iter().flatten().filter(|&j| !is_fork(&self.blocks, j)) {
+                let below = &buf.blocks[j];
+                let (target, fused) = self.output_grad_sink(j, below)?;
+                let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
+                plan.extend(act_layer::backward_gpu(gpu, dlin, y, target, act)?);
+            }
+            return Ok(plan);
+        }
+        if let (true, Some(j)) = (input_grad, block.input) {
+            let below = &buf.blocks[j];
+            let (target, fused) = match &bb.dinput {
+                Some(own) => (own, None),
+                None => self.output_grad_sink(j, below)?,
+            };
+            plan.extend(match &core {
+                Some((core, c)) => core.backward_input_gpu(c, &g.params, dlin, target, fused)?,
                 // The identity core's input gradient is dlin itself: copied into the sink, through
                 // the activation below where it asks for that.
-                _ => {
+                None => {
                     let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
                     act_layer::backward_gpu(gpu, dlin, y, target, act)?
                 }
             });
+        }
+        Ok(plan)
+    }
+
+    /// The gradient w.r.t. block `i`'s core output (its dz, or batch norm's input gradient),
+    /// once its backward has reached it.
+    fn core_grad(i: usize, buf: &BatchBuffers) -> Result<Tensor> {
+        let bb = &buf.blocks[i];
+        match &bb.norm {
+            Some(nb) if bb.dz.is_some() => nb.dx.reshape(bb.h.shape()),
+            _ => Ok(bb.dz()?.clone()),
+        }
+    }
+
+    /// Fork `i`'s readers' gradients (each its own: a sum's is its dlin, another reader's its
+    /// `dinput`), summed into the sink the block above would have written, latest reader first
+    /// (the CPU reference's order).
+    fn sum_fork_grads(&self, i: usize, buf: &BatchBuffers) -> Result<Plan> {
+        let gpu = &self.gpu_state()?.gpu;
+        let mut grads = Vec::new();
+        let mut order: Vec<(usize, bool)> = readers(&self.blocks, i).collect();
+        order.reverse();
+        for (c, _) in order {
+            grads.push(match (&self.blocks[c].core, &buf.blocks[c].dinput) {
+                (Core::Add { .. }, _) => Self::core_grad(c, buf)?,
+                (_, Some(own)) => own.clone(),
+                (_, None) => {
+                    return Err(WgnnError::invalid(
+                        "step",
+                        "a fork's reader has no gradient buffer (an internal error)",
+                    ))
+                }
+            });
+        }
+        let bb = &buf.blocks[i];
+        let (target, _) = self.output_grad_sink(i, bb)?;
+        let mut plan = Plan::new();
+        let mut sum = grads
+            .first()
+            .cloned()
+            .ok_or_else(|| WgnnError::invalid("step", "a fork without readers (an internal error)"))?;
+        for (k, g) in grads.iter().enumerate().skip(1) {
+            let out = if k + 1 == grads.len() { target } else { &bb.sums[k - 1] };
+            plan.extend(residual::forward_gpu(gpu, &sum, g, out, Activation::Identity)?);
+            sum = out.clone();
         }
         Ok(plan)
     }

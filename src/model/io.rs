@@ -20,7 +20,8 @@
 //!   0.2}, …]}`: enough to rebuild the model; a compiled model's also has `"compile": {"loss":
 //!   "binary_crossentropy", "optimizer": {…}}`, which `load` needs to predict and evaluate as the
 //!   saved model did. The schema is the serde types in `model/saved.rs`; files of format 1 (dense
-//!   layers with their dropout and batch norm, `input_dim`) still load.
+//!   layers with their dropout and batch norm, `input_dim`) still load. Format 3, written for
+//!   models with residual blocks only, adds `{"type": "add", "from": 2, "projection": {…}}`.
 //! - checkpoints only: `wgnn.checkpoint`: JSON `{"epoch": 2, "step": 3750, "loss":
 //!   "sparse_categorical_crossentropy", "optimizer": {"kind": "adam", "lr": 0.001, …}}` (epoch: the
 //!   epochs completed; step: Adam's global step t), and `wgnn.history`: the history so far as
@@ -135,10 +136,12 @@ fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Arc
     match format.format {
         1 => Architecture::from_v1(&from_json::<SavedModelV1>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
             .map_err(invalid),
-        FORMAT => Architecture::from_saved(&from_json::<SavedModel>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
-            .map_err(invalid),
+        2 | FORMAT => {
+            Architecture::from_saved(&from_json::<SavedModel>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
+                .map_err(invalid)
+        }
         other => {
-            Err(data_err(path, format!("`{MODEL_KEY}` has format {other}; this wgnn reads formats 1 and {FORMAT}")))
+            Err(data_err(path, format!("`{MODEL_KEY}` has format {other}; this wgnn reads formats 1 to {FORMAT}")))
         }
     }
 }
@@ -178,11 +181,13 @@ impl Sequential {
     /// What `wgnn.model` records of this model: its layers, seed and (if compiled) loss and
     /// optimizer.
     fn saved_model(&self) -> SavedModel {
+        let layers: Vec<SavedLayer> = self.layers.iter().map(SavedLayer::from).collect();
         SavedModel {
-            format: FORMAT,
+            // Format 3 only where it is needed, so older wgnn still reads the other models.
+            format: layers.iter().map(SavedLayer::format).max().unwrap_or(2),
             input_shape: self.input_shape.clone(),
             seed: self.seed,
-            layers: self.layers.iter().map(SavedLayer::from).collect(),
+            layers,
             compile: self.compiled.map(|(loss, optimizer)| SavedCompile::new(loss, optimizer)),
         }
     }

@@ -34,9 +34,8 @@ impl ParamLayout {
     pub(super) fn new(layers: &[Layer], shapes: &[Vec<usize>]) -> ParamLayout {
         let specs: Vec<(usize, SlotSpec)> = layers
             .iter()
-            .zip(shapes)
             .enumerate()
-            .flat_map(|(i, (l, s))| l.slots(s).into_iter().map(move |spec| (i, spec)))
+            .flat_map(|(i, l)| l.slots(l.slot_input(i, shapes)).into_iter().map(move |spec| (i, spec)))
             .collect();
         let mut at = 0;
         let mut slots = Vec::new();

@@ -5,7 +5,8 @@ use super::fusion::Core;
 use super::*;
 use crate::host_memory::{self, checked_bytes};
 use crate::layers::batch_norm::CpuNormSaved;
-use crate::layers::{activation as act_layer, batch_norm, conv2d, dense, dropout};
+use crate::layers::step::CpuCore;
+use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// What a CPU forward pass leaves for the backward, per block.
 #[derive(Default)]
@@ -85,26 +86,19 @@ impl Sequential {
         let params = self.cpu_params();
         let mut passes: Vec<CpuBlockPass> = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
-            let input = passes.last().map_or(x, CpuBlockPass::output);
+            let input = block.input.map_or(x, |j| passes[j].output());
             let act = self.applied_activation(i);
             let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
             let mut pass = CpuBlockPass::default();
-            let core_out = match block.core {
-                Core::Dense { units, weight, bias } => {
-                    let w = &params[weight..weight + block.inputs * units];
-                    let b = bias.map(|o| &params[o..o + units]);
-                    dense::forward_cpu(input, w, b, rows, units, core_act)
-                }
-                Core::Conv2D { conv, input: image, weight, bias } => {
-                    let d = conv.dims("conv2d", rows, &image)?;
-                    let k = &params[weight..weight + d.kernel_shape().iter().product::<usize>()];
-                    let b = bias.map(|o| &params[o..o + conv.filters]);
-                    conv2d::forward_cpu(input, k, b, &d, core_act)
-                }
-                Core::Pool { pooling, input: image } => {
-                    let (y, argmax) = pooling.forward_cpu(input, &pooling.dims("pool2d", rows, &image)?);
-                    pass.argmax = argmax.unwrap_or_default();
+            let core_out = match &block.core {
+                Core::Op { .. } => {
+                    let Some((step, at)) = block.core.step() else { return Err(no_step()) };
+                    let (y, argmax) = step.forward_cpu(&CpuCore { rows, at, params, input }, core_act)?;
+                    pass.argmax = argmax;
                     y
+                }
+                &Core::Add { shortcut } => {
+                    residual::forward_cpu(input, shortcut.map_or(x, |s| passes[s].output()), core_act)
                 }
                 Core::Identity => input.to_vec(),
             };
@@ -212,11 +206,19 @@ impl Sequential {
         }
         let mut grads = vec![0.0f32; self.layout.total];
         let params = self.cpu_params().to_vec();
-        let mut dz = dlogits;
+        // Each block's output gradient (after its dropout), summed over its readers as they
+        // write it: a residual branch's input is read twice.
+        let mut pending: Vec<Option<Vec<f32>>> = vec![None; self.blocks.len()];
+        let mut dlogits = Some(dlogits);
         for i in (0..self.blocks.len()).rev() {
             let block = &self.blocks[i];
             let pass = &passes[i];
-            let input = if i == 0 { x } else { passes[i - 1].output() };
+            let input = block.input.map_or(x, |j| passes[j].output());
+            let mut dz = match (i == last, pending[i].take()) {
+                (true, _) => dlogits.take().unwrap_or_default(),
+                (false, Some(dy)) => self.block_dz_cpu(i, pass, dy, rows),
+                (false, None) => return Err(WgnnError::invalid("fit", "a block no block reads (an internal error)")),
+            };
             // dlin: the gradient w.r.t. the core's output — dz, or through batch norm's backward.
             let dlin = match (&block.norm, &pass.norm, &pass.lin) {
                 (Some(n), Some(saved), Some(lin)) => {
@@ -229,34 +231,20 @@ impl Sequential {
                 }
                 _ => std::mem::take(&mut dz),
             };
-            let dinput = match block.core {
-                Core::Dense { units, weight, bias } => {
-                    let (dw, db) = dense::backward_params_cpu(input, &dlin, rows, units, bias.is_some());
-                    grads[weight..weight + dw.len()].copy_from_slice(&dw);
-                    if let (Some(o), Some(db)) = (bias, &db) {
-                        grads[o..o + units].copy_from_slice(db);
-                    }
-                    let w = &params[weight..weight + block.inputs * units];
-                    (i > 0).then(|| dense::backward_input_cpu(&dlin, w, rows, units))
+            let dinput = match &block.core {
+                Core::Op { .. } => {
+                    let Some((step, at)) = block.core.step() else { return Err(no_step()) };
+                    let c = CpuCore { rows, at, params: &params, input };
+                    step.backward_cpu(&c, &mut grads, &dlin, &pass.argmax, block.input.is_some())?
                 }
-                Core::Conv2D { conv, input: image, weight, bias } => {
-                    let d = conv.dims("conv2d", rows, &image)?;
-                    let (dk, db) = conv2d::backward_params_cpu(input, &dlin, &d);
-                    grads[weight..weight + dk.len()].copy_from_slice(&dk);
-                    if let Some(o) = bias {
-                        grads[o..o + db.len()].copy_from_slice(&db);
-                    }
-                    let k = &params[weight..weight + dk.len()];
-                    (i > 0).then(|| conv2d::backward_input_cpu(&dlin, k, &d))
-                }
-                Core::Pool { pooling, input: image } => {
-                    let d = pooling.dims("pool2d", rows, &image)?;
-                    (i > 0).then(|| pooling.backward_cpu(&dlin, &pass.argmax, &d))
+                &Core::Add { shortcut } => {
+                    send(&mut pending, shortcut, dlin.clone());
+                    Some(dlin)
                 }
                 Core::Identity => Some(dlin),
             };
-            if let (true, Some(dh)) = (i > 0, dinput) {
-                dz = self.block_dz_cpu(i - 1, &passes[i - 1], dh, rows);
+            if let Some(dh) = dinput {
+                send(&mut pending, block.input, dh);
             }
         }
         let trainable = self.layout.trainable;
@@ -282,6 +270,20 @@ impl Sequential {
             cpu::optimizer::update_with(&optimizer.rule(), p, g, &mut slots, t, &extras)?;
         }
         Ok(Some((loss_rows.iter().map(|&v| v as f64).sum(), correct.iter().map(|&v| v as f64).sum())))
+    }
+}
+
+/// A block's `Op` core whose layer has no step computation: a bug in the fusion pass.
+fn no_step() -> WgnnError {
+    WgnnError::invalid("step", "a layer core without a step computation (an internal error)")
+}
+
+/// Adds `grad` to what block `to` (None: the batch, which needs none) has received.
+fn send(pending: &mut [Option<Vec<f32>>], to: Option<usize>, grad: Vec<f32>) {
+    let Some(j) = to else { return };
+    match &mut pending[j] {
+        Some(sum) => sum.iter_mut().zip(&grad).for_each(|(s, g)| *s += g),
+        None => pending[j] = Some(grad),
     }
 }
 

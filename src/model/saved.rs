@@ -5,6 +5,8 @@
 //! Format 2 lists the layers Keras style (`{"type": "dense", …}`, `{"type": "batch_norm", …}`)
 //! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
 //! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
+//! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
+//! nested layer) and scale layers; a model without them is still written as format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,14 +17,14 @@ use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
-use crate::layers::{Conv2D, Dense, Layer, Padding, Pool2dConfig, Pooling};
+use crate::layers::{conv2d, dense, pool2d, Dense, Layer, Pooling, Residual, Scale};
 
 mod optimizer;
 
 use optimizer::SavedOptimizer;
 
 /// The version of [`SavedModel`] this wgnn writes.
-pub(super) const FORMAT: u64 = 2;
+pub(super) const FORMAT: u64 = 3;
 
 /// Just the format number, read first to pick the schema.
 #[derive(Deserialize)]
@@ -42,16 +44,12 @@ pub(super) struct SavedModel {
     pub(super) compile: Option<SavedCompile>,
 }
 
-/// One layer of a format-2 file.
+/// One layer of a format-2 (or 3) file: the per-layer schema lives with the layer
+/// (`dense::Saved`, `conv2d::Saved`, `pool2d::Saved`), this enum lists them under their tags.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum SavedLayer {
-    Dense {
-        units: usize,
-        /// As [`Activation::parse`] reads it (`leaky_relu:0.01` with its slope).
-        activation: String,
-        use_bias: bool,
-    },
+    Dense(dense::Saved),
     Activation {
         activation: String,
     },
@@ -63,117 +61,71 @@ pub(super) enum SavedLayer {
     Reshape {
         shape: Vec<usize>,
     },
-    Conv2d {
-        filters: usize,
-        kernel: [usize; 2],
-        strides: [usize; 2],
-        /// `valid` or `same`.
-        padding: String,
-        activation: String,
-        use_bias: bool,
-    },
-    MaxPool2d(SavedPool),
-    AveragePooling2d(SavedPool),
+    Conv2d(conv2d::Saved),
+    MaxPool2d(pool2d::Saved),
+    AveragePooling2d(pool2d::Saved),
     GlobalAveragePooling2d,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub(super) struct SavedPool {
-    pub(super) pool_size: [usize; 2],
-    /// Absent: the pool size (Keras' default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) strides: Option<[usize; 2]>,
-    pub(super) padding: String,
-}
-
-fn padding_tag(p: Padding) -> String {
-    match p {
-        Padding::Valid => "valid".into(),
-        Padding::Same => "same".into(),
-    }
-}
-
-fn parse_padding(tag: &str) -> Result<Padding> {
-    match tag {
-        "valid" => Ok(Padding::Valid),
-        "same" => Ok(Padding::Same),
-        other => Err(WgnnError::invalid("load", format!("unknown padding {other:?} (known: valid, same)"))),
-    }
-}
-
-impl From<&Pool2dConfig> for SavedPool {
-    fn from(c: &Pool2dConfig) -> Self {
-        SavedPool {
-            pool_size: [c.pool_size.0, c.pool_size.1],
-            strides: c.strides.map(|s| [s.0, s.1]),
-            padding: padding_tag(c.padding),
-        }
-    }
-}
-
-impl SavedPool {
-    fn config(&self) -> Result<Pool2dConfig> {
-        Ok(Pool2dConfig {
-            pool_size: (self.pool_size[0], self.pool_size[1]),
-            strides: self.strides.map(|s| (s[0], s[1])),
-            padding: parse_padding(&self.padding)?,
-        })
-    }
+    /// Format 3: a scale layer.
+    Scale {
+        factor: f32,
+    },
+    /// Format 3: a residual sum.
+    Add {
+        from: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        projection: Option<Box<SavedLayer>>,
+    },
 }
 
 impl From<&Layer> for SavedLayer {
     fn from(l: &Layer) -> Self {
         match *l {
-            Layer::Dense(d) => {
-                SavedLayer::Dense { units: d.units, activation: activation_tag(d.activation), use_bias: d.use_bias }
-            }
-            Layer::Activation(a) => SavedLayer::Activation { activation: activation_tag(a) },
+            Layer::Dense(d) => SavedLayer::Dense(d.saved()),
+            Layer::Activation(a) => SavedLayer::Activation { activation: a.tag() },
             Layer::Dropout(rate) => SavedLayer::Dropout { rate },
             Layer::BatchNorm(c) => SavedLayer::BatchNorm(SavedBatchNorm { eps: c.eps, momentum: c.momentum }),
             Layer::Flatten => SavedLayer::Flatten,
             Layer::Reshape(ref shape) => SavedLayer::Reshape { shape: shape.clone() },
-            Layer::Conv2D(c) => SavedLayer::Conv2d {
-                filters: c.filters,
-                kernel: [c.kernel.0, c.kernel.1],
-                strides: [c.strides.0, c.strides.1],
-                padding: padding_tag(c.padding),
-                activation: activation_tag(c.activation),
-                use_bias: c.use_bias,
-            },
+            Layer::Conv2D(c) => SavedLayer::Conv2d(c.saved()),
             Layer::Pool(Pooling::Max(c)) => SavedLayer::MaxPool2d((&c).into()),
             Layer::Pool(Pooling::Average(c)) => SavedLayer::AveragePooling2d((&c).into()),
             Layer::Pool(Pooling::GlobalAverage) => SavedLayer::GlobalAveragePooling2d,
+            Layer::Scale(s) => SavedLayer::Scale { factor: s.factor },
+            Layer::Add(ref r) => SavedLayer::Add {
+                from: r.from,
+                projection: r.projection.as_deref().map(|p| Box::new(SavedLayer::from(p))),
+            },
         }
     }
 }
 
 impl SavedLayer {
+    /// The format a file needs to hold this layer: 3 for the layers format 2 did not have.
+    pub(super) fn format(&self) -> u64 {
+        match self {
+            SavedLayer::Add { .. } | SavedLayer::Scale { .. } => FORMAT,
+            _ => 2,
+        }
+    }
+
     /// The layer (its weights' initialiser is not saved: the weights are).
     pub(super) fn layer(&self) -> Result<Layer> {
         Ok(match self {
-            SavedLayer::Dense { units, activation, use_bias } => Layer::Dense(Dense {
-                units: *units,
-                activation: Activation::parse(activation)?,
-                use_bias: *use_bias,
-                init: Initializer::GlorotUniform,
-            }),
+            SavedLayer::Dense(d) => Layer::Dense(d.layer()?),
             SavedLayer::Activation { activation } => Layer::Activation(Activation::parse(activation)?),
             SavedLayer::Dropout { rate } => Layer::Dropout(*rate),
             SavedLayer::BatchNorm(b) => Layer::BatchNorm(BatchNormConfig { eps: b.eps, momentum: b.momentum }),
             SavedLayer::Flatten => Layer::Flatten,
             SavedLayer::Reshape { shape } => Layer::Reshape(shape.clone()),
-            SavedLayer::Conv2d { filters, kernel, strides, padding, activation, use_bias } => Layer::Conv2D(Conv2D {
-                filters: *filters,
-                kernel: (kernel[0], kernel[1]),
-                strides: (strides[0], strides[1]),
-                padding: parse_padding(padding)?,
-                activation: Activation::parse(activation)?,
-                use_bias: *use_bias,
-                init: Initializer::GlorotUniform,
-            }),
+            SavedLayer::Conv2d(c) => Layer::Conv2D(c.layer()?),
             SavedLayer::MaxPool2d(p) => Layer::Pool(Pooling::Max(p.config()?)),
             SavedLayer::AveragePooling2d(p) => Layer::Pool(Pooling::Average(p.config()?)),
             SavedLayer::GlobalAveragePooling2d => Layer::Pool(Pooling::GlobalAverage),
+            SavedLayer::Scale { factor } => Layer::Scale(Scale { factor: *factor }),
+            SavedLayer::Add { from, projection } => Layer::Add(Residual {
+                from: *from,
+                projection: projection.as_deref().map(SavedLayer::layer).transpose()?.map(Box::new),
+            }),
         })
     }
 }
@@ -343,14 +295,6 @@ impl SavedCompile {
 
     pub(super) fn parts(&self) -> Result<(Loss, Optimizer)> {
         Ok((Loss::parse(&self.loss)?, self.optimizer.into()))
-    }
-}
-
-/// The activation as [`Activation::parse`] reads it back (with leaky relu's slope).
-pub(super) fn activation_tag(a: Activation) -> String {
-    match a {
-        Activation::LeakyRelu(slope) => format!("leaky_relu:{slope}"),
-        a => a.name().to_string(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! the example binaries.
 #![allow(dead_code)]
 
+pub mod attention_shapes;
 pub mod fusion;
 pub mod loss_outputs;
 pub mod safetensors_file;

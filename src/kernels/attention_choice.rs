@@ -1,0 +1,127 @@
+//! Which attention kernels run, the clear ones ([`super::attention`], every score written) or the
+//! flash ones ([`super::flash_attention`], O(T) per row), and the buffers each keeps between its
+//! forward and backward: what a layer holds to run attention without knowing which.
+
+use super::attention::{attention_backward, attention_forward};
+use super::attention_dims::AttentionDims;
+use super::flash_attention::{flash_attention_backward, flash_attention_forward, flash_attention_supported};
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::tensor::Tensor;
+
+/// The two attention families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// shaders/attention.wgsl: probabilities `[B, NH, T, T]` kept for the backward.
+    Clear,
+    /// shaders/flash_attention.wgsl: each row's log-sum-exp `[B, NH, T]` kept instead.
+    Flash,
+}
+
+impl AttentionKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKernel::Clear => "clear",
+            AttentionKernel::Flash => "flash",
+        }
+    }
+}
+
+/// The kernels for `dims` on `gpu`: the flash ones wherever [`flash_attention_supported`] (heads of
+/// at most 64 values, T within their loop budget: T ≤ 1,336 at hs 32, 708 at hs 64), the clear
+/// ones elsewhere. The same rule on every device so far: on lavapipe the flash kernels were faster
+/// at every T measured (BENCHMARKS.md, attention rows), and on a GPU they keep the T² scores out
+/// of memory (not measured on a GPU yet). `gpu` is where a device's own measurements would enter.
+pub fn choose_attention_kernel(_gpu: &Gpu, dims: &AttentionDims) -> AttentionKernel {
+    if flash_attention_supported(dims) {
+        AttentionKernel::Flash
+    } else {
+        AttentionKernel::Clear
+    }
+}
+
+/// Bytes of one `[B, NH, T, T]` tensor; None past a u64.
+fn scores_bytes(dims: &AttentionDims) -> Option<u64> {
+    dims.scores_shape().iter().try_fold(4u64, |n, &d| n.checked_mul(d as u64))
+}
+
+fn binding_limit(gpu: &Gpu) -> u64 {
+    let limits = gpu.limits();
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
+}
+
+/// One attention's buffers for its kernels: probabilities and their gradient `[B, NH, T, T]`
+/// (clear) or the rows' log-sum-exp and D `[B, NH, T]` (flash). The forward writes `saved`, the
+/// backward reads it and uses `scratch`.
+pub struct AttentionBuffers {
+    pub kernel: AttentionKernel,
+    pub dims: AttentionDims,
+    pub saved: Tensor,
+    pub scratch: Tensor,
+}
+
+impl AttentionBuffers {
+    /// The buffers `kernel` needs at `dims` ([`choose_attention_kernel`] picks one). The clear
+    /// kernels' scores past one storage binding are an error naming the attention's shape.
+    pub fn new(gpu: &Gpu, dims: AttentionDims, kernel: AttentionKernel) -> Result<AttentionBuffers> {
+        const OP: &str = "attention";
+        let shape = match kernel {
+            AttentionKernel::Clear => dims.scores_shape().to_vec(),
+            AttentionKernel::Flash => dims.rows_shape().to_vec(),
+        };
+        if kernel == AttentionKernel::Clear {
+            let limit = binding_limit(gpu);
+            let bytes = scores_bytes(&dims).unwrap_or(u64::MAX);
+            if bytes > limit {
+                return Err(WgnnError::DeviceLimit {
+                    op: OP.into(),
+                    what: format!(
+                        "the clear kernels' scores {shape:?} (qkv {:?}, {} heads)",
+                        dims.qkv_shape(),
+                        dims.heads
+                    ),
+                    amount: bytes,
+                    unit: "bytes",
+                    limit,
+                    limit_name: "max_storage_buffer_binding_size",
+                });
+            }
+        }
+        let saved = Tensor::zeros(gpu, &shape)?;
+        let scratch = Tensor::zeros(gpu, &shape)?;
+        Ok(AttentionBuffers { kernel, dims, saved, scratch })
+    }
+
+    /// The forward: qkv `[B, T, 3C]` → out `[B, T, C]`, and `saved`.
+    pub fn forward(&self, gpu: &Gpu, qkv: &Tensor, out: &Tensor) -> Result<Plan> {
+        self.expect_dims("attention forward", qkv)?;
+        match self.kernel {
+            AttentionKernel::Clear => attention_forward(gpu, qkv, out, &self.saved, self.dims.heads),
+            AttentionKernel::Flash => flash_attention_forward(gpu, qkv, out, &self.saved, self.dims.heads),
+        }
+    }
+
+    /// The backward after [`AttentionBuffers::forward`] on the same qkv and out: dout `[B, T, C]`
+    /// → dqkv `[B, T, 3C]` (overwritten).
+    pub fn backward(&self, gpu: &Gpu, dout: &Tensor, qkv: &Tensor, out: &Tensor, dqkv: &Tensor) -> Result<Plan> {
+        self.expect_dims("attention backward", qkv)?;
+        let (saved, scratch, heads) = (&self.saved, &self.scratch, self.dims.heads);
+        match self.kernel {
+            AttentionKernel::Clear => attention_backward(gpu, dout, qkv, saved, scratch, dqkv, heads),
+            AttentionKernel::Flash => flash_attention_backward(gpu, dout, qkv, out, saved, scratch, dqkv, heads),
+        }
+    }
+
+    fn expect_dims(&self, op: &str, qkv: &Tensor) -> Result<()> {
+        let want = self.dims.qkv_shape();
+        if qkv.shape() != want {
+            return Err(WgnnError::shape_of(
+                op,
+                &[("qkv", qkv.shape())],
+                format!("buffers made for qkv {want:?}, got {:?}", qkv.shape()),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! GPU wrapper of shaders/flash_attention.wgsl (causal multi-head self-attention tiled as
+//! FlashAttention-2: the scores never written, each row's log-sum-exp kept instead); CPU reference
+//! in src/cpu/flash_attention.rs. The same function as [`super::attention`], in O(B·NH·T) memory
+//! besides its operands instead of O(B·NH·T²).
+
+use super::attention_dims::AttentionDims;
+use super::check::disjoint;
+use crate::device::Gpu;
+use crate::error::{Result, WgnnError};
+use crate::plan::Plan;
+use crate::profile::LOOP_CAP;
+use crate::registry::{dispatch, dummy, grid_1d, Access, Constant, KernelFamily};
+use crate::tensor::Tensor;
+
+/// Any head size: the head loaded and stored value by value.
+pub(crate) const FLASH_ATTENTION: KernelFamily = KernelFamily {
+    name: "flash_attention",
+    sources: &[
+        include_str!("../../shaders/flash_attention.wgsl"),
+        include_str!("../../shaders/flash_attention_scalar.wgsl"),
+    ],
+    storage: &[Access::ReadWrite; 6],
+};
+
+/// Heads of a multiple of 4 values in 16-byte aligned views: the head loaded and stored by vec4,
+/// one load per 4 values instead of 4 clamped ones.
+pub(crate) const FLASH_ATTENTION_VEC4: KernelFamily = KernelFamily {
+    name: "flash_attention_vec4",
+    sources: &[
+        include_str!("../../shaders/flash_attention.wgsl"),
+        include_str!("../../shaders/flash_attention_vec4.wgsl"),
+    ],
+    storage: &[Access::ReadWrite; 6],
+};
+
+const WG: u32 = 64;
+/// Largest head the kernels hold in registers (the shader's HS4_MAX vec4s).
+pub const FLASH_MAX_HEAD_SIZE: usize = 64;
+/// Keys per tile of the forward's online softmax (the shader's BC).
+const BC: usize = 16;
+/// Most loop iterations one invocation may run: three quarters of the loop cap.
+const FLASH_LOOP_BUDGET: usize = LOOP_CAP / 4 * 3;
+
+/// Loop iterations of the forward's longest invocation with `rows` query rows each (its last
+/// rows: per key a load and a dot product per row for the score, then for the value; per tile of
+/// BC keys a rescale per row; the heads' loads and stores).
+fn forward_loop_count(dims: &AttentionDims, rows: usize) -> usize {
+    let (t, hs4) = (dims.seq, dims.head_size().div_ceil(4));
+    let per_key = 2 * (hs4 + rows * (hs4 + 1)) + 2;
+    t * per_key + t.div_ceil(BC) * (rows * (hs4 + 2) + 2) + 2 * rows * (hs4 + 1) + 4
+}
+
+/// Loop iterations of the dq dispatch's longest invocation with `rows` query rows each (per key
+/// its load, then per row the score and dP and the row's share of dq; D and the stores).
+fn dq_loop_count(dims: &AttentionDims, rows: usize) -> usize {
+    let (t, hs4) = (dims.seq, dims.head_size().div_ceil(4));
+    t * (hs4 + 1 + rows * (2 * hs4 + 3)) + 2 * rows * (hs4 + 1) + 4
+}
+
+/// Loop iterations of the dk/dv dispatch's longest invocation, one key row each (the first: per
+/// query its load, the score and dP, then the two gradients).
+fn dkv_loop_count(dims: &AttentionDims) -> usize {
+    let (t, hs4) = (dims.seq, dims.head_size().div_ceil(4));
+    t * (3 * hs4 + 3) + 2 * hs4 + 4
+}
+
+/// Query rows per forward invocation: as many as the loop budget allows, up to 4.
+fn forward_rows(dims: &AttentionDims) -> usize {
+    [4, 2, 1].into_iter().find(|&rows| forward_loop_count(dims, rows) <= FLASH_LOOP_BUDGET).unwrap_or(1)
+}
+
+/// Query rows per dq invocation: 2 where the loop budget allows (4 measured slower: the rows'
+/// three head-sized arrays spill).
+fn dq_rows(dims: &AttentionDims) -> usize {
+    [2, 1].into_iter().find(|&rows| dq_loop_count(dims, rows) <= FLASH_LOOP_BUDGET).unwrap_or(1)
+}
+
+/// The most loop iterations any flash invocation at `dims` runs, each kernel at one row.
+fn loop_count(dims: &AttentionDims) -> usize {
+    forward_loop_count(dims, 1).max(dq_loop_count(dims, 1)).max(dkv_loop_count(dims))
+}
+
+/// Whether the flash kernels take these dims: heads of at most [`FLASH_MAX_HEAD_SIZE`] and
+/// sequences short enough that an invocation stays within the loop budget (T ≤ 1,336 at hs 32,
+/// 708 at hs 64).
+pub fn flash_attention_supported(dims: &AttentionDims) -> bool {
+    dims.head_size() <= FLASH_MAX_HEAD_SIZE && loop_count(dims) <= FLASH_LOOP_BUDGET
+}
+
+fn flash_dims(op: &str, qkv: &Tensor, heads: usize) -> Result<AttentionDims> {
+    let dims = AttentionDims::of_qkv(op, qkv, heads)?;
+    if !flash_attention_supported(&dims) {
+        return Err(WgnnError::invalid(
+            op,
+            format!(
+                "qkv {:?} with {heads} heads (head size {}): the flash kernels take heads of at most \
+                 {FLASH_MAX_HEAD_SIZE} values and sequences whose rows loop at most {FLASH_LOOP_BUDGET} times \
+                 ({} here); the clear kernels (attention_forward) take it",
+                qkv.shape(),
+                dims.head_size(),
+                loop_count(&dims)
+            ),
+        ));
+    }
+    Ok(dims)
+}
+
+/// The family (vec4 where the head and every view allow) and its constants.
+fn specialise(dims: &AttentionDims, bindings: &[&Tensor], rows: usize) -> (&'static KernelFamily, [Constant; 3]) {
+    let hs = dims.head_size();
+    let vec4 = hs.is_multiple_of(4) && bindings.iter().all(|t| t.byte_offset().is_multiple_of(16));
+    let family = if vec4 { &FLASH_ATTENTION_VEC4 } else { &FLASH_ATTENTION };
+    (family, [("WG", WG as f64), ("HS4", hs.div_ceil(4) as f64), ("ROWS", rows as f64)])
+}
+
+/// Causal self-attention with `heads` heads, tiled.  qkv: [B, T, 3C] → out: [B, T, C] and lse:
+/// [B, NH, T] (each query row's log Σ exp(score), kept for [`flash_attention_backward`]). One
+/// dispatch, up to 4 query rows per invocation (as the loop budget allows at T). Only where
+/// [`flash_attention_supported`].
+pub fn flash_attention_forward(gpu: &Gpu, qkv: &Tensor, out: &Tensor, lse: &Tensor, heads: usize) -> Result<Plan> {
+    let dims = flash_dims("flash_attention_forward", qkv, heads)?;
+    flash_attention_forward_rows(gpu, qkv, out, lse, heads, forward_rows(&dims))
+}
+
+/// [`flash_attention_forward`] with `rows` (1, 2 or 4) query rows per invocation, within the loop
+/// budget: each key and value loaded serves every row.
+pub fn flash_attention_forward_rows(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    heads: usize,
+    rows: usize,
+) -> Result<Plan> {
+    const OP: &str = "flash_attention_forward";
+    let dims = flash_dims(OP, qkv, heads)?;
+    check_rows(OP, &dims, rows, forward_loop_count(&dims, rows))?;
+    dims.expect(OP, "out", out, &dims.out_shape())?;
+    dims.expect(OP, "lse", lse, &dims.rows_shape())?;
+    disjoint(OP, &[("qkv", qkv), ("out", out), ("lse", lse)])?;
+    let dummy = dummy(gpu)?;
+    let bindings = [qkv, out, lse, &dummy, &dummy, &dummy];
+    let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);
+    let (family, constants) = specialise(&dims, &bindings, rows);
+    Ok(dispatch(gpu, family, OP, &constants, &dims.params(), &bindings, grid)?.into())
+}
+
+/// The gradient of [`flash_attention_forward`].  dout, out: [B, T, C], qkv: [B, T, 3C], lse:
+/// [B, NH, T] (the forward's) → dqkv: [B, T, 3C] (overwritten); delta: [B, NH, T] is scratch
+/// (D = rowsum(dout ⊙ out)). Two dispatches: dq (which writes D first; 2 query rows per invocation
+/// where the loop budget allows), then dk and dv (one key row per invocation: 2 or 4 measured
+/// 3–7× slower on lavapipe, their four head-sized arrays per row spilling).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    delta: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+) -> Result<Plan> {
+    let dims = flash_dims("flash_attention_backward", qkv, heads)?;
+    flash_attention_backward_rows(gpu, dout, qkv, out, lse, delta, dqkv, heads, dq_rows(&dims))
+}
+
+/// [`flash_attention_backward`] with `rows` (1, 2 or 4) query rows per dq invocation, within the
+/// loop budget.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_rows(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    delta: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    rows: usize,
+) -> Result<Plan> {
+    const OP: &str = "flash_attention_backward";
+    let dims = flash_dims(OP, qkv, heads)?;
+    check_rows(OP, &dims, rows, dq_loop_count(&dims, rows))?;
+    dims.expect(OP, "dout", dout, &dims.out_shape())?;
+    dims.expect(OP, "out", out, &dims.out_shape())?;
+    dims.expect(OP, "lse", lse, &dims.rows_shape())?;
+    dims.expect(OP, "delta", delta, &dims.rows_shape())?;
+    dims.expect(OP, "dqkv", dqkv, &dims.qkv_shape())?;
+    let named = [("dout", dout), ("qkv", qkv), ("out", out), ("lse", lse), ("delta", delta), ("dqkv", dqkv)];
+    disjoint(OP, &named)?;
+    let bindings = [qkv, out, lse, dout, delta, dqkv];
+    let params = dims.params();
+    let mut plan = Plan::new();
+    let (family, constants) = specialise(&dims, &bindings, rows);
+    let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);
+    plan.push(dispatch(gpu, family, "flash_attention_backward_dq", &constants, &params, &bindings, grid)?);
+    let (family, constants) = specialise(&dims, &bindings, 1);
+    let grid = grid_1d(gpu, lse.len(), WG);
+    plan.push(dispatch(gpu, family, "flash_attention_backward_dkv", &constants, &params, &bindings, grid)?);
+    Ok(plan)
+}
+
+/// `rows` is 1, 2 or 4 and keeps an invocation within the loop budget (`loops` at `rows`).
+fn check_rows(op: &str, dims: &AttentionDims, rows: usize, loops: usize) -> Result<()> {
+    if ![1, 2, 4].contains(&rows) || loops > FLASH_LOOP_BUDGET {
+        return Err(WgnnError::invalid(
+            op,
+            format!(
+                "{rows} rows per invocation: 1, 2 or 4 within the loop budget (qkv {:?}, {} heads)",
+                dims.qkv_shape(),
+                dims.heads
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! What a layer that computes something from its input (a dense layer, a convolution, pooling)
+//! is to the training step: a [`StepCore`], implemented in the layer's own file. The model's
+//! files hold the graph (which block reads which), the fusions and the buffers every block has;
+//! they reach a layer's kernels only through this trait, found by [`super::Layer::step_core`].
+//!
+//! A trait rather than a list of per-layer functions: the step calls five operations on whichever
+//! core a block has, and a trait names them once, with their contracts, for every layer to fill.
+
+use crate::activation::Activation;
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::kernels::conv2d::ConvPatches;
+use crate::kernels::matmul::GatheredA;
+use crate::plan::Plan;
+use crate::tensor::Tensor;
+
+/// Where a core's parameters sit in the flat buffer, and what it reads.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Placement {
+    /// Offsets (in floats) of the layer's `weight` and `bias` slots, where it has them.
+    pub(crate) weight: Option<usize>,
+    pub(crate) bias: Option<usize>,
+    /// One sample's input shape.
+    pub(crate) input: Vec<usize>,
+    /// Features per row in and out.
+    pub(crate) inputs: usize,
+    pub(crate) outputs: usize,
+}
+
+/// A core's per-batch buffers beyond its input and output.
+#[derive(Default)]
+pub(crate) struct CoreBuffers {
+    /// Max pooling's argmax per output (u32).
+    pub(crate) argmax: Option<Tensor>,
+    /// Training, a convolution: the forward's patch matrix, kept for the kernel's gradient.
+    pub(crate) patches: Option<ConvPatches>,
+    /// Any other tensors a layer keeps per batch (a constant it multiplies by, say).
+    pub(crate) own: Vec<Tensor>,
+}
+
+/// One core's view of a GPU pass over a batch.
+pub(crate) struct GpuCore<'a> {
+    pub(crate) gpu: &'a Gpu,
+    pub(crate) rows: usize,
+    /// The rows of the batch's `[rows, features]` allocations (see [`GpuCore::padded`]).
+    pub(crate) padded_rows: usize,
+    pub(crate) at: &'a Placement,
+    /// The core's input `[rows, inputs]`; where the step reads the batch in place (a first dense
+    /// layer, see `model/gpu.rs`), `gathered` instead.
+    pub(crate) input: &'a Tensor,
+    pub(crate) gathered: Option<&'a GatheredA<'a>>,
+    pub(crate) buffers: &'a CoreBuffers,
+}
+
+impl GpuCore<'_> {
+    /// `t` (a `[rows, features]` tensor of the batch) over the padded rows, whose extra rows
+    /// are zero for good: what a weight gradient's fast kernels read.
+    pub(crate) fn padded(&self, t: &Tensor) -> Result<Tensor> {
+        match t.shape() {
+            &[rows, features] if rows != self.padded_rows => t.extended(&[self.padded_rows, features]),
+            _ => Ok(t.clone()),
+        }
+    }
+}
+
+/// One core's view of a CPU pass over `rows` rows.
+pub(crate) struct CpuCore<'a> {
+    pub(crate) rows: usize,
+    pub(crate) at: &'a Placement,
+    /// The flat parameters.
+    pub(crate) params: &'a [f32],
+    /// The core's input `[rows, inputs]`.
+    pub(crate) input: &'a [f32],
+}
+
+/// A layer's computation in the step. Gradients follow llm.c's convention: a parameter's is
+/// written whole (one step, one write), an input's overwrites its target.
+pub(crate) trait StepCore {
+    /// Whether the forward kernel applies an element-wise activation as its epilogue.
+    fn has_epilogue(&self) -> bool {
+        false
+    }
+
+    /// Whether [`StepCore::backward_input_gpu`] applies the gradient of the activation below
+    /// (its `below`); where it does not, the block below applies it in a dispatch of its own.
+    fn fuses_act_grad(&self) -> bool {
+        true
+    }
+
+    /// The per-batch buffers the core needs beyond its output.
+    fn buffers(&self, _gpu: &Gpu, _at: &Placement, _rows: usize, _training: bool) -> Result<CoreBuffers> {
+        Ok(CoreBuffers::default())
+    }
+
+    /// The weight and bias as views of `flat` (the parameters, or the gradients), if any.
+    fn weights(&self, _flat: &Tensor, _at: &Placement) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        Ok(None)
+    }
+
+    /// out = act(f(input)) (`act` the identity unless [`StepCore::has_epilogue`]).
+    fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, act: Activation) -> Result<Plan>;
+
+    /// The parameters' gradients into `grads` from `dy`, the gradient at the core's output.
+    fn backward_params_gpu(&self, _c: &GpuCore, _grads: &Tensor, _dy: &Tensor) -> Result<Plan> {
+        Ok(Plan::new())
+    }
+
+    /// The input's gradient into `dx` from `dy`, times act′ of the layer below where `below`
+    /// gives its output and activation (fused in the same dispatch).
+    fn backward_input_gpu(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+        below: Option<(&Tensor, Activation)>,
+    ) -> Result<Plan>;
+
+    /// The CPU forward: (act(f(input)), max pooling's argmax or nothing).
+    fn forward_cpu(&self, c: &CpuCore, act: Activation) -> Result<(Vec<f32>, Vec<u32>)>;
+
+    /// The CPU backward from `dy`: the parameters' gradients into `grads`, and (`input_grad`)
+    /// the input's gradient. `argmax`: the forward's.
+    fn backward_cpu(
+        &self,
+        c: &CpuCore,
+        grads: &mut [f32],
+        dy: &[f32],
+        argmax: &[u32],
+        input_grad: bool,
+    ) -> Result<Option<Vec<f32>>>;
+}
