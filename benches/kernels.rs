@@ -1430,6 +1430,12 @@ fn main() {
         bench_dropout(&mut bench, &mut rng, rows, cols);
         bench_batch_norm(&mut bench, &mut rng, rows, cols);
     }
+    // cnn_mnist's batch norms at batch 64 (after its 3×3 convolutions: 64·26·26 rows of 16
+    // channels, 64·11·11 of 32) and its dropout (64 × 128).
+    for (rows, cols) in [(43_264, 16), (7_744, 32)] {
+        bench_batch_norm(&mut bench, &mut rng, rows, cols);
+    }
+    bench_dropout(&mut bench, &mut rng, 64, 128);
     // The GPU-class matmul at the MLP's shapes (forward, dW, dX) and the large squares.
     for (shape, form) in [
         ((32, 784, 64), NN),
@@ -1446,7 +1452,8 @@ fn main() {
     // 13×13×32 → conv 3×3×64 → 11×11×64 → pool 2 → 5×5×64.
     bench_conv2d(&mut bench, &mut rng, [128, 28, 28, 1], 32);
     bench_conv2d(&mut bench, &mut rng, [128, 13, 13, 32], 64);
-    for shape in [[128, 26, 26, 32], [128, 11, 11, 64]] {
+    // ... and cnn_mnist's pools at batch 64.
+    for shape in [[128, 26, 26, 32], [128, 11, 11, 64], [64, 26, 26, 16], [64, 11, 11, 32]] {
         bench_pool2d(&mut bench, &mut rng, shape);
     }
     bench_global_avg_pool2d(&mut bench, &mut rng, [128, 11, 11, 64]);

@@ -1,5 +1,7 @@
 // Batch normalisation over the features of [rows, cols] inputs (BatchNorm1d on dense outputs),
-// with the activation after it applied in the same pass (act). Needs activation.wgsl prepended.
+// with the activation after it applied in the same pass (act). Needs activation.wgsl and a lane
+// width (lanes_scalar.wgsl, or lanes_vec4.wgsl where cols is a multiple of 4: then every
+// [cols] axis below is in vec4s of four columns, p.cols = cols / 4) prepended.
 // PyTorch's conventions: biased batch variance to normalise, unbiased (·rows/(rows−1)) in the
 // running variance; running = (1 − momentum)·running + momentum·batch.
 //   Training forward (4 dispatches):
@@ -27,7 +29,8 @@
 // (they were 4 of an element's 6 memory accesses).
 
 override WG: u32 = 64u;     // 1-D kernels: invocations per workgroup, along the columns
-override TILE: u32 = 16u;   // elementwise kernels: TILE × TILE workgroups (columns × rows)
+override TILE_X: u32 = 16u; // elementwise kernels: TILE_X × TILE_Y workgroups (columns × rows),
+override TILE_Y: u32 = 16u; // TILE_X no wider than the columns, so that no invocation idles
 override ROWS: u32 = 4u;    // elementwise kernels: rows per invocation
 override ACT: u32 = 0u;     // bn_normalize, bn_inference: activation.wgsl's code of act (0: none)
 override SLOPE: f32 = 0.0;  // its leaky relu slope
@@ -47,34 +50,44 @@ struct Params {
 // Slots (all read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
 // writable in the same dispatch would conflict):
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b: array<f32>;        // forward: β      backward: dy
-@group(0) @binding(4) var<storage, read_write> mean: array<f32>;     // saved mean      inference: running mean
-@group(0) @binding(5) var<storage, read_write> inv_std: array<f32>;  // saved inv_std   inference: running var
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;     // per-chunk partials and sums
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;      // y, dx; finalize: running mean, dγ
-@group(0) @binding(8) var<storage, read_write> out2: array<f32>;     // finalize: running var (or pending var), dβ
-@group(0) @binding(9) var<storage, read_write> guard: array<u32>;    // commit: the step counters [t, skip]
+@group(0) @binding(1) var<storage, read_write> x: array<V>;
+@group(0) @binding(2) var<storage, read_write> gamma: array<V>;
+@group(0) @binding(3) var<storage, read_write> b: array<V>;  // forward: β      backward: dy
+@group(0) @binding(4) var<storage, read_write> mean: array<V>;  // saved mean      inference: running mean
+@group(0) @binding(5) var<storage, read_write> inv_std: array<V>;  // saved inv_std   inference: running var
+@group(0) @binding(6) var<storage, read_write> part: array<V>;  // per-chunk partials and sums
+@group(0) @binding(7) var<storage, read_write> out: array<V>;  // y, dx; finalize: running mean, dγ
+@group(0) @binding(8) var<storage, read_write> out2: array<V>;  // finalize: running var (or pending var), dβ
+@group(0) @binding(9) var<storage, read_write> guard: array<u32>;  // commit: the step counters [t, skip]
 
 // Rows in chunk k.
 fn chunk_rows(k: u32) -> u32 {
     return min(p.chunk, p.rows - k * p.chunk);
 }
 
+// (column, chunk) of a chunked invocation: one per pair, columns fastest, so that a workgroup is
+// full however few columns there are (16 channels are 4 vec4s: a grid of one column-workgroup
+// per chunk left 60 of its 64 invocations idle).
+fn column_chunk(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> vec2<u32> {
+    let j = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    return vec2<u32>(j % p.cols, j / p.cols);
+}
+
 @compute @workgroup_size(WG)
-fn bn_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    let k = gid.y;
-    if (c >= p.cols) { return; }
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ck = column_chunk(wid, nwg, lid);
+    let c = ck.x;
+    let k = ck.y;
+    if (k >= p.chunks) { return; }
     let r0 = k * p.chunk;
     let r1 = r0 + chunk_rows(k);
-    var s = 0.0;
+    var s = splat(0.0);
     for (var r = r0; r < r1; r++) {
         s += x[r * p.cols + c];
     }
     let m = s / f32(r1 - r0);
-    var q = 0.0;
+    var q = splat(0.0);
     for (var r = r0; r < r1; r++) {
         let d = x[r * p.cols + c] - m;
         q += d * d;
@@ -88,12 +101,12 @@ fn bn_finalize_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if (c >= p.cols) { return; }
     let n = f32(p.rows);
-    var s = 0.0;
+    var s = splat(0.0);
     for (var k = 0u; k < p.chunks; k++) {
         s += f32(chunk_rows(k)) * part[k * p.cols + c];
     }
     let m = s / n;
-    var q = 0.0;
+    var q = splat(0.0);
     for (var k = 0u; k < p.chunks; k++) {
         let d = part[k * p.cols + c] - m;
         q += part[(p.chunks + k) * p.cols + c] + f32(chunk_rows(k)) * d * d;
@@ -121,7 +134,7 @@ fn bn_commit_running(@builtin(global_invocation_id) gid: vec3<u32>) {
 // (column, first row) of an elementwise invocation, which runs rows [first, first + ROWS) of
 // its column; row tiles past the y dimension's limit fold into z.
 fn cell(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> vec2<u32> {
-    return vec2<u32>(wid.x * TILE + lid.x, ((wid.z * nwg.y + wid.y) * TILE + lid.y) * ROWS);
+    return vec2<u32>(wid.x * TILE_X + lid.x, ((wid.z * nwg.y + wid.y) * TILE_Y + lid.y) * ROWS);
 }
 
 // One past the last row of the invocation whose first row is `r0`.
@@ -129,7 +142,7 @@ fn rows_end(r0: u32) -> u32 {
     return min(r0 + ROWS, p.rows);
 }
 
-@compute @workgroup_size(TILE, TILE)
+@compute @workgroup_size(TILE_X, TILE_Y)
 fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let rc = cell(wid, nwg, lid);
@@ -141,11 +154,11 @@ fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let beta = b[c];
     for (var r = rc.y; r < rows_end(rc.y); r++) {
         let i = r * p.cols + c;
-        out[i] = act_forward(ACT, g * ((x[i] - m) * s) + beta, SLOPE);
+        out[i] = act_forward_v(ACT, g * ((x[i] - m) * s) + beta, SLOPE);
     }
 }
 
-@compute @workgroup_size(TILE, TILE)
+@compute @workgroup_size(TILE_X, TILE_Y)
 fn bn_inference(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let rc = cell(wid, nwg, lid);
@@ -157,21 +170,23 @@ fn bn_inference(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let beta = b[c];
     for (var r = rc.y; r < rows_end(rc.y); r++) {
         let i = r * p.cols + c;
-        out[i] = act_forward(ACT, g * ((x[i] - m) / sd) + beta, SLOPE);
+        out[i] = act_forward_v(ACT, g * ((x[i] - m) / sd) + beta, SLOPE);
     }
 }
 
 @compute @workgroup_size(WG)
-fn bn_backward_partials(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    let k = gid.y;
-    if (c >= p.cols) { return; }
+fn bn_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ck = column_chunk(wid, nwg, lid);
+    let c = ck.x;
+    let k = ck.y;
+    if (k >= p.chunks) { return; }
     let r0 = k * p.chunk;
     let r1 = r0 + chunk_rows(k);
     let m = mean[c];
     let s = inv_std[c];
-    var s_dy = 0.0;
-    var s_dyx = 0.0;
+    var s_dy = splat(0.0);
+    var s_dyx = splat(0.0);
     for (var r = r0; r < r1; r++) {
         let i = r * p.cols + c;
         s_dy += b[i];
@@ -185,8 +200,8 @@ fn bn_backward_partials(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn bn_backward_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if (c >= p.cols) { return; }
-    var s_dy = 0.0;
-    var s_dyx = 0.0;
+    var s_dy = splat(0.0);
+    var s_dyx = splat(0.0);
     for (var k = 0u; k < p.chunks; k++) {
         s_dy += part[k * p.cols + c];
         s_dyx += part[(p.chunks + k) * p.cols + c];
@@ -202,7 +217,7 @@ fn bn_backward_finalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(TILE, TILE)
+@compute @workgroup_size(TILE_X, TILE_Y)
 fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
     let rc = cell(wid, nwg, lid);

@@ -13,7 +13,9 @@
 //                        of the gather at pool 2, each writing its cells without a search.
 // Every backward pass can also apply the derivative of the activation that made the pool's input
 // (p.act ≠ 0; `below` is that input, the activation's output): dx[i] ⊙= act'(below[i]), so the
-// layer below needs no pass of its own for it. Needs activation.wgsl prepended.
+// layer below needs no pass of its own for it. Needs activation.wgsl and a lane width prepended
+// (lanes_scalar.wgsl, or lanes_vec4.wgsl where C is a multiple of 4: then every index below counts
+// vec4s of four channels, p.c = C / 4, while argmax values stay scalar x indices).
 // The backward passes gather over the windows covering a cell (no atomics, a fixed order). An
 // invocation loops over one window or one chunk: lavapipe silently stops a shader invocation's
 // loops after 65,535 iterations, so the wrapper refuses larger windows and sums a long image in
@@ -45,25 +47,30 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;         // x, or dy
-@group(0) @binding(2) var<storage, read> argmax_in: array<u32>;   // max backward: the forward's argmax
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;   // y, or dx
-@group(0) @binding(4) var<storage, read_write> argmax_out: array<u32>; // max forward
-@group(0) @binding(5) var<storage, read> below: array<f32>;      // backward: the pool's input (p.act ≠ 0)
+@group(0) @binding(1) var<storage, read> src: array<V>;           // x, or dy
+@group(0) @binding(2) var<storage, read> argmax_in: array<VU>;    // max backward: the forward's argmax
+@group(0) @binding(3) var<storage, read_write> dst: array<V>;     // y, or dx
+@group(0) @binding(4) var<storage, read_write> argmax_out: array<VU>; // max forward
+@group(0) @binding(5) var<storage, read> below: array<V>;        // backward: the pool's input (p.act ≠ 0)
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
 }
 
 // The factor dx[i] takes for the activation below: 1 where none is fused.
-fn below_grad(i: u32) -> f32 {
-    if (p.act == 0u) { return 1.0; }
-    return act_derivative_from_saved(p.act, below[i], p.slope);
+fn below_grad(i: u32) -> V {
+    if (p.act == 0u) { return splat(1.0); }
+    return act_derivative_v(p.act, below[i], p.slope);
+}
+
+// The scalar x indices of the values at index i (a vec4's four, or i itself).
+fn scalar_indices(i: u32) -> VU {
+    return splat_u(i * LANES) + lane_offsets();
 }
 
 // By its bits: a compiler may assume comparisons never see a NaN.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+fn is_nan(v: V) -> VB {
+    return (bitcast<VU>(v) & splat_u(0x7fffffffu)) > splat_u(0x7f800000u);
 }
 
 // Output o = ((r·Ho + oy)·Wo + ox)·C + c: its window's rows and columns inside the image, as
@@ -129,16 +136,16 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let o = linear_index(wid, nwg, lid);
     if (o >= p.rows * p.ho * p.wo * p.c) { return; }
     let cells = window_cells(o);
-    var best_i = cells.base + (cells.y0 * p.w + cells.x0) * p.c;
-    var best = src[best_i];
+    let first = cells.base + (cells.y0 * p.w + cells.x0) * p.c;
+    var best = src[first];
+    var best_i = scalar_indices(first);
     for (var y = cells.y0; y < cells.y1; y++) {
         for (var x = cells.x0; x < cells.x1; x++) {
             let i = cells.base + (y * p.w + x) * p.c;
             let v = src[i];
-            if (!is_nan(best) && (is_nan(v) || v > best)) {
-                best = v;
-                best_i = i;
-            }
+            let take = !is_nan(best) & (is_nan(v) | v > best);
+            best = select(best, v, take);
+            best_i = select(best_i, scalar_indices(i), take);
         }
     }
     dst[o] = best;
@@ -151,11 +158,13 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     let i = linear_index(wid, nwg, lid);
     if (i >= p.rows * p.h * p.w * p.c) { return; }
     let cov = covering(i);
-    var s = 0.0;
+    let here = scalar_indices(i);
+    var s = splat(0.0);
     for (var oy = cov.oy0; oy < cov.oy1; oy++) {
         for (var ox = cov.ox0; ox < cov.ox1; ox++) {
             let o = cov.base + (oy * p.wo + ox) * p.c;
-            if (argmax_in[o] == i) { s += src[o]; }
+            // Adding +0 where the argmax is elsewhere leaves s's bits as they were (s starts +0).
+            s += select(splat(0.0), src[o], argmax_in[o] == here);
         }
     }
     dst[i] = s * below_grad(i);
@@ -167,7 +176,7 @@ fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let o = linear_index(wid, nwg, lid);
     if (o >= p.rows * p.ho * p.wo * p.c) { return; }
     let cells = window_cells(o);
-    var s = 0.0;
+    var s = splat(0.0);
     for (var y = cells.y0; y < cells.y1; y++) {
         for (var x = cells.x0; x < cells.x1; x++) {
             s += src[cells.base + (y * p.w + x) * p.c];
@@ -182,7 +191,7 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     let i = linear_index(wid, nwg, lid);
     if (i >= p.rows * p.h * p.w * p.c) { return; }
     let cov = covering(i);
-    var s = 0.0;
+    var s = splat(0.0);
     for (var oy = cov.oy0; oy < cov.oy1; oy++) {
         let ys = i32(oy * p.sh) - i32(p.pad_top);
         let rows_in = min(ys + i32(p.kh), i32(p.h)) - max(ys, 0);
@@ -220,11 +229,12 @@ fn max_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     if (o >= p.rows * p.ho * p.wo * p.c) { return; }
     let tile = tile_cells(o);
     let at = argmax_in[o];
-    let g = src[o] * below_grad(at);
+    let g = src[o];
     for (var y = tile.y0; y < tile.y1; y++) {
         for (var x = tile.x0; x < tile.x1; x++) {
             let i = tile.base + (y * p.w + x) * p.c;
-            dst[i] = select(0.0, g, i == at);
+            // below at i where i is the argmax: per lane, each lane's argmax may be another cell.
+            dst[i] = select(splat(0.0), g * below_grad(i), scalar_indices(i) == at);
         }
     }
 }
@@ -242,7 +252,7 @@ fn avg_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
         for (var x = tile.x0; x < tile.x1; x++) {
             let in_window = row_in && x >= win.x0 && x < win.x1;
             let i = tile.base + (y * p.w + x) * p.c;
-            dst[i] = select(0.0, g * below_grad(i), in_window);
+            dst[i] = select(splat(0.0), g * below_grad(i), in_window);
         }
     }
 }
@@ -258,7 +268,7 @@ fn global_avg_pool2d_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     let r = t / p.chunks;
     let begin = k * p.chunk;
     let end = min(begin + p.chunk, p.n);
-    var s = 0.0;
+    var s = splat(0.0);
     for (var q = begin; q < end; q++) {
         s += src[(r * p.n + q) * p.c + c];
     }

@@ -52,6 +52,10 @@ impl Layer {
     }
 }
 
+/// Feature counts that are multiples of 4 (beside SIZES' 64): kernels may take four columns at
+/// a time there, so both kinds of width are checked.
+const FOURS: [usize; 4] = [4, 16, 32, 68];
+
 /// Inputs with a per-feature offset and scale, so that normalising is not a no-op.
 fn features(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
     let offset = rng.vec_uniform(cols, -5.0, 5.0);
@@ -86,7 +90,7 @@ fn forward_train_matches_cpu() {
     let mut rng = Rng::new(21);
     let cfg = BatchNormConfig::default();
     for &rows in SIZES.iter().filter(|&&r| r > 1).chain(&[2, 300, 1000]) {
-        for &cols in SIZES {
+        for &cols in SIZES.iter().chain(&FOURS) {
             check_train(&gpu, &mut rng, rows, cols, &cfg);
         }
     }
@@ -98,6 +102,7 @@ fn forward_train_statistics_over_70001_rows() {
     let gpu = gpu();
     let mut rng = Rng::new(22);
     check_train(&gpu, &mut rng, 70_001, 3, &BatchNormConfig { eps: 1e-3, momentum: 0.3 });
+    check_train(&gpu, &mut rng, 70_001, 8, &BatchNormConfig { eps: 1e-3, momentum: 0.3 });
 }
 
 #[test]
@@ -146,7 +151,7 @@ fn forward_inference_matches_cpu() {
     let mut rng = Rng::new(24);
     let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.1 };
     for &rows in SIZES {
-        for &cols in SIZES {
+        for &cols in SIZES.iter().chain(&FOURS) {
             let x = features(&mut rng, rows, cols);
             let gamma = rng.vec_uniform(cols, 0.5, 2.0);
             let beta = rng.vec_uniform(cols, -1.0, 1.0);
@@ -212,11 +217,12 @@ fn backward_matches_cpu() {
     let gpu = gpu();
     let mut rng = Rng::new(25);
     for &rows in SIZES.iter().filter(|&&r| r > 1).chain(&[2, 1000]) {
-        for &cols in SIZES {
+        for &cols in SIZES.iter().chain(&FOURS) {
             check_backward(&gpu, &mut rng, rows, cols, rows % 2 == 0);
         }
     }
     check_backward(&gpu, &mut rng, 70_001, 3, true);
+    check_backward(&gpu, &mut rng, 70_001, 8, false);
 }
 
 #[test]
@@ -320,7 +326,7 @@ fn deferred_running_statistics_commit_unless_the_step_is_skipped() {
     let gpu = gpu();
     let mut rng = Rng::new(31);
     let cfg = BatchNormConfig { eps: 1e-3, momentum: 0.25 };
-    for &(rows, cols) in &[(2, 1), (33, 5), (1000, 70)] {
+    for &(rows, cols) in &[(2, 1), (33, 5), (1000, 70), (65, 12)] {
         let x = features(&mut rng, rows, cols);
         let gamma = rng.vec_uniform(cols, 0.5, 2.0);
         let beta = rng.vec_uniform(cols, -1.0, 1.0);
@@ -401,7 +407,11 @@ fn the_activation_after_it_runs_in_the_normalising_pass() {
         Activation::Gelu,
         Activation::GeluErf,
     ];
-    for (i, (rows, cols)) in [(37, 5), (130, 16), (2, 3), (65, 64), (9, 7), (33, 129)].into_iter().enumerate() {
+    for (i, (rows, cols)) in
+        [(37, 5), (130, 16), (2, 3), (65, 64), (9, 7), (33, 129), (9, 4), (300, 20), (7, 36), (3, 8), (5, 12), (2, 24)]
+            .into_iter()
+            .enumerate()
+    {
         let act = acts[i % acts.len()];
         let x = features(&mut rng, rows, cols);
         let gamma = rng.vec_uniform(cols, 0.5, 2.0);
@@ -486,4 +496,65 @@ fn the_activation_after_it_runs_in_the_normalising_pass() {
     let err =
         batch_norm_forward_inference(&gpu, &x, &d, &d, &d, &d, &y, &cfg, Activation::Softmax).err().expect("softmax");
     assert!(err.to_string().contains("batch_norm_forward_inference"), "{err}");
+}
+
+/// Training forward (relu after it) and backward on the GPU: y, saved mean and inv_std, running
+/// mean and variance, dx, dγ, dβ.
+fn train_and_backward(gpu: &Gpu, x: &[f32], dy: &[f32], gamma: &[f32], beta: &[f32], cols: usize) -> Vec<Vec<f32>> {
+    let rows = x.len() / cols;
+    let layer = Layer::new(gpu, gamma, beta, &vec![0.5; cols], &vec![2.0; cols]);
+    let t = |shape: &[usize], v: &[f32]| Tensor::from_slice(gpu, shape, v).unwrap();
+    let (xt, dyt) = (t(&[rows, cols], x), t(&[rows, cols], dy));
+    let (yt, dxt) = (Tensor::zeros(gpu, &[rows, cols]).unwrap(), Tensor::zeros(gpu, &[rows, cols]).unwrap());
+    let (dgt, dbt) = (Tensor::zeros(gpu, &[cols]).unwrap(), Tensor::zeros(gpu, &[cols]).unwrap());
+    let cfg = BatchNormConfig::default();
+    let forward = batch_norm_forward_train(
+        gpu,
+        &xt,
+        &layer.gamma,
+        &layer.beta,
+        &yt,
+        &layer.mean,
+        &layer.inv_std,
+        &layer.running_mean,
+        &layer.running_var,
+        &cfg,
+        Activation::Relu,
+    )
+    .unwrap();
+    let backward =
+        batch_norm_backward(gpu, &dyt, &xt, &layer.gamma, &layer.mean, &layer.inv_std, &dxt, &dgt, &dbt, false)
+            .unwrap();
+    gpu.run(&[&forward, &backward]).unwrap();
+    [&yt, &layer.mean, &layer.inv_std, &layer.running_mean, &layer.running_var, &dxt, &dgt, &dbt]
+        .iter()
+        .map(|t| t.to_vec().unwrap())
+        .collect()
+}
+
+#[test]
+fn each_column_comes_out_as_if_alone_bit_for_bit() {
+    // A kernel may take the columns four at a time (a vec4) or one by one; either way a column's
+    // arithmetic is the same, so eight columns at once and each on its own give the same bits.
+    let gpu = gpu();
+    let mut rng = Rng::new(28);
+    let (rows, cols) = (1000, 8);
+    let x = features(&mut rng, rows, cols);
+    let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+    let (gamma, beta) = (rng.vec_uniform(cols, 0.5, 2.0), rng.vec_uniform(cols, -1.0, 1.0));
+    let all = train_and_backward(&gpu, &x, &dy, &gamma, &beta, cols);
+    let names = ["y", "mean", "inv_std", "running_mean", "running_var", "dx", "dgamma", "dbeta"];
+    for c in 0..cols {
+        let column = |v: &[f32]| -> Vec<f32> { v.iter().skip(c).step_by(cols).copied().collect() };
+        let alone = train_and_backward(&gpu, &column(&x), &column(&dy), &[gamma[c]], &[beta[c]], 1);
+        for ((name, together), alone) in names.iter().zip(&all).zip(&alone) {
+            let together: Vec<u32> = if together.len() == cols {
+                vec![together[c].to_bits()]
+            } else {
+                column(together).iter().map(|v| v.to_bits()).collect()
+            };
+            let alone: Vec<u32> = alone.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(together, alone, "column {c}'s {name}: with its neighbours vs alone");
+        }
+    }
 }

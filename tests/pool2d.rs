@@ -32,6 +32,12 @@ fn cases() -> Vec<([usize; 4], Pool2dConfig)> {
         ([1, 1, 1, 3], Pool2dConfig::new((1, 1))),
         ([2, 7, 7, 2], cfg((3, 3), Some((1, 1)), Padding::Valid)),
         ([2, 4, 5, 2], cfg((3, 3), Some((3, 3)), Padding::Same)),
+        // Channel counts that are multiples of 4 (kernels may take four at a time): tiles and
+        // gathers, padded and not.
+        ([2, 7, 9, 8], Pool2dConfig::new((2, 2))),
+        ([2, 8, 6, 12], cfg((2, 2), Some((1, 1)), Padding::Same)),
+        ([1, 5, 6, 4], cfg((3, 3), Some((3, 3)), Padding::Same)),
+        ([3, 7, 5, 4], cfg((3, 2), Some((2, 2)), Padding::Valid)),
     ]
 }
 
@@ -142,7 +148,7 @@ fn global_avg_pool_matches_cpu_past_the_loop_cap() {
     // 265·265 = 70,225 positions an image: past lavapipe's 65,535 iterations, summed in chunks.
     let gpu = gpu();
     let mut rng = Rng::new(3);
-    for shape in [[1, 1, 1, 1], [2, 3, 5, 7], [3, 64, 65, 2], [2, 265, 265, 1]] {
+    for shape in [[1, 1, 1, 1], [2, 3, 5, 7], [3, 64, 65, 2], [2, 265, 265, 1], [2, 3, 5, 8], [1, 70, 70, 4]] {
         let [rows, _, _, c] = shape;
         let x = rng.vec_uniform(shape.iter().product(), -1.0, 1.0);
         let dy = rng.vec_uniform(rows * c, -1.0, 1.0);
@@ -321,4 +327,62 @@ fn bad_input_is_an_error_naming_the_op_and_shapes() {
     assert_mentions(&err, &["global_avg_pool2d_backward", "dy must be [2, 3]", "[3, 3]"]);
     let err = expect_err(global_avg_pool2d_forward(&gpu, &t(&[2, 0, 7, 3]), &t(&[2, 3])), "empty");
     assert!(matches!(err, WgnnError::EmptyTensor { .. }), "{err:?}");
+}
+
+/// Max pooling forward and backward (through relu below) and average pooling backward on the
+/// GPU: y, argmax, max dx, avg dx.
+fn pool_all(
+    gpu: &Gpu,
+    x: &[f32],
+    dy: &[f32],
+    shape: [usize; 4],
+    c: &Pool2dConfig,
+) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<f32>) {
+    let d = Pool2dDims::new("test", &shape, c).unwrap();
+    let (xt, dyt) = (up(gpu, &shape, x), up(gpu, &d.y_shape(), dy));
+    let (yt, at) = (Tensor::zeros(gpu, &d.y_shape()).unwrap(), Tensor::zeros_u32(gpu, &d.y_shape()).unwrap());
+    let (max_dx, avg_dx) = (Tensor::zeros(gpu, &shape).unwrap(), Tensor::zeros(gpu, &shape).unwrap());
+    let below = Some((&xt, Activation::Relu));
+    let plans = [
+        max_pool2d_forward(gpu, &xt, &yt, &at, c).unwrap(),
+        max_pool2d_backward(gpu, &dyt, &at, &max_dx, c, below).unwrap(),
+        avg_pool2d_backward(gpu, &dyt, &avg_dx, c, below).unwrap(),
+    ];
+    gpu.run(&plans.iter().collect::<Vec<_>>()).unwrap();
+    (yt.to_vec().unwrap(), at.to_vec_u32().unwrap(), max_dx.to_vec().unwrap(), avg_dx.to_vec().unwrap())
+}
+
+#[test]
+fn each_channel_comes_out_as_if_alone_bit_for_bit() {
+    // A kernel may take the channels four at a time (a vec4) or one by one; either way a
+    // channel's arithmetic is the same, so eight channels at once and each on its own give the
+    // same bits, ties (first cell wins), NaNs (they win) and zeros (relu's derivative) included.
+    let gpu = gpu();
+    let mut rng = Rng::new(6);
+    let channels = 8;
+    for c in
+        [Pool2dConfig::new((2, 2)), cfg((2, 2), Some((1, 1)), Padding::Same), cfg((3, 3), Some((2, 2)), Padding::Valid)]
+    {
+        let shape = [2, 7, 6, channels];
+        let d = Pool2dDims::new("test", &shape, &c).unwrap();
+        // Values on a coarse grid, so that windows tie; a few NaNs.
+        let mut x: Vec<f32> = (0..shape.iter().product()).map(|_| (rng.vec_uniform(1, -2.0, 2.0)[0]).round()).collect();
+        for i in (5..x.len()).step_by(37) {
+            x[i] = f32::NAN;
+        }
+        let dy = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let all = pool_all(&gpu, &x, &dy, shape, &c);
+        for ch in 0..channels {
+            let one = |v: &[f32]| -> Vec<f32> { v.iter().skip(ch).step_by(channels).copied().collect() };
+            let alone = pool_all(&gpu, &one(&x), &one(&dy), [2, 7, 6, 1], &c);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let what = format!("{c:?} channel {ch}");
+            assert_eq!(bits(&one(&all.0)), bits(&alone.0), "{what} y");
+            let argmax: Vec<u32> = all.1.iter().skip(ch).step_by(channels).copied().collect();
+            let alone_argmax: Vec<u32> = alone.1.iter().map(|&i| i * channels as u32 + ch as u32).collect();
+            assert_eq!(argmax, alone_argmax, "{what} argmax");
+            assert_eq!(bits(&one(&all.2)), bits(&alone.2), "{what} max dx");
+            assert_eq!(bits(&one(&all.3)), bits(&alone.3), "{what} avg dx");
+        }
+    }
 }

@@ -6,23 +6,52 @@
 //! except that Keras puts the biased variance into its moving variance.
 
 use super::check::{disjoint, expect_len};
-use super::ACTIVATION_WGSL;
+use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::activation::Activation;
 pub use crate::config::BatchNormConfig;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::{Dispatch, Plan};
-use crate::registry::{dispatch, dummy, Access, KernelFamily};
+use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) const BATCH_NORM: KernelFamily = KernelFamily {
     name: "batch_norm",
-    sources: &[ACTIVATION_WGSL, include_str!("../../shaders/batch_norm.wgsl")],
+    sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, BATCH_NORM_WGSL],
     storage: &[Access::ReadWrite; 9],
 };
 
+/// The same kernels over vec4s of four columns, where the column count is a multiple of 4: a
+/// quarter of the invocations, each loading and storing 16 bytes at a time (same results, bit for
+/// bit: every column's arithmetic is unchanged).
+pub(crate) const BATCH_NORM_VEC4: KernelFamily = KernelFamily {
+    name: "batch_norm_vec4",
+    sources: &[ACTIVATION_WGSL, LANES_VEC4_WGSL, BATCH_NORM_WGSL],
+    storage: &[Access::ReadWrite; 9],
+};
+
+const BATCH_NORM_WGSL: &str = include_str!("../../shaders/batch_norm.wgsl");
+
+/// The family for `cols` columns and the column count its kernels see (vec4s or columns).
+fn family(cols: usize) -> (&'static KernelFamily, usize) {
+    if cols.is_multiple_of(4) {
+        (&BATCH_NORM_VEC4, cols / 4)
+    } else {
+        (&BATCH_NORM, cols)
+    }
+}
+
 const WG: u32 = 64;
-const TILE: u32 = 16;
+/// Invocations per workgroup of the elementwise kernels (a TILE_X × TILE_Y tile).
+const TILE: u32 = 256;
+/// The elementwise kernels' entries, which take the tile's shape as constants.
+const ELEMENTWISE: [&str; 3] = ["bn_normalize", "bn_inference", "bn_backward_dx"];
+
+/// The elementwise tile's width for `cols` (kernel-visible) columns: up to 16, no wider than
+/// the columns rounded up to a power of two (4 vec4s of 16 channels: a 16-wide tile idled 3/4).
+fn tile_x(cols: usize) -> u32 {
+    cols.next_power_of_two().min(16) as u32
+}
 /// Rows one invocation of the elementwise kernels runs (its column's parameters loaded once).
 const ROWS: u32 = 4;
 /// Rows per chunk of the column reductions, at least: keeps many invocations busy.
@@ -50,7 +79,11 @@ struct BatchNormParams {
 /// `like_x` has its shape; each of `per_feature` is [cols].
 struct Shapes {
     rows: usize,
+    /// Columns as the kernels see them: vec4s of four in [`BATCH_NORM_VEC4`].
     cols: usize,
+    family: &'static KernelFamily,
+    /// The real column count.
+    features: usize,
     chunk: usize,
     chunks: usize,
 }
@@ -79,7 +112,8 @@ fn check(op: &str, x: &Tensor, like_x: &[(&str, &Tensor)], per_feature: &[(&str,
     if chunk > CHUNK_MAX {
         return Err(WgnnError::invalid(op, format!("x {:?} has more than {} rows", x.shape(), CHUNK_MAX * MAX_CHUNKS)));
     }
-    Ok(Shapes { rows, cols, chunk, chunks: rows.div_ceil(chunk) })
+    let (family, lanes_cols) = family(cols);
+    Ok(Shapes { rows, cols: lanes_cols, family, features: cols, chunk, chunks: rows.div_ceil(chunk) })
 }
 
 impl Shapes {
@@ -95,41 +129,44 @@ impl Shapes {
             blend: 1,
         }
     }
-    /// Grid of the per-(column, chunk) kernels.
-    fn chunk_grid(&self) -> [u32; 3] {
-        [self.cols.div_ceil(WG as usize) as u32, self.chunks as u32, 1]
+    /// Grid of the per-(column, chunk) kernels: one invocation per pair, in a 1-D grid.
+    fn chunk_grid(&self, gpu: &Gpu) -> [u32; 3] {
+        grid_1d(gpu, self.cols * self.chunks, WG)
     }
     /// Grid of the per-column finalize kernels.
     fn column_grid(&self) -> [u32; 3] {
         [self.cols.div_ceil(WG as usize) as u32, 1, 1]
     }
-    /// Grid of the elementwise kernels: TILE × TILE workgroups of ROWS rows an invocation, row
+    /// Grid of the elementwise kernels: TILE_X × TILE_Y workgroups of ROWS rows an invocation, row
     /// tiles folded into z past the per-dimension limit.
     fn tile_grid(&self, gpu: &Gpu) -> [u32; 3] {
         let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        let row_tiles = self.rows.div_ceil((TILE * ROWS) as usize);
-        [self.cols.div_ceil(TILE as usize) as u32, row_tiles.min(max) as u32, row_tiles.div_ceil(max) as u32]
+        let (tx, ty) = (tile_x(self.cols), TILE / tile_x(self.cols));
+        let row_tiles = self.rows.div_ceil((ty * ROWS) as usize);
+        [self.cols.div_ceil(tx as usize) as u32, row_tiles.min(max) as u32, row_tiles.div_ceil(max) as u32]
     }
     /// Scratch for the partials (2K rows) and the backward's two rows of sums.
     fn part(&self, gpu: &Gpu) -> Result<Tensor> {
-        Tensor::zeros(gpu, &[2 * self.chunks + 2, self.cols])
+        Tensor::zeros(gpu, &[2 * self.chunks + 2, self.features])
     }
 }
 
 /// A dispatch of `entry` with storage slots 1–8 (slot 9, the step guard, is a dummy).
 fn bn(
     gpu: &Gpu,
+    family: &'static KernelFamily,
     entry: &'static str,
     params: &BatchNormParams,
     slots: [&Tensor; 8],
     workgroups: [u32; 3],
 ) -> Result<Dispatch> {
-    bn_act(gpu, entry, params, slots, workgroups, Activation::Identity)
+    bn_act(gpu, family, entry, params, slots, workgroups, Activation::Identity)
 }
 
 /// [`bn`] of a normalising entry, which applies `act` to its output.
 fn bn_act(
     gpu: &Gpu,
+    family: &'static KernelFamily,
     entry: &'static str,
     params: &BatchNormParams,
     slots: [&Tensor; 8],
@@ -139,11 +176,15 @@ fn bn_act(
     let dummy = dummy(gpu)?;
     let [a, b, c, d, e, f, g, h] = slots;
     let slots = [a, b, c, d, e, f, g, h, &dummy];
-    let mut constants = vec![("WG", WG as f64), ("TILE", TILE as f64), ("ROWS", ROWS as f64)];
+    let mut constants = vec![("WG", WG as f64)];
+    if ELEMENTWISE.contains(&entry) {
+        let tx = tile_x(params.cols as usize);
+        constants.extend([("TILE_X", tx as f64), ("TILE_Y", (TILE / tx) as f64), ("ROWS", ROWS as f64)]);
+    }
     if act != Activation::Identity {
         constants.extend([("ACT", act.code() as f64), ("SLOPE", act.slope() as f64)]);
     }
-    dispatch(gpu, &BATCH_NORM, entry, &constants, params, &slots, workgroups)
+    dispatch(gpu, family, entry, &constants, params, &slots, workgroups)
 }
 
 /// Training forward: per-feature batch mean μ and biased variance σ² over the rows,
@@ -222,16 +263,17 @@ fn forward_train(
     };
     let params = BatchNormParams { blend, ..s.params(cfg, false) };
     let mut plan = Plan::new();
-    plan.push(bn(gpu, "bn_stats", &params, [x, d, d, d, d, &part, d, d], s.chunk_grid())?);
+    plan.push(bn(gpu, s.family, "bn_stats", &params, [x, d, d, d, d, &part, d, d], s.chunk_grid(gpu))?);
     plan.push(bn(
         gpu,
+        s.family,
         "bn_finalize_stats",
         &params,
         [d, d, d, saved_mean, saved_inv_std, &part, out, out2],
         s.column_grid(),
     )?);
     let slots = [x, gamma, beta, saved_mean, saved_inv_std, d, y, d];
-    plan.push(bn_act(gpu, "bn_normalize", &params, slots, s.tile_grid(gpu), act)?);
+    plan.push(bn_act(gpu, s.family, "bn_normalize", &params, slots, s.tile_grid(gpu), act)?);
     Ok(plan)
 }
 
@@ -291,6 +333,7 @@ pub fn batch_norm_commit_running(
     }
     disjoint(OP, &named)?;
     let d = &dummy(gpu)?;
+    let (family, cols) = family(cols);
     let params = BatchNormParams {
         rows: 0,
         cols: cols as u32,
@@ -301,11 +344,11 @@ pub fn batch_norm_commit_running(
         accumulate: 0,
         blend: 0,
     };
-    let constants = [("WG", WG as f64), ("TILE", TILE as f64), ("GUARDED", counters.is_some() as u32 as f64)];
+    let constants = [("WG", WG as f64), ("GUARDED", counters.is_some() as u32 as f64)];
     // The pending variance travels in inv_std's slot (5); see batch_norm.wgsl.
     let slots = [d, d, d, batch_mean, pending_var, d, running_mean, running_var, counters.unwrap_or(d)];
     let grid = [cols.div_ceil(WG as usize) as u32, 1, 1];
-    Ok(dispatch(gpu, &BATCH_NORM, "bn_commit_running", &constants, &params, &slots, grid)?.into())
+    Ok(dispatch(gpu, family, "bn_commit_running", &constants, &params, &slots, grid)?.into())
 }
 
 /// Inference forward with the running averages:
@@ -336,7 +379,7 @@ pub fn batch_norm_forward_inference(
     let d = &dummy(gpu)?;
     let params = s.params(cfg, false);
     let slots = [x, gamma, beta, running_mean, running_var, d, y, d];
-    Ok(bn_act(gpu, "bn_inference", &params, slots, s.tile_grid(gpu), act)?.into())
+    Ok(bn_act(gpu, s.family, "bn_inference", &params, slots, s.tile_grid(gpu), act)?.into())
 }
 
 /// Backward of [`batch_norm_forward_train`], with x̂ = (x − μ)·inv_std:
@@ -374,14 +417,23 @@ pub fn batch_norm_backward(
     let mut plan = Plan::new();
     plan.push(bn(
         gpu,
+        s.family,
         "bn_backward_partials",
         &params,
         [x, d, dy, saved_mean, saved_inv_std, &part, d, d],
-        s.chunk_grid(),
+        s.chunk_grid(gpu),
     )?);
-    plan.push(bn(gpu, "bn_backward_finalize", &params, [d, d, d, d, d, &part, dgamma, dbeta], s.column_grid())?);
     plan.push(bn(
         gpu,
+        s.family,
+        "bn_backward_finalize",
+        &params,
+        [d, d, d, d, d, &part, dgamma, dbeta],
+        s.column_grid(),
+    )?);
+    plan.push(bn(
+        gpu,
+        s.family,
         "bn_backward_dx",
         &params,
         [x, gamma, dy, saved_mean, saved_inv_std, &part, dx, d],

@@ -41,6 +41,9 @@ pub mod totals;
 
 /// Shared WGSL: the activation functions, prepended to the families that apply one.
 pub(crate) const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
+/// Lane widths for the kernels written over `V` (batch_norm): one value, or a vec4 of four.
+pub(crate) const LANES_SCALAR_WGSL: &str = include_str!("../../shaders/lanes_scalar.wgsl");
+pub(crate) const LANES_VEC4_WGSL: &str = include_str!("../../shaders/lanes_vec4.wgsl");
 
 pub use crate::plan::{Dispatch, Plan};
 pub use crate::registry::{Access, Constant, KernelFamily};
