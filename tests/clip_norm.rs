@@ -65,10 +65,12 @@ fn views_zero_gradients_and_overflow() {
     // All zero: norm 0, factor 1 (max_norm / 1e-6 is past 1).
     let zeros = Tensor::zeros(&gpu, &[300]).unwrap();
     assert_eq!(gpu_factor(&gpu, &zeros, 1.0), [1.0, 0.0]);
-    // Squares past f32's range: an infinite norm, factor 0 (PyTorch's float32 gives the same).
+    // Squares past f32's range though the norm (8.5e19) fits: an infinite norm, factor 0, on
+    // the GPU and in the reference alike (PyTorch's float32 CUDA reduction gives the same).
     let huge = Tensor::from_slice(&gpu, &[8], &[3e19; 8]).unwrap();
     let [factor, norm] = gpu_factor(&gpu, &huge, 1.0);
     assert!(factor == 0.0 && norm == f32::INFINITY, "{factor} {norm}");
+    assert_eq!(cpu::clip_factor(&[3e19; 8], 1.0), [factor, norm], "the reference at the same input");
 }
 
 #[test]

@@ -115,6 +115,9 @@ fn gelu_layers_predict_like_the_cpu_and_round_trip_through_save_but_do_not_train
                 let p = model.predict(&x, data.rows).unwrap().into_vec();
                 let path = dir.join(format!("{}-{fused}.safetensors", gelu.name()));
                 model.save(&path).unwrap();
+                // Format 3: a wgnn that reads format 2 only (and no "gelu") refuses it by number.
+                let meta = &common::safetensors_file::SafetensorsFile::read(&path).metadata["wgnn.model"];
+                assert!(meta.contains("\"format\":3"), "{gelu:?}: {meta}");
                 let loaded = Sequential::load(&path, &backend).unwrap();
                 assert_eq!(loaded.layers(), model.layers(), "{gelu:?}: the layers after load");
                 assert_eq!(loaded.predict(&x, data.rows).unwrap().into_vec(), p, "{gelu:?}: predictions after load");

@@ -137,6 +137,11 @@ impl Conv2D {
 }
 
 impl Saved {
+    /// The activation as saved ([`Activation::parse`] reads it).
+    pub(crate) fn activation_tag(&self) -> &str {
+        &self.activation
+    }
+
     pub(crate) fn layer(&self) -> Result<Conv2D> {
         Ok(Conv2D {
             filters: self.filters,

@@ -85,6 +85,11 @@ impl Dense {
 }
 
 impl Saved {
+    /// The activation as saved ([`Activation::parse`] reads it).
+    pub(crate) fn activation_tag(&self) -> &str {
+        &self.activation
+    }
+
     pub(crate) fn layer(&self) -> Result<Dense> {
         let activation = Activation::parse(&self.activation)?;
         Ok(Dense { units: self.units, activation, use_bias: self.use_bias, init: Initializer::GlorotUniform })

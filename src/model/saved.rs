@@ -100,10 +100,16 @@ impl From<&Layer> for SavedLayer {
 }
 
 impl SavedLayer {
-    /// The format a file needs to hold this layer: 3 for the layers format 2 did not have.
+    /// The format a file needs to hold this layer: 3 for the layers and activations (GELU)
+    /// format 2 did not have, so a wgnn that reads format 2 only refuses the file by its number.
     pub(super) fn format(&self) -> u64 {
+        let new_activation =
+            |tag: &str| Activation::parse(tag).is_ok_and(|a| matches!(a, Activation::Gelu | Activation::GeluErf));
         match self {
             SavedLayer::Add { .. } | SavedLayer::Scale { .. } => FORMAT,
+            SavedLayer::Activation { activation } if new_activation(activation) => FORMAT,
+            SavedLayer::Dense(d) if new_activation(d.activation_tag()) => FORMAT,
+            SavedLayer::Conv2d(c) if new_activation(c.activation_tag()) => FORMAT,
             _ => 2,
         }
     }
