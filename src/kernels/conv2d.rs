@@ -6,7 +6,7 @@
 //! `[C_out]`, y `[rows, Ho, Wo, C_out]`; strides ≥ 1, padding valid or same (TensorFlow's split).
 //!
 //! Design: the forward of a small patch (at most [`MAX_DIRECT_PATCH`] values: a first layer of
-//! 1 to 3 channels) runs the direct kernel of src/kernels/conv2d_direct.rs, no patch matrix
+//! 1 to 3 channels) to at most [`PICK_DIRECT_MAX_CHANNELS`] channels runs the direct kernel of src/kernels/conv2d_direct.rs, no patch matrix
 //! (it writes the patches only where the forward keeps them); everything else is im2col + the
 //! engine's matmul, not an implicit-GEMM kernel of its own. With the patch
 //! matrix col `[rows·Ho·Wo, K]` (K = kh·kw·C_in rounded up to a multiple of 4, so that the vec4
@@ -43,7 +43,9 @@ use crate::kernels::bias_act::bias_act_backward;
 use crate::plan::Plan;
 use crate::tensor::{DType, Tensor};
 
-pub use super::conv2d_direct::{conv2d_direct_fits, ConvForwardKernel, MAX_DIRECT_CHANNELS, MAX_DIRECT_PATCH};
+pub use super::conv2d_direct::{
+    conv2d_direct_fits, ConvForwardKernel, MAX_DIRECT_CHANNELS, MAX_DIRECT_PATCH, PICK_DIRECT_MAX_CHANNELS,
+};
 pub use super::conv2d_patches::ConvPatches;
 pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WINDOW_CELLS};
 
@@ -142,9 +144,9 @@ pub fn conv2d_forward_using(
     forward("conv2d_forward_using", gpu, x, kernel, bias, y, act, cfg, patches, Some(using))
 }
 
-/// The kernel [`conv2d_forward`] runs: the direct one wherever it fits (at most
-/// [`MAX_DIRECT_PATCH`] patch values; fewer passes over memory on any device), except a 1×1
-/// kernel at stride 1, whose patch matrix is x itself.
+/// The kernel [`conv2d_forward`] runs: the direct one wherever it fits with at most
+/// [`PICK_DIRECT_MAX_CHANNELS`] output channels (fewer passes over memory on any device), except
+/// a 1×1 kernel at stride 1, whose patch matrix is x itself.
 pub fn conv2d_forward_kernel(
     gpu: &Gpu,
     d: &Conv2dDims,
@@ -152,7 +154,7 @@ pub fn conv2d_forward_kernel(
     bias: Option<&Tensor>,
     y: &Tensor,
 ) -> ConvForwardKernel {
-    if !direct(gpu, d) && conv2d_direct_fits(d, kernel, bias, y) {
+    if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
         ConvForwardKernel::Direct
     } else {
         ConvForwardKernel::Im2colMatmul
