@@ -46,7 +46,7 @@ pub enum ConvForwardKernel {
     /// The patch matrix (im2col, or x itself for a 1×1 kernel at stride 1) times the kernel by the
     /// engine's matmul.
     Im2colMatmul,
-    /// [`conv2d_direct`]: no patch matrix.
+    /// shaders/conv2d_direct.wgsl: no patch matrix.
     Direct,
 }
 
@@ -67,7 +67,7 @@ struct DirectParams {
     slope: f32,
 }
 
-/// Whether [`conv2d_direct`] runs this convolution: a patch of at most [`MAX_DIRECT_PATCH`]
+/// Whether the direct kernel runs this convolution: a patch of at most [`MAX_DIRECT_PATCH`]
 /// values, C_out a multiple of 4 up to [`MAX_DIRECT_CHANNELS`], and the kernel, bias and y views
 /// 16-byte aligned (they are read and written as vec4s).
 pub fn conv2d_direct_fits(d: &Conv2dDims, kernel: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> bool {
