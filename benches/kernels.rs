@@ -22,7 +22,7 @@ use wgnn::internals::kernels::batch_norm::{
 use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::internals::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_direct_fits, conv2d_forward_kernel, conv2d_forward_using,
-    Conv2dConfig, Conv2dDims, ConvForwardKernel,
+    Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches,
 };
 use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
@@ -1552,19 +1552,28 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
     let work = Work::Flops(2.0 * (m * patch * c_out) as f64);
     let tol = (2e-5 * (patch as f32).sqrt(), 1e-4);
     // Both forward kernels where the direct one fits, `*` on the one conv2d_forward picks.
-    for (using, name) in [(ConvForwardKernel::Im2colMatmul, "im2col"), (ConvForwardKernel::Direct, "direct")] {
+    // "kept": the forward as a training step runs it, keeping the patch matrix for the kernel gradient.
+    let kernels = [(ConvForwardKernel::Im2colMatmul, "im2col"), (ConvForwardKernel::Direct, "direct")];
+    for ((using, name), kept) in kernels.into_iter().flat_map(|k| [(k, false), (k, true)]) {
+        let patches = if kept { ConvPatches::new(&gpu, &d).unwrap() } else { None };
+        if kept && patches.is_none() {
+            continue;
+        }
+        let name = if kept { format!("{name} kept") } else { name.to_string() };
         let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
         let fits = using == ConvForwardKernel::Im2colMatmul || conv2d_direct_fits(&d, &kt, Some(&bt), &yt);
         if !fits || !bench.wants(&format!("conv2d_forward {name} {shape}")) {
             continue;
         }
         let picked = conv2d_forward_kernel(&gpu, &d, &kt, Some(&bt), &yt) == using;
-        let plan = conv2d_forward_using(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &cfg, None, using).unwrap();
+        let plan =
+            conv2d_forward_using(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &cfg, patches.as_ref(), using)
+                .unwrap();
         let (cpu_s, want) = time_cpu(|| cpu::conv2d_forward(&x, &k, Some(&b), &d, Activation::Relu));
         let (sgemm_s, _) = time_cpu(|| {
             host_sgemm(m, patch, c_out, &host_im2col(&x, &d), (patch as isize, 1), &k, (c_out as isize, 1))
         });
-        bench.row("conv2d_forward", name, shape.clone(), picked, &plan, &yt, &want, tol, work, cpu_s, Some(sgemm_s));
+        bench.row("conv2d_forward", &name, shape.clone(), picked, &plan, &yt, &want, tol, work, cpu_s, Some(sgemm_s));
     }
     let (dk_want, _) = cpu::conv2d_backward_weights(&x, &dz, &d);
     if bench.wants(&format!("conv2d_backward_weights im2col {shape} +db")) {
