@@ -24,7 +24,8 @@ use wgnn::internals::kernels::batch_norm::{
 };
 use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::internals::kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig, Conv2dDims,
+    conv2d_backward_input, conv2d_backward_weights, conv2d_direct_fits, conv2d_forward_kernel, conv2d_forward_using,
+    Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches,
 };
 use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
@@ -1452,6 +1453,9 @@ fn main() {
     // 13×13×32 → conv 3×3×64 → 11×11×64 → pool 2 → 5×5×64.
     bench_conv2d(&mut bench, &mut rng, [128, 28, 28, 1], 32);
     bench_conv2d(&mut bench, &mut rng, [128, 13, 13, 32], 64);
+    // cnn_mnist's default model at batch 64: 28×28×1 → 3×3×16, then 13×13×16 → 3×3×32.
+    bench_conv2d(&mut bench, &mut rng, [64, 28, 28, 1], 16);
+    bench_conv2d(&mut bench, &mut rng, [64, 13, 13, 16], 32);
     // ... and cnn_mnist's pools at batch 64.
     for shape in [[128, 26, 26, 32], [128, 11, 11, 64], [64, 26, 26, 16], [64, 11, 11, 32]] {
         bench_pool2d(&mut bench, &mut rng, shape);
@@ -1562,14 +1566,29 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
     let (m, patch) = (rows * d.window.ho * d.window.wo, d.patch_len());
     let work = Work::Flops(2.0 * (m * patch * c_out) as f64);
     let tol = (2e-5 * (patch as f32).sqrt(), 1e-4);
-    if bench.wants(&format!("conv2d_forward im2col {shape}")) {
+    // Both forward kernels where the direct one fits, `*` on the one conv2d_forward picks.
+    // "kept": the forward as a training step runs it, keeping the patch matrix for the kernel gradient.
+    let kernels = [(ConvForwardKernel::Im2colMatmul, "im2col"), (ConvForwardKernel::Direct, "direct")];
+    for ((using, name), kept) in kernels.into_iter().flat_map(|k| [(k, false), (k, true)]) {
+        let patches = if kept { ConvPatches::new(&gpu, &d).unwrap() } else { None };
+        if kept && patches.is_none() {
+            continue;
+        }
+        let name = if kept { format!("{name} kept") } else { name.to_string() };
         let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
-        let plan = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &cfg).unwrap();
+        let fits = using == ConvForwardKernel::Im2colMatmul || conv2d_direct_fits(&d, &kt, Some(&bt), &yt);
+        if !fits || !bench.wants(&format!("conv2d_forward {name} {shape}")) {
+            continue;
+        }
+        let picked = conv2d_forward_kernel(&gpu, &d, &kt, Some(&bt), &yt) == using;
+        let plan =
+            conv2d_forward_using(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &cfg, patches.as_ref(), using)
+                .unwrap();
         let (cpu_s, want) = time_cpu(|| cpu::conv2d_forward(&x, &k, Some(&b), &d, Activation::Relu));
         let (sgemm_s, _) = time_cpu(|| {
             host_sgemm(m, patch, c_out, &host_im2col(&x, &d), (patch as isize, 1), &k, (c_out as isize, 1))
         });
-        bench.row("conv2d_forward", "im2col", shape.clone(), true, &plan, &yt, &want, tol, work, cpu_s, Some(sgemm_s));
+        bench.row("conv2d_forward", &name, shape.clone(), picked, &plan, &yt, &want, tol, work, cpu_s, Some(sgemm_s));
     }
     let (dk_want, _) = cpu::conv2d_backward_weights(&x, &dz, &d);
     if bench.wants(&format!("conv2d_backward_weights im2col {shape} +db")) {

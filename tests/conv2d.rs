@@ -11,7 +11,8 @@ use wgnn::device::GpuOptions;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::conv2d::{
     conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_backward_weights_from_patches,
-    conv2d_forward, conv2d_forward_keeping_patches, Conv2dConfig, Conv2dDims, ConvPatches, Padding,
+    conv2d_forward, conv2d_forward_keeping_patches, conv2d_forward_using, Conv2dConfig, Conv2dDims, ConvForwardKernel,
+    ConvPatches, Padding,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor, WgnnError};
@@ -440,7 +441,10 @@ fn patch_matrix_in_chunks_matches_cpu() {
         let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
         let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
         let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
-        let forward = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &c.cfg()).unwrap();
+        // The patch matrix's chunks (the engine may pick the direct kernel, which needs none).
+        let im2col = ConvForwardKernel::Im2colMatmul;
+        let forward =
+            conv2d_forward_using(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &c.cfg(), None, im2col).unwrap();
         let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
         let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
         assert!(forward.len() > 2, "{c:?}: one chunk ({} dispatches)", forward.len());
@@ -483,7 +487,9 @@ fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
         let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
         let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
         let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
-        let forward = conv2d_forward(&gpu, &xt, &kt, None, &yt, Activation::Tanh, &c.cfg()).unwrap();
+        let im2col = ConvForwardKernel::Im2colMatmul;
+        let forward =
+            conv2d_forward_using(&gpu, &xt, &kt, None, &yt, Activation::Tanh, &c.cfg(), None, im2col).unwrap();
         let products = forward.dispatches.iter().filter(|d| d.label.contains("matmul")).count();
         assert!(products > 1, "{c:?}: one product, not cut into chunks");
         let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();

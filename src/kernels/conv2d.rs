@@ -5,7 +5,10 @@
 //! Channels-last, as Keras: x `[rows, H, W, C_in]`, kernel `[kh, kw, C_in, C_out]`, bias
 //! `[C_out]`, y `[rows, Ho, Wo, C_out]`; strides ≥ 1, padding valid or same (TensorFlow's split).
 //!
-//! Design: im2col + the engine's matmul, not an implicit-GEMM kernel of its own. With the patch
+//! Design: the forward of a small patch (at most [`MAX_DIRECT_PATCH`] values: a first layer of
+//! 1 to 3 channels) to at most [`PICK_DIRECT_MAX_CHANNELS`] channels runs the direct kernel of src/kernels/conv2d_direct.rs, no patch matrix
+//! (it writes the patches only where the forward keeps them); everything else is im2col + the
+//! engine's matmul, not an implicit-GEMM kernel of its own. With the patch
 //! matrix col `[rows·Ho·Wo, K]` (K = kh·kw·C_in rounded up to a multiple of 4, so that the vec4
 //! and subgroup matmuls apply; the extra columns are zero) and the kernel read as `[K, C_out]`:
 //! - forward: y = act(col·kernel + b), the bias and activation fused as the matmul's epilogue;
@@ -29,6 +32,7 @@
 //! than building it twice.
 
 use super::check::expect_len;
+use super::conv2d_direct::conv2d_direct;
 use super::conv2d_patches::{chunks, col2im, copy, direct, im2col, images_per_chunk, kernel_matrix, padded_patch};
 use super::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use super::reduce::column_sum;
@@ -39,6 +43,9 @@ use crate::kernels::bias_act::bias_act_backward;
 use crate::plan::Plan;
 use crate::tensor::{DType, Tensor};
 
+pub use super::conv2d_direct::{
+    conv2d_direct_fits, ConvForwardKernel, MAX_DIRECT_CHANNELS, MAX_DIRECT_PATCH, PICK_DIRECT_MAX_CHANNELS,
+};
 pub use super::conv2d_patches::ConvPatches;
 pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WINDOW_CELLS};
 
@@ -100,7 +107,7 @@ pub fn conv2d_forward(
     act: Activation,
     cfg: &Conv2dConfig,
 ) -> Result<Plan> {
-    forward("conv2d_forward", gpu, x, kernel, bias, y, act, cfg, None)
+    forward("conv2d_forward", gpu, x, kernel, bias, y, act, cfg, None, None)
 }
 
 /// [`conv2d_forward`] that builds the batch's patch matrix into `patches` and leaves it there for
@@ -116,7 +123,42 @@ pub fn conv2d_forward_keeping_patches(
     cfg: &Conv2dConfig,
     patches: &ConvPatches,
 ) -> Result<Plan> {
-    forward("conv2d_forward_keeping_patches", gpu, x, kernel, bias, y, act, cfg, Some(patches))
+    forward("conv2d_forward_keeping_patches", gpu, x, kernel, bias, y, act, cfg, Some(patches), None)
+}
+
+/// [`conv2d_forward`] (with `patches`, [`conv2d_forward_keeping_patches`]) by the given kernel
+/// rather than the one the engine picks, for tests and benchmarks; [`ConvForwardKernel::Direct`]
+/// where [`conv2d_direct_fits`] says it does not is an error.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_using(
+    gpu: &Gpu,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    act: Activation,
+    cfg: &Conv2dConfig,
+    patches: Option<&ConvPatches>,
+    using: ConvForwardKernel,
+) -> Result<Plan> {
+    forward("conv2d_forward_using", gpu, x, kernel, bias, y, act, cfg, patches, Some(using))
+}
+
+/// The kernel [`conv2d_forward`] runs: the direct one wherever it fits with at most
+/// [`PICK_DIRECT_MAX_CHANNELS`] output channels (fewer passes over memory on any device), except
+/// a 1×1 kernel at stride 1, whose patch matrix is x itself.
+pub fn conv2d_forward_kernel(
+    gpu: &Gpu,
+    d: &Conv2dDims,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+) -> ConvForwardKernel {
+    if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
+        ConvForwardKernel::Direct
+    } else {
+        ConvForwardKernel::Im2colMatmul
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -130,6 +172,7 @@ fn forward(
     act: Activation,
     cfg: &Conv2dConfig,
     patches: Option<&ConvPatches>,
+    using: Option<ConvForwardKernel>,
 ) -> Result<Plan> {
     act.validate_elementwise(op)?;
     let d = Conv2dDims::new(op, x.shape(), kernel.shape(), cfg)?;
@@ -150,6 +193,11 @@ fn forward(
     }
     check_bindings(op, &outputs, &inputs)?;
     let win = &d.window;
+    if using.unwrap_or_else(|| conv2d_forward_kernel(gpu, &d, kernel, bias, y)) == ConvForwardKernel::Direct {
+        let mut plan = Plan::new();
+        plan.push(conv2d_direct(op, gpu, x, kernel, bias, y, act, &d, patches.map(|kept| kept.tensor()))?);
+        return Ok(plan);
+    }
     let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
     if direct(gpu, &d) {
         let (x2, k2) = (x.reshape(&[d.rows * win.h * win.w, d.c_in])?, kernel.reshape(&[d.c_in, d.c_out])?);

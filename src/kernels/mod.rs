@@ -12,6 +12,7 @@ pub mod batch_norm;
 pub mod bias_act;
 pub(crate) mod check;
 pub mod conv2d;
+mod conv2d_direct;
 mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
