@@ -143,7 +143,7 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         for (var x = cells.x0; x < cells.x1; x++) {
             let i = cells.base + (y * p.w + x) * p.c;
             let v = src[i];
-            let take = !is_nan(best) & (is_nan(v) | v > best);
+            let take = !is_nan(best) & (is_nan(v) | (v > best));
             best = select(best, v, take);
             best_i = select(best_i, scalar_indices(i), take);
         }
