@@ -20,6 +20,9 @@ pub(crate) struct Placement {
     /// Offsets (in floats) of the layer's `weight` and `bias` slots, where it has them.
     pub(crate) weight: Option<usize>,
     pub(crate) bias: Option<usize>,
+    /// Every slot's offset by its name, in the order of the layer's `slots` (a layer with more
+    /// than a weight and a bias, multi-head attention's four, reads its own here).
+    pub(crate) slots: Vec<(&'static str, usize)>,
     /// One sample's input shape.
     pub(crate) input: Vec<usize>,
     /// Features per row in and out.

@@ -271,9 +271,11 @@ fn layer_core(
     offset: &dyn Fn(usize, &str) -> Option<usize>,
 ) -> Option<Core> {
     layer.step_core()?;
+    let slots = layer.slots(input).iter().filter_map(|s| offset(i, s.name).map(|o| (s.name, o))).collect();
     let at = Placement {
         weight: offset(i, "weight"),
         bias: offset(i, "bias"),
+        slots,
         input: input.to_vec(),
         inputs: features(input),
         outputs,
