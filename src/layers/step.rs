@@ -30,6 +30,13 @@ pub(crate) struct Placement {
     pub(crate) outputs: usize,
 }
 
+impl Placement {
+    /// The offset of slot `name`, if the layer has it.
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.slots.iter().find(|(n, _)| *n == name).map(|&(_, o)| o)
+    }
+}
+
 /// A core's per-batch buffers beyond its input and output.
 #[derive(Default)]
 pub(crate) struct CoreBuffers {
@@ -48,6 +55,9 @@ pub(crate) struct GpuCore<'a> {
     /// The rows of the batch's `[rows, features]` allocations (see [`GpuCore::padded`]).
     pub(crate) padded_rows: usize,
     pub(crate) at: &'a Placement,
+    /// The flat parameters (a backward that goes through its own weights before its parameters'
+    /// gradients reads them: multi-head attention's output projection).
+    pub(crate) params: &'a Tensor,
     /// The core's input `[rows, inputs]`; where the step reads the batch in place (a first dense
     /// layer, see `model/gpu.rs`), `gathered` instead.
     pub(crate) input: &'a Tensor,

@@ -220,7 +220,8 @@ pub(super) fn blocks(
             | Layer::Reshape(_)
             | Layer::Dropout(_)
             | Layer::Add(_)
-            | Layer::Scale(_) => {}
+            | Layer::Scale(_)
+            | Layer::MultiHeadAttention(_) => {}
         }
         out.push(block);
         reads.push((block_reads, shortcut));
