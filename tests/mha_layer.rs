@@ -1,9 +1,10 @@
 //! The multi-head attention layer in a model: the GPU step against the CPU reference step for
 //! step, fused and unfused, with each attention kernel forced and with the engine's pick, on odd
-//! shapes (T 1, 7, 65; 12 channels in 3 heads; tails of 5 rows and batches of 1); its gradients
-//! (every slot, and its input's through the dense layer below) against finite differences of the
-//! CPU reference's loss; causality; save and load; its settings and shapes as errors naming it; a
-//! batch whose scores pass a device limit as a DeviceLimit error.
+//! shapes (T 1, 7, 65; 12 channels in 3 heads; tails of 5 rows and batches of 1), causal and
+//! not; its gradients (every slot, and its input's through the dense layer below) against finite
+//! differences of the CPU reference's loss; causality (and its absence unmasked); save and load;
+//! its settings and shapes as errors naming it; a batch whose scores pass a device limit as a
+//! DeviceLimit error.
 
 mod common;
 
@@ -24,13 +25,14 @@ fn sequences(rows: usize, t: usize, c: usize, classes: usize, seed: u64) -> Data
 /// Causal attention with `heads` heads through `kernel` (None: the engine's pick), weights
 /// drawn wider than nanoGPT's 0.02 so that the probabilities are far from uniform.
 fn mha(heads: usize, kernel: Option<AttentionKernel>) -> Layer {
+    mha_masked(heads, true, kernel)
+}
+
+/// [`mha`], causal or not.
+fn mha_masked(heads: usize, causal: bool, kernel: Option<AttentionKernel>) -> Layer {
     let wide = Initializer::Normal { mean: 0.0, std: 0.4 };
-    Layer::MultiHeadAttention(MultiHeadAttention {
-        init: wide,
-        proj_init: wide,
-        kernel,
-        ..MultiHeadAttention::new(heads, true)
-    })
+    let layer = MultiHeadAttention::new(heads, causal);
+    Layer::MultiHeadAttention(MultiHeadAttention { init: wide, proj_init: wide, kernel, ..layer })
 }
 
 /// `check_fusion`'s check (the fused GPU step, the unfused one and the CPU reference give the
@@ -100,6 +102,17 @@ fn attention_models_train_like_the_reference_fused_and_unfused() {
         };
         let targets = data.clone().with_targets(data.one_hot(4).unwrap(), 4).unwrap();
         check_reference(&format!("residual, {name}"), &build, &targets, Loss::MeanSquaredError, &opts);
+        // Without the causal mask, every token attending to every token.
+        let build = || {
+            let unmasked = mha_masked(3, false, kernel);
+            Sequential::new([7, 12], 11)
+                .add(unmasked)
+                .flatten()
+                .dense(4, Activation::Tanh)
+                .dense(4, Activation::Identity)
+        };
+        let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
+        check_reference(&format!("T 7 unmasked, {name}"), &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
         // One token, and batches of one row.
         let data = sequences(3, 1, 12, 2, 2);
         let build = || {
@@ -165,7 +178,7 @@ fn the_attention_gradients_match_finite_differences() {
 }
 
 #[test]
-fn a_token_sees_only_the_tokens_before_it() {
+fn a_token_sees_only_the_tokens_before_it_unless_unmasked() {
     let (t, c) = (9, 12);
     let x: Vec<f32> = synthetic(2, t * c, 2, 5).to_f32();
     for backend in backends() {
@@ -187,6 +200,14 @@ fn a_token_sees_only_the_tokens_before_it() {
                     assert!(moved, "{what}: the changed tokens' outputs did not move");
                 }
             }
+            // Without the mask, the last token moves the first one's output.
+            let model = Sequential::new([t, c], 8).add(mha_masked(3, false, kernel)).build(&backend).unwrap();
+            let base = model.predict(&x, 2).unwrap();
+            let mut y = x.clone();
+            y[(t - 1) * c..t * c].iter_mut().for_each(|v| *v = 1.5 - *v);
+            let out = model.predict(&y, 2).unwrap();
+            let moved = out.row(0)[..c].iter().zip(&base.row(0)[..c]).any(|(a, b)| (a - b).abs() > 1e-3);
+            assert!(moved, "{}, {kernel:?}: unmasked, the first token did not see the last", model.backend_name());
         }
     }
 }
@@ -253,8 +274,6 @@ fn bad_attention_settings_and_shapes_are_errors_naming_the_layer() {
     assert!(matches!(err, WgnnError::Shape { .. }) && err.to_string().contains("[T, C]"), "{err}");
     let err = build_err(Sequential::new([4, 12], 0).multi_head_attention(0, true));
     assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("heads"), "{err}");
-    let err = build_err(Sequential::new([4, 12], 0).multi_head_attention(3, false));
-    assert!(matches!(err, WgnnError::InvalidArgument { .. }) && err.to_string().contains("non-causal"), "{err}");
 }
 
 #[test]

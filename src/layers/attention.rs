@@ -5,8 +5,9 @@
 //! y = att·W_proj + b_proj (W_proj `[C, C]`). The projections are dense.rs's matmul wrappers over
 //! the batch's `rows·T` tokens; the CPU reference is the CPU matmul and `cpu::attention`.
 //!
+//! Without the causal mask (`causal: false`, Keras' default) every token attends to every token.
 //! Attention dropout is not offered: nanoGPT's CPU recipe, the one this serves first, runs with
-//! dropout 0. Non-causal attention is refused by `validate`: the kernels mask causally only.
+//! dropout 0.
 
 use super::dense::{self, DenseInput};
 use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
@@ -30,7 +31,7 @@ const NANOGPT_STD: f32 = 0.02;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MultiHeadAttention {
     pub heads: usize,
-    /// Each token attends to itself and the tokens before it (GPT's mask). Only `true` runs.
+    /// Each token attends to itself and the tokens before it (GPT's mask); false: to every token.
     pub causal: bool,
     /// Biases on both projections (nanoGPT's `bias=True`); without, W_qkv and W_proj alone.
     pub use_bias: bool,
@@ -77,12 +78,6 @@ impl MultiHeadAttention {
     pub(super) fn validate(&self, op: &str) -> Result<()> {
         if self.heads == 0 {
             return Err(WgnnError::invalid(op, "heads must be at least 1"));
-        }
-        if !self.causal {
-            return Err(WgnnError::invalid(
-                op,
-                "non-causal attention is not supported: the attention kernels apply the causal mask only",
-            ));
         }
         Ok(())
     }
@@ -132,7 +127,8 @@ impl MultiHeadAttention {
     /// The attention's dims over a batch of `rows` samples.
     fn dims(&self, rows: usize, at: &Placement) -> Result<AttentionDims> {
         let (t, c) = Self::sizes(at);
-        AttentionDims::new(&self.describe(), rows, t, c, self.heads)
+        let dims = AttentionDims::new(&self.describe(), rows, t, c, self.heads)?;
+        Ok(AttentionDims { causal: self.causal, ..dims })
     }
 }
 
@@ -355,7 +351,8 @@ impl StepCore for MultiHeadAttention {
         let w = CpuWeights::of(c, ch)?;
         let (dw_proj, db_proj) = dense::backward_params_cpu(&pass.att, dy, m, ch, w.b_proj.is_some());
         let datt = dense::backward_input_cpu(dy, w.w_proj, m, ch);
-        let dqkv = cpu::attention_backward(&datt, &pass.qkv, &pass.probs, c.rows, t, ch, self.heads);
+        let dqkv =
+            cpu::attention_backward_masked(&datt, &pass.qkv, &pass.probs, c.rows, t, ch, self.heads, self.causal);
         let (dw_qkv, db_qkv) = dense::backward_params_cpu(c.input, &dqkv, m, 3 * ch, w.b_qkv.is_some());
         for (name, values) in
             [("w_qkv", Some(dw_qkv)), ("b_qkv", db_qkv), ("w_proj", Some(dw_proj)), ("b_proj", db_proj)]
@@ -411,7 +408,7 @@ impl MultiHeadAttention {
         host_memory::check_counted("multi_head_attention", what, values.and_then(|v| checked_bytes(v, 4)))?;
         let w = CpuWeights::of(c, ch)?;
         let qkv = dense::forward_cpu(c.input, w.w_qkv, w.b_qkv, c.rows * t, 3 * ch, Activation::Identity);
-        let (att, probs, _) = cpu::attention_forward(&qkv, c.rows, t, ch, self.heads);
+        let (att, probs, _) = cpu::attention_forward_masked(&qkv, c.rows, t, ch, self.heads, self.causal);
         Ok(CpuPass { qkv, att, probs })
     }
 }

@@ -126,8 +126,8 @@ impl Layer {
         Layer::Pool(Pooling::GlobalAverage)
     }
 
-    /// nanoGPT's `CausalSelfAttention(n_head)` on `[T, C]` samples: biases, normal(0, 0.02)
-    /// weights.
+    /// nanoGPT's `CausalSelfAttention(n_head)` on `[T, C]` samples (`causal`; false: every token
+    /// attends to every token): biases, normal(0, 0.02) weights.
     pub fn multi_head_attention(heads: usize, causal: bool) -> Layer {
         Layer::MultiHeadAttention(MultiHeadAttention::new(heads, causal))
     }

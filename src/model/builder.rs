@@ -240,8 +240,9 @@ impl SequentialBuilder {
     }
 
     /// Adds multi-head self-attention over the tokens of a `[T, C]` sample (nanoGPT's
-    /// `CausalSelfAttention(n_head)`: biases, normal(0, 0.02) weights; `causal` must be true, the
-    /// kernels mask causally only); [`Layer::MultiHeadAttention`] for the other settings.
+    /// `CausalSelfAttention(n_head)` where `causal`, Keras' `MultiHeadAttention` over one sequence
+    /// where not: biases, normal(0, 0.02) weights); [`Layer::MultiHeadAttention`] for the other
+    /// settings.
     pub fn multi_head_attention(self, heads: usize, causal: bool) -> SequentialBuilder {
         self.add(Layer::MultiHeadAttention(MultiHeadAttention::new(heads, causal)))
     }
