@@ -2,9 +2,9 @@
 //! step, fused and unfused, with each attention kernel forced and with the engine's pick, on odd
 //! shapes (T 1, 7, 65; 12 channels in 3 heads; tails of 5 rows and batches of 1), causal and
 //! not; its gradients (every slot, and its input's through the dense layer below) against finite
-//! differences of the CPU reference's loss; causality (and its absence unmasked); save and load;
-//! its settings and shapes as errors naming it; a batch whose scores pass a device limit as a
-//! DeviceLimit error.
+//! differences of the CPU reference's loss; causality (and its absence unmasked); nanoGPT's
+//! initial weights; save and load; its settings and shapes as errors naming it; a batch whose
+//! scores pass a device limit as a DeviceLimit error.
 
 mod common;
 
@@ -254,6 +254,23 @@ fn an_attention_model_saves_loads_and_summarises() {
             let rows = data.to_f32();
             assert_eq!(loaded.predict(&rows, 10).unwrap(), model.predict(&rows, 10).unwrap());
         }
+    }
+}
+
+#[test]
+fn the_initial_weights_are_nanogpts() {
+    // normal(0, 0.02) for both projections, W_proj's scaled by 1/√(2·n_layer) on request (GPT-2's
+    // residual scaling); zero biases. 12,288 and 4,096 draws: their spread within a few percent.
+    let rms = |v: &[f32]| (v.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / v.len() as f64).sqrt();
+    let plain = MultiHeadAttention::new(4, true);
+    for (layer, proj_std) in [(plain, 0.02), (plain.scaled_projection(4), 0.02 / 8f64.sqrt())] {
+        let model = Sequential::new([3, 64], 12).add(Layer::MultiHeadAttention(layer)).build(&Backend::Cpu).unwrap();
+        let params = model.parameters().unwrap();
+        let get = |name: &str| &params.iter().find(|p| p.name == format!("layers.0.{name}")).unwrap().values;
+        let (qkv, proj) = (rms(get("w_qkv")), rms(get("w_proj")));
+        assert!((qkv / 0.02 - 1.0).abs() < 0.05, "W_qkv's spread {qkv}");
+        assert!((proj / proj_std - 1.0).abs() < 0.1, "W_proj's spread {proj}, want {proj_std}");
+        assert!(get("b_qkv").iter().chain(get("b_proj")).all(|&b| b == 0.0));
     }
 }
 

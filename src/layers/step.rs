@@ -119,7 +119,8 @@ pub(crate) trait StepCore {
     }
 
     /// The input's gradient into `dx` from `dy`, times act′ of the layer below where `below`
-    /// gives its output and activation (fused in the same dispatch).
+    /// gives its output and activation (fused in the same dispatch). The step plans it after
+    /// [`StepCore::backward_params_gpu`] (multi-head attention's reads the dqkv that one wrote).
     fn backward_input_gpu(
         &self,
         c: &GpuCore,
