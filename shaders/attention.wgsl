@@ -1,4 +1,6 @@
-// Causal multi-head self-attention, the clear version (llm.c's layout): every score is written.
+// Multi-head self-attention, the clear version (llm.c's layout): every score is written. Causal
+// (p.causal = 1: query i attends to keys j ≤ i) or not (to every key: "j ≤ i" below reads j < T,
+// "i ≥ j" reads i < T, and no entry is masked).
 //   qkv:   [B, T, 3C]   each token's query | key | value, each [C] = NH heads of HS = C / NH
 //   out:   [B, T, C]    out[b, i, h·HS + d] = Σ_{j ≤ i} P[b, h, i, j] · v[b, j, h, d]
 //   probs: [B, NH, T, T] P[b, h, i, j] = softmax_j(q_i·k_j / √HS) for j ≤ i, exactly 0 for j > i
@@ -22,7 +24,8 @@ struct Params {
     heads: u32,
     head_size: u32,
     scale: f32,
-    _pad0: u32,
+    // 1: query i attends to keys j ≤ i; 0: to every key.
+    causal: u32,
     _pad1: u32,
 }
 
@@ -45,6 +48,16 @@ fn qkv_at(part: u32, b: u32, i: u32, h: u32) -> u32 {
     return (b * p.seq + i) * 3u * p.channels + part * p.channels + h * p.head_size;
 }
 
+// One past the last key query i attends to.
+fn key_end(i: u32) -> u32 {
+    return select(p.seq, i + 1u, p.causal != 0u);
+}
+
+// The first query that attends to key j.
+fn query_start(j: u32) -> u32 {
+    return select(0u, j, p.causal != 0u);
+}
+
 // Score element idx of [B, NH, T, T]: (b, h, i, j).
 fn score_coords(idx: u32) -> vec4<u32> {
     let t = p.seq;
@@ -60,7 +73,7 @@ fn attention_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let idx = item_index(wid, nwg, lid);
     if (idx >= p.batch * p.heads * p.seq * p.seq) { return; }
     let s = score_coords(idx);
-    if (s.w > s.z) {
+    if (s.w >= key_end(s.z)) {
         probs[idx] = 0.0;
         return;
     }
@@ -79,7 +92,7 @@ fn attention_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let r = item_index(wid, nwg, lid);
     if (r >= p.batch * p.heads * p.seq) { return; }
     let base = r * p.seq;
-    let n = r % p.seq + 1u;
+    let n = key_end(r % p.seq);
     var m = probs[base];
     for (var j = 1u; j < n; j++) {
         m = max(m, probs[base + j]);
@@ -108,7 +121,7 @@ fn attention_values(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let v = qkv_at(2u, b, 0u, h) + c % p.head_size;
     let stride = 3u * p.channels;
     var acc = 0.0;
-    for (var j = 0u; j <= i; j++) {
+    for (var j = 0u; j < key_end(i); j++) {
         acc += probs[row + j] * qkv[v + j * stride];
     }
     out[idx] = acc;
@@ -120,7 +133,7 @@ fn attention_backward_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     let idx = item_index(wid, nwg, lid);
     if (idx >= p.batch * p.heads * p.seq * p.seq) { return; }
     let s = score_coords(idx);
-    if (s.w > s.z) {
+    if (s.w >= key_end(s.z)) {
         dscores[idx] = 0.0;
         return;
     }
@@ -139,7 +152,7 @@ fn attention_backward_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
     let r = item_index(wid, nwg, lid);
     if (r >= p.batch * p.heads * p.seq) { return; }
     let base = r * p.seq;
-    let n = r % p.seq + 1u;
+    let n = key_end(r % p.seq);
     var row_dot = 0.0;
     for (var j = 0u; j < n; j++) {
         row_dot += probs[base + j] * dscores[base + j];
@@ -167,19 +180,19 @@ fn attention_backward_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     if (part == 0u) {
         // dq_i = Σ_{j ≤ i} dS_ij k_j: along row i of dS.
         let k = qkv_at(1u, b, 0u, h) + d;
-        for (var j = 0u; j <= i; j++) {
+        for (var j = 0u; j < key_end(i); j++) {
             acc += dscores[(rows + i) * p.seq + j] * qkv[k + j * c3];
         }
     } else if (part == 1u) {
         // dk_i = Σ_{r ≥ i} dS_ri q_r: down column i of dS.
         let q = qkv_at(0u, b, 0u, h) + d;
-        for (var r = i; r < p.seq; r++) {
+        for (var r = query_start(i); r < p.seq; r++) {
             acc += dscores[(rows + r) * p.seq + i] * qkv[q + r * c3];
         }
     } else {
         // dv_i = Σ_{r ≥ i} P_ri dout_r: down column i of P.
         let g = b * p.seq * p.channels + c;
-        for (var r = i; r < p.seq; r++) {
+        for (var r = query_start(i); r < p.seq; r++) {
             acc += probs[(rows + r) * p.seq + i] * dout[g + r * p.channels];
         }
     }

@@ -1,4 +1,6 @@
-// Causal multi-head self-attention, tiled as FlashAttention-2: the scores are never written.
+// Multi-head self-attention, tiled as FlashAttention-2: the scores are never written. Causal
+// (p.causal = 1) or not (every query attends to every key: "j ≤ i" below reads j < T, "i ≥ j"
+// reads i < T; an invocation then loops as long as the causal one's last rows do).
 // The same function as attention.wgsl (qkv [B, T, 3C] → out [B, T, C], heads of HS = C / NH, scale
 // 1/√HS), with query or key rows per invocation and their heads in registers (HS ≤ 4·HS4_MAX):
 //   flash_attention_forward:      per ROWS query rows i (1, 2 or 4: each key and value loaded
@@ -41,7 +43,8 @@ struct Params {
     heads: u32,
     head_size: u32,
     scale: f32,
-    _pad0: u32,
+    // 1: query i attends to keys j ≤ i; 0: to every key.
+    causal: u32,
     _pad1: u32,
 }
 
@@ -72,6 +75,8 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let h = bh % p.heads;
     let stride = 3u * p.channels;
     let last = min(i0 + ROWS - 1u, p.seq - 1u);
+    // The last key any of the rows attends to.
+    let last_key = select(p.seq - 1u, last, p.causal != 0u);
     var q: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
     var o: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
     var m: array<f32, ROWS_MAX>;
@@ -88,8 +93,8 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let k_base = qkv_at(1u, b, 0u, h);
     let v_base = qkv_at(2u, b, 0u, h);
     var kv: array<vec4<f32>, HS4_MAX>;
-    for (var j0 = 0u; j0 <= last; j0 += BC) {
-        let n = min(BC, last + 1u - j0);
+    for (var j0 = 0u; j0 <= last_key; j0 += BC) {
+        let n = min(BC, last_key + 1u - j0);
         // Scores of the tile's keys, row by row; a key after a row's query scores LOWEST (weight 0;
         // key 0 is in every row's first tile, so each row's maximum is finite from then on).
         var s: array<f32, BC * ROWS_MAX>;
@@ -107,7 +112,7 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
                 for (var c = 0u; c < HS4; c++) {
                     acc += dot(q[rr * HS4 + c], kv[c]);
                 }
-                let score = select(LOWEST, acc, j0 + jj <= i0 + rr);
+                let score = select(LOWEST, acc, j0 + jj <= i0 + rr || p.causal == 0u);
                 s[rr * BC + jj] = score;
                 tile_max[rr] = max(tile_max[rr], score);
             }
@@ -162,6 +167,7 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let h = bh % p.heads;
     let stride = 3u * p.channels;
     let last = min(i0 + ROWS - 1u, p.seq - 1u);
+    let last_key = select(p.seq - 1u, last, p.causal != 0u);
     var q: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
     var g: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
     var dq: array<vec4<f32>, HS4_MAX * ROWS_MAX>;
@@ -188,7 +194,7 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     // Key j and value j, loaded once for every row.
     var kj: array<vec4<f32>, HS4_MAX>;
     var vj: array<vec4<f32>, HS4_MAX>;
-    for (var j = 0u; j <= last; j++) {
+    for (var j = 0u; j <= last_key; j++) {
         let k = k_base + j * stride;
         let v = k + p.channels;
         for (var c = 0u; c < HS4; c++) {
@@ -203,7 +209,7 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
                 dp += dot(g[rr * HS4 + c], vj[c]);
             }
             // A key after the row's query adds nothing.
-            let ds = select(0.0, exp(s - lse_i[rr]) * (dp - d_i[rr]), j <= i0 + rr);
+            let ds = select(0.0, exp(s - lse_i[rr]) * (dp - d_i[rr]), j <= i0 + rr || p.causal == 0u);
             for (var c = 0u; c < HS4; c++) {
                 dq[rr * HS4 + c] += ds * kj[c];
             }
@@ -247,7 +253,7 @@ fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     // Query i's q and dout, loaded once for the score and the gradients.
     var qi: array<vec4<f32>, HS4_MAX>;
     var gi: array<vec4<f32>, HS4_MAX>;
-    for (var i = j; i < p.seq; i++) {
+    for (var i = select(0u, j, p.causal != 0u); i < p.seq; i++) {
         let q = q_base + i * stride;
         let g = g_base + i * p.channels;
         var s = 0.0;

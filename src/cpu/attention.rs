@@ -1,10 +1,12 @@
-//! CPU reference of shaders/attention.wgsl: causal multi-head self-attention, as llm.c's
+//! CPU reference of shaders/attention.wgsl: multi-head self-attention, causal as llm.c's
 //! `attention_forward` / `attention_backward` (train_gpt2.c).
 //!
 //! qkv is `[b, t, 3c]`: each token's query, key and value side by side, each `[c]` holding `nh`
 //! heads of `hs = c / nh` values. Position `i` attends to positions `j ≤ i` with the scores
 //! `q_i·k_j / √hs`, softmax over `j`; the output `[b, t, c]` is the probability-weighted sum of the
-//! values, head by head. Sums in f64, so that this defines the result the kernels approximate.
+//! values, head by head. Without the causal mask (the `_masked` forms' `causal` false) position
+//! `i` attends to every position. Sums in f64, so that this defines the result the kernels
+//! approximate.
 
 /// Where (bi, ti)'s query (part 0), key (1) or value (2) of head `h` starts in qkv.
 fn at(part: usize, bi: usize, ti: usize, h: usize, t: usize, c: usize, hs: usize) -> usize {
@@ -18,11 +20,21 @@ fn head_size(op: &str, qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> 
     c / nh
 }
 
-/// The scaled scores of row (bi, h, ti) over keys 0..=ti.
-fn scores(qkv: &[f32], bi: usize, h: usize, ti: usize, t: usize, c: usize, hs: usize) -> Vec<f64> {
+/// One past the last key query `ti` attends to.
+pub(crate) fn key_end(ti: usize, t: usize, causal: bool) -> usize {
+    if causal {
+        ti + 1
+    } else {
+        t
+    }
+}
+
+/// The scaled scores of row (bi, h, ti) over keys 0..end.
+#[allow(clippy::too_many_arguments)]
+fn scores(qkv: &[f32], bi: usize, h: usize, ti: usize, end: usize, t: usize, c: usize, hs: usize) -> Vec<f64> {
     let scale = 1.0 / (hs as f64).sqrt();
     let q = &qkv[at(0, bi, ti, h, t, c, hs)..][..hs];
-    (0..=ti)
+    (0..end)
         .map(|tj| {
             let k = &qkv[at(1, bi, tj, h, t, c, hs)..][..hs];
             q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale
@@ -34,6 +46,18 @@ fn scores(qkv: &[f32], bi: usize, h: usize, ti: usize, t: usize, c: usize, hs: u
 /// masked entries (key after query) exactly 0, lse `[b, nh, t]`: each row's log Σ exp(score), the
 /// statistic the flash kernels keep instead of probs).
 pub fn attention_forward(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    attention_forward_masked(qkv, b, t, c, nh, true)
+}
+
+/// [`attention_forward`] with the causal mask (`causal`) or without (no entry of probs masked).
+pub fn attention_forward_masked(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    causal: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let hs = head_size("attention_forward", qkv, b, t, c, nh);
     let mut out = vec![0.0f32; b * t * c];
     let mut probs = vec![0.0f32; b * nh * t * t];
@@ -41,7 +65,7 @@ pub fn attention_forward(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -
     for bi in 0..b {
         for h in 0..nh {
             for ti in 0..t {
-                let s = scores(qkv, bi, h, ti, t, c, hs);
+                let s = scores(qkv, bi, h, ti, key_end(ti, t, causal), t, c, hs);
                 let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = s.iter().map(|&x| (x - max).exp()).sum();
                 let row = ((bi * nh + h) * t + ti) * t;
@@ -76,6 +100,21 @@ pub fn attention_backward(
     c: usize,
     nh: usize,
 ) -> Vec<f32> {
+    attention_backward_masked(dout, qkv, probs, b, t, c, nh, true)
+}
+
+/// The gradient of [`attention_forward_masked`] (`causal` as there).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_masked(
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    causal: bool,
+) -> Vec<f32> {
     let hs = head_size("attention_backward", qkv, b, t, c, nh);
     assert_eq!(dout.len(), b * t * c, "attention_backward: dout must be b × t × c");
     assert_eq!(probs.len(), b * nh * t * t, "attention_backward: probs must be b × nh × t × t");
@@ -84,17 +123,18 @@ pub fn attention_backward(
     for bi in 0..b {
         for h in 0..nh {
             for ti in 0..t {
-                let p = &probs[((bi * nh + h) * t + ti) * t..][..=ti];
+                let end = key_end(ti, t, causal);
+                let p = &probs[((bi * nh + h) * t + ti) * t..][..end];
                 let go = &dout[(bi * t + ti) * c + h * hs..][..hs];
                 // dP_j = dO·v_j; through the softmax dS_j = P_j (dP_j − Σ_k P_k dP_k).
-                let dp: Vec<f64> = (0..=ti)
+                let dp: Vec<f64> = (0..end)
                     .map(|tj| {
                         let v = &qkv[at(2, bi, tj, h, t, c, hs)..][..hs];
                         go.iter().zip(v).map(|(&g, &vd)| g as f64 * vd as f64).sum()
                     })
                     .collect();
                 let dot: f64 = p.iter().zip(&dp).map(|(&pj, &d)| pj as f64 * d).sum();
-                for tj in 0..=ti {
+                for tj in 0..end {
                     let ds = p[tj] as f64 * (dp[tj] - dot) * scale;
                     for d in 0..hs {
                         let (qi, kj, vj) =

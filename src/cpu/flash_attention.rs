@@ -4,11 +4,23 @@
 //! rebuilds each probability from it (P_ij = exp(s_ij − lse_i)) and uses D_i = dO_i·O_i for the
 //! softmax's row sum. Untiled: the tiles change the order of the sums, not what they sum.
 
-use super::attention::attention_forward;
+use super::attention::{attention_forward_masked, key_end};
 
 /// Causal self-attention.  qkv: [b, t, 3c] → (out `[b, t, c]`, lse `[b, nh, t]`).
 pub fn flash_attention_forward(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
-    let (out, _, lse) = attention_forward(qkv, b, t, c, nh);
+    flash_attention_forward_masked(qkv, b, t, c, nh, true)
+}
+
+/// [`flash_attention_forward`] with the causal mask (`causal`) or without.
+pub fn flash_attention_forward_masked(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    causal: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (out, _, lse) = attention_forward_masked(qkv, b, t, c, nh, causal);
     (out, lse)
 }
 
@@ -24,6 +36,22 @@ pub fn flash_attention_backward(
     t: usize,
     c: usize,
     nh: usize,
+) -> Vec<f32> {
+    flash_attention_backward_masked(dout, qkv, out, lse, b, t, c, nh, true)
+}
+
+/// The gradient of [`flash_attention_forward_masked`] (`causal` as there).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_masked(
+    dout: &[f32],
+    qkv: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    causal: bool,
 ) -> Vec<f32> {
     assert!(nh > 0 && c.is_multiple_of(nh), "flash_attention_backward: c = {c} must be a multiple of nh = {nh}");
     assert_eq!(qkv.len(), b * t * 3 * c, "flash_attention_backward: qkv must be b × t × 3c");
@@ -43,7 +71,7 @@ pub fn flash_attention_backward(
                 let d_i = dot(go, oi);
                 let l_i = lse[(bi * nh + h) * t + ti] as f64;
                 let q = &qkv[row(0, bi, ti, h)..][..hs];
-                for tj in 0..=ti {
+                for tj in 0..key_end(ti, t, causal) {
                     let (k, v) = (&qkv[row(1, bi, tj, h)..][..hs], &qkv[row(2, bi, tj, h)..][..hs]);
                     let p = (dot(q, k) * scale - l_i).exp();
                     let ds = p * (dot(go, v) - d_i) * scale;

@@ -1,4 +1,4 @@
-//! GPU wrapper of shaders/attention.wgsl (causal multi-head self-attention, every score written);
+//! GPU wrapper of shaders/attention.wgsl (multi-head self-attention, causal or not, every score written);
 //! CPU reference in src/cpu/attention.rs.
 
 use super::attention_dims::AttentionDims;
@@ -43,8 +43,21 @@ fn clear_dims(op: &str, qkv: &Tensor, heads: usize) -> Result<AttentionDims> {
 /// query, masked entries exactly 0; kept for [`attention_backward`]). Three dispatches: scores,
 /// softmax (row maximum subtracted), values.
 pub fn attention_forward(gpu: &Gpu, qkv: &Tensor, out: &Tensor, probs: &Tensor, heads: usize) -> Result<Plan> {
+    attention_forward_masked(gpu, qkv, out, probs, heads, true)
+}
+
+/// [`attention_forward`] with the causal mask (`causal`) or without (every query attends to
+/// every key; no entry of probs is masked).
+pub fn attention_forward_masked(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    probs: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Plan> {
     const OP: &str = "attention_forward";
-    let dims = clear_dims(OP, qkv, heads)?;
+    let dims = AttentionDims { causal, ..clear_dims(OP, qkv, heads)? };
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "probs", probs, &dims.scores_shape())?;
     disjoint(OP, &[("qkv", qkv), ("out", out), ("probs", probs)])?;
@@ -72,8 +85,23 @@ pub fn attention_backward(
     dqkv: &Tensor,
     heads: usize,
 ) -> Result<Plan> {
+    attention_backward_masked(gpu, dout, qkv, probs, dscores, dqkv, heads, true)
+}
+
+/// The gradient of [`attention_forward_masked`] (`causal` as there).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_masked(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    probs: &Tensor,
+    dscores: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Plan> {
     const OP: &str = "attention_backward";
-    let dims = clear_dims(OP, qkv, heads)?;
+    let dims = AttentionDims { causal, ..clear_dims(OP, qkv, heads)? };
     dims.expect(OP, "dout", dout, &dims.out_shape())?;
     dims.expect(OP, "probs", probs, &dims.scores_shape())?;
     dims.expect(OP, "dscores", dscores, &dims.scores_shape())?;

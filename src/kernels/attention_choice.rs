@@ -2,9 +2,11 @@
 //! flash ones ([`super::flash_attention`], O(T) per row), and the buffers each keeps between its
 //! forward and backward: what a layer holds to run attention without knowing which.
 
-use super::attention::{attention_backward, attention_forward};
+use super::attention::{attention_backward_masked, attention_forward_masked};
 use super::attention_dims::AttentionDims;
-use super::flash_attention::{flash_attention_backward, flash_attention_forward, flash_attention_supported};
+use super::flash_attention::{
+    flash_attention_backward_masked, flash_attention_forward_masked, flash_attention_supported,
+};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -93,12 +95,13 @@ impl AttentionBuffers {
         Ok(AttentionBuffers { kernel, dims, saved, scratch })
     }
 
-    /// The forward: qkv `[B, T, 3C]` → out `[B, T, C]`, and `saved`.
+    /// The forward: qkv `[B, T, 3C]` → out `[B, T, C]`, and `saved`; causal as `dims` says.
     pub fn forward(&self, gpu: &Gpu, qkv: &Tensor, out: &Tensor) -> Result<Plan> {
         self.expect_dims("attention forward", qkv)?;
+        let (heads, causal) = (self.dims.heads, self.dims.causal);
         match self.kernel {
-            AttentionKernel::Clear => attention_forward(gpu, qkv, out, &self.saved, self.dims.heads),
-            AttentionKernel::Flash => flash_attention_forward(gpu, qkv, out, &self.saved, self.dims.heads),
+            AttentionKernel::Clear => attention_forward_masked(gpu, qkv, out, &self.saved, heads, causal),
+            AttentionKernel::Flash => flash_attention_forward_masked(gpu, qkv, out, &self.saved, heads, causal),
         }
     }
 
@@ -106,10 +109,12 @@ impl AttentionBuffers {
     /// → dqkv `[B, T, 3C]` (overwritten).
     pub fn backward(&self, gpu: &Gpu, dout: &Tensor, qkv: &Tensor, out: &Tensor, dqkv: &Tensor) -> Result<Plan> {
         self.expect_dims("attention backward", qkv)?;
-        let (saved, scratch, heads) = (&self.saved, &self.scratch, self.dims.heads);
+        let (saved, scratch, heads, causal) = (&self.saved, &self.scratch, self.dims.heads, self.dims.causal);
         match self.kernel {
-            AttentionKernel::Clear => attention_backward(gpu, dout, qkv, saved, scratch, dqkv, heads),
-            AttentionKernel::Flash => flash_attention_backward(gpu, dout, qkv, out, saved, scratch, dqkv, heads),
+            AttentionKernel::Clear => attention_backward_masked(gpu, dout, qkv, saved, scratch, dqkv, heads, causal),
+            AttentionKernel::Flash => {
+                flash_attention_backward_masked(gpu, dout, qkv, out, saved, scratch, dqkv, heads, causal)
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-//! The sizes of a causal self-attention (batch, sequence, channels, heads), read off its qkv
+//! The sizes of a self-attention (batch, sequence, channels, heads, causal or not), read off its qkv
 //! tensor and checked once for both attention families (shaders/attention.wgsl and
 //! shaders/flash_attention.wgsl), and the uniform both take.
 
@@ -12,6 +12,9 @@ pub struct AttentionDims {
     pub seq: usize,
     pub channels: usize,
     pub heads: usize,
+    /// Each query attends to the keys at or before it (GPT's mask; what [`AttentionDims::new`]
+    /// sets); false: to every key.
+    pub causal: bool,
 }
 
 impl AttentionDims {
@@ -70,7 +73,7 @@ impl AttentionDims {
     /// Checked dims: every size at least 1, `heads` dividing `channels`, and every count of
     /// scores and values within a u32 (the kernels' indices).
     pub fn new(op: &str, batch: usize, seq: usize, channels: usize, heads: usize) -> Result<AttentionDims> {
-        let dims = AttentionDims { batch, seq, channels, heads };
+        let dims = AttentionDims { batch, seq, channels, heads, causal: true };
         let qkv = [batch, seq, 3usize.saturating_mul(channels)];
         if batch == 0 || seq == 0 || channels == 0 {
             return Err(WgnnError::EmptyTensor { op: op.into(), shape: qkv.to_vec() });
@@ -118,7 +121,8 @@ impl AttentionDims {
             heads: self.heads as u32,
             head_size: self.head_size() as u32,
             scale: self.scale(),
-            _pad: [0; 2],
+            causal: self.causal as u32,
+            _pad: 0,
         }
     }
 }
@@ -133,5 +137,6 @@ pub(crate) struct AttentionParams {
     heads: u32,
     head_size: u32,
     scale: f32,
-    _pad: [u32; 2],
+    causal: u32,
+    _pad: u32,
 }

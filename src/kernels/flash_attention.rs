@@ -1,4 +1,4 @@
-//! GPU wrapper of shaders/flash_attention.wgsl (causal multi-head self-attention tiled as
+//! GPU wrapper of shaders/flash_attention.wgsl (multi-head self-attention, causal or not, tiled as
 //! FlashAttention-2: the scores never written, each row's log-sum-exp kept instead); CPU reference
 //! in src/cpu/flash_attention.rs. The same function as [`super::attention`], in O(B·NH·T) memory
 //! besides its operands instead of O(B·NH·T²).
@@ -118,8 +118,21 @@ fn specialise(dims: &AttentionDims, bindings: &[&Tensor], rows: usize) -> (&'sta
 /// dispatch, up to 4 query rows per invocation (as the loop budget allows at T). Only where
 /// [`flash_attention_supported`].
 pub fn flash_attention_forward(gpu: &Gpu, qkv: &Tensor, out: &Tensor, lse: &Tensor, heads: usize) -> Result<Plan> {
+    flash_attention_forward_masked(gpu, qkv, out, lse, heads, true)
+}
+
+/// [`flash_attention_forward`] with the causal mask (`causal`) or without (every query attends
+/// to every key).
+pub fn flash_attention_forward_masked(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Plan> {
     let dims = flash_dims("flash_attention_forward", qkv, heads)?;
-    flash_attention_forward_rows(gpu, qkv, out, lse, heads, forward_rows(&dims))
+    forward_rows_masked(gpu, qkv, out, lse, heads, forward_rows(&dims), causal)
 }
 
 /// [`flash_attention_forward`] with `rows` (1, 2 or 4) query rows per invocation, within the loop
@@ -132,8 +145,21 @@ pub fn flash_attention_forward_rows(
     heads: usize,
     rows: usize,
 ) -> Result<Plan> {
+    forward_rows_masked(gpu, qkv, out, lse, heads, rows, true)
+}
+
+/// [`flash_attention_forward_rows`], causal or not.
+fn forward_rows_masked(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    heads: usize,
+    rows: usize,
+    causal: bool,
+) -> Result<Plan> {
     const OP: &str = "flash_attention_forward";
-    let dims = flash_dims(OP, qkv, heads)?;
+    let dims = AttentionDims { causal, ..flash_dims(OP, qkv, heads)? };
     check_rows(OP, &dims, rows, forward_loop_count(&dims, rows))?;
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
@@ -161,8 +187,24 @@ pub fn flash_attention_backward(
     dqkv: &Tensor,
     heads: usize,
 ) -> Result<Plan> {
+    flash_attention_backward_masked(gpu, dout, qkv, out, lse, delta, dqkv, heads, true)
+}
+
+/// The gradient of [`flash_attention_forward_masked`] (`causal` as there).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_masked(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    delta: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Plan> {
     let dims = flash_dims("flash_attention_backward", qkv, heads)?;
-    flash_attention_backward_rows(gpu, dout, qkv, out, lse, delta, dqkv, heads, dq_rows(&dims))
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, dq_rows(&dims), causal)
 }
 
 /// [`flash_attention_backward`] with `rows` (1, 2 or 4) query rows per dq invocation, within the
@@ -179,8 +221,14 @@ pub fn flash_attention_backward_rows(
     heads: usize,
     rows: usize,
 ) -> Result<Plan> {
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, rows, true)
+}
+
+/// [`flash_attention_backward_rows`], causal or not; `tensors`: dout, qkv, out, lse, delta, dqkv.
+fn backward_rows_masked(gpu: &Gpu, tensors: [&Tensor; 6], heads: usize, rows: usize, causal: bool) -> Result<Plan> {
     const OP: &str = "flash_attention_backward";
-    let dims = flash_dims(OP, qkv, heads)?;
+    let [dout, qkv, out, lse, delta, dqkv] = tensors;
+    let dims = AttentionDims { causal, ..flash_dims(OP, qkv, heads)? };
     check_rows(OP, &dims, rows, dq_loop_count(&dims, rows))?;
     dims.expect(OP, "dout", dout, &dims.out_shape())?;
     dims.expect(OP, "out", out, &dims.out_shape())?;

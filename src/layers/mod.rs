@@ -17,6 +17,7 @@ use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
 
 pub mod activation;
+pub mod attention;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod dense;
@@ -29,6 +30,7 @@ pub(crate) mod step;
 
 pub use crate::kernels::conv2d::Padding;
 pub use crate::kernels::pool2d::Pool2dConfig;
+pub use attention::MultiHeadAttention;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use pool2d::Pooling;
@@ -60,6 +62,9 @@ pub enum Layer {
     Add(Residual),
     /// Multiplies by a constant: y = factor · x.
     Scale(Scale),
+    /// Multi-head self-attention over the tokens of a `[T, C]` sample (nanoGPT's
+    /// `CausalSelfAttention`): `[T, C]` → `[T, C]`.
+    MultiHeadAttention(MultiHeadAttention),
 }
 
 /// How a parameter slot starts.
@@ -121,6 +126,12 @@ impl Layer {
         Layer::Pool(Pooling::GlobalAverage)
     }
 
+    /// nanoGPT's `CausalSelfAttention(n_head)` on `[T, C]` samples (`causal`; false: every token
+    /// attends to every token): biases, normal(0, 0.02) weights.
+    pub fn multi_head_attention(heads: usize, causal: bool) -> Layer {
+        Layer::MultiHeadAttention(MultiHeadAttention::new(heads, causal))
+    }
+
     /// A short name for messages and summaries: `dense(64, relu)`, `dropout(0.2)`.
     pub fn describe(&self) -> String {
         match self {
@@ -134,6 +145,7 @@ impl Layer {
             Layer::Pool(p) => p.describe(),
             Layer::Add(r) => r.describe(),
             Layer::Scale(s) => s.describe(),
+            Layer::MultiHeadAttention(a) => a.describe(),
         }
     }
 
@@ -150,6 +162,7 @@ impl Layer {
             Layer::Conv2D(c) => c.validate(&op),
             Layer::Add(r) => r.validate(&op, index),
             Layer::Scale(s) => s.validate(&op),
+            Layer::MultiHeadAttention(a) => a.validate(&op),
         }
     }
 
@@ -179,6 +192,7 @@ impl Layer {
             }
             Layer::Conv2D(c) => c.output_shape(&op, input),
             Layer::Pool(p) => p.output_shape(&op, input),
+            Layer::MultiHeadAttention(a) => a.output_shape(&op, input),
         };
         // Conv and pool errors come from the batch's dims ([1, H, W, C]): name the sample too.
         output.map_err(|e| e.with_operand("input", input))
@@ -193,6 +207,7 @@ impl Layer {
             Layer::Dense(d) => d.slots(input),
             Layer::BatchNorm(_) => batch_norm::slots(input),
             Layer::Conv2D(c) => c.slots(input),
+            Layer::MultiHeadAttention(a) => a.slots(input),
             Layer::Activation(_)
             | Layer::Dropout(_)
             | Layer::Flatten
@@ -219,6 +234,7 @@ impl Layer {
             Layer::Conv2D(c) => Some(c),
             Layer::Pool(p) => Some(p),
             Layer::Scale(s) => Some(s),
+            Layer::MultiHeadAttention(a) => Some(a),
             _ => None,
         }
     }

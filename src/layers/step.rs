@@ -20,11 +20,21 @@ pub(crate) struct Placement {
     /// Offsets (in floats) of the layer's `weight` and `bias` slots, where it has them.
     pub(crate) weight: Option<usize>,
     pub(crate) bias: Option<usize>,
+    /// Every slot's offset by its name, in the order of the layer's `slots` (a layer with more
+    /// than a weight and a bias, multi-head attention's four, reads its own here).
+    pub(crate) slots: Vec<(&'static str, usize)>,
     /// One sample's input shape.
     pub(crate) input: Vec<usize>,
     /// Features per row in and out.
     pub(crate) inputs: usize,
     pub(crate) outputs: usize,
+}
+
+impl Placement {
+    /// The offset of slot `name`, if the layer has it.
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.slots.iter().find(|(n, _)| *n == name).map(|&(_, o)| o)
+    }
 }
 
 /// A core's per-batch buffers beyond its input and output.
@@ -45,6 +55,9 @@ pub(crate) struct GpuCore<'a> {
     /// The rows of the batch's `[rows, features]` allocations (see [`GpuCore::padded`]).
     pub(crate) padded_rows: usize,
     pub(crate) at: &'a Placement,
+    /// The flat parameters (a backward that goes through its own weights before its parameters'
+    /// gradients reads them: multi-head attention's output projection).
+    pub(crate) params: &'a Tensor,
     /// The core's input `[rows, inputs]`; where the step reads the batch in place (a first dense
     /// layer, see `model/gpu.rs`), `gathered` instead.
     pub(crate) input: &'a Tensor,
@@ -106,7 +119,8 @@ pub(crate) trait StepCore {
     }
 
     /// The input's gradient into `dx` from `dy`, times act′ of the layer below where `below`
-    /// gives its output and activation (fused in the same dispatch).
+    /// gives its output and activation (fused in the same dispatch). The step plans it after
+    /// [`StepCore::backward_params_gpu`] (multi-head attention's reads the dqkv that one wrote).
     fn backward_input_gpu(
         &self,
         c: &GpuCore,

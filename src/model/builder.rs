@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::host_memory::{self, checked_bytes, checked_product};
-use crate::layers::{Conv2D, Dense, Padding, Residual, Scale};
+use crate::layers::{Conv2D, Dense, MultiHeadAttention, Padding, Residual, Scale};
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
 /// over the output layer's W and b that the fused output kernel reads
@@ -237,6 +237,14 @@ impl SequentialBuilder {
     /// Adds a scale layer: y = factor · x (e.g. a residual branch scaled down before its sum).
     pub fn scale(self, factor: f32) -> SequentialBuilder {
         self.add(Layer::Scale(Scale { factor }))
+    }
+
+    /// Adds multi-head self-attention over the tokens of a `[T, C]` sample (nanoGPT's
+    /// `CausalSelfAttention(n_head)` where `causal`, Keras' `MultiHeadAttention` over one sequence
+    /// where not: biases, normal(0, 0.02) weights); [`Layer::MultiHeadAttention`] for the other
+    /// settings.
+    pub fn multi_head_attention(self, heads: usize, causal: bool) -> SequentialBuilder {
+        self.add(Layer::MultiHeadAttention(MultiHeadAttention::new(heads, causal)))
     }
 
     /// Adds a flatten layer (a multi-axis sample to one axis).

@@ -220,7 +220,8 @@ pub(super) fn blocks(
             | Layer::Reshape(_)
             | Layer::Dropout(_)
             | Layer::Add(_)
-            | Layer::Scale(_) => {}
+            | Layer::Scale(_)
+            | Layer::MultiHeadAttention(_) => {}
         }
         out.push(block);
         reads.push((block_reads, shortcut));
@@ -271,9 +272,11 @@ fn layer_core(
     offset: &dyn Fn(usize, &str) -> Option<usize>,
 ) -> Option<Core> {
     layer.step_core()?;
+    let slots = layer.slots(input).iter().filter_map(|s| offset(i, s.name).map(|o| (s.name, o))).collect();
     let at = Placement {
         weight: offset(i, "weight"),
         bias: offset(i, "bias"),
+        slots,
         input: input.to_vec(),
         inputs: features(input),
         outputs,

@@ -24,11 +24,12 @@ impl Sequential {
         input: &'a Tensor,
         gathered: Option<&'a GatheredA<'a>>,
     ) -> Result<Option<(&'a dyn StepCore, GpuCore<'a>)>> {
-        let gpu = &self.gpu_state()?.gpu;
+        let g = self.gpu_state()?;
+        let (gpu, params) = (&g.gpu, &g.params);
         let bb = &buf.blocks[i];
         Ok(self.blocks[i].core.step().map(|(core, at)| {
             let padded_rows = buf.padded_rows;
-            (core, GpuCore { gpu, rows: buf.rows(), padded_rows, at, input, gathered, buffers: &bb.core })
+            (core, GpuCore { gpu, rows: buf.rows(), padded_rows, at, params, input, gathered, buffers: &bb.core })
         }))
     }
 
