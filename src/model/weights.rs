@@ -122,4 +122,25 @@ impl Sequential {
             }
         }
     }
+
+    /// Replaces the parameter tensors given (as [`Sequential::parameters`] names and shapes
+    /// them: `layers.{i}.{slot}`, an embedding's `table` say); the others are kept.
+    pub fn set_parameters(&mut self, params: &[Parameter]) -> Result<()> {
+        let mut flat = self.flat_params()?;
+        for p in params {
+            let slot = self.layout.slots.iter().find(|s| format!("layers.{}.{}", s.layer, s.spec.name) == p.name);
+            let Some(s) = slot else {
+                return Err(WgnnError::invalid("set_parameters", format!("the model has no parameter {:?}", p.name)));
+            };
+            if p.shape != s.spec.shape || p.values.len() != s.spec.len() {
+                return Err(WgnnError::shape_of(
+                    "set_parameters",
+                    &[(&p.name, &p.shape), ("expected", &s.spec.shape)],
+                    format!("{} is {:?}, got {:?} with {} values", p.name, s.spec.shape, p.shape, p.values.len()),
+                ));
+            }
+            flat[s.offset..s.offset + p.values.len()].copy_from_slice(&p.values);
+        }
+        self.write_params(flat)
+    }
 }
