@@ -52,13 +52,10 @@ impl Embedding {
         if self.vocab == 0 || self.width == 0 {
             return Err(WgnnError::invalid(op, "vocab and width must be at least 1"));
         }
-        if self.vocab > crate::data::MAX_CLASSES {
-            return Err(WgnnError::invalid(
-                op,
-                format!("a vocabulary of {} ids is past {} (ids travel as exact f32 on the CPU)", self.vocab, {
-                    crate::data::MAX_CLASSES
-                }),
-            ));
+        let most = crate::data::MAX_CLASSES;
+        if self.vocab > most {
+            let detail = format!("a vocabulary of {} ids is past {most} (the CPU reads ids as exact f32)", self.vocab);
+            return Err(WgnnError::invalid(op, detail));
         }
         if index != 0 {
             return Err(WgnnError::invalid(op, "an embedding reads token ids: it must be the model's first layer"));

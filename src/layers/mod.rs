@@ -45,7 +45,7 @@ pub use tied_dense::TiedDense;
 /// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
-    /// y = act(x·W + b) on a 1-D input.
+    /// y = act(x·W + b) on a 1-D input, or on each position of a `[T, C]` one.
     Dense(Dense),
     /// An activation on its own (softmax included): Keras' `Activation`.
     Activation(Activation),

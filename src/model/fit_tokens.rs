@@ -78,9 +78,10 @@ impl Sequential {
         let Some(e) = self.token_embedding() else {
             return Err(WgnnError::invalid(
                 op,
-                format!("the model's first layer is {}, not an embedding: it does not read token ids", {
+                format!(
+                    "the model's first layer is {}, not an embedding: it does not read token ids",
                     self.layers.first().map_or(String::new(), Layer::describe)
-                }),
+                ),
             ));
         };
         if data.vocab_size() > e.vocab {
