@@ -62,3 +62,10 @@ fn token_windows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     x[i] = tokens[offset + j];
     y[i] = tokens[offset + j + 1u];
 }
+
+// advance_step: step[0] += 1, the counter token_windows reads (a training step's t where no
+// gather advances it, an evaluation's batch index). One invocation, a dispatch after the windows'.
+@compute @workgroup_size(1)
+fn advance_step() {
+    step[0] = step[0] + 1u;
+}

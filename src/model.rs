@@ -54,11 +54,14 @@ mod checkpoint_dir;
 mod console_progress;
 mod decay_mask;
 mod fit;
+mod fit_tokens;
 mod fusion;
+mod generate;
 mod gpu;
 mod gpu_block;
 mod gpu_eval;
 mod gpu_steps;
+mod gpu_tokens;
 mod io;
 mod layout;
 mod loss;
@@ -73,6 +76,7 @@ use builder::binding_bytes;
 pub use builder::{InputShape, SequentialBuilder};
 use console_progress::Both;
 pub use console_progress::ConsoleProgress;
+pub use fit_tokens::{TokenFitOptions, VALIDATION_WINDOW_SEED};
 use fusion::Block;
 use layout::ParamLayout;
 pub use loss::Loss;
@@ -243,6 +247,29 @@ impl Sequential {
         }
     }
 
+    /// Labels per sample the loss reads: T for sparse cross-entropy on a `[T, V]` output (a token
+    /// model's next-token loss, per position, as PyTorch's `F.cross_entropy` on `[B·T, V]`
+    /// logits), else 1.
+    pub(super) fn loss_positions(&self) -> usize {
+        match (self.loss(), self.shapes.last().map(Vec::as_slice)) {
+            (Loss::SparseCategoricalCrossentropy, Some(&[t, _])) => t,
+            _ => 1,
+        }
+    }
+
+    /// The classes (or values) of one label's row of logits: V per position, else every output.
+    pub(super) fn output_classes(&self) -> usize {
+        self.output_dim() / self.loss_positions()
+    }
+
+    /// The model's token embedding, when it reads token ids (its first layer is one).
+    pub(super) fn token_embedding(&self) -> Option<&crate::layers::Embedding> {
+        match self.layers.first() {
+            Some(Layer::Embedding(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The activation the model's output goes through (the last block's).
     fn output_activation(&self) -> Activation {
         self.blocks.last().map_or(Activation::Identity, |b| b.act)
@@ -351,6 +378,27 @@ impl Sequential {
 
     /// Checks `data` has rows of the model's input width.
     fn check_features(&self, op: &str, data: &Dataset) -> Result<()> {
+        if let Some(e) = self.token_embedding() {
+            return Err(WgnnError::invalid(
+                op,
+                format!(
+                    "layer 0 ({}) reads token ids, not the rows of {}: train with fit_tokens on a TokenDataset, \
+                     sample with generate",
+                    e.describe(),
+                    data.source
+                ),
+            ));
+        }
+        if self.loss_positions() > 1 {
+            return Err(WgnnError::invalid(
+                op,
+                format!(
+                    "the loss reads a label per position of the {:?} output, {} has one per row",
+                    self.shapes.last().map(Vec::as_slice).unwrap_or_default(),
+                    data.source
+                ),
+            ));
+        }
         if data.feature_dim != self.input_dim() {
             return Err(WgnnError::shape_of(
                 op,

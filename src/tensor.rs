@@ -251,6 +251,21 @@ impl Tensor {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// Downloads `len` values of an f32 tensor from value `first` on (a row of a batch's
+    /// outputs, without the alignment a view's offset needs).
+    pub(crate) fn range_to_vec(&self, first: usize, len: usize) -> Result<Vec<f32>> {
+        self.expect_dtype("download", DType::F32)?;
+        if first.checked_add(len).is_none_or(|end| end > self.len()) {
+            return Err(WgnnError::shape_of(
+                "download",
+                &[("tensor", &self.shape)],
+                format!("values {first}..{} past the tensor's {}", first.saturating_add(len), self.len()),
+            ));
+        }
+        let bytes = self.gpu.read_bytes(&self.buffer, self.offset + first as u64 * 4, len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
     /// Downloads a u32 tensor.
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype("download_u32", DType::U32)?;

@@ -1,12 +1,13 @@
 //! TokenDataset and the GPU's batches of random windows (token_batch.wgsl): windows equal to
 //! the CPU reference's on awkward sizes, reproducible from (seed, step), offsets covering every
-//! start and exact up to millions of tokens, bad input as errors, and Tiny Shakespeare from
+//! start and exact up to millions of tokens, the step counter's advance against its reference,
+//! bad input as errors, and Tiny Shakespeare from
 //! assets/ (65 characters, 1,115,394 tokens, nanoGPT's split).
 
 mod common;
 use common::*;
-use wgnn::internals::cpu::token_batch::{token_windows as cpu_windows, window_offsets};
-use wgnn::internals::kernels::token_batch::{token_windows, GpuTokens};
+use wgnn::internals::cpu::token_batch::{advance_step as cpu_advance, token_windows as cpu_windows, window_offsets};
+use wgnn::internals::kernels::token_batch::{advance_step, token_windows, GpuTokens};
 use wgnn::{Gpu, Tensor, TokenDataset, WgnnError};
 
 /// The GPU's (x, y) for `data` at (seed, t) for each t.
@@ -96,6 +97,27 @@ fn offsets_cover_every_start_and_stay_exact_for_millions_of_tokens() {
     let got = offsets_on_gpu(len, 1, 4096, 5);
     assert_eq!(got, window_offsets(len, 1, 5, 99, 4096));
     assert!(*got.iter().max().unwrap() > len * 9 / 10, "offsets reach the end");
+}
+
+#[test]
+fn advance_step_matches_the_reference_and_wraps() {
+    let gpu = gpu();
+    for start in [vec![0u32], vec![41, 7], vec![u32::MAX, 1]] {
+        let step = Tensor::from_u32(&gpu, &[start.len()], &start).unwrap();
+        let plan = advance_step(&gpu, &step).unwrap();
+        let mut want = start.clone();
+        for _ in 0..3 {
+            gpu.run(&[&plan]).unwrap();
+            cpu_advance(&mut want);
+            assert_eq!(step.to_vec_u32().unwrap(), want, "from {start:?}");
+        }
+    }
+    // Only t moves: the second cell (a guarded step's skip flag) is left as it is.
+    let bad = Tensor::zeros_u32(&gpu, &[3]).unwrap();
+    let err = advance_step(&gpu, &bad).err().expect("a [3] counter is refused");
+    assert!(err.to_string().contains("advance_step"), "{err}");
+    let float = Tensor::zeros(&gpu, &[1]).unwrap();
+    assert!(advance_step(&gpu, &float).is_err());
 }
 
 #[test]

@@ -29,3 +29,9 @@ pub fn token_windows(tokens: &[u32], step: u32, seed: u64, batch: usize, block: 
     }
     (x, y)
 }
+
+/// `step[0] += 1` (wrapping, as the shader's u32): what a step does to the counter its windows
+/// are drawn at.
+pub fn advance_step(step: &mut [u32]) {
+    step[0] = step[0].wrapping_add(1);
+}

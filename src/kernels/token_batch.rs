@@ -58,6 +58,21 @@ pub fn token_windows(gpu: &Gpu, tokens: &Tensor, step: &Tensor, seed: u64, x: &T
     Ok(dispatch(gpu, &TOKEN_BATCH, OP, &constants, &params, &[tokens, step, x, y], grid)?.into())
 }
 
+/// `step[0] += 1` (u32, wrapping): the counter [`token_windows`] draws at, advanced after the
+/// windows are drawn (one invocation, a dispatch of its own: no invocation of the windows' reads
+/// a value another writes). step: `[1]` or `[2]` u32.
+pub fn advance_step(gpu: &Gpu, step: &Tensor) -> Result<Plan> {
+    const OP: &str = "advance_step";
+    if step.len() != 2 {
+        expect_len(OP, "step", step, DType::U32, 1, "[1] or [2] (the counter first)")?;
+    }
+    step.expect_dtype(OP, DType::U32)?;
+    let constants: [Constant; 1] = [("WG", WG as f64)];
+    // The family binds four buffers; this entry touches only `step`.
+    Ok(dispatch(gpu, &TOKEN_BATCH, OP, &constants, &TokenBatchParams::default(), &[step, step, step, step], [1, 1, 1])?
+        .into())
+}
+
 /// A [`TokenDataset`]'s tokens on the device, uploaded once.
 pub struct GpuTokens {
     /// `[len]` u32.

@@ -36,23 +36,28 @@ impl Dense {
         self.activation.validate()
     }
 
-    /// `[inputs]` → `[units]`; a multi-axis input is an error asking for Flatten (Keras would
-    /// apply the layer to the last axis, which is rarely what a user of an image model meant).
+    /// `[inputs]` → `[units]`; a `[T, inputs]` sample (a token model's) → `[T, units]`, the layer
+    /// applied to each position's last axis as Keras' `Dense` is. More axes are an error asking
+    /// for Flatten (an image's pixels one by one are rarely what a user of an image model meant).
     pub(super) fn output_shape(&self, op: &str, input: &[usize]) -> Result<Vec<usize>> {
         match input {
-            [0] => Err(WgnnError::shape_of(op, &[("input", input)], "the input has no features")),
+            [0] | [_, 0] | [0, _] => Err(WgnnError::shape_of(op, &[("input", input)], "the input has no features")),
             [_] => Ok(vec![self.units]),
+            &[t, _] => Ok(vec![t, self.units]),
             _ => Err(WgnnError::shape_of(
                 op,
                 &[("input", input)],
-                format!("a dense layer takes one axis, got a {input:?} input: add Flatten before it"),
+                format!(
+                    "a dense layer takes one axis, or [T, C] per position, got a {input:?} input: add Flatten \
+                     before it"
+                ),
             )),
         }
     }
 
-    /// W `[inputs, units]` (drawn), then b `[units]` (zeros).
+    /// W `[inputs, units]` (drawn; inputs: the input's last axis), then b `[units]` (zeros).
     pub(super) fn slots(&self, input: &[usize]) -> Vec<SlotSpec> {
-        let inputs = super::features(input);
+        let inputs = input.last().copied().unwrap_or(1);
         let weight = SlotSpec {
             name: "weight",
             shape: vec![inputs, self.units],
@@ -193,27 +198,46 @@ pub(crate) fn backward_input_cpu(dy: &[f32], w: &[f32], rows: usize, units: usiz
     cpu::matmul(dy, w, rows, units, inputs, false, true)
 }
 
+/// (positions per sample, features per position) of a core's input: (1, inputs) for a 1-D
+/// sample, (T, C) for a `[T, C]` one.
+fn positions(at: &Placement) -> (usize, usize) {
+    let width = at.input.last().copied().unwrap_or(at.inputs).max(1);
+    (at.inputs / width, width)
+}
+
+/// `t` `[rows, positions·n]` as `[rows·positions, n]`: the matmul's M is rows·T. A 1-D sample's
+/// tensor is returned as it is (today's dispatches, bit for bit).
+fn per_position(t: &Tensor, positions: usize, n: usize) -> Result<Tensor> {
+    match positions {
+        1 => Ok(t.clone()),
+        _ => t.reshape(&[t.len() / n, n]),
+    }
+}
+
 impl StepCore for Dense {
     fn has_epilogue(&self) -> bool {
         true
     }
 
     fn weights(&self, flat: &Tensor, at: &Placement) -> Result<Option<(Tensor, Option<Tensor>)>> {
-        let w = flat.view(at.weight.unwrap_or(0), &[at.inputs, self.units])?;
+        let w = flat.view(at.weight.unwrap_or(0), &[positions(at).1, self.units])?;
         Ok(Some((w, at.bias.map(|b| flat.view(b, &[self.units])).transpose()?)))
     }
 
     fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, act: Activation) -> Result<Plan> {
         let Some((w, b)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
-        let input = c.gathered.map_or(DenseInput::Stored(c.input), DenseInput::Gathered);
-        forward_gpu(c.gpu, input, &w, b.as_ref(), out, act)
+        let (t, n) = positions(c.at);
+        let (x, out) = (per_position(c.input, t, n)?, per_position(out, t, self.units)?);
+        let input = c.gathered.map_or(DenseInput::Stored(&x), DenseInput::Gathered);
+        forward_gpu(c.gpu, input, &w, b.as_ref(), &out, act)
     }
 
     fn backward_params_gpu(&self, c: &GpuCore, grads: &Tensor, dy: &Tensor) -> Result<Plan> {
         let Some((dw, db)) = self.weights(grads, c.at)? else { return Ok(Plan::new()) };
-        let input_rows = c.padded(c.input)?;
+        let (t, n) = positions(c.at);
+        let input_rows = per_position(&c.padded(c.input)?, t, n)?;
         let input = c.gathered.map_or(DenseInput::Stored(&input_rows), DenseInput::Gathered);
-        backward_params_gpu(c.gpu, input, &c.padded(dy)?, &dw, db.as_ref())
+        backward_params_gpu(c.gpu, input, &per_position(&c.padded(dy)?, t, self.units)?, &dw, db.as_ref())
     }
 
     fn backward_input_gpu(
@@ -225,14 +249,18 @@ impl StepCore for Dense {
         below: Option<(&Tensor, Activation)>,
     ) -> Result<Plan> {
         let Some((w, _)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
-        backward_input_gpu(c.gpu, dy, &w, dx, below)
+        let (t, n) = positions(c.at);
+        let (dy, dx) = (per_position(dy, t, self.units)?, per_position(dx, t, n)?);
+        let below = below.map(|(y, act)| per_position(y, t, n).map(|y| (y, act))).transpose()?;
+        backward_input_gpu(c.gpu, &dy, &w, &dx, below.as_ref().map(|(y, act)| (y, *act)))
     }
 
     fn forward_cpu(&self, c: &CpuCore, act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {
+        let (t, n) = positions(c.at);
         let weight = c.at.weight.unwrap_or(0);
-        let w = &c.params[weight..weight + c.at.inputs * self.units];
+        let w = &c.params[weight..weight + n * self.units];
         let b = c.at.bias.map(|o| &c.params[o..o + self.units]);
-        Ok((forward_cpu(c.input, w, b, c.rows, self.units, act), Vec::new()))
+        Ok((forward_cpu(c.input, w, b, c.rows * t, self.units, act), Vec::new()))
     }
 
     fn backward_cpu(
@@ -243,13 +271,14 @@ impl StepCore for Dense {
         _argmax: &[u32],
         input_grad: bool,
     ) -> Result<Option<Vec<f32>>> {
+        let (t, n) = positions(c.at);
         let weight = c.at.weight.unwrap_or(0);
-        let (dw, db) = backward_params_cpu(c.input, dy, c.rows, self.units, c.at.bias.is_some());
+        let (dw, db) = backward_params_cpu(c.input, dy, c.rows * t, self.units, c.at.bias.is_some());
         grads[weight..weight + dw.len()].copy_from_slice(&dw);
         if let (Some(o), Some(db)) = (c.at.bias, &db) {
             grads[o..o + self.units].copy_from_slice(db);
         }
-        let w = &c.params[weight..weight + c.at.inputs * self.units];
-        Ok(input_grad.then(|| backward_input_cpu(dy, w, c.rows, self.units)))
+        let w = &c.params[weight..weight + n * self.units];
+        Ok(input_grad.then(|| backward_input_cpu(dy, w, c.rows * t, self.units)))
     }
 }

@@ -22,26 +22,32 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
+pub mod embedding;
 pub mod pool2d;
+pub mod positional;
 pub mod reshape;
 pub mod residual;
 pub mod scale;
 pub(crate) mod step;
+pub mod tied_dense;
 
 pub use crate::kernels::conv2d::Padding;
 pub use crate::kernels::pool2d::Pool2dConfig;
 pub use attention::MultiHeadAttention;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
+pub use embedding::Embedding;
 pub use pool2d::Pooling;
+pub use positional::PositionalEmbedding;
 pub use residual::Residual;
 pub use scale::Scale;
+pub use tied_dense::TiedDense;
 
 /// One layer of a sequential model. Data and activations are channels-last, one row per sample:
 /// a `[28, 28, 1]` input is `[rows, 28, 28, 1]` in memory.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
-    /// y = act(x·W + b) on a 1-D input.
+    /// y = act(x·W + b) on a 1-D input, or on each position of a `[T, C]` one.
     Dense(Dense),
     /// An activation on its own (softmax included): Keras' `Activation`.
     Activation(Activation),
@@ -65,6 +71,12 @@ pub enum Layer {
     /// Multi-head self-attention over the tokens of a `[T, C]` sample (nanoGPT's
     /// `CausalSelfAttention`): `[T, C]` → `[T, C]`.
     MultiHeadAttention(MultiHeadAttention),
+    /// Token ids `[T]` to rows of a learned table, `[T, width]`: a token model's first layer.
+    Embedding(Embedding),
+    /// A learned row per position added to a `[T, C]` sample.
+    PositionalEmbedding(PositionalEmbedding),
+    /// The output head sharing an embedding's table: logits = h·tableᵀ per position.
+    TiedDense(TiedDense),
 }
 
 /// How a parameter slot starts.
@@ -132,6 +144,11 @@ impl Layer {
         Layer::MultiHeadAttention(MultiHeadAttention::new(heads, causal))
     }
 
+    /// Keras' `Embedding(vocab, width)`, its table drawn normal(0, 0.02) as nanoGPT's.
+    pub fn embedding(vocab: usize, width: usize) -> Layer {
+        Layer::Embedding(Embedding::new(vocab, width))
+    }
+
     /// A short name for messages and summaries: `dense(64, relu)`, `dropout(0.2)`.
     pub fn describe(&self) -> String {
         match self {
@@ -146,6 +163,9 @@ impl Layer {
             Layer::Add(r) => r.describe(),
             Layer::Scale(s) => s.describe(),
             Layer::MultiHeadAttention(a) => a.describe(),
+            Layer::Embedding(e) => e.describe(),
+            Layer::PositionalEmbedding(p) => p.describe(),
+            Layer::TiedDense(t) => t.describe(),
         }
     }
 
@@ -163,6 +183,10 @@ impl Layer {
             Layer::Add(r) => r.validate(&op, index),
             Layer::Scale(s) => s.validate(&op),
             Layer::MultiHeadAttention(a) => a.validate(&op),
+            Layer::Embedding(e) => e.validate(&op, index),
+            Layer::PositionalEmbedding(p) => p.validate(&op),
+            // Its table is another layer's: `TiedDense::check_tie` checks it at build.
+            Layer::TiedDense(_) => Ok(()),
         }
     }
 
@@ -193,6 +217,9 @@ impl Layer {
             Layer::Conv2D(c) => c.output_shape(&op, input),
             Layer::Pool(p) => p.output_shape(&op, input),
             Layer::MultiHeadAttention(a) => a.output_shape(&op, input),
+            Layer::Embedding(e) => e.output_shape(&op, input),
+            Layer::PositionalEmbedding(p) => p.output_shape(&op, input),
+            Layer::TiedDense(t) => t.output_shape(&op, input),
         };
         // Conv and pool errors come from the batch's dims ([1, H, W, C]): name the sample too.
         output.map_err(|e| e.with_operand("input", input))
@@ -208,7 +235,10 @@ impl Layer {
             Layer::BatchNorm(_) => batch_norm::slots(input),
             Layer::Conv2D(c) => c.slots(input),
             Layer::MultiHeadAttention(a) => a.slots(input),
-            Layer::Activation(_)
+            Layer::Embedding(e) => e.slots(),
+            Layer::PositionalEmbedding(p) => p.slots(input),
+            Layer::TiedDense(_)
+            | Layer::Activation(_)
             | Layer::Dropout(_)
             | Layer::Flatten
             | Layer::Reshape(_)
@@ -235,6 +265,9 @@ impl Layer {
             Layer::Pool(p) => Some(p),
             Layer::Scale(s) => Some(s),
             Layer::MultiHeadAttention(a) => Some(a),
+            Layer::Embedding(e) => Some(e),
+            Layer::PositionalEmbedding(p) => Some(p),
+            Layer::TiedDense(t) => Some(t),
             _ => None,
         }
     }

@@ -63,8 +63,11 @@ impl BlockBuffers {
 
 /// The buffers of one batch size.
 pub(super) struct BatchBuffers {
+    /// The batch: `[rows, input]` f32, or a token model's ids, `[rows, T]` u32.
     pub(super) x: Tensor,
+    /// The labels, one per row, or (a per-position loss) one per position: `[rows · T]` u32.
     pub(super) y: Tensor,
+    rows: usize,
     pub(super) blocks: Vec<BlockBuffers>,
     pub(super) loss_rows: Tensor,
     pub(super) correct_rows: Tensor,
@@ -85,11 +88,13 @@ pub(super) struct BatchBuffers {
 
 impl BatchBuffers {
     pub(super) fn rows(&self) -> usize {
-        self.y.len()
+        self.rows
     }
 
     /// `acts`: each block's applied activation; `target_dim`: the width of the loss's float
-    /// targets, if it reads any; `dpred`: allocate [`BatchBuffers::dpred`].
+    /// targets, if it reads any; `dpred`: allocate [`BatchBuffers::dpred`]; `tokens`: the batch
+    /// holds ids (u32) and the loss reads `positions` labels per row (see
+    /// [`Sequential::loss_positions`]), else 1.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         gpu: &Gpu,
@@ -100,13 +105,18 @@ impl BatchBuffers {
         training: bool,
         target_dim: Option<usize>,
         dpred: bool,
+        tokens: Option<usize>,
     ) -> Result<BatchBuffers> {
         let outputs = blocks.last().map_or(input_dim, |b| b.outputs);
         let padded_rows = if training { rows.next_multiple_of(4) } else { rows };
         // [rows, features] views of [padded_rows, features] allocations: anything a weight
         // gradient may read.
         let rows_of = |features: usize| Tensor::zeros(gpu, &[padded_rows, features])?.view(0, &[rows, features]);
-        let x = rows_of(input_dim)?;
+        let x = match tokens {
+            Some(_) => Tensor::zeros_u32(gpu, &[rows, input_dim])?,
+            None => rows_of(input_dim)?,
+        };
+        let labels = rows * tokens.unwrap_or(1);
         let mut built: Vec<BlockBuffers> = Vec::with_capacity(blocks.len());
         for (i, (block, &act)) in blocks.iter().zip(acts).enumerate() {
             let input = block.input.map_or(&x, |j| built[j].output()).clone();
@@ -181,10 +191,11 @@ impl BatchBuffers {
             training,
             padded_rows,
             x,
-            y: Tensor::zeros_u32(gpu, &[rows])?,
+            y: Tensor::zeros_u32(gpu, &[labels])?,
+            rows,
             blocks: built,
-            loss_rows: Tensor::zeros(gpu, &[rows])?,
-            correct_rows: Tensor::zeros(gpu, &[rows])?,
+            loss_rows: Tensor::zeros(gpu, &[labels])?,
+            correct_rows: Tensor::zeros(gpu, &[labels])?,
         })
     }
 }

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::host_memory::{self, checked_bytes, checked_product};
-use crate::layers::{Conv2D, Dense, MultiHeadAttention, Padding, Residual, Scale};
+use crate::layers::{
+    Conv2D, Dense, Embedding, MultiHeadAttention, Padding, PositionalEmbedding, Residual, Scale, TiedDense,
+};
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
 /// over the output layer's W and b that the fused output kernel reads
@@ -100,6 +102,15 @@ fn check_host_memory(layers: &[Layer], layout: &ParamLayout) -> Result<()> {
 /// One sample's shape: a width (`784`) or axes (`[28, 28, 1]`, channels last).
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputShape(pub Vec<usize>);
+
+impl InputShape {
+    /// A token model's sample: `block` token ids (u32), read by an [`crate::layers::Embedding`]
+    /// first layer. The same as `InputShape::from(block)`: what makes a model read ids is its
+    /// first layer.
+    pub fn tokens(block: usize) -> InputShape {
+        InputShape(vec![block])
+    }
+}
 
 impl From<usize> for InputShape {
     fn from(width: usize) -> Self {
@@ -247,6 +258,29 @@ impl SequentialBuilder {
         self.add(Layer::MultiHeadAttention(MultiHeadAttention::new(heads, causal)))
     }
 
+    /// Adds a token embedding of `vocab` ids to `width` values (the first layer of a token model,
+    /// whose input is [`InputShape::tokens`]), its table drawn normal(0, 0.02) as nanoGPT's.
+    pub fn embedding(self, vocab: usize, width: usize) -> SequentialBuilder {
+        self.add(Layer::Embedding(Embedding::new(vocab, width)))
+    }
+
+    /// Adds a learned positional embedding for samples of up to `block` positions (its width the
+    /// input's last axis), drawn normal(0, 0.02).
+    pub fn positional_embedding(self, block: usize) -> SequentialBuilder {
+        self.add(Layer::PositionalEmbedding(PositionalEmbedding::new(block)))
+    }
+
+    /// Adds the output head tied to the model's embedding (nanoGPT's `lm_head` sharing `wte`):
+    /// logits = h·tableᵀ per position, no bias, `vocab` outputs. The model's first layer must be
+    /// an embedding (else `build` says so).
+    pub fn dense_tied_to_embedding(self) -> SequentialBuilder {
+        let vocab = match self.layers.first() {
+            Some(Layer::Embedding(e)) => e.vocab,
+            _ => 0,
+        };
+        self.add(Layer::TiedDense(TiedDense { embedding: 0, vocab }))
+    }
+
     /// Adds a flatten layer (a multi-axis sample to one axis).
     pub fn flatten(self) -> SequentialBuilder {
         self.add(Layer::Flatten)
@@ -309,6 +343,9 @@ impl SequentialBuilder {
             layer.validate(i)?;
             if let Some(r) = layer.residual() {
                 r.check_shapes(&layer.op(i), i, &shapes[r.from], &shapes[i])?;
+            }
+            if let Layer::TiedDense(t) = layer {
+                t.check_tie(&layer.op(i), &self.layers, &shapes[i])?;
             }
             let next = layer.output_shape(i, &shapes[i])?;
             if checked_product(&next).is_none() {

@@ -182,7 +182,7 @@ pub(super) fn blocks(
                 // A projection is a block of its own on the shortcut, right before the sum.
                 shortcut = Some(Reads::Value(r.from));
                 if let Some(p) =
-                    r.projection.as_deref().and_then(|p| layer_core(p, &shapes[r.from], outputs, i, &offset))
+                    r.projection.as_deref().and_then(|p| layer_core(layers, p, &shapes[r.from], outputs, i, &offset))
                 {
                     out.push(Block::new(p, features(&shapes[r.from]), outputs, i));
                     reads.push((Reads::Value(r.from), None));
@@ -190,7 +190,7 @@ pub(super) fn blocks(
                 }
                 Block::new(Core::Add { shortcut: None }, inputs, outputs, i)
             }
-            _ => match layer_core(layer, &shapes[i], outputs, i, &offset) {
+            _ => match layer_core(layers, layer, &shapes[i], outputs, i, &offset) {
                 Some(core) => Block::new(core, inputs, outputs, i),
                 None => Block::new(Core::Identity, inputs, outputs, i),
             },
@@ -221,7 +221,10 @@ pub(super) fn blocks(
             | Layer::Dropout(_)
             | Layer::Add(_)
             | Layer::Scale(_)
-            | Layer::MultiHeadAttention(_) => {}
+            | Layer::MultiHeadAttention(_)
+            | Layer::Embedding(_)
+            | Layer::PositionalEmbedding(_)
+            | Layer::TiedDense(_) => {}
         }
         out.push(block);
         reads.push((block_reads, shortcut));
@@ -265,6 +268,7 @@ fn resolve(mut out: Vec<Block>, reads: &[(Reads, Option<Reads>)]) -> Result<Vec<
 /// The core of a layer that computes something (see [`Layer::step_core`]) from `input`-shaped
 /// samples to `outputs` features, its parameters those of layer `i`.
 fn layer_core(
+    layers: &[Layer],
     layer: &Layer,
     input: &[usize],
     outputs: usize,
@@ -272,16 +276,25 @@ fn layer_core(
     offset: &dyn Fn(usize, &str) -> Option<usize>,
 ) -> Option<Core> {
     layer.step_core()?;
-    let slots = layer.slots(input).iter().filter_map(|s| offset(i, s.name).map(|o| (s.name, o))).collect();
-    let at = Placement {
-        weight: offset(i, "weight"),
-        bias: offset(i, "bias"),
-        slots,
-        input: input.to_vec(),
-        inputs: features(input),
-        outputs,
+    let weight = match layer {
+        // The table is the weight of the embedding and of the head tied to it.
+        Layer::Embedding(_) | Layer::PositionalEmbedding(_) => offset(i, "table"),
+        Layer::TiedDense(t) => offset(t.embedding, "table"),
+        _ => offset(i, "weight"),
     };
-    Some(Core::Op { layer: layer.clone(), at })
+    let layer = match layer {
+        // The head tied to this table writes its gradient first (the backward walks the blocks
+        // in reverse): this one adds to it.
+        &Layer::Embedding(e) => {
+            let tied = layers.iter().any(|l| matches!(l, Layer::TiedDense(t) if t.embedding == i));
+            Layer::Embedding(crate::layers::Embedding { grad_accumulates: tied, ..e })
+        }
+        other => other.clone(),
+    };
+    let slots = layer.slots(input).iter().filter_map(|s| offset(i, s.name).map(|o| (s.name, o))).collect();
+    let at =
+        Placement { weight, bias: offset(i, "bias"), slots, input: input.to_vec(), inputs: features(input), outputs };
+    Some(Core::Op { layer, at })
 }
 
 /// Which blocks read block `j`'s output: (the reader, whether as a sum's shortcut).

@@ -88,7 +88,7 @@ impl Sequential {
         let dpred = self.loss() == Loss::MeanSquaredError && last != Activation::Identity;
         let target_dim = data.targets.as_ref().map(|t| t.dim);
         self.check_batch_buffers(gpu, rows, training)?;
-        BatchBuffers::new(gpu, &self.blocks, &acts, self.input_dim(), rows, training, target_dim, dpred)
+        BatchBuffers::new(gpu, &self.blocks, &acts, self.input_dim(), rows, training, target_dim, dpred, None)
     }
 
     /// Whether a training step on `buf` runs its output block fused with the loss
@@ -102,8 +102,12 @@ impl Sequential {
         else {
             return false;
         };
+        // Per position ([T, C] samples) the step runs the output layer and its loss apart (see
+        // `Sequential::loss_positions`).
         self.fused
             && last > 0
+            && output.inputs == output.core.step().map_or(0, |(_, at)| at.input.last().copied().unwrap_or(0))
+            && self.loss_positions() == 1
             && output.input == Some(last - 1)
             && !is_fork(&self.blocks, last - 1)
             && buf.training
@@ -140,6 +144,7 @@ impl Sequential {
         // and the engine picks the subgroup kernel, the one the in-place A exists for, for both
         // products: `matmul_gathered_supported` checks the shapes it needs).
         let usable = self.fused
+            && first.inputs == first.core.step().map_or(0, |(_, at)| at.input.last().copied().unwrap_or(0))
             && buf.training
             && matches!(start, BatchStart::Counter { .. })
             && first.norm.is_none()
@@ -219,7 +224,11 @@ impl Sequential {
     ) -> Result<Plan> {
         let gpu = &self.gpu_state()?.gpu;
         let last = self.blocks.len() - 1;
-        let logits = &buf.blocks[last].h;
+        // A per-position loss reads [rows · T, V] logits against [rows · T] labels.
+        let per_label = [buf.y.len(), self.output_classes()];
+        let logits = &buf.blocks[last].h.reshape(&per_label)?;
+        let dlogits_per_label = dlogits.map(|d| d.reshape(&per_label)).transpose()?;
+        let dlogits = dlogits_per_label.as_ref();
         let targets = || {
             buf.targets.as_ref().map(|(t, _)| t).ok_or_else(|| {
                 WgnnError::invalid(self.loss().name(), "the batch has no float targets (an internal plan error)")
@@ -335,6 +344,24 @@ impl Sequential {
             let in_place = if i == 0 { gathered_input.as_ref() } else { None };
             plan.extend(self.block_backward(i, buf, in_place, !(fused_output && i == last))?);
         }
+        plan.extend(self.update_plan(buf, batch, optimizer, guarded, clip_norm)?);
+        Ok(plan)
+    }
+
+    /// The end of a training step over a batch of `batch` rows in `buf`, after its backward:
+    /// (guarded) step_guard's check, batch norm's running statistics, clipping, the update.
+    pub(super) fn update_plan(
+        &self,
+        buf: &BatchBuffers,
+        batch: usize,
+        optimizer: &Optimizer,
+        guarded: bool,
+        clip_norm: Option<f32>,
+    ) -> Result<Plan> {
+        let g = self.gpu_state()?;
+        let gpu = &g.gpu;
+        let mut plan = Plan::new();
+        let t = g.step_t()?;
         // The step tensor t drives bias corrections and learning-rate schedules on the GPU; guarded,
         // it is [t, skip] and the update does nothing for a skipped batch. The update covers the
         // trained parameters only, not the running statistics after them.

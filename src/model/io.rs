@@ -253,7 +253,7 @@ impl Sequential {
         Ok(flat)
     }
 
-    fn write_params(&mut self, flat: Vec<f32>) -> Result<()> {
+    pub(super) fn write_params(&mut self, flat: Vec<f32>) -> Result<()> {
         match &mut self.state {
             State::Gpu(g) => g.params.write(&flat),
             State::Cpu(c) => {

@@ -137,13 +137,12 @@ impl Sequential {
         targets: Option<&[f32]>,
         grad_scale: f32,
     ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let rows = labels.len();
+        // Per position for a token model: a label per position, a row of V logits each.
+        let (rows, classes) = (labels.len(), self.output_classes());
         let loss = self.loss();
         let targets = || targets.ok_or_else(|| WgnnError::invalid(loss.name(), "no float targets (an internal error)"));
         Ok(match loss {
-            Loss::SparseCategoricalCrossentropy => {
-                cpu::softmax_xent(outputs, labels, rows, self.output_dim(), grad_scale)
-            }
+            Loss::SparseCategoricalCrossentropy => cpu::softmax_xent(outputs, labels, rows, classes, grad_scale),
             Loss::CategoricalCrossentropy => {
                 cpu::softmax_xent_dense(outputs, targets()?, rows, self.output_dim(), grad_scale)
             }
@@ -192,14 +191,14 @@ impl Sequential {
         skip_nonfinite: bool,
         clip_norm: Option<f32>,
     ) -> Result<Option<(f64, f64)>> {
-        let rows = y.len();
+        let rows = x.len() / self.input_dim();
         let step = match &self.state {
             State::Cpu(c) => c.step,
             State::Gpu(_) => 0,
         };
         let passes = self.forward_cpu_pass(x, rows, Some(step))?;
         let last = self.blocks.len() - 1;
-        let (loss_rows, dlogits, correct) = self.loss_cpu(&passes[last].h, y, t, 1.0 / rows as f32)?;
+        let (loss_rows, dlogits, correct) = self.loss_cpu(&passes[last].h, y, t, 1.0 / y.len() as f32)?;
         // The GPU checks its f32 batch sum; so does this.
         if skip_nonfinite && !loss_rows.iter().sum::<f32>().is_finite() {
             return Ok(None);

@@ -8,6 +8,9 @@
 //! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
 //! nested layer), scale layers and multi-head attention; a model without them is still written
 //! as format 2.
+//! nested layer), scale layers and the token layers (`embedding`, `positional_embedding`,
+//! `dense_tied`, whose table is saved once, with its embedding); a model without them is still
+//! written as format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +21,9 @@ use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
-use crate::layers::{attention, conv2d, dense, pool2d, Dense, Layer, Pooling, Residual, Scale};
+use crate::layers::{
+    attention, conv2d, dense, embedding, pool2d, Dense, Layer, Pooling, PositionalEmbedding, Residual, Scale, TiedDense,
+};
 
 mod optimizer;
 
@@ -78,6 +83,17 @@ pub(super) enum SavedLayer {
     },
     /// Format 3: multi-head self-attention.
     MultiHeadAttention(attention::Saved),
+    /// Format 3: a token embedding.
+    Embedding(embedding::Saved),
+    /// Format 3: a learned positional embedding.
+    PositionalEmbedding {
+        block: usize,
+    },
+    /// Format 3: the output head tied to layer `embedding`'s table (saved once, there).
+    DenseTied {
+        embedding: usize,
+        vocab: usize,
+    },
 }
 
 impl From<&Layer> for SavedLayer {
@@ -99,6 +115,9 @@ impl From<&Layer> for SavedLayer {
                 from: r.from,
                 projection: r.projection.as_deref().map(|p| Box::new(SavedLayer::from(p))),
             },
+            Layer::Embedding(e) => SavedLayer::Embedding(e.saved()),
+            Layer::PositionalEmbedding(p) => SavedLayer::PositionalEmbedding { block: p.block },
+            Layer::TiedDense(t) => SavedLayer::DenseTied { embedding: t.embedding, vocab: t.vocab },
         }
     }
 }
@@ -110,7 +129,12 @@ impl SavedLayer {
         let new_activation =
             |tag: &str| Activation::parse(tag).is_ok_and(|a| matches!(a, Activation::Gelu | Activation::GeluErf));
         match self {
-            SavedLayer::Add { .. } | SavedLayer::Scale { .. } | SavedLayer::MultiHeadAttention(_) => FORMAT,
+            SavedLayer::Add { .. }
+            | SavedLayer::Scale { .. }
+            | SavedLayer::MultiHeadAttention(_)
+            | SavedLayer::Embedding(_)
+            | SavedLayer::PositionalEmbedding { .. }
+            | SavedLayer::DenseTied { .. } => FORMAT,
             SavedLayer::Activation { activation } if new_activation(activation) => FORMAT,
             SavedLayer::Dense(d) if new_activation(d.activation_tag()) => FORMAT,
             SavedLayer::Conv2d(c) if new_activation(c.activation_tag()) => FORMAT,
@@ -137,6 +161,9 @@ impl SavedLayer {
                 from: *from,
                 projection: projection.as_deref().map(SavedLayer::layer).transpose()?.map(Box::new),
             }),
+            SavedLayer::Embedding(e) => Layer::Embedding(e.layer()),
+            SavedLayer::PositionalEmbedding { block } => Layer::PositionalEmbedding(PositionalEmbedding::new(*block)),
+            &SavedLayer::DenseTied { embedding, vocab } => Layer::TiedDense(TiedDense { embedding, vocab }),
         })
     }
 }

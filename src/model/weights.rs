@@ -122,40 +122,25 @@ impl Sequential {
             }
         }
     }
-}
 
-impl Sequential {
-    /// Overwrites the tensors named in `params` (as [`Sequential::parameters`] names and shapes
-    /// them), keeping the others: any layer's tensors, multi-head attention's four included.
+    /// Replaces the parameter tensors given (as [`Sequential::parameters`] names and shapes
+    /// them: `layers.{i}.{slot}`, an embedding's `table` say); the others are kept.
     pub fn set_parameters(&mut self, params: &[Parameter]) -> Result<()> {
-        const OP: &str = "set_parameters";
         let mut flat = self.flat_params()?;
         for p in params {
-            let named = self.layout.slots.iter().find(|s| format!("layers.{}.{}", s.layer, s.spec.name) == p.name);
-            let Some(slot) = named else {
-                return Err(WgnnError::invalid(OP, format!("this model has no tensor {:?}", p.name)));
+            let slot = self.layout.slots.iter().find(|s| format!("layers.{}.{}", s.layer, s.spec.name) == p.name);
+            let Some(s) = slot else {
+                return Err(WgnnError::invalid("set_parameters", format!("the model has no parameter {:?}", p.name)));
             };
-            if p.shape != slot.spec.shape || p.values.len() != slot.spec.len() {
+            if p.shape != s.spec.shape || p.values.len() != s.spec.len() {
                 return Err(WgnnError::shape_of(
-                    OP,
-                    &[(&p.name, &p.shape), ("model", &slot.spec.shape)],
-                    format!(
-                        "{} is {:?} in this model, got {:?} of {} values",
-                        p.name,
-                        slot.spec.shape,
-                        p.shape,
-                        p.values.len()
-                    ),
+                    "set_parameters",
+                    &[(&p.name, &p.shape), ("expected", &s.spec.shape)],
+                    format!("{} is {:?}, got {:?} with {} values", p.name, s.spec.shape, p.shape, p.values.len()),
                 ));
             }
-            flat[slot.offset..slot.offset + p.values.len()].copy_from_slice(&p.values);
+            flat[s.offset..s.offset + p.values.len()].copy_from_slice(&p.values);
         }
-        match &mut self.state {
-            State::Gpu(g) => g.params.write(&flat),
-            State::Cpu(c) => {
-                c.params = flat;
-                Ok(())
-            }
-        }
+        self.write_params(flat)
     }
 }
