@@ -289,7 +289,7 @@ impl Sequential {
     /// at the next tick. With `clip_norm`, the update reads the gradients scaled by clipping's
     /// factor, computed on the device from their global norm.
     #[allow(clippy::too_many_arguments)]
-    fn train_step_plan(
+    pub(super) fn train_step_plan(
         &self,
         data: &GpuData,
         order: &Tensor,
