@@ -28,12 +28,21 @@ fn pixels(rows: usize, shape: &[usize], classes: usize, seed: u64) -> Dataset {
 
 /// 28 features (whole words: the first layer may read the chunk in place), one hidden layer.
 fn mlp(gpu: &Gpu) -> Sequential {
+    mlp_with(gpu, Loss::SparseCategoricalCrossentropy)
+}
+
+/// The MLP trained against one-hot float targets: they stream beside the rows.
+fn mlp_one_hot(gpu: &Gpu) -> Sequential {
+    mlp_with(gpu, Loss::CategoricalCrossentropy)
+}
+
+fn mlp_with(gpu: &Gpu, loss: Loss) -> Sequential {
     let mut m = Sequential::new(28, 7)
         .dense(32, Activation::Relu)
         .dense(4, Activation::Softmax)
         .build(&Backend::Gpu(gpu.clone()))
         .unwrap();
-    m.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    m.compile(loss, Optimizer::adam(1e-2)).unwrap();
     m
 }
 
@@ -120,6 +129,15 @@ fn an_mlp_streamed_in_chunks_trains_as_when_resident() {
     let train = pixels(12_000, &[28], 4, 1);
     let val = pixels(40, &[28], 4, 2);
     streams_like_resident("mlp", mlp, &train, &val, 384 << 10);
+}
+
+#[test]
+fn float_targets_stream_beside_their_rows() {
+    // 12,000 rows of 28 bytes, a label and 4 one-hot floats (+ their unused labels): 624 KB; 7
+    // chunks under 384 KiB.
+    let train = pixels(12_000, &[28], 4, 8);
+    let val = pixels(40, &[28], 4, 9);
+    streams_like_resident("mlp, one-hot targets", mlp_one_hot, &train, &val, 384 << 10);
 }
 
 #[test]
