@@ -113,7 +113,8 @@ impl Sequential {
 /// One chunk buffer: a training chunk's rows on the device, and which chunk it holds.
 struct ChunkSlot {
     data: GpuData,
-    held: Option<usize>,
+    /// (epoch, chunk) of the rows it holds.
+    held: Option<(usize, usize)>,
 }
 
 /// The GPU backend's steps over a streamed training set: two chunk buffers, the step plans for
@@ -129,16 +130,18 @@ pub(super) struct StreamSteps<'d> {
     plan: ChunkPlan,
     full_steps: usize,
     steps: usize,
-    /// The epoch's row order (host side: the chunks are gathered by it).
+    /// The epoch's number and row order (host side: the chunks are gathered by it).
+    epoch: usize,
     order: Vec<u32>,
+    /// The next epoch's order, once its first chunk is loaded ahead.
+    next_order: Option<(usize, Vec<u32>)>,
+    seed: u64,
     slots: [ChunkSlot; 2],
     /// `full_plans[slot][parity]`.
     full_plans: [Vec<Plan>; 2],
     tail_plan: Option<Plan>,
     validation: Option<(GpuData, EvalPlans)>,
-    /// Host staging for one chunk's words.
-    words: Vec<u32>,
-    bytes: Vec<u8>,
+    /// One chunk's labels, on their way to the device.
     labels: Vec<u32>,
     /// The index list the gathers read, `[rows]`: position p's row within its chunk, p mod the
     /// chunk's rows (fixed: the chunk buffer holds its rows in the epoch's order).
@@ -209,78 +212,70 @@ impl<'d> StreamSteps<'d> {
             plan,
             full_steps,
             steps: n.div_ceil(batch),
+            epoch: 0,
             order: Vec::new(),
+            next_order: None,
+            seed: model.seed,
             slots,
             full_plans,
             tail_plan,
             validation,
-            words: Vec::new(),
-            bytes: Vec::new(),
             labels: Vec::new(),
             _index: index,
             _buffers: buffers,
         })
     }
 
-    /// Puts chunk `chunk` of the epoch's order in its buffer (`chunk` mod 2), unless it is there.
-    /// The writes are queued behind every step submitted so far, which is what makes it safe to
-    /// overwrite the buffer the chunk before last was read from.
-    fn load(&mut self, chunk: usize) -> Result<()> {
+    /// Puts chunk `chunk` of `epoch`'s order (`order`) in its buffer (`chunk` mod 2), unless it
+    /// is there. The writes are queued behind every step submitted so far, which is what makes it
+    /// safe to overwrite the buffer the chunk before last was read from.
+    fn load(&mut self, epoch: usize, chunk: usize, order: &[u32]) -> Result<()> {
         let slot = chunk % 2;
-        if self.slots[slot].held == Some(chunk) {
+        if self.slots[slot].held == Some((epoch, chunk)) {
             return Ok(());
         }
         let chunk_rows = self.plan.batches * self.batch;
         let first = chunk * chunk_rows;
-        let rows = &self.order[first..(first + chunk_rows).min(self.train.rows)];
+        let rows = &order[first..(first + chunk_rows).min(self.train.rows)];
         let data = &self.slots[slot].data;
         let dim = self.train.feature_dim;
-        self.words.clear();
+        // Row by row into the queue's staging memory: u8 rows as the resident upload packs them
+        // (their bytes in order, 4 to a word), f32 rows as their bits.
         match &self.train.features {
-            Features::U8(all) => {
-                // Packed as the resident upload packs: the rows' bytes in order, 4 to a word.
-                self.bytes.clear();
-                for &r in rows {
-                    let r = r as usize;
-                    self.bytes.extend_from_slice(&all[r * dim..(r + 1) * dim]);
-                }
-                let words = self.bytes.chunks(4).map(|w| {
-                    let mut word = [0u8; 4];
-                    word[..w.len()].copy_from_slice(w);
-                    u32::from_le_bytes(word)
-                });
-                self.words.extend(words);
-            }
+            Features::U8(all) => write_rows(&data.rows.chunks[0], rows, dim, |r| &all[r * dim..(r + 1) * dim])?,
             Features::F32(all) => {
-                for &r in rows {
-                    let r = r as usize;
-                    self.words.extend(all[r * dim..(r + 1) * dim].iter().map(|v| v.to_bits()));
-                }
+                write_rows(&data.rows.chunks[0], rows, 4 * dim, |r| bytemuck::cast_slice(&all[r * dim..(r + 1) * dim]))?
             }
         }
-        write_prefix(&data.rows.chunks[0], &self.words)?;
         self.labels.clear();
         self.labels.extend(rows.iter().map(|&r| self.train.labels[r as usize]));
-        write_prefix(&data.rows.labels, &self.labels)?;
+        data.rows.labels.view(0, &[rows.len()])?.write_u32(&self.labels)?;
         if let (Some(t), Some(on_device)) = (&self.targets, &data.targets) {
-            self.words.clear();
-            for &r in rows {
-                let r = r as usize;
-                self.words.extend(t.values[r * t.dim..(r + 1) * t.dim].iter().map(|v| v.to_bits()));
-            }
-            write_prefix(&on_device.chunks[0], &self.words)?;
+            let d = t.dim;
+            write_rows(&on_device.chunks[0], rows, 4 * d, |r| bytemuck::cast_slice(&t.values[r * d..(r + 1) * d]))?;
         }
-        self.slots[slot].held = Some(chunk);
+        self.slots[slot].held = Some((epoch, chunk));
         Ok(())
     }
 }
 
-/// Writes `words` to the start of `tensor` (a chunk's last buffer fill may be short).
-fn write_prefix(tensor: &Tensor, words: &[u32]) -> Result<()> {
-    match words.is_empty() {
-        true => Ok(()),
-        false => tensor.view(0, &[words.len()])?.write_u32(words),
+/// Copies `rows` (`row_bytes` each, `row(r)` for data-set row r) to the start of `tensor`,
+/// gathered straight into the queue's staging memory, the last word zero-padded.
+fn write_rows<'a>(tensor: &Tensor, rows: &[u32], row_bytes: usize, row: impl Fn(usize) -> &'a [u8]) -> Result<()> {
+    let bytes = rows.len() * row_bytes;
+    let Some(size) = std::num::NonZeroU64::new(bytes.next_multiple_of(4) as u64) else { return Ok(()) };
+    let gpu = tensor.gpu();
+    gpu.check_lost()?;
+    let staged = gpu.queue().write_buffer_with(tensor.shared_buffer(), tensor.byte_offset(), size);
+    let mut staged = staged.ok_or_else(|| WgnnError::Gpu {
+        op: "fit (streaming)".into(),
+        message: format!("no staging memory for a chunk of {bytes} bytes"),
+    })?;
+    for (i, &r) in rows.iter().enumerate() {
+        staged.slice(i * row_bytes..(i + 1) * row_bytes).copy_from_slice(row(r as usize));
     }
+    staged.slice(bytes..).fill(0);
+    Ok(())
 }
 
 /// A chunk buffer for `chunk_rows` rows of `train` (and its float targets), uploaded as the
@@ -333,19 +328,22 @@ fn chunk_buffer(
 
 impl Steps for StreamSteps<'_> {
     fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
-        self.order = epoch_order(self.train.rows, self.shuffle, model.seed, epoch);
-        // A new order: what the buffers hold is stale.
-        self.slots.iter_mut().for_each(|s| s.held = None);
+        self.epoch = epoch;
+        self.order = match self.next_order.take() {
+            Some((next, order)) if next == epoch => order,
+            _ => epoch_order(self.train.rows, self.shuffle, self.seed, epoch),
+        };
         model.reset_epoch()
     }
 
     fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums> {
         let end = (first + count).min(self.steps);
+        let order = std::mem::take(&mut self.order);
         let mut step = first;
         while step < end {
             let chunk = step / self.plan.batches;
             let slot = chunk % 2;
-            self.load(chunk)?;
+            self.load(self.epoch, chunk, &order)?;
             let until = ((chunk + 1) * self.plan.batches).min(end);
             let full_until = until.min(self.full_steps);
             let mut plans: Vec<&Plan> = (step..full_until).map(|s| &self.full_plans[slot][s % 2]).collect();
@@ -353,12 +351,19 @@ impl Steps for StreamSteps<'_> {
                 plans.extend(self.tail_plan.as_ref());
             }
             self.gpu.run(&plans)?;
-            // The next chunk is gathered and queued while this one's steps run.
+            // The next chunk is gathered and queued while this one's steps run; after the epoch's
+            // last step, the next epoch's first chunk (its order is known from the seed).
             if chunk + 1 < self.plan.chunks {
-                self.load(chunk + 1)?;
+                self.load(self.epoch, chunk + 1, &order)?;
+            } else if until == self.steps {
+                let next = self.epoch + 1;
+                let next_order = epoch_order(self.train.rows, self.shuffle, self.seed, next);
+                self.load(next, 0, &next_order)?;
+                self.next_order = Some((next, next_order));
             }
             step = until;
         }
+        self.order = order;
         model.read_totals()
     }
 
