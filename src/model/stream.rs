@@ -72,34 +72,28 @@ impl Sequential {
         // One chunk's features and its targets are one binding each.
         let features_per_row = row_bytes - 4 - target_dim.map_or(0, |d| 4 * d as u64 + 4);
         let widest_per_row = features_per_row.max(4 * target_dim.unwrap_or(0) as u64);
-        let binding = gpu.limits().max_storage_buffer_binding_size.min(gpu.limits().max_buffer_size);
+        let limits = gpu.limits();
+        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(u32::MAX as u64);
         let by_binding = binding / (batch as u64 * widest_per_row).saturating_add(3).max(1);
-        let by_budget = share / 2 / batch_bytes;
         let steps = rows.div_ceil(batch);
-        let batches = by_budget.min(by_binding).min(steps as u64) as usize;
-        if batches == 0 {
-            let why = match by_budget {
-                0 => "the memory budget's training-data share",
-                _ => "max_storage_buffer_binding_size",
-            };
+        let by_budget = share / 2 / batch_bytes;
+        if by_budget == 0 {
             let what = format!(
                 "two training batches of {batch} rows ({batch_bytes} bytes each: the chunk buffers streaming a \
                  training set of {resident_bytes} bytes, over half the memory budget of {budget} bytes; raise \
                  GpuOptions::memory_budget or $WGNN_MEMORY_BUDGET, or lower the batch size)"
             );
-            let (amount, limit) = match by_budget {
-                0 => (batch_bytes.saturating_mul(2), share),
-                _ => (batch as u64 * widest_per_row, binding),
-            };
             return Err(WgnnError::DeviceLimit {
                 op: "fit".into(),
                 what,
-                amount,
+                amount: batch_bytes.saturating_mul(2),
                 unit: "bytes",
-                limit,
-                limit_name: why,
+                limit: share,
+                limit_name: "training-data share (half) of its memory budget",
             });
         }
+        // A batch wider than a binding is refused with the batch size to use (`check_batch_fits`).
+        let batches = by_budget.min(by_binding.max(1)).min(steps as u64) as usize;
         let chunk_rows = (batches * batch) as u64;
         Ok(Some(ChunkPlan {
             batches,
