@@ -141,6 +141,16 @@ fn float_targets_stream_beside_their_rows() {
 }
 
 #[test]
+fn standardized_f32_features_stream() {
+    // 12,000 rows of 28 f32 (+ label), standardised by the training set's statistics: 1.39 MB,
+    // 6 chunks under 1 MiB.
+    let train = synthetic(12_000, 28, 4, 10).standardized();
+    let val = synthetic(40, 28, 4, 11).standardized_like(&train).unwrap();
+    assert!(train.standardize.is_some());
+    streams_like_resident("mlp, standardised f32", mlp, &train, &val, 1 << 20);
+}
+
+#[test]
 fn a_cnn_streamed_in_chunks_trains_as_when_resident() {
     // 12,000 rows of 49 bytes (+ label): 636 KB, over half of a 512 KiB budget: 5 chunks. A
     // sixteenth of the budget holds ~29 rows of evaluation: the validation set is one batch, as
