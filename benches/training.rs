@@ -15,7 +15,13 @@
 //! steady s/epoch scaled to the 60,000 rows, samples/s, and the device memory one step binds
 //! (`Sequential::step_memory_bytes`), and where one step's device time goes, dispatch by dispatch.
 //!
-//!     cargo bench --bench training [-- --epochs 3 --batch 32,256 --cnn-rows 6000]
+//! With `--memory-budget SIZE` (e.g. `11M`, a quarter of MNIST's 47 MB upload), each MLP batch
+//! size is then trained again on a device with that budget, where the training set streams in
+//! chunks (`Sequential::training_chunks`), and the CNN row on one with the budget scaled to its
+//! rows (the same ratio of data to budget), alternating resident and streamed runs (R S R S) so
+//! that both see the machine in the same state: streamed over resident samples/s.
+//!
+//!     cargo bench --bench training [-- --epochs 3 --batch 32,256 --cnn-rows 6000 --memory-budget 12M]
 //!
 //! Writes target/bench/training.csv as well as the table.
 
@@ -23,15 +29,27 @@ use std::io::Write;
 use std::time::Instant;
 
 use wgnn::data::load_mnist;
+use wgnn::device::memory_budget::parse_bytes;
 use wgnn::internals::kernels::step_guard::guard_step;
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, Dataset, Gpu, Layer, Tensor};
+use wgnn::{Activation, Dataset, Gpu, GpuOptions, Layer, Tensor};
 
-/// cnn_mnist's default model at batch 64 on the first `rows` rows, 3 epochs: the steady median
-/// scaled to a 60,000-row epoch, samples/s, and one step's device memory.
-fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> Result<(), Box<dyn std::error::Error>> {
-    let data = train.subset(&(0..rows).collect::<Vec<_>>())?.with_sample_shape(&[28, 28, 1])?;
+const MIB: f64 = (1 << 20) as f64;
+
+/// mnist_gpu's model.
+fn mlp(gpu: &Gpu) -> Result<Sequential, Box<dyn std::error::Error>> {
+    let mut model = Sequential::new(784, 42)
+        .dense(64, Activation::Relu)
+        .dense(64, Activation::Relu)
+        .dense(10, Activation::Identity)
+        .build(&Backend::Gpu(gpu.clone()))?;
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+    Ok(model)
+}
+
+/// cnn_mnist's default model.
+fn cnn(gpu: &Gpu) -> Result<Sequential, Box<dyn std::error::Error>> {
     let mut builder = Sequential::new([28, 28, 1], 42);
     for filters in [16, 32] {
         let conv = Conv2D { use_bias: false, ..Conv2D::new(filters, (3, 3), Activation::Identity) };
@@ -44,20 +62,113 @@ fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> 
         .dense(10, Activation::Softmax)
         .build(&Backend::Gpu(gpu.clone()))?;
     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(2e-3))?;
+    Ok(model)
+}
+
+/// Steady seconds per epoch (the median after the first) of a fresh `build` model trained on
+/// `data` at `batch` for `epochs` epochs on `gpu`.
+fn steady_epoch(
+    gpu: &Gpu,
+    build: fn(&Gpu) -> Result<Sequential, Box<dyn std::error::Error>>,
+    data: &Dataset,
+    batch: usize,
+    epochs: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut model = build(gpu)?;
+    let options = FitOptions { epochs, batch_size: batch, validation: Validation::None, ..Default::default() };
+    let history = model.fit(data, &options)?;
+    // The first epoch pays for pipelines and shaders: left out where there are others.
+    let first = usize::from(history.epochs.len() > 1);
+    let mut steady: Vec<f64> = history.epochs.iter().skip(first).map(|r| r.seconds).collect();
+    steady.sort_by(f64::total_cmp);
+    Ok(steady[steady.len() / 2])
+}
+
+/// Resident (on `gpu`) against streamed (on `small`, whose budget the data set passes), runs
+/// alternated R S R S: the steady epochs of each, and streamed over resident speed.
+#[allow(clippy::too_many_arguments)]
+fn streamed_vs_resident(
+    name: &str,
+    gpu: &Gpu,
+    small: &Gpu,
+    build: fn(&Gpu) -> Result<Sequential, Box<dyn std::error::Error>>,
+    data: &Dataset,
+    batch: usize,
+    epochs: usize,
+    csv: &mut std::fs::File,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let plan = build(small)?.training_chunks(data, batch)?;
+    let Some(plan) = plan else {
+        println!("{name}, batch {batch}: {} rows stay resident under the budget: nothing streams", data.rows);
+        return Ok(());
+    };
+    let (mut resident, mut streamed) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        resident.push(steady_epoch(gpu, build, data, batch, epochs)?);
+        streamed.push(steady_epoch(small, build, data, batch, epochs)?);
+    }
+    let samples = |s: &[f64]| s.iter().map(|t| data.rows as f64 / t).collect::<Vec<_>>();
+    let (r, s) = (samples(&resident), samples(&streamed));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "{name}, batch {batch}, {} rows: upload {:.1} MiB = {:.1}× the {:.1} MiB budget, {} chunks of {} batches \
+         ({:.1} MiB of chunk buffers); resident {:.0} samples/s (runs {:.0?}), streamed {:.0} ({:.0?}): {:.0}%",
+        data.rows,
+        plan.resident_bytes as f64 / MIB,
+        plan.resident_bytes as f64 / small.memory_budget() as f64,
+        small.memory_budget() as f64 / MIB,
+        plan.chunks,
+        plan.batches,
+        plan.buffer_bytes as f64 / MIB,
+        mean(&r),
+        r,
+        mean(&s),
+        s,
+        100.0 * mean(&s) / mean(&r)
+    );
+    writeln!(csv, "\"{} ({name}, resident)\",{batch},steady,,{:.1},,", gpu.adapter_info().name, mean(&r))?;
+    writeln!(csv, "\"{} ({name}, streamed)\",{batch},steady,,{:.1},,", small.adapter_info().name, mean(&s))?;
+    Ok(())
+}
+
+/// The process's peak resident set (VmHWM), bytes; `None` where /proc does not say.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// The first `rows` training rows as 28×28×1 images.
+fn cnn_data(train: &Dataset, rows: usize) -> Result<Dataset, Box<dyn std::error::Error>> {
+    Ok(train.subset(&(0..rows).collect::<Vec<_>>())?.with_sample_shape(&[28, 28, 1])?)
+}
+
+/// cnn_mnist's default model at batch 64 on the first `rows` rows, 3 epochs: the steady median
+/// scaled to a 60,000-row epoch, samples/s, and one step's device memory.
+fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> Result<(), Box<dyn std::error::Error>> {
+    let data = cnn_data(train, rows)?;
+    let mut model = cnn(gpu)?;
     let batch = 64;
     let memory = model.step_memory_bytes(&data, batch)?;
+    let eval_memory = model.eval_memory_bytes(&data)?;
     let options = FitOptions { epochs: 3, batch_size: batch, validation: Validation::None, ..Default::default() };
+    gpu.reset_peak_allocated_bytes();
+    let before = gpu.allocated_bytes();
     let history = model.fit(&data, &options)?;
+    let fit_peak = gpu.peak_allocated_bytes() - before;
     let mut steady: Vec<f64> = history.epochs.iter().skip(1).map(|r| r.seconds).collect();
     steady.sort_by(f64::total_cmp);
     let median = steady[steady.len() / 2];
     let per_full_epoch = median * 60_000.0 / rows as f64;
     println!(
         "\ncnn (cnn_mnist's model), batch {batch}, {rows} rows: first epoch {:.2} s, steady median {median:.2} s \
-         ({:.0} samples/s; {per_full_epoch:.0} s per 60,000-row epoch); one step binds {:.1} MiB",
+         ({:.0} samples/s; {per_full_epoch:.0} s per 60,000-row epoch); one step binds {:.1} MiB, evaluating the \
+         rows {:.1} MiB, fit held {:.1} MiB at most (data included; engine accounting)",
         history.epochs[0].seconds,
         rows as f64 / median,
-        memory as f64 / (1 << 20) as f64
+        memory as f64 / MIB,
+        eval_memory as f64 / MIB,
+        fit_peak as f64 / MIB
     );
     writeln!(csv, "\"{} (cnn)\",{batch},steady,{median:.4},{:.1},,", gpu.adapter_info().name, rows as f64 / median)?;
     // Where one step's device time goes, each dispatch timed alone.
@@ -87,7 +198,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let created = Instant::now();
     let gpu = Gpu::new()?;
     let device_seconds = created.elapsed().as_secs_f64();
-    let (train, _test) = load_mnist("assets/mnist.npz")?;
+    let (train, test) = load_mnist("assets/mnist.npz")?;
     println!("adapter: {}", gpu.describe());
     println!("date: {}", date());
     println!("device creation {device_seconds:.3} s; {} training rows; {epochs} epochs per batch size", train.rows);
@@ -101,12 +212,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(csv, "adapter,batch,epoch,seconds,samples_per_second,train_loss,model_build_seconds")?;
     for &batch in &batches {
         let built = Instant::now();
-        let mut model = Sequential::new(784, 42)
-            .dense(64, Activation::Relu)
-            .dense(64, Activation::Relu)
-            .dense(10, Activation::Identity)
-            .build(&Backend::Gpu(gpu.clone()))?;
-        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+        let mut model = mlp(&gpu)?;
         let build_seconds = built.elapsed().as_secs_f64();
         let options = FitOptions {
             epochs,
@@ -121,7 +227,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cancel: None,
             verbose: false,
         };
+        gpu.reset_peak_allocated_bytes();
+        let before = gpu.allocated_bytes();
         let history = model.fit(&train, &options)?;
+        let fit_peak = gpu.peak_allocated_bytes() - before;
+        let (step, eval) = (model.step_memory_bytes(&train, batch)?, model.eval_memory_bytes(&test)?);
+        println!(
+            "{batch:>6}  device memory (engine accounting): fit held {:.1} MiB at most (the data set's {:.1} MiB \
+             upload included), one step binds {:.2} MiB, evaluating the {} test rows {:.2} MiB",
+            fit_peak as f64 / MIB,
+            (train.rows * train.feature_dim) as f64 / MIB,
+            step as f64 / MIB,
+            test.rows,
+            eval as f64 / MIB
+        );
         let mut steady = Vec::new();
         for r in &history.epochs {
             println!(
@@ -153,17 +272,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if cnn_rows > 0 {
         cnn_row(&gpu, &train, cnn_rows.min(train.rows), &mut csv)?;
     }
+    if let Some(text) = flag("--memory-budget") {
+        let budget = parse_bytes(&text).ok_or(format!("--memory-budget {text:?}: expected bytes, e.g. 12M"))?;
+        let small = Gpu::with_options(&GpuOptions { memory_budget: Some(budget), ..Default::default() })?;
+        println!("\nstreamed against resident, runs alternated (R S R S), {epochs} epochs each:");
+        for &batch in &batches {
+            streamed_vs_resident("mlp", &gpu, &small, mlp, &train, batch, epochs, &mut csv)?;
+        }
+        if cnn_rows > 0 {
+            // The same ratio of data to budget on the CNN row's fewer rows.
+            let data = cnn_data(&train, cnn_rows.min(train.rows))?;
+            let scaled = (budget as f64 * data.rows as f64 / train.rows as f64) as u64;
+            let small = Gpu::with_options(&GpuOptions { memory_budget: Some(scaled.max(1)), ..Default::default() })?;
+            streamed_vs_resident("cnn", &gpu, &small, cnn, &data, 64, 3, &mut csv)?;
+        }
+    }
     let after = Baselines::measure(&gpu)?;
     println!("baselines after:  {after}");
     // Where one step's device time goes (timestamp queries around each dispatch alone).
     let mut dispatches_per_step = Vec::new();
     for &batch in &batches {
-        let mut model = Sequential::new(784, 42)
-            .dense(64, Activation::Relu)
-            .dense(64, Activation::Relu)
-            .dense(10, Activation::Identity)
-            .build(&Backend::Gpu(gpu.clone()))?;
-        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
+        let mut model = mlp(&gpu)?;
         let timings = model.profile_step(&train, batch, 30)?;
         let total: f64 = timings.iter().map(|t| t.1).sum();
         println!(
@@ -186,6 +315,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             train.rows.div_ceil(*batch),
             per_dispatch * 1e6
         );
+    }
+    if let Some(rss) = peak_rss() {
+        println!("peak RSS of this benchmark: {:.0} MiB", rss as f64 / MIB);
     }
     println!("wrote target/bench/training.csv");
     Ok(())

@@ -173,6 +173,7 @@ fn run(args: &Args) -> Result<()> {
     args.run.print_tuned_picks(&gpu);
     let (test_loss, test_accuracy) = model.evaluate(&test)?;
     say!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
+    args.run.print_device_memory(&gpu);
     outputs.write(&history, &model)?;
 
     mnist_run::show_prediction(&model, &test, 0, false)?;

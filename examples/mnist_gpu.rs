@@ -226,6 +226,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         test_accuracy = hits as f32 / test.rows as f32;
     }
     say!("test loss {test_loss:.4}  test accuracy {:.2}%", test_accuracy * 100.0);
+    args.run.print_device_memory(&gpu);
 
     outputs.write(&history, &model)?;
 

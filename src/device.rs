@@ -65,8 +65,9 @@ pub struct GpuOptions<'a> {
     /// Bytes of device memory the engine plans to use (evaluation batches take a sixteenth);
     /// `None`: `$WGNN_MEMORY_BUDGET` ([`memory_budget::MEMORY_BUDGET_ENV`]), else the adapter's
     /// largest buffer (`max_buffer_size`; wgpu reports no memory size) capped at 4 GiB, or at
-    /// 1 GiB on a software adapter. [`Gpu::memory_budget`] says which applies. Training does not
-    /// check against it yet: the training set, the validation set and a step's buffers
+    /// 1 GiB on a software adapter. [`Gpu::memory_budget`] says which applies. A training set whose
+    /// upload takes more than half of it streams in chunks of whole batches
+    /// ([`crate::model::Sequential::training_chunks`]); the validation set and a step's buffers
     /// ([`crate::model::Sequential::step_memory_bytes`]) stay resident whatever it says.
     pub memory_budget: Option<u64>,
 }
@@ -282,7 +283,7 @@ impl Gpu {
     /// Bytes of device memory the engine plans to use: [`GpuOptions::memory_budget`], else
     /// `$WGNN_MEMORY_BUDGET`, else the adapter's default (see [`GpuOptions::memory_budget`]).
     /// Evaluation and prediction size their batches so a batch's activations take at most a
-    /// sixteenth of it.
+    /// sixteenth of it; a training set over half of it streams in chunks.
     pub fn memory_budget(&self) -> u64 {
         self.inner.memory_budget
     }

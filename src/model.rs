@@ -70,6 +70,7 @@ mod options;
 mod predict;
 mod reference;
 mod saved;
+mod stream;
 mod weights;
 
 use builder::binding_bytes;
@@ -83,6 +84,8 @@ pub use loss::Loss;
 pub use optimizer::Optimizer;
 use options::Silent;
 pub use options::{Checkpointing, EarlyStopping, FitOptions, FitRecord, Monitor, Observer, Progress, Validation};
+use stream::StreamSteps;
+pub use stream::{ChunkPlan, DATA_BUDGET_SHARE};
 pub use weights::{BatchNormState, Parameter};
 
 use batch_buffers::BatchBuffers;
@@ -586,10 +589,17 @@ impl Sequential {
         self.fit_record = Some(FitRecord { batch_size: opts.batch_size, rows: data.rows, validation_fraction });
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
-            State::Gpu(_) => {
-                let mut steps = GpuSteps::new(self, train, run.validation, opts, &run.optimizer)?;
-                self.fit_loop(train.rows, run, opts, observer, &mut steps)
-            }
+            State::Gpu(g) => match self.chunk_plan(&g.gpu.clone(), train, opts.batch_size)? {
+                None => {
+                    let mut steps = GpuSteps::new(self, train, run.validation, opts, &run.optimizer)?;
+                    self.fit_loop(train.rows, run, opts, observer, &mut steps)
+                }
+                // Larger than the memory budget's share for data: streamed in chunks.
+                Some(chunks) => {
+                    let mut steps = StreamSteps::new(self, train, run.validation, opts, &run.optimizer, chunks)?;
+                    self.fit_loop(train.rows, run, opts, observer, &mut steps)
+                }
+            },
             State::Cpu(_) => {
                 let mut steps = CpuSteps::new(self, train, run.validation, opts, run.optimizer)?;
                 self.fit_loop(train.rows, run, opts, observer, &mut steps)

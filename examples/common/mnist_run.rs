@@ -121,6 +121,17 @@ impl MnistFlags {
         self.checkpoint_dir.as_deref().map(|dir| Checkpointing { dir, every_epochs: 1, on_best })
     }
 
+    /// The most device memory the engine's tensors held in this run (its own accounting, which
+    /// on a software adapter is host memory as well), beside the budget in effect.
+    pub fn print_device_memory(&self, gpu: &Gpu) {
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        say!(
+            "device memory: {:.1} MiB at most (the engine's tensors); budget {:.0} MiB ($WGNN_MEMORY_BUDGET sets it)",
+            mib(gpu.peak_allocated_bytes()),
+            mib(gpu.memory_budget())
+        );
+    }
+
     /// `--verbose`: the autotuner's picks, and where they are kept.
     pub fn print_tuned_picks(&self, gpu: &Gpu) {
         if !self.verbose {

@@ -1,6 +1,7 @@
 //! The memory budget: how many bytes of device memory the engine plans to use
 //! ([`crate::GpuOptions::memory_budget`], `$WGNN_MEMORY_BUDGET`, else a default from the adapter),
-//! used to size evaluation batches.
+//! used to size evaluation batches and to decide whether the training set stays resident or streams
+//! (`model/stream.rs`).
 //!
 //! wgpu 30 reports no device memory size, only the largest buffer it allows
 //! (`max_buffer_size`), so the default is that, capped at [`HARDWARE_BUDGET_CAP`] on a hardware

@@ -298,7 +298,7 @@ impl Sequential {
     /// at the next tick. With `clip_norm`, the update reads the gradients scaled by clipping's
     /// factor, computed on the device from their global norm.
     #[allow(clippy::too_many_arguments)]
-    fn train_step_plan(
+    pub(super) fn train_step_plan(
         &self,
         data: &GpuData,
         order: &Tensor,
@@ -420,6 +420,8 @@ impl Sequential {
     /// Bytes of device memory one training step at `batch_size` binds, from the buffers its
     /// plan allocates and reads: parameters, gradients, optimizer state, the batch's activations
     /// and gradients, kernels' scratch (patch matrices); not the uploaded data set. Nothing runs.
+    /// Evaluation's: [`Sequential::eval_memory_bytes`]; whether `fit` keeps the data set resident
+    /// or streams it, and in what chunk buffers: [`Sequential::training_chunks`].
     pub fn step_memory_bytes(&self, data: &Dataset, batch_size: usize) -> Result<u64> {
         let (plan, _buffers, gpu_data, order) = self.one_step("step_memory_bytes", data, batch_size)?;
         Ok(bytes_bound_beside(&[&plan], &gpu_data, &order))

@@ -8,7 +8,7 @@ impl Sequential {
     /// A training batch of `batch` rows must fit the device: each of its `[rows, width]` tensors
     /// one binding. Checked before anything is allocated, so that the error names the batch size
     /// and the largest that fits rather than the first tensor that failed.
-    fn check_batch_fits(&self, gpu: &Gpu, train: &Dataset, asked: usize) -> Result<()> {
+    pub(super) fn check_batch_fits(&self, gpu: &Gpu, train: &Dataset, asked: usize) -> Result<()> {
         let batch = asked.min(train.rows);
         let targets = self.loss().target_dim(train, self.output_dim())?.unwrap_or(1);
         let widths = self.blocks.iter().map(|b| (b.outputs, "a layer's outputs"));
