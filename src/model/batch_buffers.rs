@@ -53,6 +53,15 @@ impl BlockBuffers {
         self.norm.as_ref().map_or_else(|| self.core_out(block), |n| &n.normed)
     }
 
+    /// What the backward of `act` (the block's applied activation) reads for act′: the
+    /// activation's input z for the GELUs ([`Activation::saves_input`]), else its output `h`.
+    pub(super) fn act_saved(&self, block: &Block, act: Activation) -> Result<Tensor> {
+        match act.saves_input() {
+            true => self.act_input(block).reshape(self.h.shape()),
+            false => Ok(self.h.clone()),
+        }
+    }
+
     /// The training gradient w.r.t. the activation's input (an internal error outside training).
     pub(super) fn dz(&self) -> Result<&Tensor> {
         self.dz
