@@ -21,6 +21,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
+pub mod layer_norm;
 pub mod pool2d;
 pub mod reshape;
 pub mod residual;
@@ -31,6 +32,7 @@ pub use crate::kernels::conv2d::Padding;
 pub use crate::kernels::pool2d::Pool2dConfig;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
+pub use layer_norm::LayerNormConfig;
 pub use pool2d::Pooling;
 pub use residual::Residual;
 pub use scale::Scale;
@@ -60,6 +62,8 @@ pub enum Layer {
     Add(Residual),
     /// Multiplies by a constant: y = factor · x.
     Scale(Scale),
+    /// Layer normalisation over the last axis (each of a `[T, C]` sample's T rows on its own).
+    LayerNorm(LayerNormConfig),
 }
 
 /// How a parameter slot starts.
@@ -134,6 +138,7 @@ impl Layer {
             Layer::Pool(p) => p.describe(),
             Layer::Add(r) => r.describe(),
             Layer::Scale(s) => s.describe(),
+            Layer::LayerNorm(c) => c.describe(),
         }
     }
 
@@ -150,6 +155,7 @@ impl Layer {
             Layer::Conv2D(c) => c.validate(&op),
             Layer::Add(r) => r.validate(&op, index),
             Layer::Scale(s) => s.validate(&op),
+            Layer::LayerNorm(c) => c.validate(&op),
         }
     }
 
@@ -179,6 +185,7 @@ impl Layer {
             }
             Layer::Conv2D(c) => c.output_shape(&op, input),
             Layer::Pool(p) => p.output_shape(&op, input),
+            Layer::LayerNorm(c) => c.output_shape(&op, input),
         };
         // Conv and pool errors come from the batch's dims ([1, H, W, C]): name the sample too.
         output.map_err(|e| e.with_operand("input", input))
@@ -193,6 +200,7 @@ impl Layer {
             Layer::Dense(d) => d.slots(input),
             Layer::BatchNorm(_) => batch_norm::slots(input),
             Layer::Conv2D(c) => c.slots(input),
+            Layer::LayerNorm(c) => c.slots(input),
             Layer::Activation(_)
             | Layer::Dropout(_)
             | Layer::Flatten
@@ -219,6 +227,7 @@ impl Layer {
             Layer::Conv2D(c) => Some(c),
             Layer::Pool(p) => Some(p),
             Layer::Scale(s) => Some(s),
+            Layer::LayerNorm(c) => Some(c),
             _ => None,
         }
     }

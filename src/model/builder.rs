@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::host_memory::{self, checked_bytes, checked_product};
-use crate::layers::{Conv2D, Dense, Padding, Residual, Scale};
+use crate::layers::{Conv2D, Dense, LayerNormConfig, Padding, Residual, Scale};
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
 /// over the output layer's W and b that the fused output kernel reads
@@ -237,6 +237,18 @@ impl SequentialBuilder {
     /// Adds a scale layer: y = factor · x (e.g. a residual branch scaled down before its sum).
     pub fn scale(self, factor: f32) -> SequentialBuilder {
         self.add(Layer::Scale(Scale { factor }))
+    }
+
+    /// Adds a layer norm over the last axis with PyTorch's defaults (eps 1e-5, γ and β): each
+    /// row of a `[T, C]` sample normalised on its own, as a transformer's blocks do.
+    pub fn layer_norm(self) -> SequentialBuilder {
+        self.layer_norm_with(LayerNormConfig::default())
+    }
+
+    /// [`SequentialBuilder::layer_norm`] with its settings (`bias: false`: no β, as nanoGPT's
+    /// `bias=False`).
+    pub fn layer_norm_with(self, cfg: LayerNormConfig) -> SequentialBuilder {
+        self.add(Layer::LayerNorm(cfg))
     }
 
     /// Adds a flatten layer (a multi-axis sample to one axis).

@@ -222,7 +222,8 @@ pub(super) fn blocks(
             | Layer::Reshape(_)
             | Layer::Dropout(_)
             | Layer::Add(_)
-            | Layer::Scale(_) => {}
+            | Layer::Scale(_)
+            | Layer::LayerNorm(_) => {}
         }
         out.push(block);
         reads.push((block_reads, shortcut));

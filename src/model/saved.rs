@@ -6,7 +6,7 @@
 //! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
 //! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
 //! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
-//! nested layer) and scale layers; a model without them is still written as format 2.
+//! nested layer), scale and layer-norm layers; a model without them is still written as format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ use crate::activation::Activation;
 use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
-use crate::layers::{conv2d, dense, pool2d, Dense, Layer, Pooling, Residual, Scale};
+use crate::layers::{conv2d, dense, pool2d, Dense, Layer, LayerNormConfig, Pooling, Residual, Scale};
 
 mod optimizer;
 
@@ -69,6 +69,11 @@ pub(super) enum SavedLayer {
     Scale {
         factor: f32,
     },
+    /// Format 3: a layer norm (`bias`: whether it has β).
+    LayerNorm {
+        epsilon: f32,
+        bias: bool,
+    },
     /// Format 3: a residual sum.
     Add {
         from: usize,
@@ -91,6 +96,7 @@ impl From<&Layer> for SavedLayer {
             Layer::Pool(Pooling::Average(c)) => SavedLayer::AveragePooling2d((&c).into()),
             Layer::Pool(Pooling::GlobalAverage) => SavedLayer::GlobalAveragePooling2d,
             Layer::Scale(s) => SavedLayer::Scale { factor: s.factor },
+            Layer::LayerNorm(c) => SavedLayer::LayerNorm { epsilon: c.epsilon, bias: c.bias },
             Layer::Add(ref r) => SavedLayer::Add {
                 from: r.from,
                 projection: r.projection.as_deref().map(|p| Box::new(SavedLayer::from(p))),
@@ -106,7 +112,7 @@ impl SavedLayer {
         let new_activation =
             |tag: &str| Activation::parse(tag).is_ok_and(|a| matches!(a, Activation::Gelu | Activation::GeluErf));
         match self {
-            SavedLayer::Add { .. } | SavedLayer::Scale { .. } => FORMAT,
+            SavedLayer::Add { .. } | SavedLayer::Scale { .. } | SavedLayer::LayerNorm { .. } => FORMAT,
             SavedLayer::Activation { activation } if new_activation(activation) => FORMAT,
             SavedLayer::Dense(d) if new_activation(d.activation_tag()) => FORMAT,
             SavedLayer::Conv2d(c) if new_activation(c.activation_tag()) => FORMAT,
@@ -128,6 +134,7 @@ impl SavedLayer {
             SavedLayer::AveragePooling2d(p) => Layer::Pool(Pooling::Average(p.config()?)),
             SavedLayer::GlobalAveragePooling2d => Layer::Pool(Pooling::GlobalAverage),
             SavedLayer::Scale { factor } => Layer::Scale(Scale { factor: *factor }),
+            &SavedLayer::LayerNorm { epsilon, bias } => Layer::LayerNorm(LayerNormConfig { epsilon, bias }),
             SavedLayer::Add { from, projection } => Layer::Add(Residual {
                 from: *from,
                 projection: projection.as_deref().map(SavedLayer::layer).transpose()?.map(Box::new),
