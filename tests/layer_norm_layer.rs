@@ -1,8 +1,9 @@
-//! The layer-norm layer (`Layer::LayerNorm`) in models: over a `[T, C]` sample's rows and a
-//! `[F]` sample, with and without β, in a residual branch; the GPU step against the CPU
-//! reference, fused and unfused, at awkward widths; finite differences w.r.t. γ, β and the
-//! layer's input (through the dense layer below it); save/load; γ and β free of weight decay
-//! on matrices; bad settings as errors naming the layer. (The kernels: tests/layer_norm.rs.)
+//! The layer-norm layer (`Layer::LayerNorm`) in models: over a `[T, C]` sample's rows, a `[F]`
+//! sample and an image's channels, with and without β, in a residual branch; the GPU step
+//! against the CPU reference, fused and unfused, at awkward widths; finite differences w.r.t. γ,
+//! β and the layer's input (through the dense layer below it); save/load; γ and β free of
+//! weight decay on matrices; bad settings as errors naming the layer. (The kernels:
+//! tests/layer_norm.rs.)
 
 mod common;
 
@@ -35,6 +36,23 @@ fn layer_norm_on_token_rows_trains_like_the_reference_fused_and_unfused() {
         let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
         check_fusion(&format!("[3, {c}] tokens"), &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
     }
+}
+
+#[test]
+fn layer_norm_over_an_images_channels_trains_like_the_reference() {
+    // After a convolution, each pixel's channels normalised on their own (ConvNeXt's
+    // channels-last LayerNorm): 5×4×2 images, 3 filters.
+    let data = synthetic(14, 5 * 4 * 2, 3, 12).with_sample_shape(&[5, 4, 2]).unwrap();
+    let build = || {
+        Sequential::new([5, 4, 2], 8)
+            .conv2d_same(3, (3, 3), Identity)
+            .layer_norm()
+            .activation(Relu)
+            .flatten()
+            .dense(3, Identity)
+    };
+    let opts = FitOptions { epochs: 2, batch_size: 4, ..Default::default() };
+    check_fusion("conv → layer norm", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
 }
 
 #[test]
