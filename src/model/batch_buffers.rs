@@ -123,7 +123,7 @@ impl BatchBuffers {
             // The core's output: its own buffer unless the core writes `h` (its epilogue applies
             // the activation) or has none (an identity).
             let lin = match block.core {
-                Core::Op { .. } | Core::Add { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
+                Core::Op { .. } | Core::Add { .. } if !block.act_in_core(act, training) => Some(rows_of(n)?),
                 _ => None,
             };
             let core = match block.core.step() {
@@ -153,7 +153,8 @@ impl BatchBuffers {
             // The output: its own buffer where a dispatch of the activation (or the core's
             // epilogue) writes it, else the activation's input (batch norm's output through the
             // activation, or an identity's input).
-            let own = block.act_in_core(act) || (act != Activation::Identity && !block.act_in_norm(act));
+            let own =
+                block.act_in_core(act, training) || (act != Activation::Identity && !block.act_in_norm(act, training));
             bb.h = if own { rows_of(n)? } else { bb.act_input(block).reshape(&[rows, n])? };
             if training {
                 bb.dz = Some(rows_of(n)?);

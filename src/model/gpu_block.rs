@@ -56,7 +56,7 @@ impl Sequential {
         let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
-        let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+        let core_act = if block.act_in_core(act, buf.training) { act } else { Activation::Identity };
         if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered)? {
             plan.extend(core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?);
         }
@@ -64,12 +64,13 @@ impl Sequential {
             let other = shortcut.map_or(&buf.x, |s| buf.blocks[s].output());
             plan.extend(residual::forward_gpu(gpu, &bb.input, other, bb.core_out(block), core_act)?);
         }
-        let norm_act = if block.act_in_norm(act) { act } else { Activation::Identity };
+        let norm_act = if block.act_in_norm(act, buf.training) { act } else { Activation::Identity };
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
             let (x, p) = (per_channel(bb.core_out(block), n)?, Self::norm_params(&g.params, n)?);
             plan.extend(batch_norm::forward_gpu(gpu, &x, &p, nb, buf.training, &n.cfg, norm_act)?);
         }
-        if !block.act_in_core(act) && !block.act_in_norm(act) && act != Activation::Identity {
+        if !block.act_in_core(act, buf.training) && !block.act_in_norm(act, buf.training) && act != Activation::Identity
+        {
             let x = bb.act_input(block).reshape(bb.h.shape())?;
             plan.extend(act_layer::forward_gpu(gpu, &x, &bb.h, act)?);
         }

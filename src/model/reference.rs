@@ -98,7 +98,7 @@ impl Sequential {
         for (i, block) in self.blocks.iter().enumerate() {
             let input = block.input.map_or(x, |j| passes[j].output());
             let act = self.applied_activation(i);
-            let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+            let core_act = if block.act_in_core(act, step.is_some()) { act } else { Activation::Identity };
             let mut pass = CpuBlockPass::default();
             let core_out = match &block.core {
                 Core::Op { .. } => {
@@ -125,7 +125,7 @@ impl Sequential {
                 }
                 None => core_out,
             };
-            pass.h = match block.act_in_core(act) || act == Activation::Identity {
+            pass.h = match block.act_in_core(act, step.is_some()) || act == Activation::Identity {
                 true => act_in,
                 false => {
                     let h = act_layer::forward_cpu(&act_in, rows, block.outputs, act);
