@@ -288,32 +288,6 @@ impl Sequential {
         }
     }
 
-    /// An error naming the first layer whose activation's backward needs its input (the GELUs:
-    /// [`Activation::saves_input`]): the step keeps each layer's output only, so it cannot train
-    /// one yet. Building, saving, loading and predicting need no backward and work.
-    fn check_trainable_activations(&self) -> Result<()> {
-        for (i, layer) in self.layers.iter().enumerate() {
-            let act = match layer {
-                Layer::Dense(d) => d.activation,
-                Layer::Conv2D(c) => c.activation,
-                Layer::Activation(a) => *a,
-                _ => continue,
-            };
-            if act.saves_input() {
-                return Err(WgnnError::invalid(
-                    "compile",
-                    format!(
-                        "{}: {}'s backward needs the layer's input, which Sequential's training step does not keep \
-                         yet; the model predicts, saves and loads, but cannot be trained",
-                        layer.op(i),
-                        act.name()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Sets the loss and optimizer, and resets the optimizer state.
     pub fn compile(&mut self, loss: Loss, optimizer: Optimizer) -> Result<()> {
         let lr = optimizer.lr();
@@ -321,7 +295,6 @@ impl Sequential {
             return Err(WgnnError::invalid("compile", format!("learning rate must be finite and > 0, got {lr}")));
         }
         optimizer.validate()?;
-        self.check_trainable_activations()?;
         let (last_act, last_units) = (self.output_activation(), self.output_dim());
         // The fused losses apply their own output function: the last layer is linear, or names
         // that very function (Keras' Dense(10, activation="softmax") + cross-entropy), which the
@@ -624,10 +597,11 @@ impl Sequential {
             }
             State::Cpu(_) => {
                 let x = data.to_f32();
-                let outputs = self.forward_cpu("evaluate", &x, data.rows)?;
+                self.check_cpu_pass("evaluate", data.rows, false)?;
+                let last = self.forward_cpu_pass(&x, data.rows, None)?.pop().unwrap_or_default();
                 let targets = self.loss().float_targets(data, self.output_dim())?;
-                let (loss_rows, _, correct) =
-                    self.loss_cpu(&outputs, &data.labels, targets.as_ref().map(|t| t.values.as_slice()), 1.0)?;
+                let targets = targets.as_ref().map(|t| t.values.as_slice());
+                let (loss_rows, _, correct) = self.loss_cpu(&last.h, last.act_saved(), &data.labels, targets, 1.0)?;
                 Ok((mean(&loss_rows), mean(&correct)))
             }
         }

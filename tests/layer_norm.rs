@@ -1,11 +1,14 @@
 //! layer_norm.wgsl against the CPU reference (forward with γ and β each optional, backward with
 //! dγ and dβ accumulated or not), the reference against finite differences, PyTorch's numbers by
-//! hand, determinism, a grid past the workgroup limit, and bad arguments.
+//! hand, determinism, a grid past the workgroup limit, and bad arguments; the parameters' half
+//! of the backward on its own (layer_norm_backward_params) against its reference.
 
 mod common;
 use common::*;
 use wgnn::internals::cpu;
-use wgnn::internals::kernels::layer_norm::{layer_norm_backward, layer_norm_forward, LAYER_NORM_EPS};
+use wgnn::internals::kernels::layer_norm::{
+    layer_norm_backward, layer_norm_backward_params, layer_norm_forward, LAYER_NORM_EPS,
+};
 use wgnn::internals::rng::Rng;
 use wgnn::{Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
 
@@ -172,6 +175,56 @@ fn backward_matches_cpu() {
         check_backward(&gpu, &mut rng, 33, 65, true, true, false, false);
         check_backward(&gpu, &mut rng, 33, 65, true, false, true, true);
         check_backward(&gpu, &mut rng, 33, 65, true, false, false, false);
+    }
+}
+
+#[test]
+fn the_parameters_half_matches_cpu_and_the_whole_backward() {
+    // layer_norm_backward_params: dγ and dβ (each, both, accumulated or not) without dx, against
+    // its reference, and bit for bit the column sums layer_norm_backward writes.
+    for (_, gpu) in both_policies() {
+        let mut rng = Rng::new(47);
+        for &rows in ROWS {
+            for (i, &cols) in COLS.iter().enumerate() {
+                let x = rows_of(&mut rng, rows, cols);
+                let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+                let (_, mean, rstd) = cpu::layer_norm_forward(&x, None, None, rows, cols, LAYER_NORM_EPS);
+                let (dgamma, dbeta) = cpu::layer_norm_backward_params(&dy, &x, &mean, &rstd, rows, cols);
+                let (xt, dyt) = (t(&gpu, &[rows, cols], &x), t(&gpu, &[rows, cols], &dy));
+                let (mt, st) = (t(&gpu, &[rows], &mean), t(&gpu, &[rows], &rstd));
+                let start = rng.vec_uniform(cols, -1.0, 1.0);
+                let accumulate = (rows + i) % 2 == 0;
+                let (dgt, dbt) = (t(&gpu, &[cols], &start), t(&gpu, &[cols], &start));
+                let plan =
+                    layer_norm_backward_params(&gpu, &dyt, &xt, &mt, &st, Some(&dgt), Some(&dbt), accumulate).unwrap();
+                assert_eq!(plan.dispatches.len(), 2, "two column passes, no dx");
+                gpu.run(&[&plan]).unwrap();
+                let plus = |sum: &[f32]| -> Vec<f32> {
+                    sum.iter().zip(&start).map(|(s, a)| if accumulate { s + a } else { *s }).collect()
+                };
+                let what = format!("layer_norm_backward_params {rows}x{cols} accumulate={accumulate}");
+                let tol = 1e-4 * (rows as f32).sqrt();
+                let (got_g, got_b) = (dgt.to_vec().unwrap(), dbt.to_vec().unwrap());
+                assert_close(&format!("{what} dgamma"), &got_g, &plus(&dgamma), tol, 1e-4);
+                assert_close(&format!("{what} dbeta"), &got_b, &plus(&dbeta), tol, 1e-4);
+                // The whole backward's column sums, from the same start.
+                let (wg, wb, dx) = (t(&gpu, &[cols], &start), t(&gpu, &[cols], &start), t(&gpu, &[rows, cols], &dy));
+                let whole = layer_norm_backward(&gpu, &dyt, &xt, None, &mt, &st, &dx, Some(&wg), Some(&wb), accumulate)
+                    .unwrap();
+                gpu.run(&[&whole]).unwrap();
+                assert_eq!(wg.to_vec().unwrap(), got_g, "{what}: dgamma as the whole backward's");
+                assert_eq!(wb.to_vec().unwrap(), got_b, "{what}: dbeta as the whole backward's");
+            }
+        }
+        // Neither asked for: nothing to run; a wrong dγ is an error naming the kernel.
+        let (x, dy) = (t(&gpu, &[3, 4], &[0.5; 12]), t(&gpu, &[3, 4], &[1.0; 12]));
+        let (mean, rstd, wrong) = (t(&gpu, &[3], &[0.5; 3]), t(&gpu, &[3], &[1.0; 3]), t(&gpu, &[5], &[0.0; 5]));
+        let plan = layer_norm_backward_params(&gpu, &dy, &x, &mean, &rstd, None, None, false).unwrap();
+        assert!(plan.dispatches.is_empty(), "{} dispatches", plan.dispatches.len());
+        let err = layer_norm_backward_params(&gpu, &dy, &x, &mean, &rstd, Some(&wrong), None, false)
+            .err()
+            .expect("a [5] dgamma for 4 columns");
+        assert!(err.to_string().contains("layer_norm_backward_params") && err.to_string().contains("dgamma"), "{err}");
     }
 }
 

@@ -62,3 +62,17 @@ pub fn layer_norm_backward(
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
     (dx, to_f32(dgamma), to_f32(dbeta))
 }
+
+/// The parameters' half of [`layer_norm_backward`]: (dgamma = Σ_rows dy·x̂, dbeta = Σ_rows dy),
+/// each `[cols]`. dy, x: [rows, cols]; mean, rstd: `[rows]` from the forward.
+pub fn layer_norm_backward_params(
+    dy: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    rows: usize,
+    cols: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (_, dgamma, dbeta) = layer_norm_backward(dy, x, None, mean, rstd, rows, cols);
+    (dgamma, dbeta)
+}

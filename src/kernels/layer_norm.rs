@@ -207,7 +207,7 @@ pub fn layer_norm_forward(
 /// dγ and dβ are computed only where given (a frozen or absent γ or β needs none). dy, x, dx:
 /// [rows, cols]; gamma, dgamma, dbeta: `[cols]`; mean, rstd: `[rows]` from the forward.
 /// Dispatches: one for dx, and two more (per-chunk column sums, then their fixed-order total)
-/// where dγ or dβ is asked for.
+/// where dγ or dβ is asked for: [`layer_norm_backward_params`]'s.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_backward(
     gpu: &Gpu,
@@ -234,32 +234,57 @@ pub fn layer_norm_backward(
     let params = s.params(LAYER_NORM_EPS, accumulate);
     let mut plan = Plan::new();
     if dgamma.is_some() || dbeta.is_some() {
-        let part = Tensor::zeros(gpu, &[2 * s.chunks, s.cols])?;
-        let column_groups = s.cols.div_ceil(COLUMN_WG) as u32;
-        let constants =
-            [("WRITE_DGAMMA", dgamma.is_some() as u32 as f64), ("WRITE_DBETA", dbeta.is_some() as u32 as f64)];
-        let slots = [x, &d, dy, mean, rstd, &part, &d, &d];
-        plan.push(dispatch(
-            gpu,
-            &LAYER_NORM,
-            "ln_backward_partials",
-            &[],
-            &params,
-            &slots,
-            [column_groups, s.chunks as u32, 1],
-        )?);
-        let slots = [&d, &d, &d, &d, &d, &part, dgamma.unwrap_or(&d), dbeta.unwrap_or(&d)];
-        plan.push(dispatch(
-            gpu,
-            &LAYER_NORM,
-            "ln_backward_finalize",
-            &constants,
-            &params,
-            &slots,
-            [column_groups, 1, 1],
-        )?);
+        plan.extend(layer_norm_backward_params(gpu, dy, x, mean, rstd, dgamma, dbeta, accumulate)?);
     }
     let slots = [x, gamma.unwrap_or(&d), dy, mean, rstd, dx];
     plan.push(row_dispatch(gpu, "ln_backward_dx", &s, &params, slots, gamma.is_some(), false)?);
+    Ok(plan)
+}
+
+/// The parameters' half of [`layer_norm_backward`]: dγ (+)= Σ_rows dy·x̂ and dβ (+)= Σ_rows dy,
+/// each where given, without dx (what a layer norm reading the batch itself needs, or a step
+/// that writes its input gradient apart). dy, x: [rows, cols]; dgamma, dbeta: `[cols]`; mean,
+/// rstd: `[rows]` from the forward. Two dispatches (per-chunk column sums, then their fixed-order
+/// total); none where neither is given.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward_params(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dgamma: Option<&Tensor>,
+    dbeta: Option<&Tensor>,
+    accumulate: bool,
+) -> Result<Plan> {
+    const OP: &str = "layer_norm_backward_params";
+    let mut per_col = Vec::new();
+    per_col.extend(dgamma.map(|g| ("dgamma", g)));
+    per_col.extend(dbeta.map(|b| ("dbeta", b)));
+    let s = check(OP, x, &[("dy", dy)], &[("mean", mean), ("rstd", rstd)], &per_col)?;
+    let mut named = vec![("dy", dy), ("x", x), ("mean", mean), ("rstd", rstd)];
+    named.extend(per_col.iter().copied());
+    disjoint(OP, &named)?;
+    if dgamma.is_none() && dbeta.is_none() {
+        return Ok(Plan::new());
+    }
+    let d = dummy(gpu)?;
+    let params = s.params(LAYER_NORM_EPS, accumulate);
+    let part = Tensor::zeros(gpu, &[2 * s.chunks, s.cols])?;
+    let column_groups = s.cols.div_ceil(COLUMN_WG) as u32;
+    let constants = [("WRITE_DGAMMA", dgamma.is_some() as u32 as f64), ("WRITE_DBETA", dbeta.is_some() as u32 as f64)];
+    let slots = [x, &d, dy, mean, rstd, &part, &d, &d];
+    let mut plan = Plan::new();
+    plan.push(dispatch(
+        gpu,
+        &LAYER_NORM,
+        "ln_backward_partials",
+        &[],
+        &params,
+        &slots,
+        [column_groups, s.chunks as u32, 1],
+    )?);
+    let slots = [&d, &d, &d, &d, &d, &part, dgamma.unwrap_or(&d), dbeta.unwrap_or(&d)];
+    plan.push(dispatch(gpu, &LAYER_NORM, "ln_backward_finalize", &constants, &params, &slots, [column_groups, 1, 1])?);
     Ok(plan)
 }

@@ -1,5 +1,6 @@
 //! The activation layer: an elementwise function, or softmax over a row. Its backward takes the
-//! gradient w.r.t. its output and gives the one w.r.t. its input, from the output alone.
+//! gradient w.r.t. its output and gives the one w.r.t. its input, from what the forward saved:
+//! the output, or the input for the GELUs ([`Activation::saves_input`]).
 
 use crate::activation::Activation;
 use crate::cpu;
@@ -19,11 +20,12 @@ pub(crate) fn forward_gpu(gpu: &Gpu, x: &Tensor, y: &Tensor, act: Activation) ->
     }
 }
 
-/// dx = dy ⊙ act′ (softmax: its Jacobian), from the output y.
-pub(crate) fn backward_gpu(gpu: &Gpu, dy: &Tensor, y: &Tensor, dx: &Tensor, act: Activation) -> Result<Plan> {
+/// dx = dy ⊙ act′ (softmax: its Jacobian), from `saved`: the output y, or the input z for the
+/// GELUs.
+pub(crate) fn backward_gpu(gpu: &Gpu, dy: &Tensor, saved: &Tensor, dx: &Tensor, act: Activation) -> Result<Plan> {
     match act {
-        Activation::Softmax => softmax_backward(gpu, dy, y, dx),
-        act => bias_act_backward(gpu, dy, y, dx, None, act, false),
+        Activation::Softmax => softmax_backward(gpu, dy, saved, dx),
+        act => bias_act_backward(gpu, dy, saved, dx, None, act, false),
     }
 }
 
@@ -35,9 +37,10 @@ pub(crate) fn forward_cpu(x: &[f32], rows: usize, features: usize, act: Activati
     }
 }
 
-pub(crate) fn backward_cpu(dy: &[f32], y: &[f32], rows: usize, features: usize, act: Activation) -> Vec<f32> {
+/// As [`backward_gpu`]: `saved` is the output y, or the input z for the GELUs.
+pub(crate) fn backward_cpu(dy: &[f32], saved: &[f32], rows: usize, features: usize, act: Activation) -> Vec<f32> {
     match act {
-        Activation::Softmax => cpu::softmax_backward(dy, y, rows, features),
-        act => dy.iter().zip(y).map(|(&g, &o)| g * act.derivative_from_saved(o)).collect(),
+        Activation::Softmax => cpu::softmax_backward(dy, saved, rows, features),
+        act => dy.iter().zip(saved).map(|(&g, &s)| g * act.derivative_from_saved(s)).collect(),
     }
 }

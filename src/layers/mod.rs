@@ -23,6 +23,7 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;
+pub mod layer_norm;
 pub mod pool2d;
 pub mod positional;
 pub mod reshape;
@@ -37,6 +38,7 @@ pub use attention::MultiHeadAttention;
 pub use conv2d::Conv2D;
 pub use dense::Dense;
 pub use embedding::Embedding;
+pub use layer_norm::LayerNormConfig;
 pub use pool2d::Pooling;
 pub use positional::PositionalEmbedding;
 pub use residual::Residual;
@@ -77,6 +79,8 @@ pub enum Layer {
     PositionalEmbedding(PositionalEmbedding),
     /// The output head sharing an embedding's table: logits = h·tableᵀ per position.
     TiedDense(TiedDense),
+    /// Layer normalisation over the last axis (each of a `[T, C]` sample's T rows on its own).
+    LayerNorm(LayerNormConfig),
 }
 
 /// How a parameter slot starts.
@@ -166,6 +170,7 @@ impl Layer {
             Layer::Embedding(e) => e.describe(),
             Layer::PositionalEmbedding(p) => p.describe(),
             Layer::TiedDense(t) => t.describe(),
+            Layer::LayerNorm(c) => c.describe(),
         }
     }
 
@@ -187,6 +192,7 @@ impl Layer {
             Layer::PositionalEmbedding(p) => p.validate(&op),
             // Its table is another layer's: `TiedDense::check_tie` checks it at build.
             Layer::TiedDense(_) => Ok(()),
+            Layer::LayerNorm(c) => c.validate(&op),
         }
     }
 
@@ -220,6 +226,7 @@ impl Layer {
             Layer::Embedding(e) => e.output_shape(&op, input),
             Layer::PositionalEmbedding(p) => p.output_shape(&op, input),
             Layer::TiedDense(t) => t.output_shape(&op, input),
+            Layer::LayerNorm(c) => c.output_shape(&op, input),
         };
         // Conv and pool errors come from the batch's dims ([1, H, W, C]): name the sample too.
         output.map_err(|e| e.with_operand("input", input))
@@ -237,6 +244,7 @@ impl Layer {
             Layer::MultiHeadAttention(a) => a.slots(input),
             Layer::Embedding(e) => e.slots(),
             Layer::PositionalEmbedding(p) => p.slots(input),
+            Layer::LayerNorm(c) => c.slots(input),
             Layer::TiedDense(_)
             | Layer::Activation(_)
             | Layer::Dropout(_)
@@ -268,6 +276,7 @@ impl Layer {
             Layer::Embedding(e) => Some(e),
             Layer::PositionalEmbedding(p) => Some(p),
             Layer::TiedDense(t) => Some(t),
+            Layer::LayerNorm(c) => Some(c),
             _ => None,
         }
     }

@@ -53,6 +53,15 @@ impl BlockBuffers {
         self.norm.as_ref().map_or_else(|| self.core_out(block), |n| &n.normed)
     }
 
+    /// What the backward of `act` (the block's applied activation) reads for act′: the
+    /// activation's input z for the GELUs ([`Activation::saves_input`]), else its output `h`.
+    pub(super) fn act_saved(&self, block: &Block, act: Activation) -> Result<Tensor> {
+        match act.saves_input() {
+            true => self.act_input(block).reshape(self.h.shape()),
+            false => Ok(self.h.clone()),
+        }
+    }
+
     /// The training gradient w.r.t. the activation's input (an internal error outside training).
     pub(super) fn dz(&self) -> Result<&Tensor> {
         self.dz
@@ -124,7 +133,7 @@ impl BatchBuffers {
             // The core's output: its own buffer unless the core writes `h` (its epilogue applies
             // the activation) or has none (an identity).
             let lin = match block.core {
-                Core::Op { .. } | Core::Add { .. } if !block.act_in_core(act) => Some(rows_of(n)?),
+                Core::Op { .. } | Core::Add { .. } if !block.act_in_core(act, training) => Some(rows_of(n)?),
                 _ => None,
             };
             let core = match block.core.step() {
@@ -154,7 +163,8 @@ impl BatchBuffers {
             // The output: its own buffer where a dispatch of the activation (or the core's
             // epilogue) writes it, else the activation's input (batch norm's output through the
             // activation, or an identity's input).
-            let own = block.act_in_core(act) || (act != Activation::Identity && !block.act_in_norm(act));
+            let own =
+                block.act_in_core(act, training) || (act != Activation::Identity && !block.act_in_norm(act, training));
             bb.h = if own { rows_of(n)? } else { bb.act_input(block).reshape(&[rows, n])? };
             if training {
                 bb.dz = Some(rows_of(n)?);

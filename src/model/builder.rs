@@ -4,7 +4,8 @@
 use super::*;
 use crate::host_memory::{self, checked_bytes, checked_product};
 use crate::layers::{
-    Conv2D, Dense, Embedding, MultiHeadAttention, Padding, PositionalEmbedding, Residual, Scale, TiedDense,
+    Conv2D, Dense, Embedding, LayerNormConfig, MultiHeadAttention, Padding, PositionalEmbedding, Residual, Scale,
+    TiedDense,
 };
 
 /// The flat parameters on the GPU: a view of a buffer with room after them for the uniform window
@@ -279,6 +280,18 @@ impl SequentialBuilder {
             _ => 0,
         };
         self.add(Layer::TiedDense(TiedDense { embedding: 0, vocab }))
+    }
+
+    /// Adds a layer norm over the last axis with PyTorch's defaults (eps 1e-5, γ and β): each
+    /// row of a `[T, C]` sample normalised on its own, as a transformer's blocks do.
+    pub fn layer_norm(self) -> SequentialBuilder {
+        self.layer_norm_with(LayerNormConfig::default())
+    }
+
+    /// [`SequentialBuilder::layer_norm`] with its settings (`bias: false`: no β, as nanoGPT's
+    /// `bias=False`).
+    pub fn layer_norm_with(self, cfg: LayerNormConfig) -> SequentialBuilder {
+        self.add(Layer::LayerNorm(cfg))
     }
 
     /// Adds a flatten layer (a multi-axis sample to one axis).

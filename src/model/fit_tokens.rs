@@ -268,7 +268,8 @@ impl Sequential {
             let (x, y) = data.windows(k as u32, VALIDATION_WINDOW_SEED, shape.batch, shape.block)?;
             let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let outputs = self.forward_cpu("evaluate_tokens", &x, shape.batch)?;
-            let (loss_rows, _, correct_rows) = self.loss_cpu(&outputs, &y, None, 1.0)?;
+            // The loss only: what act′ reads (the second argument) enters the discarded gradient.
+            let (loss_rows, _, correct_rows) = self.loss_cpu(&outputs, &outputs, &y, None, 1.0)?;
             loss += loss_rows.iter().map(|&v| v as f64).sum::<f64>();
             correct += correct_rows.iter().map(|&v| v as f64).sum::<f64>();
         }

@@ -91,15 +91,17 @@ impl Block {
     }
 
     /// Whether the core writes `act` itself (a matmul's or the sum's epilogue), so no dispatch
-    /// applies it.
-    pub(super) fn act_in_core(&self, act: Activation) -> bool {
+    /// applies it. Not a GELU when `training` ([`Activation::saves_input`]): its backward reads
+    /// the pre-activation, which the core then writes to a buffer of its own.
+    pub(super) fn act_in_core(&self, act: Activation, training: bool) -> bool {
         let epilogue = matches!(self.core, Core::Add { .. }) || self.core.step().is_some_and(|(s, _)| s.has_epilogue());
-        epilogue && self.norm.is_none() && act.is_elementwise()
+        epilogue && self.norm.is_none() && act.is_elementwise() && !(training && act.saves_input())
     }
 
-    /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it.
-    pub(super) fn act_in_norm(&self, act: Activation) -> bool {
-        self.norm.is_some() && act.is_elementwise()
+    /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it (not
+    /// a GELU when `training`, as for [`Block::act_in_core`]).
+    pub(super) fn act_in_norm(&self, act: Activation, training: bool) -> bool {
+        self.norm.is_some() && act.is_elementwise() && !(training && act.saves_input())
     }
 
     /// Whether the block reads nothing but passes its input on (a flatten, or an activation
@@ -224,7 +226,8 @@ pub(super) fn blocks(
             | Layer::MultiHeadAttention(_)
             | Layer::Embedding(_)
             | Layer::PositionalEmbedding(_)
-            | Layer::TiedDense(_) => {}
+            | Layer::TiedDense(_)
+            | Layer::LayerNorm(_) => {}
         }
         out.push(block);
         reads.push((block_reads, shortcut));

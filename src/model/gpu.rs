@@ -94,7 +94,7 @@ impl Sequential {
     /// Whether a training step on `buf` runs its output block fused with the loss
     /// (`dense_softmax_xent`): sparse cross-entropy on the logits of a plain dense block (no batch
     /// norm or dropout) over a block whose output it reads directly (no dropout) through an
-    /// elementwise activation, at shapes the kernel takes and the profile says it pays at.
+    /// elementwise activation (not a GELU, whose gradient reads its input), at shapes the kernel takes and the profile says it pays at.
     fn fused_output(&self, buf: &BatchBuffers) -> bool {
         let last = self.blocks.len() - 1;
         let output = &self.blocks[last];
@@ -117,6 +117,8 @@ impl Sequential {
             && output.dropout.is_none()
             && self.blocks[last - 1].dropout.is_none()
             && self.applied_activation(last - 1).is_elementwise()
+            // The kernel's act′ reads h, the matmul's A: not a GELU's input.
+            && !self.applied_activation(last - 1).saves_input()
             && self.gpu_state().is_ok_and(|g| dense_softmax_xent_preferred(&g.gpu, buf.rows(), output.inputs, units))
     }
 
@@ -259,7 +261,9 @@ impl Sequential {
                 };
                 let mut plan = mse(gpu, logits, targets()?, grad_scale, &out)?;
                 if let (Some(dpred), Some(dz)) = (via_dpred, dlogits) {
-                    plan.extend(act_layer::backward_gpu(gpu, dpred, logits, dz, self.applied_activation(last))?);
+                    let act = self.applied_activation(last);
+                    let saved = buf.blocks[last].act_saved(&self.blocks[last], act)?;
+                    plan.extend(act_layer::backward_gpu(gpu, dpred, &saved, dz, act)?);
                 }
                 Ok(plan)
             }

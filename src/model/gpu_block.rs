@@ -57,7 +57,7 @@ impl Sequential {
         let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
-        let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+        let core_act = if block.act_in_core(act, buf.training) { act } else { Activation::Identity };
         if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered)? {
             plan.extend(core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?);
         }
@@ -65,12 +65,13 @@ impl Sequential {
             let other = shortcut.map_or(&buf.x, |s| buf.blocks[s].output());
             plan.extend(residual::forward_gpu(gpu, &bb.input, other, bb.core_out(block), core_act)?);
         }
-        let norm_act = if block.act_in_norm(act) { act } else { Activation::Identity };
+        let norm_act = if block.act_in_norm(act, buf.training) { act } else { Activation::Identity };
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
             let (x, p) = (per_channel(bb.core_out(block), n)?, Self::norm_params(&g.params, n)?);
             plan.extend(batch_norm::forward_gpu(gpu, &x, &p, nb, buf.training, &n.cfg, norm_act)?);
         }
-        if !block.act_in_core(act) && !block.act_in_norm(act) && act != Activation::Identity {
+        if !block.act_in_core(act, buf.training) && !block.act_in_norm(act, buf.training) && act != Activation::Identity
+        {
             let x = bb.act_input(block).reshape(bb.h.shape())?;
             plan.extend(act_layer::forward_gpu(gpu, &x, &bb.h, act)?);
         }
@@ -89,12 +90,13 @@ impl Sequential {
     }
 
     /// Where the block above writes the gradient w.r.t. block `i`'s output, and the activation
-    /// whose gradient it applies on the way (None: [`Self::finish_output_grad`] applies it).
+    /// whose gradient it applies on the way with what that gradient reads (see
+    /// [`BlockBuffers::act_saved`]; None: [`Self::finish_output_grad`] applies it).
     fn output_grad_sink<'b>(
         &self,
         i: usize,
         bb: &'b BlockBuffers,
-    ) -> Result<(&'b Tensor, Option<(&'b Tensor, Activation)>)> {
+    ) -> Result<(&'b Tensor, Option<(Tensor, Activation)>)> {
         let act = self.applied_activation(i);
         let fused = self.act_grad_fused_above(i);
         let target = match (&bb.dropout, fused || act == Activation::Identity) {
@@ -105,7 +107,11 @@ impl Sequential {
                 .as_ref()
                 .ok_or_else(|| WgnnError::invalid("step", "no activation gradient buffer (an internal error)"))?,
         };
-        Ok((target, (fused && act != Activation::Identity).then_some((&bb.h, act))))
+        let below = match fused && act != Activation::Identity {
+            true => Some((bb.act_saved(&self.blocks[i], act)?, act)),
+            false => None,
+        };
+        Ok((target, below))
     }
 
     /// Turns what the block above wrote into block `i`'s dz: the dropout mask, and the
@@ -132,7 +138,7 @@ impl Sequential {
         if let Some(d) = &bb.dropout {
             plan.extend(dropout::backward_gpu(gpu, d, dh)?);
         }
-        plan.extend(act_layer::backward_gpu(gpu, dh, &bb.h, dz, act)?);
+        plan.extend(act_layer::backward_gpu(gpu, dh, &bb.act_saved(&self.blocks[i], act)?, dz, act)?);
         Ok(plan)
     }
 
@@ -172,8 +178,8 @@ impl Sequential {
             for j in [block.input, shortcut].into_iter().flatten().filter(|&j| !is_fork(&self.blocks, j)) {
                 let below = &buf.blocks[j];
                 let (target, fused) = self.output_grad_sink(j, below)?;
-                let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
-                plan.extend(act_layer::backward_gpu(gpu, dlin, y, target, act)?);
+                let (saved, act) = fused.unwrap_or((below.h.clone(), Activation::Identity));
+                plan.extend(act_layer::backward_gpu(gpu, dlin, &saved, target, act)?);
             }
             return Ok(plan);
         }
@@ -184,12 +190,14 @@ impl Sequential {
                 None => self.output_grad_sink(j, below)?,
             };
             plan.extend(match &core {
-                Some((core, c)) => core.backward_input_gpu(c, &g.params, dlin, target, fused)?,
+                Some((core, c)) => {
+                    core.backward_input_gpu(c, &g.params, dlin, target, fused.as_ref().map(|(s, a)| (s, *a)))?
+                }
                 // The identity core's input gradient is dlin itself: copied into the sink, through
                 // the activation below where it asks for that.
                 None => {
-                    let (y, act) = fused.unwrap_or((&below.h, Activation::Identity));
-                    act_layer::backward_gpu(gpu, dlin, y, target, act)?
+                    let (saved, act) = fused.unwrap_or((below.h.clone(), Activation::Identity));
+                    act_layer::backward_gpu(gpu, dlin, &saved, target, act)?
                 }
             });
         }

@@ -17,6 +17,8 @@ pub(super) struct CpuBlockPass {
     pub(super) norm: Option<CpuNormSaved>,
     /// The output before dropout.
     pub(super) h: Vec<f32>,
+    /// The activation's input, kept where its backward reads it ([`Activation::saves_input`]).
+    pub(super) z: Option<Vec<f32>>,
     /// When training with dropout: (dropped output, mask).
     pub(super) dropped: Option<(Vec<f32>, Vec<f32>)>,
     /// Max pooling's argmax per output.
@@ -26,6 +28,11 @@ pub(super) struct CpuBlockPass {
 impl CpuBlockPass {
     fn output(&self) -> &[f32] {
         self.dropped.as_ref().map_or(&self.h, |(d, _)| d)
+    }
+
+    /// What the activation's backward reads: its input z where kept, else its output.
+    pub(super) fn act_saved(&self) -> &[f32] {
+        self.z.as_deref().unwrap_or(&self.h)
     }
 }
 
@@ -51,12 +58,15 @@ impl Sequential {
     /// parameters can still have outputs of gigabytes per sample (a wide convolution of a large
     /// image). The error names the layer with the largest output and its shape.
     pub(super) fn check_cpu_pass(&self, op: &str, rows: usize, training: bool) -> Result<()> {
-        // Values per row: what the pass keeps of every block (its output; batch norm's input;
-        // when training, dropout's output and mask), and at the widest block what is made on the
-        // way (a convolution's f64 sums, two; the activation's input; when training, the
-        // backward's gradients, two more).
+        // Values per row: what the pass keeps of every block (its output; batch norm's input; a
+        // GELU's input; when training, dropout's output and mask), and at the widest block what
+        // is made on the way (a convolution's f64 sums, two; the activation's input; when
+        // training, the backward's gradients, two more).
         let kept = self.blocks.iter().try_fold(0usize, |total, b| {
-            let copies = 1 + usize::from(b.norm.is_some()) + 2 * usize::from(training && b.dropout.is_some());
+            let copies = 1
+                + usize::from(b.norm.is_some())
+                + usize::from(b.act.saves_input())
+                + 2 * usize::from(training && b.dropout.is_some());
             total.checked_add(b.outputs.checked_mul(copies)?)
         });
         let widest = self.blocks.iter().map(|b| b.outputs).max().unwrap_or(0);
@@ -88,7 +98,7 @@ impl Sequential {
         for (i, block) in self.blocks.iter().enumerate() {
             let input = block.input.map_or(x, |j| passes[j].output());
             let act = self.applied_activation(i);
-            let core_act = if block.act_in_core(act) { act } else { Activation::Identity };
+            let core_act = if block.act_in_core(act, step.is_some()) { act } else { Activation::Identity };
             let mut pass = CpuBlockPass::default();
             let core_out = match &block.core {
                 Core::Op { .. } => {
@@ -115,9 +125,13 @@ impl Sequential {
                 }
                 None => core_out,
             };
-            pass.h = match block.act_in_core(act) || act == Activation::Identity {
+            pass.h = match block.act_in_core(act, step.is_some()) || act == Activation::Identity {
                 true => act_in,
-                false => act_layer::forward_cpu(&act_in, rows, block.outputs, act),
+                false => {
+                    let h = act_layer::forward_cpu(&act_in, rows, block.outputs, act);
+                    pass.z = act.saves_input().then_some(act_in);
+                    h
+                }
             };
             if let (Some((rate, seed)), Some(t)) = (block.dropout, step) {
                 pass.dropped = Some(dropout::forward_cpu(&pass.h, rate, seed, t));
@@ -129,10 +143,12 @@ impl Sequential {
 
     /// The compiled loss on the last block's outputs `[rows, outputs]`, against `labels` or the
     /// float `targets` (`[rows, dim]`, for the losses that read them): (loss_rows, dz of the last
-    /// block, correct_rows — or absolute-error rows for mean squared error).
+    /// block, correct_rows — or absolute-error rows for mean squared error). `act_saved`: what the
+    /// last activation's backward reads (its input for a GELU, else `outputs`).
     pub(super) fn loss_cpu(
         &self,
         outputs: &[f32],
+        act_saved: &[f32],
         labels: &[u32],
         targets: Option<&[f32]>,
         grad_scale: f32,
@@ -151,7 +167,7 @@ impl Sequential {
             Loss::MeanSquaredError => {
                 let (loss_rows, dpred, abs_rows) = cpu::mse(outputs, targets()?, rows, self.output_dim(), grad_scale);
                 let act = self.applied_activation(self.blocks.len() - 1);
-                (loss_rows, act_layer::backward_cpu(&dpred, outputs, rows, self.output_dim(), act), abs_rows)
+                (loss_rows, act_layer::backward_cpu(&dpred, act_saved, rows, self.output_dim(), act), abs_rows)
             }
         })
     }
@@ -175,7 +191,7 @@ impl Sequential {
         match act {
             Activation::Identity => mask(dy),
             Activation::Softmax => act_layer::backward_cpu(&mask(dy), &pass.h, rows, self.blocks[i].outputs, act),
-            _ => mask(act_layer::backward_cpu(&dy, &pass.h, rows, self.blocks[i].outputs, act)),
+            _ => mask(act_layer::backward_cpu(&dy, pass.act_saved(), rows, self.blocks[i].outputs, act)),
         }
     }
 
@@ -198,7 +214,8 @@ impl Sequential {
         };
         let passes = self.forward_cpu_pass(x, rows, Some(step))?;
         let last = self.blocks.len() - 1;
-        let (loss_rows, dlogits, correct) = self.loss_cpu(&passes[last].h, y, t, 1.0 / y.len() as f32)?;
+        let (out, saved) = (&passes[last].h, passes[last].act_saved());
+        let (loss_rows, dlogits, correct) = self.loss_cpu(out, saved, y, t, 1.0 / y.len() as f32)?;
         // The GPU checks its f32 batch sum; so does this.
         if skip_nonfinite && !loss_rows.iter().sum::<f32>().is_finite() {
             return Ok(None);

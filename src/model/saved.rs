@@ -6,11 +6,9 @@
 //! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
 //! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
 //! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
-//! nested layer), scale layers and multi-head attention; a model without them is still written
-//! as format 2.
-//! nested layer), scale layers and the token layers (`embedding`, `positional_embedding`,
-//! `dense_tied`, whose table is saved once, with its embedding); a model without them is still
-//! written as format 2.
+//! nested layer), scale layers, layer norms, multi-head attention and the token layers
+//! (`embedding`, `positional_embedding`, `dense_tied`, whose table is saved once, with its
+//! embedding); a model without them is still written as format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +20,8 @@ use crate::config::batch_norm::BatchNormConfig;
 use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
 use crate::layers::{
-    attention, conv2d, dense, embedding, pool2d, Dense, Layer, Pooling, PositionalEmbedding, Residual, Scale, TiedDense,
+    attention, conv2d, dense, embedding, pool2d, Dense, Layer, LayerNormConfig, Pooling, PositionalEmbedding, Residual,
+    Scale, TiedDense,
 };
 
 mod optimizer;
@@ -75,6 +74,11 @@ pub(super) enum SavedLayer {
     Scale {
         factor: f32,
     },
+    /// Format 3: a layer norm (`bias`: whether it has β).
+    LayerNorm {
+        epsilon: f32,
+        bias: bool,
+    },
     /// Format 3: a residual sum.
     Add {
         from: usize,
@@ -111,6 +115,7 @@ impl From<&Layer> for SavedLayer {
             Layer::Pool(Pooling::GlobalAverage) => SavedLayer::GlobalAveragePooling2d,
             Layer::Scale(s) => SavedLayer::Scale { factor: s.factor },
             Layer::MultiHeadAttention(a) => SavedLayer::MultiHeadAttention(a.saved()),
+            Layer::LayerNorm(c) => SavedLayer::LayerNorm { epsilon: c.epsilon, bias: c.bias },
             Layer::Add(ref r) => SavedLayer::Add {
                 from: r.from,
                 projection: r.projection.as_deref().map(|p| Box::new(SavedLayer::from(p))),
@@ -134,7 +139,8 @@ impl SavedLayer {
             | SavedLayer::MultiHeadAttention(_)
             | SavedLayer::Embedding(_)
             | SavedLayer::PositionalEmbedding { .. }
-            | SavedLayer::DenseTied { .. } => FORMAT,
+            | SavedLayer::DenseTied { .. }
+            | SavedLayer::LayerNorm { .. } => FORMAT,
             SavedLayer::Activation { activation } if new_activation(activation) => FORMAT,
             SavedLayer::Dense(d) if new_activation(d.activation_tag()) => FORMAT,
             SavedLayer::Conv2d(c) if new_activation(c.activation_tag()) => FORMAT,
@@ -157,6 +163,7 @@ impl SavedLayer {
             SavedLayer::GlobalAveragePooling2d => Layer::Pool(Pooling::GlobalAverage),
             SavedLayer::Scale { factor } => Layer::Scale(Scale { factor: *factor }),
             SavedLayer::MultiHeadAttention(a) => Layer::MultiHeadAttention(a.layer()?),
+            &SavedLayer::LayerNorm { epsilon, bias } => Layer::LayerNorm(LayerNormConfig { epsilon, bias }),
             SavedLayer::Add { from, projection } => Layer::Add(Residual {
                 from: *from,
                 projection: projection.as_deref().map(SavedLayer::layer).transpose()?.map(Box::new),
