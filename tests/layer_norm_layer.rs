@@ -174,7 +174,7 @@ fn a_layer_norm_model_saves_loads_and_summarises() {
         let path = dir.join("ln.safetensors");
         model.save(&path).unwrap();
         let meta = &SafetensorsFile::read(&path).metadata["wgnn.model"];
-        assert!(meta.contains("\"format\":3") && meta.contains("layer_norm"), "{meta}");
+        assert!(meta.contains("\"format\":4") && meta.contains("layer_norm"), "{meta}");
         let loaded = Sequential::load(&path, &backend).unwrap();
         assert_eq!(loaded.layers(), model.layers());
         assert_eq!(loaded.parameters().unwrap(), model.parameters().unwrap());

@@ -241,7 +241,7 @@ fn an_attention_model_saves_loads_and_summarises() {
             model.save(&path).unwrap();
             let meta: serde_json::Value =
                 serde_json::from_str(&SafetensorsFile::read(&path).metadata["wgnn.model"]).unwrap();
-            assert_eq!(meta["format"], 3, "{meta}");
+            assert_eq!(meta["format"], 4, "{meta}");
             assert_eq!(meta["layers"][0]["type"], "multi_head_attention", "{meta}");
             let loaded = Sequential::load(&path, &backend).unwrap();
             // The initialisers are not saved (the weights are): compare the settings that are.

@@ -245,12 +245,39 @@ fn bad_token_inputs_are_typed_errors() {
         .build(&cpu)
         .unwrap();
     expect_err(open.generate(&[1], 3, 1.0, None, 0), &["layer 1 (multi_head_attention", "causal attention"]);
+    // A reshape may move values between positions: the padding would change the logits.
+    let reshaped = Sequential::new(InputShape::tokens(BLOCK), 1)
+        .embedding(VOCAB, WIDTH)
+        .reshape(&[BLOCK, WIDTH])
+        .dense_tied_to_embedding()
+        .build(&cpu)
+        .unwrap();
+    expect_err(reshaped.generate(&[1], 3, 1.0, None, 0), &["layer 1 (reshape", "may mix positions"]);
+    // A head scoring more ids than the embedding reads would feed back ids it has no row for.
+    let wide_head = Sequential::new(InputShape::tokens(BLOCK), 1)
+        .embedding(5, WIDTH)
+        .dense(9, Activation::Identity)
+        .build(&cpu)
+        .unwrap();
+    expect_err(wide_head.generate(&[1], 3, 1.0, None, 0), &["scores 9 ids", "embedding reads 5"]);
+    // Two heads on one table: the embedding adds to one head's gradient, a second would overwrite it.
+    let twice = Sequential::new(InputShape::tokens(BLOCK), 1)
+        .embedding(WIDTH, WIDTH)
+        .dense_tied_to_embedding()
+        .dense_tied_to_embedding();
+    expect_err(twice.build(&cpu), &["layer 2 (dense_tied", "layer 1 is tied to layer 0 already"]);
+    // predict reads f32 rows; a token model reads ids.
+    expect_err(model.predict(&[1.0; BLOCK], 1), &["layer 0 (embedding(11, 16))", "generate", "evaluate_tokens"]);
+    // Softmax over a [T, C] sample's values would not be per position.
+    let softmax = Sequential::new([BLOCK, WIDTH], 1).dense(4, Activation::Softmax);
+    expect_err(softmax.build(&cpu), &["layer 0 (dense(4, softmax))", "per position", "[8, 16]"]);
     // A data set whose vocabulary is larger than the embedding's.
     let mut model = tiny().build(&Backend::Gpu(gpu())).unwrap();
     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
     let wide = tokens(100, 20, 1);
     let opts = TokenFitOptions { batch_size: 2, steps: 1, ..Default::default() };
     expect_err(model.fit_tokens(&wide, None, &opts), &["vocabulary of 20 ids", "embedding(11, 16)"]);
+    expect_err(model.evaluate_tokens(&tokens(100, VOCAB, 1), 2, usize::MAX), &["batches must be from 1 to"]);
     // Windows longer than the data; rows of a Dataset.
     let short = tokens(8, VOCAB, 1);
     expect_err(model.fit_tokens(&short, None, &opts), &["longer than the 8 tokens"]);

@@ -43,6 +43,16 @@ impl Dense {
         match input {
             [0] | [_, 0] | [0, _] => Err(WgnnError::shape_of(op, &[("input", input)], "the input has no features")),
             [_] => Ok(vec![self.units]),
+            // Row-wise softmax would run over the sample's T·units values, not per position.
+            [_, _] if self.activation == Activation::Softmax => Err(WgnnError::shape_of(
+                op,
+                &[("input", input)],
+                format!(
+                    "a dense layer on [T, C] works per position, and softmax runs over one axis: give it no \
+                     activation (the cross-entropy applies the softmax per position), or add Flatten before it, \
+                     got a {input:?} input"
+                ),
+            )),
             &[t, _] => Ok(vec![t, self.units]),
             _ => Err(WgnnError::shape_of(
                 op,

@@ -28,10 +28,17 @@ impl TiedDense {
         format!("dense_tied({}, to layer {})", self.vocab, self.embedding)
     }
 
-    /// Layer `embedding` of `layers` must be an embedding of this vocabulary, whose width is the
-    /// last axis of `input`.
-    pub(crate) fn check_tie(&self, op: &str, layers: &[Layer], input: &[usize]) -> Result<()> {
-        match layers.get(self.embedding) {
+    /// Layer `embedding` of `below` (the layers before this one) must be an embedding of this
+    /// vocabulary, whose width is the last axis of `input`, and no other head tied to it: the
+    /// embedding adds its gradient to the one head's, which writes it whole.
+    pub(crate) fn check_tie(&self, op: &str, below: &[Layer], input: &[usize]) -> Result<()> {
+        if let Some(j) = below.iter().position(|l| matches!(l, Layer::TiedDense(t) if t.embedding == self.embedding)) {
+            return Err(WgnnError::invalid(
+                op,
+                format!("layer {j} is tied to layer {} already: one head may share its table", self.embedding),
+            ));
+        }
+        match below.get(self.embedding) {
             Some(Layer::Embedding(e)) if e.vocab == self.vocab && input.last() == Some(&e.width) => Ok(()),
             Some(Layer::Embedding(e)) => Err(WgnnError::shape_of(
                 op,

@@ -358,7 +358,7 @@ impl SequentialBuilder {
                 r.check_shapes(&layer.op(i), i, &shapes[r.from], &shapes[i])?;
             }
             if let Layer::TiedDense(t) = layer {
-                t.check_tie(&layer.op(i), &self.layers, &shapes[i])?;
+                t.check_tie(&layer.op(i), &self.layers[..i], &shapes[i])?;
             }
             let next = layer.output_shape(i, &shapes[i])?;
             if checked_product(&next).is_none() {

@@ -166,8 +166,8 @@ impl Sequential {
                 format!("steps ({}) must be a multiple of eval_every ({every})", opts.steps),
             ));
         }
-        if validation.is_some() && opts.eval_batches == 0 {
-            return Err(WgnnError::invalid(OP, "eval_batches must be at least 1 with validation data"));
+        if validation.is_some() {
+            check_validation_batches(OP, "eval_batches", opts.eval_batches)?;
         }
         let shape = self.check_tokens(OP, train, opts.batch_size)?;
         if let Some(v) = validation {
@@ -249,9 +249,7 @@ impl Sequential {
     pub fn evaluate_tokens(&self, data: &TokenDataset, batch: usize, batches: usize) -> Result<(f32, f32)> {
         const OP: &str = "evaluate_tokens";
         self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() first"))?;
-        if batches == 0 {
-            return Err(WgnnError::invalid(OP, "batches must be at least 1"));
-        }
+        check_validation_batches(OP, "batches", batches)?;
         let shape = self.check_tokens(OP, data, batch)?;
         match &self.state {
             State::Gpu(_) => self.run_token_eval(&self.token_eval(data, batches, shape)?),
@@ -323,4 +321,13 @@ impl Steps for CpuTokenSteps<'_> {
     fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
         self.val.map(|(v, batches)| model.evaluate_tokens_cpu(v, batches, self.shape)).transpose()
     }
+}
+
+/// A count of validation batches: at least 1, and at most the u32 counter that numbers their
+/// windows (past it the windows would repeat).
+fn check_validation_batches(op: &str, name: &str, batches: usize) -> Result<()> {
+    if batches == 0 || batches > u32::MAX as usize {
+        return Err(WgnnError::invalid(op, format!("{name} must be from 1 to {}, got {batches}", u32::MAX)));
+    }
+    Ok(())
 }

@@ -10,8 +10,9 @@
 //!
 //! A context shorter than the block is padded on the right with id 0 and the logits read at its
 //! last position: the same as a forward of the shorter sequence wherever no position reads a
-//! later one (per-position layers, causal attention). A model whose positions see later ones
-//! (non-causal attention) would sample from logits that the padding changed.
+//! later one (per-position layers, causal attention). A model with a layer whose positions may
+//! see later ones (attention without the mask, a flatten, a convolution) is refused, as it would
+//! sample from logits that the padding changed.
 
 use super::*;
 
@@ -48,11 +49,12 @@ impl Sequential {
         }
         // A short context is padded on the right: only a model whose positions read no later
         // ones samples the same token from it.
-        if let Some(i) = self.layers.iter().position(|l| matches!(l, Layer::MultiHeadAttention(a) if !a.causal)) {
-            return Err(WgnnError::invalid(
-                OP,
-                format!("{} attends to later positions: sampling needs causal attention", self.layers[i].op(i)),
-            ));
+        if let Some(i) = (0..self.layers.len()).find(|&i| self.mixes_positions(i)) {
+            let why = match &self.layers[i] {
+                Layer::MultiHeadAttention(_) => "attends to later positions: sampling needs causal attention",
+                _ => "may mix positions: sampling needs layers that work per position or causally",
+            };
+            return Err(WgnnError::invalid(OP, format!("{} {why}", self.layers[i].op(i))));
         }
         let last = self.blocks.len() - 1;
         if self.loss_positions() != self.input_dim() || self.applied_activation(last) != Activation::Identity {
@@ -66,10 +68,20 @@ impl Sequential {
             ));
         }
         let (block, vocab) = (self.input_dim(), self.output_classes());
+        if vocab != e.vocab {
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "the model scores {vocab} ids a position but its embedding reads {}: a sampled id must be one it reads",
+                    e.vocab
+                ),
+            ));
+        }
         let mut logits_of = self.last_logits(block, vocab)?;
         let mut rng = Rng::new(seed);
         let mut context = prompt.to_vec();
-        let mut out = Vec::with_capacity(n);
+        // Grown as sampled: `n` is the caller's, and each id costs a forward pass anyway.
+        let mut out = Vec::new();
         for _ in 0..n {
             let window = &context[context.len().saturating_sub(block)..];
             let logits = logits_of(window)?;
@@ -78,6 +90,26 @@ impl Sequential {
             context.push(id);
         }
         Ok(out)
+    }
+
+    /// Whether layer `i` may let a position see later ones: what `generate`'s right padding
+    /// would change.
+    fn mixes_positions(&self, i: usize) -> bool {
+        let per_position = self.shapes[i].len() == 2;
+        match &self.layers[i] {
+            Layer::MultiHeadAttention(a) => !a.causal,
+            Layer::Dense(_) => !per_position,
+            Layer::Add(r) => r.projection.is_some() && !per_position,
+            Layer::Flatten | Layer::Reshape(_) | Layer::Conv2D(_) | Layer::Pool(_) => true,
+            Layer::Embedding(_)
+            | Layer::PositionalEmbedding(_)
+            | Layer::TiedDense(_)
+            | Layer::LayerNorm(_)
+            | Layer::BatchNorm(_)
+            | Layer::Activation(_)
+            | Layer::Dropout(_)
+            | Layer::Scale(_) => false,
+        }
     }
 
     /// What gives the last position's `vocab` logits of a window of at most `block` ids: a

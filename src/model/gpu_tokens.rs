@@ -81,7 +81,7 @@ impl Sequential {
         let gpu = &self.gpu_state()?.gpu;
         eval.totals.write(&[0.0, 0.0])?;
         eval.counter.write_u32(&[0])?;
-        gpu.run(&vec![&eval.plan; eval.batches])?;
+        run_times(gpu, &eval.plan, eval.batches)?;
         let t = eval.totals.to_vec()?;
         let n = eval.positions as f64;
         Ok(((t[0] as f64 / n) as f32, (t[1] as f64 / n) as f32))
@@ -137,7 +137,7 @@ impl Steps for GpuTokenSteps {
     }
 
     fn run(&mut self, model: &mut Sequential, _first: usize, count: usize) -> Result<RunningSums> {
-        self.gpu.run(&vec![&self.step; count])?;
+        run_times(&self.gpu, &self.step, count)?;
         model.read_totals()
     }
 
@@ -145,3 +145,17 @@ impl Steps for GpuTokenSteps {
         self.validation.as_ref().map(|v| model.run_token_eval(v)).transpose()
     }
 }
+
+/// `plan` recorded `times` times, in submissions of at most [`PLANS_PER_SUBMISSION`]: a count the
+/// caller gives (validation batches, steps between progress ticks) never sizes one command buffer.
+fn run_times(gpu: &Gpu, plan: &Plan, times: usize) -> Result<()> {
+    let mut left = times;
+    while left > 0 {
+        let now = left.min(PLANS_PER_SUBMISSION);
+        gpu.run_repeated(&[plan], now)?;
+        left -= now;
+    }
+    Ok(())
+}
+
+const PLANS_PER_SUBMISSION: usize = 256;

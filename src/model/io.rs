@@ -136,7 +136,7 @@ fn parse_architecture(path: &Path, meta: &HashMap<String, String>) -> Result<Arc
     match format.format {
         1 => Architecture::from_v1(&from_json::<SavedModelV1>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
             .map_err(invalid),
-        2 | FORMAT => {
+        2..=FORMAT => {
             Architecture::from_saved(&from_json::<SavedModel>(MODEL_KEY, text).map_err(|e| data_err(path, e))?)
                 .map_err(invalid)
         }

@@ -18,6 +18,15 @@ impl Sequential {
     /// through its own activation (a `softmax` layer gives probabilities, a linear one logits).
     pub fn predict(&self, x: &[f32], rows: usize) -> Result<Predictions> {
         const OP: &str = "predict";
+        if self.token_embedding().is_some() {
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "{} reads token ids, not f32 rows: sample with generate, score with evaluate_tokens",
+                    self.layers[0].op(0)
+                ),
+            ));
+        }
         // Checked: a row count whose product wraps would pass with a short x, then overflow the
         // output's allocation.
         let output_len = rows.checked_mul(self.output_dim());

@@ -6,9 +6,10 @@
 //! with a sample shape; format 1 (a list of dense layers, each with its dropout and batch norm,
 //! and an input width) still loads, its tensors renamed on the way (see [`SavedModelV1`]).
 //! Format 3 is format 2 with residual sums (`{"type": "add", "from": 2}`, a projection as a
-//! nested layer), scale layers, layer norms, multi-head attention and the token layers
-//! (`embedding`, `positional_embedding`, `dense_tied`, whose table is saved once, with its
-//! embedding); a model without them is still written as format 2.
+//! nested layer), scale layers and the GELU activations; format 4 adds the transformer's layers:
+//! layer norms, multi-head attention and the token layers (`embedding`, `positional_embedding`,
+//! `dense_tied`, whose table is saved once, with its embedding). A file is written in the lowest
+//! format that holds its layers, so a model without them is still format 2.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,7 @@ mod optimizer;
 use optimizer::SavedOptimizer;
 
 /// The version of [`SavedModel`] this wgnn writes.
-pub(super) const FORMAT: u64 = 3;
+pub(super) const FORMAT: u64 = 4;
 
 /// Just the format number, read first to pick the schema.
 #[derive(Deserialize)]
@@ -49,7 +50,7 @@ pub(super) struct SavedModel {
     pub(super) compile: Option<SavedCompile>,
 }
 
-/// One layer of a format-2 (or 3) file: the per-layer schema lives with the layer
+/// One layer of a format-2 (to 4) file: the per-layer schema lives with the layer
 /// (`dense::Saved`, `conv2d::Saved`, `pool2d::Saved`), this enum lists them under their tags.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -128,22 +129,22 @@ impl From<&Layer> for SavedLayer {
 }
 
 impl SavedLayer {
-    /// The format a file needs to hold this layer: 3 for the layers and activations (GELU)
-    /// format 2 did not have, so a wgnn that reads format 2 only refuses the file by its number.
+    /// The format a file needs to hold this layer: 3 for the residual sums, scale layers and
+    /// activations (GELU) format 2 did not have, 4 for the transformer's layers, so a wgnn that
+    /// reads an older format refuses the file by its number rather than by a layer's name.
     pub(super) fn format(&self) -> u64 {
         let new_activation =
             |tag: &str| Activation::parse(tag).is_ok_and(|a| matches!(a, Activation::Gelu | Activation::GeluErf));
         match self {
-            SavedLayer::Add { .. }
-            | SavedLayer::Scale { .. }
-            | SavedLayer::MultiHeadAttention(_)
+            SavedLayer::MultiHeadAttention(_)
             | SavedLayer::Embedding(_)
             | SavedLayer::PositionalEmbedding { .. }
             | SavedLayer::DenseTied { .. }
-            | SavedLayer::LayerNorm { .. } => FORMAT,
-            SavedLayer::Activation { activation } if new_activation(activation) => FORMAT,
-            SavedLayer::Dense(d) if new_activation(d.activation_tag()) => FORMAT,
-            SavedLayer::Conv2d(c) if new_activation(c.activation_tag()) => FORMAT,
+            | SavedLayer::LayerNorm { .. } => 4,
+            SavedLayer::Add { .. } | SavedLayer::Scale { .. } => 3,
+            SavedLayer::Activation { activation } if new_activation(activation) => 3,
+            SavedLayer::Dense(d) if new_activation(d.activation_tag()) => 3,
+            SavedLayer::Conv2d(c) if new_activation(c.activation_tag()) => 3,
             _ => 2,
         }
     }
