@@ -9,6 +9,10 @@ fn a_row_base(r: u32, len4: u32, start: u32) -> u32 {
     return r * len4;
 }
 
+fn a_col(q: u32) -> u32 {
+    return q;
+}
+
 fn a_vec(i: u32) -> vec4<f32> {
     return a4[i];
 }

@@ -1,0 +1,97 @@
+//! The convolution's products with x's patch matrix read in place (implicit GEMM): the forward
+//! y = act(patches(x)·kernel + b) and the kernel gradient dK = patches(x)ᵀ·dZ (+ db = Σ dZ), on the
+//! subgroup matmul with op(A) from shaders/matmul_conv_a.wgsl ([`super::matmul::matmul_conv_patches`]).
+//! CPU reference: `crate::cpu::conv2d::{conv2d_forward, conv2d_backward_weights}`.
+//!
+//! Why: the patch path writes the patch matrix (kh·kw times x) and reads it back, and a training
+//! step keeps it from the forward for the kernel gradient. Read in place, the im2col pass, its
+//! dispatch and the kept matrix go; the products' loads stay the same in number. Where it applies
+//! (C_in a multiple of 4, no padding, the profile's pick for the patch products the subgroup
+//! kernel) the engine takes it over the patch path; elsewhere the patch path stays.
+
+use super::matmul::{matmul_conv_patches, Epilogue, MatmulOptions};
+use super::matmul_choice::subgroup_ok;
+use super::matmul_conv_a::{matmul_conv_patches_supported, ConvPatchesA};
+use crate::activation::Activation;
+use crate::cpu::conv2d::Conv2dDims;
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::plan::Plan;
+use crate::tensor::Tensor;
+
+/// x's patches as the product's op(A): the output grid, the strides and the window.
+fn patches_of<'a>(x: &'a Tensor, d: &Conv2dDims) -> ConvPatchesA<'a> {
+    let win = &d.window;
+    ConvPatchesA { image: x, grid: (win.ho, win.wo), strides: (win.sh, win.sw), window: (win.kh, win.kw) }
+}
+
+/// No window reaches past the image (valid padding, or same where it pads nothing).
+fn unpadded(d: &Conv2dDims) -> bool {
+    let win = &d.window;
+    win.pad_top == 0
+        && win.pad_left == 0
+        && (win.ho - 1) * win.sh + win.kh <= win.h
+        && (win.wo - 1) * win.sw + win.kw <= win.w
+}
+
+/// Whether the engine computes this convolution's forward and kernel gradient by implicit GEMM
+/// (16-byte aligned views granted): no padding, C_in a multiple of 4, both products on the
+/// subgroup kernel, and the device profile preferring it (a CPU adapter: its patch products take
+/// it too). On other devices the patch path stays until measured there.
+pub fn conv2d_implicit_applies(gpu: &Gpu, d: &Conv2dDims) -> bool {
+    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, d.patch_len());
+    gpu.profile().matmul.prefer_subgroup
+        && unpadded(d)
+        && d.c_in.is_multiple_of(4)
+        && subgroup_ok(gpu, positions, d.c_out, patch, false, false)
+        && subgroup_ok(gpu, patch, d.c_out, positions, true, false)
+}
+
+/// Whether [`forward`] runs with this x (its view aligned, C_in a multiple of 4, no padding, the
+/// product on the subgroup kernel; the profile aside): what forcing it needs.
+pub(super) fn forward_fits(gpu: &Gpu, x: &Tensor, d: &Conv2dDims) -> bool {
+    unpadded(d) && matmul_conv_patches_supported(gpu, &patches_of(x, d), d.c_out, false, false)
+}
+
+/// Whether [`kernel_gradient`] runs with this x.
+pub(super) fn kernel_gradient_fits(gpu: &Gpu, x: &Tensor, d: &Conv2dDims) -> bool {
+    unpadded(d) && matmul_conv_patches_supported(gpu, &patches_of(x, d), d.c_out, true, false)
+}
+
+/// Whether both implicit products run on `gpu` with this x, the device profile aside (so on a
+/// GPU profile too, when forced): for tests and benchmarks.
+pub fn conv2d_implicit_runs(gpu: &Gpu, x: &Tensor, d: &Conv2dDims) -> bool {
+    forward_fits(gpu, x, d) && kernel_gradient_fits(gpu, x, d)
+}
+
+/// y = act(patches(x)·kernel + bias), y `[rows, Ho, Wo, C_out]` (shapes checked by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    gpu: &Gpu,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    act: Activation,
+    d: &Conv2dDims,
+) -> Result<Plan> {
+    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, d.patch_len());
+    let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
+    let (k2, y2) = (kernel.reshape(&[patch, d.c_out])?, y.reshape(&[positions, d.c_out])?);
+    matmul_conv_patches(gpu, &patches_of(x, d), &k2, &y2, None, &opts)
+}
+
+/// dkernel = patches(x)ᵀ·dz, and dbias = Σ dz where given (shapes checked by the caller).
+pub(super) fn kernel_gradient(
+    gpu: &Gpu,
+    x: &Tensor,
+    dz: &Tensor,
+    dkernel: &Tensor,
+    dbias: Option<&Tensor>,
+    d: &Conv2dDims,
+) -> Result<Plan> {
+    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, d.patch_len());
+    let opts = MatmulOptions { trans_a: true, ..Default::default() };
+    let (dz2, dk2) = (dz.reshape(&[positions, d.c_out])?, dkernel.reshape(&[patch, d.c_out])?);
+    matmul_conv_patches(gpu, &patches_of(x, d), &dz2, &dk2, dbias, &opts)
+}
