@@ -5,7 +5,8 @@
 //   stored A's row r = the patch at grid position r = (img, gy, gx) over [rows, GH, GW]: the
 //     window of KH×KW pixels whose corner is pixel (gy·SY, gx·SX), as im2col lays it out
 //     (t = (ky·KW + kx)·C + c), K = KH·KW·C. Every window lies inside the image (no padding:
-//     the wrapper checks), and C is a multiple of 4, so a vec4 of the patch is one of the image.
+//     the wrapper checks), and C is a multiple of 4, so a vec4 of the patch is one of the image
+//     (other C: matmul_conv_a_scalar.wgsl).
 // A forward convolution reads x over its output grid; the input gradient reads the zero-padded,
 // dilated dZ over the input grid (its "full" convolution with the flipped kernel).
 // Geometry in override constants: one pipeline per layer shape, divisions by constants.
@@ -38,8 +39,8 @@ fn a_col(q: u32) -> u32 {
     return q + ky * (CONV_IW - CONV_KW) * CONV_C4;
 }
 
-fn a_vec(i: u32) -> vec4<f32> {
-    return a4[i];
+fn a_at(base: u32, q: u32) -> vec4<f32> {
+    return a4[base + a_col(q)];
 }
 
 fn a_duties(wid: vec3<u32>, lane: u32, m0: u32, tile_rows: u32, start: u32) {}

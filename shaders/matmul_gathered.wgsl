@@ -35,8 +35,8 @@ fn a_row_base(r: u32, len4: u32, start: u32) -> u32 {
 }
 
 // 4 features from one packed word: what a vec4 load of a gathered row would have given.
-fn a_col(q: u32) -> u32 {
-    return q;
+fn a_at(base: u32, q: u32) -> vec4<f32> {
+    return a_vec(base + q);
 }
 
 fn a_vec(i: u32) -> vec4<f32> {

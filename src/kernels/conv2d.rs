@@ -8,9 +8,9 @@
 //! Design: the forward of a small patch (at most [`MAX_DIRECT_PATCH`] values: a first layer of
 //! 1 to 3 channels) to at most [`PICK_DIRECT_MAX_CHANNELS`] channels runs the direct kernel of src/kernels/conv2d_direct.rs, no patch matrix
 //! (it writes the patches only where the forward keeps them); where [`conv2d_implicit_applies`]
-//! (C_in a multiple of 4, no padding, a CPU adapter's subgroup kernel), the forward and kernel
-//! gradient read the patches straight from x (src/kernels/conv2d_implicit.rs); everything else
-//! is im2col + the engine's matmul. With the patch
+//! (no padding, a CPU adapter's subgroup kernel), the kernel gradient, and where C_in is a
+//! multiple of 4 the forward, read the patches straight from x (src/kernels/conv2d_implicit.rs);
+//! everything else is im2col + the engine's matmul. With the patch
 //! matrix col `[rows·Ho·Wo, K]` (K = kh·kw·C_in rounded up to a multiple of 4, so that the vec4
 //! and subgroup matmuls apply; the extra columns are zero) and the kernel read as `[K, C_out]`:
 //! - forward: y = act(col·kernel + b), the bias and activation fused as the matmul's epilogue;
@@ -151,8 +151,8 @@ pub fn conv2d_forward_using(
 /// The kernel [`conv2d_forward`] runs: the direct one wherever it fits with at most
 /// [`PICK_DIRECT_MAX_CHANNELS`] output channels (fewer passes over memory on any device), except
 /// a 1×1 kernel at stride 1, whose patch matrix is x itself; else the implicit GEMM where
-/// [`conv2d_implicit_applies`] (x's view 16-byte aligned, and no patch matrix to keep: the
-/// forward falls back to the patch path otherwise).
+/// [`conv2d_implicit_applies`] and C_in is a multiple of 4 (x's view 16-byte aligned, and no
+/// patch matrix to keep: the forward falls back to the patch path otherwise).
 pub fn conv2d_forward_kernel(
     gpu: &Gpu,
     d: &Conv2dDims,
@@ -162,7 +162,7 @@ pub fn conv2d_forward_kernel(
 ) -> ConvForwardKernel {
     if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
         ConvForwardKernel::Direct
-    } else if !direct(gpu, d) && conv2d_implicit_applies(gpu, d) {
+    } else if !direct(gpu, d) && d.c_in.is_multiple_of(4) && conv2d_implicit_applies(gpu, d) {
         ConvForwardKernel::Implicit
     } else {
         ConvForwardKernel::Im2colMatmul
@@ -216,8 +216,8 @@ fn forward(
             return Err(WgnnError::invalid(
                 op,
                 format!(
-                    "the implicit GEMM needs C_in a multiple of 4, no padding, the subgroup matmul, a 16-byte aligned \
-                     x and no patch matrix to keep: {context}{}",
+                    "the implicit GEMM needs no padding, the subgroup matmul, a 16-byte aligned x and no patch \
+                     matrix to keep: {context}{}",
                     if patches.is_some() { ", patches given" } else { "" }
                 ),
             ));

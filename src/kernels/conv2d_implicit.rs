@@ -6,9 +6,11 @@
 //! Why: the patch path writes the patch matrix (kh·kw times x) and reads it back, and a training
 //! step keeps it from the forward for the kernel gradient. Read in place, the im2col pass, its
 //! dispatch and the kept matrix go; the products' loads stay the same in number. Where it applies
-//! (C_in a multiple of 4, no padding, the profile's pick for the patch products the subgroup
-//! kernel) the engine takes it over the patch path; elsewhere the patch path stays.
+//! (no padding, the profile preferring the subgroup kernel) the engine takes it for the kernel
+//! gradient, and for the forward where C_in is a multiple of 4 and the direct kernel does not
+//! take it (src/kernels/conv2d.rs picks); elsewhere the patch path stays.
 
+use super::conv2d_patches::{copy, kernel_matrix, padded_patch};
 use super::matmul::{matmul_conv_patches, Epilogue, MatmulOptions};
 use super::matmul_choice::subgroup_ok;
 use super::matmul_conv_a::{matmul_conv_patches_supported, ConvPatchesA};
@@ -35,19 +37,18 @@ fn unpadded(d: &Conv2dDims) -> bool {
 }
 
 /// Whether the engine computes this convolution's forward and kernel gradient by implicit GEMM
-/// (16-byte aligned views granted): no padding, C_in a multiple of 4, both products on the
+/// (16-byte aligned views granted): no padding, both products on the
 /// subgroup kernel, and the device profile preferring it (a CPU adapter: its patch products take
 /// it too). On other devices the patch path stays until measured there.
 pub fn conv2d_implicit_applies(gpu: &Gpu, d: &Conv2dDims) -> bool {
-    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, d.patch_len());
+    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, padded_patch(d));
     gpu.profile().matmul.prefer_subgroup
         && unpadded(d)
-        && d.c_in.is_multiple_of(4)
         && subgroup_ok(gpu, positions, d.c_out, patch, false, false)
         && subgroup_ok(gpu, patch, d.c_out, positions, true, false)
 }
 
-/// Whether [`forward`] runs with this x (its view aligned, C_in a multiple of 4, no padding, the
+/// Whether [`forward`] runs with this x (its view aligned, no padding, the
 /// product on the subgroup kernel; the profile aside): what forcing it needs.
 pub(super) fn forward_fits(gpu: &Gpu, x: &Tensor, d: &Conv2dDims) -> bool {
     unpadded(d) && matmul_conv_patches_supported(gpu, &patches_of(x, d), d.c_out, false, false)
@@ -75,10 +76,12 @@ pub(super) fn forward(
     act: Activation,
     d: &Conv2dDims,
 ) -> Result<Plan> {
-    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, d.patch_len());
+    let positions = d.rows * d.window.ho * d.window.wo;
     let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
-    let (k2, y2) = (kernel.reshape(&[patch, d.c_out])?, y.reshape(&[positions, d.c_out])?);
-    matmul_conv_patches(gpu, &patches_of(x, d), &k2, &y2, None, &opts)
+    let mut plan = Plan::new();
+    let k2 = kernel_matrix(gpu, kernel, d, &mut plan)?;
+    plan.extend(matmul_conv_patches(gpu, &patches_of(x, d), &k2, &y.reshape(&[positions, d.c_out])?, None, &opts)?);
+    Ok(plan)
 }
 
 /// dkernel = patches(x)ᵀ·dz, and dbias = Σ dz where given (shapes checked by the caller).
@@ -90,8 +93,15 @@ pub(super) fn kernel_gradient(
     dbias: Option<&Tensor>,
     d: &Conv2dDims,
 ) -> Result<Plan> {
-    let (positions, patch) = (d.rows * d.window.ho * d.window.wo, d.patch_len());
+    let (positions, patch, k) = (d.rows * d.window.ho * d.window.wo, d.patch_len(), padded_patch(d));
     let opts = MatmulOptions { trans_a: true, ..Default::default() };
-    let (dz2, dk2) = (dz.reshape(&[positions, d.c_out])?, dkernel.reshape(&[patch, d.c_out])?);
-    matmul_conv_patches(gpu, &patches_of(x, d), &dz2, &dk2, dbias, &opts)
+    let dz2 = dz.reshape(&[positions, d.c_out])?;
+    if k == patch {
+        return matmul_conv_patches(gpu, &patches_of(x, d), &dz2, &dkernel.reshape(&[patch, d.c_out])?, dbias, &opts);
+    }
+    // The padded patch's last rows are the zero columns' gradients: written apart, copied back.
+    let dk2 = Tensor::zeros(gpu, &[k, d.c_out])?;
+    let mut plan = matmul_conv_patches(gpu, &patches_of(x, d), &dz2, &dk2, dbias, &opts)?;
+    plan.push(copy(gpu, &dk2, dkernel, dkernel.len())?);
+    Ok(plan)
 }

@@ -9,7 +9,7 @@
 use super::gather::BatchStart;
 use super::matmul_check::{check_column_sum, check_epilogue, check_operands, describe, Dims, EpilogueArgs};
 use super::matmul_choice::{subgroup_ok, vec4_ok};
-use super::matmul_conv_a::{matmul_conv_patches_supported, ConvPatchesA, MATMUL_CONV};
+use super::matmul_conv_a::{matmul_conv_patches_supported, ConvPatchesA};
 use super::matmul_gathered_a::{check_gathered, MATMUL_GATHERED};
 use super::matmul_register::{matmul_register, matmul_register_column_sum};
 use super::reduce::column_sum;
@@ -327,8 +327,8 @@ fn matmul_plan(
     if gathered.is_some() {
         shape.family = &MATMUL_GATHERED;
     }
-    if patches.is_some() {
-        shape.family = &MATMUL_CONV;
+    if let Some(pa) = patches {
+        shape.family = pa.family();
     }
     let tall_min_m = if opts.trans_a { SUBGROUP_TALL_MIN_M_TRANS_A } else { SUBGROUP_TALL_MIN_M };
     let tall = variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K;

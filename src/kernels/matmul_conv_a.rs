@@ -1,6 +1,7 @@
 //! op(A) of [`super::matmul::matmul_conv_patches`]: a convolution's patch matrix read straight
-//! from the image (implicit GEMM, shaders/matmul_conv_a.wgsl), what it is ([`ConvPatchesA`]),
-//! its kernel family and where it runs ([`matmul_conv_patches_supported`]).
+//! from the image (implicit GEMM, shaders/matmul_conv_a.wgsl; matmul_conv_a_scalar.wgsl where
+//! the channels are not whole vec4s), what it is ([`ConvPatchesA`]), its kernel families and
+//! where it runs ([`matmul_conv_patches_supported`]).
 //!
 //! Why: im2col writes the patch matrix (kh·kw times the image) and the product reads it back; at
 //! the default CNN's second layer (13×13×16 → 3×3 → 32, batch 64) that was im2col 1.3 ms beside
@@ -27,10 +28,23 @@ pub(crate) const MATMUL_CONV: KernelFamily = KernelFamily {
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
 };
 
-/// Stored A = the patch matrix `[rows·GH·GW, KH·KW·C]` of `image` `[rows, IH, IW, C]` (channels
+/// [`MATMUL_CONV`] for channels that are not whole vec4s: each vec4 of a patch gathered.
+pub(crate) const MATMUL_CONV_SCALAR: KernelFamily = KernelFamily {
+    name: "matmul_conv_scalar",
+    sources: &[
+        ACTIVATION_WGSL,
+        include_str!("../../shaders/matmul.wgsl"),
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+        include_str!("../../shaders/matmul_conv_a_scalar.wgsl"),
+    ],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
+};
+
+/// Stored A = the patch matrix `[rows·GH·GW, K]` of `image` `[rows, IH, IW, C]` (channels
 /// last) over a grid of GH×GW windows of KH×KW pixels, window (gy, gx) starting at pixel
-/// (gy·SY, gx·SX), laid out as im2col lays it (t = (ky·KW + kx)·C + c). Every window inside the
-/// image, C a multiple of 4 ([`ConvPatchesA::fits`]).
+/// (gy·SY, gx·SX), laid out as im2col lays it (t = (ky·KW + kx)·C + c; K = KH·KW·C rounded up
+/// to a multiple of 4, the extra columns zero, as im2col pads them). Every window inside the
+/// image ([`ConvPatchesA::fits`]).
 #[derive(Clone, Copy, Debug)]
 pub struct ConvPatchesA<'a> {
     pub image: &'a Tensor,
@@ -48,22 +62,35 @@ impl ConvPatchesA<'_> {
         self.image.shape().try_into().ok()
     }
 
-    /// Stored A's shape: (rows·GH·GW, KH·KW·C).
+    /// Stored A's shape: (rows·GH·GW, K).
     pub(crate) fn stored_shape(&self) -> (usize, usize) {
         let [rows, _, _, c] = self.image_dims().unwrap_or([0; 4]);
-        (rows * self.grid.0 * self.grid.1, self.window.0 * self.window.1 * c)
+        (rows * self.grid.0 * self.grid.1, (self.window.0 * self.window.1 * c).next_multiple_of(4))
     }
 
-    /// Whether the shader reads these patches: an f32 4-D image whose channels are whole vec4s,
-    /// a non-empty grid of windows all inside it, strides ≥ 1, a 16-byte aligned view, and
-    /// indices within u32.
+    /// Whether each vec4 of a patch is gathered from scalars (C not a multiple of 4).
+    pub(crate) fn scalar(&self) -> bool {
+        !self.image_dims().unwrap_or([0; 4])[3].is_multiple_of(4)
+    }
+
+    /// The kernel family that reads these patches.
+    pub(crate) fn family(&self) -> &'static KernelFamily {
+        if self.scalar() {
+            &MATMUL_CONV_SCALAR
+        } else {
+            &MATMUL_CONV
+        }
+    }
+
+    /// Whether the shaders read these patches: an f32 4-D image, a non-empty grid of windows all
+    /// inside it, strides ≥ 1, a 16-byte aligned view, and indices within u32.
     pub fn fits(&self) -> bool {
         let Some([rows, ih, iw, c]) = self.image_dims() else { return false };
         let ((gh, gw), (sy, sx), (kh, kw)) = (self.grid, self.strides, self.window);
         let inside = |g: usize, s: usize, k: usize, i: usize| g >= 1 && s >= 1 && k >= 1 && (g - 1) * s + k <= i;
         self.image.dtype() == DType::F32
             && rows >= 1
-            && c.is_multiple_of(4)
+            && c >= 1
             && inside(gh, sy, kh, ih)
             && inside(gw, sx, kw, iw)
             && self.image.byte_offset().is_multiple_of(16)
@@ -71,10 +98,14 @@ impl ConvPatchesA<'_> {
     }
 
     /// The shader's override constants.
-    pub(crate) fn constants(&self) -> [Constant; 8] {
+    pub(crate) fn constants(&self) -> Vec<Constant> {
         let [_, ih, iw, c] = self.image_dims().unwrap_or([0; 4]);
         let f = |v: usize| v as f64;
-        [
+        let channels = match self.scalar() {
+            true => vec![("CONV_C", f(c)), ("CONV_PATCH", f(self.window.0 * self.window.1 * c))],
+            false => vec![("CONV_C4", f(c / 4))],
+        };
+        let mut constants = vec![
             ("CONV_GH", f(self.grid.0)),
             ("CONV_GW", f(self.grid.1)),
             ("CONV_IH", f(ih)),
@@ -82,8 +113,9 @@ impl ConvPatchesA<'_> {
             ("CONV_SY", f(self.strides.0)),
             ("CONV_SX", f(self.strides.1)),
             ("CONV_KW", f(self.window.1)),
-            ("CONV_C4", f(c / 4)),
-        ]
+        ];
+        constants.extend(channels);
+        constants
     }
 
     /// The patches' error: what they need, and what they are.
@@ -91,8 +123,8 @@ impl ConvPatchesA<'_> {
         WgnnError::invalid(
             op,
             format!(
-                "op(A) read as the patches of an image needs an f32 [rows, H, W, C] image, C a multiple of 4, every \
-                 window inside it and the subgroup kernel: image {:?}, grid {:?}, strides {:?}, window {:?}",
+                "op(A) read as the patches of an image needs an f32 [rows, H, W, C] image, every window inside it \
+                 and the subgroup kernel: image {:?}, grid {:?}, strides {:?}, window {:?}",
                 self.image.shape(),
                 self.grid,
                 self.strides,
