@@ -11,8 +11,8 @@ use wgnn::device::GpuOptions;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::conv2d::{
     conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_backward_weights_from_patches,
-    conv2d_forward, conv2d_forward_keeping_patches, conv2d_forward_using, conv2d_implicit_applies, Conv2dConfig,
-    Conv2dDims, ConvForwardKernel, ConvPatches, Padding,
+    conv2d_forward, conv2d_forward_keeping_patches, conv2d_forward_using, conv2d_implicit_applies, conv2d_step_patches,
+    Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches, Padding,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor, WgnnError};
@@ -232,7 +232,7 @@ fn a_batch_past_one_grid_dimension_of_rows_runs_in_one_piece() {
     let gpu = gpu();
     let c = case([128, 28, 28, 1], (3, 3), 8, (1, 1), Padding::Valid);
     let d = c.dims();
-    let patches = ConvPatches::new(&gpu, &d).unwrap();
+    let patches = conv2d_step_patches(&gpu, &d).unwrap();
     assert!(patches.is_some() || conv2d_implicit_applies(&gpu, &d), "kept in one piece");
     let mut rng = Rng::new(10);
     let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);

@@ -9,7 +9,7 @@ use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::conv2d::{
     conv2d_backward_weights, conv2d_forward, conv2d_forward_kernel, conv2d_forward_using, conv2d_implicit_applies,
-    conv2d_implicit_runs, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches, Padding,
+    conv2d_implicit_runs, conv2d_step_patches, Conv2dConfig, Conv2dDims, ConvForwardKernel, Padding,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor};
@@ -106,7 +106,7 @@ fn the_engines_forward_and_kernel_gradient_match_cpu_whichever_kernel_it_picks()
         let dzt = up(&gpu, &d.y_shape(), &dz);
         let implicit = conv2d_implicit_applies(&gpu, &d) && conv2d_implicit_runs(&gpu, &xt, &d);
         // Where the engine reads the patches in place, a training step keeps none.
-        assert_eq!(implicit, conv2d_implicit_applies(&gpu, &d) && ConvPatches::new(&gpu, &d).unwrap().is_none());
+        assert_eq!(implicit, conv2d_implicit_applies(&gpu, &d) && conv2d_step_patches(&gpu, &d).unwrap().is_none());
         let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
         let forward = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &yt, act, &cfg).unwrap();
         let (dkt, dbt) =

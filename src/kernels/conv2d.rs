@@ -100,6 +100,16 @@ pub(crate) fn check_bindings(op: &str, outputs: &[(&str, &Tensor)], inputs: &[(&
     Ok(())
 }
 
+/// The patch matrix a training step keeps from the forward for the kernel gradient: none where
+/// the kernel gradient reads x's patches in place ([`conv2d_implicit_applies`]), else
+/// [`ConvPatches::new`]'s.
+pub fn conv2d_step_patches(gpu: &Gpu, d: &Conv2dDims) -> Result<Option<ConvPatches>> {
+    if conv2d_implicit_applies(gpu, d) {
+        return Ok(None);
+    }
+    ConvPatches::new(gpu, d)
+}
+
 /// y = act(conv(x, kernel) + bias).  x `[rows, H, W, C_in]`, kernel `[kh, kw, C_in, C_out]`, bias
 /// `[C_out]` (or none), y `[rows, Ho, Wo, C_out]` with Ho, Wo from `cfg` ([`Conv2dDims`]).
 pub fn conv2d_forward(

@@ -6,7 +6,6 @@
 
 use bytemuck::Zeroable;
 
-use super::conv2d_implicit::conv2d_implicit_applies;
 use super::matmul::min_rows_per_workgroup;
 use super::ACTIVATION_WGSL;
 use crate::activation::Activation;
@@ -256,10 +255,11 @@ pub struct ConvPatches {
 
 impl ConvPatches {
     /// The patch matrix for `d`, where the convolution builds it in one piece; `None` where x is
-    /// its own patch matrix (a 1×1 kernel at stride 1), the products read it from x in place
-    /// ([`conv2d_implicit_applies`]) or the batch is cut into chunks.
+    /// its own patch matrix (a 1×1 kernel at stride 1) or the batch is cut into chunks. (A training
+    /// step asks [`super::conv2d::conv2d_step_patches`], which also keeps none where the products
+    /// read x in place.)
     pub fn new(gpu: &Gpu, d: &Conv2dDims) -> Result<Option<ConvPatches>> {
-        if direct(gpu, d) || conv2d_implicit_applies(gpu, d) || images_per_chunk("conv2d_patches", gpu, d)? < d.rows {
+        if direct(gpu, d) || images_per_chunk("conv2d_patches", gpu, d)? < d.rows {
             return Ok(None);
         }
         let col = Tensor::zeros(gpu, &[d.rows * d.window.ho * d.window.wo, padded_patch(d)])?;
