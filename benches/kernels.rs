@@ -1566,7 +1566,8 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
     let (m, patch) = (rows * d.window.ho * d.window.wo, d.patch_len());
     let work = Work::Flops(2.0 * (m * patch * c_out) as f64);
     let tol = (2e-5 * (patch as f32).sqrt(), 1e-4);
-    // Both forward kernels where the direct one fits, `*` on the one conv2d_forward picks.
+    // Every forward kernel that runs this shape (im2col, direct, implicit), `*` on the one
+    // conv2d_forward picks.
     // "kept": the forward as a training step runs it, keeping the patch matrix for the kernel gradient.
     let kernels = [
         (ConvForwardKernel::Im2colMatmul, "im2col"),
