@@ -27,6 +27,17 @@ fn patches_of<'a>(x: &'a Tensor, d: &Conv2dDims) -> ConvPatchesA<'a> {
     ConvPatchesA { image: x, grid: (win.ho, win.wo), strides: (win.sh, win.sw), window: (win.kh, win.kw) }
 }
 
+/// The subgroup kernel's smallest tile of rows: a forward's rows·Ho·Wo positions must fit the
+/// grid's one dimension of workgroups in tiles of this many (the patch path cuts the batch into
+/// chunks instead).
+const SUBGROUP_TILE_ROWS: usize = 16;
+
+/// One dispatch's grid covers the forward's positions.
+fn grid_covers(gpu: &Gpu, d: &Conv2dDims) -> bool {
+    let positions = d.rows * d.window.ho * d.window.wo;
+    positions <= gpu.limits().max_compute_workgroups_per_dimension as usize * SUBGROUP_TILE_ROWS
+}
+
 /// No window reaches past the image (valid padding, or same where it pads nothing).
 fn unpadded(d: &Conv2dDims) -> bool {
     let win = &d.window;
@@ -37,13 +48,14 @@ fn unpadded(d: &Conv2dDims) -> bool {
 }
 
 /// Whether the engine computes this convolution's forward and kernel gradient by implicit GEMM
-/// (16-byte aligned views granted): no padding, both products on the
-/// subgroup kernel, and the device profile preferring it (a CPU adapter: its patch products take
-/// it too). On other devices the patch path stays until measured there.
+/// (16-byte aligned views granted): no padding, the positions within one dispatch's grid, both
+/// products on the subgroup kernel, and the device profile preferring it (a CPU adapter: its
+/// patch products take it too). On other devices the patch path stays until measured there.
 pub fn conv2d_implicit_applies(gpu: &Gpu, d: &Conv2dDims) -> bool {
     let (positions, patch) = (d.rows * d.window.ho * d.window.wo, padded_patch(d));
     gpu.profile().matmul.prefer_subgroup
         && unpadded(d)
+        && grid_covers(gpu, d)
         && subgroup_ok(gpu, positions, d.c_out, patch, false, false)
         && subgroup_ok(gpu, patch, d.c_out, positions, true, false)
 }
@@ -51,7 +63,7 @@ pub fn conv2d_implicit_applies(gpu: &Gpu, d: &Conv2dDims) -> bool {
 /// Whether [`forward`] runs with this x (its view aligned, no padding, the
 /// product on the subgroup kernel; the profile aside): what forcing it needs.
 pub(super) fn forward_fits(gpu: &Gpu, x: &Tensor, d: &Conv2dDims) -> bool {
-    unpadded(d) && matmul_conv_patches_supported(gpu, &patches_of(x, d), d.c_out, false, false)
+    unpadded(d) && grid_covers(gpu, d) && matmul_conv_patches_supported(gpu, &patches_of(x, d), d.c_out, false, false)
 }
 
 /// Whether [`kernel_gradient`] runs with this x.
