@@ -25,7 +25,7 @@ use wgnn::internals::kernels::batch_norm::{
 use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::internals::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_direct_fits, conv2d_forward_kernel, conv2d_forward_using,
-    Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches,
+    conv2d_implicit_applies, conv2d_implicit_runs, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches,
 };
 use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
@@ -1566,17 +1566,26 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
     let (m, patch) = (rows * d.window.ho * d.window.wo, d.patch_len());
     let work = Work::Flops(2.0 * (m * patch * c_out) as f64);
     let tol = (2e-5 * (patch as f32).sqrt(), 1e-4);
-    // Both forward kernels where the direct one fits, `*` on the one conv2d_forward picks.
+    // Every forward kernel that runs this shape (im2col, direct, implicit), `*` on the one
+    // conv2d_forward picks.
     // "kept": the forward as a training step runs it, keeping the patch matrix for the kernel gradient.
-    let kernels = [(ConvForwardKernel::Im2colMatmul, "im2col"), (ConvForwardKernel::Direct, "direct")];
+    let kernels = [
+        (ConvForwardKernel::Im2colMatmul, "im2col"),
+        (ConvForwardKernel::Direct, "direct"),
+        (ConvForwardKernel::Implicit, "implicit"),
+    ];
     for ((using, name), kept) in kernels.into_iter().flat_map(|k| [(k, false), (k, true)]) {
         let patches = if kept { ConvPatches::new(&gpu, &d).unwrap() } else { None };
-        if kept && patches.is_none() {
+        if kept && (patches.is_none() || using == ConvForwardKernel::Implicit) {
             continue;
         }
         let name = if kept { format!("{name} kept") } else { name.to_string() };
         let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
-        let fits = using == ConvForwardKernel::Im2colMatmul || conv2d_direct_fits(&d, &kt, Some(&bt), &yt);
+        let fits = match using {
+            ConvForwardKernel::Im2colMatmul => true,
+            ConvForwardKernel::Direct => conv2d_direct_fits(&d, &kt, Some(&bt), &yt),
+            ConvForwardKernel::Implicit => conv2d_implicit_runs(&gpu, &xt, &d),
+        };
         if !fits || !bench.wants(&format!("conv2d_forward {name} {shape}")) {
             continue;
         }
@@ -1591,7 +1600,10 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
         bench.row("conv2d_forward", &name, shape.clone(), picked, &plan, &yt, &want, tol, work, cpu_s, Some(sgemm_s));
     }
     let (dk_want, _) = cpu::conv2d_backward_weights(&x, &dz, &d);
-    if bench.wants(&format!("conv2d_backward_weights im2col {shape} +db")) {
+    // The kernel gradient reads x's patches in place where the engine's forward would.
+    let dk_kernel =
+        if conv2d_implicit_applies(&gpu, &d) && conv2d_implicit_runs(&gpu, &xt, &d) { "implicit" } else { "im2col" };
+    if bench.wants(&format!("conv2d_backward_weights {dk_kernel} {shape} +db")) {
         let (dkt, dbt) = (Tensor::zeros(&gpu, &k_shape).unwrap(), Tensor::zeros(&gpu, &[c_out]).unwrap());
         let plan = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &cfg).unwrap();
         let (cpu_s, _) = time_cpu(|| cpu::conv2d_backward_weights(&x, &dz, &d));
@@ -1601,7 +1613,7 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
         let tol = (2e-5 * (m as f32).sqrt(), 1e-4);
         bench.row(
             "conv2d_backward_weights",
-            "im2col",
+            dk_kernel,
             format!("{shape} +db"),
             true,
             &plan,

@@ -35,6 +35,10 @@ fn a_row_base(r: u32, len4: u32, start: u32) -> u32 {
 }
 
 // 4 features from one packed word: what a vec4 load of a gathered row would have given.
+fn a_at(base: u32, q: u32) -> vec4<f32> {
+    return a_vec(base + q);
+}
+
 fn a_vec(i: u32) -> vec4<f32> {
     let word = src_words[i];
     let bytes = vec4<u32>(word, word >> 8u, word >> 16u, word >> 24u) & vec4<u32>(0xFFu);

@@ -18,7 +18,8 @@
 // Where op(A) comes from is the appended A source's business (matmul_a_storage.wgsl: the A
 // binding; matmul_gathered.wgsl: rows of the resident data set picked by an index list): it
 // defines a_batch_start(), a_row_base(r, len4, start) — the vec4 index where stored A's row r
-// begins, rows len4 vec4s long — a_vec(i) — vec4 i of A — and a_duties(), run at the end.
+// begins, rows len4 vec4s long — a_at(base, q) — vec4 q (columns 4q .. 4q + 3) of the stored
+// row that begins at base — and a_duties(), run at the end.
 
 // The starts of stored A's rows first .. first + 3 (each clamped to `last`).
 fn sg_rows(first: u32, last: u32, len4: u32, start: u32) -> vec4<u32> {
@@ -39,12 +40,12 @@ fn sg_a_block(rows: vec4<u32>, mb: u32, k: u32, kend: u32) -> mat4x4<f32> {
         // A vec4 along m per k, transposed into rows.
         let c = min(mb, p.m - 4u) / 4u;
         let z = vec4<f32>();
-        return transpose(mat4x4<f32>(select(z, a_vec(rows.x + c), k < kend), select(z, a_vec(rows.y + c), k + 1u < kend),
-                                     select(z, a_vec(rows.z + c), k + 2u < kend),
-                                     select(z, a_vec(rows.w + c), k + 3u < kend)));
+        return transpose(mat4x4<f32>(select(z, a_at(rows.x, c), k < kend), select(z, a_at(rows.y, c), k + 1u < kend),
+                                     select(z, a_at(rows.z, c), k + 2u < kend),
+                                     select(z, a_at(rows.w, c), k + 3u < kend)));
     }
     let q = min(k, p.k - 4u) / 4u;
-    let blk = mat4x4<f32>(a_vec(rows.x + q), a_vec(rows.y + q), a_vec(rows.z + q), a_vec(rows.w + q));
+    let blk = mat4x4<f32>(a_at(rows.x, q), a_at(rows.y, q), a_at(rows.z, q), a_at(rows.w, q));
     // kend is a multiple of 4 here (K and the split length are), so the 4 k go together.
     return blk * f32(k < kend);
 }

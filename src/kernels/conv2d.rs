@@ -7,8 +7,10 @@
 //!
 //! Design: the forward of a small patch (at most [`MAX_DIRECT_PATCH`] values: a first layer of
 //! 1 to 3 channels) to at most [`PICK_DIRECT_MAX_CHANNELS`] channels runs the direct kernel of src/kernels/conv2d_direct.rs, no patch matrix
-//! (it writes the patches only where the forward keeps them); everything else is im2col + the
-//! engine's matmul, not an implicit-GEMM kernel of its own. With the patch
+//! (it writes the patches only where the forward keeps them); where [`conv2d_implicit_applies`]
+//! (no padding, a CPU adapter's subgroup kernel), the kernel gradient, and where C_in is a
+//! multiple of 4 the forward, read the patches straight from x (src/kernels/conv2d_implicit.rs);
+//! everything else is im2col + the engine's matmul. With the patch
 //! matrix col `[rows·Ho·Wo, K]` (K = kh·kw·C_in rounded up to a multiple of 4, so that the vec4
 //! and subgroup matmuls apply; the extra columns are zero) and the kernel read as `[K, C_out]`:
 //! - forward: y = act(col·kernel + b), the bias and activation fused as the matmul's epilogue;
@@ -33,6 +35,7 @@
 
 use super::check::expect_len;
 use super::conv2d_direct::conv2d_direct;
+use super::conv2d_implicit;
 use super::conv2d_patches::{chunks, col2im, copy, direct, im2col, images_per_chunk, kernel_matrix, padded_patch};
 use super::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use super::reduce::column_sum;
@@ -46,6 +49,7 @@ use crate::tensor::{DType, Tensor};
 pub use super::conv2d_direct::{
     conv2d_direct_fits, ConvForwardKernel, MAX_DIRECT_CHANNELS, MAX_DIRECT_PATCH, PICK_DIRECT_MAX_CHANNELS,
 };
+pub use super::conv2d_implicit::{conv2d_implicit_applies, conv2d_implicit_runs};
 pub use super::conv2d_patches::ConvPatches;
 pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WINDOW_CELLS};
 
@@ -94,6 +98,16 @@ pub(crate) fn check_bindings(op: &str, outputs: &[(&str, &Tensor)], inputs: &[(&
         }
     }
     Ok(())
+}
+
+/// The patch matrix a training step keeps from the forward for the kernel gradient: none where
+/// the kernel gradient reads x's patches in place ([`conv2d_implicit_applies`]), else
+/// [`ConvPatches::new`]'s.
+pub fn conv2d_step_patches(gpu: &Gpu, d: &Conv2dDims) -> Result<Option<ConvPatches>> {
+    if conv2d_implicit_applies(gpu, d) {
+        return Ok(None);
+    }
+    ConvPatches::new(gpu, d)
 }
 
 /// y = act(conv(x, kernel) + bias).  x `[rows, H, W, C_in]`, kernel `[kh, kw, C_in, C_out]`, bias
@@ -146,7 +160,9 @@ pub fn conv2d_forward_using(
 
 /// The kernel [`conv2d_forward`] runs: the direct one wherever it fits with at most
 /// [`PICK_DIRECT_MAX_CHANNELS`] output channels (fewer passes over memory on any device), except
-/// a 1×1 kernel at stride 1, whose patch matrix is x itself.
+/// a 1×1 kernel at stride 1, whose patch matrix is x itself; else the implicit GEMM where
+/// [`conv2d_implicit_applies`] and C_in is a multiple of 4 (x's view 16-byte aligned, and no
+/// patch matrix to keep: the forward falls back to the patch path otherwise).
 pub fn conv2d_forward_kernel(
     gpu: &Gpu,
     d: &Conv2dDims,
@@ -156,6 +172,8 @@ pub fn conv2d_forward_kernel(
 ) -> ConvForwardKernel {
     if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
         ConvForwardKernel::Direct
+    } else if !direct(gpu, d) && d.c_in.is_multiple_of(4) && conv2d_implicit_applies(gpu, d) {
+        ConvForwardKernel::Implicit
     } else {
         ConvForwardKernel::Im2colMatmul
     }
@@ -193,10 +211,29 @@ fn forward(
     }
     check_bindings(op, &outputs, &inputs)?;
     let win = &d.window;
-    if using.unwrap_or_else(|| conv2d_forward_kernel(gpu, &d, kernel, bias, y)) == ConvForwardKernel::Direct {
-        let mut plan = Plan::new();
-        plan.push(conv2d_direct(op, gpu, x, kernel, bias, y, act, &d, patches.map(|kept| kept.tensor()))?);
-        return Ok(plan);
+    let mut kind = using.unwrap_or_else(|| conv2d_forward_kernel(gpu, &d, kernel, bias, y));
+    let implicit_fits = patches.is_none() && conv2d_implicit::forward_fits(gpu, x, &d);
+    if using.is_none() && kind == ConvForwardKernel::Implicit && !implicit_fits {
+        kind = ConvForwardKernel::Im2colMatmul;
+    }
+    match kind {
+        ConvForwardKernel::Direct => {
+            let mut plan = Plan::new();
+            plan.push(conv2d_direct(op, gpu, x, kernel, bias, y, act, &d, patches.map(|kept| kept.tensor()))?);
+            return Ok(plan);
+        }
+        ConvForwardKernel::Implicit if !implicit_fits => {
+            return Err(WgnnError::invalid(
+                op,
+                format!(
+                    "the implicit GEMM needs no padding, the subgroup matmul, a 16-byte aligned x and no patch \
+                     matrix to keep: {context}{}",
+                    if patches.is_some() { ", patches given" } else { "" }
+                ),
+            ));
+        }
+        ConvForwardKernel::Implicit => return conv2d_implicit::forward(gpu, x, kernel, bias, y, act, &d),
+        ConvForwardKernel::Im2colMatmul => {}
     }
     let opts = MatmulOptions { epilogue: Epilogue::BiasAct { bias, act }, ..Default::default() };
     if direct(gpu, &d) {
@@ -374,6 +411,9 @@ fn backward_weights(
     if direct(gpu, &d) {
         let x2 = x.reshape(&[d.rows * win.h * win.w, d.c_in])?;
         return product(&x2, &dz.reshape(&[d.rows * positions, d.c_out])?, true);
+    }
+    if patches.is_none() && conv2d_implicit_applies(gpu, &d) && conv2d_implicit::kernel_gradient_fits(gpu, x, &d) {
+        return conv2d_implicit::kernel_gradient(gpu, x, dz, dkernel, dbias, &d);
     }
     let per_chunk = images_per_chunk(op, gpu, &d)?;
     let col = match patches {

@@ -48,6 +48,9 @@ pub enum ConvForwardKernel {
     Im2colMatmul,
     /// shaders/conv2d_direct.wgsl: no patch matrix.
     Direct,
+    /// The engine's subgroup matmul reading the patches straight from x (implicit GEMM,
+    /// src/kernels/conv2d_implicit.rs): no patch matrix, none kept.
+    Implicit,
 }
 
 #[repr(C)]

@@ -255,7 +255,9 @@ pub struct ConvPatches {
 
 impl ConvPatches {
     /// The patch matrix for `d`, where the convolution builds it in one piece; `None` where x is
-    /// its own patch matrix (a 1×1 kernel at stride 1) or the batch is cut into chunks.
+    /// its own patch matrix (a 1×1 kernel at stride 1) or the batch is cut into chunks. (A training
+    /// step asks [`super::conv2d::conv2d_step_patches`], which also keeps none where the products
+    /// read x in place.)
     pub fn new(gpu: &Gpu, d: &Conv2dDims) -> Result<Option<ConvPatches>> {
         if direct(gpu, d) || images_per_chunk("conv2d_patches", gpu, d)? < d.rows {
             return Ok(None);

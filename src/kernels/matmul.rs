@@ -9,6 +9,7 @@
 use super::gather::BatchStart;
 use super::matmul_check::{check_column_sum, check_epilogue, check_operands, describe, Dims, EpilogueArgs};
 use super::matmul_choice::{subgroup_ok, vec4_ok};
+use super::matmul_conv_a::{matmul_conv_patches_supported, ConvPatchesA};
 use super::matmul_gathered_a::{check_gathered, MATMUL_GATHERED};
 use super::matmul_register::{matmul_register, matmul_register_column_sum};
 use super::reduce::column_sum;
@@ -23,6 +24,7 @@ use crate::tensor::Tensor;
 
 // Their public paths stay here, where the matmul's users look for them.
 pub use super::matmul_choice::choose_variant;
+pub use super::matmul_conv_a::ConvPatchesA as ConvPatchesOperand;
 pub use super::matmul_gathered_a::{matmul_gathered_supported, GatheredA};
 pub use super::matmul_options::{Epilogue, MatmulOptions};
 pub use crate::matmul_kernel::MatmulVariant;
@@ -203,6 +205,21 @@ pub fn matmul_gathered(
     matmul_plan("matmul_gathered", gpu, AOperand::Gathered(a), b, c, col_sum, opts)
 }
 
+/// [`matmul`] (or with `col_sum`, [`matmul_column_sum`]) with op(A) the patch matrix of an image
+/// read in place ([`ConvPatchesOperand`]: implicit GEMM), op(A) = A for a convolution's forward or
+/// Aᵀ for its kernel gradient. Only where [`ConvPatchesOperand::fits`] and the product runs on the
+/// subgroup kernel (an error elsewhere).
+pub fn matmul_conv_patches(
+    gpu: &Gpu,
+    a: &ConvPatchesA,
+    b: &Tensor,
+    c: &Tensor,
+    col_sum: Option<&Tensor>,
+    opts: &MatmulOptions,
+) -> Result<Plan> {
+    matmul_plan("matmul_conv_patches", gpu, AOperand::Patches(a), b, c, col_sum, opts)
+}
+
 /// The plan of an autotuner candidate: its variant by [`matmul`] or [`matmul_column_sum`], its
 /// tile by [`matmul_register`] or [`matmul_register_column_sum`].
 fn plan_candidate(gpu: &Gpu, candidate: &Candidate) -> Result<Plan> {
@@ -220,6 +237,7 @@ fn plan_candidate(gpu: &Gpu, candidate: &Candidate) -> Result<Plan> {
 enum AOperand<'a> {
     Stored(&'a Tensor),
     Gathered(&'a GatheredA<'a>),
+    Patches(&'a ConvPatchesA<'a>),
 }
 
 fn matmul_plan(
@@ -244,12 +262,13 @@ fn matmul_plan(
         }
     }
     // A gathered from a data set is bound as its words, [stored_rows, dim] as a shape.
-    let (a, a_read_as) = match a_operand {
-        AOperand::Stored(a) => (a, None),
-        AOperand::Gathered(g) => (&g.src.chunks[0], Some((g.stored_rows, g.src.dim))),
+    let (a, a_read_as, a_note) = match a_operand {
+        AOperand::Stored(a) => (a, None, ""),
+        AOperand::Gathered(g) => (&g.src.chunks[0], Some((g.stored_rows, g.src.dim)), " gathered"),
+        AOperand::Patches(pa) => (pa.image, Some(pa.stored_shape()), " read as patches"),
     };
     let a_shape = a_read_as.map_or_else(|| a.shape().to_vec(), |(r, c)| vec![r, c]);
-    let form = describe(opts, &a_shape, if a_read_as.is_some() { " gathered" } else { "" }, b, c);
+    let form = describe(opts, &a_shape, a_note, b, c);
     let dims = check_operands(OP, a, a_read_as, b, c, opts, &form)?;
     let Dims { m, n, k } = dims;
     if let Some(s) = col_sum {
@@ -262,13 +281,14 @@ fn matmul_plan(
     // aligned bindings. Every adapter wgpu serves today aligns storage views to 32 bytes or more,
     // but the limit allows less: other offsets take the scalar kernels.
     let aligned = [a, b, c, &aux].into_iter().chain(col_sum).all(|t| t.byte_offset().is_multiple_of(16));
-    let gathered = match a_operand {
-        AOperand::Gathered(g) => Some(g),
-        AOperand::Stored(_) => None,
+    let (gathered, patches) = match a_operand {
+        AOperand::Gathered(g) => (Some(g), None),
+        AOperand::Patches(pa) => (None, Some(pa)),
+        AOperand::Stored(_) => (None, None),
     };
-    let mut variant = match (opts.variant, gathered) {
+    let mut variant = match (opts.variant, gathered.is_some() || patches.is_some()) {
         (Some(v), _) => v,
-        (None, None) if aligned => match matmul_kernel(gpu, m, n, k, opts, col_sum.is_some(), plan_candidate)? {
+        (None, false) if aligned => match matmul_kernel(gpu, m, n, k, opts, col_sum.is_some(), plan_candidate)? {
             MatmulKernel::Variant(v) => v,
             MatmulKernel::Tile(tile) => {
                 return match col_sum {
@@ -291,6 +311,13 @@ fn matmul_plan(
         }
         variant = MatmulVariant::Subgroup;
     }
+    if let Some(pa) = patches {
+        let forced_other = opts.variant.is_some_and(|v| v != MatmulVariant::Subgroup);
+        if forced_other || !aligned || !matmul_conv_patches_supported(gpu, pa, n, opts.trans_a, opts.trans_b) {
+            return Err(pa.unfit(op));
+        }
+        variant = MatmulVariant::Subgroup;
+    }
     if variant == MatmulVariant::Subgroup && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b)) {
         variant = MatmulVariant::Register;
     }
@@ -299,6 +326,9 @@ fn matmul_plan(
     let mut shape = kernel_shape(variant, vec4, policy);
     if gathered.is_some() {
         shape.family = &MATMUL_GATHERED;
+    }
+    if let Some(pa) = patches {
+        shape.family = pa.family();
     }
     let tall_min_m = if opts.trans_a { SUBGROUP_TALL_MIN_M_TRANS_A } else { SUBGROUP_TALL_MIN_M };
     let tall = variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K;
@@ -369,6 +399,9 @@ fn matmul_plan(
             ("WRITE_LABELS", flag(g.labels.is_some())),
             ("ADVANCE_T", flag(advance_t)),
         ]);
+    }
+    if let Some(pa) = patches {
+        constants.extend(pa.constants());
     }
     if shape.register {
         constants.extend([

@@ -1,6 +1,7 @@
 //! The 2-D convolution layer (Keras' `Conv2D`), channels-last: `[H, W, C_in]` samples through a
 //! kernel `[kh, kw, C_in, filters]` (+ a bias `[filters]`) and an activation to `[Ho, Wo,
-//! filters]`. The kernels are `crate::kernels::conv2d` (im2col + the engine's matmul).
+//! filters]`. The kernels are `crate::kernels::conv2d` (the direct kernel, the implicit GEMM, or
+//! im2col + the engine's matmul).
 
 use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
 use super::{SlotInit, SlotSpec};
@@ -11,7 +12,7 @@ use crate::error::{Result, WgnnError};
 use crate::init::Initializer;
 use crate::kernels::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_backward_weights_from_patches, conv2d_forward,
-    conv2d_forward_keeping_patches, Conv2dConfig, Conv2dDims, ConvPatches, Padding,
+    conv2d_forward_keeping_patches, conv2d_step_patches, Conv2dConfig, Conv2dDims, ConvPatches, Padding,
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
@@ -270,7 +271,7 @@ impl StepCore for Conv2D {
 
     fn buffers(&self, gpu: &Gpu, at: &Placement, rows: usize, training: bool) -> Result<CoreBuffers> {
         let patches = match training {
-            true => ConvPatches::new(gpu, &self.dims("conv2d", rows, &at.input)?)?,
+            true => conv2d_step_patches(gpu, &self.dims("conv2d", rows, &at.input)?)?,
             false => None,
         };
         Ok(CoreBuffers { patches, ..Default::default() })

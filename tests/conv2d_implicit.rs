@@ -1,0 +1,138 @@
+//! The implicit-GEMM convolution (the subgroup matmul reading x's patches in place,
+//! src/kernels/conv2d_implicit.rs) against the CPU reference on awkward shapes: forced, where it
+//! runs on this adapter, and an error where it does not; and the engine's own pick (whichever
+//! kernel that is) for the forward and the kernel gradient.
+
+mod common;
+
+use common::*;
+use wgnn::internals::cpu;
+use wgnn::internals::kernels::conv2d::{
+    conv2d_backward_weights, conv2d_forward, conv2d_forward_kernel, conv2d_forward_using, conv2d_implicit_applies,
+    conv2d_implicit_runs, conv2d_step_patches, Conv2dConfig, Conv2dDims, ConvForwardKernel, Padding,
+};
+use wgnn::internals::rng::Rng;
+use wgnn::{Activation, Gpu, Tensor};
+
+/// x `[rows, h, w, c_in]`, a kh×kw kernel to c_out channels, strides, padding.
+type Case = ([usize; 4], (usize, usize), usize, (usize, usize), Padding);
+
+/// Odd image sizes, 1 and 7 rows, C_in 4 to 16, C_out 4 to 32, 1×1 at stride 2 (`same` that pads
+/// nothing), 2×3 at stride 2, a window as large as the image, and the default CNN's second layer
+/// at batch 64 (K of the kernel gradient split); C_in 1 and 3 (each vec4 of a patch gathered, K
+/// padded to a multiple of 4); then shapes it does not take (1 and 5 filters, padding), which
+/// the engine runs on the patch path.
+const CASES: &[Case] = &[
+    ([1, 7, 9, 4], (3, 3), 4, (1, 1), Padding::Valid),
+    ([7, 9, 7, 16], (3, 3), 32, (1, 1), Padding::Valid),
+    ([7, 6, 6, 12], (3, 3), 16, (1, 1), Padding::Valid),
+    ([3, 9, 11, 8], (2, 3), 8, (2, 2), Padding::Valid),
+    ([2, 7, 7, 4], (1, 1), 12, (2, 2), Padding::Same),
+    ([1, 5, 5, 16], (5, 5), 32, (1, 1), Padding::Valid),
+    ([4, 13, 13, 16], (3, 3), 32, (1, 1), Padding::Valid),
+    ([64, 13, 13, 16], (3, 3), 32, (1, 1), Padding::Valid),
+    ([2, 7, 9, 1], (3, 3), 16, (1, 1), Padding::Valid),
+    ([2, 7, 9, 3], (3, 3), 8, (1, 1), Padding::Valid),
+    ([2, 7, 9, 16], (3, 3), 1, (1, 1), Padding::Valid),
+    ([2, 7, 9, 16], (3, 3), 5, (1, 1), Padding::Valid),
+    ([4, 8, 6, 4], (3, 3), 4, (1, 1), Padding::Same),
+];
+
+const ACTS: &[Activation] =
+    &[Activation::Identity, Activation::Relu, Activation::LeakyRelu(0.1), Activation::Sigmoid, Activation::Tanh];
+
+fn up(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_slice(gpu, shape, data).unwrap()
+}
+
+fn dims(&(x, (kh, kw), c_out, strides, padding): &Case) -> (Conv2dDims, Conv2dConfig) {
+    let cfg = Conv2dConfig { strides, padding };
+    (Conv2dDims::new("test", &x, &[kh, kw, x[3], c_out], &cfg).unwrap(), cfg)
+}
+
+fn labels(plan: &wgnn::Plan) -> Vec<String> {
+    plan.dispatches.iter().map(|d| d.label.clone()).collect()
+}
+
+#[test]
+fn forced_implicit_forward_matches_cpu_where_it_runs_and_is_an_error_elsewhere() {
+    let gpu = gpu();
+    let mut rng = Rng::new(25);
+    let mut ran = 0;
+    for (i, case) in CASES.iter().enumerate() {
+        let (d, cfg) = dims(case);
+        let act = ACTS[i % ACTS.len()];
+        let x = rng.vec_uniform(d.x_shape().iter().product(), -1.0, 1.0);
+        let k = rng.vec_uniform(d.kernel_shape().iter().product(), -1.0, 1.0);
+        let b = rng.vec_uniform(d.c_out, -0.5, 0.5);
+        let (xt, kt, bt) = (up(&gpu, &d.x_shape(), &x), up(&gpu, &d.kernel_shape(), &k), up(&gpu, &[d.c_out], &b));
+        for with_bias in [true, false] {
+            let bias = with_bias.then_some(&bt);
+            let what = format!("{case:?} {act:?} bias={with_bias}");
+            let yt = up(&gpu, &d.y_shape(), &vec![7.0; d.y_shape().iter().product()]);
+            match conv2d_forward_using(&gpu, &xt, &kt, bias, &yt, act, &cfg, None, ConvForwardKernel::Implicit) {
+                Ok(plan) => {
+                    let l = labels(&plan);
+                    let in_place = l.iter().any(|l| l.starts_with("matmul_conv"));
+                    assert!(in_place && !l.iter().any(|l| l.contains("im2col")), "{what}: {l:?}");
+                    gpu.run(&[&plan]).unwrap();
+                    let want = cpu::conv2d_forward(&x, &k, with_bias.then_some(&b[..]), &d, act);
+                    assert_close(&what, &yt.to_vec().unwrap(), &want, 1e-5, 1e-4);
+                    ran += 1;
+                }
+                Err(e) => {
+                    assert!(!conv2d_implicit_runs(&gpu, &xt, &d), "{what}: {e}");
+                    let text = e.to_string();
+                    assert!(text.contains("conv2d_forward_using") && text.contains("implicit"), "{what}: {text}");
+                }
+            }
+        }
+    }
+    println!("forced implicit forward ran in {ran} of {} cases", 2 * CASES.len());
+}
+
+#[test]
+fn the_engines_forward_and_kernel_gradient_match_cpu_whichever_kernel_it_picks() {
+    let gpu = gpu();
+    let mut rng = Rng::new(26);
+    for (i, case) in CASES.iter().enumerate() {
+        let (d, cfg) = dims(case);
+        let act = ACTS[(i + 2) % ACTS.len()];
+        let x = rng.vec_uniform(d.x_shape().iter().product(), -1.0, 1.0);
+        let k = rng.vec_uniform(d.kernel_shape().iter().product(), -1.0, 1.0);
+        let b = rng.vec_uniform(d.c_out, -0.5, 0.5);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (xt, kt, bt) = (up(&gpu, &d.x_shape(), &x), up(&gpu, &d.kernel_shape(), &k), up(&gpu, &[d.c_out], &b));
+        let dzt = up(&gpu, &d.y_shape(), &dz);
+        let implicit = conv2d_implicit_applies(&gpu, &d) && conv2d_implicit_runs(&gpu, &xt, &d);
+        // Where the engine reads the patches in place, a training step keeps none.
+        assert_eq!(implicit, conv2d_implicit_applies(&gpu, &d) && conv2d_step_patches(&gpu, &d).unwrap().is_none());
+        let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
+        let forward = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &yt, act, &cfg).unwrap();
+        let (dkt, dbt) =
+            (up(&gpu, &d.kernel_shape(), &vec![3.0; k.len()]), up(&gpu, &[d.c_out], &[3.0; 32][..d.c_out]));
+        let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &cfg).unwrap();
+        let dk_only = Tensor::zeros(&gpu, &d.kernel_shape()).unwrap();
+        let weights_only = conv2d_backward_weights(&gpu, &xt, &dzt, &dk_only, None, &cfg).unwrap();
+        let what = format!("{case:?} {act:?}");
+        if conv2d_forward_kernel(&gpu, &d, &kt, Some(&bt), &yt) == ConvForwardKernel::Implicit {
+            assert!(labels(&forward).iter().any(|l| l.starts_with("matmul_conv")), "{what}: {:?}", labels(&forward));
+        }
+        if implicit {
+            for plan in [&weights, &weights_only] {
+                let reads_in_place = labels(plan).iter().any(|l| l.starts_with("matmul_conv"));
+                assert!(
+                    reads_in_place && !labels(plan).iter().any(|l| l.contains("im2col")),
+                    "{what}: {:?}",
+                    labels(plan)
+                );
+            }
+        }
+        gpu.run(&[&forward, &weights, &weights_only]).unwrap();
+        assert_close(&what, &yt.to_vec().unwrap(), &cpu::conv2d_forward(&x, &k, Some(&b), &d, act), 1e-5, 1e-4);
+        let (want_dk, want_db) = cpu::conv2d_backward_weights(&x, &dz, &d);
+        assert_close(&format!("{what} dkernel"), &dkt.to_vec().unwrap(), &want_dk, 1e-3, 1e-4);
+        assert_close(&format!("{what} dbias"), &dbt.to_vec().unwrap(), &want_db, 1e-3, 1e-4);
+        assert_close(&format!("{what} dkernel alone"), &dk_only.to_vec().unwrap(), &want_dk, 1e-3, 1e-4);
+    }
+}
