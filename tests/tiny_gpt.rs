@@ -255,3 +255,43 @@ fn a_batch_past_65535_workgroups_trains_as_the_reference() {
         assert_close(&format!("65,600-row step: {}", p.name), &p.values, &w.values, 1e-5, 1e-3);
     }
 }
+
+#[test]
+fn a_token_steps_kernels_memory_and_device_time() {
+    let g = gpu();
+    let build = |fused: bool| {
+        let mut model = tiny().fused(fused).build(&Backend::Gpu(g.clone())).unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, adamw(10)).unwrap();
+        model
+    };
+    let data = text(600, 2);
+    let opts = TokenFitOptions { batch_size: 4, clip_norm: Some(1.0), ..Default::default() };
+    let fused = build(true).token_step_kernels(&data, &opts).unwrap();
+    let unfused = build(false).token_step_kernels(&data, &opts).unwrap();
+    assert!(fused.len() < unfused.len(), "fused {fused:?}\nunfused {unfused:?}");
+    let unclipped = build(true).token_step_kernels(&data, &TokenFitOptions { clip_norm: None, ..opts }).unwrap();
+    assert!(unclipped.len() < fused.len(), "clipping adds the norm's dispatches");
+    // Parameters, gradients and Adam's two moments at least; more with a larger batch; the
+    // token array (the data set) not counted.
+    let model = build(true);
+    let memory = model.token_step_memory_bytes(&data, &opts).unwrap();
+    assert!(memory >= 16 * model.parameter_count() as u64, "{memory} bytes");
+    let wider = model.token_step_memory_bytes(&data, &TokenFitOptions { batch_size: 8, ..opts }).unwrap();
+    assert!(wider > memory, "batch 8: {wider} bytes, batch 4: {memory}");
+    assert_eq!(model.token_step_memory_bytes(&text(6000, 2), &opts).unwrap(), memory, "the data set counted");
+    let err = model.token_step_kernels(&data, &TokenFitOptions { clip_norm: Some(0.0), ..opts }).unwrap_err();
+    assert!(err.to_string().contains("clip_norm"), "{err}");
+    // Each dispatch timed alone, in the step's order; a device without timestamp queries says so.
+    let mut model = build(true);
+    match model.profile_token_step(&data, &opts, 2) {
+        Ok(timings) => {
+            let labels: Vec<String> = timings.iter().map(|t| t.0.clone()).collect();
+            assert_eq!(labels, fused);
+            assert!(timings.iter().all(|t| t.1.is_finite() && t.1 >= 0.0), "{timings:?}");
+        }
+        Err(e) => {
+            assert!(!g.profile().timestamps, "{e}");
+            assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
+        }
+    }
+}
