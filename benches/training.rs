@@ -257,7 +257,7 @@ fn gpt_row(gpu: &Gpu, iters: usize, csv: &mut std::fs::File) -> Result<(), Box<d
     println!("  by kernel:");
     for (kernel, count, seconds) in &by_kernel {
         println!(
-            "  {kernel:<40} {count:>4} × {:>9.1} µs = {:>6.1}%",
+            "  {kernel:<52} {count:>4} × {:>9.1} µs = {:>6.1}%",
             seconds / *count as f64 * 1e6,
             100.0 * seconds / total
         );
