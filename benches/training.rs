@@ -15,25 +15,36 @@
 //! steady s/epoch scaled to the 60,000 rows, samples/s, and the device memory one step binds
 //! (`Sequential::step_memory_bytes`), and where one step's device time goes, dispatch by dispatch.
 //!
+//! Then char_gpt's default model (examples/common/gpt.rs: 4 layers, 4 heads, width 128, block 64,
+//! nanoGPT's AdamW, clipping at 1.0) at batch 12 on Tiny Shakespeare's training split,
+//! `--gpt-iters` steps (default 100; 0 skips it) in two halves, the first paying for pipelines:
+//! the second's ms per iteration and tokens/s, the device memory one step binds, its dispatches,
+//! and where one step's device time goes (by kernel, then dispatch by dispatch).
+//!
 //! With `--memory-budget SIZE` (e.g. `11M`, a quarter of MNIST's 47 MB upload), each MLP batch
 //! size is then trained again on a device with that budget, where the training set streams in
 //! chunks (`Sequential::training_chunks`), and the CNN row on one with the budget scaled to its
 //! rows (the same ratio of data to budget), alternating resident and streamed runs (R S R S) so
 //! that both see the machine in the same state: streamed over resident samples/s.
 //!
-//!     cargo bench --bench training [-- --epochs 3 --batch 32,256 --cnn-rows 6000 --memory-budget 12M]
+//!     cargo bench --bench training [-- --epochs 3 --batch 32,256 --cnn-rows 6000 --gpt-iters 100 --memory-budget 12M]
 //!
 //! Writes target/bench/training.csv as well as the table.
 
+#[path = "../examples/common/gpt.rs"]
+mod gpt;
+
 use std::io::Write;
 use std::time::Instant;
+
+use gpt::{gpt, nanogpt_adamw, GptConfig};
 
 use wgnn::data::load_mnist;
 use wgnn::device::memory_budget::parse_bytes;
 use wgnn::internals::kernels::step_guard::guard_step;
 use wgnn::layers::Conv2D;
-use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, Validation};
-use wgnn::{Activation, Dataset, Gpu, GpuOptions, Layer, Tensor};
+use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential, TokenFitOptions, Validation};
+use wgnn::{Activation, Dataset, Gpu, GpuOptions, Layer, Tensor, TokenDataset};
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -185,6 +196,79 @@ fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> 
     Ok(())
 }
 
+/// char_gpt's default model at batch 12, block 64, `iters` steps in two halves (see the module
+/// comment): the second half's ms/iter and tokens/s, one step's memory and dispatches, and its
+/// device time by kernel and by dispatch.
+fn gpt_row(gpu: &Gpu, iters: usize, csv: &mut std::fs::File) -> Result<(), Box<dyn std::error::Error>> {
+    let text = TokenDataset::from_text_file("assets/tinyshakespeare/input.txt")?;
+    let (train, _) = text.split(0.9)?;
+    let cfg = GptConfig { vocab: text.vocab_size(), block: 64, n_layer: 4, n_head: 4, n_embd: 128 };
+    let build = || -> Result<Sequential, Box<dyn std::error::Error>> {
+        let mut model = gpt(cfg, 1337).build(&Backend::Gpu(gpu.clone()))?;
+        model.compile(Loss::SparseCategoricalCrossentropy, nanogpt_adamw(1e-3, 1e-4, 100, 2000, 0.1))?;
+        Ok(model)
+    };
+    let half = iters.div_ceil(2);
+    let batch = 12;
+    let opts = TokenFitOptions {
+        batch_size: batch,
+        steps: 2 * half,
+        eval_every: half,
+        clip_norm: Some(1.0),
+        ..Default::default()
+    };
+    let mut model = build()?;
+    let memory = model.token_step_memory_bytes(&train, &opts)?;
+    let dispatches = model.token_step_kernels(&train, &opts)?.len();
+    let history = model.fit_tokens(&train, None, &opts)?;
+    let (first, steady) = (history.epochs[0].seconds, history.epochs[1].seconds);
+    let per_iter = steady / half as f64;
+    let tokens_per_second = (batch * cfg.block) as f64 / per_iter;
+    println!(
+        "\ngpt (char_gpt's model, {} parameters), batch {batch}, block {}: {:.1} ms/iter steady ({half} iterations; \
+         the first {half} {:.1} ms/iter with pipeline creation), {tokens_per_second:.0} tokens/s; one step binds \
+         {:.1} MiB in {dispatches} dispatches; loss {:.3} after {} iterations",
+        model.parameter_count(),
+        cfg.block,
+        per_iter * 1e3,
+        first / half as f64 * 1e3,
+        memory as f64 / MIB,
+        history.epochs[1].train_loss,
+        2 * half
+    );
+    writeln!(csv, "\"{} (gpt)\",{batch},steady,{per_iter:.4},{tokens_per_second:.1},,", gpu.adapter_info().name)?;
+    // Where one step's device time goes, each dispatch timed alone.
+    let timings = build()?.profile_token_step(&train, &opts, 5)?;
+    let total: f64 = timings.iter().map(|t| t.1).sum();
+    println!(
+        "one gpt step at batch {batch}: {} dispatches, {:.1} ms of device time in all",
+        timings.len(),
+        total * 1e3
+    );
+    let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
+    for (label, seconds) in &timings {
+        let kernel = label.split_whitespace().next().unwrap_or("").to_string();
+        match by_kernel.iter_mut().find(|k| k.0 == kernel) {
+            Some(k) => (k.1, k.2) = (k.1 + 1, k.2 + seconds),
+            None => by_kernel.push((kernel, 1, *seconds)),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("  by kernel:");
+    for (kernel, count, seconds) in &by_kernel {
+        println!(
+            "  {kernel:<52} {count:>4} × {:>9.1} µs = {:>6.1}%",
+            seconds / *count as f64 * 1e6,
+            100.0 * seconds / total
+        );
+    }
+    println!("  by dispatch:");
+    for (label, seconds) in &timings {
+        println!("  {label:<52} {:>9.1} µs", seconds * 1e6);
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -271,6 +355,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cnn_rows: usize = flag("--cnn-rows").map_or(Ok(6000), |s| s.parse())?;
     if cnn_rows > 0 {
         cnn_row(&gpu, &train, cnn_rows.min(train.rows), &mut csv)?;
+    }
+    let gpt_iters: usize = flag("--gpt-iters").map_or(Ok(100), |s| s.parse())?;
+    if gpt_iters > 0 {
+        gpt_row(&gpu, gpt_iters, &mut csv)?;
     }
     if let Some(text) = flag("--memory-budget") {
         let budget = parse_bytes(&text).ok_or(format!("--memory-budget {text:?}: expected bytes, e.g. 12M"))?;

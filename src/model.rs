@@ -71,6 +71,7 @@ mod predict;
 mod reference;
 mod saved;
 mod stream;
+mod token_profile;
 mod weights;
 
 use builder::binding_bytes;

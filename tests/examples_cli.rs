@@ -345,12 +345,70 @@ fn cnn_mnist_trains_saves_and_resumes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn char_gpt_trains_samples_saves_and_resumes() {
+    // A GPT of one block, width 16, on the shipped text: the example's whole path (summary,
+    // evaluations, history, curves, checkpoint, save, sample, resume) in seconds; its default
+    // recipe is timed in README and BENCHMARKS.
+    let dir = scratch("char_gpt");
+    let run_batch = |batch: usize, extra: &str| {
+        let mut a = args(&format!(
+            "--n-layer 1 --n-head 2 --n-embd 16 --block 8 --batch {batch} --eval-every 2 --eval-batches 2 --warmup 1 \
+             --sample-chars 40 --out"
+        ));
+        a.push(dir.join("out").display().to_string());
+        a.extend(args(extra));
+        outcome(Command::new(example("char_gpt")).args(&a).output().unwrap())
+    };
+    let run = |extra: &str| run_batch(4, extra);
+    let ckpt = dir.join("ckpt");
+    let saved = dir.join("gpt.safetensors");
+    let (code, stdout, stderr) =
+        run(&format!("--iters 4 --checkpoint-dir {} --save {}", ckpt.display(), saved.display()));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for part in ["65 distinct", "multi_head_attention(2 heads, causal, no bias)", "dense(64, gelu_erf, no bias)"] {
+        assert!(stdout.contains(part), "{part:?} missing: {stdout}");
+    }
+    assert!(stdout.contains("iteration     2  train loss") && stdout.contains("iteration     4"), "{stdout}");
+    assert!(stdout.contains("val loss") && stdout.contains("40 characters sampled after"), "{stdout}");
+    assert!(dir.join("out/curves.png").exists() && saved.exists());
+    let history = std::fs::read_to_string(dir.join("out/history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 3, "a header and two evaluations: {history}");
+    // The saved model is the GPT of the flags: blocks of 8 characters.
+    let model = Sequential::load(&saved, &Backend::Cpu).unwrap();
+    assert_eq!(model.input_shape(), [8]);
+
+    let (code, stdout, stderr) = run(&format!("--iters 6 --resume {}", ckpt.join("last.safetensors").display()));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("resumed from") && stdout.contains("after iteration 4"), "{stdout}");
+    assert!(stdout.contains("iteration     6") && !stdout.contains("iteration     2 "), "{stdout}");
+    let history = std::fs::read_to_string(dir.join("out/history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 4, "a header and three evaluations: {history}");
+
+    // Usage errors (exit 2) naming the flags; dropout is refused, not ignored.
+    for (flags, needle) in [
+        ("--dropout 0.2", "no attention dropout"),
+        ("--iters 5", "multiple of --eval-every"),
+        ("--n-head 3", "must divide --n-embd"),
+        ("--warmup 250 --iters 250", "fewer than --iters"),
+        ("--batch 0", "expected a whole number"),
+    ] {
+        let (code, _, stderr) = outcome(Command::new(example("char_gpt")).args(args(flags)).output().unwrap());
+        assert_eq!(code, Some(2), "{flags}: {stderr}");
+        assert!(stderr.contains(needle), "{flags}: {stderr}");
+    }
+    let (code, _, stderr) = run_batch(5, &format!("--iters 6 --resume {}", ckpt.join("last.safetensors").display()));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("trained with --batch 4"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The command lines read well: every flag has help, a negative number is a value (refused by
 /// the flag's own check, not taken for a flag), the default data is found from any folder, a
 /// closed pipe ends the run quietly, and the last line says what the time includes.
 #[test]
 fn the_command_lines_read_well() {
-    for name in ["mnist_gpu", "cnn_mnist", "logistic_regression"] {
+    for name in ["mnist_gpu", "cnn_mnist", "logistic_regression", "char_gpt"] {
         let (code, help, _) = outcome(Command::new(example(name)).arg("--help").output().unwrap());
         assert_eq!(code, Some(0));
         // Each flag's help follows it on its line (`--seed <SEED>  Seeds …`) or on the next one

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use wgnn::internals::atomic_file::temporary_path;
 use wgnn::model::{ConsoleProgress, FitOptions, Sequential};
-use wgnn::{Dataset, History, WgnnError};
+use wgnn::{Dataset, EpochRecord, History, WgnnError};
 
 /// Creates `dir` (the value of `flag`) if missing and checks that a file can be written there.
 pub fn prepare_folder(flag: &str, dir: &Path) -> Result<()> {
@@ -136,11 +136,33 @@ pub fn fit_writing_outputs(
     let mut console = ConsoleProgress::for_loss(model.loss());
     let fitted = model.fit_with(train, &options, &mut console);
     console.clear_bar();
+    let checkpoint_last = options.checkpoint.map(|c| c.last_path());
+    let batch_size = options.batch_size;
+    write_after_fit(model, fitted, console.take_records(), resumed, outputs, checkpoint_last.as_deref(), |e| {
+        super::naming_the_batch_size(e, batch_size)
+    })
+}
+
+/// What follows a `fit` (or `fit_tokens`) whose outcome is `fitted`: a run stopped by a signal
+/// writes the outputs and returns [`super::interrupt::Interrupted`]; a run stopped by a
+/// diverging loss writes the history so far (`resumed`'s epochs, then `completed`, the records
+/// the observer kept) and the model with the weights put back, then returns the error; other
+/// errors go through `other` (which names the flag to change). `checkpoint_last`: the
+/// checkpoint file the run writes, if any, named in the interrupted line.
+pub fn write_after_fit(
+    model: &Sequential,
+    fitted: wgnn::Result<History>,
+    completed: Vec<EpochRecord>,
+    resumed: History,
+    outputs: &Outputs,
+    checkpoint_last: Option<&Path>,
+    other: impl FnOnce(WgnnError) -> anyhow::Error,
+) -> Result<History> {
     match fitted {
         Ok(history) if history.cancelled_in.is_some() => {
             outputs.write(&history, model)?;
-            let kept = match (options.checkpoint, history.epochs.last()) {
-                (Some(c), Some(r)) => format!("; {} holds epoch {}", c.last_path().display(), r.epoch),
+            let kept = match (checkpoint_last, history.epochs.last()) {
+                (Some(path), Some(r)) => format!("; {} holds epoch {}", path.display(), r.epoch),
                 _ => String::new(),
             };
             say!(
@@ -153,13 +175,13 @@ pub fn fit_writing_outputs(
         Ok(history) => Ok(history),
         Err(e @ WgnnError::Training { .. }) => {
             let mut history = resumed;
-            history.epochs.extend(console.take_records());
+            history.epochs.extend(completed);
             say!("training stopped (the error follows): writing the outputs, with the weights put back");
             if let Err(write) = outputs.write(&history, model) {
                 say_err!("{}", super::error_report(&write));
             }
             Err(e.into())
         }
-        Err(e) => Err(super::naming_the_batch_size(e, options.batch_size)),
+        Err(e) => Err(other(e)),
     }
 }

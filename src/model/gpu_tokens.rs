@@ -30,7 +30,7 @@ impl Sequential {
 
     /// One training step on the windows of `tokens` drawn at (`seed`, t): windows, t + 1 (unless
     /// `guarded`: step_guard advances it for a kept batch), forward, loss, backward, update.
-    fn token_step_plan(
+    pub(super) fn token_step_plan(
         &self,
         tokens: &GpuTokens,
         buf: &mut BatchBuffers,
