@@ -1,7 +1,7 @@
 //! The collective operations data-parallel training needs — all-reduce, broadcast, barrier —
 //! over the processes ("ranks") that train one model together: [`SingleProcess`] (always
 //! built: one rank, every operation the identity) and, with the cargo feature `mpi`,
-//! [`MpiCollective`] on the system's MPI (Open MPI), launched by `mpirun` or Slurm's `srun`.
+//! `MpiCollective` on the system's MPI (Open MPI), launched by `mpirun` or Slurm's `srun`.
 
 use crate::error::Result;
 
