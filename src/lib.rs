@@ -109,6 +109,7 @@
 
 pub mod activation;
 pub mod autotune;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::activation::Activation;
+use crate::collective::{Collective, SingleProcess};
 use crate::cpu;
 use crate::data::{Dataset, Targets};
 use crate::device::Gpu;
@@ -52,6 +53,7 @@ mod batch_buffers;
 mod builder;
 mod checkpoint_dir;
 mod console_progress;
+mod data_parallel;
 mod decay_mask;
 mod fit;
 mod fit_tokens;
@@ -78,6 +80,7 @@ use builder::binding_bytes;
 pub use builder::{InputShape, SequentialBuilder};
 use console_progress::Both;
 pub use console_progress::ConsoleProgress;
+use data_parallel::DataParallelSteps;
 pub use fit_tokens::{TokenFitOptions, VALIDATION_WINDOW_SEED};
 use fusion::Block;
 use layout::ParamLayout;
@@ -468,16 +471,33 @@ impl Sequential {
     /// [`Sequential::fit`] that reports progress and epoch ends to `observer` (and, with
     /// [`FitOptions::verbose`], to the console as well).
     pub fn fit_with(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
+        self.fit_dispatch(data, opts, observer, None)
+    }
+
+    /// `fit_with`, on one process or (`parallel`) data-parallel over a collective's ranks.
+    fn fit_dispatch(
+        &mut self,
+        data: &Dataset,
+        opts: &FitOptions,
+        observer: &mut dyn Observer,
+        parallel: Option<&dyn Collective>,
+    ) -> Result<History> {
         match opts.verbose {
             true => {
                 let mut console = ConsoleProgress::for_loss(self.loss());
-                self.fit_observed(data, opts, &mut Both { first: observer, second: &mut console })
+                self.fit_observed(data, opts, &mut Both { first: observer, second: &mut console }, parallel)
             }
-            false => self.fit_observed(data, opts, observer),
+            false => self.fit_observed(data, opts, observer, parallel),
         }
     }
 
-    fn fit_observed(&mut self, data: &Dataset, opts: &FitOptions, observer: &mut dyn Observer) -> Result<History> {
+    fn fit_observed(
+        &mut self,
+        data: &Dataset,
+        opts: &FitOptions,
+        observer: &mut dyn Observer,
+        parallel: Option<&dyn Collective>,
+    ) -> Result<History> {
         const OP: &str = "fit";
         let (loss, optimizer) = self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() before fit()"))?;
         if opts.batch_size == 0 {
@@ -564,6 +584,18 @@ impl Sequential {
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
             State::Gpu(g) => match self.chunk_plan(&g.gpu.clone(), train, opts.batch_size)? {
+                None if parallel.is_some() => {
+                    let c = parallel.unwrap_or(&SingleProcess);
+                    let mut steps = DataParallelSteps::new(self, train, run.validation, opts, &run.optimizer, c)?;
+                    // The epoch loop counts global batches.
+                    let global = FitOptions { batch_size: opts.batch_size.saturating_mul(c.size()), ..*opts };
+                    self.fit_loop(train.rows, run, &global, observer, &mut steps)
+                }
+                Some(_) if parallel.is_some() => Err(WgnnError::invalid(
+                    "fit_data_parallel",
+                    "a training set that must stream (larger than the memory budget's share for data) is not \
+                     supported in data-parallel fit yet",
+                )),
                 None => {
                     let mut steps = GpuSteps::new(self, train, run.validation, opts, &run.optimizer)?;
                     self.fit_loop(train.rows, run, opts, observer, &mut steps)

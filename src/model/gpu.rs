@@ -314,6 +314,24 @@ impl Sequential {
         guarded: bool,
         clip_norm: Option<f32>,
     ) -> Result<Plan> {
+        let mut plan = self.gradient_step_plan(data, order, buf, batch, stride, parity, guarded)?;
+        plan.extend(self.update_plan(buf, batch, optimizer, guarded, clip_norm)?);
+        Ok(plan)
+    }
+
+    /// [`Self::train_step_plan`] up to the gradients (gather, forward, loss, backward), without
+    /// the update: data-parallel training reduces the gradients across ranks in between.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gradient_step_plan(
+        &self,
+        data: &GpuData,
+        order: &Tensor,
+        buf: &mut BatchBuffers,
+        batch: usize,
+        stride: usize,
+        parity: usize,
+        guarded: bool,
+    ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         // Guarded, step_guard advances t, and only for a batch it keeps.
@@ -348,7 +366,6 @@ impl Sequential {
             let in_place = if i == 0 { gathered_input.as_ref() } else { None };
             plan.extend(self.block_backward(i, buf, in_place, !(fused_output && i == last))?);
         }
-        plan.extend(self.update_plan(buf, batch, optimizer, guarded, clip_norm)?);
         Ok(plan)
     }
 

@@ -1,0 +1,53 @@
+//! The collective operations data-parallel training needs — all-reduce, broadcast, barrier —
+//! over the processes ("ranks") that train one model together: [`SingleProcess`] (always
+//! built: one rank, every operation the identity) and, with the cargo feature `mpi`,
+//! `MpiCollective` on the system's MPI (Open MPI), launched by `mpirun` or Slurm's `srun`.
+
+use crate::error::Result;
+
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(feature = "mpi")]
+pub use self::mpi::MpiCollective;
+
+/// The ranks training one model: every rank calls the same operations in the same order (an
+/// operation one rank skips leaves the others waiting for it).
+pub trait Collective {
+    /// This process's index, `0..size()`; rank 0 prints and writes outputs.
+    fn rank(&self) -> usize;
+    /// How many ranks train together.
+    fn size(&self) -> usize;
+    /// Replaces `values` on every rank by their element-wise sum over the ranks.
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()>;
+    /// Replaces `values` on every rank by rank `root`'s.
+    fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<()>;
+    /// (min, max) of `value` over the ranks: equal where every rank holds the same value.
+    fn all_reduce_min_max_u64(&self, value: u64) -> Result<(u64, u64)>;
+    /// Returns once every rank has called it.
+    fn barrier(&self) -> Result<()>;
+}
+
+/// One process alone: rank 0 of 1. Data-parallel `fit` on it trains as plain `fit` does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum_f32(&self, _values: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast_f32(&self, _values: &mut [f32], _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_min_max_u64(&self, value: u64) -> Result<(u64, u64)> {
+        Ok((value, value))
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}

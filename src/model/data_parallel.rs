@@ -1,0 +1,356 @@
+//! Data-parallel `fit` over the ranks of a [`Collective`] (PyTorch's DDP): every rank holds a
+//! replica on its adapter, starts from rank 0's weights, trains on its shard of each global
+//! batch, and sums the gradients across ranks once per step before the same update everywhere.
+
+use super::*;
+use crate::collective::Collective;
+
+const OP: &str = "fit_data_parallel";
+
+impl Sequential {
+    /// [`Sequential::fit`] on every rank of `collective` together (each process calls it with
+    /// the same model, data and options). `opts.batch_size` is the batch of one rank: a step
+    /// trains on a global batch of `size × batch_size` rows of the epoch's order (every rank
+    /// draws the same order from the model's seed), rank r on rows `[r·b, (r+1)·b)` of it (a
+    /// partial last batch is split as evenly as it goes). The gradients are read back, summed
+    /// across ranks weighted by each shard's rows — the global batch's mean, as one process
+    /// training on `size × batch_size` rows would get — uploaded, and every rank runs the same
+    /// update. The history's loss and accuracy are over all ranks' rows; every rank validates
+    /// on its own copy of the validation data and takes rank 0's figures; only rank 0 prints
+    /// (`verbose`) and writes checkpoints.
+    ///
+    /// At start the ranks compare a hash of the architecture, of the data's shape and of the
+    /// options, and refuse with an error naming which differs; then rank 0's weights and
+    /// optimizer state are broadcast. Not supported yet (refused): the CPU backend, batch norm
+    /// (its batch statistics would be per rank), `skip_nonfinite_batches`, `cancel`, a training
+    /// set that must stream, a resumed model, and fewer training rows than ranks.
+    pub fn fit_data_parallel(
+        &mut self,
+        data: &Dataset,
+        opts: &FitOptions,
+        collective: &dyn Collective,
+    ) -> Result<History> {
+        self.fit_data_parallel_with(data, opts, collective, &mut Silent)
+    }
+
+    /// [`Sequential::fit_data_parallel`] reporting to `observer` on every rank (the console,
+    /// with `verbose`, on rank 0 only).
+    pub fn fit_data_parallel_with(
+        &mut self,
+        data: &Dataset,
+        opts: &FitOptions,
+        collective: &dyn Collective,
+        observer: &mut dyn Observer,
+    ) -> Result<History> {
+        self.check_same_on_every_rank(data, opts, collective)?;
+        self.refuse_unsupported_parallel(data, opts, collective)?;
+        self.broadcast_state(collective)?;
+        let rank0 = collective.rank() == 0;
+        let opts = FitOptions {
+            verbose: opts.verbose && rank0,
+            checkpoint: if rank0 { opts.checkpoint } else { None },
+            ..*opts
+        };
+        self.fit_dispatch(data, &opts, observer, Some(collective))
+    }
+
+    /// Refuses, on every rank alike (what it reads was compared by hash), what data-parallel
+    /// training does not do yet.
+    fn refuse_unsupported_parallel(&self, data: &Dataset, opts: &FitOptions, c: &dyn Collective) -> Result<()> {
+        let refuse =
+            |what: &str| Err(WgnnError::invalid(OP, format!("{what} is not supported in data-parallel fit yet")));
+        if matches!(self.state, State::Cpu(_)) {
+            return refuse("the CPU backend (build the model on a GPU backend)");
+        }
+        if self.blocks.iter().any(|b| b.norm.is_some()) {
+            return refuse("batch norm (its batch statistics would be each rank's own, not the global batch's)");
+        }
+        if opts.skip_nonfinite_batches {
+            return refuse("skip_nonfinite_batches (each rank would decide on its own shard)");
+        }
+        if opts.cancel.is_some() {
+            return refuse("cancel (a rank stopping alone would leave the others waiting)");
+        }
+        if let Some(epoch) = self.resumed_epoch() {
+            return refuse(&format!(
+                "resuming (this model resumed after epoch {epoch}; the world size is not recorded in checkpoints, so a \
+                 resume with another could not be told apart)"
+            ));
+        }
+        if data.rows < c.size() {
+            return Err(WgnnError::invalid(
+                OP,
+                format!("{} training rows for {} ranks: every rank needs at least one row", data.rows, c.size()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ranks' architectures, data shapes and options compared (min and max of each hash
+    /// across ranks): an error naming the first that differs.
+    fn check_same_on_every_rank(&self, data: &Dataset, opts: &FitOptions, c: &dyn Collective) -> Result<()> {
+        let validation = match opts.validation {
+            Validation::None => "none".to_string(),
+            Validation::Data(v) => format!("data {} × {}", v.rows, v.feature_dim),
+            Validation::Fraction(f) => format!("fraction {f}"),
+        };
+        let backend = if matches!(self.state, State::Cpu(_)) { "cpu" } else { "gpu" };
+        let parts = [
+            (
+                "the model's architecture (layers, shapes, loss, optimizer)",
+                format!("{}\n{:?}", self.summary(), self.compiled),
+            ),
+            (
+                "the training data's shape (rows × features, sample shape)",
+                format!("{} × {} {:?}", data.rows, data.feature_dim, data.sample_shape),
+            ),
+            (
+                "the fit options (epochs, batch size, shuffle, seed, validation, backend, resume)",
+                format!(
+                    "{} {} {} {} {validation} {:?} {} {:?} {backend} {:?}",
+                    opts.epochs,
+                    opts.batch_size,
+                    opts.shuffle,
+                    self.seed,
+                    opts.clip_norm,
+                    opts.skip_nonfinite_batches,
+                    opts.cancel.is_some(),
+                    self.resumed_epoch(),
+                ),
+            ),
+        ];
+        for (what, text) in parts {
+            let (min, max) = c.all_reduce_min_max_u64(fnv1a(text.as_bytes()))?;
+            if min != max {
+                return Err(WgnnError::invalid(
+                    OP,
+                    format!(
+                        "{what} differs between the {} ranks (rank {}'s: {text:?}): every rank must fit the same model on \
+                         the same data",
+                        c.size(),
+                        c.rank()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rank 0's parameters, optimizer state and step count t, on every rank.
+    fn broadcast_state(&mut self, c: &dyn Collective) -> Result<()> {
+        let g = self.gpu_state()?;
+        for t in [&g.params].into_iter().chain(&g.opt_state) {
+            let mut values = t.to_vec()?;
+            c.broadcast_f32(&mut values, 0)?;
+            t.write(&values)?;
+        }
+        // t as f32: exact below 2²⁴ steps.
+        let step = g.global_step.to_vec_u32()?;
+        let mut t = [step[0] as f32];
+        c.broadcast_f32(&mut t, 0)?;
+        g.global_step.write_u32(&[t[0] as u32, step[1]])
+    }
+}
+
+/// FNV-1a: a hash every rank computes alike (std's hashers promise no stability).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Rank `rank`'s share of `rows` rows split over `size` ranks as evenly as it goes: (first, count).
+fn shard(rows: usize, rank: usize, size: usize) -> (usize, usize) {
+    let (each, extra) = (rows / size, rows % size);
+    (rank * each + rank.min(extra), each + (rank < extra) as usize)
+}
+
+/// A rank's part of one global batch: its gradient step (none where its shard is empty), its
+/// rows and the global batch's.
+struct ShardStep {
+    plan: Option<Plan>,
+    rows: usize,
+    global_rows: usize,
+}
+
+/// The data-parallel steps of one rank: the data uploaded once; the rank's rows of each
+/// global batch gathered through a rank-local order, so that the one-process gradient plans
+/// run unchanged on them.
+pub(super) struct DataParallelSteps<'c> {
+    collective: &'c dyn Collective,
+    gpu: Gpu,
+    rows: usize,
+    shuffle: bool,
+    /// The global batch (all ranks) of a full step.
+    global_batch: usize,
+    full_steps: usize,
+    /// This rank's row order: its shard of every global batch, in step order.
+    order: Tensor,
+    /// A full batch's gradient step for even, then odd steps.
+    full: [ShardStep; 2],
+    tail: Option<ShardStep>,
+    /// The update (no batch norm, unguarded: the same for every batch size).
+    update: Plan,
+    validation: Option<(GpuData, EvalPlans)>,
+    _buffers: Vec<BatchBuffers>,
+}
+
+impl<'c> DataParallelSteps<'c> {
+    pub(super) fn new(
+        model: &Sequential,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        opts: &FitOptions,
+        optimizer: &Optimizer,
+        collective: &'c dyn Collective,
+    ) -> Result<DataParallelSteps<'c>> {
+        let (rank, size) = (collective.rank(), collective.size());
+        let gpu = model.gpu_state()?.gpu.clone();
+        let n = train.rows;
+        let global_batch = opts.batch_size.saturating_mul(size).min(n);
+        let (full_steps, tail_rows) = (n / global_batch, n % global_batch);
+        let (_, local) = shard(global_batch, rank, size);
+        let (_, local_tail) = shard(tail_rows, rank, size);
+        if local == 0 {
+            return Err(WgnnError::invalid(OP, format!("{n} training rows for {size} ranks: rank {rank} has none")));
+        }
+        model.check_batch_fits(&gpu, train, local)?;
+        let data = model.upload_data(&gpu, train)?;
+        let order = Tensor::zeros_u32(&gpu, &[full_steps * local + local_tail])?;
+        let mut buf = model.batch_buffers(&gpu, &data, local, true)?;
+        let mut full_plan =
+            |parity| model.gradient_step_plan(&data, &order, &mut buf, local, local, parity, false).map(Some);
+        let full = [
+            ShardStep { plan: full_plan(0)?, rows: local, global_rows: global_batch },
+            ShardStep { plan: full_plan(1)?, rows: local, global_rows: global_batch },
+        ];
+        let update = model.update_plan(&buf, local, optimizer, false, opts.clip_norm)?;
+        let mut buffers = vec![buf];
+        let tail = match (tail_rows, local_tail) {
+            (0, _) => None,
+            (_, 0) => Some(ShardStep { plan: None, rows: 0, global_rows: tail_rows }),
+            _ => {
+                let mut buf = model.batch_buffers(&gpu, &data, local_tail, true)?;
+                let plan =
+                    model.gradient_step_plan(&data, &order, &mut buf, local_tail, local, full_steps % 2, false)?;
+                buffers.push(buf);
+                Some(ShardStep { plan: Some(plan), rows: local_tail, global_rows: tail_rows })
+            }
+        };
+        let validation = match validation {
+            Some(v) => {
+                let data = model.upload_data(&gpu, v)?;
+                let plans = model.eval_plans(&data)?;
+                Some((data, plans))
+            }
+            None => None,
+        };
+        Ok(DataParallelSteps {
+            collective,
+            gpu,
+            rows: n,
+            shuffle: opts.shuffle,
+            global_batch,
+            full_steps,
+            order,
+            full,
+            tail,
+            update,
+            validation,
+            _buffers: buffers,
+        })
+    }
+
+    /// This rank's rows of every global batch of the epoch's order, in step order.
+    fn local_order(&self, global: &[u32]) -> Vec<u32> {
+        let (rank, size) = (self.collective.rank(), self.collective.size());
+        let mut local = Vec::with_capacity(self.order.len());
+        for batch in global.chunks(self.global_batch) {
+            let (first, count) = shard(batch.len(), rank, size);
+            local.extend_from_slice(&batch[first..first + count]);
+        }
+        local
+    }
+}
+
+impl Steps for DataParallelSteps<'_> {
+    fn start_epoch(&mut self, model: &mut Sequential, epoch: usize) -> Result<()> {
+        let global = epoch_order(self.rows, self.shuffle, model.seed, epoch);
+        self.order.write_u32(&self.local_order(&global))?;
+        model.reset_epoch()
+    }
+
+    fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums> {
+        let g = model.gpu_state()?;
+        let grads = g.grads.view(0, &[model.layout.trainable])?;
+        for step in first..first + count {
+            let shard = match step < self.full_steps {
+                true => &self.full[step % 2],
+                false => self
+                    .tail
+                    .as_ref()
+                    .ok_or_else(|| WgnnError::invalid(OP, "a step past the epoch (an internal error)"))?,
+            };
+            // One readback, one all-reduce, one upload: the sum of each shard's mean gradient
+            // weighted by its rows is the global batch's mean.
+            let mut values = match &shard.plan {
+                Some(plan) => {
+                    self.gpu.run(&[plan])?;
+                    let mut values = grads.to_vec()?;
+                    if shard.rows != shard.global_rows {
+                        let weight = shard.rows as f32 / shard.global_rows as f32;
+                        values.iter_mut().for_each(|v| *v *= weight);
+                    }
+                    values
+                }
+                None => {
+                    // No rows here this step: a zero gradient, and t advanced as the others'
+                    // gathers advance theirs.
+                    let step = g.global_step.to_vec_u32()?;
+                    g.global_step.write_u32(&[step[0] + 1, step[1]])?;
+                    vec![0.0; grads.len()]
+                }
+            };
+            self.collective.all_reduce_sum_f32(&mut values)?;
+            grads.write(&values)?;
+            self.gpu.run(&[&self.update])?;
+        }
+        let local = model.read_totals()?;
+        let mut sums =
+            [local.loss as f32, local.correct as f32, local.skipped_batches as f32, local.skipped_rows as f32];
+        self.collective.all_reduce_sum_f32(&mut sums)?;
+        Ok(RunningSums {
+            loss: sums[0] as f64,
+            correct: sums[1] as f64,
+            skipped_batches: sums[2] as usize,
+            skipped_rows: sums[3] as usize,
+        })
+    }
+
+    fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
+        let Some((_, plans)) = &self.validation else { return Ok(None) };
+        // Every rank evaluates its copy; rank 0's figures decide, so that early stopping and
+        // the non-finite check agree everywhere.
+        let (loss, accuracy) = model.run_eval(plans)?;
+        let mut figures = [loss, accuracy];
+        self.collective.broadcast_f32(&mut figures, 0)?;
+        Ok(Some((figures[0], figures[1])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard;
+
+    #[test]
+    fn shards_cover_the_batch_in_order() {
+        for (rows, size) in [(8, 2), (7, 2), (5, 4), (3, 4), (64, 3)] {
+            let mut next = 0;
+            for rank in 0..size {
+                let (first, count) = shard(rows, rank, size);
+                assert_eq!(first, next, "rows {rows} size {size} rank {rank}");
+                assert!(count == rows / size || count == rows / size + 1);
+                next += count;
+            }
+            assert_eq!(next, rows);
+        }
+    }
+}

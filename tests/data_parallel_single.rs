@@ -1,0 +1,93 @@
+//! Data-parallel `fit` on one process ([`SingleProcess`]): the same steps as plain `fit`, bit
+//! for bit, and what it does not support yet refused by name. The two-rank equivalence under
+//! `mpirun` is `tests/data_parallel.rs` (feature `mpi`).
+
+mod common;
+use common::*;
+use wgnn::collective::SingleProcess;
+use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
+use wgnn::{Activation, WgnnError};
+
+/// Every progress tick: (epoch, samples, running loss, running accuracy).
+#[derive(Default)]
+struct Ticks(Vec<(usize, usize, f32, f32)>);
+
+impl Observer for Ticks {
+    fn on_progress(&mut self, p: &Progress) {
+        self.0.push((p.epoch, p.samples, p.loss, p.accuracy));
+    }
+}
+
+fn mlp(backend: &Backend) -> Sequential {
+    let mut model = Sequential::new(37, 7)
+        .dense(23, Activation::Relu)
+        .dense(19, Activation::Tanh)
+        .dense(5, Activation::Identity)
+        .build(backend)
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    model
+}
+
+#[test]
+fn one_rank_trains_exactly_as_plain_fit() {
+    // 2 epochs of 10 full batches of 16 and a partial one of 5 (after the validation split: 165
+    // training rows), with validation and clipping.
+    let data = synthetic(206, 37, 5, 1);
+    let opts = FitOptions {
+        epochs: 2,
+        batch_size: 16,
+        progress_every: 1,
+        validation: Validation::Fraction(0.2),
+        clip_norm: Some(1.0),
+        ..Default::default()
+    };
+    let backend = Backend::Gpu(gpu());
+    let (mut plain, mut parallel) = (mlp(&backend), mlp(&backend));
+    let (mut plain_ticks, mut parallel_ticks) = (Ticks::default(), Ticks::default());
+    let plain_history = plain.fit_with(&data, &opts, &mut plain_ticks).unwrap();
+    let parallel_history = parallel.fit_data_parallel_with(&data, &opts, &SingleProcess, &mut parallel_ticks).unwrap();
+    assert_eq!(plain_ticks.0.len(), 22, "a tick per step");
+    assert_eq!(parallel_ticks.0, plain_ticks.0, "per-step running loss and accuracy");
+    let figures = |h: &wgnn::history::History| {
+        h.epochs.iter().map(|r| (r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy)).collect::<Vec<_>>()
+    };
+    assert_eq!(figures(&parallel_history), figures(&plain_history), "the history");
+    assert_eq!(parallel.weights().unwrap(), plain.weights().unwrap(), "the weights after 22 steps");
+    // The run learned something: equal weights of a model that never updated would also match.
+    assert_ne!(parallel.weights().unwrap(), mlp(&backend).weights().unwrap(), "the weights moved");
+}
+
+fn refused(what: &str, result: wgnn::Result<wgnn::history::History>, needle: &str) {
+    match result {
+        Err(WgnnError::InvalidArgument { op, detail }) => {
+            assert_eq!(op, "fit_data_parallel", "{what}");
+            assert!(detail.contains(needle), "{what}: {detail:?} should name {needle:?}");
+        }
+        other => panic!("{what}: expected a refusal naming {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn what_is_not_supported_yet_is_refused_by_name() {
+    let data = synthetic(64, 37, 5, 2);
+    let opts = FitOptions { batch_size: 16, ..Default::default() };
+    let mut normed = Sequential::new(37, 1)
+        .dense(8, Activation::Relu)
+        .batch_norm()
+        .dense(5, Activation::Identity)
+        .build(&Backend::Gpu(gpu()))
+        .unwrap();
+    normed.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    refused("batch norm", normed.fit_data_parallel(&data, &opts, &SingleProcess), "batch norm");
+    refused("the CPU backend", mlp(&Backend::Cpu).fit_data_parallel(&data, &opts, &SingleProcess), "CPU backend");
+    let skipping = FitOptions { skip_nonfinite_batches: true, ..opts };
+    refused(
+        "skipping",
+        mlp(&Backend::Gpu(gpu())).fit_data_parallel(&data, &skipping, &SingleProcess),
+        "skip_nonfinite_batches",
+    );
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let cancellable = FitOptions { cancel: Some(&flag), ..opts };
+    refused("cancel", mlp(&Backend::Gpu(gpu())).fit_data_parallel(&data, &cancellable, &SingleProcess), "cancel");
+}
