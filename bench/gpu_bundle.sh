@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds what bench/gpu_report.sh runs, into one folder to carry to a GPU machine that has no
-# Rust toolchain or package registry: the release builds of mnist_gpu, cnn_mnist and the two
-# benchmark harnesses, the MNIST archive, the plot font, the PyTorch side-by-sides and the report
-# script.
+# Rust toolchain or package registry: the release builds of mnist_gpu, cnn_mnist, char_gpt and the
+# two benchmark harnesses, the MNIST archive, Tiny Shakespeare, the plot font, the PyTorch
+# side-by-sides and the report script.
 #
 #     bench/gpu_bundle.sh [BUNDLE]        # default target/gpu-bundle
 #
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle="${1:-target/gpu-bundle}"
 
-cargo build --release --example mnist_gpu --example cnn_mnist
+cargo build --release --example mnist_gpu --example cnn_mnist --example char_gpt
 # The bench executables' paths, from cargo's own report (their names carry a hash).
 benches=$(cargo bench --no-run --bench kernels --bench training --message-format=json 2>/dev/null |
   python3 -c '
@@ -24,10 +24,10 @@ for line in sys.stdin:
 
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/assets" "$bundle/bench"
-cp target/release/examples/mnist_gpu target/release/examples/cnn_mnist "$bundle/bin/"
+cp target/release/examples/mnist_gpu target/release/examples/cnn_mnist target/release/examples/char_gpt "$bundle/bin/"
 while read -r name path; do cp "$path" "$bundle/bin/$name"; done <<<"$benches"
 cp assets/mnist.npz "$bundle/assets/"
-cp -r assets/fonts "$bundle/assets/"
-cp bench/torch_mnist.py bench/torch_cnn.py "$bundle/bench/"
+cp -r assets/fonts assets/tinyshakespeare "$bundle/assets/"
+cp bench/torch_mnist.py bench/torch_cnn.py bench/torch_gpt.py "$bundle/bench/"
 cp bench/gpu_report.sh "$bundle/"
 echo "bundle in $bundle: $(ls "$bundle/bin" | tr '\n' ' ')"

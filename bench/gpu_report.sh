@@ -7,9 +7,9 @@
 # It refuses a software adapter (llvmpipe and the like: training would run on the CPU) unless
 # --allow-cpu. In order: the kernel bench at the MLP's shapes and at 1024³ and 4096³ (4096³ is
 # skipped on a CPU adapter), the training bench at batch 32 and 256 (and its CNN row), mnist_gpu
-# for 20 epochs and cnn_mnist with its defaults (both --verbose: the autotuner's picks), and
-# bench/torch_mnist.py and bench/torch_cnn.py (same models, split and rows) when python3 can
-# import torch. On an H100/H200 class GPU it takes a few minutes.
+# for 20 epochs and cnn_mnist with its defaults (both --verbose: the autotuner's picks), char_gpt
+# with its defaults, and bench/torch_mnist.py, torch_cnn.py and torch_gpt.py (same models, split
+# and rows) when python3 can import torch. On an H100/H200 class GPU it takes a few minutes.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-for b in mnist_gpu cnn_mnist kernels training; do
+for b in mnist_gpu cnn_mnist char_gpt kernels training; do
   [ -x "bin/$b" ] || { echo "bin/$b missing: build the bundle with bench/gpu_bundle.sh" >&2; exit 1; }
 done
 
@@ -84,9 +84,11 @@ done
 run "training bench (batch 32 and 256)" bin/training --bench
 run "mnist_gpu, 20 epochs" bin/mnist_gpu --verbose --out "$logs/mnist"
 run "cnn_mnist, its defaults" bin/cnn_mnist --verbose --out "$logs/cnn_mnist"
+run "char_gpt, its defaults" bin/char_gpt --data assets/tinyshakespeare/input.txt --out "$logs/char_gpt"
 if python3 -c 'import torch' 2>/dev/null; then
   run "PyTorch eager, same model (bench/torch_mnist.py)" python3 bench/torch_mnist.py
   run "PyTorch eager, cnn_mnist's model (bench/torch_cnn.py)" python3 bench/torch_cnn.py
+  run "PyTorch eager, char_gpt's model (bench/torch_gpt.py)" python3 bench/torch_gpt.py
 else
   section "PyTorch eager"
   echo "skipped: python3 cannot import torch here" >>"$out"
