@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::fusion::check_fusion;
+use common::fusion::{check_fusion, StepLosses};
 use common::{assert_close, gpu, scratch, synthetic};
 use wgnn::device::GpuOptions;
 use wgnn::internals::rng::Rng;
@@ -47,26 +47,6 @@ fn tokens(len: usize, vocab: usize, seed: u64) -> TokenDataset {
     let mut rng = Rng::new(seed);
     let ids = (0..len).map(|i| if rng.below(4) == 0 { rng.below(vocab) as u32 } else { (i % vocab) as u32 }).collect();
     TokenDataset::from_tokens(ids, vocab, "test tokens").unwrap()
-}
-
-/// Each step's mean loss, from the running sums reported at every tick (which restart with each
-/// evaluation period).
-#[derive(Default)]
-struct StepLosses {
-    losses: Vec<f32>,
-    last_sum: f64,
-    last_samples: usize,
-}
-
-impl Observer for StepLosses {
-    fn on_progress(&mut self, p: &Progress) {
-        if p.step == 1 {
-            (self.last_sum, self.last_samples) = (0.0, 0);
-        }
-        let sum = p.loss as f64 * p.samples as f64;
-        self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
-        (self.last_sum, self.last_samples) = (sum, p.samples);
-    }
 }
 
 /// What a run gives: (per-step losses, each evaluation's (train, validation) loss, every

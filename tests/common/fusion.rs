@@ -5,18 +5,25 @@ use super::{assert_close, gpu};
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Parameter, Progress, SequentialBuilder};
 use wgnn::Dataset;
 
-/// Each step's mean loss, from the running sums reported at every tick.
+/// Each step's mean loss, from the running sums reported at every tick (which restart with each
+/// epoch, or each evaluation period of a token fit).
 #[derive(Default)]
 pub struct StepLosses {
     pub losses: Vec<f32>,
     last_sum: f64,
     last_samples: usize,
+    /// (epoch, step) of the last tick: a tick repeated for the same step adds nothing.
+    last_tick: Option<(usize, usize)>,
 }
 
 impl Observer for StepLosses {
     fn on_progress(&mut self, p: &Progress) {
-        if p.samples == self.last_samples {
+        if self.last_tick == Some((p.epoch, p.step)) {
             return;
+        }
+        self.last_tick = Some((p.epoch, p.step));
+        if p.step == 1 {
+            (self.last_sum, self.last_samples) = (0.0, 0);
         }
         let sum = p.loss as f64 * p.samples as f64;
         self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
