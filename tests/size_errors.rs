@@ -33,6 +33,15 @@ fn a_batch_too_large_for_the_device_names_the_batch_size_that_fits() {
         }
         other => panic!("batch 500 on 1 MiB bindings: {other:?}"),
     }
+    // 333 rows would fit unpadded; the message says the padding is why they do not.
+    match m.fit(&data, &FitOptions { epochs: 1, batch_size: 333, ..Default::default() }) {
+        Err(e @ WgnnError::DeviceLimit { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("batch size 333, padded to 336 rows"), "{message}");
+            assert!(message.contains("[336, 784]"), "{message}");
+        }
+        other => panic!("batch 333 (336 padded) on 1 MiB bindings: {other:?}"),
+    }
     m.fit(&data, &FitOptions { epochs: 1, batch_size: 332, ..Default::default() }).unwrap();
 }
 

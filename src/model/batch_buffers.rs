@@ -225,7 +225,10 @@ impl Sequential {
             }
             let last = block.layers.end - 1;
             let shape = [&[padded][..], &self.shapes[last + 1]].concat();
-            let rows_text = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
+            let mut rows_text = if rows == 1 { "1 row".to_string() } else { format!("{rows} rows") };
+            if padded != rows {
+                rows_text += &format!(" (padded to {padded} in training)");
+            }
             return Err(WgnnError::DeviceLimit {
                 op: self.layers[last].op(last),
                 what: format!("its output for a batch of {rows_text}, {shape:?} f32,"),

@@ -25,10 +25,13 @@ impl Sequential {
         }
         let fits = (limit / (4 * width as u64)) as usize / 4 * 4;
         // The batch size asked for, and what it came to where the data has fewer rows.
-        let whole = match asked > batch {
+        let mut whole = match asked > batch {
             true => format!(", one batch of all {batch} training rows"),
             false => String::new(),
         };
+        if padded != batch {
+            whole += &format!(", padded to {padded} rows");
+        }
         Err(WgnnError::DeviceLimit {
             op: "fit".into(),
             what: format!(
