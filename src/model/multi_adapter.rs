@@ -28,11 +28,11 @@ const OP: &str = "fit_on_adapters";
 /// and the panic resumes here once every thread has ended.
 ///
 /// ```no_run
-/// use wgnn::model::{fit_on_adapters, FitOptions, Loss, Optimizer, Sequential};
+/// use wgnn::model::{fit_on_adapters, Backend, FitOptions, Loss, Optimizer, Sequential};
 /// use wgnn::{Activation, Dataset, Gpu, GpuOptions};
 /// let gpus = Gpu::open_adapters("all", &GpuOptions::default())?;
 /// let data = Dataset::new(vec![0.5f32; 64 * 4], 4, [0u32, 1].repeat(32))?;
-/// let build = |backend: &_| {
+/// let build = |backend: &Backend| -> wgnn::Result<Sequential> {
 ///     let mut model = Sequential::new(4, 7).dense(8, Activation::Relu).dense(2, Activation::Identity).build(backend)?;
 ///     model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3))?;
 ///     Ok(model)
