@@ -120,7 +120,9 @@ impl ThreadRank {
         self.group.fail(self.rank, why);
     }
 
-    /// The group's first failure: the rank it names and why; `None` while every rank is well.
+    /// The group's first failure: the rank it names and why; `None` while every rank is well
+    /// and holds its handle (a rank whose handle was dropped, even after the last operation,
+    /// counts as one that left).
     pub fn failure(&self) -> Option<(usize, String)> {
         self.group.lock().ok().and_then(|s| s.failed.clone())
     }
