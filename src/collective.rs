@@ -1,14 +1,18 @@
 //! The collective operations data-parallel training needs — all-reduce, broadcast, barrier —
 //! over the processes ("ranks") that train one model together: [`SingleProcess`] (always
-//! built: one rank, every operation the identity) and, with the cargo feature `mpi`,
-//! `MpiCollective` on the system's MPI (Open MPI), launched by `mpirun` or Slurm's `srun`.
+//! built: one rank, every operation the identity), [`ThreadRank`] (ranks that are threads of
+//! one process, each on its own adapter: [`crate::model::fit_on_adapters`]) and, with the cargo
+//! feature `mpi`, `MpiCollective` on the system's MPI (Open MPI), launched by `mpirun` or
+//! Slurm's `srun`.
 
 use crate::error::Result;
 
 #[cfg(feature = "mpi")]
 mod mpi;
+mod threads;
 #[cfg(feature = "mpi")]
 pub use self::mpi::MpiCollective;
+pub use self::threads::ThreadRank;
 
 /// The ranks training one model: every rank calls the same operations in the same order (an
 /// operation one rank skips leaves the others waiting for it).

@@ -1,6 +1,7 @@
 //! The wgpu device: adapter choice, limits and features, the device profile, error scopes,
 //! submission and readback, and the store of compiled shader objects (`device::cache`).
 
+pub mod adapters;
 pub(crate) mod cache;
 pub(crate) mod memory;
 pub mod memory_budget;
@@ -195,6 +196,11 @@ impl Gpu {
                 .await
                 .map_err(|e| WgnnError::NoAdapter { detail: format!(" ({e})") })?,
         };
+        Self::open(adapter, options).await
+    }
+
+    /// A device on `adapter`, with what `options` asks of it (all but `options.adapter`).
+    async fn open(adapter: wgpu::Adapter, options: &GpuOptions<'_>) -> Result<Gpu> {
         let info = adapter.get_info();
         // The adapter's own limits (the defaults cap a storage binding at 128 MiB), unless the
         // caller lowers some.

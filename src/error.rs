@@ -90,6 +90,11 @@ pub enum WgnnError {
 
     #[error("training stopped: {detail}")]
     Training { detail: String },
+
+    /// Rank `rank` of `size` training in one process ([`crate::model::fit_on_adapters`]) failed
+    /// with `source` on `adapter`; the other ranks stopped with it.
+    #[error("rank {rank} of {size} (on {adapter}) failed: {source}")]
+    RankFailed { rank: usize, size: usize, adapter: String, source: Box<WgnnError> },
 }
 
 /// The end of a device-lost message that names the checkpoint to resume from.
@@ -175,6 +180,7 @@ impl WgnnError {
             WgnnError::Data { .. } => "Data",
             WgnnError::Io { .. } => "Io",
             WgnnError::Training { .. } => "Training",
+            WgnnError::RankFailed { .. } => "RankFailed",
         }
     }
 
