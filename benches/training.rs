@@ -193,7 +193,30 @@ fn cnn_row(gpu: &Gpu, train: &Dataset, rows: usize, csv: &mut std::fs::File) -> 
     for (label, seconds) in &timings {
         println!("  {label:<40} {:>9.1} µs", seconds * 1e6);
     }
+    let (device, wall) = model.time_step(&data, batch, 10)?;
+    print_step_split("cnn", total, &device, wall, median / rows.div_ceil(batch) as f64);
     Ok(())
+}
+
+/// Where a step's wall time goes beyond its dispatches' own device time: the dispatches timed
+/// alone (`alone`, summed), the step timed whole on the device (`device`, one pass per step:
+/// the dispatches in sequence), a step's wall time with 10 in one submission (`wall`), and the
+/// training loop's (`fit`: a steady epoch over its steps, with its progress ticks' readbacks).
+fn print_step_split(name: &str, alone: f64, device: &[f64], wall: f64, fit: f64) {
+    let mut sorted = device.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let whole = sorted[sorted.len() / 2];
+    println!(
+        "one {name} step, ms: dispatches alone {:.1}; whole step on the device {:.1} (median of {}, min {:.1}); wall \
+         {:.1} with {} steps in one submission; fit {:.1} (steady epoch ÷ steps)",
+        alone * 1e3,
+        whole * 1e3,
+        sorted.len(),
+        sorted[0] * 1e3,
+        wall * 1e3,
+        sorted.len(),
+        fit * 1e3
+    );
 }
 
 /// char_gpt's default model at batch 12, block 64, `iters` steps in two halves (see the module
@@ -266,6 +289,8 @@ fn gpt_row(gpu: &Gpu, iters: usize, csv: &mut std::fs::File) -> Result<(), Box<d
     for (label, seconds) in &timings {
         println!("  {label:<52} {:>9.1} µs", seconds * 1e6);
     }
+    let (device, wall) = build()?.time_token_step(&train, &opts, 10)?;
+    print_step_split("gpt", total, &device, wall, per_iter);
     Ok(())
 }
 
@@ -391,6 +416,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (label, seconds) in &timings {
             println!("  {label:<40} {:>9.1} µs", seconds * 1e6);
         }
+        let fit = medians.iter().find(|m| m.0 == batch).map_or(f64::NAN, |m| m.1 / train.rows.div_ceil(batch) as f64);
+        let (device, wall) = model.time_step(&train, batch, 10)?;
+        print_step_split(&format!("mlp (batch {batch})"), total, &device, wall, fit);
         dispatches_per_step.push(timings.len());
     }
     // The part of a steady epoch that is dispatch cost alone, at the mean of the two baselines.

@@ -90,6 +90,19 @@ impl Gpu {
         self.submit("run", encoder.finish())?;
         Ok(())
     }
+
+    /// Wall seconds per execution of `plan` with `reps` executions recorded into one submission
+    /// and waited for once (after one untimed execution, so that no pipeline compiles inside):
+    /// the device time of [`Gpu::time_plan`] plus whatever the host and the driver add around
+    /// it (recording, submission, idle time between dispatches).
+    pub fn wall_per_run(&self, plan: &Plan, reps: usize) -> Result<f64> {
+        self.run(&[plan])?;
+        self.wait()?;
+        let started = std::time::Instant::now();
+        self.run_repeated(&[plan], reps.max(1))?;
+        self.wait()?;
+        Ok(started.elapsed().as_secs_f64() / reps.max(1) as f64)
+    }
 }
 
 impl Gpu {

@@ -238,3 +238,27 @@ fn a_training_step_builds_each_convolutions_patch_matrix_once() {
     assert_eq!(in_place % 2, 0, "forward and kernel gradient both read in place: {kernels:?}");
     assert_eq!(kernels.iter().filter(builds).count() + in_place / 2, 2, "{kernels:?}");
 }
+
+#[test]
+fn a_training_step_timed_whole_gives_a_device_time_a_repetition() {
+    let data = images(16, [8, 8, 2], 2, 11);
+    let mut model = Sequential::new([8, 8, 2], 3)
+        .conv2d(4, (3, 3), Activation::Relu)
+        .flatten()
+        .dense(2, Activation::Softmax)
+        .build(&Backend::Gpu(gpu()))
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-3)).unwrap();
+    match model.time_step(&data, 8, 4) {
+        Ok((device, wall)) => {
+            assert_eq!(device.len(), 4, "{device:?}");
+            assert!(device.iter().all(|t| t.is_finite() && *t >= 0.0), "{device:?}");
+            assert!(wall.is_finite() && wall > 0.0, "{wall}");
+        }
+        // A device without timestamp queries says so.
+        Err(e) => {
+            assert!(!gpu().profile().timestamps, "{e}");
+            assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
+        }
+    }
+}

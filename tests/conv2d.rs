@@ -1,96 +1,19 @@
-//! conv2d (im2col + matmul, col2im) against the CPU reference on awkward shapes, the CPU backward
-//! by finite differences, a weight gradient summed past lavapipe's loop cap, the patch matrix in
-//! chunks on a device with a small binding limit, the patch matrix kept from the forward for the
-//! kernel gradient, and bad input as typed errors.
+//! conv2d (im2col + matmul, col2im, and the kernels the engine picks instead) against the CPU
+//! reference on awkward shapes, forward and backward; the CPU backward by finite differences, a
+//! weight gradient summed past lavapipe's loop cap, and bad input as typed errors. The patch
+//! matrix itself (kept from the forward, in chunks, past the limits): tests/conv2d_patches.rs.
 
 mod common;
-use std::sync::OnceLock;
 
+use common::conv_cases::*;
 use common::*;
-use wgnn::device::GpuOptions;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::conv2d::{
-    conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_backward_weights_from_patches,
-    conv2d_forward, conv2d_forward_keeping_patches, conv2d_forward_using, conv2d_implicit_applies, conv2d_step_patches,
-    Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches, Padding,
+    conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dConfig,
+    Conv2dDims, Padding,
 };
 use wgnn::internals::rng::Rng;
-use wgnn::{Activation, Gpu, Tensor, WgnnError};
-
-/// One convolution to try: x `[rows, h, w, c_in]`, kernel `[kh, kw, c_in, c_out]`.
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    x: [usize; 4],
-    kernel: (usize, usize),
-    c_out: usize,
-    strides: (usize, usize),
-    padding: Padding,
-}
-
-impl Case {
-    fn cfg(&self) -> Conv2dConfig {
-        Conv2dConfig { strides: self.strides, padding: self.padding }
-    }
-    fn kernel_shape(&self) -> [usize; 4] {
-        [self.kernel.0, self.kernel.1, self.x[3], self.c_out]
-    }
-    fn dims(&self) -> Conv2dDims {
-        Conv2dDims::new("test", &self.x, &self.kernel_shape(), &self.cfg()).unwrap()
-    }
-}
-
-const fn case(x: [usize; 4], kernel: (usize, usize), c_out: usize, strides: (usize, usize), padding: Padding) -> Case {
-    Case { x, kernel, c_out, strides, padding }
-}
-
-/// Odd sizes, strides 1 and 2, 1×1 to 5×5 kernels, C = 1 and 3, batch 1, `same` with even kernels,
-/// a kernel as large as the image, a 1×1 kernel at stride 2 (not pointwise), and a patch length
-/// (3·3·4 = 36) and channel counts that allow the vec4 and subgroup matmuls, and more.
-const CASES: &[Case] = &[
-    case([1, 7, 9, 3], (3, 3), 4, (1, 1), Padding::Valid),
-    case([2, 7, 9, 1], (5, 5), 3, (2, 2), Padding::Same),
-    case([3, 8, 6, 3], (2, 2), 5, (2, 2), Padding::Same),
-    case([2, 9, 7, 1], (4, 2), 2, (1, 2), Padding::Same),
-    case([2, 5, 5, 3], (1, 1), 8, (1, 1), Padding::Valid),
-    case([2, 5, 7, 3], (1, 1), 4, (1, 1), Padding::Same),
-    case([2, 6, 5, 4], (1, 1), 4, (2, 2), Padding::Same),
-    case([1, 5, 5, 3], (5, 5), 4, (1, 1), Padding::Valid),
-    case([2, 11, 11, 4], (3, 3), 8, (1, 1), Padding::Valid),
-    case([1, 9, 9, 3], (3, 3), 2, (2, 2), Padding::Valid),
-    case([1, 4, 4, 1], (6, 6), 1, (3, 3), Padding::Same),
-    // 4, 8 and 16 channels: the vec4 im2col and col2im at the padding's edges; 5: a channel left
-    // after groups of 4.
-    case([2, 7, 6, 8], (3, 3), 4, (2, 1), Padding::Same),
-    case([1, 5, 6, 16], (3, 3), 4, (1, 1), Padding::Same),
-    case([1, 6, 5, 5], (2, 3), 3, (1, 1), Padding::Same),
-    // Kernel rows too long for one invocation: im2col and col2im split the channels in segments.
-    case([1, 3, 3, 2801], (3, 3), 2, (1, 1), Padding::Same),
-    case([1, 3, 3, 11_200], (3, 3), 4, (1, 1), Padding::Same),
-];
-
-const ACTS: &[Activation] = &[
-    Activation::Identity,
-    Activation::Relu,
-    Activation::LeakyRelu(0.1),
-    Activation::Sigmoid,
-    Activation::Tanh,
-    Activation::Gelu,
-    Activation::GeluErf,
-];
-
-/// What an activation's forward keeps for its backward, from its input u: act(u), or u itself
-/// for the GELUs.
-fn saved(act: Activation, u: f32) -> f32 {
-    if act.saves_input() {
-        u
-    } else {
-        act.forward(u)
-    }
-}
-
-fn up(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::from_slice(gpu, shape, data).unwrap()
-}
+use wgnn::{Activation, Tensor, WgnnError};
 
 #[test]
 fn same_padding_follows_tensorflow() {
@@ -172,113 +95,6 @@ fn backward_matches_cpu() {
         gpu.run(&[&weights]).unwrap();
         assert_close(&format!("{c:?} dkernel alone"), &dkt.to_vec().unwrap(), &dk, 1e-4, 1e-4);
     }
-}
-
-#[test]
-fn kept_patches_give_the_same_results_without_building_them_twice() {
-    // The forward keeps its patch matrix, the kernel gradient reads it: the same y, dkernel and
-    // dbias (bit for bit: the same products on the same matrix) and no im2col in the backward.
-    // x as its own patch matrix (1×1, stride 1) keeps none.
-    let gpu = gpu();
-    let mut rng = Rng::new(7);
-    for (i, c) in CASES.iter().enumerate() {
-        let d = c.dims();
-        let Some(patches) = ConvPatches::new(&gpu, &d).unwrap() else {
-            assert!(c.kernel == (1, 1) && c.strides == (1, 1), "{c:?} keeps no patches");
-            continue;
-        };
-        let act = ACTS[i % ACTS.len()];
-        let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
-        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
-        let b = rng.vec_uniform(c.c_out, -0.5, 0.5);
-        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
-        let (xt, kt, bt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &[c.c_out], &b));
-        let dzt = up(&gpu, &d.y_shape(), &dz);
-        let outputs = || {
-            let y = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
-            let dk = up(&gpu, &c.kernel_shape(), &vec![7.0; k.len()]);
-            (y, dk, up(&gpu, &[c.c_out], &vec![7.0; c.c_out]))
-        };
-        let (y, dk, db) = outputs();
-        let forward = conv2d_forward(&gpu, &xt, &kt, Some(&bt), &y, act, &c.cfg()).unwrap();
-        let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dk, Some(&db), &c.cfg()).unwrap();
-        gpu.run(&[&forward, &weights]).unwrap();
-        let (kept_y, kept_dk, kept_db) = outputs();
-        let forward =
-            conv2d_forward_keeping_patches(&gpu, &xt, &kt, Some(&bt), &kept_y, act, &c.cfg(), &patches).unwrap();
-        let weights =
-            conv2d_backward_weights_from_patches(&gpu, &xt, &patches, &dzt, &kept_dk, Some(&kept_db), &c.cfg())
-                .unwrap();
-        let labels: Vec<&str> = weights.dispatches.iter().map(|d| d.label.as_str()).collect();
-        assert!(!labels.iter().any(|l| l.contains("im2col")), "{c:?}: {labels:?}");
-        gpu.run(&[&forward, &weights]).unwrap();
-        let what = format!("{c:?} {act:?}");
-        assert_eq!(kept_y.to_vec().unwrap(), y.to_vec().unwrap(), "{what} y");
-        assert_eq!(kept_dk.to_vec().unwrap(), dk.to_vec().unwrap(), "{what} dkernel");
-        assert_eq!(kept_db.to_vec().unwrap(), db.to_vec().unwrap(), "{what} dbias");
-        let want = cpu::conv2d_forward(&x, &k, Some(&b), &d, act);
-        assert_close(&format!("{what} y"), &kept_y.to_vec().unwrap(), &want, 1e-5, 1e-4);
-        let (want_dk, want_db) = cpu::conv2d_backward_weights(&x, &dz, &d);
-        assert_close(&format!("{what} dkernel"), &kept_dk.to_vec().unwrap(), &want_dk, 1e-4, 1e-4);
-        assert_close(&format!("{what} dbias"), &kept_db.to_vec().unwrap(), &want_db, 1e-4, 1e-4);
-    }
-}
-
-#[test]
-fn a_batch_past_one_grid_dimension_of_rows_runs_in_one_piece() {
-    // 128 images of 28×28: a patch matrix of 86,528 rows, more than one grid dimension's 65,535
-    // workgroups, kept in one piece (or, where the engine reads the patches in place, none); the
-    // products (whichever kernel the engine picks) match the CPU reference.
-    let gpu = gpu();
-    let c = case([128, 28, 28, 1], (3, 3), 8, (1, 1), Padding::Valid);
-    let d = c.dims();
-    let patches = conv2d_step_patches(&gpu, &d).unwrap();
-    assert!(patches.is_some() || conv2d_implicit_applies(&gpu, &d), "kept in one piece");
-    let mut rng = Rng::new(10);
-    let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
-    let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
-    let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
-    let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
-    let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
-    let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
-    let (forward, weights) = match &patches {
-        Some(kept) => (
-            conv2d_forward_keeping_patches(&gpu, &xt, &kt, None, &yt, Activation::Relu, &c.cfg(), kept).unwrap(),
-            conv2d_backward_weights_from_patches(&gpu, &xt, kept, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap(),
-        ),
-        None => (
-            conv2d_forward(&gpu, &xt, &kt, None, &yt, Activation::Relu, &c.cfg()).unwrap(),
-            conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap(),
-        ),
-    };
-    gpu.run(&[&forward, &weights]).unwrap();
-    let want = cpu::conv2d_forward(&x, &k, None, &d, Activation::Relu);
-    assert_close("y", &yt.to_vec().unwrap(), &want, 1e-5, 1e-4);
-    let (dk, db) = cpu::conv2d_backward_weights(&x, &dz, &d);
-    assert_close("dkernel", &dkt.to_vec().unwrap(), &dk, 1e-3, 1e-4);
-    assert_close("dbias", &dbt.to_vec().unwrap(), &db, 1e-3, 1e-4);
-}
-
-#[test]
-fn patches_are_kept_only_in_one_piece_and_only_for_their_own_shapes() {
-    let c = case([20, 8, 8, 3], (3, 3), 4, (1, 1), Padding::Same);
-    assert!(ConvPatches::new(&small_gpu(), &c.dims()).unwrap().is_none(), "in chunks on the small device");
-    let gpu = gpu();
-    let patches = ConvPatches::new(&gpu, &c.dims()).unwrap().unwrap();
-    assert_eq!(patches.tensor().shape(), [20 * 8 * 8, 28]);
-    let other = case([20, 8, 8, 3], (3, 3), 4, (2, 2), Padding::Same);
-    let (x, k) = (Tensor::zeros(&gpu, &c.x).unwrap(), Tensor::zeros(&gpu, &c.kernel_shape()).unwrap());
-    let y = Tensor::zeros(&gpu, &other.dims().y_shape()).unwrap();
-    let err = conv2d_forward_keeping_patches(&gpu, &x, &k, None, &y, Activation::Relu, &other.cfg(), &patches)
-        .err()
-        .expect("patches of another stride");
-    assert!(matches!(err, WgnnError::Shape { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("conv2d_forward_keeping_patches") && err.to_string().contains("patches were made")
-    );
-    let dz = Tensor::zeros(&gpu, &other.dims().y_shape()).unwrap();
-    let err = conv2d_backward_weights_from_patches(&gpu, &x, &patches, &dz, &k, None, &other.cfg()).err().unwrap();
-    assert!(err.to_string().contains("conv2d_backward_weights_from_patches"), "{err}");
 }
 
 #[test]
@@ -410,128 +226,6 @@ fn weight_gradient_past_the_loop_cap() {
         assert_close(&format!("{c:?} dbias"), &dbt.to_vec().unwrap(), &db, 5e-3, 1e-4);
     }
 }
-
-const SMALL_BINDING: u64 = 64 << 10;
-
-/// A device whose storage bindings are at most 64 KiB.
-fn small_gpu() -> Gpu {
-    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    let options = GpuOptions {
-        limits: |l| wgpu::Limits { max_storage_buffer_binding_size: SMALL_BINDING, ..l },
-        ..Default::default()
-    };
-    match GPU.get_or_init(|| Gpu::with_options(&options).map_err(|e| e.to_string())) {
-        Ok(g) => g.clone(),
-        Err(e) => panic!("GPU tests need an adapter: {e}"),
-    }
-}
-
-#[test]
-fn patch_matrix_in_chunks_matches_cpu() {
-    // The whole batch's patch matrix passes 64 KiB: chunks of images, one scratch reused. 8×8×4
-    // outputs are 1,024 bytes an image, so any chunk keeps y's views aligned (9 images of 6,912
-    // bytes a chunk); 3×3×3 ones 108 bytes, so a chunk is a multiple of 8 images where views align
-    // to 32 bytes (67 fit, 64 taken), of 64 where they align to 256.
-    let gpu = small_gpu();
-    let mut rng = Rng::new(6);
-    for c in
-        [case([20, 8, 8, 3], (3, 3), 4, (1, 1), Padding::Same), case([80, 3, 3, 3], (3, 3), 3, (1, 1), Padding::Same)]
-    {
-        let d = c.dims();
-        let patch_bytes = (d.rows * d.window.ho * d.window.wo * d.patch_len() * 4) as u64;
-        assert!(patch_bytes > SMALL_BINDING, "{c:?}: {patch_bytes} bytes would fit");
-        let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
-        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
-        let b = rng.vec_uniform(c.c_out, -0.5, 0.5);
-        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
-        let (xt, kt, bt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &[c.c_out], &b));
-        let dzt = up(&gpu, &d.y_shape(), &dz);
-        let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
-        let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
-        let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
-        // The patch matrix's chunks (the engine may pick the direct kernel, which needs none).
-        let im2col = ConvForwardKernel::Im2colMatmul;
-        let forward =
-            conv2d_forward_using(&gpu, &xt, &kt, Some(&bt), &yt, Activation::Relu, &c.cfg(), None, im2col).unwrap();
-        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
-        let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
-        assert!(forward.len() > 2, "{c:?}: one chunk ({} dispatches)", forward.len());
-        gpu.run(&[&forward, &input, &weights]).unwrap();
-        let want = cpu::conv2d_forward(&x, &k, Some(&b), &d, Activation::Relu);
-        assert_close(&format!("{c:?} y"), &yt.to_vec().unwrap(), &want, 1e-5, 1e-4);
-        assert_close(
-            &format!("{c:?} dx"),
-            &dxt.to_vec().unwrap(),
-            &cpu::conv2d_backward_input(&dz, &k, &d, None),
-            1e-5,
-            1e-4,
-        );
-        let (dk, db) = cpu::conv2d_backward_weights(&x, &dz, &d);
-        assert_close(&format!("{c:?} dkernel"), &dkt.to_vec().unwrap(), &dk, 1e-4, 1e-4);
-        assert_close(&format!("{c:?} dbias"), &dbt.to_vec().unwrap(), &db, 1e-4, 1e-4);
-    }
-}
-
-#[test]
-fn patch_matrices_taller_than_a_grid_dimension_are_cut_into_chunks() {
-    // A matmul's workgroup covers 4 to 16 rows of the patch matrix (by the device profile's
-    // workgroup shapes): on a device whose grid dimensions hold 32 workgroups (128 to 512 rows),
-    // 12 images of 7×7 outputs (588 rows) are cut into chunks, and so is a 1×1 convolution over 9
-    // images of 8×8 (576 rows), which otherwise reads x as the matrix.
-    let options =
-        GpuOptions { limits: |l| wgpu::Limits { max_compute_workgroups_per_dimension: 32, ..l }, ..Default::default() };
-    common::gpu();
-    let gpu = Gpu::with_options(&options).unwrap();
-    let mut rng = Rng::new(9);
-    for c in
-        [case([12, 9, 9, 2], (3, 3), 4, (1, 1), Padding::Valid), case([9, 8, 8, 3], (1, 1), 5, (1, 1), Padding::Valid)]
-    {
-        let d = c.dims();
-        assert!(d.rows * d.window.ho * d.window.wo > 32 * 16, "{c:?}");
-        let x = rng.vec_uniform(c.x.iter().product(), -1.0, 1.0);
-        let k = rng.vec_uniform(c.kernel_shape().iter().product(), -1.0, 1.0);
-        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
-        let (xt, kt, dzt) = (up(&gpu, &c.x, &x), up(&gpu, &c.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
-        let yt = Tensor::zeros(&gpu, &d.y_shape()).unwrap();
-        let dxt = Tensor::zeros(&gpu, &c.x).unwrap();
-        let (dkt, dbt) = (Tensor::zeros(&gpu, &c.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[c.c_out]).unwrap());
-        let im2col = ConvForwardKernel::Im2colMatmul;
-        let forward =
-            conv2d_forward_using(&gpu, &xt, &kt, None, &yt, Activation::Tanh, &c.cfg(), None, im2col).unwrap();
-        let products = forward.dispatches.iter().filter(|d| d.label.contains("matmul")).count();
-        assert!(products > 1, "{c:?}: one product, not cut into chunks");
-        let input = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &c.cfg(), None).unwrap();
-        let weights = conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &c.cfg()).unwrap();
-        gpu.run(&[&forward, &input, &weights]).unwrap();
-        let want = cpu::conv2d_forward(&x, &k, None, &d, Activation::Tanh);
-        assert_close(&format!("{c:?} y"), &yt.to_vec().unwrap(), &want, 1e-5, 1e-4);
-        assert_close(
-            &format!("{c:?} dx"),
-            &dxt.to_vec().unwrap(),
-            &cpu::conv2d_backward_input(&dz, &k, &d, None),
-            1e-5,
-            1e-4,
-        );
-        let (dk, db) = cpu::conv2d_backward_weights(&x, &dz, &d);
-        assert_close(&format!("{c:?} dkernel"), &dkt.to_vec().unwrap(), &dk, 1e-4, 1e-4);
-        assert_close(&format!("{c:?} dbias"), &dbt.to_vec().unwrap(), &db, 1e-4, 1e-4);
-    }
-}
-
-fn expect_err(result: wgnn::Result<wgnn::Plan>, what: &str) -> WgnnError {
-    match result {
-        Ok(_) => panic!("{what}: accepted"),
-        Err(e) => e,
-    }
-}
-
-fn assert_mentions(err: &WgnnError, parts: &[&str]) {
-    let message = err.to_string();
-    for part in parts {
-        assert!(message.contains(part), "{part:?} missing from: {message}");
-    }
-}
-
 #[test]
 fn bad_input_is_an_error_naming_the_op_and_shapes() {
     let gpu = gpu();
@@ -595,26 +289,4 @@ fn bad_input_is_an_error_naming_the_op_and_shapes() {
     assert_mentions(&err, &["conv2d_backward_weights", "dbias", "[5]"]);
     let err = expect_err(conv2d_backward_activation(&gpu, &y, &t(&[2, 3, 3, 5]), &y, Activation::Relu), "act");
     assert_mentions(&err, &["conv2d_backward_activation", "[2, 3, 3, 5]"]);
-}
-
-#[test]
-fn a_patch_matrix_past_the_binding_limit_is_a_device_limit_error() {
-    // One image's patch matrix, 40·40 positions × 76 (5·5·3 padded to a multiple of 4), is
-    // 486,400 bytes: past 64 KiB.
-    let gpu = small_gpu();
-    let t = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
-    let same = Conv2dConfig { strides: (1, 1), padding: Padding::Same };
-    let (x, k, y) = (t(&[2, 40, 40, 3]), t(&[5, 5, 3, 2]), t(&[2, 40, 40, 2]));
-    for (op, result) in [
-        ("conv2d_forward", conv2d_forward(&gpu, &x, &k, None, &y, Activation::Relu, &same)),
-        ("conv2d_backward_input", conv2d_backward_input(&gpu, &y, &k, &x, &same, None)),
-        ("conv2d_backward_weights", conv2d_backward_weights(&gpu, &x, &y, &k, None, &same)),
-    ] {
-        let err = expect_err(result, op);
-        assert!(matches!(err, WgnnError::DeviceLimit { .. }), "{err:?}");
-        assert_mentions(
-            &err,
-            &[op, "patch matrix", "[2, 40, 40, 3]", "[1600, 76]", "486400", &SMALL_BINDING.to_string()],
-        );
-    }
 }

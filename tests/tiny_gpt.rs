@@ -294,4 +294,16 @@ fn a_token_steps_kernels_memory_and_device_time() {
             assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
         }
     }
+    // The step timed whole: a device time per repetition and a wall time a step.
+    match model.time_token_step(&data, &opts, 3) {
+        Ok((device, wall)) => {
+            assert_eq!(device.len(), 3, "{device:?}");
+            assert!(device.iter().all(|t| t.is_finite() && *t >= 0.0), "{device:?}");
+            assert!(wall.is_finite() && wall > 0.0, "{wall}");
+        }
+        Err(e) => {
+            assert!(!g.profile().timestamps, "{e}");
+            assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
+        }
+    }
 }

@@ -487,6 +487,21 @@ impl Sequential {
         Ok(timings)
     }
 
+    /// One training step at `batch_size` as `fit` runs it, timed whole: device seconds of each of
+    /// `reps` steps (timestamps around one compute pass holding the step's dispatches in order),
+    /// and the wall seconds a step takes with `reps` steps in one submission ([`Gpu::wall_per_run`]).
+    /// Beside [`Sequential::profile_step`] (each dispatch alone, repeated), it tells how much of
+    /// a step's time the dispatches take in sequence and how much the host adds. The steps really
+    /// run, as with `profile_step`.
+    pub fn time_step(&mut self, data: &Dataset, batch_size: usize, reps: usize) -> Result<(Vec<f64>, f64)> {
+        let (plan, _buffers, _data, _order) = self.one_step("time_step", data, batch_size)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let device = gpu.time_plan(&plan, reps.max(1))?;
+        let wall = gpu.wall_per_run(&plan, reps)?;
+        self.reset_epoch()?;
+        Ok((device, wall))
+    }
+
     pub(super) fn read_totals(&self) -> Result<RunningSums> {
         let t = self.gpu_state()?.totals.to_vec()?;
         Ok(RunningSums {

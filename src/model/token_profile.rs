@@ -76,4 +76,20 @@ impl Sequential {
         self.reset_epoch()?;
         Ok(timings)
     }
+
+    /// [`Sequential::time_step`] for the step `fit_tokens` runs with `opts`: device seconds of
+    /// each of `reps` whole steps, and wall seconds a step with `reps` in one submission.
+    pub fn time_token_step(
+        &mut self,
+        data: &TokenDataset,
+        opts: &TokenFitOptions,
+        reps: usize,
+    ) -> Result<(Vec<f64>, f64)> {
+        let step = self.one_token_step("time_token_step", data, opts)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let device = gpu.time_plan(&step.plan, reps.max(1))?;
+        let wall = gpu.wall_per_run(&step.plan, reps)?;
+        self.reset_epoch()?;
+        Ok((device, wall))
+    }
 }

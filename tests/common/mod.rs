@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attention_shapes;
+pub mod conv_cases;
 pub mod fusion;
 pub mod loss_outputs;
 pub mod safetensors_file;
