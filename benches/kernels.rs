@@ -24,9 +24,8 @@ use wgnn::internals::kernels::batch_norm::{
 };
 use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::internals::kernels::conv2d::{
-    conv2d_backward_input_using, conv2d_backward_weights, conv2d_direct_fits, conv2d_forward_kernel,
-    conv2d_forward_using, conv2d_implicit_applies, conv2d_implicit_runs, conv2d_input_direct_fits, Conv2dConfig,
-    Conv2dDims, ConvForwardKernel, ConvInputKernel, ConvPatches,
+    conv2d_backward_input, conv2d_backward_weights, conv2d_direct_fits, conv2d_forward_kernel, conv2d_forward_using,
+    conv2d_implicit_applies, conv2d_implicit_runs, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches,
 };
 use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
@@ -1626,33 +1625,15 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
             Some(sgemm_s),
         );
     }
-    // Both input-gradient kernels where they run, `*` on the one conv2d_backward_input takes.
-    let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
-    for (using, name) in [(ConvInputKernel::Patches, "col2im"), (ConvInputKernel::Direct, "direct")] {
-        let fits = using == ConvInputKernel::Patches || conv2d_input_direct_fits(&d, &dzt, &kt);
-        if !fits || !bench.wants(&format!("conv2d_backward_input {name} {shape}")) {
-            continue;
-        }
-        let picked = using == ConvInputKernel::Patches;
-        let plan = conv2d_backward_input_using(&gpu, &dzt, &kt, &dxt, &cfg, None, using).unwrap();
+    if bench.wants(&format!("conv2d_backward_input col2im {shape}")) {
+        let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
+        let plan = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &cfg, None).unwrap();
         let (cpu_s, want) = time_cpu(|| cpu::conv2d_backward_input(&dz, &k, &d, None));
         let (sgemm_s, _) = time_cpu(|| {
             host_col2im(&host_sgemm(m, c_out, patch, &dz, (c_out as isize, 1), &k, (1, c_out as isize)), &d)
         });
         let tol = (2e-5 * (c_out as f32 * 9.0).sqrt(), 1e-4);
-        bench.row(
-            "conv2d_backward_input",
-            name,
-            shape.clone(),
-            picked,
-            &plan,
-            &dxt,
-            &want,
-            tol,
-            work,
-            cpu_s,
-            Some(sgemm_s),
-        );
+        bench.row("conv2d_backward_input", "col2im", shape, true, &plan, &dxt, &want, tol, work, cpu_s, Some(sgemm_s));
     }
 }
 

@@ -36,7 +36,6 @@
 use super::check::expect_len;
 use super::conv2d_direct::conv2d_direct;
 use super::conv2d_implicit;
-use super::conv2d_input_direct::conv2d_input_direct;
 use super::conv2d_patches::{chunks, col2im, copy, direct, im2col, images_per_chunk, kernel_matrix, padded_patch};
 use super::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
 use super::reduce::column_sum;
@@ -51,10 +50,6 @@ pub use super::conv2d_direct::{
     conv2d_direct_fits, ConvForwardKernel, MAX_DIRECT_CHANNELS, MAX_DIRECT_PATCH, PICK_DIRECT_MAX_CHANNELS,
 };
 pub use super::conv2d_implicit::{conv2d_implicit_applies, conv2d_implicit_runs};
-pub use super::conv2d_input_direct::{
-    conv2d_input_direct_fits, ConvInputKernel, MAX_INPUT_DIRECT_CHANNELS, MAX_INPUT_DIRECT_FILTERS,
-    MAX_INPUT_DIRECT_SIDE,
-};
 pub use super::conv2d_patches::ConvPatches;
 pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WINDOW_CELLS};
 
@@ -297,55 +292,20 @@ pub fn conv2d_backward_input(
     cfg: &Conv2dConfig,
     below: Option<(&Tensor, Activation)>,
 ) -> Result<Plan> {
-    backward_input("conv2d_backward_input", gpu, dz, kernel, dx, cfg, below, None)
-}
-
-/// [`conv2d_backward_input`] by the given kernel, for tests and benchmarks;
-/// [`ConvInputKernel::Direct`] where [`conv2d_input_direct_fits`] says it does not is an error.
-/// The engine itself always takes [`ConvInputKernel::Patches`]: measured on lavapipe (2-core,
-/// loaded; `cargo bench --bench kernels conv2d_backward_input`, 3 runs, medians), the default
-/// CNN's second layer (64×13×13×16 → 3×3 → 32) took 14.5–31.5 ms with col2im against
-/// 75.7–100.5 ms direct, its first (64×28×28×1 → 16) 13.0–23.9 against 15.7–28.0 ms; on a GPU
-/// the direct kernel is unmeasured.
-pub fn conv2d_backward_input_using(
-    gpu: &Gpu,
-    dz: &Tensor,
-    kernel: &Tensor,
-    dx: &Tensor,
-    cfg: &Conv2dConfig,
-    below: Option<(&Tensor, Activation)>,
-    using: ConvInputKernel,
-) -> Result<Plan> {
-    backward_input("conv2d_backward_input_using", gpu, dz, kernel, dx, cfg, below, Some(using))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn backward_input(
-    op: &str,
-    gpu: &Gpu,
-    dz: &Tensor,
-    kernel: &Tensor,
-    dx: &Tensor,
-    cfg: &Conv2dConfig,
-    below: Option<(&Tensor, Activation)>,
-    using: Option<ConvInputKernel>,
-) -> Result<Plan> {
-    let d = Conv2dDims::new(op, dx.shape(), kernel.shape(), cfg)?;
+    const OP: &str = "conv2d_backward_input";
+    let d = Conv2dDims::new(OP, dx.shape(), kernel.shape(), cfg)?;
     let given = [("dx", dx.shape()), ("kernel", kernel.shape())];
     let context = format!("dx {:?}, kernel {:?}, {cfg:?}", dx.shape(), kernel.shape());
-    expect_shape(op, "dx", dx, &d.x_shape(), &given, &context)?;
-    expect_shape(op, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
-    expect_shape(op, "dz", dz, &d.y_shape(), &given, &context)?;
+    expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
+    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(OP, "dz", dz, &d.y_shape(), &given, &context)?;
     let mut inputs = vec![("dz", dz), ("kernel", kernel)];
     if let Some((y, act)) = below {
-        act.validate_elementwise(op)?;
-        expect_shape(op, "below", y, &d.x_shape(), &given, &context)?;
+        act.validate_elementwise(OP)?;
+        expect_shape(OP, "below", y, &d.x_shape(), &given, &context)?;
         inputs.push(("below", y));
     }
-    check_bindings(op, &[("dx", dx)], &inputs)?;
-    if using == Some(ConvInputKernel::Direct) {
-        return Ok(conv2d_input_direct(op, gpu, dz, kernel, dx, &d, below)?.into());
-    }
+    check_bindings(OP, &[("dx", dx)], &inputs)?;
     let win = &d.window;
     let positions = win.ho * win.wo;
     if direct(gpu, &d) {
@@ -360,7 +320,7 @@ fn backward_input(
         return matmul(gpu, &dz2, &k2, &dx.reshape(&pixels)?, &opts);
     }
     let opts = MatmulOptions { trans_b: true, ..Default::default() };
-    let (per_chunk, k) = (images_per_chunk(op, gpu, &d)?, padded_patch(&d));
+    let (per_chunk, k) = (images_per_chunk(OP, gpu, &d)?, padded_patch(&d));
     let dcol = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
     let mut plan = Plan::new();
     let k2 = kernel_matrix(gpu, kernel, &d, &mut plan)?;

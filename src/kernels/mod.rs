@@ -14,7 +14,6 @@ pub(crate) mod check;
 pub mod conv2d;
 mod conv2d_direct;
 mod conv2d_implicit;
-mod conv2d_input_direct;
 mod conv2d_patches;
 pub mod dense_softmax_xent;
 pub mod dropout;
