@@ -510,9 +510,13 @@ impl Sequential {
             State::Gpu(g) => match self.chunk_plan(&g.gpu.clone(), train, opts.batch_size)? {
                 None if parallel.is_some() => {
                     let c = parallel.unwrap_or(&SingleProcess);
-                    let mut steps = DataParallelSteps::new(self, train, run.validation, opts, &run.optimizer, c)?;
+                    // Set alike on every rank once any rank's `cancel` is: what the epoch loop watches.
+                    let stop = std::sync::atomic::AtomicBool::new(false);
+                    let mut steps =
+                        DataParallelSteps::new(self, train, run.validation, opts, &run.optimizer, c, &stop)?;
                     // The epoch loop counts global batches.
-                    let global = FitOptions { batch_size: opts.batch_size.saturating_mul(c.size()), ..*opts };
+                    let batch_size = opts.batch_size.saturating_mul(c.size());
+                    let global = FitOptions { batch_size, cancel: Some(&stop), ..*opts };
                     self.fit_loop(train.rows, run, &global, observer, &mut steps)
                 }
                 Some(_) if parallel.is_some() => Err(WgnnError::invalid(

@@ -1,17 +1,84 @@
 //! Data-parallel `fit` on MPI, two ranks (feature `mpi`; `.ci/run` runs it). Run by `cargo test`,
-//! the test starts itself under `mpirun -np 2` and passes when both ranks do; each rank then
-//! checks that a model whose architecture differs between the ranks is refused by name, and
-//! that 2 ranks at batch b train as one process at batch 2b: the same per-step losses and
-//! weights, within the CPU reference's tolerance, over 102 steps.
+//! each test starts itself under `mpirun -np 2` and checks what the job did; each rank then runs
+//! the test's body. Two ranks at batch b train as one process at batch 2b (the same per-step
+//! losses and weights, within the CPU reference's tolerance, over 102 steps), and a model whose
+//! architecture differs between the ranks is refused by name; a cancel on one rank stops both
+//! after the same step; a rank whose device is lost
+//! mid-training ends the job, naming itself, instead of leaving the other waiting.
 
 mod common;
 use common::*;
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use wgnn::collective::{Collective, MpiCollective};
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential};
-use wgnn::{Activation, Gpu, GpuOptions, WgnnError};
+use wgnn::{Activation, EpochRecord, Gpu, GpuOptions, WgnnError};
 
-const TEST: &str = "two_ranks_train_as_one_process_with_twice_the_batch";
+/// Whether this process is a rank that `mpirun` started (else it is `cargo test`'s, which
+/// starts the ranks).
+fn is_rank() -> bool {
+    std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
+}
+
+/// A hang guard, not a timing: a job still running after this long is a failure (a 2-rank job
+/// here takes seconds).
+const HANG: Duration = Duration::from_secs(300);
+
+/// Runs test `name` of this binary on 2 ranks under `mpirun`: its exit status and its output
+/// (both ranks', interleaved). A job that has not ended within [`HANG`] is stopped and fails
+/// the test.
+fn under_mpirun(name: &str) -> (ExitStatus, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe"])
+        .arg(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("this test needs mpirun (Debian: apt-get install openmpi-bin libopenmpi-dev): {e}"));
+    // Read both pipes meanwhile, so that a full one cannot stall the job.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > HANG {
+            // SIGTERM: mpirun passes it on to the ranks; then make sure.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+            panic!("mpirun -np 2 {name} still ran after {} s: a hang\n{log}", HANG.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, format!("{}{}", out.join().unwrap(), err.join().unwrap()))
+}
+
+/// The test's body passed on both ranks of the job `under_mpirun` ran.
+fn assert_both_ranks_passed(name: &str) {
+    let (status, log) = under_mpirun(name);
+    assert!(status.success(), "mpirun -np 2 failed ({status}):\n{log}");
+    // Both ranks ran the test and passed it (the filter matched; nothing skipped). Their
+    // output interleaves: count the summaries.
+    assert_eq!(log.matches("test result: ok. 1 passed; 0 failed").count(), 2, "both ranks passed:\n{log}");
+}
 
 #[derive(Default)]
 struct Ticks(Vec<f32>);
@@ -31,24 +98,8 @@ fn mlp(backend: &Backend, hidden: usize) -> Sequential {
 
 #[test]
 fn two_ranks_train_as_one_process_with_twice_the_batch() {
-    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let out = Command::new("mpirun")
-            .args(["-np", "2", "--oversubscribe"])
-            .arg(&exe)
-            .args(["--exact", TEST, "--nocapture", "--test-threads", "1"])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("this test needs mpirun (Debian: apt-get install openmpi-bin libopenmpi-dev): {e}")
-            });
-        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "mpirun -np 2 failed ({}):\n{log}", out.status);
-        // Both ranks ran the test and passed it (the filter matched; nothing skipped). Their
-        // output interleaves: count the summaries.
-        assert_eq!(log.matches("test result: ok. 1 passed; 0 failed").count(), 2, "both ranks passed:\n{log}");
-        return;
+    if !is_rank() {
+        return assert_both_ranks_passed("two_ranks_train_as_one_process_with_twice_the_batch");
     }
     let mpi = MpiCollective::init().unwrap();
     assert_eq!(mpi.size(), 2, "run under mpirun -np 2");
@@ -82,11 +133,80 @@ fn two_ranks_train_as_one_process_with_twice_the_batch() {
         assert_close(&format!("layer {i} W after 102 steps, 2 ranks vs 1"), w, w_ref, 1e-4, 1e-3);
         assert_close(&format!("layer {i} b after 102 steps, 2 ranks vs 1"), b, b_ref, 1e-4, 1e-3);
     }
-    // The ranks hold the same weights, bit for bit: rank 0's broadcast equals this rank's own.
-    let mine: Vec<f32> = w2.iter().flat_map(|(w, b)| w.iter().chain(b)).copied().collect();
-    let mut rank0 = mine.clone();
-    mpi.broadcast_f32(&mut rank0, 0).unwrap();
-    assert_eq!(mine, rank0, "rank {}'s weights equal rank 0's", mpi.rank());
+    assert_same_as_rank0(&mpi, &parallel, "after 102 steps");
     // It learned: the last ticks' loss is below the first's.
     assert!(ticks.0[101] < ticks.0[0] * 0.9, "the loss fell: {} → {}", ticks.0[0], ticks.0[101]);
+
+    // A cancel on rank 1 alone, at epoch 2's tenth tick, stops both ranks after the same step.
+    let flag = AtomicBool::new(false);
+    let mut observer = CancelOnRank1 { rank1: mpi.rank() == 1, flag: &flag, ticks: 0 };
+    let mut cancelled = mlp(&backend, 23);
+    let cancellable = FitOptions { cancel: Some(&flag), ..per_rank };
+    let history = cancelled.fit_data_parallel_with(&data, &cancellable, &mpi, &mut observer).unwrap();
+    assert_eq!(history.cancelled_in, Some(2), "rank {}: cancelled in epoch 2", mpi.rank());
+    assert_eq!(observer.ticks, 51 + 10, "rank {}: epoch 1's 51 ticks and 10 of epoch 2", mpi.rank());
+    assert_same_as_rank0(&mpi, &cancelled, "after a cancel");
+}
+
+/// The ranks hold the same weights, bit for bit: rank 0's broadcast equals this rank's own.
+fn assert_same_as_rank0(mpi: &MpiCollective, model: &Sequential, when: &str) {
+    let mine: Vec<f32> = model.weights().unwrap().iter().flat_map(|(w, b)| w.iter().chain(b)).copied().collect();
+    let mut rank0 = mine.clone();
+    mpi.broadcast_f32(&mut rank0, 0).unwrap();
+    assert_eq!(mine, rank0, "rank {}'s weights equal rank 0's {when}", mpi.rank());
+}
+
+/// Counts the ticks, and on rank 1 sets `flag` at epoch 2's tenth, as a Ctrl-C there would.
+struct CancelOnRank1<'f> {
+    rank1: bool,
+    flag: &'f AtomicBool,
+    ticks: usize,
+}
+
+impl Observer for CancelOnRank1<'_> {
+    fn on_progress(&mut self, p: &Progress) {
+        self.ticks += 1;
+        if self.rank1 && (p.epoch, p.step) == (2, 10) {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Loses this rank's device at the end of epoch 1, as a driver reset would.
+struct LoseDevice(Option<Gpu>);
+
+impl Observer for LoseDevice {
+    fn on_epoch_end(&mut self, record: &EpochRecord) {
+        if let (Some(gpu), 1) = (&self.0, record.epoch) {
+            gpu.simulate_device_loss();
+        }
+    }
+}
+
+#[test]
+fn a_rank_whose_device_is_lost_ends_the_job_naming_itself() {
+    if !is_rank() {
+        let (status, log) = under_mpirun("a_rank_whose_device_is_lost_ends_the_job_naming_itself");
+        assert!(!status.success(), "the job should fail:\n{log}");
+        // Rank 1's own line: which rank, and its error (not a panic's abort).
+        let line = log.lines().find(|l| l.contains("rank 1 of 2 aborts all ranks")).unwrap_or_else(|| {
+            panic!("no line of rank 1 aborting the job:\n{log}");
+        });
+        assert!(line.contains("device was lost"), "the line names the error: {line}");
+        // Neither rank came back from fit: rank 1 ended the job from inside it, and rank 0 was
+        // waiting in epoch 2's first all-reduce.
+        assert!(!log.contains("returned from fit"), "{log}");
+        return;
+    }
+    let mpi = MpiCollective::init().unwrap();
+    // A device of this rank's own, to lose on rank 1.
+    let gpu = Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let mut model = mlp(&Backend::Gpu(gpu.clone()), 16);
+    let data = synthetic(96, 37, 5, 4);
+    let opts = FitOptions { epochs: 3, batch_size: 8, ..Default::default() };
+    let mut observer = LoseDevice((mpi.rank() == 1).then_some(gpu));
+    let result = model.fit_data_parallel_with(&data, &opts, &mpi, &mut observer);
+    // Reached only if the job was not ended: a rank that got an error here and finalized MPI
+    // would leave the other waiting, and the caller sees the hang.
+    println!("rank {} returned from fit: {result:?}", mpi.rank());
 }

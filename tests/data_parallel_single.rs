@@ -1,9 +1,11 @@
 //! Data-parallel `fit` on one process ([`SingleProcess`]): the same steps as plain `fit`, bit
-//! for bit, and what it does not support yet refused by name. The two-rank equivalence under
+//! for bit, a cancelled run stopping where plain fit stops, and what it does not support yet
+//! refused by name. The two-rank equivalence under
 //! `mpirun` is `tests/data_parallel.rs` (feature `mpi`).
 
 mod common;
 use common::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 use wgnn::collective::SingleProcess;
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
 use wgnn::{Activation, WgnnError};
@@ -87,7 +89,54 @@ fn what_is_not_supported_yet_is_refused_by_name() {
         mlp(&Backend::Gpu(gpu())).fit_data_parallel(&data, &skipping, &SingleProcess),
         "skip_nonfinite_batches",
     );
-    let flag = std::sync::atomic::AtomicBool::new(false);
-    let cancellable = FitOptions { cancel: Some(&flag), ..opts };
-    refused("cancel", mlp(&Backend::Gpu(gpu())).fit_data_parallel(&data, &cancellable, &SingleProcess), "cancel");
+}
+
+/// Records every tick, and sets `flag` at tick `at` (epoch, step), as a Ctrl-C would.
+struct CancelAt<'f> {
+    at: (usize, usize),
+    flag: &'f AtomicBool,
+    ticks: Ticks,
+}
+
+impl Observer for CancelAt<'_> {
+    fn on_progress(&mut self, p: &Progress) {
+        self.ticks.on_progress(p);
+        if (p.epoch, p.step) == self.at {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_run_stops_where_plain_fit_stops() {
+    // 3 epochs of 6 steps; the flag is set at epoch 2's third tick.
+    let data = synthetic(96, 37, 5, 5);
+    let backend = Backend::Gpu(gpu());
+    let run = |parallel: bool| {
+        let flag = AtomicBool::new(false);
+        let opts =
+            FitOptions { epochs: 3, batch_size: 16, progress_every: 1, cancel: Some(&flag), ..Default::default() };
+        let mut observer = CancelAt { at: (2, 3), flag: &flag, ticks: Ticks::default() };
+        let mut model = mlp(&backend);
+        let history = match parallel {
+            true => model.fit_data_parallel_with(&data, &opts, &SingleProcess, &mut observer),
+            false => model.fit_with(&data, &opts, &mut observer),
+        };
+        (history.unwrap(), observer.ticks.0, model)
+    };
+    let (plain_history, plain_ticks, mut plain) = run(false);
+    let (history, ticks, mut parallel) = run(true);
+    assert_eq!(plain_history.cancelled_in, Some(2), "plain fit stops in epoch 2");
+    assert_eq!(plain_ticks.len(), 6 + 3, "plain fit: epoch 1's 6 ticks and 3 of epoch 2");
+    assert_eq!(history.cancelled_in, Some(2), "cancelled in epoch 2");
+    assert_eq!(history.epochs.len(), 1, "epoch 1 recorded, not the unfinished one");
+    // The step in whose all-reduce the flag went is dropped, not reported: the same ticks.
+    assert_eq!(ticks, plain_ticks, "the ticks");
+    assert_eq!(parallel.weights().unwrap(), plain.weights().unwrap(), "the weights after 9 steps");
+    // The step count t went back with the dropped step (Adam's bias correction reads it): one
+    // more epoch from here trains as it does after plain fit's cancel.
+    let more = FitOptions { epochs: 1, batch_size: 16, ..Default::default() };
+    plain.fit(&data, &more).unwrap();
+    parallel.fit(&data, &more).unwrap();
+    assert_eq!(parallel.weights().unwrap(), plain.weights().unwrap(), "the weights one epoch later");
 }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::collective::Collective;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const OP: &str = "fit_data_parallel";
 
@@ -21,9 +22,19 @@ impl Sequential {
     ///
     /// At start the ranks compare a hash of the architecture, of the data's shape and of the
     /// options, and refuse with an error naming which differs; then rank 0's weights and
-    /// optimizer state are broadcast. Not supported yet (refused): the CPU backend, batch norm
-    /// (its batch statistics would be per rank), `skip_nonfinite_batches`, `cancel`, a training
-    /// set that must stream, a resumed model, and fewer training rows than ranks.
+    /// optimizer state are broadcast. After them, an error on one rank (its device lost, a
+    /// checkpoint rank 0 cannot write) goes to [`Collective::abort_job`], which on MPI ends every
+    /// rank naming this one, rather than leave the others waiting in an all-reduce; a diverging
+    /// loss ([`WgnnError::Training`]), decided on the all-reduced figures, is returned on every
+    /// rank.
+    ///
+    /// `cancel` may be set on any rank: every step's all-reduce carries each rank's flag, and
+    /// once one is set every rank drops that step's update and returns as plain `fit` does on
+    /// cancel, with the weights of the previous step (the same on every rank).
+    ///
+    /// Not supported yet (refused): the CPU backend, batch norm (its batch statistics would be
+    /// per rank), `skip_nonfinite_batches`, a training set that must stream, a resumed model,
+    /// and fewer training rows than ranks.
     pub fn fit_data_parallel(
         &mut self,
         data: &Dataset,
@@ -42,16 +53,25 @@ impl Sequential {
         collective: &dyn Collective,
         observer: &mut dyn Observer,
     ) -> Result<History> {
+        // The start-up checks: every rank decides alike, so a refusal is returned everywhere.
         self.check_same_on_every_rank(data, opts, collective)?;
         self.refuse_unsupported_parallel(data, opts, collective)?;
-        self.broadcast_state(collective)?;
         let rank0 = collective.rank() == 0;
         let opts = FitOptions {
             verbose: opts.verbose && rank0,
             checkpoint: if rank0 { opts.checkpoint } else { None },
             ..*opts
         };
-        self.fit_dispatch(data, &opts, observer, Some(collective))
+        let trained =
+            self.broadcast_state(collective).and_then(|()| self.fit_dispatch(data, &opts, observer, Some(collective)));
+        match trained {
+            // A diverging loss is seen in the all-reduced figures: every rank stops with it.
+            Err(e @ WgnnError::Training { .. }) => Err(e),
+            // Any other error may be this rank's alone (its device, its file, its data), with the
+            // others waiting for its next all-reduce: the collective ends the job, naming it.
+            Err(e) => Err(collective.abort_job(e)),
+            Ok(history) => Ok(history),
+        }
     }
 
     /// Refuses, on every rank alike (what it reads was compared by hash), what data-parallel
@@ -67,9 +87,6 @@ impl Sequential {
         }
         if opts.skip_nonfinite_batches {
             return refuse("skip_nonfinite_batches (each rank would decide on its own shard)");
-        }
-        if opts.cancel.is_some() {
-            return refuse("cancel (a rank stopping alone would leave the others waiting)");
         }
         if let Some(epoch) = self.resumed_epoch() {
             return refuse(&format!(
@@ -107,14 +124,13 @@ impl Sequential {
             (
                 "the fit options (epochs, batch size, shuffle, seed, validation, backend, resume)",
                 format!(
-                    "{} {} {} {} {validation} {:?} {} {:?} {backend} {:?}",
+                    "{} {} {} {} {validation} {:?} {} {backend} {:?}",
                     opts.epochs,
                     opts.batch_size,
                     opts.shuffle,
                     self.seed,
                     opts.clip_norm,
                     opts.skip_nonfinite_batches,
-                    opts.cancel.is_some(),
                     self.resumed_epoch(),
                 ),
             ),
@@ -176,6 +192,11 @@ struct ShardStep {
 /// run unchanged on them.
 pub(super) struct DataParallelSteps<'c> {
     collective: &'c dyn Collective,
+    /// This rank's `FitOptions::cancel`, sent with every step's all-reduce.
+    cancel: Option<&'c AtomicBool>,
+    /// Set on every rank by the step whose all-reduce carried a rank's cancel: the epoch loop's
+    /// `cancel`.
+    stop: &'c AtomicBool,
     gpu: Gpu,
     rows: usize,
     shuffle: bool,
@@ -198,9 +219,10 @@ impl<'c> DataParallelSteps<'c> {
         model: &Sequential,
         train: &Dataset,
         validation: Option<&Dataset>,
-        opts: &FitOptions,
+        opts: &FitOptions<'c>,
         optimizer: &Optimizer,
         collective: &'c dyn Collective,
+        stop: &'c AtomicBool,
     ) -> Result<DataParallelSteps<'c>> {
         let (rank, size) = (collective.rank(), collective.size());
         let gpu = model.gpu_state()?.gpu.clone();
@@ -245,6 +267,8 @@ impl<'c> DataParallelSteps<'c> {
         };
         Ok(DataParallelSteps {
             collective,
+            cancel: opts.cancel,
+            stop,
             gpu,
             rows: n,
             shuffle: opts.shuffle,
@@ -282,6 +306,9 @@ impl Steps for DataParallelSteps<'_> {
         let g = model.gpu_state()?;
         let grads = g.grads.view(0, &[model.layout.trainable])?;
         for step in first..first + count {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
             let shard = match step < self.full_steps {
                 true => &self.full[step % 2],
                 false => self
@@ -309,7 +336,19 @@ impl Steps for DataParallelSteps<'_> {
                     vec![0.0; grads.len()]
                 }
             };
+            // The stop flag rides in the same all-reduce: summed, it says whether any rank's
+            // cancel is set.
+            let cancelled = self.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+            values.push(cancelled as u8 as f32);
             self.collective.all_reduce_sum_f32(&mut values)?;
+            if values.pop().is_some_and(|ranks| ranks > 0.0) {
+                // Every rank drops this step's update and gives back its t, and so stops with
+                // the weights and t after the previous step, as plain fit stops between steps.
+                let t = g.global_step.to_vec_u32()?;
+                g.global_step.write_u32(&[t[0].saturating_sub(1), t[1]])?;
+                self.stop.store(true, Ordering::Relaxed);
+                break;
+            }
             grads.write(&values)?;
             self.gpu.run(&[&self.update])?;
         }
@@ -322,6 +361,7 @@ impl Steps for DataParallelSteps<'_> {
             correct: sums[1] as f64,
             skipped_batches: sums[2] as usize,
             skipped_rows: sums[3] as usize,
+            stopped: self.stop.load(Ordering::Relaxed),
         })
     }
 
