@@ -450,7 +450,9 @@ impl Sequential {
             }
         };
         let batch = opts.batch_size.min(train.rows);
-        if self.blocks.iter().any(|b| b.norm.is_some()) && (batch < 2 || train.rows % batch == 1) {
+        // Data-parallel fit checks each rank's share of its batches instead.
+        let normed = self.blocks.iter().any(|b| b.norm.is_some()) && parallel.is_none();
+        if normed && (batch < 2 || train.rows % batch == 1) {
             return Err(WgnnError::invalid(
                 OP,
                 format!(

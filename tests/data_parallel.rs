@@ -4,7 +4,8 @@
 //! losses and weights, within the CPU reference's tolerance, over 102 steps), and a model whose
 //! architecture differs between the ranks is refused by name; a cancel on one rank stops both
 //! after the same step; a rank whose device is lost
-//! mid-training ends the job, naming itself, instead of leaving the other waiting.
+//! mid-training ends the job, naming itself, instead of leaving the other waiting; with batch
+//! norm the ranks stay identical, their running statistics the host's average of the shards'.
 
 mod common;
 use common::*;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wgnn::collective::{Collective, MpiCollective};
 use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential};
-use wgnn::{Activation, EpochRecord, Gpu, GpuOptions, WgnnError};
+use wgnn::{Activation, Dataset, EpochRecord, Gpu, GpuOptions, WgnnError};
 
 /// Whether this process is a rank that `mpirun` started (else it is `cargo test`'s, which
 /// starts the ranks).
@@ -209,4 +210,79 @@ fn a_rank_whose_device_is_lost_ends_the_job_naming_itself() {
     // Reached only if the job was not ended: a rank that got an error here and finalized MPI
     // would leave the other waiting, and the caller sees the hang.
     println!("rank {} returned from fit: {result:?}", mpi.rank());
+}
+
+/// `synthetic`'s rows with feature j shifted by j/8 and scaled by 1 + j/16: batch statistics
+/// that differ from feature to feature.
+fn shifted(rows: usize, seed: u64) -> Dataset {
+    let plain = synthetic(rows, 37, 5, seed);
+    let x =
+        plain.to_f32().into_iter().enumerate().map(|(i, v)| v * (1.0 + (i % 37) as f32 / 16.0) + (i % 37) as f32 / 8.0);
+    Dataset::from_f32(x.collect(), plain.labels.clone(), 37, 5, "shifted").unwrap()
+}
+
+/// The running mean and variance of a batch norm on the input, as `ranks` ranks at batch
+/// `batch` each leave them after one unshuffled epoch: each step, every rank's shard's mean
+/// and unbiased variance, averaged weighted by the shards' rows, folded in with `momentum`.
+fn averaged_running_stats(data: &Dataset, batch: usize, ranks: usize, momentum: f64) -> (Vec<f64>, Vec<f64>) {
+    let (x, d) = (data.to_f32(), data.feature_dim);
+    let (mut mean, mut var) = (vec![0.0f64; d], vec![1.0f64; d]);
+    for rows in (0..data.rows).collect::<Vec<_>>().chunks(batch * ranks) {
+        let (mut batch_mean, mut batch_var) = (vec![0.0f64; d], vec![0.0f64; d]);
+        let (each, extra) = (rows.len() / ranks, rows.len() % ranks);
+        let mut first = 0;
+        for rank in 0..ranks {
+            let shard = &rows[first..first + each + (rank < extra) as usize];
+            first += shard.len();
+            let weight = shard.len() as f64 / rows.len() as f64;
+            for j in 0..d {
+                let values: Vec<f64> = shard.iter().map(|&r| x[r * d + j] as f64).collect();
+                let m = values.iter().sum::<f64>() / values.len() as f64;
+                let v = values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (values.len() - 1) as f64;
+                batch_mean[j] += weight * m;
+                batch_var[j] += weight * v;
+            }
+        }
+        for j in 0..d {
+            mean[j] = (1.0 - momentum) * mean[j] + momentum * batch_mean[j];
+            var[j] = (1.0 - momentum) * var[j] + momentum * batch_var[j];
+        }
+    }
+    (mean, var)
+}
+
+#[test]
+fn batch_norm_ranks_stay_identical_with_the_running_statistics_averaged() {
+    if !is_rank() {
+        return assert_both_ranks_passed("batch_norm_ranks_stay_identical_with_the_running_statistics_averaged");
+    }
+    let mpi = MpiCollective::init().unwrap();
+    let gpu = Gpu::with_options(&GpuOptions { autotune: false, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    // A batch norm on the input (whose statistics the host computes from the data) and one on
+    // a hidden layer; momentum 0.1.
+    let mut model = Sequential::new(37, 7)
+        .batch_norm()
+        .dense(16, Activation::Relu)
+        .batch_norm()
+        .dense(5, Activation::Identity)
+        .build(&Backend::Gpu(gpu))
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(3e-3)).unwrap();
+    // 805 rows unshuffled: 50 global batches of 16 (8 rows a rank) and a partial one of 5 (3
+    // and 2).
+    let data = shifted(805, 8);
+    let opts = FitOptions { epochs: 1, batch_size: 8, shuffle: false, ..Default::default() };
+    model.fit_data_parallel(&data, &opts, &mpi).unwrap();
+    // Every parameter, the running statistics included, as rank 0's, bit for bit.
+    let parameters = model.parameters().unwrap();
+    let mine: Vec<f32> = parameters.iter().flat_map(|p| p.values.iter().copied()).collect();
+    let mut rank0 = mine.clone();
+    mpi.broadcast_f32(&mut rank0, 0).unwrap();
+    assert_eq!(mine, rank0, "rank {}'s parameters and running statistics equal rank 0's", mpi.rank());
+    let (mean, var) = averaged_running_stats(&data, 8, 2, 0.1);
+    let slot = |name: &str| parameters.iter().find(|p| p.name == name).unwrap().values.clone();
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+    assert_close("the input's running mean vs the host's", &slot("layers.0.running_mean"), &to_f32(mean), 1e-5, 1e-4);
+    assert_close("the input's running variance vs the host's", &slot("layers.0.running_var"), &to_f32(var), 1e-5, 1e-4);
 }

@@ -32,9 +32,16 @@ impl Sequential {
     /// once one is set every rank drops that step's update and returns as plain `fit` does on
     /// cancel, with the weights of the previous step (the same on every rank).
     ///
-    /// Not supported yet (refused): the CPU backend, batch norm (its batch statistics would be
-    /// per rank), `skip_nonfinite_batches`, a training set that must stream, a resumed model,
-    /// and fewer training rows than ranks.
+    /// Batch norm works as in PyTorch's DDP without `SyncBatchNorm`: each rank normalises with
+    /// its own shard's batch statistics (and so needs at least 2 rows of every batch). The
+    /// running mean and variance stay the same on every rank: each step's all-reduce also
+    /// carries the ranks' batch statistics, averaged weighted by their rows, which every rank
+    /// folds into its running ones — the average of the ranks' own updates. (DDP instead
+    /// broadcasts rank 0's buffers before each forward, so that its running statistics are
+    /// rank 0's shard's alone.)
+    ///
+    /// Not supported yet (refused): the CPU backend, `skip_nonfinite_batches`, a training set
+    /// that must stream, a resumed model, and fewer training rows than ranks.
     pub fn fit_data_parallel(
         &mut self,
         data: &Dataset,
@@ -81,9 +88,6 @@ impl Sequential {
             |what: &str| Err(WgnnError::invalid(OP, format!("{what} is not supported in data-parallel fit yet")));
         if matches!(self.state, State::Cpu(_)) {
             return refuse("the CPU backend (build the model on a GPU backend)");
-        }
-        if self.blocks.iter().any(|b| b.norm.is_some()) {
-            return refuse("batch norm (its batch statistics would be each rank's own, not the global batch's)");
         }
         if opts.skip_nonfinite_batches {
             return refuse("skip_nonfinite_batches (each rank would decide on its own shard)");
@@ -180,11 +184,19 @@ fn shard(rows: usize, rank: usize, size: usize) -> (usize, usize) {
 }
 
 /// A rank's part of one global batch: its gradient step (none where its shard is empty), its
-/// rows and the global batch's.
+/// rows and the global batch's, and the batch statistics its batch norms leave (each layer's
+/// mean, then its unbiased variance).
 struct ShardStep {
     plan: Option<Plan>,
     rows: usize,
     global_rows: usize,
+    stats: Vec<Tensor>,
+}
+
+/// The batch-norm statistics a step's forward leaves in `buf`, in layer order: each layer's
+/// mean, then its unbiased variance (what the update folds into the running ones).
+fn batch_stats(buf: &BatchBuffers) -> Vec<Tensor> {
+    buf.blocks.iter().filter_map(|b| b.norm.as_ref()).flat_map(|n| [n.mean.clone(), n.pending_var.clone()]).collect()
 }
 
 /// The data-parallel steps of one rank: the data uploaded once; the rank's rows of each
@@ -208,8 +220,10 @@ pub(super) struct DataParallelSteps<'c> {
     /// A full batch's gradient step for even, then odd steps.
     full: [ShardStep; 2],
     tail: Option<ShardStep>,
-    /// The update (no batch norm, unguarded: the same for every batch size).
+    /// The update (unguarded: the same for every batch size), with batch norm's fold of the
+    /// batch statistics it reads from `update_stats` into the running ones.
     update: Plan,
+    update_stats: Vec<Tensor>,
     validation: Option<(GpuData, EvalPlans)>,
     _buffers: Vec<BatchBuffers>,
 }
@@ -237,24 +251,39 @@ impl<'c> DataParallelSteps<'c> {
         model.check_batch_fits(&gpu, train, local)?;
         let data = model.upload_data(&gpu, train)?;
         let order = Tensor::zeros_u32(&gpu, &[full_steps * local + local_tail])?;
+        let normed = model.blocks.iter().any(|b| b.norm.is_some());
+        if normed && (local < 2 || local_tail == 1) {
+            let tail = if local_tail == 1 { format!(" and {local_tail} in the last") } else { String::new() };
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "batch norm needs at least 2 rows per rank in every batch, but rank {rank} has {local} rows in a \
+                     full batch{tail} ({n} rows in global batches of {global_batch} over {size} ranks): choose \
+                     another batch size"
+                ),
+            ));
+        }
         let mut buf = model.batch_buffers(&gpu, &data, local, true)?;
         let mut full_plan =
             |parity| model.gradient_step_plan(&data, &order, &mut buf, local, local, parity, false).map(Some);
+        let (even, odd) = (full_plan(0)?, full_plan(1)?);
+        let update_stats = batch_stats(&buf);
         let full = [
-            ShardStep { plan: full_plan(0)?, rows: local, global_rows: global_batch },
-            ShardStep { plan: full_plan(1)?, rows: local, global_rows: global_batch },
+            ShardStep { plan: even, rows: local, global_rows: global_batch, stats: update_stats.clone() },
+            ShardStep { plan: odd, rows: local, global_rows: global_batch, stats: update_stats.clone() },
         ];
         let update = model.update_plan(&buf, local, optimizer, false, opts.clip_norm)?;
         let mut buffers = vec![buf];
         let tail = match (tail_rows, local_tail) {
             (0, _) => None,
-            (_, 0) => Some(ShardStep { plan: None, rows: 0, global_rows: tail_rows }),
+            (_, 0) => Some(ShardStep { plan: None, rows: 0, global_rows: tail_rows, stats: Vec::new() }),
             _ => {
                 let mut buf = model.batch_buffers(&gpu, &data, local_tail, true)?;
                 let plan =
                     model.gradient_step_plan(&data, &order, &mut buf, local_tail, local, full_steps % 2, false)?;
+                let stats = batch_stats(&buf);
                 buffers.push(buf);
-                Some(ShardStep { plan: Some(plan), rows: local_tail, global_rows: tail_rows })
+                Some(ShardStep { plan: Some(plan), rows: local_tail, global_rows: tail_rows, stats })
             }
         };
         let validation = match validation {
@@ -278,6 +307,7 @@ impl<'c> DataParallelSteps<'c> {
             full,
             tail,
             update,
+            update_stats,
             validation,
             _buffers: buffers,
         })
@@ -317,11 +347,15 @@ impl Steps for DataParallelSteps<'_> {
                     .ok_or_else(|| WgnnError::invalid(OP, "a step past the epoch (an internal error)"))?,
             };
             // One readback, one all-reduce, one upload: the sum of each shard's mean gradient
-            // weighted by its rows is the global batch's mean.
+            // weighted by its rows is the global batch's mean. Batch norm's statistics ride
+            // along, averaged the same way.
             let mut values = match &shard.plan {
                 Some(plan) => {
                     self.gpu.run(&[plan])?;
                     let mut values = grads.to_vec()?;
+                    for stat in &shard.stats {
+                        values.extend(stat.to_vec()?);
+                    }
                     if shard.rows != shard.global_rows {
                         let weight = shard.rows as f32 / shard.global_rows as f32;
                         values.iter_mut().for_each(|v| *v *= weight);
@@ -333,7 +367,8 @@ impl Steps for DataParallelSteps<'_> {
                     // gathers advance theirs.
                     let step = g.global_step.to_vec_u32()?;
                     g.global_step.write_u32(&[step[0] + 1, step[1]])?;
-                    vec![0.0; grads.len()]
+                    let stats: usize = self.update_stats.iter().map(Tensor::len).sum();
+                    vec![0.0; grads.len() + stats]
                 }
             };
             // The stop flag rides in the same all-reduce: summed, it says whether any rank's
@@ -349,7 +384,15 @@ impl Steps for DataParallelSteps<'_> {
                 self.stop.store(true, Ordering::Relaxed);
                 break;
             }
-            grads.write(&values)?;
+            let (summed, mut stats) = values.split_at(grads.len());
+            grads.write(summed)?;
+            // Every rank folds the same averaged statistics into its running ones: the
+            // replicas stay identical.
+            for stat in &self.update_stats {
+                let (these, rest) = stats.split_at(stat.len());
+                stat.write(these)?;
+                stats = rest;
+            }
             self.gpu.run(&[&self.update])?;
         }
         let local = model.read_totals()?;
