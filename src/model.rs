@@ -494,6 +494,10 @@ impl Sequential {
                 ),
             ));
         }
+        // Data-parallel fit checks the world size at start-up, on every rank alike.
+        if parallel.is_none() {
+            self.check_resumed_world_size(OP, 1)?;
+        }
         if let Some(c) = &opts.checkpoint {
             if c.every_epochs == 0 && !c.on_best {
                 return Err(WgnnError::invalid(OP, "checkpointing needs every_epochs ≥ 1 or on_best"));
@@ -506,7 +510,9 @@ impl Sequential {
             Validation::Fraction(f) => Some(f),
             _ => None,
         };
-        self.fit_record = Some(FitRecord { batch_size: opts.batch_size, rows: data.rows, validation_fraction });
+        let world_size = parallel.map_or(1, |c| c.size());
+        self.fit_record =
+            Some(FitRecord { batch_size: opts.batch_size, rows: data.rows, validation_fraction, world_size });
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
             State::Gpu(g) => match self.chunk_plan(&g.gpu.clone(), train, opts.batch_size)? {

@@ -5,7 +5,9 @@
 //! architecture differs between the ranks is refused by name; a cancel on one rank stops both
 //! after the same step; a rank whose device is lost
 //! mid-training ends the job, naming itself, instead of leaving the other waiting; with batch
-//! norm the ranks stay identical, their running statistics the host's average of the shards'.
+//! norm the ranks stay identical, their running statistics the host's average of the shards';
+//! a checkpoint resumes on as many ranks as the uninterrupted run, and is refused on another
+//! number.
 
 mod common;
 use common::*;
@@ -13,8 +15,9 @@ use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use wgnn::collective::SingleProcess;
 use wgnn::collective::{Collective, MpiCollective};
-use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential};
+use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential};
 use wgnn::{Activation, Dataset, EpochRecord, Gpu, GpuOptions, WgnnError};
 
 /// Whether this process is a rank that `mpirun` started (else it is `cargo test`'s, which
@@ -29,15 +32,17 @@ const HANG: Duration = Duration::from_secs(300);
 
 /// Runs test `name` of this binary on 2 ranks under `mpirun`: its exit status and its output
 /// (both ranks', interleaved). A job that has not ended within [`HANG`] is stopped and fails
-/// the test.
+/// the test. The ranks find a folder of the test's own in `$WGNN_TEST_SCRATCH`.
 fn under_mpirun(name: &str) -> (ExitStatus, String) {
     let exe = std::env::current_exe().unwrap();
+    let dir = scratch(name);
     let mut child = Command::new("mpirun")
         .args(["-np", "2", "--oversubscribe"])
         .arg(&exe)
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("WGNN_TEST_SCRATCH", &dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -285,4 +290,43 @@ fn batch_norm_ranks_stay_identical_with_the_running_statistics_averaged() {
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
     assert_close("the input's running mean vs the host's", &slot("layers.0.running_mean"), &to_f32(mean), 1e-5, 1e-4);
     assert_close("the input's running variance vs the host's", &slot("layers.0.running_var"), &to_f32(var), 1e-5, 1e-4);
+}
+
+fn refused_naming_both_sizes(what: &str, result: wgnn::Result<wgnn::History>) {
+    match result {
+        Err(WgnnError::InvalidArgument { detail, .. }) => {
+            assert!(detail.contains("2 ranks") && detail.contains("1 process"), "{what}: {detail}")
+        }
+        other => panic!("{what}: a resume on another world size should be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_resumed_run_on_as_many_ranks_continues_the_uninterrupted_one() {
+    if !is_rank() {
+        return assert_both_ranks_passed("a_resumed_run_on_as_many_ranks_continues_the_uninterrupted_one");
+    }
+    let mpi = MpiCollective::init().unwrap();
+    let gpu = Gpu::with_options(&GpuOptions { autotune: false, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let backend = Backend::Gpu(gpu);
+    let data = synthetic(197, 37, 5, 9);
+    let opts = |epochs| FitOptions { epochs, batch_size: 8, ..Default::default() };
+    let straight = mlp(&backend, 16).fit_data_parallel(&data, &opts(4), &mpi).unwrap();
+    // Stopped after epoch 2: rank 0 writes the checkpoint, both resume from it.
+    let dir = std::path::PathBuf::from(std::env::var_os("WGNN_TEST_SCRATCH").expect("set by under_mpirun"));
+    let checkpoint = Checkpointing::every_epoch(&dir);
+    let stopped = FitOptions { checkpoint: Some(checkpoint), ..opts(2) };
+    mlp(&backend, 16).fit_data_parallel(&data, &stopped, &mpi).unwrap();
+    mpi.barrier().unwrap();
+    let mut resumed = Sequential::resume(checkpoint.last_path(), &backend).unwrap();
+    assert_eq!(resumed.resumed_fit().map(|f| f.world_size), Some(2), "the checkpoint records 2 ranks");
+    // One process is another world size: refused, by fit_data_parallel and plain fit alike.
+    refused_naming_both_sizes("one rank", resumed.fit_data_parallel(&data, &opts(4), &SingleProcess));
+    refused_naming_both_sizes("plain fit", resumed.fit(&data, &opts(4)));
+    let continued = resumed.fit_data_parallel(&data, &opts(4), &mpi).unwrap();
+    let losses = |h: &wgnn::History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    assert_eq!(continued.epochs.len(), 4, "the checkpoint's 2 epochs and 2 more");
+    assert_close("resumed history vs uninterrupted", &losses(&continued), &losses(&straight), 1e-6, 1e-5);
+    assert_same_as_rank0(&mpi, &resumed, "after the resumed run");
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wgnn::collective::SingleProcess;
-use wgnn::model::{Backend, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
+use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, Validation};
 use wgnn::{Activation, WgnnError};
 
 /// Every progress tick: (epoch, samples, running loss, running accuracy).
@@ -58,6 +58,23 @@ fn one_rank_trains_exactly_as_plain_fit() {
     assert_eq!(parallel.weights().unwrap(), plain.weights().unwrap(), "the weights after 22 steps");
     // The run learned something: equal weights of a model that never updated would also match.
     assert_ne!(parallel.weights().unwrap(), mlp(&backend).weights().unwrap(), "the weights moved");
+}
+
+#[test]
+fn a_plain_fit_checkpoint_resumes_on_one_rank() {
+    // Plain fit's checkpoint records no world size (as before data-parallel fit): one rank.
+    let data = synthetic(96, 37, 5, 7);
+    let backend = Backend::Gpu(gpu());
+    let opts = |epochs| FitOptions { epochs, batch_size: 16, ..Default::default() };
+    let straight = mlp(&backend).fit_data_parallel(&data, &opts(3), &SingleProcess).unwrap();
+    let dir = scratch("plain_checkpoint");
+    let checkpoint = Checkpointing::every_epoch(&dir);
+    mlp(&backend).fit(&data, &FitOptions { checkpoint: Some(checkpoint), ..opts(1) }).unwrap();
+    let mut resumed = Sequential::resume(checkpoint.last_path(), &backend).unwrap();
+    assert_eq!(resumed.resumed_fit().map(|f| f.world_size), Some(1));
+    let continued = resumed.fit_data_parallel(&data, &opts(3), &SingleProcess).unwrap();
+    let losses = |h: &wgnn::history::History| h.epochs.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    assert_eq!(losses(&continued), losses(&straight), "the resumed history, bit for bit");
 }
 
 fn normed_mlp(backend: &Backend) -> Sequential {

@@ -40,8 +40,13 @@ impl Sequential {
     /// broadcasts rank 0's buffers before each forward, so that its running statistics are
     /// rank 0's shard's alone.)
     ///
+    /// A model made by [`Sequential::resume`] continues as with plain `fit` when the checkpoint
+    /// was written by a run on as many ranks (checkpoints record the world size; older ones, and
+    /// plain `fit`'s, count as 1), and is refused naming both sizes otherwise: another size
+    /// would change every step's global batch.
+    ///
     /// Not supported yet (refused): the CPU backend, `skip_nonfinite_batches`, a training set
-    /// that must stream, a resumed model, and fewer training rows than ranks.
+    /// that must stream, and fewer training rows than ranks.
     pub fn fit_data_parallel(
         &mut self,
         data: &Dataset,
@@ -92,12 +97,7 @@ impl Sequential {
         if opts.skip_nonfinite_batches {
             return refuse("skip_nonfinite_batches (each rank would decide on its own shard)");
         }
-        if let Some(epoch) = self.resumed_epoch() {
-            return refuse(&format!(
-                "resuming (this model resumed after epoch {epoch}; the world size is not recorded in checkpoints, so a \
-                 resume with another could not be told apart)"
-            ));
-        }
+        self.check_resumed_world_size(OP, c.size())?;
         if data.rows < c.size() {
             return Err(WgnnError::invalid(
                 OP,
@@ -105,6 +105,31 @@ impl Sequential {
             ));
         }
         Ok(())
+    }
+
+    /// A model resumed from a checkpoint of a run on another number of ranks than `ranks` is an
+    /// error naming both (its global batch, `ranks` × the batch size, would differ).
+    pub(super) fn check_resumed_world_size(&self, op: &str, ranks: usize) -> Result<()> {
+        let Some(epoch) = self.resumed_epoch() else { return Ok(()) };
+        let saved = self.resumed_fit().map_or(1, |f| f.world_size);
+        if saved == ranks {
+            return Ok(());
+        }
+        let how = |n: usize| match n {
+            1 => "1 process (plain fit)".to_string(),
+            n => format!("{n} ranks (fit_data_parallel)"),
+        };
+        Err(WgnnError::invalid(
+            op,
+            format!(
+                "this model resumed after epoch {epoch} of a run on {}, and is now fitted on {}: every step's global \
+                 batch (ranks × batch size) would change, so the run would not continue as it was; resume it on {saved} \
+                 {}",
+                how(saved),
+                how(ranks),
+                if saved == 1 { "process" } else { "ranks" }
+            ),
+        ))
     }
 
     /// The ranks' architectures, data shapes and options compared (min and max of each hash
