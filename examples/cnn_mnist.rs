@@ -15,7 +15,8 @@
 //! (and `best.safetensors` with `--validation-split`); `--resume ckpt/last.safetensors` continues
 //! from one. `--save model.safetensors` writes the trained model; `--verbose` prints the
 //! autotuner's picks. The data, device, validation and output flags are mnist_gpu's
-//! (`examples/common/mnist_run.rs`). Output places are checked before training; errors print as
+//! (`examples/common/mnist_run.rs`), `--data-parallel` included (`mpirun -np 2
+//! target/release/examples/cnn_mnist --data-parallel`, built with `--features mpi`). Output places are checked before training; errors print as
 //! `error: …` (exit 1), usage errors exit 2.
 
 #[macro_use]
@@ -89,6 +90,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    // First: on ranks other than 0, this silences what follows.
+    let ranks = args.run.ranks("cnn_mnist")?;
     let (train, test) = args.run.load::<Args>()?;
     // Any 784 values would fit [28, 28, 1]; images of another shape are not MNIST's.
     for data in [&train, &test] {
@@ -139,7 +142,9 @@ fn run(args: &Args) -> Result<()> {
             }
             let mut model = builder.dropout(args.dropout).dense(10, Activation::Softmax).build(&backend)?;
             let rows = train.rows - (train.rows as f32 * args.run.validation_split) as usize;
-            let total_steps = (args.epochs * rows.div_ceil(args.batch_size)) as u32;
+            // Data-parallel, a step takes every rank's batch.
+            let global_batch = args.batch_size * ranks.as_ref().map_or(1, |c| c.size());
+            let total_steps = (args.epochs * rows.div_ceil(global_batch)) as u32;
             let optimizer = match args.schedule.as_str() {
                 "cosine" => Optimizer::adam(args.lr).with_schedule(LrSchedule::Cosine { total_steps, min_lr: 0.0 }),
                 _ => Optimizer::adam(args.lr),
@@ -165,7 +170,17 @@ fn run(args: &Args) -> Result<()> {
     };
     let resumed_epochs = resumed_history.epochs.len();
     let started = Instant::now();
-    let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs)?;
+    if let Some(c) = &ranks {
+        let global = args.batch_size * c.size();
+        say!("data-parallel: {} ranks, each step {global} rows ({} on each rank)", c.size(), args.batch_size);
+    }
+    let parallel = ranks.as_deref();
+    let history =
+        common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs, parallel)?;
+    // The other ranks are done: rank 0 evaluates, reports and writes.
+    if !common::data_parallel::is_rank0() {
+        return Ok(());
+    }
     // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
     if model.resumed_epoch().is_none() {
         say!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));

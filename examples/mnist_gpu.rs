@@ -24,6 +24,10 @@
 //! Ctrl-C (or SIGTERM) stops training after the steps under way, writes the outputs asked for
 //! and exits 130; a second Ctrl-C exits at once.
 //!
+//! Data-parallel on MPI: build with `--features mpi`, then `mpirun -np 2
+//! target/release/examples/mnist_gpu --data-parallel` trains one model on 2 processes, each step
+//! on 2 × `--batch-size` rows (`--batch-size` on each); rank 0 alone prints and writes the outputs.
+//!
 //! Every output place (`--out`, `--save`, `--checkpoint-dir`) is checked, and a missing folder
 //! created, before training: a bad one is an error naming the flag. A run stopped by a diverging
 //! loss still writes them — the history of the epochs completed and the model with the weights
@@ -142,6 +146,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
+    // First: on ranks other than 0, this silences what follows.
+    let ranks = args.run.ranks("mnist_gpu")?;
     let (mut train, mut test) = args.run.load::<Args>()?;
     let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
 
@@ -211,7 +217,17 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     };
     let resumed_epochs = resumed_history.epochs.len();
     let started = Instant::now();
-    let history = common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs)?;
+    if let Some(c) = &ranks {
+        let global = args.batch_size * c.size();
+        say!("data-parallel: {} ranks, each step {global} rows ({} on each rank)", c.size(), args.batch_size);
+    }
+    let parallel = ranks.as_deref();
+    let history =
+        common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs, parallel)?;
+    // The other ranks are done: rank 0 evaluates, reports and writes.
+    if !common::data_parallel::is_rank0() {
+        return Ok(());
+    }
     // A finished checkpoint resumed trains nothing: fit_writing_outputs said so.
     if model.resumed_epoch().is_none() {
         say!("{}", mnist_run::trained_line(&history, resumed_epochs, started.elapsed().as_secs_f64()));

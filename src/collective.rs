@@ -5,7 +5,7 @@
 //! feature `mpi`, `MpiCollective` on the system's MPI (Open MPI), launched by `mpirun` or
 //! Slurm's `srun`.
 
-use crate::error::Result;
+use crate::error::{Result, WgnnError};
 
 #[cfg(feature = "mpi")]
 mod mpi;
@@ -29,6 +29,14 @@ pub trait Collective {
     fn all_reduce_min_max_u64(&self, value: u64) -> Result<(u64, u64)>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// What a rank does with an error that stops it mid-training, while the other ranks may be
+    /// waiting for it in a collective operation it will never call: `MpiCollective` prints
+    /// the error on stderr, naming this rank, and ends every rank's process (`MPI_Abort`; the
+    /// launcher then exits non-zero), so that no rank hangs. The default, for one process,
+    /// returns the error.
+    fn abort_job(&self, error: WgnnError) -> WgnnError {
+        error
+    }
 }
 
 /// One process alone: rank 0 of 1. Data-parallel `fit` on it trains as plain `fit` does.

@@ -452,7 +452,9 @@ impl Sequential {
             }
         };
         let batch = opts.batch_size.min(train.rows);
-        if self.blocks.iter().any(|b| b.norm.is_some()) && (batch < 2 || train.rows % batch == 1) {
+        // Data-parallel fit checks each rank's share of its batches instead.
+        let normed = self.blocks.iter().any(|b| b.norm.is_some()) && parallel.is_none();
+        if normed && (batch < 2 || train.rows % batch == 1) {
             return Err(WgnnError::invalid(
                 OP,
                 format!(
@@ -494,6 +496,10 @@ impl Sequential {
                 ),
             ));
         }
+        // Data-parallel fit checks the world size at start-up, on every rank alike.
+        if parallel.is_none() {
+            self.check_resumed_world_size(OP, 1)?;
+        }
         if let Some(c) = &opts.checkpoint {
             if c.every_epochs == 0 && !c.on_best {
                 return Err(WgnnError::invalid(OP, "checkpointing needs every_epochs ≥ 1 or on_best"));
@@ -506,15 +512,21 @@ impl Sequential {
             Validation::Fraction(f) => Some(f),
             _ => None,
         };
-        self.fit_record = Some(FitRecord { batch_size: opts.batch_size, rows: data.rows, validation_fraction });
+        let world_size = parallel.map_or(1, |c| c.size());
+        self.fit_record =
+            Some(FitRecord { batch_size: opts.batch_size, rows: data.rows, validation_fraction, world_size });
         let run = Run { first_epoch, history, validation, optimizer };
         match &self.state {
             State::Gpu(g) => match self.chunk_plan(&g.gpu.clone(), train, opts.batch_size)? {
                 None if parallel.is_some() => {
                     let c = parallel.unwrap_or(&SingleProcess);
-                    let mut steps = DataParallelSteps::new(self, train, run.validation, opts, &run.optimizer, c)?;
+                    // Set alike on every rank once any rank's `cancel` is: what the epoch loop watches.
+                    let stop = std::sync::atomic::AtomicBool::new(false);
+                    let mut steps =
+                        DataParallelSteps::new(self, train, run.validation, opts, &run.optimizer, c, &stop)?;
                     // The epoch loop counts global batches.
-                    let global = FitOptions { batch_size: opts.batch_size.saturating_mul(c.size()), ..*opts };
+                    let batch_size = opts.batch_size.saturating_mul(c.size());
+                    let global = FitOptions { batch_size, cancel: Some(&stop), ..*opts };
                     self.fit_loop(train.rows, run, &global, observer, &mut steps)
                 }
                 Some(_) if parallel.is_some() => Err(WgnnError::invalid(

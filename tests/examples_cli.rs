@@ -223,6 +223,17 @@ fn more_training_rows_than_there_are_is_a_usage_error() {
 }
 
 #[test]
+fn data_parallel_without_the_feature_says_how_to_build() {
+    // `example` builds without the feature `mpi` (the tests' default).
+    let (code, stdout, stderr) = mnist_gpu(args("--data-parallel --epochs 1 --train-rows 100"));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    for part in ["--data-parallel needs MPI", "--features mpi", "libopenmpi-dev", "mpirun -np 2"] {
+        assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
+    }
+    assert!(!stdout.contains("epoch"), "nothing trained: {stdout}");
+}
+
+#[test]
 fn the_help_says_when_a_best_checkpoint_is_written() {
     let (code, stdout, _) = mnist_gpu(["--help"]);
     assert_eq!(code, Some(0));

@@ -46,6 +46,11 @@ pub struct MnistFlags {
     /// After training, print the matmul kernels the autotuner picked: one line per product shape.
     #[arg(long)]
     pub verbose: bool,
+    /// Train on every process `mpirun -np N` (or `srun`) started, as one model on MPI (needs a
+    /// binary built with `--features mpi`): each step takes N × --batch-size rows, --batch-size
+    /// on each process; rank 0 alone prints and writes the outputs and checkpoints.
+    #[arg(long)]
+    pub data_parallel: bool,
 }
 
 impl MnistFlags {
@@ -94,6 +99,11 @@ impl MnistFlags {
                  the one that was never stopped"
             ));
         }
+    }
+
+    /// The ranks `--data-parallel` trains on (MPI, initialized here), or `None` without it.
+    pub fn ranks(&self, example: &str) -> anyhow::Result<Option<Box<dyn wgnn::collective::Collective>>> {
+        super::data_parallel::ranks(self.data_parallel, example)
     }
 
     /// The device `--adapter` and `--require-gpu` ask for.

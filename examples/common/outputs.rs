@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use wgnn::collective::Collective;
 use wgnn::internals::atomic_file::temporary_path;
-use wgnn::model::{ConsoleProgress, FitOptions, Sequential};
+use wgnn::model::{ConsoleProgress, FitOptions, Observer, Sequential};
 use wgnn::{Dataset, EpochRecord, History, WgnnError};
 
 /// Creates `dir` (the value of `flag`) if missing and checks that a file can be written there.
@@ -50,10 +51,14 @@ pub struct Outputs {
 
 impl Outputs {
     /// Checks every place the run will write to, `--checkpoint-dir`'s included, before training.
+    /// Data-parallel, the ranks other than 0 write nothing, and check nothing.
     pub fn prepare(out: &Path, save: Option<&Path>, checkpoint_dir: Option<&Path>) -> Result<Outputs> {
-        prepare_folder("--out", out)?;
         let outputs =
             Outputs { csv: out.join("history.csv"), png: out.join("curves.png"), model: save.map(Into::into) };
+        if !super::data_parallel::is_rank0() {
+            return Ok(outputs);
+        }
+        prepare_folder("--out", out)?;
         for file in [&outputs.csv, &outputs.png] {
             prepare_file("--out", file)?;
         }
@@ -88,6 +93,9 @@ impl Outputs {
 
     /// Writes the history, its curves (when an epoch was completed) and the model, a line each.
     pub fn write(&self, history: &History, model: &Sequential) -> Result<()> {
+        if !super::data_parallel::is_rank0() {
+            return Ok(());
+        }
         history.write_csv(&self.csv)?;
         say!("wrote {} ({})", self.csv.display(), super::count(history.epochs.len(), "epoch"));
         if history.epochs.is_empty() {
@@ -109,13 +117,15 @@ impl Outputs {
 /// line and returns [`super::interrupt::Interrupted`] (exit 130; see `interrupt.rs`). A run
 /// stopped by a diverging loss still writes the outputs — the history so far (`resumed`'s epochs
 /// and this run's) and the model with the weights `fit` put back — then returns the error; a
-/// device limit or shape error names `--batch-size`.
+/// device limit or shape error names `--batch-size`. With `parallel`, data-parallel over its ranks,
+/// the console on rank 0 only.
 pub fn fit_writing_outputs(
     model: &mut Sequential,
     train: &Dataset,
     options: &FitOptions,
     resumed: History,
     outputs: &Outputs,
+    parallel: Option<&dyn Collective>,
 ) -> Result<History> {
     // A resumed run whose checkpoint completed every epoch asked for: its outputs, as the run
     // would have written them had it not been stopped before.
@@ -134,7 +144,11 @@ pub fn fit_writing_outputs(
     let cancel = super::interrupt::cancel_on_signals()?;
     let options = FitOptions { cancel: Some(&cancel), ..*options };
     let mut console = ConsoleProgress::for_loss(model.loss());
-    let fitted = model.fit_with(train, &options, &mut console);
+    let fitted = match parallel {
+        None => model.fit_with(train, &options, &mut console),
+        Some(c) if c.rank() == 0 => model.fit_data_parallel_with(train, &options, c, &mut console),
+        Some(c) => model.fit_data_parallel_with(train, &options, c, &mut NoProgress),
+    };
     console.clear_bar();
     let checkpoint_last = options.checkpoint.map(|c| c.last_path());
     let batch_size = options.batch_size;
@@ -185,3 +199,7 @@ pub fn write_after_fit(
         Err(e) => Err(other(e)),
     }
 }
+
+/// The progress of a rank other than 0: not shown.
+struct NoProgress;
+impl Observer for NoProgress {}

@@ -89,4 +89,11 @@ impl Collective for MpiCollective {
         self.world.barrier();
         Ok(())
     }
+    fn abort_job(&self, error: WgnnError) -> WgnnError {
+        // Alone, nobody waits: the caller gets the error as on one process.
+        if self.size() == 1 {
+            return error;
+        }
+        self.abort(1, &format!("{error}"))
+    }
 }

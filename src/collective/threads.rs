@@ -291,6 +291,13 @@ impl Collective for ThreadRank {
     fn barrier(&self) -> Result<()> {
         self.exchange(Arrival::Barrier).map(|_| ())
     }
+
+    /// Marks the group failed by this rank, so the threads waiting for it stop with an error
+    /// naming it, and returns the error.
+    fn abort_job(&self, error: WgnnError) -> WgnnError {
+        self.fail(&error.to_string());
+        error
+    }
 }
 
 #[cfg(test)]

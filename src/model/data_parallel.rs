@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::collective::Collective;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const OP: &str = "fit_data_parallel";
 
@@ -21,9 +22,31 @@ impl Sequential {
     ///
     /// At start the ranks compare a hash of the architecture, of the data's shape and of the
     /// options, and refuse with an error naming which differs; then rank 0's weights and
-    /// optimizer state are broadcast. Not supported yet (refused): the CPU backend, batch norm
-    /// (its batch statistics would be per rank), `skip_nonfinite_batches`, `cancel`, a training
-    /// set that must stream, a resumed model, and fewer training rows than ranks.
+    /// optimizer state are broadcast. After them, an error on one rank (its device lost, a
+    /// checkpoint rank 0 cannot write) goes to [`Collective::abort_job`], which on MPI ends every
+    /// rank naming this one, rather than leave the others waiting in an all-reduce; a diverging
+    /// loss ([`WgnnError::Training`]), decided on the all-reduced figures, is returned on every
+    /// rank.
+    ///
+    /// `cancel` may be set on any rank: every step's all-reduce carries each rank's flag, and
+    /// once one is set every rank drops that step's update and returns as plain `fit` does on
+    /// cancel, with the weights of the previous step (the same on every rank).
+    ///
+    /// Batch norm works as in PyTorch's DDP without `SyncBatchNorm`: each rank normalises with
+    /// its own shard's batch statistics (and so needs at least 2 rows of every batch). The
+    /// running mean and variance stay the same on every rank: each step's all-reduce also
+    /// carries the ranks' batch statistics, averaged weighted by their rows, which every rank
+    /// folds into its running ones — the average of the ranks' own updates. (DDP instead
+    /// broadcasts rank 0's buffers before each forward, so that its running statistics are
+    /// rank 0's shard's alone.)
+    ///
+    /// A model made by [`Sequential::resume`] continues as with plain `fit` when the checkpoint
+    /// was written by a run on as many ranks (checkpoints record the world size; older ones, and
+    /// plain `fit`'s, count as 1), and is refused naming both sizes otherwise: another size
+    /// would change every step's global batch.
+    ///
+    /// Not supported yet (refused): the CPU backend, `skip_nonfinite_batches`, a training set
+    /// that must stream, and fewer training rows than ranks.
     pub fn fit_data_parallel(
         &mut self,
         data: &Dataset,
@@ -42,16 +65,25 @@ impl Sequential {
         collective: &dyn Collective,
         observer: &mut dyn Observer,
     ) -> Result<History> {
+        // The start-up checks: every rank decides alike, so a refusal is returned everywhere.
         self.check_same_on_every_rank(data, opts, collective)?;
         self.refuse_unsupported_parallel(data, opts, collective)?;
-        self.broadcast_state(collective)?;
         let rank0 = collective.rank() == 0;
         let opts = FitOptions {
             verbose: opts.verbose && rank0,
             checkpoint: if rank0 { opts.checkpoint } else { None },
             ..*opts
         };
-        self.fit_dispatch(data, &opts, observer, Some(collective))
+        let trained =
+            self.broadcast_state(collective).and_then(|()| self.fit_dispatch(data, &opts, observer, Some(collective)));
+        match trained {
+            // A diverging loss is seen in the all-reduced figures: every rank stops with it.
+            Err(e @ WgnnError::Training { .. }) => Err(e),
+            // Any other error may be this rank's alone (its device, its file, its data), with the
+            // others waiting for its next all-reduce: the collective ends the job, naming it.
+            Err(e) => Err(collective.abort_job(e)),
+            Ok(history) => Ok(history),
+        }
     }
 
     /// Refuses, on every rank alike (what it reads was compared by hash), what data-parallel
@@ -62,21 +94,10 @@ impl Sequential {
         if matches!(self.state, State::Cpu(_)) {
             return refuse("the CPU backend (build the model on a GPU backend)");
         }
-        if self.blocks.iter().any(|b| b.norm.is_some()) {
-            return refuse("batch norm (its batch statistics would be each rank's own, not the global batch's)");
-        }
         if opts.skip_nonfinite_batches {
             return refuse("skip_nonfinite_batches (each rank would decide on its own shard)");
         }
-        if opts.cancel.is_some() {
-            return refuse("cancel (a rank stopping alone would leave the others waiting)");
-        }
-        if let Some(epoch) = self.resumed_epoch() {
-            return refuse(&format!(
-                "resuming (this model resumed after epoch {epoch}; the world size is not recorded in checkpoints, so a \
-                 resume with another could not be told apart)"
-            ));
-        }
+        self.check_resumed_world_size(OP, c.size())?;
         if data.rows < c.size() {
             return Err(WgnnError::invalid(
                 OP,
@@ -84,6 +105,31 @@ impl Sequential {
             ));
         }
         Ok(())
+    }
+
+    /// A model resumed from a checkpoint of a run on another number of ranks than `ranks` is an
+    /// error naming both (its global batch, `ranks` × the batch size, would differ).
+    pub(super) fn check_resumed_world_size(&self, op: &str, ranks: usize) -> Result<()> {
+        let Some(epoch) = self.resumed_epoch() else { return Ok(()) };
+        let saved = self.resumed_fit().map_or(1, |f| f.world_size);
+        if saved == ranks {
+            return Ok(());
+        }
+        let how = |n: usize| match n {
+            1 => "1 process (plain fit)".to_string(),
+            n => format!("{n} ranks (fit_data_parallel)"),
+        };
+        Err(WgnnError::invalid(
+            op,
+            format!(
+                "this model resumed after epoch {epoch} of a run on {}, and is now fitted on {}: every step's global \
+                 batch (ranks × batch size) would change, so the run would not continue as it was; resume it on {saved} \
+                 {}",
+                how(saved),
+                how(ranks),
+                if saved == 1 { "process" } else { "ranks" }
+            ),
+        ))
     }
 
     /// The ranks' architectures, data shapes and options compared (min and max of each hash
@@ -107,14 +153,13 @@ impl Sequential {
             (
                 "the fit options (epochs, batch size, shuffle, seed, validation, backend, resume)",
                 format!(
-                    "{} {} {} {} {validation} {:?} {} {:?} {backend} {:?}",
+                    "{} {} {} {} {validation} {:?} {} {backend} {:?}",
                     opts.epochs,
                     opts.batch_size,
                     opts.shuffle,
                     self.seed,
                     opts.clip_norm,
                     opts.skip_nonfinite_batches,
-                    opts.cancel.is_some(),
                     self.resumed_epoch(),
                 ),
             ),
@@ -164,11 +209,19 @@ fn shard(rows: usize, rank: usize, size: usize) -> (usize, usize) {
 }
 
 /// A rank's part of one global batch: its gradient step (none where its shard is empty), its
-/// rows and the global batch's.
+/// rows and the global batch's, and the batch statistics its batch norms leave (each layer's
+/// mean, then its unbiased variance).
 struct ShardStep {
     plan: Option<Plan>,
     rows: usize,
     global_rows: usize,
+    stats: Vec<Tensor>,
+}
+
+/// The batch-norm statistics a step's forward leaves in `buf`, in layer order: each layer's
+/// mean, then its unbiased variance (what the update folds into the running ones).
+fn batch_stats(buf: &BatchBuffers) -> Vec<Tensor> {
+    buf.blocks.iter().filter_map(|b| b.norm.as_ref()).flat_map(|n| [n.mean.clone(), n.pending_var.clone()]).collect()
 }
 
 /// The data-parallel steps of one rank: the data uploaded once; the rank's rows of each
@@ -176,6 +229,11 @@ struct ShardStep {
 /// run unchanged on them.
 pub(super) struct DataParallelSteps<'c> {
     collective: &'c dyn Collective,
+    /// This rank's `FitOptions::cancel`, sent with every step's all-reduce.
+    cancel: Option<&'c AtomicBool>,
+    /// Set on every rank by the step whose all-reduce carried a rank's cancel: the epoch loop's
+    /// `cancel`.
+    stop: &'c AtomicBool,
     gpu: Gpu,
     rows: usize,
     shuffle: bool,
@@ -187,8 +245,10 @@ pub(super) struct DataParallelSteps<'c> {
     /// A full batch's gradient step for even, then odd steps.
     full: [ShardStep; 2],
     tail: Option<ShardStep>,
-    /// The update (no batch norm, unguarded: the same for every batch size).
+    /// The update (unguarded: the same for every batch size), with batch norm's fold of the
+    /// batch statistics it reads from `update_stats` into the running ones.
     update: Plan,
+    update_stats: Vec<Tensor>,
     validation: Option<(GpuData, EvalPlans)>,
     _buffers: Vec<BatchBuffers>,
 }
@@ -198,9 +258,10 @@ impl<'c> DataParallelSteps<'c> {
         model: &Sequential,
         train: &Dataset,
         validation: Option<&Dataset>,
-        opts: &FitOptions,
+        opts: &FitOptions<'c>,
         optimizer: &Optimizer,
         collective: &'c dyn Collective,
+        stop: &'c AtomicBool,
     ) -> Result<DataParallelSteps<'c>> {
         let (rank, size) = (collective.rank(), collective.size());
         let gpu = model.gpu_state()?.gpu.clone();
@@ -215,24 +276,39 @@ impl<'c> DataParallelSteps<'c> {
         model.check_batch_fits(&gpu, train, local)?;
         let data = model.upload_data(&gpu, train)?;
         let order = Tensor::zeros_u32(&gpu, &[full_steps * local + local_tail])?;
+        let normed = model.blocks.iter().any(|b| b.norm.is_some());
+        if normed && (local < 2 || local_tail == 1) {
+            let tail = if local_tail == 1 { format!(" and {local_tail} in the last") } else { String::new() };
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "batch norm needs at least 2 rows per rank in every batch, but rank {rank} has {local} rows in a \
+                     full batch{tail} ({n} rows in global batches of {global_batch} over {size} ranks): choose \
+                     another batch size"
+                ),
+            ));
+        }
         let mut buf = model.batch_buffers(&gpu, &data, local, true)?;
         let mut full_plan =
             |parity| model.gradient_step_plan(&data, &order, &mut buf, local, local, parity, false).map(Some);
+        let (even, odd) = (full_plan(0)?, full_plan(1)?);
+        let update_stats = batch_stats(&buf);
         let full = [
-            ShardStep { plan: full_plan(0)?, rows: local, global_rows: global_batch },
-            ShardStep { plan: full_plan(1)?, rows: local, global_rows: global_batch },
+            ShardStep { plan: even, rows: local, global_rows: global_batch, stats: update_stats.clone() },
+            ShardStep { plan: odd, rows: local, global_rows: global_batch, stats: update_stats.clone() },
         ];
         let update = model.update_plan(&buf, local, optimizer, false, opts.clip_norm)?;
         let mut buffers = vec![buf];
         let tail = match (tail_rows, local_tail) {
             (0, _) => None,
-            (_, 0) => Some(ShardStep { plan: None, rows: 0, global_rows: tail_rows }),
+            (_, 0) => Some(ShardStep { plan: None, rows: 0, global_rows: tail_rows, stats: Vec::new() }),
             _ => {
                 let mut buf = model.batch_buffers(&gpu, &data, local_tail, true)?;
                 let plan =
                     model.gradient_step_plan(&data, &order, &mut buf, local_tail, local, full_steps % 2, false)?;
+                let stats = batch_stats(&buf);
                 buffers.push(buf);
-                Some(ShardStep { plan: Some(plan), rows: local_tail, global_rows: tail_rows })
+                Some(ShardStep { plan: Some(plan), rows: local_tail, global_rows: tail_rows, stats })
             }
         };
         let validation = match validation {
@@ -245,6 +321,8 @@ impl<'c> DataParallelSteps<'c> {
         };
         Ok(DataParallelSteps {
             collective,
+            cancel: opts.cancel,
+            stop,
             gpu,
             rows: n,
             shuffle: opts.shuffle,
@@ -254,6 +332,7 @@ impl<'c> DataParallelSteps<'c> {
             full,
             tail,
             update,
+            update_stats,
             validation,
             _buffers: buffers,
         })
@@ -282,6 +361,9 @@ impl Steps for DataParallelSteps<'_> {
         let g = model.gpu_state()?;
         let grads = g.grads.view(0, &[model.layout.trainable])?;
         for step in first..first + count {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
             let shard = match step < self.full_steps {
                 true => &self.full[step % 2],
                 false => self
@@ -290,11 +372,15 @@ impl Steps for DataParallelSteps<'_> {
                     .ok_or_else(|| WgnnError::invalid(OP, "a step past the epoch (an internal error)"))?,
             };
             // One readback, one all-reduce, one upload: the sum of each shard's mean gradient
-            // weighted by its rows is the global batch's mean.
+            // weighted by its rows is the global batch's mean. Batch norm's statistics ride
+            // along, averaged the same way.
             let mut values = match &shard.plan {
                 Some(plan) => {
                     self.gpu.run(&[plan])?;
                     let mut values = grads.to_vec()?;
+                    for stat in &shard.stats {
+                        values.extend(stat.to_vec()?);
+                    }
                     if shard.rows != shard.global_rows {
                         let weight = shard.rows as f32 / shard.global_rows as f32;
                         values.iter_mut().for_each(|v| *v *= weight);
@@ -306,11 +392,32 @@ impl Steps for DataParallelSteps<'_> {
                     // gathers advance theirs.
                     let step = g.global_step.to_vec_u32()?;
                     g.global_step.write_u32(&[step[0] + 1, step[1]])?;
-                    vec![0.0; grads.len()]
+                    let stats: usize = self.update_stats.iter().map(Tensor::len).sum();
+                    vec![0.0; grads.len() + stats]
                 }
             };
+            // The stop flag rides in the same all-reduce: summed, it says whether any rank's
+            // cancel is set.
+            let cancelled = self.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+            values.push(cancelled as u8 as f32);
             self.collective.all_reduce_sum_f32(&mut values)?;
-            grads.write(&values)?;
+            if values.pop().is_some_and(|ranks| ranks > 0.0) {
+                // Every rank drops this step's update and gives back its t, and so stops with
+                // the weights and t after the previous step, as plain fit stops between steps.
+                let t = g.global_step.to_vec_u32()?;
+                g.global_step.write_u32(&[t[0].saturating_sub(1), t[1]])?;
+                self.stop.store(true, Ordering::Relaxed);
+                break;
+            }
+            let (summed, mut stats) = values.split_at(grads.len());
+            grads.write(summed)?;
+            // Every rank folds the same averaged statistics into its running ones: the
+            // replicas stay identical.
+            for stat in &self.update_stats {
+                let (these, rest) = stats.split_at(stat.len());
+                stat.write(these)?;
+                stats = rest;
+            }
             self.gpu.run(&[&self.update])?;
         }
         let local = model.read_totals()?;
@@ -322,6 +429,7 @@ impl Steps for DataParallelSteps<'_> {
             correct: sums[1] as f64,
             skipped_batches: sums[2] as usize,
             skipped_rows: sums[3] as usize,
+            stopped: self.stop.load(Ordering::Relaxed),
         })
     }
 

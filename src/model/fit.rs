@@ -21,6 +21,9 @@ pub(super) struct RunningSums {
     pub(super) correct: f64,
     pub(super) skipped_batches: usize,
     pub(super) skipped_rows: usize,
+    /// The run stopped on cancel before its last step (data-parallel fit, which learns of a
+    /// rank's cancel inside a step and drops that step): the tick is not reported.
+    pub(super) stopped: bool,
 }
 
 /// A copy of the flat parameters (and running statistics): device-side on the GPU backend.
@@ -112,6 +115,10 @@ impl Sequential {
                 }
                 let count = every.min(steps - done);
                 sums = backend.run(self, done, count)?;
+                if sums.stopped {
+                    history.cancelled_in = Some(epoch);
+                    break 'epochs;
+                }
                 done += count;
                 if !sums.loss.is_finite() {
                     self.restore_snapshot(&checked)?;

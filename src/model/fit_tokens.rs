@@ -215,7 +215,8 @@ impl Sequential {
         }
         let _lock = fit.checkpoint.map(|c| CheckpointDirLock::acquire(c.dir)).transpose()?;
         let history = self.resume_point.take().map(|r| r.history).unwrap_or_default();
-        self.fit_record = Some(FitRecord { batch_size: shape.batch, rows: train.len(), validation_fraction: None });
+        self.fit_record =
+            Some(FitRecord { batch_size: shape.batch, rows: train.len(), validation_fraction: None, world_size: 1 });
         let run = Run { first_epoch, history, validation: None, optimizer };
         let seed = opts.seed.unwrap_or(self.seed);
         let val = validation.map(|v| (v, opts.eval_batches));

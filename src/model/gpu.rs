@@ -509,6 +509,7 @@ impl Sequential {
             correct: t[1] as f64,
             skipped_batches: t[2] as usize,
             skipped_rows: t[3] as usize,
+            ..RunningSums::default()
         })
     }
 

@@ -76,6 +76,9 @@ pub struct FitRecord {
     pub rows: usize,
     /// [`Validation::Fraction`]'s fraction; `None` for other validation data or none.
     pub validation_fraction: Option<f32>,
+    /// The ranks that trained together ([`Sequential::fit_data_parallel`]; 1 for plain `fit`,
+    /// and in checkpoints from before wgnn recorded it): `batch_size` is each rank's.
+    pub world_size: usize,
 }
 
 /// What [`EarlyStopping`] watches, after every epoch.

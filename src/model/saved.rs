@@ -311,17 +311,33 @@ pub(super) struct SavedFit {
     pub(super) rows: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) validation_fraction: Option<f32>,
+    /// Absent for one process (and in checkpoints from before data-parallel fit), so that those
+    /// are written as before.
+    #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
+    pub(super) world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+fn is_one_rank(ranks: &usize) -> bool {
+    *ranks == 1
 }
 
 impl From<super::FitRecord> for SavedFit {
     fn from(r: super::FitRecord) -> Self {
-        SavedFit { batch_size: r.batch_size, rows: r.rows, validation_fraction: r.validation_fraction }
+        let (batch_size, rows, validation_fraction, world_size) =
+            (r.batch_size, r.rows, r.validation_fraction, r.world_size);
+        SavedFit { batch_size, rows, validation_fraction, world_size }
     }
 }
 
 impl From<SavedFit> for super::FitRecord {
     fn from(s: SavedFit) -> Self {
-        super::FitRecord { batch_size: s.batch_size, rows: s.rows, validation_fraction: s.validation_fraction }
+        let (batch_size, rows, validation_fraction, world_size) =
+            (s.batch_size, s.rows, s.validation_fraction, s.world_size);
+        super::FitRecord { batch_size, rows, validation_fraction, world_size }
     }
 }
 
@@ -352,4 +368,23 @@ pub(super) fn from_json<T: for<'de> Deserialize<'de>>(key: &str, text: &str) -> 
 /// The JSON text of a metadata value (these types always serialise).
 pub(super) fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| WgnnError::invalid("save", format!("could not write metadata: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SavedFit;
+
+    #[test]
+    fn the_world_size_is_written_only_past_one_and_read_as_one_where_absent() {
+        // A checkpoint from before data-parallel fit: one process.
+        let old: SavedFit = serde_json::from_str(r#"{"batch_size":32,"rows":100}"#).unwrap();
+        assert_eq!(old.world_size, 1);
+        // One process writes what it always wrote; more ranks are recorded.
+        let one = SavedFit { world_size: 1, ..old };
+        assert_eq!(serde_json::to_string(&one).unwrap(), r#"{"batch_size":32,"rows":100}"#);
+        let two = SavedFit { world_size: 2, ..old };
+        let text = serde_json::to_string(&two).unwrap();
+        assert_eq!(text, r#"{"batch_size":32,"rows":100,"world_size":2}"#);
+        assert_eq!(serde_json::from_str::<SavedFit>(&text).unwrap(), two);
+    }
 }
