@@ -33,7 +33,7 @@ use common::outputs::Outputs;
 use wgnn::config::optimizer::LrSchedule;
 use wgnn::layers::Conv2D;
 use wgnn::model::{Backend, FitOptions, Loss, Optimizer, Sequential};
-use wgnn::{Activation, History, Layer};
+use wgnn::{Activation, Dataset, History, Layer};
 
 #[derive(Parser, Debug)]
 #[command(name = "cnn_mnist", about = "Train a convolutional network on MNIST on the GPU (wgnn)")]
@@ -106,10 +106,16 @@ fn run(args: &Args) -> Result<()> {
     }
     let (train, test) = (train.with_sample_shape(&[28, 28, 1])?, test.with_sample_shape(&[28, 28, 1])?);
     let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
-    let gpu = args.run.gpu()?;
+    let replicas = args.run.adapters()?;
+    let gpu = match &replicas {
+        Some(gpus) => gpus[0].clone(),
+        None => args.run.gpu()?,
+    };
     let backend = Backend::Gpu(gpu.clone());
     say!("data: {} training rows, {} test rows, images {:?}", train.rows, test.rows, train.sample_shape);
 
+    // Data-parallel, a step takes every rank's batch.
+    let world = ranks.as_ref().map_or(replicas.as_ref().map_or(1, Vec::len), |c| c.size());
     let (mut model, resumed_history) = match &args.resume {
         Some(path) => {
             let model = Sequential::resume(path, &backend)?;
@@ -121,37 +127,7 @@ fn run(args: &Args) -> Result<()> {
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
         }
-        None => {
-            let mut builder = Sequential::new([28, 28, 1], args.run.seed);
-            for filters in [args.filters.0, args.filters.1] {
-                builder = match !args.no_batch_norm {
-                    true => builder
-                        .add(Layer::Conv2D(Conv2D {
-                            use_bias: false,
-                            ..Conv2D::new(filters, (3, 3), Activation::Identity)
-                        }))
-                        .batch_norm()
-                        .activation(Activation::Relu),
-                    false => builder.conv2d(filters, (3, 3), Activation::Relu),
-                };
-                builder = builder.max_pool2d((2, 2));
-            }
-            builder = builder.add(Layer::Flatten);
-            if args.hidden > 0 {
-                builder = builder.dense(args.hidden, Activation::Relu);
-            }
-            let mut model = builder.dropout(args.dropout).dense(10, Activation::Softmax).build(&backend)?;
-            let rows = train.rows - (train.rows as f32 * args.run.validation_split) as usize;
-            // Data-parallel, a step takes every rank's batch.
-            let global_batch = args.batch_size * ranks.as_ref().map_or(1, |c| c.size());
-            let total_steps = (args.epochs * rows.div_ceil(global_batch)) as u32;
-            let optimizer = match args.schedule.as_str() {
-                "cosine" => Optimizer::adam(args.lr).with_schedule(LrSchedule::Cosine { total_steps, min_lr: 0.0 }),
-                _ => Optimizer::adam(args.lr),
-            };
-            model.compile(Loss::SparseCategoricalCrossentropy, optimizer)?;
-            (model, History::default())
-        }
+        None => (new_model(args, &backend, &train, world)?, History::default()),
     };
     say!("model ({} parameters):\n{}", model.parameter_count(), model.summary());
 
@@ -174,9 +150,26 @@ fn run(args: &Args) -> Result<()> {
         let global = args.batch_size * c.size();
         say!("data-parallel: {} ranks, each step {global} rows ({} on each rank)", c.size(), args.batch_size);
     }
-    let parallel = ranks.as_deref();
-    let history =
-        common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs, parallel)?;
+    // With --adapters, each other adapter's replica starts from the checkpoint or the same new model.
+    let replica = |backend: &Backend| -> Result<Sequential> {
+        match &args.resume {
+            Some(path) => Ok(Sequential::resume(path, backend)?),
+            None => new_model(args, backend, &train, world),
+        }
+    };
+    let history = match &replicas {
+        Some(gpus) => common::adapters::fit_with_replicas(gpus, &replica, &train, &options, |rank0| {
+            common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs, Some(rank0))
+        })?,
+        None => common::outputs::fit_writing_outputs(
+            &mut model,
+            &train,
+            &options,
+            resumed_history,
+            &outputs,
+            ranks.as_deref(),
+        )?,
+    };
     // The other ranks are done: rank 0 evaluates, reports and writes.
     if !common::data_parallel::is_rank0() {
         return Ok(());
@@ -193,4 +186,33 @@ fn run(args: &Args) -> Result<()> {
 
     mnist_run::show_prediction(&model, &test, 0, false)?;
     Ok(())
+}
+
+/// The network the flags describe, compiled, on `backend`; its cosine schedule counts the steps
+/// of `world` ranks, each taking --batch-size rows of `train`.
+fn new_model(args: &Args, backend: &Backend, train: &Dataset, world: usize) -> Result<Sequential> {
+    let mut builder = Sequential::new([28, 28, 1], args.run.seed);
+    for filters in [args.filters.0, args.filters.1] {
+        builder = match !args.no_batch_norm {
+            true => builder
+                .add(Layer::Conv2D(Conv2D { use_bias: false, ..Conv2D::new(filters, (3, 3), Activation::Identity) }))
+                .batch_norm()
+                .activation(Activation::Relu),
+            false => builder.conv2d(filters, (3, 3), Activation::Relu),
+        };
+        builder = builder.max_pool2d((2, 2));
+    }
+    builder = builder.add(Layer::Flatten);
+    if args.hidden > 0 {
+        builder = builder.dense(args.hidden, Activation::Relu);
+    }
+    let mut model = builder.dropout(args.dropout).dense(10, Activation::Softmax).build(backend)?;
+    let rows = train.rows - (train.rows as f32 * args.run.validation_split) as usize;
+    let total_steps = (args.epochs * rows.div_ceil(args.batch_size * world)) as u32;
+    let optimizer = match args.schedule.as_str() {
+        "cosine" => Optimizer::adam(args.lr).with_schedule(LrSchedule::Cosine { total_steps, min_lr: 0.0 }),
+        _ => Optimizer::adam(args.lr),
+    };
+    model.compile(Loss::SparseCategoricalCrossentropy, optimizer)?;
+    Ok(model)
 }

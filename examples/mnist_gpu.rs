@@ -151,7 +151,11 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let (mut train, mut test) = args.run.load::<Args>()?;
     let outputs = Outputs::prepare(&args.out, args.run.save.as_deref(), args.run.checkpoint_dir.as_deref())?;
 
-    let gpu = args.run.gpu()?;
+    let replicas = args.run.adapters()?;
+    let gpu = match &replicas {
+        Some(gpus) => gpus[0].clone(),
+        None => args.run.gpu()?,
+    };
     say!("data: {} training rows, {} test rows, {} features", train.rows, test.rows, train.feature_dim);
 
     let backend = Backend::Gpu(gpu.clone());
@@ -170,22 +174,7 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
         }
-        None => {
-            let mut builder = Sequential::new(784, args.run.seed);
-            for _ in 0..2 {
-                builder = builder.dense(64, args.activation);
-                if args.batch_norm {
-                    builder = builder.batch_norm();
-                }
-                if args.dropout > 0.0 {
-                    builder = builder.dropout(args.dropout);
-                }
-            }
-            // Logits: the softmax is fused with the loss (and for MSE they regress on one-hot rows).
-            let mut model = builder.dense(10, Activation::Identity).build(&backend)?;
-            model.compile(args.loss, Optimizer::by_name(&args.optimizer, args.lr)?)?;
-            (model, History::default())
-        }
+        None => (new_model(args, &backend)?, History::default()),
     };
     let hidden: Vec<String> = model.layers()[..model.layers().len() - 1].iter().map(|l| l.describe()).collect();
     say!("model: 784 → {} → 10, {}, {} parameters", hidden.join(" → "), model.loss().name(), model.parameter_count());
@@ -221,9 +210,26 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
         let global = args.batch_size * c.size();
         say!("data-parallel: {} ranks, each step {global} rows ({} on each rank)", c.size(), args.batch_size);
     }
-    let parallel = ranks.as_deref();
-    let history =
-        common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs, parallel)?;
+    // With --adapters, each other adapter's replica starts from the checkpoint or the same new model.
+    let replica = |backend: &Backend| -> Result<Sequential> {
+        match &args.resume {
+            Some(path) => Ok(Sequential::resume(path, backend)?),
+            None => new_model(args, backend),
+        }
+    };
+    let history = match &replicas {
+        Some(gpus) => common::adapters::fit_with_replicas(gpus, &replica, &train, &options, |rank0| {
+            common::outputs::fit_writing_outputs(&mut model, &train, &options, resumed_history, &outputs, Some(rank0))
+        })?,
+        None => common::outputs::fit_writing_outputs(
+            &mut model,
+            &train,
+            &options,
+            resumed_history,
+            &outputs,
+            ranks.as_deref(),
+        )?,
+    };
     // The other ranks are done: rank 0 evaluates, reports and writes.
     if !common::data_parallel::is_rank0() {
         return Ok(());
@@ -250,4 +256,22 @@ fn run(args: &Args, matches: &ArgMatches) -> Result<()> {
     let regression = model.loss() == Loss::MeanSquaredError;
     mnist_run::show_prediction(&model, &test, 0, regression)?;
     Ok(())
+}
+
+/// The network the flags describe, compiled, on `backend`.
+fn new_model(args: &Args, backend: &Backend) -> Result<Sequential> {
+    let mut builder = Sequential::new(784, args.run.seed);
+    for _ in 0..2 {
+        builder = builder.dense(64, args.activation);
+        if args.batch_norm {
+            builder = builder.batch_norm();
+        }
+        if args.dropout > 0.0 {
+            builder = builder.dropout(args.dropout);
+        }
+    }
+    // Logits: the softmax is fused with the loss (and for MSE they regress on one-hot rows).
+    let mut model = builder.dense(10, Activation::Identity).build(backend)?;
+    model.compile(args.loss, Optimizer::by_name(&args.optimizer, args.lr)?)?;
+    Ok(model)
 }

@@ -234,6 +234,29 @@ fn data_parallel_without_the_feature_says_how_to_build() {
 }
 
 #[test]
+fn two_adapters_in_one_process_train_as_one_at_twice_the_batch() {
+    let run = |name: &str, flags: &str| {
+        let out = scratch(name);
+        let line = format!("--data {MNIST_SMALL} --epochs 2 {flags} --out {}", out.display());
+        let (code, stdout, stderr) = mnist_gpu(args(&line));
+        assert_eq!(code, Some(0), "{line}\n{stdout}{stderr}");
+        (stdout, History::from_csv(&std::fs::read_to_string(out.join("history.csv")).unwrap()).unwrap())
+    };
+    // "0,0": two devices on the first adapter, which every machine that runs the tests has.
+    let (stdout, two) = run("adapters", "--adapters 0,0 --batch-size 16");
+    assert!(stdout.contains("data-parallel: 2 adapters in this process, each step 32 rows (16 on each)"), "{stdout}");
+    let (_, one) = run("one-adapter", "--batch-size 32");
+    assert_eq!(two.epochs.len(), 2);
+    for (a, b) in two.epochs.iter().zip(&one.epochs) {
+        // The sums run in another order (the gradient summed across ranks on the host).
+        assert!((a.train_loss - b.train_loss).abs() <= 1e-3 * b.train_loss.abs().max(1.0), "{two:?}\n{one:?}");
+    }
+    let (code, stdout, stderr) = mnist_gpu(args(&format!("--data {MNIST_SMALL} --adapters 99 --epochs 1")));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--adapters 99: ") && stderr.contains("adapter index 99"), "{stderr}");
+}
+
+#[test]
 fn the_help_says_when_a_best_checkpoint_is_written() {
     let (code, stdout, _) = mnist_gpu(["--help"]);
     assert_eq!(code, Some(0));

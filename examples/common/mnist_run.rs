@@ -51,6 +51,12 @@ pub struct MnistFlags {
     /// on each process; rank 0 alone prints and writes the outputs and checkpoints.
     #[arg(long)]
     pub data_parallel: bool,
+    /// Train on several adapters of this machine at once, a replica and a thread each: "all"
+    /// (every GPU), or a list of indices or parts of names ("0,1"; "0,0": two devices on one
+    /// adapter). Each step takes (adapters) × --batch-size rows; the first adapter's replica
+    /// prints and writes the outputs. `Gpu::adapter_names` orders the indices.
+    #[arg(long, conflicts_with_all = ["data_parallel", "adapter"])]
+    pub adapters: Option<String>,
 }
 
 impl MnistFlags {
@@ -104,6 +110,11 @@ impl MnistFlags {
     /// The ranks `--data-parallel` trains on (MPI, initialized here), or `None` without it.
     pub fn ranks(&self, example: &str) -> anyhow::Result<Option<Box<dyn wgnn::collective::Collective>>> {
         super::data_parallel::ranks(self.data_parallel, example)
+    }
+
+    /// The devices `--adapters` names, or `None` without it.
+    pub fn adapters(&self) -> anyhow::Result<Option<Vec<Gpu>>> {
+        super::adapters::open(self.adapters.as_deref(), self.require_gpu)
     }
 
     /// The device `--adapter` and `--require-gpu` ask for.

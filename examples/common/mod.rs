@@ -24,6 +24,7 @@ macro_rules! say_err {
     }};
 }
 
+pub mod adapters;
 pub mod data_parallel;
 pub mod gpt;
 pub mod interrupt;
