@@ -14,7 +14,7 @@ use super::dropout::{dropout_constants, dropout_hash};
 
 /// Attention dropout: probability (b, h, i, j) is kept with weight 1/(1 − rate) or dropped, by
 /// the dropout layer's hash of (seed, t, ((b·nh + h)·t_len + i)·t_len + j) — the mask
-/// `kernels::attention_dims::AttentionDropout` draws on the GPU at t = step[0] − lag.
+/// `kernels::attention_dims::AttentionDropout` draws on the GPU at t = `step[0]` − lag.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionDropout {
     pub rate: f32,

@@ -168,7 +168,7 @@ pub(crate) struct AttentionParams {
     scale: f32,
     causal: u32,
     /// Dropout (read only by the pipelines built with it): the mask's seed, keep iff hash ≥
-    /// threshold, the kept probabilities' scale 1/(1 − p), and t = step[0] − lag.
+    /// threshold, the kept probabilities' scale 1/(1 − p), and t = `step[0]` − lag.
     seed: u32,
     threshold: u32,
     keep_scale: f32,
