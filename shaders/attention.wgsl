@@ -11,6 +11,13 @@
 //   attention_backward_softmax: dS = P ⊙ (dP − Σ_j P ⊙ dP) / √HS, in place, per row
 //   attention_backward_qkv:     dq_i = Σ_{j ≤ i} dS_ij k_j,  dk_j = Σ_{i ≥ j} dS_ij q_i,
 //                               dv_j = Σ_{i ≥ j} P_ij dout_i, one invocation per element of dqkv.
+// With dropout (the DROPOUT pipelines, attention_dropout.wgsl's mask M, weights 0 or 1/(1 − p)):
+//   attention_scores also zeroes the masked entries of `dropped` (bound at dscores' slot)
+//   attention_softmax also writes dropped = P ⊙ M (at dscores' slot); attention_values reads it
+//                     (the wrapper binds it at probs' slot), so out = (P ⊙ M)·v
+//   attention_backward_scores: dP = (dout_i·v_j) ⊙ M;  the softmax's gradient then uses P as
+//                     before (Σ_j P dP = dout_i·out_i); dv = (P ⊙ M)ᵀ dout (dropped bound at
+//                     probs' slot for attention_backward_qkv).
 // Each invocation loops at most 3·T or HS times: the wrapper keeps both far below lavapipe's
 // 65,535-iteration loop cap. No workgroup memory and no subgroup operations, so any subgroup size
 // gives the same result.
@@ -26,6 +33,11 @@ struct Params {
     scale: f32,
     // 1: query i attends to keys j ≤ i; 0: to every key.
     causal: u32,
+    // Dropout (attention_dropout.wgsl): keep iff hash ≥ threshold, weight keep_scale, t = step[0] − lag.
+    seed: u32,
+    threshold: u32,
+    keep_scale: f32,
+    lag: u32,
     _pad1: u32,
 }
 
@@ -75,6 +87,9 @@ fn attention_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let s = score_coords(idx);
     if (s.w >= key_end(s.z)) {
         probs[idx] = 0.0;
+        if (DROPOUT) {
+            dscores[idx] = 0.0;
+        }
         return;
     }
     let q = qkv_at(0u, s.x, s.z, s.y);
@@ -102,6 +117,15 @@ fn attention_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         sum += exp(probs[base + j] - m);
     }
     let inv = 1.0 / sum;
+    if (DROPOUT) {
+        let key = mask_key();
+        for (var j = 0u; j < n; j++) {
+            let pj = exp(probs[base + j] - m) * inv;
+            probs[base + j] = pj;
+            dscores[base + j] = pj * mask_weight(key, base + j);
+        }
+        return;
+    }
     for (var j = 0u; j < n; j++) {
         probs[base + j] = exp(probs[base + j] - m) * inv;
     }
@@ -142,6 +166,9 @@ fn attention_backward_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     var acc = 0.0;
     for (var d = 0u; d < p.head_size; d++) {
         acc += dout[g + d] * qkv[v + d];
+    }
+    if (DROPOUT) {
+        acc *= mask_weight(mask_key(), idx);
     }
     dscores[idx] = acc;
 }
@@ -190,7 +217,7 @@ fn attention_backward_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
             acc += dscores[(rows + r) * p.seq + i] * qkv[q + r * c3];
         }
     } else {
-        // dv_i = Σ_{r ≥ i} P_ri dout_r: down column i of P.
+        // dv_i = Σ_{r ≥ i} P_ri dout_r: down column i of P (of P ⊙ M with dropout).
         let g = b * p.seq * p.channels + c;
         for (var r = query_start(i); r < p.seq; r++) {
             acc += probs[(rows + r) * p.seq + i] * dout[g + r * p.channels];

@@ -6,7 +6,8 @@
 // threshold = floor(p·2^32) and scale = 1/(1−p) come from the host. The keep decision is a
 // counter-based hash of (seed, t, element index): no random numbers are uploaded, the same seed
 // and t give the same mask, and `step` (the global step counter on the GPU) is read, never
-// written. src/cpu/dropout.rs has the same hash in Rust: masks are bit-identical.
+// written. The hash is in dropout_hash.wgsl (prepended; attention's dropout draws its masks from it
+// too); src/cpu/dropout.rs has the same hash in Rust: masks are bit-identical.
 
 override WG: u32 = 256u;
 
@@ -28,19 +29,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> step: array<u32>;  // forward: step  backward: unused
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // forward: y     backward: dx
 @group(0) @binding(4) var<storage, read_write> mask: array<f32>;  // forward: written, backward: read
-
-// PCG-RXS-M-XS hash of one u32 (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).
-fn pcg_hash(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-// The random word of element `index` at (seed, step): two keyed rounds over the index.
-fn dropout_hash(seed: u32, t: u32, index: u32) -> u32 {
-    let key = pcg_hash(seed ^ pcg_hash(t));
-    return pcg_hash(pcg_hash(index ^ key) ^ pcg_hash(key));
-}
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;

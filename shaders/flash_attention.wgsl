@@ -14,6 +14,10 @@
 //                                 dq_i = Σ_j dS k_j / √HS
 //   flash_attention_backward_dkv: per key row j, over queries i ≥ j (after the dq dispatch, which
 //                                 wrote delta): dv_j = Σ_i P dout_i, dk_j = Σ_i dS q_i / √HS
+// With dropout (the DROPOUT pipelines, attention_dropout.wgsl's mask M_ij, weights 0 or
+// 1/(1 − p)): the forward weighs v_j by P_ij M_ij (m and l, so lse, are the softmax's as before);
+// the backward uses dP = (dout_i·v_j) M_ij, dS = P (dP − D_i) with D_i = dout_i·out_i still, and
+// dv_j = Σ_i P M dout_i.
 // The bindings and the head's loads and stores are in flash_attention_scalar.wgsl (any head size)
 // or flash_attention_vec4.wgsl (heads of a multiple of 4), appended to this file.
 // dqkv is overwritten. A forward invocation's loops run about T·(2·⌈HS/4⌉·(ROWS + 1) + 2·ROWS + 2)
@@ -45,6 +49,11 @@ struct Params {
     scale: f32,
     // 1: query i attends to keys j ≤ i; 0: to every key.
     causal: u32,
+    // Dropout (attention_dropout.wgsl): keep iff hash ≥ threshold, weight keep_scale, t = step[0] − lag.
+    seed: u32,
+    threshold: u32,
+    keep_scale: f32,
+    lag: u32,
     _pad1: u32,
 }
 
@@ -92,6 +101,10 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     }
     let k_base = qkv_at(1u, b, 0u, h);
     let v_base = qkv_at(2u, b, 0u, h);
+    var key = MaskKey(0u, 0u);
+    if (DROPOUT) {
+        key = mask_key();
+    }
     var kv: array<vec4<f32>, HS4_MAX>;
     for (var j0 = 0u; j0 <= last_key; j0 += BC) {
         let n = min(BC, last_key + 1u - j0);
@@ -134,8 +147,13 @@ fn flash_attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
             for (var rr = 0u; rr < ROWS; rr++) {
                 let pj = exp(s[rr * BC + jj] - m[rr]);
                 l[rr] += pj;
+                // Dropout weighs the value, not the running sum l.
+                var w = pj;
+                if (DROPOUT) {
+                    w *= mask_weight(key, (bh * p.seq + i0 + rr) * p.seq + j0 + jj);
+                }
                 for (var c = 0u; c < HS4; c++) {
-                    o[rr * HS4 + c] += pj * kv[c];
+                    o[rr * HS4 + c] += w * kv[c];
                 }
             }
         }
@@ -191,6 +209,10 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         }
     }
     let k_base = qkv_at(1u, b, 0u, h);
+    var key = MaskKey(0u, 0u);
+    if (DROPOUT) {
+        key = mask_key();
+    }
     // Key j and value j, loaded once for every row.
     var kj: array<vec4<f32>, HS4_MAX>;
     var vj: array<vec4<f32>, HS4_MAX>;
@@ -207,6 +229,9 @@ fn flash_attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
             for (var c = 0u; c < HS4; c++) {
                 s += dot(q[rr * HS4 + c], kj[c]);
                 dp += dot(g[rr * HS4 + c], vj[c]);
+            }
+            if (DROPOUT) {
+                dp *= mask_weight(key, (bh * p.seq + i0 + rr) * p.seq + j);
             }
             // A key after the row's query adds nothing.
             let ds = select(0.0, exp(s - lse_i[rr]) * (dp - d_i[rr]), j <= i0 + rr || p.causal == 0u);
@@ -250,6 +275,10 @@ fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     }
     let q_base = qkv_at(0u, b, 0u, h);
     let g_base = out_at(b, 0u, h);
+    var key = MaskKey(0u, 0u);
+    if (DROPOUT) {
+        key = mask_key();
+    }
     // Query i's q and dout, loaded once for the score and the gradients.
     var qi: array<vec4<f32>, HS4_MAX>;
     var gi: array<vec4<f32>, HS4_MAX>;
@@ -266,9 +295,15 @@ fn flash_attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
         }
         let row = bh * p.seq + i;
         let pij = exp(s - lse[row]);
+        var w = pij;
+        if (DROPOUT) {
+            let m_ij = mask_weight(key, row * p.seq + j);
+            w *= m_ij;
+            dp *= m_ij;
+        }
         let ds = pij * (dp - delta[row]);
         for (var c = 0u; c < HS4; c++) {
-            dv[c] += pij * gi[c];
+            dv[c] += w * gi[c];
             dk[c] += ds * qi[c];
         }
     }

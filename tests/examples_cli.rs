@@ -419,9 +419,8 @@ fn char_gpt_trains_samples_saves_and_resumes() {
     let history = std::fs::read_to_string(dir.join("out/history.csv")).unwrap();
     assert_eq!(history.lines().count(), 4, "a header and three evaluations: {history}");
 
-    // Usage errors (exit 2) naming the flags; dropout is refused, not ignored.
+    // Usage errors (exit 2) naming the flags.
     for (flags, needle) in [
-        ("--dropout 0.2", "no attention dropout"),
         ("--iters 5", "multiple of --eval-every"),
         ("--n-head 3", "must divide --n-embd"),
         ("--warmup 250 --iters 250", "fewer than --iters"),
@@ -434,6 +433,19 @@ fn char_gpt_trains_samples_saves_and_resumes() {
     let (code, _, stderr) = run_batch(5, &format!("--iters 6 --resume {}", ckpt.join("last.safetensors").display()));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("trained with --batch 4"), "{stderr}");
+    // The checkpoint keeps its dropout (none): resuming at another rate is not the same run.
+    let (code, _, stderr) =
+        run(&format!("--iters 6 --dropout 0.2 --resume {}", ckpt.join("last.safetensors").display()));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("trained with --dropout 0"), "{stderr}");
+    // nanoGPT's dropout: after the embeddings, on the attention's probabilities, after both
+    // projections into the residual stream.
+    let (code, stdout, stderr) = run("--iters 2 --dropout 0.2");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for part in ["multi_head_attention(2 heads, causal, no bias, dropout 0.2)", "dropout(0.2)", "val loss"] {
+        assert!(stdout.contains(part), "{part:?} missing: {stdout}");
+    }
+    assert_eq!(stdout.matches("dropout(0.2)").count(), 3, "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -4,7 +4,8 @@
 //! not; its gradients (every slot, and its input's through the dense layer below) against finite
 //! differences of the CPU reference's loss; causality (and its absence unmasked); nanoGPT's
 //! initial weights; save and load; its settings and shapes as errors naming it; a batch whose
-//! scores pass a device limit as a DeviceLimit error.
+//! scores pass a device limit as a DeviceLimit error; attention dropout (GPU = CPU step for step,
+//! not in predict, saved, older files loading without it).
 
 mod common;
 
@@ -318,4 +319,97 @@ fn a_batch_whose_scores_pass_a_binding_is_a_device_limit_error() {
     let WgnnError::DeviceLimit { op, what, .. } = &err else { panic!("{err:?}") };
     assert!(op.contains("multi_head_attention(4 heads, causal, clear kernels)"), "{err}");
     assert!(what.contains("scores") && what.contains(&format!("{rows} rows")), "{err}");
+}
+
+/// Attention dropout in a model: the fused and unfused GPU steps draw the CPU reference's masks
+/// (each kernel family), with a dropout layer after the attention too (nanoGPT's resid_dropout);
+/// the losses differ from the same model without dropout; `predict` does not drop.
+#[test]
+fn attention_dropout_trains_like_the_reference_and_predict_does_not_drop() {
+    let data = sequences(13, 19, 12, 3, 12);
+    let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
+    let with = |rate: f32, kernel: Option<AttentionKernel>| {
+        move || {
+            let Layer::MultiHeadAttention(a) = mha(3, kernel) else { unreachable!() };
+            Sequential::new([19, 12], 21)
+                .residual(|b| b.add(Layer::MultiHeadAttention(a.with_dropout(rate))).dropout(rate))
+                .flatten()
+                .dense(3, Activation::Identity)
+        }
+    };
+    for kernel in [Some(AttentionKernel::Clear), Some(AttentionKernel::Flash)] {
+        let name = kernel.map_or("picked", AttentionKernel::name);
+        check_reference(
+            &format!("dropout 0.3, {name}"),
+            &with(0.3, kernel),
+            &data,
+            Loss::SparseCategoricalCrossentropy,
+            &opts,
+        );
+    }
+    let losses = |rate: f32| {
+        let mut model = with(rate, None)().build(&Backend::Gpu(gpu())).unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::sgd(0.1, 0.9)).unwrap();
+        let mut steps = StepLosses::default();
+        model.fit_with(&data, &FitOptions { progress_every: 1, ..opts }, &mut steps).unwrap();
+        (steps.losses, model)
+    };
+    let ((dropped, model), (plain, _)) = (losses(0.5), losses(0.0));
+    assert_ne!(dropped, plain, "dropout 0.5 trained as without");
+    // predict runs without dropout: the same as a model of the same weights and rate 0.
+    let path = scratch("mha_dropout_predict").join("model.safetensors");
+    model.save(&path).unwrap();
+    let mut file = SafetensorsFile::read(&path);
+    let saved = &file.metadata["wgnn.model"];
+    assert!(saved.contains("\"dropout\":0.5") && saved.contains("\"rate\":0.5"), "{saved}");
+    let meta = saved.replace("\"dropout\":0.5", "\"dropout\":0.0");
+    file.metadata.insert("wgnn.model".into(), meta.replace("\"rate\":0.5", "\"rate\":0.0"));
+    let undropped_path = scratch("mha_dropout_predict").join("undropped.safetensors");
+    file.write(&undropped_path);
+    let undropped = Sequential::load(&undropped_path, &Backend::Gpu(gpu())).unwrap();
+    let rows = data.to_f32();
+    assert_eq!(model.predict(&rows, 13).unwrap(), undropped.predict(&rows, 13).unwrap());
+}
+
+/// The rate is saved, summarised and loaded back; a file written before attention dropout
+/// existed (no `dropout` field) loads with none; a rate outside [0, 1) is refused.
+#[test]
+fn attention_dropout_is_saved_loaded_summarised_and_checked() {
+    let data = sequences(6, 5, 12, 2, 13);
+    let layer = MultiHeadAttention::new(3, true).with_dropout(0.25);
+    let mut model = Sequential::new([5, 12], 9)
+        .add(Layer::MultiHeadAttention(layer))
+        .flatten()
+        .dense(2, Activation::Identity)
+        .build(&Backend::Cpu)
+        .unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    model.fit(&data, &FitOptions { epochs: 1, batch_size: 4, ..Default::default() }).unwrap();
+    assert!(model.summary().contains("multi_head_attention(3 heads, causal, dropout 0.25)"), "{}", model.summary());
+    let path = scratch("mha_dropout").join("model.safetensors");
+    model.save(&path).unwrap();
+    let mut file = SafetensorsFile::read(&path);
+    let meta: serde_json::Value = serde_json::from_str(&file.metadata["wgnn.model"]).unwrap();
+    assert_eq!(meta["layers"][0]["dropout"], 0.25, "{meta}");
+    let rate = |m: &Sequential| match &m.layers()[0] {
+        Layer::MultiHeadAttention(a) => a.dropout,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(rate(&Sequential::load(&path, &Backend::Cpu).unwrap()), 0.25);
+    // The same file as an older wgnn wrote it: the layer without the field.
+    let mut old: serde_json::Value = meta.clone();
+    old["layers"][0].as_object_mut().unwrap().remove("dropout");
+    file.metadata.insert("wgnn.model".into(), old.to_string());
+    let old_path = scratch("mha_dropout").join("old.safetensors");
+    file.write(&old_path);
+    let loaded = Sequential::load(&old_path, &Backend::Cpu).unwrap();
+    assert_eq!(rate(&loaded), 0.0);
+    assert_eq!(loaded.parameters().unwrap(), model.parameters().unwrap());
+    for bad in [1.0, -0.1, f32::NAN] {
+        let err = build_err(
+            Sequential::new([5, 12], 1)
+                .add(Layer::MultiHeadAttention(MultiHeadAttention::new(3, true).with_dropout(bad))),
+        );
+        assert!(err.to_string().contains("multi_head_attention") && err.to_string().contains("dropout"), "{err}");
+    }
 }

@@ -5,14 +5,16 @@
 //! the CPU reference step for step, fused and unfused; save → load → generate gives the same text
 //! from the same seed on both backends; a batch or a block past a device limit is an error naming
 //! it; a batch of 65,600 token rows trains as the reference; the device memory stays flat over
-//! 1,000 steps.
+//! 1,000 steps. With nanoGPT's dropout (embeddings, attention probabilities, both residual
+//! projections) the GPU steps still match the CPU reference, fused and unfused, and `generate`
+//! does not drop.
 
 mod common;
 #[path = "../examples/common/gpt.rs"]
 mod gpt;
 
 use common::{assert_close, gpu, scratch};
-use gpt::{gpt, nanogpt_adamw, GptConfig};
+use gpt::{gpt, gpt_with_dropout, nanogpt_adamw, GptConfig};
 use wgnn::device::GpuOptions;
 use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, Loss, Observer, Optimizer, Progress, Sequential, SequentialBuilder, TokenFitOptions};
@@ -66,8 +68,18 @@ impl Observer for StepLosses {
 type Run = (Vec<f32>, Vec<f32>, Vec<wgnn::model::Parameter>);
 
 fn train(backend: &Backend, fused: bool, optimizer: Optimizer, opts: &TokenFitOptions) -> Run {
+    train_model(&tiny, backend, fused, optimizer, opts)
+}
+
+fn train_model(
+    build: &dyn Fn() -> SequentialBuilder,
+    backend: &Backend,
+    fused: bool,
+    optimizer: Optimizer,
+    opts: &TokenFitOptions,
+) -> Run {
     let (train, val) = text(800, 3).split(0.8).unwrap();
-    let mut model = tiny().fused(fused).build(backend).unwrap();
+    let mut model = build().fused(fused).build(backend).unwrap();
     model.compile(Loss::SparseCategoricalCrossentropy, optimizer).unwrap();
     let mut steps = StepLosses::default();
     let history =
@@ -136,6 +148,73 @@ fn gpu_steps_match_the_cpu_reference_fused_and_unfused() {
                 assert_close(&format!("{what}, {how}: {}", p.name), &p.values, &w.values, 1e-4, 1e-3);
             }
         }
+    }
+}
+
+/// With dropout 0.2 where nanoGPT has it, the GPU steps draw the CPU reference's masks (the
+/// dropout layers' and the attention's), fused and unfused; the losses are not those without.
+#[test]
+fn gpu_steps_with_dropout_match_the_cpu_reference_fused_and_unfused() {
+    let opts = TokenFitOptions { batch_size: 5, steps: 8, eval_every: 4, eval_batches: 3, ..Default::default() };
+    let dropped = || gpt_with_dropout(TINY, 0.2, 7);
+    let optimizer = Optimizer::sgd(0.3, 0.9);
+    let (want_losses, want_vals, want_params) = train_model(&dropped, &Backend::Cpu, false, optimizer, &opts);
+    let (plain_losses, _, _) = train_model(&tiny, &Backend::Cpu, false, optimizer, &opts);
+    assert_ne!(want_losses, plain_losses, "dropout 0.2 trained as without");
+    let g = Backend::Gpu(gpu());
+    // Guarded (skip_nonfinite_batches), t advances after the backward, not in the gather: the
+    // masks key on t itself rather than t − 1, the same steps' masks.
+    let guarded = TokenFitOptions { skip_nonfinite_batches: true, ..opts };
+    for (how, fused, backend, opts) in [
+        ("gpu fused", true, &g, &opts),
+        ("gpu unfused", false, &g, &opts),
+        ("gpu fused, guarded", true, &g, &guarded),
+        ("cpu fused", true, &Backend::Cpu, &opts),
+    ] {
+        let (losses, vals, params) = train_model(&dropped, backend, fused, optimizer, opts);
+        assert_close(&format!("dropout, {how}: per-step loss"), &losses, &want_losses, 1e-4, 1e-3);
+        assert_close(&format!("dropout, {how}: val loss"), &vals, &want_vals, 1e-4, 1e-3);
+        for (p, w) in params.iter().zip(&want_params) {
+            assert_close(&format!("dropout, {how}: {}", p.name), &p.values, &w.values, 1e-4, 1e-3);
+        }
+    }
+    let model = dropped().build(&Backend::Cpu).unwrap();
+    let summary = model.summary();
+    assert!(summary.contains("dropout(0.2)") && summary.contains("causal, no bias, dropout 0.2)"), "{summary}");
+    assert_eq!(model.parameter_count(), tiny().build(&Backend::Cpu).unwrap().parameter_count());
+    // After the head tied to the embedding, dropout would drop the logits.
+    let err = dropped().dropout(0.2).build(&Backend::Cpu).err().expect("an error");
+    assert!(err.to_string().contains("dropout on the output layer"), "{err}");
+}
+
+/// A model trained with dropout generates as the same weights without it (and the same on both
+/// backends): generate() never drops.
+#[test]
+fn generate_does_not_drop() {
+    let data = text(600, 10);
+    let g = Backend::Gpu(gpu());
+    let mut model = gpt_with_dropout(TINY, 0.5, 7).build(&g).unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, adamw(10)).unwrap();
+    model.fit_tokens(&data, None, &TokenFitOptions { batch_size: 6, steps: 10, ..Default::default() }).unwrap();
+    let dir = scratch("generate_dropout");
+    model.save(dir.join("dropped.safetensors")).unwrap();
+    // The same file with every rate 0: the layers of rate 0 are the identity.
+    let mut file = common::safetensors_file::SafetensorsFile::read(&dir.join("dropped.safetensors"));
+    let meta = &file.metadata["wgnn.model"];
+    assert!(meta.contains("\"dropout\":0.5") && meta.contains("\"rate\":0.5"), "{meta}");
+    let undropped = meta.replace("\"dropout\":0.5", "\"dropout\":0.0").replace("\"rate\":0.5", "\"rate\":0.0");
+    file.metadata.insert("wgnn.model".into(), undropped);
+    file.write(&dir.join("undropped.safetensors"));
+    let prompt = data.encode("abc").unwrap();
+    let sample = |m: &Sequential| m.generate(&prompt, 30, 1.0, None, 5).unwrap();
+    let text = sample(&model);
+    for (what, path, backend) in [
+        ("without dropout, gpu", "undropped.safetensors", &g),
+        ("without dropout, cpu", "undropped.safetensors", &Backend::Cpu),
+        ("with dropout, cpu", "dropped.safetensors", &Backend::Cpu),
+    ] {
+        let loaded = Sequential::load(dir.join(path), backend).unwrap();
+        assert_eq!(sample(&loaded), text, "{what}");
     }
 }
 

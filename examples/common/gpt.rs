@@ -6,7 +6,9 @@
 //! x + mlp(ln_2(x)) with causal multi-head attention and an MLP of 4C with exact GELU; a final
 //! layer norm; the head tied to the token embedding. No biases anywhere (layer norms without β).
 //! nanoGPT's init: normal(0, 0.02) for every matrix and table, 0.02/√(2·n_layer) for both
-//! residual projections (attention's W_proj and the MLP's second dense), γ = 1.
+//! residual projections (attention's W_proj and the MLP's second dense), γ = 1. With dropout
+//! ([`gpt_with_dropout`]) where nanoGPT has it: after the embeddings' sum, on the attention's
+//! probabilities, after its output projection and after the MLP's second dense, in training only.
 
 use wgnn::config::optimizer::{AdamConfig, DecayMask, EpsPlacement, LrSchedule};
 use wgnn::layers::{Dense, LayerNormConfig, MultiHeadAttention};
@@ -31,26 +33,34 @@ fn dense(units: usize, activation: Activation, std: f32) -> Layer {
     Layer::Dense(Dense { units, activation, use_bias: false, init: Initializer::Normal { mean: 0.0, std } })
 }
 
-/// The GPT of `cfg` (see the module's comment), its weights drawn from `seed`.
+/// The GPT of `cfg` (see the module's comment), its weights drawn from `seed`, no dropout.
 pub fn gpt(cfg: GptConfig, seed: u64) -> SequentialBuilder {
+    gpt_with_dropout(cfg, 0.0, seed)
+}
+
+/// [`gpt`] with nanoGPT's `dropout` (0: no dropout layers at all, the model of [`gpt`]).
+pub fn gpt_with_dropout(cfg: GptConfig, dropout: f32, seed: u64) -> SequentialBuilder {
     let c = cfg.n_embd;
+    // nanoGPT's nn.Dropout(p) where p > 0; nothing (not even a layer of rate 0) otherwise.
+    let drop = |b: SequentialBuilder| if dropout > 0.0 { b.dropout(dropout) } else { b };
     let no_beta = LayerNormConfig { bias: false, ..LayerNormConfig::default() };
     // GPT-2's scaled init of the projections into the residual stream.
     let residual_std = STD / (2.0 * cfg.n_layer as f32).sqrt();
     let attention = MultiHeadAttention {
         use_bias: false,
-        ..MultiHeadAttention::new(cfg.n_head, true).scaled_projection(cfg.n_layer)
+        ..MultiHeadAttention::new(cfg.n_head, true).scaled_projection(cfg.n_layer).with_dropout(dropout)
     };
-    let mut builder =
-        Sequential::new(InputShape::tokens(cfg.block), seed).embedding(cfg.vocab, c).positional_embedding(cfg.block);
+    // transformer.drop(tok_emb + pos_emb)
+    let mut builder = drop(
+        Sequential::new(InputShape::tokens(cfg.block), seed).embedding(cfg.vocab, c).positional_embedding(cfg.block),
+    );
     for _ in 0..cfg.n_layer {
-        builder =
-            builder.residual(|b| b.layer_norm_with(no_beta).add(Layer::MultiHeadAttention(attention))).residual(|b| {
-                b.layer_norm_with(no_beta).add(dense(4 * c, Activation::GeluErf, STD)).add(dense(
-                    c,
-                    Activation::Identity,
-                    residual_std,
-                ))
+        // x + resid_dropout(c_proj(attn_dropout(softmax(…))·v)), then x + dropout(c_proj(gelu(c_fc(x)))).
+        builder = builder
+            .residual(|b| drop(b.layer_norm_with(no_beta).add(Layer::MultiHeadAttention(attention))))
+            .residual(|b| {
+                let mlp = b.layer_norm_with(no_beta).add(dense(4 * c, Activation::GeluErf, STD));
+                drop(mlp.add(dense(c, Activation::Identity, residual_std)))
             });
     }
     builder.layer_norm_with(no_beta).dense_tied_to_embedding()

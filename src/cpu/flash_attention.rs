@@ -4,7 +4,7 @@
 //! rebuilds each probability from it (P_ij = exp(s_ij − lse_i)) and uses D_i = dO_i·O_i for the
 //! softmax's row sum. Untiled: the tiles change the order of the sums, not what they sum.
 
-use super::attention::{attention_forward_masked, key_end};
+use super::attention::{attention_forward_dropout, attention_forward_masked, key_end, AttentionDropout};
 
 /// Causal self-attention.  qkv: [b, t, 3c] → (out `[b, t, c]`, lse `[b, nh, t]`).
 pub fn flash_attention_forward(qkv: &[f32], b: usize, t: usize, c: usize, nh: usize) -> (Vec<f32>, Vec<f32>) {
@@ -21,6 +21,21 @@ pub fn flash_attention_forward_masked(
     causal: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let (out, _, lse) = attention_forward_masked(qkv, b, t, c, nh, causal);
+    (out, lse)
+}
+
+/// [`flash_attention_forward_masked`] with attention dropout: out = Σ_j P_ij M_ij v_j, lse the
+/// softmax's (the mask weighs the values, not the sum).
+pub fn flash_attention_forward_dropout(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    causal: bool,
+    dropout: &AttentionDropout,
+) -> (Vec<f32>, Vec<f32>) {
+    let (out, _, lse) = attention_forward_dropout(qkv, b, t, c, nh, causal, dropout);
     (out, lse)
 }
 
@@ -53,6 +68,38 @@ pub fn flash_attention_backward_masked(
     nh: usize,
     causal: bool,
 ) -> Vec<f32> {
+    backward(dout, qkv, out, lse, [b, t, c, nh], causal, None)
+}
+
+/// The gradient of [`flash_attention_forward_dropout`] (the same `dropout`: the same mask):
+/// dP = (dO_i·v_j) M_ij, dS = P (dP − D_i) with D_i = dO_i·O_i still, dv_j = Σ_i P M dO_i.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_dropout(
+    dout: &[f32],
+    qkv: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    causal: bool,
+    dropout: &AttentionDropout,
+) -> Vec<f32> {
+    backward(dout, qkv, out, lse, [b, t, c, nh], causal, Some(dropout))
+}
+
+/// `sizes`: b, t, c, nh.
+fn backward(
+    dout: &[f32],
+    qkv: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    sizes: [usize; 4],
+    causal: bool,
+    dropout: Option<&AttentionDropout>,
+) -> Vec<f32> {
+    let [b, t, c, nh] = sizes;
     assert!(nh > 0 && c.is_multiple_of(nh), "flash_attention_backward: c = {c} must be a multiple of nh = {nh}");
     assert_eq!(qkv.len(), b * t * 3 * c, "flash_attention_backward: qkv must be b × t × 3c");
     assert_eq!(dout.len(), b * t * c, "flash_attention_backward: dout must be b × t × c");
@@ -74,11 +121,12 @@ pub fn flash_attention_backward_masked(
                 for tj in 0..key_end(ti, t, causal) {
                     let (k, v) = (&qkv[row(1, bi, tj, h)..][..hs], &qkv[row(2, bi, tj, h)..][..hs]);
                     let p = (dot(q, k) * scale - l_i).exp();
-                    let ds = p * (dot(go, v) - d_i) * scale;
+                    let m = dropout.map_or(1.0, |d| d.weight(((bi * nh + h) * t + ti) * t + tj));
+                    let ds = p * (dot(go, v) * m - d_i) * scale;
                     for d in 0..hs {
                         dqkv[row(0, bi, ti, h) + d] += ds * k[d] as f64;
                         dqkv[row(1, bi, tj, h) + d] += ds * q[d] as f64;
-                        dqkv[row(2, bi, tj, h) + d] += p * go[d] as f64;
+                        dqkv[row(2, bi, tj, h) + d] += p * m * go[d] as f64;
                     }
                 }
             }

@@ -28,6 +28,7 @@ pub mod token_batch;
 pub mod totals;
 
 pub use attention::{attention_backward, attention_backward_masked, attention_forward, attention_forward_masked};
+pub use attention::{attention_backward_dropout, attention_dropout_mask, attention_forward_dropout, AttentionDropout};
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
 pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
 pub use bias_act::{bias_act_backward, bias_act_forward};
@@ -36,6 +37,7 @@ pub use dense_softmax_xent::dense_softmax_xent;
 pub use dropout::{dropout_backward, dropout_forward};
 pub use embedding::{embedding_backward, embedding_forward};
 pub use flash_attention::{flash_attention_backward, flash_attention_forward};
+pub use flash_attention::{flash_attention_backward_dropout, flash_attention_forward_dropout};
 pub use flash_attention::{flash_attention_backward_masked, flash_attention_forward_masked};
 pub use gather::{gather_counters, gather_rows};
 pub use grad_norm::clip_factor;

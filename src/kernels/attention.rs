@@ -1,18 +1,22 @@
 //! GPU wrapper of shaders/attention.wgsl (multi-head self-attention, causal or not, every score written);
 //! CPU reference in src/cpu/attention.rs.
 
-use super::attention_dims::AttentionDims;
+use super::attention_dims::{AttentionDims, AttentionDropout};
 use super::check::disjoint;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
-use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
+use crate::registry::{dispatch, dummy, grid_1d, Access, Constant, KernelFamily};
 use crate::tensor::Tensor;
 
 pub(crate) const ATTENTION: KernelFamily = KernelFamily {
     name: "attention",
-    sources: &[include_str!("../../shaders/attention.wgsl")],
-    storage: &[Access::ReadWrite; 6],
+    sources: &[
+        include_str!("../../shaders/attention.wgsl"),
+        include_str!("../../shaders/dropout_hash.wgsl"),
+        include_str!("../../shaders/attention_dropout.wgsl"),
+    ],
+    storage: &[Access::ReadWrite; 7],
 };
 
 const WG: u32 = 64;
@@ -56,18 +60,73 @@ pub fn attention_forward_masked(
     heads: usize,
     causal: bool,
 ) -> Result<Plan> {
+    forward(gpu, qkv, out, probs, None, heads, causal)
+}
+
+/// [`attention_forward_masked`] with attention dropout (training): probs keeps P, `dropped`
+/// `[B, NH, T, T]` gets P ⊙ M (M: `dropout`'s mask, 0 or 1/(1 − rate); 0 past the causal mask)
+/// and out = (P ⊙ M)·v. [`attention_backward_dropout`] reads both.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_dropout(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    probs: &Tensor,
+    dropped: &Tensor,
+    heads: usize,
+    causal: bool,
+    dropout: &AttentionDropout,
+) -> Result<Plan> {
+    forward(gpu, qkv, out, probs, Some((dropped, dropout)), heads, causal)
+}
+
+/// The pipeline constants: DROPOUT only where it is on (so the plain pipelines stay as they were).
+fn constants(dropout: bool) -> Vec<Constant> {
+    let mut constants = vec![("WG", WG as f64)];
+    if dropout {
+        constants.push(("DROPOUT", 1.0));
+    }
+    constants
+}
+
+fn forward(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    probs: &Tensor,
+    dropout: Option<(&Tensor, &AttentionDropout)>,
+    heads: usize,
+    causal: bool,
+) -> Result<Plan> {
     const OP: &str = "attention_forward";
     let dims = AttentionDims { causal, ..clear_dims(OP, qkv, heads)? };
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "probs", probs, &dims.scores_shape())?;
-    disjoint(OP, &[("qkv", qkv), ("out", out), ("probs", probs)])?;
     let dummy = dummy(gpu)?;
-    let params = dims.params();
-    let constants = [("WG", WG as f64)];
-    let bindings = [qkv, out, probs, &dummy, &dummy, &dummy];
+    let (dropped, step) = match dropout {
+        Some((dropped, d)) => {
+            d.check(OP)?;
+            dims.expect(OP, "dropped", dropped, &dims.scores_shape())?;
+            disjoint(OP, &[("qkv", qkv), ("out", out), ("probs", probs), ("dropped", dropped), ("step", d.step)])?;
+            (dropped, d.step)
+        }
+        None => {
+            disjoint(OP, &[("qkv", qkv), ("out", out), ("probs", probs)])?;
+            (&dummy, &dummy)
+        }
+    };
+    let params = dims.params(dropout.map(|(_, d)| d));
+    let constants = constants(dropout.is_some());
+    // With dropout the softmax also writes P ⊙ M (at dscores' slot), which the values read.
+    let weights = if dropout.is_some() { dropped } else { probs };
     let (scores, rows) = (probs.len(), dims.batch * dims.heads * dims.seq);
     let mut plan = Plan::new();
-    for (entry, items) in [("attention_scores", scores), ("attention_softmax", rows), ("attention_values", out.len())] {
+    for (entry, items, weights) in [
+        ("attention_scores", scores, probs),
+        ("attention_softmax", rows, probs),
+        ("attention_values", out.len(), weights),
+    ] {
+        let bindings = [qkv, out, weights, &dummy, dropped, &dummy, step];
         plan.push(dispatch(gpu, &ATTENTION, entry, &constants, &params, &bindings, grid_1d(gpu, items, WG))?);
     }
     Ok(plan)
@@ -100,24 +159,65 @@ pub fn attention_backward_masked(
     heads: usize,
     causal: bool,
 ) -> Result<Plan> {
+    backward(gpu, [dout, qkv, probs, dscores, dqkv], None, heads, causal)
+}
+
+/// The gradient of [`attention_forward_dropout`] (the same `dropout`, step and lag: the same
+/// mask): dP = (dout·vᵀ) ⊙ M, the softmax's gradient from probs (P), dv = droppedᵀ·dout.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_dropout(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    probs: &Tensor,
+    dropped: &Tensor,
+    dscores: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    causal: bool,
+    dropout: &AttentionDropout,
+) -> Result<Plan> {
+    backward(gpu, [dout, qkv, probs, dscores, dqkv], Some((dropped, dropout)), heads, causal)
+}
+
+/// `tensors`: dout, qkv, probs, dscores, dqkv.
+fn backward(
+    gpu: &Gpu,
+    tensors: [&Tensor; 5],
+    dropout: Option<(&Tensor, &AttentionDropout)>,
+    heads: usize,
+    causal: bool,
+) -> Result<Plan> {
     const OP: &str = "attention_backward";
+    let [dout, qkv, probs, dscores, dqkv] = tensors;
     let dims = AttentionDims { causal, ..clear_dims(OP, qkv, heads)? };
     dims.expect(OP, "dout", dout, &dims.out_shape())?;
     dims.expect(OP, "probs", probs, &dims.scores_shape())?;
     dims.expect(OP, "dscores", dscores, &dims.scores_shape())?;
     dims.expect(OP, "dqkv", dqkv, &dims.qkv_shape())?;
-    disjoint(OP, &[("dout", dout), ("qkv", qkv), ("probs", probs), ("dscores", dscores), ("dqkv", dqkv)])?;
+    let mut named = vec![("dout", dout), ("qkv", qkv), ("probs", probs), ("dscores", dscores), ("dqkv", dqkv)];
     let dummy = dummy(gpu)?;
-    let params = dims.params();
-    let constants = [("WG", WG as f64)];
-    let bindings = [qkv, &dummy, probs, dout, dscores, dqkv];
+    let (dropped, step) = match dropout {
+        Some((dropped, d)) => {
+            d.check(OP)?;
+            dims.expect(OP, "dropped", dropped, &dims.scores_shape())?;
+            named.extend([("dropped", dropped), ("step", d.step)]);
+            (dropped, d.step)
+        }
+        None => (probs, &dummy),
+    };
+    disjoint(OP, &named)?;
+    let params = dims.params(dropout.map(|(_, d)| d));
+    let constants = constants(dropout.is_some());
     let (scores, rows) = (probs.len(), dims.batch * dims.heads * dims.seq);
     let mut plan = Plan::new();
-    for (entry, items) in [
-        ("attention_backward_scores", scores),
-        ("attention_backward_softmax", rows),
-        ("attention_backward_qkv", dqkv.len()),
+    // dv reads P ⊙ M with dropout: `dropped` at probs' slot.
+    for (entry, items, weights) in [
+        ("attention_backward_scores", scores, probs),
+        ("attention_backward_softmax", rows, probs),
+        ("attention_backward_qkv", dqkv.len(), dropped),
     ] {
+        let bindings = [qkv, &dummy, weights, dout, dscores, dqkv, step];
         plan.push(dispatch(gpu, &ATTENTION, entry, &constants, &params, &bindings, grid_1d(gpu, items, WG))?);
     }
     Ok(plan)

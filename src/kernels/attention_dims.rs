@@ -2,8 +2,31 @@
 //! tensor and checked once for both attention families (shaders/attention.wgsl and
 //! shaders/flash_attention.wgsl), and the uniform both take.
 
+use super::check::{expect_len, hyper};
+use crate::cpu::dropout::dropout_constants;
 use crate::error::{Result, WgnnError};
 use crate::tensor::{DType, Tensor};
+
+/// Attention dropout while training (PyTorch's `scaled_dot_product_attention(dropout_p=rate)`):
+/// each probability P_ij is kept, scaled by 1/(1 − rate), or dropped, before it weighs v_j. The
+/// mask is shaders/dropout_hash.wgsl's hash of (seed, t, score index ((b·NH + h)·T + i)·T + j)
+/// with t = `step[0]` − `lag` (`step`: the global step counter, u32 `[1]`, read and never
+/// written), as the dropout layer's: the same on the CPU ([`crate::cpu::AttentionDropout`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDropout<'a> {
+    pub rate: f32,
+    pub seed: u32,
+    pub step: &'a Tensor,
+    pub lag: u32,
+}
+
+impl AttentionDropout<'_> {
+    /// The rate in [0, 1) and the step a u32 `[1]`.
+    pub(crate) fn check(&self, op: &str) -> Result<()> {
+        hyper(op, "dropout rate", self.rate, "in [0, 1)", (0.0..1.0).contains(&self.rate))?;
+        expect_len(op, "step", self.step, DType::U32, 1, "[1]")
+    }
+}
 
 /// B, T, C and NH of an attention over qkv `[B, T, 3C]`; the head size is C / NH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +136,9 @@ impl AttentionDims {
         Ok(())
     }
 
-    pub(crate) fn params(&self) -> AttentionParams {
+    /// The uniform, with `dropout`'s key and constants where it is given.
+    pub(crate) fn params(&self, dropout: Option<&AttentionDropout>) -> AttentionParams {
+        let (threshold, keep_scale) = dropout.map_or((0, 1.0), |d| dropout_constants(d.rate));
         AttentionParams {
             batch: self.batch as u32,
             seq: self.seq as u32,
@@ -122,6 +147,10 @@ impl AttentionDims {
             head_size: self.head_size() as u32,
             scale: self.scale(),
             causal: self.causal as u32,
+            seed: dropout.map_or(0, |d| d.seed),
+            threshold,
+            keep_scale,
+            lag: dropout.map_or(0, |d| d.lag),
             _pad: 0,
         }
     }
@@ -138,5 +167,11 @@ pub(crate) struct AttentionParams {
     head_size: u32,
     scale: f32,
     causal: u32,
+    /// Dropout (read only by the pipelines built with it): the mask's seed, keep iff hash ≥
+    /// threshold, the kept probabilities' scale 1/(1 − p), and t = `step[0]` − lag.
+    seed: u32,
+    threshold: u32,
+    keep_scale: f32,
+    lag: u32,
     _pad: u32,
 }

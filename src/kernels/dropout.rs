@@ -10,7 +10,7 @@ use crate::tensor::{DType, Tensor};
 
 pub(crate) const DROPOUT: KernelFamily = KernelFamily {
     name: "dropout",
-    sources: &[include_str!("../../shaders/dropout.wgsl")],
+    sources: &[include_str!("../../shaders/dropout_hash.wgsl"), include_str!("../../shaders/dropout.wgsl")],
     storage: &[Access::ReadWrite, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite],
 };
 

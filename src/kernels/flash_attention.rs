@@ -3,7 +3,7 @@
 //! in src/cpu/flash_attention.rs. The same function as [`super::attention`], in O(B·NH·T) memory
 //! besides its operands instead of O(B·NH·T²).
 
-use super::attention_dims::AttentionDims;
+use super::attention_dims::{AttentionDims, AttentionDropout};
 use super::check::disjoint;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
@@ -18,8 +18,10 @@ pub(crate) const FLASH_ATTENTION: KernelFamily = KernelFamily {
     sources: &[
         include_str!("../../shaders/flash_attention.wgsl"),
         include_str!("../../shaders/flash_attention_scalar.wgsl"),
+        include_str!("../../shaders/dropout_hash.wgsl"),
+        include_str!("../../shaders/attention_dropout.wgsl"),
     ],
-    storage: &[Access::ReadWrite; 6],
+    storage: &[Access::ReadWrite; 7],
 };
 
 /// Heads of a multiple of 4 values in 16-byte aligned views: the head loaded and stored by vec4,
@@ -29,8 +31,10 @@ pub(crate) const FLASH_ATTENTION_VEC4: KernelFamily = KernelFamily {
     sources: &[
         include_str!("../../shaders/flash_attention.wgsl"),
         include_str!("../../shaders/flash_attention_vec4.wgsl"),
+        include_str!("../../shaders/dropout_hash.wgsl"),
+        include_str!("../../shaders/attention_dropout.wgsl"),
     ],
-    storage: &[Access::ReadWrite; 6],
+    storage: &[Access::ReadWrite; 7],
 };
 
 const WG: u32 = 64;
@@ -105,12 +109,24 @@ fn flash_dims(op: &str, qkv: &Tensor, heads: usize) -> Result<AttentionDims> {
     Ok(dims)
 }
 
-/// The family (vec4 where the head and every view allow) and its constants.
-fn specialise(dims: &AttentionDims, bindings: &[&Tensor], rows: usize) -> (&'static KernelFamily, [Constant; 3]) {
+/// The family (vec4 where the head and every view allow) and its constants (DROPOUT only where
+/// it is on, so the plain pipelines stay as they were).
+fn specialise(
+    dims: &AttentionDims,
+    bindings: &[&Tensor],
+    rows: usize,
+    dropout: bool,
+) -> (&'static KernelFamily, Vec<Constant>) {
     let hs = dims.head_size();
-    let vec4 = hs.is_multiple_of(4) && bindings.iter().all(|t| t.byte_offset().is_multiple_of(16));
+    // The step counter (the last binding) is u32 [1]: not a head's view.
+    let views = &bindings[..bindings.len() - 1];
+    let vec4 = hs.is_multiple_of(4) && views.iter().all(|t| t.byte_offset().is_multiple_of(16));
     let family = if vec4 { &FLASH_ATTENTION_VEC4 } else { &FLASH_ATTENTION };
-    (family, [("WG", WG as f64), ("HS4", hs.div_ceil(4) as f64), ("ROWS", rows as f64)])
+    let mut constants = vec![("WG", WG as f64), ("HS4", hs.div_ceil(4) as f64), ("ROWS", rows as f64)];
+    if dropout {
+        constants.push(("DROPOUT", 1.0));
+    }
+    (family, constants)
 }
 
 /// Causal self-attention with `heads` heads, tiled.  qkv: [B, T, 3C] → out: [B, T, C] and lse:
@@ -132,7 +148,24 @@ pub fn flash_attention_forward_masked(
     causal: bool,
 ) -> Result<Plan> {
     let dims = flash_dims("flash_attention_forward", qkv, heads)?;
-    forward_rows_masked(gpu, qkv, out, lse, heads, forward_rows(&dims), causal)
+    forward_rows_masked(gpu, qkv, out, lse, heads, forward_rows(&dims), causal, None)
+}
+
+/// [`flash_attention_forward_masked`] with attention dropout (training): out = Σ_j P_ij M_ij v_j
+/// (M: `dropout`'s mask, 0 or 1/(1 − rate)), lse the softmax's as without (the mask weighs the
+/// values, not the running sum). [`flash_attention_backward_dropout`] redraws the same mask.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_forward_dropout(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    heads: usize,
+    causal: bool,
+    dropout: &AttentionDropout,
+) -> Result<Plan> {
+    let dims = flash_dims("flash_attention_forward", qkv, heads)?;
+    forward_rows_masked(gpu, qkv, out, lse, heads, forward_rows(&dims), causal, Some(dropout))
 }
 
 /// [`flash_attention_forward`] with `rows` (1, 2 or 4) query rows per invocation, within the loop
@@ -145,10 +178,11 @@ pub fn flash_attention_forward_rows(
     heads: usize,
     rows: usize,
 ) -> Result<Plan> {
-    forward_rows_masked(gpu, qkv, out, lse, heads, rows, true)
+    forward_rows_masked(gpu, qkv, out, lse, heads, rows, true, None)
 }
 
-/// [`flash_attention_forward_rows`], causal or not.
+/// [`flash_attention_forward_rows`], causal or not, with dropout or without.
+#[allow(clippy::too_many_arguments)]
 fn forward_rows_masked(
     gpu: &Gpu,
     qkv: &Tensor,
@@ -157,18 +191,29 @@ fn forward_rows_masked(
     heads: usize,
     rows: usize,
     causal: bool,
+    dropout: Option<&AttentionDropout>,
 ) -> Result<Plan> {
     const OP: &str = "flash_attention_forward";
     let dims = AttentionDims { causal, ..flash_dims(OP, qkv, heads)? };
     check_rows(OP, &dims, rows, forward_loop_count(&dims, rows))?;
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
-    disjoint(OP, &[("qkv", qkv), ("out", out), ("lse", lse)])?;
     let dummy = dummy(gpu)?;
-    let bindings = [qkv, out, lse, &dummy, &dummy, &dummy];
+    let step = match dropout {
+        Some(d) => {
+            d.check(OP)?;
+            disjoint(OP, &[("qkv", qkv), ("out", out), ("lse", lse), ("step", d.step)])?;
+            d.step
+        }
+        None => {
+            disjoint(OP, &[("qkv", qkv), ("out", out), ("lse", lse)])?;
+            &dummy
+        }
+    };
+    let bindings = [qkv, out, lse, &dummy, &dummy, &dummy, step];
     let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);
-    let (family, constants) = specialise(&dims, &bindings, rows);
-    Ok(dispatch(gpu, family, OP, &constants, &dims.params(), &bindings, grid)?.into())
+    let (family, constants) = specialise(&dims, &bindings, rows, dropout.is_some());
+    Ok(dispatch(gpu, family, OP, &constants, &dims.params(dropout), &bindings, grid)?.into())
 }
 
 /// The gradient of [`flash_attention_forward`].  dout, out: [B, T, C], qkv: [B, T, 3C], lse:
@@ -204,7 +249,27 @@ pub fn flash_attention_backward_masked(
     causal: bool,
 ) -> Result<Plan> {
     let dims = flash_dims("flash_attention_backward", qkv, heads)?;
-    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, dq_rows(&dims), causal)
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, dq_rows(&dims), causal, None)
+}
+
+/// The gradient of [`flash_attention_forward_dropout`] (the same `dropout`, step and lag: the
+/// same mask): dP = (dout_i·v_j) M_ij, dS = P (dP − D_i) with D_i = dout_i·out_i as without,
+/// dv_j = Σ_i P M dout_i.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_dropout(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    delta: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    causal: bool,
+    dropout: &AttentionDropout,
+) -> Result<Plan> {
+    let dims = flash_dims("flash_attention_backward", qkv, heads)?;
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, dq_rows(&dims), causal, Some(dropout))
 }
 
 /// [`flash_attention_backward`] with `rows` (1, 2 or 4) query rows per dq invocation, within the
@@ -221,11 +286,18 @@ pub fn flash_attention_backward_rows(
     heads: usize,
     rows: usize,
 ) -> Result<Plan> {
-    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, rows, true)
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, rows, true, None)
 }
 
 /// [`flash_attention_backward_rows`], causal or not; `tensors`: dout, qkv, out, lse, delta, dqkv.
-fn backward_rows_masked(gpu: &Gpu, tensors: [&Tensor; 6], heads: usize, rows: usize, causal: bool) -> Result<Plan> {
+fn backward_rows_masked(
+    gpu: &Gpu,
+    tensors: [&Tensor; 6],
+    heads: usize,
+    rows: usize,
+    causal: bool,
+    dropout: Option<&AttentionDropout>,
+) -> Result<Plan> {
     const OP: &str = "flash_attention_backward";
     let [dout, qkv, out, lse, delta, dqkv] = tensors;
     let dims = AttentionDims { causal, ..flash_dims(OP, qkv, heads)? };
@@ -235,15 +307,24 @@ fn backward_rows_masked(gpu: &Gpu, tensors: [&Tensor; 6], heads: usize, rows: us
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
     dims.expect(OP, "delta", delta, &dims.rows_shape())?;
     dims.expect(OP, "dqkv", dqkv, &dims.qkv_shape())?;
-    let named = [("dout", dout), ("qkv", qkv), ("out", out), ("lse", lse), ("delta", delta), ("dqkv", dqkv)];
+    let mut named = vec![("dout", dout), ("qkv", qkv), ("out", out), ("lse", lse), ("delta", delta), ("dqkv", dqkv)];
+    let dummy = dummy(gpu)?;
+    let step = match dropout {
+        Some(d) => {
+            d.check(OP)?;
+            named.push(("step", d.step));
+            d.step
+        }
+        None => &dummy,
+    };
     disjoint(OP, &named)?;
-    let bindings = [qkv, out, lse, dout, delta, dqkv];
-    let params = dims.params();
+    let bindings = [qkv, out, lse, dout, delta, dqkv, step];
+    let params = dims.params(dropout);
     let mut plan = Plan::new();
-    let (family, constants) = specialise(&dims, &bindings, rows);
+    let (family, constants) = specialise(&dims, &bindings, rows, dropout.is_some());
     let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);
     plan.push(dispatch(gpu, family, "flash_attention_backward_dq", &constants, &params, &bindings, grid)?);
-    let (family, constants) = specialise(&dims, &bindings, 1);
+    let (family, constants) = specialise(&dims, &bindings, 1, dropout.is_some());
     let grid = grid_1d(gpu, lse.len(), WG);
     plan.push(dispatch(gpu, family, "flash_attention_backward_dkv", &constants, &params, &bindings, grid)?);
     Ok(plan)

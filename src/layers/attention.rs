@@ -6,8 +6,8 @@
 //! the batch's `rows·T` tokens; the CPU reference is the CPU matmul and `cpu::attention`.
 //!
 //! Without the causal mask (`causal: false`, Keras' default) every token attends to every token.
-//! Attention dropout is not offered: nanoGPT's CPU recipe, the one this serves first, runs with
-//! dropout 0.
+//! Attention dropout ([`MultiHeadAttention::with_dropout`], nanoGPT's `attn_dropout`) drops
+//! probabilities while training only, with a mask drawn from the step as the dropout layer's.
 
 use super::dense::{self, DenseInput};
 use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
@@ -19,7 +19,7 @@ use crate::error::{Result, WgnnError};
 use crate::host_memory::{self, checked_bytes, checked_product};
 use crate::init::Initializer;
 use crate::kernels::attention_choice::{choose_attention_kernel, AttentionBuffers, AttentionKernel};
-use crate::kernels::attention_dims::AttentionDims;
+use crate::kernels::attention_dims::{AttentionDims, AttentionDropout};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,10 @@ pub struct MultiHeadAttention {
     pub proj_init: Initializer,
     /// The attention kernels to run; None: [`choose_attention_kernel`]'s pick for the batch.
     pub kernel: Option<AttentionKernel>,
+    /// Attention dropout's rate while training (0: none), as PyTorch's
+    /// `scaled_dot_product_attention(dropout_p)`: each probability dropped, or kept and scaled by
+    /// 1/(1 − rate), before it weighs its value. Not in `evaluate`, `predict` or `generate`.
+    pub dropout: f32,
 }
 
 impl MultiHeadAttention {
@@ -49,7 +53,21 @@ impl MultiHeadAttention {
     /// per batch.
     pub fn new(heads: usize, causal: bool) -> MultiHeadAttention {
         let normal = Initializer::Normal { mean: 0.0, std: NANOGPT_STD };
-        MultiHeadAttention { heads, causal, use_bias: true, init: normal, proj_init: normal, kernel: None }
+        MultiHeadAttention {
+            heads,
+            causal,
+            use_bias: true,
+            init: normal,
+            proj_init: normal,
+            kernel: None,
+            dropout: 0.0,
+        }
+    }
+
+    /// Attention dropout of `rate` (in [0, 1)) on the probabilities while training (nanoGPT's
+    /// `attn_dropout`); `build` refuses a rate outside [0, 1).
+    pub fn with_dropout(self, rate: f32) -> MultiHeadAttention {
+        MultiHeadAttention { dropout: rate, ..self }
     }
 
     /// nanoGPT's GPT-2 init of the output projection in a model of `n_layer` blocks: its
@@ -69,6 +87,9 @@ impl MultiHeadAttention {
         if !self.use_bias {
             s.push_str(", no bias");
         }
+        if self.dropout != 0.0 {
+            s.push_str(&format!(", dropout {}", self.dropout));
+        }
         if let Some(k) = self.kernel {
             s.push_str(&format!(", {} kernels", k.name()));
         }
@@ -78,6 +99,9 @@ impl MultiHeadAttention {
     pub(super) fn validate(&self, op: &str) -> Result<()> {
         if self.heads == 0 {
             return Err(WgnnError::invalid(op, "heads must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(WgnnError::invalid(op, format!("dropout rate must be in [0, 1), got {}", self.dropout)));
         }
         Ok(())
     }
@@ -142,12 +166,19 @@ pub(crate) struct Saved {
     /// `clear` or `flash` where the kernels were forced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kernel: Option<String>,
+    /// Attention dropout's rate; absent (files written before it existed, or none): 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    dropout: f32,
+}
+
+fn is_zero(rate: &f32) -> bool {
+    *rate == 0.0
 }
 
 impl MultiHeadAttention {
     pub(crate) fn saved(&self) -> Saved {
         let kernel = self.kernel.map(|k| k.name().to_string());
-        Saved { heads: self.heads, causal: self.causal, use_bias: self.use_bias, kernel }
+        Saved { heads: self.heads, causal: self.causal, use_bias: self.use_bias, kernel, dropout: self.dropout }
     }
 }
 
@@ -165,7 +196,7 @@ impl Saved {
             }
         };
         let layer = MultiHeadAttention::new(self.heads, self.causal);
-        Ok(MultiHeadAttention { use_bias: self.use_bias, kernel, ..layer })
+        Ok(MultiHeadAttention { use_bias: self.use_bias, kernel, dropout: self.dropout, ..layer })
     }
 }
 
@@ -179,7 +210,8 @@ struct Weights {
 
 /// The layer's own per-batch tensors, from [`CoreBuffers::own`] in this order: qkv `[rows, T,
 /// 3C]`, att `[rows, T, C]` (the attention's output, the projection's input), the kernels'
-/// saved rows and scratch, and when training d(att) and dqkv.
+/// saved rows and scratch, and when training d(att), dqkv and (the clear kernels with dropout)
+/// the dropped probabilities.
 struct Kept {
     qkv: Tensor,
     att: Tensor,
@@ -227,7 +259,7 @@ impl MultiHeadAttention {
         Ok(Kept {
             qkv: get(0)?,
             att: get(1)?,
-            attention: AttentionBuffers { kernel, dims, saved, scratch: get(3)? },
+            attention: AttentionBuffers { kernel, dims, saved, scratch: get(3)?, dropped: own.get(6).cloned() },
             datt: own.get(4).cloned(),
             dqkv: own.get(5).cloned(),
         })
@@ -261,7 +293,8 @@ impl StepCore for MultiHeadAttention {
             });
         }
         let kernel = self.kernel.unwrap_or_else(|| choose_attention_kernel(gpu, &dims));
-        let attention = AttentionBuffers::new(gpu, dims, kernel).map_err(|e| match e {
+        let dropout = training && self.dropout > 0.0;
+        let attention = AttentionBuffers::with_dropout(gpu, dims, kernel, dropout).map_err(|e| match e {
             WgnnError::DeviceLimit { what, amount, unit, limit, limit_name, .. } => {
                 let what = format!("{what} for a batch of {rows} rows");
                 WgnnError::DeviceLimit { op: op.clone(), what, amount, unit, limit, limit_name }
@@ -278,6 +311,7 @@ impl StepCore for MultiHeadAttention {
             own.push(Tensor::zeros(gpu, &[rows, t, c])?);
             own.push(Tensor::zeros(gpu, &qkv_shape)?);
         }
+        own.extend(attention.dropped);
         Ok(CoreBuffers { own, ..Default::default() })
     }
 
@@ -288,7 +322,7 @@ impl StepCore for MultiHeadAttention {
         let (x, qkv, att) = (c.input.reshape(&[m, ch])?, k.qkv.reshape(&[m, 3 * ch])?, k.att.reshape(&[m, ch])?);
         let id = Activation::Identity;
         let mut plan = dense::forward_gpu(c.gpu, DenseInput::Stored(&x), &w.w_qkv, w.b_qkv.as_ref(), &qkv, id)?;
-        plan.extend(k.attention.forward(c.gpu, &k.qkv, &k.att)?);
+        plan.extend(k.attention.forward_with(c.gpu, &k.qkv, &k.att, self.gpu_dropout(c, &k).as_ref())?);
         let y = out.reshape(&[m, ch])?;
         plan.extend(dense::forward_gpu(c.gpu, DenseInput::Stored(&att), &w.w_proj, w.b_proj.as_ref(), &y, id)?);
         Ok(plan)
@@ -305,7 +339,7 @@ impl StepCore for MultiHeadAttention {
         let gpu = c.gpu;
         let mut plan = dense::backward_params_gpu(gpu, DenseInput::Stored(&att), &dy, &dw.w_proj, dw.b_proj.as_ref())?;
         plan.extend(dense::backward_input_gpu(gpu, &dy, &w.w_proj, &datt2, None)?);
-        plan.extend(k.attention.backward(gpu, datt, &k.qkv, &k.att, dqkv)?);
+        plan.extend(k.attention.backward_with(gpu, [datt, &k.qkv, &k.att, dqkv], self.gpu_dropout(c, &k).as_ref())?);
         let (x, dqkv2) = (c.input.reshape(&[m, ch])?, dqkv.reshape(&[m, 3 * ch])?);
         plan.extend(dense::backward_params_gpu(gpu, DenseInput::Stored(&x), &dqkv2, &dw.w_qkv, dw.b_qkv.as_ref())?);
         Ok(plan)
@@ -351,8 +385,11 @@ impl StepCore for MultiHeadAttention {
         let w = CpuWeights::of(c, ch)?;
         let (dw_proj, db_proj) = dense::backward_params_cpu(&pass.att, dy, m, ch, w.b_proj.is_some());
         let datt = dense::backward_input_cpu(dy, w.w_proj, m, ch);
-        let dqkv =
-            cpu::attention_backward_masked(&datt, &pass.qkv, &pass.probs, c.rows, t, ch, self.heads, self.causal);
+        let (probs, causal) = (&pass.probs, self.causal);
+        let dqkv = match self.cpu_dropout(c) {
+            Some(d) => cpu::attention_backward_dropout(&datt, &pass.qkv, probs, c.rows, t, ch, self.heads, causal, &d),
+            None => cpu::attention_backward_masked(&datt, &pass.qkv, probs, c.rows, t, ch, self.heads, causal),
+        };
         let (dw_qkv, db_qkv) = dense::backward_params_cpu(c.input, &dqkv, m, 3 * ch, w.b_qkv.is_some());
         for (name, values) in
             [("w_qkv", Some(dw_qkv)), ("b_qkv", db_qkv), ("w_proj", Some(dw_proj)), ("b_proj", db_proj)]
@@ -408,7 +445,27 @@ impl MultiHeadAttention {
         host_memory::check_counted("multi_head_attention", what, values.and_then(|v| checked_bytes(v, 4)))?;
         let w = CpuWeights::of(c, ch)?;
         let qkv = dense::forward_cpu(c.input, w.w_qkv, w.b_qkv, c.rows * t, 3 * ch, Activation::Identity);
-        let (att, probs, _) = cpu::attention_forward_masked(&qkv, c.rows, t, ch, self.heads, self.causal);
+        let (att, probs, _) = match self.cpu_dropout(c) {
+            Some(d) => cpu::attention_forward_dropout(&qkv, c.rows, t, ch, self.heads, self.causal, &d),
+            None => cpu::attention_forward_masked(&qkv, c.rows, t, ch, self.heads, self.causal),
+        };
         Ok(CpuPass { qkv, att, probs })
+    }
+
+    /// The dropout of a training pass with a rate (the GPU's: its buffers say it trains).
+    fn gpu_dropout<'a>(&self, c: &'a GpuCore, k: &Kept) -> Option<AttentionDropout<'a>> {
+        let m = &c.masks;
+        (self.dropout > 0.0 && k.datt.is_some()).then_some(AttentionDropout {
+            rate: self.dropout,
+            seed: m.seed,
+            step: &m.step,
+            lag: m.lag,
+        })
+    }
+
+    /// The dropout of a training pass with a rate, on the CPU.
+    fn cpu_dropout(&self, c: &CpuCore) -> Option<cpu::AttentionDropout> {
+        let step = c.step.filter(|_| self.dropout > 0.0)?;
+        Some(cpu::AttentionDropout { rate: self.dropout, seed: c.mask_seed, t: step })
     }
 }

@@ -34,6 +34,13 @@ pub(crate) fn seed(model_seed: u64, layers: &[super::Layer], index: usize) -> u3
     (mixed ^ (mixed >> 32)) as u32
 }
 
+/// The seed of the masks layer `index` draws itself (multi-head attention's dropout), in a model
+/// seeded `model_seed`: keyed past every dropout layer's keys.
+pub(crate) fn own_seed(model_seed: u64, index: usize) -> u32 {
+    let mixed = model_seed ^ (((1u64 << 21) + index as u64) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed ^ (mixed >> 32)) as u32
+}
+
 /// One training batch's dropout tensors, each `[rows, features]`.
 pub(crate) struct DropoutBuffers {
     pub(crate) dropped: Tensor,

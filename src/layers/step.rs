@@ -48,6 +48,15 @@ pub(crate) struct CoreBuffers {
     pub(crate) own: Vec<Tensor>,
 }
 
+/// What a core that draws dropout masks of its own (multi-head attention's) keys them on: its
+/// seed, and the step t = `step[0]` − `lag` (`step`: the global counter, u32 `[1]`), as the
+/// dropout layer's masks. Whether it drops at all is the core's: only in a training pass.
+pub(crate) struct CoreMasks {
+    pub(crate) seed: u32,
+    pub(crate) step: Tensor,
+    pub(crate) lag: u32,
+}
+
 /// One core's view of a GPU pass over a batch.
 pub(crate) struct GpuCore<'a> {
     pub(crate) gpu: &'a Gpu,
@@ -63,6 +72,7 @@ pub(crate) struct GpuCore<'a> {
     pub(crate) input: &'a Tensor,
     pub(crate) gathered: Option<&'a GatheredA<'a>>,
     pub(crate) buffers: &'a CoreBuffers,
+    pub(crate) masks: CoreMasks,
 }
 
 impl GpuCore<'_> {
@@ -84,6 +94,10 @@ pub(crate) struct CpuCore<'a> {
     pub(crate) params: &'a [f32],
     /// The core's input `[rows, inputs]`.
     pub(crate) input: &'a [f32],
+    /// The seed of the core's own dropout masks ([`CoreMasks`]).
+    pub(crate) mask_seed: u32,
+    /// Training: the step the masks are drawn at; None in `evaluate` and `predict`.
+    pub(crate) step: Option<u32>,
 }
 
 /// A layer's computation in the step. Gradients follow llm.c's convention: a parameter's is

@@ -370,8 +370,9 @@ impl SequentialBuilder {
             }
             shapes.push(next);
         }
-        // Dropout or batch norm after the last dense layer would act on the outputs themselves.
-        let last_dense = self.layers.iter().rposition(|l| matches!(l, Layer::Dense(_)));
+        // Dropout or batch norm after the last dense layer (or a head tied to the embedding) would
+        // act on the outputs themselves.
+        let last_dense = self.layers.iter().rposition(|l| matches!(l, Layer::Dense(_) | Layer::TiedDense(_)));
         for (i, layer) in self.layers.iter().enumerate().skip(last_dense.map_or(0, |d| d + 1)) {
             let what = match layer {
                 Layer::Dropout(_) => "dropout on the output layer would drop outputs",

@@ -364,7 +364,7 @@ impl Sequential {
         }
         for i in (0..self.blocks.len()).rev() {
             let in_place = if i == 0 { gathered_input.as_ref() } else { None };
-            plan.extend(self.block_backward(i, buf, in_place, !(fused_output && i == last))?);
+            plan.extend(self.block_backward(i, buf, in_place, !(fused_output && i == last), u32::from(!guarded))?);
         }
         Ok(plan)
     }

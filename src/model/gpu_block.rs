@@ -6,7 +6,7 @@ use super::batch_buffers::{BatchBuffers, BlockBuffers};
 use super::fusion::{act_grad_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
-use crate::layers::step::{GpuCore, StepCore};
+use crate::layers::step::{CoreMasks, GpuCore, StepCore};
 use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
@@ -16,21 +16,23 @@ fn per_channel(t: &Tensor, norm: &BlockNorm) -> Result<Tensor> {
 
 impl Sequential {
     /// Block `i`'s core as the GPU pass over `buf` sees it, if it is a layer's (see
-    /// [`crate::layers::step`]): the core, and its view of the pass.
+    /// [`crate::layers::step`]): the core, and its view of the pass (its own masks keyed on
+    /// t − `lag`).
     fn gpu_core<'a>(
         &'a self,
         i: usize,
         buf: &'a BatchBuffers,
         input: &'a Tensor,
         gathered: Option<&'a GatheredA<'a>>,
+        lag: u32,
     ) -> Result<Option<(&'a dyn StepCore, GpuCore<'a>)>> {
         let g = self.gpu_state()?;
         let (gpu, params) = (&g.gpu, &g.params);
         let bb = &buf.blocks[i];
-        Ok(self.blocks[i].core.step().map(|(core, at)| {
-            let padded_rows = buf.padded_rows;
-            (core, GpuCore { gpu, rows: buf.rows(), padded_rows, at, params, input, gathered, buffers: &bb.core })
-        }))
+        let Some((core, at)) = self.blocks[i].core.step() else { return Ok(None) };
+        let masks = CoreMasks { seed: self.core_mask_seed(i), step: g.step_t()?, lag };
+        let (rows, padded_rows, buffers) = (buf.rows(), buf.padded_rows, &bb.core);
+        Ok(Some((core, GpuCore { gpu, rows, padded_rows, at, params, input, gathered, buffers, masks })))
     }
 
     pub(super) fn norm_params(flat: &Tensor, n: &BlockNorm) -> Result<NormParams> {
@@ -58,7 +60,7 @@ impl Sequential {
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
         let core_act = if block.act_in_core(act, buf.training) { act } else { Activation::Identity };
-        if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered)? {
+        if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered, lag)? {
             plan.extend(core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?);
         }
         if let Core::Add { shortcut } = block.core {
@@ -145,13 +147,15 @@ impl Sequential {
     /// Block `i`'s backward from its dz (written by the loss, or by the block above and finished
     /// here): batch norm's backward, its parameters' gradients, and (`input_grad`) the gradient
     /// w.r.t. its input into the block below's sink. `gathered`: the first block's input read
-    /// from the data set in place, over the padded rows.
+    /// from the data set in place, over the padded rows. `lag`: the forward's (a core's own
+    /// dropout masks are redrawn from t − lag).
     pub(super) fn block_backward(
         &self,
         i: usize,
         buf: &BatchBuffers,
         gathered: Option<&GatheredA>,
         input_grad: bool,
+        lag: u32,
     ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
@@ -168,7 +172,7 @@ impl Sequential {
             plan.extend(batch_norm::backward_gpu(gpu, &dz, &x, &p, nb, &d.gamma, &d.beta)?);
         }
         let dlin = &Self::core_grad(i, buf)?;
-        let core = self.gpu_core(i, buf, &bb.input, gathered)?;
+        let core = self.gpu_core(i, buf, &bb.input, gathered, lag)?;
         if let Some((core, c)) = &core {
             plan.extend(core.backward_params_gpu(c, &g.grads, dlin)?);
         }

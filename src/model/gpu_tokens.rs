@@ -52,7 +52,7 @@ impl Sequential {
         let last = self.blocks.len() - 1;
         plan.extend(self.loss_plan(buf, Some(buf.blocks[last].dz()?), &totals, 1.0 / buf.y.len() as f32)?);
         for i in (0..self.blocks.len()).rev() {
-            plan.extend(self.block_backward(i, buf, None, true)?);
+            plan.extend(self.block_backward(i, buf, None, true, u32::from(!guarded))?);
         }
         plan.extend(self.update_plan(buf, buf.y.len(), optimizer, guarded, clip_norm)?);
         Ok(plan)

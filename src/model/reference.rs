@@ -89,6 +89,14 @@ impl Sequential {
         host_memory::check_counted(op, what, bytes)
     }
 
+    /// The seed of block `i`'s core's own dropout masks (see [`crate::layers::step::CoreMasks`]):
+    /// keyed on the core's layer, so the same with and without fusion.
+    pub(super) fn core_mask_seed(&self, i: usize) -> u32 {
+        let range = self.blocks[i].layers.clone();
+        let layer = range.clone().find(|&l| self.layers[l].step_core().is_some()).unwrap_or(range.start);
+        dropout::own_seed(self.seed, layer)
+    }
+
     /// A forward pass over `rows` rows of x; with `step` (training) dropout draws the masks of
     /// that step and batch norm uses the batch's statistics. The caller checks its size with
     /// [`Sequential::check_cpu_pass`].
@@ -102,8 +110,10 @@ impl Sequential {
             let mut pass = CpuBlockPass::default();
             let core_out = match &block.core {
                 Core::Op { .. } => {
-                    let Some((step, at)) = block.core.step() else { return Err(no_step()) };
-                    let (y, argmax) = step.forward_cpu(&CpuCore { rows, at, params, input }, core_act)?;
+                    let Some((core, at)) = block.core.step() else { return Err(no_step()) };
+                    let mask_seed = self.core_mask_seed(i);
+                    let (y, argmax) =
+                        core.forward_cpu(&CpuCore { rows, at, params, input, mask_seed, step }, core_act)?;
                     pass.argmax = argmax;
                     y
                 }
@@ -249,9 +259,10 @@ impl Sequential {
             };
             let dinput = match &block.core {
                 Core::Op { .. } => {
-                    let Some((step, at)) = block.core.step() else { return Err(no_step()) };
-                    let c = CpuCore { rows, at, params: &params, input };
-                    step.backward_cpu(&c, &mut grads, &dlin, &pass.argmax, block.input.is_some())?
+                    let Some((core, at)) = block.core.step() else { return Err(no_step()) };
+                    let mask_seed = self.core_mask_seed(i);
+                    let c = CpuCore { rows, at, params: &params, input, mask_seed, step: Some(step) };
+                    core.backward_cpu(&c, &mut grads, &dlin, &pass.argmax, block.input.is_some())?
                 }
                 &Core::Add { shortcut } => {
                     send(&mut pending, shortcut, dlin.clone());
