@@ -74,6 +74,9 @@ pub(super) struct Block {
     pub(super) layers: Range<usize>,
     /// The block whose output this one reads (None: the batch); an earlier block.
     pub(super) input: Option<usize>,
+    /// A residual sum computed by its input block's matmul epilogue, where the buffers allow
+    /// (see [`sums_in_epilogues`]); its own forward then runs nothing.
+    pub(super) sum_in_epilogue: bool,
 }
 
 impl Block {
@@ -87,6 +90,7 @@ impl Block {
             outputs,
             layers: layer..layer + 1,
             input: None,
+            sum_in_epilogue: false,
         }
     }
 
@@ -96,6 +100,13 @@ impl Block {
     pub(super) fn act_in_core(&self, act: Activation, training: bool) -> bool {
         let epilogue = matches!(self.core, Core::Add { .. }) || self.core.step().is_some_and(|(s, _)| s.has_epilogue());
         epilogue && self.norm.is_none() && act.is_elementwise() && !(training && act.saves_input())
+    }
+
+    /// Whether the core writes `act` itself while training although the activation's backward
+    /// reads its input (a GELU): its epilogue writes that input too, into the core's own buffer.
+    pub(super) fn act_kept_by_core(&self, act: Activation, training: bool) -> bool {
+        let keeps = self.core.step().is_some_and(|(s, _)| s.has_extra_epilogues());
+        keeps && training && act.saves_input() && self.norm.is_none() && act.is_elementwise()
     }
 
     /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it (not
@@ -242,7 +253,38 @@ pub(super) fn blocks(
             reads[0].0 = Reads::Value(first.layers.start);
         }
     }
-    resolve(out, &reads)
+    let mut out = resolve(out, &reads)?;
+    if fuse {
+        sums_in_epilogues(&mut out);
+    }
+    Ok(out)
+}
+
+/// Marks each residual sum that its input block's matmul can add in its epilogue: the branch's
+/// last block a core with that epilogue ([`StepCore::has_extra_epilogues`]: a dense layer) and
+/// nothing after it (no activation, norm or dropout), read by the sum alone (not a fork), the sum
+/// without norm and with an activation that needs only its output (not a GELU), and the shortcut another block's output than the core's
+/// input (bound writable, it may not also be the core's read-only input). The core then writes
+/// the sum's output, and its dz is the sum's (one gradient for both).
+fn sums_in_epilogues(blocks: &mut [Block]) {
+    for j in 0..blocks.len() {
+        let (b, Core::Add { shortcut }) = (&blocks[j], &blocks[j].core) else { continue };
+        let Some(i) = b.input else { continue };
+        let branch = &blocks[i];
+        let core_adds = branch.core.step().is_some_and(|(s, _)| s.has_extra_epilogues());
+        // The sum's own activation goes in the epilogue too, where it needs only its output.
+        let sum_act = b.act.is_elementwise() && !b.act.saves_input();
+        let fold = core_adds
+            && branch.act == Activation::Identity
+            && branch.norm.is_none()
+            && branch.dropout.is_none()
+            && b.norm.is_none()
+            && sum_act
+            && !is_fork(blocks, i)
+            && *shortcut != branch.input
+            && *shortcut != Some(i);
+        blocks[j].sum_in_epilogue = fold;
+    }
 }
 
 /// Each block's input, and each sum's shortcut, as the index of the block it reads.
