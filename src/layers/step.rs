@@ -158,6 +158,26 @@ pub(crate) trait StepCore {
         below: Option<(&Tensor, Activation)>,
     ) -> Result<Plan>;
 
+    /// Whether [`StepCore::backward_input_adding_gpu`] runs: the input gradient's dispatch can
+    /// add another gradient of the same input (a layer norm's).
+    fn adds_to_input_grad(&self) -> bool {
+        false
+    }
+
+    /// [`StepCore::backward_input_gpu`] (with no activation's gradient below) writing
+    /// `addend` + the input's gradient into `dx`, in the same dispatch: a fork's two gradients
+    /// summed without a pass of their own (only where [`StepCore::adds_to_input_grad`]).
+    fn backward_input_adding_gpu(
+        &self,
+        _c: &GpuCore,
+        _params: &Tensor,
+        _dy: &Tensor,
+        _dx: &Tensor,
+        _addend: &Tensor,
+    ) -> Result<Plan> {
+        Err(crate::error::WgnnError::invalid("step", "an input gradient this core cannot add to (an internal error)"))
+    }
+
     /// The CPU forward: (act(f(input)), max pooling's argmax or nothing).
     fn forward_cpu(&self, c: &CpuCore, act: Activation) -> Result<(Vec<f32>, Vec<u32>)>;
 

@@ -32,8 +32,7 @@ pub(super) struct BlockBuffers {
     /// What the core needs beyond its output (max pooling's argmax, a convolution's patches).
     pub(super) core: CoreBuffers,
     /// A residual sum whose input block's epilogue computes it ([`Block::sum_in_epilogue`], the
-    /// buffers allowing): its forward runs nothing, and its backward hands its gradient to that
-    /// block by sharing dz.
+    /// buffers allowing): its forward runs nothing.
     pub(super) sum_in_epilogue: bool,
     /// The block whose epilogue computes the sum above it: (the sum's output, the shortcut, the
     /// sum's block).
@@ -205,10 +204,10 @@ impl BatchBuffers {
                 if !residual.same_buffer(&built[j].input) {
                     bb.sum_in_epilogue = true;
                     built[j].residual_out = Some((bb.h.clone(), residual, i));
-                    if let Some(dz) = &bb.dz {
-                        built[j].dz = Some(dz.clone());
-                    }
                 }
+            }
+            if let (true, Some(j), Some(dz)) = (block.shares_input_grad, block.input, &bb.dz) {
+                built[j].dz = Some(dz.clone());
             }
             built.push(bb);
         }

@@ -77,6 +77,12 @@ pub(super) struct Block {
     /// A residual sum computed by its input block's matmul epilogue, where the buffers allow
     /// (see [`sums_in_epilogues`]); its own forward then runs nothing.
     pub(super) sum_in_epilogue: bool,
+    /// A residual sum whose input block's gradient is its own (that block read by the sum alone,
+    /// nothing after its core): both share one dz, and the sum's backward copies nothing there.
+    pub(super) shares_input_grad: bool,
+    /// A fork whose gradients its earlier reader's input-gradient dispatch sums (see
+    /// [`fork_summed_by_reader`]).
+    pub(super) grads_summed_by_reader: bool,
 }
 
 impl Block {
@@ -91,6 +97,8 @@ impl Block {
             layers: layer..layer + 1,
             input: None,
             sum_in_epilogue: false,
+            shares_input_grad: false,
+            grads_summed_by_reader: false,
         }
     }
 
@@ -256,6 +264,9 @@ pub(super) fn blocks(
     let mut out = resolve(out, &reads)?;
     if fuse {
         sums_in_epilogues(&mut out);
+        for j in 0..out.len() {
+            out[j].grads_summed_by_reader = summing_reader(&out, j).is_some();
+        }
     }
     Ok(out)
 }
@@ -265,7 +276,8 @@ pub(super) fn blocks(
 /// nothing after it (no activation, norm or dropout), read by the sum alone (not a fork), the sum
 /// without norm and with an activation that needs only its output (not a GELU), and the shortcut another block's output than the core's
 /// input (bound writable, it may not also be the core's read-only input). The core then writes
-/// the sum's output, and its dz is the sum's (one gradient for both).
+/// the sum's output. Wherever the branch's last block has nothing after its core and only the
+/// sum reads it, whatever the core, its dz is the sum's (one gradient for both): no copy.
 fn sums_in_epilogues(blocks: &mut [Block]) {
     for j in 0..blocks.len() {
         let (b, Core::Add { shortcut }) = (&blocks[j], &blocks[j].core) else { continue };
@@ -274,16 +286,14 @@ fn sums_in_epilogues(blocks: &mut [Block]) {
         let core_adds = branch.core.step().is_some_and(|(s, _)| s.has_extra_epilogues());
         // The sum's own activation goes in the epilogue too, where it needs only its output.
         let sum_act = b.act.is_elementwise() && !b.act.saves_input();
-        let fold = core_adds
-            && branch.act == Activation::Identity
+        let shares = branch.act == Activation::Identity
             && branch.norm.is_none()
             && branch.dropout.is_none()
             && b.norm.is_none()
-            && sum_act
-            && !is_fork(blocks, i)
-            && *shortcut != branch.input
-            && *shortcut != Some(i);
+            && !is_fork(blocks, i);
+        let fold = shares && core_adds && sum_act && *shortcut != branch.input && *shortcut != Some(i);
         blocks[j].sum_in_epilogue = fold;
+        blocks[j].shares_input_grad = shares;
     }
 }
 
@@ -362,6 +372,26 @@ pub(super) fn is_fork(blocks: &[Block], j: usize) -> bool {
 pub(super) fn act_grad_by_reader(blocks: &[Block], j: usize) -> bool {
     !is_fork(blocks, j)
         && readers(blocks, j).all(|(c, _)| blocks[c].core.step().is_none_or(|(core, _)| core.fuses_act_grad()))
+}
+
+/// Where fork `j`'s two gradients can be summed by its earlier reader's input-gradient dispatch
+/// (a core that adds, [`StepCore::adds_to_input_grad`]: a layer norm's) instead of a pass of
+/// their own: exactly two readers, the other a residual sum, later in the list (its backward
+/// runs first, so its gradient is whole by then). (the reader that adds, the sum.)
+pub(super) fn fork_summed_by_reader(blocks: &[Block], j: usize) -> Option<(usize, usize)> {
+    blocks[j].grads_summed_by_reader.then(|| summing_reader(blocks, j)).flatten()
+}
+
+/// [`fork_summed_by_reader`]'s answer where the step fuses.
+fn summing_reader(blocks: &[Block], j: usize) -> Option<(usize, usize)> {
+    let mut readers = readers(blocks, j);
+    let (first, second) = (readers.next()?, readers.next()?);
+    if readers.next().is_some() || first.0 == second.0 || first.1 {
+        return None;
+    }
+    let (r, sum) = (first.0, second.0);
+    let adds = blocks[r].core.step().is_some_and(|(s, _)| s.adds_to_input_grad());
+    (adds && matches!(blocks[sum].core, Core::Add { .. })).then_some((r, sum))
 }
 
 /// Whether the batch is read by more than one block (a residual sum's shortcut from the input).

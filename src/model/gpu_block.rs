@@ -3,7 +3,7 @@
 //! of the gradients a fork's readers wrote.
 
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
-use super::fusion::{act_grad_by_reader, is_fork, readers, BlockNorm, Core};
+use super::fusion::{act_grad_by_reader, fork_summed_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
 use crate::layers::step::{EpilogueExtra, GpuCore, StepCore};
@@ -134,7 +134,8 @@ impl Sequential {
         let bb = &buf.blocks[i];
         let dz = bb.dz()?;
         let mut plan = Plan::new();
-        if is_fork(&self.blocks, i) {
+        // A fork's gradients are summed here, unless its reader that adds did it.
+        if is_fork(&self.blocks, i) && fork_summed_by_reader(&self.blocks, i).is_none() {
             plan.extend(self.sum_fork_grads(i, buf)?);
         }
         if self.act_grad_fused_above(i) || act == Activation::Identity {
@@ -187,8 +188,8 @@ impl Sequential {
         if let Core::Add { shortcut } = block.core {
             // The sum's gradient is each operand's: written (through the operand's activation)
             // into its block's sink, or, for a fork, read from dlin where the fork sums.
-            // An input whose epilogue added the sum shares its dz: nothing to hand it.
-            let input = block.input.filter(|_| !bb.sum_in_epilogue);
+            // An input that shares the sum's dz has its gradient already.
+            let input = block.input.filter(|_| !block.shares_input_grad);
             for j in [input, shortcut].into_iter().flatten().filter(|&j| !is_fork(&self.blocks, j)) {
                 let below = &buf.blocks[j];
                 let (target, fused) = self.output_grad_sink(j, below)?;
@@ -199,6 +200,15 @@ impl Sequential {
         }
         if let (true, Some(j)) = (input_grad, block.input) {
             let below = &buf.blocks[j];
+            // The fork below summed by this block's input gradient: into the fork's sink, the
+            // sum's gradient added on the way.
+            if let (Some((_, sum)), Some((core, c))) =
+                (fork_summed_by_reader(&self.blocks, j).filter(|&(r, _)| r == i), &core)
+            {
+                let (target, _) = self.output_grad_sink(j, below)?;
+                plan.extend(core.backward_input_adding_gpu(c, &g.params, dlin, target, &Self::core_grad(sum, buf)?)?);
+                return Ok(plan);
+            }
             let (target, fused) = match &bb.dinput {
                 Some(own) => (own, None),
                 None => self.output_grad_sink(j, below)?,
