@@ -1387,6 +1387,28 @@ fn main() {
     ] {
         bench_matmul(&mut bench, &mut rng, shape, form);
     }
+    // char_gpt's step (batch 12 × block 64 = 768 tokens, width 128, 4C = 512, vocabulary 65):
+    // the forward's q/k/v, attention output, MLP and tied head products; the input gradients
+    // dX = dZ·Wᵀ (the head's dZ·table); the weight gradients dW = Xᵀ·dZ (the head's dZᵀ·X).
+    for (shape, form) in [
+        ((768, 128, 384), NN),
+        ((768, 128, 128), NN),
+        ((768, 128, 512), NN),
+        ((768, 512, 128), NN),
+        ((768, 128, 65), NT),
+        ((768, 384, 128), NT),
+        ((768, 128, 128), NT),
+        ((768, 512, 128), NT),
+        ((768, 128, 512), NT),
+        ((768, 65, 128), NN),
+        ((128, 768, 384), TN),
+        ((128, 768, 128), TN),
+        ((128, 768, 512), TN),
+        ((512, 768, 128), TN),
+        ((65, 768, 128), TN),
+    ] {
+        bench_matmul(&mut bench, &mut rng, shape, form);
+    }
     // The training step's weight gradients with their bias gradients, at batch 32 and 256.
     for shape in [(784, 32, 64), (784, 256, 64), (64, 32, 64), (64, 256, 64), (64, 32, 10), (64, 256, 10)] {
         bench_matmul_column_sum(&mut bench, &mut rng, shape);

@@ -6,6 +6,8 @@
 //                          y; mean[r] and rstd[r] kept for the backward
 //   ln_backward_dx:        one workgroup per row, with x̂ = (x − μ)·rstd, g = dy·γ:
 //                          dx = rstd·(g − mean(g) − x̂·mean(g·x̂))     (overwrites dx)
+//                          ADD_TO_DX: dx = addend + that (a fork's other gradient, summed here
+//                          instead of by a pass of its own)
 //   ln_backward_partials:  per (column, chunk k of rows): part[k, c] = Σ dy·x̂, part[K + k, c] = Σ dy
 //   ln_backward_finalize:  per column, the K partials summed in order: dγ (+)= Σ dy·x̂, dβ (+)= Σ dy
 //   ln_forward_rows, ln_backward_dx_rows: the row kernels with one invocation per row and no
@@ -22,6 +24,7 @@ override HAS_GAMMA: bool = true;   // forward, backward_dx: γ given (else 1)
 override HAS_BETA: bool = true;    // forward: β given (else 0)
 override WRITE_DGAMMA: bool = true;  // finalize: write dγ
 override WRITE_DBETA: bool = true;   // finalize: write dβ
+override ADD_TO_DX: bool = false;    // backward_dx: add `addend` to dx
 
 struct Params {
     rows: u32,
@@ -45,6 +48,14 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;    // y, dx [rows, cols]; the partials [2K, cols]
 @group(0) @binding(7) var<storage, read_write> dgamma: array<f32>; // [cols]
 @group(0) @binding(8) var<storage, read_write> dbeta: array<f32>;  // [cols]
+// backward_dx with ADD_TO_DX (which binds no dγ): added to dx [rows, cols].
+@group(0) @binding(7) var<storage, read_write> addend: array<f32>;
+
+// What the dx kernels store at index i.
+fn dx_value(i: u32, v: f32) -> f32 {
+    if (ADD_TO_DX) { return addend[i] + v; }
+    return v;
+}
 
 var<workgroup> red: array<vec2<f32>, WG>;
 
@@ -120,7 +131,7 @@ fn ln_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         var g = b[base + c];
         if (HAS_GAMMA) { g *= gamma[c]; }
         let xhat = (x[base + c] - m) * rs;
-        out[base + c] = rs * (g - means.x - xhat * means.y);
+        out[base + c] = dx_value(base + c, rs * (g - means.x - xhat * means.y));
     }
 }
 
@@ -177,7 +188,7 @@ fn ln_backward_dx_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         var g = b[base + c];
         if (HAS_GAMMA) { g *= gamma[c]; }
         let xhat = (x[base + c] - m) * rs;
-        out[base + c] = rs * (g - means.x - xhat * means.y);
+        out[base + c] = dx_value(base + c, rs * (g - means.x - xhat * means.y));
     }
 }
 

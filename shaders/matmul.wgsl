@@ -6,6 +6,9 @@
 //   1: C = act(A·B + bias)          bias: [N] (HAS_BIAS)
 //   2: C = (A·B) ⊙ act'(Y)          Y: [M, N], what `act`'s forward saved: its output, or its
 //                                   input for the GELUs (activation.wgsl)
+//   3: as 1, and colsum[m, n] = A·B + bias: the pre-activation a GELU's backward reads, kept by
+//      this dispatch ([M, N] at binding 5, which holds no column sums then)
+//   4: C = act(A·B + bias + R)      R: [M, N] at binding 5: a residual sum f(x) + x
 // Column sums of op(B) (COLSUM_B; register and subgroup variants, op(B) not transposed, no
 // split-K): colsum[n] = Σ_k op(B)[k, n], added by the invocations of the first row block from the
 // op(B) values they load anyway: dW = Xᵀ·dZ and db = Σ_rows dZ in one dispatch.
@@ -85,8 +88,10 @@ fn finish(m: u32, n: u32, sum: f32) {
     let i = m * p.n + n;
     var r = sum;
     if (ACCUMULATE) { r += out[i]; }
-    if (EPI == 1u) {
+    if (EPI == 1u || EPI == 3u || EPI == 4u) {
         if (HAS_BIAS) { r += aux[n]; }
+        if (EPI == 3u) { colsum[i] = r; }
+        if (EPI == 4u) { r += colsum[i]; }
         r = act_forward(ACT, r, p.slope);
     } else if (EPI == 2u) {
         r *= act_derivative_from_saved(ACT, aux[i], p.slope);

@@ -1,7 +1,8 @@
 // Workgroup-tiled, register-blocked matmul (the GPU-class variant). Row-major throughout.
 //   C[M, N] (+)= op(A) · op(B), op(A) = A [M, K] or Aᵀ with A [K, M] (TRANS_A),
 //                               op(B) = B [K, N] or Bᵀ with B [N, K] (TRANS_B).
-// Epilogue (p.epi) as in matmul.wgsl: 1: C = act(A·B + bias) (p.has_bias), 2: C = (A·B) ⊙ act'(Y);
+// Epilogue (p.epi) as in matmul.wgsl: 1: C = act(A·B + bias) (p.has_bias), 2: C = (A·B) ⊙ act'(Y),
+// 3: as 1 keeping A·B + bias at binding 5, 4: C = act(A·B + bias + R) with R at binding 5;
 // p.accumulate: C += A·B; COLSUM_B: also colsum[n] = Σ_k op(B)[k, n] (no split-K). The epilogue's
 // switches are uniforms, not override constants: they run once per output, and one pipeline then
 // serves a layer's forward, backward and plain products (each pipeline costs a compile).
@@ -48,7 +49,7 @@ struct Params {
     kc: u32,      // K per split, a multiple of BK
     splits: u32,
     slope: f32,   // leaky relu's negative slope
-    epi: u32,     // 0 none, 1 bias + activation, 2 activation gradient
+    epi: u32,     // 0 none, 1 bias + activation, 2 activation gradient, 3 and 4 (see above)
     act: u32,     // activation.wgsl's code
     accumulate: u32,
     has_bias: u32,
@@ -82,8 +83,10 @@ fn finish(m: u32, n: u32, sum: f32) {
     let i = m * p.n + n;
     var r = sum;
     if (p.accumulate != 0u) { r += out[i]; }
-    if (p.epi == 1u) {
+    if (p.epi == 1u || p.epi == 3u || p.epi == 4u) {
         if (p.has_bias != 0u) { r += aux[n]; }
+        if (p.epi == 3u) { colsum[i] = r; }
+        if (p.epi == 4u) { r += colsum[i]; }
         r = act_forward(p.act, r, p.slope);
     } else if (p.epi == 2u) {
         r *= act_derivative_from_saved(p.act, aux[i], p.slope);

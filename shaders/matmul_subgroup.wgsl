@@ -76,7 +76,8 @@ fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
                        subgroupShuffle(a[3], lane));
 }
 
-// C, the epilogue's bias or Y, and the column sums as vec4s (N is a multiple of 4 here, and the
+// C, the epilogue's bias or Y, and the column sums (or EPI 3's pre-activation, EPI 4's residual:
+// matmul.wgsl) as vec4s (N is a multiple of 4 here, and the
 // wrapper checks every view is 16-byte aligned): a row of a lane's block is one store, where
 // lavapipe pays per lane and per store whatever its width (dW of 784×64: 4× fewer stores).
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
@@ -89,8 +90,10 @@ fn sg_finish4(m: u32, n0: u32, sum: vec4<f32>, bias: vec4<f32>) {
     let i = (m * p.n + n0) / 4u;
     var r = sum;
     if (ACCUMULATE) { r += out4[i]; }
-    if (EPI == 1u) {
+    if (EPI == 1u || EPI == 3u || EPI == 4u) {
         r += bias;
+        if (EPI == 3u) { colsum4[i] = r; }
+        if (EPI == 4u) { r += colsum4[i]; }
         r = vec4<f32>(act_forward(ACT, r.x, p.slope), act_forward(ACT, r.y, p.slope), act_forward(ACT, r.z, p.slope),
                       act_forward(ACT, r.w, p.slope));
     } else if (EPI == 2u) {
@@ -209,7 +212,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     if (n4_raw < w) {
         var bias = vec4<f32>();
-        if (EPI == 1u && HAS_BIAS) { bias = aux4[n4_raw]; }
+        if (EPI != 2u && HAS_BIAS) { bias = aux4[n4_raw]; }
         sg_store_block(m0, n4_raw * 4u, wid.z, acc0, bias);
         sg_store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1, bias);
         sg_store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2, bias);

@@ -54,8 +54,12 @@ impl EpilogueKind {
     fn of(e: &Epilogue) -> EpilogueKind {
         match e {
             Epilogue::None => EpilogueKind::None,
-            Epilogue::BiasAct { bias: None, .. } => EpilogueKind::Act,
-            Epilogue::BiasAct { bias: Some(_), .. } => EpilogueKind::BiasAct,
+            // The epilogues that also keep the pre-activation or add a residual time as the one
+            // they extend (a store or a load per output more): one pick serves both.
+            Epilogue::BiasAct { bias: None, .. } | Epilogue::BiasActKeep { bias: None, .. } => EpilogueKind::Act,
+            Epilogue::BiasAct { bias: Some(_), .. }
+            | Epilogue::BiasActKeep { bias: Some(_), .. }
+            | Epilogue::Residual { .. } => EpilogueKind::BiasAct,
             Epilogue::ActGrad { .. } => EpilogueKind::ActGrad,
         }
     }
@@ -154,7 +158,10 @@ impl Scratch {
     /// The plan of `kernel` on these operands with `opts`' form and epilogue, by `plan`.
     fn plan(&self, gpu: &Gpu, kernel: MatmulKernel, opts: &MatmulOptions, plan: PlanCandidate) -> Result<Plan> {
         let act = |e: &Epilogue| match e {
-            Epilogue::BiasAct { act, .. } | Epilogue::ActGrad { act, .. } => *act,
+            Epilogue::BiasAct { act, .. }
+            | Epilogue::ActGrad { act, .. }
+            | Epilogue::BiasActKeep { act, .. }
+            | Epilogue::Residual { act, .. } => *act,
             Epilogue::None => Activation::Identity,
         };
         let epilogue = match (&opts.epilogue, &self.aux) {

@@ -1,13 +1,14 @@
 //! layer_norm.wgsl against the CPU reference (forward with γ and β each optional, backward with
 //! dγ and dβ accumulated or not), the reference against finite differences, PyTorch's numbers by
 //! hand, determinism, a grid past the workgroup limit, and bad arguments; the parameters' half
-//! of the backward on its own (layer_norm_backward_params) against its reference.
+//! of the backward on its own (layer_norm_backward_params) and dx with another gradient added
+//! (layer_norm_backward_dx_add) against their references.
 
 mod common;
 use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::layer_norm::{
-    layer_norm_backward, layer_norm_backward_params, layer_norm_forward, LAYER_NORM_EPS,
+    layer_norm_backward, layer_norm_backward_dx_add, layer_norm_backward_params, layer_norm_forward, LAYER_NORM_EPS,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Gpu, GpuOptions, ProfileOverride, Tensor, WgnnError};
@@ -294,6 +295,38 @@ fn backward_reference_matches_finite_differences() {
 }
 
 #[test]
+fn dx_with_an_addend_matches_cpu() {
+    for (_, gpu) in both_policies() {
+        let mut rng = Rng::new(47);
+        for &rows in ROWS {
+            for (i, &cols) in COLS.iter().enumerate() {
+                let x = rows_of(&mut rng, rows, cols);
+                let gamma = ((rows + i) % 3 != 2).then(|| rng.vec_uniform(cols, 0.5, 2.0));
+                let dy = rng.vec_uniform(rows * cols, -1.0, 1.0);
+                let addend = rng.vec_uniform(rows * cols, -1.0, 1.0);
+                let (_, mean, rstd) = cpu::layer_norm_forward(&x, gamma.as_deref(), None, rows, cols, LAYER_NORM_EPS);
+                let g = gamma.as_deref();
+                let want = cpu::layer_norm_backward_dx_add(&dy, &x, g, &mean, &rstd, &addend, rows, cols);
+                let shape = [rows, cols];
+                let (xt, dyt, at, dxt) =
+                    (t(&gpu, &shape, &x), t(&gpu, &shape, &dy), t(&gpu, &shape, &addend), t(&gpu, &shape, &dy));
+                let (mt, st) = (t(&gpu, &[rows], &mean), t(&gpu, &[rows], &rstd));
+                let gt = gamma.as_ref().map(|g| t(&gpu, &[cols], g));
+                let plan = layer_norm_backward_dx_add(&gpu, &dyt, &xt, gt.as_ref(), &mt, &st, &at, &dxt).unwrap();
+                assert_eq!(plan.len(), 1, "one dispatch");
+                gpu.run(&[&plan]).unwrap();
+                let what = format!(
+                    "layer_norm_backward_dx_add {rows}x{cols} gamma={} {:?}",
+                    g.is_some(),
+                    gpu.profile().policy
+                );
+                assert_close(&what, &dxt.to_vec().unwrap(), &want, 1e-4, 1e-3);
+            }
+        }
+    }
+}
+
+#[test]
 fn bad_arguments_are_errors_naming_the_kernel() {
     let gpu = gpu();
     let z = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
@@ -325,4 +358,12 @@ fn bad_arguments_are_errors_naming_the_kernel() {
         .err()
         .expect("dgamma of the wrong length");
     assert!(err.to_string().contains("dgamma"), "{err}");
+    let add = |addend: &Tensor, dx: &Tensor| {
+        layer_norm_backward_dx_add(&gpu, &y, &x, None, &mean, &rstd, addend, dx).err().expect("refused")
+    };
+    let err = add(&z(&[3, 4]), &z(&[4, 3]));
+    assert!(err.to_string().contains("layer_norm_backward_dx_add") && err.to_string().contains("addend"), "{err}");
+    let dx = z(&[4, 3]);
+    let err = add(&dx, &dx);
+    assert!(err.to_string().contains("share memory"), "{err}");
 }

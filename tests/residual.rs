@@ -45,6 +45,19 @@ fn dense_residual_blocks_train_like_the_reference_fused_and_unfused() {
     };
     let targets = data.clone().with_targets(data.one_hot(4).unwrap(), 4).unwrap();
     check_fusion("residual from the input", &build, &targets, Loss::MeanSquaredError, &opts);
+    // A branch ending in a linear dense layer with a bias, whose matmul adds the sum in its
+    // epilogue (after a GELU whose matmul keeps its input), a tanh after a sum that does too, and
+    // a one-layer branch whose input is its own shortcut (the sum then runs on its own).
+    let build = || {
+        Sequential::new(9, 3)
+            .dense(8, Activation::Relu)
+            .residual(|b| b.dense(16, Activation::GeluErf).dense(8, Activation::Identity))
+            .residual(|b| b.dense(12, Activation::Relu).dense(8, Activation::Identity))
+            .activation(Activation::Tanh)
+            .residual(|b| b.dense(8, Activation::Identity))
+            .dense(4, Activation::Identity)
+    };
+    check_fusion("branches ending in a dense layer", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
 }
 
 #[test]

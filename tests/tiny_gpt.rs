@@ -360,6 +360,17 @@ fn a_token_steps_kernels_memory_and_device_time() {
     assert_eq!(model.token_step_memory_bytes(&text(6000, 2), &opts).unwrap(), memory, "the data set counted");
     let err = model.token_step_kernels(&data, &TokenFitOptions { clip_norm: Some(0.0), ..opts }).unwrap_err();
     assert!(err.to_string().contains("clip_norm"), "{err}");
+    // Fused, the MLP's GELU and its residual sum run in its matmuls' epilogues (the GELU's
+    // keeping its input for the backward), each sum shares its gradient with the branch's last
+    // block (no copy), and each layer norm's input gradient adds the residual stream's other
+    // gradient (no sum of their own): no element-wise pass is left per layer but attention's
+    // sum, and one gradient copy in all (the positional embedding's). Unfused, the GELU, both
+    // sums and both forks' gradient sums run alone in each layer.
+    let count = |kernels: &[String], name: &str| kernels.iter().filter(|k| k.starts_with(name)).count();
+    let n = TINY.n_layer;
+    assert!(count(&fused, "bias_act::bias_act_forward") <= n, "{fused:?}");
+    assert!(count(&fused, "bias_act::bias_act_backward") <= 1, "{fused:?}");
+    assert!(count(&unfused, "bias_act::bias_act_forward") >= 5 * n, "{unfused:?}");
     // Each dispatch timed alone, in the step's order; a device without timestamp queries says so.
     let mut model = build(true);
     match model.profile_token_step(&data, &opts, 2) {

@@ -76,3 +76,21 @@ pub fn layer_norm_backward_params(
     let (_, dgamma, dbeta) = layer_norm_backward(dy, x, None, mean, rstd, rows, cols);
     (dgamma, dbeta)
 }
+
+/// dx of [`layer_norm_backward`] plus `addend` ([rows, cols]): the input gradient where another
+/// reader of the layer's input has its gradient to add (a residual stream's sum).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward_dx_add(
+    dy: &[f32],
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    mean: &[f32],
+    rstd: &[f32],
+    addend: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Vec<f32> {
+    assert_eq!(addend.len(), rows * cols, "layer_norm_backward_dx_add: addend must be rows × cols");
+    let (dx, _, _) = layer_norm_backward(dy, x, gamma, mean, rstd, rows, cols);
+    addend.iter().zip(dx).map(|(a, d)| a + d).collect()
+}

@@ -42,7 +42,7 @@ pub use flash_attention::{flash_attention_backward_masked, flash_attention_forwa
 pub use gather::{gather_counters, gather_rows};
 pub use grad_norm::clip_factor;
 pub use hinge::hinge;
-pub use layer_norm::{layer_norm_backward, layer_norm_backward_params, layer_norm_forward};
+pub use layer_norm::{layer_norm_backward, layer_norm_backward_dx_add, layer_norm_backward_params, layer_norm_forward};
 pub use matmul::{matmul, matmul_column_sum, matmul_gathered_a};
 pub use mse::mse;
 pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_update, sgd_update_with_step};

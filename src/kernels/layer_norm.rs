@@ -146,6 +146,8 @@ fn check_eps(op: &str, eps: f32) -> Result<()> {
 /// per row with a tree reduction on a GPU, one invocation per row (the `_rows` entries) under the
 /// CPU-adapter policy, where workgroup barriers cost more than the loads they share (768 × 128,
 /// lavapipe on the 2-core machine under load: forward 3.0 → 0.77 ms, backward 2.9 → 1.6 ms).
+/// `addend`: added to dx (the backward's `ADD_TO_DX`).
+#[allow(clippy::too_many_arguments)]
 fn row_dispatch(
     gpu: &Gpu,
     entry: &'static str,
@@ -154,11 +156,16 @@ fn row_dispatch(
     slots: [&Tensor; 6],
     has_gamma: bool,
     has_beta: bool,
+    addend: Option<&Tensor>,
 ) -> Result<Dispatch> {
     let d = dummy(gpu)?;
     let [a, b, c, e, f, g] = slots;
-    let affine = [("HAS_GAMMA", has_gamma as u32 as f64), ("HAS_BETA", has_beta as u32 as f64)];
-    let slots = [a, b, c, e, f, g, &d, &d];
+    let affine = [
+        ("HAS_GAMMA", has_gamma as u32 as f64),
+        ("HAS_BETA", has_beta as u32 as f64),
+        ("ADD_TO_DX", addend.is_some() as u32 as f64),
+    ];
+    let slots = [a, b, c, e, f, g, addend.unwrap_or(&d), &d];
     if gpu.profile().policy == Policy::CpuAdapter && s.cols <= ROWS_VARIANT_MAX_COLS {
         let entry = match entry {
             "ln_forward" => "ln_forward_rows",
@@ -166,7 +173,7 @@ fn row_dispatch(
         };
         return dispatch(gpu, &LAYER_NORM, entry, &affine, params, &slots, grid_1d(gpu, s.rows, COLUMN_WG as u32));
     }
-    let constants = [("WG", s.row_workgroup() as f64), affine[0], affine[1]];
+    let constants = [("WG", s.row_workgroup() as f64), affine[0], affine[1], affine[2]];
     dispatch(gpu, &LAYER_NORM, entry, &constants, params, &slots, s.row_grid(gpu))
 }
 
@@ -198,7 +205,7 @@ pub fn layer_norm_forward(
     let d = dummy(gpu)?;
     let params = s.params(eps, false);
     let slots = [x, gamma.unwrap_or(&d), beta.unwrap_or(&d), mean, rstd, y];
-    Ok(row_dispatch(gpu, "ln_forward", &s, &params, slots, gamma.is_some(), beta.is_some())?.into())
+    Ok(row_dispatch(gpu, "ln_forward", &s, &params, slots, gamma.is_some(), beta.is_some(), None)?.into())
 }
 
 /// Backward of [`layer_norm_forward`], with x̂ = (x − μ)·rstd and g = dy·γ:
@@ -237,8 +244,37 @@ pub fn layer_norm_backward(
         plan.extend(layer_norm_backward_params(gpu, dy, x, mean, rstd, dgamma, dbeta, accumulate)?);
     }
     let slots = [x, gamma.unwrap_or(&d), dy, mean, rstd, dx];
-    plan.push(row_dispatch(gpu, "ln_backward_dx", &s, &params, slots, gamma.is_some(), false)?);
+    plan.push(row_dispatch(gpu, "ln_backward_dx", &s, &params, slots, gamma.is_some(), false, None)?);
     Ok(plan)
+}
+
+/// dx of [`layer_norm_backward`] plus `addend`: dx = addend + rstd·(g − mean_cols(g) −
+/// x̂·mean_cols(g·x̂)), overwriting dx, in the one dispatch dx takes: the input gradient of a
+/// layer norm whose input another reader has a gradient for (a residual stream read by the norm
+/// and by a sum), summed without a pass of its own. dy, x, addend, dx: [rows, cols]; gamma:
+/// `[cols]`; mean, rstd: `[rows]` from the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward_dx_add(
+    gpu: &Gpu,
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: Option<&Tensor>,
+    mean: &Tensor,
+    rstd: &Tensor,
+    addend: &Tensor,
+    dx: &Tensor,
+) -> Result<Plan> {
+    const OP: &str = "layer_norm_backward_dx_add";
+    let per_col: Vec<(&str, &Tensor)> = gamma.map(|g| ("gamma", g)).into_iter().collect();
+    let like_x = [("dy", dy), ("addend", addend), ("dx", dx)];
+    let s = check(OP, x, &like_x, &[("mean", mean), ("rstd", rstd)], &per_col)?;
+    let mut named = vec![("dy", dy), ("x", x), ("addend", addend), ("dx", dx), ("mean", mean), ("rstd", rstd)];
+    named.extend(per_col.iter().copied());
+    disjoint(OP, &named)?;
+    let d = dummy(gpu)?;
+    let params = s.params(LAYER_NORM_EPS, false);
+    let slots = [x, gamma.unwrap_or(&d), dy, mean, rstd, dx];
+    Ok(row_dispatch(gpu, "ln_backward_dx", &s, &params, slots, gamma.is_some(), false, Some(addend))?.into())
 }
 
 /// The parameters' half of [`layer_norm_backward`]: dγ (+)= Σ_rows dy·x̂ and dβ (+)= Σ_rows dy,

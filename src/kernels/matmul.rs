@@ -275,12 +275,15 @@ fn matmul_plan(
         check_column_sum(op, s, [a, b, c], n, opts, &form)?;
     }
     let dummy = dummy(gpu)?;
-    let EpilogueArgs { epi, has_bias, act, aux } = check_epilogue(OP, gpu, opts, c, dims, &form)?;
+    let EpilogueArgs { epi, has_bias, act, aux, extra } = check_epilogue(OP, gpu, opts, [a, b, c], dims, &form)?;
 
     // The vec4 views (a4 and b4; out4, aux4 and colsum4 in the subgroup kernel) need 16-byte
     // aligned bindings. Every adapter wgpu serves today aligns storage views to 32 bytes or more,
     // but the limit allows less: other offsets take the scalar kernels.
-    let aligned = [a, b, c, &aux].into_iter().chain(col_sum).all(|t| t.byte_offset().is_multiple_of(16));
+    if let (Some(_), Some(_)) = (&extra, col_sum) {
+        return Err(WgnnError::invalid(op, format!("column sums take no epilogue of their own: {form}")));
+    }
+    let aligned = [a, b, c, &aux].into_iter().chain(col_sum).chain(&extra).all(|t| t.byte_offset().is_multiple_of(16));
     let (gathered, patches) = match a_operand {
         AOperand::Gathered(g) => (Some(g), None),
         AOperand::Patches(pa) => (None, Some(pa)),
@@ -301,6 +304,7 @@ fn matmul_plan(
     };
     if let Some(g) = gathered {
         let mut others = vec![("B", b), ("C", c), ("bias or Y", &aux)];
+        others.extend(extra.as_ref().map(|t| ("pre or residual", t)));
         others.extend(col_sum.map(|s| ("col_sum", s)));
         check_gathered(op, gpu, g, n, opts, &others)?;
         if !aligned || opts.variant.is_some_and(|v| v != MatmulVariant::Subgroup) {
@@ -414,8 +418,9 @@ fn matmul_plan(
     }
     let grid = [grid_x as u32, grid_y as u32, splits as u32];
     let mut plan = Plan::new();
-    // Binding 5 is written only with COLSUM_B; elsewhere C (already writable) fills it.
-    let sums_out = if fused_sum { col_sum.unwrap_or(c) } else { c };
+    // Binding 5: the column sums with COLSUM_B, the epilogue's pre-activation or residual with
+    // EPI 3 or 4; elsewhere C (already writable) fills it.
+    let sums_out = extra.as_ref().unwrap_or(if fused_sum { col_sum.unwrap_or(c) } else { c });
     if let (Some(s), false) = (col_sum, fused_sum) {
         // Summed first: B does not change in between, and the order does not matter.
         plan.extend(column_sum(gpu, b, s, false)?);
@@ -443,7 +448,7 @@ fn matmul_plan(
         "matmul_reduce",
         &reduce_constants,
         &params,
-        &[&partial, &dummy, c, &aux, c],
+        &[&partial, &dummy, c, &aux, extra.as_ref().unwrap_or(c)],
         grid,
     )?);
     Ok(plan)

@@ -101,47 +101,84 @@ pub(crate) fn check_column_sum(
 
 /// The epilogue as a kernel takes it.
 pub(crate) struct EpilogueArgs {
-    /// The EPI code: 0 none, 1 bias and activation, 2 activation gradient.
+    /// The EPI code: 0 none, 1 bias and activation, 2 activation gradient, 3 bias and
+    /// activation keeping the pre-activation, 4 bias, residual and activation.
     pub epi: u32,
     pub has_bias: bool,
     pub act: Activation,
     /// The bias or Y binding (the shared dummy where there is none).
     pub aux: Tensor,
+    /// Binding 5 where the epilogue uses it (the column sums' elsewhere): the pre-activation it
+    /// writes (3) or the residual it reads (4), `[M, N]`.
+    pub extra: Option<Tensor>,
 }
 
-/// The epilogue's tensors (bias f32 `[N]`, Y f32 `[M, N]`), its activation elementwise, no
-/// accumulate with an epilogue, and C sharing no memory with the bias or Y.
+/// `bias` (if any) f32 `[N]`.
+fn check_bias(op: &str, bias: Option<&Tensor>, n: usize, form: &str) -> Result<()> {
+    if let Some(bias) = bias {
+        bias.expect_dtype(op, DType::F32)?;
+        if bias.len() != n {
+            return Err(WgnnError::shape_of(
+                op,
+                &[("bias", bias.shape())],
+                format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `t` (the epilogue's `name`) f32 `[M, N]` like C.
+fn check_like_c(op: &str, name: &str, t: &Tensor, [m, n]: [usize; 2], form: &str) -> Result<()> {
+    t.expect_dtype(op, DType::F32)?;
+    if t.shape() != [m, n] {
+        let detail = format!("{name} must be [{m}, {n}] like C, got {:?}: {form}", t.shape());
+        return Err(WgnnError::shape_of(op, &[(name, t.shape())], detail));
+    }
+    Ok(())
+}
+
+/// The epilogue's tensors (bias f32 `[N]`; Y, the kept pre-activation and the residual f32
+/// `[M, N]`), its activation elementwise, no accumulate with an epilogue, C sharing no memory
+/// with the bias, Y, the residual or the kept pre-activation, and the last two no buffer with A, B
+/// or the bias.
 pub(crate) fn check_epilogue(
     op: &str,
     gpu: &Gpu,
     opts: &MatmulOptions,
-    c: &Tensor,
+    [a, b, c]: [&Tensor; 3],
     Dims { m, n, .. }: Dims,
     form: &str,
 ) -> Result<EpilogueArgs> {
     let dummy = dummy(gpu)?;
+    let mut extra = None;
     let (epi, has_bias, act, aux) = match opts.epilogue {
         Epilogue::None => (0u32, false, Activation::Identity, dummy),
         Epilogue::BiasAct { bias, act } => {
-            if let Some(bias) = bias {
-                bias.expect_dtype(op, DType::F32)?;
-                if bias.len() != n {
-                    return Err(WgnnError::shape_of(
-                        op,
-                        &[("bias", bias.shape())],
-                        format!("bias must have {n} values, got {:?}: {form}", bias.shape()),
-                    ));
-                }
-            }
+            check_bias(op, bias, n, form)?;
             (1, bias.is_some(), act, bias.cloned().unwrap_or(dummy))
         }
         Epilogue::ActGrad { y, act } => {
-            y.expect_dtype(op, DType::F32)?;
-            if y.shape() != [m, n] {
-                let detail = format!("Y must be [{m}, {n}] like C, got {:?}: {form}", y.shape());
-                return Err(WgnnError::shape_of(op, &[("y", y.shape())], detail));
-            }
+            check_like_c(op, "Y", y, [m, n], form)?;
             (2, false, act, y.clone())
+        }
+        Epilogue::BiasActKeep { bias, act, pre } => {
+            check_bias(op, bias, n, form)?;
+            check_like_c(op, "pre", pre, [m, n], form)?;
+            if c.overlaps(pre) {
+                return Err(WgnnError::invalid(op, format!("pre shares memory with C: {form}")));
+            }
+            extra = Some(pre.clone());
+            (3, bias.is_some(), act, bias.cloned().unwrap_or(dummy))
+        }
+        Epilogue::Residual { bias, residual, act } => {
+            check_bias(op, bias, n, form)?;
+            check_like_c(op, "residual", residual, [m, n], form)?;
+            if c.overlaps(residual) {
+                return Err(WgnnError::invalid(op, format!("C shares memory with the residual: {form}")));
+            }
+            extra = Some(residual.clone());
+            (4, bias.is_some(), act, bias.cloned().unwrap_or(dummy))
         }
     };
     act.validate_elementwise(op)?;
@@ -151,5 +188,14 @@ pub(crate) fn check_epilogue(
     if epi != 0 && c.overlaps(&aux) {
         return Err(WgnnError::invalid(op, format!("C shares memory with the epilogue's bias or Y: {form}")));
     }
-    Ok(EpilogueArgs { epi, has_bias, act, aux })
+    // Binding 5 is writable: a buffer bound there may not also be bound read-only (A, B, the
+    // bias), even where the ranges do not overlap.
+    if let Some(t) = &extra {
+        if [a, b, &aux].into_iter().any(|o| t.same_buffer(o)) {
+            let detail =
+                format!("the epilogue's pre-activation or residual shares a buffer with A, B or the bias: {form}");
+            return Err(WgnnError::invalid(op, detail));
+        }
+    }
+    Ok(EpilogueArgs { epi, has_bias, act, aux, extra })
 }

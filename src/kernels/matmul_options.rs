@@ -22,6 +22,21 @@ pub enum Epilogue<'a> {
         y: &'a Tensor,
         act: Activation,
     },
+    /// C = act(A·B + bias) as [`Epilogue::BiasAct`], and `pre` = A·B + bias: `[M, N]` (no
+    /// split-K aside), the activation's input that a GELU's backward reads
+    /// ([`Activation::saves_input`]), kept by the same dispatch instead of a pass of its own.
+    BiasActKeep {
+        bias: Option<&'a Tensor>,
+        act: Activation,
+        pre: &'a Tensor,
+    },
+    /// C = act(A·B + bias + R), R `[M, N]`: the end of a residual branch (its last dense layer
+    /// with the sum `f(x) + x` after it, R the shortcut) in one dispatch instead of two.
+    Residual {
+        bias: Option<&'a Tensor>,
+        residual: &'a Tensor,
+        act: Activation,
+    },
 }
 
 /// Options of [`super::matmul::matmul`]; `MatmulOptions::default()` is a plain C = A·B.

@@ -160,8 +160,11 @@ fn plan(
     if let Some(s) = col_sum {
         check_column_sum(OP, s, [a, b, c], n, opts, &form)?;
     }
-    let EpilogueArgs { epi, has_bias, act, aux } = check_epilogue(OP, gpu, opts, c, dims, &form)?;
+    let EpilogueArgs { epi, has_bias, act, aux, extra } = check_epilogue(OP, gpu, opts, [a, b, c], dims, &form)?;
     tile.check(gpu)?;
+    if let (Some(_), Some(_)) = (&extra, col_sum) {
+        return Err(WgnnError::invalid(OP, format!("column sums take no epilogue of their own: {form}")));
+    }
 
     // vec4 loads need each stored operand's contiguous dimension to be a multiple of 4 and its
     // view 16-byte aligned (C is stored a value at a time).
@@ -223,8 +226,9 @@ fn plan(
         plan.extend(column_sum(gpu, b, s, false)?);
     }
     if !split {
-        // Binding 5 is written only with COLSUM_B; elsewhere C (already writable) fills it.
-        let sums = if fused_sum { col_sum.unwrap_or(c) } else { c };
+        // Binding 5: the column sums with COLSUM_B, the epilogue's pre-activation or residual
+        // with EPI 3 or 4; elsewhere C (already writable) fills it.
+        let sums = extra.as_ref().unwrap_or(if fused_sum { col_sum.unwrap_or(c) } else { c });
         plan.push(dispatch(gpu, &MATMUL_REGISTER, entry, &constants, &params, &[a, b, c, &aux, sums], grid)?);
         return Ok(plan);
     }
@@ -238,7 +242,7 @@ fn plan(
         "mmr_reduce",
         &[("WG", WG as f64)],
         &params,
-        &[&partial, &dummy, c, &aux, c],
+        &[&partial, &dummy, c, &aux, extra.as_ref().unwrap_or(c)],
         grid_1d(gpu, m * n, WG),
     )?);
     Ok(plan)

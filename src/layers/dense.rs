@@ -1,6 +1,6 @@
 //! The dense (fully connected) layer: y = act(x·W + b), W `[inputs, units]`, b `[units]`.
 
-use super::step::{CpuCore, GpuCore, Placement, StepCore};
+use super::step::{CpuCore, EpilogueExtra, GpuCore, Placement, StepCore};
 use super::{SlotInit, SlotSpec};
 use crate::activation::Activation;
 use crate::cpu;
@@ -128,9 +128,25 @@ pub(crate) fn forward_gpu(
     out: &Tensor,
     act: Activation,
 ) -> Result<Plan> {
-    let epilogue = match (b, act) {
-        (None, Activation::Identity) => Epilogue::None,
-        _ => Epilogue::BiasAct { bias: b, act },
+    forward_gpu_with(gpu, input, w, b, out, act, None)
+}
+
+/// [`forward_gpu`] whose epilogue also keeps input·W + b (a GELU's backward reads it) or adds a
+/// residual before the activation (`extra`).
+fn forward_gpu_with(
+    gpu: &Gpu,
+    input: DenseInput,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out: &Tensor,
+    act: Activation,
+    extra: Option<EpilogueExtra>,
+) -> Result<Plan> {
+    let epilogue = match (b, act, extra) {
+        (None, Activation::Identity, None) => Epilogue::None,
+        (_, _, None) => Epilogue::BiasAct { bias: b, act },
+        (_, _, Some(EpilogueExtra::KeepPre(pre))) => Epilogue::BiasActKeep { bias: b, act, pre },
+        (_, _, Some(EpilogueExtra::Residual(residual))) => Epilogue::Residual { bias: b, residual, act },
     };
     let options = MatmulOptions { epilogue, ..Default::default() };
     match input {
@@ -224,6 +240,33 @@ fn per_position(t: &Tensor, positions: usize, n: usize) -> Result<Tensor> {
     }
 }
 
+impl Dense {
+    /// The step's forward over `[rows·T, C]`, with `extra` in the epilogue.
+    fn forward(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        out: &Tensor,
+        act: Activation,
+        extra: Option<EpilogueExtra>,
+    ) -> Result<Plan> {
+        let Some((w, b)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
+        let (t, n) = positions(c.at);
+        let (x, out) = (per_position(c.input, t, n)?, per_position(out, t, self.units)?);
+        let extra_tensor = match extra {
+            Some(EpilogueExtra::KeepPre(e) | EpilogueExtra::Residual(e)) => Some(per_position(e, t, self.units)?),
+            None => None,
+        };
+        let extra = match (extra, &extra_tensor) {
+            (Some(EpilogueExtra::KeepPre(_)), Some(e)) => Some(EpilogueExtra::KeepPre(e)),
+            (Some(EpilogueExtra::Residual(_)), Some(e)) => Some(EpilogueExtra::Residual(e)),
+            _ => None,
+        };
+        let input = c.gathered.map_or(DenseInput::Stored(&x), DenseInput::Gathered);
+        forward_gpu_with(c.gpu, input, &w, b.as_ref(), &out, act, extra)
+    }
+}
+
 impl StepCore for Dense {
     fn has_epilogue(&self) -> bool {
         true
@@ -235,11 +278,22 @@ impl StepCore for Dense {
     }
 
     fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, act: Activation) -> Result<Plan> {
-        let Some((w, b)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
-        let (t, n) = positions(c.at);
-        let (x, out) = (per_position(c.input, t, n)?, per_position(out, t, self.units)?);
-        let input = c.gathered.map_or(DenseInput::Stored(&x), DenseInput::Gathered);
-        forward_gpu(c.gpu, input, &w, b.as_ref(), &out, act)
+        self.forward(c, params, out, act, None)
+    }
+
+    fn has_extra_epilogues(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu_with(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        out: &Tensor,
+        act: Activation,
+        extra: EpilogueExtra,
+    ) -> Result<Plan> {
+        self.forward(c, params, out, act, Some(extra))
     }
 
     fn backward_params_gpu(&self, c: &GpuCore, grads: &Tensor, dy: &Tensor) -> Result<Plan> {

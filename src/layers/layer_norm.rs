@@ -11,7 +11,9 @@ use crate::activation::Activation;
 use crate::cpu;
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
-use crate::kernels::layer_norm::{layer_norm_backward, layer_norm_backward_params, layer_norm_forward};
+use crate::kernels::layer_norm::{
+    layer_norm_backward, layer_norm_backward_dx_add, layer_norm_backward_params, layer_norm_forward,
+};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
 
@@ -138,6 +140,25 @@ impl StepCore for LayerNormConfig {
         let [x, dy, dx] = [c.input, dy, dx].map(|t| t.reshape(&[n, channels]));
         let (mean, rstd) = statistics(c)?;
         layer_norm_backward(c.gpu, &dy?, &x?, Some(&gamma), mean, rstd, &dx?, None, None, false)
+    }
+
+    fn adds_to_input_grad(&self) -> bool {
+        true
+    }
+
+    fn backward_input_adding_gpu(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        dy: &Tensor,
+        dx: &Tensor,
+        addend: &Tensor,
+    ) -> Result<Plan> {
+        let Some((gamma, _)) = self.weights(params, c.at)? else { return Ok(Plan::new()) };
+        let (n, channels) = rows_of(c.at, c.rows);
+        let [x, dy, dx, addend] = [c.input, dy, dx, addend].map(|t| t.reshape(&[n, channels]));
+        let (mean, rstd) = statistics(c)?;
+        layer_norm_backward_dx_add(c.gpu, &dy?, &x?, Some(&gamma), mean, rstd, &addend?, &dx?)
     }
 
     fn forward_cpu(&self, c: &CpuCore, _act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {

@@ -100,6 +100,15 @@ pub(crate) struct CpuCore<'a> {
     pub(crate) step: Option<u32>,
 }
 
+/// What a core's forward epilogue may do beyond its activation ([`StepCore::forward_gpu_with`]).
+#[derive(Clone, Copy)]
+pub(crate) enum EpilogueExtra<'a> {
+    /// Also write the activation's input here: what a GELU's backward reads.
+    KeepPre(&'a Tensor),
+    /// Add this `[rows, outputs]` tensor before the activation: the residual sum after the core.
+    Residual(&'a Tensor),
+}
+
 /// A layer's computation in the step. Gradients follow llm.c's convention: a parameter's is
 /// written whole (one step, one write), an input's overwrites its target.
 pub(crate) trait StepCore {
@@ -127,6 +136,25 @@ pub(crate) trait StepCore {
     /// out = act(f(input)) (`act` the identity unless [`StepCore::has_epilogue`]).
     fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, act: Activation) -> Result<Plan>;
 
+    /// Whether [`StepCore::forward_gpu_with`] runs: the forward's epilogue can keep the
+    /// pre-activation or add a residual (a matmul's), saving the pass that would do it.
+    fn has_extra_epilogues(&self) -> bool {
+        false
+    }
+
+    /// [`StepCore::forward_gpu`] with `extra` done by the same dispatch (only where
+    /// [`StepCore::has_extra_epilogues`]).
+    fn forward_gpu_with(
+        &self,
+        _c: &GpuCore,
+        _params: &Tensor,
+        _out: &Tensor,
+        _act: Activation,
+        _extra: EpilogueExtra,
+    ) -> Result<Plan> {
+        Err(crate::error::WgnnError::invalid("step", "an epilogue this core has not (an internal error)"))
+    }
+
     /// The parameters' gradients into `grads` from `dy`, the gradient at the core's output.
     fn backward_params_gpu(&self, _c: &GpuCore, _grads: &Tensor, _dy: &Tensor) -> Result<Plan> {
         Ok(Plan::new())
@@ -143,6 +171,26 @@ pub(crate) trait StepCore {
         dx: &Tensor,
         below: Option<(&Tensor, Activation)>,
     ) -> Result<Plan>;
+
+    /// Whether [`StepCore::backward_input_adding_gpu`] runs: the input gradient's dispatch can
+    /// add another gradient of the same input (a layer norm's).
+    fn adds_to_input_grad(&self) -> bool {
+        false
+    }
+
+    /// [`StepCore::backward_input_gpu`] (with no activation's gradient below) writing
+    /// `addend` + the input's gradient into `dx`, in the same dispatch: a fork's two gradients
+    /// summed without a pass of their own (only where [`StepCore::adds_to_input_grad`]).
+    fn backward_input_adding_gpu(
+        &self,
+        _c: &GpuCore,
+        _params: &Tensor,
+        _dy: &Tensor,
+        _dx: &Tensor,
+        _addend: &Tensor,
+    ) -> Result<Plan> {
+        Err(crate::error::WgnnError::invalid("step", "an input gradient this core cannot add to (an internal error)"))
+    }
 
     /// The CPU forward: (act(f(input)), max pooling's argmax or nothing).
     fn forward_cpu(&self, c: &CpuCore, act: Activation) -> Result<(Vec<f32>, Vec<u32>)>;

@@ -31,6 +31,12 @@ pub(super) struct BlockBuffers {
     pub(super) dropout: Option<DropoutBuffers>,
     /// What the core needs beyond its output (max pooling's argmax, a convolution's patches).
     pub(super) core: CoreBuffers,
+    /// A residual sum whose input block's epilogue computes it ([`Block::sum_in_epilogue`], the
+    /// buffers allowing): its forward runs nothing.
+    pub(super) sum_in_epilogue: bool,
+    /// The block whose epilogue computes the sum above it: (the sum's output, the shortcut, the
+    /// sum's block).
+    pub(super) residual_out: Option<(Tensor, Tensor, usize)>,
 }
 
 impl BlockBuffers {
@@ -159,6 +165,8 @@ impl BatchBuffers {
                 sums: Vec::new(),
                 dropout: None,
                 core,
+                sum_in_epilogue: false,
+                residual_out: None,
             };
             // The output: its own buffer where a dispatch of the activation (or the core's
             // epilogue) writes it, else the activation's input (batch norm's output through the
@@ -189,6 +197,17 @@ impl BatchBuffers {
                     let t = || Tensor::zeros(gpu, &[rows, n]);
                     bb.dropout = Some(DropoutBuffers { dropped: rows_of(n)?, mask: t()?, before_mask: t()? });
                 }
+            }
+            if let (true, Core::Add { shortcut }, Some(j)) = (block.sum_in_epilogue, &block.core, block.input) {
+                // The shortcut is bound writable: not where the core reads its input.
+                let residual = shortcut.map_or(&x, |s| built[s].output()).clone();
+                if !residual.same_buffer(&built[j].input) {
+                    bb.sum_in_epilogue = true;
+                    built[j].residual_out = Some((bb.h.clone(), residual, i));
+                }
+            }
+            if let (true, Some(j), Some(dz)) = (block.shares_input_grad, block.input, &bb.dz) {
+                built[j].dz = Some(dz.clone());
             }
             built.push(bb);
         }

@@ -74,6 +74,15 @@ pub(super) struct Block {
     pub(super) layers: Range<usize>,
     /// The block whose output this one reads (None: the batch); an earlier block.
     pub(super) input: Option<usize>,
+    /// A residual sum computed by its input block's matmul epilogue, where the buffers allow
+    /// (see [`sums_in_epilogues`]); its own forward then runs nothing.
+    pub(super) sum_in_epilogue: bool,
+    /// A residual sum whose input block's gradient is its own (that block read by the sum alone,
+    /// nothing after its core): both share one dz, and the sum's backward copies nothing there.
+    pub(super) shares_input_grad: bool,
+    /// A fork whose gradients its earlier reader's input-gradient dispatch sums (see
+    /// [`fork_summed_by_reader`]).
+    pub(super) grads_summed_by_reader: bool,
 }
 
 impl Block {
@@ -87,6 +96,9 @@ impl Block {
             outputs,
             layers: layer..layer + 1,
             input: None,
+            sum_in_epilogue: false,
+            shares_input_grad: false,
+            grads_summed_by_reader: false,
         }
     }
 
@@ -96,6 +108,13 @@ impl Block {
     pub(super) fn act_in_core(&self, act: Activation, training: bool) -> bool {
         let epilogue = matches!(self.core, Core::Add { .. }) || self.core.step().is_some_and(|(s, _)| s.has_epilogue());
         epilogue && self.norm.is_none() && act.is_elementwise() && !(training && act.saves_input())
+    }
+
+    /// Whether the core writes `act` itself while training although the activation's backward
+    /// reads its input (a GELU): its epilogue writes that input too, into the core's own buffer.
+    pub(super) fn act_kept_by_core(&self, act: Activation, training: bool) -> bool {
+        let keeps = self.core.step().is_some_and(|(s, _)| s.has_extra_epilogues());
+        keeps && training && act.saves_input() && self.norm.is_none() && act.is_elementwise()
     }
 
     /// Whether batch norm's normalising pass writes `act` itself, so no dispatch applies it (not
@@ -242,7 +261,40 @@ pub(super) fn blocks(
             reads[0].0 = Reads::Value(first.layers.start);
         }
     }
-    resolve(out, &reads)
+    let mut out = resolve(out, &reads)?;
+    if fuse {
+        sums_in_epilogues(&mut out);
+        for j in 0..out.len() {
+            out[j].grads_summed_by_reader = summing_reader(&out, j).is_some();
+        }
+    }
+    Ok(out)
+}
+
+/// Marks each residual sum that its input block's matmul can add in its epilogue: the branch's
+/// last block a core with that epilogue ([`StepCore::has_extra_epilogues`]: a dense layer) and
+/// nothing after it (no activation, norm or dropout), read by the sum alone (not a fork), the sum
+/// without norm and with an activation that needs only its output (not a GELU), and the shortcut another block's output than the core's
+/// input (bound writable, it may not also be the core's read-only input). The core then writes
+/// the sum's output. Wherever the branch's last block has nothing after its core and only the
+/// sum reads it, whatever the core, its dz is the sum's (one gradient for both): no copy.
+fn sums_in_epilogues(blocks: &mut [Block]) {
+    for j in 0..blocks.len() {
+        let (b, Core::Add { shortcut }) = (&blocks[j], &blocks[j].core) else { continue };
+        let Some(i) = b.input else { continue };
+        let branch = &blocks[i];
+        let core_adds = branch.core.step().is_some_and(|(s, _)| s.has_extra_epilogues());
+        // The sum's own activation goes in the epilogue too, where it needs only its output.
+        let sum_act = b.act.is_elementwise() && !b.act.saves_input();
+        let shares = branch.act == Activation::Identity
+            && branch.norm.is_none()
+            && branch.dropout.is_none()
+            && b.norm.is_none()
+            && !is_fork(blocks, i);
+        let fold = shares && core_adds && sum_act && *shortcut != branch.input && *shortcut != Some(i);
+        blocks[j].sum_in_epilogue = fold;
+        blocks[j].shares_input_grad = shares;
+    }
 }
 
 /// Each block's input, and each sum's shortcut, as the index of the block it reads.
@@ -320,6 +372,26 @@ pub(super) fn is_fork(blocks: &[Block], j: usize) -> bool {
 pub(super) fn act_grad_by_reader(blocks: &[Block], j: usize) -> bool {
     !is_fork(blocks, j)
         && readers(blocks, j).all(|(c, _)| blocks[c].core.step().is_none_or(|(core, _)| core.fuses_act_grad()))
+}
+
+/// Where fork `j`'s two gradients can be summed by its earlier reader's input-gradient dispatch
+/// (a core that adds, [`StepCore::adds_to_input_grad`]: a layer norm's) instead of a pass of
+/// their own: exactly two readers, the other a residual sum, later in the list (its backward
+/// runs first, so its gradient is whole by then). (the reader that adds, the sum.)
+pub(super) fn fork_summed_by_reader(blocks: &[Block], j: usize) -> Option<(usize, usize)> {
+    blocks[j].grads_summed_by_reader.then(|| summing_reader(blocks, j)).flatten()
+}
+
+/// [`fork_summed_by_reader`]'s answer where the step fuses.
+fn summing_reader(blocks: &[Block], j: usize) -> Option<(usize, usize)> {
+    let mut readers = readers(blocks, j);
+    let (first, second) = (readers.next()?, readers.next()?);
+    if readers.next().is_some() || first.0 == second.0 || first.1 {
+        return None;
+    }
+    let (r, sum) = (first.0, second.0);
+    let adds = blocks[r].core.step().is_some_and(|(s, _)| s.adds_to_input_grad());
+    (adds && matches!(blocks[sum].core, Core::Add { .. })).then_some((r, sum))
 }
 
 /// Whether the batch is read by more than one block (a residual sum's shortcut from the input).

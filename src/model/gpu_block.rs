@@ -3,10 +3,10 @@
 //! of the gradients a fork's readers wrote.
 
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
-use super::fusion::{act_grad_by_reader, is_fork, readers, BlockNorm, Core};
+use super::fusion::{act_grad_by_reader, fork_summed_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
 use crate::layers::batch_norm::NormParams;
-use crate::layers::step::{CoreMasks, GpuCore, StepCore};
+use crate::layers::step::{CoreMasks, EpilogueExtra, GpuCore, StepCore};
 use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
@@ -59,11 +59,23 @@ impl Sequential {
         let (block, bb) = (&self.blocks[i], &buf.blocks[i]);
         let act = self.applied_activation(i);
         let mut plan = Plan::new();
-        let core_act = if block.act_in_core(act, buf.training) { act } else { Activation::Identity };
+        let kept = block.act_kept_by_core(act, buf.training);
+        let core_act = if block.act_in_core(act, buf.training) || kept { act } else { Activation::Identity };
         if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered, lag)? {
-            plan.extend(core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?);
+            plan.extend(match (&bb.residual_out, kept) {
+                // The sum above this block, in the epilogue: written straight into its output.
+                (Some((out, shortcut, sum)), _) => {
+                    let sum_act = self.applied_activation(*sum);
+                    core.forward_gpu_with(&c, &g.params, out, sum_act, EpilogueExtra::Residual(shortcut))?
+                }
+                // A GELU applied by the epilogue, which keeps its input (core_out) for the backward.
+                (None, true) => {
+                    core.forward_gpu_with(&c, &g.params, &bb.h, core_act, EpilogueExtra::KeepPre(bb.core_out(block)))?
+                }
+                (None, false) => core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?,
+            });
         }
-        if let Core::Add { shortcut } = block.core {
+        if let (Core::Add { shortcut }, false) = (&block.core, bb.sum_in_epilogue) {
             let other = shortcut.map_or(&buf.x, |s| buf.blocks[s].output());
             plan.extend(residual::forward_gpu(gpu, &bb.input, other, bb.core_out(block), core_act)?);
         }
@@ -72,8 +84,8 @@ impl Sequential {
             let (x, p) = (per_channel(bb.core_out(block), n)?, Self::norm_params(&g.params, n)?);
             plan.extend(batch_norm::forward_gpu(gpu, &x, &p, nb, buf.training, &n.cfg, norm_act)?);
         }
-        if !block.act_in_core(act, buf.training) && !block.act_in_norm(act, buf.training) && act != Activation::Identity
-        {
+        let act_elsewhere = block.act_in_core(act, buf.training) || kept || block.act_in_norm(act, buf.training);
+        if !act_elsewhere && act != Activation::Identity {
             let x = bb.act_input(block).reshape(bb.h.shape())?;
             plan.extend(act_layer::forward_gpu(gpu, &x, &bb.h, act)?);
         }
@@ -124,7 +136,8 @@ impl Sequential {
         let bb = &buf.blocks[i];
         let dz = bb.dz()?;
         let mut plan = Plan::new();
-        if is_fork(&self.blocks, i) {
+        // A fork's gradients are summed here, unless its reader that adds did it.
+        if is_fork(&self.blocks, i) && fork_summed_by_reader(&self.blocks, i).is_none() {
             plan.extend(self.sum_fork_grads(i, buf)?);
         }
         if self.act_grad_fused_above(i) || act == Activation::Identity {
@@ -179,7 +192,9 @@ impl Sequential {
         if let Core::Add { shortcut } = block.core {
             // The sum's gradient is each operand's: written (through the operand's activation)
             // into its block's sink, or, for a fork, read from dlin where the fork sums.
-            for j in [block.input, shortcut].into_iter().flatten().filter(|&j| !is_fork(&self.blocks, j)) {
+            // An input that shares the sum's dz has its gradient already.
+            let input = block.input.filter(|_| !block.shares_input_grad);
+            for j in [input, shortcut].into_iter().flatten().filter(|&j| !is_fork(&self.blocks, j)) {
                 let below = &buf.blocks[j];
                 let (target, fused) = self.output_grad_sink(j, below)?;
                 let (saved, act) = fused.unwrap_or((below.h.clone(), Activation::Identity));
@@ -189,6 +204,15 @@ impl Sequential {
         }
         if let (true, Some(j)) = (input_grad, block.input) {
             let below = &buf.blocks[j];
+            // The fork below summed by this block's input gradient: into the fork's sink, the
+            // sum's gradient added on the way.
+            if let (Some((_, sum)), Some((core, c))) =
+                (fork_summed_by_reader(&self.blocks, j).filter(|&(r, _)| r == i), &core)
+            {
+                let (target, _) = self.output_grad_sink(j, below)?;
+                plan.extend(core.backward_input_adding_gpu(c, &g.params, dlin, target, &Self::core_grad(sum, buf)?)?);
+                return Ok(plan);
+            }
             let (target, fused) = match &bb.dinput {
                 Some(own) => (own, None),
                 None => self.output_grad_sink(j, below)?,
