@@ -262,32 +262,38 @@ fn gpt_row(gpu: &Gpu, iters: usize, csv: &mut std::fs::File) -> Result<(), Box<d
     writeln!(csv, "\"{} (gpt)\",{batch},steady,{per_iter:.4},{tokens_per_second:.1},,", gpu.adapter_info().name)?;
     // Where one step's device time goes, each dispatch timed alone.
     let timings = build()?.profile_token_step(&train, &opts, 5)?;
+    // And each where it runs in the step: its data written by others, the caches theirs.
+    let in_order = build()?.profile_token_step_in_order(&train, &opts, 5)?;
     let total: f64 = timings.iter().map(|t| t.1).sum();
+    let total_in_order: f64 = in_order.iter().map(|t| t.1).sum();
     println!(
         "one gpt step at batch {batch}: {} dispatches, {:.1} ms of device time in all",
         timings.len(),
         total * 1e3
     );
-    let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
-    for (label, seconds) in &timings {
+    println!("  each dispatch in the step, in order: {:.1} ms in all", total_in_order * 1e3);
+    let mut by_kernel: Vec<(String, usize, f64, f64)> = Vec::new();
+    for ((label, seconds), (_, in_step)) in timings.iter().zip(&in_order) {
         let kernel = label.split_whitespace().next().unwrap_or("").to_string();
         match by_kernel.iter_mut().find(|k| k.0 == kernel) {
-            Some(k) => (k.1, k.2) = (k.1 + 1, k.2 + seconds),
-            None => by_kernel.push((kernel, 1, *seconds)),
+            Some(k) => (k.1, k.2, k.3) = (k.1 + 1, k.2 + seconds, k.3 + in_step),
+            None => by_kernel.push((kernel, 1, *seconds, *in_step)),
         }
     }
-    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
-    println!("  by kernel:");
-    for (kernel, count, seconds) in &by_kernel {
+    by_kernel.sort_by(|a, b| b.3.total_cmp(&a.3));
+    println!("  by kernel (alone; in the step):");
+    for (kernel, count, seconds, in_step) in &by_kernel {
         println!(
-            "  {kernel:<52} {count:>4} × {:>9.1} µs = {:>6.1}%",
+            "  {kernel:<52} {count:>4} × {:>9.1} µs = {:>6.1}%;  {:>9.1} µs = {:>6.1}%",
             seconds / *count as f64 * 1e6,
-            100.0 * seconds / total
+            100.0 * seconds / total,
+            in_step / *count as f64 * 1e6,
+            100.0 * in_step / total_in_order
         );
     }
-    println!("  by dispatch:");
-    for (label, seconds) in &timings {
-        println!("  {label:<52} {:>9.1} µs", seconds * 1e6);
+    println!("  by dispatch (alone; in the step):");
+    for ((label, seconds), (_, in_step)) in timings.iter().zip(&in_order) {
+        println!("  {label:<52} {:>9.1} µs {:>9.1} µs", seconds * 1e6, in_step * 1e6);
     }
     let (device, wall) = build()?.time_token_step(&train, &opts, 10)?;
     print_step_split("gpt", total, &device, wall, per_iter);

@@ -159,4 +159,72 @@ impl Gpu {
         }
         Ok(seconds)
     }
+
+    /// Device seconds of each dispatch of `plan` where it runs in the plan (each dispatch in a
+    /// compute pass of its own with timestamps at its start and end, the plan recorded whole in
+    /// order), the median of `reps` executions. Beside [`Gpu::time_plan`] of each dispatch alone
+    /// (repeated, its data warm), it shows what a dispatch costs among its neighbours: data
+    /// other dispatches wrote, caches they evicted. Needs `Features::TIMESTAMP_QUERY`.
+    pub fn time_dispatches_in_order(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
+        const OP: &str = "time_dispatches_in_order";
+        if !self.profile().timestamps {
+            return Err(WgnnError::invalid(
+                OP,
+                "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead",
+            ));
+        }
+        let n = plan.len();
+        let queries = n.checked_mul(2).filter(|&q| q <= wgpu::QUERY_SET_MAX_QUERIES as usize).ok_or_else(|| {
+            WgnnError::invalid(
+                OP,
+                format!("{n} dispatches need more than {} timestamp queries", wgpu::QUERY_SET_MAX_QUERIES),
+            )
+        })? as u32;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let period_ns = self.queue().get_timestamp_period() as f64;
+        let query_set = self.scoped(OP, || {
+            self.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some(OP),
+                ty: wgpu::QueryType::Timestamp,
+                count: queries,
+            })
+        })?;
+        let resolved = self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(OP),
+            size: queries as u64 * wgpu::QUERY_SIZE as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut runs: Vec<Vec<f64>> = vec![Vec::with_capacity(reps.max(1)); n];
+        for _ in 0..reps.max(1) {
+            let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(OP) });
+            for (i, d) in plan.dispatches.iter().enumerate() {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(OP),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &query_set,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                Plan::from(d.clone()).record(&mut pass);
+            }
+            encoder.resolve_query_set(&query_set, 0..queries, &resolved, 0);
+            self.submit(OP, encoder.finish())?;
+            let bytes = self.read_bytes(&resolved, 0, queries as u64 * wgpu::QUERY_SIZE as u64)?;
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+            for (run, t) in runs.iter_mut().zip(ticks.chunks_exact(2)) {
+                run.push(t[1].wrapping_sub(t[0]) as f64 * period_ns * 1e-9);
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .map(|mut times| {
+                times.sort_by(f64::total_cmp);
+                times[times.len() / 2]
+            })
+            .collect())
+    }
 }

@@ -9,9 +9,11 @@ use wgnn::internals::kernels::attention::{
 use wgnn::internals::kernels::attention_choice::{choose_attention_kernel, AttentionKernel};
 use wgnn::internals::kernels::attention_dims::{AttentionDims, AttentionDropout};
 use wgnn::internals::kernels::flash_attention::{
-    flash_attention_backward, flash_attention_backward_dropout, flash_attention_forward,
-    flash_attention_forward_dropout, flash_attention_supported,
+    flash_attention_backward, flash_attention_backward_dropout, flash_attention_backward_rows,
+    flash_attention_backward_subgroup, flash_attention_forward, flash_attention_forward_dropout,
+    flash_attention_forward_rows, flash_attention_forward_subgroup, flash_attention_supported,
 };
+use wgnn::internals::kernels::flash_attention_subgroup::flash_subgroup_runs;
 use wgnn::internals::rng::Rng;
 use wgnn::Plan;
 use wgnn::Tensor;
@@ -82,6 +84,70 @@ pub fn bench_attention(bench: &mut Bench, rng: &mut Rng, b: usize, t: usize, c: 
             );
         }
         bench_dropout(bench, kernel, &dims, picked, [&qkv_t, &dout_t, &out_t, &dqkv_t], &qkv, &dout);
+    }
+    if flash_attention_supported(&dims) {
+        let cpu_s = (cpu_forward_s, cpu_backward_s);
+        bench_flash_rows(bench, (&shape, &dims), [&qkv_t, &dout_t, &out_t, &dqkv_t], (&out, &dqkv), pairs, cpu_s);
+    }
+}
+
+/// The flash kernels at each number of query rows per invocation (plain: `flash rows R`) and per
+/// lane (subgroup: `flash_sg rows R`), forward and backward: `*` marks the wrappers' pick (its
+/// plan's kernels and, for the forward, its dispatch count and labels compared).
+fn bench_flash_rows(
+    bench: &mut Bench,
+    (shape, dims): (&str, &AttentionDims),
+    t: [&Tensor; 4],
+    want: (&[f32], &[f32]),
+    pairs: f64,
+    cpu_s: (f64, f64),
+) {
+    let gpu = bench.gpu.clone();
+    let [qkv_t, dout_t, out_t, dqkv_t] = t;
+    let nh = dims.heads;
+    let [lse, delta] = [0; 2].map(|_| Tensor::zeros(&gpu, &dims.rows_shape()).unwrap());
+    let labels = |p: &Plan| p.dispatches.iter().map(|d| d.label.clone()).collect::<Vec<_>>();
+    let picked_forward = labels(&flash_attention_forward(&gpu, qkv_t, out_t, &lse, nh).unwrap());
+    let picked_backward =
+        labels(&flash_attention_backward(&gpu, dout_t, qkv_t, out_t, &lse, &delta, dqkv_t, nh).unwrap());
+    let bindings = [qkv_t, out_t, &lse, dout_t, &delta, dqkv_t, &lse];
+    let subgroups = flash_subgroup_runs(&gpu, dims, &bindings);
+    for (family, rows) in [("flash", 1), ("flash", 2), ("flash", 4), ("flash_sg", 1), ("flash_sg", 2), ("flash_sg", 4)]
+    {
+        if family == "flash_sg" && !subgroups {
+            continue;
+        }
+        let variant = format!("{family} rows {rows}");
+        let forward = match family {
+            "flash" => flash_attention_forward_rows(&gpu, qkv_t, out_t, &lse, nh, rows),
+            _ => flash_attention_forward_subgroup(&gpu, qkv_t, out_t, &lse, nh, rows, true),
+        };
+        let backward = match family {
+            "flash" => flash_attention_backward_rows(&gpu, dout_t, qkv_t, out_t, &lse, &delta, dqkv_t, nh, rows),
+            _ => flash_attention_backward_subgroup(&gpu, dout_t, qkv_t, out_t, &lse, &delta, dqkv_t, nh, rows, true),
+        };
+        // A row count past the loop budget at this T is refused: no row.
+        let (Ok(forward), Ok(backward)) = (forward, backward) else { continue };
+        // The wrappers' pick: the same kernels on the same grid (so the same rows).
+        if bench.wants(&format!("attention {variant} {shape}")) {
+            let is_pick = labels(&forward) == picked_forward
+                && forward.dispatches[0].workgroups
+                    == flash_attention_forward(&gpu, qkv_t, out_t, &lse, nh).unwrap().dispatches[0].workgroups;
+            let work = Work::Flops(2.0 * pairs);
+            let tol = (1e-5, 1e-3);
+            let s = shape.to_string();
+            bench.row("attention", &variant, s, is_pick, &forward, out_t, want.0, tol, work, cpu_s.0, None);
+        }
+        if bench.wants(&format!("attention_backward {variant} {shape}")) {
+            gpu.run(&[&forward]).unwrap();
+            let picked = flash_attention_backward(&gpu, dout_t, qkv_t, out_t, &lse, &delta, dqkv_t, nh).unwrap();
+            let is_pick = labels(&backward) == picked_backward
+                && backward.dispatches[0].workgroups == picked.dispatches[0].workgroups;
+            let work = Work::Flops(4.0 * pairs);
+            let tol = (4e-5, 2e-3);
+            let s = shape.to_string();
+            bench.row("attention_backward", &variant, s, is_pick, &backward, dqkv_t, want.1, tol, work, cpu_s.1, None);
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::attention_dims::{AttentionDims, AttentionDropout};
 use super::check::disjoint;
+use super::flash_attention_subgroup::{backward_subgroup_plan, flash_subgroup_runs, forward_subgroup_plan};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -131,8 +132,9 @@ fn specialise(
 
 /// Causal self-attention with `heads` heads, tiled.  qkv: [B, T, 3C] → out: [B, T, C] and lse:
 /// [B, NH, T] (each query row's log Σ exp(score), kept for [`flash_attention_backward`]). One
-/// dispatch, up to 4 query rows per invocation (as the loop budget allows at T). Only where
-/// [`flash_attention_supported`].
+/// dispatch, up to 4 query rows per invocation (as the loop budget allows at T): on devices that
+/// prefer subgroups (CPU adapters), the subgroup kernel where it runs
+/// (`kernels::flash_attention_subgroup`). Only where [`flash_attention_supported`].
 pub fn flash_attention_forward(gpu: &Gpu, qkv: &Tensor, out: &Tensor, lse: &Tensor, heads: usize) -> Result<Plan> {
     flash_attention_forward_masked(gpu, qkv, out, lse, heads, true)
 }
@@ -148,7 +150,7 @@ pub fn flash_attention_forward_masked(
     causal: bool,
 ) -> Result<Plan> {
     let dims = flash_dims("flash_attention_forward", qkv, heads)?;
-    forward_rows_masked(gpu, qkv, out, lse, heads, forward_rows(&dims), causal, None)
+    forward_rows_masked(gpu, qkv, out, lse, heads, chosen_forward(&dims), causal, None)
 }
 
 /// [`flash_attention_forward_masked`] with attention dropout (training): out = Σ_j P_ij M_ij v_j
@@ -165,7 +167,7 @@ pub fn flash_attention_forward_dropout(
     dropout: &AttentionDropout,
 ) -> Result<Plan> {
     let dims = flash_dims("flash_attention_forward", qkv, heads)?;
-    forward_rows_masked(gpu, qkv, out, lse, heads, forward_rows(&dims), causal, Some(dropout))
+    forward_rows_masked(gpu, qkv, out, lse, heads, chosen_forward(&dims), causal, Some(dropout))
 }
 
 /// [`flash_attention_forward`] with `rows` (1, 2 or 4) query rows per invocation, within the loop
@@ -178,7 +180,22 @@ pub fn flash_attention_forward_rows(
     heads: usize,
     rows: usize,
 ) -> Result<Plan> {
-    forward_rows_masked(gpu, qkv, out, lse, heads, rows, true, None)
+    forward_rows_masked(gpu, qkv, out, lse, heads, FlashKernels::Plain { rows }, true, None)
+}
+
+/// [`flash_attention_forward_rows`] on the subgroup kernel (`kernels::flash_attention_subgroup`),
+/// causal or not: an error where it does not run on `gpu` (subgroups under 8, heads not a
+/// multiple of 4 values, unaligned views).
+pub fn flash_attention_forward_subgroup(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    heads: usize,
+    rows: usize,
+    causal: bool,
+) -> Result<Plan> {
+    forward_rows_masked(gpu, qkv, out, lse, heads, FlashKernels::Subgroup { rows }, causal, None)
 }
 
 /// [`flash_attention_forward_rows`], causal or not, with dropout or without.
@@ -189,13 +206,13 @@ fn forward_rows_masked(
     out: &Tensor,
     lse: &Tensor,
     heads: usize,
-    rows: usize,
+    kernels: FlashKernels,
     causal: bool,
     dropout: Option<&AttentionDropout>,
 ) -> Result<Plan> {
     const OP: &str = "flash_attention_forward";
     let dims = AttentionDims { causal, ..flash_dims(OP, qkv, heads)? };
-    check_rows(OP, &dims, rows, forward_loop_count(&dims, rows))?;
+    check_rows(OP, &dims, kernels.most_rows(), forward_loop_count(&dims, kernels.most_rows()))?;
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
     let dummy = dummy(gpu)?;
@@ -211,16 +228,23 @@ fn forward_rows_masked(
         }
     };
     let bindings = [qkv, out, lse, &dummy, &dummy, &dummy, step];
+    let params = dims.params(dropout);
+    let picked = kernels.pick(gpu, &dims, &bindings);
+    let rows = picked.rows();
+    if let Picked::Subgroup(rows) = picked {
+        return forward_subgroup_plan(OP, gpu, &dims, &bindings, &params, rows, dropout.is_some());
+    }
     let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);
     let (family, constants) = specialise(&dims, &bindings, rows, dropout.is_some());
-    Ok(dispatch(gpu, family, OP, &constants, &dims.params(dropout), &bindings, grid)?.into())
+    Ok(dispatch(gpu, family, OP, &constants, &params, &bindings, grid)?.into())
 }
 
 /// The gradient of [`flash_attention_forward`].  dout, out: [B, T, C], qkv: [B, T, 3C], lse:
 /// [B, NH, T] (the forward's) → dqkv: [B, T, 3C] (overwritten); delta: [B, NH, T] is scratch
 /// (D = rowsum(dout ⊙ out)). Two dispatches: dq (which writes D first; 2 query rows per invocation
 /// where the loop budget allows), then dk and dv (one key row per invocation: 2 or 4 measured
-/// 3–7× slower on lavapipe, their four head-sized arrays per row spilling).
+/// 3–7× slower on lavapipe, their four head-sized arrays per row spilling). On devices that
+/// prefer subgroups, the subgroup kernels where they run (one query row per dq lane).
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_backward(
     gpu: &Gpu,
@@ -249,7 +273,7 @@ pub fn flash_attention_backward_masked(
     causal: bool,
 ) -> Result<Plan> {
     let dims = flash_dims("flash_attention_backward", qkv, heads)?;
-    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, dq_rows(&dims), causal, None)
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, chosen_backward(&dims), causal, None)
 }
 
 /// The gradient of [`flash_attention_forward_dropout`] (the same `dropout`, step and lag: the
@@ -269,7 +293,8 @@ pub fn flash_attention_backward_dropout(
     dropout: &AttentionDropout,
 ) -> Result<Plan> {
     let dims = flash_dims("flash_attention_backward", qkv, heads)?;
-    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, dq_rows(&dims), causal, Some(dropout))
+    let kernels = chosen_backward(&dims);
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, kernels, causal, Some(dropout))
 }
 
 /// [`flash_attention_backward`] with `rows` (1, 2 or 4) query rows per dq invocation, within the
@@ -286,7 +311,99 @@ pub fn flash_attention_backward_rows(
     heads: usize,
     rows: usize,
 ) -> Result<Plan> {
-    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, rows, true, None)
+    let kernels = FlashKernels::Plain { rows };
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, kernels, true, None)
+}
+
+/// [`flash_attention_backward_rows`] on the subgroup kernels (`kernels::flash_attention_subgroup`),
+/// causal or not: an error where they do not run on `gpu` (subgroups under 8, heads not a
+/// multiple of 4 values, unaligned views).
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_backward_subgroup(
+    gpu: &Gpu,
+    dout: &Tensor,
+    qkv: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    delta: &Tensor,
+    dqkv: &Tensor,
+    heads: usize,
+    rows: usize,
+    causal: bool,
+) -> Result<Plan> {
+    let kernels = FlashKernels::Subgroup { rows };
+    backward_rows_masked(gpu, [dout, qkv, out, lse, delta, dqkv], heads, kernels, causal, None)
+}
+
+/// Which kernels a forward or backward runs: the plain ones with `rows` query rows per invocation
+/// (per dq invocation in the backward), the subgroup ones with as many per lane, or whichever the
+/// device prefers.
+#[derive(Clone, Copy, Debug)]
+enum FlashKernels {
+    Plain {
+        rows: usize,
+    },
+    Subgroup {
+        rows: usize,
+    },
+    /// The subgroup kernels where the device profile prefers subgroups (CPU adapters) and they
+    /// run on the bindings, the plain ones otherwise; `rows` for each.
+    Preferred {
+        plain_rows: usize,
+        subgroup_rows: usize,
+    },
+}
+
+/// What [`FlashKernels::pick`] picked, with its rows.
+enum Picked {
+    Plain(usize),
+    Subgroup(usize),
+}
+
+impl Picked {
+    fn rows(&self) -> usize {
+        match *self {
+            Picked::Plain(rows) | Picked::Subgroup(rows) => rows,
+        }
+    }
+}
+
+impl FlashKernels {
+    /// The most rows any of its kernels takes: what the loop budget must allow (the preferred
+    /// kernels' rows are chosen within it).
+    fn most_rows(self) -> usize {
+        match self {
+            FlashKernels::Plain { rows } | FlashKernels::Subgroup { rows } => rows,
+            FlashKernels::Preferred { plain_rows, subgroup_rows } => plain_rows.max(subgroup_rows),
+        }
+    }
+
+    fn pick(self, gpu: &Gpu, dims: &AttentionDims, bindings: &[&Tensor]) -> Picked {
+        match self {
+            FlashKernels::Plain { rows } => Picked::Plain(rows),
+            FlashKernels::Subgroup { rows } => Picked::Subgroup(rows),
+            FlashKernels::Preferred { plain_rows, subgroup_rows } => {
+                match gpu.profile().matmul.prefer_subgroup && flash_subgroup_runs(gpu, dims, bindings) {
+                    true => Picked::Subgroup(subgroup_rows),
+                    false => Picked::Plain(plain_rows),
+                }
+            }
+        }
+    }
+}
+
+/// The forward's kernels at `dims`: the subgroup one where preferred, the plain one elsewhere,
+/// each with as many query rows (up to 4) as the loop budget allows (BENCHMARKS.md, 2026-12-07:
+/// on subgroups 4 rows as fast as 2 at T 64, faster at 256).
+fn chosen_forward(dims: &AttentionDims) -> FlashKernels {
+    FlashKernels::Preferred { plain_rows: forward_rows(dims), subgroup_rows: forward_rows(dims) }
+}
+
+/// The backward's kernels at `dims`: the subgroup ones with a query row per dq lane where
+/// preferred (2 measured 3× slower: three head-sized arrays per row spill), the plain ones with 2
+/// rows per dq invocation where the loop budget allows elsewhere.
+fn chosen_backward(dims: &AttentionDims) -> FlashKernels {
+    FlashKernels::Preferred { plain_rows: dq_rows(dims), subgroup_rows: 1 }
 }
 
 /// [`flash_attention_backward_rows`], causal or not; `tensors`: dout, qkv, out, lse, delta, dqkv.
@@ -294,14 +411,14 @@ fn backward_rows_masked(
     gpu: &Gpu,
     tensors: [&Tensor; 6],
     heads: usize,
-    rows: usize,
+    kernels: FlashKernels,
     causal: bool,
     dropout: Option<&AttentionDropout>,
 ) -> Result<Plan> {
     const OP: &str = "flash_attention_backward";
     let [dout, qkv, out, lse, delta, dqkv] = tensors;
     let dims = AttentionDims { causal, ..flash_dims(OP, qkv, heads)? };
-    check_rows(OP, &dims, rows, dq_loop_count(&dims, rows))?;
+    check_rows(OP, &dims, kernels.most_rows(), dq_loop_count(&dims, kernels.most_rows()))?;
     dims.expect(OP, "dout", dout, &dims.out_shape())?;
     dims.expect(OP, "out", out, &dims.out_shape())?;
     dims.expect(OP, "lse", lse, &dims.rows_shape())?;
@@ -320,6 +437,11 @@ fn backward_rows_masked(
     disjoint(OP, &named)?;
     let bindings = [qkv, out, lse, dout, delta, dqkv, step];
     let params = dims.params(dropout);
+    let picked = kernels.pick(gpu, &dims, &bindings);
+    let rows = picked.rows();
+    if let Picked::Subgroup(rows) = picked {
+        return backward_subgroup_plan(OP, gpu, &dims, &bindings, &params, rows, dropout.is_some());
+    }
     let mut plan = Plan::new();
     let (family, constants) = specialise(&dims, &bindings, rows, dropout.is_some());
     let grid = grid_1d(gpu, dims.batch * dims.heads * dims.seq.div_ceil(rows), WG);

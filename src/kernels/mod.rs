@@ -19,6 +19,7 @@ pub mod dense_softmax_xent;
 pub mod dropout;
 pub mod embedding;
 pub mod flash_attention;
+pub mod flash_attention_subgroup;
 pub mod gather;
 pub mod grad_norm;
 pub mod hinge;

@@ -92,4 +92,20 @@ impl Sequential {
         self.reset_epoch()?;
         Ok((device, wall))
     }
+
+    /// Device seconds of each dispatch of one `fit_tokens` step with `opts` where it runs in
+    /// the step ([`Gpu::time_dispatches_in_order`], median of `reps` steps), labelled as
+    /// [`Sequential::profile_token_step`]'s. The steps really run, as there.
+    pub fn profile_token_step_in_order(
+        &mut self,
+        data: &TokenDataset,
+        opts: &TokenFitOptions,
+        reps: usize,
+    ) -> Result<Vec<(String, f64)>> {
+        let step = self.one_token_step("profile_token_step_in_order", data, opts)?;
+        let gpu = self.gpu_state()?.gpu.clone();
+        let times = gpu.time_dispatches_in_order(&step.plan, reps)?;
+        self.reset_epoch()?;
+        Ok(step.plan.dispatches.iter().map(|d| d.label.clone()).zip(times).collect())
+    }
 }
