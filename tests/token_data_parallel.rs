@@ -4,8 +4,8 @@
 //! within the CPU reference's tolerance over 24 steps, the replicas bit-identical); one rank
 //! ([`SingleProcess`]) trains exactly as plain `fit_tokens`; models or tokens that differ
 //! between the ranks are refused by name, as are the CPU backend and skipping; a checkpoint
-//! resumes on as many ranks and is refused on another number; with dropout each rank draws masks
-//! of its own.
+//! resumes on as many ranks and is refused on another number; a cancel stops one rank where plain
+//! `fit_tokens` stops; with dropout each rank draws masks of its own.
 
 mod common;
 #[path = "../examples/common/gpt.rs"]
@@ -14,6 +14,7 @@ mod gpt;
 
 use common::{assert_close, gpu, scratch};
 use gpt::{gpt_with_dropout, nanogpt_adamw, GptConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
 use wgnn::collective::{Collective, SingleProcess, ThreadRank};
 use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, Checkpointing, Loss, Observer, Progress, Sequential, TokenFitOptions};
@@ -234,4 +235,52 @@ fn with_dropout_each_rank_draws_masks_of_its_own() {
             false => assert_ne!(two[0], one, "2 ranks with dropout {dropout} drew the same masks"),
         }
     }
+}
+
+/// Records every step's loss, and sets `flag` at (period, step) `at`, as a Ctrl-C would.
+struct CancelAt<'f> {
+    at: (usize, usize),
+    flag: &'f AtomicBool,
+    steps: StepLosses,
+}
+
+impl Observer for CancelAt<'_> {
+    fn on_progress(&mut self, p: &Progress) {
+        self.steps.on_progress(p);
+        if (p.epoch, p.step) == self.at {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_run_stops_where_plain_fit_tokens_stops() {
+    let (train, val) = text(800, 8).split(0.8).unwrap();
+    let backend = Backend::Gpu(gpu());
+    let run = |parallel: bool| {
+        let flag = AtomicBool::new(false);
+        let o = TokenFitOptions { cancel: Some(&flag), ..opts(4) };
+        // Period 2's third step: its all-reduce carries the flag, and the step is dropped.
+        let mut observer = CancelAt { at: (2, 3), flag: &flag, steps: StepLosses::default() };
+        let mut m = model(&backend, 1, 0.0);
+        let history = match parallel {
+            true => m.fit_tokens_data_parallel_with(&train, Some(&val), &o, &SingleProcess, &mut observer),
+            false => m.fit_tokens_with(&train, Some(&val), &o, &mut observer),
+        };
+        (history.unwrap(), observer.steps.losses, m)
+    };
+    let (plain_history, plain_losses, mut plain) = run(false);
+    let (history, losses, mut parallel) = run(true);
+    assert_eq!(plain_history.cancelled_in, Some(2), "plain fit_tokens stops in period 2");
+    assert_eq!(plain_losses.len(), 8 + 3, "period 1's 8 steps and 3 of period 2");
+    assert_eq!(history.cancelled_in, Some(2));
+    assert_eq!(history.epochs.len(), 1, "period 1 recorded, not the unfinished one");
+    assert_eq!(losses, plain_losses, "the same steps");
+    assert_eq!(parallel.parameters().unwrap(), plain.parameters().unwrap(), "the weights after 11 steps");
+    // t went back with the dropped step: 8 more steps train alike (the windows and the schedule
+    // read t).
+    let more = TokenFitOptions { steps: 8, eval_every: 8, ..opts(4) };
+    plain.fit_tokens(&train, None, &more).unwrap();
+    parallel.fit_tokens(&train, None, &more).unwrap();
+    assert_eq!(parallel.parameters().unwrap(), plain.parameters().unwrap(), "the weights 8 steps later");
 }
