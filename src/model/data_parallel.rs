@@ -40,6 +40,10 @@ impl Sequential {
     /// broadcasts rank 0's buffers before each forward, so that its running statistics are
     /// rank 0's shard's alone.)
     ///
+    /// Dropout draws masks of each rank's own (DDP's per-rank RNG): rank 0's are plain `fit`'s,
+    /// the others' seeds are salted by the rank (masks index a rank's local rows, which would
+    /// otherwise give every rank the same masks).
+    ///
     /// A model made by [`Sequential::resume`] continues as with plain `fit` when the checkpoint
     /// was written by a run on as many ranks (checkpoints record the world size; older ones, and
     /// plain `fit`'s, count as 1), and is refused naming both sizes otherwise: another size
