@@ -19,6 +19,11 @@
 //! are the checkpoint's; give the same --batch and --eval-every; --iters counts every iteration,
 //! and past the first run's the rate stays at its --min-lr). `--save` writes the trained model. Errors print as `error: …` (exit 1), usage errors exit 2, Ctrl-C writes the
 //! outputs and exits 130.
+//!
+//! Data-parallel, each iteration on ranks × `--batch` windows (`--batch` on each; as one process
+//! at that batch): `mpirun -np 2 target/release/examples/char_gpt --data-parallel` on MPI (built
+//! with `--features mpi`; rank 0 alone prints and writes), or `--adapters all|LIST` on several
+//! adapters of one process.
 
 #[macro_use]
 mod common;
@@ -31,9 +36,10 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Parser;
 use common::gpt::{gpt_with_dropout, nanogpt_adamw, GptConfig};
-use common::outputs::{write_after_fit, Outputs};
+use common::outputs::{write_after_fit, NoProgress, Outputs};
+use wgnn::collective::Collective;
 use wgnn::model::{Backend, Checkpointing, Loss, Observer, Progress, Sequential, TokenFitOptions};
-use wgnn::{EpochRecord, History, Layer, TokenDataset, WgnnError};
+use wgnn::{EpochRecord, Gpu, History, Layer, TokenDataset, WgnnError};
 
 #[derive(Parser, Debug)]
 #[command(name = "char_gpt", about = "Train a character-level GPT on Tiny Shakespeare on the GPU (wgnn)")]
@@ -127,6 +133,17 @@ struct Args {
     /// training on it (also: $WGNN_REQUIRE_GPU=1).
     #[arg(long)]
     require_gpu: bool,
+    /// Train on every process `mpirun -np N` (or `srun`) started, as one model on MPI (needs a
+    /// binary built with `--features mpi`): each iteration draws N × --batch windows, --batch on
+    /// each process; rank 0 alone prints and writes the outputs and checkpoints.
+    #[arg(long)]
+    data_parallel: bool,
+    /// Train on several adapters of this machine at once, a replica and a thread each: "all"
+    /// (every GPU), or a list of indices or parts of names ("0,1"; "0,0": two devices on one
+    /// adapter). Each iteration draws (adapters) × --batch windows; the first adapter's replica
+    /// prints and writes the outputs.
+    #[arg(long, conflicts_with_all = ["data_parallel", "adapter"])]
+    adapters: Option<String>,
 }
 
 /// A finite number ≥ 0 (a floor, a decay, a norm where 0 turns it off).
@@ -163,10 +180,16 @@ fn check_flags(args: &Args) {
 
 fn run(args: &Args) -> Result<()> {
     check_flags(args);
+    // First: on ranks other than 0, this silences what follows.
+    let ranks = common::data_parallel::ranks(args.data_parallel, "char_gpt")?;
     let text = TokenDataset::from_text_file(&args.data).map_err(|e| common::hint_data_flag(e, &args.data))?;
     let (train, val) = text.split(0.9)?;
     let outputs = Outputs::prepare(&args.out, args.save.as_deref(), args.checkpoint_dir.as_deref())?;
-    let gpu = common::gpu(args.adapter.as_deref(), args.require_gpu)?;
+    let replicas = common::adapters::open(args.adapters.as_deref(), args.require_gpu)?;
+    let gpu = match &replicas {
+        Some(gpus) => gpus[0].clone(),
+        None => common::gpu(args.adapter.as_deref(), args.require_gpu)?,
+    };
     let backend = Backend::Gpu(gpu.clone());
     say!(
         "data: {} characters ({} distinct) in {}: {} training, {} validation",
@@ -209,19 +232,7 @@ fn run(args: &Args) -> Result<()> {
             let history = model.resumed_history().cloned().unwrap_or_default();
             (model, history)
         }
-        None => {
-            let cfg = GptConfig {
-                vocab: text.vocab_size(),
-                block: args.block,
-                n_layer: args.n_layer,
-                n_head: args.n_head,
-                n_embd: args.n_embd,
-            };
-            let mut model = gpt_with_dropout(cfg, args.dropout, args.seed).build(&backend)?;
-            let optimizer = nanogpt_adamw(args.lr, args.min_lr, args.warmup, args.iters, args.weight_decay);
-            model.compile(Loss::SparseCategoricalCrossentropy, optimizer)?;
-            (model, History::default())
-        }
+        None => (new_model(args, text.vocab_size(), &backend)?, History::default()),
     };
     say!("model ({} parameters):\n{}", model.parameter_count(), model.summary());
 
@@ -238,8 +249,16 @@ fn run(args: &Args) -> Result<()> {
             done * args.eval_every,
             done * args.eval_every
         ),
-        _ => train_writing_outputs(&mut model, args, (&train, &val), resumed, &outputs)?,
+        _ => {
+            let parallel =
+                Parallel { ranks: ranks.as_deref(), replicas: replicas.as_deref(), vocab: text.vocab_size() };
+            train_writing_outputs(&mut model, args, (&train, &val), resumed, &outputs, parallel)?
+        }
     };
+    // The other ranks are done: rank 0 reports, writes and samples.
+    if !common::data_parallel::is_rank0() {
+        return Ok(());
+    }
     say!(
         "device memory: {:.1} MiB at most (the engine's tensors)",
         gpu.peak_allocated_bytes() as f64 / (1 << 20) as f64
@@ -265,14 +284,33 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `fit_tokens` with [`TokenConsole`], then the outputs written as `fit_writing_outputs` does
-/// (also after a diverging loss or a signal); a device limit names --batch and --block.
+/// The GPT the flags describe for a vocabulary of `vocab`, compiled, on `backend`.
+fn new_model(args: &Args, vocab: usize, backend: &Backend) -> Result<Sequential> {
+    let cfg = GptConfig { vocab, block: args.block, n_layer: args.n_layer, n_head: args.n_head, n_embd: args.n_embd };
+    let mut model = gpt_with_dropout(cfg, args.dropout, args.seed).build(backend)?;
+    let optimizer = nanogpt_adamw(args.lr, args.min_lr, args.warmup, args.iters, args.weight_decay);
+    model.compile(Loss::SparseCategoricalCrossentropy, optimizer)?;
+    Ok(model)
+}
+
+/// Where the run trains besides this process's model: the ranks of `--data-parallel`, or the
+/// other adapters of `--adapters` (a replica each, of a GPT over `vocab` characters).
+struct Parallel<'a> {
+    ranks: Option<&'a dyn Collective>,
+    replicas: Option<&'a [Gpu]>,
+    vocab: usize,
+}
+
+/// `fit_tokens` with [`TokenConsole`] (data-parallel over `parallel`'s ranks or adapters), then
+/// the outputs written as `fit_writing_outputs` does (also after a diverging loss or a signal);
+/// a device limit names --batch and --block.
 fn train_writing_outputs(
     model: &mut Sequential,
     args: &Args,
     (train, val): (&TokenDataset, &TokenDataset),
     resumed: History,
     outputs: &Outputs,
+    parallel: Parallel,
 ) -> Result<History> {
     let cancel = common::interrupt::cancel_on_signals()?;
     let checkpoint = args.checkpoint_dir.as_deref().map(Checkpointing::every_epoch);
@@ -292,7 +330,37 @@ fn train_writing_outputs(
     };
     let mut console = TokenConsole::new(args.eval_every, args.iters);
     let started = Instant::now();
-    let fitted = model.fit_tokens_with(train, Some(val), &options, &mut console);
+    let fitted = match (parallel.ranks, parallel.replicas) {
+        (Some(c), _) => {
+            say!(
+                "data-parallel: {} ranks, each step {} windows ({} on each rank)",
+                c.size(),
+                c.size() * args.batch,
+                args.batch
+            );
+            match c.rank() {
+                0 => model.fit_tokens_data_parallel_with(train, Some(val), &options, c, &mut console),
+                _ => model.fit_tokens_data_parallel_with(train, Some(val), &options, c, &mut NoProgress),
+            }
+        }
+        (None, Some(gpus)) => {
+            // Each other adapter's replica starts from the checkpoint or the same new model.
+            let build = |backend: &Backend| -> Result<Sequential> {
+                match &args.resume {
+                    Some(path) => Ok(Sequential::resume(path, backend)?),
+                    None => new_model(args, parallel.vocab, backend),
+                }
+            };
+            let replica_options = TokenFitOptions { checkpoint: None, cancel: None, ..options };
+            let fit = |replica: &mut Sequential, rank: &dyn Collective| {
+                replica.fit_tokens_data_parallel(train, Some(val), &replica_options, rank).map(drop)
+            };
+            common::adapters::train_with_replicas(gpus, &build, (args.batch, "windows"), &fit, |c| {
+                Ok(model.fit_tokens_data_parallel_with(train, Some(val), &options, c, &mut console))
+            })?
+        }
+        (None, None) => model.fit_tokens_with(train, Some(val), &options, &mut console),
+    };
     console.clear_bar();
     let seconds = started.elapsed().as_secs_f64();
     let resumed_rows = resumed.epochs.len();

@@ -1,9 +1,11 @@
 // A batch of random windows of a token array (nanoGPT's get_batch), drawn on the device from a
 // counter-based hash of (seed, step, row): no offsets are uploaded, and the same seed and step
 // give the same windows on every run and in src/cpu/token_batch.rs.
-//   token_windows: o_b = ⌊hash(seed, step[0], b) · (len − block) / 2³²⌋,  0 ≤ o_b < len − block
+//   token_windows: o_b = ⌊hash(seed, step[0], first + b) · (len − block) / 2³²⌋,  0 ≤ o_b < len − block
 //                  x[b, j] = tokens[o_b + j],  y[b, j] = tokens[o_b + j + 1]
 //                  tokens: [len] u32,  x, y: [batch, block] u32
+// `first` numbers the rows from a row of a larger batch: data-parallel rank r of a batch split into
+// shards of `batch` rows draws rows [r·batch, (r+1)·batch) of it, the windows one process draws.
 // One invocation per (b, j); the hash is recomputed per invocation (three rounds, cheaper than a
 // second dispatch). The offset is the high word of hash · (len − block), Lemire's multiply-shift
 // (no modulo bias beyond 2⁻³²), with the 32×32 → 64-bit product built from 16-bit halves.
@@ -15,6 +17,10 @@ struct Params {
     block: u32,
     batch: u32,
     seed: u32,
+    first: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // All read_write: wgpu tracks usage per buffer, so views of one buffer bound read-only and
@@ -58,7 +64,7 @@ fn token_windows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (i >= p.batch * p.block) { return; }
     let b = i / p.block;
     let j = i % p.block;
-    let offset = mul_high(window_hash(p.seed, step[0], b), p.len - p.block);
+    let offset = mul_high(window_hash(p.seed, step[0], p.first + b), p.len - p.block);
     x[i] = tokens[offset + j];
     y[i] = tokens[offset + j + 1u];
 }

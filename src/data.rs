@@ -23,8 +23,8 @@ use assemble::{assemble, Origin};
 pub use classes::MAX_CLASSES;
 pub use from_memory::{FeatureValue, Label, IN_MEMORY};
 use npy::{read_npy_file, NpzFile};
-pub(crate) use tokens::check_windows;
 pub use tokens::TokenDataset;
+pub(crate) use tokens::{check_first_row, check_windows};
 
 /// Features stored as raw u8 (what MNIST is) or f32, row-major `[rows, feature_dim]`.
 #[derive(Clone, PartialEq)]

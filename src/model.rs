@@ -75,6 +75,7 @@ mod predict;
 mod reference;
 mod saved;
 mod stream;
+mod token_data_parallel;
 mod token_profile;
 mod weights;
 

@@ -7,9 +7,13 @@
 //! mid-training ends the job, naming itself, instead of leaving the other waiting; with batch
 //! norm the ranks stay identical, their running statistics the host's average of the shards';
 //! a checkpoint resumes on as many ranks as the uninterrupted run, and is refused on another
-//! number.
+//! number. Token training too: 2 ranks at batch b train char_gpt's GPT, tiny, as one process at
+//! 2b (`fit_tokens_data_parallel`).
 
 mod common;
+#[path = "../examples/common/gpt.rs"]
+#[allow(dead_code)]
+mod gpt;
 use common::*;
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
@@ -17,8 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wgnn::collective::SingleProcess;
 use wgnn::collective::{Collective, MpiCollective};
-use wgnn::model::{Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential};
-use wgnn::{Activation, Dataset, EpochRecord, Gpu, GpuOptions, WgnnError};
+use wgnn::internals::rng::Rng;
+use wgnn::model::{
+    Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, TokenFitOptions,
+};
+use wgnn::{Activation, Dataset, EpochRecord, Gpu, GpuOptions, TokenDataset, WgnnError};
 
 /// Whether this process is a rank that `mpirun` started (else it is `cargo test`'s, which
 /// starts the ranks).
@@ -329,4 +336,58 @@ fn a_resumed_run_on_as_many_ranks_continues_the_uninterrupted_one() {
     assert_eq!(continued.epochs.len(), 4, "the checkpoint's 2 epochs and 2 more");
     assert_close("resumed history vs uninterrupted", &losses(&continued), &losses(&straight), 1e-6, 1e-5);
     assert_same_as_rank0(&mpi, &resumed, "after the resumed run");
+}
+
+/// `len` characters of 11 distinct ones: a cycle with a quarter drawn at random (tiny_gpt.rs').
+fn text(len: usize, seed: u64) -> TokenDataset {
+    const CHARS: &[u8] = b"abcdefghij\n";
+    let mut rng = Rng::new(seed);
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| if rng.below(4) == 0 { CHARS[rng.below(CHARS.len())] } else { CHARS[i % CHARS.len()] })
+        .collect();
+    TokenDataset::from_text(&bytes, "tiny text").unwrap()
+}
+
+#[test]
+fn two_ranks_train_tokens_as_one_process_with_twice_the_batch() {
+    if !is_rank() {
+        return assert_both_ranks_passed("two_ranks_train_tokens_as_one_process_with_twice_the_batch");
+    }
+    let mpi = MpiCollective::init().unwrap();
+    let gpu = Gpu::with_options(&GpuOptions { autotune: false, ..Default::default() })
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let backend = Backend::Gpu(gpu);
+    let tiny = gpt::GptConfig { vocab: 11, block: 8, n_layer: 2, n_head: 2, n_embd: 16 };
+    let model = || {
+        let mut model = gpt::gpt(tiny, 7).build(&backend).unwrap();
+        model.compile(Loss::SparseCategoricalCrossentropy, gpt::nanogpt_adamw(3e-3, 3e-4, 2, 24, 0.1)).unwrap();
+        model
+    };
+    let (train, val) = text(800, 3).split(0.8).unwrap();
+    let per_rank = TokenFitOptions {
+        batch_size: 3,
+        steps: 24,
+        eval_every: 8,
+        eval_batches: 2,
+        clip_norm: Some(1.0),
+        progress_every: 1,
+        ..Default::default()
+    };
+    let (mut parallel, mut ticks) = (model(), Ticks::default());
+    let history = parallel.fit_tokens_data_parallel_with(&train, Some(&val), &per_rank, &mpi, &mut ticks).unwrap();
+    let (mut single, mut single_ticks) = (model(), Ticks::default());
+    let single_history = single
+        .fit_tokens_with(&train, Some(&val), &TokenFitOptions { batch_size: 6, ..per_rank }, &mut single_ticks)
+        .unwrap();
+    assert_eq!(ticks.0.len(), 24, "a tick per step");
+    assert_close("running loss per step, 2 ranks at 3 vs 1 at 6", &ticks.0, &single_ticks.0, 1e-4, 1e-3);
+    let val_losses = |h: &wgnn::History| h.epochs.iter().map(|r| r.val_loss.unwrap()).collect::<Vec<_>>();
+    assert_close("validation loss, 2 ranks vs 1", &val_losses(&history), &val_losses(&single_history), 1e-4, 1e-3);
+    for (p, want) in parallel.parameters().unwrap().iter().zip(single.parameters().unwrap()) {
+        assert_close(&format!("{} after 24 steps, 2 ranks vs 1", p.name), &p.values, &want.values, 1e-4, 1e-3);
+    }
+    let mine: Vec<f32> = parallel.parameters().unwrap().iter().flat_map(|p| p.values.clone()).collect();
+    let mut rank0 = mine.clone();
+    mpi.broadcast_f32(&mut rank0, 0).unwrap();
+    assert_eq!(mine, rank0, "rank {}'s parameters equal rank 0's", mpi.rank());
 }

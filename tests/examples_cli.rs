@@ -231,6 +231,43 @@ fn data_parallel_without_the_feature_says_how_to_build() {
         assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
     }
     assert!(!stdout.contains("epoch"), "nothing trained: {stdout}");
+    let gpt =
+        Command::new(example("char_gpt")).args(args("--data-parallel --iters 2 --eval-every 2 --warmup 1")).output();
+    let (code, stdout, stderr) = outcome(gpt.unwrap());
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--data-parallel needs MPI") && stderr.contains("--example char_gpt"), "{stderr}");
+    assert!(!stdout.contains("iteration"), "nothing trained: {stdout}");
+}
+
+#[test]
+fn char_gpt_on_two_adapters_trains_as_one_at_twice_the_batch() {
+    let run = |name: &str, flags: &str| {
+        let out = scratch(name);
+        let mut a = args(&format!(
+            "--iters 20 --eval-every 10 --n-layer 1 --n-head 2 --n-embd 16 --block 8 --eval-batches 2 --warmup 2 \
+             --sample-chars 0 {flags} --out"
+        ));
+        a.push(out.display().to_string());
+        let (code, stdout, stderr) = outcome(Command::new(example("char_gpt")).args(&a).output().unwrap());
+        assert_eq!(code, Some(0), "{flags}\n{stdout}{stderr}");
+        (stdout, History::from_csv(&std::fs::read_to_string(out.join("history.csv")).unwrap()).unwrap())
+    };
+    // "0,0": two devices on the first adapter, which every machine that runs the tests has.
+    let (stdout, two) = run("gpt-adapters", "--adapters 0,0 --batch 2");
+    assert!(stdout.contains("data-parallel: 2 adapters in this process, each step 4 windows (2 on each)"), "{stdout}");
+    let (_, one) = run("gpt-one-adapter", "--batch 4");
+    assert_eq!(two.epochs.len(), 2);
+    for (a, b) in two.epochs.iter().zip(&one.epochs) {
+        // The same windows; the gradients summed across ranks on the host, in another order.
+        let close = |x: f32, y: f32| (x - y).abs() <= 1e-3 * y.abs().max(1.0);
+        assert!(close(a.train_loss, b.train_loss), "{two:?}\n{one:?}");
+        assert!(close(a.val_loss.unwrap(), b.val_loss.unwrap()), "{two:?}\n{one:?}");
+    }
+    let bad =
+        Command::new(example("char_gpt")).args(args("--adapters 99 --iters 2 --eval-every 2 --warmup 1")).output();
+    let (code, stdout, stderr) = outcome(bad.unwrap());
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--adapters 99: ") && stderr.contains("adapter index 99"), "{stderr}");
 }
 
 #[test]

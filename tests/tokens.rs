@@ -56,6 +56,47 @@ fn gpu_windows_match_the_reference_on_awkward_sizes() {
     }
 }
 
+/// The GPU's (x, y) of rows `first..first + batch` of the batch at (seed, t).
+fn gpu_rows(gpu: &Gpu, data: &TokenDataset, t: u32, first: usize, batch: usize, block: usize) -> (Vec<u32>, Vec<u32>) {
+    let tokens = GpuTokens::upload(gpu, data).unwrap();
+    let step = Tensor::from_u32(gpu, &[1], &[t]).unwrap();
+    let x = Tensor::zeros_u32(gpu, &[batch, block]).unwrap();
+    let y = Tensor::zeros_u32(gpu, &[batch, block]).unwrap();
+    gpu.run(&[&token_windows(gpu, &tokens.tokens, &step, 42, first, &x, &y).unwrap()]).unwrap();
+    (x.to_vec_u32().unwrap(), y.to_vec_u32().unwrap())
+}
+
+#[test]
+fn windows_from_a_row_match_the_reference_and_shard_the_batch() {
+    let gpu = gpu();
+    // Awkward offsets: 1, a prime, one past a workgroup, and the last rows the hash numbers.
+    for (len, first, batch, block, t) in
+        [(3, 1, 5, 2, 0u32), (100, 13, 7, 7, 3), (1000, 257, 12, 64, 1000), (5000, u32::MAX as usize - 3, 4, 9, 17)]
+    {
+        let data = counting(len, 61);
+        let what = format!("len {len} first {first} batch {batch} block {block} t {t}");
+        let got = gpu_rows(&gpu, &data, t, first, batch, block);
+        assert_eq!(got, data.windows_from(t, 42, first, batch, block).unwrap(), "{what}");
+        assert_eq!(got, cpu_windows(data.tokens(), t, 42, first, batch, block), "{what}: the reference");
+    }
+    // Rank r of R at batch b draws rows [r·b, (r+1)·b) of the batch one process draws at R·b.
+    let data = counting(10_000, 65);
+    for (ranks, b) in [(2, 6), (3, 5)] {
+        for t in [0u32, 9] {
+            let (whole_x, whole_y) = data.windows(t, 42, ranks * b, 16).unwrap();
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for r in 0..ranks {
+                let (rx, ry) = gpu_rows(&gpu, &data, t, r * b, b, 16);
+                x.extend(rx);
+                y.extend(ry);
+            }
+            assert_eq!((x, y), (whole_x, whole_y), "{ranks} ranks at batch {b}, t {t}");
+        }
+    }
+    // Another row's window is another draw: the shards are not copies of each other.
+    assert_ne!(gpu_rows(&gpu, &data, 4, 0, 6, 16), gpu_rows(&gpu, &data, 4, 6, 6, 16));
+}
+
 #[test]
 fn batches_are_reproducible_from_seed_and_step() {
     let gpu = gpu();
@@ -86,7 +127,7 @@ fn offsets_cover_every_start_and_stay_exact_for_millions_of_tokens() {
     let mut counts = [0usize; 7];
     for t in 0..7 {
         let got = offsets_on_gpu(10, 3, 1000, t);
-        assert_eq!(got, window_offsets(10, 3, t, 99, 1000), "t {t}");
+        assert_eq!(got, window_offsets(10, 3, t, 99, 0, 1000), "t {t}");
         for o in got {
             counts[o] += 1;
         }
@@ -95,7 +136,7 @@ fn offsets_cover_every_start_and_stay_exact_for_millions_of_tokens() {
     // 5,000,000 tokens: the 32 × 32-bit product behind each offset, exact on the GPU.
     let len = 5_000_000;
     let got = offsets_on_gpu(len, 1, 4096, 5);
-    assert_eq!(got, window_offsets(len, 1, 5, 99, 4096));
+    assert_eq!(got, window_offsets(len, 1, 5, 99, 0, 4096));
     assert!(*got.iter().max().unwrap() > len * 9 / 10, "offsets reach the end");
 }
 
@@ -143,6 +184,8 @@ fn bad_input_is_an_error_naming_it() {
             }
         }
     }
+    let e = data.windows_from(0, 1, usize::MAX, 2, 8).unwrap_err().to_string();
+    assert!(e.contains("TokenDataset::windows") && e.contains("2^32"), "{e}");
     let gpu = gpu();
     let tokens = GpuTokens::upload(&gpu, &data).unwrap();
     let step = Tensor::zeros_u32(&gpu, &[1]).unwrap();
@@ -154,10 +197,11 @@ fn bad_input_is_an_error_naming_it() {
     let f32_step = Tensor::zeros(&gpu, &[1]).unwrap();
     let y_short = Tensor::zeros_u32(&gpu, &[4, 7]).unwrap();
     for (what, r, word) in [
-        ("x not [batch, block]", token_windows(&gpu, &tokens.tokens, &step, 1, &flat, &y), "[batch, block]"),
-        ("y short", token_windows(&gpu, &tokens.tokens, &step, 1, &x, &y_short), "y"),
-        ("f32 step", token_windows(&gpu, &tokens.tokens, &f32_step, 1, &x, &y), "u32"),
-        ("x is y", token_windows(&gpu, &tokens.tokens, &step, 1, &x, &x), "share memory"),
+        ("x not [batch, block]", token_windows(&gpu, &tokens.tokens, &step, 1, 0, &flat, &y), "[batch, block]"),
+        ("y short", token_windows(&gpu, &tokens.tokens, &step, 1, 0, &x, &y_short), "y"),
+        ("f32 step", token_windows(&gpu, &tokens.tokens, &f32_step, 1, 0, &x, &y), "u32"),
+        ("x is y", token_windows(&gpu, &tokens.tokens, &step, 1, 0, &x, &x), "share memory"),
+        ("rows past 2^32", token_windows(&gpu, &tokens.tokens, &step, 1, u32::MAX as usize - 2, &x, &y), "2^32"),
     ] {
         let e = r.err().unwrap_or_else(|| panic!("{what}: accepted")).to_string();
         assert!(e.contains("token_windows") && e.contains(word), "{what}: {e}");
@@ -205,7 +249,7 @@ fn tiny_shakespeare_loads_as_nanogpt_prepares_it() {
     // nanoGPT's small recipe's batch (12 windows of 64 + 1) on the GPU, as the reference draws it.
     let got = gpu_batches(&gpu(), &train, 1337, 12, 64, &[1, 2000]);
     for ((x, y), t) in got.iter().zip([1u32, 2000]) {
-        assert_eq!((x.clone(), y.clone()), cpu_windows(train.tokens(), t, 1337, 12, 64), "t {t}");
+        assert_eq!((x.clone(), y.clone()), cpu_windows(train.tokens(), t, 1337, 0, 12, 64), "t {t}");
         assert!(x.iter().chain(y).all(|&id| id < 65));
     }
 }

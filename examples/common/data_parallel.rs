@@ -1,7 +1,8 @@
-//! `--data-parallel` (mnist_gpu, cnn_mnist): every process that `mpirun -np N` (or Slurm's
-//! `srun`) started trains the one model as a rank of MPI's world (`fit_data_parallel`), which
-//! needs wgnn's cargo feature `mpi`. Rank 0 alone prints (the others' stdout goes to /dev/null;
-//! their stderr stays, for their errors) and writes the outputs and checkpoints.
+//! `--data-parallel` (mnist_gpu, cnn_mnist, char_gpt): every process that `mpirun -np N` (or
+//! Slurm's `srun`) started trains the one model as a rank of MPI's world (`fit_data_parallel`,
+//! `fit_tokens_data_parallel`), which needs wgnn's cargo feature `mpi`. Rank 0 alone prints (the
+//! others' stdout goes to /dev/null; their stderr stays, for their errors) and writes the outputs
+//! and checkpoints.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

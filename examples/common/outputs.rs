@@ -201,5 +201,5 @@ pub fn write_after_fit(
 }
 
 /// The progress of a rank other than 0: not shown.
-struct NoProgress;
+pub struct NoProgress;
 impl Observer for NoProgress {}

@@ -161,9 +161,36 @@ impl TokenDataset {
     /// The batch the GPU draws at (`seed`, `step`): (x, y), each `[batch, block]`, the windows'
     /// first `block` tokens and their next-token targets.
     pub fn windows(&self, step: u32, seed: u64, batch: usize, block: usize) -> Result<(Vec<u32>, Vec<u32>)> {
-        check_windows("TokenDataset::windows", self.len(), batch, block)?;
-        Ok(token_windows(&self.tokens, step, seed, batch, block))
+        self.windows_from(step, seed, 0, batch, block)
     }
+
+    /// Rows `first..first + batch` of the batch drawn at (`seed`, `step`): what data-parallel
+    /// rank r draws with `first` = r·batch, so that R ranks together train on the windows
+    /// [`TokenDataset::windows`] gives one process at R·batch.
+    pub fn windows_from(
+        &self,
+        step: u32,
+        seed: u64,
+        first: usize,
+        batch: usize,
+        block: usize,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
+        const OP: &str = "TokenDataset::windows";
+        check_windows(OP, self.len(), batch, block)?;
+        check_first_row(OP, first, batch)?;
+        Ok(token_windows(&self.tokens, step, seed, first, batch, block))
+    }
+}
+
+/// Rows `first..first + batch` of a batch are numbered within a u32, as the window hash takes them.
+pub(crate) fn check_first_row(op: &str, first: usize, batch: usize) -> Result<()> {
+    if first.checked_add(batch).is_none_or(|end| end > u32::MAX as usize + 1) {
+        return Err(WgnnError::invalid(
+            op,
+            format!("rows {first}..{first} + {batch} of a batch: past the 2^32 rows the window hash numbers"),
+        ));
+    }
+    Ok(())
 }
 
 /// The window checks, for `len` tokens (shared with the GPU's wrapper).

@@ -4,7 +4,7 @@
 
 use super::check::{disjoint, expect_len};
 use crate::cpu::token_batch::window_seed;
-use crate::data::{check_windows, TokenDataset};
+use crate::data::{check_first_row, check_windows, TokenDataset};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -25,14 +25,26 @@ struct TokenBatchParams {
     block: u32,
     batch: u32,
     seed: u32,
+    first: u32,
+    _pad: [u32; 3],
 }
 
 /// x[b, j] = tokens[o_b + j], y[b, j] = tokens[o_b + j + 1] for the `batch` windows drawn at
-/// (`seed`, t = `step[0]`): o_b uniform in `[0, len − block)` from a counter-based hash, so a plan
-/// built once draws a new batch whenever the step tensor changes, with nothing uploaded.
+/// (`seed`, t = `step[0]`): o_b uniform in `[0, len − block)` from a counter-based hash of
+/// (seed, t, `first` + b), so a plan built once draws a new batch whenever the step tensor
+/// changes, with nothing uploaded. `first` > 0 draws rows `first..first + batch` of a larger batch
+/// (a data-parallel rank's shard: 2 ranks at `first` 0 and b draw what one process draws at 2b).
 /// tokens: `[len]` u32; step: `[1]` or `[2]` u32 (t first, as the optimizer's step);
-/// x, y: `[batch, block]` u32, block + 1 ≤ len.
-pub fn token_windows(gpu: &Gpu, tokens: &Tensor, step: &Tensor, seed: u64, x: &Tensor, y: &Tensor) -> Result<Plan> {
+/// x, y: `[batch, block]` u32, block + 1 ≤ len; first + batch ≤ 2³².
+pub fn token_windows(
+    gpu: &Gpu,
+    tokens: &Tensor,
+    step: &Tensor,
+    seed: u64,
+    first: usize,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Plan> {
     const OP: &str = "token_windows";
     tokens.expect_dtype(OP, DType::U32)?;
     tokens.expect_nonempty(OP)?;
@@ -50,9 +62,16 @@ pub fn token_windows(gpu: &Gpu, tokens: &Tensor, step: &Tensor, seed: u64, x: &T
         return Err(WgnnError::invalid(OP, format!("{len} tokens are more than 2^32 − 1")));
     }
     check_windows(OP, len, batch, block)?;
+    check_first_row(OP, first, batch)?;
     disjoint(OP, &[("tokens", tokens), ("step", step), ("x", x), ("y", y)])?;
-    let params =
-        TokenBatchParams { len: len as u32, block: block as u32, batch: batch as u32, seed: window_seed(seed) };
+    let params = TokenBatchParams {
+        len: len as u32,
+        block: block as u32,
+        batch: batch as u32,
+        seed: window_seed(seed),
+        first: first as u32,
+        _pad: [0; 3],
+    };
     let constants: [Constant; 1] = [("WG", WG as f64)];
     let grid = grid_1d(gpu, batch * block, WG);
     Ok(dispatch(gpu, &TOKEN_BATCH, OP, &constants, &params, &[tokens, step, x, y], grid)?.into())
@@ -115,7 +134,7 @@ impl GpuTokens {
         check_windows("GpuTokens::batch", self.tokens.len(), batch, block)?;
         let x = Tensor::zeros_u32(gpu, &[batch, block])?;
         let y = Tensor::zeros_u32(gpu, &[batch, block])?;
-        let plan = token_windows(gpu, &self.tokens, step, seed, &x, &y)?;
+        let plan = token_windows(gpu, &self.tokens, step, seed, 0, &x, &y)?;
         Ok(TokenBatch { x, y, plan })
     }
 }

@@ -416,6 +416,7 @@ impl SequentialBuilder {
                 global_step: Tensor::zeros_u32(gpu, &[2])?,
                 totals: Tensor::zeros(gpu, &[4])?,
                 batch_totals: Tensor::zeros(gpu, &[2])?,
+                mask_salt: 0,
             })),
             Backend::Cpu => {
                 State::Cpu(CpuState { grads: vec![0.0; layout.total], params: flat, opt_state: Vec::new(), step: 0 })

@@ -40,6 +40,10 @@ impl Sequential {
     /// broadcasts rank 0's buffers before each forward, so that its running statistics are
     /// rank 0's shard's alone.)
     ///
+    /// Dropout draws masks of each rank's own (DDP's per-rank RNG): rank 0's are plain `fit`'s,
+    /// the others' seeds are salted by the rank (masks index a rank's local rows, which would
+    /// otherwise give every rank the same masks).
+    ///
     /// A model made by [`Sequential::resume`] continues as with plain `fit` when the checkpoint
     /// was written by a run on as many ranks (checkpoints record the world size; older ones, and
     /// plain `fit`'s, count as 1), and is refused naming both sizes otherwise: another size
@@ -66,45 +70,86 @@ impl Sequential {
         observer: &mut dyn Observer,
     ) -> Result<History> {
         // The start-up checks: every rank decides alike, so a refusal is returned everywhere.
-        self.check_same_on_every_rank(data, opts, collective)?;
-        self.refuse_unsupported_parallel(data, opts, collective)?;
+        let validation = match opts.validation {
+            Validation::None => "none".to_string(),
+            Validation::Data(v) => format!("data {} × {}", v.rows, v.feature_dim),
+            Validation::Fraction(f) => format!("fraction {f}"),
+        };
+        let data_shape = format!("{} × {} {:?}", data.rows, data.feature_dim, data.sample_shape);
+        let options = format!(
+            "{} {} {} {validation} {:?} {}",
+            opts.epochs, opts.batch_size, opts.shuffle, opts.clip_norm, opts.skip_nonfinite_batches
+        );
+        let same = [
+            ("the training data's shape (rows × features, sample shape)", data_shape),
+            ("the fit options (epochs, batch size, shuffle, seed, validation, backend, resume)", options),
+        ];
+        self.check_same_on_every_rank(OP, same, collective)?;
+        self.refuse_unsupported_parallel(OP, opts.skip_nonfinite_batches, collective)?;
+        if data.rows < collective.size() {
+            return Err(WgnnError::invalid(
+                OP,
+                format!(
+                    "{} training rows for {} ranks: every rank needs at least one row",
+                    data.rows,
+                    collective.size()
+                ),
+            ));
+        }
         let rank0 = collective.rank() == 0;
         let opts = FitOptions {
             verbose: opts.verbose && rank0,
             checkpoint: if rank0 { opts.checkpoint } else { None },
             ..*opts
         };
-        let trained =
-            self.broadcast_state(collective).and_then(|()| self.fit_dispatch(data, &opts, observer, Some(collective)));
+        self.train_as_rank(collective, |model| model.fit_dispatch(data, &opts, observer, Some(collective)))
+    }
+
+    /// Rank 0's state broadcast, then `train` with this rank's dropout masks (its own unless
+    /// rank 0's, see `GpuState::mask_salt`); an error other than a diverging loss (which every
+    /// rank sees in the all-reduced figures) goes to [`Collective::abort_job`].
+    pub(super) fn train_as_rank(
+        &mut self,
+        c: &dyn Collective,
+        train: impl FnOnce(&mut Sequential) -> Result<History>,
+    ) -> Result<History> {
+        let trained = self.broadcast_state(c).and_then(|()| {
+            self.set_mask_salt(rank_mask_salt(c.rank()))?;
+            let trained = train(self);
+            self.set_mask_salt(0)?;
+            trained
+        });
         match trained {
             // A diverging loss is seen in the all-reduced figures: every rank stops with it.
             Err(e @ WgnnError::Training { .. }) => Err(e),
             // Any other error may be this rank's alone (its device, its file, its data), with the
             // others waiting for its next all-reduce: the collective ends the job, naming it.
-            Err(e) => Err(collective.abort_job(e)),
+            Err(e) => Err(c.abort_job(e)),
             Ok(history) => Ok(history),
         }
     }
 
+    fn set_mask_salt(&mut self, salt: u32) -> Result<()> {
+        match &mut self.state {
+            State::Gpu(g) => {
+                g.mask_salt = salt;
+                Ok(())
+            }
+            State::Cpu(_) => Err(WgnnError::invalid(OP, "a CPU model in data-parallel training (an internal error)")),
+        }
+    }
+
     /// Refuses, on every rank alike (what it reads was compared by hash), what data-parallel
-    /// training does not do yet.
-    fn refuse_unsupported_parallel(&self, data: &Dataset, opts: &FitOptions, c: &dyn Collective) -> Result<()> {
-        let refuse =
-            |what: &str| Err(WgnnError::invalid(OP, format!("{what} is not supported in data-parallel fit yet")));
+    /// training (`op`) does not do yet.
+    pub(super) fn refuse_unsupported_parallel(&self, op: &str, skip_nonfinite: bool, c: &dyn Collective) -> Result<()> {
+        let refuse = |what: &str| Err(WgnnError::invalid(op, format!("{what} is not supported in {op} yet")));
         if matches!(self.state, State::Cpu(_)) {
             return refuse("the CPU backend (build the model on a GPU backend)");
         }
-        if opts.skip_nonfinite_batches {
+        if skip_nonfinite {
             return refuse("skip_nonfinite_batches (each rank would decide on its own shard)");
         }
-        self.check_resumed_world_size(OP, c.size())?;
-        if data.rows < c.size() {
-            return Err(WgnnError::invalid(
-                OP,
-                format!("{} training rows for {} ranks: every rank needs at least one row", data.rows, c.size()),
-            ));
-        }
-        Ok(())
+        self.check_resumed_world_size(op, c.size())
     }
 
     /// A model resumed from a checkpoint of a run on another number of ranks than `ranks` is an
@@ -116,8 +161,8 @@ impl Sequential {
             return Ok(());
         }
         let how = |n: usize| match n {
-            1 => "1 process (plain fit)".to_string(),
-            n => format!("{n} ranks (fit_data_parallel)"),
+            1 => "1 process (plain training)".to_string(),
+            n => format!("{n} ranks (data-parallel)"),
         };
         Err(WgnnError::invalid(
             op,
@@ -132,43 +177,28 @@ impl Sequential {
         ))
     }
 
-    /// The ranks' architectures, data shapes and options compared (min and max of each hash
-    /// across ranks): an error naming the first that differs.
-    fn check_same_on_every_rank(&self, data: &Dataset, opts: &FitOptions, c: &dyn Collective) -> Result<()> {
-        let validation = match opts.validation {
-            Validation::None => "none".to_string(),
-            Validation::Data(v) => format!("data {} × {}", v.rows, v.feature_dim),
-            Validation::Fraction(f) => format!("fraction {f}"),
-        };
+    /// The ranks' architectures, and `same` (what the data and the options of `op` look like,
+    /// each with what it is, for the error), compared by a hash, min and max across ranks; the
+    /// model's seed, backend and resume point go with the options. An error names the first
+    /// that differs.
+    pub(super) fn check_same_on_every_rank(
+        &self,
+        op: &str,
+        same: [(&str, String); 2],
+        c: &dyn Collective,
+    ) -> Result<()> {
         let backend = if matches!(self.state, State::Cpu(_)) { "cpu" } else { "gpu" };
-        let parts = [
-            (
-                "the model's architecture (layers, shapes, loss, optimizer)",
-                format!("{}\n{:?}", self.summary(), self.compiled),
-            ),
-            (
-                "the training data's shape (rows × features, sample shape)",
-                format!("{} × {} {:?}", data.rows, data.feature_dim, data.sample_shape),
-            ),
-            (
-                "the fit options (epochs, batch size, shuffle, seed, validation, backend, resume)",
-                format!(
-                    "{} {} {} {} {validation} {:?} {} {backend} {:?}",
-                    opts.epochs,
-                    opts.batch_size,
-                    opts.shuffle,
-                    self.seed,
-                    opts.clip_norm,
-                    opts.skip_nonfinite_batches,
-                    self.resumed_epoch(),
-                ),
-            ),
-        ];
-        for (what, text) in parts {
+        let [data, (options_what, options)] = same;
+        let architecture = (
+            "the model's architecture (layers, shapes, loss, optimizer)",
+            format!("{}\n{:?}", self.summary(), self.compiled),
+        );
+        let options = (options_what, format!("{options} {} {backend} {:?}", self.seed, self.resumed_epoch()));
+        for (what, text) in [architecture, data, options] {
             let (min, max) = c.all_reduce_min_max_u64(fnv1a(text.as_bytes()))?;
             if min != max {
                 return Err(WgnnError::invalid(
-                    OP,
+                    op,
                     format!(
                         "{what} differs between the {} ranks (rank {}'s: {text:?}): every rank must fit the same model on \
                          the same data",
@@ -182,7 +212,7 @@ impl Sequential {
     }
 
     /// Rank 0's parameters, optimizer state and step count t, on every rank.
-    fn broadcast_state(&mut self, c: &dyn Collective) -> Result<()> {
+    pub(super) fn broadcast_state(&mut self, c: &dyn Collective) -> Result<()> {
         let g = self.gpu_state()?;
         for t in [&g.params].into_iter().chain(&g.opt_state) {
             let mut values = t.to_vec()?;
@@ -197,8 +227,17 @@ impl Sequential {
     }
 }
 
+/// The salt of rank `rank`'s dropout masks: none on rank 0 (so one rank draws plain `fit`'s
+/// masks), a hash of the rank on the others.
+fn rank_mask_salt(rank: usize) -> u32 {
+    match rank {
+        0 => 0,
+        r => crate::cpu::dropout::pcg_hash(0x5A17_0000 ^ r as u32),
+    }
+}
+
 /// FNV-1a: a hash every rank computes alike (std's hashers promise no stability).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -220,7 +259,7 @@ struct ShardStep {
 
 /// The batch-norm statistics a step's forward leaves in `buf`, in layer order: each layer's
 /// mean, then its unbiased variance (what the update folds into the running ones).
-fn batch_stats(buf: &BatchBuffers) -> Vec<Tensor> {
+pub(super) fn batch_stats(buf: &BatchBuffers) -> Vec<Tensor> {
     buf.blocks.iter().filter_map(|b| b.norm.as_ref()).flat_map(|n| [n.mean.clone(), n.pending_var.clone()]).collect()
 }
 
@@ -228,12 +267,7 @@ fn batch_stats(buf: &BatchBuffers) -> Vec<Tensor> {
 /// global batch gathered through a rank-local order, so that the one-process gradient plans
 /// run unchanged on them.
 pub(super) struct DataParallelSteps<'c> {
-    collective: &'c dyn Collective,
-    /// This rank's `FitOptions::cancel`, sent with every step's all-reduce.
-    cancel: Option<&'c AtomicBool>,
-    /// Set on every rank by the step whose all-reduce carried a rank's cancel: the epoch loop's
-    /// `cancel`.
-    stop: &'c AtomicBool,
+    exchange: GradientExchange<'c>,
     gpu: Gpu,
     rows: usize,
     shuffle: bool,
@@ -245,12 +279,120 @@ pub(super) struct DataParallelSteps<'c> {
     /// A full batch's gradient step for even, then odd steps.
     full: [ShardStep; 2],
     tail: Option<ShardStep>,
+    validation: Option<(GpuData, EvalPlans)>,
+    _buffers: Vec<BatchBuffers>,
+}
+
+/// What every data-parallel step does after this rank's gradient plan ran (fit's and
+/// fit_tokens'): one readback, one all-reduce, one upload, then the update.
+pub(super) struct GradientExchange<'c> {
+    pub(super) collective: &'c dyn Collective,
+    /// This rank's cancel flag (`FitOptions::cancel`), sent with every step's all-reduce.
+    cancel: Option<&'c AtomicBool>,
+    /// Set on every rank by the step whose all-reduce carried a rank's cancel: the epoch loop's
+    /// `cancel`.
+    stop: &'c AtomicBool,
+    gpu: Gpu,
     /// The update (unguarded: the same for every batch size), with batch norm's fold of the
     /// batch statistics it reads from `update_stats` into the running ones.
     update: Plan,
     update_stats: Vec<Tensor>,
-    validation: Option<(GpuData, EvalPlans)>,
-    _buffers: Vec<BatchBuffers>,
+}
+
+impl<'c> GradientExchange<'c> {
+    pub(super) fn new(
+        model: &Sequential,
+        collective: &'c dyn Collective,
+        cancel: Option<&'c AtomicBool>,
+        stop: &'c AtomicBool,
+        update: Plan,
+        update_stats: Vec<Tensor>,
+    ) -> Result<GradientExchange<'c>> {
+        let gpu = model.gpu_state()?.gpu.clone();
+        Ok(GradientExchange { collective, cancel, stop, gpu, update, update_stats })
+    }
+
+    /// Whether a rank's cancel stopped the run (at the all-reduce of a step it then dropped).
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The step after this rank's gradient plan ran, on a `shard`: (its batch statistics, its
+    /// share of the global batch's rows), or on no rows (no plan ran). The gradients, summed
+    /// across ranks weighted by each shard's share — the global batch's mean — go back to the
+    /// device, every rank folds the same averaged batch statistics into its running ones (the
+    /// replicas stay identical), and runs the update. Returns false, having dropped the update
+    /// and given back t, where a rank's cancel rode in the all-reduce.
+    pub(super) fn reduce_and_update(&self, model: &Sequential, shard: Option<(&[Tensor], f32)>) -> Result<bool> {
+        let g = model.gpu_state()?;
+        let grads = g.grads.view(0, &[model.layout.trainable])?;
+        // One readback, one all-reduce, one upload; batch norm's statistics ride along.
+        let mut values = match shard {
+            Some((stats, share)) => {
+                let mut values = grads.to_vec()?;
+                for stat in stats {
+                    values.extend(stat.to_vec()?);
+                }
+                if share != 1.0 {
+                    values.iter_mut().for_each(|v| *v *= share);
+                }
+                values
+            }
+            None => {
+                // No rows here this step: a zero gradient, and t advanced as the others'
+                // gathers advance theirs.
+                let step = g.global_step.to_vec_u32()?;
+                g.global_step.write_u32(&[step[0] + 1, step[1]])?;
+                let stats: usize = self.update_stats.iter().map(Tensor::len).sum();
+                vec![0.0; grads.len() + stats]
+            }
+        };
+        // The stop flag rides in the same all-reduce: summed, it says whether any rank's
+        // cancel is set.
+        let cancelled = self.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+        values.push(cancelled as u8 as f32);
+        self.collective.all_reduce_sum_f32(&mut values)?;
+        if values.pop().is_some_and(|ranks| ranks > 0.0) {
+            // Every rank drops this step's update and gives back its t, and so stops with
+            // the weights and t after the previous step, as plain fit stops between steps.
+            let t = g.global_step.to_vec_u32()?;
+            g.global_step.write_u32(&[t[0].saturating_sub(1), t[1]])?;
+            self.stop.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let (summed, mut stats) = values.split_at(grads.len());
+        grads.write(summed)?;
+        for stat in &self.update_stats {
+            let (these, rest) = stats.split_at(stat.len());
+            stat.write(these)?;
+            stats = rest;
+        }
+        self.gpu.run(&[&self.update])?;
+        Ok(true)
+    }
+
+    /// The epoch's running sums over every rank's rows.
+    pub(super) fn totals(&self, model: &Sequential) -> Result<RunningSums> {
+        let local = model.read_totals()?;
+        let mut sums =
+            [local.loss as f32, local.correct as f32, local.skipped_batches as f32, local.skipped_rows as f32];
+        self.collective.all_reduce_sum_f32(&mut sums)?;
+        Ok(RunningSums {
+            loss: sums[0] as f64,
+            correct: sums[1] as f64,
+            skipped_batches: sums[2] as usize,
+            skipped_rows: sums[3] as usize,
+            stopped: self.stopped(),
+        })
+    }
+
+    /// Rank 0's validation figures on every rank (each evaluates its own copy), so that early
+    /// stopping and the non-finite check decide alike everywhere.
+    pub(super) fn rank0_figures(&self, (loss, accuracy): (f32, f32)) -> Result<(f32, f32)> {
+        let mut figures = [loss, accuracy];
+        self.collective.broadcast_f32(&mut figures, 0)?;
+        Ok((figures[0], figures[1]))
+    }
 }
 
 impl<'c> DataParallelSteps<'c> {
@@ -319,10 +461,9 @@ impl<'c> DataParallelSteps<'c> {
             }
             None => None,
         };
+        let exchange = GradientExchange::new(model, collective, opts.cancel, stop, update, update_stats)?;
         Ok(DataParallelSteps {
-            collective,
-            cancel: opts.cancel,
-            stop,
+            exchange,
             gpu,
             rows: n,
             shuffle: opts.shuffle,
@@ -331,8 +472,6 @@ impl<'c> DataParallelSteps<'c> {
             order,
             full,
             tail,
-            update,
-            update_stats,
             validation,
             _buffers: buffers,
         })
@@ -340,7 +479,7 @@ impl<'c> DataParallelSteps<'c> {
 
     /// This rank's rows of every global batch of the epoch's order, in step order.
     fn local_order(&self, global: &[u32]) -> Vec<u32> {
-        let (rank, size) = (self.collective.rank(), self.collective.size());
+        let (rank, size) = (self.exchange.collective.rank(), self.exchange.collective.size());
         let mut local = Vec::with_capacity(self.order.len());
         for batch in global.chunks(self.global_batch) {
             let (first, count) = shard(batch.len(), rank, size);
@@ -358,10 +497,8 @@ impl Steps for DataParallelSteps<'_> {
     }
 
     fn run(&mut self, model: &mut Sequential, first: usize, count: usize) -> Result<RunningSums> {
-        let g = model.gpu_state()?;
-        let grads = g.grads.view(0, &[model.layout.trainable])?;
         for step in first..first + count {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.exchange.stopped() {
                 break;
             }
             let shard = match step < self.full_steps {
@@ -371,76 +508,23 @@ impl Steps for DataParallelSteps<'_> {
                     .as_ref()
                     .ok_or_else(|| WgnnError::invalid(OP, "a step past the epoch (an internal error)"))?,
             };
-            // One readback, one all-reduce, one upload: the sum of each shard's mean gradient
-            // weighted by its rows is the global batch's mean. Batch norm's statistics ride
-            // along, averaged the same way.
-            let mut values = match &shard.plan {
+            let ran = match &shard.plan {
                 Some(plan) => {
                     self.gpu.run(&[plan])?;
-                    let mut values = grads.to_vec()?;
-                    for stat in &shard.stats {
-                        values.extend(stat.to_vec()?);
-                    }
-                    if shard.rows != shard.global_rows {
-                        let weight = shard.rows as f32 / shard.global_rows as f32;
-                        values.iter_mut().for_each(|v| *v *= weight);
-                    }
-                    values
+                    Some((shard.stats.as_slice(), shard.rows as f32 / shard.global_rows as f32))
                 }
-                None => {
-                    // No rows here this step: a zero gradient, and t advanced as the others'
-                    // gathers advance theirs.
-                    let step = g.global_step.to_vec_u32()?;
-                    g.global_step.write_u32(&[step[0] + 1, step[1]])?;
-                    let stats: usize = self.update_stats.iter().map(Tensor::len).sum();
-                    vec![0.0; grads.len() + stats]
-                }
+                None => None,
             };
-            // The stop flag rides in the same all-reduce: summed, it says whether any rank's
-            // cancel is set.
-            let cancelled = self.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-            values.push(cancelled as u8 as f32);
-            self.collective.all_reduce_sum_f32(&mut values)?;
-            if values.pop().is_some_and(|ranks| ranks > 0.0) {
-                // Every rank drops this step's update and gives back its t, and so stops with
-                // the weights and t after the previous step, as plain fit stops between steps.
-                let t = g.global_step.to_vec_u32()?;
-                g.global_step.write_u32(&[t[0].saturating_sub(1), t[1]])?;
-                self.stop.store(true, Ordering::Relaxed);
+            if !self.exchange.reduce_and_update(model, ran)? {
                 break;
             }
-            let (summed, mut stats) = values.split_at(grads.len());
-            grads.write(summed)?;
-            // Every rank folds the same averaged statistics into its running ones: the
-            // replicas stay identical.
-            for stat in &self.update_stats {
-                let (these, rest) = stats.split_at(stat.len());
-                stat.write(these)?;
-                stats = rest;
-            }
-            self.gpu.run(&[&self.update])?;
         }
-        let local = model.read_totals()?;
-        let mut sums =
-            [local.loss as f32, local.correct as f32, local.skipped_batches as f32, local.skipped_rows as f32];
-        self.collective.all_reduce_sum_f32(&mut sums)?;
-        Ok(RunningSums {
-            loss: sums[0] as f64,
-            correct: sums[1] as f64,
-            skipped_batches: sums[2] as usize,
-            skipped_rows: sums[3] as usize,
-            stopped: self.stop.load(Ordering::Relaxed),
-        })
+        self.exchange.totals(model)
     }
 
     fn validate(&mut self, model: &mut Sequential) -> Result<Option<(f32, f32)>> {
         let Some((_, plans)) = &self.validation else { return Ok(None) };
-        // Every rank evaluates its copy; rank 0's figures decide, so that early stopping and
-        // the non-finite check agree everywhere.
-        let (loss, accuracy) = model.run_eval(plans)?;
-        let mut figures = [loss, accuracy];
-        self.collective.broadcast_f32(&mut figures, 0)?;
-        Ok(Some((figures[0], figures[1])))
+        self.exchange.rank0_figures(model.run_eval(plans)?).map(Some)
     }
 }
 

@@ -153,6 +153,19 @@ impl Sequential {
         opts: &TokenFitOptions,
         observer: &mut dyn Observer,
     ) -> Result<History> {
+        self.fit_tokens_on(train, validation, opts, observer, None)
+    }
+
+    /// [`Sequential::fit_tokens_with`] on one process or (`parallel`) data-parallel over a
+    /// collective's ranks, each drawing its shard of every step's windows.
+    pub(super) fn fit_tokens_on(
+        &mut self,
+        train: &TokenDataset,
+        validation: Option<&TokenDataset>,
+        opts: &TokenFitOptions,
+        observer: &mut dyn Observer,
+        parallel: Option<&dyn Collective>,
+    ) -> Result<History> {
         const OP: &str = "fit_tokens";
         let (_, optimizer) =
             self.compiled.ok_or_else(|| WgnnError::invalid(OP, "call compile() before fit_tokens()"))?;
@@ -176,8 +189,14 @@ impl Sequential {
         if self.blocks.iter().any(|b| b.norm.is_some()) && shape.batch < 2 {
             return Err(WgnnError::invalid(OP, "batch norm needs at least 2 windows per training batch"));
         }
-        // fit's loop over "epochs" of `every` steps, its batches counted in tokens.
-        let tokens_per_step = shape.batch * shape.block;
+        // fit's loop over "epochs" of `every` steps, its batches counted in tokens (of every rank).
+        let ranks = parallel.map_or(1, |c| c.size());
+        let tokens_per_step = (shape.batch * shape.block).checked_mul(ranks).ok_or_else(|| {
+            WgnnError::invalid(
+                OP,
+                format!("{ranks} ranks × {} windows of {} tokens: too many", shape.batch, shape.block),
+            )
+        })?;
         let fit = FitOptions {
             epochs: opts.steps / every,
             batch_size: tokens_per_step,
@@ -197,6 +216,10 @@ impl Sequential {
         if fit.early_stopping.is_some() && validation.is_none() {
             return Err(WgnnError::invalid(OP, "early stopping needs validation data"));
         }
+        // Data-parallel fit checks the world size at start-up, on every rank alike.
+        if parallel.is_none() {
+            self.check_resumed_world_size(OP, 1)?;
+        }
         let first_epoch = self.resume_point.as_ref().map_or(1, |r| r.epoch + 1);
         if fit.epochs < first_epoch {
             return Err(WgnnError::invalid(
@@ -215,8 +238,12 @@ impl Sequential {
         }
         let _lock = fit.checkpoint.map(|c| CheckpointDirLock::acquire(c.dir)).transpose()?;
         let history = self.resume_point.take().map(|r| r.history).unwrap_or_default();
-        self.fit_record =
-            Some(FitRecord { batch_size: shape.batch, rows: train.len(), validation_fraction: None, world_size: 1 });
+        self.fit_record = Some(FitRecord {
+            batch_size: shape.batch,
+            rows: train.len(),
+            validation_fraction: None,
+            world_size: ranks,
+        });
         let run = Run { first_epoch, history, validation: None, optimizer };
         let seed = opts.seed.unwrap_or(self.seed);
         let val = validation.map(|v| (v, opts.eval_batches));
@@ -231,12 +258,24 @@ impl Sequential {
             }
             false => observer,
         };
-        match &self.state {
-            State::Gpu(_) => {
+        match (&self.state, parallel) {
+            (State::Gpu(_), Some(c)) => {
+                // Set alike on every rank once any rank's `cancel` is: what the loop watches.
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                let mut steps = token_data_parallel::TokenDataParallelSteps::new(
+                    self, train, val, shape, seed, &fit, &optimizer, c, &stop,
+                )?;
+                let global = FitOptions { cancel: Some(&stop), ..fit };
+                self.fit_loop(rows, run, &global, observer, &mut steps)
+            }
+            (State::Gpu(_), None) => {
                 let mut steps = gpu_tokens::GpuTokenSteps::new(self, train, val, shape, seed, &fit, &optimizer)?;
                 self.fit_loop(rows, run, &fit, observer, &mut steps)
             }
-            State::Cpu(_) => {
+            (State::Cpu(_), Some(_)) => {
+                Err(WgnnError::invalid(OP, "data-parallel training on the CPU backend (an internal error)"))
+            }
+            (State::Cpu(_), None) => {
                 self.check_cpu_pass(OP, shape.batch, true)?;
                 let mut steps = CpuTokenSteps { train, val, shape, seed, optimizer, fit, sums: RunningSums::default() };
                 self.fit_loop(rows, run, &fit, observer, &mut steps)
@@ -253,7 +292,7 @@ impl Sequential {
         check_validation_batches(OP, "batches", batches)?;
         let shape = self.check_tokens(OP, data, batch)?;
         match &self.state {
-            State::Gpu(_) => self.run_token_eval(&self.token_eval(data, batches, shape)?),
+            State::Gpu(_) => self.run_token_eval(&self.token_eval(data, batches, shape, 0)?),
             State::Cpu(_) => self.evaluate_tokens_cpu(data, batches, shape),
         }
     }

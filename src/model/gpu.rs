@@ -27,12 +27,21 @@ pub(super) struct GpuState {
     /// f32 [2]: the current batch's Σ loss and Σ correct, when non-finite batches are skipped
     /// (step_guard adds them to `totals` if finite).
     pub(super) batch_totals: Tensor,
+    /// XORed into every dropout mask's seed by the plans built while it is set: 0 but on
+    /// data-parallel ranks other than 0, so that each rank draws masks of its own (DDP's
+    /// per-rank RNG) rather than the same masks for its other rows.
+    pub(super) mask_salt: u32,
 }
 
 impl GpuState {
     /// t alone, u32 [1].
     pub(super) fn step_t(&self) -> Result<Tensor> {
         self.global_step.view(0, &[1])
+    }
+
+    /// A dropout mask's seed as this model's plans draw it (see `mask_salt`).
+    pub(super) fn mask_seed(&self, seed: u32) -> u32 {
+        seed ^ self.mask_salt
     }
 }
 

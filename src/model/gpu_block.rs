@@ -30,7 +30,7 @@ impl Sequential {
         let (gpu, params) = (&g.gpu, &g.params);
         let bb = &buf.blocks[i];
         let Some((core, at)) = self.blocks[i].core.step() else { return Ok(None) };
-        let masks = CoreMasks { seed: self.core_mask_seed(i), step: g.step_t()?, lag };
+        let masks = CoreMasks { seed: g.mask_seed(self.core_mask_seed(i)), step: g.step_t()?, lag };
         let (rows, padded_rows, buffers) = (buf.rows(), buf.padded_rows, &bb.core);
         Ok(Some((core, GpuCore { gpu, rows, padded_rows, at, params, input, gathered, buffers, masks })))
     }
@@ -90,7 +90,7 @@ impl Sequential {
             plan.extend(act_layer::forward_gpu(gpu, &x, &bb.h, act)?);
         }
         if let (Some((rate, seed)), Some(db)) = (block.dropout, &bb.dropout) {
-            plan.extend(dropout::forward_gpu(gpu, &bb.h, db, rate, seed, &g.step_t()?, lag)?);
+            plan.extend(dropout::forward_gpu(gpu, &bb.h, db, rate, g.mask_seed(seed), &g.step_t()?, lag)?);
         }
         Ok(plan)
     }

@@ -39,11 +39,28 @@ impl Sequential {
         guarded: bool,
         clip_norm: Option<f32>,
     ) -> Result<Plan> {
+        let mut plan = self.token_gradient_plan(tokens, buf, seed, 0, guarded)?;
+        plan.extend(self.update_plan(buf, buf.y.len(), optimizer, guarded, clip_norm)?);
+        Ok(plan)
+    }
+
+    /// [`Self::token_step_plan`] up to the gradients (windows, t + 1, forward, loss, backward),
+    /// without the update: data-parallel training sums the gradients across ranks in between.
+    /// The windows are rows `first..` of the step's batch (a rank's shard); the loss is the mean
+    /// over this batch's positions.
+    pub(super) fn token_gradient_plan(
+        &self,
+        tokens: &GpuTokens,
+        buf: &mut BatchBuffers,
+        seed: u64,
+        first: usize,
+        guarded: bool,
+    ) -> Result<Plan> {
         let g = self.gpu_state()?;
         let gpu = &g.gpu;
         buf.y.set_max_u32(Some(tokens.vocab_size.saturating_sub(1) as u32));
         let buf = &*buf;
-        let mut plan = token_windows(gpu, &tokens.tokens, &g.global_step, seed, &buf.x, &buf.y)?;
+        let mut plan = token_windows(gpu, &tokens.tokens, &g.global_step, seed, first, &buf.x, &buf.y)?;
         if !guarded {
             plan.extend(advance_step(gpu, &g.global_step)?);
         }
@@ -54,20 +71,26 @@ impl Sequential {
         for i in (0..self.blocks.len()).rev() {
             plan.extend(self.block_backward(i, buf, None, true, u32::from(!guarded))?);
         }
-        plan.extend(self.update_plan(buf, buf.y.len(), optimizer, guarded, clip_norm)?);
         Ok(plan)
     }
 
     /// The fixed validation over `batches` batches of `data`'s windows (steps 0..batches at
-    /// [`VALIDATION_WINDOW_SEED`]): one plan, rerun from its own counter.
-    pub(super) fn token_eval(&self, data: &TokenDataset, batches: usize, shape: TokenShape) -> Result<TokenEval> {
+    /// [`VALIDATION_WINDOW_SEED`]), rows `first..first + shape.batch` of each (a data-parallel
+    /// rank's shard of them): one plan, rerun from its own counter.
+    pub(super) fn token_eval(
+        &self,
+        data: &TokenDataset,
+        batches: usize,
+        shape: TokenShape,
+        first: usize,
+    ) -> Result<TokenEval> {
         let gpu = self.gpu_state()?.gpu.clone();
         let tokens = GpuTokens::upload(&gpu, data)?;
         let mut buf = self.token_buffers(&gpu, shape.batch, false)?;
         buf.y.set_max_u32(Some(tokens.vocab_size.saturating_sub(1) as u32));
         let counter = Tensor::zeros_u32(&gpu, &[1])?;
         let totals = Tensor::zeros(&gpu, &[2])?;
-        let mut plan = token_windows(&gpu, &tokens.tokens, &counter, VALIDATION_WINDOW_SEED, &buf.x, &buf.y)?;
+        let mut plan = token_windows(&gpu, &tokens.tokens, &counter, VALIDATION_WINDOW_SEED, first, &buf.x, &buf.y)?;
         plan.extend(advance_step(&gpu, &counter)?);
         plan.extend(self.token_forward(&buf, 0)?);
         plan.extend(self.loss_plan(&buf, None, &totals, 1.0)?);
@@ -126,7 +149,7 @@ impl GpuTokenSteps {
         let mut buf = model.token_buffers(&gpu, shape.batch, true)?;
         let (guarded, clip) = (opts.skip_nonfinite_batches, opts.clip_norm);
         let step = model.token_step_plan(&tokens, &mut buf, seed, optimizer, guarded, clip)?;
-        let validation = validation.map(|(v, batches)| model.token_eval(v, batches, shape)).transpose()?;
+        let validation = validation.map(|(v, batches)| model.token_eval(v, batches, shape, 0)).transpose()?;
         Ok(GpuTokenSteps { gpu, step, validation, _tokens: tokens, _buffers: buf })
     }
 }
