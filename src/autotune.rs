@@ -13,7 +13,9 @@
 //! pipelines are new are compiled only while the device's tuning budget lasts
 //! ([`crate::DeviceProfile::tune_budget`]: compiles cost 0.15–2.8 s each on llvmpipe); past it a
 //! shape is timed on the pipelines already built (at least the static choice's, which the plan
-//! needs anyway). The static choice wins ties within [`TIE`]. Rows that grow with the batch are
+//! needs anyway). The static choice wins ties within [`TIE`], and a candidate that beats it is
+//! timed against it once more and kept only if it wins again (a noisy first round on a shared
+//! machine persisted a 3–5× slower pick). Rows that grow with the batch are
 //! tuned by their power of two ([`MatmulShape::m`]), so a smaller last batch tunes nothing.
 //!
 //! Determinism: picks differ between devices and may differ between two cold tunes of one device

@@ -226,8 +226,10 @@ impl Tuner {
         let started = Instant::now();
         let mut free = Duration::ZERO;
         let within_budget = |spent: Duration| spent < self.budget;
-        let (mut best, mut best_seconds, mut timed) = (static_pick, f64::INFINITY, 0);
-        if let Some((static_seconds, warm_up)) = measure(static_pick, true, f64::INFINITY)? {
+        let (mut best, mut best_seconds, mut timed, mut static_seconds) =
+            (static_pick, f64::INFINITY, 0, f64::INFINITY);
+        if let Some((seconds, warm_up)) = measure(static_pick, true, f64::INFINITY)? {
+            static_seconds = seconds;
             (best_seconds, timed, free) = (static_seconds, 1, warm_up);
             for &kernel in candidates.iter().filter(|&&k| k != static_pick) {
                 let spent = (state.spent + started.elapsed()).saturating_sub(free);
@@ -238,6 +240,14 @@ impl Tuner {
                     }
                 }
             }
+        }
+        if best != static_pick {
+            // A load spike during the static choice's runs must not persist a slower kernel:
+            // both are timed once more, and the challenger kept only if it wins again.
+            let again_static = measure(static_pick, false, f64::INFINITY)?.map(|(s, _)| s);
+            let again_best = measure(best, false, f64::INFINITY)?.map(|(s, _)| s);
+            (best, best_seconds) =
+                confirmed((static_pick, static_seconds), (best, best_seconds), again_static, again_best);
         }
         state.spent += started.elapsed().saturating_sub(free);
         let tuning = started.elapsed().as_secs_f64();
@@ -256,5 +266,49 @@ impl Tuner {
         let pick = TunedPick { shape, kernel: best, seconds, timed, from_cache: false, tuning_seconds: tuning };
         remember(&mut state, pick);
         Ok(best)
+    }
+}
+
+/// The pick after a challenger beat the static choice in the first round (`challenger` and
+/// `static_pick`: kernel and first-round seconds) and both were timed once more (`None`: not
+/// timed): the challenger where it wins again by more than [`TIE`] (its best time kept), else the
+/// static choice with its best time.
+fn confirmed(
+    static_pick: (MatmulKernel, f64),
+    challenger: (MatmulKernel, f64),
+    again_static: Option<f64>,
+    again_challenger: Option<f64>,
+) -> (MatmulKernel, f64) {
+    match (again_static, again_challenger) {
+        (Some(s), Some(c)) if c < s * (1.0 - TIE) => (challenger.0, challenger.1.min(c)),
+        (Some(s), Some(_)) => (static_pick.0, static_pick.1.min(s)),
+        // Not timed again (it would have built a pipeline): the first round stands.
+        _ => challenger,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matmul_kernel::MatmulVariant;
+
+    #[test]
+    fn a_challenger_is_kept_only_where_it_wins_again() {
+        let (static_kernel, challenger) =
+            (MatmulKernel::Variant(MatmulVariant::Subgroup), MatmulKernel::Variant(MatmulVariant::Register));
+        // The static choice's first runs hit a spike (10 ms); timed again it is 1 ms: kept.
+        assert_eq!(
+            confirmed((static_kernel, 0.010), (challenger, 0.004), Some(0.001), Some(0.0041)),
+            (static_kernel, 0.001)
+        );
+        // The challenger wins again: kept, with its best time.
+        assert_eq!(
+            confirmed((static_kernel, 0.010), (challenger, 0.004), Some(0.009), Some(0.0039)),
+            (challenger, 0.0039)
+        );
+        // Within the tie the second time: the static choice.
+        assert_eq!(confirmed((static_kernel, 0.010), (challenger, 0.004), Some(0.004), Some(0.00395)).0, static_kernel);
+        // Not timed again: the first round stands.
+        assert_eq!(confirmed((static_kernel, 0.010), (challenger, 0.004), None, Some(0.003)), (challenger, 0.004));
     }
 }
