@@ -13,8 +13,9 @@ pub struct Dispatch {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
-    /// The storage buffers it binds: (identity, bytes).
-    pub(crate) buffers: Vec<(usize, u64)>,
+    /// The storage buffers it binds, held (so that no identity is reused while the plan lives:
+    /// a wrapper's scratch tensor may be dropped once its dispatch is built).
+    pub(crate) buffers: Vec<std::sync::Arc<wgpu::Buffer>>,
     /// Set once its pipeline has been recorded into a pass (shared by every dispatch of that
     /// pipeline): a driver may compile a pipeline at its first run (llvmpipe does), so a first run
     /// is no timing of the kernel.
@@ -22,6 +23,11 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// The storage buffers it binds: (identity, bytes), the identity stable while the plan lives.
+    pub(crate) fn bound(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.buffers.iter().map(|b| (std::sync::Arc::as_ptr(b) as usize, b.size()))
+    }
+
     /// Whether its pipeline has been recorded into a pass before.
     pub(crate) fn pipeline_ran(&self) -> bool {
         self.pipeline_ran.load(std::sync::atomic::Ordering::Relaxed)

@@ -244,10 +244,7 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
             entries: &entries,
         })
     })?;
-    let buffers = tensors
-        .iter()
-        .map(|t| (std::sync::Arc::as_ptr(t.shared_buffer()) as usize, t.shared_buffer().size()))
-        .collect();
+    let buffers = tensors.iter().map(|t| t.shared_buffer().clone()).collect();
     let (pipeline, pipeline_ran) = (cached.pipeline.clone(), cached.ran.clone());
     Ok(Dispatch { label, pipeline, bind_group, workgroups, buffers, pipeline_ran })
 }

@@ -545,7 +545,7 @@ fn bytes_bound_beside(plans: &[&Plan], data: &GpuData, order: &Tensor) -> u64 {
         .collect();
     let mut bound = std::collections::HashMap::new();
     for d in plans.iter().flat_map(|p| &p.dispatches) {
-        bound.extend(d.buffers.iter().copied().filter(|(id, _)| !data_set.contains(id)));
+        bound.extend(d.bound().filter(|(id, _)| !data_set.contains(id)));
     }
     bound.values().sum()
 }

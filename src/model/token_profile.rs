@@ -50,7 +50,7 @@ impl Sequential {
         let data_buffer = std::sync::Arc::as_ptr(step.tokens.tokens.shared_buffer()) as usize;
         let mut bound = std::collections::HashMap::new();
         for d in &step.plan.dispatches {
-            bound.extend(d.buffers.iter().copied().filter(|&(id, _)| id != data_buffer));
+            bound.extend(d.bound().filter(|&(id, _)| id != data_buffer));
         }
         Ok(bound.values().sum())
     }
