@@ -23,7 +23,7 @@ fn subgroup_kernels_run(gpu: &Gpu) -> bool {
     let runs = gpu.profile().matmul.subgroup_kernel;
     if !runs {
         eprintln!(
-            "flash backward on subgroups: not run on {} ({}): it needs subgroups of at least 8",
+            "flash kernels on subgroups: not run on {} ({}): it needs subgroups of at least 8",
             gpu.describe(),
             gpu.profile().describe()
         );
@@ -31,9 +31,9 @@ fn subgroup_kernels_run(gpu: &Gpu) -> bool {
     runs
 }
 
-/// The subgroup backward at (B, T, NH, hs) with `rows` query rows per lane against the CPU
-/// reference, from the GPU forward's out and lse; every output starts as NaN so that an unwritten
-/// value shows.
+/// The subgroup forward and backward at (B, T, NH, hs) with `rows` query rows per lane against
+/// the CPU reference (the backward from the GPU forward's out and lse); every output starts as NaN
+/// so that an unwritten value shows.
 fn check(gpu: &Gpu, rng: &mut Rng, (b, t, nh, hs): (usize, usize, usize, usize), rows: usize, causal: bool) {
     let c = nh * hs;
     let what = format!("subgroup flash backward B{b} T{t} NH{nh} hs{hs}, {rows} rows, causal {causal}");
@@ -81,10 +81,10 @@ fn labels(plan: &wgnn::internals::plan::Plan) -> Vec<&str> {
 }
 
 #[test]
-fn subgroup_backward_matches_cpu() {
+fn subgroup_kernels_match_cpu() {
     let gpu = gpu();
     if !subgroup_kernels_run(&gpu) {
-        return subgroup_backward_is_refused_where_it_cannot_run_on(&gpu);
+        return refused_on(&gpu);
     }
     let mut rng = Rng::new(40);
     // Heads of 1, 2, 8, 9 and 16 vec4s (hs 4 … 64: lanes past the head's vec4s load a copy; over 8,
@@ -97,6 +97,7 @@ fn subgroup_backward_matches_cpu() {
         ((1, 33, 1, 36), 2),
         ((2, 64, 4, 32), 2),
         ((1, 65, 2, 64), 2),
+        ((2, 23, 1, 64), 1),
         ((2, 40, 1, 32), 4),
     ] {
         for causal in [true, false] {
@@ -108,14 +109,14 @@ fn subgroup_backward_matches_cpu() {
 /// Runs where the kernels cannot: a device without `Features::SUBGROUP` on any adapter, and on
 /// one with it, heads of an odd size.
 #[test]
-fn subgroup_backward_is_refused_where_it_cannot_run() {
+fn subgroup_kernels_are_refused_where_they_cannot_run() {
     let no_subgroups = Gpu::with_options(&GpuOptions {
         features: |f: wgpu::Features| f - wgpu::Features::SUBGROUP,
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     assert!(!no_subgroups.profile().matmul.subgroup_kernel);
-    subgroup_backward_is_refused_where_it_cannot_run_on(&no_subgroups);
+    refused_on(&no_subgroups);
     let gpu = gpu();
     let [dout, qkv, out, lse, delta, dqkv] = operands(&gpu, (1, 5, 2, 6));
     let err = flash_attention_backward_subgroup(&gpu, &dout, &qkv, &out, &lse, &delta, &dqkv, 2, 1, true)
@@ -125,7 +126,8 @@ fn subgroup_backward_is_refused_where_it_cannot_run() {
     assert!(text.contains("flash_attention_backward") && text.contains("here 6"), "{text}");
 }
 
-fn subgroup_backward_is_refused_where_it_cannot_run_on(gpu: &Gpu) {
+/// Both subgroup wrappers refuse on `gpu`, naming the op and what they need.
+fn refused_on(gpu: &Gpu) {
     let [dout, qkv, out, lse, delta, dqkv] = operands(gpu, (1, 5, 2, 8));
     let err = flash_attention_backward_subgroup(gpu, &dout, &qkv, &out, &lse, &delta, &dqkv, 2, 1, true)
         .err()
@@ -140,7 +142,7 @@ fn subgroup_backward_is_refused_where_it_cannot_run_on(gpu: &Gpu) {
 /// The wrappers' pick: the subgroup kernels where the profile prefers subgroups and they run,
 /// the plain ones elsewhere (both checked against the reference, here and in flash_attention.rs).
 #[test]
-fn the_backward_runs_the_kernels_the_profile_prefers() {
+fn the_wrappers_run_the_kernels_the_profile_prefers() {
     let gpu = gpu();
     let [dout, qkv, out, lse, delta, dqkv] = operands(&gpu, (2, 9, 2, 8));
     let mut plan = flash_attention_forward(&gpu, &qkv, &out, &lse, 2).unwrap();
