@@ -117,51 +117,20 @@ impl Gpu {
     /// else). Needs `Features::TIMESTAMP_QUERY` ([`Gpu::new`] requests it where the adapter has it).
     pub fn time_plan(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
         const OP: &str = "time_plan";
-        if !self.profile().timestamps {
-            return Err(WgnnError::invalid(
-                OP,
-                "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead",
-            ));
-        }
+        TimedPasses::require(self, OP)?;
         // Two queries per repetition, at most wgpu::QUERY_SET_MAX_QUERIES per set.
         let per_set = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;
-        let period_ns = self.queue().get_timestamp_period() as f64;
         let mut seconds = Vec::with_capacity(reps);
         let mut left = reps;
         while left > 0 {
             let n = left.min(per_set);
             left -= n;
-            let queries = 2 * n as u32;
-            let query_set = self.scoped(OP, || {
-                self.device().create_query_set(&wgpu::QuerySetDescriptor {
-                    label: Some(OP),
-                    ty: wgpu::QueryType::Timestamp,
-                    count: queries,
-                })
-            })?;
-            let resolved = self.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(OP),
-                size: queries as u64 * wgpu::QUERY_SIZE as u64,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
+            let passes = TimedPasses::new(self, OP, n)?;
             let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(OP) });
-            for i in 0..n as u32 {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(OP),
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: &query_set,
-                        beginning_of_pass_write_index: Some(2 * i),
-                        end_of_pass_write_index: Some(2 * i + 1),
-                    }),
-                });
-                plan.record(&mut pass);
+            for i in 0..n {
+                plan.record(&mut passes.pass(&mut encoder, i));
             }
-            encoder.resolve_query_set(&query_set, 0..queries, &resolved, 0);
-            self.submit(OP, encoder.finish())?;
-            let bytes = self.read_bytes(&resolved, 0, queries as u64 * wgpu::QUERY_SIZE as u64)?;
-            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
-            seconds.extend(ticks.chunks_exact(2).map(|t| t[1].wrapping_sub(t[0]) as f64 * period_ns * 1e-9));
+            seconds.extend(passes.read(self, encoder)?);
         }
         Ok(seconds)
     }
@@ -173,56 +142,23 @@ impl Gpu {
     /// other dispatches wrote, caches they evicted. Needs `Features::TIMESTAMP_QUERY`.
     pub fn time_dispatches_in_order(&self, plan: &Plan, reps: usize) -> Result<Vec<f64>> {
         const OP: &str = "time_dispatches_in_order";
-        if !self.profile().timestamps {
+        TimedPasses::require(self, OP)?;
+        let n = plan.len();
+        if n > (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize {
             return Err(WgnnError::invalid(
                 OP,
-                "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead",
+                format!("{n} dispatches need more than {} timestamp queries", wgpu::QUERY_SET_MAX_QUERIES),
             ));
         }
-        let n = plan.len();
-        let queries = n.checked_mul(2).filter(|&q| q <= wgpu::QUERY_SET_MAX_QUERIES as usize).ok_or_else(|| {
-            WgnnError::invalid(
-                OP,
-                format!("{n} dispatches need more than {} timestamp queries", wgpu::QUERY_SET_MAX_QUERIES),
-            )
-        })? as u32;
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let period_ns = self.queue().get_timestamp_period() as f64;
-        let query_set = self.scoped(OP, || {
-            self.device().create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some(OP),
-                ty: wgpu::QueryType::Timestamp,
-                count: queries,
-            })
-        })?;
-        let resolved = self.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some(OP),
-            size: queries as u64 * wgpu::QUERY_SIZE as u64,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let passes = TimedPasses::new(self, OP, n)?;
         let mut runs: Vec<Vec<f64>> = vec![Vec::with_capacity(reps.max(1)); n];
         for _ in 0..reps.max(1) {
             let mut encoder = self.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(OP) });
             for (i, d) in plan.dispatches.iter().enumerate() {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(OP),
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: &query_set,
-                        beginning_of_pass_write_index: Some(2 * i as u32),
-                        end_of_pass_write_index: Some(2 * i as u32 + 1),
-                    }),
-                });
-                Plan::from(d.clone()).record(&mut pass);
+                Plan::from(d.clone()).record(&mut passes.pass(&mut encoder, i));
             }
-            encoder.resolve_query_set(&query_set, 0..queries, &resolved, 0);
-            self.submit(OP, encoder.finish())?;
-            let bytes = self.read_bytes(&resolved, 0, queries as u64 * wgpu::QUERY_SIZE as u64)?;
-            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
-            for (run, t) in runs.iter_mut().zip(ticks.chunks_exact(2)) {
-                run.push(t[1].wrapping_sub(t[0]) as f64 * period_ns * 1e-9);
+            for (run, seconds) in runs.iter_mut().zip(passes.read(self, encoder)?) {
+                run.push(seconds);
             }
         }
         Ok(runs
@@ -232,5 +168,74 @@ impl Gpu {
                 times[times.len() / 2]
             })
             .collect())
+    }
+}
+
+/// `count` compute passes with timestamps at their start and end (one query set), and the
+/// buffer they resolve into.
+struct TimedPasses {
+    op: &'static str,
+    count: usize,
+    query_set: Option<wgpu::QuerySet>,
+    resolved: wgpu::Buffer,
+}
+
+impl TimedPasses {
+    /// An error naming `op` where the device has no timestamp queries.
+    fn require(gpu: &Gpu, op: &str) -> Result<()> {
+        match gpu.profile().timestamps {
+            true => Ok(()),
+            false => {
+                Err(WgnnError::invalid(op, "the device has no TIMESTAMP_QUERY feature; time with a wall clock instead"))
+            }
+        }
+    }
+
+    fn new(gpu: &Gpu, op: &'static str, count: usize) -> Result<TimedPasses> {
+        Self::require(gpu, op)?;
+        let queries = 2 * count as u32;
+        // A query set may not be empty.
+        let query_set = (queries > 0)
+            .then(|| {
+                gpu.scoped(op, || {
+                    gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some(op),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: queries,
+                    })
+                })
+            })
+            .transpose()?;
+        let resolved = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(op),
+            size: (queries as u64 * wgpu::QUERY_SIZE as u64).max(wgpu::QUERY_SIZE as u64),
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Ok(TimedPasses { op, count, query_set, resolved })
+    }
+
+    /// Pass `i`, timestamps 2i and 2i + 1 at its start and end.
+    fn pass<'e>(&self, encoder: &'e mut wgpu::CommandEncoder, i: usize) -> wgpu::ComputePass<'e> {
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(self.op),
+            timestamp_writes: self.query_set.as_ref().map(|query_set| wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            }),
+        })
+    }
+
+    /// Submits `encoder` (its passes recorded) and reads back each pass's device seconds.
+    fn read(&self, gpu: &Gpu, mut encoder: wgpu::CommandEncoder) -> Result<Vec<f64>> {
+        let Some(query_set) = &self.query_set else { return Ok(Vec::new()) };
+        let queries = 2 * self.count as u32;
+        encoder.resolve_query_set(query_set, 0..queries, &self.resolved, 0);
+        gpu.submit(self.op, encoder.finish())?;
+        let bytes = gpu.read_bytes(&self.resolved, 0, queries as u64 * wgpu::QUERY_SIZE as u64)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        let period_ns = gpu.queue().get_timestamp_period() as f64;
+        Ok(ticks.chunks_exact(2).map(|t| t[1].wrapping_sub(t[0]) as f64 * period_ns * 1e-9).collect())
     }
 }

@@ -384,6 +384,18 @@ fn a_token_steps_kernels_memory_and_device_time() {
             assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
         }
     }
+    // Each dispatch timed where it runs in the step: the same labels, a time each.
+    match model.profile_token_step_in_order(&data, &opts, 2) {
+        Ok(timings) => {
+            let labels: Vec<String> = timings.iter().map(|t| t.0.clone()).collect();
+            assert_eq!(labels, fused);
+            assert!(timings.iter().all(|t| t.1.is_finite() && t.1 >= 0.0), "{timings:?}");
+        }
+        Err(e) => {
+            assert!(!g.profile().timestamps, "{e}");
+            assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
+        }
+    }
     // The step timed whole: a device time per repetition and a wall time a step.
     match model.time_token_step(&data, &opts, 3) {
         Ok((device, wall)) => {
