@@ -64,7 +64,14 @@ fn resolve(spec: &str, infos: &[wgpu::AdapterInfo]) -> Result<Vec<usize>> {
             if index >= infos.len() {
                 return Err(WgnnError::invalid(
                     OP,
-                    format!("adapter index {index}, but {} adapters are present: {}", infos.len(), numbered(&names)),
+                    format!(
+                        "adapter index {index}, but {} present: {}",
+                        match infos.len() {
+                            1 => "1 adapter is".to_string(),
+                            n => format!("{n} adapters are"),
+                        },
+                        numbered(&names)
+                    ),
                 ));
             }
             picked.push(index);
@@ -180,6 +187,9 @@ mod tests {
         assert!(err("nvidia,nvidia,nvidia,nvidia,nvidia").contains("more adapters than match"));
         assert!(err("amd").contains("no adapter whose name contains \"amd\""), "{}", err("amd"));
         assert!(err("5").contains("adapter index 5, but 5 adapters are present"), "{}", err("5"));
+        let lavapipe = [info("llvmpipe (LLVM 15.0.6, 256 bits)", wgpu::Backend::Vulkan, wgpu::DeviceType::Cpu)];
+        let one = format!("{:?}", resolve("1", &lavapipe).unwrap_err());
+        assert!(one.contains("adapter index 1, but 1 adapter is present"), "{one}");
         assert!(err("0,,1").contains("empty entry"), "{}", err("0,,1"));
         assert!(err("").contains("empty entry"), "{}", err(""));
         assert!(format!("{:?}", resolve("all", &[]).unwrap_err()).contains("no GPU adapter found"));
