@@ -14,6 +14,7 @@ mod common;
 #[path = "../examples/common/gpt.rs"]
 #[allow(dead_code)]
 mod gpt;
+use common::tiny_text::tiny_text as text;
 use common::*;
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
@@ -21,11 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wgnn::collective::SingleProcess;
 use wgnn::collective::{Collective, MpiCollective};
-use wgnn::internals::rng::Rng;
 use wgnn::model::{
     Backend, Checkpointing, FitOptions, Loss, Observer, Optimizer, Progress, Sequential, TokenFitOptions,
 };
-use wgnn::{Activation, Dataset, EpochRecord, Gpu, GpuOptions, TokenDataset, WgnnError};
+use wgnn::{Activation, Dataset, EpochRecord, Gpu, GpuOptions, WgnnError};
 
 /// Whether this process is a rank that `mpirun` started (else it is `cargo test`'s, which
 /// starts the ranks).
@@ -336,16 +336,6 @@ fn a_resumed_run_on_as_many_ranks_continues_the_uninterrupted_one() {
     assert_eq!(continued.epochs.len(), 4, "the checkpoint's 2 epochs and 2 more");
     assert_close("resumed history vs uninterrupted", &losses(&continued), &losses(&straight), 1e-6, 1e-5);
     assert_same_as_rank0(&mpi, &resumed, "after the resumed run");
-}
-
-/// `len` characters of 11 distinct ones: a cycle with a quarter drawn at random (tiny_gpt.rs').
-fn text(len: usize, seed: u64) -> TokenDataset {
-    const CHARS: &[u8] = b"abcdefghij\n";
-    let mut rng = Rng::new(seed);
-    let bytes: Vec<u8> = (0..len)
-        .map(|i| if rng.below(4) == 0 { CHARS[rng.below(CHARS.len())] } else { CHARS[i % CHARS.len()] })
-        .collect();
-    TokenDataset::from_text(&bytes, "tiny text").unwrap()
 }
 
 #[test]

@@ -13,24 +13,19 @@ mod common;
 #[path = "../examples/common/gpt.rs"]
 mod gpt;
 
+use common::fusion::StepLosses;
+use common::tiny_text::tiny_text;
 use common::{assert_close, gpu, scratch};
 use gpt::{gpt, gpt_with_dropout, nanogpt_adamw, GptConfig};
 use wgnn::device::GpuOptions;
-use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, Loss, Observer, Optimizer, Progress, Sequential, SequentialBuilder, TokenFitOptions};
 use wgnn::{Gpu, Layer, TokenDataset, WgnnError};
 
 const TINY: GptConfig = GptConfig { vocab: 11, block: 8, n_layer: 2, n_head: 2, n_embd: 16 };
 
-/// `len` characters of 11 distinct ones: a cycle through "abcdefghij\n" with a quarter of them
-/// drawn at random, so that there is something to learn and the loss moves.
+/// [`tiny_text`], whose 11 characters are the tiny GPT's vocabulary.
 fn text(len: usize, seed: u64) -> TokenDataset {
-    const CHARS: &[u8] = b"abcdefghij\n";
-    let mut rng = Rng::new(seed);
-    let bytes: Vec<u8> = (0..len)
-        .map(|i| if rng.below(4) == 0 { CHARS[rng.below(CHARS.len())] } else { CHARS[i % CHARS.len()] })
-        .collect();
-    let data = TokenDataset::from_text(&bytes, "tiny text").unwrap();
+    let data = tiny_text(len, seed);
     assert_eq!(data.vocab_size(), TINY.vocab);
     data
 }
@@ -42,26 +37,6 @@ fn tiny() -> SequentialBuilder {
 /// nanoGPT's optimizer over `steps` steps: a short warmup, then the cosine.
 fn adamw(steps: usize) -> Optimizer {
     nanogpt_adamw(3e-3, 3e-4, 2, steps, 0.1)
-}
-
-/// Each step's mean loss, from the running sums reported at every tick (which restart with each
-/// evaluation period).
-#[derive(Default)]
-struct StepLosses {
-    losses: Vec<f32>,
-    last_sum: f64,
-    last_samples: usize,
-}
-
-impl Observer for StepLosses {
-    fn on_progress(&mut self, p: &Progress) {
-        if p.step == 1 {
-            (self.last_sum, self.last_samples) = (0.0, 0);
-        }
-        let sum = p.loss as f64 * p.samples as f64;
-        self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
-        (self.last_sum, self.last_samples) = (sum, p.samples);
-    }
 }
 
 /// (per-step losses, each evaluation's validation loss, every parameter) of a run.
@@ -371,29 +346,22 @@ fn a_token_steps_kernels_memory_and_device_time() {
     assert!(count(&fused, "bias_act::bias_act_forward") <= n, "{fused:?}");
     assert!(count(&fused, "bias_act::bias_act_backward") <= 1, "{fused:?}");
     assert!(count(&unfused, "bias_act::bias_act_forward") >= 5 * n, "{unfused:?}");
-    // Each dispatch timed alone, in the step's order; a device without timestamp queries says so.
+    // Each dispatch timed alone, and where it runs in the step, labelled in the step's order; a
+    // device without timestamp queries says so.
     let mut model = build(true);
-    match model.profile_token_step(&data, &opts, 2) {
-        Ok(timings) => {
-            let labels: Vec<String> = timings.iter().map(|t| t.0.clone()).collect();
-            assert_eq!(labels, fused);
-            assert!(timings.iter().all(|t| t.1.is_finite() && t.1 >= 0.0), "{timings:?}");
-        }
-        Err(e) => {
-            assert!(!g.profile().timestamps, "{e}");
-            assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
-        }
-    }
-    // Each dispatch timed where it runs in the step: the same labels, a time each.
-    match model.profile_token_step_in_order(&data, &opts, 2) {
-        Ok(timings) => {
-            let labels: Vec<String> = timings.iter().map(|t| t.0.clone()).collect();
-            assert_eq!(labels, fused);
-            assert!(timings.iter().all(|t| t.1.is_finite() && t.1 >= 0.0), "{timings:?}");
-        }
-        Err(e) => {
-            assert!(!g.profile().timestamps, "{e}");
-            assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
+    let alone = model.profile_token_step(&data, &opts, 2);
+    let in_order = model.profile_token_step_in_order(&data, &opts, 2);
+    for timings in [alone, in_order] {
+        match timings {
+            Ok(timings) => {
+                let labels: Vec<String> = timings.iter().map(|t| t.0.clone()).collect();
+                assert_eq!(labels, fused);
+                assert!(timings.iter().all(|t| t.1.is_finite() && t.1 >= 0.0), "{timings:?}");
+            }
+            Err(e) => {
+                assert!(!g.profile().timestamps, "{e}");
+                assert!(e.to_string().contains("TIMESTAMP_QUERY"), "{e}");
+            }
         }
     }
     // The step timed whole: a device time per repetition and a wall time a step.

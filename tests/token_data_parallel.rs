@@ -12,11 +12,12 @@ mod common;
 #[allow(dead_code)]
 mod gpt;
 
+use common::fusion::StepLosses;
+use common::tiny_text::tiny_text as text;
 use common::{assert_close, gpu, scratch};
 use gpt::{gpt_with_dropout, nanogpt_adamw, GptConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use wgnn::collective::{Collective, SingleProcess, ThreadRank};
-use wgnn::internals::rng::Rng;
 use wgnn::model::{Backend, Checkpointing, Loss, Observer, Progress, Sequential, TokenFitOptions};
 use wgnn::{Gpu, GpuOptions, History, ProfileOverride, TokenDataset, WgnnError};
 
@@ -33,41 +34,11 @@ fn device() -> Gpu {
         .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
-/// `len` characters of 11 distinct ones: a cycle with a quarter drawn at random (tiny_gpt.rs').
-fn text(len: usize, seed: u64) -> TokenDataset {
-    const CHARS: &[u8] = b"abcdefghij\n";
-    let mut rng = Rng::new(seed);
-    let bytes: Vec<u8> = (0..len)
-        .map(|i| if rng.below(4) == 0 { CHARS[rng.below(CHARS.len())] } else { CHARS[i % CHARS.len()] })
-        .collect();
-    TokenDataset::from_text(&bytes, "tiny text").unwrap()
-}
-
 /// The tiny GPT with `dropout`, `n_layer` blocks, compiled with nanoGPT's AdamW over 24 steps.
 fn model(backend: &Backend, n_layer: usize, dropout: f32) -> Sequential {
     let mut model = gpt_with_dropout(GptConfig { n_layer, ..TINY }, dropout, 7).build(backend).unwrap();
     model.compile(Loss::SparseCategoricalCrossentropy, nanogpt_adamw(3e-3, 3e-4, 2, 24, 0.1)).unwrap();
     model
-}
-
-/// Each step's mean loss, from the running sums reported at every tick (which restart with each
-/// evaluation period).
-#[derive(Default)]
-struct StepLosses {
-    losses: Vec<f32>,
-    last_sum: f64,
-    last_samples: usize,
-}
-
-impl Observer for StepLosses {
-    fn on_progress(&mut self, p: &Progress) {
-        if p.step == 1 {
-            (self.last_sum, self.last_samples) = (0.0, 0);
-        }
-        let sum = p.loss as f64 * p.samples as f64;
-        self.losses.push(((sum - self.last_sum) / (p.samples - self.last_samples) as f64) as f32);
-        (self.last_sum, self.last_samples) = (sum, p.samples);
-    }
 }
 
 /// What a run gives: (per-step losses, the history, every parameter).

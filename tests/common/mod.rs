@@ -7,6 +7,7 @@ pub mod conv_cases;
 pub mod fusion;
 pub mod loss_outputs;
 pub mod safetensors_file;
+pub mod tiny_text;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
