@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::activation::Activation;
 use crate::device::Gpu;
 use crate::error::Result;
-use crate::kernels::matmul_choice::{choose_variant, subgroup_ok};
+use crate::kernels::matmul_choice::{choose_variant, subgroup_edges_ok, subgroup_ok};
 use crate::kernels::matmul_options::{Epilogue, MatmulOptions};
 use crate::kernels::matmul_register::matmul_register_supported;
 use crate::matmul_kernel::{MatmulVariant, RegisterTile};
@@ -182,11 +182,13 @@ impl Scratch {
 }
 
 /// The kernels `gpu` may run op(A)·op(B) with at this shape: the register blockings always, the
-/// subgroup kernel where it runs, the workgroup-memory kernels where the policy times them.
+/// subgroup kernel where it runs (by scalars where its vec4 views do not apply, under the policy
+/// that prefers it), the workgroup-memory kernels where the policy times them.
 fn candidates(gpu: &Gpu, shape: &MatmulShape) -> Vec<MatmulKernel> {
     let MatmulShape { m, n, k, trans_a, trans_b, .. } = *shape;
     let mut kernels = vec![MatmulVariant::Register, MatmulVariant::RegisterTall];
-    if subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
+    let edges = subgroup_edges_ok(gpu) && gpu.profile().matmul.prefer_subgroup;
+    if subgroup_ok(gpu, m, n, k, trans_a, trans_b) || edges {
         kernels.push(MatmulVariant::Subgroup);
     }
     let workgroup = gpu.profile().matmul.tune_workgroup_kernels;

@@ -16,11 +16,11 @@ pub const LOOP_CAP: usize = 65_535;
 
 /// Most rows the fused output layer (`dense_softmax_xent`) takes under the CPU-adapter policy: its
 /// one workgroup runs on one core, so the fused dispatch beats the three it replaces only for
-/// small batches (lavapipe, 2 cores, mnist's 64→10 output layer, alternating runs, W from storage:
-/// batch 32 3–9% faster per epoch, 64 even, 128 and 256 20–30% slower; with W through the uniform
-/// window the kernel takes 0.6–0.75× the time, and 64 to 128 rows trained no faster or slower than
-/// unfused: inconclusive, so 32 stays).
-pub const CPU_ADAPTER_FUSED_OUTPUT_ROWS: usize = 32;
+/// small batches (lavapipe, 2 cores, quiet, mnist's 64→10 output layer, W through the uniform
+/// window; BENCHMARKS.md, 2026-12-07 (night)): in the training step at 64 rows 166 µs against
+/// 243–308 µs for the three, at 128 rows 402 µs against 262 µs. (The kernel bench, each plan
+/// repeated alone, has the fused kernel ahead at 128 rows too: 0.30 ms against 0.42–0.44.)
+pub const CPU_ADAPTER_FUSED_OUTPUT_ROWS: usize = 64;
 /// Most rows under the GPU policy: up to one per invocation of the one workgroup (more would loop
 /// over several rows per invocation; not measured on a GPU yet).
 pub const GPU_FUSED_OUTPUT_ROWS: usize = 256;

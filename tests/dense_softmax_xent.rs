@@ -252,13 +252,13 @@ fn the_uniform_window_is_taken_only_where_it_is_safe() {
 
 #[test]
 fn the_profile_caps_the_rows_a_training_step_fuses() {
-    // Up to 32 rows under the CPU-adapter policy (one core runs the one workgroup), up to 256 under
+    // Up to 64 rows under the CPU-adapter policy (one core runs the one workgroup), up to 256 under
     // a GPU's: each forced on whatever adapter this is.
     let device = |profile, limits| {
         Gpu::with_options(&GpuOptions { profile, limits, ..Default::default() })
             .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
     };
-    for (profile, most) in [(ProfileOverride::CpuAdapter, 32), (ProfileOverride::Gpu, 256)] {
+    for (profile, most) in [(ProfileOverride::CpuAdapter, 64), (ProfileOverride::Gpu, 256)] {
         let gpu = device(profile, |l| l);
         assert_eq!(gpu.profile().fused_output_max_rows, most, "{profile:?}");
         assert!(dense_softmax_xent_preferred(&gpu, most, 64, 10), "{profile:?}: {most} rows");

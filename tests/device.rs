@@ -66,7 +66,7 @@ fn the_profile_follows_the_adapter_unless_overridden() {
     assert!(forced.describe().contains("(forced)"), "{}", forced.describe());
 
     // The policies differ as documented...
-    assert_eq!((c.fused_output_max_rows, g.fused_output_max_rows), (32, 256));
+    assert_eq!((c.fused_output_max_rows, g.fused_output_max_rows), (64, 256));
     assert!(c.matmul.prefer_subgroup && !g.matmul.prefer_subgroup);
     assert_eq!((c.matmul.register_workgroup, g.matmul.register_workgroup), ([16, 1], [16, 4]));
     assert_eq!((c.matmul.lanes_m_max_n, g.matmul.lanes_m_max_n), (Some(16), None));
@@ -91,7 +91,9 @@ fn the_profile_follows_the_adapter_unless_overridden() {
     let sub_or_register = if c.matmul.subgroup_kernel { MatmulVariant::Subgroup } else { MatmulVariant::Register };
     assert_eq!(choose_variant(&forced_cpu, 256, 256, 256, false, false), sub_or_register);
     assert_eq!(choose_variant(&forced_cpu, 32, 10, 64, false, false), MatmulVariant::RegisterTall);
-    assert_eq!(choose_variant(&forced_cpu, 32, 66, 63, false, false), MatmulVariant::Register);
+    // A ragged product: the subgroup kernel by scalars where it runs.
+    assert_eq!(choose_variant(&forced_cpu, 32, 66, 63, false, false), sub_or_register);
+    assert_eq!(choose_variant(&forced_gpu, 32, 66, 63, false, false), MatmulVariant::Register);
 }
 
 #[test]

@@ -16,8 +16,10 @@ use crate::error::{Result, WgnnError};
 /// `$XDG_CACHE_HOME/wgnn` or `~/.cache/wgnn`; `%LOCALAPPDATA%\wgnn` on Windows).
 pub const CACHE_DIR_ENV: &str = "WGNN_CACHE_DIR";
 
-/// The file's format tag: a file without it (or another version of it) is ignored.
-const FORMAT: &str = "wgnn-matmul-picks-1";
+/// The file's format tag: a file without it (or another version of it) is ignored. Bumped where
+/// the candidates change, so that picks timed without a new kernel are timed again (2: the
+/// subgroup kernel by scalars for products whose dimensions are not multiples of 4).
+const FORMAT: &str = "wgnn-matmul-picks-2";
 
 /// What a pick is valid for: a file written for any other device, driver or crate version is not
 /// read.

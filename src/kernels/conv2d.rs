@@ -8,8 +8,8 @@
 //! Design: the forward of a small patch (at most [`MAX_DIRECT_PATCH`] values: a first layer of
 //! 1 to 3 channels) to at most [`PICK_DIRECT_MAX_CHANNELS`] channels runs the direct kernel of src/kernels/conv2d_direct.rs, no patch matrix
 //! (it writes the patches only where the forward keeps them); where [`conv2d_implicit_applies`]
-//! (no padding, a CPU adapter's subgroup kernel), the kernel gradient, and where C_in is a
-//! multiple of 4 the forward, read the patches straight from x (src/kernels/conv2d_implicit.rs);
+//! (no padding, a CPU adapter's subgroup kernel), the kernel gradient and the forward read the
+//! patches straight from x (src/kernels/conv2d_implicit.rs);
 //! everything else is im2col + the engine's matmul. With the patch
 //! matrix col `[rows·Ho·Wo, K]` (K = kh·kw·C_in rounded up to a multiple of 4, so that the vec4
 //! and subgroup matmuls apply; the extra columns are zero) and the kernel read as `[K, C_out]`:
@@ -161,8 +161,10 @@ pub fn conv2d_forward_using(
 /// The kernel [`conv2d_forward`] runs: the direct one wherever it fits with at most
 /// [`PICK_DIRECT_MAX_CHANNELS`] output channels (fewer passes over memory on any device), except
 /// a 1×1 kernel at stride 1, whose patch matrix is x itself; else the implicit GEMM where
-/// [`conv2d_implicit_applies`] and C_in is a multiple of 4 (x's view 16-byte aligned, and no
-/// patch matrix to keep: the forward falls back to the patch path otherwise).
+/// [`conv2d_implicit_applies`] (no patch matrix to keep, and x's view 16-byte aligned where C_in
+/// is a multiple of 4: the forward falls back to the patch path otherwise). Where C_in is not a
+/// multiple of 4 its patch vec4s are gathered from scalars, still ahead of writing the patches
+/// (lavapipe, 128×28×28×1 → 3×3 → 32: 7.8 ms against 11.2; BENCHMARKS.md, 2026-12-07 (night)).
 pub fn conv2d_forward_kernel(
     gpu: &Gpu,
     d: &Conv2dDims,
@@ -172,7 +174,7 @@ pub fn conv2d_forward_kernel(
 ) -> ConvForwardKernel {
     if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
         ConvForwardKernel::Direct
-    } else if !direct(gpu, d) && d.c_in.is_multiple_of(4) && conv2d_implicit_applies(gpu, d) {
+    } else if !direct(gpu, d) && conv2d_implicit_applies(gpu, d) {
         ConvForwardKernel::Implicit
     } else {
         ConvForwardKernel::Im2colMatmul

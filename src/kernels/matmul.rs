@@ -8,7 +8,7 @@
 
 use super::gather::BatchStart;
 use super::matmul_check::{check_column_sum, check_epilogue, check_operands, describe, Dims, EpilogueArgs};
-use super::matmul_choice::{subgroup_ok, vec4_ok};
+use super::matmul_choice::{subgroup_edges_ok, subgroup_ok, vec4_ok};
 use super::matmul_conv_a::{matmul_conv_patches_supported, ConvPatchesA};
 use super::matmul_gathered_a::{check_gathered, MATMUL_GATHERED};
 use super::matmul_register::{matmul_register, matmul_register_column_sum};
@@ -43,7 +43,22 @@ pub(crate) const MATMUL_SUBGROUP: KernelFamily = KernelFamily {
         ACTIVATION_WGSL,
         include_str!("../../shaders/matmul.wgsl"),
         include_str!("../../shaders/matmul_subgroup.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_vec4.wgsl"),
         include_str!("../../shaders/matmul_a_storage.wgsl"),
+    ],
+    storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
+};
+
+/// The subgroup variant for any shape (K, N or a transposed A's M not a multiple of 4, or views
+/// not 16-byte aligned): op(B), C and op(A) by masked scalar loads and stores.
+pub(crate) const MATMUL_SUBGROUP_EDGES: KernelFamily = KernelFamily {
+    name: "matmul_subgroup_edges",
+    sources: &[
+        ACTIVATION_WGSL,
+        include_str!("../../shaders/matmul.wgsl"),
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_edges.wgsl"),
+        include_str!("../../shaders/matmul_a_storage_edges.wgsl"),
     ],
     storage: &[Access::Read, Access::Read, Access::ReadWrite, Access::Read, Access::ReadWrite],
 };
@@ -119,7 +134,8 @@ fn kernel_shape(variant: MatmulVariant, vec4: bool, policy: &MatmulPolicy) -> Ke
             register: true,
             family: &MATMUL,
         },
-        // Only where subgroup_ok (the wrapper falls back to Register elsewhere).
+        // The vec4 module where subgroup_ok, the edges one elsewhere where the subgroup kernel runs
+        // (the wrapper falls back to Register where it does not).
         MatmulVariant::Subgroup => KernelShape {
             entry: "matmul_subgroup",
             wg: [8, 1],
@@ -322,7 +338,16 @@ fn matmul_plan(
         }
         variant = MatmulVariant::Subgroup;
     }
-    if variant == MatmulVariant::Subgroup && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b)) {
+    // The subgroup kernel by scalars where its vec4 views do not apply (a stored A only).
+    let edges = variant == MatmulVariant::Subgroup
+        && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b))
+        && gathered.is_none()
+        && patches.is_none()
+        && subgroup_edges_ok(gpu);
+    if variant == MatmulVariant::Subgroup
+        && !edges
+        && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b))
+    {
         variant = MatmulVariant::Register;
     }
     let vec4 = aligned && vec4_ok(m, n, k, opts.trans_a, opts.trans_b);
@@ -333,6 +358,9 @@ fn matmul_plan(
     }
     if let Some(pa) = patches {
         shape.family = pa.family();
+    }
+    if edges {
+        shape.family = &MATMUL_SUBGROUP_EDGES;
     }
     let tall_min_m = if opts.trans_a { SUBGROUP_TALL_MIN_M_TRANS_A } else { SUBGROUP_TALL_MIN_M };
     let tall = variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K;
@@ -391,6 +419,9 @@ fn matmul_plan(
     ];
     if variant == MatmulVariant::Subgroup {
         constants.push(("TALL", flag(tall)));
+    }
+    if edges {
+        constants.push(("QUAD_SUMS", flag(vec4)));
     }
     if let Some(g) = gathered {
         let (from_counter, parity, advance_t) = match g.start {

@@ -18,21 +18,31 @@ pub(crate) fn subgroup_ok(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool
     gpu.profile().matmul.subgroup_kernel && n.is_multiple_of(4) && vec4_ok(m, n, k, trans_a, trans_b)
 }
 
+/// Whether the subgroup kernel runs a product of any shape by scalar loads and stores (its edges
+/// module): where the profile says the subgroup kernel runs.
+pub(crate) fn subgroup_edges_ok(gpu: &Gpu) -> bool {
+    gpu.profile().matmul.subgroup_kernel
+}
+
 /// Which variant the engine picks for this shape on this device, by its profile's policy.
 ///
 /// On a CPU adapter (lavapipe) workgroup memory and barriers are slow and per-lane loads cost more
 /// than the arithmetic, so many outputs per invocation and no workgroup memory win at every
 /// measured shape (BENCHMARKS.md). Sharing op(A) across the subgroup cuts the loads 2–4× more
-/// where it applies; elsewhere 4×8 was the most even of the two register blockings, and narrow
-/// outputs take 8×4 (invocations along M: 8 rows each loads fewer values per output). On a GPU
-/// (not measured yet): tiles in workgroup memory for large products, 4×8 registers elsewhere.
+/// where it applies, by scalars too where a dimension is not a multiple of 4 (a vocabulary of 65:
+/// 1.7–2.6× faster than the register blockings) except for narrow outputs, which take the 8×4
+/// blocking (invocations along M: 8 rows each loads fewer values per output; the subgroup kernel
+/// even there). Elsewhere 4×8 was the most even of the two register blockings. On a GPU (not
+/// measured yet): tiles in workgroup memory for large products, 4×8 registers elsewhere.
 pub fn choose_variant(gpu: &Gpu, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
     let policy = &gpu.profile().matmul;
-    if policy.prefer_subgroup && subgroup_ok(gpu, m, n, k, trans_a, trans_b) {
+    let narrow = policy.lanes_m_max_n.is_some_and(|max| n <= max);
+    let subgroup = subgroup_ok(gpu, m, n, k, trans_a, trans_b) || (subgroup_edges_ok(gpu) && !narrow);
+    if policy.prefer_subgroup && subgroup {
         MatmulVariant::Subgroup
     } else if policy.tiled_from.is_some_and(|(tm, tn, tk)| m >= tm && n >= tn && k >= tk) {
         MatmulVariant::Tiled
-    } else if policy.lanes_m_max_n.is_some_and(|max| n <= max) {
+    } else if narrow {
         MatmulVariant::RegisterTall
     } else {
         MatmulVariant::Register

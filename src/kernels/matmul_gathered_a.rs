@@ -21,6 +21,7 @@ pub(crate) const MATMUL_GATHERED: KernelFamily = KernelFamily {
         ACTIVATION_WGSL,
         include_str!("../../shaders/matmul.wgsl"),
         include_str!("../../shaders/matmul_subgroup.wgsl"),
+        include_str!("../../shaders/matmul_subgroup_vec4.wgsl"),
         include_str!("../../shaders/matmul_gathered.wgsl"),
     ],
     storage: &[
