@@ -68,13 +68,18 @@ fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
 // Rows per workgroup tile: 16, or 32 (TALL) where M and K are large enough: each op(B) value is
 // then loaded half as often per output. The wrapper picks it.
 override TALL: bool = false;
+// Columns per lane: 4, or 8 (WIDE: quads n4 and n4 + 8 of the workgroup's 16): each op(A) value,
+// loaded and handed round once, then serves twice the outputs. The wrapper picks it.
+override WIDE: bool = false;
 
 @compute @workgroup_size(8)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let m0 = wid.y * select(16u, 32u, TALL);
-    let n4_raw = wid.x * 8u + lane;
+    let n4_raw = wid.x * select(8u, 16u, WIDE) + lane;
     let w = sg_quads(p.n);
     let n4 = min(n4_raw, w - 1u);
+    let n4w_raw = n4_raw + 8u;
+    let n4w = min(n4w_raw, w - 1u);
     let kr = k_range(wid.z);
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
@@ -84,7 +89,17 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var acc5 = mat4x4<f32>();
     var acc6 = mat4x4<f32>();
     var acc7 = mat4x4<f32>();
+    // WIDE: the same rows at quad n4w.
+    var wac0 = mat4x4<f32>();
+    var wac1 = mat4x4<f32>();
+    var wac2 = mat4x4<f32>();
+    var wac3 = mat4x4<f32>();
+    var wac4 = mat4x4<f32>();
+    var wac5 = mat4x4<f32>();
+    var wac6 = mat4x4<f32>();
+    var wac7 = mat4x4<f32>();
     var cs = vec4<f32>();  // COLSUM_B: Σ_k op(B)[k, this lane's columns]
+    var csw = vec4<f32>();
     // Stored A's rows: the tile's 16 (32) without TRANS_A, fixed over K; with it, per chunk below.
     // Lane l finds the starts of tile rows l, l + 8, .. and hands them out by subgroupShuffle: a
     // gathered A's are loads (of the index list), 4 per lane instead of 32 (each one inlined code
@@ -143,15 +158,38 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             let k = k0 + 4u * j;
             let bq = sg_b_quad(k, n4, kr.y);
             if (COLSUM_B) { cs = sg_add_colsum(cs, bq); }
-            acc0 = sg_step(acc0, bq, sg_shuffle(a0, j));
-            acc1 = sg_step(acc1, bq, sg_shuffle(a1, j));
-            acc2 = sg_step(acc2, bq, sg_shuffle(a2, j));
-            acc3 = sg_step(acc3, bq, sg_shuffle(a3, j));
+            let s0 = sg_shuffle(a0, j);
+            let s1 = sg_shuffle(a1, j);
+            let s2 = sg_shuffle(a2, j);
+            let s3 = sg_shuffle(a3, j);
+            acc0 = sg_step(acc0, bq, s0);
+            acc1 = sg_step(acc1, bq, s1);
+            acc2 = sg_step(acc2, bq, s2);
+            acc3 = sg_step(acc3, bq, s3);
+            var bw = mat4x4<f32>();
+            if (WIDE) {
+                bw = sg_b_quad(k, n4w, kr.y);
+                if (COLSUM_B) { csw = sg_add_colsum(csw, bw); }
+                wac0 = sg_step(wac0, bw, s0);
+                wac1 = sg_step(wac1, bw, s1);
+                wac2 = sg_step(wac2, bw, s2);
+                wac3 = sg_step(wac3, bw, s3);
+            }
             if (TALL) {
-                acc4 = sg_step(acc4, bq, sg_shuffle(a4, j));
-                acc5 = sg_step(acc5, bq, sg_shuffle(a5, j));
-                acc6 = sg_step(acc6, bq, sg_shuffle(a6, j));
-                acc7 = sg_step(acc7, bq, sg_shuffle(a7, j));
+                let s4 = sg_shuffle(a4, j);
+                let s5 = sg_shuffle(a5, j);
+                let s6 = sg_shuffle(a6, j);
+                let s7 = sg_shuffle(a7, j);
+                acc4 = sg_step(acc4, bq, s4);
+                acc5 = sg_step(acc5, bq, s5);
+                acc6 = sg_step(acc6, bq, s6);
+                acc7 = sg_step(acc7, bq, s7);
+                if (WIDE) {
+                    wac4 = sg_step(wac4, bw, s4);
+                    wac5 = sg_step(wac5, bw, s5);
+                    wac6 = sg_step(wac6, bw, s6);
+                    wac7 = sg_step(wac7, bw, s7);
+                }
             }
         }
     }
@@ -169,6 +207,21 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             sg_store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7, bias);
         }
         if (COLSUM_B && m0 == 0u) { sg_store_colsum(n4_raw, cs); }
+    }
+    if (WIDE && n4w_raw < w) {
+        var bias = vec4<f32>();
+        if (EPI != 2u && HAS_BIAS) { bias = sg_bias(n4w_raw); }
+        sg_store_block(m0, n4w_raw * 4u, wid.z, wac0, bias);
+        sg_store_block(m0 + 4u, n4w_raw * 4u, wid.z, wac1, bias);
+        sg_store_block(m0 + 8u, n4w_raw * 4u, wid.z, wac2, bias);
+        sg_store_block(m0 + 12u, n4w_raw * 4u, wid.z, wac3, bias);
+        if (TALL) {
+            sg_store_block(m0 + 16u, n4w_raw * 4u, wid.z, wac4, bias);
+            sg_store_block(m0 + 20u, n4w_raw * 4u, wid.z, wac5, bias);
+            sg_store_block(m0 + 24u, n4w_raw * 4u, wid.z, wac6, bias);
+            sg_store_block(m0 + 28u, n4w_raw * 4u, wid.z, wac7, bias);
+        }
+        if (COLSUM_B && m0 == 0u) { sg_store_colsum(n4w_raw, csw); }
     }
     a_duties(wid, lane, m0, select(16u, 32u, TALL), start);
 }

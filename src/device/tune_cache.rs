@@ -17,9 +17,9 @@ use crate::error::{Result, WgnnError};
 pub const CACHE_DIR_ENV: &str = "WGNN_CACHE_DIR";
 
 /// The file's format tag: a file without it (or another version of it) is ignored. Bumped where
-/// the candidates change, so that picks timed without a new kernel are timed again (2: the
-/// subgroup kernel by scalars for products whose dimensions are not multiples of 4).
-const FORMAT: &str = "wgnn-matmul-picks-2";
+/// the candidates change, so that picks timed before are timed again (2: the subgroup kernel by
+/// scalars for products whose dimensions are not multiples of 4; 3: its 8-column tiles).
+const FORMAT: &str = "wgnn-matmul-picks-3";
 
 /// What a pick is valid for: a file written for any other device, driver or crate version is not
 /// read.

@@ -185,6 +185,18 @@ fn split_count(gpu: &Gpu, groups: usize, k: usize, max_kc: usize) -> usize {
     needed.max(for_parallelism)
 }
 
+/// Whether the subgroup kernel gives each lane 8 columns (WIDE) rather than 4 at this shape, with
+/// `tile_rows` rows a workgroup: where that wastes no more lanes past N than 4 columns would and
+/// still leaves the product enough workgroups not to split K for parallelism (so that the split,
+/// and every sum, is what it would be with 4: the results do not change). Each op(A) value then
+/// serves twice the outputs for one load and one hand-round: 9–17% faster at char_gpt's products
+/// on lavapipe (BENCHMARKS.md, 2026-12-07 (night)).
+fn subgroup_wide(gpu: &Gpu, m: usize, n: usize, tile_rows: usize) -> bool {
+    let quads = n.div_ceil(4);
+    let groups = quads.div_ceil(16) * m.div_ceil(tile_rows);
+    quads.div_ceil(16) * 16 == quads.div_ceil(8) * 8 && groups >= gpu.profile().matmul.split_k_target_groups
+}
+
 /// `C[M,N]` (+)= op(A)·op(B): A is `[M,K]` (or `[K,M]` when trans_a), B is `[K,N]` (or `[N,K]` when
 /// trans_b). Row-major. The epilogue is applied to the full sum; accumulate works only without one.
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOptions) -> Result<Plan> {
@@ -367,6 +379,12 @@ fn matmul_plan(
     if tall {
         shape.block[0] = 32;
     }
+    // Not by scalars: that module with 8 columns is more than SwiftShader (Chromium's fallback
+    // WebGPU, CI's Tint check) compiles in its time limit.
+    let wide = variant == MatmulVariant::Subgroup && !edges && subgroup_wide(gpu, m, n, shape.block[0] as usize);
+    if wide {
+        shape.block[1] = 8;
+    }
     // Few columns (CPU-adapter policy): the one row of invocations runs along M instead of N.
     let lanes_m = shape.register && shape.wg[1] == 1 && policy.lanes_m_max_n.is_some_and(|max| n <= max);
     let (grid_x, grid_y) = if lanes_m {
@@ -419,6 +437,7 @@ fn matmul_plan(
     ];
     if variant == MatmulVariant::Subgroup {
         constants.push(("TALL", flag(tall)));
+        constants.push(("WIDE", flag(wide)));
     }
     if edges {
         constants.push(("QUAD_SUMS", flag(vec4)));
