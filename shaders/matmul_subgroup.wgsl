@@ -65,6 +65,25 @@ fn sg_shuffle(a: mat4x4<f32>, lane: u32) -> mat4x4<f32> {
                        subgroupShuffle(a[3], lane));
 }
 
+// A lane's tile at column quad n4: rows m0 .. m0 + 15 (TALL: 31) from blocks t0 .. t7 (t4 .. t7
+// with TALL), and the column sums cs.
+fn sg_store_tile(m0: u32, n4: u32, split: u32, t0: mat4x4<f32>, t1: mat4x4<f32>, t2: mat4x4<f32>, t3: mat4x4<f32>,
+                 t4: mat4x4<f32>, t5: mat4x4<f32>, t6: mat4x4<f32>, t7: mat4x4<f32>, cs: vec4<f32>) {
+    var bias = vec4<f32>();
+    if (EPI != 2u && HAS_BIAS) { bias = sg_bias(n4); }
+    sg_store_block(m0, n4 * 4u, split, t0, bias);
+    sg_store_block(m0 + 4u, n4 * 4u, split, t1, bias);
+    sg_store_block(m0 + 8u, n4 * 4u, split, t2, bias);
+    sg_store_block(m0 + 12u, n4 * 4u, split, t3, bias);
+    if (TALL) {
+        sg_store_block(m0 + 16u, n4 * 4u, split, t4, bias);
+        sg_store_block(m0 + 20u, n4 * 4u, split, t5, bias);
+        sg_store_block(m0 + 24u, n4 * 4u, split, t6, bias);
+        sg_store_block(m0 + 28u, n4 * 4u, split, t7, bias);
+    }
+    if (COLSUM_B && m0 == 0u) { sg_store_colsum(n4, cs); }
+}
+
 // Rows per workgroup tile: 16, or 32 (TALL) where M and K are large enough: each op(B) value is
 // then loaded half as often per output. The wrapper picks it.
 override TALL: bool = false;
@@ -194,34 +213,10 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
     }
     if (n4_raw < w) {
-        var bias = vec4<f32>();
-        if (EPI != 2u && HAS_BIAS) { bias = sg_bias(n4_raw); }
-        sg_store_block(m0, n4_raw * 4u, wid.z, acc0, bias);
-        sg_store_block(m0 + 4u, n4_raw * 4u, wid.z, acc1, bias);
-        sg_store_block(m0 + 8u, n4_raw * 4u, wid.z, acc2, bias);
-        sg_store_block(m0 + 12u, n4_raw * 4u, wid.z, acc3, bias);
-        if (TALL) {
-            sg_store_block(m0 + 16u, n4_raw * 4u, wid.z, acc4, bias);
-            sg_store_block(m0 + 20u, n4_raw * 4u, wid.z, acc5, bias);
-            sg_store_block(m0 + 24u, n4_raw * 4u, wid.z, acc6, bias);
-            sg_store_block(m0 + 28u, n4_raw * 4u, wid.z, acc7, bias);
-        }
-        if (COLSUM_B && m0 == 0u) { sg_store_colsum(n4_raw, cs); }
+        sg_store_tile(m0, n4_raw, wid.z, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, cs);
     }
     if (WIDE && n4w_raw < w) {
-        var bias = vec4<f32>();
-        if (EPI != 2u && HAS_BIAS) { bias = sg_bias(n4w_raw); }
-        sg_store_block(m0, n4w_raw * 4u, wid.z, wac0, bias);
-        sg_store_block(m0 + 4u, n4w_raw * 4u, wid.z, wac1, bias);
-        sg_store_block(m0 + 8u, n4w_raw * 4u, wid.z, wac2, bias);
-        sg_store_block(m0 + 12u, n4w_raw * 4u, wid.z, wac3, bias);
-        if (TALL) {
-            sg_store_block(m0 + 16u, n4w_raw * 4u, wid.z, wac4, bias);
-            sg_store_block(m0 + 20u, n4w_raw * 4u, wid.z, wac5, bias);
-            sg_store_block(m0 + 24u, n4w_raw * 4u, wid.z, wac6, bias);
-            sg_store_block(m0 + 28u, n4w_raw * 4u, wid.z, wac7, bias);
-        }
-        if (COLSUM_B && m0 == 0u) { sg_store_colsum(n4w_raw, csw); }
+        sg_store_tile(m0, n4w_raw, wid.z, wac0, wac1, wac2, wac3, wac4, wac5, wac6, wac7, csw);
     }
     a_duties(wid, lane, m0, select(16u, 32u, TALL), start);
 }
