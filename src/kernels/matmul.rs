@@ -351,15 +351,13 @@ fn matmul_plan(
         variant = MatmulVariant::Subgroup;
     }
     // The subgroup kernel by scalars where its vec4 views do not apply (a stored A only).
+    let subgroup_vec4 = aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b);
     let edges = variant == MatmulVariant::Subgroup
-        && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b))
+        && !subgroup_vec4
         && gathered.is_none()
         && patches.is_none()
         && subgroup_edges_ok(gpu);
-    if variant == MatmulVariant::Subgroup
-        && !edges
-        && !(aligned && subgroup_ok(gpu, m, n, k, opts.trans_a, opts.trans_b))
-    {
+    if variant == MatmulVariant::Subgroup && !edges && !subgroup_vec4 {
         variant = MatmulVariant::Register;
     }
     let vec4 = aligned && vec4_ok(m, n, k, opts.trans_a, opts.trans_b);
