@@ -24,8 +24,9 @@ use wgnn::internals::kernels::batch_norm::{
 };
 use wgnn::internals::kernels::bias_act::{bias_act_backward, bias_act_forward};
 use wgnn::internals::kernels::conv2d::{
-    conv2d_backward_input, conv2d_backward_weights, conv2d_direct_fits, conv2d_forward_kernel, conv2d_forward_using,
-    conv2d_implicit_applies, conv2d_implicit_runs, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvPatches,
+    conv2d_backward_input_kernel, conv2d_backward_input_using, conv2d_backward_weights, conv2d_direct_fits,
+    conv2d_forward_kernel, conv2d_forward_using, conv2d_implicit_applies, conv2d_implicit_input_fits,
+    conv2d_implicit_runs, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvInputGradKernel, ConvPatches,
 };
 use wgnn::internals::kernels::dense_softmax_xent::{
     dense_softmax_xent, dense_softmax_xent_preferred, DenseSoftmaxXentOut, UNIFORM_WINDOW_FLOATS,
@@ -1647,15 +1648,21 @@ fn bench_conv2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4], c_out: us
             Some(sgemm_s),
         );
     }
-    if bench.wants(&format!("conv2d_backward_input col2im {shape}")) {
+    // Both input-gradient kernels where they run, `*` on the one conv2d_backward_input picks.
+    let (cpu_s, want) = time_cpu(|| cpu::conv2d_backward_input(&dz, &k, &d, None));
+    let (sgemm_s, _) =
+        time_cpu(|| host_col2im(&host_sgemm(m, c_out, patch, &dz, (c_out as isize, 1), &k, (1, c_out as isize)), &d));
+    let tol = (2e-5 * (c_out as f32 * 9.0).sqrt(), 1e-4);
+    for (using, name) in [(ConvInputGradKernel::Col2im, "col2im"), (ConvInputGradKernel::Implicit, "implicit")] {
+        let runs = using == ConvInputGradKernel::Col2im || conv2d_implicit_input_fits(&gpu, &d);
+        if !runs || !bench.wants(&format!("conv2d_backward_input {name} {shape}")) {
+            continue;
+        }
         let dxt = Tensor::zeros(&gpu, &x_shape).unwrap();
-        let plan = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &cfg, None).unwrap();
-        let (cpu_s, want) = time_cpu(|| cpu::conv2d_backward_input(&dz, &k, &d, None));
-        let (sgemm_s, _) = time_cpu(|| {
-            host_col2im(&host_sgemm(m, c_out, patch, &dz, (c_out as isize, 1), &k, (1, c_out as isize)), &d)
-        });
-        let tol = (2e-5 * (c_out as f32 * 9.0).sqrt(), 1e-4);
-        bench.row("conv2d_backward_input", "col2im", shape, true, &plan, &dxt, &want, tol, work, cpu_s, Some(sgemm_s));
+        let plan = conv2d_backward_input_using(&gpu, &dzt, &kt, &dxt, &cfg, None, using).unwrap();
+        let picked = conv2d_backward_input_kernel(&gpu, &d) == using;
+        let shape = shape.clone();
+        bench.row("conv2d_backward_input", name, shape, picked, &plan, &dxt, &want, tol, work, cpu_s, Some(sgemm_s));
     }
 }
 

@@ -6,6 +6,10 @@
 //           x[r, y, x, c] into: the adjoint of im2col, a gather, so no atomics and a fixed order.
 //           dcol: [rows·Ho·Wo, K] → dx: [rows, H, W, C]
 //   copy:   dst[i] = src[i] for i < len (the kernel into its padded matrix, or the gradient back)
+//   flip_kernel: the input gradient's kernel (src/kernels/conv2d_implicit.rs): the kernel turned
+//           180° with its channels swapped, as the [kh·kw·C_out', C] matrix of that product
+//           (C_out' = stride_k: C_out rounded up to a multiple of 4, the extra rows never written):
+//           dst[((kh·kw − 1 − cell)·C_out' + o)·C + c] = src[(cell·C + c)·C_out + o], len = kh·kw·C·C_out.
 //   col2im can also apply the derivative of the activation that made x (p.act ≠ 0; `below` is x,
 //   that activation's output): dx ⊙= act'(below), so the layer below needs no pass of its own.
 //   Needs activation.wgsl prepended.
@@ -43,7 +47,7 @@ struct Params {
     len: u32,       // copy: values
     act: u32,       // col2im: activation.wgsl's code of the activation below (0: none)
     slope: f32,     // its leaky relu slope
-    _pad: u32,
+    c_out: u32,     // flip_kernel: the kernel's output channels
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -302,4 +306,17 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = linear_index(wid, nwg, lid);
     if (i < p.len) { dst[i] = src[i]; }
+}
+
+@compute @workgroup_size(WG)
+fn flip_kernel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = linear_index(wid, nwg, lid);
+    if (i >= p.len) { return; }
+    let o = i % p.c_out;
+    let t = i / p.c_out;
+    let c = t % p.c;
+    let cell = t / p.c;
+    // Both axes turned: cell (ky, kx) = ky·kw + kx goes to (kh − 1 − ky)·kw + kw − 1 − kx.
+    dst[((p.kh * p.kw - 1u - cell) * p.stride_k + o) * p.c + c] = src[i];
 }

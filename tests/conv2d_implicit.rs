@@ -1,15 +1,18 @@
 //! The implicit-GEMM convolution (the subgroup matmul reading x's patches in place,
 //! src/kernels/conv2d_implicit.rs) against the CPU reference on awkward shapes: forced, where it
 //! runs on this adapter, and an error where it does not; and the engine's own pick (whichever
-//! kernel that is) for the forward and the kernel gradient.
+//! kernel that is) for the forward and the kernel gradient; the same for the input gradient at
+//! stride 1 (dz zero-padded, the kernel turned 180°).
 
 mod common;
 
 use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::conv2d::{
-    conv2d_backward_weights, conv2d_forward, conv2d_forward_kernel, conv2d_forward_using, conv2d_implicit_applies,
-    conv2d_implicit_runs, conv2d_step_patches, Conv2dConfig, Conv2dDims, ConvForwardKernel, Padding,
+    conv2d_backward_input, conv2d_backward_input_kernel, conv2d_backward_input_using, conv2d_backward_weights,
+    conv2d_forward, conv2d_forward_kernel, conv2d_forward_using, conv2d_implicit_applies, conv2d_implicit_input_fits,
+    conv2d_implicit_runs, conv2d_step_patches, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvInputGradKernel,
+    Padding,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor};
@@ -135,4 +138,91 @@ fn the_engines_forward_and_kernel_gradient_match_cpu_whichever_kernel_it_picks()
         assert_close(&format!("{what} dbias"), &dbt.to_vec().unwrap(), &want_db, 1e-3, 1e-4);
         assert_close(&format!("{what} dkernel alone"), &dk_only.to_vec().unwrap(), &want_dk, 1e-3, 1e-4);
     }
+}
+
+/// Input-gradient shapes beside [`CASES`]: `same` with even and uneven windows (more padding
+/// after than before), windows wider than the image's padding, C_out not a multiple of 4 (the
+/// padded dz's extra channels), one image, C_in 32 and 36 (where the engine picks it on a CPU
+/// adapter).
+const INPUT_CASES: &[Case] = &[
+    ([2, 6, 5, 32], (3, 3), 8, (1, 1), Padding::Same),
+    ([3, 7, 7, 36], (3, 2), 12, (1, 1), Padding::Valid),
+    ([3, 7, 8, 8], (2, 2), 6, (1, 1), Padding::Same),
+    ([2, 6, 7, 4], (4, 3), 8, (1, 1), Padding::Same),
+    ([1, 5, 9, 12], (5, 5), 3, (1, 1), Padding::Same),
+    ([2, 9, 5, 8], (1, 3), 10, (1, 1), Padding::Valid),
+    ([5, 4, 4, 4], (3, 3), 7, (1, 1), Padding::Same),
+];
+
+#[test]
+fn forced_implicit_input_gradient_matches_cpu_where_it_runs_and_is_an_error_elsewhere() {
+    let gpu = gpu();
+    let mut rng = Rng::new(27);
+    let mut ran = 0;
+    for (i, case) in CASES.iter().chain(INPUT_CASES).enumerate() {
+        let (d, cfg) = dims(case);
+        let k = rng.vec_uniform(d.kernel_shape().iter().product(), -1.0, 1.0);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        // The layer below's output (an activation whose derivative multiplies dx), every other case.
+        let act = ACTS[i % ACTS.len()];
+        let below = rng.vec_uniform(d.x_shape().iter().product(), -1.0, 1.0);
+        let below = below.iter().map(|&v| act.forward(v)).collect::<Vec<_>>();
+        let (kt, dzt, bt) =
+            (up(&gpu, &d.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz), up(&gpu, &d.x_shape(), &below));
+        let with_below = i % 2 == 0;
+        let what = format!("{case:?} below={}", if with_below { format!("{act:?}") } else { "none".into() });
+        let dxt = up(&gpu, &d.x_shape(), &vec![7.0; d.x_shape().iter().product()]);
+        let gpu_below = with_below.then_some((&bt, act));
+        match conv2d_backward_input_using(&gpu, &dzt, &kt, &dxt, &cfg, gpu_below, ConvInputGradKernel::Implicit) {
+            Ok(plan) => {
+                let l = labels(&plan);
+                let pointwise = case.1 == (1, 1) && case.3 == (1, 1);
+                assert!(
+                    pointwise
+                        || (l.iter().any(|l| l.starts_with("matmul_conv")) && !l.iter().any(|l| l.contains("col2im"))),
+                    "{what}: {l:?}"
+                );
+                gpu.run(&[&plan]).unwrap();
+                let cpu_below = with_below.then_some((&below[..], act));
+                let want = cpu::conv2d_backward_input(&dz, &k, &d, cpu_below);
+                assert_close(&what, &dxt.to_vec().unwrap(), &want, 1e-5, 1e-4);
+                ran += 1;
+            }
+            Err(e) => {
+                assert!(!conv2d_implicit_input_fits(&gpu, &d), "{what}: {e}");
+                let text = e.to_string();
+                assert!(text.contains("conv2d_backward_input_using") && text.contains("implicit"), "{what}: {text}");
+            }
+        }
+    }
+    println!("forced implicit input gradient ran in {ran} of {} cases", CASES.len() + INPUT_CASES.len());
+}
+
+#[test]
+fn the_engines_input_gradient_matches_cpu_whichever_kernel_it_picks() {
+    let gpu = gpu();
+    let mut rng = Rng::new(28);
+    let mut implicit = 0;
+    for case in CASES.iter().chain(INPUT_CASES) {
+        let (d, cfg) = dims(case);
+        let k = rng.vec_uniform(d.kernel_shape().iter().product(), -1.0, 1.0);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (kt, dzt) = (up(&gpu, &d.kernel_shape(), &k), up(&gpu, &d.y_shape(), &dz));
+        let dxt = Tensor::zeros(&gpu, &d.x_shape()).unwrap();
+        let plan = conv2d_backward_input(&gpu, &dzt, &kt, &dxt, &cfg, None).unwrap();
+        let what = format!("{case:?}");
+        let picked = conv2d_backward_input_kernel(&gpu, &d);
+        // The engine reads dz's patches in place only where that runs, and then writes no dcol.
+        assert!(picked == ConvInputGradKernel::Col2im || conv2d_implicit_input_fits(&gpu, &d), "{what}");
+        if picked == ConvInputGradKernel::Implicit && case.1 != (1, 1) {
+            implicit += 1;
+            assert!(!labels(&plan).iter().any(|l| l.contains("col2im")), "{what}: {:?}", labels(&plan));
+        }
+        gpu.run(&[&plan]).unwrap();
+        assert_close(&what, &dxt.to_vec().unwrap(), &cpu::conv2d_backward_input(&dz, &k, &d, None), 1e-5, 1e-4);
+    }
+    println!(
+        "the engine picked the implicit input gradient in {implicit} of {} cases",
+        CASES.len() + INPUT_CASES.len()
+    );
 }

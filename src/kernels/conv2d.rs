@@ -49,7 +49,10 @@ use crate::tensor::{DType, Tensor};
 pub use super::conv2d_direct::{
     conv2d_direct_fits, ConvForwardKernel, MAX_DIRECT_CHANNELS, MAX_DIRECT_PATCH, PICK_DIRECT_MAX_CHANNELS,
 };
-pub use super::conv2d_implicit::{conv2d_implicit_applies, conv2d_implicit_runs};
+pub use super::conv2d_implicit::{
+    conv2d_backward_input_kernel, conv2d_implicit_applies, conv2d_implicit_input_fits, conv2d_implicit_runs,
+    ConvInputGradKernel,
+};
 pub use super::conv2d_patches::ConvPatches;
 pub use crate::cpu::conv2d::{Conv2dConfig, Conv2dDims, Padding, Window, MAX_WINDOW_CELLS};
 
@@ -294,20 +297,50 @@ pub fn conv2d_backward_input(
     cfg: &Conv2dConfig,
     below: Option<(&Tensor, Activation)>,
 ) -> Result<Plan> {
-    const OP: &str = "conv2d_backward_input";
-    let d = Conv2dDims::new(OP, dx.shape(), kernel.shape(), cfg)?;
+    backward_input("conv2d_backward_input", gpu, dz, kernel, dx, cfg, below, None)
+}
+
+/// [`conv2d_backward_input`] by the given kernel rather than the one the engine picks
+/// ([`conv2d_backward_input_kernel`]), for tests and benchmarks; [`ConvInputGradKernel::Implicit`]
+/// where it does not run (`conv2d_implicit::conv2d_implicit_input_fits`) is an error. A 1×1 kernel at
+/// stride 1 is one product either way.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_input_using(
+    gpu: &Gpu,
+    dz: &Tensor,
+    kernel: &Tensor,
+    dx: &Tensor,
+    cfg: &Conv2dConfig,
+    below: Option<(&Tensor, Activation)>,
+    using: ConvInputGradKernel,
+) -> Result<Plan> {
+    backward_input("conv2d_backward_input_using", gpu, dz, kernel, dx, cfg, below, Some(using))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_input(
+    op: &'static str,
+    gpu: &Gpu,
+    dz: &Tensor,
+    kernel: &Tensor,
+    dx: &Tensor,
+    cfg: &Conv2dConfig,
+    below: Option<(&Tensor, Activation)>,
+    using: Option<ConvInputGradKernel>,
+) -> Result<Plan> {
+    let d = Conv2dDims::new(op, dx.shape(), kernel.shape(), cfg)?;
     let given = [("dx", dx.shape()), ("kernel", kernel.shape())];
     let context = format!("dx {:?}, kernel {:?}, {cfg:?}", dx.shape(), kernel.shape());
-    expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
-    expect_shape(OP, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
-    expect_shape(OP, "dz", dz, &d.y_shape(), &given, &context)?;
+    expect_shape(op, "dx", dx, &d.x_shape(), &given, &context)?;
+    expect_shape(op, "kernel", kernel, &d.kernel_shape(), &given, &context)?;
+    expect_shape(op, "dz", dz, &d.y_shape(), &given, &context)?;
     let mut inputs = vec![("dz", dz), ("kernel", kernel)];
     if let Some((y, act)) = below {
-        act.validate_elementwise(OP)?;
-        expect_shape(OP, "below", y, &d.x_shape(), &given, &context)?;
+        act.validate_elementwise(op)?;
+        expect_shape(op, "below", y, &d.x_shape(), &given, &context)?;
         inputs.push(("below", y));
     }
-    check_bindings(OP, &[("dx", dx)], &inputs)?;
+    check_bindings(op, &[("dx", dx)], &inputs)?;
     let win = &d.window;
     let positions = win.ho * win.wo;
     if direct(gpu, &d) {
@@ -321,8 +354,12 @@ pub fn conv2d_backward_input(
         let opts = MatmulOptions { trans_b: true, epilogue, ..Default::default() };
         return matmul(gpu, &dz2, &k2, &dx.reshape(&pixels)?, &opts);
     }
+    let kind = using.unwrap_or_else(|| conv2d_backward_input_kernel(gpu, &d));
+    if kind == ConvInputGradKernel::Implicit {
+        return conv2d_implicit::input_gradient(op, gpu, dz, kernel, dx, &d, below);
+    }
     let opts = MatmulOptions { trans_b: true, ..Default::default() };
-    let (per_chunk, k) = (images_per_chunk(OP, gpu, &d)?, padded_patch(&d));
+    let (per_chunk, k) = (images_per_chunk(op, gpu, &d)?, padded_patch(&d));
     let dcol = Tensor::zeros(gpu, &[per_chunk * positions, k])?;
     let mut plan = Plan::new();
     let k2 = kernel_matrix(gpu, kernel, &d, &mut plan)?;

@@ -49,7 +49,7 @@ struct Conv2dParams {
     len: u32,
     act: u32,
     slope: f32,
-    _pad: u32,
+    c_out: u32,
 }
 
 /// The col matrix's row length: the patch rounded up to a multiple of 4, so that the products
@@ -82,7 +82,7 @@ fn params(d: &Conv2dDims, rows: usize, row0: usize, seg: usize, ky_per: usize) -
         len: 0,
         act: 0,
         slope: 0.0,
-        _pad: 0,
+        c_out: u(d.c_out),
     }
 }
 
@@ -102,6 +102,16 @@ pub(super) fn kernel_matrix(gpu: &Gpu, kernel: &Tensor, d: &Conv2dDims, plan: &m
     let padded = Tensor::zeros(gpu, &[k, d.c_out])?;
     plan.push(copy(gpu, kernel, &padded, kernel.len())?);
     Ok(padded)
+}
+
+/// The input gradient's kernel `[kh·kw·C_out', C_in]` (C_out' = C_out rounded up to a multiple
+/// of 4; the extra rows zero): the kernel turned 180° with its channels swapped, written into
+/// `flipped` (zeroed by its owner, shape checked by the caller).
+pub(super) fn flip_kernel(gpu: &Gpu, kernel: &Tensor, flipped: &Tensor, d: &Conv2dDims) -> Result<Dispatch> {
+    let len = kernel.len();
+    let p = Conv2dParams { len: len as u32, stride_k: d.c_out.next_multiple_of(4) as u32, ..params(d, 0, 0, 0, 0) };
+    let bindings = [kernel, flipped, kernel, flipped, kernel];
+    dispatch(gpu, &CONV2D, "flip_kernel", &[("WG", WG as f64)], &p, &bindings, grid_1d(gpu, len, WG))
 }
 
 /// Whether the `_vec4` entries apply: whole groups of 4 channels, 16-byte aligned views.
