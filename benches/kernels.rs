@@ -47,7 +47,7 @@ use wgnn::internals::kernels::optimizer::{
 };
 use wgnn::internals::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
-    max_pool2d_backward, max_pool2d_forward, Pool2dConfig, Pool2dDims,
+    max_pool2d_backward, max_pool2d_backward_with_output, max_pool2d_forward, Pool2dConfig, Pool2dDims,
 };
 use wgnn::internals::kernels::reduce::column_sum;
 use wgnn::internals::kernels::sigmoid_bce::{sigmoid_bce, SigmoidBceOut};
@@ -1716,6 +1716,26 @@ fn bench_pool2d(bench: &mut Bench, rng: &mut Rng, x_shape: [usize; 4]) {
             cpu_s,
             None,
         );
+    }
+    // Through relu below, as a CNN step runs it: act′ read at every cell, or (the layer's pick)
+    // once a window from the forward's output.
+    let h: Vec<f32> = x.iter().map(|&v| v.max(0.0)).collect();
+    let (ht, (pooled, argmax)) = (up(&gpu, &x_shape, &h), cpu::max_pool2d_forward(&h, &d));
+    let (pooled_t, at) = (up(&gpu, &d.y_shape(), &pooled), Tensor::from_u32(&gpu, &d.y_shape(), &argmax).unwrap());
+    let (cpu_s, want) = time_cpu(|| cpu::max_pool2d_backward(&dy, &argmax, &d, Some((&h, Activation::Relu))));
+    for (name, with_output) in [("tiles relu below", false), ("tiles at max relu below", true)] {
+        if !bench.wants(&format!("max_pool2d_backward {name} {shape}")) {
+            continue;
+        }
+        let below = Some((&ht, Activation::Relu));
+        let plan = match with_output {
+            true => max_pool2d_backward_with_output(&gpu, &dyt, &at, &pooled_t, &dxt, &cfg, below).unwrap(),
+            false => max_pool2d_backward(&gpu, &dyt, &at, &dxt, &cfg, below).unwrap(),
+        };
+        let reads = if with_output { 3.0 * y_len } else { x_len + 2.0 * y_len };
+        let work = Work::Bytes(4.0 * (x_len + reads));
+        let shape = shape.clone();
+        bench.row("max_pool2d_backward", name, shape, with_output, &plan, &dxt, &want, (1e-6, 1e-6), work, cpu_s, None);
     }
     if bench.wants(&format!("avg_pool2d_forward window {shape}")) {
         let plan = avg_pool2d_forward(&gpu, &xt, &yt, &cfg).unwrap();

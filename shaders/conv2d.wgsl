@@ -10,7 +10,7 @@
 //           180° with its channels swapped, as the [kh·kw·C_out', C] matrix of that product
 //           (C_out' = stride_k: C_out rounded up to a multiple of 4, the extra rows never written):
 //           dst[((kh·kw − 1 − cell)·C_out' + o)·C + c] = src[(cell·C + c)·C_out + o], len = kh·kw·C·C_out.
-//   col2im can also apply the derivative of the activation that made x (p.act ≠ 0; `below` is x,
+//   col2im can also apply the derivative of the activation that made x (ACT ≠ 0; `below` is x,
 //   that activation's output): dx ⊙= act'(below), so the layer below needs no pass of its own.
 //   Needs activation.wgsl prepended.
 // K, the col matrix's row stride, is kh·kw·C rounded up to a multiple of 4 (the matmul's vec4
@@ -26,6 +26,9 @@
 // invocation's loops after 65,535 iterations, and the wrapper sizes both to stay far below that.
 
 override WG: u32 = 64u;
+// col2im: activation.wgsl's code of the activation below (0: none), a constant so that its
+// derivative compiles to its own few instructions.
+override ACT: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -45,8 +48,8 @@ struct Params {
     ky_per: u32,    // im2col: kernel rows per invocation (z counts kernel-row blocks × segments)
     stride_k: u32,  // K
     len: u32,       // copy: values
-    act: u32,       // col2im: activation.wgsl's code of the activation below (0: none)
-    slope: f32,     // its leaky relu slope
+    _unused: u32,
+    slope: f32,     // col2im: ACT's leaky relu slope
     c_out: u32,     // flip_kernel: the kernel's output channels
 }
 
@@ -55,16 +58,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;    // im2col: col   col2im: dx
 @group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;   // the same, 4 channels a value
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> below: array<f32>;       // col2im: x (p.act ≠ 0)
+@group(0) @binding(5) var<storage, read> below: array<f32>;       // col2im: x (ACT ≠ 0)
 
 // The factor dx[i] takes for the activation below: 1 where none is fused.
 fn below_grad(i: u32) -> f32 {
-    if (p.act == 0u) { return 1.0; }
-    return act_derivative_from_saved(p.act, below[i], p.slope);
+    if (ACT == 0u) { return 1.0; }
+    return act_derivative_from_saved(ACT, below[i], p.slope);
 }
 
 fn below_grad4(i: u32) -> vec4<f32> {
-    if (p.act == 0u) { return vec4<f32>(1.0); }
+    if (ACT == 0u) { return vec4<f32>(1.0); }
     return vec4<f32>(below_grad(i), below_grad(i + 1u), below_grad(i + 2u), below_grad(i + 3u));
 }
 

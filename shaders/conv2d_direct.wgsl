@@ -19,6 +19,7 @@ override CIN: u32 = 1u;
 override COUT4: u32 = 4u;
 override HAS_BIAS: bool = false;
 override KEEP: bool = false;
+override ACT: u32 = 0u;  // activation.wgsl's code of the activation applied to y (0: none)
 struct Params {
     rows: u32,
     h: u32,
@@ -30,8 +31,8 @@ struct Params {
     pad_top: u32,
     pad_left: u32,
     stride_k: u32,  // col's row length (KEEP)
-    act: u32,       // activation.wgsl's code of the activation applied to y (0: none)
-    slope: f32,
+    slope: f32,     // ACT's leaky relu slope
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,9 +46,9 @@ struct Params {
 fn finish(out: u32, j: u32, sum: vec4<f32>) {
     var z = sum;
     if (HAS_BIAS) { z += bias4[j]; }
-    if (p.act != 0u) {
-        z = vec4<f32>(act_forward(p.act, z.x, p.slope), act_forward(p.act, z.y, p.slope),
-                      act_forward(p.act, z.z, p.slope), act_forward(p.act, z.w, p.slope));
+    if (ACT != 0u) {
+        z = vec4<f32>(act_forward(ACT, z.x, p.slope), act_forward(ACT, z.y, p.slope),
+                      act_forward(ACT, z.z, p.slope), act_forward(ACT, z.w, p.slope));
     }
     y4[out + j] = z;
 }

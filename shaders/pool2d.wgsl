@@ -11,8 +11,13 @@
 //                        its tile, the cells only its window can cover (and those no window covers
 //                        nearest it), so that the tiles partition dx: a quarter of the invocations
 //                        of the gather at pool 2, each writing its cells without a search.
+//   max_pool2d_backward_tiles_at_max: the max one with act' read once a window, from the forward's
+//                        output y (bound as `below`, indexed by output): y[o] is the pool's input
+//                        at argmax[o], the one cell that takes dy[o], so dx is the same to the bit.
+//                        Its loop over the tile only selects: a quarter of the plain pass's reads
+//                        of `below` and of its act' at pool 2.
 // Every backward pass can also apply the derivative of the activation that made the pool's input
-// (p.act ≠ 0; `below` is that input, the activation's output): dx[i] ⊙= act'(below[i]), so the
+// (ACT ≠ 0; `below` is that input, the activation's output): dx[i] ⊙= act'(below[i]), so the
 // layer below needs no pass of its own for it. Needs activation.wgsl and a lane width prepended
 // (lanes_scalar.wgsl, or lanes_vec4.wgsl where C is a multiple of 4: then every index below counts
 // vec4s of four channels, p.c = C / 4, while argmax values stay scalar x indices).
@@ -22,6 +27,10 @@
 // chunks, then the chunks' sums.
 
 override WG: u32 = 64u;
+// Backward: activation.wgsl's code of the activation below (0: none), a constant so that its
+// derivative compiles to its own few instructions (read per cell at run time, lavapipe ran every
+// activation's code for each).
+override ACT: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -40,10 +49,10 @@ struct Params {
     chunk: u32,    // global: positions per invocation
     chunks: u32,   // global: chunks per row (the output's middle axis)
     divisor: f32,  // global: the final pass's h·w, 1 before it
-    act: u32,      // backward: activation.wgsl's code of the activation below (0: none)
-    slope: f32,    // its leaky relu slope
+    slope: f32,    // backward: ACT's leaky relu slope
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -51,7 +60,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> argmax_in: array<VU>;    // max backward: the forward's argmax
 @group(0) @binding(3) var<storage, read_write> dst: array<V>;     // y, or dx
 @group(0) @binding(4) var<storage, read_write> argmax_out: array<VU>; // max forward
-@group(0) @binding(5) var<storage, read> below: array<V>;        // backward: the pool's input (p.act ≠ 0)
+@group(0) @binding(5) var<storage, read> below: array<V>;        // backward: the pool's input (ACT ≠ 0)
 
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid.x;
@@ -59,8 +68,8 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 
 // The factor dx[i] takes for the activation below: 1 where none is fused.
 fn below_grad(i: u32) -> V {
-    if (p.act == 0u) { return splat(1.0); }
-    return act_derivative_v(p.act, below[i], p.slope);
+    if (ACT == 0u) { return splat(1.0); }
+    return act_derivative_v(ACT, below[i], p.slope);
 }
 
 // The scalar x indices of the values at index i (a vec4's four, or i itself).
@@ -235,6 +244,22 @@ fn max_pool2d_backward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
             let i = tile.base + (y * p.w + x) * p.c;
             // below at i where i is the argmax: per lane, each lane's argmax may be another cell.
             dst[i] = select(splat(0.0), g * below_grad(i), scalar_indices(i) == at);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn max_pool2d_backward_tiles_at_max(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = linear_index(wid, nwg, lid);
+    if (o >= p.rows * p.ho * p.wo * p.c) { return; }
+    let tile = tile_cells(o);
+    let at = argmax_in[o];
+    let g = src[o] * below_grad(o);
+    for (var y = tile.y0; y < tile.y1; y++) {
+        for (var x = tile.x0; x < tile.x1; x++) {
+            let i = tile.base + (y * p.w + x) * p.c;
+            dst[i] = select(splat(0.0), g, scalar_indices(i) == at);
         }
     }
 }

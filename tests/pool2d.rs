@@ -8,7 +8,7 @@ use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
-    max_pool2d_backward, max_pool2d_forward, Padding, Pool2dConfig, Pool2dDims,
+    max_pool2d_backward, max_pool2d_backward_with_output, max_pool2d_forward, Padding, Pool2dConfig, Pool2dDims,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor, WgnnError};
@@ -228,6 +228,69 @@ fn backward_through_the_activation_below_matches_cpu() {
         let want = cpu::global_avg_pool2d_backward(&dy, shape, Some((&h, act)));
         assert_close(&format!("{what} global dx"), &global_dx.to_vec().unwrap(), &want, 1e-7, 1e-6);
     }
+}
+
+/// Max pooling's backward given the forward's output (act′ read at each window's maximum where
+/// the windows tile) is the plain backward to the bit: every case, C = 4 and 8 besides (vec4s),
+/// activations read from their output and the GELU (read from its input: the plain pass), no
+/// activation, ties and a NaN in x.
+#[test]
+fn max_backward_reading_the_output_is_the_plain_backward_to_the_bit() {
+    let gpu = gpu();
+    let mut rng = Rng::new(9);
+    let acts = [
+        Some(Activation::Relu),
+        Some(Activation::LeakyRelu(0.1)),
+        Some(Activation::Sigmoid),
+        Some(Activation::Tanh),
+        Some(Activation::GeluErf),
+        None,
+    ];
+    let mut all = cases();
+    all.extend([([3, 8, 6, 4], Pool2dConfig::new((2, 2))), ([2, 7, 5, 8], cfg((2, 2), None, Padding::Same))]);
+    for (i, (shape, c)) in all.into_iter().enumerate() {
+        let act = acts[i % acts.len()];
+        let d = Pool2dDims::new("test", &shape, &c).unwrap();
+        let mut h: Vec<f32> = rng.vec_uniform(shape.iter().product(), -1.0, 1.0);
+        if let Some(a) = act.filter(|a| !a.saves_input()) {
+            h.iter_mut().for_each(|v| *v = a.forward(*v));
+        }
+        // Ties (relu's zeros do it too) and a NaN, which wins its window.
+        h[1] = h[0];
+        let middle = h.len() / 2;
+        h[middle] = f32::NAN;
+        let dy = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (ht, dyt) = (up(&gpu, &shape, &h), up(&gpu, &d.y_shape(), &dy));
+        let (yt, at) = (Tensor::zeros(&gpu, &d.y_shape()).unwrap(), Tensor::zeros_u32(&gpu, &d.y_shape()).unwrap());
+        let (plain, with_output) = (up(&gpu, &shape, &vec![7.0; h.len()]), up(&gpu, &shape, &vec![5.0; h.len()]));
+        let below = act.map(|a| (&ht, a));
+        let forward = max_pool2d_forward(&gpu, &ht, &yt, &at, &c).unwrap();
+        gpu.run(&[&forward]).unwrap();
+        let plans = [
+            max_pool2d_backward(&gpu, &dyt, &at, &plain, &c, below).unwrap(),
+            max_pool2d_backward_with_output(&gpu, &dyt, &at, &yt, &with_output, &c, below).unwrap(),
+        ];
+        gpu.run(&plans.iter().collect::<Vec<_>>()).unwrap();
+        let (want, got) = (plain.to_vec().unwrap(), with_output.to_vec().unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{shape:?} {c:?} {act:?}");
+    }
+}
+
+#[test]
+fn max_backward_reading_the_output_refuses_an_output_of_another_shape() {
+    let gpu = gpu();
+    let c = Pool2dConfig::new((2, 2));
+    let (x, dy) = (Tensor::zeros(&gpu, &[2, 4, 6, 3]).unwrap(), Tensor::zeros(&gpu, &[2, 2, 3, 3]).unwrap());
+    let at = Tensor::zeros_u32(&gpu, &[2, 2, 3, 3]).unwrap();
+    let wrong = Tensor::zeros(&gpu, &[2, 2, 3, 2]).unwrap();
+    let below = Some((&x, Activation::Relu));
+    let dx = Tensor::zeros(&gpu, &[2, 4, 6, 3]).unwrap();
+    let Err(err) = max_pool2d_backward_with_output(&gpu, &dy, &at, &wrong, &dx, &c, below) else {
+        panic!("an output of another shape was taken")
+    };
+    let text = err.to_string();
+    assert!(text.contains("max_pool2d_backward_with_output") && text.contains("y must be"), "{text}");
 }
 
 /// The CPU backward through the activation below is the gradient of pool(act(z)) w.r.t. z.

@@ -66,8 +66,8 @@ struct DirectParams {
     pad_top: u32,
     pad_left: u32,
     stride_k: u32,
-    act: u32,
     slope: f32,
+    _pad: u32,
 }
 
 /// Whether the direct kernel runs this convolution: a patch of at most [`MAX_DIRECT_PATCH`]
@@ -123,11 +123,11 @@ pub(super) fn conv2d_direct(
         pad_top: u(win.pad_top),
         pad_left: u(win.pad_left),
         stride_k: u(stride_k),
-        act: act.code(),
         slope: act.slope(),
+        _pad: 0,
     };
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let constants: [Constant; 7] = [
+    let constants: [Constant; 8] = [
         ("WG", WG as f64),
         ("KH", win.kh as f64),
         ("KW", win.kw as f64),
@@ -135,6 +135,7 @@ pub(super) fn conv2d_direct(
         ("COUT4", (d.c_out / 4) as f64),
         ("HAS_BIAS", flag(bias.is_some())),
         ("KEEP", flag(keep.is_some())),
+        ("ACT", act.code() as f64),
     ];
     // Unused bindings take a tensor already bound with the same access.
     let tensors = [x, kernel, bias.unwrap_or(kernel), y, keep.unwrap_or(y)];

@@ -47,7 +47,7 @@ struct Conv2dParams {
     ky_per: u32,
     stride_k: u32,
     len: u32,
-    act: u32,
+    _unused: u32,
     slope: f32,
     c_out: u32,
 }
@@ -80,7 +80,7 @@ fn params(d: &Conv2dDims, rows: usize, row0: usize, seg: usize, ky_per: usize) -
         ky_per: u(ky_per),
         stride_k: u(padded_patch(d)),
         len: 0,
-        act: 0,
+        _unused: 0,
         slope: 0.0,
         c_out: u(d.c_out),
     }
@@ -163,12 +163,13 @@ pub(super) fn col2im(
     let seg = (MAX_INVOCATION_LOOP / (win.kh * (win.kw + 1) + 1)).clamp(1, units);
     let mut grid = grid_1d(gpu, rows * win.h * win.w, WG);
     grid[2] = units.div_ceil(seg) as u32;
-    let (y, p) = match below {
-        Some((y, act)) => (y, Conv2dParams { act: act.code(), slope: act.slope(), ..params(d, rows, row0, seg, 1) }),
-        None => (dcol, params(d, rows, row0, seg, 1)),
+    let (y, p, act) = match below {
+        Some((y, act)) => (y, Conv2dParams { slope: act.slope(), ..params(d, rows, row0, seg, 1) }, act.code()),
+        None => (dcol, params(d, rows, row0, seg, 1), 0),
     };
     let entry = if vec4 { "col2im_vec4" } else { "col2im" };
-    dispatch(gpu, &CONV2D, entry, &[("WG", WG as f64)], &p, &[dcol, dx, dcol, dx, y], grid)
+    let constants = [("WG", WG as f64), ("ACT", act as f64)];
+    dispatch(gpu, &CONV2D, entry, &constants, &p, &[dcol, dx, dcol, dx, y], grid)
 }
 
 /// A 1×1 kernel at stride 1: x itself is the patch matrix.

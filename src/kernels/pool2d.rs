@@ -66,9 +66,8 @@ struct PoolParams {
     chunk: u32,
     chunks: u32,
     divisor: f32,
-    act: u32,
     slope: f32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 fn window_params(d: &Pool2dDims) -> PoolParams {
@@ -114,9 +113,9 @@ fn backward_dispatch(
     below: Option<(&Tensor, Activation)>,
     items: usize,
 ) -> Result<Plan> {
-    let (below, params) = match below {
-        Some((y, act)) => (y, PoolParams { act: act.code(), slope: act.slope(), ..*params }),
-        None => (bindings[0], *params),
+    let (below, params, act) = match below {
+        Some((y, act)) => (y, PoolParams { slope: act.slope(), ..*params }, act.code()),
+        None => (bindings[0], *params, 0),
     };
     let [src, argmax, dst, argmax_out] = bindings;
     let bindings = [src, argmax, dst, argmax_out, below];
@@ -126,7 +125,8 @@ fn backward_dispatch(
     } else {
         (&POOL2D, params, items)
     };
-    Ok(dispatch(gpu, family, entry, &[("WG", WG as f64)], &params, &bindings, grid_1d(gpu, items, WG))?.into())
+    let constants = [("WG", WG as f64), ("ACT", act as f64)];
+    Ok(dispatch(gpu, family, entry, &constants, &params, &bindings, grid_1d(gpu, items, WG))?.into())
 }
 
 /// The activation below is element-wise and its output `y` is dx's shape, apart from dx.
@@ -198,22 +198,74 @@ pub fn max_pool2d_backward(
     below: Option<(&Tensor, Activation)>,
 ) -> Result<Plan> {
     const OP: &str = "max_pool2d_backward";
-    let d = Pool2dDims::new(OP, dx.shape(), cfg)?;
+    let d = check_max_backward(OP, dy, argmax, dx, cfg, below)?;
+    max_backward_dispatch(gpu, &d, [dy, argmax, dx, dx], below, None)
+}
+
+/// The max backward's pass: by tiles where the windows tile the image, act′ read from `y` at each
+/// window's maximum where given; else by gathers over the covering windows.
+fn max_backward_dispatch(
+    gpu: &Gpu,
+    d: &Pool2dDims,
+    bindings: [&Tensor; 4],
+    below: Option<(&Tensor, Activation)>,
+    y: Option<&Tensor>,
+) -> Result<Plan> {
+    let params = window_params(d);
+    let (dy, dx) = (bindings[0], bindings[2]);
+    match (below, y) {
+        _ if !tiles(d) => backward_dispatch(gpu, "max_pool2d_backward", &params, bindings, below, dx.len()),
+        (Some((_, act)), Some(y)) if !act.saves_input() => {
+            backward_dispatch(gpu, "max_pool2d_backward_tiles_at_max", &params, bindings, Some((y, act)), dy.len())
+        }
+        _ => backward_dispatch(gpu, "max_pool2d_backward_tiles", &params, bindings, below, dy.len()),
+    }
+}
+
+/// The operands of a max pooling's backward, checked: its dims.
+fn check_max_backward(
+    op: &str,
+    dy: &Tensor,
+    argmax: &Tensor,
+    dx: &Tensor,
+    cfg: &Pool2dConfig,
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Pool2dDims> {
+    let d = Pool2dDims::new(op, dx.shape(), cfg)?;
     let given = [("dx", dx.shape())];
     let context = format!("dx {:?}, {cfg:?}", dx.shape());
-    expect_shape(OP, "dx", dx, &d.x_shape(), &given, &context)?;
-    expect_shape(OP, "dy", dy, &d.y_shape(), &given, &context)?;
-    expect_argmax(OP, argmax, &d, &context)?;
+    expect_shape(op, "dx", dx, &d.x_shape(), &given, &context)?;
+    expect_shape(op, "dy", dy, &d.y_shape(), &given, &context)?;
+    expect_argmax(op, argmax, &d, &context)?;
     if let Some(max) = argmax.max_u32().filter(|&m| m as usize >= dx.len()) {
-        return Err(WgnnError::invalid(OP, format!("argmax holds {max}, past dx's {} values ({context})", dx.len())));
+        return Err(WgnnError::invalid(op, format!("argmax holds {max}, past dx's {} values ({context})", dx.len())));
     }
-    check_bindings(OP, &[("dx", dx)], &[("dy", dy), ("argmax", argmax)])?;
-    check_below(OP, below, dx, &context)?;
-    let (params, bindings) = (window_params(&d), [dy, argmax, dx, dx]);
-    if tiles(&d) {
-        return backward_dispatch(gpu, "max_pool2d_backward_tiles", &params, bindings, below, dy.len());
-    }
-    backward_dispatch(gpu, OP, &params, bindings, below, dx.len())
+    check_bindings(op, &[("dx", dx)], &[("dy", dy), ("argmax", argmax)])?;
+    check_below(op, below, dx, &context)?;
+    Ok(d)
+}
+
+/// [`max_pool2d_backward`] given also the forward's output `y` `[rows, Ho, Wo, C]`: where the
+/// windows tile the image (strides ≥ pool) and the activation below reads its output for act′
+/// (not the GELUs), act′ comes from y, once a window, rather than from `below`, once a cell: y[o]
+/// is the pool's input at the window's maximum, the one cell its gradient reaches, so dx is the
+/// same to the bit with a quarter of `below`'s reads at pool 2 (cnn_mnist's first pool: BENCHMARKS.md,
+/// 2026-12-07 (late night)). Elsewhere it is [`max_pool2d_backward`].
+pub fn max_pool2d_backward_with_output(
+    gpu: &Gpu,
+    dy: &Tensor,
+    argmax: &Tensor,
+    y: &Tensor,
+    dx: &Tensor,
+    cfg: &Pool2dConfig,
+    below: Option<(&Tensor, Activation)>,
+) -> Result<Plan> {
+    const OP: &str = "max_pool2d_backward_with_output";
+    let d = check_max_backward(OP, dy, argmax, dx, cfg, below)?;
+    let context = format!("dx {:?}, {cfg:?}", dx.shape());
+    expect_shape(OP, "y", y, &d.y_shape(), &[("dx", dx.shape())], &context)?;
+    check_bindings(OP, &[("dx", dx)], &[("y", y)])?;
+    max_backward_dispatch(gpu, &d, [dy, argmax, dx, dx], below, Some(y))
 }
 
 /// y = the mean of each window's cells inside the image.  x `[rows, H, W, C]`, y `[rows, Ho, Wo,

@@ -9,7 +9,7 @@ use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
-    max_pool2d_backward, max_pool2d_forward, Pool2dConfig, Pool2dDims,
+    max_pool2d_backward_with_output, max_pool2d_forward, Pool2dConfig, Pool2dDims,
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
@@ -87,7 +87,9 @@ impl Pooling {
     }
 
     /// dx (overwritten) from dy; `below`: the activation that made the pool's input (its output
-    /// and kind), whose derivative the pass applies on the way.
+    /// and kind), whose derivative the pass applies on the way; `y`: the forward's output, where
+    /// max pooling may read that derivative at its maxima instead.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward_gpu(
         &self,
         gpu: &Gpu,
@@ -96,6 +98,7 @@ impl Pooling {
         argmax: Option<&Tensor>,
         d: &Pool2dDims,
         below: Option<(&Tensor, Activation)>,
+        y: &Tensor,
     ) -> Result<Plan> {
         let below = below.map(|(y, act)| as_images(y, d.x_shape()).map(|y| (y, act))).transpose()?;
         let below = below.as_ref().map(|(y, act)| (y, *act));
@@ -103,7 +106,8 @@ impl Pooling {
         match (self, argmax) {
             (Pooling::Max(_), Some(argmax)) => {
                 let (dy4, argmax4) = (as_images(dy, d.y_shape())?, as_images(argmax, d.y_shape())?);
-                max_pool2d_backward(gpu, &dy4, &argmax4, &dx4, &cfg, below)
+                let y4 = as_images(y, d.y_shape())?;
+                max_pool2d_backward_with_output(gpu, &dy4, &argmax4, &y4, &dx4, &cfg, below)
             }
             (Pooling::Max(_), None) => {
                 Err(crate::error::WgnnError::invalid("max_pool2d", "no argmax buffer (an internal error)"))
@@ -158,7 +162,7 @@ impl StepCore for Pooling {
         below: Option<(&Tensor, Activation)>,
     ) -> Result<Plan> {
         let d = self.dims("pool2d", c.rows, &c.at.input)?;
-        Pooling::backward_gpu(self, c.gpu, dy, dx, c.buffers.argmax.as_ref(), &d, below)
+        Pooling::backward_gpu(self, c.gpu, dy, dx, c.buffers.argmax.as_ref(), &d, below, c.output)
     }
 
     fn forward_cpu(&self, c: &CpuCore, _act: Activation) -> Result<(Vec<f32>, Vec<u32>)> {

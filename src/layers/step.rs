@@ -71,6 +71,9 @@ pub(crate) struct GpuCore<'a> {
     /// layer, see `model/gpu.rs`), `gathered` instead.
     pub(crate) input: &'a Tensor,
     pub(crate) gathered: Option<&'a GatheredA<'a>>,
+    /// The core's output `[rows, outputs]` (the forward writes it; a backward may read it as
+    /// the forward left it: max pooling's act′ at its maxima).
+    pub(crate) output: &'a Tensor,
     pub(crate) buffers: &'a CoreBuffers,
     pub(crate) masks: CoreMasks,
 }

@@ -31,8 +31,9 @@ impl Sequential {
         let bb = &buf.blocks[i];
         let Some((core, at)) = self.blocks[i].core.step() else { return Ok(None) };
         let masks = CoreMasks { seed: g.mask_seed(self.core_mask_seed(i)), step: g.step_t()?, lag };
-        let (rows, padded_rows, buffers) = (buf.rows(), buf.padded_rows, &bb.core);
-        Ok(Some((core, GpuCore { gpu, rows, padded_rows, at, params, input, gathered, buffers, masks })))
+        let (rows, padded_rows, buffers, output) =
+            (buf.rows(), buf.padded_rows, &bb.core, bb.core_out(&self.blocks[i]));
+        Ok(Some((core, GpuCore { gpu, rows, padded_rows, at, params, input, gathered, output, buffers, masks })))
     }
 
     pub(super) fn norm_params(flat: &Tensor, n: &BlockNorm) -> Result<NormParams> {
