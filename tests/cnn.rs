@@ -61,6 +61,45 @@ fn pooling_variants_and_batch_norm_over_channels_train_like_the_reference() {
 }
 
 #[test]
+fn batch_norm_pooled_on_the_way_trains_like_the_reference() {
+    // Conv → batch norm → relu → max pool (2×2: the pool normalises on the way, the normalised
+    // image never written), on odd 9×7 images (the pool's leftover row and column), then 6
+    // channels (not whole vec4s) → batch norm → tanh → max pool, and a batch norm → GELU → max
+    // pool and one → relu → overlapping max pool, which stay two passes. 22 rows in batches of 8.
+    let data = images(22, [9, 7, 2], 3, 9);
+    let build = || {
+        let conv = |filters| Conv2D { use_bias: false, ..Conv2D::new(filters, (3, 3), Activation::Identity) };
+        let overlapping = Pool2dConfig { pool_size: (3, 3), strides: Some((1, 1)), padding: Padding::Same };
+        Sequential::new([9, 7, 2], 4)
+            .add(Layer::Conv2D(Conv2D { padding: Padding::Same, ..conv(8) }))
+            .batch_norm()
+            .activation(Activation::Relu)
+            .max_pool2d((2, 2))
+            .add(Layer::Conv2D(Conv2D { padding: Padding::Same, ..conv(6) }))
+            .batch_norm()
+            .activation(Activation::Tanh)
+            .max_pool2d((2, 2))
+            .add(Layer::Conv2D(Conv2D { padding: Padding::Same, ..conv(4) }))
+            .batch_norm()
+            .activation(Activation::GeluErf)
+            .max_pool2d((1, 1))
+            .batch_norm()
+            .activation(Activation::Relu)
+            .add(Layer::Pool(Pooling::Max(overlapping)))
+            .flatten()
+            .dense(3, Activation::Softmax)
+    };
+    let gpu = gpu();
+    let mut model = build().build(&Backend::Gpu(gpu)).unwrap();
+    model.compile(Loss::SparseCategoricalCrossentropy, Optimizer::adam(1e-2)).unwrap();
+    let kernels = model.step_kernels(&data, 8).unwrap();
+    let normalizing = kernels.iter().filter(|k| k.contains("max_pool2d_forward_normalized")).count();
+    assert_eq!(normalizing, 2, "{kernels:?}");
+    let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
+    check_fusion("norm pooled", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
+}
+
+#[test]
 fn cnn_models_save_load_and_predict_as_before() {
     let data = images(12, [6, 6, 1], 2, 2);
     let dir = std::env::temp_dir().join(format!("wgnn-cnn-{}", std::process::id()));

@@ -49,6 +49,7 @@ pub use optimizer::{adadelta_update, adagrad_update, adamw_update, rmsprop_updat
 pub use optimizer::{adam_update, sgd_update};
 pub use pool2d::{avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward};
 pub use pool2d::{global_avg_pool2d_backward, global_avg_pool2d_forward};
+pub use pool2d::{max_pool2d_forward_normalized, ChannelNorm};
 pub use positional::{positional_add_backward, positional_add_forward};
 pub use reduce::column_sum;
 pub use sigmoid_bce::{sigmoid, sigmoid_bce, sigmoid_bce_labels};

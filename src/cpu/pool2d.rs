@@ -100,6 +100,41 @@ pub fn max_pool2d_forward(x: &[f32], d: &Pool2dDims) -> (Vec<f32>, Vec<u32>) {
     (y, argmax)
 }
 
+/// A batch norm's per-channel factors `[channels]` as its training forward applies them:
+/// y = γ·((x − mean)·inv_std) + β (mean and inv_std the batch's, from its statistics pass).
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelNorm<T> {
+    pub gamma: T,
+    pub beta: T,
+    pub mean: T,
+    pub inv_std: T,
+}
+
+/// [`max_pool2d_forward`] of act(batch norm of x): each value normalised as the batch norm's
+/// training forward does (`norm`, then `act`), then pooled.  x `[rows, h, w, c]` → (y, argmax)
+/// `[rows, ho, wo, c]`.
+pub fn max_pool2d_forward_normalized(
+    x: &[f32],
+    norm: &ChannelNorm<&[f32]>,
+    d: &Pool2dDims,
+    act: Activation,
+) -> (Vec<f32>, Vec<u32>) {
+    check_len("max_pool2d_forward_normalized", "x", x.len(), d.x_shape());
+    let c = d.channels;
+    for (name, t) in [("gamma", norm.gamma), ("beta", norm.beta), ("mean", norm.mean), ("inv_std", norm.inv_std)] {
+        assert_eq!(t.len(), c, "max_pool2d_forward_normalized: {name} must have one value per channel");
+    }
+    let h: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = i % c;
+            act.forward(norm.gamma[k] * ((v - norm.mean[k]) * norm.inv_std[k]) + norm.beta[k])
+        })
+        .collect();
+    max_pool2d_forward(&h, d)
+}
+
 /// dx: each dy value added at its window's argmax.  dy, argmax `[rows, ho, wo, c]` → dx
 /// `[rows, h, w, c]`. `below`: the pool's input as an element-wise activation's output, whose
 /// derivative then multiplies dx.

@@ -208,8 +208,8 @@ pub fn batch_norm_forward_train(
     act: Activation,
 ) -> Result<Plan> {
     let running = Running::Blend { mean: running_mean, var: running_var };
-    let op = "batch_norm_forward_train";
-    forward_train(op, gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg, act)
+    let normalize = Some(Normalize { gamma, beta, y, act });
+    forward_train("batch_norm_forward_train", gpu, x, normalize, saved_mean, saved_inv_std, running, cfg)
 }
 
 /// Where a training forward puts its statistics for the running averages.
@@ -226,31 +226,33 @@ fn forward_train(
     op: &str,
     gpu: &Gpu,
     x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    y: &Tensor,
+    normalize: Option<Normalize>,
     saved_mean: &Tensor,
     saved_inv_std: &Tensor,
     running: Running,
     cfg: &BatchNormConfig,
-    act: Activation,
 ) -> Result<Plan> {
     cfg.validate(op)?;
-    act.validate_elementwise(op)?;
-    let mut per_feature =
-        vec![("gamma", gamma), ("beta", beta), ("saved_mean", saved_mean), ("saved_inv_std", saved_inv_std)];
+    let mut per_feature = vec![("saved_mean", saved_mean), ("saved_inv_std", saved_inv_std)];
+    let mut like_x = vec![];
+    if let Some(n) = &normalize {
+        n.act.validate_elementwise(op)?;
+        per_feature.extend([("gamma", n.gamma), ("beta", n.beta)]);
+        like_x.push(("y", n.y));
+    }
     match running {
         Running::Blend { mean, var } => per_feature.extend([("running_mean", mean), ("running_var", var)]),
         Running::Defer { pending_var } => per_feature.push(("pending_var", pending_var)),
     }
-    let s = check(op, x, &[("y", y)], &per_feature)?;
+    let s = check(op, x, &like_x, &per_feature)?;
     if s.rows < 2 {
         return Err(WgnnError::invalid(
             op,
             format!("x is {:?}: training needs at least 2 rows per batch (the variance of one is 0)", x.shape()),
         ));
     }
-    let mut named = vec![("x", x), ("y", y)];
+    let mut named = vec![("x", x)];
+    named.extend(like_x);
     named.extend(per_feature);
     disjoint(op, &named)?;
     let dummy = dummy(gpu)?;
@@ -272,9 +274,19 @@ fn forward_train(
         [d, d, d, saved_mean, saved_inv_std, &part, out, out2],
         s.column_grid(),
     )?);
-    let slots = [x, gamma, beta, saved_mean, saved_inv_std, d, y, d];
-    plan.push(bn_act(gpu, s.family, "bn_normalize", &params, slots, s.tile_grid(gpu), act)?);
+    if let Some(Normalize { gamma, beta, y, act }) = normalize {
+        let slots = [x, gamma, beta, saved_mean, saved_inv_std, d, y, d];
+        plan.push(bn_act(gpu, s.family, "bn_normalize", &params, slots, s.tile_grid(gpu), act)?);
+    }
     Ok(plan)
+}
+
+/// The training forward's normalising pass: y = act(γ·(x − μ)·inv_std + β).
+struct Normalize<'a> {
+    gamma: &'a Tensor,
+    beta: &'a Tensor,
+    y: &'a Tensor,
+    act: Activation,
 }
 
 /// [`batch_norm_forward_train`] with the running statistics deferred: the same y, saved_mean and
@@ -296,8 +308,23 @@ pub fn batch_norm_forward_train_deferred(
     act: Activation,
 ) -> Result<Plan> {
     let running = Running::Defer { pending_var };
-    let op = "batch_norm_forward_train_deferred";
-    forward_train(op, gpu, x, gamma, beta, y, saved_mean, saved_inv_std, running, cfg, act)
+    let normalize = Some(Normalize { gamma, beta, y, act });
+    forward_train("batch_norm_forward_train_deferred", gpu, x, normalize, saved_mean, saved_inv_std, running, cfg)
+}
+
+/// [`batch_norm_forward_train_deferred`] without its normalising pass: the batch's saved_mean,
+/// saved_inv_std and pending_var only, for a pass that normalises on the way (max pooling's,
+/// [`super::pool2d_normalized::max_pool2d_forward_normalized`]). x `[N ≥ 2, D]`, the rest `[D]`.
+pub fn batch_norm_statistics_deferred(
+    gpu: &Gpu,
+    x: &Tensor,
+    saved_mean: &Tensor,
+    saved_inv_std: &Tensor,
+    pending_var: &Tensor,
+    cfg: &BatchNormConfig,
+) -> Result<Plan> {
+    let running = Running::Defer { pending_var };
+    forward_train("batch_norm_statistics_deferred", gpu, x, None, saved_mean, saved_inv_std, running, cfg)
 }
 
 /// Folds a deferred batch's statistics into the running ones: running_mean = (1 − momentum)·

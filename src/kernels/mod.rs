@@ -34,6 +34,7 @@ pub mod matmul_register;
 pub mod mse;
 pub mod optimizer;
 pub mod pool2d;
+pub mod pool2d_normalized;
 pub mod positional;
 pub mod reduce;
 pub mod sigmoid_bce;

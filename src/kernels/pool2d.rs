@@ -38,10 +38,10 @@ pub(crate) const POOL2D_VEC4: KernelFamily = KernelFamily {
     storage: POOL2D_STORAGE,
 };
 
-const POOL2D_WGSL: &str = include_str!("../../shaders/pool2d.wgsl");
+pub(super) const POOL2D_WGSL: &str = include_str!("../../shaders/pool2d.wgsl");
 const POOL2D_STORAGE: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::Read];
 
-const WG: u32 = 64;
+pub(super) const WG: u32 = 64;
 
 /// Positions one invocation of the global average sums: far below lavapipe's 65,535-iteration
 /// loop cap; longer images are summed in chunks, then the chunks' sums.
@@ -49,11 +49,11 @@ pub const GLOBAL_POOL_CHUNK: usize = 4096;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
+pub(super) struct PoolParams {
     rows: u32,
     h: u32,
     w: u32,
-    c: u32,
+    pub(super) c: u32,
     ho: u32,
     wo: u32,
     kh: u32,
@@ -66,11 +66,11 @@ struct PoolParams {
     chunk: u32,
     chunks: u32,
     divisor: f32,
-    slope: f32,
+    pub(super) slope: f32,
     _pad: [u32; 3],
 }
 
-fn window_params(d: &Pool2dDims) -> PoolParams {
+pub(super) fn window_params(d: &Pool2dDims) -> PoolParams {
     let win = &d.window;
     let u = |v: usize| v as u32;
     PoolParams {
@@ -152,14 +152,16 @@ fn tile_extent(n: usize, stride: usize, out: usize, pad: usize) -> usize {
 
 /// Whether the backward passes take the `_tiles` entries: windows that do not overlap, and tiles
 /// small enough for one invocation's loops.
-fn tiles(d: &Pool2dDims) -> bool {
+/// Whether the windows tile the image (strides ≥ pool, each tile's loop within budget): the
+/// backward passes then run by tiles, and max pooling's may read act′ at its maxima.
+pub fn max_pool2d_tiles(d: &Pool2dDims) -> bool {
     let win = &d.window;
     let rows = tile_extent(win.h, win.sh, win.ho, win.pad_top);
     let cols = tile_extent(win.w, win.sw, win.wo, win.pad_left);
     win.sh >= win.kh && win.sw >= win.kw && rows * (cols + 1) + rows <= MAX_TILE_STEPS
 }
 
-fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Result<()> {
+pub(super) fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Result<()> {
     argmax.expect_dtype(op, DType::U32)?;
     if argmax.shape() != d.y_shape() {
         return Err(WgnnError::shape_of(
@@ -214,7 +216,7 @@ fn max_backward_dispatch(
     let params = window_params(d);
     let (dy, dx) = (bindings[0], bindings[2]);
     match (below, y) {
-        _ if !tiles(d) => backward_dispatch(gpu, "max_pool2d_backward", &params, bindings, below, dx.len()),
+        _ if !max_pool2d_tiles(d) => backward_dispatch(gpu, "max_pool2d_backward", &params, bindings, below, dx.len()),
         (Some((_, act)), Some(y)) if !act.saves_input() => {
             backward_dispatch(gpu, "max_pool2d_backward_tiles_at_max", &params, bindings, Some((y, act)), dy.len())
         }
@@ -299,7 +301,7 @@ pub fn avg_pool2d_backward(
     check_bindings(OP, &[("dx", dx)], &[("dy", dy)])?;
     check_below(OP, below, dx, &context)?;
     let (params, bindings) = (window_params(&d), [dy, dy, dx, dx]);
-    if tiles(&d) {
+    if max_pool2d_tiles(&d) {
         return backward_dispatch(gpu, "avg_pool2d_backward_tiles", &params, bindings, below, dy.len());
     }
     backward_dispatch(gpu, OP, &params, bindings, below, dx.len())

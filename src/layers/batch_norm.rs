@@ -10,6 +10,7 @@ use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::batch_norm::{
     batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train_deferred,
+    batch_norm_statistics_deferred,
 };
 use crate::plan::Plan;
 use crate::tensor::Tensor;
@@ -80,6 +81,12 @@ pub(crate) fn forward_gpu(
         let (mean, var) = (&p.running_mean, &p.running_var);
         batch_norm_forward_inference(gpu, x, gamma, beta, mean, var, y, cfg, act)
     }
+}
+
+/// The training forward's statistics only (`buf`'s mean, inv_std and pending variance), where the
+/// pass that reads the output normalises x itself (max pooling's: see `crate::layers::pool2d`).
+pub(crate) fn statistics_gpu(gpu: &Gpu, x: &Tensor, buf: &NormBuffers, cfg: &BatchNormConfig) -> Result<Plan> {
+    batch_norm_statistics_deferred(gpu, x, &buf.mean, &buf.inv_std, &buf.pending_var, cfg)
 }
 
 /// dy (w.r.t. the output) → `buf.dx`, with dγ and dβ.

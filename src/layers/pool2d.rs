@@ -11,6 +11,7 @@ use crate::kernels::pool2d::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward, global_avg_pool2d_forward,
     max_pool2d_backward_with_output, max_pool2d_forward, Pool2dConfig, Pool2dDims,
 };
+use crate::kernels::pool2d_normalized::{max_pool2d_forward_normalized, ChannelNorm};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,25 @@ impl Pooling {
             (Pooling::Average(_), _) => avg_pool2d_forward(gpu, &x4, &as_images(y, d.y_shape())?, &cfg),
             (Pooling::GlobalAverage, _) => global_avg_pool2d_forward(gpu, &x4, y),
         }
+    }
+
+    /// Max pooling's forward of act(batch norm of `x`) with the batch's statistics, normalised on
+    /// the way (`x` `[rows, features]`, the norm's input; `norm` its factors): the y and argmax
+    /// of the norm's own pass and then [`Pooling::forward_gpu`], to the bit.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_normalized_gpu(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        norm: &ChannelNorm<&Tensor>,
+        act: Activation,
+        y: &Tensor,
+        argmax: &Tensor,
+        d: &Pool2dDims,
+    ) -> Result<Plan> {
+        let (x4, y4, argmax4) =
+            (as_images(x, d.x_shape())?, as_images(y, d.y_shape())?, as_images(argmax, d.y_shape())?);
+        max_pool2d_forward_normalized(gpu, &x4, norm, &y4, &argmax4, &self.config(d), act)
     }
 
     /// dx (overwritten) from dy; `below`: the activation that made the pool's input (its output

@@ -5,8 +5,11 @@
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
 use super::fusion::{act_grad_by_reader, fork_summed_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
+use crate::kernels::pool2d::max_pool2d_tiles;
+use crate::kernels::pool2d_normalized::ChannelNorm;
 use crate::layers::batch_norm::NormParams;
 use crate::layers::step::{CoreMasks, EpilogueExtra, GpuCore, StepCore};
+use crate::layers::Pooling;
 use crate::layers::{activation as act_layer, batch_norm, dropout, residual};
 
 /// `t` `[rows, features]` as `[rows × features / channels, channels]`: what batch norm reads.
@@ -62,18 +65,21 @@ impl Sequential {
         let mut plan = Plan::new();
         let kept = block.act_kept_by_core(act, buf.training);
         let core_act = if block.act_in_core(act, buf.training) || kept { act } else { Activation::Identity };
+        let normalizes = block.input.filter(|&j| self.norm_pooled_by(j, buf.training) == Some(i));
         if let Some((core, c)) = self.gpu_core(i, buf, &bb.input, gathered, lag)? {
-            plan.extend(match (&bb.residual_out, kept) {
+            plan.extend(match (&bb.residual_out, kept, normalizes) {
+                // A max pool normalising the batch norm below on the way.
+                (_, _, Some(j)) => self.pool_forward_normalizing(i, j, buf)?,
                 // The sum above this block, in the epilogue: written straight into its output.
-                (Some((out, shortcut, sum)), _) => {
+                (Some((out, shortcut, sum)), _, None) => {
                     let sum_act = self.applied_activation(*sum);
                     core.forward_gpu_with(&c, &g.params, out, sum_act, EpilogueExtra::Residual(shortcut))?
                 }
                 // A GELU applied by the epilogue, which keeps its input (core_out) for the backward.
-                (None, true) => {
+                (None, true, None) => {
                     core.forward_gpu_with(&c, &g.params, &bb.h, core_act, EpilogueExtra::KeepPre(bb.core_out(block)))?
                 }
-                (None, false) => core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?,
+                (None, false, None) => core.forward_gpu(&c, &g.params, bb.core_out(block), core_act)?,
             });
         }
         if let (Core::Add { shortcut }, false) = (&block.core, bb.sum_in_epilogue) {
@@ -83,7 +89,11 @@ impl Sequential {
         let norm_act = if block.act_in_norm(act, buf.training) { act } else { Activation::Identity };
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
             let (x, p) = (per_channel(bb.core_out(block), n)?, Self::norm_params(&g.params, n)?);
-            plan.extend(batch_norm::forward_gpu(gpu, &x, &p, nb, buf.training, &n.cfg, norm_act)?);
+            plan.extend(match self.norm_pooled_by(i, buf.training) {
+                // The max pool above normalises on the way: only the statistics here.
+                Some(_) => batch_norm::statistics_gpu(gpu, &x, nb, &n.cfg)?,
+                None => batch_norm::forward_gpu(gpu, &x, &p, nb, buf.training, &n.cfg, norm_act)?,
+            });
         }
         let act_elsewhere = block.act_in_core(act, buf.training) || kept || block.act_in_norm(act, buf.training);
         if !act_elsewhere && act != Activation::Identity {
@@ -94,6 +104,52 @@ impl Sequential {
             plan.extend(dropout::forward_gpu(gpu, &bb.h, db, rate, g.mask_seed(seed), &g.step_t()?, lag)?);
         }
         Ok(plan)
+    }
+
+    /// The block whose max pooling computes block `j`'s batch norm and activation on the way
+    /// (`max_pool2d_forward_normalized`), if one does: while training, `j` with a batch norm that
+    /// applies its activation (element-wise, not a GELU), no dropout, read by that block alone
+    /// (its input), whose windows tile the image so that its backward reads act′ at its maxima
+    /// from its own output. Nothing then reads `j`'s output: it is never written, and `j`'s norm
+    /// runs its statistics only.
+    pub(super) fn norm_pooled_by(&self, j: usize, training: bool) -> Option<usize> {
+        let (block, act) = (&self.blocks[j], self.applied_activation(j));
+        let fits = training && block.dropout.is_none() && block.act_in_norm(act, training);
+        let mut reading = readers(&self.blocks, j);
+        let (Some((r, false)), None) = (reading.next(), reading.next()) else { return None };
+        let pool = match &self.blocks[r].core {
+            Core::Op { layer: Layer::Pool(pool @ Pooling::Max(_)), at } => pool.dims("pool2d", 1, &at.input).ok(),
+            _ => None,
+        };
+        let channels = block.norm.map(|n| n.channels);
+        let tiles = pool.is_some_and(|d| max_pool2d_tiles(&d) && Some(d.channels) == channels);
+        (fits && tiles && self.act_grad_fused_above(j) && self.blocks[r].input == Some(j)).then_some(r)
+    }
+
+    /// Max-pooling block `i`'s forward normalising block `j`'s core output on the way with `j`'s
+    /// batch statistics and activation (see [`Self::norm_pooled_by`]).
+    fn pool_forward_normalizing(&self, i: usize, j: usize, buf: &BatchBuffers) -> Result<Plan> {
+        let g = self.gpu_state()?;
+        let (below, bb) = (&self.blocks[j], &buf.blocks[i]);
+        let (Core::Op { layer: Layer::Pool(pool), at }, Some(n), Some(nb)) =
+            (&self.blocks[i].core, &below.norm, &buf.blocks[j].norm)
+        else {
+            return Err(WgnnError::invalid("max_pool2d", "no batch norm below to normalise (an internal error)"));
+        };
+        let argmax = bb.core.argmax.as_ref().ok_or_else(|| WgnnError::invalid("max_pool2d", "no argmax buffer"))?;
+        let p = Self::norm_params(&g.params, n)?;
+        let norm = ChannelNorm { gamma: &p.gamma, beta: &p.beta, mean: &nb.mean, inv_std: &nb.inv_std };
+        let d = pool.dims("pool2d", buf.rows(), &at.input)?;
+        let x = buf.blocks[j].core_out(below);
+        pool.forward_normalized_gpu(
+            &g.gpu,
+            x,
+            &norm,
+            self.applied_activation(j),
+            bb.core_out(&self.blocks[i]),
+            argmax,
+            &d,
+        )
     }
 
     /// Whether block `i + 1` writes block `i`'s gradient through block `i`'s activation itself
