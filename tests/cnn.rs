@@ -63,7 +63,7 @@ fn pooling_variants_and_batch_norm_over_channels_train_like_the_reference() {
 #[test]
 fn batch_norm_pooled_on_the_way_trains_like_the_reference() {
     // Conv → batch norm → relu → max pool (2×2: the pool normalises on the way, the normalised
-    // image never written), on odd 9×7 images (the pool's leftover row and column), then 6
+    // image never written, and the norm's backward computes the pool's), on odd 9×7 images (the pool's leftover row and column), then 6
     // channels (not whole vec4s) → batch norm → tanh → max pool, and a batch norm → GELU → max
     // pool and one → relu → overlapping max pool, which stay two passes. 22 rows in batches of 8.
     let data = images(22, [9, 7, 2], 3, 9);
@@ -95,6 +95,10 @@ fn batch_norm_pooled_on_the_way_trains_like_the_reference() {
     let kernels = model.step_kernels(&data, 8).unwrap();
     let normalizing = kernels.iter().filter(|k| k.contains("max_pool2d_forward_normalized")).count();
     assert_eq!(normalizing, 2, "{kernels:?}");
+    // The first's batch norm (8 channels: whole vec4s) also computes the pool's input gradient in
+    // its backward; the second's (6) runs the pool's backward and its own.
+    let through_pool = kernels.iter().filter(|k| k.contains("bn_backward_dx_pooled")).count();
+    assert_eq!(through_pool, 1, "{kernels:?}");
     let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
     check_fusion("norm pooled", &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
 }

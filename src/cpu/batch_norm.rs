@@ -4,6 +4,7 @@
 
 use crate::activation::Activation;
 use crate::config::BatchNormConfig;
+use crate::cpu::pool2d::Pool2dDims;
 
 /// Per-feature mean and biased variance.  x: [rows, cols] → (mean [cols], var [cols]).
 fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) {
@@ -156,4 +157,28 @@ pub fn batch_norm_backward(
         .collect();
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
     (dx, to_f32(dgamma), to_f32(dbeta))
+}
+
+/// [`batch_norm_backward`] where dy is the input gradient of the max pooling above, through the
+/// activation between: dy = pool_dy·act′(y) at each window's argmax (y the pool's output, equal
+/// to its input there), 0 elsewhere. pool_dy, argmax, y `[rows, ho, wo, c]` of pooling `d` over
+/// x `[rows·h·w, c]`. (dx, dγ, dβ).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward_through_max_pool(
+    pool_dy: &[f32],
+    argmax: &[u32],
+    y: &[f32],
+    act: Activation,
+    d: &Pool2dDims,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(pool_dy.len(), y.len(), "batch_norm_backward_through_max_pool: dy and y must match");
+    let mut dy = vec![0.0f32; x.len()];
+    for ((&g, &at), &yv) in pool_dy.iter().zip(argmax).zip(y) {
+        dy[at as usize] += g * act.derivative_from_saved(yv);
+    }
+    batch_norm_backward(&dy, x, gamma, mean, inv_std, x.len() / d.channels, d.channels)
 }

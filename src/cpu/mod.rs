@@ -30,7 +30,9 @@ pub mod totals;
 pub use attention::{attention_backward, attention_backward_masked, attention_forward, attention_forward_masked};
 pub use attention::{attention_backward_dropout, attention_dropout_mask, attention_forward_dropout, AttentionDropout};
 pub use batch_norm::{batch_norm_backward, batch_norm_forward_inference, batch_norm_forward_train};
-pub use batch_norm::{batch_norm_commit_running, batch_norm_forward_train_deferred};
+pub use batch_norm::{
+    batch_norm_backward_through_max_pool, batch_norm_commit_running, batch_norm_forward_train_deferred,
+};
 pub use bias_act::{bias_act_backward, bias_act_forward};
 pub use conv2d::{conv2d_backward_activation, conv2d_backward_input, conv2d_backward_weights, conv2d_forward};
 pub use dense_softmax_xent::dense_softmax_xent;

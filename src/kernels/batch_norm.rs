@@ -30,7 +30,7 @@ pub(crate) const BATCH_NORM_VEC4: KernelFamily = KernelFamily {
     storage: &[Access::ReadWrite; 9],
 };
 
-const BATCH_NORM_WGSL: &str = include_str!("../../shaders/batch_norm.wgsl");
+pub(super) const BATCH_NORM_WGSL: &str = include_str!("../../shaders/batch_norm.wgsl");
 
 /// The family for `cols` columns and the column count its kernels see (vec4s or columns).
 fn family(cols: usize) -> (&'static KernelFamily, usize) {
@@ -41,7 +41,7 @@ fn family(cols: usize) -> (&'static KernelFamily, usize) {
     }
 }
 
-const WG: u32 = 64;
+pub(super) const WG: u32 = 64;
 /// Invocations per workgroup of the elementwise kernels (a TILE_X × TILE_Y tile).
 const TILE: u32 = 256;
 /// The elementwise kernels' entries, which take the tile's shape as constants.
@@ -55,40 +55,45 @@ fn tile_x(cols: usize) -> u32 {
 /// Rows one invocation of the elementwise kernels runs (its column's parameters loaded once).
 const ROWS: u32 = 4;
 /// Rows per chunk of the column reductions, at least: keeps many invocations busy.
-const CHUNK_MIN: usize = 256;
+pub(super) const CHUNK_MIN: usize = 256;
 /// At most this many chunks: the finalize kernels loop 2·K times.
-const MAX_CHUNKS: usize = 4096;
+pub(super) const MAX_CHUNKS: usize = 4096;
 /// At most this many rows per chunk: the chunk kernels loop 2·chunk times, far below the loop cap
 /// ([`crate::profile::LOOP_CAP`]).
 const CHUNK_MAX: usize = 16_384;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct BatchNormParams {
-    rows: u32,
-    cols: u32,
-    chunk: u32,
-    chunks: u32,
-    eps: f32,
-    momentum: f32,
-    accumulate: u32,
-    blend: u32,
+pub(super) struct BatchNormParams {
+    pub(super) rows: u32,
+    pub(super) cols: u32,
+    pub(super) chunk: u32,
+    pub(super) chunks: u32,
+    pub(super) eps: f32,
+    pub(super) momentum: f32,
+    pub(super) accumulate: u32,
+    pub(super) blend: u32,
 }
 
 /// The shapes of one call: x is a non-empty f32 [rows, cols] of at most 2³² − 1 values; each of
 /// `like_x` has its shape; each of `per_feature` is [cols].
-struct Shapes {
-    rows: usize,
+pub(super) struct Shapes {
+    pub(super) rows: usize,
     /// Columns as the kernels see them: vec4s of four in [`BATCH_NORM_VEC4`].
-    cols: usize,
-    family: &'static KernelFamily,
+    pub(super) cols: usize,
+    pub(super) family: &'static KernelFamily,
     /// The real column count.
-    features: usize,
-    chunk: usize,
-    chunks: usize,
+    pub(super) features: usize,
+    pub(super) chunk: usize,
+    pub(super) chunks: usize,
 }
 
-fn check(op: &str, x: &Tensor, like_x: &[(&str, &Tensor)], per_feature: &[(&str, &Tensor)]) -> Result<Shapes> {
+pub(super) fn check(
+    op: &str,
+    x: &Tensor,
+    like_x: &[(&str, &Tensor)],
+    per_feature: &[(&str, &Tensor)],
+) -> Result<Shapes> {
     x.expect_dtype(op, DType::F32)?;
     let (rows, cols) = x.dims2(op)?;
     x.expect_nonempty(op)?;
@@ -117,7 +122,7 @@ fn check(op: &str, x: &Tensor, like_x: &[(&str, &Tensor)], per_feature: &[(&str,
 }
 
 impl Shapes {
-    fn params(&self, cfg: &BatchNormConfig, accumulate: bool) -> BatchNormParams {
+    pub(super) fn params(&self, cfg: &BatchNormConfig, accumulate: bool) -> BatchNormParams {
         BatchNormParams {
             rows: self.rows as u32,
             cols: self.cols as u32,
@@ -134,7 +139,7 @@ impl Shapes {
         grid_1d(gpu, self.cols * self.chunks, WG)
     }
     /// Grid of the per-column finalize kernels.
-    fn column_grid(&self) -> [u32; 3] {
+    pub(super) fn column_grid(&self) -> [u32; 3] {
         [self.cols.div_ceil(WG as usize) as u32, 1, 1]
     }
     /// Grid of the elementwise kernels: TILE_X × TILE_Y workgroups of ROWS rows an invocation, row

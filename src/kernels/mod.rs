@@ -9,6 +9,7 @@ pub mod attention;
 pub mod attention_choice;
 pub mod attention_dims;
 pub mod batch_norm;
+pub mod batch_norm_pooled;
 pub mod bias_act;
 pub(crate) mod check;
 pub mod conv2d;

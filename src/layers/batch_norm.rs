@@ -12,6 +12,7 @@ use crate::kernels::batch_norm::{
     batch_norm_backward, batch_norm_commit_running, batch_norm_forward_inference, batch_norm_forward_train_deferred,
     batch_norm_statistics_deferred,
 };
+use crate::kernels::batch_norm_pooled::{batch_norm_backward_through_max_pool, PoolAbove};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
 
@@ -100,6 +101,20 @@ pub(crate) fn backward_gpu(
     dbeta: &Tensor,
 ) -> Result<Plan> {
     batch_norm_backward(gpu, dy, x, &p.gamma, &buf.mean, &buf.inv_std, &buf.dx, dgamma, dbeta, false)
+}
+
+/// [`backward_gpu`] where dy is the input gradient of the max pooling above (never written):
+/// see `batch_norm_backward_through_max_pool`.
+pub(crate) fn backward_through_max_pool_gpu(
+    gpu: &Gpu,
+    pool: &PoolAbove,
+    x: &Tensor,
+    p: &NormParams,
+    buf: &NormBuffers,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) -> Result<Plan> {
+    batch_norm_backward_through_max_pool(gpu, pool, x, &p.gamma, &buf.mean, &buf.inv_std, &buf.dx, dgamma, dbeta)
 }
 
 /// Folds a kept step's batch statistics into the running ones (`counters`: the guarded step's

@@ -5,6 +5,7 @@
 use super::batch_buffers::{BatchBuffers, BlockBuffers};
 use super::fusion::{act_grad_by_reader, fork_summed_by_reader, is_fork, readers, BlockNorm, Core};
 use super::*;
+use crate::kernels::batch_norm_pooled::{batch_norm_backward_through_max_pool_fits, PoolAbove};
 use crate::kernels::pool2d::max_pool2d_tiles;
 use crate::kernels::pool2d_normalized::ChannelNorm;
 use crate::layers::batch_norm::NormParams;
@@ -152,6 +153,30 @@ impl Sequential {
         )
     }
 
+    /// The max-pooling block whose input gradient block `j`'s batch norm backward computes on
+    /// the way (`batch_norm_backward_through_max_pool`), if any: where that pool normalises `j` in
+    /// its forward ([`Self::norm_pooled_by`]) and the fused backward takes the shape (C a
+    /// multiple of 4).
+    fn norm_backward_through_pool(&self, j: usize, training: bool) -> Option<usize> {
+        let r = self.norm_pooled_by(j, training)?;
+        let Core::Op { layer: Layer::Pool(pool), at } = &self.blocks[r].core else { return None };
+        let d = pool.dims("pool2d", 1, &at.input).ok()?;
+        batch_norm_backward_through_max_pool_fits(&d, self.applied_activation(j)).then_some(r)
+    }
+
+    /// Max-pooling block `r` as the batch norm of block `j` below it sees it in its backward.
+    fn pool_above(&self, j: usize, r: usize, buf: &BatchBuffers) -> Result<PoolAbove> {
+        let (Core::Op { layer: Layer::Pool(pool), at }, rb) = (&self.blocks[r].core, &buf.blocks[r]) else {
+            return Err(WgnnError::invalid("max_pool2d", "no max pooling above (an internal error)"));
+        };
+        let argmax = rb.core.argmax.as_ref().ok_or_else(|| WgnnError::invalid("max_pool2d", "no argmax buffer"))?;
+        let dims = pool.dims("pool2d", buf.rows(), &at.input)?;
+        let y_shape = dims.y_shape();
+        let dy = Self::core_grad(r, buf)?.reshape(&y_shape)?;
+        let y = rb.core_out(&self.blocks[r]).reshape(&y_shape)?;
+        Ok(PoolAbove { dy, argmax: argmax.reshape(&y_shape)?, y, act: self.applied_activation(j), dims })
+    }
+
     /// Whether block `i + 1` writes block `i`'s gradient through block `i`'s activation itself
     /// (every core's input gradient can: a matmul epilogue, col2im's, a pooling's, the copy an
     /// identity core is), which it does for an element-wise activation.
@@ -238,8 +263,14 @@ impl Sequential {
         // which also writes dγ and dβ.
         if let (Some(n), Some(nb)) = (&block.norm, &bb.norm) {
             let (p, d) = (Self::norm_params(&g.params, n)?, Self::norm_params(&g.grads, n)?);
-            let (dz, x) = (per_channel(bb.dz()?, n)?, per_channel(bb.core_out(block), n)?);
-            plan.extend(batch_norm::backward_gpu(gpu, &dz, &x, &p, nb, &d.gamma, &d.beta)?);
+            let x = per_channel(bb.core_out(block), n)?;
+            plan.extend(match self.norm_backward_through_pool(i, buf.training) {
+                Some(r) => {
+                    let pool = self.pool_above(i, r, buf)?;
+                    batch_norm::backward_through_max_pool_gpu(gpu, &pool, &x, &p, nb, &d.gamma, &d.beta)?
+                }
+                None => batch_norm::backward_gpu(gpu, &per_channel(bb.dz()?, n)?, &x, &p, nb, &d.gamma, &d.beta)?,
+            });
         }
         let dlin = &Self::core_grad(i, buf)?;
         let core = self.gpu_core(i, buf, &bb.input, gathered, lag)?;
@@ -260,6 +291,10 @@ impl Sequential {
             return Ok(plan);
         }
         if let (true, Some(j)) = (input_grad, block.input) {
+            if self.norm_backward_through_pool(j, buf.training) == Some(i) {
+                // The batch norm below computes this pool's input gradient on the way.
+                return Ok(plan);
+            }
             let below = &buf.blocks[j];
             // The fork below summed by this block's input gradient: into the fork's sink, the
             // sum's gradient added on the way.
