@@ -150,10 +150,9 @@ fn tile_extent(n: usize, stride: usize, out: usize, pad: usize) -> usize {
     }
 }
 
-/// Whether the backward passes take the `_tiles` entries: windows that do not overlap, and tiles
-/// small enough for one invocation's loops.
-/// Whether the windows tile the image (strides ≥ pool, each tile's loop within budget): the
-/// backward passes then run by tiles, and max pooling's may read act′ at its maxima.
+/// Whether the backward passes take the `_tiles` entries: windows that do not overlap (strides ≥
+/// pool), tiles small enough for one invocation's loops; max pooling's may then read act′ at its
+/// maxima, and a batch norm below fuse with it (`pool2d_normalized`, `batch_norm_pooled`).
 pub fn max_pool2d_tiles(d: &Pool2dDims) -> bool {
     let win = &d.window;
     let rows = tile_extent(win.h, win.sh, win.ho, win.pad_top);

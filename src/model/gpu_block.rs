@@ -113,7 +113,7 @@ impl Sequential {
     /// (its input), whose windows tile the image so that its backward reads act′ at its maxima
     /// from its own output. Nothing then reads `j`'s output: it is never written, and `j`'s norm
     /// runs its statistics only.
-    pub(super) fn norm_pooled_by(&self, j: usize, training: bool) -> Option<usize> {
+    fn norm_pooled_by(&self, j: usize, training: bool) -> Option<usize> {
         let (block, act) = (&self.blocks[j], self.applied_activation(j));
         let fits = training && block.dropout.is_none() && block.act_in_norm(act, training);
         let mut reading = readers(&self.blocks, j);
