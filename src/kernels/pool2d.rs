@@ -160,7 +160,7 @@ pub fn max_pool2d_tiles(d: &Pool2dDims) -> bool {
     win.sh >= win.kh && win.sw >= win.kw && rows * (cols + 1) + rows <= MAX_TILE_STEPS
 }
 
-pub(super) fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Result<()> {
+fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: &str) -> Result<()> {
     argmax.expect_dtype(op, DType::U32)?;
     if argmax.shape() != d.y_shape() {
         return Err(WgnnError::shape_of(
@@ -176,14 +176,30 @@ pub(super) fn expect_argmax(op: &str, argmax: &Tensor, d: &Pool2dDims, context: 
 /// `[rows, Ho, Wo, C]` with Ho, Wo from `cfg` ([`Pool2dDims`]).
 pub fn max_pool2d_forward(gpu: &Gpu, x: &Tensor, y: &Tensor, argmax: &Tensor, cfg: &Pool2dConfig) -> Result<Plan> {
     const OP: &str = "max_pool2d_forward";
-    let d = Pool2dDims::new(OP, x.shape(), cfg)?;
+    let d = check_max_forward(OP, x, y, argmax, cfg, &[])?;
+    pool_dispatch(gpu, OP, &window_params(&d), [x, x, y, argmax], y.len())
+}
+
+/// The operands of a max pooling's forward, checked (`inputs`: others it reads, apart from y and
+/// argmax): its dims.
+pub(super) fn check_max_forward(
+    op: &str,
+    x: &Tensor,
+    y: &Tensor,
+    argmax: &Tensor,
+    cfg: &Pool2dConfig,
+    inputs: &[(&str, &Tensor)],
+) -> Result<Pool2dDims> {
+    let d = Pool2dDims::new(op, x.shape(), cfg)?;
     let given = [("x", x.shape())];
     let context = format!("x {:?}, {cfg:?}", x.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
-    expect_shape(OP, "y", y, &d.y_shape(), &given, &context)?;
-    expect_argmax(OP, argmax, &d, &context)?;
-    check_bindings(OP, &[("y", y), ("argmax", argmax)], &[("x", x)])?;
-    pool_dispatch(gpu, OP, &window_params(&d), [x, x, y, argmax], y.len())
+    expect_shape(op, "x", x, &d.x_shape(), &given, &context)?;
+    expect_shape(op, "y", y, &d.y_shape(), &given, &context)?;
+    expect_argmax(op, argmax, &d, &context)?;
+    let mut read = vec![("x", x)];
+    read.extend(inputs);
+    check_bindings(op, &[("y", y), ("argmax", argmax)], &read)?;
+    Ok(d)
 }
 
 /// dx = each dy value routed to its window's argmax (from [`max_pool2d_forward`]), overwritten.

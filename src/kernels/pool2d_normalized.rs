@@ -9,8 +9,7 @@
 //! of that image are gone too: the norm's backward reads its input, and max pooling's backward
 //! reads act′ at its maxima from the pool's output (see `max_pool2d_backward_with_output`).
 
-use super::conv2d::{check_bindings, expect_shape};
-use super::pool2d::{expect_argmax, window_params, POOL2D_WGSL, WG};
+use super::pool2d::{check_max_forward, window_params, POOL2D_WGSL, WG};
 use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::activation::Activation;
 use crate::device::Gpu;
@@ -20,7 +19,7 @@ use crate::registry::{dispatch, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 pub use crate::cpu::pool2d::ChannelNorm;
-use crate::cpu::pool2d::{Pool2dConfig, Pool2dDims};
+use crate::cpu::pool2d::Pool2dConfig;
 use crate::kernels::check::expect_len;
 
 const NORMALIZED_WGSL: &str = include_str!("../../shaders/pool2d_normalized.wgsl");
@@ -64,20 +63,12 @@ pub fn max_pool2d_forward_normalized(
 ) -> Result<Plan> {
     const OP: &str = "max_pool2d_forward_normalized";
     act.validate_elementwise(OP)?;
-    let d = Pool2dDims::new(OP, x.shape(), cfg)?;
-    let given = [("x", x.shape())];
-    let context = format!("x {:?}, {cfg:?}", x.shape());
-    expect_shape(OP, "x", x, &d.x_shape(), &given, &context)?;
-    expect_shape(OP, "y", y, &d.y_shape(), &given, &context)?;
-    expect_argmax(OP, argmax, &d, &context)?;
     let per_channel = [("gamma", norm.gamma), ("beta", norm.beta), ("mean", norm.mean), ("inv_std", norm.inv_std)];
+    let d = check_max_forward(OP, x, y, argmax, cfg, &per_channel)?;
     let channels = format!("[{}] (x {:?})", d.channels, x.shape());
     for (name, t) in per_channel {
         expect_len(OP, name, t, DType::F32, d.channels, &channels)?;
     }
-    let mut inputs = vec![("x", x)];
-    inputs.extend(per_channel);
-    check_bindings(OP, &[("y", y), ("argmax", argmax)], &inputs)?;
     let vec4 = d.channels.is_multiple_of(4) && per_channel.iter().all(|(_, t)| t.byte_offset().is_multiple_of(16));
     let (family, lanes) = if vec4 { (&POOL2D_NORMALIZED_VEC4, 4) } else { (&POOL2D_NORMALIZED, 1) };
     let mut params = window_params(&d);
