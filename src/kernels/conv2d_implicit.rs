@@ -127,7 +127,7 @@ pub enum ConvInputGradKernel {
     /// dcol = dz·kernelᵀ by the engine's matmul, then col2im sums each pixel's entries.
     Col2im,
     /// The subgroup matmul reading the patches of dz zero-padded, times the kernel turned 180°
-    /// ([`input_gradient`]): no dcol matrix, no col2im pass. Stride 1 only.
+    /// (`input_gradient`): no dcol matrix, no col2im pass. Stride 1 only.
     Implicit,
 }
 
@@ -152,7 +152,7 @@ fn padded_dz_dims(d: &Conv2dDims) -> Conv2dDims {
     Conv2dDims { rows: d.rows, c_in: d.c_out, c_out: d.c_out, window }
 }
 
-/// Whether [`input_gradient`] runs on `gpu` for `d`, the profile aside: stride 1 (a padding of at
+/// Whether the implicit input gradient runs on `gpu` for `d`, the profile aside: stride 1 (a padding of at
 /// most the window less one, as valid and same give), the padded dz within one binding and u32
 /// indices, the input positions within one dispatch's grid, and the product on the subgroup
 /// kernel (C_in a multiple of 4).

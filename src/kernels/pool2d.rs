@@ -264,8 +264,8 @@ fn check_max_backward(
 
 /// [`max_pool2d_backward`] given also the forward's output `y` `[rows, Ho, Wo, C]`: where the
 /// windows tile the image (strides ≥ pool) and the activation below reads its output for act′
-/// (not the GELUs), act′ comes from y, once a window, rather than from `below`, once a cell: y[o]
-/// is the pool's input at the window's maximum, the one cell its gradient reaches, so dx is the
+/// (not the GELUs), act′ comes from y, once a window, rather than from `below`, once a cell: y
+/// at a window is the pool's input at its maximum, the one cell its gradient reaches, so dx is the
 /// same to the bit with a quarter of `below`'s reads at pool 2 (cnn_mnist's first pool: BENCHMARKS.md,
 /// 2026-12-07 (late night)). Elsewhere it is [`max_pool2d_backward`].
 pub fn max_pool2d_backward_with_output(
