@@ -10,7 +10,7 @@
 //   bn_backward_dx_pooled:       dx over each window's tile, as bn_backward_dx with that dy
 // (bn_backward_finalize between them, as in the plain backward). The geometry is in override
 // constants (the image H×W, the pool's output grid HO×WO, its strides and padding, the vec4
-// columns): lavapipe runs a division by a uniform lane by lane.
+// columns), as the implicit GEMM's is: every division is by a constant.
 
 @group(0) @binding(10) var<storage, read_write> dy_pool: array<V>;
 @group(0) @binding(11) var<storage, read_write> argmax_pool: array<VU>;
@@ -25,7 +25,7 @@ override POOL_SH: u32 = 1u;
 override POOL_SW: u32 = 1u;
 override POOL_PAD_TOP: u32 = 0u;
 override POOL_PAD_LEFT: u32 = 0u;
-override POOL_COLS: u32 = 1u;  // p.cols, a constant so that bn_backward_dx_pooled divides by constants only
+override POOL_COLS: u32 = 1u;  // p.cols, as a constant
 
 // The pool's windows in the batch (p.rows counts x's cells).
 fn pool_windows() -> u32 {
