@@ -8,7 +8,8 @@
 // arithmetic, are the cost. Here a workgroup is one subgroup of 8 invocations: lane l owns 4
 // columns (one vec4 of op(B) per k) and all 16 (TALL: 32) rows of the tile; op(A) is loaded once
 // for the whole subgroup, each lane a different 4-long part of a 32-long K chunk, and handed to the other
-// lanes with subgroupShuffle. Needs: subgroup size ≥ 8; with the vec4 loads and stores, K, N and
+// lanes with subgroupShuffle (NARROW, for N ≤ 16: two 16-row halves of 4 lanes, each handing
+// op(A) round within itself over 16-long chunks). Needs: subgroup size ≥ 8; with the vec4 loads and stores, K, N and
 // (with TRANS_A) M multiples of 4 (the wrapper checks). op(B) may be transposed (dX = dZ·Wᵀ).
 //
 // Blocks are mat4x4s as in matmul_register: acc_b[i] is output row 4b + i (a vec4 over this
@@ -90,11 +91,30 @@ override TALL: bool = false;
 // Columns per lane: 4, or 8 (WIDE: quads n4 and n4 + 8 of the workgroup's 16): each op(A) value,
 // loaded and handed round once, then serves twice the outputs. The wrapper picks it.
 override WIDE: bool = false;
+// Two 16-row halves of 4 column quads (NARROW, for N ≤ 16; not with TALL or WIDE): lanes 0–3 take
+// rows m0 .. m0 + 15 and lanes 4–7 rows m0 + 16 .. m0 + 31, each group handing op(A) round
+// within itself over 16-long K chunks. With 4 lanes a tile, an output of 16 columns or fewer
+// would leave half of every subgroup idle. The sums' order is the same as with 8 lanes a tile.
+override NARROW: bool = false;
+// Two halves of 4 lanes on the same 16 rows (K_HALVES, for N ≤ 16 where NARROW does not apply, as
+// a weight gradient with few rows): each half takes every other 16-long K chunk, and the halves'
+// sums are added at the end. Half of every subgroup would idle otherwise; the sums' order differs
+// from the 8-lane tiles' (as a split of K does).
+override K_HALVES: bool = false;
 
 @compute @workgroup_size(8)
 fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let m0 = wid.y * select(16u, 32u, TALL);
-    let n4_raw = wid.x * select(8u, 16u, WIDE) + lane;
+    // NARROW, K_HALVES: this lane's half, and its place among the half's 4 lanes.
+    let halves = NARROW || K_HALVES;
+    let half = select(0u, lane / 4u, halves);
+    let part = select(lane, lane % 4u, halves);
+    let wg_m0 = wid.y * select(16u, 32u, TALL || NARROW);
+    let m0 = wg_m0 + select(0u, 16u * half, NARROW);
+    let n4_raw = select(wid.x * select(8u, 16u, WIDE) + lane, wid.x * 4u + part, halves);
+    let chunk = select(32u, 16u, halves);
+    // K_HALVES: a pass of the K loop covers two chunks, this half's starting k_off in.
+    let pass_len = select(chunk, 32u, K_HALVES);
+    let k_off = select(0u, 16u * half, K_HALVES);
     let w = sg_quads(p.n);
     let n4 = min(n4_raw, w - 1u);
     let n4w_raw = n4_raw + 8u;
@@ -134,7 +154,15 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var r5 = vec4<u32>();
     var r6 = vec4<u32>();
     var r7 = vec4<u32>();
-    if (!TRANS_A) {
+    if (!TRANS_A && halves) {
+        // Lane part finds rows part, part + 4, .. of its half; the half's lanes hand them round.
+        let g = 4u * half;
+        r0 = sg_row_starts(a_row_base(min(m0 + part, ml), lk, start), g);
+        r1 = sg_row_starts(a_row_base(min(m0 + 4u + part, ml), lk, start), g);
+        r2 = sg_row_starts(a_row_base(min(m0 + 8u + part, ml), lk, start), g);
+        r3 = sg_row_starts(a_row_base(min(m0 + 12u + part, ml), lk, start), g);
+    }
+    if (!TRANS_A && !halves) {
         let own0 = a_row_base(min(m0 + lane, ml), lk, start);
         let own1 = a_row_base(min(m0 + 8u + lane, ml), lk, start);
         r0 = sg_row_starts(own0, 0u);
@@ -151,9 +179,11 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
     }
     // No early return and no branch around the subgroup operations: every lane stays active.
-    for (var k0 = kr.x; k0 < kr.y; k0 += 32u) {
-        // This lane's share of the chunk: k0 + 4·lane .. + 3, for the 16 (TALL: 32) rows.
-        let ks = k0 + 4u * lane;
+    for (var k0 = kr.x; k0 < kr.y; k0 += pass_len) {
+        // This lane's share of its chunk: kh + 4·part .. + 3, for the 16 (TALL: 32) rows. Past
+        // kend (K_HALVES' second half at the end) op(A) and op(B) read as zeros.
+        let kh = k0 + k_off;
+        let ks = kh + 4u * part;
         var rk = vec4<u32>();
         if (TRANS_A) { rk = sg_rows(ks, p.k - 1u, sg_row_len(p.m), start); }
         let a0 = sg_a_block(select(r0, rk, TRANS_A), m0, ks, kr.y);
@@ -170,17 +200,19 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             a6 = sg_a_block(select(r6, rk, TRANS_A), m0 + 24u, ks, kr.y);
             a7 = sg_a_block(select(r7, rk, TRANS_A), m0 + 28u, ks, kr.y);
         }
-        // The chunk's steps of 4 k before kend (the same in every lane): 8, fewer in a last
-        // partial chunk, whose op(B) loads past kend would only be zeroed.
-        let steps = min(8u, (kr.y - k0 + 3u) / 4u);
+        // The chunk's steps of 4 k before kend (the same in every lane): 8 (NARROW, K_HALVES: 4),
+        // fewer in a last partial chunk, whose op(B) loads past kend would only be zeroed.
+        let steps = min(chunk / 4u, (kr.y - k0 + 3u) / 4u);
         for (var j = 0u; j < steps; j++) {
-            let k = k0 + 4u * j;
+            let k = kh + 4u * j;
             let bq = sg_b_quad(k, n4, kr.y);
             if (COLSUM_B) { cs = sg_add_colsum(cs, bq); }
-            let s0 = sg_shuffle(a0, j);
-            let s1 = sg_shuffle(a1, j);
-            let s2 = sg_shuffle(a2, j);
-            let s3 = sg_shuffle(a3, j);
+            // The lane holding k .. k + 3 of this lane's rows: j, or j of this lane's half.
+            let src = 4u * half + j;
+            let s0 = sg_shuffle(a0, src);
+            let s1 = sg_shuffle(a1, src);
+            let s2 = sg_shuffle(a2, src);
+            let s3 = sg_shuffle(a3, src);
             acc0 = sg_step(acc0, bq, s0);
             acc1 = sg_step(acc1, bq, s1);
             acc2 = sg_step(acc2, bq, s2);
@@ -212,11 +244,20 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             }
         }
     }
-    if (n4_raw < w) {
+    if (K_HALVES) {
+        // Lane l and l ^ 4 hold the same outputs over the two halves' chunks.
+        let other = lane ^ 4u;
+        acc0 += sg_shuffle(acc0, other);
+        acc1 += sg_shuffle(acc1, other);
+        acc2 += sg_shuffle(acc2, other);
+        acc3 += sg_shuffle(acc3, other);
+        cs += subgroupShuffle(cs, other);
+    }
+    if (n4_raw < w && !(K_HALVES && half == 1u)) {
         sg_store_tile(m0, n4_raw, wid.z, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, cs);
     }
     if (WIDE && n4w_raw < w) {
         sg_store_tile(m0, n4w_raw, wid.z, wac0, wac1, wac2, wac3, wac4, wac5, wac6, wac7, csw);
     }
-    a_duties(wid, lane, m0, select(16u, 32u, TALL), start);
+    a_duties(wid, lane, wg_m0, select(16u, 32u, TALL || NARROW), start);
 }

@@ -14,6 +14,7 @@ use wgnn::internals::kernels::conv2d::{
     conv2d_implicit_runs, conv2d_step_patches, Conv2dConfig, Conv2dDims, ConvForwardKernel, ConvInputGradKernel,
     Padding,
 };
+use wgnn::internals::kernels::matmul::subgroup_k_halves;
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, Tensor};
 
@@ -24,7 +25,8 @@ type Case = ([usize; 4], (usize, usize), usize, (usize, usize), Padding);
 /// nothing), 2×3 at stride 2, a window as large as the image, and the default CNN's second layer
 /// at batch 64 (K of the kernel gradient split); C_in 1 and 3 (each vec4 of a patch gathered, K
 /// padded to a multiple of 4); then shapes it does not take (1 and 5 filters, padding), which
-/// the engine runs on the patch path.
+/// the engine runs on the patch path; last, the default CNN's first layer at batch 64 (on a CPU
+/// adapter its forward and kernel gradient take the subgroup kernel's 4-lane halves).
 const CASES: &[Case] = &[
     ([1, 7, 9, 4], (3, 3), 4, (1, 1), Padding::Valid),
     ([7, 9, 7, 16], (3, 3), 32, (1, 1), Padding::Valid),
@@ -39,6 +41,7 @@ const CASES: &[Case] = &[
     ([2, 7, 9, 16], (3, 3), 1, (1, 1), Padding::Valid),
     ([2, 7, 9, 16], (3, 3), 5, (1, 1), Padding::Valid),
     ([4, 8, 6, 4], (3, 3), 4, (1, 1), Padding::Same),
+    ([64, 28, 28, 1], (3, 3), 16, (1, 1), Padding::Valid),
 ];
 
 const ACTS: &[Activation] =
@@ -225,4 +228,37 @@ fn the_engines_input_gradient_matches_cpu_whichever_kernel_it_picks() {
         "the engine picked the implicit input gradient in {implicit} of {} cases",
         CASES.len() + INPUT_CASES.len()
     );
+}
+
+#[test]
+fn small_kernels_gradients_take_the_k_halves_and_match_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(28);
+    // dK = patches(x)ᵀ·dz with a patch of at most 32 values (one tile of rows, below every
+    // split-K target) and at most 16 filters: the subgroup kernel's two halves of 4 lanes take
+    // alternate K chunks. Positions (a multiple of 4, as the implicit kernel gradient needs) from
+    // a few chunks to a split K; C_in 1 (the patch gathered by scalars, K padded) and 4.
+    let cases: [Case; 3] = [
+        ([2, 8, 9, 1], (3, 3), 16, (1, 1), Padding::Valid),
+        ([3, 9, 8, 4], (2, 2), 12, (1, 1), Padding::Valid),
+        ([40, 28, 28, 1], (3, 3), 8, (1, 1), Padding::Valid),
+    ];
+    for case in &cases {
+        let (d, cfg) = dims(case);
+        let positions = d.rows * d.window.ho * d.window.wo;
+        let x = rng.vec_uniform(d.x_shape().iter().product(), -1.0, 1.0);
+        let dz = rng.vec_uniform(d.y_shape().iter().product(), -1.0, 1.0);
+        let (xt, dzt) = (up(&gpu, &d.x_shape(), &x), up(&gpu, &d.y_shape(), &dz));
+        let runs = conv2d_implicit_applies(&gpu, &d) && conv2d_implicit_runs(&gpu, &xt, &d);
+        if gpu.profile().matmul.prefer_subgroup && gpu.profile().matmul.subgroup_kernel {
+            assert!(runs, "{case:?}: the implicit kernel gradient should run");
+        }
+        assert!(subgroup_k_halves(&gpu, d.patch_len().next_multiple_of(4), d.c_out, positions), "{case:?}");
+        let (dkt, dbt) = (Tensor::zeros(&gpu, &d.kernel_shape()).unwrap(), Tensor::zeros(&gpu, &[d.c_out]).unwrap());
+        gpu.run(&[&conv2d_backward_weights(&gpu, &xt, &dzt, &dkt, Some(&dbt), &cfg).unwrap()]).unwrap();
+        let (want_dk, want_db) = cpu::conv2d_backward_weights(&x, &dz, &d);
+        let tol = 1e-5 * (positions as f32).sqrt();
+        assert_close(&format!("{case:?} dkernel"), &dkt.to_vec().unwrap(), &want_dk, tol, 1e-4);
+        assert_close(&format!("{case:?} dbias"), &dbt.to_vec().unwrap(), &want_db, tol, 1e-4);
+    }
 }

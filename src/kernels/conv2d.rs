@@ -37,7 +37,7 @@ use super::check::expect_len;
 use super::conv2d_direct::conv2d_direct;
 use super::conv2d_implicit;
 use super::conv2d_patches::{chunks, col2im, copy, direct, im2col, images_per_chunk, kernel_matrix, padded_patch};
-use super::matmul::{matmul, matmul_column_sum, Epilogue, MatmulOptions};
+use super::matmul::{matmul, matmul_column_sum, subgroup_narrow, Epilogue, MatmulOptions};
 use super::reduce::column_sum;
 use crate::activation::Activation;
 use crate::device::Gpu;
@@ -161,7 +161,10 @@ pub fn conv2d_forward_using(
     forward("conv2d_forward_using", gpu, x, kernel, bias, y, act, cfg, patches, Some(using))
 }
 
-/// The kernel [`conv2d_forward`] runs: the direct one wherever it fits with at most
+/// The kernel [`conv2d_forward`] runs: on a CPU adapter, the implicit GEMM for exactly 16 output
+/// channels where the subgroup matmul's two 16-row halves fill its lanes
+/// ([`subgroup_narrow`]: lavapipe, 64×28×28×1 → 3×3 → 16, 2.05 ms against the direct kernel's
+/// 2.78; BENCHMARKS.md, 2026-12-07 (before midnight)); else the direct one wherever it fits with at most
 /// [`PICK_DIRECT_MAX_CHANNELS`] output channels (fewer passes over memory on any device), except
 /// a 1×1 kernel at stride 1, whose patch matrix is x itself; else the implicit GEMM where
 /// [`conv2d_implicit_applies`] (no patch matrix to keep, and x's view 16-byte aligned where C_in
@@ -175,9 +178,13 @@ pub fn conv2d_forward_kernel(
     bias: Option<&Tensor>,
     y: &Tensor,
 ) -> ConvForwardKernel {
-    if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
+    let implicit = !direct(gpu, d) && conv2d_implicit_applies(gpu, d);
+    let positions = d.rows * d.window.ho * d.window.wo;
+    if implicit && d.c_out == 16 && subgroup_narrow(gpu, positions, d.c_out) {
+        ConvForwardKernel::Implicit
+    } else if !direct(gpu, d) && d.c_out <= PICK_DIRECT_MAX_CHANNELS && conv2d_direct_fits(d, kernel, bias, y) {
         ConvForwardKernel::Direct
-    } else if !direct(gpu, d) && conv2d_implicit_applies(gpu, d) {
+    } else if implicit {
         ConvForwardKernel::Implicit
     } else {
         ConvForwardKernel::Im2colMatmul

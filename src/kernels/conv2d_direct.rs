@@ -37,7 +37,8 @@ pub const MAX_DIRECT_CHANNELS: usize = 32;
 /// The most output channels for which the engine picks the direct kernel by itself. Measured on
 /// lavapipe (2-core, loaded; `cargo bench --bench kernels conv2d_forward`, 3 runs, medians):
 /// 28×28×1 → 16 at batch 64, direct 12.6 ms against 27.9 ms for im2col + matmul; 28×28×1 → 32 at
-/// batch 128, direct 111 ms against 60 ms (8 vec4 accumulators a lane spill on llvmpipe).
+/// batch 128, direct 111 ms against 60 ms (8 vec4 accumulators a lane spill on llvmpipe). On a CPU
+/// adapter exactly 16 channels go to the implicit GEMM where it applies (`conv2d_forward_kernel`).
 pub const PICK_DIRECT_MAX_CHANNELS: usize = 16;
 
 /// How the forward convolution is computed.

@@ -180,7 +180,9 @@ const SUBGROUP_TILE_COLUMNS: usize = 32;
 /// of its columns; else col2im. On lavapipe (BENCHMARKS.md, 2026-12-07 (late night)) the implicit product
 /// took 23.4 ms against col2im's 29.9 at 128×13×13×32 → 3×3 → 64, but 6.0 ms against 5.3 at
 /// cnn_mnist's 64×13×13×16 → 32 (C_in 16: half the lanes idle, and the full convolution's K is
-/// twice the patch's).
+/// twice the patch's). With two 16-row halves filling the lanes (the subgroup kernel's NARROW
+/// tiles) it took 4.8–5.3 ms against col2im's 4.5–5.4, and in cnn_mnist's step 5.1 ms (0.84 of
+/// them padding dz) against 4.6: col2im stays there (BENCHMARKS.md, 2026-12-07 (before midnight)).
 pub fn conv2d_backward_input_kernel(gpu: &Gpu, d: &Conv2dDims) -> ConvInputGradKernel {
     let pick = gpu.profile().matmul.prefer_subgroup && d.c_in >= SUBGROUP_TILE_COLUMNS;
     match pick && conv2d_implicit_input_fits(gpu, d) {

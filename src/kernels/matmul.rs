@@ -197,6 +197,24 @@ fn subgroup_wide(gpu: &Gpu, m: usize, n: usize, tile_rows: usize) -> bool {
     quads.div_ceil(16) * 16 == quads.div_ceil(8) * 8 && groups >= gpu.profile().matmul.split_k_target_groups
 }
 
+/// Whether the subgroup kernel runs two 16-row halves of 4 lanes each (NARROW) rather than 16 rows
+/// of 8 lanes at this shape: at most 16 columns, where 8 lanes a tile would leave half of them
+/// idle, and enough rows that the halved count of workgroups still meets the split-K target (so
+/// that no split, and no sum, changes: the results are those of the 8-lane tiles).
+pub fn subgroup_narrow(gpu: &Gpu, m: usize, n: usize) -> bool {
+    n.div_ceil(4) <= 4 && m.div_ceil(32) >= gpu.profile().matmul.split_k_target_groups
+}
+
+/// Whether the subgroup kernel runs two halves of 4 lanes over alternate K chunks of the same 16
+/// rows (K_HALVES) at this shape, with op(A) read in place (a convolution's patches, a data
+/// set's rows: products no other kernel runs): at most 16 columns where [`subgroup_narrow`] does
+/// not apply (too few rows, as in a small kernel's gradient), and K at least two chunks. The
+/// halves' sums are added at the end, so the results differ from the 8-lane tiles' in rounding,
+/// as a split of K's do.
+pub fn subgroup_k_halves(gpu: &Gpu, m: usize, n: usize, k: usize) -> bool {
+    n <= 16 && k >= 32 && !subgroup_narrow(gpu, m, n)
+}
+
 /// `C[M,N]` (+)= op(A)·op(B): A is `[M,K]` (or `[K,M]` when trans_a), B is `[K,N]` (or `[N,K]` when
 /// trans_b). Row-major. The epilogue is applied to the full sum; accumulate works only without one.
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, c: &Tensor, opts: &MatmulOptions) -> Result<Plan> {
@@ -373,7 +391,14 @@ fn matmul_plan(
         shape.family = &MATMUL_SUBGROUP_EDGES;
     }
     let tall_min_m = if opts.trans_a { SUBGROUP_TALL_MIN_M_TRANS_A } else { SUBGROUP_TALL_MIN_M };
-    let tall = variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K;
+    // At most 16 columns: two halves of 4 lanes rather than TALL's 32 rows with half the lanes idle.
+    let narrow = variant == MatmulVariant::Subgroup && subgroup_narrow(gpu, m, n);
+    // Not on a stored A: the tuner may run such a product on the register kernel instead, and the
+    // results must not depend on which (the K halves round differently).
+    let a_stored = gathered.is_none() && patches.is_none();
+    let k_halves = variant == MatmulVariant::Subgroup && !a_stored && subgroup_k_halves(gpu, m, n, k);
+    let tall =
+        variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K && !narrow && !k_halves;
     if tall {
         shape.block[0] = 32;
     }
@@ -382,6 +407,10 @@ fn matmul_plan(
     let wide = variant == MatmulVariant::Subgroup && !edges && subgroup_wide(gpu, m, n, shape.block[0] as usize);
     if wide {
         shape.block[1] = 8;
+    }
+    if narrow || k_halves {
+        // 32 (K_HALVES: 16) rows and 16 columns a workgroup: 2 columns a lane on average.
+        shape.block = [if narrow { 32 } else { 16 }, 2];
     }
     // Few columns (CPU-adapter policy): the one row of invocations runs along M instead of N.
     let lanes_m = shape.register && shape.wg[1] == 1 && policy.lanes_m_max_n.is_some_and(|max| n <= max);
@@ -436,6 +465,8 @@ fn matmul_plan(
     if variant == MatmulVariant::Subgroup {
         constants.push(("TALL", flag(tall)));
         constants.push(("WIDE", flag(wide)));
+        constants.push(("NARROW", flag(narrow)));
+        constants.push(("K_HALVES", flag(k_halves)));
     }
     if edges {
         constants.push(("QUAD_SUMS", flag(vec4)));
