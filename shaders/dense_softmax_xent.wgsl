@@ -20,12 +20,17 @@
 
 override WG: u32 = 64u;
 override ACT: u32 = 0u;
+// The classes, as a constant: every loop over them has a constant trip count, so z's indices are
+// constants once unrolled and z lives in registers. With the count from the uniform, z was a
+// private array indexed at run time, which llvmpipe keeps in memory and reads by a loop over its
+// SIMD lanes at every access.
+override C: u32 = 1u;
 const MAX_C: u32 = 32u;
 
 struct Params {
     rows: u32,
     k: u32,
-    c: u32,
+    c: u32,       // C, as the wrapper checked it
     grad_scale: f32,
     slope: f32,   // the layer below's leaky relu slope
     b_at: u32,    // uniform W source: where b starts in the window, in floats
@@ -50,7 +55,7 @@ var<workgroup> partial: array<vec2<f32>, WG>;
 // Row r: writes dZ[r, :] and dH[r, :]; returns (loss, correct).
 fn output_row(r: u32) -> vec2<f32> {
     let k_len = p.k;
-    let c_len = p.c;
+    let c_len = C;
     var z: array<f32, MAX_C>;
     for (var c = 0u; c < c_len; c++) { z[c] = b_at(c); }
     for (var k = 0u; k < k_len; k++) {

@@ -196,7 +196,7 @@ pub fn dense_softmax_xent(
         b_at: window.as_ref().map_or(0, |(_, b_at)| *b_at as u32),
         _pad: [0; 2],
     };
-    let constants = [("WG", workgroup_size(rows) as f64), ("ACT", act.code() as f64)];
+    let constants = [("WG", workgroup_size(rows) as f64), ("ACT", act.code() as f64), ("C", c as f64)];
     let d = match &window {
         Some((window, _)) => {
             // Binding 3 is unused there: dz, already writable, fills it.
