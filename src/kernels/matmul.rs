@@ -160,8 +160,7 @@ pub(crate) fn min_rows_per_workgroup(gpu: &Gpu) -> usize {
 }
 
 /// From this M (op(A) = A; see the next for Aᵀ) and K on, the subgroup kernel takes 32-row tiles: op(B) loaded half as often per
-/// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where K is short
-/// (784×32·32×64: the tile of op(B) is small, and there are half as many workgroups) or M is
+/// output. Measured 10–17% faster at 256×784·784×64 and 784×256·256×64; slower where M is short
 /// (32 rows: too few workgroups, so K gets split).
 const SUBGROUP_TALL_MIN_M: usize = 64;
 /// With op(A) = Aᵀ (a weight gradient, M a layer's width) from M = 128: at batch 256 the 64×64
@@ -170,7 +169,14 @@ const SUBGROUP_TALL_MIN_M: usize = 64;
 /// own (the first layer's, read from the data set, is another family): one compile fewer in a cold
 /// shader cache's first epoch (~0.3 s of llvmpipe's).
 const SUBGROUP_TALL_MIN_M_TRANS_A: usize = 128;
-const SUBGROUP_TALL_MIN_K: usize = 128;
+/// From this K on (op(A) = A; Aᵀ below): at K = 64, 256×64·64×64 took 100.8 µs against 199.5–219.9
+/// with 16-row tiles, its Bᵀ form 106–141 against 212–226; at K = 32 the col2im input gradient's
+/// product too (64×13×13×16 → 3×3 → 32 with col2im: 4.35–4.52 ms against 4.66–4.84; lavapipe,
+/// BENCHMARKS.md, 2026-12-07 (before midnight)). The sums and any split of K stay as they were.
+const SUBGROUP_TALL_MIN_K: usize = 32;
+/// With Aᵀ from K = 64 (256×64·64×64 Aᵀ: 130–155 µs against 198–205): at K = 32 a weight gradient
+/// (784×32·32×64 Aᵀ, the first layer's at batch 32) ran no faster (144–211 µs against 158–163).
+const SUBGROUP_TALL_MIN_K_TRANS_A: usize = 64;
 
 /// K per split of the subgroup kernel.
 const SUBGROUP_MAX_KC: usize = 2048;
@@ -390,15 +396,17 @@ fn matmul_plan(
     if edges {
         shape.family = &MATMUL_SUBGROUP_EDGES;
     }
-    let tall_min_m = if opts.trans_a { SUBGROUP_TALL_MIN_M_TRANS_A } else { SUBGROUP_TALL_MIN_M };
+    let (tall_min_m, tall_min_k) = match opts.trans_a {
+        true => (SUBGROUP_TALL_MIN_M_TRANS_A, SUBGROUP_TALL_MIN_K_TRANS_A),
+        false => (SUBGROUP_TALL_MIN_M, SUBGROUP_TALL_MIN_K),
+    };
     // At most 16 columns: two halves of 4 lanes rather than TALL's 32 rows with half the lanes idle.
     let narrow = variant == MatmulVariant::Subgroup && subgroup_narrow(gpu, m, n);
     // Not on a stored A: the tuner may run such a product on the register kernel instead, and the
     // results must not depend on which (the K halves round differently).
     let a_stored = gathered.is_none() && patches.is_none();
     let k_halves = variant == MatmulVariant::Subgroup && !a_stored && subgroup_k_halves(gpu, m, n, k);
-    let tall =
-        variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= SUBGROUP_TALL_MIN_K && !narrow && !k_halves;
+    let tall = variant == MatmulVariant::Subgroup && m >= tall_min_m && k >= tall_min_k && !narrow && !k_halves;
     if tall {
         shape.block[0] = 32;
     }
