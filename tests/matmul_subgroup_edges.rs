@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use wgnn::internals::cpu;
 use wgnn::internals::kernels::matmul::{
-    choose_variant, matmul, matmul_column_sum, Epilogue, MatmulOptions, MatmulVariant,
+    choose_variant, matmul, matmul_column_sum, subgroup_narrow, Epilogue, MatmulOptions, MatmulVariant,
 };
 use wgnn::internals::rng::Rng;
 use wgnn::{Activation, Gpu, GpuOptions, ProfileOverride, Tensor};
@@ -103,7 +103,7 @@ fn ragged_column_sums_match_cpu_and_the_register_kernel_bit_for_bit() {
 }
 
 #[test]
-fn the_cpu_adapter_policy_picks_it_for_ragged_products_but_not_narrow_ones() {
+fn the_cpu_adapter_policy_picks_it_for_ragged_products_but_not_narrow_ones_of_few_rows() {
     let (cpu_policy, gpu_policy) = (device(ProfileOverride::CpuAdapter), device(ProfileOverride::Gpu));
     let runs = cpu_policy.profile().matmul.subgroup_kernel;
     let ragged = if runs { MatmulVariant::Subgroup } else { MatmulVariant::Register };
@@ -111,7 +111,11 @@ fn the_cpu_adapter_policy_picks_it_for_ragged_products_but_not_narrow_ones() {
     assert_eq!(choose_variant(&cpu_policy, 768, 65, 128, false, true), ragged);
     assert_eq!(choose_variant(&cpu_policy, 768, 128, 65, false, false), ragged);
     assert_eq!(choose_variant(&cpu_policy, 65, 128, 768, true, false), ragged);
-    // 10 classes: the register kernel with its lanes along M.
-    assert_eq!(choose_variant(&cpu_policy, 256, 10, 64, false, false), MatmulVariant::RegisterTall);
+    // 10 classes: the register kernel with its lanes along M where the rows are few (one 32-row
+    // tile, below every split-K target); with rows enough, the subgroup kernel's 4-lane halves.
+    assert_eq!(choose_variant(&cpu_policy, 32, 10, 64, false, false), MatmulVariant::RegisterTall);
+    let rows = 32 * cpu_policy.profile().matmul.split_k_target_groups;
+    assert!(subgroup_narrow(&cpu_policy, rows, 10));
+    assert_eq!(choose_variant(&cpu_policy, rows, 10, 64, false, false), ragged);
     assert_eq!(choose_variant(&gpu_policy, 768, 65, 128, false, true), MatmulVariant::Register);
 }

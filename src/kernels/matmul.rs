@@ -23,7 +23,7 @@ use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::Tensor;
 
 // Their public paths stay here, where the matmul's users look for them.
-pub use super::matmul_choice::choose_variant;
+pub use super::matmul_choice::{choose_variant, subgroup_k_halves, subgroup_narrow};
 pub use super::matmul_conv_a::ConvPatchesA as ConvPatchesOperand;
 pub use super::matmul_gathered_a::{matmul_gathered_supported, GatheredA};
 pub use super::matmul_options::{Epilogue, MatmulOptions};
@@ -201,24 +201,6 @@ fn subgroup_wide(gpu: &Gpu, m: usize, n: usize, tile_rows: usize) -> bool {
     let quads = n.div_ceil(4);
     let groups = quads.div_ceil(16) * m.div_ceil(tile_rows);
     quads.div_ceil(16) * 16 == quads.div_ceil(8) * 8 && groups >= gpu.profile().matmul.split_k_target_groups
-}
-
-/// Whether the subgroup kernel runs two 16-row halves of 4 lanes each (NARROW) rather than 16 rows
-/// of 8 lanes at this shape: at most 16 columns, where 8 lanes a tile would leave half of them
-/// idle, and enough rows that the halved count of workgroups still meets the split-K target (so
-/// that no split, and no sum, changes: the results are those of the 8-lane tiles).
-pub fn subgroup_narrow(gpu: &Gpu, m: usize, n: usize) -> bool {
-    n.div_ceil(4) <= 4 && m.div_ceil(32) >= gpu.profile().matmul.split_k_target_groups
-}
-
-/// Whether the subgroup kernel runs two halves of 4 lanes over alternate K chunks of the same 16
-/// rows (K_HALVES) at this shape, with op(A) read in place (a convolution's patches, a data
-/// set's rows: products no other kernel runs): at most 16 columns where [`subgroup_narrow`] does
-/// not apply (too few rows, as in a small kernel's gradient), and K at least two chunks. The
-/// halves' sums are added at the end, so the results differ from the 8-lane tiles' in rounding,
-/// as a split of K's do.
-pub fn subgroup_k_halves(gpu: &Gpu, m: usize, n: usize, k: usize) -> bool {
-    n <= 16 && k >= 32 && !subgroup_narrow(gpu, m, n)
 }
 
 /// `C[M,N]` (+)= op(A)·op(B): A is `[M,K]` (or `[K,M]` when trans_a), B is `[K,N]` (or `[N,K]` when
