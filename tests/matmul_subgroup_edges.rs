@@ -36,14 +36,6 @@ const SHAPES: [(usize, usize, usize, bool, bool); 9] = [
     (129, 250, 37, false, true),
 ];
 
-fn operands(rng: &mut Rng, gpu: &Gpu, (m, k, n, ta, tb): (usize, usize, usize, bool, bool)) -> [(Tensor, Vec<f32>); 2] {
-    let a = rng.vec_uniform(m * k, -1.0, 1.0);
-    let b = rng.vec_uniform(k * n, -1.0, 1.0);
-    let at = Tensor::from_slice(gpu, &if ta { [k, m] } else { [m, k] }, &a).unwrap();
-    let bt = Tensor::from_slice(gpu, &if tb { [n, k] } else { [k, n] }, &b).unwrap();
-    [(at, a), (bt, b)]
-}
-
 #[test]
 fn ragged_products_run_by_scalars_match_cpu_and_the_register_kernel_bit_for_bit() {
     let gpu = device(ProfileOverride::Adapter);
@@ -53,7 +45,7 @@ fn ragged_products_run_by_scalars_match_cpu_and_the_register_kernel_bit_for_bit(
     let mut rng = Rng::new(65);
     for (i, &shape) in SHAPES.iter().enumerate() {
         let (m, k, n, ta, tb) = shape;
-        let [(at, a), (bt, b)] = operands(&mut rng, &gpu, shape);
+        let [(at, a), (bt, b)] = matmul_operands(&mut rng, &gpu, shape);
         let bias = rng.vec_uniform(n, -1.0, 1.0);
         let bias_t = Tensor::from_slice(&gpu, &[n], &bias).unwrap();
         let act = [Activation::Relu, Activation::Gelu, Activation::Identity][i % 3];
@@ -86,7 +78,7 @@ fn ragged_column_sums_match_cpu_and_the_register_kernel_bit_for_bit() {
     let mut rng = Rng::new(66);
     // dW = Xᵀ·dZ with db = Σ dZ: the tied head's (N = 65) and a 10-class layer's.
     for (m, k, n) in [(32, 48, 65), (64, 100, 10), (7, 3, 5)] {
-        let [(at, a), (bt, b)] = operands(&mut rng, &gpu, (m, k, n, true, false));
+        let [(at, a), (bt, b)] = matmul_operands(&mut rng, &gpu, (m, k, n, true, false));
         let mut outputs = Vec::new();
         for variant in [MatmulVariant::Subgroup, MatmulVariant::Register] {
             let opts = MatmulOptions { trans_a: true, variant: Some(variant), ..Default::default() };

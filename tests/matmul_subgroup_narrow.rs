@@ -24,14 +24,6 @@ fn narrow_rows(gpu: &Gpu, extra: usize) -> usize {
     32 * gpu.profile().matmul.split_k_target_groups + extra
 }
 
-fn operands(rng: &mut Rng, gpu: &Gpu, (m, k, n, ta, tb): (usize, usize, usize, bool, bool)) -> [(Tensor, Vec<f32>); 2] {
-    let a = rng.vec_uniform(m * k, -1.0, 1.0);
-    let b = rng.vec_uniform(k * n, -1.0, 1.0);
-    let at = Tensor::from_slice(gpu, &if ta { [k, m] } else { [m, k] }, &a).unwrap();
-    let bt = Tensor::from_slice(gpu, &if tb { [n, k] } else { [k, n] }, &b).unwrap();
-    [(at, a), (bt, b)]
-}
-
 #[test]
 fn narrow_products_match_cpu_and_the_register_kernel_bit_for_bit() {
     let gpu = device();
@@ -50,7 +42,7 @@ fn narrow_products_match_cpu_and_the_register_kernel_bit_for_bit() {
     for (i, &(extra, k, n, ta, tb)) in cases.iter().enumerate() {
         let m = narrow_rows(&gpu, extra);
         assert!(subgroup_narrow(&gpu, m, n), "{m} rows, {n} columns: the halves should run");
-        let [(at, a), (bt, b)] = operands(&mut rng, &gpu, (m, k, n, ta, tb));
+        let [(at, a), (bt, b)] = matmul_operands(&mut rng, &gpu, (m, k, n, ta, tb));
         let bias = rng.vec_uniform(n, -1.0, 1.0);
         let bias_t = Tensor::from_slice(&gpu, &[n], &bias).unwrap();
         let act = [Activation::Relu, Activation::Identity, Activation::Gelu][i % 3];
@@ -82,7 +74,7 @@ fn narrow_weight_gradients_with_column_sums_match_cpu() {
     // enough to be split.
     for (extra, k, n) in [(7, 48, 16), (0, 96, 8), (2, 5000, 12)] {
         let m = narrow_rows(&gpu, extra);
-        let [(at, a), (bt, b)] = operands(&mut rng, &gpu, (m, k, n, true, false));
+        let [(at, a), (bt, b)] = matmul_operands(&mut rng, &gpu, (m, k, n, true, false));
         let opts = MatmulOptions { trans_a: true, variant: Some(MatmulVariant::Subgroup), ..Default::default() };
         let (ct, st) = (Tensor::zeros(&gpu, &[m, n]).unwrap(), Tensor::zeros(&gpu, &[n]).unwrap());
         gpu.run(&[&matmul_column_sum(&gpu, &at, &bt, &ct, &st, &opts).unwrap()]).unwrap();

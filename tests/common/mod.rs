@@ -15,7 +15,21 @@ use std::sync::OnceLock;
 
 use wgnn::internals::rng::Rng;
 use wgnn::model::Backend;
-use wgnn::{Dataset, Gpu};
+use wgnn::{Dataset, Gpu, Tensor};
+
+/// A product's operands for (M, K, N, trans_a, trans_b), uniform in [-1, 1]: A as `[M, K]` (`[K, M]`
+/// when trans_a) and B as `[K, N]` (`[N, K]` when trans_b), each uploaded and as the host's values.
+pub fn matmul_operands(
+    rng: &mut Rng,
+    gpu: &Gpu,
+    (m, k, n, ta, tb): (usize, usize, usize, bool, bool),
+) -> [(Tensor, Vec<f32>); 2] {
+    let a = rng.vec_uniform(m * k, -1.0, 1.0);
+    let b = rng.vec_uniform(k * n, -1.0, 1.0);
+    let at = Tensor::from_slice(gpu, &if ta { [k, m] } else { [m, k] }, &a).unwrap();
+    let bt = Tensor::from_slice(gpu, &if tb { [n, k] } else { [k, n] }, &b).unwrap();
+    [(at, a), (bt, b)]
+}
 
 /// The device every test in a binary shares. No adapter is a failure with the install hint, never
 /// a silent pass.
