@@ -11,6 +11,8 @@
 
 #[path = "kernels/attention.rs"]
 mod attention;
+#[path = "kernels/layer_norm.rs"]
+mod layer_norm;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1488,6 +1490,10 @@ fn main() {
     // of 64 and at 256.
     for t in [64, 256] {
         attention::bench_attention(&mut bench, &mut rng, 12, t, 128, 4);
+    }
+    // char_gpt's layer norms (768 tokens of width 128) and a width that is not a multiple of 4.
+    for (rows, cols) in [(768, 128), (768, 129)] {
+        layer_norm::bench_layer_norm(&mut bench, &mut rng, rows, cols);
     }
     println!("\n{} rows in {:.0} s", bench.rows.len(), start.elapsed().as_secs_f64());
     write_outputs(&bench, &adapter, &date);

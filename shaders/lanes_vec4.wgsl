@@ -13,6 +13,9 @@ fn splat(v: f32) -> V { return vec4<f32>(v); }
 fn splat_u(v: u32) -> VU { return vec4<u32>(v); }
 // The lane offsets of a value's elements: element j of vec4 index i is scalar index 4·i + j.
 fn lane_offsets() -> VU { return vec4<u32>(0u, 1u, 2u, 3u); }
+// s plus v's elements one at a time, in index order (a running sum along a row: the same bits
+// as adding the scalars).
+fn add_in_order(s: f32, v: V) -> f32 { return s + v.x + v.y + v.z + v.w; }
 fn act_forward_v(code: u32, z: V, slope: f32) -> V {
     return vec4<f32>(act_forward(code, z.x, slope), act_forward(code, z.y, slope), act_forward(code, z.z, slope),
              act_forward(code, z.w, slope));

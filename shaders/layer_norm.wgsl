@@ -9,10 +9,10 @@
 //                          ADD_TO_DX: dx = addend + that (a fork's other gradient, summed here
 //                          instead of by a pass of its own)
 //   ln_backward_partials:  per (column, chunk k of rows): part[k, c] = Σ dy·x̂, part[K + k, c] = Σ dy
+//                          (layer_norm_lanes.wgsl, over vec4s where it can)
 //   ln_backward_finalize:  per column, the K partials summed in order: dγ (+)= Σ dy·x̂, dβ (+)= Σ dy
-//   ln_forward_rows, ln_backward_dx_rows: the row kernels with one invocation per row and no
-//                          workgroup memory, for CPU adapters (lavapipe), where barriers cost more
-//                          than the loads they share; they loop 3·cols and 2·cols times
+//   ln_forward_rows, ln_backward_dx_rows: the row kernels with one invocation per row, for CPU
+//                          adapters (layer_norm_lanes.wgsl)
 // The row reductions are a tree in workgroup memory (WG a power of two), no subgroup operation,
 // so the result does not depend on the subgroup size. The column sums have a fixed order and no
 // atomics: two runs give the same bits. Each invocation loops at most 3·⌈cols/WG⌉ + 2·log2(WG)
@@ -133,82 +133,6 @@ fn ln_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let xhat = (x[base + c] - m) * rs;
         out[base + c] = dx_value(base + c, rs * (g - means.x - xhat * means.y));
     }
-}
-
-// Row r of a per-row invocation, or p.rows past the end (1-D grid folded into y).
-fn row_of_invocation(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 64u + lid.x;
-}
-
-@compute @workgroup_size(64)
-fn ln_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_of_invocation(wid, nwg, lid);
-    if (r >= p.rows) { return; }
-    let base = r * p.cols;
-    let n = f32(p.cols);
-    var s = 0.0;
-    for (var c = 0u; c < p.cols; c++) {
-        s += x[base + c];
-    }
-    let m = s / n;
-    var q = 0.0;
-    for (var c = 0u; c < p.cols; c++) {
-        let d = x[base + c] - m;
-        q += d * d;
-    }
-    let rs = 1.0 / sqrt(q / n + p.eps);
-    for (var c = 0u; c < p.cols; c++) {
-        var v = (x[base + c] - m) * rs;
-        if (HAS_GAMMA) { v *= gamma[c]; }
-        if (HAS_BETA) { v += b[c]; }
-        out[base + c] = v;
-    }
-    mean[r] = m;
-    rstd[r] = rs;
-}
-
-@compute @workgroup_size(64)
-fn ln_backward_dx_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = row_of_invocation(wid, nwg, lid);
-    if (r >= p.rows) { return; }
-    let base = r * p.cols;
-    let n = f32(p.cols);
-    let m = mean[r];
-    let rs = rstd[r];
-    var s = vec2<f32>(0.0);
-    for (var c = 0u; c < p.cols; c++) {
-        var g = b[base + c];
-        if (HAS_GAMMA) { g *= gamma[c]; }
-        s += vec2<f32>(g, g * ((x[base + c] - m) * rs));
-    }
-    let means = s / n;
-    for (var c = 0u; c < p.cols; c++) {
-        var g = b[base + c];
-        if (HAS_GAMMA) { g *= gamma[c]; }
-        let xhat = (x[base + c] - m) * rs;
-        out[base + c] = dx_value(base + c, rs * (g - means.x - xhat * means.y));
-    }
-}
-
-@compute @workgroup_size(64)
-fn ln_backward_partials(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    let k = gid.y;
-    if (c >= p.cols) { return; }
-    let r0 = k * p.chunk;
-    let r1 = min(r0 + p.chunk, p.rows);
-    var s_dyx = 0.0;
-    var s_dy = 0.0;
-    for (var r = r0; r < r1; r++) {
-        let i = r * p.cols + c;
-        let dy = b[i];
-        s_dy += dy;
-        s_dyx += dy * ((x[i] - mean[r]) * rstd[r]);
-    }
-    out[k * p.cols + c] = s_dyx;
-    out[(p.chunks + k) * p.cols + c] = s_dy;
 }
 
 @compute @workgroup_size(64)

@@ -23,7 +23,7 @@ fn both_policies() -> Vec<(&'static str, Gpu)> {
         .map(|(name, profile)| (name, Gpu::with_options(&GpuOptions { profile, ..Default::default() }).unwrap()))
         .collect()
 }
-const COLS: &[usize] = &[1, 3, 65, 129, 384];
+const COLS: &[usize] = &[1, 3, 4, 65, 128, 129, 384];
 
 /// Rows with an offset and scale of their own, as the residual stream of a transformer has.
 fn rows_of(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {

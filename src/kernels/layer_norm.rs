@@ -8,6 +8,7 @@
 //! atomics).
 
 use super::check::{disjoint, expect_len};
+use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::{Dispatch, Plan};
@@ -20,6 +21,24 @@ pub(crate) const LAYER_NORM: KernelFamily = KernelFamily {
     sources: &[include_str!("../../shaders/layer_norm.wgsl")],
     storage: &[Access::ReadWrite; 8],
 };
+
+/// The per-row kernels for CPU adapters and the column partials (shaders/layer_norm_lanes.wgsl),
+/// one value a lane.
+const LAYER_NORM_LANES: KernelFamily = KernelFamily {
+    name: "layer_norm_lanes",
+    sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, LAYER_NORM_LANES_WGSL],
+    storage: &[Access::ReadWrite; 7],
+};
+
+/// The same over vec4s of four columns, where cols is a multiple of 4: the same bits, a quarter of
+/// the loads (on lavapipe, each a loop over the SIMD lanes whatever its width).
+const LAYER_NORM_LANES_VEC4: KernelFamily = KernelFamily {
+    name: "layer_norm_lanes_vec4",
+    sources: &[ACTIVATION_WGSL, LANES_VEC4_WGSL, LAYER_NORM_LANES_WGSL],
+    storage: &[Access::ReadWrite; 7],
+};
+
+const LAYER_NORM_LANES_WGSL: &str = include_str!("../../shaders/layer_norm_lanes.wgsl");
 
 /// PyTorch's default eps of `nn.LayerNorm`.
 pub const LAYER_NORM_EPS: f32 = 1e-5;
@@ -122,6 +141,17 @@ impl Shapes {
         }
     }
 
+    /// The lanes family for these rows and its params (cols counted in its lane width).
+    fn lanes(&self, eps: f32) -> (&'static KernelFamily, LayerNormParams) {
+        let mut params = self.params(eps, false);
+        if self.cols.is_multiple_of(4) {
+            params.cols /= 4;
+            (&LAYER_NORM_LANES_VEC4, params)
+        } else {
+            (&LAYER_NORM_LANES, params)
+        }
+    }
+
     /// Invocations per row: a power of two from 32 to 256, about a quarter of the row's width
     /// (each invocation then loads ~4 values per pass; fewer would idle lanes on short rows).
     fn row_workgroup(&self) -> u32 {
@@ -165,14 +195,16 @@ fn row_dispatch(
         ("HAS_BETA", has_beta as u32 as f64),
         ("ADD_TO_DX", addend.is_some() as u32 as f64),
     ];
-    let slots = [a, b, c, e, f, g, addend.unwrap_or(&d), &d];
     if gpu.profile().policy == Policy::CpuAdapter && s.cols <= ROWS_VARIANT_MAX_COLS {
         let entry = match entry {
             "ln_forward" => "ln_forward_rows",
             _ => "ln_backward_dx_rows",
         };
-        return dispatch(gpu, &LAYER_NORM, entry, &affine, params, &slots, grid_1d(gpu, s.rows, COLUMN_WG as u32));
+        let (family, params) = s.lanes(params.eps);
+        let slots = [a, b, c, e, f, g, addend.unwrap_or(&d)];
+        return dispatch(gpu, family, entry, &affine, &params, &slots, grid_1d(gpu, s.rows, COLUMN_WG as u32));
     }
+    let slots = [a, b, c, e, f, g, addend.unwrap_or(&d), &d];
     let constants = [("WG", s.row_workgroup() as f64), affine[0], affine[1], affine[2]];
     dispatch(gpu, &LAYER_NORM, entry, &constants, params, &slots, s.row_grid(gpu))
 }
@@ -309,16 +341,18 @@ pub fn layer_norm_backward_params(
     let part = Tensor::zeros(gpu, &[2 * s.chunks, s.cols])?;
     let column_groups = s.cols.div_ceil(COLUMN_WG) as u32;
     let constants = [("WRITE_DGAMMA", dgamma.is_some() as u32 as f64), ("WRITE_DBETA", dbeta.is_some() as u32 as f64)];
-    let slots = [x, &d, dy, mean, rstd, &part, &d, &d];
+    let (family, lanes_params) = s.lanes(LAYER_NORM_EPS);
+    let slots = [x, &d, dy, mean, rstd, &part, &d];
+    let invocations = lanes_params.cols as usize * s.chunks;
     let mut plan = Plan::new();
     plan.push(dispatch(
         gpu,
-        &LAYER_NORM,
+        family,
         "ln_backward_partials",
         &[],
-        &params,
+        &lanes_params,
         &slots,
-        [column_groups, s.chunks as u32, 1],
+        grid_1d(gpu, invocations, COLUMN_WG as u32),
     )?);
     let slots = [&d, &d, &d, &d, &d, &part, dgamma.unwrap_or(&d), dbeta.unwrap_or(&d)];
     plan.push(dispatch(gpu, &LAYER_NORM, "ln_backward_finalize", &constants, &params, &slots, [column_groups, 1, 1])?);
