@@ -114,6 +114,16 @@ fn attention_models_train_like_the_reference_fused_and_unfused() {
         };
         let opts = FitOptions { epochs: 2, batch_size: 8, ..Default::default() };
         check_reference(&format!("T 7 unmasked, {name}"), &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
+        // A GELU on the attention's output: fused, the output projection's epilogue applies it
+        // and keeps its input for the backward.
+        let build = || {
+            Sequential::new([7, 12], 12)
+                .add(mha(3, kernel))
+                .activation(Activation::Gelu)
+                .flatten()
+                .dense(4, Activation::Identity)
+        };
+        check_reference(&format!("T 7 gelu, {name}"), &build, &data, Loss::SparseCategoricalCrossentropy, &opts);
         // One token, and batches of one row.
         let data = sequences(3, 1, 12, 2, 2);
         let build = || {

@@ -10,7 +10,7 @@
 //! probabilities while training only, with a mask drawn from the step as the dropout layer's.
 
 use super::dense::{self, DenseInput};
-use super::step::{CoreBuffers, CpuCore, GpuCore, Placement, StepCore};
+use super::step::{CoreBuffers, CpuCore, EpilogueExtra, GpuCore, Placement, StepCore};
 use super::{SlotInit, SlotSpec};
 use crate::activation::Activation;
 use crate::cpu;
@@ -264,6 +264,31 @@ impl MultiHeadAttention {
             dqkv: own.get(5).cloned(),
         })
     }
+
+    /// qkv = x·W_qkv + b_qkv, the attention, then out = act(att·W_proj + b_proj), the projection's
+    /// epilogue also doing `extra` (its tensors `[rows, T, C]` as out).
+    fn forward(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        out: &Tensor,
+        act: Activation,
+        extra: Option<EpilogueExtra>,
+    ) -> Result<Plan> {
+        let (w, k) = (self.weights_of(params, c.at)?, self.kept(c)?);
+        let (t, ch) = Self::sizes(c.at);
+        let m = c.rows * t;
+        let (x, qkv, att) = (c.input.reshape(&[m, ch])?, k.qkv.reshape(&[m, 3 * ch])?, k.att.reshape(&[m, ch])?);
+        let id = Activation::Identity;
+        let mut plan = dense::forward_gpu(c.gpu, DenseInput::Stored(&x), &w.w_qkv, w.b_qkv.as_ref(), &qkv, id)?;
+        plan.extend(k.attention.forward_with(c.gpu, &k.qkv, &k.att, self.gpu_dropout(c, &k).as_ref())?);
+        let y = out.reshape(&[m, ch])?;
+        let extra_2d = extra.map(|e| e.tensor().reshape(&[m, ch])).transpose()?;
+        let extra = extra.zip(extra_2d.as_ref()).map(|(e, t)| e.on(t));
+        let (input, b) = (DenseInput::Stored(&att), w.b_proj.as_ref());
+        plan.extend(dense::forward_gpu_with(c.gpu, input, &w.w_proj, b, &y, act, extra)?);
+        Ok(plan)
+    }
 }
 
 /// The largest tensor one binding takes.
@@ -316,16 +341,24 @@ impl StepCore for MultiHeadAttention {
     }
 
     fn forward_gpu(&self, c: &GpuCore, params: &Tensor, out: &Tensor, _act: Activation) -> Result<Plan> {
-        let (w, k) = (self.weights_of(params, c.at)?, self.kept(c)?);
-        let (t, ch) = Self::sizes(c.at);
-        let m = c.rows * t;
-        let (x, qkv, att) = (c.input.reshape(&[m, ch])?, k.qkv.reshape(&[m, 3 * ch])?, k.att.reshape(&[m, ch])?);
-        let id = Activation::Identity;
-        let mut plan = dense::forward_gpu(c.gpu, DenseInput::Stored(&x), &w.w_qkv, w.b_qkv.as_ref(), &qkv, id)?;
-        plan.extend(k.attention.forward_with(c.gpu, &k.qkv, &k.att, self.gpu_dropout(c, &k).as_ref())?);
-        let y = out.reshape(&[m, ch])?;
-        plan.extend(dense::forward_gpu(c.gpu, DenseInput::Stored(&att), &w.w_proj, w.b_proj.as_ref(), &y, id)?);
-        Ok(plan)
+        self.forward(c, params, out, Activation::Identity, None)
+    }
+
+    /// The output projection's epilogue does the extra: the residual sum after the layer (a
+    /// pre-norm block's `x + attn(ln(x))`) costs no pass of its own.
+    fn has_extra_epilogues(&self) -> bool {
+        true
+    }
+
+    fn forward_gpu_with(
+        &self,
+        c: &GpuCore,
+        params: &Tensor,
+        out: &Tensor,
+        act: Activation,
+        extra: EpilogueExtra,
+    ) -> Result<Plan> {
+        self.forward(c, params, out, act, Some(extra))
     }
 
     /// The projection's gradients, then back through it and the attention to dqkv (kept for

@@ -133,7 +133,7 @@ pub(crate) fn forward_gpu(
 
 /// [`forward_gpu`] whose epilogue also keeps input·W + b (a GELU's backward reads it) or adds a
 /// residual before the activation (`extra`).
-fn forward_gpu_with(
+pub(crate) fn forward_gpu_with(
     gpu: &Gpu,
     input: DenseInput,
     w: &Tensor,

@@ -112,6 +112,23 @@ pub(crate) enum EpilogueExtra<'a> {
     Residual(&'a Tensor),
 }
 
+impl<'a> EpilogueExtra<'a> {
+    /// The tensor the epilogue writes or reads.
+    pub(crate) fn tensor(self) -> &'a Tensor {
+        match self {
+            Self::KeepPre(t) | Self::Residual(t) => t,
+        }
+    }
+
+    /// The same extra on `t` (the tensor as another view).
+    pub(crate) fn on(self, t: &Tensor) -> EpilogueExtra<'_> {
+        match self {
+            Self::KeepPre(_) => EpilogueExtra::KeepPre(t),
+            Self::Residual(_) => EpilogueExtra::Residual(t),
+        }
+    }
+}
+
 /// A layer's computation in the step. Gradients follow llm.c's convention: a parameter's is
 /// written whole (one step, one write), an input's overwrites its target.
 pub(crate) trait StepCore {

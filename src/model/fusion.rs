@@ -272,9 +272,10 @@ pub(super) fn blocks(
 }
 
 /// Marks each residual sum that its input block's matmul can add in its epilogue: the branch's
-/// last block a core with that epilogue ([`StepCore::has_extra_epilogues`]: a dense layer) and
-/// nothing after it (no activation, norm or dropout), read by the sum alone (not a fork), the sum
-/// without norm and with an activation that needs only its output (not a GELU), and the shortcut another block's output than the core's
+/// last block a core with that epilogue ([`StepCore::has_extra_epilogues`]: a dense layer, or
+/// multi-head attention by its output projection) and nothing after it (no activation, norm or
+/// dropout), read by the sum alone (not a fork), the sum without norm and with an activation that
+/// needs only its output (not a GELU), and the shortcut another block's output than the core's
 /// input (bound writable, it may not also be the core's read-only input). The core then writes
 /// the sum's output. Wherever the branch's last block has nothing after its core and only the
 /// sum reads it, whatever the core, its dz is the sum's (one gradient for both): no copy.
