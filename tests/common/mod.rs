@@ -6,6 +6,7 @@ pub mod attention_shapes;
 pub mod conv_cases;
 pub mod fusion;
 pub mod loss_outputs;
+pub mod optimizer_checks;
 pub mod safetensors_file;
 pub mod tiny_text;
 
