@@ -1,4 +1,5 @@
-//! GPU wrapper of shaders/layer_norm.wgsl; CPU reference in src/cpu/layer_norm.rs.
+//! GPU wrapper of shaders/layer_norm.wgsl and shaders/layer_norm_lanes.wgsl; CPU reference in
+//! src/cpu/layer_norm.rs.
 //!
 //! PyTorch's `LayerNorm(cols)` over the last axis of `[rows, cols]`: the biased variance, eps
 //! inside the square root ([`LAYER_NORM_EPS`], PyTorch's default), γ and β each optional
