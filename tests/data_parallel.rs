@@ -37,14 +37,16 @@ fn is_rank() -> bool {
 /// here takes seconds).
 const HANG: Duration = Duration::from_secs(300);
 
-/// Runs test `name` of this binary on 2 ranks under `mpirun`: its exit status and its output
-/// (both ranks', interleaved). A job that has not ended within [`HANG`] is stopped and fails
-/// the test. The ranks find a folder of the test's own in `$WGNN_TEST_SCRATCH`.
-fn under_mpirun(name: &str) -> (ExitStatus, String) {
+/// Runs test `name` of this binary on 2 ranks under `mpirun`: its exit status, its output (both
+/// ranks', interleaved) and each rank's standard output apart ([`rank_outputs`]). A job that has
+/// not ended within [`HANG`] is stopped and fails the test. The ranks find a folder of the test's
+/// own in `$WGNN_TEST_SCRATCH`.
+fn under_mpirun(name: &str) -> (ExitStatus, String, Vec<String>) {
     let exe = std::env::current_exe().unwrap();
     let dir = scratch(name);
     let mut child = Command::new("mpirun")
-        .args(["-np", "2", "--oversubscribe"])
+        .args(["-np", "2", "--oversubscribe", "--output-filename"])
+        .arg(dir.join(RANK_OUTPUT))
         .arg(&exe)
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -81,16 +83,42 @@ fn under_mpirun(name: &str) -> (ExitStatus, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    (status, format!("{}{}", out.join().unwrap(), err.join().unwrap()))
+    (status, format!("{}{}", out.join().unwrap(), err.join().unwrap()), rank_outputs(&dir.join(RANK_OUTPUT)))
+}
+
+/// Where in the test's scratch folder mpirun writes each rank's output (`--output-filename`:
+/// `<job>/rank.<r>/stdout` below it).
+const RANK_OUTPUT: &str = "rank-output";
+
+/// Each rank's standard output, by rank, from the folder mpirun wrote them to. In mpirun's own
+/// output the ranks' lines interleave, even within a line (libtest writes its summary in pieces),
+/// so a check of what each rank printed reads these.
+fn rank_outputs(dir: &std::path::Path) -> Vec<String> {
+    let mut ranks = Vec::new();
+    for job in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for rank in std::fs::read_dir(job.path()).into_iter().flatten().flatten() {
+            let label = rank.file_name().to_string_lossy().into_owned();
+            if let Some(r) = label.strip_prefix("rank.").and_then(|r| r.parse::<usize>().ok()) {
+                ranks.push((r, std::fs::read_to_string(rank.path().join("stdout")).unwrap_or_default()));
+            }
+        }
+    }
+    ranks.sort();
+    ranks.into_iter().map(|(_, out)| out).collect()
 }
 
 /// The test's body passed on both ranks of the job `under_mpirun` ran.
 fn assert_both_ranks_passed(name: &str) {
-    let (status, log) = under_mpirun(name);
+    let (status, log, ranks) = under_mpirun(name);
     assert!(status.success(), "mpirun -np 2 failed ({status}):\n{log}");
-    // Both ranks ran the test and passed it (the filter matched; nothing skipped). Their
-    // output interleaves: count the summaries.
-    assert_eq!(log.matches("test result: ok. 1 passed; 0 failed").count(), 2, "both ranks passed:\n{log}");
+    // Both ranks ran the test and passed it (the filter matched; nothing skipped).
+    assert_eq!(ranks.len(), 2, "an output for each rank:\n{log}");
+    for (r, out) in ranks.iter().enumerate() {
+        assert!(
+            out.contains("test result: ok. 1 passed; 0 failed"),
+            "rank {r} passed:\n{out}\n(the job's output:\n{log})"
+        );
+    }
 }
 
 #[derive(Default)]
@@ -199,7 +227,7 @@ impl Observer for LoseDevice {
 #[test]
 fn a_rank_whose_device_is_lost_ends_the_job_naming_itself() {
     if !is_rank() {
-        let (status, log) = under_mpirun("a_rank_whose_device_is_lost_ends_the_job_naming_itself");
+        let (status, log, _) = under_mpirun("a_rank_whose_device_is_lost_ends_the_job_naming_itself");
         assert!(!status.success(), "the job should fail:\n{log}");
         // Rank 1's own line: which rank, and its error (not a panic's abort).
         let line = log.lines().find(|l| l.contains("rank 1 of 2 aborts all ranks")).unwrap_or_else(|| {
