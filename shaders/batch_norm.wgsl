@@ -6,6 +6,7 @@
 // running variance; running = (1 − momentum)·running + momentum·batch.
 //   Training forward (4 dispatches):
 //     bn_stats:           per chunk k of rows: part[k, c] = chunk mean, part[K + k, c] = chunk M2
+//                         (Welford's one pass)
 //     bn_finalize_stats:  merge the K chunks (Chan et al.): mean[c], inv_std[c] = 1/√(var + eps),
 //                         running_mean[c], running_var[c] updated; or, deferred (p.blend = 0),
 //                         only the batch's unbiased variance written to `out2` (pending_var)
@@ -82,15 +83,16 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (k >= p.chunks) { return; }
     let r0 = k * p.chunk;
     let r1 = r0 + chunk_rows(k);
-    var s = splat(0.0);
-    for (var r = r0; r < r1; r++) {
-        s += x[r * p.cols + c];
-    }
-    let m = s / f32(r1 - r0);
+    // Welford's update, one pass over the chunk: on lavapipe every load is a loop over the SIMD
+    // lanes, and the two-pass form read each value twice. The reciprocal is one division for all
+    // of an invocation's columns.
+    var m = splat(0.0);
     var q = splat(0.0);
     for (var r = r0; r < r1; r++) {
-        let d = x[r * p.cols + c] - m;
-        q += d * d;
+        let v = x[r * p.cols + c];
+        let d = v - m;
+        m += d * (1.0 / f32(r - r0 + 1u));
+        q += d * (v - m);
     }
     part[k * p.cols + c] = m;
     part[(p.chunks + k) * p.cols + c] = q;

@@ -62,37 +62,47 @@ fn bn_backward_partials_pooled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     part[(p.chunks + k) * p.cols + c] = s_dyx;
 }
 
+// Windows per invocation of bn_backward_dx_pooled: OUTS consecutive windows of one channel
+// (vec4), so that its five per-channel values are loaded once for them (on lavapipe every load is
+// a loop over the SIMD lanes: they were 5 of a window's 16 memory accesses).
+override OUTS: u32 = 4u;
+
 @compute @workgroup_size(WG)
 fn bn_backward_dx_pooled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_id) lid: vec3<u32>) {
     let j = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (j >= pool_windows() * p.cols) { return; }
     let c = j % POOL_COLS;
-    let o = j / POOL_COLS;
-    // Window o = (image, oy, ox) and its tile: rows [oy·sh − pad_top, (oy + 1)·sh − pad_top)
-    // clipped, the first from row 0 and the last to row H (columns alike), as pool2d.wgsl's.
-    let ox = o % POOL_WO;
-    let t = o / POOL_WO;
-    let oy = t % POOL_HO;
-    let img = t / POOL_HO;
-    let y0 = select(oy * POOL_SH - POOL_PAD_TOP, 0u, oy == 0u);
-    let y1 = select(min((oy + 1u) * POOL_SH - POOL_PAD_TOP, POOL_H), POOL_H, oy + 1u == POOL_HO);
-    let x0 = select(ox * POOL_SW - POOL_PAD_LEFT, 0u, ox == 0u);
-    let x1 = select(min((ox + 1u) * POOL_SW - POOL_PAD_LEFT, POOL_W), POOL_W, ox + 1u == POOL_WO);
+    let o0 = j / POOL_COLS * OUTS;
+    let windows = pool_windows();
+    if (o0 >= windows) { return; }
     let n = f32(p.rows);
     let s = inv_std[c];
     let m = mean[c];
     let gs = gamma[c] * s;
     let mean_dy = part[2u * p.chunks * p.cols + c] / n;
     let mean_dyx = part[(2u * p.chunks + 1u) * p.cols + c] / n;
-    let g = window_grad(j);
-    let at = argmax_pool[j];
-    for (var yy = y0; yy < y1; yy++) {
-        for (var xx = x0; xx < x1; xx++) {
-            let i = ((img * POOL_H + yy) * POOL_W + xx) * p.cols + c;
-            let dy = select(splat(0.0), g, vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) == at);
-            let xhat = (x[i] - m) * s;
-            out[i] = gs * (dy - mean_dy - xhat * mean_dyx);
+    for (var q = 0u; q < min(OUTS, windows - o0); q++) {
+        let o = o0 + q;
+        // Window o = (image, oy, ox) and its tile: rows [oy·sh − pad_top, (oy + 1)·sh − pad_top)
+        // clipped, the first from row 0 and the last to row H (columns alike), as pool2d.wgsl's.
+        let ox = o % POOL_WO;
+        let t = o / POOL_WO;
+        let oy = t % POOL_HO;
+        let img = t / POOL_HO;
+        let y0 = select(oy * POOL_SH - POOL_PAD_TOP, 0u, oy == 0u);
+        let y1 = select(min((oy + 1u) * POOL_SH - POOL_PAD_TOP, POOL_H), POOL_H, oy + 1u == POOL_HO);
+        let x0 = select(ox * POOL_SW - POOL_PAD_LEFT, 0u, ox == 0u);
+        let x1 = select(min((ox + 1u) * POOL_SW - POOL_PAD_LEFT, POOL_W), POOL_W, ox + 1u == POOL_WO);
+        let jw = o * POOL_COLS + c;
+        let g = window_grad(jw);
+        let at = argmax_pool[jw];
+        for (var yy = y0; yy < y1; yy++) {
+            for (var xx = x0; xx < x1; xx++) {
+                let i = ((img * POOL_H + yy) * POOL_W + xx) * p.cols + c;
+                let dy = select(splat(0.0), g, vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) == at);
+                let xhat = (x[i] - m) * s;
+                out[i] = gs * (dy - mean_dy - xhat * mean_dyx);
+            }
         }
     }
 }

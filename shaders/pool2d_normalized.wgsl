@@ -12,29 +12,71 @@
 @group(0) @binding(8) var<storage, read> mean: array<V>;
 @group(0) @binding(9) var<storage, read> inv_std: array<V>;
 
+// Outputs per invocation: OUTS consecutive windows along the output's rows (o, o + C, ..) of one
+// channel (vec4), so that its four parameters are loaded once for them and the window's position
+// is found by division once (on lavapipe every load is a loop over the SIMD lanes, and a division
+// by a uniform is one per lane: the four parameters were 4 of an output's 11 memory accesses, the
+// position 6 divisions).
+override OUTS: u32 = 4u;
+
+// The cells of window (r, oy, ox) at channel c, as window_cells gives them for its index.
+fn cells_at(r: u32, oy: u32, ox: u32, c: u32) -> Cells {
+    let ys = i32(oy * p.sh) - i32(p.pad_top);
+    let xs = i32(ox * p.sw) - i32(p.pad_left);
+    var cells: Cells;
+    cells.y0 = u32(max(ys, 0));
+    cells.y1 = u32(min(ys + i32(p.kh), i32(p.h)));
+    cells.x0 = u32(max(xs, 0));
+    cells.x1 = u32(min(xs + i32(p.kw), i32(p.w)));
+    cells.base = r * p.h * p.w * p.c + c;
+    return cells;
+}
+
 @compute @workgroup_size(WG)
 fn max_pool2d_forward_normalized(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_id) lid: vec3<u32>) {
-    let o = linear_index(wid, nwg, lid);
-    if (o >= p.rows * p.ho * p.wo * p.c) { return; }
-    let c = o % p.c;
+    let j = linear_index(wid, nwg, lid);
+    let windows = p.rows * p.ho * p.wo;
+    let c = j % p.c;
+    let w0 = j / p.c * OUTS;
+    if (w0 >= windows) { return; }
     let g = gamma[c];
     let m = mean[c];
     let s = inv_std[c];
     let b = beta[c];
-    let cells = window_cells(o);
-    let first = cells.base + (cells.y0 * p.w + cells.x0) * p.c;
-    var best = act_forward_v(ACT, g * ((src[first] - m) * s) + b, p.slope);
-    var best_i = scalar_indices(first);
-    for (var y = cells.y0; y < cells.y1; y++) {
-        for (var x = cells.x0; x < cells.x1; x++) {
-            let i = cells.base + (y * p.w + x) * p.c;
-            let v = act_forward_v(ACT, g * ((src[i] - m) * s) + b, p.slope);
-            let take = !is_nan(best) & (is_nan(v) | (v > best));
-            best = select(best, v, take);
-            best_i = select(best_i, scalar_indices(i), take);
+    // Window w0's place, then the next ones' by steps along the rows.
+    var ox = w0 % p.wo;
+    var oy = (w0 / p.wo) % p.ho;
+    var r = w0 / (p.wo * p.ho);
+    for (var q = 0u; q < min(OUTS, windows - w0); q++) {
+        let cells = cells_at(r, oy, ox, c);
+        // From −∞ with the first cell's index: the first cell then wins as it did as the start
+        // (a NaN, or anything above −∞; a window of −∞ keeps its first index), one load fewer.
+        // −∞'s bits through a `let`: a constant expression that is infinite is a shader-creation
+        // error in WGSL (Tint refuses it; naga lets it through).
+        let neg_inf_bits = 0xff800000u;
+        var best = splat(bitcast<f32>(neg_inf_bits));
+        var best_i = scalar_indices(cells.base + (cells.y0 * p.w + cells.x0) * p.c);
+        for (var y = cells.y0; y < cells.y1; y++) {
+            for (var x = cells.x0; x < cells.x1; x++) {
+                let i = cells.base + (y * p.w + x) * p.c;
+                let v = act_forward_v(ACT, g * ((src[i] - m) * s) + b, p.slope);
+                let take = !is_nan(best) & (is_nan(v) | (v > best));
+                best = select(best, v, take);
+                best_i = select(best_i, scalar_indices(i), take);
+            }
+        }
+        let o = (w0 + q) * p.c + c;
+        dst[o] = best;
+        argmax_out[o] = best_i;
+        ox += 1u;
+        if (ox == p.wo) {
+            ox = 0u;
+            oy += 1u;
+            if (oy == p.ho) {
+                oy = 0u;
+                r += 1u;
+            }
         }
     }
-    dst[o] = best;
-    argmax_out[o] = best_i;
 }

@@ -21,7 +21,7 @@ fn up(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Tensor {
 }
 
 /// x `[rows, H, W, C]`, pool: 2×2 (odd images leave a row and a column to the last tiles), 3×3
-/// every 3, 2×2 same-padded.
+/// every 3, 2×2 same-padded; 45 windows, not a multiple of the 4 an invocation of dx takes.
 fn cases() -> Vec<([usize; 4], Pool2dConfig)> {
     let same = Pool2dConfig { pool_size: (2, 2), strides: None, padding: Padding::Same };
     vec![
@@ -29,6 +29,7 @@ fn cases() -> Vec<([usize; 4], Pool2dConfig)> {
         ([1, 6, 6, 8], Pool2dConfig::new((3, 3))),
         ([5, 5, 7, 16], same),
         ([2, 8, 8, 12], Pool2dConfig::new((2, 2))),
+        ([3, 6, 10, 4], Pool2dConfig::new((2, 2))),
     ]
 }
 

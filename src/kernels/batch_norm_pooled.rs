@@ -23,6 +23,9 @@ use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
 const POOLED_WGSL: &str = include_str!("../../shaders/batch_norm_pooled.wgsl");
+/// Windows per invocation of `bn_backward_dx_pooled` (its OUTS): a channel's values loaded once
+/// for them.
+const DX_WINDOWS: usize = 4;
 
 pub(crate) const BATCH_NORM_POOLED: KernelFamily = KernelFamily {
     name: "batch_norm_pooled",
@@ -151,7 +154,10 @@ pub fn batch_norm_backward_through_max_pool(
     let slots = [dm, dm, dm, dm, dm, &part, dgamma, dbeta, dm, dm, dm, dm, dm];
     plan.push(dispatch(gpu, &BATCH_NORM_POOLED, "bn_backward_finalize", &constants, &params, &slots, s.column_grid())?);
     let slots = [x, gamma, dm, saved_mean, saved_inv_std, &part, dx, dm, dm, dy, argmax, y, x];
-    let grid = grid_1d(gpu, windows * cols, WG);
-    plan.push(dispatch(gpu, &BATCH_NORM_POOLED, "bn_backward_dx_pooled", &constants, &params, &slots, grid)?);
+    // One invocation per DX_WINDOWS windows of a channel (vec4).
+    let grid = grid_1d(gpu, windows.div_ceil(DX_WINDOWS) * cols, WG);
+    let mut dx_constants = constants.to_vec();
+    dx_constants.push(("OUTS", DX_WINDOWS as f64));
+    plan.push(dispatch(gpu, &BATCH_NORM_POOLED, "bn_backward_dx_pooled", &dx_constants, &params, &slots, grid)?);
     Ok(plan)
 }

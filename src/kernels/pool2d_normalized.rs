@@ -36,6 +36,9 @@ const STORAGE: &[Access] = &[
     Access::Read,
 ];
 
+/// Windows per invocation (the shader's OUTS): a channel's parameters loaded once for them.
+const OUTS: usize = 4;
+
 pub(crate) const POOL2D_NORMALIZED: KernelFamily = KernelFamily {
     name: "pool2d_normalized",
     sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, POOL2D_WGSL, NORMALIZED_WGSL],
@@ -74,7 +77,9 @@ pub fn max_pool2d_forward_normalized(
     let mut params = window_params(&d);
     (params.c, params.slope) = ((d.channels / lanes) as u32, act.slope());
     let bindings = [x, x, y, argmax, x, norm.gamma, norm.beta, norm.mean, norm.inv_std];
-    let constants = [("WG", WG as f64), ("ACT", act.code() as f64)];
-    let grid = grid_1d(gpu, y.len() / lanes, WG);
+    let constants = [("WG", WG as f64), ("ACT", act.code() as f64), ("OUTS", OUTS as f64)];
+    // One invocation per OUTS windows of a channel (vec4).
+    let windows = y.len() / d.channels;
+    let grid = grid_1d(gpu, windows.div_ceil(OUTS) * (d.channels / lanes), WG);
     Ok(dispatch(gpu, family, "max_pool2d_forward_normalized", &constants, &params, &bindings, grid)?.into())
 }
