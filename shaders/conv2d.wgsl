@@ -194,6 +194,22 @@ fn im2col_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
+// col2im's geometry as override constants (the wrapper sets them from the convolution's dims):
+// its index arithmetic divides by them per pixel, and a division by a uniform is one per SIMD lane
+// on lavapipe, by a constant a multiply and a shift.
+override CI_H: u32 = 1u;
+override CI_W: u32 = 1u;
+override CI_HO: u32 = 1u;
+override CI_WO: u32 = 1u;
+override CI_KH: u32 = 1u;
+override CI_KW: u32 = 1u;
+override CI_SH: u32 = 1u;
+override CI_SW: u32 = 1u;
+override CI_PAD_TOP: u32 = 0u;
+override CI_PAD_LEFT: u32 = 0u;
+override CI_C: u32 = 1u;
+override CI_STRIDE_K: u32 = 1u;
+
 // col2im's pixel: the windows covering it, as [oy0, oy1) × [ox0, ox1), its offsets ys, xs in the
 // padded image, and its image row within the chunk.
 struct Covering {
@@ -207,17 +223,17 @@ struct Covering {
 }
 
 fn covering(q: u32) -> Covering {
-    let x = q % p.w;
-    let t = q / p.w;
+    let x = q % CI_W;
+    let t = q / CI_W;
     var cov: Covering;
-    cov.r = t / p.h;
+    cov.r = t / CI_H;
     // Window (oy, ox) covers (y, x) where oy·sh + ky = y + pad_top for some 0 ≤ ky < kh.
-    cov.ys = t % p.h + p.pad_top;
-    cov.xs = x + p.pad_left;
-    cov.oy0 = select(0u, (cov.ys + 1u - p.kh + p.sh - 1u) / p.sh, cov.ys + 1u >= p.kh);
-    cov.oy1 = min(cov.ys / p.sh + 1u, p.ho);
-    cov.ox0 = select(0u, (cov.xs + 1u - p.kw + p.sw - 1u) / p.sw, cov.xs + 1u >= p.kw);
-    cov.ox1 = min(cov.xs / p.sw + 1u, p.wo);
+    cov.ys = t % CI_H + CI_PAD_TOP;
+    cov.xs = x + CI_PAD_LEFT;
+    cov.oy0 = select(0u, (cov.ys + 1u - CI_KH + CI_SH - 1u) / CI_SH, cov.ys + 1u >= CI_KH);
+    cov.oy1 = min(cov.ys / CI_SH + 1u, CI_HO);
+    cov.ox0 = select(0u, (cov.xs + 1u - CI_KW + CI_SW - 1u) / CI_SW, cov.xs + 1u >= CI_KW);
+    cov.ox1 = min(cov.xs / CI_SW + 1u, CI_WO);
     return cov;
 }
 
@@ -225,20 +241,20 @@ fn covering(q: u32) -> Covering {
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let q = linear_index(wid, nwg, lid);
-    if (q >= p.rows * p.h * p.w) { return; }
+    if (q >= p.rows * CI_H * CI_W) { return; }
     let c0 = wid.z * p.seg;
-    let c1 = min(c0 + p.seg, p.c);
+    let c1 = min(c0 + p.seg, CI_C);
     let cov = covering(q);
-    let out = (p.row0 * p.h * p.w + q) * p.c;
+    let out = (p.row0 * CI_H * CI_W + q) * CI_C;
     var c = c0;
     // 4 channels per pass over the windows where there are 4 left (fewer loop iterations).
     for (; c + 4u <= c1; c += 4u) {
         var s = vec4<f32>();
         for (var oy = cov.oy0; oy < cov.oy1; oy++) {
-            let ky = cov.ys - oy * p.sh;
-            let row = (cov.r * p.ho + oy) * p.wo;
+            let ky = cov.ys - oy * CI_SH;
+            let row = (cov.r * CI_HO + oy) * CI_WO;
             for (var ox = cov.ox0; ox < cov.ox1; ox++) {
-                let i = (row + ox) * p.stride_k + (ky * p.kw + cov.xs - ox * p.sw) * p.c + c;
+                let i = (row + ox) * CI_STRIDE_K + (ky * CI_KW + cov.xs - ox * CI_SW) * CI_C + c;
                 s += vec4<f32>(src[i], src[i + 1u], src[i + 2u], src[i + 3u]);
             }
         }
@@ -251,10 +267,10 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (; c < c1; c++) {
         var s = 0.0;
         for (var oy = cov.oy0; oy < cov.oy1; oy++) {
-            let ky = cov.ys - oy * p.sh;
-            let row = (cov.r * p.ho + oy) * p.wo;
+            let ky = cov.ys - oy * CI_SH;
+            let row = (cov.r * CI_HO + oy) * CI_WO;
             for (var ox = cov.ox0; ox < cov.ox1; ox++) {
-                s += src[(row + ox) * p.stride_k + (ky * p.kw + cov.xs - ox * p.sw) * p.c + c];
+                s += src[(row + ox) * CI_STRIDE_K + (ky * CI_KW + cov.xs - ox * CI_SW) * CI_C + c];
             }
         }
         dst[out + c] = s * below_grad(out + c);
@@ -265,21 +281,21 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn col2im_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
     let q = linear_index(wid, nwg, lid);
-    if (q >= p.rows * p.h * p.w) { return; }
-    let c4 = p.c / 4u;
+    if (q >= p.rows * CI_H * CI_W) { return; }
+    let c4 = CI_C / 4u;
     let c0 = wid.z * p.seg;
     let c1 = min(c0 + p.seg, c4);
     let cov = covering(q);
-    let out = (p.row0 * p.h * p.w + q) * c4;
+    let out = (p.row0 * CI_H * CI_W + q) * c4;
     var c = c0;
     // 4 units per pass over the windows where there are 4 left (fewer loop iterations).
     for (; c + 4u <= c1; c += 4u) {
         var s: array<vec4<f32>, 4>;
         for (var oy = cov.oy0; oy < cov.oy1; oy++) {
-            let ky = cov.ys - oy * p.sh;
-            let row = (cov.r * p.ho + oy) * p.wo;
+            let ky = cov.ys - oy * CI_SH;
+            let row = (cov.r * CI_HO + oy) * CI_WO;
             for (var ox = cov.ox0; ox < cov.ox1; ox++) {
-                let i = (row + ox) * (p.stride_k / 4u) + (ky * p.kw + cov.xs - ox * p.sw) * c4 + c;
+                let i = (row + ox) * (CI_STRIDE_K / 4u) + (ky * CI_KW + cov.xs - ox * CI_SW) * c4 + c;
                 s[0] += src4[i];
                 s[1] += src4[i + 1u];
                 s[2] += src4[i + 2u];
@@ -294,10 +310,10 @@ fn col2im_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     for (; c < c1; c++) {
         var s = vec4<f32>();
         for (var oy = cov.oy0; oy < cov.oy1; oy++) {
-            let ky = cov.ys - oy * p.sh;
-            let row = (cov.r * p.ho + oy) * p.wo;
+            let ky = cov.ys - oy * CI_SH;
+            let row = (cov.r * CI_HO + oy) * CI_WO;
             for (var ox = cov.ox0; ox < cov.ox1; ox++) {
-                s += src4[(row + ox) * (p.stride_k / 4u) + (ky * p.kw + cov.xs - ox * p.sw) * c4 + c];
+                s += src4[(row + ox) * (CI_STRIDE_K / 4u) + (ky * CI_KW + cov.xs - ox * CI_SW) * c4 + c];
             }
         }
         dst4[out + c] = s * below_grad4((out + c) * 4u);

@@ -168,7 +168,24 @@ pub(super) fn col2im(
         None => (dcol, params(d, rows, row0, seg, 1), 0),
     };
     let entry = if vec4 { "col2im_vec4" } else { "col2im" };
-    let constants = [("WG", WG as f64), ("ACT", act as f64)];
+    // The geometry as constants too: the shader divides by it per pixel (see conv2d.wgsl).
+    let u = |v: usize| v as f64;
+    let constants = [
+        ("WG", WG as f64),
+        ("ACT", act as f64),
+        ("CI_H", u(win.h)),
+        ("CI_W", u(win.w)),
+        ("CI_HO", u(win.ho)),
+        ("CI_WO", u(win.wo)),
+        ("CI_KH", u(win.kh)),
+        ("CI_KW", u(win.kw)),
+        ("CI_SH", u(win.sh)),
+        ("CI_SW", u(win.sw)),
+        ("CI_PAD_TOP", u(win.pad_top)),
+        ("CI_PAD_LEFT", u(win.pad_left)),
+        ("CI_C", u(d.c_in)),
+        ("CI_STRIDE_K", u(padded_patch(d))),
+    ];
     dispatch(gpu, &CONV2D, entry, &constants, &p, &[dcol, dx, dcol, dx, y], grid)
 }
 
