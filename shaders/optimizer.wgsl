@@ -74,10 +74,20 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> decay_mask: array<u32>; // MASKED: a bit per value
 @group(0) @binding(7) var<storage, read_write> grad_scale: array<f32>; // CLIPPED: [0] the factor
 
-// The gradient of element i as the rule takes it: scaled by the clipping factor when CLIPPED.
-fn grad_at(i: u32) -> V {
+// The clipping factor (CLIPPED), read once per invocation rather than once per value: on
+// lavapipe every load is a loop over the SIMD lanes, this one a ninth of AdamW's.
+fn clip_scale() -> f32 {
     if (CLIPPED) {
-        return grad[i] * grad_scale[0];
+        return grad_scale[0];
+    }
+    return 1.0;
+}
+
+// The gradient of element i as the rule takes it: scaled by the clipping factor (`scale`, from
+// clip_scale) when CLIPPED.
+fn grad_at(i: u32, scale: f32) -> V {
+    if (CLIPPED) {
+        return grad[i] * scale;
     }
     return grad[i];
 }
@@ -195,11 +205,12 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let first = first_index(wid, nwg, lid);
     if (first >= p.len || skipped()) { return; }
     let lr = scheduled_lr();
+    let scale = clip_scale();
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            var g = grad_at(i) + p.weight_decay * w;
+            var g = grad_at(i, scale) + p.weight_decay * w;
             if (MOMENTUM) {
                 let vel = p.momentum * state1[i] + g;
                 state1[i] = vel;
@@ -240,12 +251,13 @@ fn adam_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let first = first_index(wid, nwg, lid);
     if (first >= p.len || skipped()) { return; }
     let lr = scheduled_lr();
+    let scale = clip_scale();
     let c = adam_corrections();
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            adam_step(i, w, grad_at(i) + p.weight_decay * decays(i) * w, V(1.0), lr, c);
+            adam_step(i, w, grad_at(i, scale) + p.weight_decay * decays(i) * w, V(1.0), lr, c);
         }
     }
 }
@@ -256,11 +268,12 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let first = first_index(wid, nwg, lid);
     if (first >= p.len || skipped()) { return; }
     let lr = scheduled_lr();
+    let scale = clip_scale();
     let c = adam_corrections();
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
-            adam_step(i, param[i], grad_at(i), 1.0 - lr * p.weight_decay * decays(i), lr, c);
+            adam_step(i, param[i], grad_at(i, scale), 1.0 - lr * p.weight_decay * decays(i), lr, c);
         }
     }
 }
@@ -271,12 +284,13 @@ fn rmsprop_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let first = first_index(wid, nwg, lid);
     if (first >= p.len || skipped()) { return; }
     let lr = scheduled_lr();
+    let scale = clip_scale();
     let rho = p.beta2;
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            let g = grad_at(i) + p.weight_decay * w;
+            let g = grad_at(i, scale) + p.weight_decay * w;
             let sq = rho * state1[i] + (1.0 - rho) * g * g;
             state1[i] = sq;
             var d = g / root_with_eps(sq);
@@ -295,12 +309,13 @@ fn adagrad_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let first = first_index(wid, nwg, lid);
     if (first >= p.len || skipped()) { return; }
     let lr = scheduled_lr();
+    let scale = clip_scale();
     let first_update = step_t() == 1u;
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            let g = grad_at(i) + p.weight_decay * w;
+            let g = grad_at(i, scale) + p.weight_decay * w;
             let before = select(state1[i], V(p.beta2), first_update);
             let sum = before + g * g;
             state1[i] = sum;
@@ -315,12 +330,13 @@ fn adadelta_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let first = first_index(wid, nwg, lid);
     if (first >= p.len || skipped()) { return; }
     let lr = scheduled_lr();
+    let scale = clip_scale();
     let rho = p.beta2;
     for (var k = 0u; k < PER_LANE; k++) {
         let i = first + k * WG;
         if (i < p.len) {
             let w = param[i];
-            let g = grad_at(i) + p.weight_decay * w;
+            let g = grad_at(i, scale) + p.weight_decay * w;
             let v = rho * state1[i] + (1.0 - rho) * g * g;
             let u = state2[i];
             let delta = sqrt(u + p.eps) / sqrt(v + p.eps) * g;
