@@ -12,6 +12,10 @@
 // chains dispatches, which wgpu orders).
 // The forward runs on a 2-D grid: x over columns, y over tokens (folded into z past the
 // per-dimension workgroup limit). Nothing reads out of bounds, whatever the ids.
+// Written over `V` (a lane width prepended, after activation.wgsl: lanes_scalar.wgsl, or
+// lanes_vec4.wgsl where cols is a multiple of 4; then the table's and the tokens' rows are in
+// vec4s of four columns and p.cols = cols / 4): on lavapipe every load is a loop over the SIMD
+// lanes, so a vec4 moves four values for the cost of one, and the id is read once for them.
 
 override IDS_U8: bool = false;
 override WG: u32 = 64u;
@@ -29,8 +33,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read_write> table: array<f32>;  // forward: table; backward: dy
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;    // forward: out; backward: dtable
+@group(0) @binding(2) var<storage, read_write> table: array<V>;  // forward: table; backward: dy
+@group(0) @binding(3) var<storage, read_write> out: array<V>;    // forward: out; backward: dtable
 
 fn token_id(n: u32) -> u32 {
     if (IDS_U8) {
@@ -46,7 +50,7 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(wor
     let n = wid.z * nwg.y + wid.y;
     if (c >= p.cols || n >= p.tokens) { return; }
     let v = token_id(n);
-    var value = 0.0;
+    var value = splat(0.0);
     if (v < p.vocab) {
         value = table[v * p.cols + c];
     }
@@ -57,7 +61,7 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(wor
 fn embedding_clear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * WG + gid.x;
     if (i >= p.vocab * p.cols) { return; }
-    out[i] = 0.0;
+    out[i] = splat(0.0);
 }
 
 @compute @workgroup_size(WG)

@@ -13,19 +13,39 @@
 //! tokens, and independent of the vocabulary.
 
 use super::check::{disjoint, expect_len};
+use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
 use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
-pub(crate) const EMBEDDING: KernelFamily = KernelFamily {
-    name: "embedding",
-    sources: &[include_str!("../../shaders/embedding.wgsl")],
-    storage: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
+const EMBEDDING_WGSL: &str = include_str!("../../shaders/embedding.wgsl");
+const STORAGE: &[Access] = &[Access::Read, Access::ReadWrite, Access::ReadWrite];
+
+pub(crate) const EMBEDDING: KernelFamily =
+    KernelFamily { name: "embedding", sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, EMBEDDING_WGSL], storage: STORAGE };
+
+/// The same over vec4s of four columns, where cols is a multiple of 4 and the views 16-byte
+/// aligned: a quarter of the loads and stores, and of the id reads.
+pub(crate) const EMBEDDING_VEC4: KernelFamily = KernelFamily {
+    name: "embedding_vec4",
+    sources: &[ACTIVATION_WGSL, LANES_VEC4_WGSL, EMBEDDING_WGSL],
+    storage: STORAGE,
 };
 
 const WG: u32 = 64;
+/// The backward's workgroup: its invocations are the columns (vec4s), few (char_gpt's 128 are 32
+/// vec4s), and a CPU adapter runs a workgroup on one thread.
+const BACKWARD_WG: u32 = 16;
+
+/// The family and lane width for rows of `cols` in `views`: vec4s where they fit.
+fn lanes(cols: usize, views: &[&Tensor]) -> (&'static KernelFamily, usize) {
+    match cols.is_multiple_of(4) && views.iter().all(|t| t.byte_offset().is_multiple_of(16)) {
+        true => (&EMBEDDING_VEC4, 4),
+        false => (&EMBEDDING, 1),
+    }
+}
 /// Tokens one backward dispatch walks: far below the loop cap ([`crate::profile::LOOP_CAP`]).
 pub const BACKWARD_TOKENS_PER_DISPATCH: usize = 16_384;
 
@@ -126,22 +146,27 @@ fn check(op: &str, ids: &TokenIds, table_name: &str, table: &Tensor, per_token: 
     Ok([tokens, vocab, cols])
 }
 
-fn constants(ids: &TokenIds) -> [(&'static str, f64); 2] {
-    [("IDS_U8", matches!(ids, TokenIds::U8 { .. }) as u32 as f64), ("WG", WG as f64)]
+fn constants(ids: &TokenIds, wg: u32) -> [(&'static str, f64); 2] {
+    [("IDS_U8", matches!(ids, TokenIds::U8 { .. }) as u32 as f64), ("WG", wg as f64)]
 }
 
 /// `out[n, :] = table[ids[n], :]`, a row of zeros where `ids[n] ≥ vocab`. table: `[vocab, cols]`;
 /// out: tokens × cols values, last axis cols (`[tokens, cols]` or `[batch, block, cols]`).
-/// One dispatch, one invocation per output value.
+/// One dispatch, one invocation per output value (per vec4 of them where cols is a multiple of 4).
 pub fn embedding_forward(gpu: &Gpu, ids: TokenIds, table: &Tensor, out: &Tensor) -> Result<Plan> {
     const OP: &str = "embedding_forward";
     let [tokens, vocab, cols] = check(OP, &ids, "table", table, ("out", out))?;
     disjoint(OP, &[("ids", ids.tensor()), ("table", table), ("out", out)])?;
-    let params = params(tokens, vocab, cols, 0, 0);
+    let (family, lanes) = lanes(cols, &[table, out]);
+    let units = cols / lanes;
+    let params = params(tokens, vocab, units, 0, 0);
+    // A workgroup no wider than a row (rounded up to a power of two): char_gpt's 32 vec4s left
+    // half of a 64-wide one idle.
+    let wg = (units.next_power_of_two() as u32).min(WG);
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    let grid = [cols.div_ceil(WG as usize) as u32, tokens.min(max) as u32, tokens.div_ceil(max) as u32];
+    let grid = [units.div_ceil(wg as usize) as u32, tokens.min(max) as u32, tokens.div_ceil(max) as u32];
     let slots = [ids.tensor(), table, out];
-    Ok(dispatch(gpu, &EMBEDDING, "embedding_forward", &constants(&ids), &params, &slots, grid)?.into())
+    Ok(dispatch(gpu, family, "embedding_forward", &constants(&ids, wg), &params, &slots, grid)?.into())
 }
 
 /// `dtable[v, :] (+)= Σ_{n: ids[n] = v} dy[n, :]`, in order of n (`accumulate`: add to dtable,
@@ -152,20 +177,22 @@ pub fn embedding_backward(gpu: &Gpu, ids: TokenIds, dy: &Tensor, dtable: &Tensor
     const OP: &str = "embedding_backward";
     let [tokens, vocab, cols] = check(OP, &ids, "dtable", dtable, ("dy", dy))?;
     disjoint(OP, &[("ids", ids.tensor()), ("dy", dy), ("dtable", dtable)])?;
-    let consts = constants(&ids);
+    let (family, lanes) = lanes(cols, &[dy, dtable]);
+    let units = cols / lanes;
     let mut plan = Plan::new();
     if !accumulate {
         let d = dummy(gpu)?;
-        let params = params(tokens, vocab, cols, 0, 0);
-        let grid = grid_1d(gpu, vocab * cols, WG);
-        plan.push(dispatch(gpu, &EMBEDDING, "embedding_clear", &consts, &params, &[ids.tensor(), &d, dtable], grid)?);
+        let params = params(tokens, vocab, units, 0, 0);
+        let grid = grid_1d(gpu, vocab * units, WG);
+        let slots = [ids.tensor(), &d, dtable];
+        plan.push(dispatch(gpu, family, "embedding_clear", &constants(&ids, WG), &params, &slots, grid)?);
     }
-    let grid = [cols.div_ceil(WG as usize) as u32, 1, 1];
+    let grid = [units.div_ceil(BACKWARD_WG as usize) as u32, 1, 1];
     for first in (0..tokens).step_by(BACKWARD_TOKENS_PER_DISPATCH) {
         let count = BACKWARD_TOKENS_PER_DISPATCH.min(tokens - first);
-        let params = params(tokens, vocab, cols, first, count);
+        let params = params(tokens, vocab, units, first, count);
         let slots = [ids.tensor(), dy, dtable];
-        plan.push(dispatch(gpu, &EMBEDDING, "embedding_backward", &consts, &params, &slots, grid)?);
+        plan.push(dispatch(gpu, family, "embedding_backward", &constants(&ids, BACKWARD_WG), &params, &slots, grid)?);
     }
     Ok(plan)
 }

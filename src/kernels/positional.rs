@@ -7,17 +7,37 @@
 
 use super::check::disjoint;
 use super::reduce::column_sum;
+use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
 use crate::registry::{dispatch, dummy, grid_1d, Access, KernelFamily};
 use crate::tensor::{DType, Tensor};
 
+const POSITIONAL_WGSL: &str = include_str!("../../shaders/positional.wgsl");
+const STORAGE: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
+
 pub(crate) const POSITIONAL: KernelFamily = KernelFamily {
     name: "positional",
-    sources: &[include_str!("../../shaders/positional.wgsl")],
-    storage: &[Access::Read, Access::Read, Access::ReadWrite],
+    sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, POSITIONAL_WGSL],
+    storage: STORAGE,
 };
+
+/// The same over vec4s of four columns, where cols is a multiple of 4 and the views 16-byte
+/// aligned.
+pub(crate) const POSITIONAL_VEC4: KernelFamily = KernelFamily {
+    name: "positional_vec4",
+    sources: &[ACTIVATION_WGSL, LANES_VEC4_WGSL, POSITIONAL_WGSL],
+    storage: STORAGE,
+};
+
+/// The family and lane width for rows of `cols` in `views`: vec4s where they fit.
+fn lanes(cols: usize, views: &[&Tensor]) -> (&'static KernelFamily, usize) {
+    match cols.is_multiple_of(4) && views.iter().all(|t| t.byte_offset().is_multiple_of(16)) {
+        true => (&POSITIONAL_VEC4, 4),
+        false => (&POSITIONAL, 1),
+    }
+}
 
 const WG: u32 = 256;
 
@@ -26,7 +46,8 @@ const WG: u32 = 256;
 struct PositionalParams {
     total: u32,
     per_sample: u32,
-    _pad: [u32; 2],
+    samples: u32,
+    _pad: u32,
 }
 
 /// (batch, block, cols, block_max) of a `[batch, block, cols]` f32 tensor `x` (named `x_name`)
@@ -66,7 +87,7 @@ fn check(op: &str, x_name: &str, x: &Tensor, table_name: &str, table: &Tensor) -
 /// `[block_max ≥ block, cols]` (rows past block unread). One dispatch.
 pub fn positional_add_forward(gpu: &Gpu, x: &Tensor, pos: &Tensor, out: &Tensor) -> Result<Plan> {
     const OP: &str = "positional_add_forward";
-    let [_, block, cols, _] = check(OP, "x", x, "pos", pos)?;
+    let [batch, block, cols, _] = check(OP, "x", x, "pos", pos)?;
     if out.shape() != x.shape() || out.dtype() != DType::F32 {
         return Err(WgnnError::shape_of(
             OP,
@@ -75,10 +96,13 @@ pub fn positional_add_forward(gpu: &Gpu, x: &Tensor, pos: &Tensor, out: &Tensor)
         ));
     }
     disjoint(OP, &[("x", x), ("pos", pos), ("out", out)])?;
-    let params = PositionalParams { total: x.len() as u32, per_sample: (block * cols) as u32, _pad: [0; 2] };
-    let grid = grid_1d(gpu, x.len(), WG);
-    Ok(dispatch(gpu, &POSITIONAL, "positional_add_forward", &[("WG", WG as f64)], &params, &[x, pos, out], grid)?
-        .into())
+    let (family, lanes) = lanes(cols, &[x, pos, out]);
+    let per_sample = block * cols / lanes;
+    let params = PositionalParams { total: 0, per_sample: per_sample as u32, samples: batch as u32, _pad: 0 };
+    // x over a sample's values, y over the samples (folded into z past the limit).
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let grid = [per_sample.div_ceil(WG as usize) as u32, batch.min(max) as u32, batch.div_ceil(max) as u32];
+    Ok(dispatch(gpu, family, "positional_add_forward", &[("WG", WG as f64)], &params, &[x, pos, out], grid)?.into())
 }
 
 /// dpos[t, :] (+)= Σ_b dy[b, t, :] for t < block, summed over the batch in order
@@ -92,12 +116,13 @@ pub fn positional_add_backward(gpu: &Gpu, dy: &Tensor, dpos: &Tensor, accumulate
     let used = block * cols;
     let mut plan = column_sum(gpu, &dy.reshape(&[batch, used])?, &dpos.view(0, &[used])?, accumulate)?;
     if !accumulate && block < block_max {
-        let tail = (block_max - block) * cols;
-        let params = PositionalParams { total: tail as u32, per_sample: used as u32, _pad: [0; 2] };
+        let (family, lanes) = lanes(cols, &[dpos]);
+        let tail = (block_max - block) * cols / lanes;
+        let params = PositionalParams { total: tail as u32, per_sample: (used / lanes) as u32, samples: 0, _pad: 0 };
         let d = dummy(gpu)?;
         let grid = grid_1d(gpu, tail, WG);
         let slots = [&d, &d, dpos];
-        plan.push(dispatch(gpu, &POSITIONAL, "positional_clear_tail", &[("WG", WG as f64)], &params, &slots, grid)?);
+        plan.push(dispatch(gpu, family, "positional_clear_tail", &[("WG", WG as f64)], &params, &slots, grid)?);
     }
     Ok(plan)
 }
