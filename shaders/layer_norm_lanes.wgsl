@@ -102,25 +102,44 @@ fn ln_backward_dx_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
     }
 }
 
-// One invocation per (column, chunk), columns fastest, so that a workgroup is full however few
-// columns there are (128 columns are 32 vec4s).
-@compute @workgroup_size(INVOCATIONS)
+// Columns (of V) per invocation of ln_backward_partials: a row's mean and rstd are loaded once
+// for them (on lavapipe every load is a loop over the SIMD lanes; they were 2 of a column's 4
+// loads a row). Each column's sums run over the chunk's rows in order, as with one column.
+const PARTIAL_COLS: u32 = 4u;
+// Its workgroup: a quarter of the others', so that char_gpt's 192 invocations make 12 workgroups
+// (a CPU adapter runs each on one thread: 3 of 64 kept one of 2 threads idle a third of the time).
+const PARTIALS_WG: u32 = 16u;
+
+// One invocation per (group of PARTIAL_COLS columns, chunk), column groups fastest, so that a
+// workgroup is full however few columns there are (128 columns are 32 vec4s, 8 groups).
+@compute @workgroup_size(PARTIALS_WG)
 fn ln_backward_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_id) lid: vec3<u32>) {
-    let j = row_of_invocation(wid, nwg, lid);
-    let c = j % p.cols;
-    let k = j / p.cols;
+    let j = (wid.y * nwg.x + wid.x) * PARTIALS_WG + lid.x;
+    let groups = (p.cols + PARTIAL_COLS - 1u) / PARTIAL_COLS;
+    let c0 = (j % groups) * PARTIAL_COLS;
+    let k = j / groups;
     if (k >= p.chunks) { return; }
     let r0 = k * p.chunk;
     let r1 = min(r0 + p.chunk, p.rows);
-    var s_dyx = splat(0.0);
-    var s_dy = splat(0.0);
+    // The group's last columns past the row's end repeat its last column (never written).
+    var s_dyx: array<V, PARTIAL_COLS>;
+    var s_dy: array<V, PARTIAL_COLS>;
     for (var r = r0; r < r1; r++) {
-        let i = r * p.cols + c;
-        let dy = b[i];
-        s_dy += dy;
-        s_dyx += dy * ((x[i] - splat(mean[r])) * rstd[r]);
+        let m = splat(mean[r]);
+        let rs = rstd[r];
+        for (var q = 0u; q < PARTIAL_COLS; q++) {
+            let i = r * p.cols + min(c0 + q, p.cols - 1u);
+            let dy = b[i];
+            s_dy[q] += dy;
+            s_dyx[q] += dy * ((x[i] - m) * rs);
+        }
     }
-    out[k * p.cols + c] = s_dyx;
-    out[(p.chunks + k) * p.cols + c] = s_dy;
+    for (var q = 0u; q < PARTIAL_COLS; q++) {
+        let c = c0 + q;
+        if (c < p.cols) {
+            out[k * p.cols + c] = s_dyx[q];
+            out[(p.chunks + k) * p.cols + c] = s_dy[q];
+        }
+    }
 }

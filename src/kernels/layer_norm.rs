@@ -51,6 +51,10 @@ pub const MAX_COLS: usize = 1 << 19;
 const COLUMN_WG: usize = 64;
 /// Widest row the one-invocation-per-row kernels take: they loop 3·cols times.
 const ROWS_VARIANT_MAX_COLS: usize = 16_384;
+/// Columns (of the lane width) per invocation of ln_backward_partials (the shader's PARTIAL_COLS).
+const PARTIAL_COLS: usize = 4;
+/// Its workgroup size (the shader's PARTIALS_WG).
+const PARTIALS_WG: u32 = 16;
 /// Rows per chunk of the column sums, at least (more chunks: more invocations busy).
 const CHUNK_MIN: usize = 32;
 /// At most this many chunks: ln_backward_finalize loops over them.
@@ -344,7 +348,8 @@ pub fn layer_norm_backward_params(
     let constants = [("WRITE_DGAMMA", dgamma.is_some() as u32 as f64), ("WRITE_DBETA", dbeta.is_some() as u32 as f64)];
     let (family, lanes_params) = s.lanes(LAYER_NORM_EPS);
     let slots = [x, &d, dy, mean, rstd, &part, &d];
-    let invocations = lanes_params.cols as usize * s.chunks;
+    // ln_backward_partials: one invocation per 4 columns (of V) and chunk.
+    let invocations = (lanes_params.cols as usize).div_ceil(PARTIAL_COLS) * s.chunks;
     let mut plan = Plan::new();
     plan.push(dispatch(
         gpu,
@@ -353,7 +358,7 @@ pub fn layer_norm_backward_params(
         &[],
         &lanes_params,
         &slots,
-        grid_1d(gpu, invocations, COLUMN_WG as u32),
+        grid_1d(gpu, invocations, PARTIALS_WG),
     )?);
     let slots = [&d, &d, &d, &d, &d, &part, dgamma.unwrap_or(&d), dbeta.unwrap_or(&d)];
     plan.push(dispatch(gpu, &LAYER_NORM, "ln_backward_finalize", &constants, &params, &slots, [column_groups, 1, 1])?);
