@@ -13,7 +13,7 @@
 //! tokens, and independent of the vocabulary.
 
 use super::check::{disjoint, expect_len};
-use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
+use super::{lane_family, ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -23,8 +23,11 @@ use crate::tensor::{DType, Tensor};
 const EMBEDDING_WGSL: &str = include_str!("../../shaders/embedding.wgsl");
 const STORAGE: &[Access] = &[Access::Read, Access::ReadWrite, Access::ReadWrite];
 
-pub(crate) const EMBEDDING: KernelFamily =
-    KernelFamily { name: "embedding", sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, EMBEDDING_WGSL], storage: STORAGE };
+pub(crate) const EMBEDDING: KernelFamily = KernelFamily {
+    name: "embedding",
+    sources: &[ACTIVATION_WGSL, LANES_SCALAR_WGSL, EMBEDDING_WGSL],
+    storage: STORAGE,
+};
 
 /// The same over vec4s of four columns, where cols is a multiple of 4 and the views 16-byte
 /// aligned: a quarter of the loads and stores, and of the id reads.
@@ -41,10 +44,7 @@ const BACKWARD_WG: u32 = 16;
 
 /// The family and lane width for rows of `cols` in `views`: vec4s where they fit.
 fn lanes(cols: usize, views: &[&Tensor]) -> (&'static KernelFamily, usize) {
-    match cols.is_multiple_of(4) && views.iter().all(|t| t.byte_offset().is_multiple_of(16)) {
-        true => (&EMBEDDING_VEC4, 4),
-        false => (&EMBEDDING, 1),
-    }
+    lane_family(cols, views, &EMBEDDING, &EMBEDDING_VEC4)
 }
 /// Tokens one backward dispatch walks: far below the loop cap ([`crate::profile::LOOP_CAP`]).
 pub const BACKWARD_TOKENS_PER_DISPATCH: usize = 16_384;

@@ -51,5 +51,20 @@ pub(crate) const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.
 pub(crate) const LANES_SCALAR_WGSL: &str = include_str!("../../shaders/lanes_scalar.wgsl");
 pub(crate) const LANES_VEC4_WGSL: &str = include_str!("../../shaders/lanes_vec4.wgsl");
 
+/// Of a family written over `V` in its two lane widths: the vec4 one and 4 where rows of `cols`
+/// floats allow vec4 views (cols a multiple of 4, every view in `views` 16-byte aligned), else the
+/// scalar one and 1.
+pub(crate) fn lane_family(
+    cols: usize,
+    views: &[&crate::tensor::Tensor],
+    scalar: &'static KernelFamily,
+    vec4: &'static KernelFamily,
+) -> (&'static KernelFamily, usize) {
+    match cols.is_multiple_of(4) && views.iter().all(|t| t.byte_offset().is_multiple_of(16)) {
+        true => (vec4, 4),
+        false => (scalar, 1),
+    }
+}
+
 pub use crate::plan::{Dispatch, Plan};
 pub use crate::registry::{Access, Constant, KernelFamily};

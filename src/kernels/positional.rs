@@ -7,7 +7,7 @@
 
 use super::check::disjoint;
 use super::reduce::column_sum;
-use super::{ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
+use super::{lane_family, ACTIVATION_WGSL, LANES_SCALAR_WGSL, LANES_VEC4_WGSL};
 use crate::device::Gpu;
 use crate::error::{Result, WgnnError};
 use crate::plan::Plan;
@@ -33,10 +33,7 @@ pub(crate) const POSITIONAL_VEC4: KernelFamily = KernelFamily {
 
 /// The family and lane width for rows of `cols` in `views`: vec4s where they fit.
 fn lanes(cols: usize, views: &[&Tensor]) -> (&'static KernelFamily, usize) {
-    match cols.is_multiple_of(4) && views.iter().all(|t| t.byte_offset().is_multiple_of(16)) {
-        true => (&POSITIONAL_VEC4, 4),
-        false => (&POSITIONAL, 1),
-    }
+    lane_family(cols, views, &POSITIONAL, &POSITIONAL_VEC4)
 }
 
 const WG: u32 = 256;
