@@ -99,6 +99,11 @@ fn window_cells(o: u32) -> Cells {
     let t2 = t / p.wo;
     let oy = t2 % p.ho;
     let r = t2 / p.ho;
+    return cells_at(r, oy, ox, c);
+}
+
+// The same for window (r, oy, ox) at channel c.
+fn cells_at(r: u32, oy: u32, ox: u32, c: u32) -> Cells {
     let ys = i32(oy * p.sh) - i32(p.pad_top);
     let xs = i32(ox * p.sw) - i32(p.pad_left);
     var cells: Cells;

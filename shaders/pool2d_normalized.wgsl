@@ -19,19 +19,6 @@
 // position 6 divisions).
 override OUTS: u32 = 4u;
 
-// The cells of window (r, oy, ox) at channel c, as window_cells gives them for its index.
-fn cells_at(r: u32, oy: u32, ox: u32, c: u32) -> Cells {
-    let ys = i32(oy * p.sh) - i32(p.pad_top);
-    let xs = i32(ox * p.sw) - i32(p.pad_left);
-    var cells: Cells;
-    cells.y0 = u32(max(ys, 0));
-    cells.y1 = u32(min(ys + i32(p.kh), i32(p.h)));
-    cells.x0 = u32(max(xs, 0));
-    cells.x1 = u32(min(xs + i32(p.kw), i32(p.w)));
-    cells.base = r * p.h * p.w * p.c + c;
-    return cells;
-}
-
 @compute @workgroup_size(WG)
 fn max_pool2d_forward_normalized(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_id) lid: vec3<u32>) {
